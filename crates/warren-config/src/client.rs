@@ -1,0 +1,540 @@
+//! Lowering into [`ClientConfig`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::directives::Side;
+use crate::error::{ConfigError, Location, Warning};
+use crate::lex::parse_str;
+use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
+use crate::material::Material;
+use crate::read_config_text;
+use crate::types::{
+    CertRole, ClientProto, DevType, KeyDerivationPolicy, PullFilterAction, Remote, ResolvRetry,
+    Route, TlsVersion, X509NameType,
+};
+
+/// A client config (an ordinary `.ovpn` profile), lowered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `remote` lines in order, with `port`/`rport` and `proto` defaults
+    /// applied. Never empty.
+    pub remotes: Vec<Remote>,
+    /// `remote-random`.
+    pub remote_random: bool,
+    /// `proto`. Default `udp`.
+    pub proto: ClientProto,
+    /// `local`.
+    pub local: Option<String>,
+    /// `lport` (or `port`): local port to bind when not `nobind`.
+    pub lport: Option<u16>,
+    /// `nobind`.
+    pub nobind: bool,
+    /// `dev`. Default `tun`.
+    pub dev: String,
+    /// `dev-type`, or derived from `dev`.
+    pub dev_type: DevType,
+    /// `ca`.
+    pub ca: Material,
+    /// `cert`; `None` with username/password only.
+    pub cert: Option<Material>,
+    /// `key`; present exactly when `cert` is.
+    pub key: Option<Material>,
+    /// `tls-crypt`.
+    pub tls_crypt: Option<Material>,
+    /// `tls-auth` with its key direction.
+    pub tls_auth: Option<(Material, Option<u8>)>,
+    /// `auth`, normalised.
+    pub auth: Option<String>,
+    /// `remote-cert-tls`.
+    pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name NAME [TYPE]`.
+    pub verify_x509_name: Option<(String, X509NameType)>,
+    /// `data-ciphers`, upper case, defaulted.
+    pub data_ciphers: Vec<String>,
+    /// `data-ciphers-fallback`.
+    pub data_ciphers_fallback: Option<String>,
+    /// `cipher`.
+    pub cipher: Option<String>,
+    /// `auth-user-pass`: `Some(None)` prompts, `Some(Some(m))` reads a
+    /// username line and a password line from `m`.
+    pub auth_user_pass: Option<Option<Material>>,
+    /// `redirect-gateway FLAGS…` (the last one wins).
+    pub redirect_gateway: Option<Vec<String>>,
+    /// `route-nopull`.
+    pub route_nopull: bool,
+    /// `pull-filter` lines in order.
+    pub pull_filters: Vec<(PullFilterAction, String)>,
+    /// `route` lines in order.
+    pub routes: Vec<Route>,
+    /// `dhcp-option TYPE [VALUE]` lines; the value is empty when absent.
+    pub dhcp_options: Vec<(String, String)>,
+    /// `keepalive`.
+    pub keepalive: Option<(u32, u32)>,
+    /// `ping`.
+    pub ping: Option<u32>,
+    /// `ping-restart`.
+    pub ping_restart: Option<u32>,
+    /// `resolv-retry`.
+    pub resolv_retry: Option<ResolvRetry>,
+    /// `persist-key`.
+    pub persist_key: bool,
+    /// `persist-tun`.
+    pub persist_tun: bool,
+    /// `reneg-sec`.
+    pub reneg_sec: Option<u32>,
+    /// `hand-window`.
+    pub hand_window: Option<u32>,
+    /// `tls-timeout`.
+    pub tls_timeout: Option<u32>,
+    /// `verb`, capped at 11. Default 1.
+    pub verb: u8,
+    /// `mute-replay-warnings`.
+    pub mute_replay_warnings: bool,
+    /// `explicit-exit-notify [N]`.
+    pub explicit_exit_notify: Option<u32>,
+    /// `tls-version-min`.
+    pub tls_version_min: Option<TlsVersion>,
+    /// `tls-version-max`.
+    pub tls_version_max: Option<TlsVersion>,
+    /// `tun-mtu`.
+    pub tun_mtu: Option<u16>,
+    /// `mssfix N`.
+    pub mssfix: Option<u16>,
+    /// `sndbuf`.
+    pub sndbuf: Option<u32>,
+    /// `rcvbuf`.
+    pub rcvbuf: Option<u32>,
+    /// `warren-key-derivation`.
+    pub key_derivation: KeyDerivationPolicy,
+    /// The config file, or the origin name.
+    pub source: PathBuf,
+}
+
+/// Directives [`ClientConfig`] lowering takes besides the shared ones.
+pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
+    "client",
+    "pull",
+    "tls-client",
+    "proto",
+    "remote",
+    "remote-random",
+    "rport",
+    "nobind",
+    "verify-x509-name",
+    "auth-user-pass",
+    "redirect-gateway",
+    "route-nopull",
+    "pull-filter",
+    "route",
+    "dhcp-option",
+    "resolv-retry",
+    "mute-replay-warnings",
+];
+
+/// Reads and lowers a client config (`.ovpn`/`.conf`) file.
+pub fn load_client_config(path: &Path) -> Result<(ClientConfig, Vec<Warning>), ConfigError> {
+    let text = read_config_text(path)?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    client_config_from_str(&text, &path.display().to_string(), base)
+}
+
+/// Lowers client config text. `origin` names it in errors; `base_dir` is the
+/// fallback directory for relative paths.
+pub fn client_config_from_str(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(ClientConfig, Vec<Warning>), ConfigError> {
+    let directives = parse_str(text, origin)?;
+    let mut lw = Lowerer::new(Arc::from(origin), base_dir);
+    let mut c = Common::default();
+    let mut s = ClientState::default();
+    let supported: Vec<&'static str> = CLIENT_DIRECTIVES
+        .iter()
+        .chain(COMMON_DIRECTIVES)
+        .copied()
+        .collect();
+
+    lw.run(&directives, Side::Client, &supported, |lw, v| {
+        if c.apply(lw, v)? {
+            return Ok(true);
+        }
+        if v.name == "rport" {
+            // OpenVPN options.c "rport": the remote port only.
+            v.expect(1, 1, "1 parameter (a port)")?;
+            c.remote_port = Some(v.port_at(0)?);
+            return Ok(true);
+        }
+        s.apply(lw, v)
+    })?;
+    c.check()?;
+
+    let file = Arc::clone(&lw.file);
+    let missing = |directive, why| ConfigError::Missing {
+        file: Arc::clone(&file),
+        directive,
+        why,
+    };
+    // OpenVPN options.c "client": the same as `pull` plus `tls-client`.
+    match (s.pull, s.tls_client) {
+        (true, true) => {}
+        (false, true) => {
+            return Err(missing(
+                "client",
+                "`tls-client` without `pull` is point-to-point mode, which warren does not support; \
+                 use `client`",
+            ));
+        }
+        _ => {
+            return Err(missing(
+                "client",
+                "a client config needs `client` (or `pull` and `tls-client`)",
+            ));
+        }
+    }
+    if s.remotes.is_empty() {
+        return Err(missing(
+            "remote",
+            "the server to connect to, e.g. `remote vpn.example.org 1194`",
+        ));
+    }
+    let ca =
+        c.ca.clone()
+            .ok_or_else(|| missing("ca", "the CA that signed the server's certificate"))?;
+    match (&c.cert, &c.key) {
+        (Some(_), None) => {
+            return Err(missing(
+                "key",
+                "`cert` is set, so its private key is needed",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(missing(
+                "cert",
+                "`key` is set, so its certificate is needed",
+            ));
+        }
+        (None, None) if s.auth_user_pass.is_none() => {
+            return Err(missing(
+                "cert",
+                "the client needs a certificate and key, or `auth-user-pass`",
+            ));
+        }
+        _ => {}
+    }
+    let (dev, dev_type) = c.device(&lw)?;
+    let proto = s.proto.unwrap_or_default();
+    let default_port = c.remote_port.unwrap_or(1194);
+    let remotes = s
+        .remotes
+        .iter()
+        .map(|r| Remote {
+            host: r.host.clone(),
+            port: r.port.unwrap_or(default_port),
+            proto: r.proto.unwrap_or(proto),
+        })
+        .collect::<Vec<_>>();
+
+    let whole = lw.file_location();
+    match c.remote_cert_tls {
+        None if s.verify_x509_name.is_none() => lw.warn(
+            &whole,
+            "remote-cert-tls",
+            "the server certificate's role is not checked: any certificate from the same CA, including \
+             another client's, could impersonate the server; add `remote-cert-tls server`",
+        ),
+        Some(CertRole::Client) => lw.warn(
+            &whole,
+            "remote-cert-tls",
+            "`remote-cert-tls client` in a client config requires the server to hold a client \
+             certificate; you probably want `remote-cert-tls server`",
+        ),
+        _ => {}
+    }
+    if let Some((_, loc)) = &c.explicit_exit_notify
+        && remotes.iter().all(|r| r.proto == ClientProto::TcpClient)
+    {
+        lw.warn(
+            loc,
+            "explicit-exit-notify",
+            "has no effect over TCP (OpenVPN ignores it too)",
+        );
+    }
+    if c.lport_seen
+        && s.nobind
+        && let Some(loc) = &s.nobind_loc
+    {
+        lw.warn(loc, "nobind", "`lport` is ignored because of `nobind`");
+    }
+
+    let data_ciphers = c.data_ciphers();
+    let tls_auth = c.tls_auth();
+    let cfg = ClientConfig {
+        remotes,
+        remote_random: s.remote_random,
+        proto,
+        local: c.local.clone(),
+        lport: c.local_port,
+        nobind: s.nobind,
+        dev,
+        dev_type,
+        ca,
+        cert: c.cert.clone(),
+        key: c.key.clone(),
+        tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
+        tls_auth,
+        auth: c.auth.clone(),
+        remote_cert_tls: c.remote_cert_tls,
+        verify_x509_name: s.verify_x509_name,
+        data_ciphers,
+        data_ciphers_fallback: c.data_ciphers_fallback.clone(),
+        cipher: c.cipher.clone(),
+        auth_user_pass: s.auth_user_pass,
+        redirect_gateway: s.redirect_gateway,
+        route_nopull: s.route_nopull,
+        pull_filters: s.pull_filters,
+        routes: s.routes,
+        dhcp_options: s.dhcp_options,
+        keepalive: c.keepalive.map(|(k, _)| k),
+        ping: c.ping.map(|(p, _)| p),
+        ping_restart: c.ping_restart.map(|(p, _)| p),
+        resolv_retry: s.resolv_retry,
+        persist_key: c.persist_key,
+        persist_tun: c.persist_tun,
+        reneg_sec: c.reneg_sec,
+        hand_window: c.hand_window,
+        tls_timeout: c.tls_timeout,
+        verb: c.verb.unwrap_or(1),
+        mute_replay_warnings: s.mute_replay_warnings,
+        explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
+        tls_version_min: c.tls_version_min.map(|(v, _)| v),
+        tls_version_max: c.tls_version_max,
+        tun_mtu: c.tun_mtu,
+        mssfix: c.mssfix,
+        sndbuf: c.sndbuf,
+        rcvbuf: c.rcvbuf,
+        key_derivation: c.key_derivation,
+        source: PathBuf::from(origin),
+    };
+    Ok((cfg, lw.warnings))
+}
+
+struct PendingRemote {
+    host: String,
+    port: Option<u16>,
+    proto: Option<ClientProto>,
+}
+
+#[derive(Default)]
+struct ClientState {
+    pull: bool,
+    tls_client: bool,
+    proto: Option<ClientProto>,
+    remotes: Vec<PendingRemote>,
+    remote_random: bool,
+    nobind: bool,
+    nobind_loc: Option<Location>,
+    verify_x509_name: Option<(String, X509NameType)>,
+    auth_user_pass: Option<Option<Material>>,
+    redirect_gateway: Option<Vec<String>>,
+    route_nopull: bool,
+    pull_filters: Vec<(PullFilterAction, String)>,
+    routes: Vec<Route>,
+    dhcp_options: Vec<(String, String)>,
+    resolv_retry: Option<ResolvRetry>,
+    mute_replay_warnings: bool,
+}
+
+/// OpenVPN socket.c proto_names, client side: `tcp` means tcp-client.
+fn client_proto(v: &View<'_>, i: usize) -> Result<ClientProto, ConfigError> {
+    match v.arg(i) {
+        "udp" => Ok(ClientProto::Udp),
+        "udp4" => Ok(ClientProto::Udp4),
+        "udp6" => Ok(ClientProto::Udp6),
+        "tcp" | "tcp-client" => Ok(ClientProto::TcpClient),
+        "tcp4" | "tcp6" | "tcp4-client" | "tcp6-client" => Err(v.invalid(
+            i,
+            "address-family-specific TCP is not supported yet; use tcp-client",
+        )),
+        "tcp-server" | "tcp4-server" | "tcp6-server" => {
+            Err(v.invalid(i, "a client connects with `tcp-client` (or `udp`)"))
+        }
+        _ => Err(v.invalid(i, "expected udp, udp4, udp6 or tcp-client")),
+    }
+}
+
+const REDIRECT_FLAGS: &[&str] = &[
+    "local",
+    "autolocal",
+    "def1",
+    "bypass-dhcp",
+    "bypass-dns",
+    "block-local",
+    "ipv6",
+    "!ipv4",
+];
+
+impl ClientState {
+    fn apply(&mut self, lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<bool, ConfigError> {
+        match v.name {
+            "client" => {
+                v.expect(0, 0, "no parameters")?;
+                self.pull = true;
+                self.tls_client = true;
+            }
+            "pull" => {
+                v.expect(0, 0, "no parameters")?;
+                self.pull = true;
+            }
+            "tls-client" => {
+                v.expect(0, 0, "no parameters")?;
+                self.tls_client = true;
+            }
+            "proto" => {
+                v.expect(1, 1, "1 parameter (udp, udp4, udp6 or tcp-client)")?;
+                self.proto = Some(client_proto(v, 0)?);
+            }
+            "remote" => {
+                v.expect(1, 3, "1 to 3 parameters (host, port, proto)")?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty host name"));
+                }
+                let port = if v.args.len() >= 2 {
+                    Some(v.port_at(1)?)
+                } else {
+                    None
+                };
+                let proto = if v.args.len() == 3 {
+                    Some(client_proto(v, 2)?)
+                } else {
+                    None
+                };
+                self.remotes.push(PendingRemote {
+                    host: v.arg(0).to_owned(),
+                    port,
+                    proto,
+                });
+            }
+            "remote-random" => {
+                v.expect(0, 0, "no parameters")?;
+                self.remote_random = true;
+            }
+            "nobind" => {
+                v.expect(0, 0, "no parameters")?;
+                self.nobind = true;
+                self.nobind_loc = Some(v.loc.clone());
+            }
+            "verify-x509-name" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (a name, and subject, name or name-prefix)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty name"));
+                }
+                let kind = match v.args.get(1).map(|a| a.value.as_str()) {
+                    None | Some("subject") => X509NameType::Subject,
+                    Some("name") => X509NameType::Name,
+                    Some("name-prefix") => X509NameType::NamePrefix,
+                    Some(_) => return Err(v.invalid(1, "expected subject, name or name-prefix")),
+                };
+                self.verify_x509_name = Some((v.arg(0).to_owned(), kind));
+            }
+            "auth-user-pass" => {
+                self.auth_user_pass = Some(if v.inline.is_some() {
+                    Some(v.material(lw.base_dir, 0)?)
+                } else {
+                    v.expect(0, 1, "0 or 1 parameters (a credentials file)")?;
+                    if v.args.is_empty() {
+                        None
+                    } else {
+                        Some(v.material(lw.base_dir, 0)?)
+                    }
+                });
+            }
+            "redirect-gateway" => {
+                v.expect(0, REDIRECT_FLAGS.len(), "0 or more flags")?;
+                for (i, a) in v.args.iter().enumerate() {
+                    if !REDIRECT_FLAGS.contains(&a.value.as_str()) {
+                        return Err(v.invalid(
+                            i,
+                            "expected local, autolocal, def1, bypass-dhcp, bypass-dns, block-local, \
+                             ipv6 or !ipv4",
+                        ));
+                    }
+                }
+                if self.redirect_gateway.is_some() {
+                    lw.warn(&v.loc, v.name, "repeated: only this last one is used");
+                }
+                self.redirect_gateway = Some(v.args.iter().map(|a| a.value.clone()).collect());
+            }
+            "route-nopull" => {
+                v.expect(0, 0, "no parameters")?;
+                self.route_nopull = true;
+            }
+            "pull-filter" => {
+                v.expect(
+                    2,
+                    2,
+                    "2 parameters (accept, ignore or reject, then the text)",
+                )?;
+                let action = match v.arg(0) {
+                    "accept" => PullFilterAction::Accept,
+                    "ignore" => PullFilterAction::Ignore,
+                    "reject" => PullFilterAction::Reject,
+                    _ => return Err(v.invalid(0, "expected accept, ignore or reject")),
+                };
+                self.pull_filters.push((action, v.arg(1).to_owned()));
+            }
+            "route" => {
+                v.expect(
+                    1,
+                    4,
+                    "1 to 4 parameters (network, netmask, gateway, metric)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty network"));
+                }
+                let netmask = match v.args.get(1).map(|a| a.value.as_str()) {
+                    None | Some("default") => None,
+                    Some(_) => Some(v.ipv4_at(1)?),
+                };
+                let gateway = match v.args.get(2).map(|a| a.value.as_str()) {
+                    None | Some("default") => None,
+                    Some(g) => Some(g.to_owned()),
+                };
+                let metric = match v.args.get(3).map(|a| a.value.as_str()) {
+                    None | Some("default") => None,
+                    Some(_) => Some(v.u32_at(3)?),
+                };
+                self.routes.push(Route {
+                    network: v.arg(0).to_owned(),
+                    netmask,
+                    gateway,
+                    metric,
+                });
+            }
+            "dhcp-option" => {
+                v.expect(1, 2, "1 or 2 parameters (a type and a value)")?;
+                self.dhcp_options
+                    .push((v.arg(0).to_owned(), v.arg(1).to_owned()));
+            }
+            "resolv-retry" => {
+                v.expect(1, 1, "1 parameter (seconds or infinite)")?;
+                self.resolv_retry = Some(if v.arg(0) == "infinite" {
+                    ResolvRetry::Infinite
+                } else {
+                    ResolvRetry::Seconds(v.u32_at(0)?)
+                });
+            }
+            "mute-replay-warnings" => {
+                v.expect(0, 0, "no parameters")?;
+                self.mute_replay_warnings = true;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,167 @@
+//! OpenVPN's own config syntax, read in two steps. [`parse_str`] is a spanned,
+//! uninterpreted parse that follows OpenVPN 2.6's lexer (`options.c`
+//! `parse_line` and `read_inline_file`): quotes, escapes, comments, a leading
+//! `--`, and `<tag>…</tag>` inline blocks, each [`Directive`] keeping its file
+//! and line. Lowering ([`load_server_config`], [`server_config_from_str`],
+//! [`load_client_config`], [`client_config_from_str`]) turns directives into a
+//! typed [`ServerConfig`] or [`ClientConfig`], validating every value, and
+//! returns the [`Warning`]s the admin should see. An admin can therefore run
+//! `warren server --config server.conf` on the file they run `openvpn` with.
+//!
+//! # What happens to each directive
+//!
+//! Every directive ends up in exactly one of these places, in this order:
+//!
+//! 1. **Lowered**: the directives with a field in [`ServerConfig`] or
+//!    [`ClientConfig`], plus `mode server`, `tls-server`, `client`, `pull`,
+//!    `tls-client`, `key-direction`, `ncp-ciphers` (the pre-2.5 name of
+//!    `data-ciphers`), `allow-compression no` and the warren extension
+//!    `warren-key-derivation auto|prf`. Bad values are errors with
+//!    `file:line` and the offending value quoted. Repeated directives follow
+//!    OpenVPN: the last one wins, except `push`, `remote`, `route`,
+//!    `pull-filter` and `dhcp-option`, which accumulate.
+//! 2. **Ignored with a warning** (the allow-list below): directives whose
+//!    absence cannot weaken security or silently change how the tunnel
+//!    behaves for its users.
+//! 3. **Refused with a reason**: OpenVPN directives warren does not
+//!    implement. Some may be skipped deliberately with OpenVPN's own
+//!    mechanisms, `ignore-unknown-option NAME…` (which, as in OpenVPN, covers
+//!    only later lines), `setenv opt NAME …` and `setenv FORWARD_COMPATIBLE 1`;
+//!    these then become warnings. Directives whose absence would weaken
+//!    security or break the tunnel are *strict* and stay errors regardless:
+//!    compression (`comp-lzo`, `compress`, even `comp-lzo no`, which still
+//!    changes the framing), `secret`, `tls-crypt-v2`, `crl-verify`,
+//!    `tls-verify`, `plugin`, `auth-user-pass-verify`, `client-connect`,
+//!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
+//!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,
+//!    `chroot`, `setcon`, `mlock`, `cd`, `config`, `<connection>`, PKCS#11/12
+//!    and external keys, `fragment`, tap and IPv6-in-tunnel directives,
+//!    proxies, `block-ipv6`, `redirect-private` and `dns` on a client, and
+//!    client-only directives in a server config (and the reverse).
+//!    Scripts (`up`, `down`, `route-up`, `learn-address`…), TLS suite
+//!    restrictions (`tls-cipher`, `tls-ciphersuites`, `tls-groups`,
+//!    `ecdh-curve`, `tls-cert-profile`: warren's fixed rustls set is used),
+//!    `management`,
+//!    `route` on a server, `inactive`, `ping-exit`, `bind`, `mark` and other
+//!    not-yet-implemented behaviour are refused but may be skipped with
+//!    `ignore-unknown-option`, which stock OpenVPN ignores for directives it
+//!    knows, so the file stays shared.
+//! 4. **Unknown**: anything neither OpenVPN 2.6 nor warren knows is an error
+//!    with a "did you mean `X`?" hint (edit distance against every known
+//!    name), unless `ignore-unknown-option`, `setenv opt` or
+//!    `setenv FORWARD_COMPATIBLE 1` covers it.
+//!
+//! `setenv NAME VALUE` (other than `opt`, `FORWARD_COMPATIBLE` and
+//! `GENERIC_CONFIG`) is ignored with a warning: it only feeds scripts.
+//!
+//! ## Allow-list: ignored with a warning, server and client
+//!
+//! `mute`, `script-security`, `log`, `log-append`, `syslog`, `daemon` (warren
+//! stays in the foreground; use a service manager), `writepid`, `fast-io`,
+//! `tun-mtu-extra`, `tun-ipv6`, `suppress-timestamps`,
+//! `machine-readable-output`, `errors-to-stderr`, `disable-dco`, `nice`,
+//! `txqueuelen`, `hash-size`, `bcast-buffers`, `tcp-queue-limit`, `tmp-dir`,
+//! `opt-verify`, `echo`, `remap-usr1`, `providers`, `auth-nocache`,
+//! `ping-timer-rem`, `persist-local-ip`, `persist-remote-ip`, and the
+//! Windows-only `block-outside-dns`, `register-dns`, `ip-win32`,
+//! `route-method`, `tap-sleep`, `dhcp-renew`, `dhcp-release`,
+//! `dhcp-pre-release`, `dhcp-internal`, `rdns-internal`, `windows-driver`,
+//! `allow-nonadmin`, `win-sys`, `service`, `show-net-up`.
+//!
+//! ## Allow-list: server only
+//!
+//! `ifconfig-pool-persist` (leases are not persisted yet: a client may get a
+//! different address after a restart), `mute-replay-warnings`, `float`,
+//! `dhcp-option` outside `push` (only exported to scripts),
+//! `max-routes-per-client`, `stale-routes-check`.
+//!
+//! ## Allow-list: client only
+//!
+//! `user`, `group` (the client does not drop privileges yet), `float`,
+//! `auth-retry`, `connect-retry`, `connect-retry-max`, `connect-timeout`,
+//! `server-poll-timeout`, `push-peer-info`, `remote-random-hostname`,
+//! `preresolve`, `ip-remote-hint`, `route-delay`, `topology` (pushed by the
+//! server), `status`, `status-version`, `allow-pull-fqdn`.
+//!
+//! ## Other warnings
+//!
+//! A server config without `topology` (warren uses `subnet`, OpenVPN 2.6
+//! `net30`); a `dh FILE` (unused: ECDHE only); `warren-key-derivation prf`;
+//! a client config that checks neither `remote-cert-tls server` nor
+//! `verify-x509-name` (any client certificate from the same CA could
+//! impersonate the server); `explicit-exit-notify` over TCP; parameters
+//! warren accepts but does not act on (`reneg-sec`'s second, `tun-mtu`'s
+//! second, `mssfix … mtu|fixed`); optional `?CIPHER`s that are skipped.
+//!
+//! ## Paths
+//!
+//! `ca`, `cert`, `key`, `dh`, `tls-crypt`, `tls-auth` and (client)
+//! `auth-user-pass` take a file or an inline block ([`Material`]). Relative
+//! paths resolve against the current directory first, as OpenVPN does, then
+//! against the config file's directory.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//! use warren_config::{ConfigError, server_config_from_str};
+//!
+//! let text = "ca ca.crt\ncert server.crt\nkey server.key\n\
+//!             server 10.8.0.0 255.255.255.0\ntopology subnet\nkeepalive 10 120\n";
+//! let (cfg, warnings) = server_config_from_str(text, "server.conf", Path::new("/etc/openvpn"))?;
+//! assert_eq!(cfg.port, 1194);
+//! assert_eq!(cfg.keepalive, Some((10, 120)));
+//! assert!(warnings.is_empty());
+//!
+//! let Err(err) = server_config_from_str("keepalvie 10 60\n", "server.conf", Path::new(".")) else {
+//!     panic!("a typo must be refused");
+//! };
+//! assert_eq!(
+//!     err.to_string(),
+//!     "server.conf:1: unknown directive `keepalvie`; did you mean `keepalive`?"
+//! );
+//! # Ok::<(), ConfigError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod client;
+mod directives;
+mod error;
+mod lex;
+mod lower;
+mod material;
+mod server;
+mod types;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use client::{ClientConfig, client_config_from_str, load_client_config};
+pub use error::{ConfigError, Location, SyntaxError, Warning};
+pub use lex::{Directive, Span, Spanned, parse_str};
+pub use lower::SUPPORTED_DATA_CIPHERS;
+pub use material::{Material, resolve_path};
+pub use server::{ServerConfig, load_server_config, server_config_from_str};
+pub use types::{
+    CertRole, ClientProto, DevType, KeyDerivationPolicy, Proto, PullFilterAction, Remote,
+    ResolvRetry, Route, TlsVersion, Topology, VerifyClientCert, X509NameType,
+};
+
+/// Reads a config file as UTF-8, naming the first bad line otherwise.
+pub(crate) fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError::NotUtf8 {
+            location: Location {
+                file: Arc::from(path.display().to_string()),
+                line: Some(u32::try_from(line).unwrap_or(u32::MAX)),
+            },
+        }
+    })
+}

@@ -1,0 +1,842 @@
+//! Shared lowering machinery: the directive loop with OpenVPN's
+//! `ignore-unknown-option` / `setenv opt` rules, argument helpers, and the
+//! directives that server and client configs share.
+
+use std::borrow::Cow;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::directives::{self, Disposition, Side};
+use crate::error::{ConfigError, Location, Warning};
+use crate::lex::{Directive, Spanned};
+use crate::material::{Material, resolve_path};
+use crate::types::{CertRole, DevType, KeyDerivationPolicy, TlsVersion};
+
+/// The AEAD data-channel ciphers warren implements, in OpenVPN 2.6's default
+/// `data-ciphers` order (options.c init_options: "AES-256-GCM:AES-128-GCM",
+/// plus CHACHA20-POLY1305 when the library has it).
+pub const SUPPORTED_DATA_CIPHERS: [&str; 3] = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
+
+/// One directive as the lowering code sees it: for `setenv opt NAME ...` the
+/// name and arguments are those after `setenv opt`.
+pub(crate) struct View<'a> {
+    pub name: &'a str,
+    pub args: &'a [Spanned<String>],
+    pub inline: Option<&'a str>,
+    pub loc: Location,
+}
+
+impl View<'_> {
+    pub fn arg(&self, i: usize) -> &str {
+        self.args.get(i).map_or("", |a| a.value.as_str())
+    }
+
+    /// Checks the parameter count, and that no inline block was given.
+    pub fn expect(
+        &self,
+        min: usize,
+        max: usize,
+        expected: &'static str,
+    ) -> Result<(), ConfigError> {
+        if self.inline.is_some() {
+            return Err(ConfigError::InlineNotAllowed {
+                location: self.loc.clone(),
+                directive: self.name.to_owned(),
+            });
+        }
+        if self.args.len() < min || self.args.len() > max {
+            return Err(ConfigError::ArgCount {
+                location: self.loc.clone(),
+                directive: self.name.to_owned(),
+                expected,
+                found: self.args.len(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn invalid(&self, i: usize, reason: impl Into<Cow<'static, str>>) -> ConfigError {
+        ConfigError::InvalidValue {
+            location: self.loc.clone(),
+            directive: self.name.to_owned(),
+            value: self.arg(i).to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A non-negative decimal integer. OpenVPN uses `atoi`, which turns
+    /// garbage into 0; warren refuses it.
+    pub fn u32_at(&self, i: usize) -> Result<u32, ConfigError> {
+        let s = self.arg(i);
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.invalid(i, "expected a non-negative whole number"));
+        }
+        s.parse::<u32>()
+            .map_err(|_| self.invalid(i, "number too large"))
+    }
+
+    pub fn u16_at(&self, i: usize) -> Result<u16, ConfigError> {
+        let v = self.u32_at(i)?;
+        u16::try_from(v).map_err(|_| self.invalid(i, "must be at most 65535"))
+    }
+
+    pub fn port_at(&self, i: usize) -> Result<u16, ConfigError> {
+        let v = self.u32_at(i)?;
+        match u16::try_from(v) {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(self.invalid(i, "a port must be between 1 and 65535")),
+        }
+    }
+
+    pub fn ipv4_at(&self, i: usize) -> Result<Ipv4Addr, ConfigError> {
+        self.arg(i)
+            .parse()
+            .map_err(|_| self.invalid(i, "expected a dotted-quad IPv4 address"))
+    }
+
+    /// A file path or an inline block. `extra` more parameters may follow
+    /// the path (tls-auth's direction).
+    pub fn material(&self, base_dir: &Path, extra: usize) -> Result<Material, ConfigError> {
+        if let Some(body) = self.inline {
+            if body.trim().is_empty() {
+                return Err(ConfigError::InvalidValue {
+                    location: self.loc.clone(),
+                    directive: self.name.to_owned(),
+                    value: String::new(),
+                    reason: "the inline block is empty".into(),
+                });
+            }
+            return Ok(Material::Inline(body.to_owned()));
+        }
+        let expected = if extra == 0 {
+            "1 parameter (a file) or an inline block"
+        } else {
+            "1 or 2 parameters (a file and a key direction) or an inline block"
+        };
+        self.expect(1, 1 + extra, expected)?;
+        if self.arg(0).is_empty() {
+            return Err(self.invalid(0, "empty file name"));
+        }
+        Ok(Material::File(resolve_path(self.arg(0), base_dir)))
+    }
+}
+
+/// State shared by the whole lowering of one file.
+pub(crate) struct Lowerer<'a> {
+    pub file: Arc<str>,
+    pub base_dir: &'a Path,
+    pub warnings: Vec<Warning>,
+    /// Names from `ignore-unknown-option` lines seen so far.
+    ignore_unknown: Vec<String>,
+    /// `setenv FORWARD_COMPATIBLE 1` seen.
+    forward_compatible: bool,
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(file: Arc<str>, base_dir: &'a Path) -> Self {
+        Lowerer {
+            file,
+            base_dir,
+            warnings: Vec::new(),
+            ignore_unknown: Vec::new(),
+            forward_compatible: false,
+        }
+    }
+
+    pub fn warn(&mut self, loc: &Location, directive: &str, message: impl Into<Cow<'static, str>>) {
+        self.warnings.push(Warning {
+            location: loc.clone(),
+            directive: directive.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn file_location(&self) -> Location {
+        Location {
+            file: Arc::clone(&self.file),
+            line: None,
+        }
+    }
+
+    /// Runs `apply` on every directive, in order. `apply` returns `Ok(false)`
+    /// for a directive it does not take; those go through the allow-lists,
+    /// refusals and OpenVPN's ignore rules.
+    pub fn run<F>(
+        &mut self,
+        directives: &[Directive],
+        side: Side,
+        supported: &[&'static str],
+        mut apply: F,
+    ) -> Result<(), ConfigError>
+    where
+        F: FnMut(&mut Self, &View<'_>) -> Result<bool, ConfigError>,
+    {
+        for d in directives {
+            let loc = d.location();
+            let mut via_setenv_opt = false;
+            let view =
+                if d.name.value == "setenv" && d.args.first().is_some_and(|a| a.value == "opt") {
+                    // OpenVPN options.c add_option: "setenv opt X ..." is X, with
+                    // an unknown X only a warning.
+                    let Some(inner) = d.args.get(1) else {
+                        return Err(ConfigError::ArgCount {
+                            location: loc,
+                            directive: "setenv opt".into(),
+                            expected: "a directive after `setenv opt`",
+                            found: 0,
+                        });
+                    };
+                    via_setenv_opt = true;
+                    View {
+                        name: &inner.value,
+                        args: &d.args[2..],
+                        inline: None,
+                        loc,
+                    }
+                } else {
+                    View {
+                        name: &d.name.value,
+                        args: &d.args,
+                        inline: d.inline.as_deref(),
+                        loc,
+                    }
+                };
+
+            match view.name {
+                "setenv" if !via_setenv_opt => {
+                    self.setenv(&view)?;
+                    continue;
+                }
+                "ignore-unknown-option" => {
+                    view.expect(1, usize::MAX, "1 or more directive names")?;
+                    for a in view.args {
+                        // OpenVPN also accepts "--name" here.
+                        let n = a.value.strip_prefix("--").unwrap_or(&a.value);
+                        self.ignore_unknown.push(n.to_owned());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+
+            if apply(self, &view)? {
+                continue;
+            }
+            self.not_taken(&view, side, supported, via_setenv_opt)?;
+        }
+        Ok(())
+    }
+
+    fn setenv(&mut self, v: &View<'_>) -> Result<(), ConfigError> {
+        v.expect(1, 2, "1 or 2 parameters")?;
+        // OpenVPN options.c "setenv": FORWARD_COMPATIBLE=1 makes every later
+        // unknown directive a warning; GENERIC_CONFIG refuses the file.
+        match v.arg(0) {
+            "FORWARD_COMPATIBLE" if v.arg(1) == "1" => self.forward_compatible = true,
+            "GENERIC_CONFIG" => {
+                return Err(v.invalid(
+                    0,
+                    "this is a generic configuration and cannot be used directly",
+                ));
+            }
+            name => {
+                let msg = format!(
+                    "ignored: `{name}` would only be passed to scripts, which warren does not run"
+                );
+                self.warn(&v.loc, "setenv", msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn not_taken(
+        &mut self,
+        v: &View<'_>,
+        side: Side,
+        supported: &[&'static str],
+        via_setenv_opt: bool,
+    ) -> Result<(), ConfigError> {
+        let how = if via_setenv_opt {
+            Some("setenv opt")
+        } else if self.ignore_unknown.iter().any(|n| n == v.name) {
+            Some("ignore-unknown-option")
+        } else if self.forward_compatible {
+            Some("setenv FORWARD_COMPATIBLE 1")
+        } else {
+            None
+        };
+        match directives::disposition(v.name, side) {
+            Some(Disposition::Ignore(reason)) => {
+                self.warn(&v.loc, v.name, format!("ignored: {reason}"));
+                Ok(())
+            }
+            Some(Disposition::Refuse { reason, strict }) => match how {
+                Some(how) if !strict => {
+                    self.warn(
+                        &v.loc,
+                        v.name,
+                        format!("ignored because of `{how}`: {reason}"),
+                    );
+                    Ok(())
+                }
+                _ => Err(ConfigError::Unsupported {
+                    location: v.loc.clone(),
+                    name: v.name.to_owned(),
+                    reason,
+                }),
+            },
+            None => match how {
+                Some(how) => {
+                    self.warn(
+                        &v.loc,
+                        v.name,
+                        format!("unsupported directive ignored because of `{how}`"),
+                    );
+                    Ok(())
+                }
+                None if directives::is_openvpn_directive(v.name) => Err(ConfigError::Unsupported {
+                    location: v.loc.clone(),
+                    name: v.name.to_owned(),
+                    reason: "not implemented yet; remove it, or add `ignore-unknown-option <name>` \
+                             before it to skip it on purpose (OpenVPN itself is not affected by that line)",
+                }),
+                None => Err(ConfigError::UnknownDirective {
+                    location: v.loc.clone(),
+                    name: v.name.to_owned(),
+                    suggestion: directives::did_you_mean(v.name, supported),
+                }),
+            },
+        }
+    }
+}
+
+/// Settings that server and client configs share, in the order they are
+/// usually written. Each is `None`/default until its directive is seen;
+/// the last occurrence wins, as in OpenVPN.
+#[derive(Default)]
+pub(crate) struct Common {
+    /// Set by `port` and `lport`, last one wins (OpenVPN `ce.local_port`).
+    pub local_port: Option<u16>,
+    /// Set by `port` and (client) `rport`, last one wins (`ce.remote_port`).
+    pub remote_port: Option<u16>,
+    /// Whether `lport` itself was given (OpenVPN `ce.local_port_defined`).
+    pub lport_seen: bool,
+    pub local: Option<String>,
+    pub dev: Option<(String, Location)>,
+    pub dev_type: Option<(String, Location)>,
+    pub ca: Option<Material>,
+    pub cert: Option<Material>,
+    pub key: Option<Material>,
+    pub tls_crypt: Option<(Material, Location)>,
+    pub tls_auth: Option<(Material, Location)>,
+    pub key_direction: Option<u8>,
+    pub auth: Option<String>,
+    pub data_ciphers: Option<Vec<String>>,
+    pub data_ciphers_fallback: Option<String>,
+    pub cipher: Option<String>,
+    pub tls_version_min: Option<(TlsVersion, Location)>,
+    pub tls_version_max: Option<TlsVersion>,
+    pub reneg_sec: Option<u32>,
+    pub hand_window: Option<u32>,
+    pub tls_timeout: Option<u32>,
+    pub keepalive: Option<((u32, u32), Location)>,
+    pub ping: Option<(u32, Location)>,
+    pub ping_restart: Option<(u32, Location)>,
+    pub explicit_exit_notify: Option<(u32, Location)>,
+    pub remote_cert_tls: Option<CertRole>,
+    pub persist_key: bool,
+    pub persist_tun: bool,
+    pub verb: Option<u8>,
+    pub tun_mtu: Option<u16>,
+    pub mssfix: Option<u16>,
+    pub sndbuf: Option<u32>,
+    pub rcvbuf: Option<u32>,
+    pub key_derivation: KeyDerivationPolicy,
+}
+
+/// Names taken by [`Common::apply`].
+pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
+    "port",
+    "lport",
+    "local",
+    "dev",
+    "dev-type",
+    "ca",
+    "cert",
+    "key",
+    "tls-crypt",
+    "tls-auth",
+    "key-direction",
+    "auth",
+    "data-ciphers",
+    "ncp-ciphers",
+    "data-ciphers-fallback",
+    "cipher",
+    "tls-version-min",
+    "tls-version-max",
+    "reneg-sec",
+    "hand-window",
+    "tls-timeout",
+    "keepalive",
+    "ping",
+    "ping-restart",
+    "explicit-exit-notify",
+    "remote-cert-tls",
+    "persist-key",
+    "persist-tun",
+    "verb",
+    "tun-mtu",
+    "mssfix",
+    "sndbuf",
+    "rcvbuf",
+    "allow-compression",
+    "warren-key-derivation",
+];
+
+impl Common {
+    /// Takes the shared directives; `Ok(false)` for anything else.
+    pub fn apply(&mut self, lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<bool, ConfigError> {
+        match v.name {
+            "port" => {
+                v.expect(1, 1, "1 parameter (a port)")?;
+                // OpenVPN options.c "port": sets both the local and remote port.
+                let p = v.port_at(0)?;
+                self.local_port = Some(p);
+                self.remote_port = Some(p);
+            }
+            "lport" => {
+                v.expect(1, 1, "1 parameter (a port)")?;
+                self.local_port = Some(v.port_at(0)?);
+                self.lport_seen = true;
+            }
+            "local" => {
+                v.expect(1, 1, "1 parameter (a host name or address)")?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty address"));
+                }
+                self.local = Some(v.arg(0).to_owned());
+            }
+            "dev" => {
+                v.expect(1, 1, "1 parameter (a device name)")?;
+                let name = v.arg(0);
+                // Linux IFNAMSIZ is 16 including the NUL.
+                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t']) {
+                    return Err(v.invalid(
+                        0,
+                        "a device name has 1 to 15 characters and no '/' or spaces",
+                    ));
+                }
+                self.dev = Some((name.to_owned(), v.loc.clone()));
+            }
+            "dev-type" => {
+                v.expect(1, 1, "1 parameter (tun)")?;
+                self.dev_type = Some((v.arg(0).to_owned(), v.loc.clone()));
+            }
+            "ca" => self.ca = Some(v.material(lw.base_dir, 0)?),
+            "cert" => self.cert = Some(v.material(lw.base_dir, 0)?),
+            "key" => self.key = Some(v.material(lw.base_dir, 0)?),
+            "tls-crypt" => self.tls_crypt = Some((v.material(lw.base_dir, 0)?, v.loc.clone())),
+            "tls-auth" => {
+                let m = v.material(lw.base_dir, 1)?;
+                // OpenVPN options.c "tls-auth": the optional second parameter
+                // sets the same key direction as `key-direction`.
+                if v.inline.is_none() && v.args.len() == 2 {
+                    self.key_direction = Some(key_direction(v, 1)?);
+                }
+                self.tls_auth = Some((m, v.loc.clone()));
+            }
+            "key-direction" => {
+                v.expect(1, 1, "1 parameter (0 or 1)")?;
+                self.key_direction = Some(key_direction(v, 0)?);
+            }
+            "auth" => {
+                v.expect(1, 1, "1 parameter (a digest name)")?;
+                self.auth = Some(digest(v)?);
+            }
+            "data-ciphers" | "ncp-ciphers" => {
+                v.expect(1, 1, "1 parameter (a colon-separated cipher list)")?;
+                let list = cipher_list(lw, v)?;
+                self.data_ciphers = Some(list);
+            }
+            "data-ciphers-fallback" => {
+                v.expect(1, 1, "1 parameter (a cipher name)")?;
+                self.data_ciphers_fallback = Some(aead_cipher(v, 0, v.arg(0))?);
+            }
+            "cipher" => {
+                v.expect(1, 1, "1 parameter (a cipher name)")?;
+                self.cipher = Some(aead_cipher(v, 0, v.arg(0))?);
+            }
+            "tls-version-min" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 parameter (1.2 or 1.3), optionally followed by `or-highest`",
+                )?;
+                let or_highest = match v.args.len() {
+                    2 if v.arg(1) == "or-highest" => true,
+                    2 => {
+                        return Err(
+                            v.invalid(1, "the only allowed second parameter is `or-highest`")
+                        );
+                    }
+                    _ => false,
+                };
+                self.tls_version_min = Some((tls_version(v, or_highest)?, v.loc.clone()));
+            }
+            "tls-version-max" => {
+                v.expect(1, 1, "1 parameter (1.2 or 1.3)")?;
+                self.tls_version_max = Some(tls_version(v, false)?);
+            }
+            "reneg-sec" => {
+                v.expect(1, 2, "1 or 2 parameters (seconds, and an optional minimum)")?;
+                let secs = v.u32_at(0)?;
+                if v.args.len() == 2 {
+                    v.u32_at(1)?;
+                    lw.warn(
+                        &v.loc,
+                        v.name,
+                        "the second parameter (randomisation minimum) is ignored; renegotiation happens \
+                         after the first",
+                    );
+                }
+                self.reneg_sec = Some(secs);
+            }
+            "hand-window" => {
+                v.expect(1, 1, "1 parameter (seconds)")?;
+                self.hand_window = Some(nonzero(v, 0)?);
+            }
+            "tls-timeout" => {
+                v.expect(1, 1, "1 parameter (seconds)")?;
+                self.tls_timeout = Some(nonzero(v, 0)?);
+            }
+            "keepalive" => {
+                v.expect(
+                    2,
+                    2,
+                    "2 parameters (ping interval and restart timeout, in seconds)",
+                )?;
+                let (interval, timeout) = (v.u32_at(0)?, v.u32_at(1)?);
+                // OpenVPN helper.c helper_keepalive sanity checks.
+                if interval == 0 || timeout == 0 {
+                    return Err(v.invalid(
+                        if interval == 0 { 0 } else { 1 },
+                        "keepalive parameters must be greater than 0",
+                    ));
+                }
+                if u64::from(interval) * 2 > u64::from(timeout) {
+                    return Err(v.invalid(
+                        1,
+                        "the restart timeout must be at least twice the ping interval (10 60 is a good choice)",
+                    ));
+                }
+                self.keepalive = Some(((interval, timeout), v.loc.clone()));
+            }
+            "ping" => {
+                v.expect(1, 1, "1 parameter (seconds)")?;
+                self.ping = Some((v.u32_at(0)?, v.loc.clone()));
+            }
+            "ping-restart" => {
+                v.expect(1, 1, "1 parameter (seconds)")?;
+                self.ping_restart = Some((v.u32_at(0)?, v.loc.clone()));
+            }
+            "explicit-exit-notify" => {
+                v.expect(0, 1, "0 or 1 parameters (a retry count)")?;
+                // OpenVPN options.c: the bare directive means 1.
+                let n = if v.args.is_empty() { 1 } else { v.u32_at(0)? };
+                self.explicit_exit_notify = Some((n, v.loc.clone()));
+            }
+            "remote-cert-tls" => {
+                v.expect(1, 1, "1 parameter (client or server)")?;
+                self.remote_cert_tls = Some(match v.arg(0) {
+                    "client" => CertRole::Client,
+                    "server" => CertRole::Server,
+                    _ => return Err(v.invalid(0, "expected `client` or `server`")),
+                });
+            }
+            "persist-key" => {
+                v.expect(0, 0, "no parameters")?;
+                self.persist_key = true;
+            }
+            "persist-tun" => {
+                v.expect(0, 0, "no parameters")?;
+                self.persist_tun = true;
+            }
+            "verb" => {
+                v.expect(1, 1, "1 parameter (0 to 11)")?;
+                let n = v.u32_at(0)?;
+                // OpenVPN accepts any number; 11 is already the most verbose.
+                self.verb = Some(u8::try_from(n.min(11)).unwrap_or(11));
+            }
+            "tun-mtu" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (MTU, and an optional MTU to report)",
+                )?;
+                let mtu = v.u16_at(0)?;
+                if mtu < 576 {
+                    return Err(v.invalid(0, "the tun MTU must be at least 576"));
+                }
+                if v.args.len() == 2 {
+                    v.u16_at(1)?;
+                    lw.warn(&v.loc, v.name, "the second parameter (OCC MTU) is ignored");
+                }
+                self.tun_mtu = Some(mtu);
+            }
+            "mssfix" => {
+                v.expect(0, 2, "0 to 2 parameters (a size, then `mtu` or `fixed`)")?;
+                if v.args.is_empty() {
+                    self.mssfix = None; // OpenVPN's default clamping
+                } else {
+                    let n = v.u16_at(0)?;
+                    if v.args.len() == 2 {
+                        match v.arg(1) {
+                            "mtu" | "fixed" => lw.warn(
+                                &v.loc,
+                                v.name,
+                                "the `mtu`/`fixed` flag is not implemented; the size is used as the MSS \
+                                 clamp target",
+                            ),
+                            _ => return Err(v.invalid(1, "expected `mtu` or `fixed`")),
+                        }
+                    }
+                    self.mssfix = Some(n);
+                }
+            }
+            "sndbuf" => {
+                v.expect(1, 1, "1 parameter (bytes)")?;
+                self.sndbuf = Some(v.u32_at(0)?);
+            }
+            "rcvbuf" => {
+                v.expect(1, 1, "1 parameter (bytes)")?;
+                self.rcvbuf = Some(v.u32_at(0)?);
+            }
+            "allow-compression" => {
+                v.expect(1, 1, "1 parameter (no)")?;
+                match v.arg(0) {
+                    // Exactly what warren does anyway.
+                    "no" => {}
+                    "asym" | "yes" => {
+                        return Err(ConfigError::Unsupported {
+                            location: v.loc.clone(),
+                            name: v.name.to_owned(),
+                            reason: "compression is refused (VORACLE); only `allow-compression no` is accepted",
+                        });
+                    }
+                    _ => return Err(v.invalid(0, "expected `no`, `asym` or `yes`")),
+                }
+            }
+            "warren-key-derivation" => {
+                v.expect(1, 1, "1 parameter (auto or prf)")?;
+                self.key_derivation = match v.arg(0) {
+                    "auto" => KeyDerivationPolicy::Auto,
+                    "prf" => {
+                        lw.warn(
+                            &v.loc,
+                            v.name,
+                            "TLS-EKM is disabled: data-channel keys come from the legacy TLS1-PRF \
+                             (MD5/SHA1) exchange; use this only for peers that lack EKM",
+                        );
+                        KeyDerivationPolicy::Prf
+                    }
+                    _ => return Err(v.invalid(0, "expected `auto` or `prf`")),
+                };
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Cross-directive checks shared by both sides.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let (Some(_), Some((_, loc))) = (&self.tls_crypt, &self.tls_auth) {
+            return Err(ConfigError::Conflict {
+                location: loc.clone(),
+                message: "`tls-auth` and `tls-crypt` cannot be combined; keep `tls-crypt`".into(),
+            });
+        }
+        if let Some((_, loc)) = &self.keepalive {
+            // OpenVPN helper.c helper_keepalive.
+            if self.ping.is_some() || self.ping_restart.is_some() {
+                return Err(ConfigError::Conflict {
+                    location: loc.clone(),
+                    message: "`keepalive` conflicts with `ping` and `ping-restart`; keep only `keepalive`".into(),
+                });
+            }
+        }
+        if let (Some((min, loc)), Some(max)) = (&self.tls_version_min, &self.tls_version_max)
+            && min > max
+        {
+            return Err(ConfigError::Conflict {
+                location: loc.clone(),
+                message: "`tls-version-min` is higher than `tls-version-max`".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The device name and type. `dev` defaults to `tun` (any free tunN).
+    pub fn device(&self, lw: &Lowerer<'_>) -> Result<(String, DevType), ConfigError> {
+        let dev = self.dev.as_ref().map_or("tun", |(d, _)| d.as_str());
+        let (kind, loc) = match &self.dev_type {
+            Some((t, loc)) => (t.as_str(), loc.clone()),
+            None => {
+                // OpenVPN tun.c dev_type_enum: the name's prefix decides.
+                let loc = self
+                    .dev
+                    .as_ref()
+                    .map_or_else(|| lw.file_location(), |(_, l)| l.clone());
+                let kind = if dev.starts_with("tun") {
+                    "tun"
+                } else if dev.starts_with("tap") {
+                    "tap"
+                } else if dev == "null" {
+                    "null"
+                } else {
+                    return Err(ConfigError::InvalidValue {
+                        location: loc,
+                        directive: "dev".into(),
+                        value: dev.to_owned(),
+                        reason: "cannot tell the device type from this name; add `dev-type tun`"
+                            .into(),
+                    });
+                };
+                (kind, loc)
+            }
+        };
+        match kind {
+            "tun" => Ok((dev.to_owned(), DevType::Tun)),
+            "tap" => Err(ConfigError::Unsupported {
+                location: loc,
+                name: "dev-type tap".into(),
+                reason: "dev-type tap is not supported yet; use a tun device",
+            }),
+            other => Err(ConfigError::InvalidValue {
+                location: loc,
+                directive: "dev-type".into(),
+                value: other.to_owned(),
+                reason: "expected `tun`".into(),
+            }),
+        }
+    }
+
+    /// `tls-auth` with its direction: the last of `tls-auth FILE DIR` and
+    /// `key-direction` wins (both set OpenVPN's `options->key_direction`).
+    pub fn tls_auth(&self) -> Option<(Material, Option<u8>)> {
+        self.tls_auth
+            .as_ref()
+            .map(|(m, _)| (m.clone(), self.key_direction))
+    }
+
+    pub fn data_ciphers(&self) -> Vec<String> {
+        self.data_ciphers.clone().unwrap_or_else(|| {
+            SUPPORTED_DATA_CIPHERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        })
+    }
+}
+
+fn nonzero(v: &View<'_>, i: usize) -> Result<u32, ConfigError> {
+    match v.u32_at(i)? {
+        0 => Err(v.invalid(i, "must be greater than 0")),
+        n => Ok(n),
+    }
+}
+
+/// OpenVPN crypto.c ascii2keydirection: "0" or "1".
+fn key_direction(v: &View<'_>, i: usize) -> Result<u8, ConfigError> {
+    match v.arg(i) {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        _ => Err(v.invalid(i, "a key direction is 0 or 1")),
+    }
+}
+
+/// OpenVPN ssl.c tls_version_parse, limited to what rustls offers.
+fn tls_version(v: &View<'_>, or_highest: bool) -> Result<TlsVersion, ConfigError> {
+    match v.arg(0) {
+        "1.2" => Ok(TlsVersion::V1_2),
+        "1.3" => Ok(TlsVersion::V1_3),
+        "1.0" | "1.1" => Err(v.invalid(0, "TLS 1.0 and 1.1 are not supported; the minimum is 1.2")),
+        // An unknown version with or-highest means the highest available.
+        _ if or_highest => Ok(TlsVersion::V1_3),
+        _ => Err(v.invalid(0, "expected 1.2 or 1.3")),
+    }
+}
+
+/// The `auth` digest, normalised to OpenSSL's upper-case name. Only the SHA-1
+/// and SHA-2 families are accepted (this digest keys tls-auth's HMAC).
+fn digest(v: &View<'_>) -> Result<String, ConfigError> {
+    let upper = v.arg(0).to_ascii_uppercase();
+    let canonical = match upper.as_str() {
+        "SHA1" | "SHA-1" => "SHA1",
+        "SHA224" | "SHA-224" | "SHA2-224" => "SHA224",
+        "SHA256" | "SHA-256" | "SHA2-256" => "SHA256",
+        "SHA384" | "SHA-384" | "SHA2-384" => "SHA384",
+        "SHA512" | "SHA-512" | "SHA2-512" => "SHA512",
+        "NONE" => return Err(v.invalid(0, "`auth none` would disable packet authentication")),
+        _ => return Err(v.invalid(0, "expected SHA1, SHA224, SHA256, SHA384 or SHA512")),
+    };
+    Ok(canonical.to_owned())
+}
+
+/// One AEAD cipher name, normalised to upper case.
+fn aead_cipher(v: &View<'_>, i: usize, name: &str) -> Result<String, ConfigError> {
+    let upper = name.to_ascii_uppercase();
+    if SUPPORTED_DATA_CIPHERS.contains(&upper.as_str()) {
+        return Ok(upper);
+    }
+    let reason: Cow<'static, str> = if upper == "NONE" {
+        "`none` would disable encryption".into()
+    } else {
+        format!(
+            "`{name}` is not supported: only the AEAD ciphers AES-256-GCM, AES-128-GCM and \
+             CHACHA20-POLY1305 are (CBC ciphers such as BF-CBC are legacy and not implemented)"
+        )
+        .into()
+    };
+    Err(ConfigError::InvalidValue {
+        location: v.loc.clone(),
+        directive: v.name.to_owned(),
+        value: v.arg(i).to_owned(),
+        reason,
+    })
+}
+
+/// `data-ciphers A:B:C`. OpenVPN 2.6 (ssl_ncp.c mutate_ncp_cipher_list)
+/// skips names prefixed with `?` that the library lacks; warren does the same
+/// with a warning.
+fn cipher_list(lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for part in v.arg(0).split(':') {
+        let (optional, name) = match part.strip_prefix('?') {
+            Some(n) => (true, n),
+            None => (false, part),
+        };
+        if name.is_empty() {
+            return Err(v.invalid(0, "empty cipher name in the list"));
+        }
+        match aead_cipher(v, 0, name) {
+            Ok(c) => {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            Err(_) if optional => {
+                lw.warn(
+                    &v.loc,
+                    v.name,
+                    format!("optional cipher `{name}` is not supported and is skipped"),
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(v.invalid(0, "no supported cipher left in the list"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,491 @@
+//! Lowering into [`ServerConfig`].
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::directives::Side;
+use crate::error::{ConfigError, Location, Warning};
+use crate::lex::parse_str;
+use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
+use crate::material::Material;
+use crate::read_config_text;
+use crate::types::{
+    CertRole, DevType, KeyDerivationPolicy, Proto, TlsVersion, Topology, VerifyClientCert,
+};
+
+/// A server config, lowered from OpenVPN directives.
+///
+/// Optional settings are `None` when absent, so the engine applies its own
+/// defaults (OpenVPN's defaults are noted on each field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `port` / `lport`, the last one wins as in OpenVPN. Default 1194.
+    pub port: u16,
+    /// `proto`. Default `udp`.
+    pub proto: Proto,
+    /// `local`: address or host to bind.
+    pub local: Option<String>,
+    /// `dev`. Default `tun`; a bare `tun` means "the first free tunN".
+    pub dev: String,
+    /// `dev-type`, or derived from `dev`.
+    pub dev_type: DevType,
+    /// `ca`.
+    pub ca: Material,
+    /// `cert`.
+    pub cert: Material,
+    /// `key`.
+    pub key: Material,
+    /// `dh`; `None` for `dh none` or absent (warren uses ECDHE only).
+    pub dh: Option<Material>,
+    /// `tls-crypt`.
+    pub tls_crypt: Option<Material>,
+    /// `tls-auth` with its key direction (from `tls-auth FILE DIR` or
+    /// `key-direction`; `None` is bidirectional).
+    pub tls_auth: Option<(Material, Option<u8>)>,
+    /// `auth`, normalised (`SHA256`...). Used for tls-auth's HMAC.
+    pub auth: Option<String>,
+    /// `server NETWORK NETMASK`.
+    pub server: (Ipv4Addr, Ipv4Addr),
+    /// `topology`. warren defaults to `subnet` (OpenVPN 2.6: `net30`).
+    pub topology: Topology,
+    /// `push "..."` contents, unquoted, in order.
+    pub push: Vec<String>,
+    /// `keepalive INTERVAL TIMEOUT`.
+    pub keepalive: Option<(u32, u32)>,
+    /// `ping`.
+    pub ping: Option<u32>,
+    /// `ping-restart`.
+    pub ping_restart: Option<u32>,
+    /// `data-ciphers`, upper case. Default AES-256-GCM, AES-128-GCM,
+    /// CHACHA20-POLY1305.
+    pub data_ciphers: Vec<String>,
+    /// `data-ciphers-fallback`, upper case.
+    pub data_ciphers_fallback: Option<String>,
+    /// `cipher`, upper case.
+    pub cipher: Option<String>,
+    /// `tls-version-min`.
+    pub tls_version_min: Option<TlsVersion>,
+    /// `tls-version-max`.
+    pub tls_version_max: Option<TlsVersion>,
+    /// `reneg-sec` (OpenVPN default 3600).
+    pub reneg_sec: Option<u32>,
+    /// `hand-window` (OpenVPN default 60).
+    pub hand_window: Option<u32>,
+    /// `tls-timeout` (OpenVPN default 2).
+    pub tls_timeout: Option<u32>,
+    /// `client-to-client`.
+    pub client_to_client: bool,
+    /// `duplicate-cn`.
+    pub duplicate_cn: bool,
+    /// `max-clients`.
+    pub max_clients: Option<u32>,
+    /// `explicit-exit-notify [N]`; the bare directive is 1.
+    pub explicit_exit_notify: Option<u32>,
+    /// `remote-cert-tls`.
+    pub remote_cert_tls: Option<CertRole>,
+    /// `verify-client-cert`. Always `Require` after lowering for now.
+    pub verify_client_cert: VerifyClientCert,
+    /// `persist-key`.
+    pub persist_key: bool,
+    /// `persist-tun`.
+    pub persist_tun: bool,
+    /// `user`.
+    pub user: Option<String>,
+    /// `group`.
+    pub group: Option<String>,
+    /// `verb`, capped at 11. Default 1.
+    pub verb: u8,
+    /// `status FILE [SECONDS]`; seconds default to 60.
+    pub status: Option<(PathBuf, u32)>,
+    /// `status-version` 1 to 3. Default 1.
+    pub status_version: u8,
+    /// `tun-mtu`.
+    pub tun_mtu: Option<u16>,
+    /// `mssfix N`; `None` for absent or the bare directive (default clamp).
+    pub mssfix: Option<u16>,
+    /// `sndbuf`.
+    pub sndbuf: Option<u32>,
+    /// `rcvbuf`.
+    pub rcvbuf: Option<u32>,
+    /// `warren-key-derivation auto|prf`. Default `auto`.
+    pub key_derivation: KeyDerivationPolicy,
+    /// The config file, or the origin name.
+    pub source: PathBuf,
+}
+
+/// Directives [`ServerConfig`] lowering takes (besides `setenv` and
+/// `ignore-unknown-option`).
+pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
+    "proto",
+    "mode",
+    "tls-server",
+    "server",
+    "topology",
+    "push",
+    "dh",
+    "client-to-client",
+    "duplicate-cn",
+    "max-clients",
+    "verify-client-cert",
+    "user",
+    "group",
+    "status",
+    "status-version",
+];
+
+/// Reads and lowers a server config file. Relative paths inside resolve
+/// against the current directory, then the file's directory.
+pub fn load_server_config(path: &Path) -> Result<(ServerConfig, Vec<Warning>), ConfigError> {
+    let text = read_config_text(path)?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    server_config_from_str(&text, &path.display().to_string(), base)
+}
+
+/// Lowers server config text. `origin` names it in errors; `base_dir` is the
+/// fallback directory for relative paths.
+pub fn server_config_from_str(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(ServerConfig, Vec<Warning>), ConfigError> {
+    let directives = parse_str(text, origin)?;
+    let mut lw = Lowerer::new(Arc::from(origin), base_dir);
+    let mut c = Common::default();
+    let mut s = ServerState::default();
+    let supported: Vec<&'static str> = SERVER_DIRECTIVES
+        .iter()
+        .chain(COMMON_DIRECTIVES)
+        .copied()
+        .collect();
+
+    lw.run(&directives, Side::Server, &supported, |lw, v| {
+        if c.apply(lw, v)? {
+            return Ok(true);
+        }
+        s.apply(lw, v)
+    })?;
+    c.check()?;
+
+    let file = Arc::clone(&lw.file);
+    let missing = |directive, why| ConfigError::Missing {
+        file: Arc::clone(&file),
+        directive,
+        why,
+    };
+    let server = s.server.ok_or_else(|| {
+        missing(
+            "server",
+            "warren needs `server NETWORK NETMASK` (for example `server 10.8.0.0 255.255.255.0`) to \
+             assign client addresses",
+        )
+    })?;
+    let ca =
+        c.ca.clone()
+            .ok_or_else(|| missing("ca", "the CA that signed client certificates"))?;
+    let cert = c
+        .cert
+        .clone()
+        .ok_or_else(|| missing("cert", "the server's certificate"))?;
+    let key = c
+        .key
+        .clone()
+        .ok_or_else(|| missing("key", "the server certificate's private key"))?;
+    let (dev, dev_type) = c.device(&lw)?;
+
+    if let Some(loc) = &s.verify_client_cert_loc
+        && s.verify_client_cert != VerifyClientCert::Require
+    {
+        // OpenVPN options.c: "--verify-client-cert none|optional must be
+        // used with --management-client-auth, an --auth-user-pass-verify
+        // script, or plugin"; warren has none of them yet.
+        return Err(ConfigError::Unsupported {
+            location: loc.clone(),
+            name: "verify-client-cert".into(),
+            reason: "`none`/`optional` need a username/password check, which warren does not have yet; \
+                         without one any client could connect",
+        });
+    }
+    if !s.topology_seen {
+        let loc = lw.file_location();
+        lw.warn(
+            &loc,
+            "topology",
+            "not set: OpenVPN 2.6 defaults to net30, warren uses subnet; add `topology subnet` so both \
+             behave the same",
+        );
+    }
+    if let Some((Some(Material::File(_)), loc)) = &s.dh {
+        lw.warn(
+            loc,
+            "dh",
+            "DH parameters are not used: warren negotiates ECDHE only; `dh none` says so explicitly",
+        );
+    }
+    let proto = s.proto.unwrap_or_default();
+    if proto == Proto::TcpServer
+        && let Some((_, loc)) = &c.explicit_exit_notify
+    {
+        lw.warn(
+            loc,
+            "explicit-exit-notify",
+            "has no effect over TCP (OpenVPN ignores it too)",
+        );
+    }
+
+    let data_ciphers = c.data_ciphers();
+    let tls_auth = c.tls_auth();
+    let cfg = ServerConfig {
+        port: c.local_port.unwrap_or(1194),
+        proto,
+        local: c.local.clone(),
+        dev,
+        dev_type,
+        ca,
+        cert,
+        key,
+        dh: s.dh.and_then(|(m, _)| m),
+        tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
+        tls_auth,
+        auth: c.auth.clone(),
+        server,
+        topology: Topology::Subnet,
+        push: s.push,
+        keepalive: c.keepalive.map(|(k, _)| k),
+        ping: c.ping.map(|(p, _)| p),
+        ping_restart: c.ping_restart.map(|(p, _)| p),
+        data_ciphers,
+        data_ciphers_fallback: c.data_ciphers_fallback.clone(),
+        cipher: c.cipher.clone(),
+        tls_version_min: c.tls_version_min.map(|(v, _)| v),
+        tls_version_max: c.tls_version_max,
+        reneg_sec: c.reneg_sec,
+        hand_window: c.hand_window,
+        tls_timeout: c.tls_timeout,
+        client_to_client: s.client_to_client,
+        duplicate_cn: s.duplicate_cn,
+        max_clients: s.max_clients,
+        explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
+        remote_cert_tls: c.remote_cert_tls,
+        verify_client_cert: s.verify_client_cert,
+        persist_key: c.persist_key,
+        persist_tun: c.persist_tun,
+        user: s.user,
+        group: s.group,
+        verb: c.verb.unwrap_or(1),
+        status: s.status,
+        status_version: s.status_version.unwrap_or(1),
+        tun_mtu: c.tun_mtu,
+        mssfix: c.mssfix,
+        sndbuf: c.sndbuf,
+        rcvbuf: c.rcvbuf,
+        key_derivation: c.key_derivation,
+        source: PathBuf::from(origin),
+    };
+    Ok((cfg, lw.warnings))
+}
+
+#[derive(Default)]
+struct ServerState {
+    proto: Option<Proto>,
+    server: Option<(Ipv4Addr, Ipv4Addr)>,
+    topology_seen: bool,
+    push: Vec<String>,
+    /// `None` inside for `dh none`.
+    dh: Option<(Option<Material>, Location)>,
+    client_to_client: bool,
+    duplicate_cn: bool,
+    max_clients: Option<u32>,
+    verify_client_cert: VerifyClientCert,
+    verify_client_cert_loc: Option<Location>,
+    user: Option<String>,
+    group: Option<String>,
+    status: Option<(PathBuf, u32)>,
+    status_version: Option<u8>,
+}
+
+impl ServerState {
+    fn apply(&mut self, lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<bool, ConfigError> {
+        match v.name {
+            "proto" => {
+                v.expect(1, 1, "1 parameter (udp, udp4, udp6 or tcp-server)")?;
+                // OpenVPN socket.c proto_names; in server mode `tcp` means
+                // tcp-server (options.c options_postprocess_mutate_ce).
+                self.proto = Some(match v.arg(0) {
+                    "udp" => Proto::Udp,
+                    "udp4" => Proto::Udp4,
+                    "udp6" => Proto::Udp6,
+                    "tcp" | "tcp-server" => Proto::TcpServer,
+                    "tcp4" | "tcp6" | "tcp4-server" | "tcp6-server" => {
+                        return Err(v.invalid(
+                            0,
+                            "address-family-specific TCP is not supported yet; use tcp-server",
+                        ));
+                    }
+                    "tcp-client" | "tcp4-client" | "tcp6-client" => {
+                        return Err(v.invalid(0, "a server listens with `tcp-server` (or `udp`)"));
+                    }
+                    _ => return Err(v.invalid(0, "expected udp, udp4, udp6 or tcp-server")),
+                });
+            }
+            "mode" => {
+                v.expect(1, 1, "1 parameter (server)")?;
+                match v.arg(0) {
+                    "server" => {}
+                    "p2p" => {
+                        return Err(v.invalid(
+                            0,
+                            "point-to-point mode is not supported; use `mode server` with `server`",
+                        ));
+                    }
+                    _ => return Err(v.invalid(0, "expected `server`")),
+                }
+            }
+            "tls-server" => v.expect(0, 0, "no parameters")?,
+            "server" => {
+                v.expect(2, 3, "2 parameters (network and netmask)")?;
+                if v.args.len() == 3 {
+                    return Err(if v.arg(2) == "nopool" {
+                        v.invalid(
+                            2,
+                            "`nopool` is not supported yet; warren assigns addresses from the pool",
+                        )
+                    } else {
+                        v.invalid(2, "the only flag OpenVPN knows here is `nopool`")
+                    });
+                }
+                let net = v.ipv4_at(0)?;
+                let mask = v.ipv4_at(1)?;
+                check_server_net(v, net, mask)?;
+                self.server = Some((net, mask));
+            }
+            "topology" => {
+                v.expect(1, 1, "1 parameter (subnet)")?;
+                match v.arg(0) {
+                    "subnet" => self.topology_seen = true,
+                    "net30" | "p2p" => {
+                        return Err(v.invalid(0, "not supported, use `topology subnet` (OpenVPN itself deprecates net30)"));
+                    }
+                    _ => {
+                        return Err(
+                            v.invalid(0, "expected subnet (net30 and p2p are not supported)")
+                        );
+                    }
+                }
+            }
+            "push" => {
+                v.expect(1, 1, "1 parameter (the quoted option to push)")?;
+                let opt = v.arg(0).trim();
+                if opt.is_empty() {
+                    return Err(v.invalid(0, "nothing to push"));
+                }
+                let first = opt.split_ascii_whitespace().next().unwrap_or("");
+                if matches!(first, "comp-lzo" | "compress") {
+                    return Err(ConfigError::Unsupported {
+                        location: v.loc.clone(),
+                        name: format!("push \"{first}\""),
+                        reason: "compression is refused (VORACLE), and pushing it would make clients \
+                                 expect a framing warren does not send",
+                    });
+                }
+                self.push.push(v.arg(0).to_owned());
+            }
+            "dh" => {
+                let m = if v.inline.is_none() && v.args.len() == 1 && v.arg(0) == "none" {
+                    None
+                } else {
+                    Some(v.material(lw.base_dir, 0)?)
+                };
+                self.dh = Some((m, v.loc.clone()));
+            }
+            "client-to-client" => {
+                v.expect(0, 0, "no parameters")?;
+                self.client_to_client = true;
+            }
+            "duplicate-cn" => {
+                v.expect(0, 0, "no parameters")?;
+                self.duplicate_cn = true;
+            }
+            "max-clients" => {
+                v.expect(1, 1, "1 parameter (a count)")?;
+                let n = v.u32_at(0)?;
+                // OpenVPN options.c: 1 .. MAX_PEER_ID (0xFFFFFF) exclusive.
+                if n == 0 || n >= 0x00FF_FFFF {
+                    return Err(v.invalid(0, "must be between 1 and 16777214"));
+                }
+                self.max_clients = Some(n);
+            }
+            "verify-client-cert" => {
+                v.expect(0, 1, "0 or 1 parameters (none, optional or require)")?;
+                self.verify_client_cert = match v.args.first().map(|a| a.value.as_str()) {
+                    None | Some("require") => VerifyClientCert::Require,
+                    Some("optional") => VerifyClientCert::Optional,
+                    Some("none") => VerifyClientCert::None,
+                    Some(_) => return Err(v.invalid(0, "expected none, optional or require")),
+                };
+                self.verify_client_cert_loc = Some(v.loc.clone());
+            }
+            "user" => {
+                v.expect(1, 1, "1 parameter (a user name)")?;
+                self.user = Some(v.arg(0).to_owned());
+            }
+            "group" => {
+                v.expect(1, 1, "1 parameter (a group name)")?;
+                self.group = Some(v.arg(0).to_owned());
+            }
+            "status" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (a file and an interval in seconds)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty file name"));
+                }
+                let secs = if v.args.len() == 2 { v.u32_at(1)? } else { 60 };
+                self.status = Some((PathBuf::from(v.arg(0)), secs));
+            }
+            "status-version" => {
+                v.expect(1, 1, "1 parameter (1, 2 or 3)")?;
+                self.status_version = Some(match v.arg(0) {
+                    "1" => 1,
+                    "2" => 2,
+                    "3" => 3,
+                    _ => return Err(v.invalid(0, "expected 1, 2 or 3")),
+                });
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// OpenVPN helper.c helper_client_server: the netmask must be contiguous, the
+/// network aligned to it, and for tun devices between /16 and /29.
+fn check_server_net(v: &View<'_>, net: Ipv4Addr, mask: Ipv4Addr) -> Result<(), ConfigError> {
+    let m = u32::from(mask);
+    let prefix = m.leading_ones();
+    if m.checked_shl(prefix).unwrap_or(0) != 0 {
+        return Err(v.invalid(
+            1,
+            "the netmask is not contiguous (expected something like 255.255.255.0)",
+        ));
+    }
+    if !(16..=29).contains(&prefix) {
+        return Err(v.invalid(
+            1,
+            format!("a /{prefix} is not allowed: the server subnet must be between /16 and /29"),
+        ));
+    }
+    let n = u32::from(net);
+    if n & !m != 0 {
+        return Err(v.invalid(
+            0,
+            format!(
+                "the network is not aligned to the netmask {mask}; did you mean {}?",
+                Ipv4Addr::from(n & m)
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Small typed values used by the lowered configs.
+
+use std::net::Ipv4Addr;
+
+/// Server transport (`proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Proto {
+    /// `udp`: dual-stack socket.
+    #[default]
+    Udp,
+    /// `udp4`: IPv4 only.
+    Udp4,
+    /// `udp6`: IPv6 only.
+    Udp6,
+    /// `tcp-server` (or `tcp` in a server config). Parsed; not served yet.
+    TcpServer,
+}
+
+/// Client transport (`proto`, or the third parameter of `remote`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClientProto {
+    /// `udp`: IPv4 or IPv6, whichever the name resolves to.
+    #[default]
+    Udp,
+    /// `udp4`: IPv4 only.
+    Udp4,
+    /// `udp6`: IPv6 only.
+    Udp6,
+    /// `tcp-client` (or `tcp` in a client config).
+    TcpClient,
+}
+
+/// The tunnel device type. Only layer-3 `tun` devices exist in warren so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DevType {
+    /// A layer-3 tun device.
+    #[default]
+    Tun,
+}
+
+/// Address layout inside the tunnel. warren implements `subnet` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Topology {
+    /// One subnet shared by server and clients (`topology subnet`).
+    #[default]
+    Subnet,
+}
+
+/// A TLS protocol version (`tls-version-min`, `tls-version-max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+/// The peer role required by `remote-cert-tls` (key usage and extended key
+/// usage check on the peer's certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CertRole {
+    /// The peer must carry a TLS Web Client Authentication EKU.
+    Client,
+    /// The peer must carry a TLS Web Server Authentication EKU.
+    Server,
+}
+
+/// `verify-client-cert`. Only `Require` is accepted by the lowering for now;
+/// the others need a username/password check warren does not have yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VerifyClientCert {
+    /// `none`: clients present no certificate.
+    None,
+    /// `optional`: a certificate is checked if presented.
+    Optional,
+    /// `require` (the default): every client presents a valid certificate.
+    #[default]
+    Require,
+}
+
+/// How data-channel keys are derived (warren directive
+/// `warren-key-derivation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyDerivationPolicy {
+    /// TLS-EKM (`key-derivation tls-ekm`) when the peer offers it, the
+    /// legacy TLS1-PRF otherwise. What OpenVPN 2.6 does.
+    #[default]
+    Auto,
+    /// Always the legacy TLS1-PRF exchange.
+    Prf,
+}
+
+/// `verify-x509-name NAME TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum X509NameType {
+    /// `subject` (the default): the whole subject DN, as OpenVPN prints it.
+    #[default]
+    Subject,
+    /// `name`: the common name.
+    Name,
+    /// `name-prefix`: the common name starts with NAME.
+    NamePrefix,
+}
+
+/// `pull-filter accept|ignore|reject TEXT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PullFilterAction {
+    /// Keep pushed options starting with the text.
+    Accept,
+    /// Drop them.
+    Ignore,
+    /// Drop them and restart the connection.
+    Reject,
+}
+
+/// One `remote` line, with defaults from `port`/`rport` and `proto` applied.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Remote {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport.
+    pub proto: ClientProto,
+}
+
+/// A client-side `route NETWORK [NETMASK [GATEWAY [METRIC]]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Address, host name, or one of OpenVPN's `vpn_gateway`, `net_gateway`,
+    /// `remote_host`.
+    pub network: String,
+    /// Netmask; `None` for absent or `default` (255.255.255.255).
+    pub netmask: Option<Ipv4Addr>,
+    /// Gateway; `None` for absent or `default` (the VPN gateway).
+    pub gateway: Option<String>,
+    /// Metric; `None` for absent or `default`.
+    pub metric: Option<u32>,
+}
+
+/// `resolv-retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResolvRetry {
+    /// `infinite`.
+    Infinite,
+    /// Give up after this many seconds.
+    Seconds(u32),
+}

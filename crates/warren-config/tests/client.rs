@@ -1,0 +1,379 @@
+//! Client profile lowering.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use warren_config::{
+    CertRole, ClientConfig, ClientProto, ConfigError, Material, PullFilterAction, Remote,
+    ResolvRetry, Route, Warning, X509NameType, client_config_from_str, load_client_config,
+};
+
+const BASE: &str =
+    "client\nremote vpn.example.org\nca ca.crt\ncert c.crt\nkey c.key\nremote-cert-tls server\n";
+const NEXT: u32 = 7;
+
+fn lower(text: &str) -> Result<(ClientConfig, Vec<Warning>), ConfigError> {
+    client_config_from_str(text, "c.ovpn", Path::new("/nonexistent-warren-config-dir"))
+}
+
+fn ok(extra: &str) -> (ClientConfig, Vec<Warning>) {
+    match lower(&format!("{BASE}{extra}\n")) {
+        Ok(r) => r,
+        Err(e) => panic!("`{extra}` should be accepted: {e}"),
+    }
+}
+
+fn cfg(extra: &str) -> ClientConfig {
+    ok(extra).0
+}
+
+fn err_line(extra: &str, line: u32, needle: &str) -> ConfigError {
+    let e = match lower(&format!("{BASE}{extra}\n")) {
+        Ok(_) => panic!("`{extra}` should be refused"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert_eq!(e.location().and_then(|l| l.line), Some(line), "{msg}");
+    assert!(
+        msg.contains(needle),
+        "`{extra}`: expected {needle:?} in: {msg}"
+    );
+    e
+}
+
+fn err(extra: &str, needle: &str) -> ConfigError {
+    err_line(extra, NEXT, needle)
+}
+
+#[test]
+fn defaults() {
+    let (c, w) = lower(BASE).expect("base");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        c.remotes,
+        [Remote {
+            host: "vpn.example.org".into(),
+            port: 1194,
+            proto: ClientProto::Udp
+        }]
+    );
+    assert_eq!(c.proto, ClientProto::Udp);
+    assert_eq!(c.dev, "tun");
+    assert_eq!(c.cert, Some(Material::File("c.crt".into())));
+    assert_eq!(c.remote_cert_tls, Some(CertRole::Server));
+    assert_eq!(c.verb, 1);
+    assert_eq!(c.auth_user_pass, None);
+    assert_eq!(
+        c.data_ciphers,
+        ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"]
+    );
+}
+
+#[test]
+fn remotes_take_port_and_proto_defaults() {
+    let c = cfg(
+        "port 443\nproto tcp\nremote backup.example.org 1195 udp\nremote third.example.org 8443",
+    );
+    assert_eq!(c.proto, ClientProto::TcpClient);
+    let got: Vec<_> = c
+        .remotes
+        .iter()
+        .map(|r| (r.host.as_str(), r.port, r.proto))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("vpn.example.org", 443, ClientProto::TcpClient),
+            ("backup.example.org", 1195, ClientProto::Udp),
+            ("third.example.org", 8443, ClientProto::TcpClient),
+        ]
+    );
+    assert_eq!(cfg("rport 2000").remotes[0].port, 2000);
+    let c = cfg("port 3000\nrport 2000");
+    assert_eq!((c.remotes[0].port, c.lport), (2000, Some(3000)));
+    let (c, w) = ok("lport 4000\nnobind");
+    assert_eq!((c.remotes[0].port, c.lport), (1194, Some(4000)));
+    assert!(w.iter().any(|w| w.directive == "nobind"), "{w:?}");
+    assert!(cfg("remote-random").remote_random);
+    err("remote h 0", "between 1 and 65535");
+    err(
+        "remote h 1194 sctp",
+        "expected udp, udp4, udp6 or tcp-client",
+    );
+    err("remote h 1194 tcp-server", "tcp-client");
+    err("remote", "takes 1 to 3 parameters");
+    err("proto tcp-server", "tcp-client");
+}
+
+#[test]
+fn client_pull_tls_client() {
+    let text = BASE.replace("client\n", "pull\ntls-client\n");
+    lower(&text).expect("pull + tls-client");
+    let e = lower(&BASE.replace("client\n", "tls-client\n")).expect_err("p2p");
+    assert!(e.to_string().contains("point-to-point"), "{e}");
+    let e = lower(&BASE.replace("client\n", "")).expect_err("no client");
+    assert!(
+        matches!(
+            e,
+            ConfigError::Missing {
+                directive: "client",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = lower(&BASE.replace("remote vpn.example.org\n", "")).expect_err("no remote");
+    assert!(
+        matches!(
+            e,
+            ConfigError::Missing {
+                directive: "remote",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn credentials() {
+    let text = BASE.replace("cert c.crt\nkey c.key\n", "auth-user-pass\n");
+    let (c, _) = lower(&text).expect("password only");
+    assert_eq!((c.cert, c.key, c.auth_user_pass), (None, None, Some(None)));
+    assert_eq!(
+        cfg("auth-user-pass creds.txt").auth_user_pass,
+        Some(Some(Material::File("creds.txt".into())))
+    );
+    assert_eq!(
+        cfg("<auth-user-pass>\nalice\nhunter2\n</auth-user-pass>").auth_user_pass,
+        Some(Some(Material::Inline("alice\nhunter2\n".into())))
+    );
+    let e = lower(&BASE.replace("key c.key\n", "")).expect_err("cert without key");
+    assert!(
+        matches!(
+            e,
+            ConfigError::Missing {
+                directive: "key",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = lower(&BASE.replace("cert c.crt\nkey c.key\n", "")).expect_err("nothing");
+    assert!(
+        matches!(
+            e,
+            ConfigError::Missing {
+                directive: "cert",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    err("auth-user-pass a b", "takes 0 or 1 parameters");
+}
+
+#[test]
+fn server_identity_checks() {
+    let text = BASE.replace("remote-cert-tls server\n", "");
+    let (_, w) = lower(&text).expect("no check");
+    assert!(
+        w.iter()
+            .any(|w| w.directive == "remote-cert-tls" && w.message.contains("impersonate")),
+        "{w:?}"
+    );
+    let (c, w) = lower(&(text + "verify-x509-name server name\n")).expect("x509 name");
+    assert!(w.is_empty());
+    assert_eq!(
+        c.verify_x509_name,
+        Some(("server".into(), X509NameType::Name))
+    );
+    assert_eq!(
+        cfg("verify-x509-name 'C=DE, CN=vpn'").verify_x509_name,
+        Some(("C=DE, CN=vpn".into(), X509NameType::Subject))
+    );
+    assert_eq!(
+        cfg("verify-x509-name vpn- name-prefix")
+            .verify_x509_name
+            .map(|v| v.1),
+        Some(X509NameType::NamePrefix)
+    );
+    err(
+        "verify-x509-name x cn",
+        "expected subject, name or name-prefix",
+    );
+}
+
+#[test]
+fn routing_and_dns() {
+    let c = cfg(
+        "redirect-gateway def1 bypass-dhcp\nroute-nopull\nroute 192.168.1.0 255.255.255.0\n\
+         route 10.0.0.0 255.0.0.0 vpn_gateway 5\nroute host.example.org\ndhcp-option DNS 10.8.0.1\n\
+         dhcp-option DISABLE-NBT\npull-filter ignore \"route \"\npull-filter accept redirect",
+    );
+    assert_eq!(
+        c.redirect_gateway,
+        Some(vec!["def1".into(), "bypass-dhcp".into()])
+    );
+    assert!(c.route_nopull);
+    assert_eq!(
+        c.routes,
+        [
+            Route {
+                network: "192.168.1.0".into(),
+                netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+                gateway: None,
+                metric: None
+            },
+            Route {
+                network: "10.0.0.0".into(),
+                netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
+                gateway: Some("vpn_gateway".into()),
+                metric: Some(5)
+            },
+            Route {
+                network: "host.example.org".into(),
+                netmask: None,
+                gateway: None,
+                metric: None
+            },
+        ]
+    );
+    assert_eq!(
+        c.dhcp_options,
+        [
+            ("DNS".into(), "10.8.0.1".into()),
+            ("DISABLE-NBT".into(), String::new())
+        ]
+    );
+    assert_eq!(
+        c.pull_filters,
+        [
+            (PullFilterAction::Ignore, "route ".into()),
+            (PullFilterAction::Accept, "redirect".into())
+        ]
+    );
+    assert_eq!(cfg("redirect-gateway").redirect_gateway, Some(vec![]));
+    err("redirect-gateway everything", "expected local, autolocal");
+    err("route 10.0.0.0 255.0.0", "dotted-quad");
+    err("route 10.0.0.0 255.0.0.0 default x", "\"x\"");
+    err(
+        "pull-filter drop route",
+        "expected accept, ignore or reject",
+    );
+    err("redirect-private def1", "outside the tunnel");
+    err("block-ipv6", "leak");
+    err("http-proxy proxy 8080", "bypassing the proxy");
+}
+
+#[test]
+fn misc_client_directives() {
+    let c = cfg(
+        "nobind\nresolv-retry infinite\npersist-key\npersist-tun\nmute-replay-warnings\nverb 3\n\
+                 explicit-exit-notify 2\nreneg-sec 0\ntls-version-min 1.3",
+    );
+    assert!(c.nobind && c.persist_key && c.persist_tun && c.mute_replay_warnings);
+    assert_eq!(c.resolv_retry, Some(ResolvRetry::Infinite));
+    assert_eq!(c.verb, 3);
+    assert_eq!(c.explicit_exit_notify, Some(2));
+    assert_eq!(c.reneg_sec, Some(0));
+    assert_eq!(
+        cfg("resolv-retry 30").resolv_retry,
+        Some(ResolvRetry::Seconds(30))
+    );
+    err("resolv-retry forever", "\"forever\"");
+    err("nobind 1", "takes no parameters");
+}
+
+#[test]
+fn harmless_client_directives_warn() {
+    for l in [
+        "user nobody",
+        "group nogroup",
+        "mute 10",
+        "script-security 2",
+        "auth-nocache",
+        "float",
+        "connect-retry 5",
+    ] {
+        let (_, w) = ok(l);
+        assert_eq!(w.len(), 1, "{l}: {w:?}");
+        assert_eq!(w[0].location.line, Some(NEXT));
+        assert!(w[0].message.starts_with("ignored"), "{}", w[0]);
+    }
+}
+
+#[test]
+fn server_directives_refused_in_client() {
+    err("server 10.8.0.0 255.255.255.0", "server directive");
+    err("push \"route 1.2.3.0 255.255.255.0\"", "server directive");
+    err("dh none", "server directive");
+    err(
+        "up /etc/openvpn/update-resolv-conf",
+        "never runs external scripts",
+    );
+    // The documented escape hatch for scripts.
+    let (_, w) = ok(
+        "ignore-unknown-option up down\nup /etc/openvpn/update-resolv-conf\ndown /etc/openvpn/update-resolv-conf",
+    );
+    assert_eq!(w.len(), 2);
+    // Windows-only, commonly wrapped in `setenv opt`.
+    let (_, w) = ok("setenv opt block-outside-dns");
+    assert_eq!(w.len(), 1);
+    err("remot vpn2.example.org", "did you mean `remote`?");
+}
+
+#[test]
+fn fact_sheet_12_2_client_conf() {
+    let text = r#"client                                  # = pull + tls-client
+dev tun
+proto udp
+remote <server> 1194
+nobind
+ca ca.crt
+cert client.crt
+key client.key
+remote-cert-tls server
+tls-crypt ta.key
+explicit-exit-notify 1
+verb 4
+"#;
+    let (c, w) = lower(text).expect("fact sheet client");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.remotes[0].host, "<server>");
+    assert_eq!(c.remotes[0].port, 1194);
+    assert!(c.nobind);
+    assert_eq!(c.tls_crypt, Some(Material::File("ta.key".into())));
+    assert_eq!(c.verb, 4);
+}
+
+#[test]
+fn openvpn_lab_client_conf() {
+    let path = Path::new("/work/shared/tools/openvpn-lab/client.conf");
+    if !path.exists() {
+        return;
+    }
+    let (c, w) = load_client_config(path).expect("lab client.conf");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.remotes[0].host, "127.0.0.1");
+    assert_eq!(c.remotes[0].port, 11941);
+    assert_eq!(c.dev, "tuncli");
+    assert_eq!(c.reneg_sec, Some(15));
+}
+
+#[test]
+fn inline_profile() {
+    let text = "client\nremote vpn.example.org 1194 udp\nkey-direction 1\n<ca>\nCA\n</ca>\n<cert>\nCERT\n</cert>\n\
+                <key>\nKEY\n</key>\n<tls-auth>\nTA\n</tls-auth>\nremote-cert-tls server\nauth SHA256\n";
+    let (c, _) = lower(text).expect("inline profile");
+    assert_eq!(c.ca, Material::Inline("CA\n".into()));
+    assert_eq!(c.tls_auth, Some((Material::Inline("TA\n".into()), Some(1))));
+    assert_eq!(c.auth.as_deref(), Some("SHA256"));
+}
+
+proptest::proptest! {
+    #[test]
+    fn client_lowering_never_panics(s in "\\PC*") {
+        let _ = lower(&s);
+    }
+}

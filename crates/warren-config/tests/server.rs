@@ -1,0 +1,848 @@
+//! Server config lowering: every directive's happy path and errors, with the
+//! exact line numbers the admin will see.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use warren_config::{
+    CertRole, ConfigError, DevType, KeyDerivationPolicy, Material, Proto, ServerConfig, TlsVersion,
+    Topology, VerifyClientCert, Warning, load_server_config, server_config_from_str,
+};
+
+const BASE: &str =
+    "ca ca.crt\ncert server.crt\nkey server.key\nserver 10.8.0.0 255.255.255.0\ntopology subnet\n";
+/// Line number of the first line appended after BASE.
+const NEXT: u32 = 6;
+
+fn base_dir() -> &'static Path {
+    Path::new("/nonexistent-warren-config-dir")
+}
+
+fn lower(text: &str) -> Result<(ServerConfig, Vec<Warning>), ConfigError> {
+    server_config_from_str(text, "s.conf", base_dir())
+}
+
+fn ok(extra: &str) -> (ServerConfig, Vec<Warning>) {
+    let text = format!("{BASE}{extra}\n");
+    match lower(&text) {
+        Ok(r) => r,
+        Err(e) => panic!("`{extra}` should be accepted: {e}"),
+    }
+}
+
+fn cfg(extra: &str) -> ServerConfig {
+    ok(extra).0
+}
+
+/// Lowers BASE + `extra` and expects an error on line NEXT whose message
+/// contains `needle`.
+fn err(extra: &str, needle: &str) -> ConfigError {
+    err_line(extra, NEXT, needle)
+}
+
+fn err_line(extra: &str, line: u32, needle: &str) -> ConfigError {
+    let text = format!("{BASE}{extra}\n");
+    let e = match lower(&text) {
+        Ok(_) => panic!("`{extra}` should be refused"),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert_eq!(
+        e.location().and_then(|l| l.line),
+        Some(line),
+        "wrong line for `{extra}`: {msg}"
+    );
+    assert!(msg.starts_with(&format!("s.conf:{line}: ")), "{msg}");
+    assert!(
+        msg.contains(needle),
+        "`{extra}`: expected {needle:?} in: {msg}"
+    );
+    e
+}
+
+fn warned(ws: &[Warning], directive: &str) -> bool {
+    ws.iter().any(|w| w.directive == directive)
+}
+
+#[test]
+fn defaults() {
+    let (c, w) = lower(BASE).expect("base config");
+    assert_eq!(c.port, 1194);
+    assert_eq!(c.proto, Proto::Udp);
+    assert_eq!(c.local, None);
+    assert_eq!(c.dev, "tun");
+    assert_eq!(c.dev_type, DevType::Tun);
+    assert_eq!(c.ca, Material::File(PathBuf::from("ca.crt")));
+    assert_eq!(c.cert, Material::File(PathBuf::from("server.crt")));
+    assert_eq!(c.key, Material::File(PathBuf::from("server.key")));
+    assert_eq!(c.dh, None);
+    assert_eq!(c.tls_crypt, None);
+    assert_eq!(c.tls_auth, None);
+    assert_eq!(
+        c.server,
+        (Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
+    );
+    assert_eq!(c.topology, Topology::Subnet);
+    assert_eq!(
+        c.data_ciphers,
+        ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"]
+    );
+    assert_eq!(c.verify_client_cert, VerifyClientCert::Require);
+    assert_eq!(c.verb, 1);
+    assert_eq!(c.status_version, 1);
+    assert_eq!(c.key_derivation, KeyDerivationPolicy::Auto);
+    assert_eq!(c.source, PathBuf::from("s.conf"));
+    assert!(!c.client_to_client && !c.duplicate_cn && !c.persist_key && !c.persist_tun);
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn required_directives() {
+    for (drop, directive) in [(0, "ca"), (1, "cert"), (2, "key"), (3, "server")] {
+        let text: String = BASE
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != drop)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        let e = lower(&text).expect_err("missing directive");
+        match &e {
+            ConfigError::Missing { directive: d, .. } => assert_eq!(*d, directive),
+            other => panic!("{other}"),
+        }
+        assert!(
+            e.to_string()
+                .starts_with(&format!("s.conf: missing `{directive}`")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn topology() {
+    let text = BASE.replace("topology subnet\n", "");
+    let (c, w) = lower(&text).expect("no topology");
+    assert_eq!(c.topology, Topology::Subnet);
+    let tw = w
+        .iter()
+        .find(|w| w.directive == "topology")
+        .expect("topology warning");
+    assert!(tw.message.contains("net30"), "{tw}");
+    assert_eq!(tw.location.line, None);
+    err("topology net30", "use `topology subnet`");
+    err("topology p2p", "use `topology subnet`");
+    err("topology star", "expected subnet");
+    err("topology", "takes 1 parameter");
+}
+
+#[test]
+fn port_proto_local_lport() {
+    assert_eq!(cfg("port 11940").port, 11940);
+    assert_eq!(cfg("lport 5000").port, 5000);
+    assert_eq!(cfg("lport 5000\nport 6000").port, 6000);
+    assert_eq!(cfg("port 6000\nlport 5000").port, 5000);
+    err("port 0", "between 1 and 65535");
+    err("port 65536", "between 1 and 65535");
+    err("port abc", "\"abc\"");
+    err("port -1", "non-negative");
+    err("port 1 2", "takes 1 parameter (a port), found 2");
+    err("lport 70000", "between 1 and 65535");
+
+    assert_eq!(cfg("proto udp").proto, Proto::Udp);
+    assert_eq!(cfg("proto udp4").proto, Proto::Udp4);
+    assert_eq!(cfg("proto udp6").proto, Proto::Udp6);
+    assert_eq!(cfg("proto tcp-server").proto, Proto::TcpServer);
+    assert_eq!(cfg("proto tcp").proto, Proto::TcpServer);
+    err("proto tcp-client", "tcp-server");
+    err("proto tcp6", "not supported yet");
+    err("proto sctp", "expected udp, udp4, udp6 or tcp-server");
+
+    assert_eq!(cfg("local 127.0.0.1").local.as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        cfg("local vpn.example.org").local.as_deref(),
+        Some("vpn.example.org")
+    );
+    err("local", "takes 1 parameter");
+}
+
+#[test]
+fn dev_and_dev_type() {
+    assert_eq!(cfg("dev tunsrv").dev, "tunsrv");
+    let c = cfg("dev vpn0\ndev-type tun");
+    assert_eq!((c.dev.as_str(), c.dev_type), ("vpn0", DevType::Tun));
+    err("dev-type tap", "dev-type tap is not supported yet");
+    err("dev tap0", "dev-type tap is not supported yet");
+    err("dev vpn0", "add `dev-type tun`");
+    err("dev-type tunnel", "expected `tun`");
+    err("dev averyveryverylongname", "1 to 15 characters");
+}
+
+#[test]
+fn materials_files_and_inline() {
+    let inline = "<ca>\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n</ca>";
+    let text = BASE.replace("ca ca.crt\n", "") + inline + "\n";
+    let (c, _) = lower(&text).expect("inline ca");
+    assert_eq!(
+        c.ca,
+        Material::Inline("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into())
+    );
+    assert_eq!(
+        c.ca.load().expect("inline"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    );
+
+    let c = cfg("<key>\nK\n</key>\n<cert>\nC\n</cert>");
+    assert_eq!(c.key, Material::Inline("K\n".into()));
+    assert_eq!(c.cert, Material::Inline("C\n".into()));
+    err(
+        "ca",
+        "takes 1 parameter (a file) or an inline block, found 0",
+    );
+    err("ca a b", "found 2");
+    err("<ca>\n</ca>", "the inline block is empty");
+    err(
+        "<push>\nx\n</push>",
+        "cannot be given as an inline <push> block",
+    );
+    err(
+        "<verb>\n3\n</verb>",
+        "cannot be given as an inline <verb> block",
+    );
+    // Unterminated block: the error is on the <tag> line.
+    let e = err_line(
+        "verb 3\n<tls-crypt>\nabc",
+        NEXT + 1,
+        "has no closing </tls-crypt>",
+    );
+    assert!(matches!(e, ConfigError::Syntax { .. }));
+}
+
+#[test]
+fn material_paths_resolve_against_config_dir() {
+    let dir = std::env::temp_dir().join(format!("warren-config-srv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("warren-test-only-here.crt"), "PEM").expect("write");
+    let text = BASE.replace("ca.crt", "warren-test-only-here.crt");
+    let (c, _) = server_config_from_str(&text, "x.conf", &dir).expect("lowers");
+    assert_eq!(c.ca, Material::File(dir.join("warren-test-only-here.crt")));
+    assert_eq!(c.ca.load_for("ca").expect("reads"), "PEM");
+    // Not found anywhere: kept as written, and loading names directive + path.
+    let e = c.cert.load_for("cert").expect_err("missing");
+    let s = e.to_string();
+    assert!(s.contains("`cert` file server.crt"), "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dh() {
+    assert_eq!(cfg("dh none").dh, None);
+    let (c, w) = ok("dh dh2048.pem");
+    assert_eq!(c.dh, Some(Material::File("dh2048.pem".into())));
+    assert!(warned(&w, "dh"));
+    assert_eq!(w[0].location.line, Some(NEXT));
+    err("dh", "takes 1 parameter");
+}
+
+#[test]
+fn tls_crypt_and_tls_auth() {
+    assert_eq!(
+        cfg("tls-crypt ta.key").tls_crypt,
+        Some(Material::File("ta.key".into()))
+    );
+    assert_eq!(
+        cfg("<tls-crypt>\nKEY\n</tls-crypt>").tls_crypt,
+        Some(Material::Inline("KEY\n".into()))
+    );
+    err("tls-crypt ta.key 0", "found 2");
+
+    assert_eq!(
+        cfg("tls-auth ta.key 0").tls_auth,
+        Some((Material::File("ta.key".into()), Some(0)))
+    );
+    assert_eq!(
+        cfg("tls-auth ta.key").tls_auth,
+        Some((Material::File("ta.key".into()), None))
+    );
+    assert_eq!(
+        cfg("key-direction 1\n<tls-auth>\nK\n</tls-auth>").tls_auth,
+        Some((Material::Inline("K\n".into()), Some(1)))
+    );
+    // key-direction after tls-auth still applies, and the last one wins.
+    assert_eq!(
+        cfg("tls-auth ta.key 0\nkey-direction 1")
+            .tls_auth
+            .and_then(|t| t.1),
+        Some(1)
+    );
+    assert_eq!(
+        cfg("key-direction 1\ntls-auth ta.key 0")
+            .tls_auth
+            .and_then(|t| t.1),
+        Some(0)
+    );
+    err("tls-auth ta.key 2", "a key direction is 0 or 1");
+    err("tls-auth ta.key 0 1", "found 3");
+    err("key-direction bidirectional", "a key direction is 0 or 1");
+    err_line(
+        "tls-crypt ta.key\ntls-auth ta.key 0",
+        NEXT + 1,
+        "cannot be combined",
+    );
+}
+
+#[test]
+fn auth_digest() {
+    assert_eq!(cfg("auth SHA256").auth.as_deref(), Some("SHA256"));
+    assert_eq!(cfg("auth sha512").auth.as_deref(), Some("SHA512"));
+    assert_eq!(cfg("auth SHA1").auth.as_deref(), Some("SHA1"));
+    assert_eq!(cfg("auth sha-384").auth.as_deref(), Some("SHA384"));
+    err("auth MD5", "\"MD5\": expected SHA1");
+    err("auth none", "disable packet authentication");
+}
+
+#[test]
+fn server_network_validation() {
+    let c = cfg("server 10.199.0.0 255.255.0.0");
+    assert_eq!(
+        c.server,
+        (Ipv4Addr::new(10, 199, 0, 0), Ipv4Addr::new(255, 255, 0, 0))
+    );
+    assert_eq!(
+        cfg("server 192.168.7.8 255.255.255.248").server.1,
+        Ipv4Addr::new(255, 255, 255, 248)
+    );
+    err("server 10.8.0.1 255.255.255.0", "did you mean 10.8.0.0?");
+    err("server 10.8.0.0 255.0.255.0", "not contiguous");
+    err("server 10.0.0.0 255.0.0.0", "/8 is not allowed");
+    err("server 10.8.0.0 255.255.255.252", "/30 is not allowed");
+    err(
+        "server 10.8.0 255.255.255.0",
+        "\"10.8.0\": expected a dotted-quad",
+    );
+    err("server 10.8.0.0", "takes 2 parameters");
+    err(
+        "server 10.8.0.0 255.255.255.0 nopool",
+        "`nopool` is not supported yet",
+    );
+    err("server 10.8.0.0 255.255.255.0 foo", "nopool");
+}
+
+#[test]
+fn push() {
+    let c = cfg(
+        "push \"route 192.168.1.0 255.255.255.0\"\npush 'dhcp-option DNS 10.8.0.1'\npush redirect-gateway",
+    );
+    assert_eq!(
+        c.push,
+        [
+            "route 192.168.1.0 255.255.255.0",
+            "dhcp-option DNS 10.8.0.1",
+            "redirect-gateway"
+        ]
+    );
+    err("push", "takes 1 parameter");
+    err("push route 10.0.0.0 255.0.0.0", "found 3");
+    err("push \"\"", "nothing to push");
+    err("push \"comp-lzo no\"", "compression is refused");
+    err("push \"route", "no closing quotation");
+}
+
+#[test]
+fn keepalive_ping() {
+    assert_eq!(cfg("keepalive 10 120").keepalive, Some((10, 120)));
+    assert_eq!(cfg("keepalive 10 20").keepalive, Some((10, 20)));
+    err("keepalive 10 15", "at least twice");
+    err("keepalive 0 120", "greater than 0");
+    err("keepalive 10", "takes 2 parameters");
+    let c = cfg("ping 10\nping-restart 60");
+    assert_eq!((c.ping, c.ping_restart), (Some(10), Some(60)));
+    err("ping x", "\"x\"");
+    err_line("keepalive 10 60\nping 5", NEXT, "conflicts with `ping`");
+}
+
+#[test]
+fn ciphers() {
+    assert_eq!(
+        cfg("data-ciphers AES-256-GCM").data_ciphers,
+        ["AES-256-GCM"]
+    );
+    assert_eq!(
+        cfg("data-ciphers chacha20-poly1305:aes-128-gcm").data_ciphers,
+        ["CHACHA20-POLY1305", "AES-128-GCM"]
+    );
+    assert_eq!(cfg("ncp-ciphers AES-128-GCM").data_ciphers, ["AES-128-GCM"]);
+    let (c, w) = ok("data-ciphers AES-256-GCM:?BF-CBC");
+    assert_eq!(c.data_ciphers, ["AES-256-GCM"]);
+    assert!(warned(&w, "data-ciphers"));
+    err("data-ciphers AES-256-GCM:BF-CBC", "only the AEAD ciphers");
+    err("data-ciphers AES-256-CBC", "only the AEAD ciphers");
+    err("data-ciphers AES-256-GCM::AES-128-GCM", "empty cipher name");
+    err("data-ciphers ?BF-CBC", "no supported cipher left");
+    assert_eq!(
+        cfg("data-ciphers-fallback aes-128-gcm")
+            .data_ciphers_fallback
+            .as_deref(),
+        Some("AES-128-GCM")
+    );
+    err("data-ciphers-fallback BF-CBC", "only the AEAD ciphers");
+    assert_eq!(
+        cfg("cipher AES-256-GCM").cipher.as_deref(),
+        Some("AES-256-GCM")
+    );
+    err("cipher BF-CBC", "\"BF-CBC\"");
+    err("cipher none", "would disable encryption");
+}
+
+#[test]
+fn tls_versions() {
+    let c = cfg("tls-version-min 1.2\ntls-version-max 1.3");
+    assert_eq!(
+        (c.tls_version_min, c.tls_version_max),
+        (Some(TlsVersion::V1_2), Some(TlsVersion::V1_3))
+    );
+    assert_eq!(
+        cfg("tls-version-min 1.2 or-highest").tls_version_min,
+        Some(TlsVersion::V1_2)
+    );
+    assert_eq!(
+        cfg("tls-version-min 1.4 or-highest").tls_version_min,
+        Some(TlsVersion::V1_3)
+    );
+    err("tls-version-min 1.0", "TLS 1.0 and 1.1 are not supported");
+    err(
+        "tls-version-min 1.1 or-highest",
+        "TLS 1.0 and 1.1 are not supported",
+    );
+    err("tls-version-min 1.2 foo", "or-highest");
+    err("tls-version-max 1.1", "not supported");
+    err("tls-version-max 1.3 or-highest", "found 2");
+    err_line(
+        "tls-version-max 1.2\ntls-version-min 1.3",
+        NEXT + 1,
+        "higher than",
+    );
+}
+
+#[test]
+fn timers() {
+    let c = cfg("reneg-sec 600\nhand-window 30\ntls-timeout 5");
+    assert_eq!(
+        (c.reneg_sec, c.hand_window, c.tls_timeout),
+        (Some(600), Some(30), Some(5))
+    );
+    assert_eq!(cfg("reneg-sec 0").reneg_sec, Some(0));
+    let (c, w) = ok("reneg-sec 3600 1800");
+    assert_eq!(c.reneg_sec, Some(3600));
+    assert!(warned(&w, "reneg-sec"));
+    err("hand-window 0", "greater than 0");
+    err("tls-timeout 2s", "\"2s\"");
+    err("reneg-sec 99999999999", "too large");
+}
+
+#[test]
+fn flags_and_limits() {
+    let c = cfg("client-to-client\nduplicate-cn\npersist-key\npersist-tun\nmax-clients 100");
+    assert!(c.client_to_client && c.duplicate_cn && c.persist_key && c.persist_tun);
+    assert_eq!(c.max_clients, Some(100));
+    err("client-to-client yes", "takes no parameters, found 1");
+    err("max-clients 0", "between 1 and");
+    err("max-clients 16777215", "between 1 and");
+    assert_eq!(cfg("explicit-exit-notify").explicit_exit_notify, Some(1));
+    assert_eq!(cfg("explicit-exit-notify 3").explicit_exit_notify, Some(3));
+    err("explicit-exit-notify 1 2", "found 2");
+    let (_, w) = ok("proto tcp-server\nexplicit-exit-notify 1");
+    assert!(warned(&w, "explicit-exit-notify"));
+}
+
+#[test]
+fn cert_checks() {
+    assert_eq!(
+        cfg("remote-cert-tls client").remote_cert_tls,
+        Some(CertRole::Client)
+    );
+    assert_eq!(
+        cfg("remote-cert-tls server").remote_cert_tls,
+        Some(CertRole::Server)
+    );
+    err("remote-cert-tls both", "expected `client` or `server`");
+    assert_eq!(
+        cfg("verify-client-cert require").verify_client_cert,
+        VerifyClientCert::Require
+    );
+    assert_eq!(
+        cfg("verify-client-cert").verify_client_cert,
+        VerifyClientCert::Require
+    );
+    err("verify-client-cert none", "username/password check");
+    err("verify-client-cert optional", "username/password check");
+    err(
+        "verify-client-cert maybe",
+        "expected none, optional or require",
+    );
+}
+
+#[test]
+fn process_and_logging() {
+    let c = cfg(
+        "user nobody\ngroup nogroup\nverb 4\nstatus /run/warren/status.log 30\nstatus-version 3",
+    );
+    assert_eq!(c.user.as_deref(), Some("nobody"));
+    assert_eq!(c.group.as_deref(), Some("nogroup"));
+    assert_eq!(c.verb, 4);
+    assert_eq!(
+        c.status,
+        Some((PathBuf::from("/run/warren/status.log"), 30))
+    );
+    assert_eq!(c.status_version, 3);
+    assert_eq!(
+        cfg("status openvpn-status.log").status,
+        Some((PathBuf::from("openvpn-status.log"), 60))
+    );
+    assert_eq!(cfg("verb 15").verb, 11);
+    err("verb loud", "\"loud\"");
+    err("status-version 4", "expected 1, 2 or 3");
+    err("status", "takes 1 or 2 parameters");
+    err("user", "takes 1 parameter");
+}
+
+#[test]
+fn mtu_and_buffers() {
+    let c = cfg("tun-mtu 1400\nmssfix 1360\nsndbuf 393216\nrcvbuf 393216");
+    assert_eq!(
+        (c.tun_mtu, c.mssfix, c.sndbuf, c.rcvbuf),
+        (Some(1400), Some(1360), Some(393216), Some(393216))
+    );
+    assert_eq!(cfg("mssfix").mssfix, None);
+    assert_eq!(cfg("mssfix 0").mssfix, Some(0));
+    let (_, w) = ok("mssfix 1400 mtu");
+    assert!(warned(&w, "mssfix"));
+    err("mssfix 1400 foo", "expected `mtu` or `fixed`");
+    err("tun-mtu 100", "at least 576");
+    err("tun-mtu 70000", "at most 65535");
+}
+
+#[test]
+fn mode_and_tls_server() {
+    cfg("mode server\ntls-server");
+    err("mode p2p", "point-to-point mode is not supported");
+    err("tls-server yes", "takes no parameters");
+}
+
+#[test]
+fn key_derivation_extension() {
+    let (c, w) = ok("warren-key-derivation prf");
+    assert_eq!(c.key_derivation, KeyDerivationPolicy::Prf);
+    assert!(warned(&w, "warren-key-derivation"));
+    assert_eq!(
+        cfg("warren-key-derivation auto").key_derivation,
+        KeyDerivationPolicy::Auto
+    );
+    err("warren-key-derivation ekm", "expected `auto` or `prf`");
+    // The sharing recipe: OpenVPN ignores it, warren still honours it.
+    let (c, w) = ok("ignore-unknown-option warren-key-derivation\nwarren-key-derivation prf");
+    assert_eq!(c.key_derivation, KeyDerivationPolicy::Prf);
+    assert_eq!(w.len(), 1);
+}
+
+#[test]
+fn unknown_directives_and_did_you_mean() {
+    let e = err(
+        "keepalvie 10 60",
+        "unknown directive `keepalvie`; did you mean `keepalive`?",
+    );
+    assert!(matches!(
+        e,
+        ConfigError::UnknownDirective {
+            suggestion: Some("keepalive"),
+            ..
+        }
+    ));
+    err("tls-crpyt ta.key", "did you mean `tls-crypt`?");
+    err("Port 1194", "did you mean `port`?");
+    err(
+        "--explicit-exit-notfy",
+        "did you mean `explicit-exit-notify`?",
+    );
+    let e = err("frobnicate 1", "unknown directive `frobnicate`");
+    assert!(e.to_string().ends_with("`frobnicate`"), "{e}");
+}
+
+#[test]
+fn allow_listed_directives_warn() {
+    let lines = [
+        "mute 20",
+        "mute-replay-warnings",
+        "script-security 2",
+        "ifconfig-pool-persist ipp.txt",
+        "log /var/log/openvpn.log",
+        "log-append /var/log/openvpn.log",
+        "daemon",
+        "fast-io",
+        "tun-mtu-extra 32",
+        "writepid /run/openvpn.pid",
+        "float",
+    ];
+    for (i, l) in lines.iter().enumerate() {
+        let (_, w) = ok(l);
+        let name = l.split(' ').next().unwrap_or_default();
+        assert_eq!(w.len(), 1, "{l}: {w:?}");
+        assert_eq!(w[0].directive, name);
+        assert_eq!(w[0].location.line, Some(NEXT), "{i}");
+        assert!(w[0].message.starts_with("ignored: "), "{}", w[0]);
+        assert!(
+            w[0].to_string()
+                .starts_with(&format!("s.conf:{NEXT}: `{name}`: ignored"))
+        );
+    }
+    let (_, w) = ok("ifconfig-pool-persist ipp.txt");
+    assert!(w[0].message.contains("not persisted"));
+}
+
+#[test]
+fn refused_directives() {
+    err("comp-lzo no", "compression is refused");
+    err("compress lz4-v2", "compression is refused");
+    err("allow-compression yes", "compression is refused");
+    cfg("allow-compression no");
+    err(
+        "management 127.0.0.1 7505",
+        "the management interface is not implemented yet",
+    );
+    err("secret static.key", "static-key mode");
+    err(
+        "crl-verify crl.pem",
+        "revoked certificates would be accepted",
+    );
+    err(
+        "auth-user-pass-verify /bin/check via-file",
+        "username/password checks",
+    );
+    err("client-config-dir ccd", "per-client config");
+    err("verify-x509-name client name", "name restriction");
+    err("tls-crypt-v2 server.key", "use tls-crypt");
+    err("remote vpn.example.org", "client directive");
+    err("client", "client directive");
+    err("server-ipv6 fd00::/64", "IPv6");
+    err("up /etc/openvpn/up.sh", "never runs external scripts");
+    err("tls-cipher DEFAULT", "TLS settings");
+    // An OpenVPN directive with no specific entry.
+    err("tcp-nodelay", "not implemented yet");
+}
+
+#[test]
+fn ignore_unknown_option_rules() {
+    // Covers later lines only, as in OpenVPN.
+    err_line(
+        "frobnicate\nignore-unknown-option frobnicate",
+        NEXT,
+        "unknown directive",
+    );
+    let (_, w) = ok(
+        "ignore-unknown-option frobnicate --management\nfrobnicate 1 2\nmanagement 127.0.0.1 7505",
+    );
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!(w[0].location.line, Some(NEXT + 1));
+    assert!(w[0].message.contains("ignore-unknown-option"), "{}", w[0]);
+    assert_eq!(w[1].directive, "management");
+    // Non-strict refusals (TLS suite restrictions) can be skipped on purpose.
+    let (_, w) = ok("ignore-unknown-option tls-cipher\ntls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384");
+    assert_eq!((w.len(), w[0].location.line), (1, Some(NEXT + 1)), "{w:?}");
+    // Strict refusals stay errors.
+    err_line(
+        "ignore-unknown-option comp-lzo\ncomp-lzo no",
+        NEXT + 1,
+        "compression is refused",
+    );
+    err_line(
+        "ignore-unknown-option crl-verify\ncrl-verify crl.pem",
+        NEXT + 1,
+        "revoked",
+    );
+    // A known directive with a bad value is still an error.
+    err_line(
+        "ignore-unknown-option port\nport 0",
+        NEXT + 1,
+        "between 1 and 65535",
+    );
+    err(
+        "ignore-unknown-option",
+        "takes 1 or more directive names, found 0",
+    );
+}
+
+#[test]
+fn setenv_rules() {
+    let (_, w) =
+        ok("setenv opt block-outside-dns\nsetenv opt frobnicate 1\nsetenv opt up /bin/true");
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[1].message.contains("setenv opt"), "{}", w[1]);
+    // setenv opt on a known directive applies it.
+    assert_eq!(cfg("setenv opt verb 5").verb, 5);
+    err("setenv opt port 0", "between 1 and 65535");
+    err("setenv opt secret x.key", "static-key mode");
+    err("setenv opt", "a directive after `setenv opt`");
+    let (_, w) = ok("setenv FOO bar");
+    assert!(w[0].message.contains("scripts"));
+    err("setenv GENERIC_CONFIG 1", "generic configuration");
+    let (_, w) = ok("setenv FORWARD_COMPATIBLE 1\nfrobnicate\nmanagement x 1");
+    assert_eq!(w.len(), 2, "{w:?}");
+    err_line(
+        "setenv FORWARD_COMPATIBLE 1\nsecret x.key",
+        NEXT + 1,
+        "static-key",
+    );
+}
+
+#[test]
+fn comments_quotes_crlf_and_doubledash_in_a_config() {
+    let text = "# comment\r\n; comment\r\n--ca \"my ca.crt\"\r\ncert 'server.crt' # trailing\r\nkey server\\ key.pem\r\n\
+                server 10.8.0.0 255.255.255.0\r\ntopology subnet\r\n";
+    let (c, w) = lower(text).expect("parses");
+    assert_eq!(c.ca, Material::File("my ca.crt".into()));
+    assert_eq!(c.cert, Material::File("server.crt".into()));
+    assert_eq!(c.key, Material::File("server key.pem".into()));
+    assert!(w.is_empty());
+    let e = lower("ca ca.crt\ncert c:\\x.crt\n").expect_err("bad backslash");
+    assert!(e.to_string().starts_with("s.conf:2: bad backslash"), "{e}");
+}
+
+#[test]
+fn debug_does_not_print_inline_keys() {
+    let c = cfg("<key>\n-----BEGIN PRIVATE KEY-----\nSECRET\n</key>");
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("SECRET"), "{dbg}");
+}
+
+#[test]
+fn fact_sheet_12_1_server_conf() {
+    // openvpn-protocol.md §12.1, verbatim (comments included).
+    let text = r#"port 1194
+proto udp
+dev tun
+topology subnet
+server 10.8.0.0 255.255.255.0          # pushes route-gateway 10.8.0.1, topology subnet
+ca ca.crt
+cert server.crt
+key server.key
+dh none                                # ECDHE only
+tls-crypt ta.key                       # openvpn --genkey secret ta.key
+data-ciphers AES-256-GCM               # default is AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305
+keepalive 10 120                       # pushes ping 10, ping-restart 120
+explicit-exit-notify 1
+remote-cert-tls client                 # optional, EKU clientAuth check
+verb 4
+"#;
+    let (c, w) =
+        server_config_from_str(text, "server.conf", base_dir()).expect("fact sheet config");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.port, 1194);
+    assert_eq!(c.proto, Proto::Udp);
+    assert_eq!(c.dev, "tun");
+    assert_eq!(
+        c.server,
+        (Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
+    );
+    assert_eq!(c.dh, None);
+    assert_eq!(c.tls_crypt, Some(Material::File("ta.key".into())));
+    assert_eq!(c.data_ciphers, ["AES-256-GCM"]);
+    assert_eq!(c.keepalive, Some((10, 120)));
+    assert_eq!(c.explicit_exit_notify, Some(1));
+    assert_eq!(c.remote_cert_tls, Some(CertRole::Client));
+    assert_eq!(c.verb, 4);
+}
+
+#[test]
+fn openvpn_lab_server_conf() {
+    let path = Path::new("/work/shared/tools/openvpn-lab/server.conf");
+    if !path.exists() {
+        eprintln!("skipping: {} not present", path.display());
+        return;
+    }
+    let (c, w) = load_server_config(path).expect("lab server.conf");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.port, 11940);
+    assert_eq!(c.local.as_deref(), Some("127.0.0.1"));
+    assert_eq!(c.dev, "tunsrv");
+    assert_eq!(
+        c.server,
+        (
+            Ipv4Addr::new(10, 199, 0, 0),
+            Ipv4Addr::new(255, 255, 255, 0)
+        )
+    );
+    assert_eq!(c.verb, 9);
+    assert_eq!(c.source, path);
+}
+
+#[test]
+fn example_server_conf() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/server.conf");
+    let (c, w) = load_server_config(&path).expect("examples/server.conf");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.port, 1194);
+    assert_eq!(c.proto, Proto::Udp);
+    assert_eq!(c.dev, "tun");
+    assert_eq!(
+        c.server,
+        (Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
+    );
+    assert_eq!(c.topology, Topology::Subnet);
+    assert_eq!(c.keepalive, Some((10, 120)));
+    assert_eq!(c.explicit_exit_notify, Some(1));
+    assert_eq!(c.push, ["dhcp-option DNS 10.8.0.1"]);
+    assert_eq!(c.dh, None);
+    for (m, name) in [
+        (&c.ca, "ca.crt"),
+        (&c.cert, "server.crt"),
+        (&c.key, "server.key"),
+    ] {
+        assert!(m.path().is_some_and(|p| p.ends_with(name)), "{m:?}");
+    }
+    assert!(
+        c.tls_crypt
+            .as_ref()
+            .and_then(Material::path)
+            .is_some_and(|p| p.ends_with("ta.key"))
+    );
+}
+
+#[test]
+fn load_errors() {
+    let e =
+        load_server_config(Path::new("/nonexistent/warren/server.conf")).expect_err("missing file");
+    assert!(
+        e.to_string()
+            .starts_with("cannot read config file /nonexistent/warren/server.conf"),
+        "{e}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("warren-config-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let p = dir.join("bad.conf");
+    std::fs::write(&p, b"port 1194\nlocal \xff\xfe\n").expect("write");
+    let e = load_server_config(&p).expect_err("not utf-8");
+    assert_eq!(e.location().and_then(|l| l.line), Some(2), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+proptest::proptest! {
+    #[test]
+    fn lowering_never_panics(s in "\\PC*") {
+        let _ = server_config_from_str(&s, "fuzz", base_dir());
+    }
+
+    #[test]
+    fn lowering_never_panics_on_directive_soup(
+        lines in proptest::collection::vec(
+            (proptest::sample::select(vec![
+                "port", "proto", "server", "push", "keepalive", "tls-auth", "data-ciphers",
+                "tls-version-min", "verb", "status", "mssfix", "dev", "dev-type", "max-clients",
+                "setenv", "ignore-unknown-option", "<ca>", "</ca>", "key-direction", "topology",
+            ]), "[ 0-9a-z.:\"'\\\\-]{0,24}"),
+            0..12,
+        )
+    ) {
+        let text: String = lines.iter().map(|(d, a)| format!("{d} {a}\n")).collect();
+        let _ = server_config_from_str(&(BASE.to_owned() + &text), "fuzz", base_dir());
+    }
+}

@@ -1,0 +1,25 @@
+//! Event loops that connect warren's sans-IO engines to the operating system.
+//!
+//! The model: one thread owns the engine, the tun device, the UDP socket and a signal
+//! descriptor, and waits on all three with `poll(2)`, the timeout being the engine's next
+//! timer (or the status-file timer). Each wakeup reads a bounded batch from each ready
+//! descriptor into buffers allocated once at start (tun buffers keep
+//! [`warren_openvpn::DATA_HEADROOM`] free in front so encapsulation happens in place), hands
+//! them to the engine, writes the results, then runs due timers and drains the engine's
+//! transmit queue and lifecycle events, in the order documented on
+//! [`warren_openvpn::Server`]. I/O errors on the data path are counted, and warned about
+//! at most once per ten seconds; only a broken descriptor stops the loop.
+//!
+//! The multi-core data plane comes later as a change to this crate only: the engine already
+//! separates its control side from immutable data-channel keys.
+#![forbid(unsafe_code)]
+
+mod server_loop;
+pub mod status;
+
+pub use server_loop::{BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot};
+
+/// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.
+pub fn cipher_name(c: warren_crypto::CipherKind) -> &'static str {
+    c.name()
+}

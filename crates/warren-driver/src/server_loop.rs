@@ -1,0 +1,441 @@
+//! The single-threaded server loop: one `poll(2)` over the UDP socket, the tun device and
+//! the signal descriptor, driving a [`warren_openvpn::Server`].
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{debug, info, trace, warn};
+use warren_core::Instant;
+use warren_io::{Clock, Interest, Poller, RecvMeta, Signal, Signals, Tun, UdpSocket};
+use warren_openvpn::{
+    ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome, Server, ServerEvent,
+};
+
+use crate::status::{self, StatusRow, StatusSnapshot, StatusVersion};
+
+/// Datagrams or tun packets handled per wakeup and direction.
+pub const BATCH: usize = 64;
+/// Room after a tun packet for ciphers that append (CBC padding + HMAC, later).
+const TAILROOM: usize = 128;
+/// Bound on `poll_transmit` drained in one go; the rest waits for the next turn.
+const MAX_TRANSMITS_PER_TURN: usize = 4096;
+/// Bound on events drained in one go.
+const MAX_EVENTS_PER_TURN: usize = 4096;
+/// At most one warning per this interval for each kind of I/O error.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// `status FILE N` and `status-version`.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    pub path: PathBuf,
+    pub interval: Duration,
+    pub version: StatusVersion,
+}
+
+/// Everything besides the engine, the tun device and the socket.
+#[derive(Debug)]
+pub struct ServerLoopOptions {
+    pub clock: Clock,
+    /// Created on the main thread before any other thread (see [`Signals::new`]).
+    pub signals: Signals,
+    pub status: Option<StatusOptions>,
+    /// How long to keep running after SIGINT/SIGTERM so `RESTART` notifications and their
+    /// acknowledgements get through (OpenVPN waits about 2 s with explicit-exit-notify).
+    pub shutdown_grace: Duration,
+    /// `TITLE` of the status file.
+    pub title: String,
+}
+
+#[derive(Debug, Error)]
+pub enum DriverError {
+    #[error("waiting for I/O: {0}")]
+    Poll(#[source] io::Error),
+    #[error("reading the signal descriptor: {0}")]
+    Signal(#[source] io::Error),
+    #[error("reading from tun device {name}: {source}")]
+    TunRead { name: String, source: io::Error },
+}
+
+/// I/O counters of the loop (the engine counts protocol drops itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    pub udp_received: u64,
+    pub udp_truncated: u64,
+    pub udp_recv_errors: u64,
+    pub udp_sent: u64,
+    /// `EAGAIN` on send: the socket buffer was full; the datagram was dropped.
+    pub udp_send_would_block: u64,
+    pub udp_send_errors: u64,
+    pub tun_read: u64,
+    pub tun_written: u64,
+    pub tun_write_would_block: u64,
+    pub tun_write_errors: u64,
+    pub engine_dropped: u64,
+}
+
+/// A warning that is printed at most once per [`WARN_EVERY`], with a count of the rest.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < WARN_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+struct Loop {
+    server: Server,
+    tun: Tun,
+    socket: UdpSocket,
+    opts: ServerLoopOptions,
+    stats: LoopStats,
+    /// Datagram buffers (reused).
+    udp_bufs: Vec<Vec<u8>>,
+    udp_meta: Vec<RecvMeta>,
+    /// Tun packet buffers with `DATA_HEADROOM` free in front (reused).
+    tun_bufs: Vec<Vec<u8>>,
+    tun_lens: Vec<usize>,
+    /// Scratch for client-to-client re-encapsulation.
+    c2c_buf: Vec<u8>,
+    /// Scratch for `poll_transmit`.
+    tx_buf: Vec<u8>,
+    warn_send: RateLimited,
+    warn_tun_write: RateLimited,
+    warn_recv: RateLimited,
+    next_status: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+/// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
+/// error. Writes the status file every interval and once at exit.
+pub fn run_server(server: Server, tun: Tun, socket: UdpSocket, opts: ServerLoopOptions) -> Result<LoopStats, DriverError> {
+    let mtu = usize::from(tun.mtu());
+    // A datagram carries at most one tun packet plus OpenVPN's overhead (opcode, peer-id,
+    // packet-id, tag or IV+HMAC, padding): 512 bytes is generous. Control packets are smaller.
+    let udp_len = (mtu + 512).max(2048);
+    let tun_len = DATA_HEADROOM + mtu + TAILROOM;
+    let now = opts.clock.now();
+    let next_status = opts.status.as_ref().map(|s| now + s.interval);
+    let mut l = Loop {
+        server,
+        tun,
+        socket,
+        opts,
+        stats: LoopStats::default(),
+        udp_bufs: vec![vec![0u8; udp_len]; BATCH],
+        udp_meta: vec![RecvMeta::default(); BATCH],
+        tun_bufs: vec![vec![0u8; tun_len]; BATCH],
+        tun_lens: vec![0; BATCH],
+        c2c_buf: vec![0u8; tun_len.max(DATA_HEADROOM + udp_len)],
+        tx_buf: Vec::with_capacity(udp_len),
+        warn_send: RateLimited::default(),
+        warn_tun_write: RateLimited::default(),
+        warn_recv: RateLimited::default(),
+        next_status,
+        shutdown_deadline: None,
+    };
+    let result = l.run();
+    l.write_status();
+    let s = &l.stats;
+    info!(
+        udp_received = s.udp_received,
+        udp_sent = s.udp_sent,
+        udp_send_errors = s.udp_send_errors,
+        udp_send_would_block = s.udp_send_would_block,
+        tun_read = s.tun_read,
+        tun_written = s.tun_written,
+        tun_write_errors = s.tun_write_errors,
+        engine_dropped = s.engine_dropped,
+        "server stopped"
+    );
+    result.map(|()| l.stats)
+}
+
+impl Loop {
+    fn run(&mut self) -> Result<(), DriverError> {
+        let mut poller = Poller::new();
+        let t_udp = poller.add(std::os::fd::AsFd::as_fd(&self.socket), Interest::Readable);
+        let t_tun = poller.add(std::os::fd::AsFd::as_fd(&self.tun), Interest::Readable);
+        let t_sig = poller.add(std::os::fd::AsFd::as_fd(&self.opts.signals), Interest::Readable);
+        // Anything the engine queued at start (nothing today) goes out before the first wait.
+        let now = self.opts.clock.now();
+        self.after_input(now);
+        loop {
+            let now = self.opts.clock.now();
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            poller.wait(timeout).map_err(DriverError::Poll)?;
+            let now = self.opts.clock.now();
+
+            if poller.is_readable(t_sig) {
+                while let Some(sig) = self.opts.signals.read().map_err(DriverError::Signal)? {
+                    if self.on_signal(now, sig) {
+                        return Ok(());
+                    }
+                }
+            }
+            if poller.is_readable(t_udp) {
+                self.read_udp(now);
+            }
+            if poller.is_readable(t_tun) {
+                self.read_tun(now)?;
+            }
+            self.after_input(now);
+
+            if let Some(at) = self.next_status
+                && now >= at
+            {
+                self.write_status();
+                let interval = self.opts.status.as_ref().map_or(Duration::from_secs(60), |s| s.interval);
+                self.next_status = Some(now + interval);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if now >= deadline {
+                    debug!("shutdown grace period over");
+                    return Ok(());
+                }
+                if self.server.clients().is_empty() {
+                    debug!("all clients gone; stopping early");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The earliest of the engine's timer, the status timer and the shutdown deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.server.poll_timeout(), self.next_status, self.shutdown_deadline].into_iter().flatten().min()
+    }
+
+    /// Returns `true` when the loop must stop now.
+    fn on_signal(&mut self, now: Instant, sig: Signal) -> bool {
+        if self.shutdown_deadline.is_some() {
+            info!("received {} again during shutdown: exiting now", sig.name());
+            return true;
+        }
+        match sig {
+            Signal::Hangup => info!("received SIGHUP: reloading is not supported yet, shutting down"),
+            _ => info!("received {}: shutting down", sig.name()),
+        }
+        self.server.shutdown(now);
+        self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
+        false
+    }
+
+    fn read_udp(&mut self, now: Instant) {
+        let n = match self.socket.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.udp_recv_errors += 1;
+                if let Some(suppressed) = self.warn_recv.hit(now) {
+                    warn!("UDP receive error: {e} ({suppressed} more since the last warning)");
+                }
+                return;
+            }
+        };
+        for i in 0..n {
+            let meta = self.udp_meta[i];
+            self.stats.udp_received += 1;
+            if meta.truncated {
+                // Longer than any packet this server sends or accepts: not ours to decode.
+                self.stats.udp_truncated += 1;
+                trace!(from = %meta.addr, "truncated datagram dropped");
+                continue;
+            }
+            let buf = &mut self.udp_bufs[i][..meta.len];
+            match self.server.handle_datagram(now, meta.addr, buf) {
+                DatagramOutcome::Tun(range) => match buf.get(range) {
+                    Some(pkt) => write_tun(&self.tun, pkt, &mut self.stats, &mut self.warn_tun_write, now),
+                    None => debug_assert!(false, "engine returned a range outside the datagram"),
+                },
+                DatagramOutcome::ClientToClient(range) => {
+                    let Some(pkt) = buf.get(range) else {
+                        debug_assert!(false, "engine returned a range outside the datagram");
+                        continue;
+                    };
+                    let len = pkt.len();
+                    let Some(dst) = self.c2c_buf.get_mut(DATA_HEADROOM..DATA_HEADROOM + len) else {
+                        self.stats.engine_dropped += 1;
+                        continue;
+                    };
+                    dst.copy_from_slice(pkt);
+                    self.encapsulate_and_send(now, None, len);
+                }
+                DatagramOutcome::Consumed => {}
+                DatagramOutcome::Dropped(reason) => {
+                    self.stats.engine_dropped += 1;
+                    trace!(from = %meta.addr, ?reason, "datagram dropped");
+                }
+            }
+        }
+    }
+
+    fn read_tun(&mut self, now: Instant) -> Result<(), DriverError> {
+        let mut n = 0;
+        while n < BATCH {
+            let buf = &mut self.tun_bufs[n];
+            let end = buf.len() - TAILROOM;
+            match self.tun.recv(&mut buf[DATA_HEADROOM..end]) {
+                Ok(0) => break,
+                Ok(len) => {
+                    self.tun_lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => break,
+                Err(source) => return Err(DriverError::TunRead { name: self.tun.name().to_owned(), source }),
+            }
+        }
+        self.stats.tun_read += n as u64;
+        for i in 0..n {
+            let len = self.tun_lens[i];
+            self.encapsulate_and_send(now, Some(i), len);
+        }
+        Ok(())
+    }
+
+    /// Encapsulates the packet at `DATA_HEADROOM` of tun buffer `slot` (or of the
+    /// client-to-client scratch buffer when `None`) and sends it.
+    fn encapsulate_and_send(&mut self, now: Instant, slot: Option<usize>, len: usize) {
+        let buf = match slot {
+            Some(i) => &mut self.tun_bufs[i],
+            None => &mut self.c2c_buf,
+        };
+        match self.server.encapsulate(now, buf, len) {
+            EncapOutcome::Send { dst, range } => match buf.get(range) {
+                Some(dgram) => send_udp(&self.socket, dgram, dst, &mut self.stats, &mut self.warn_send, now),
+                None => debug_assert!(false, "engine returned a range outside the buffer"),
+            },
+            EncapOutcome::Dropped(reason) => {
+                self.stats.engine_dropped += 1;
+                trace!(?reason, "tun packet dropped");
+            }
+        }
+    }
+
+    /// Timers, then everything the engine wants sent, then its events.
+    fn after_input(&mut self, now: Instant) {
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        for _ in 0..MAX_TRANSMITS_PER_TURN {
+            let Some(dst) = self.server.poll_transmit(now, &mut self.tx_buf) else { break };
+            send_udp(&self.socket, &self.tx_buf, dst, &mut self.stats, &mut self.warn_send, now);
+        }
+        for _ in 0..MAX_EVENTS_PER_TURN {
+            let Some(ev) = self.server.poll_event() else { break };
+            log_event(&ev);
+        }
+    }
+
+    fn write_status(&mut self) {
+        let Some(st) = &self.opts.status else { return };
+        let clock = self.opts.clock;
+        let snap = snapshot(&self.opts.title, clock.unix_now(), clock.unix_time_at_zero(), &self.server.clients());
+        let text = status::render(st.version, &snap, &warren_io::format_local_time);
+        if let Err(e) = status::write_atomically(&st.path, &text) {
+            warn!("{e}");
+        }
+    }
+}
+
+fn send_udp(socket: &UdpSocket, dgram: &[u8], dst: SocketAddr, stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant) {
+    match socket.send_to(dgram, dst) {
+        Ok(_) => stats.udp_sent += 1,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.udp_send_would_block += 1,
+        Err(e) => {
+            stats.udp_send_errors += 1;
+            if let Some(suppressed) = limiter.hit(now) {
+                warn!("UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)");
+            }
+        }
+    }
+}
+
+fn write_tun(tun: &Tun, pkt: &[u8], stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant) {
+    match tun.send(pkt) {
+        Ok(_) => stats.tun_written += 1,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.tun_write_would_block += 1,
+        Err(e) => {
+            stats.tun_write_errors += 1;
+            if let Some(suppressed) = limiter.hit(now) {
+                warn!("writing to tun {} failed: {e} ({suppressed} more since the last warning)", tun.name());
+            }
+        }
+    }
+}
+
+/// Lifecycle lines: the only place addresses and names are logged at info.
+fn log_event(ev: &ServerEvent) {
+    match ev {
+        ServerEvent::Connected { peer_id, common_name, addr, vpn_ip, cipher, ekm } => {
+            info!(
+                "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip} cipher={} peer_id={peer_id} key_derivation={}",
+                crate::cipher_name(*cipher),
+                if *ekm { "tls-ekm" } else { "tls1-prf" }
+            );
+        }
+        ServerEvent::Renegotiated { peer_id, key_id } => {
+            debug!("client renegotiated peer_id={peer_id} key_id={key_id}");
+        }
+        ServerEvent::Disconnected { peer_id, common_name, addr, reason } => {
+            info!(
+                "client disconnected cn={common_name} addr={addr} peer_id={peer_id} reason={}",
+                disconnect_reason(reason)
+            );
+        }
+        ServerEvent::HandshakeFailed { addr, reason } => {
+            warn!("handshake failed addr={addr} reason={reason}");
+        }
+        other => debug!("server event: {other:?}"),
+    }
+}
+
+fn disconnect_reason(r: &DisconnectReason) -> String {
+    match r {
+        DisconnectReason::ExitNotify => "exit-notify".into(),
+        DisconnectReason::PingTimeout => "ping-restart".into(),
+        DisconnectReason::HandshakeTimeout => "handshake-timeout".into(),
+        DisconnectReason::TlsError(e) => format!("tls-error ({e})"),
+        DisconnectReason::Replaced => "replaced".into(),
+        DisconnectReason::Shutdown => "server-shutdown".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The engine's client list in status-file terms.
+pub fn snapshot(title: &str, now_unix: u64, unix_time_at_zero: u64, clients: &[ClientStatus]) -> StatusSnapshot {
+    let to_unix = |t: Instant| unix_time_at_zero.saturating_add(t.as_secs());
+    let mut rows: Vec<StatusRow> = clients
+        .iter()
+        .map(|c| StatusRow {
+            common_name: c.common_name.clone(),
+            real_addr: c.real_addr,
+            vpn_ip: c.vpn_ip,
+            bytes_received: c.bytes_received,
+            bytes_sent: c.bytes_sent,
+            connected_since: to_unix(c.connected_since),
+            // The engine does not report per-route last use yet; the connection time is
+            // the conservative stand-in.
+            last_ref: to_unix(c.connected_since),
+            username: None,
+            client_id: u64::from(c.peer_id),
+            peer_id: c.peer_id,
+            cipher: c.cipher.map(|k| crate::cipher_name(k).to_owned()),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.peer_id);
+    StatusSnapshot { title: title.to_owned(), now: now_unix, clients: rows }
+}

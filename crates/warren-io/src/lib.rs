@@ -1,0 +1,41 @@
+//! All of warren's Linux I/O, and the only crate of the project with `unsafe` code.
+//!
+//! The protocol engines are sans-IO; this crate is the other side: thin, synchronous,
+//! non-blocking wrappers over the system calls a driver needs, each with typed errors that
+//! say how to fix the common failures.
+//!
+//! * [`Tun`]: a layer-3 tun device (`IFF_TUN | IFF_NO_PI`, offloads off for now), addressed,
+//!   sized and up, read and written one packet at a time.
+//! * [`UdpSocket`]: the underlay socket (`proto udp`/`udp4`/`udp6`), with buffer sizing,
+//!   a batch-shaped receive call and IPv4-mapped IPv6 addresses normalised to plain IPv4.
+//! * [`Poller`]: `poll(2)` over a handful of descriptors with a timeout.
+//! * [`Clock`]: `CLOCK_BOOTTIME` as [`warren_core::Instant`] (suspended time counts, so a
+//!   machine that slept does not keep stale keys), plus the Unix time of its origin.
+//! * [`OsRng`]: [`warren_core::Rng`] over the `getrandom(2)` system call.
+//! * [`Signals`]: SIGINT, SIGTERM and SIGHUP as a readable `signalfd`.
+//! * [`drop_privileges`]: `user`/`group` after the privileged setup.
+//!
+//! Every `unsafe` block carries a `// SAFETY:` comment. Nothing here knows OpenVPN.
+#![cfg(target_os = "linux")]
+
+mod clock;
+mod poll;
+mod privs;
+mod rng;
+mod signals;
+mod tun;
+mod udp;
+
+pub use clock::{Clock, format_local_time};
+pub use poll::{Interest, Poller, Token};
+pub use privs::{PrivilegeError, current_user_name, drop_privileges};
+pub use rng::OsRng;
+pub use signals::{Signal, Signals};
+pub use tun::{Tun, TunConfig, TunError};
+pub use udp::{BindError, RecvMeta, UdpBind, UdpFamily, UdpSocket, DEFAULT_SOCKET_BUFFER};
+
+/// `true` for the errors a non-blocking descriptor returns when it has nothing to give
+/// or no room to take (`EAGAIN`/`EWOULDBLOCK`).
+pub fn is_would_block(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+}

@@ -1,0 +1,31 @@
+//! The OpenVPN protocol engine, sans-IO.
+//!
+//! This crate owns no socket, clock, thread or lock. A driver feeds it datagrams, tun packets
+//! and the current time, and drains what it wants sent. The model follows OpenVPN 2.6
+//! (`../shared/docs/openvpn-protocol.md` has the byte-level facts with source citations):
+//!
+//! * [`reliable`]: the control channel's reliability layer (msg-ids, ACK lists, windows of
+//!   6/12, retransmission with backoff), one per key state.
+//! * [`tls`]: rustls configurations with OpenVPN's certificate rules (no hostnames, EKU checks
+//!   for `remote-cert-tls`, the leaf CN as identity).
+//! * `session` (private): one peer's control session: the key states (current, lame duck),
+//!   key-method 2, push, keepalive and renegotiation timers, and its data-channel keys.
+//! * [`server`]: the UDP server endpoint: stateless HMAC-cookie handshake, demultiplexing by
+//!   peer-id and address, the address pool, and routing tun packets to peers.
+//!
+//! Data-channel keys ([`warren_crypto::DataKeys`]) are immutable and `Send + Sync` so that a
+//! multi-core driver can seal and open on any thread while packet-id assignment and replay
+//! checks stay sequential per peer.
+#![forbid(unsafe_code)]
+
+mod keystate;
+mod mss;
+pub mod reliable;
+mod session;
+pub mod server;
+pub mod tls;
+
+pub use server::{
+    ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
+    ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,
+};

@@ -1,0 +1,153 @@
+//! TCP MSS clamping (`mssfix`) for IPv4 packets crossing the tunnel.
+//!
+//! OpenVPN rewrites the MSS option of TCP SYN packets in both directions so that full-size
+//! segments still fit in one UDP datagram after encapsulation (OpenVPN mss.c). The checksum is
+//! updated incrementally (RFC 1624).
+
+/// Lowers the MSS option of an IPv4 TCP SYN to `max_mss` if it is larger. Anything that is not
+/// a well-formed IPv4 TCP SYN is left alone.
+pub fn clamp_ipv4(packet: &mut [u8], max_mss: u16) {
+    let Some(&vihl) = packet.first() else { return };
+    if vihl >> 4 != 4 || packet.len() < 20 {
+        return;
+    }
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    // Protocol TCP, not a fragment (fragment offset 0 and MF clear).
+    if packet[9] != 6 || ihl < 20 || (u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff) != 0 {
+        return;
+    }
+    let Some(tcp) = packet.get_mut(ihl..) else { return };
+    if tcp.len() < 20 {
+        return;
+    }
+    const SYN: u8 = 0x02;
+    if tcp[13] & SYN == 0 {
+        return;
+    }
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    if data_offset < 20 || data_offset > tcp.len() {
+        return;
+    }
+    let mut i = 20;
+    while i < data_offset {
+        match tcp[i] {
+            0 => break,    // end of options
+            1 => i += 1,   // no-op
+            kind => {
+                let Some(&len) = tcp.get(i + 1) else { return };
+                let len = usize::from(len);
+                if len < 2 || i + len > data_offset {
+                    return;
+                }
+                if kind == 2 && len == 4 {
+                    let mss = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
+                    if mss > max_mss {
+                        tcp[i + 2..i + 4].copy_from_slice(&max_mss.to_be_bytes());
+                        let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+                        let new = checksum_adjust(sum, mss, max_mss);
+                        tcp[16..18].copy_from_slice(&new.to_be_bytes());
+                    }
+                    return;
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
+fn checksum_adjust(sum: u16, old: u16, new: u16) -> u16 {
+    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csum(data: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+            acc += u32::from(w);
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+
+    fn tcp_checksum(pkt: &[u8]) -> u16 {
+        let tcp = &pkt[20..];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&pkt[12..20]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(tcp);
+        csum(&pseudo)
+    }
+
+    fn syn(mss: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 20 + 24];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&44u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 8, 0, 2]);
+        p[16..20].copy_from_slice(&[10, 8, 0, 1]);
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = 6 << 4;
+        t[13] = 0x02;
+        t[20] = 2;
+        t[21] = 4;
+        t[22..24].copy_from_slice(&mss.to_be_bytes());
+        let c = tcp_checksum(&p);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn clamps_and_keeps_checksum_valid() {
+        let mut p = syn(1460);
+        clamp_ipv4(&mut p, 1360);
+        assert_eq!(u16::from_be_bytes([p[42], p[43]]), 1360);
+        let stored = u16::from_be_bytes([p[36], p[37]]);
+        p[36] = 0;
+        p[37] = 0;
+        assert_eq!(stored, tcp_checksum(&p));
+    }
+
+    #[test]
+    fn leaves_small_mss_and_non_syn_alone() {
+        let mut p = syn(1200);
+        let orig = p.clone();
+        clamp_ipv4(&mut p, 1360);
+        assert_eq!(p, orig);
+        let mut q = syn(1460);
+        q[33] = 0x10; // ACK only
+        let orig = q.clone();
+        clamp_ipv4(&mut q, 1360);
+        assert_eq!(q, orig);
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let mut rng = warren_core::TestRng::seed(1);
+        for n in 0..2000 {
+            let mut p = vec![0u8; (n % 80) as usize];
+            warren_core::Rng::fill(&mut rng, &mut p);
+            if let Some(b) = p.first_mut() {
+                *b = 0x45;
+            }
+            if p.len() > 9 {
+                p[9] = 6;
+            }
+            clamp_ipv4(&mut p, 1300);
+        }
+    }
+}

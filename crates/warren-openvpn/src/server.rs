@@ -1,0 +1,822 @@
+//! The server endpoint: many clients on one UDP socket.
+//!
+//! # Call order
+//!
+//! The driver owns the UDP socket and the tun device. For every datagram it calls
+//! [`Server::handle_datagram`]; for every packet read from the tun it calls
+//! [`Server::encapsulate`]. After any input, and whenever [`Server::poll_timeout`] is reached
+//! (then [`Server::handle_timeout`] first), it drains [`Server::poll_transmit`] until `None`,
+//! then [`Server::poll_event`] until `None`, and re-arms its timer with
+//! [`Server::poll_timeout`]. `now` must never go backwards.
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use warren_core::{Instant, KeyId, Rng, SessionId};
+use warren_crypto::{CipherKind, ControlWrap, CookieKey, Digest, KeyDirection, ReplayStamp, StaticKey};
+use warren_wire::{AckBlock, ControlPacket, Opcode};
+
+use crate::reliable::ReliableConfig;
+use crate::session::Session;
+
+/// Bytes the driver must leave free in front of a tun packet passed to
+/// [`Server::encapsulate`]: opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
+pub const DATA_HEADROOM: usize = 24;
+
+/// How control packets are wrapped (`tls-auth`, `tls-crypt`, or neither).
+#[derive(Clone, Debug)]
+pub enum WrapConfig {
+    None,
+    TlsAuth { key: StaticKey, digest: Digest, direction: Option<KeyDirection> },
+    TlsCrypt { key: StaticKey },
+}
+
+/// How data-channel keys are derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyDerivation {
+    /// RFC 5705 exporter (`tls-ekm`) when the client offers it, the TLS1-PRF otherwise.
+    #[default]
+    Auto,
+    /// Always the legacy TLS1-PRF, even for clients that offer tls-ekm.
+    ForcePrf,
+}
+
+/// Everything the server engine needs; built by the CLI from `server.conf`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub wrap: WrapConfig,
+    /// `server NETWORK NETMASK`: the server takes `.1`, clients get `.2` upwards.
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// User `push "..."` options, in order, without quotes.
+    pub push: Vec<String>,
+    /// Server's own ping interval and ping-restart timeout (`keepalive a b` gives a and 2b).
+    pub ping: Option<Duration>,
+    pub ping_restart: Option<Duration>,
+    /// Pushed `ping` / `ping-restart` (`keepalive a b` pushes a and b).
+    pub push_ping: Option<u32>,
+    pub push_ping_restart: Option<u32>,
+    /// `data-ciphers`, in preference order.
+    pub data_ciphers: Vec<CipherKind>,
+    /// `data-ciphers-fallback` (or `cipher`): for clients that send no IV_CIPHERS.
+    pub data_ciphers_fallback: Option<CipherKind>,
+    /// `reneg-sec` (None = 0 = off).
+    pub reneg: Option<Duration>,
+    /// `hand-window` (60 s) and `tls-timeout` (2 s).
+    pub hand_window: Duration,
+    pub tls_timeout: Duration,
+    pub client_to_client: bool,
+    pub duplicate_cn: bool,
+    pub max_clients: usize,
+    /// `explicit-exit-notify`: tell clients RESTART on shutdown.
+    pub explicit_exit_notify: bool,
+    pub tun_mtu: u16,
+    /// `mssfix`: clamp TCP MSS so encapsulated packets fit in this many bytes (UDP payload
+    /// plus IP/UDP headers). None disables clamping.
+    pub mssfix: Option<u16>,
+    pub key_derivation: KeyDerivation,
+    /// Unix time (seconds) at `Instant::ZERO`; used for wrap replay timestamps and cookies.
+    pub unix_time_at_zero: u64,
+}
+
+/// What became of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramOutcome {
+    /// A decrypted IP packet is in `buf[range]`: write it to the tun device.
+    Tun(Range<usize>),
+    /// A decrypted IP packet for another client (`client-to-client`): copy it to
+    /// `DATA_HEADROOM` of a buffer and pass it to [`Server::encapsulate`].
+    ClientToClient(Range<usize>),
+    /// Control traffic, a ping or similar: nothing for the tun. Drain `poll_transmit`.
+    Consumed,
+    /// Counted and dropped.
+    Dropped(DropReason),
+}
+
+/// What became of a tun packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncapOutcome {
+    /// Send `buf[range]` to `dst`.
+    Send { dst: SocketAddr, range: Range<usize> },
+    Dropped(DropReason),
+}
+
+/// Why a packet was dropped. Counted, never logged above `trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    Malformed,
+    UnknownOpcode,
+    WrapAuthFailed,
+    Replay,
+    BadCookie,
+    NoSession,
+    NoKey,
+    DecryptFailed,
+    NotIpv4,
+    NoRoute,
+    TooManyClients,
+    /// A tunnelled packet whose source is not the client's VPN address.
+    BadSource,
+    /// tls-crypt-v2 and other control packets we do not speak.
+    Unsupported,
+    /// The queue of stateless replies is full (a flood of resets).
+    Overloaded,
+}
+
+/// Lifecycle events, for logs and the status file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    Connected { peer_id: u32, common_name: String, addr: SocketAddr, vpn_ip: Ipv4Addr, cipher: CipherKind, ekm: bool },
+    Renegotiated { peer_id: u32, key_id: u8 },
+    Disconnected { peer_id: u32, common_name: String, addr: SocketAddr, reason: DisconnectReason },
+    HandshakeFailed { addr: SocketAddr, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    ExitNotify,
+    PingTimeout,
+    HandshakeTimeout,
+    TlsError(String),
+    Replaced,
+    Shutdown,
+}
+
+/// One connected client, for `status` files.
+#[derive(Debug, Clone)]
+pub struct ClientStatus {
+    pub peer_id: u32,
+    pub common_name: String,
+    pub real_addr: SocketAddr,
+    pub vpn_ip: Option<Ipv4Addr>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub connected_since: Instant,
+    pub cipher: Option<CipherKind>,
+}
+
+/// Drop and event counters.
+#[derive(Debug, Clone, Default)]
+pub struct ServerCounters {
+    pub dropped: std::collections::HashMap<DropReason, u64>,
+    pub handshakes: u64,
+}
+
+/// Upper bound on queued stateless replies (cookie resets); beyond it resets are dropped.
+const MAX_STATELESS_QUEUE: usize = 1024;
+/// Largest control packet we send, IP and UDP headers included (OpenVPN `tls-mtu` 1250).
+const TLS_MTU: usize = 1250;
+
+/// State shared by all sessions: configuration, randomness, counters and the address pool.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub wrap: ControlWrap,
+    pub rng: Box<dyn Rng + Send>,
+    pub events: VecDeque<ServerEvent>,
+    pub counters: ServerCounters,
+    pub reliable: ReliableConfig,
+    /// Largest TLS payload per control packet.
+    pub max_payload: usize,
+    occ: String,
+}
+
+impl Shared {
+    pub fn count(&mut self, reason: DropReason) {
+        *self.counters.dropped.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn unix_now(&self, now: Instant) -> u32 {
+        (self.config.unix_time_at_zero + now.as_secs()) as u32
+    }
+
+    pub fn occ_options(&self) -> String {
+        self.occ.clone()
+    }
+
+    pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String) {
+        self.events.push_back(ServerEvent::HandshakeFailed { addr, reason });
+    }
+
+    pub fn renegotiated(&mut self, _now: Instant, peer_id: u32, key_id: u8) {
+        self.events.push_back(ServerEvent::Renegotiated { peer_id, key_id });
+    }
+}
+
+/// The server engine. See the module docs for the call order.
+pub struct Server {
+    sh: Shared,
+    /// Index = peer id.
+    sessions: Vec<Option<Session>>,
+    generations: Vec<u64>,
+    live: usize,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_vpn_ip: HashMap<Ipv4Addr, usize>,
+    pool_used: BTreeSet<u32>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    dirty: VecDeque<usize>,
+    dirty_flag: Vec<bool>,
+    stateless_out: VecDeque<(SocketAddr, Vec<u8>)>,
+    cookie: CookieKey,
+    body: Vec<u8>,
+    server_ip: Ipv4Addr,
+    mss: Option<u16>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("clients", &self.live).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    pub fn new(config: ServerConfig, mut rng: Box<dyn Rng + Send>) -> Self {
+        let wrap = match &config.wrap {
+            WrapConfig::None => ControlWrap::none(),
+            WrapConfig::TlsAuth { key, digest, direction } => ControlWrap::tls_auth(key, *digest, *direction),
+            WrapConfig::TlsCrypt { key } => ControlWrap::tls_crypt(key, warren_crypto::Role::Server),
+        };
+        // ssl.c:347: payload = tls-mtu - IPv6/UDP header - opcode/sid - ack block (4 acks +
+        // peer sid) - msg id - wrap overhead (plus tls-crypt's slack).
+        let overhead = 48 + 1 + 8 + (1 + 4 * 4 + 8) + 4 + wrap.overhead() + 16;
+        let max_payload = TLS_MTU - overhead;
+        let cookie = CookieKey::new(rng.as_mut());
+        let network = u32::from(config.network) & u32::from(config.netmask);
+        let server_ip = Ipv4Addr::from(network + 1);
+        let mss = config.mssfix.map(|m| m.saturating_sub(28 + DATA_OVERHEAD as u16 + 40));
+        let occ = format!(
+            "V4,dev-type tun,link-mtu {},tun-mtu {},proto UDPv4,auth [null-digest],keysize 0,key-method 2,tls-server",
+            config.tun_mtu as usize + DATA_OVERHEAD + 1,
+            config.tun_mtu
+        );
+        let reliable = ReliableConfig { send_window: 6, recv_window: 12, initial_timeout: config.tls_timeout };
+        let max = config.max_clients.max(1);
+        Server {
+            sh: Shared {
+                config,
+                wrap,
+                rng,
+                events: VecDeque::new(),
+                counters: ServerCounters::default(),
+                reliable,
+                max_payload,
+                occ,
+            },
+            sessions: Vec::new(),
+            generations: Vec::new(),
+            live: 0,
+            by_addr: HashMap::new(),
+            by_vpn_ip: HashMap::new(),
+            pool_used: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            dirty: VecDeque::new(),
+            dirty_flag: Vec::with_capacity(max),
+            stateless_out: VecDeque::new(),
+            cookie,
+            body: Vec::with_capacity(2048),
+            server_ip,
+            mss,
+        }
+    }
+
+    /// The server's own tun address (`.1` of the pool).
+    pub fn tun_address(&self) -> Ipv4Addr {
+        self.server_ip
+    }
+
+    /// Number of sessions (connected or handshaking).
+    pub fn session_count(&self) -> usize {
+        self.live
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+        let Some(&first) = buf.first() else {
+            return self.drop(DropReason::Malformed);
+        };
+        let (raw, key_id) = warren_wire::split_op_byte(first);
+        match Opcode::from_u8(raw) {
+            Some(Opcode::DataV2) | Some(Opcode::DataV1) => self.handle_data(now, from, key_id, buf),
+            Some(op) if op.is_control() => self.handle_control(now, from, buf),
+            _ => self.drop(DropReason::UnknownOpcode),
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) -> DatagramOutcome {
+        self.sh.count(reason);
+        DatagramOutcome::Dropped(reason)
+    }
+
+    fn handle_control(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+        let Ok((opcode, key_id, sid)) = warren_wire::parse_control_head(buf) else {
+            return self.drop(DropReason::Malformed);
+        };
+        // Authenticate before anything else; no state is touched for unauthenticated input.
+        let stamp = match self.sh.wrap.unwrap(buf, &mut self.body) {
+            Ok(s) => s,
+            Err(_) => return self.drop(DropReason::WrapAuthFailed),
+        };
+        let mut head = [0u8; 9];
+        head.copy_from_slice(&buf[..9]);
+        let body = std::mem::take(&mut self.body);
+        let outcome = match ControlPacket::parse(&head, &body) {
+            Ok(pkt) => self.dispatch_control(now, from, opcode, key_id, sid, stamp, &pkt),
+            Err(_) => self.drop(DropReason::Malformed),
+        };
+        self.body = body;
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        opcode: Opcode,
+        key_id: KeyId,
+        sid: SessionId,
+        stamp: Option<ReplayStamp>,
+        pkt: &ControlPacket<'_>,
+    ) -> DatagramOutcome {
+        if sid.is_zero() {
+            return self.drop(DropReason::Malformed);
+        }
+        if let Some(&slot) = self.by_addr.get(&from) {
+            let belongs = self.sessions[slot].as_ref().is_some_and(|s| s.remote_sid == sid);
+            if belongs {
+                if let Some(s) = self.sessions[slot].as_mut() {
+                    s.on_control(&mut self.sh, now, stamp, pkt);
+                }
+                self.after_session_input(now, slot);
+                return DatagramOutcome::Consumed;
+            }
+            // A different session id from a known address: the client restarted. It goes
+            // through the cookie exchange like a new client; the old session is replaced
+            // only once the new one proves its address.
+        }
+        match opcode {
+            Opcode::ControlHardResetClientV2 if key_id == KeyId::ZERO => {
+                if pkt.msg_id != Some(0) {
+                    return self.drop(DropReason::Malformed);
+                }
+                self.send_cookie_reset(now, from, sid);
+                DatagramOutcome::Consumed
+            }
+            Opcode::ControlV1 | Opcode::AckV1 if key_id == KeyId::ZERO => {
+                let Some(cookie) = self.check_cookie(now, from, sid, pkt) else {
+                    return self.drop(DropReason::BadCookie);
+                };
+                if let Some(&old) = self.by_addr.get(&from) {
+                    self.remove_session(old, DisconnectReason::Replaced);
+                }
+                let Some(slot) = self.create_session(now, from, cookie, sid) else {
+                    return self.drop(DropReason::TooManyClients);
+                };
+                if let Some(s) = self.sessions[slot].as_mut() {
+                    s.on_control(&mut self.sh, now, stamp, pkt);
+                }
+                self.after_session_input(now, slot);
+                DatagramOutcome::Consumed
+            }
+            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1 => self.drop(DropReason::Unsupported),
+            _ => self.drop(DropReason::NoSession),
+        }
+    }
+
+    fn time_slot(&self, now: Instant) -> u32 {
+        // mudp.c / ssl_pkt.c: slots of (hand-window + 1) / 2 seconds.
+        let width = (self.sh.config.hand_window.as_secs() + 1) / 2;
+        self.sh.unix_now(now) / (width.max(1) as u32)
+    }
+
+    /// The stateless reply to a client's hard reset (mudp.c:42): our session id is the cookie.
+    fn send_cookie_reset(&mut self, now: Instant, to: SocketAddr, client_sid: SessionId) {
+        if self.stateless_out.len() >= MAX_STATELESS_QUEUE {
+            self.sh.count(DropReason::Overloaded);
+            return;
+        }
+        let cookie = self.cookie.compute(self.time_slot(now), &to, &client_sid);
+        let pkt = ControlPacket {
+            opcode: Opcode::ControlHardResetServerV2,
+            key_id: KeyId::ZERO,
+            session_id: cookie,
+            acks: AckBlock { ids: vec![0], remote_session: Some(client_sid) },
+            msg_id: Some(0),
+            payload: &[],
+        };
+        let mut body = Vec::with_capacity(32);
+        pkt.write_body(&mut body);
+        let mut out = Vec::with_capacity(128);
+        let stamp = ReplayStamp { id: 1, time: self.sh.unix_now(now) };
+        self.sh.wrap.wrap(&pkt.head(), stamp, &body, &mut out);
+        self.stateless_out.push_back((to, out));
+    }
+
+    /// ssl_pkt.c check_session_hmac_and_pkt_id (2.6 with the CVE-2025-13086 fix): the
+    /// packet must ACK our reset with a cookie from the current or two previous slots, ack
+    /// only ids <= 1, and carry msg-id <= 1.
+    fn check_cookie(&self, now: Instant, from: SocketAddr, sid: SessionId, pkt: &ControlPacket<'_>) -> Option<SessionId> {
+        let claimed = pkt.acks.remote_session?;
+        if pkt.acks.ids.is_empty() || pkt.acks.ids.iter().any(|&id| id > 1) || pkt.msg_id.is_some_and(|m| m > 1) {
+            return None;
+        }
+        let slot = self.time_slot(now);
+        (0..3u32)
+            .filter_map(|back| slot.checked_sub(back))
+            .map(|s| self.cookie.compute(s, &from, &sid))
+            .find(|c| *c == claimed)
+    }
+
+    fn create_session(&mut self, now: Instant, addr: SocketAddr, cookie: SessionId, client_sid: SessionId) -> Option<usize> {
+        if self.live >= self.sh.config.max_clients {
+            return None;
+        }
+        let tls = match rustls::ServerConnection::new(self.sh.config.tls.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("cannot create a TLS session: {e}");
+                return None;
+            }
+        };
+        let slot = match self.sessions.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                if self.sessions.len() >= PeerIdLimit::MAX {
+                    return None;
+                }
+                self.sessions.push(None);
+                self.generations.push(0);
+                self.dirty_flag.push(false);
+                self.sessions.len() - 1
+            }
+        };
+        self.generations[slot] += 1;
+        let session = Session::from_cookie(
+            &mut self.sh,
+            now,
+            slot as u32,
+            self.generations[slot],
+            addr,
+            cookie,
+            client_sid,
+            tls,
+        );
+        self.sessions[slot] = Some(session);
+        self.by_addr.insert(addr, slot);
+        self.live += 1;
+        self.sh.counters.handshakes += 1;
+        Some(slot)
+    }
+
+    /// After a session handled input: connect it if key-method 2 finished, remove it if it
+    /// died, queue it for transmission and re-arm its timer.
+    fn after_session_input(&mut self, now: Instant, slot: usize) {
+        if self.sessions[slot].as_ref().is_some_and(|s| s.pending_connect) {
+            self.finish_connect(now, slot);
+        }
+        if let Some(reason) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
+            self.remove_session(slot, reason);
+            return;
+        }
+        self.mark_dirty(slot);
+        self.schedule(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if !self.dirty_flag[slot] {
+            self.dirty_flag[slot] = true;
+            self.dirty.push_back(slot);
+        }
+    }
+
+    fn schedule(&mut self, slot: usize) {
+        let Some(s) = self.sessions[slot].as_mut() else { return };
+        let Some(t) = s.next_timeout(&self.sh) else { return };
+        if s.scheduled.is_none_or(|old| t < old) {
+            s.scheduled = Some(t);
+            self.timers.push(Reverse((t, slot, s.generation)));
+        }
+    }
+
+    /// Key-method 2 of the first key is done: enforce duplicate-cn, allocate the address,
+    /// build the push reply (push.c:613 order) and announce the client.
+    fn finish_connect(&mut self, now: Instant, slot: usize) {
+        let Some(cn) = self.sessions[slot].as_ref().and_then(|s| s.common_name.clone()) else { return };
+        if !self.sh.config.duplicate_cn {
+            let dups: Vec<usize> = self
+                .sessions
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i != slot && s.as_ref().is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn)))
+                .map(|(i, _)| i)
+                .collect();
+            for d in dups {
+                tracing::info!(cn = %cn, "new connection with the same common name replaces the old one (no duplicate-cn)");
+                self.remove_session(d, DisconnectReason::Replaced);
+            }
+        }
+        let Some(ip) = self.allocate_ip() else {
+            tracing::warn!(cn = %cn, "address pool exhausted");
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.pending_connect = false;
+                s.send_control_message(&mut self.sh, now, "AUTH_FAILED,no free address in the pool");
+                s.close(&mut self.sh, now, DisconnectReason::Shutdown);
+            }
+            return;
+        };
+        self.by_vpn_ip.insert(ip, slot);
+        let cfg = &self.sh.config;
+        let mut opts = Vec::new();
+        opts.push(format!("route-gateway {}", self.server_ip));
+        opts.push("topology subnet".to_string());
+        if let Some(p) = cfg.push_ping {
+            opts.push(format!("ping {p}"));
+        }
+        if let Some(p) = cfg.push_ping_restart {
+            opts.push(format!("ping-restart {p}"));
+        }
+        opts.extend(cfg.push.iter().cloned());
+        opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
+        let s = self.sessions[slot].as_mut().expect("slot checked above");
+        if s.data_v2 {
+            opts.push(format!("peer-id {}", s.peer_id));
+        }
+        let cipher = s.cipher.expect("cipher is negotiated before pending_connect is set");
+        opts.push(format!("cipher {}", cipher.name()));
+        match (s.cc_exit, s.ekm) {
+            (true, true) => opts.push("protocol-flags cc-exit tls-ekm".into()),
+            (true, false) => opts.push("protocol-flags cc-exit".into()),
+            (false, true) => opts.push("key-derivation tls-ekm".into()),
+            (false, false) => {}
+        }
+        if s.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
+            opts.push(format!("tun-mtu {}", cfg.tun_mtu));
+        }
+        s.vpn_ip = Some(ip);
+        s.connected_since = now;
+        let event = ServerEvent::Connected {
+            peer_id: s.peer_id,
+            common_name: cn,
+            addr: s.addr,
+            vpn_ip: ip,
+            cipher,
+            ekm: s.ekm,
+        };
+        s.set_push_reply(&mut self.sh, now, opts);
+        self.sh.events.push_back(event);
+    }
+
+    fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
+        let net = u32::from(self.sh.config.network) & u32::from(self.sh.config.netmask);
+        let broadcast = net | !u32::from(self.sh.config.netmask);
+        let first = net + 2;
+        let last = broadcast.checked_sub(1)?;
+        let mut candidate = first;
+        for &used in self.pool_used.range(first..=last) {
+            if used != candidate {
+                break;
+            }
+            candidate += 1;
+        }
+        if candidate > last {
+            return None;
+        }
+        self.pool_used.insert(candidate);
+        Some(Ipv4Addr::from(candidate))
+    }
+
+    fn remove_session(&mut self, slot: usize, reason: DisconnectReason) {
+        let Some(s) = self.sessions[slot].take() else { return };
+        self.live -= 1;
+        if self.by_addr.get(&s.addr) == Some(&slot) {
+            self.by_addr.remove(&s.addr);
+        }
+        if let Some(ip) = s.vpn_ip {
+            self.by_vpn_ip.remove(&ip);
+            self.pool_used.remove(&u32::from(ip));
+        }
+        if s.connected {
+            self.sh.events.push_back(ServerEvent::Disconnected {
+                peer_id: s.peer_id,
+                common_name: s.common_name.clone().unwrap_or_default(),
+                addr: s.addr,
+                reason,
+            });
+        }
+    }
+
+    fn handle_data(&mut self, now: Instant, from: SocketAddr, key_id: KeyId, buf: &mut [u8]) -> DatagramOutcome {
+        let v2 = buf[0] >> 3 == Opcode::DataV2 as u8;
+        let slot = if v2 {
+            if buf.len() < 4 {
+                return self.drop(DropReason::Malformed);
+            }
+            let peer_id = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
+            match self.sessions.get(peer_id) {
+                Some(Some(_)) => peer_id,
+                _ => match self.by_addr.get(&from) {
+                    // A client that did not get a peer-id sends the undefined one.
+                    Some(&s) => s,
+                    None => return self.drop(DropReason::NoSession),
+                },
+            }
+        } else {
+            match self.by_addr.get(&from) {
+                Some(&s) => s,
+                None => return self.drop(DropReason::NoSession),
+            }
+        };
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return self.drop(DropReason::NoSession);
+        };
+        let range = match s.open_data(now, key_id, buf) {
+            Ok(r) => r,
+            Err(reason) => return self.drop(reason),
+        };
+        if s.addr != from {
+            // Float (mudp.c:188): an authenticated packet with a valid peer-id from a new
+            // address moves the session there, unless another session owns that address.
+            if self.by_addr.contains_key(&from) {
+                return self.drop(DropReason::NoSession);
+            }
+            tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+            self.by_addr.remove(&s.addr);
+            self.by_addr.insert(from, slot);
+            s.addr = from;
+        }
+        let vpn_ip = s.vpn_ip;
+        self.schedule(slot);
+        let payload = &mut buf[range.clone()];
+        if warren_wire::is_ping(payload) {
+            return DatagramOutcome::Consumed;
+        }
+        if payload.starts_with(&warren_wire::OCC_MAGIC) {
+            if matches!(warren_wire::parse_occ(payload), Some(warren_wire::OccMessage::Exit)) {
+                self.remove_session(slot, DisconnectReason::ExitNotify);
+            }
+            return DatagramOutcome::Consumed;
+        }
+        if payload.len() < 20 || payload[0] >> 4 != 4 {
+            return self.drop(DropReason::NotIpv4);
+        }
+        let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
+        if Some(src) != vpn_ip {
+            // multi.c: "bad source address from client": no spoofing of other addresses.
+            return self.drop(DropReason::BadSource);
+        }
+        if let Some(mss) = self.mss {
+            crate::mss::clamp_ipv4(payload, mss);
+        }
+        let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+        if self.sh.config.client_to_client {
+            if let Some(&other) = self.by_vpn_ip.get(&dst) {
+                if other != slot {
+                    return DatagramOutcome::ClientToClient(range);
+                }
+            }
+        }
+        DatagramOutcome::Tun(range)
+    }
+
+    /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun.
+    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
+        let end = DATA_HEADROOM + len;
+        if buf.len() < end || len < 20 {
+            self.sh.count(DropReason::Malformed);
+            return EncapOutcome::Dropped(DropReason::Malformed);
+        }
+        let pkt = &mut buf[DATA_HEADROOM..end];
+        if pkt[0] >> 4 != 4 {
+            self.sh.count(DropReason::NotIpv4);
+            return EncapOutcome::Dropped(DropReason::NotIpv4);
+        }
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let Some(&slot) = self.by_vpn_ip.get(&dst) else {
+            self.sh.count(DropReason::NoRoute);
+            return EncapOutcome::Dropped(DropReason::NoRoute);
+        };
+        if let Some(mss) = self.mss {
+            crate::mss::clamp_ipv4(pkt, mss);
+        }
+        let Some(s) = self.sessions[slot].as_mut() else {
+            self.sh.count(DropReason::NoRoute);
+            return EncapOutcome::Dropped(DropReason::NoRoute);
+        };
+        let Some(range) = s.seal_data(now, &mut buf[..end]) else {
+            self.sh.count(DropReason::NoKey);
+            return EncapOutcome::Dropped(DropReason::NoKey);
+        };
+        let dst = s.addr;
+        EncapOutcome::Send { dst, range }
+    }
+
+    /// Writes the next datagram to send into `out` (cleared first).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        if let Some((to, pkt)) = self.stateless_out.pop_front() {
+            out.clear();
+            out.extend_from_slice(&pkt);
+            return Some(to);
+        }
+        while let Some(&slot) = self.dirty.front() {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                out.clear();
+                if s.poll_transmit(&mut self.sh, now, out) {
+                    return Some(s.addr);
+                }
+            }
+            self.dirty.pop_front();
+            self.dirty_flag[slot] = false;
+            self.schedule(slot);
+        }
+        None
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Collect what is due first: a session's handling may re-arm a deadline that is
+        // already due (a retransmission that poll_transmit will send), which must not be
+        // handled again in this call.
+        let mut due = Vec::new();
+        while let Some(Reverse((t, slot, generation))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else { continue };
+            if s.generation != generation {
+                continue;
+            }
+            if s.scheduled == Some(t) {
+                s.scheduled = None;
+            }
+            if !due.contains(&slot) {
+                due.push(slot);
+            }
+        }
+        for slot in due {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.handle_timeout(&mut self.sh, now);
+                self.after_session_input(now, slot);
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.sh.events.pop_front()
+    }
+
+    pub fn clients(&self) -> Vec<ClientStatus> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.connected)
+            .map(|s| ClientStatus {
+                peer_id: s.peer_id,
+                common_name: s.common_name.clone().unwrap_or_default(),
+                real_addr: s.addr,
+                vpn_ip: s.vpn_ip,
+                bytes_received: s.bytes_in,
+                bytes_sent: s.bytes_out,
+                connected_since: s.connected_since,
+                cipher: s.cipher,
+            })
+            .collect()
+    }
+
+    pub fn counters(&self) -> &ServerCounters {
+        &self.sh.counters
+    }
+
+    /// Begin an orderly shutdown: with explicit-exit-notify, queue `RESTART` to every client.
+    pub fn shutdown(&mut self, now: Instant) {
+        if !self.sh.config.explicit_exit_notify {
+            return;
+        }
+        for slot in 0..self.sessions.len() {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                if s.connected {
+                    // multi.c: with explicit-exit-notify the server tells clients to reconnect.
+                    s.send_control_message(&mut self.sh, now, "RESTART");
+                    self.mark_dirty(slot);
+                }
+            }
+        }
+    }
+}
+
+/// Data-channel overhead of a P_DATA_V2 AEAD packet: header 8 + tag 16.
+const DATA_OVERHEAD: usize = 24;
+
+/// Peer ids are 24 bit; 0xFFFFFF means "none".
+struct PeerIdLimit;
+impl PeerIdLimit {
+    const MAX: usize = 0x00FF_FFFF;
+}

@@ -1,0 +1,554 @@
+//! rustls configurations for the OpenVPN control channel, with OpenVPN's certificate rules.
+//!
+//! OpenVPN runs an ordinary TLS session inside its reliability layer; every key state (key_id)
+//! is a brand-new session, the OpenVPN client is always the TLS client, and nothing is resumed.
+//! What differs from web TLS is certificate checking (fact sheet §4.2, OpenVPN
+//! `ssl_verify.c:verify_cert`, `ssl_verify_openssl.c`):
+//!
+//! * the peer chain must verify against the `ca` bundle, but **no host name or SAN is ever
+//!   checked** and no SNI is sent ([`no_sni_server_name`]);
+//! * the leaf must carry a common name of at most 64 bytes (`TLS_USERNAME_LEN`); that CN is the
+//!   peer's identity for logs, `ccd` and duplicate-cn ([`peer_common_name`]);
+//! * `remote-cert-tls client|server` requires the KeyUsage extension to be present and the
+//!   ExtendedKeyUsage to contain clientAuth/serverAuth (webpki alone treats EKU as "required if
+//!   present", see `crates.md` §5);
+//! * `verify-x509-name` compares the subject string as OpenVPN prints it, or the CN.
+//!
+//! The configurations use the aws-lc-rs provider explicitly (never a process-wide default),
+//! disable session tickets, session caches and resumption, and offer no ALPN. The TLS key
+//! material for the data channel comes from [`export_key_material`] (`key-derivation tls-ekm`,
+//! fact sheet §6.2).
+//!
+//! Verification failures surface as `rustls::Error::InvalidCertificate`; OpenVPN-specific
+//! rejections carry a [`CertRejection`] (see [`certificate_rejection`]), and
+//! [`describe_tls_error`] renders either kind as one readable log line ("certificate rejected:
+//! …"). Certificate validity periods are checked against rustls' wall clock (its
+//! default time provider), as OpenSSL does in stock OpenVPN.
+
+mod load;
+mod name;
+mod verify;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, ConnectionCommon, ServerConfig, ServerConnection,
+    SupportedProtocolVersion,
+};
+
+pub use verify::CertRejection;
+
+/// The RFC 5705 exporter label OpenVPN uses for `key-derivation tls-ekm`
+/// (OpenVPN `ssl.c:1565`, `ssl_openssl.c:161`).
+pub const EKM_LABEL: &[u8] = b"EXPORTER-OpenVPN-datakeys";
+
+/// Length of the exported data-channel key material (`struct key2`: 2 × (cipher 64 + hmac 64)).
+pub const KEY_MATERIAL_LEN: usize = 256;
+
+/// Longest common name OpenVPN accepts (`ssl_verify.h` `TLS_USERNAME_LEN`), in UTF-8 bytes.
+pub const MAX_COMMON_NAME_LEN: usize = 64;
+
+/// A TLS protocol version (`tls-version-min` / `tls-version-max`). rustls has nothing older
+/// than TLS 1.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        })
+    }
+}
+
+/// The role a peer certificate must be issued for (`remote-cert-tls client|server`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertRole {
+    /// EKU `TLS Web Client Authentication` (1.3.6.1.5.5.7.3.2).
+    Client,
+    /// EKU `TLS Web Server Authentication` (1.3.6.1.5.5.7.3.1).
+    Server,
+}
+
+impl fmt::Display for CertRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CertRole::Client => "clientAuth",
+            CertRole::Server => "serverAuth",
+        })
+    }
+}
+
+/// Whether the server asks for and requires a client certificate (`verify-client-cert`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ClientCertMode {
+    /// `verify-client-cert require` (the default): a client without a valid certificate is
+    /// refused during the handshake.
+    #[default]
+    Require,
+    /// `verify-client-cert optional`: a certificate is requested and verified if sent.
+    Optional,
+    /// `verify-client-cert none`: no certificate is requested (password-only users).
+    None,
+}
+
+/// How `verify-x509-name` compares the server certificate (OpenVPN `ssl_verify.c:370-396`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum X509NameMatch {
+    /// `subject` (the default): the whole subject as OpenVPN prints it, e.g.
+    /// `C=DE, O=Example, CN=server`.
+    #[default]
+    Subject,
+    /// `name`: the common name equals the given string.
+    Name,
+    /// `name-prefix`: the common name starts with the given string.
+    NamePrefix,
+}
+
+/// Server-side TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerTlsOptions {
+    /// `tls-version-min`; `None` means TLS 1.2 (OpenVPN's default).
+    pub min_version: Option<TlsVersion>,
+    /// `tls-version-max`; `None` means the newest rustls supports (TLS 1.3).
+    pub max_version: Option<TlsVersion>,
+    /// `remote-cert-tls`; normally `Some(CertRole::Client)`.
+    pub remote_cert_tls: Option<CertRole>,
+    /// `verify-client-cert`.
+    pub client_cert: ClientCertMode,
+}
+
+/// Client-side TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTlsOptions {
+    /// `tls-version-min`; `None` means TLS 1.2 (OpenVPN's default).
+    pub min_version: Option<TlsVersion>,
+    /// `tls-version-max`; `None` means the newest rustls supports (TLS 1.3).
+    pub max_version: Option<TlsVersion>,
+    /// `remote-cert-tls`; normally `Some(CertRole::Server)`.
+    pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name <name> <type>`.
+    pub verify_x509_name: Option<(String, X509NameMatch)>,
+}
+
+/// Which configured PEM input a setup error is about (named after the OpenVPN directive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PemFile {
+    /// `ca`: the trusted CA bundle.
+    Ca,
+    /// `cert`: our own certificate (leaf first, then intermediates).
+    Cert,
+    /// `key`: our own private key.
+    Key,
+}
+
+impl fmt::Display for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PemFile::Ca => "ca",
+            PemFile::Cert => "cert",
+            PemFile::Key => "key",
+        })
+    }
+}
+
+/// Why a TLS configuration could not be built. Messages name the file (`ca`, `cert`, `key`)
+/// and say what to do; the caller adds the path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// The PEM text is malformed (for example a BEGIN line without its END line).
+    #[error("{file} file: malformed PEM: {source}")]
+    Pem {
+        /// Which input.
+        file: PemFile,
+        /// The PEM parser's complaint.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// No `-----BEGIN CERTIFICATE-----` block was found.
+    #[error("{file} file: no certificate found (expected a -----BEGIN CERTIFICATE----- block)")]
+    NoCertificate {
+        /// Which input.
+        file: PemFile,
+    },
+    /// No private key block was found.
+    #[error(
+        "key file: no private key found (expected -----BEGIN PRIVATE KEY-----, \
+         -----BEGIN RSA PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)"
+    )]
+    NoPrivateKey,
+    /// The key is passphrase-protected.
+    #[error(
+        "key file: encrypted private keys are not supported; decrypt with \
+         `openssl pkey -in key -out key.plain` and protect the file with permissions instead"
+    )]
+    EncryptedKey,
+    /// A certificate could not be parsed as X.509.
+    #[error("{file} file: certificate #{index} is not valid X.509: {source}")]
+    BadCertificate {
+        /// Which input.
+        file: PemFile,
+        /// 1-based position in the file.
+        index: usize,
+        /// The parser's complaint.
+        source: x509_parser::error::X509Error,
+    },
+    /// A CA certificate was refused as a trust anchor.
+    #[error("ca file: certificate #{index} cannot be used as a trust anchor: {source}")]
+    BadTrustAnchor {
+        /// 1-based position in the file.
+        index: usize,
+        /// rustls' complaint.
+        source: rustls::Error,
+    },
+    /// Our certificate is X.509 version 1, which webpki (and therefore every warren peer)
+    /// rejects.
+    #[error(
+        "{file} file: certificate #{index} is X.509 v1 (it has no extensions); rustls/webpki \
+         reject v1 certificates, reissue it as v3 (easy-rsa, or `openssl x509 -req` with \
+         `-extfile`)"
+    )]
+    CertificateV1 {
+        /// Which input.
+        file: PemFile,
+        /// 1-based position in the file.
+        index: usize,
+    },
+    /// An RSA key below 2048 bits.
+    #[error(
+        "{file} file: certificate #{index} has a {bits}-bit RSA key; RSA keys shorter than 2048 \
+         bits are not supported by rustls, reissue it with at least 2048 bits"
+    )]
+    RsaKeyTooSmall {
+        /// Which input.
+        file: PemFile,
+        /// 1-based position in the file.
+        index: usize,
+        /// The modulus size.
+        bits: usize,
+    },
+    /// The key could not be loaded by the crypto provider.
+    #[error(
+        "key file: unsupported or malformed private key ({source}); supported are RSA (2048 bits \
+         or more), ECDSA P-256/P-384 and Ed25519 keys in PKCS#8, PKCS#1 or SEC1 PEM"
+    )]
+    UnsupportedKey {
+        /// rustls' complaint.
+        source: rustls::Error,
+    },
+    /// The key is not the one the certificate was issued for.
+    #[error(
+        "the private key does not match the certificate (key file and cert file belong to \
+         different certificates)"
+    )]
+    KeyMismatch,
+    /// A client certificate was given without its key.
+    #[error("a client certificate was given without its private key (set both `cert` and `key`)")]
+    CertWithoutKey,
+    /// A client key was given without its certificate.
+    #[error("a private key was given without its certificate (set both `cert` and `key`)")]
+    KeyWithoutCert,
+    /// `tls-version-min` is above `tls-version-max`.
+    #[error("tls-version-min {min} is higher than tls-version-max {max}")]
+    VersionRange {
+        /// Configured minimum.
+        min: TlsVersion,
+        /// Configured maximum.
+        max: TlsVersion,
+    },
+    /// The client-certificate verifier could not be built.
+    #[error("ca file: cannot build the client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// rustls refused the combination of settings.
+    #[error("TLS configuration rejected by rustls: {0}")]
+    Rustls(rustls::Error),
+}
+
+/// The crypto provider every OpenVPN TLS configuration uses: aws-lc-rs, with its default suites
+/// and key-exchange groups (X25519 is always offered).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The protocol versions allowed by `min`/`max` (OpenVPN `ssl_openssl.c:tls_ctx_set_tls_versions`).
+fn protocol_versions(
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+) -> Result<Vec<&'static SupportedProtocolVersion>, TlsSetupError> {
+    let min = min.unwrap_or(TlsVersion::V1_2);
+    let max = max.unwrap_or(TlsVersion::V1_3);
+    if min > max {
+        return Err(TlsSetupError::VersionRange { min, max });
+    }
+    let mut out = Vec::with_capacity(2);
+    if min <= TlsVersion::V1_2 {
+        out.push(&rustls::version::TLS12);
+    }
+    if max >= TlsVersion::V1_3 {
+        out.push(&rustls::version::TLS13);
+    }
+    Ok(out)
+}
+
+/// Builds the rustls server configuration from the PEM CA bundle (`ca`), our certificate chain
+/// (`cert`: leaf first, then any intermediates) and our private key (`key`: PKCS#1 RSA, PKCS#8
+/// or SEC1 EC; RSA, ECDSA P-256/P-384 or Ed25519).
+///
+/// Client certificates are verified against `ca` with OpenVPN's rules (see the module docs).
+/// Tickets, the session cache and ALPN are off; the server's cipher-suite order wins, as with
+/// OpenVPN's `SSL_OP_CIPHER_SERVER_PREFERENCE` (`ssl_openssl.c:268-270`).
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    opts: &ServerTlsOptions,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = provider();
+    let roots = Arc::new(load::trust_anchors(ca_pem)?);
+    let certified = load::certified_key(cert_pem, key_pem, &provider)?;
+    let versions = protocol_versions(opts.min_version, opts.max_version)?;
+
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(TlsSetupError::Rustls)?;
+    // OpenVPN ssl_openssl.c:315-356: SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT unless
+    // `verify-client-cert none|optional`.
+    let builder = match opts.client_cert {
+        ClientCertMode::None => builder.with_no_client_auth(),
+        mode => {
+            let mut inner = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            if mode == ClientCertMode::Optional {
+                inner = inner.allow_unauthenticated();
+            }
+            let verifier = verify::ClientVerifier::new(inner.build()?, opts.remote_cert_tls);
+            builder.with_client_cert_verifier(Arc::new(verifier))
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    // OpenVPN ssl_openssl.c:268 SSL_OP_NO_TICKET, session cache off: each key_id is a new session.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.ignore_client_order = true;
+    config.alpn_protocols.clear();
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// Builds the rustls client configuration. `cert_pem` and `key_pem` must be given together (or
+/// both omitted, for password-only servers with `verify-client-cert none|optional`).
+///
+/// The server chain is verified against `ca` without any name check; `remote-cert-tls` and
+/// `verify-x509-name` from `opts` are applied to the server's leaf. Pass
+/// [`no_sni_server_name`] to `ClientConnection::new`.
+pub fn client_config(
+    ca_pem: &str,
+    cert_pem: Option<&str>,
+    key_pem: Option<&str>,
+    opts: &ClientTlsOptions,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let provider = provider();
+    let roots = Arc::new(load::trust_anchors(ca_pem)?);
+    let certified = match (cert_pem, key_pem) {
+        (Some(cert), Some(key)) => Some(load::certified_key(cert, key, &provider)?),
+        (Some(_), None) => return Err(TlsSetupError::CertWithoutKey),
+        (None, Some(_)) => return Err(TlsSetupError::KeyWithoutCert),
+        (None, None) => None,
+    };
+    let versions = protocol_versions(opts.min_version, opts.max_version)?;
+
+    let verifier = verify::ServerVerifier::new(
+        roots,
+        provider.clone(),
+        opts.remote_cert_tls,
+        opts.verify_x509_name.clone(),
+    );
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(TlsSetupError::Rustls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match certified {
+        Some(certified) => builder
+            .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))),
+        None => builder.with_no_client_auth(),
+    };
+    // Every OpenVPN key state is a fresh TLS session: no tickets, no resumption, no SNI.
+    config.resumption = Resumption::disabled();
+    config.enable_sni = false;
+    config.enable_early_data = false;
+    config.alpn_protocols.clear();
+    Ok(Arc::new(config))
+}
+
+/// The `ServerName` to pass to `rustls::ClientConnection::new`: an IP address name, so rustls
+/// sends no SNI. Our verifier never compares it with anything.
+pub fn no_sni_server_name() -> ServerName<'static> {
+    ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into())
+}
+
+/// The common name of the leaf certificate (the first in `certs`), as OpenVPN derives it for
+/// `x509-username-field CN`: the last CN attribute of the subject, converted to UTF-8, with
+/// control characters replaced by `_` (OpenVPN `ssl_verify.c:string_mod_remap_name`).
+///
+/// `None` if there is no certificate, it does not parse, it has no CN, or the CN is longer
+/// than [`MAX_COMMON_NAME_LEN`] bytes (such peers are refused by the verifiers anyway).
+pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    name::common_name(cert.subject()).ok()
+}
+
+/// The subject of the leaf certificate as OpenVPN prints it (`ssl_verify_openssl.c:
+/// x509_get_subject`, then `string_mod_remap_name`), e.g. `C=DE, O=Example, CN=alice`. This
+/// is the string `verify-x509-name ... subject` compares, and what OpenVPN logs.
+pub fn peer_subject(certs: &[CertificateDer<'_>]) -> Option<String> {
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    name::openvpn_subject(cert.subject())
+}
+
+/// A TLS connection that can run the RFC 5705 exporter: `rustls::ServerConnection`,
+/// `rustls::ClientConnection`, the `rustls::Connection` enum, or a `ConnectionCommon`.
+pub trait KeyingMaterialExporter {
+    /// Fills `out` from the exporter with `label` and `context`.
+    fn export_into(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: Option<&[u8]>,
+    ) -> Result<(), rustls::Error>;
+}
+
+impl<D> KeyingMaterialExporter for ConnectionCommon<D> {
+    fn export_into(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: Option<&[u8]>,
+    ) -> Result<(), rustls::Error> {
+        self.export_keying_material(out, label, context).map(|_| ())
+    }
+}
+
+impl KeyingMaterialExporter for ServerConnection {
+    fn export_into(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: Option<&[u8]>,
+    ) -> Result<(), rustls::Error> {
+        self.export_keying_material(out, label, context).map(|_| ())
+    }
+}
+
+impl KeyingMaterialExporter for ClientConnection {
+    fn export_into(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: Option<&[u8]>,
+    ) -> Result<(), rustls::Error> {
+        self.export_keying_material(out, label, context).map(|_| ())
+    }
+}
+
+impl KeyingMaterialExporter for Connection {
+    fn export_into(
+        &self,
+        out: &mut [u8],
+        label: &[u8],
+        context: Option<&[u8]>,
+    ) -> Result<(), rustls::Error> {
+        self.export_keying_material(out, label, context).map(|_| ())
+    }
+}
+
+/// Exports the 256 bytes of OpenVPN data-channel key material from a finished handshake:
+/// RFC 5705 exporter, label `EXPORTER-OpenVPN-datakeys`, **no** context (OpenSSL
+/// `use_context=0`; fact sheet §6.2). Works for `ServerConnection`, `ClientConnection` and
+/// `rustls::Connection`.
+///
+/// Fails with `HandshakeNotComplete` before the handshake is done.
+pub fn export_key_material(
+    conn: &impl KeyingMaterialExporter,
+    out: &mut [u8; KEY_MATERIAL_LEN],
+) -> Result<(), rustls::Error> {
+    conn.export_into(&mut out[..], EKM_LABEL, None)
+}
+
+/// The OpenVPN-specific reason a peer certificate was refused, if `err` is one of ours.
+pub fn certificate_rejection(err: &rustls::Error) -> Option<&CertRejection> {
+    match err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.downcast_ref::<CertRejection>()
+        }
+        _ => None,
+    }
+}
+
+/// One readable line for a TLS failure, for logs such as "TLS error: …". Certificate
+/// rejections read "certificate rejected: …".
+pub fn describe_tls_error(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            format!("certificate rejected: {}", other.0)
+        }
+        rustls::Error::InvalidCertificate(cert) => format!("certificate rejected: {cert}"),
+        rustls::Error::NoCertificatesPresented => {
+            "certificate rejected: the peer sent no certificate".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ranges() {
+        assert_eq!(protocol_versions(None, None).map(|v| v.len()).ok(), Some(2));
+        let only12 = protocol_versions(None, Some(TlsVersion::V1_2)).ok();
+        assert_eq!(
+            only12.map(|v| v[0].version),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        let only13 = protocol_versions(Some(TlsVersion::V1_3), None).ok();
+        assert_eq!(
+            only13.map(|v| v[0].version),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        assert!(matches!(
+            protocol_versions(Some(TlsVersion::V1_3), Some(TlsVersion::V1_2)),
+            Err(TlsSetupError::VersionRange { .. })
+        ));
+    }
+
+    #[test]
+    fn provider_offers_x25519() {
+        let p = provider();
+        assert!(
+            p.kx_groups
+                .iter()
+                .any(|g| g.name() == rustls::NamedGroup::X25519)
+        );
+    }
+
+    #[test]
+    fn no_sni_name_is_an_ip() {
+        assert!(matches!(no_sni_server_name(), ServerName::IpAddress(_)));
+    }
+}
