@@ -18,6 +18,7 @@
 //! checks stay sequential per peer.
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod keystate;
 mod mss;
 pub mod reliable;
@@ -25,6 +26,7 @@ mod session;
 pub mod server;
 pub mod tls;
 
+pub use client::{Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, PushedConfig, PushedRoute};
 pub use server::{
     ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
     ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,

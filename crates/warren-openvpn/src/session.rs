@@ -322,7 +322,9 @@ impl Session {
             pre_master: None,
             random1,
             random2,
-            options: sh.occ_options(),
+            // OCC options string (occ.c): informational; mirroring the client's own string
+            // (with our role) avoids spurious "used inconsistently" warnings in its log.
+            options: server_occ(&km2.options).unwrap_or_else(|| sh.occ_options()),
             username: String::new(),
             password: String::new(),
             peer_info: String::new(),
@@ -644,6 +646,11 @@ impl Session {
         sh.wrap.wrap(&pkt.head(), stamp, &body, out);
         self.last_sent = now;
     }
+}
+
+fn server_occ(client: &str) -> Option<String> {
+    let base = client.strip_suffix("tls-client")?;
+    (client.starts_with("V4,") && client.len() < 500).then(|| format!("{base}tls-server"))
 }
 
 fn install_keys(ks: &mut KeyState, cipher: CipherKind, key2: &Key2) {
