@@ -16,10 +16,15 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::Instant;
-use warren_crypto::CipherKind;
+use std::collections::VecDeque;
 
+use warren_core::Instant;
+use warren_crypto::{CipherKind, Role, DATA_HEADROOM};
+use warren_wire::{ControlPacket, Opcode};
+
+use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::server::{DropReason, KeyDerivation, WrapConfig};
+use crate::session::{End, Session, Side};
 
 /// Everything the client engine needs; built by the CLI from a `.ovpn` profile.
 #[derive(Clone, Debug)]
@@ -122,70 +127,329 @@ pub enum ClientDisconnect {
 
 /// The client engine. See the module docs for the call order.
 pub struct Client {
-    _todo: (),
+    ctx: Ctx,
+    session: Session,
+    server: SocketAddr,
+    body: Vec<u8>,
+    events: VecDeque<ClientEvent>,
+    /// Datagrams queued outside the session's own flow (OCC EXIT).
+    extra_out: VecDeque<Vec<u8>>,
+    mss: Option<u16>,
+    closed: bool,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").finish_non_exhaustive()
+        f.debug_struct("Client").field("server", &self.server).field("session", &self.session).finish_non_exhaustive()
     }
 }
 
+/// Data-channel overhead of a P_DATA_V2 AEAD packet: header 8 + tag 16.
+const DATA_OVERHEAD: u16 = 24;
+
 impl Client {
     /// Starts a connection attempt to `server` (sends the hard reset at once).
-    pub fn new(_config: ClientConfig, _server: SocketAddr, _rng: Box<dyn warren_core::Rng + Send>, _now: Instant) -> Self {
-        todo!()
+    pub fn new(config: ClientConfig, server: SocketAddr, rng: Box<dyn warren_core::Rng + Send>, now: Instant) -> Result<Self, ClientSetupError> {
+        // The stock client's OCC string (options.c options_string), so a stock server sees
+        // what it expects.
+        let occ = format!(
+            "V4,dev-type tun,link-mtu {},tun-mtu {},proto UDPv4,auth [null-digest],keysize 0,key-method 2,tls-client",
+            u32::from(config.tun_mtu) + u32::from(DATA_OVERHEAD) + 1,
+            config.tun_mtu
+        );
+        let mut ctx = Ctx::new(
+            CtxParams {
+                role: Role::Client,
+                tls: TlsFactory::Client(config.tls.clone()),
+                tls_timeout: config.tls_timeout,
+                hand_window: config.hand_window,
+                ping: config.ping,
+                ping_restart: config.ping_restart,
+                reneg: config.reneg,
+                key_derivation: config.key_derivation,
+                data_ciphers: config.data_ciphers.clone(),
+                data_ciphers_fallback: None,
+                unix_time_at_zero: config.unix_time_at_zero,
+                occ,
+            },
+            &config.wrap,
+            rng,
+        );
+        let session = Session::client_new(
+            &mut ctx,
+            now,
+            server,
+            config.credentials.clone(),
+            config.explicit_exit_notify,
+            config.tun_mtu,
+        )
+        .map_err(ClientSetupError::Tls)?;
+        let mss = config.mssfix.map(|m| m.saturating_sub(28 + DATA_OVERHEAD + 40));
+        Ok(Client {
+            ctx,
+            session,
+            server,
+            body: Vec::with_capacity(2048),
+            events: VecDeque::new(),
+            extra_out: VecDeque::new(),
+            mss,
+            closed: false,
+        })
     }
 
     pub fn server_addr(&self) -> SocketAddr {
-        todo!()
+        self.server
     }
 
-    pub fn handle_datagram(&mut self, _now: Instant, _from: SocketAddr, _buf: &mut [u8]) -> ClientDatagram {
-        todo!()
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> ClientDatagram {
+        if from != self.server {
+            return self.drop(DropReason::NoSession);
+        }
+        let Some(&first) = buf.first() else {
+            return self.drop(DropReason::Malformed);
+        };
+        let (raw, key_id) = warren_wire::split_op_byte(first);
+        let outcome = match Opcode::from_u8(raw) {
+            Some(Opcode::DataV1) | Some(Opcode::DataV2) => match self.session.open_data(now, key_id, buf) {
+                Ok(range) => {
+                    let payload = &mut buf[range.clone()];
+                    if warren_wire::is_ping(payload) || payload.starts_with(&warren_wire::OCC_MAGIC) {
+                        ClientDatagram::Consumed
+                    } else {
+                        if let Some(mss) = self.mss {
+                            crate::mss::clamp_ipv4(payload, mss);
+                        }
+                        ClientDatagram::Tun(range)
+                    }
+                }
+                Err(reason) => self.drop(reason),
+            },
+            Some(op) if op.is_control() => self.handle_control(now, buf),
+            _ => self.drop(DropReason::UnknownOpcode),
+        };
+        self.after_input();
+        outcome
+    }
+
+    fn drop(&mut self, reason: DropReason) -> ClientDatagram {
+        self.ctx.count(reason);
+        ClientDatagram::Dropped(reason)
+    }
+
+    fn handle_control(&mut self, now: Instant, buf: &[u8]) -> ClientDatagram {
+        if warren_wire::parse_control_head(buf).is_err() {
+            return self.drop(DropReason::Malformed);
+        }
+        let stamp = match self.ctx.wrap.unwrap(buf, &mut self.body) {
+            Ok(s) => s,
+            Err(_) => return self.drop(DropReason::WrapAuthFailed),
+        };
+        let mut head = [0u8; 9];
+        head.copy_from_slice(&buf[..9]);
+        let body = std::mem::take(&mut self.body);
+        let outcome = match ControlPacket::parse(&head, &body) {
+            Ok(pkt) => {
+                self.session.on_control(&mut self.ctx, now, stamp, &pkt);
+                ClientDatagram::Consumed
+            }
+            Err(_) => self.drop(DropReason::Malformed),
+        };
+        self.body = body;
+        outcome
+    }
+
+    fn after_input(&mut self) {
+        while let Some(e) = self.ctx.events.pop_front() {
+            match e {
+                SessionEvent::Renegotiated { key_id, .. } => self.events.push_back(ClientEvent::Renegotiated { key_id }),
+                SessionEvent::HandshakeFailed { reason, .. } => tracing::warn!("connection to server failed: {reason}"),
+            }
+        }
+        if let Side::Client(c) = &mut self.session.side {
+            if c.just_connected {
+                c.just_connected = false;
+                if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
+                    self.events.push_back(ClientEvent::Connected {
+                        config,
+                        cipher,
+                        ekm: self.session.ekm,
+                        server_cn: c.server_cn.clone(),
+                    });
+                }
+            }
+        }
+        if !self.closed {
+            if let Some(End::Client(reason)) = self.session.dead.clone() {
+                self.closed = true;
+                self.events.push_back(ClientEvent::Disconnected { reason });
+            }
+        }
     }
 
     /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun. On
     /// success the packet to send to [`Client::server_addr`] is `buf[range]`.
-    pub fn encapsulate(&mut self, _now: Instant, _buf: &mut [u8], _len: usize) -> Result<Range<usize>, DropReason> {
-        todo!()
+    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
+        let end = DATA_HEADROOM + len;
+        if buf.len() < end || len == 0 {
+            self.ctx.count(DropReason::Malformed);
+            return Err(DropReason::Malformed);
+        }
+        if let Some(mss) = self.mss {
+            crate::mss::clamp_ipv4(&mut buf[DATA_HEADROOM..end], mss);
+        }
+        match self.session.seal_data(now, &mut buf[..end]) {
+            Some(range) => Ok(range),
+            None => {
+                self.ctx.count(DropReason::NoKey);
+                Err(DropReason::NoKey)
+            }
+        }
     }
 
-    pub fn poll_transmit(&mut self, _now: Instant, _out: &mut Vec<u8>) -> Option<SocketAddr> {
-        todo!()
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        if let Some(pkt) = self.extra_out.pop_front() {
+            out.clear();
+            out.extend_from_slice(&pkt);
+            return Some(self.server);
+        }
+        out.clear();
+        self.session.poll_transmit(&mut self.ctx, now, out).then_some(self.server)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.closed {
+            return None;
+        }
+        self.session.next_timeout()
     }
 
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(&mut self.ctx, now);
+        self.after_input();
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        todo!()
+        self.events.pop_front()
     }
 
-    /// True once connected (keys installed and pushed config applied).
+    /// True once connected (keys installed and pushed config received).
     pub fn is_connected(&self) -> bool {
-        todo!()
+        self.session.connected && !self.closed
     }
 
     /// True when the session is over (after a `Disconnected` event).
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.closed
     }
 
-    /// Leave: with explicit-exit-notify, queue `EXIT` (cc-exit) or OCC EXIT packets to the
+    /// Leave: with explicit-exit-notify, queue `EXIT` (cc-exit) or an OCC EXIT packet to the
     /// server; the session then reports `Disconnected { reason: Closed }` once flushed
-    /// (bounded: drive it for at most about a second).
-    pub fn close(&mut self, _now: Instant) {
-        todo!()
+    /// (within about two seconds at most; drive it with `handle_timeout`).
+    pub fn close(&mut self, now: Instant) {
+        let mut extra = Vec::new();
+        self.session.client_exit(&mut self.ctx, now, &mut extra);
+        self.extra_out.extend(extra);
+        self.session.handle_timeout(&mut self.ctx, now);
+        self.after_input();
     }
 
     /// Data-plane statistics: (bytes received from the tunnel, bytes sent into it).
     pub fn traffic(&self) -> (u64, u64) {
-        todo!()
+        (self.session.bytes_in, self.session.bytes_out)
+    }
+
+    /// Packets dropped, by reason.
+    pub fn dropped(&self) -> &std::collections::HashMap<DropReason, u64> {
+        &self.ctx.dropped
+    }
+}
+
+/// Why a [`Client`] could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientSetupError {
+    #[error("cannot start TLS: {0}")]
+    Tls(rustls::Error),
+}
+
+/// Parses the options of a (reassembled) PUSH_REPLY the way a 2.6 client applies them
+/// (options.c, push.c). Unknown options are kept in `raw` only.
+pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
+    let mut p = PushedConfig { raw: options.to_vec(), ..PushedConfig::default() };
+    let ip = |s: Option<&&str>| s.and_then(|s| s.parse::<Ipv4Addr>().ok());
+    for opt in options {
+        let t: Vec<&str> = opt.split_whitespace().collect();
+        match t.first().copied() {
+            Some("ifconfig") => {
+                if let (Some(a), Some(m)) = (ip(t.get(1)), ip(t.get(2))) {
+                    p.ifconfig = Some((a, m));
+                }
+            }
+            Some("route-gateway") => p.route_gateway = ip(t.get(1)),
+            Some("topology") => p.topology_subnet = t.get(1) == Some(&"subnet"),
+            Some("route") => {
+                if let (Some(network), Some(netmask)) = (ip(t.get(1)), ip(t.get(2)).or(Some(Ipv4Addr::BROADCAST))) {
+                    p.routes.push(PushedRoute {
+                        network,
+                        netmask,
+                        gateway: ip(t.get(3)),
+                        metric: t.get(4).and_then(|m| m.parse().ok()),
+                    });
+                }
+            }
+            Some("redirect-gateway") => p.redirect_gateway = Some(t[1..].iter().map(|s| s.to_string()).collect()),
+            Some("dhcp-option") => match (t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(), t.get(2)) {
+                (Some("DNS"), Some(a)) | (Some("DNS6"), Some(a)) => {
+                    if let Ok(a) = a.parse() {
+                        p.dns_servers.push(a);
+                    }
+                }
+                (Some("DOMAIN"), Some(d)) | (Some("DOMAIN-SEARCH"), Some(d)) => p.search_domains.push(d.to_string()),
+                _ => {}
+            },
+            Some("dns") => match (t.get(1).copied(), t.get(3).copied()) {
+                (Some("server"), Some("address")) => {
+                    p.dns_servers.extend(t[4..].iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()));
+                }
+                (Some("search-domains"), _) => p.search_domains.extend(t[2..].iter().map(|s| s.to_string())),
+                _ => {}
+            },
+            Some("tun-mtu") => p.tun_mtu = t.get(1).and_then(|v| v.parse().ok()),
+            Some("ping") => p.ping = t.get(1).and_then(|v| v.parse().ok()),
+            Some("ping-restart") => p.ping_restart = t.get(1).and_then(|v| v.parse().ok()),
+            Some("peer-id") => p.peer_id = t.get(1).and_then(|v| v.parse().ok()).filter(|&v: &u32| v < 0x00FF_FFFF),
+            Some("cipher") => p.cipher = t.get(1).and_then(|c| CipherKind::from_name(c)),
+            Some("protocol-flags") => {
+                p.tls_ekm |= t.contains(&"tls-ekm");
+                p.cc_exit |= t.contains(&"cc-exit");
+            }
+            Some("key-derivation") => p.tls_ekm |= t.get(1) == Some(&"tls-ekm"),
+            _ => {}
+        }
+    }
+    p.dns_servers.dedup();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stock_push_reply() {
+        let msg = "PUSH_REPLY,route-gateway 10.199.0.1,topology subnet,ping 10,ping-restart 120,route 192.168.50.0 255.255.255.0,redirect-gateway def1 bypass-dhcp,dhcp-option DNS 10.199.0.1,dhcp-option DOMAIN corp.example,ifconfig 10.199.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
+        let reply = warren_wire::parse_push_reply(msg).expect("push reply");
+        let p = parse_pushed(&reply.options);
+        assert_eq!(p.ifconfig, Some((Ipv4Addr::new(10, 199, 0, 2), Ipv4Addr::new(255, 255, 255, 0))));
+        assert_eq!(p.route_gateway, Some(Ipv4Addr::new(10, 199, 0, 1)));
+        assert!(p.topology_subnet);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].network, Ipv4Addr::new(192, 168, 50, 0));
+        assert_eq!(p.redirect_gateway.as_deref(), Some(&["def1".to_string(), "bypass-dhcp".to_string()][..]));
+        assert_eq!(p.dns_servers, vec![std::net::IpAddr::V4(Ipv4Addr::new(10, 199, 0, 1))]);
+        assert_eq!(p.search_domains, vec!["corp.example".to_string()]);
+        assert_eq!((p.ping, p.ping_restart, p.peer_id, p.tun_mtu), (Some(10), Some(120), Some(0), Some(1500)));
+        assert_eq!(p.cipher, Some(CipherKind::Aes256Gcm));
+        assert!(p.tls_ekm && p.cc_exit);
     }
 }

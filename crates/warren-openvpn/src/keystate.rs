@@ -49,6 +49,13 @@ pub(crate) struct KeyState {
     tls_out: Vec<u8>,
     /// TLS plaintext received and not yet consumed by the session.
     pub plain_in: Vec<u8>,
+    /// May TLS output go on the wire? A client holds its ClientHello until the server's
+    /// reset arrived (S_START), so that it carries the ACK the server's cookie check wants.
+    pub tls_enabled: bool,
+    /// Our and the peer's key-method-2 messages, kept until the data keys are derived (the
+    /// TLS1-PRF needs both sides' randoms).
+    pub local_km2: Option<warren_wire::KeyMethod2>,
+    pub remote_km2: Option<warren_wire::KeyMethod2>,
     /// The session has parsed the peer's key-method-2 message.
     pub km2_received: bool,
     pub km2_sent: bool,
@@ -57,8 +64,6 @@ pub(crate) struct KeyState {
     /// Next data packet id to send (starts at 1, never 0).
     pub tx_packet_id: u32,
     pub rx_replay: ReplayWindow,
-    /// When this key state began (the reset was sent or received).
-    pub started: Instant,
     /// When it became Active.
     pub established: Option<Instant>,
     /// The handshake must be done by then (hand-window).
@@ -92,20 +97,18 @@ impl KeyState {
             tls,
             tls_out: Vec::new(),
             plain_in: Vec::new(),
+            tls_enabled: false,
+            local_km2: None,
+            remote_km2: None,
             km2_received: false,
             km2_sent: false,
             data: None,
             tx_packet_id: 1,
             rx_replay: ReplayWindow::new(),
-            started: now,
             established: None,
             handshake_deadline: now + hand_window,
             expires: None,
         }
-    }
-
-    pub fn tls(&self) -> &rustls::Connection {
-        &self.tls
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -177,6 +180,9 @@ impl KeyState {
     /// Cuts pending TLS ciphertext into control packets while the send window has room.
     pub fn queue_tls_output(&mut self, now: Instant, max_payload: usize) {
         self.pull_tls_output();
+        if !self.tls_enabled {
+            return;
+        }
         let mut offset = 0;
         while offset < self.tls_out.len() && self.reliable.can_queue() {
             let end = (offset + max_payload).min(self.tls_out.len());

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+mod ctx;
 mod keystate;
 mod mss;
 pub mod reliable;
@@ -26,7 +27,7 @@ mod session;
 pub mod server;
 pub mod tls;
 
-pub use client::{Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, PushedConfig, PushedRoute};
+pub use client::{Client, ClientConfig, ClientSetupError, ClientDatagram, ClientDisconnect, ClientEvent, PushedConfig, PushedRoute};
 pub use server::{
     ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
     ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, Rng, SessionId};
-use warren_crypto::{CipherKind, ControlWrap, CookieKey, Digest, KeyDirection, ReplayStamp, StaticKey};
+use warren_crypto::{CipherKind, CookieKey, Digest, KeyDirection, ReplayStamp, Role, StaticKey};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
-use crate::reliable::ReliableConfig;
-use crate::session::Session;
+use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
+use crate::session::{End, Session};
 
 /// Bytes the driver must leave free in front of a tun packet passed to
 /// [`Server::encapsulate`]: opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
@@ -171,47 +171,13 @@ pub struct ServerCounters {
 
 /// Upper bound on queued stateless replies (cookie resets); beyond it resets are dropped.
 const MAX_STATELESS_QUEUE: usize = 1024;
-/// Largest control packet we send, IP and UDP headers included (OpenVPN `tls-mtu` 1250).
-const TLS_MTU: usize = 1250;
-
-/// State shared by all sessions: configuration, randomness, counters and the address pool.
-pub(crate) struct Shared {
-    pub config: ServerConfig,
-    pub wrap: ControlWrap,
-    pub rng: Box<dyn Rng + Send>,
-    pub events: VecDeque<ServerEvent>,
-    pub counters: ServerCounters,
-    pub reliable: ReliableConfig,
-    /// Largest TLS payload per control packet.
-    pub max_payload: usize,
-    occ: String,
-}
-
-impl Shared {
-    pub fn count(&mut self, reason: DropReason) {
-        *self.counters.dropped.entry(reason).or_insert(0) += 1;
-    }
-
-    pub fn unix_now(&self, now: Instant) -> u32 {
-        (self.config.unix_time_at_zero + now.as_secs()) as u32
-    }
-
-    pub fn occ_options(&self) -> String {
-        self.occ.clone()
-    }
-
-    pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String) {
-        self.events.push_back(ServerEvent::HandshakeFailed { addr, reason });
-    }
-
-    pub fn renegotiated(&mut self, _now: Instant, peer_id: u32, key_id: u8) {
-        self.events.push_back(ServerEvent::Renegotiated { peer_id, key_id });
-    }
-}
 
 /// The server engine. See the module docs for the call order.
 pub struct Server {
-    sh: Shared,
+    ctx: Ctx,
+    config: ServerConfig,
+    events: VecDeque<ServerEvent>,
+    counters: ServerCounters,
     /// Index = peer id.
     sessions: Vec<Option<Session>>,
     generations: Vec<u64>,
@@ -237,15 +203,6 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn new(config: ServerConfig, mut rng: Box<dyn Rng + Send>) -> Self {
-        let wrap = match &config.wrap {
-            WrapConfig::None => ControlWrap::none(),
-            WrapConfig::TlsAuth { key, digest, direction } => ControlWrap::tls_auth(key, *digest, *direction),
-            WrapConfig::TlsCrypt { key } => ControlWrap::tls_crypt(key, warren_crypto::Role::Server),
-        };
-        // ssl.c:347: payload = tls-mtu - IPv6/UDP header - opcode/sid - ack block (4 acks +
-        // peer sid) - msg id - wrap overhead (plus tls-crypt's slack).
-        let overhead = 48 + 1 + 8 + (1 + 4 * 4 + 8) + 4 + wrap.overhead() + 16;
-        let max_payload = TLS_MTU - overhead;
         let cookie = CookieKey::new(rng.as_mut());
         let network = u32::from(config.network) & u32::from(config.netmask);
         let server_ip = Ipv4Addr::from(network + 1);
@@ -255,19 +212,30 @@ impl Server {
             config.tun_mtu as usize + DATA_OVERHEAD + 1,
             config.tun_mtu
         );
-        let reliable = ReliableConfig { send_window: 6, recv_window: 12, initial_timeout: config.tls_timeout };
-        let max = config.max_clients.max(1);
-        Server {
-            sh: Shared {
-                config,
-                wrap,
-                rng,
-                events: VecDeque::new(),
-                counters: ServerCounters::default(),
-                reliable,
-                max_payload,
+        let ctx = Ctx::new(
+            CtxParams {
+                role: Role::Server,
+                tls: TlsFactory::Server(config.tls.clone()),
+                tls_timeout: config.tls_timeout,
+                hand_window: config.hand_window,
+                ping: config.ping,
+                ping_restart: config.ping_restart,
+                reneg: config.reneg,
+                key_derivation: config.key_derivation,
+                data_ciphers: config.data_ciphers.clone(),
+                data_ciphers_fallback: config.data_ciphers_fallback,
+                unix_time_at_zero: config.unix_time_at_zero,
                 occ,
             },
+            &config.wrap,
+            rng,
+        );
+        let max = config.max_clients.max(1);
+        Server {
+            ctx,
+            config,
+            events: VecDeque::new(),
+            counters: ServerCounters::default(),
             sessions: Vec::new(),
             generations: Vec::new(),
             live: 0,
@@ -308,7 +276,7 @@ impl Server {
     }
 
     fn drop(&mut self, reason: DropReason) -> DatagramOutcome {
-        self.sh.count(reason);
+        self.ctx.count(reason);
         DatagramOutcome::Dropped(reason)
     }
 
@@ -317,7 +285,7 @@ impl Server {
             return self.drop(DropReason::Malformed);
         };
         // Authenticate before anything else; no state is touched for unauthenticated input.
-        let stamp = match self.sh.wrap.unwrap(buf, &mut self.body) {
+        let stamp = match self.ctx.wrap.unwrap(buf, &mut self.body) {
             Ok(s) => s,
             Err(_) => return self.drop(DropReason::WrapAuthFailed),
         };
@@ -347,10 +315,10 @@ impl Server {
             return self.drop(DropReason::Malformed);
         }
         if let Some(&slot) = self.by_addr.get(&from) {
-            let belongs = self.sessions[slot].as_ref().is_some_and(|s| s.remote_sid == sid);
+            let belongs = self.sessions[slot].as_ref().is_some_and(|s| s.remote_sid == Some(sid));
             if belongs {
                 if let Some(s) = self.sessions[slot].as_mut() {
-                    s.on_control(&mut self.sh, now, stamp, pkt);
+                    s.on_control(&mut self.ctx, now, stamp, pkt);
                 }
                 self.after_session_input(now, slot);
                 return DatagramOutcome::Consumed;
@@ -378,7 +346,7 @@ impl Server {
                     return self.drop(DropReason::TooManyClients);
                 };
                 if let Some(s) = self.sessions[slot].as_mut() {
-                    s.on_control(&mut self.sh, now, stamp, pkt);
+                    s.on_control(&mut self.ctx, now, stamp, pkt);
                 }
                 self.after_session_input(now, slot);
                 DatagramOutcome::Consumed
@@ -390,14 +358,14 @@ impl Server {
 
     fn time_slot(&self, now: Instant) -> u32 {
         // mudp.c / ssl_pkt.c: slots of (hand-window + 1) / 2 seconds.
-        let width = (self.sh.config.hand_window.as_secs() + 1) / 2;
-        self.sh.unix_now(now) / (width.max(1) as u32)
+        let width = (self.config.hand_window.as_secs() + 1) / 2;
+        self.ctx.unix_now(now) / (width.max(1) as u32)
     }
 
     /// The stateless reply to a client's hard reset (mudp.c:42): our session id is the cookie.
     fn send_cookie_reset(&mut self, now: Instant, to: SocketAddr, client_sid: SessionId) {
         if self.stateless_out.len() >= MAX_STATELESS_QUEUE {
-            self.sh.count(DropReason::Overloaded);
+            self.ctx.count(DropReason::Overloaded);
             return;
         }
         let cookie = self.cookie.compute(self.time_slot(now), &to, &client_sid);
@@ -412,8 +380,8 @@ impl Server {
         let mut body = Vec::with_capacity(32);
         pkt.write_body(&mut body);
         let mut out = Vec::with_capacity(128);
-        let stamp = ReplayStamp { id: 1, time: self.sh.unix_now(now) };
-        self.sh.wrap.wrap(&pkt.head(), stamp, &body, &mut out);
+        let stamp = ReplayStamp { id: 1, time: self.ctx.unix_now(now) };
+        self.ctx.wrap.wrap(&pkt.head(), stamp, &body, &mut out);
         self.stateless_out.push_back((to, out));
     }
 
@@ -433,10 +401,10 @@ impl Server {
     }
 
     fn create_session(&mut self, now: Instant, addr: SocketAddr, cookie: SessionId, client_sid: SessionId) -> Option<usize> {
-        if self.live >= self.sh.config.max_clients {
+        if self.live >= self.config.max_clients {
             return None;
         }
-        let tls = match rustls::ServerConnection::new(self.sh.config.tls.clone()) {
+        let tls = match rustls::ServerConnection::new(self.config.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!("cannot create a TLS session: {e}");
@@ -456,20 +424,20 @@ impl Server {
             }
         };
         self.generations[slot] += 1;
-        let session = Session::from_cookie(
-            &mut self.sh,
+        let session = Session::server_from_cookie(
+            &mut self.ctx,
             now,
             slot as u32,
             self.generations[slot],
             addr,
             cookie,
             client_sid,
-            tls,
+            rustls::Connection::Server(tls),
         );
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
         self.live += 1;
-        self.sh.counters.handshakes += 1;
+        self.counters.handshakes += 1;
         Some(slot)
     }
 
@@ -479,7 +447,11 @@ impl Server {
         if self.sessions[slot].as_ref().is_some_and(|s| s.pending_connect) {
             self.finish_connect(now, slot);
         }
-        if let Some(reason) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
+        if let Some(end) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
+            let reason = match end {
+                End::Server(r) => r,
+                End::Client(_) => DisconnectReason::Shutdown,
+            };
             self.remove_session(slot, reason);
             return;
         }
@@ -496,7 +468,7 @@ impl Server {
 
     fn schedule(&mut self, slot: usize) {
         let Some(s) = self.sessions[slot].as_mut() else { return };
-        let Some(t) = s.next_timeout(&self.sh) else { return };
+        let Some(t) = s.next_timeout() else { return };
         if s.scheduled.is_none_or(|old| t < old) {
             s.scheduled = Some(t);
             self.timers.push(Reverse((t, slot, s.generation)));
@@ -507,7 +479,7 @@ impl Server {
     /// build the push reply (push.c:613 order) and announce the client.
     fn finish_connect(&mut self, now: Instant, slot: usize) {
         let Some(cn) = self.sessions[slot].as_ref().and_then(|s| s.common_name.clone()) else { return };
-        if !self.sh.config.duplicate_cn {
+        if !self.config.duplicate_cn {
             let dups: Vec<usize> = self
                 .sessions
                 .iter()
@@ -524,13 +496,13 @@ impl Server {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
                 s.pending_connect = false;
-                s.send_control_message(&mut self.sh, now, "AUTH_FAILED,no free address in the pool");
-                s.close(&mut self.sh, now, DisconnectReason::Shutdown);
+                s.send_control_message(&mut self.ctx, now, "AUTH_FAILED,no free address in the pool");
+                s.close(now, End::Server(DisconnectReason::Shutdown));
             }
             return;
         };
         self.by_vpn_ip.insert(ip, slot);
-        let cfg = &self.sh.config;
+        let cfg = &self.config;
         let mut opts = Vec::new();
         opts.push(format!("route-gateway {}", self.server_ip));
         opts.push("topology subnet".to_string());
@@ -567,13 +539,13 @@ impl Server {
             cipher,
             ekm: s.ekm,
         };
-        s.set_push_reply(&mut self.sh, now, opts);
-        self.sh.events.push_back(event);
+        s.set_push_reply(&mut self.ctx, now, opts);
+        self.events.push_back(event);
     }
 
     fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
-        let net = u32::from(self.sh.config.network) & u32::from(self.sh.config.netmask);
-        let broadcast = net | !u32::from(self.sh.config.netmask);
+        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
+        let broadcast = net | !u32::from(self.config.netmask);
         let first = net + 2;
         let last = broadcast.checked_sub(1)?;
         let mut candidate = first;
@@ -601,7 +573,7 @@ impl Server {
             self.pool_used.remove(&u32::from(ip));
         }
         if s.connected {
-            self.sh.events.push_back(ServerEvent::Disconnected {
+            self.events.push_back(ServerEvent::Disconnected {
                 peer_id: s.peer_id,
                 common_name: s.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
@@ -673,7 +645,7 @@ impl Server {
             crate::mss::clamp_ipv4(payload, mss);
         }
         let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
-        if self.sh.config.client_to_client {
+        if self.config.client_to_client {
             if let Some(&other) = self.by_vpn_ip.get(&dst) {
                 if other != slot {
                     return DatagramOutcome::ClientToClient(range);
@@ -687,28 +659,28 @@ impl Server {
     pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
         let end = DATA_HEADROOM + len;
         if buf.len() < end || len < 20 {
-            self.sh.count(DropReason::Malformed);
+            self.ctx.count(DropReason::Malformed);
             return EncapOutcome::Dropped(DropReason::Malformed);
         }
         let pkt = &mut buf[DATA_HEADROOM..end];
         if pkt[0] >> 4 != 4 {
-            self.sh.count(DropReason::NotIpv4);
+            self.ctx.count(DropReason::NotIpv4);
             return EncapOutcome::Dropped(DropReason::NotIpv4);
         }
         let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
         let Some(&slot) = self.by_vpn_ip.get(&dst) else {
-            self.sh.count(DropReason::NoRoute);
+            self.ctx.count(DropReason::NoRoute);
             return EncapOutcome::Dropped(DropReason::NoRoute);
         };
         if let Some(mss) = self.mss {
             crate::mss::clamp_ipv4(pkt, mss);
         }
         let Some(s) = self.sessions[slot].as_mut() else {
-            self.sh.count(DropReason::NoRoute);
+            self.ctx.count(DropReason::NoRoute);
             return EncapOutcome::Dropped(DropReason::NoRoute);
         };
         let Some(range) = s.seal_data(now, &mut buf[..end]) else {
-            self.sh.count(DropReason::NoKey);
+            self.ctx.count(DropReason::NoKey);
             return EncapOutcome::Dropped(DropReason::NoKey);
         };
         let dst = s.addr;
@@ -725,7 +697,7 @@ impl Server {
         while let Some(&slot) = self.dirty.front() {
             if let Some(s) = self.sessions[slot].as_mut() {
                 out.clear();
-                if s.poll_transmit(&mut self.sh, now, out) {
+                if s.poll_transmit(&mut self.ctx, now, out) {
                     return Some(s.addr);
                 }
             }
@@ -763,14 +735,20 @@ impl Server {
         }
         for slot in due {
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.handle_timeout(&mut self.sh, now);
+                s.handle_timeout(&mut self.ctx, now);
                 self.after_session_input(now, slot);
             }
         }
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.sh.events.pop_front()
+        while let Some(e) = self.ctx.events.pop_front() {
+            self.events.push_back(match e {
+                SessionEvent::HandshakeFailed { addr, reason } => ServerEvent::HandshakeFailed { addr, reason },
+                SessionEvent::Renegotiated { peer_id, key_id } => ServerEvent::Renegotiated { peer_id, key_id },
+            });
+        }
+        self.events.pop_front()
     }
 
     pub fn clients(&self) -> Vec<ClientStatus> {
@@ -791,20 +769,20 @@ impl Server {
             .collect()
     }
 
-    pub fn counters(&self) -> &ServerCounters {
-        &self.sh.counters
+    pub fn counters(&self) -> ServerCounters {
+        ServerCounters { dropped: self.ctx.dropped.clone(), handshakes: self.counters.handshakes }
     }
 
     /// Begin an orderly shutdown: with explicit-exit-notify, queue `RESTART` to every client.
     pub fn shutdown(&mut self, now: Instant) {
-        if !self.sh.config.explicit_exit_notify {
+        if !self.config.explicit_exit_notify {
             return;
         }
         for slot in 0..self.sessions.len() {
             if let Some(s) = self.sessions[slot].as_mut() {
                 if s.connected {
                     // multi.c: with explicit-exit-notify the server tells clients to reconnect.
-                    s.send_control_message(&mut self.sh, now, "RESTART");
+                    s.send_control_message(&mut self.ctx, now, "RESTART");
                     self.mark_dirty(slot);
                 }
             }

@@ -1,25 +1,33 @@
-//! One peer's control session, server side (OpenVPN's `tls_multi`).
+//! One peer's control session (OpenVPN's `tls_multi` with its `tls_session`), either role.
 //!
 //! A session has one pair of session ids for its whole life, one control-channel wrap replay
-//! counter (`tls_session.tls_wrap`, it continues across renegotiations) and up to three key
-//! states: the newest first, then lame ducks. It runs key-method 2, answers PUSH_REQUEST,
-//! sends keepalive pings, notices ping-restart, and renegotiates (`reneg-sec`, or a soft
-//! reset from the peer). Address allocation and the push contents are decided by the server,
-//! which owns the shared resources; the session raises [`Session::pending_connect`] when the
-//! first key-method 2 exchange is complete.
+//! counter (`tls_session.tls_wrap`: it continues across renegotiations) and up to three key
+//! states: the newest first, then lame ducks. It runs key-method 2, the push exchange,
+//! keepalive pings, ping-restart and renegotiation (`reneg-sec`, the packet-id wrap trigger, or
+//! a soft reset from the peer).
+//!
+//! Role differences, as in OpenVPN:
+//! * the client starts with a hard reset and learns the server's session id from its reply;
+//!   it writes key-method 2 first (with the pre-master secret) and derives the key-id-0 data
+//!   keys only once PUSH_REPLY has told it the cipher and the key derivation (push.c);
+//! * the server is created after the client proved its address (the cookie), answers
+//!   key-method 2, and pushes. Address allocation and push contents are the server
+//!   endpoint's; the session raises [`Session::pending_connect`] when they are needed.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, SessionId};
-use warren_crypto::{CipherKind, DataHeader, DataKeys, Key2, ReplayStamp, ReplayWindow, Role, DATA_HEADROOM};
+use warren_crypto::{CipherKind, DataHeader, DataKeys, ReplayStamp, ReplayWindow, Role, DATA_HEADROOM};
 use warren_wire::{
     encode_control_message, iv_proto, AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode,
     PeerInfo, WireError, PING_MAGIC,
 };
 
+use crate::client::{ClientDisconnect, PushedConfig};
+use crate::ctx::{Ctx, SessionEvent};
 use crate::keystate::{KeyState, Phase};
-use crate::server::{DisconnectReason, DropReason, KeyDerivation, Shared};
+use crate::server::{DisconnectReason, DropReason, KeyDerivation};
 
 /// The most key states kept at once (primary, lame duck, and one being negotiated).
 const MAX_KEY_STATES: usize = 3;
@@ -27,37 +35,80 @@ const MAX_KEY_STATES: usize = 3;
 const TRANSITION_WINDOW: Duration = Duration::from_secs(3600);
 /// Minimum time between two PUSH_REPLY answers to repeated PUSH_REQUESTs.
 const PUSH_REPLY_INTERVAL: Duration = Duration::from_secs(5);
+/// The client's first PUSH_REQUEST when the server has not pushed on its own, and the
+/// interval of repeats (common.h PUSH_REQUEST_INTERVAL).
+const PUSH_REQUEST_FIRST: Duration = Duration::from_secs(1);
+const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
 const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
-/// How long a closing session lingers to flush a last message (AUTH_FAILED, TLS alert).
+/// How long a closing session lingers to flush a last message (AUTH_FAILED, EXIT, alert).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Why a session ended, in the terms of either role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    Server(DisconnectReason),
+    Client(ClientDisconnect),
+}
+
+/// Role-specific session state.
+#[derive(Debug)]
+pub(crate) enum Side {
+    Server(ServerSide),
+    Client(ClientSide),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ServerSide {
+    push_options: Option<Vec<String>>,
+    push_sent: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClientSide {
+    /// Our IV_* lines for key-method 2.
+    peer_info: String,
+    credentials: Option<(String, String)>,
+    offered_ekm: bool,
+    push_parts: Vec<String>,
+    pub pushed: Option<PushedConfig>,
+    push_request_at: Option<Instant>,
+    pub server_cn: Option<String>,
+    /// Set when the tunnel came up; the client endpoint turns it into an event.
+    pub just_connected: bool,
+    explicit_exit_notify: bool,
+}
 
 pub(crate) struct Session {
     pub peer_id: u32,
-    /// Bumped each time the slot is reused, so stale timer entries can be recognised.
+    /// Bumped each time a server slot is reused, so stale timer entries are recognised.
     pub generation: u64,
     pub addr: SocketAddr,
     pub local_sid: SessionId,
-    pub remote_sid: SessionId,
+    /// The peer's session id; a client learns it from the server's reset.
+    pub remote_sid: Option<SessionId>,
     wrap_tx_id: u32,
     wrap_tx_time: u32,
     wrap_rx: ReplayWindow,
     /// Newest first.
     pub keys: Vec<KeyState>,
+    pub side: Side,
     pub common_name: Option<String>,
     pub peer_info: Option<PeerInfo>,
     pub vpn_ip: Option<Ipv4Addr>,
     pub cipher: Option<CipherKind>,
     pub ekm: bool,
+    /// Send P_DATA_V2 with `peer_id` (server: the client announced DATA_V2; client: the
+    /// server pushed a peer-id).
     pub data_v2: bool,
     pub request_push: bool,
     pub cc_exit: bool,
-    /// Set when key-method 2 of key id 0 is done; the server then allocates an address,
-    /// builds the push reply and calls [`Session::set_push_reply`].
+    /// Server: key-method 2 of key id 0 is done; the endpoint allocates an address and
+    /// calls [`Session::set_push_reply`].
     pub pending_connect: bool,
     pub connected: bool,
-    push_options: Option<Vec<String>>,
-    push_sent: Option<Instant>,
+    ping: Option<Duration>,
+    ping_restart: Option<Duration>,
     messages: ControlMessageReader,
     pub connected_since: Instant,
     pub last_recv: Instant,
@@ -65,9 +116,9 @@ pub(crate) struct Session {
     ping_due: bool,
     reneg_at: Option<Instant>,
     /// Lingering before removal (a final message or alert is being flushed).
-    closing: Option<(Instant, DisconnectReason)>,
-    /// The server removes the session when this is set.
-    pub dead: Option<DisconnectReason>,
+    closing: Option<(Instant, End)>,
+    /// The endpoint removes the session when this is set.
+    pub dead: Option<End>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// The earliest deadline the server's timer heap holds for this session.
@@ -87,42 +138,30 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Creates the session once the client has proven its address with the cookie
-    /// (ssl.c:2676 session_skip_to_pre_start): our reset (msg-id 0, whose session id was the
-    /// cookie) counts as sent and acknowledged, the client's reset (msg-id 0) as received,
-    /// and our wrap replay counter continues after the stateless reset's id 1.
     #[allow(clippy::too_many_arguments)]
-    pub fn from_cookie(
-        sh: &mut Shared,
+    fn base(
+        ctx: &Ctx,
         now: Instant,
         peer_id: u32,
         generation: u64,
         addr: SocketAddr,
         local_sid: SessionId,
-        remote_sid: SessionId,
-        tls: rustls::ServerConnection,
+        remote_sid: Option<SessionId>,
+        ks: KeyState,
+        side: Side,
+        wrap_tx_id: u32,
     ) -> Self {
-        let mut ks = KeyState::new(
-            KeyId::ZERO,
-            rustls::Connection::Server(tls),
-            sh.reliable,
-            now,
-            sh.config.hand_window,
-        );
-        ks.reliable.queue(now, Opcode::ControlHardResetServerV2, Vec::new());
-        ks.reliable.process_acks(&[0]);
-        ks.reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
-        while ks.reliable.pop_in_order().is_some() {}
-        let mut s = Session {
+        Session {
             peer_id,
             generation,
             addr,
             local_sid,
             remote_sid,
-            wrap_tx_id: 2,
-            wrap_tx_time: sh.unix_now(now),
+            wrap_tx_id,
+            wrap_tx_time: ctx.unix_now(now),
             wrap_rx: ReplayWindow::new(),
             keys: vec![ks],
+            side,
             common_name: None,
             peer_info: None,
             vpn_ip: None,
@@ -133,8 +172,8 @@ impl Session {
             cc_exit: false,
             pending_connect: false,
             connected: false,
-            push_options: None,
-            push_sent: None,
+            ping: ctx.ping,
+            ping_restart: ctx.ping_restart,
             messages: ControlMessageReader::new(),
             connected_since: now,
             last_recv: now,
@@ -148,29 +187,138 @@ impl Session {
             scheduled: None,
             scratch: Vec::new(),
             acks: Vec::new(),
-        };
-        // The client's reset was acked by the stateless reply; ack it again with the first
-        // packet we send (harmless, and it helps when that reply was lost).
-        s.keys[0].reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
-        s
+        }
+    }
+
+    /// Server: creates the session once the client has proven its address with the cookie
+    /// (ssl.c:2676 session_skip_to_pre_start): our reset (msg-id 0, whose session id was the
+    /// cookie) counts as sent and acknowledged, the client's reset (msg-id 0) as received, and
+    /// our wrap replay counter continues after the stateless reset's id 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn server_from_cookie(
+        ctx: &mut Ctx,
+        now: Instant,
+        peer_id: u32,
+        generation: u64,
+        addr: SocketAddr,
+        local_sid: SessionId,
+        remote_sid: SessionId,
+        tls: rustls::Connection,
+    ) -> Self {
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        ks.tls_enabled = true;
+        ks.reliable.queue(now, Opcode::ControlHardResetServerV2, Vec::new());
+        ks.reliable.process_acks(&[0]);
+        ks.reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
+        while ks.reliable.pop_in_order().is_some() {}
+        // The stateless reply acked the client's reset; ack it again with the first packet we
+        // send (harmless, and it helps when that reply was lost).
+        ks.reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
+        let side = Side::Server(ServerSide::default());
+        Session::base(ctx, now, peer_id, generation, addr, local_sid, Some(remote_sid), ks, side, 2)
+    }
+
+    /// Client: a new session that sends its hard reset at once and writes key-method 2 into
+    /// the TLS connection (rustls holds it until the handshake is done).
+    pub fn client_new(
+        ctx: &mut Ctx,
+        now: Instant,
+        addr: SocketAddr,
+        credentials: Option<(String, String)>,
+        explicit_exit_notify: bool,
+        tun_mtu: u16,
+    ) -> Result<Self, rustls::Error> {
+        let local_sid = SessionId::random(ctx.rng.as_mut());
+        let tls = ctx.tls.connect()?;
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        ks.reliable.queue(now, Opcode::ControlHardResetClientV2, Vec::new());
+        let offered_ekm = ctx.key_derivation == KeyDerivation::Auto;
+        let mut proto = iv_proto::DATA_V2 | iv_proto::REQUEST_PUSH | iv_proto::CC_EXIT_NOTIFY;
+        if offered_ekm {
+            proto |= iv_proto::TLS_KEY_EXPORT;
+        }
+        let ciphers: Vec<&str> = ctx.data_ciphers.iter().map(|c| c.name()).collect();
+        let peer_info = format!(
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU={}\nIV_NCP=2\nIV_CIPHERS={}\nIV_PROTO={proto}\nIV_GUI_VER=warren_{}\n",
+            u32::from(tun_mtu) + 100,
+            ciphers.join(":"),
+            env!("CARGO_PKG_VERSION"),
+        );
+        let side = Side::Client(ClientSide {
+            peer_info,
+            credentials,
+            offered_ekm,
+            push_parts: Vec::new(),
+            pushed: None,
+            push_request_at: None,
+            server_cn: None,
+            just_connected: false,
+            explicit_exit_notify,
+        });
+        let mut s = Session::base(ctx, now, u32::MAX, 0, addr, local_sid, None, ks, side, 1);
+        s.write_client_km2(ctx, 0);
+        Ok(s)
+    }
+
+    pub fn role(&self) -> Role {
+        match self.side {
+            Side::Server(_) => Role::Server,
+            Side::Client(_) => Role::Client,
+        }
     }
 
     pub fn is_closing(&self) -> bool {
         self.closing.is_some() || self.dead.is_some()
     }
 
+    fn write_client_km2(&mut self, ctx: &mut Ctx, idx: usize) {
+        let Side::Client(c) = &self.side else { return };
+        let mut pre_master = [0u8; 48];
+        let mut random1 = [0u8; 32];
+        let mut random2 = [0u8; 32];
+        ctx.rng.fill(&mut pre_master);
+        ctx.rng.fill(&mut random1);
+        ctx.rng.fill(&mut random2);
+        let (username, password) = c.credentials.clone().unwrap_or_default();
+        let km2 = KeyMethod2 {
+            pre_master: Some(pre_master),
+            random1,
+            random2,
+            options: ctx.occ.clone(),
+            username,
+            password,
+            peer_info: c.peer_info.clone(),
+        };
+        let mut buf = Vec::with_capacity(512);
+        if let Err(e) = km2.write(&mut buf) {
+            tracing::error!("cannot encode key-method 2: {e}");
+            return;
+        }
+        let ks = &mut self.keys[idx];
+        ks.write_record(&buf);
+        ks.local_km2 = Some(km2);
+        ks.km2_sent = true;
+    }
+
     /// Handles an authenticated, parsed control packet that belongs to this session.
-    pub fn on_control(&mut self, sh: &mut Shared, now: Instant, stamp: Option<ReplayStamp>, pkt: &ControlPacket<'_>) {
+    pub fn on_control(&mut self, ctx: &mut Ctx, now: Instant, stamp: Option<ReplayStamp>, pkt: &ControlPacket<'_>) {
+        if self.remote_sid.is_none() && !self.accept_server_reset(ctx, pkt) {
+            return;
+        }
+        if self.remote_sid != Some(pkt.session_id) {
+            ctx.count(DropReason::NoSession);
+            return;
+        }
         if let Some(st) = stamp {
             // OpenVPN checks the wrap packet-id after authentication (tls_crypt.c, ssl_pkt.c).
             if self.wrap_rx.check_and_update(st.id, st.time, now).is_err() {
-                sh.count(DropReason::Replay);
+                ctx.count(DropReason::Replay);
                 return;
             }
         }
         if !pkt.acks.ids.is_empty() && pkt.acks.remote_session != Some(self.local_sid) {
             // reliable.c reliable_ack_read: "ACK read BAD SESSION-ID".
-            sh.count(DropReason::Malformed);
+            ctx.count(DropReason::Malformed);
             return;
         }
         if self.is_closing() {
@@ -178,15 +326,15 @@ impl Session {
         }
         let idx = match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
             Some(i) => i,
-            None if pkt.opcode == Opcode::ControlSoftResetV1 => match self.accept_soft_reset(sh, now, pkt.key_id) {
+            None if pkt.opcode == Opcode::ControlSoftResetV1 => match self.accept_soft_reset(ctx, now, pkt.key_id) {
                 Some(i) => i,
                 None => {
-                    sh.count(DropReason::NoKey);
+                    ctx.count(DropReason::NoKey);
                     return;
                 }
             },
             None => {
-                sh.count(DropReason::NoKey);
+                ctx.count(DropReason::NoKey);
                 return;
             }
         };
@@ -201,48 +349,82 @@ impl Session {
             if op == Opcode::ControlV1 && tls_result.is_ok() {
                 tls_result = ks.receive_tls(&payload);
             }
-            // Reset payloads (early-negotiation TLVs) are only meaningful for tls-crypt-v2,
-            // which is not offered; soft resets carry nothing.
+            // Reset payloads (early-negotiation TLVs) only matter for tls-crypt-v2, which is
+            // not offered; soft resets carry nothing.
         }
         if let Err(e) = tls_result {
-            let first = self.common_name.is_none();
-            let reason = format!("{e}");
-            if first {
-                sh.handshake_failed(self.addr, reason.clone());
-            } else {
-                tracing::warn!(peer_id = self.peer_id, "renegotiation failed: {reason}");
-            }
-            self.close(sh, now, DisconnectReason::TlsError(reason));
-            self.keys[idx].queue_tls_output(now, sh.max_payload);
+            let reason = match &e {
+                crate::keystate::KeyStateError::Tls(t) => crate::tls::describe_tls_error(t),
+                other => other.to_string(),
+            };
+            self.fail(ctx, now, reason);
+            self.keys[idx].queue_tls_output(now, ctx.max_payload);
             return;
         }
-        if let Err(reason) = self.process_plaintext(sh, now, idx) {
-            sh.handshake_failed(self.addr, reason.clone());
-            self.close(sh, now, DisconnectReason::TlsError(reason));
+        if let Err(reason) = self.process_plaintext(ctx, now, idx) {
+            self.fail(ctx, now, reason);
         }
-        self.update_phase(sh, now, idx);
+        self.update_phase(ctx, now, idx);
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx, now: Instant, reason: String) {
+        if self.common_name.is_none() && !self.connected {
+            ctx.handshake_failed(self.addr, reason.clone());
+        } else {
+            tracing::warn!(peer_id = self.peer_id, "session failed: {reason}");
+        }
+        let end = match self.side {
+            Side::Server(_) => End::Server(DisconnectReason::TlsError(reason)),
+            Side::Client(_) => End::Client(ClientDisconnect::TlsError(reason)),
+        };
+        self.close(now, end);
+    }
+
+    /// Client: the first packet we accept is the server's reset that acknowledges ours; it
+    /// tells us the server's session id (ssl.c:3850 "TLS: Initial packet from").
+    fn accept_server_reset(&mut self, ctx: &mut Ctx, pkt: &ControlPacket<'_>) -> bool {
+        let ok = matches!(self.side, Side::Client(_))
+            && pkt.opcode == Opcode::ControlHardResetServerV2
+            && pkt.key_id == KeyId::ZERO
+            && pkt.msg_id == Some(0)
+            && pkt.acks.remote_session == Some(self.local_sid)
+            && !pkt.session_id.is_zero();
+        if !ok {
+            ctx.count(DropReason::NoSession);
+            return false;
+        }
+        // ssl.c:2702: the 2.6 client parses the reset payload as TLVs and aborts on bad ones.
+        if warren_wire::parse_tlvs(pkt.payload).is_err() {
+            ctx.count(DropReason::Malformed);
+            return false;
+        }
+        self.remote_sid = Some(pkt.session_id);
+        // S_START: now the TLS client may talk (its ClientHello becomes msg-id 1).
+        self.keys[0].tls_enabled = true;
+        true
     }
 
     /// Peer-initiated renegotiation: a soft reset on the next key id (ssl.c:3850).
-    fn accept_soft_reset(&mut self, sh: &mut Shared, now: Instant, key_id: KeyId) -> Option<usize> {
+    fn accept_soft_reset(&mut self, ctx: &mut Ctx, now: Instant, key_id: KeyId) -> Option<usize> {
         let primary = self.keys.first()?;
         if primary.phase != Phase::Active || key_id != primary.key_id.next() {
             return None;
         }
-        self.start_key_state(sh, now, key_id)?;
+        self.start_key_state(ctx, now, key_id)?;
         Some(0)
     }
 
     /// Starts a new key state (ours or the peer's soft reset) and queues our SOFT_RESET.
-    fn start_key_state(&mut self, sh: &mut Shared, now: Instant, key_id: KeyId) -> Option<()> {
-        let tls = match rustls::ServerConnection::new(sh.config.tls.clone()) {
+    fn start_key_state(&mut self, ctx: &mut Ctx, now: Instant, key_id: KeyId) -> Option<()> {
+        let tls = match ctx.tls.connect() {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("cannot start TLS for renegotiation: {e}");
                 return None;
             }
         };
-        let mut ks = KeyState::new(key_id, rustls::Connection::Server(tls), sh.reliable, now, sh.config.hand_window);
+        let mut ks = KeyState::new(key_id, tls, ctx.reliable, now, ctx.hand_window);
+        ks.tls_enabled = true;
         ks.reliable.queue(now, Opcode::ControlSoftResetV1, Vec::new());
         // Drop the oldest states beyond the limit, never the primary.
         while self.keys.len() >= MAX_KEY_STATES {
@@ -250,20 +432,29 @@ impl Session {
         }
         self.keys.insert(0, ks);
         self.reneg_at = None;
+        if matches!(self.side, Side::Client(_)) {
+            // The client re-sends key-method 2 (with credentials) on every key (ssl.c:2220).
+            self.write_client_km2(ctx, 0);
+        }
         Some(())
     }
 
-    fn process_plaintext(&mut self, sh: &mut Shared, now: Instant, idx: usize) -> Result<(), String> {
+    fn process_plaintext(&mut self, ctx: &mut Ctx, now: Instant, idx: usize) -> Result<(), String> {
+        let from_client = matches!(self.side, Side::Server(_));
         let ks = &mut self.keys[idx];
         if ks.is_handshaking() {
             return Ok(());
         }
         if !ks.km2_received {
-            match KeyMethod2::parse(&ks.plain_in, true) {
+            match KeyMethod2::parse(&ks.plain_in, from_client) {
                 Ok((km2, used)) => {
                     ks.plain_in.drain(..used);
                     ks.km2_received = true;
-                    self.on_client_km2(sh, now, idx, km2)?;
+                    if from_client {
+                        self.on_client_km2(ctx, idx, km2)?;
+                    } else {
+                        self.on_server_km2(ctx, now, idx, km2)?;
+                    }
                 }
                 Err(WireError::Truncated) => return Ok(()),
                 Err(e) => return Err(format!("bad key-method 2 message: {e}")),
@@ -274,13 +465,13 @@ impl Session {
             let bytes = std::mem::take(&mut ks.plain_in);
             self.messages.push(&bytes);
             while let Some(msg) = self.messages.next_message() {
-                self.on_control_message(sh, now, &msg);
+                self.on_control_message(ctx, now, &msg)?;
             }
         }
         Ok(())
     }
 
-    fn on_client_km2(&mut self, sh: &mut Shared, now: Instant, idx: usize, km2: KeyMethod2) -> Result<(), String> {
+    fn on_client_km2(&mut self, ctx: &mut Ctx, idx: usize, km2: KeyMethod2) -> Result<(), String> {
         let ks = &self.keys[idx];
         let cn = ks
             .peer_certificates()
@@ -293,8 +484,8 @@ impl Session {
             self.data_v2 = info.proto & iv_proto::DATA_V2 != 0;
             self.request_push = info.proto & iv_proto::REQUEST_PUSH != 0;
             self.cc_exit = info.proto & iv_proto::CC_EXIT_NOTIFY != 0;
-            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0 && sh.config.key_derivation == KeyDerivation::Auto;
-            self.cipher = Some(negotiate_cipher(sh, &info, &km2.options)?);
+            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0 && ctx.key_derivation == KeyDerivation::Auto;
+            self.cipher = Some(negotiate_cipher(ctx, &info, &km2.options)?);
             tracing::debug!(
                 peer_id = self.peer_id,
                 version = info.version.as_deref().unwrap_or("?"),
@@ -311,20 +502,19 @@ impl Session {
                 self.common_name.as_deref().unwrap_or("")
             ));
         }
-        let cipher = self.cipher.ok_or("no cipher negotiated")?;
 
         // Our key-method 2 reply (ssl.c key_method_2_write): no pre-master from the server.
         let mut random1 = [0u8; 32];
         let mut random2 = [0u8; 32];
-        sh.rng.fill(&mut random1);
-        sh.rng.fill(&mut random2);
+        ctx.rng.fill(&mut random1);
+        ctx.rng.fill(&mut random2);
         let reply = KeyMethod2 {
             pre_master: None,
             random1,
             random2,
             // OCC options string (occ.c): informational; mirroring the client's own string
             // (with our role) avoids spurious "used inconsistently" warnings in its log.
-            options: server_occ(&km2.options).unwrap_or_else(|| sh.occ_options()),
+            options: server_occ(&km2.options).unwrap_or_else(|| ctx.occ.clone()),
             username: String::new(),
             password: String::new(),
             peer_info: String::new(),
@@ -334,59 +524,190 @@ impl Session {
         let ks = &mut self.keys[idx];
         ks.write_record(&buf);
         ks.km2_sent = true;
-
-        let key2 = if self.ekm {
-            ks.export_key2().map_err(|e| format!("TLS exporter failed: {e}"))?
-        } else {
-            let pre_master = km2.pre_master.ok_or("client key-method 2 lacks the pre-master secret")?;
-            warren_crypto::openvpn_prf_key2(
-                &pre_master,
-                &km2.random1,
-                &random1,
-                &km2.random2,
-                &random2,
-                &self.remote_sid.0,
-                &self.local_sid.0,
-            )
-        };
-        install_keys(ks, cipher, &key2);
-        ks.phase = Phase::KeysReady;
+        ks.local_km2 = Some(reply);
+        ks.remote_km2 = Some(km2);
+        self.derive_keys(idx)?;
         if first {
             self.pending_connect = true;
         } else {
-            tracing::debug!(peer_id = self.peer_id, key_id = ks.key_id.get(), "renegotiated");
-            sh.renegotiated(now, self.peer_id, ks.key_id.get());
+            let key_id = self.keys[idx].key_id.get();
+            tracing::debug!(peer_id = self.peer_id, key_id, "renegotiated");
+            ctx.events.push_back(SessionEvent::Renegotiated { peer_id: self.peer_id, key_id });
         }
         Ok(())
     }
 
-    fn on_control_message(&mut self, sh: &mut Shared, now: Instant, msg: &str) {
-        if msg == "PUSH_REQUEST" {
-            let recently = self.push_sent.is_some_and(|t| now < t + PUSH_REPLY_INTERVAL);
-            if !recently {
-                self.send_push_reply(sh, now);
-            }
-        } else if msg == "EXIT" {
-            // explicit-exit-notify with cc-exit: free the session at once.
-            self.dead = Some(DisconnectReason::ExitNotify);
-        } else {
-            tracing::debug!(peer_id = self.peer_id, "ignoring control message {msg:?}");
+    fn on_server_km2(&mut self, ctx: &mut Ctx, now: Instant, idx: usize, km2: KeyMethod2) -> Result<(), String> {
+        let cn = self.keys[idx].peer_certificates().and_then(crate::tls::peer_common_name);
+        self.keys[idx].remote_km2 = Some(km2);
+        let Side::Client(c) = &mut self.side else { return Ok(()) };
+        if c.pushed.is_none() {
+            // Key id 0: the cipher and key derivation come with PUSH_REPLY (push.c).
+            c.server_cn = cn;
+            c.push_request_at = Some(now + PUSH_REQUEST_FIRST);
+            return Ok(());
         }
+        self.derive_keys(idx)?;
+        // The server derived its keys when it sent key-method 2: we may use ours at once.
+        self.activate(ctx, now, idx);
+        let key_id = self.keys[idx].key_id.get();
+        ctx.events.push_back(SessionEvent::Renegotiated { peer_id: self.peer_id, key_id });
+        Ok(())
     }
 
-    /// Called by the server once the address is allocated and the options decided.
-    pub fn set_push_reply(&mut self, sh: &mut Shared, now: Instant, options: Vec<String>) {
+    /// Data-channel keys for key state `idx` (ssl.c:1520-1716): tls-ekm or the TLS1-PRF.
+    fn derive_keys(&mut self, idx: usize) -> Result<(), String> {
+        let cipher = self.cipher.ok_or("no data cipher negotiated")?;
+        let role = self.role();
+        let remote_sid = self.remote_sid.ok_or("peer session id unknown")?;
+        let ks = &mut self.keys[idx];
+        let key2 = if self.ekm {
+            ks.export_key2().map_err(|e| format!("TLS exporter failed: {e}"))?
+        } else {
+            let (local, remote) = (ks.local_km2.as_ref(), ks.remote_km2.as_ref());
+            let (client, server, client_sid, server_sid) = match role {
+                Role::Server => (remote, local, remote_sid, self.local_sid),
+                Role::Client => (local, remote, self.local_sid, remote_sid),
+            };
+            let (client, server) = client.zip(server).ok_or("key-method 2 exchange incomplete")?;
+            let pre_master = client.pre_master.ok_or("client key-method 2 lacks the pre-master secret")?;
+            warren_crypto::openvpn_prf_key2(
+                &pre_master,
+                &client.random1,
+                &server.random1,
+                &client.random2,
+                &server.random2,
+                &client_sid.0,
+                &server_sid.0,
+            )
+        };
+        ks.data = Some(Arc::new(DataKeys::new(cipher, &key2, role)));
+        ks.phase = Phase::KeysReady;
+        // The secrets of key-method 2 are no longer needed.
+        ks.local_km2 = None;
+        ks.remote_km2 = None;
+        Ok(())
+    }
+
+    fn on_control_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) -> Result<(), String> {
+        match &mut self.side {
+            Side::Server(srv) => {
+                if msg == "PUSH_REQUEST" {
+                    let recently = srv.push_sent.is_some_and(|t| now < t + PUSH_REPLY_INTERVAL);
+                    if !recently {
+                        self.send_push_reply(ctx, now);
+                    }
+                } else if msg == "EXIT" {
+                    // explicit-exit-notify with cc-exit: free the session at once.
+                    self.dead = Some(End::Server(DisconnectReason::ExitNotify));
+                } else {
+                    tracing::debug!(peer_id = self.peer_id, "ignoring control message {msg:?}");
+                }
+            }
+            Side::Client(_) => self.on_server_message(ctx, now, msg)?,
+        }
+        Ok(())
+    }
+
+    /// Client: PUSH_REPLY, AUTH_FAILED, RESTART, HALT, INFO, EXIT (forward.c:234).
+    fn on_server_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) -> Result<(), String> {
+        let reason = |m: &str, prefix: &str| m.strip_prefix(prefix).unwrap_or("").trim_start_matches(',').to_string();
+        if let Some(reply) = warren_wire::parse_push_reply(msg) {
+            let Side::Client(c) = &mut self.side else { return Ok(()) };
+            if c.pushed.is_some() {
+                return Ok(()); // a repeated reply to a repeated request
+            }
+            let more = reply.more_follows();
+            c.push_parts.extend(reply.options);
+            if more {
+                return Ok(());
+            }
+            let pushed = crate::client::parse_pushed(&std::mem::take(&mut c.push_parts));
+            return self.apply_push(ctx, now, pushed);
+        }
+        let end = if msg.starts_with("AUTH_FAILED") {
+            Some(ClientDisconnect::AuthFailed(reason(msg, "AUTH_FAILED")))
+        } else if msg.starts_with("RESTART") {
+            Some(ClientDisconnect::Restart(reason(msg, "RESTART")))
+        } else if msg.starts_with("HALT") {
+            Some(ClientDisconnect::Halt(reason(msg, "HALT")))
+        } else if msg == "EXIT" {
+            Some(ClientDisconnect::Restart("server exited".into()))
+        } else {
+            if msg.starts_with("INFO") {
+                tracing::info!("server says: {msg}");
+            } else if msg.starts_with("AUTH_PENDING") {
+                for ks in &mut self.keys {
+                    ks.handshake_deadline = ks.handshake_deadline.max(now + ctx.hand_window);
+                }
+            } else {
+                tracing::debug!("ignoring control message {msg:?}");
+            }
+            None
+        };
+        if let Some(end) = end {
+            self.dead = Some(End::Client(end));
+        }
+        Ok(())
+    }
+
+    /// Client: the options that finish the key-id-0 setup (push.c, ssl_ncp.c).
+    fn apply_push(&mut self, ctx: &mut Ctx, now: Instant, pushed: PushedConfig) -> Result<(), String> {
+        let Side::Client(c) = &mut self.side else { return Ok(()) };
+        let cipher = match pushed.cipher {
+            Some(p) if ctx.data_ciphers.contains(&p) => p,
+            Some(p) => return Err(format!("server pushed cipher {} which is not in our data-ciphers", p.name())),
+            None => ctx
+                .data_ciphers_fallback
+                .ok_or("server pushed no cipher and no data-ciphers-fallback is set")?,
+        };
+        if pushed.tls_ekm && !c.offered_ekm {
+            return Err("server pushed tls-ekm key derivation which we did not offer".into());
+        }
+        self.cipher = Some(cipher);
+        self.ekm = pushed.tls_ekm;
+        self.cc_exit = pushed.cc_exit;
+        if let Some(id) = pushed.peer_id {
+            self.peer_id = id;
+            self.data_v2 = true;
+        }
+        if let Some(p) = pushed.ping {
+            self.ping = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+        }
+        if let Some(p) = pushed.ping_restart {
+            self.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+        }
+        self.vpn_ip = pushed.ifconfig.map(|(ip, _)| ip);
+        c.pushed = Some(pushed);
+        c.push_request_at = None;
+        let idx = self.keys.iter().position(|k| k.key_id == KeyId::ZERO).ok_or("key id 0 is gone")?;
+        self.derive_keys(idx)?;
+        self.activate(ctx, now, idx);
+        self.connected = true;
+        self.connected_since = now;
+        if let Side::Client(c) = &mut self.side {
+            c.just_connected = true;
+        }
+        self.schedule_reneg(ctx, now);
+        Ok(())
+    }
+
+    /// Server: called once the address is allocated and the options decided.
+    pub fn set_push_reply(&mut self, ctx: &mut Ctx, now: Instant, options: Vec<String>) {
         self.pending_connect = false;
         self.connected = true;
-        self.push_options = Some(options);
-        if self.request_push {
-            self.send_push_reply(sh, now);
+        if let Side::Server(srv) = &mut self.side {
+            srv.push_options = Some(options);
         }
-        self.schedule_reneg(sh, now);
+        if self.request_push {
+            self.send_push_reply(ctx, now);
+        }
+        self.schedule_reneg(ctx, now);
     }
 
-    fn send_push_reply(&mut self, sh: &mut Shared, now: Instant) {
-        let Some(options) = &self.push_options else { return };
+    fn send_push_reply(&mut self, ctx: &mut Ctx, now: Instant) {
+        let Side::Server(srv) = &mut self.side else { return };
+        let Some(options) = &srv.push_options else { return };
         let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else { return };
         let mut buf = Vec::new();
         for msg in warren_wire::build_push_replies(options) {
@@ -394,51 +715,90 @@ impl Session {
             encode_control_message(&msg, &mut buf);
             self.keys[idx].write_record(&buf);
         }
-        self.keys[idx].queue_tls_output(now, sh.max_payload);
-        self.push_sent = Some(now);
+        self.keys[idx].queue_tls_output(now, ctx.max_payload);
+        srv.push_sent = Some(now);
     }
 
-    /// Sends a control message (e.g. `RESTART`, `AUTH_FAILED`) on the newest usable key.
-    pub fn send_control_message(&mut self, sh: &mut Shared, now: Instant, msg: &str) {
-        let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else { return };
+    /// Sends a control message (`RESTART`, `AUTH_FAILED`, `EXIT`, `PUSH_REQUEST`) on the newest
+    /// key whose TLS session is up.
+    pub fn send_control_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) {
+        let Some(idx) = self.keys.iter().position(|k| k.km2_sent && !k.is_handshaking()) else { return };
         let mut buf = Vec::new();
         encode_control_message(msg, &mut buf);
         self.keys[idx].write_record(&buf);
-        self.keys[idx].queue_tls_output(now, sh.max_payload);
+        self.keys[idx].queue_tls_output(now, ctx.max_payload);
     }
 
     /// Ends the session after a short linger that lets a last message or alert go out.
-    pub fn close(&mut self, _sh: &mut Shared, now: Instant, reason: DisconnectReason) {
+    pub fn close(&mut self, now: Instant, end: End) {
         if self.closing.is_none() {
-            self.closing = Some((now + CLOSE_LINGER, reason));
+            self.closing = Some((now + CLOSE_LINGER, end));
         }
     }
 
-    fn schedule_reneg(&mut self, sh: &mut Shared, now: Instant) {
-        if let Some(reneg) = sh.config.reneg {
-            // The server subtracts up to 10% jitter so it usually renegotiates first
-            // (ssl.c tls_session_init / key_state_init: reneg-sec jitter).
+    /// Client: leave, telling the server (explicit-exit-notify): `EXIT` when cc-exit was
+    /// negotiated, an OCC EXIT data packet otherwise (occ.c).
+    pub fn client_exit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<Vec<u8>>) {
+        let notify = matches!(&self.side, Side::Client(c) if c.explicit_exit_notify);
+        if notify && self.connected {
+            if self.cc_exit {
+                self.send_control_message(ctx, now, "EXIT");
+            } else {
+                let mut buf = vec![0u8; DATA_HEADROOM];
+                warren_wire::encode_occ_exit(&mut buf);
+                if let Some(range) = self.seal_data(now, &mut buf) {
+                    out.push(buf[range].to_vec());
+                }
+            }
+        }
+        self.close(now, End::Client(ClientDisconnect::Closed));
+        if !notify || !self.cc_exit {
+            // Nothing to wait for.
+            self.closing = Some((now, End::Client(ClientDisconnect::Closed)));
+        }
+    }
+
+    fn schedule_reneg(&mut self, ctx: &mut Ctx, now: Instant) {
+        if let Some(reneg) = ctx.reneg {
             let secs = reneg.as_secs().max(1);
-            let jitter = u64::from(sh.rng.next_u32()) % (secs / 10 + 1);
+            let jitter = match self.side {
+                // The server subtracts up to 10% jitter so it usually renegotiates first
+                // (ssl.c tls_session_init).
+                Side::Server(_) => u64::from(ctx.rng.next_u32()) % (secs / 10 + 1),
+                Side::Client(_) => 0,
+            };
             self.reneg_at = Some(now + Duration::from_secs(secs - jitter));
         }
     }
 
-    fn update_phase(&mut self, sh: &mut Shared, now: Instant, idx: usize) {
+    fn activate(&mut self, ctx: &mut Ctx, now: Instant, idx: usize) {
         let ks = &mut self.keys[idx];
-        ks.queue_tls_output(now, sh.max_payload);
-        if ks.phase == Phase::KeysReady && ks.reliable.all_acked() && !ks.has_unsent_tls() && !self.pending_connect {
-            ks.phase = Phase::Active;
-            ks.established = Some(now);
-            if idx == 0 && self.keys.len() > 1 {
-                // The new key takes over; the old ones become lame ducks.
-                for old in &mut self.keys[1..] {
-                    if old.expires.is_none() {
-                        old.expires = Some(now + TRANSITION_WINDOW);
-                    }
+        if ks.phase == Phase::Active {
+            return;
+        }
+        ks.phase = Phase::Active;
+        ks.established = Some(now);
+        if idx == 0 && self.keys.len() > 1 {
+            // The new key takes over; the old ones become lame ducks.
+            for old in &mut self.keys[1..] {
+                if old.expires.is_none() {
+                    old.expires = Some(now + TRANSITION_WINDOW);
                 }
-                self.schedule_reneg(sh, now);
             }
+            self.schedule_reneg(ctx, now);
+        }
+    }
+
+    fn update_phase(&mut self, ctx: &mut Ctx, now: Instant, idx: usize) {
+        if idx >= self.keys.len() {
+            return;
+        }
+        let ks = &mut self.keys[idx];
+        ks.queue_tls_output(now, ctx.max_payload);
+        // Server: S_ACTIVE once everything we sent is acknowledged (ssl.c:2899), i.e. the
+        // client has our key-method 2 and its keys; only then do we send data on this key.
+        if ks.phase == Phase::KeysReady && ks.reliable.all_acked() && !ks.has_unsent_tls() && !self.pending_connect {
+            self.activate(ctx, now, idx);
         }
     }
 
@@ -479,16 +839,16 @@ impl Session {
         Ok(range)
     }
 
-    pub fn next_timeout(&self, sh: &Shared) -> Option<Instant> {
+    pub fn next_timeout(&self) -> Option<Instant> {
+        if self.dead.is_some() {
+            return None;
+        }
         let mut t: Option<Instant> = None;
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        if self.dead.is_some() {
-            return None;
-        }
         if let Some((at, _)) = &self.closing {
             consider(Some(*at));
         }
@@ -501,28 +861,34 @@ impl Session {
         }
         if self.closing.is_none() {
             if self.connected {
-                if let Some(p) = sh.config.ping {
+                if let Some(p) = self.ping {
                     consider(Some(self.last_sent + p));
                 }
                 consider(self.reneg_at);
             }
-            if let Some(pr) = sh.config.ping_restart {
+            if let Some(pr) = self.ping_restart {
                 consider(Some(self.last_recv + pr));
+            }
+            if let Side::Client(c) = &self.side {
+                consider(c.push_request_at);
             }
         }
         t
     }
 
-    pub fn handle_timeout(&mut self, sh: &mut Shared, now: Instant) {
-        if let Some((at, reason)) = &self.closing {
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx, now: Instant) {
+        if let Some((at, end)) = &self.closing {
             if now >= *at {
-                self.dead = Some(reason.clone());
+                self.dead = Some(end.clone());
             }
             return;
         }
-        if let Some(pr) = sh.config.ping_restart {
+        if let Some(pr) = self.ping_restart {
             if now >= self.last_recv + pr {
-                self.dead = Some(DisconnectReason::PingTimeout);
+                self.dead = Some(match self.side {
+                    Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
+                    Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
+                });
                 return;
             }
         }
@@ -532,15 +898,18 @@ impl Session {
             if ks.phase != Phase::Active && now >= ks.handshake_deadline {
                 if ks.key_id == KeyId::ZERO || self.keys.len() == 1 {
                     // ssl.c: "TLS key negotiation failed to occur within 60 seconds".
-                    if self.common_name.is_none() {
-                        sh.handshake_failed(self.addr, "TLS handshake did not finish within hand-window".into());
+                    if !self.connected {
+                        ctx.handshake_failed(self.addr, "TLS handshake did not finish within hand-window".into());
                     }
-                    self.dead = Some(DisconnectReason::HandshakeTimeout);
+                    self.dead = Some(match self.side {
+                        Side::Server(_) => End::Server(DisconnectReason::HandshakeTimeout),
+                        Side::Client(_) => End::Client(ClientDisconnect::HandshakeTimeout),
+                    });
                     return;
                 }
                 tracing::warn!(peer_id = self.peer_id, key_id = ks.key_id.get(), "renegotiation timed out");
                 self.keys.remove(i);
-                self.schedule_reneg(sh, now);
+                self.schedule_reneg(ctx, now);
                 continue;
             }
             if ks.expires.is_some_and(|e| now >= e) && i > 0 {
@@ -549,8 +918,15 @@ impl Session {
             }
             i += 1;
         }
+        let push_due = matches!(&self.side, Side::Client(c) if c.push_request_at.is_some_and(|t| now >= t));
+        if push_due {
+            self.send_control_message(ctx, now, "PUSH_REQUEST");
+            if let Side::Client(c) = &mut self.side {
+                c.push_request_at = Some(now + PUSH_REQUEST_INTERVAL);
+            }
+        }
         if self.connected {
-            if let Some(p) = sh.config.ping {
+            if let Some(p) = self.ping {
                 if now >= self.last_sent + p {
                     self.ping_due = true;
                 }
@@ -561,8 +937,8 @@ impl Session {
                 if !busy {
                     if let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
                         tracing::debug!(peer_id = self.peer_id, key_id = next.get(), "starting renegotiation");
-                        if self.start_key_state(sh, now, next).is_none() {
-                            self.schedule_reneg(sh, now);
+                        if self.start_key_state(ctx, now, next).is_none() {
+                            self.schedule_reneg(ctx, now);
                         }
                     }
                 }
@@ -572,13 +948,13 @@ impl Session {
 
     /// Writes the next datagram for this session into `out`. Returns false when there is
     /// nothing more to send now.
-    pub fn poll_transmit(&mut self, sh: &mut Shared, now: Instant, out: &mut Vec<u8>) -> bool {
+    pub fn poll_transmit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<u8>) -> bool {
         if self.dead.is_some() {
             return false;
         }
         // Control packets due (first transmissions and retransmissions), newest key first.
         for idx in 0..self.keys.len() {
-            self.keys[idx].queue_tls_output(now, sh.max_payload);
+            self.keys[idx].queue_tls_output(now, ctx.max_payload);
             let next = self.keys[idx].reliable.poll_transmit(now).map(|p| {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(p.payload);
@@ -587,16 +963,18 @@ impl Session {
             if let Some((msg_id, opcode)) = next {
                 let payload = std::mem::take(&mut self.scratch);
                 // CONTROL_SEND_ACK_MAX (ssl.h:55): at most 4 ACKs piggybacked.
-                self.emit_control(sh, now, idx, opcode, Some(msg_id), &payload, 4, out);
+                self.emit_control(ctx, now, idx, opcode, Some(msg_id), &payload, 4, out);
                 self.scratch = payload;
                 return true;
             }
         }
         // Nothing to piggyback on: a bare P_ACK_V1 with up to 8 ACKs (ssl.c:3148).
-        for idx in 0..self.keys.len() {
-            if self.keys[idx].reliable.needs_ack() {
-                self.emit_control(sh, now, idx, Opcode::AckV1, None, &[], warren_wire::MAX_ACKS, out);
-                return true;
+        if self.remote_sid.is_some() {
+            for idx in 0..self.keys.len() {
+                if self.keys[idx].reliable.needs_ack() {
+                    self.emit_control(ctx, now, idx, Opcode::AckV1, None, &[], warren_wire::MAX_ACKS, out);
+                    return true;
+                }
             }
         }
         if self.ping_due {
@@ -616,7 +994,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     fn emit_control(
         &mut self,
-        sh: &mut Shared,
+        ctx: &mut Ctx,
         now: Instant,
         idx: usize,
         opcode: Opcode,
@@ -627,15 +1005,15 @@ impl Session {
     ) {
         self.acks.clear();
         let ks = &mut self.keys[idx];
-        ks.reliable.write_acks(max_acks, &mut self.acks);
+        // Until a client knows the server's session id there is nothing to acknowledge.
+        if self.remote_sid.is_some() {
+            ks.reliable.write_acks(max_acks, &mut self.acks);
+        }
         let pkt = ControlPacket {
             opcode,
             key_id: ks.key_id,
             session_id: self.local_sid,
-            acks: AckBlock {
-                ids: self.acks.clone(),
-                remote_session: (!self.acks.is_empty()).then_some(self.remote_sid),
-            },
+            acks: AckBlock { ids: self.acks.clone(), remote_session: self.remote_sid.filter(|_| !self.acks.is_empty()) },
             msg_id,
             payload,
         };
@@ -643,7 +1021,7 @@ impl Session {
         pkt.write_body(&mut body);
         let stamp = ReplayStamp { id: self.wrap_tx_id, time: self.wrap_tx_time };
         self.wrap_tx_id = self.wrap_tx_id.wrapping_add(1);
-        sh.wrap.wrap(&pkt.head(), stamp, &body, out);
+        ctx.wrap.wrap(&pkt.head(), stamp, &body, out);
         self.last_sent = now;
     }
 }
@@ -653,14 +1031,10 @@ fn server_occ(client: &str) -> Option<String> {
     (client.starts_with("V4,") && client.len() < 500).then(|| format!("{base}tls-server"))
 }
 
-fn install_keys(ks: &mut KeyState, cipher: CipherKind, key2: &Key2) {
-    ks.data = Some(Arc::new(DataKeys::new(cipher, key2, Role::Server)));
-}
-
 /// NCP (ssl_ncp.c:248): the first of our `data-ciphers` the client lists in IV_CIPHERS; for
 /// clients without IV_CIPHERS, their OCC `cipher` if we allow it, else `data-ciphers-fallback`.
-fn negotiate_cipher(sh: &Shared, info: &PeerInfo, occ: &str) -> Result<CipherKind, String> {
-    let ours = &sh.config.data_ciphers;
+fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind, String> {
+    let ours = &ctx.data_ciphers;
     if !info.ciphers.is_empty() {
         for c in ours {
             if info.ciphers.iter().any(|p| CipherKind::from_name(p) == Some(*c)) {
@@ -680,7 +1054,6 @@ fn negotiate_cipher(sh: &Shared, info: &PeerInfo, occ: &str) -> Result<CipherKin
     if let Some(c) = occ_cipher.filter(|c| ours.contains(c)) {
         return Ok(c);
     }
-    sh.config
-        .data_ciphers_fallback
+    ctx.data_ciphers_fallback
         .ok_or_else(|| "client announced no ciphers and no data-ciphers-fallback is set".to_string())
 }

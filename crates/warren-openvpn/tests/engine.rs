@@ -1,0 +1,763 @@
+//! The server and client engines against each other, in memory, with a fake clock and a
+//! seeded lossy network (loss, duplication, reordering, delay). No sockets, no threads:
+//! hours of protocol time run in milliseconds and every run is reproducible from its seed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use warren_core::{Instant, Rng, TestRng};
+use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
+use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
+use warren_openvpn::{
+    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM, DatagramOutcome, DisconnectReason,
+    DropReason, EncapOutcome, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
+};
+
+// ---------------------------------------------------------------------------------------------
+// PKI
+// ---------------------------------------------------------------------------------------------
+
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+    other_ca_client: (String, String),
+}
+
+fn issue(ca: &Issuer<'_, &KeyPair>, cn: &str, eku: ExtendedKeyUsagePurpose, server: bool) -> (String, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = if server {
+        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
+    };
+    p.extended_key_usages = vec![eku];
+    let cert = p.signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn ca(cn: &str) -> (CertificateParams, KeyPair, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let pem = p.self_signed(&key).unwrap().pem();
+    (p, key, pem)
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let (params, key, ca_pem) = ca("Test CA");
+        let issuer = Issuer::from_params(&params, &key);
+        let (oparams, okey, _) = ca("Other CA");
+        let other = Issuer::from_params(&oparams, &okey);
+        Pki {
+            ca_pem,
+            server: issue(&issuer, "server", ExtendedKeyUsagePurpose::ServerAuth, true),
+            client: issue(&issuer, "client", ExtendedKeyUsagePurpose::ClientAuth, false),
+            other_ca_client: issue(&other, "mallory", ExtendedKeyUsagePurpose::ClientAuth, false),
+        }
+    })
+}
+
+fn static_key(seed: u64) -> StaticKey {
+    StaticKey::generate(&mut TestRng::seed(seed))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Wrap {
+    None,
+    Auth(Digest),
+    Crypt,
+}
+
+#[derive(Clone, Debug)]
+struct Setup {
+    wrap: Wrap,
+    cipher: CipherKind,
+    tls_max: Option<TlsVersion>,
+    server_kd: KeyDerivation,
+    client_kd: KeyDerivation,
+    server_reneg: Option<Duration>,
+    client_reneg: Option<Duration>,
+    ping: Option<u32>,
+    ping_restart: Option<u32>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            wrap: Wrap::Crypt,
+            cipher: CipherKind::Aes256Gcm,
+            tls_max: None,
+            server_kd: KeyDerivation::Auto,
+            client_kd: KeyDerivation::Auto,
+            server_reneg: None,
+            client_reneg: None,
+            ping: Some(10),
+            ping_restart: Some(60),
+        }
+    }
+}
+
+fn wrap_configs(w: Wrap) -> (WrapConfig, WrapConfig) {
+    let key = static_key(99);
+    match w {
+        Wrap::None => (WrapConfig::None, WrapConfig::None),
+        Wrap::Auth(digest) => (
+            WrapConfig::TlsAuth { key: key.clone(), digest, direction: Some(KeyDirection::Normal) },
+            WrapConfig::TlsAuth { key, digest, direction: Some(KeyDirection::Inverse) },
+        ),
+        Wrap::Crypt => (WrapConfig::TlsCrypt { key: key.clone() }, WrapConfig::TlsCrypt { key }),
+    }
+}
+
+fn server_config(s: &Setup) -> ServerConfig {
+    let p = pki();
+    let tls = tls::server_config(
+        &p.ca_pem,
+        &p.server.0,
+        &p.server.1,
+        &ServerTlsOptions { remote_cert_tls: Some(CertRole::Client), ..Default::default() },
+    )
+    .unwrap();
+    ServerConfig {
+        tls,
+        wrap: wrap_configs(s.wrap).0,
+        network: Ipv4Addr::new(10, 8, 0, 0),
+        netmask: Ipv4Addr::new(255, 255, 255, 0),
+        push: vec!["route 192.168.77.0 255.255.255.0".into(), "dhcp-option DNS 10.8.0.1".into()],
+        ping: s.ping.map(|p| Duration::from_secs(p.into())),
+        ping_restart: s.ping_restart.map(|p| Duration::from_secs(2 * u64::from(p))),
+        push_ping: s.ping,
+        push_ping_restart: s.ping_restart,
+        data_ciphers: vec![s.cipher],
+        data_ciphers_fallback: None,
+        reneg: s.server_reneg,
+        hand_window: Duration::from_secs(60),
+        tls_timeout: Duration::from_secs(2),
+        client_to_client: false,
+        duplicate_cn: false,
+        max_clients: 16,
+        explicit_exit_notify: true,
+        tun_mtu: 1500,
+        mssfix: Some(1492),
+        key_derivation: s.server_kd,
+        unix_time_at_zero: 1_790_000_000,
+    }
+}
+
+fn client_config(s: &Setup, cert: &(String, String)) -> ClientConfig {
+    let p = pki();
+    let tls = tls::client_config(
+        &p.ca_pem,
+        Some(&cert.0),
+        Some(&cert.1),
+        &ClientTlsOptions { remote_cert_tls: Some(CertRole::Server), max_version: s.tls_max, ..Default::default() },
+    )
+    .unwrap();
+    ClientConfig {
+        tls,
+        wrap: wrap_configs(s.wrap).1,
+        data_ciphers: vec![CipherKind::Aes256Gcm, CipherKind::Aes128Gcm, CipherKind::ChaCha20Poly1305],
+        ping: None,
+        ping_restart: None,
+        reneg: s.client_reneg,
+        hand_window: Duration::from_secs(60),
+        tls_timeout: Duration::from_secs(2),
+        key_derivation: s.client_kd,
+        credentials: None,
+        explicit_exit_notify: true,
+        tun_mtu: 1500,
+        mssfix: Some(1492),
+        unix_time_at_zero: 1_790_000_000,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated network
+// ---------------------------------------------------------------------------------------------
+
+const SERVER: &str = "192.0.2.1:1194";
+const CLIENT: &str = "192.0.2.2:40000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Impair {
+    loss: f64,
+    dup: f64,
+    /// Extra random delay up to this, which reorders.
+    jitter_ms: u64,
+}
+
+struct Net {
+    rng: TestRng,
+    impair: Impair,
+    latency: Duration,
+    /// Datagrams in flight, by delivery time (sequence number breaks ties).
+    queue: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    /// Everything that crossed the wire, for eavesdropper checks.
+    log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    blackhole: bool,
+}
+
+impl Net {
+    fn new(seed: u64, impair: Impair) -> Self {
+        Net {
+            rng: TestRng::seed(seed),
+            impair,
+            latency: Duration::from_millis(5),
+            queue: BTreeMap::new(),
+            seq: 0,
+            log: Vec::new(),
+            blackhole: false,
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    fn send(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, pkt: Vec<u8>) {
+        self.log.push((from, to, pkt.clone()));
+        if self.blackhole || self.chance(self.impair.loss) {
+            return;
+        }
+        let copies = if self.chance(self.impair.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let jitter = if self.impair.jitter_ms > 0 { self.rng.below(self.impair.jitter_ms) } else { 0 };
+            let at = now + self.latency + Duration::from_millis(jitter);
+            self.seq += 1;
+            self.queue.insert((at, self.seq), (from, to, pkt.clone()));
+        }
+    }
+
+    fn next_delivery(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(t, _)| *t)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let key = *self.queue.keys().next()?;
+        if key.0 > now {
+            return None;
+        }
+        self.queue.remove(&key)
+    }
+}
+
+/// A server and one client joined by a simulated network.
+struct World {
+    now: Instant,
+    net: Net,
+    server: Server,
+    client: Client,
+    server_events: Vec<ServerEvent>,
+    client_events: Vec<ClientEvent>,
+    /// IP packets that came out of each tun.
+    server_tun: Vec<Vec<u8>>,
+    client_tun: Vec<Vec<u8>>,
+    server_drops: Vec<DropReason>,
+    client_drops: Vec<DropReason>,
+}
+
+impl World {
+    fn new(setup: &Setup, seed: u64, impair: Impair) -> World {
+        Self::with_cert(setup, seed, impair, &pki().client)
+    }
+
+    fn with_cert(setup: &Setup, seed: u64, impair: Impair, cert: &(String, String)) -> World {
+        let now = Instant::from_secs(1000);
+        let server = Server::new(server_config(setup), Box::new(TestRng::seed(seed ^ 0x5e)));
+        let client = Client::new(client_config(setup, cert), addr(SERVER), Box::new(TestRng::seed(seed ^ 0xc1)), now).unwrap();
+        World {
+            now,
+            net: Net::new(seed, impair),
+            server,
+            client,
+            server_events: Vec::new(),
+            client_events: Vec::new(),
+            server_tun: Vec::new(),
+            client_tun: Vec::new(),
+            server_drops: Vec::new(),
+            client_drops: Vec::new(),
+        }
+    }
+
+    /// Drains both endpoints' output into the network.
+    fn flush(&mut self) {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            let Some(to) = self.server.poll_transmit(self.now, &mut out) else { break };
+            self.net.send(self.now, addr(SERVER), to, out.clone());
+        }
+        for _ in 0..10_000 {
+            let Some(to) = self.client.poll_transmit(self.now, &mut out) else { break };
+            self.net.send(self.now, addr(CLIENT), to, out.clone());
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.server_events.push(e);
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.client_events.push(e);
+        }
+    }
+
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, mut pkt: Vec<u8>) {
+        if to == addr(SERVER) {
+            match self.server.handle_datagram(self.now, from, &mut pkt) {
+                DatagramOutcome::Tun(r) | DatagramOutcome::ClientToClient(r) => self.server_tun.push(pkt[r].to_vec()),
+                DatagramOutcome::Dropped(d) => self.server_drops.push(d),
+                DatagramOutcome::Consumed => {}
+            }
+        } else {
+            match self.client.handle_datagram(self.now, from, &mut pkt) {
+                ClientDatagram::Tun(r) => self.client_tun.push(pkt[r].to_vec()),
+                ClientDatagram::Dropped(d) => self.client_drops.push(d),
+                ClientDatagram::Consumed => {}
+            }
+        }
+    }
+
+    /// Runs the world until `until` (simulated), stepping from event to event.
+    fn run_until(&mut self, until: Instant) {
+        for _ in 0..2_000_000 {
+            self.flush();
+            let candidates = [self.net.next_delivery(), self.server.poll_timeout(), self.client.poll_timeout()];
+            let next = candidates.into_iter().flatten().min();
+            let Some(next) = next.filter(|t| *t <= until) else {
+                self.now = until.max(self.now);
+                self.flush();
+                return;
+            };
+            self.now = next.max(self.now);
+            while let Some((from, to, pkt)) = self.net.pop_due(self.now) {
+                self.deliver(from, to, pkt);
+            }
+            if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.server.handle_timeout(self.now);
+            }
+            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.client.handle_timeout(self.now);
+            }
+        }
+        panic!("simulation did not settle (livelock?)");
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn connected(&self) -> bool {
+        self.client.is_connected() && self.server_events.iter().any(|e| matches!(e, ServerEvent::Connected { .. }))
+    }
+
+    /// Runs until both sides report the tunnel up, or panics after `limit`.
+    fn connect(&mut self, limit: Duration) {
+        let deadline = self.now + limit;
+        while !self.connected() && self.now < deadline {
+            self.run_for(Duration::from_millis(100));
+        }
+        assert!(self.connected(), "not connected after {limit:?}: client events {:?}", self.client_events);
+    }
+
+    fn client_ip(&self) -> Ipv4Addr {
+        self.client_events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Connected { config, .. } => config.ifconfig.map(|(ip, _)| ip),
+                _ => None,
+            })
+            .expect("connected with an address")
+    }
+
+    /// Sends one IPv4/UDP packet into the client's tun towards the server's side.
+    fn client_sends(&mut self, payload: &[u8]) -> bool {
+        let pkt = ipv4_udp(self.client_ip(), Ipv4Addr::new(10, 8, 0, 1), payload);
+        let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
+        buf[DATA_HEADROOM..].copy_from_slice(&pkt);
+        match self.client.encapsulate(self.now, &mut buf, pkt.len()) {
+            Ok(r) => {
+                self.net.send(self.now, addr(CLIENT), addr(SERVER), buf[r].to_vec());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn server_sends(&mut self, payload: &[u8]) -> bool {
+        let pkt = ipv4_udp(Ipv4Addr::new(10, 8, 0, 1), self.client_ip(), payload);
+        let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
+        buf[DATA_HEADROOM..].copy_from_slice(&pkt);
+        match self.server.encapsulate(self.now, &mut buf, pkt.len()) {
+            EncapOutcome::Send { dst, range } => {
+                self.net.send(self.now, addr(SERVER), dst, buf[range].to_vec());
+                true
+            }
+            EncapOutcome::Dropped(_) => false,
+        }
+    }
+}
+
+fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..22].copy_from_slice(&5000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&5001u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+fn udp_payload(ip: &[u8]) -> &[u8] {
+    &ip[28..]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn handshake_push_and_data_both_ways() {
+    let mut w = World::new(&Setup::default(), 1, Impair::default());
+    w.connect(Duration::from_secs(5));
+    assert_eq!(w.client_ip(), Ipv4Addr::new(10, 8, 0, 2));
+    let ClientEvent::Connected { config, cipher, ekm, server_cn } =
+        w.client_events.iter().find(|e| matches!(e, ClientEvent::Connected { .. })).unwrap().clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(cipher, CipherKind::Aes256Gcm);
+    assert!(ekm, "tls-ekm is negotiated by default");
+    assert_eq!(server_cn.as_deref(), Some("server"));
+    assert_eq!(config.route_gateway, Some(Ipv4Addr::new(10, 8, 0, 1)));
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.dns_servers.len(), 1);
+    assert!(config.topology_subnet);
+
+    for i in 0..50u32 {
+        assert!(w.client_sends(format!("up {i}").as_bytes()));
+        assert!(w.server_sends(format!("down {i}").as_bytes()));
+    }
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(w.server_tun.len(), 50);
+    assert_eq!(w.client_tun.len(), 50);
+    assert_eq!(udp_payload(&w.server_tun[7]), b"up 7");
+    assert_eq!(udp_payload(&w.client_tun[49]), b"down 49");
+    let status = w.server.clients();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].common_name, "client");
+    assert!(w.server_drops.is_empty() && w.client_drops.is_empty(), "{:?} {:?}", w.server_drops, w.client_drops);
+}
+
+#[test]
+fn every_cipher_wrap_and_key_derivation() {
+    let wraps = [Wrap::None, Wrap::Auth(Digest::Sha1), Wrap::Auth(Digest::Sha256), Wrap::Auth(Digest::Sha512), Wrap::Crypt];
+    let ciphers = [CipherKind::Aes256Gcm, CipherKind::Aes128Gcm, CipherKind::ChaCha20Poly1305];
+    let mut seed = 10;
+    for wrap in wraps {
+        for cipher in ciphers {
+            for (server_kd, client_kd, tls_max) in [
+                (KeyDerivation::Auto, KeyDerivation::Auto, None),
+                (KeyDerivation::ForcePrf, KeyDerivation::Auto, Some(TlsVersion::V1_2)),
+                (KeyDerivation::Auto, KeyDerivation::ForcePrf, None),
+            ] {
+                seed += 1;
+                let setup = Setup { wrap, cipher, server_kd, client_kd, tls_max, ..Setup::default() };
+                let mut w = World::new(&setup, seed, Impair::default());
+                w.connect(Duration::from_secs(5));
+                let ekm = w.client_events.iter().find_map(|e| match e {
+                    ClientEvent::Connected { ekm, cipher: c, .. } => Some((*ekm, *c)),
+                    _ => None,
+                });
+                let expect_ekm = server_kd == KeyDerivation::Auto && client_kd == KeyDerivation::Auto;
+                assert_eq!(ekm, Some((expect_ekm, cipher)), "{setup:?}");
+                assert!(w.client_sends(b"ping"));
+                assert!(w.server_sends(b"pong"));
+                w.run_for(Duration::from_millis(50));
+                assert_eq!(w.server_tun.len(), 1, "{setup:?}");
+                assert_eq!(w.client_tun.len(), 1, "{setup:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn handshake_survives_loss_duplication_and_reordering() {
+    for seed in 0..8 {
+        let impair = Impair { loss: 0.2, dup: 0.1, jitter_ms: 40 };
+        let mut w = World::new(&Setup::default(), 100 + seed, impair);
+        w.connect(Duration::from_secs(50));
+        // Data through the same bad network: most arrives, nothing is corrupted or repeated.
+        // One packet per millisecond, so the 40 ms jitter reorders within the 64-packet
+        // replay window.
+        for i in 0..200u32 {
+            w.client_sends(format!("{i}").as_bytes());
+            w.run_for(Duration::from_millis(1));
+        }
+        w.run_for(Duration::from_secs(1));
+        let got: Vec<&[u8]> = w.server_tun.iter().map(|p| udp_payload(p)).collect();
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "a duplicated datagram reached the tun twice");
+        assert!(got.len() > 120, "seed {seed}: only {} of 200 arrived", got.len());
+        assert!(w.server_drops.iter().all(|d| *d == DropReason::Replay || *d == DropReason::BadCookie || *d == DropReason::NoSession), "{:?}", w.server_drops);
+    }
+}
+
+#[test]
+fn retransmission_backs_off_while_the_server_is_unreachable() {
+    let mut w = World::new(&Setup::default(), 7, Impair::default());
+    w.net.blackhole = true;
+    w.run_for(Duration::from_secs(15));
+    // Hard reset at 0 s, retransmits at 2, 6 and 14 s (tls-timeout 2 s, doubling).
+    let resets: Vec<_> = w.net.log.iter().filter(|(from, _, _)| *from == addr(CLIENT)).collect();
+    assert_eq!(resets.len(), 4, "one send and three retransmissions in 15 s");
+    w.net.blackhole = false;
+    // The next retransmission (30 s) gets through, well inside the 60 s hand-window.
+    w.connect(Duration::from_secs(20));
+    // Past the hand-window with no answer at all, the attempt ends.
+    let mut w = World::new(&Setup::default(), 8, Impair::default());
+    w.net.blackhole = true;
+    w.run_for(Duration::from_secs(61));
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::HandshakeTimeout })));
+}
+
+#[test]
+fn renegotiation_by_server_keeps_data_flowing() {
+    renegotiation(Setup { server_reneg: Some(Duration::from_secs(60)), ..Setup::default() }, true);
+}
+
+#[test]
+fn renegotiation_by_client_keeps_data_flowing() {
+    renegotiation(Setup { client_reneg: Some(Duration::from_secs(60)), ..Setup::default() }, false);
+}
+
+#[test]
+fn renegotiation_with_prf_and_lossy_network() {
+    let setup = Setup { server_reneg: Some(Duration::from_secs(45)), server_kd: KeyDerivation::ForcePrf, ..Setup::default() };
+    let mut w = World::new(&setup, 77, Impair { loss: 0.05, dup: 0.05, jitter_ms: 10 });
+    w.connect(Duration::from_secs(30));
+    for _ in 0..100 {
+        w.client_sends(b"x");
+        w.server_sends(b"y");
+        w.run_for(Duration::from_secs(3));
+    }
+    let renegs = w.client_events.iter().filter(|e| matches!(e, ClientEvent::Renegotiated { .. })).count();
+    assert!(renegs >= 5, "only {renegs} renegotiations in 300 s with reneg-sec 45");
+    assert!(w.client.is_connected());
+}
+
+fn renegotiation(setup: Setup, server_side: bool) {
+    let mut w = World::new(&setup, 42, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let mut sent = 0u32;
+    // Ten minutes with a packet each way every 250 ms.
+    for _ in 0..(4 * 600) {
+        assert!(w.client_sends(format!("c{sent}").as_bytes()), "client had no send key at packet {sent}");
+        assert!(w.server_sends(format!("s{sent}").as_bytes()), "server had no send key at packet {sent}");
+        sent += 1;
+        w.run_for(Duration::from_millis(250));
+    }
+    w.run_for(Duration::from_millis(100));
+    let server_renegs = w.server_events.iter().filter(|e| matches!(e, ServerEvent::Renegotiated { .. })).count();
+    let client_renegs = w.client_events.iter().filter(|e| matches!(e, ClientEvent::Renegotiated { .. })).count();
+    assert!(server_renegs >= 9, "server saw {server_renegs} renegotiations (server-side: {server_side})");
+    assert!(client_renegs >= 9, "client saw {client_renegs} renegotiations");
+    // Key ids cycle 1..7 and wrap to 1 (never 0 again): more than 7 renegotiations happened.
+    assert_eq!(w.server_tun.len() as u32, sent, "no packet lost across renegotiations");
+    assert_eq!(w.client_tun.len() as u32, sent);
+    assert!(w.server_drops.is_empty(), "{:?}", w.server_drops);
+    assert!(w.client_drops.is_empty(), "{:?}", w.client_drops);
+}
+
+#[test]
+fn replayed_data_packets_are_dropped() {
+    let mut w = World::new(&Setup::default(), 3, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let before = w.net.log.len();
+    assert!(w.client_sends(b"once"));
+    let (from, to, pkt) = w.net.log[before].clone();
+    w.run_for(Duration::from_millis(50));
+    assert_eq!(w.server_tun.len(), 1);
+    w.deliver(from, to, pkt.clone());
+    w.deliver(from, to, pkt);
+    assert_eq!(w.server_tun.len(), 1);
+    assert_eq!(w.server_drops, vec![DropReason::Replay, DropReason::Replay]);
+}
+
+#[test]
+fn ping_restart_ends_both_sides_when_the_network_dies() {
+    let mut w = World::new(&Setup { ping: Some(5), ping_restart: Some(20), ..Setup::default() }, 4, Impair::default());
+    w.connect(Duration::from_secs(5));
+    // Keepalive: a minute of idle time keeps the session up (pings flow both ways).
+    w.run_for(Duration::from_secs(60));
+    assert!(w.client.is_connected());
+    assert!(!w.server.clients().is_empty());
+    w.net.blackhole = true;
+    w.run_for(Duration::from_secs(21));
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::PingTimeout })));
+    // The server's own timeout is twice the pushed one (keepalive semantics).
+    w.run_for(Duration::from_secs(25));
+    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::PingTimeout, .. })));
+    assert!(w.server.clients().is_empty());
+}
+
+#[test]
+fn explicit_exit_notify_frees_the_server_session() {
+    let mut w = World::new(&Setup::default(), 5, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let now = w.now;
+    w.client.close(now);
+    w.run_for(Duration::from_secs(3));
+    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::ExitNotify, .. })));
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::Closed })));
+    assert!(w.server.clients().is_empty());
+}
+
+#[test]
+fn client_from_another_ca_is_refused() {
+    let mut w = World::with_cert(&Setup::default(), 6, Impair::default(), &pki().other_ca_client);
+    w.run_for(Duration::from_secs(10));
+    assert!(!w.client.is_connected());
+    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::HandshakeFailed { .. })), "{:?}", w.server_events);
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::TlsError(_) })), "{:?}", w.client_events);
+    assert!(w.server.clients().is_empty());
+    assert_eq!(w.server.session_count(), 0, "the refused session is freed");
+}
+
+#[test]
+fn wrong_tls_crypt_key_gets_no_answer_and_no_state() {
+    let setup = Setup::default();
+    let mut w = World::new(&setup, 8, Impair::default());
+    // Replace the client with one that has another tls-crypt key.
+    let mut cfg = client_config(&setup, &pki().client);
+    cfg.wrap = WrapConfig::TlsCrypt { key: static_key(1234) };
+    w.client = Client::new(cfg, addr(SERVER), Box::new(TestRng::seed(9)), w.now).unwrap();
+    w.run_for(Duration::from_secs(20));
+    assert!(w.net.log.iter().all(|(from, _, _)| *from == addr(CLIENT)), "the server must not answer");
+    assert!(w.server_drops.iter().all(|d| *d == DropReason::WrapAuthFailed));
+    assert_eq!(w.server.session_count(), 0);
+}
+
+#[test]
+fn garbage_never_creates_state_or_panics() {
+    let mut w = World::new(&Setup { wrap: Wrap::None, ..Setup::default() }, 11, Impair::default());
+    let mut rng = TestRng::seed(5);
+    for i in 0..20_000 {
+        let len = rng.below(300) as usize;
+        let mut pkt = vec![0u8; len];
+        rng.fill(&mut pkt);
+        if i % 3 == 0 && len > 0 {
+            pkt[0] = (rng.below(12) as u8) << 3; // plausible opcodes
+        }
+        let from = SocketAddr::from(([198, 18, (i % 200) as u8, 1], 1000 + (i % 5000) as u16));
+        let _ = w.server.handle_datagram(w.now, from, &mut pkt);
+    }
+    assert_eq!(w.server.session_count(), 0);
+    // The real client still gets in afterwards.
+    w.connect(Duration::from_secs(5));
+}
+
+#[test]
+fn stateless_reset_reply_then_cookie_check() {
+    let mut w = World::new(&Setup::default(), 12, Impair::default());
+    // Deliver only the client's first packet: the server answers but keeps no state.
+    w.flush();
+    let (from, to, pkt) = w.net.pop_due(w.now + Duration::from_secs(1)).unwrap();
+    w.deliver(from, to, pkt);
+    assert_eq!(w.server.session_count(), 0);
+    let mut out = Vec::new();
+    assert!(w.server.poll_transmit(w.now, &mut out).is_some(), "stateless server reset");
+    // The same reset from another address (spoofed) gets an answer too, but an ACK
+    // carrying the first address's cookie from there is refused.
+    w.connect(Duration::from_secs(10));
+    assert_eq!(w.server.session_count(), 1);
+}
+
+#[test]
+fn three_clients_get_distinct_addresses() {
+    let setup = Setup::default();
+    let mut cfg = server_config(&setup);
+    cfg.duplicate_cn = true; // the three clients share one certificate
+    let server = Server::new(cfg, Box::new(TestRng::seed(1)));
+    let mut net = Net::new(1, Impair::default());
+    let mut now = Instant::from_secs(10);
+    let issuer_pki = pki();
+    let mut clients: Vec<(SocketAddr, Client)> = (0..3)
+        .map(|i| {
+            let a = SocketAddr::from(([192, 0, 2, 10 + i], 5000));
+            (a, Client::new(client_config(&setup, &issuer_pki.client), addr(SERVER), Box::new(TestRng::seed(u64::from(i) + 50)), now).unwrap())
+        })
+        .collect();
+    let mut server = server;
+    let mut out = Vec::new();
+    for _ in 0..2000 {
+        while let Some(to) = server.poll_transmit(now, &mut out) {
+            net.send(now, addr(SERVER), to, out.clone());
+        }
+        for (a, c) in &mut clients {
+            while let Some(to) = c.poll_transmit(now, &mut out) {
+                net.send(now, *a, to, out.clone());
+            }
+        }
+        now += Duration::from_millis(5);
+        while let Some((from, to, mut pkt)) = net.pop_due(now) {
+            if to == addr(SERVER) {
+                server.handle_datagram(now, from, &mut pkt);
+            } else if let Some((_, c)) = clients.iter_mut().find(|(a, _)| *a == to) {
+                c.handle_datagram(now, from, &mut pkt);
+            }
+        }
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+        for (_, c) in &mut clients {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+        }
+        if clients.iter().all(|(_, c)| c.is_connected()) {
+            break;
+        }
+    }
+    assert!(clients.iter().all(|(_, c)| c.is_connected()));
+    assert_eq!(server.clients().len(), 3);
+    let mut ips: Vec<Ipv4Addr> = clients
+        .iter_mut()
+        .filter_map(|(_, c)| {
+            let mut ip = None;
+            while let Some(e) = c.poll_event() {
+                if let ClientEvent::Connected { config, .. } = e {
+                    ip = config.ifconfig.map(|(a, _)| a);
+                }
+            }
+            ip
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "distinct addresses: {ips:?}");
+}
