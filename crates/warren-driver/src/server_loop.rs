@@ -2,7 +2,6 @@
 //! the signal descriptor, driving a [`warren_openvpn::Server`].
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -10,10 +9,11 @@ use tracing::{debug, info, trace, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, Poller, RecvMeta, Signal, Signals, Tun, UdpSocket};
 use warren_openvpn::{
-    ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome, Server, ServerEvent,
+    ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome, Server,
+    ServerEvent,
 };
 
-use crate::status::{self, StatusRow, StatusSnapshot, StatusVersion};
+use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 
 /// Datagrams or tun packets handled per wakeup and direction.
 pub const BATCH: usize = 64;
@@ -27,9 +27,10 @@ const MAX_EVENTS_PER_TURN: usize = 4096;
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// `status FILE N` and `status-version`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StatusOptions {
-    pub path: PathBuf,
+    /// Opened before privileges are dropped ([`StatusFile::open`]).
+    pub file: StatusFile,
     pub interval: Duration,
     pub version: StatusVersion,
 }
@@ -117,12 +118,19 @@ struct Loop {
     warn_tun_write: RateLimited,
     warn_recv: RateLimited,
     next_status: Option<Instant>,
+    /// The last status write failed (warned once, until it works again).
+    status_failing: bool,
     shutdown_deadline: Option<Instant>,
 }
 
 /// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
 /// error. Writes the status file every interval and once at exit.
-pub fn run_server(server: Server, tun: Tun, socket: UdpSocket, opts: ServerLoopOptions) -> Result<LoopStats, DriverError> {
+pub fn run_server(
+    server: Server,
+    tun: Tun,
+    socket: UdpSocket,
+    opts: ServerLoopOptions,
+) -> Result<LoopStats, DriverError> {
     let mtu = usize::from(tun.mtu());
     // A datagram carries at most one tun packet plus OpenVPN's overhead (opcode, peer-id,
     // packet-id, tag or IV+HMAC, padding): 512 bytes is generous. Control packets are smaller.
@@ -146,6 +154,7 @@ pub fn run_server(server: Server, tun: Tun, socket: UdpSocket, opts: ServerLoopO
         warn_tun_write: RateLimited::default(),
         warn_recv: RateLimited::default(),
         next_status,
+        status_failing: false,
         shutdown_deadline: None,
     };
     let result = l.run();
@@ -170,13 +179,18 @@ impl Loop {
         let mut poller = Poller::new();
         let t_udp = poller.add(std::os::fd::AsFd::as_fd(&self.socket), Interest::Readable);
         let t_tun = poller.add(std::os::fd::AsFd::as_fd(&self.tun), Interest::Readable);
-        let t_sig = poller.add(std::os::fd::AsFd::as_fd(&self.opts.signals), Interest::Readable);
+        let t_sig = poller.add(
+            std::os::fd::AsFd::as_fd(&self.opts.signals),
+            Interest::Readable,
+        );
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
         self.after_input(now);
         loop {
             let now = self.opts.clock.now();
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
             poller.wait(timeout).map_err(DriverError::Poll)?;
             let now = self.opts.clock.now();
 
@@ -199,7 +213,11 @@ impl Loop {
                 && now >= at
             {
                 self.write_status();
-                let interval = self.opts.status.as_ref().map_or(Duration::from_secs(60), |s| s.interval);
+                let interval = self
+                    .opts
+                    .status
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |s| s.interval);
                 self.next_status = Some(now + interval);
             }
             if let Some(deadline) = self.shutdown_deadline {
@@ -217,7 +235,14 @@ impl Loop {
 
     /// The earliest of the engine's timer, the status timer and the shutdown deadline.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.server.poll_timeout(), self.next_status, self.shutdown_deadline].into_iter().flatten().min()
+        [
+            self.server.poll_timeout(),
+            self.next_status,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Returns `true` when the loop must stop now.
@@ -227,7 +252,9 @@ impl Loop {
             return true;
         }
         match sig {
-            Signal::Hangup => info!("received SIGHUP: reloading is not supported yet, shutting down"),
+            Signal::Hangup => {
+                info!("received SIGHUP: reloading is not supported yet, shutting down")
+            }
             _ => info!("received {}: shutting down", sig.name()),
         }
         self.server.shutdown(now);
@@ -236,7 +263,10 @@ impl Loop {
     }
 
     fn read_udp(&mut self, now: Instant) {
-        let n = match self.socket.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
+        let n = match self
+            .socket
+            .recv_batch(&mut self.udp_bufs, &mut self.udp_meta)
+        {
             Ok(n) => n,
             Err(e) => {
                 self.stats.udp_recv_errors += 1;
@@ -258,7 +288,13 @@ impl Loop {
             let buf = &mut self.udp_bufs[i][..meta.len];
             match self.server.handle_datagram(now, meta.addr, buf) {
                 DatagramOutcome::Tun(range) => match buf.get(range) {
-                    Some(pkt) => write_tun(&self.tun, pkt, &mut self.stats, &mut self.warn_tun_write, now),
+                    Some(pkt) => write_tun(
+                        &self.tun,
+                        pkt,
+                        &mut self.stats,
+                        &mut self.warn_tun_write,
+                        now,
+                    ),
                     None => debug_assert!(false, "engine returned a range outside the datagram"),
                 },
                 DatagramOutcome::ClientToClient(range) => {
@@ -294,8 +330,18 @@ impl Loop {
                     self.tun_lens[n] = len;
                     n += 1;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => break,
-                Err(source) => return Err(DriverError::TunRead { name: self.tun.name().to_owned(), source }),
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    break;
+                }
+                Err(source) => {
+                    return Err(DriverError::TunRead {
+                        name: self.tun.name().to_owned(),
+                        source,
+                    });
+                }
             }
         }
         self.stats.tun_read += n as u64;
@@ -315,7 +361,14 @@ impl Loop {
         };
         match self.server.encapsulate(now, buf, len) {
             EncapOutcome::Send { dst, range } => match buf.get(range) {
-                Some(dgram) => send_udp(&self.socket, dgram, dst, &mut self.stats, &mut self.warn_send, now),
+                Some(dgram) => send_udp(
+                    &self.socket,
+                    dgram,
+                    dst,
+                    &mut self.stats,
+                    &mut self.warn_send,
+                    now,
+                ),
                 None => debug_assert!(false, "engine returned a range outside the buffer"),
             },
             EncapOutcome::Dropped(reason) => {
@@ -331,47 +384,92 @@ impl Loop {
             self.server.handle_timeout(now);
         }
         for _ in 0..MAX_TRANSMITS_PER_TURN {
-            let Some(dst) = self.server.poll_transmit(now, &mut self.tx_buf) else { break };
-            send_udp(&self.socket, &self.tx_buf, dst, &mut self.stats, &mut self.warn_send, now);
+            let Some(dst) = self.server.poll_transmit(now, &mut self.tx_buf) else {
+                break;
+            };
+            send_udp(
+                &self.socket,
+                &self.tx_buf,
+                dst,
+                &mut self.stats,
+                &mut self.warn_send,
+                now,
+            );
         }
         for _ in 0..MAX_EVENTS_PER_TURN {
-            let Some(ev) = self.server.poll_event() else { break };
+            let Some(ev) = self.server.poll_event() else {
+                break;
+            };
             log_event(&ev);
         }
     }
 
     fn write_status(&mut self) {
-        let Some(st) = &self.opts.status else { return };
+        let Some(st) = &mut self.opts.status else {
+            return;
+        };
         let clock = self.opts.clock;
-        let snap = snapshot(&self.opts.title, clock.unix_now(), clock.unix_time_at_zero(), &self.server.clients());
+        let snap = snapshot(
+            &self.opts.title,
+            clock.unix_now(),
+            clock.unix_time_at_zero(),
+            &self.server.clients(),
+        );
         let text = status::render(st.version, &snap, &warren_io::format_local_time);
-        if let Err(e) = status::write_atomically(&st.path, &text) {
-            warn!("{e}");
+        match st.file.write(&text) {
+            Ok(()) if self.status_failing => {
+                info!("status file {} written again", st.file.path().display());
+                self.status_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if self.status_failing => debug!("{e}"),
+            Err(e) => {
+                warn!("{e} (further failures are logged at debug level)");
+                self.status_failing = true;
+            }
         }
     }
 }
 
-fn send_udp(socket: &UdpSocket, dgram: &[u8], dst: SocketAddr, stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant) {
+fn send_udp(
+    socket: &UdpSocket,
+    dgram: &[u8],
+    dst: SocketAddr,
+    stats: &mut LoopStats,
+    limiter: &mut RateLimited,
+    now: Instant,
+) {
     match socket.send_to(dgram, dst) {
         Ok(_) => stats.udp_sent += 1,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.udp_send_would_block += 1,
         Err(e) => {
             stats.udp_send_errors += 1;
             if let Some(suppressed) = limiter.hit(now) {
-                warn!("UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)");
+                warn!(
+                    "UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)"
+                );
             }
         }
     }
 }
 
-fn write_tun(tun: &Tun, pkt: &[u8], stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant) {
+fn write_tun(
+    tun: &Tun,
+    pkt: &[u8],
+    stats: &mut LoopStats,
+    limiter: &mut RateLimited,
+    now: Instant,
+) {
     match tun.send(pkt) {
         Ok(_) => stats.tun_written += 1,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.tun_write_would_block += 1,
         Err(e) => {
             stats.tun_write_errors += 1;
             if let Some(suppressed) = limiter.hit(now) {
-                warn!("writing to tun {} failed: {e} ({suppressed} more since the last warning)", tun.name());
+                warn!(
+                    "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
+                    tun.name()
+                );
             }
         }
     }
@@ -380,7 +478,14 @@ fn write_tun(tun: &Tun, pkt: &[u8], stats: &mut LoopStats, limiter: &mut RateLim
 /// Lifecycle lines: the only place addresses and names are logged at info.
 fn log_event(ev: &ServerEvent) {
     match ev {
-        ServerEvent::Connected { peer_id, common_name, addr, vpn_ip, cipher, ekm } => {
+        ServerEvent::Connected {
+            peer_id,
+            common_name,
+            addr,
+            vpn_ip,
+            cipher,
+            ekm,
+        } => {
             info!(
                 "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip} cipher={} peer_id={peer_id} key_derivation={}",
                 crate::cipher_name(*cipher),
@@ -390,7 +495,12 @@ fn log_event(ev: &ServerEvent) {
         ServerEvent::Renegotiated { peer_id, key_id } => {
             debug!("client renegotiated peer_id={peer_id} key_id={key_id}");
         }
-        ServerEvent::Disconnected { peer_id, common_name, addr, reason } => {
+        ServerEvent::Disconnected {
+            peer_id,
+            common_name,
+            addr,
+            reason,
+        } => {
             info!(
                 "client disconnected cn={common_name} addr={addr} peer_id={peer_id} reason={}",
                 disconnect_reason(reason)
@@ -416,7 +526,12 @@ fn disconnect_reason(r: &DisconnectReason) -> String {
 }
 
 /// The engine's client list in status-file terms.
-pub fn snapshot(title: &str, now_unix: u64, unix_time_at_zero: u64, clients: &[ClientStatus]) -> StatusSnapshot {
+pub fn snapshot(
+    title: &str,
+    now_unix: u64,
+    unix_time_at_zero: u64,
+    clients: &[ClientStatus],
+) -> StatusSnapshot {
     let to_unix = |t: Instant| unix_time_at_zero.saturating_add(t.as_secs());
     let mut rows: Vec<StatusRow> = clients
         .iter()
@@ -427,15 +542,17 @@ pub fn snapshot(title: &str, now_unix: u64, unix_time_at_zero: u64, clients: &[C
             bytes_received: c.bytes_received,
             bytes_sent: c.bytes_sent,
             connected_since: to_unix(c.connected_since),
-            // The engine does not report per-route last use yet; the connection time is
-            // the conservative stand-in.
-            last_ref: to_unix(c.connected_since),
-            username: None,
+            last_ref: to_unix(c.last_activity),
+            username: c.username.clone(),
             client_id: u64::from(c.peer_id),
             peer_id: c.peer_id,
             cipher: c.cipher.map(|k| crate::cipher_name(k).to_owned()),
         })
         .collect();
     rows.sort_by_key(|r| r.peer_id);
-    StatusSnapshot { title: title.to_owned(), now: now_unix, clients: rows }
+    StatusSnapshot {
+        title: title.to_owned(),
+        now: now_unix,
+        clients: rows,
+    }
 }

@@ -265,8 +265,8 @@ impl Client {
                 SessionEvent::HandshakeFailed { reason, .. } => tracing::warn!("connection to server failed: {reason}"),
             }
         }
-        if let Side::Client(c) = &mut self.session.side {
-            if c.just_connected {
+        if let Side::Client(c) = &mut self.session.side
+            && c.just_connected {
                 c.just_connected = false;
                 if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
                     self.events.push_back(ClientEvent::Connected {
@@ -277,13 +277,11 @@ impl Client {
                     });
                 }
             }
-        }
-        if !self.closed {
-            if let Some(End::Client(reason)) = self.session.dead.clone() {
+        if !self.closed
+            && let Some(End::Client(reason)) = self.session.dead.clone() {
                 self.closed = true;
                 self.events.push_back(ClientEvent::Disconnected { reason });
             }
-        }
     }
 
     /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun. On

@@ -119,10 +119,7 @@ impl KeyState {
     pub fn receive_tls(&mut self, mut data: &[u8]) -> Result<(), KeyStateError> {
         while !data.is_empty() {
             // read_tls takes what fits in rustls' buffer; process and go on with the rest.
-            let n = match self.tls.read_tls(&mut data) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = self.tls.read_tls(&mut data).unwrap_or_default();
             let result = self.tls.process_new_packets();
             if let Err(e) = result {
                 // Flush the alert rustls queued so the peer learns why.

@@ -159,6 +159,9 @@ pub struct ClientStatus {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub connected_since: Instant,
+    /// When the last authenticated packet arrived from this client.
+    pub last_activity: Instant,
+    pub username: Option<String>,
     pub cipher: Option<CipherKind>,
 }
 
@@ -193,6 +196,8 @@ pub struct Server {
     body: Vec<u8>,
     server_ip: Ipv4Addr,
     mss: Option<u16>,
+    /// Set by [`Server::shutdown`]: no new sessions from then on.
+    shutting_down: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -250,6 +255,7 @@ impl Server {
             body: Vec::with_capacity(2048),
             server_ip,
             mss,
+            shutting_down: false,
         }
     }
 
@@ -328,6 +334,7 @@ impl Server {
             // only once the new one proves its address.
         }
         match opcode {
+            _ if self.shutting_down => self.drop(DropReason::Overloaded),
             Opcode::ControlHardResetClientV2 if key_id == KeyId::ZERO => {
                 if pkt.msg_id != Some(0) {
                     return self.drop(DropReason::Malformed);
@@ -358,7 +365,7 @@ impl Server {
 
     fn time_slot(&self, now: Instant) -> u32 {
         // mudp.c / ssl_pkt.c: slots of (hand-window + 1) / 2 seconds.
-        let width = (self.config.hand_window.as_secs() + 1) / 2;
+        let width = self.config.hand_window.as_secs().div_ceil(2);
         self.ctx.unix_now(now) / (width.max(1) as u32)
     }
 
@@ -645,13 +652,11 @@ impl Server {
             crate::mss::clamp_ipv4(payload, mss);
         }
         let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
-        if self.config.client_to_client {
-            if let Some(&other) = self.by_vpn_ip.get(&dst) {
-                if other != slot {
+        if self.config.client_to_client
+            && let Some(&other) = self.by_vpn_ip.get(&dst)
+                && other != slot {
                     return DatagramOutcome::ClientToClient(range);
                 }
-            }
-        }
         DatagramOutcome::Tun(range)
     }
 
@@ -764,6 +769,8 @@ impl Server {
                 bytes_received: s.bytes_in,
                 bytes_sent: s.bytes_out,
                 connected_since: s.connected_since,
+                last_activity: s.last_recv,
+                username: s.username.clone(),
                 cipher: s.cipher,
             })
             .collect()
@@ -775,17 +782,17 @@ impl Server {
 
     /// Begin an orderly shutdown: with explicit-exit-notify, queue `RESTART` to every client.
     pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
         if !self.config.explicit_exit_notify {
             return;
         }
         for slot in 0..self.sessions.len() {
-            if let Some(s) = self.sessions[slot].as_mut() {
-                if s.connected {
+            if let Some(s) = self.sessions[slot].as_mut()
+                && s.connected {
                     // multi.c: with explicit-exit-notify the server tells clients to reconnect.
                     s.send_control_message(&mut self.ctx, now, "RESTART");
                     self.mark_dirty(slot);
                 }
-            }
         }
     }
 }

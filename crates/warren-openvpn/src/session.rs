@@ -55,7 +55,7 @@ pub(crate) enum End {
 #[derive(Debug)]
 pub(crate) enum Side {
     Server(ServerSide),
-    Client(ClientSide),
+    Client(Box<ClientSide>),
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +94,8 @@ pub(crate) struct Session {
     pub keys: Vec<KeyState>,
     pub side: Side,
     pub common_name: Option<String>,
+    /// The username from key-method 2 (`auth-user-pass`), if the client sent one.
+    pub username: Option<String>,
     pub peer_info: Option<PeerInfo>,
     pub vpn_ip: Option<Ipv4Addr>,
     pub cipher: Option<CipherKind>,
@@ -163,6 +165,7 @@ impl Session {
             keys: vec![ks],
             side,
             common_name: None,
+            username: None,
             peer_info: None,
             vpn_ip: None,
             cipher: None,
@@ -244,7 +247,7 @@ impl Session {
             ciphers.join(":"),
             env!("CARGO_PKG_VERSION"),
         );
-        let side = Side::Client(ClientSide {
+        let side = Side::Client(Box::new(ClientSide {
             peer_info,
             credentials,
             offered_ekm,
@@ -254,7 +257,7 @@ impl Session {
             server_cn: None,
             just_connected: false,
             explicit_exit_notify,
-        });
+        }));
         let mut s = Session::base(ctx, now, u32::MAX, 0, addr, local_sid, None, ks, side, 1);
         s.write_client_km2(ctx, 0);
         Ok(s)
@@ -495,6 +498,7 @@ impl Session {
             );
             self.peer_info = Some(info);
             self.common_name = Some(cn);
+            self.username = (!km2.username.is_empty()).then(|| km2.username.clone());
         } else if self.common_name.as_deref() != Some(cn.as_str()) {
             // ssl_verify.c: the common name must not change across renegotiations.
             return Err(format!(
@@ -883,15 +887,14 @@ impl Session {
             }
             return;
         }
-        if let Some(pr) = self.ping_restart {
-            if now >= self.last_recv + pr {
+        if let Some(pr) = self.ping_restart
+            && now >= self.last_recv + pr {
                 self.dead = Some(match self.side {
                     Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
                     Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
                 });
                 return;
             }
-        }
         let mut i = 0;
         while i < self.keys.len() {
             let ks = &self.keys[i];
@@ -926,22 +929,20 @@ impl Session {
             }
         }
         if self.connected {
-            if let Some(p) = self.ping {
-                if now >= self.last_sent + p {
+            if let Some(p) = self.ping
+                && now >= self.last_sent + p {
                     self.ping_due = true;
                 }
-            }
             if self.reneg_at.is_some_and(|t| now >= t) {
                 self.reneg_at = None;
                 let busy = self.keys.first().is_some_and(|k| k.phase != Phase::Active);
-                if !busy {
-                    if let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
+                if !busy
+                    && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
                         tracing::debug!(peer_id = self.peer_id, key_id = next.get(), "starting renegotiation");
                         if self.start_key_state(ctx, now, next).is_none() {
                             self.schedule_reneg(ctx, now);
                         }
                     }
-                }
             }
         }
     }
