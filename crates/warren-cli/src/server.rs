@@ -32,9 +32,14 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
     let signals = Signals::new().context("setting up signal handling")?;
 
     // Config errors already read "server.conf:12: ..."; no extra context in front.
-    let (cfg, warnings) = warren_config::load_server_config(config_path).map_err(anyhow::Error::new)?;
+    let (cfg, warnings) =
+        warren_config::load_server_config(config_path).map_err(anyhow::Error::new)?;
 
-    logging::init(logging::adjust(logging::level_for_verb(cfg.verb), verbose, quiet));
+    logging::init(logging::adjust(
+        logging::level_for_verb(cfg.verb),
+        verbose,
+        quiet,
+    ));
     for w in &warnings {
         warn!("{w}");
     }
@@ -48,9 +53,35 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
     let server = Server::new(plan.engine.clone(), Box::new(rng));
     let tun_addr = server.tun_address();
-    let tun = Tun::open(&TunConfig { name: plan.dev.clone(), address: tun_addr, prefix: plan.prefix, mtu: plan.engine.tun_mtu })
-        .with_context(|| format!("opening tun device `{}`", plan.dev))?;
+    let tun = Tun::open(&TunConfig {
+        name: plan.dev.clone(),
+        address: tun_addr,
+        prefix: plan.prefix,
+        mtu: plan.engine.tun_mtu,
+    })
+    .with_context(|| format!("opening tun device `{}`", plan.dev))?;
     let socket = UdpSocket::bind(&plan.bind).context("opening the UDP socket")?;
+
+    // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
+    let status = match &cfg.status {
+        Some((path, secs)) => Some(warren_driver::StatusOptions {
+            file: warren_driver::status::StatusFile::open(path)
+                .context("opening the `status` file")?,
+            interval: Duration::from_secs(u64::from(if *secs == 0 {
+                DEFAULT_STATUS_SECS
+            } else {
+                *secs
+            })),
+            version: warren_driver::status::StatusVersion::from_number(cfg.status_version)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "status-version {} is not supported (use 1, 2 or 3)",
+                        cfg.status_version
+                    )
+                })?,
+        }),
+        None => None,
+    };
 
     if cfg.user.is_some() || cfg.group.is_some() {
         let (uid, gid) = warren_io::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
@@ -66,25 +97,24 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
         plan.prefix,
         plan.engine.max_clients,
         wrap_name(&plan.engine.wrap),
-        plan.engine.data_ciphers.iter().map(|c| warren_driver::cipher_name(*c)).collect::<Vec<_>>().join(":"),
+        plan.engine
+            .data_ciphers
+            .iter()
+            .map(|c| warren_driver::cipher_name(*c))
+            .collect::<Vec<_>>()
+            .join(":"),
     );
 
-    let status = match &cfg.status {
-        Some((path, secs)) => Some(warren_driver::StatusOptions {
-            path: path.clone(),
-            interval: Duration::from_secs(u64::from(if *secs == 0 { DEFAULT_STATUS_SECS } else { *secs })),
-            version: warren_driver::status::StatusVersion::from_number(cfg.status_version).ok_or_else(|| {
-                anyhow!("status-version {} is not supported (use 1, 2 or 3)", cfg.status_version)
-            })?,
-        }),
-        None => None,
-    };
     let opts = warren_driver::ServerLoopOptions {
         clock,
         signals,
         status,
         shutdown_grace: SHUTDOWN_GRACE,
-        title: format!("warren {} {}-linux", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH),
+        title: format!(
+            "warren {} {}-linux",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH
+        ),
     };
     warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
     Ok(())
@@ -113,10 +143,20 @@ impl Plan {
     fn from_config(cfg: &warren_config::ServerConfig, unix_time_at_zero: u64) -> Result<Plan> {
         let mut notes = Vec::new();
         if let Some(dh) = &cfg.dh {
-            let what = dh.path().map_or_else(|| "<dh> block".to_owned(), |p| p.display().to_string());
-            notes.push(format!("ignoring dh {what}: warren uses ECDHE key exchange only"));
+            let what = dh
+                .path()
+                .map_or_else(|| "<dh> block".to_owned(), |p| p.display().to_string());
+            notes.push(format!(
+                "ignoring dh {what}: warren uses ECDHE key exchange only"
+            ));
         }
-        let bind = udp_bind(cfg.proto, cfg.local.as_deref(), cfg.port, cfg.sndbuf, cfg.rcvbuf)?;
+        let bind = udp_bind(
+            cfg.proto,
+            cfg.local.as_deref(),
+            cfg.port,
+            cfg.sndbuf,
+            cfg.rcvbuf,
+        )?;
 
         let ca = cfg.ca.load().context("reading `ca`")?;
         let cert = cfg.cert.load().context("reading `cert`")?;
@@ -127,17 +167,23 @@ impl Plan {
             remote_cert_tls: cfg.remote_cert_tls.map(cert_role),
             client_cert: client_cert_mode(cfg.verify_client_cert),
         };
-        let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts).context("setting up TLS from `ca`, `cert` and `key`")?;
+        let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
+            .context("setting up TLS from `ca`, `cert` and `key`")?;
 
         let wrap = wrap_config(cfg)?;
         let ka = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
-        let (data_ciphers, fallback, cipher_note) =
-            ciphers(&cfg.data_ciphers, cfg.data_ciphers_fallback.as_deref(), cfg.cipher.as_deref())?;
+        let (data_ciphers, fallback, cipher_note) = ciphers(
+            &cfg.data_ciphers,
+            cfg.data_ciphers_fallback.as_deref(),
+            cfg.cipher.as_deref(),
+        )?;
         notes.extend(cipher_note);
         let (network, netmask) = cfg.server;
         let prefix = prefix_len(netmask)?;
         if prefix > 30 {
-            bail!("`server {network} {netmask}`: the network is too small for a server and a client (at most /30)");
+            bail!(
+                "`server {network} {netmask}`: the network is too small for a server and a client (at most /30)"
+            );
         }
 
         let engine = ServerConfig {
@@ -153,11 +199,16 @@ impl Plan {
             data_ciphers,
             data_ciphers_fallback: fallback,
             reneg: reneg(cfg.reneg_sec),
-            hand_window: Duration::from_secs(u64::from(cfg.hand_window.unwrap_or(DEFAULT_HAND_WINDOW))),
-            tls_timeout: Duration::from_secs(u64::from(cfg.tls_timeout.unwrap_or(DEFAULT_TLS_TIMEOUT))),
+            hand_window: Duration::from_secs(u64::from(
+                cfg.hand_window.unwrap_or(DEFAULT_HAND_WINDOW),
+            )),
+            tls_timeout: Duration::from_secs(u64::from(
+                cfg.tls_timeout.unwrap_or(DEFAULT_TLS_TIMEOUT),
+            )),
             client_to_client: cfg.client_to_client,
             duplicate_cn: cfg.duplicate_cn,
-            max_clients: usize::try_from(cfg.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS)).unwrap_or(usize::MAX),
+            max_clients: usize::try_from(cfg.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS))
+                .unwrap_or(usize::MAX),
             explicit_exit_notify: cfg.explicit_exit_notify.is_some_and(|n| n > 0),
             tun_mtu: cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU),
             mssfix: mssfix(cfg.mssfix, cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU)),
@@ -165,9 +216,16 @@ impl Plan {
                 warren_config::KeyDerivationPolicy::Auto => KeyDerivation::Auto,
                 warren_config::KeyDerivationPolicy::Prf => KeyDerivation::ForcePrf,
             },
+            external_auth: false,
             unix_time_at_zero,
         };
-        Ok(Plan { engine, dev: cfg.dev.clone(), prefix, bind, notes })
+        Ok(Plan {
+            engine,
+            dev: cfg.dev.clone(),
+            prefix,
+            bind,
+            notes,
+        })
     }
 }
 
@@ -204,12 +262,21 @@ fn wrap_config(cfg: &warren_config::ServerConfig) -> Result<WrapConfig> {
         let text = m.load().context("reading `tls-auth`")?;
         let key = StaticKey::parse(&text).context("`tls-auth` key")?;
         let name = cfg.auth.as_deref().unwrap_or("SHA1");
-        let digest = Digest::from_name(name).ok_or_else(|| anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)"))?;
+        let digest = Digest::from_name(name).ok_or_else(|| {
+            anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
+        })?;
         let direction = match dir {
-            Some(d) => Some(KeyDirection::from_arg(*d).ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?),
+            Some(d) => Some(
+                KeyDirection::from_arg(*d)
+                    .ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?,
+            ),
             None => None,
         };
-        return Ok(WrapConfig::TlsAuth { key, digest, direction });
+        return Ok(WrapConfig::TlsAuth {
+            key,
+            digest,
+            direction,
+        });
     }
     Ok(WrapConfig::None)
 }
@@ -227,7 +294,11 @@ struct Keepalive {
 /// to a and its ping-restart to 2b, and pushes `ping a` and `ping-restart b`. Explicit
 /// `ping`/`ping-restart` (OpenVPN rejects them next to keepalive; the config loader does
 /// too) set the server's own timers only.
-fn keepalive(ka: Option<(u32, u32)>, ping: Option<u32>, ping_restart: Option<u32>) -> Result<Keepalive> {
+fn keepalive(
+    ka: Option<(u32, u32)>,
+    ping: Option<u32>,
+    ping_restart: Option<u32>,
+) -> Result<Keepalive> {
     let secs = |s: u32| Duration::from_secs(u64::from(s));
     let mut out = Keepalive::default();
     if let Some((a, b)) = ka {
@@ -299,13 +370,21 @@ fn udp_bind(
         warren_config::Proto::Udp => UdpFamily::Any,
         warren_config::Proto::Udp4 => UdpFamily::V4,
         warren_config::Proto::Udp6 => UdpFamily::V6,
-        warren_config::Proto::TcpServer => bail!("`proto tcp-server`: TCP is not supported yet; use `proto udp`"),
+        warren_config::Proto::TcpServer => {
+            bail!("`proto tcp-server`: TCP is not supported yet; use `proto udp`")
+        }
     };
     let local = match local {
         None => None,
         Some(s) => Some(resolve_local(s, family)?),
     };
-    Ok(UdpBind { family, local, port, sndbuf, rcvbuf })
+    Ok(UdpBind {
+        family,
+        local,
+        port,
+        sndbuf,
+        rcvbuf,
+    })
 }
 
 /// `local` is an address or a host name (resolved once, like OpenVPN at startup).
@@ -313,7 +392,9 @@ fn resolve_local(s: &str, family: UdpFamily) -> Result<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(ip);
     }
-    let addrs = (s, 0u16).to_socket_addrs().with_context(|| format!("resolving `local {s}`"))?;
+    let addrs = (s, 0u16)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving `local {s}`"))?;
     addrs
         .map(|a| a.ip())
         .find(|ip| match family {
@@ -332,8 +413,11 @@ fn ciphers(
     cipher: Option<&str>,
 ) -> Result<(Vec<CipherKind>, Option<CipherKind>, Option<String>)> {
     let defaults = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
-    let names: Vec<&str> =
-        if list.is_empty() { defaults.to_vec() } else { list.iter().map(String::as_str).collect() };
+    let names: Vec<&str> = if list.is_empty() {
+        defaults.to_vec()
+    } else {
+        list.iter().map(String::as_str).collect()
+    };
     let mut kinds = Vec::with_capacity(names.len());
     for n in names {
         let k = CipherKind::from_name(n)
@@ -347,7 +431,9 @@ fn ciphers(
         None => None,
         Some(n) => match CipherKind::from_name(n) {
             Some(k) => Some(k),
-            None if fallback.is_some() => bail!("`data-ciphers-fallback {n}`: not supported (use an AEAD cipher such as AES-256-GCM)"),
+            None if fallback.is_some() => bail!(
+                "`data-ciphers-fallback {n}`: not supported (use an AEAD cipher such as AES-256-GCM)"
+            ),
             None => {
                 note = Some(format!(
                     "ignoring cipher {n}: warren has no CBC data channel; clients that cannot negotiate data-ciphers (OpenVPN < 2.4) will be refused"
@@ -382,8 +468,17 @@ mod tests {
         assert_eq!(k.ping_restart, Some(Duration::from_secs(30)));
         assert_eq!((k.push_ping, k.push_ping_restart), (Some(10), Some(60)));
         let k = keepalive(None, Some(7), None).expect("ok");
-        assert_eq!(k, Keepalive { ping: Some(Duration::from_secs(7)), ..Keepalive::default() });
-        assert_eq!(keepalive(None, None, None).expect("ok"), Keepalive::default());
+        assert_eq!(
+            k,
+            Keepalive {
+                ping: Some(Duration::from_secs(7)),
+                ..Keepalive::default()
+            }
+        );
+        assert_eq!(
+            keepalive(None, None, None).expect("ok"),
+            Keepalive::default()
+        );
     }
 
     #[test]
@@ -405,7 +500,10 @@ mod tests {
     fn netmasks() {
         assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 0)).expect("ok"), 24);
         assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 0, 0)).expect("ok"), 16);
-        assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 255)).expect("ok"), 32);
+        assert_eq!(
+            prefix_len(Ipv4Addr::new(255, 255, 255, 255)).expect("ok"),
+            32
+        );
         assert_eq!(prefix_len(Ipv4Addr::new(0, 0, 0, 0)).expect("ok"), 0);
         assert!(prefix_len(Ipv4Addr::new(255, 0, 255, 0)).is_err());
     }
@@ -414,7 +512,16 @@ mod tests {
     fn socket_plans() {
         use warren_config::Proto;
         let b = udp_bind(Proto::Udp, None, 1194, None, Some(0)).expect("ok");
-        assert_eq!(b, UdpBind { family: UdpFamily::Any, local: None, port: 1194, sndbuf: None, rcvbuf: Some(0) });
+        assert_eq!(
+            b,
+            UdpBind {
+                family: UdpFamily::Any,
+                local: None,
+                port: 1194,
+                sndbuf: None,
+                rcvbuf: Some(0)
+            }
+        );
         let b = udp_bind(Proto::Udp4, Some("192.0.2.1"), 1194, None, None).expect("ok");
         assert_eq!(b.local, Some("192.0.2.1".parse().expect("ip")));
         assert_eq!(b.family, UdpFamily::V4);
@@ -422,7 +529,10 @@ mod tests {
         assert_eq!(b.family, UdpFamily::V6);
         let e = udp_bind(Proto::TcpServer, None, 1194, None, None).expect_err("tcp");
         assert!(e.to_string().contains("TCP is not supported yet"), "{e}");
-        assert_eq!(resolve_local("localhost", UdpFamily::V4).expect("resolves"), IpAddr::from(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            resolve_local("localhost", UdpFamily::V4).expect("resolves"),
+            IpAddr::from(Ipv4Addr::LOCALHOST)
+        );
     }
 
     #[test]
@@ -431,10 +541,21 @@ mod tests {
         assert_eq!(k.len(), 3);
         assert_eq!(warren_driver::cipher_name(k[0]), "AES-256-GCM");
         assert_eq!((fb, note), (None, None));
-        let (k, fb, _) = ciphers(&["CHACHA20-POLY1305".into(), "AES-128-GCM".into()], Some("AES-256-GCM"), None).expect("ok");
-        assert_eq!(k.iter().map(|c| warren_driver::cipher_name(*c)).collect::<Vec<_>>(), ["CHACHA20-POLY1305", "AES-128-GCM"]);
+        let (k, fb, _) = ciphers(
+            &["CHACHA20-POLY1305".into(), "AES-128-GCM".into()],
+            Some("AES-256-GCM"),
+            None,
+        )
+        .expect("ok");
+        assert_eq!(
+            k.iter()
+                .map(|c| warren_driver::cipher_name(*c))
+                .collect::<Vec<_>>(),
+            ["CHACHA20-POLY1305", "AES-128-GCM"]
+        );
         assert_eq!(fb.map(warren_driver::cipher_name), Some("AES-256-GCM"));
-        let (_, fb, note) = ciphers(&[], None, Some("AES-256-CBC")).expect("old configs still load");
+        let (_, fb, note) =
+            ciphers(&[], None, Some("AES-256-CBC")).expect("old configs still load");
         assert_eq!(fb, None);
         assert!(note.expect("note").contains("ignoring cipher AES-256-CBC"));
         assert!(ciphers(&[], Some("BF-CBC"), None).is_err());

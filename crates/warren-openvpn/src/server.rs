@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// plus IP/UDP headers). None disables clamping.
     pub mssfix: Option<u16>,
     pub key_derivation: KeyDerivation,
+    /// Ask the driver to authorise every new client ([`ServerEvent::AuthRequest`], answered
+    /// with [`Server::authorize`]) before it gets an address: passwords, revocation lists,
+    /// user records, fixed addresses. Without it, a valid certificate is enough.
+    pub external_auth: bool,
     /// Unix time (seconds) at `Instant::ZERO`; used for wrap replay timestamps and cookies.
     pub unix_time_at_zero: u64,
 }
@@ -129,9 +133,40 @@ pub enum DropReason {
 }
 
 /// Lifecycle events, for logs and the status file.
+/// The driver's answer to [`ServerEvent::AuthRequest`].
+#[derive(Debug, Clone)]
+pub enum AuthDecision {
+    Accept(AuthGrant),
+    /// Sends `AUTH_FAILED` (with `reason` when given, as OpenVPN's `client-deny` does) and
+    /// ends the session.
+    Reject { reason: Option<String> },
+}
+
+/// What an accepted client gets beyond the server's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct AuthGrant {
+    /// Replaces the identity (common name) used for logs, status and duplicate-cn.
+    pub identity: Option<String>,
+    /// A fixed address (must be inside the pool and free; otherwise the pool decides).
+    pub fixed_ip: Option<Ipv4Addr>,
+    /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`).
+    pub push: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ServerEvent {
+    /// With `external_auth`: decide with [`Server::authorize`] within the hand-window.
+    AuthRequest {
+        peer_id: u32,
+        addr: SocketAddr,
+        /// The certificate's common name, or the username when there is no certificate.
+        common_name: String,
+        /// True when the client presented a verified certificate.
+        has_certificate: bool,
+        username: Option<String>,
+        password: Option<String>,
+    },
     Connected { peer_id: u32, common_name: String, addr: SocketAddr, vpn_ip: Ipv4Addr, cipher: CipherKind, ekm: bool },
     Renegotiated { peer_id: u32, key_id: u8 },
     Disconnected { peer_id: u32, common_name: String, addr: SocketAddr, reason: DisconnectReason },
@@ -147,6 +182,9 @@ pub enum DisconnectReason {
     TlsError(String),
     Replaced,
     Shutdown,
+    AuthFailed,
+    /// Ended by [`Server::kick`] (revocation, user disabled).
+    Kicked,
 }
 
 /// One connected client, for `status` files.
@@ -451,8 +489,12 @@ impl Server {
     /// After a session handled input: connect it if key-method 2 finished, remove it if it
     /// died, queue it for transmission and re-arm its timer.
     fn after_session_input(&mut self, now: Instant, slot: usize) {
-        if self.sessions[slot].as_ref().is_some_and(|s| s.pending_connect) {
-            self.finish_connect(now, slot);
+        if self.sessions[slot].as_ref().is_some_and(|s| s.pending_connect && !s.awaiting_auth) {
+            if self.config.external_auth {
+                self.request_auth(slot);
+            } else {
+                self.finish_connect(now, slot, AuthGrant::default());
+            }
         }
         if let Some(end) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
             let reason = match end {
@@ -484,7 +526,77 @@ impl Server {
 
     /// Key-method 2 of the first key is done: enforce duplicate-cn, allocate the address,
     /// build the push reply (push.c:613 order) and announce the client.
-    fn finish_connect(&mut self, now: Instant, slot: usize) {
+    fn request_auth(&mut self, slot: usize) {
+        let Some(s) = self.sessions[slot].as_mut() else { return };
+        s.awaiting_auth = true;
+        let password = s.pending_password.take().filter(|p| !p.is_empty());
+        self.events.push_back(ServerEvent::AuthRequest {
+            peer_id: s.peer_id,
+            addr: s.addr,
+            common_name: s.common_name.clone().unwrap_or_default(),
+            has_certificate: s.keys.iter().any(|k| k.peer_certificates().is_some_and(|c| !c.is_empty())),
+            username: s.username.clone(),
+            password,
+        });
+    }
+
+    /// Answers an [`ServerEvent::AuthRequest`]. Unknown or already-decided peer ids are
+    /// ignored (the client may have gone meanwhile).
+    pub fn authorize(&mut self, now: Instant, peer_id: u32, decision: AuthDecision) {
+        let slot = peer_id as usize;
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !s.awaiting_auth || !s.pending_connect {
+            return;
+        }
+        s.awaiting_auth = false;
+        match decision {
+            AuthDecision::Accept(grant) => self.finish_connect(now, slot, grant),
+            AuthDecision::Reject { reason } => {
+                s.pending_connect = false;
+                let msg = match reason {
+                    Some(r) => format!("AUTH_FAILED,{r}"),
+                    None => "AUTH_FAILED".to_string(),
+                };
+                s.send_control_message(&mut self.ctx, now, &msg);
+                s.close(now, End::Server(DisconnectReason::AuthFailed));
+                self.events.push_back(ServerEvent::HandshakeFailed { addr: s.addr, reason: "authentication failed".into() });
+            }
+        }
+        self.mark_dirty(slot);
+        self.schedule(slot);
+    }
+
+    /// Ends every connected session whose identity matches, sending `message` (e.g.
+    /// `RESTART` or `HALT,...`) first. Returns how many were ended. Used for revocation.
+    pub fn kick(&mut self, now: Instant, identity: &str, message: &str) -> usize {
+        let mut n = 0;
+        for slot in 0..self.sessions.len() {
+            let Some(s) = self.sessions[slot].as_mut() else { continue };
+            if s.common_name.as_deref() != Some(identity) || s.is_closing() {
+                continue;
+            }
+            s.send_control_message(&mut self.ctx, now, message);
+            s.close(now, End::Server(DisconnectReason::Kicked));
+            n += 1;
+            self.mark_dirty(slot);
+            self.schedule(slot);
+        }
+        n
+    }
+
+    /// Replaces the TLS configuration for new handshakes and renegotiations (a new CRL, a
+    /// renewed server certificate). Sessions already up keep their current keys.
+    pub fn set_tls_config(&mut self, tls: Arc<rustls::ServerConfig>) {
+        self.ctx.tls = TlsFactory::Server(tls.clone());
+        self.config.tls = tls;
+    }
+
+    fn finish_connect(&mut self, now: Instant, slot: usize, grant: AuthGrant) {
+        if let Some(identity) = grant.identity.clone() {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.common_name = Some(identity);
+            }
+        }
         let Some(cn) = self.sessions[slot].as_ref().and_then(|s| s.common_name.clone()) else { return };
         if !self.config.duplicate_cn {
             let dups: Vec<usize> = self
@@ -499,7 +611,7 @@ impl Server {
                 self.remove_session(d, DisconnectReason::Replaced);
             }
         }
-        let Some(ip) = self.allocate_ip() else {
+        let Some(ip) = grant.fixed_ip.and_then(|ip| self.allocate_specific(ip)).or_else(|| self.allocate_ip()) else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
                 s.pending_connect = false;
@@ -520,6 +632,7 @@ impl Server {
             opts.push(format!("ping-restart {p}"));
         }
         opts.extend(cfg.push.iter().cloned());
+        opts.extend(grant.push.iter().cloned());
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
         if s.data_v2 {
@@ -548,6 +661,18 @@ impl Server {
         };
         s.set_push_reply(&mut self.ctx, now, opts);
         self.events.push_back(event);
+    }
+
+    /// Takes `ip` if it is a usable pool address that nobody holds.
+    fn allocate_specific(&mut self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
+        let broadcast = net | !u32::from(self.config.netmask);
+        let v = u32::from(ip);
+        if v < net + 2 || v >= broadcast || self.pool_used.contains(&v) {
+            return None;
+        }
+        self.pool_used.insert(v);
+        Some(ip)
     }
 
     fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
@@ -579,7 +704,7 @@ impl Server {
             self.by_vpn_ip.remove(&ip);
             self.pool_used.remove(&u32::from(ip));
         }
-        if s.connected {
+        if s.connected || s.awaiting_auth {
             self.events.push_back(ServerEvent::Disconnected {
                 peer_id: s.peer_id,
                 common_name: s.common_name.clone().unwrap_or_default(),

@@ -108,6 +108,11 @@ pub(crate) struct Session {
     /// Server: key-method 2 of key id 0 is done; the endpoint allocates an address and
     /// calls [`Session::set_push_reply`].
     pub pending_connect: bool,
+    /// Server with external authentication: an `AuthRequest` is out, no decision yet.
+    pub awaiting_auth: bool,
+    /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
+    /// for an authentication decision.
+    pub pending_password: Option<String>,
     pub connected: bool,
     ping: Option<Duration>,
     ping_restart: Option<Duration>,
@@ -174,6 +179,8 @@ impl Session {
             request_push: false,
             cc_exit: false,
             pending_connect: false,
+            awaiting_auth: false,
+            pending_password: None,
             connected: false,
             ping: ctx.ping,
             ping_restart: ctx.ping_restart,
@@ -499,6 +506,7 @@ impl Session {
             self.peer_info = Some(info);
             self.common_name = Some(cn);
             self.username = (!km2.username.is_empty()).then(|| km2.username.clone());
+            self.pending_password = Some(km2.password.clone());
         } else if self.common_name.as_deref() != Some(cn.as_str()) {
             // ssl_verify.c: the common name must not change across renegotiations.
             return Err(format!(

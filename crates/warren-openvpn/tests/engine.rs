@@ -154,6 +154,7 @@ fn server_config(s: &Setup) -> ServerConfig {
         tun_mtu: 1500,
         mssfix: Some(1492),
         key_derivation: s.server_kd,
+        external_auth: false,
         unix_time_at_zero: 1_790_000_000,
     }
 }
@@ -760,4 +761,119 @@ fn three_clients_get_distinct_addresses() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "distinct addresses: {ips:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// External authentication (deferred decisions by the driver)
+// ---------------------------------------------------------------------------------------------
+
+fn auth_world(seed: u64, credentials: Option<(&str, &str)>, with_cert: bool) -> World {
+    let setup = Setup::default();
+    let mut w = World::new(&setup, seed, Impair::default());
+    let p = pki();
+    let mut scfg = server_config(&setup);
+    scfg.external_auth = true;
+    if !with_cert {
+        scfg.tls = tls::server_config(
+            &p.ca_pem,
+            &p.server.0,
+            &p.server.1,
+            &ServerTlsOptions { client_cert: tls::ClientCertMode::None, ..Default::default() },
+        )
+        .unwrap();
+    }
+    w.server = Server::new(scfg, Box::new(TestRng::seed(seed ^ 0x77)));
+    let mut ccfg = client_config(&setup, &p.client);
+    if !with_cert {
+        ccfg.tls = tls::client_config(&p.ca_pem, None, None, &ClientTlsOptions { remote_cert_tls: Some(CertRole::Server), ..Default::default() }).unwrap();
+    }
+    ccfg.credentials = credentials.map(|(u, p)| (u.to_string(), p.to_string()));
+    w.client = Client::new(ccfg, addr(SERVER), Box::new(TestRng::seed(seed ^ 0x78)), w.now).unwrap();
+    w
+}
+
+fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Option<String>) {
+    for _ in 0..100 {
+        w.run_for(Duration::from_millis(50));
+        if let Some(pos) = w.server_events.iter().position(|e| matches!(e, ServerEvent::AuthRequest { .. })) {
+            if let ServerEvent::AuthRequest { peer_id, common_name, has_certificate, username, password, .. } = w.server_events.remove(pos) {
+                return (peer_id, common_name, has_certificate, username, password);
+            }
+        }
+    }
+    panic!("no AuthRequest: {:?}", w.server_events);
+}
+
+#[test]
+fn external_auth_accept_with_fixed_address_and_extra_routes() {
+    let mut w = auth_world(21, Some(("alice", "s3cret")), true);
+    let (peer_id, cn, has_cert, user, pass) = take_auth_request(&mut w);
+    assert_eq!((cn.as_str(), has_cert), ("client", true));
+    assert_eq!((user.as_deref(), pass.as_deref()), (Some("alice"), Some("s3cret")));
+    // No address and no data before the decision.
+    w.run_for(Duration::from_secs(2));
+    assert!(!w.client.is_connected());
+    let now = w.now;
+    w.server.authorize(
+        now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(warren_openvpn::AuthGrant {
+            identity: Some("alice".into()),
+            fixed_ip: Some(Ipv4Addr::new(10, 8, 0, 42)),
+            push: vec!["route 10.99.0.0 255.255.0.0".into()],
+        }),
+    );
+    w.connect(Duration::from_secs(10));
+    assert_eq!(w.client_ip(), Ipv4Addr::new(10, 8, 0, 42));
+    let routes: Vec<Ipv4Addr> = w
+        .client_events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::Connected { config, .. } => Some(config.routes.iter().map(|r| r.network).collect()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(routes.contains(&Ipv4Addr::new(10, 99, 0, 0)));
+    assert_eq!(w.server.clients()[0].common_name, "alice");
+    assert!(w.client_sends(b"hi"));
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(w.server_tun.len(), 1);
+
+    // Revocation: the session ends at once and the client is told to reconnect.
+    let now = w.now;
+    assert_eq!(w.server.kick(now, "alice", "RESTART,revoked"), 1);
+    w.run_for(Duration::from_secs(3));
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::Restart(_) })), "{:?}", w.client_events);
+    assert!(w.server.clients().is_empty());
+}
+
+#[test]
+fn external_auth_reject_sends_auth_failed() {
+    let mut w = auth_world(22, Some(("alice", "wrong")), true);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    let now = w.now;
+    w.server.authorize(now, peer_id, warren_openvpn::AuthDecision::Reject { reason: None });
+    w.run_for(Duration::from_secs(3));
+    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::AuthFailed(_) })), "{:?}", w.client_events);
+    assert_eq!(w.server.session_count(), 0);
+}
+
+#[test]
+fn password_only_clients_use_the_username_as_identity() {
+    let mut w = auth_world(23, Some(("bob", "pw")), false);
+    let (peer_id, cn, has_cert, user, pass) = take_auth_request(&mut w);
+    assert_eq!((cn.as_str(), has_cert, user.as_deref(), pass.as_deref()), ("bob", false, Some("bob"), Some("pw")));
+    let now = w.now;
+    w.server.authorize(now, peer_id, warren_openvpn::AuthDecision::Accept(Default::default()));
+    w.connect(Duration::from_secs(10));
+    assert_eq!(w.server.clients()[0].common_name, "bob");
+}
+
+#[test]
+fn undecided_auth_times_out_with_the_hand_window() {
+    let mut w = auth_world(24, Some(("carol", "pw")), true);
+    let _ = take_auth_request(&mut w);
+    w.run_for(Duration::from_secs(65));
+    assert!(!w.client.is_connected());
+    assert_eq!(w.server.session_count(), 0);
 }
