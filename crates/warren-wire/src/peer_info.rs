@@ -36,7 +36,7 @@ pub struct PeerInfo {
     pub platform: Option<String>,
     /// `IV_PROTO` bits ([`iv_proto`]); 0 when absent.
     pub proto: u32,
-    /// `IV_CIPHERS`, split on `:`; empty when absent.
+    /// `IV_CIPHERS`, split on `:`, items trimmed, empty items dropped; empty when absent.
     pub ciphers: Vec<String>,
     /// `IV_NCP`
     pub ncp: Option<u32>,
@@ -77,6 +77,7 @@ impl PeerInfo {
                 "IV_CIPHERS" if !seen_ciphers => {
                     pi.ciphers = v
                         .split(':')
+                        .map(str::trim)
                         .filter(|c| !c.is_empty())
                         .map(str::to_owned)
                         .collect();
@@ -192,7 +193,13 @@ mod tests {
 
     #[test]
     fn reparse_keeps_first_occurrence() {
-        for s in ["IV_PROTO=0\nIV_PROTO=5\n", "IV_CIPHERS=\nIV_CIPHERS=X\n", "IV_VER=a\r\r\n"] {
+        for s in [
+            "IV_PROTO=0\nIV_PROTO=5\n",
+            "IV_CIPHERS=\nIV_CIPHERS=X\n",
+            // Found by the peer_info fuzz target: a `\r` before trailing colons.
+            "IV_CIPHERS=E::I::x\r::\n",
+            "IV_VER=a\r\r\n",
+        ] {
             let pi = PeerInfo::parse(s);
             assert_eq!(PeerInfo::parse(&pi.to_string()), pi, "{s:?}");
         }
