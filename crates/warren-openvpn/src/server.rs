@@ -162,8 +162,9 @@ pub enum ServerEvent {
         addr: SocketAddr,
         /// The certificate's common name, or the username when there is no certificate.
         common_name: String,
-        /// True when the client presented a verified certificate.
-        has_certificate: bool,
+        /// The client's verified leaf certificate (DER), if it presented one: check its
+        /// serial against revocations.
+        certificate: Option<rustls::pki_types::CertificateDer<'static>>,
         username: Option<String>,
         password: Option<String>,
     },
@@ -534,7 +535,7 @@ impl Server {
             peer_id: s.peer_id,
             addr: s.addr,
             common_name: s.common_name.clone().unwrap_or_default(),
-            has_certificate: s.keys.iter().any(|k| k.peer_certificates().is_some_and(|c| !c.is_empty())),
+            certificate: s.keys.iter().find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
             username: s.username.clone(),
             password,
         });

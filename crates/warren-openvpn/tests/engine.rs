@@ -796,8 +796,8 @@ fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Optio
     for _ in 0..100 {
         w.run_for(Duration::from_millis(50));
         if let Some(pos) = w.server_events.iter().position(|e| matches!(e, ServerEvent::AuthRequest { .. })) {
-            if let ServerEvent::AuthRequest { peer_id, common_name, has_certificate, username, password, .. } = w.server_events.remove(pos) {
-                return (peer_id, common_name, has_certificate, username, password);
+            if let ServerEvent::AuthRequest { peer_id, common_name, certificate, username, password, .. } = w.server_events.remove(pos) {
+                return (peer_id, common_name, certificate.is_some(), username, password);
             }
         }
     }
