@@ -1,4 +1,6 @@
 //! Log setup: OpenVPN's `verb` as the default level, `-v`/`-q` to adjust, `RUST_LOG` to override.
+use std::io::IsTerminal;
+
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -42,9 +44,13 @@ pub fn init(level: LevelFilter) {
         },
         _ => EnvFilter::default().add_directive(level.into()),
     };
+    // Colours only on a terminal, and never with NO_COLOR (https://no-color.org).
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let result = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
     if let Err(e) = result {

@@ -6,8 +6,14 @@
 //! printed as one `error: ...` line (config errors lead with `file:line`), exit status 1.
 #![forbid(unsafe_code)]
 
+mod client;
+mod demo;
 mod logging;
+mod pki;
+mod profile;
 mod server;
+mod state;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,11 +34,49 @@ struct Cli {
     command: Command,
 }
 
-/// Subcommands. Later: `client`, `demo`, `pki`, `user`, `profile`.
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a VPN server from an OpenVPN-style server config.
     Server(ServerArgs),
+    /// Connect to an OpenVPN or warren server with an ordinary `.ovpn` client profile.
+    Client(ClientArgs),
+    /// Show warren end to end on this machine (as root): two network namespaces, a
+    /// throwaway PKI, a server, a client, ping and throughput; everything is removed after.
+    Demo(DemoArgs),
+    /// The built-in certificate authority: init, issue, revoke, renew, list, crl, import.
+    Pki(pki::PkiArgs),
+    /// VPN users: add, list, show, passwd, set, disable, enable, del.
+    User(user::UserArgs),
+    /// Client profiles: export a self-contained .ovpn file.
+    Profile(profile::ProfileArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The client profile (`.ovpn`, OpenVPN syntax).
+    #[arg(value_name = "PROFILE", required_unless_present = "config", conflicts_with = "config")]
+    profile: Option<PathBuf>,
+    /// The client profile, as with `openvpn --config`.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Do not offer tls-ekm key derivation: the server must fall back to the TLS1-PRF.
+    #[arg(long)]
+    no_tls_ekm: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Seconds of throughput measurement.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=30))]
+    seconds: u32,
+    /// Use the built-in TCP stream even when iperf3 is installed.
+    #[arg(long)]
+    builtin_throughput: bool,
+    #[arg(long, hide = true, value_name = "ADDR")]
+    internal_sink: Option<std::net::SocketAddr>,
+    #[arg(long, hide = true, value_name = "ADDR")]
+    internal_source: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,15 +90,46 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(&args.config, cli.verbose, cli.quiet),
+        Command::Client(args) => {
+            let flags = client::ClientFlags { no_tls_ekm: args.no_tls_ekm, verbose: cli.verbose, quiet: cli.quiet };
+            match args.profile.or(args.config) {
+                Some(p) => client::run(&p, &flags),
+                None => Err(anyhow::anyhow!("give the client profile: warren client PROFILE.ovpn")),
+            }
+        }
+        Command::Demo(args) => match (args.internal_sink, args.internal_source) {
+            (Some(a), _) => demo::internal_sink(a),
+            (_, Some(a)) => demo::internal_source(a, args.seconds),
+            _ => demo::run(&demo::DemoFlags { seconds: args.seconds, builtin: args.builtin_throughput, verbose: cli.verbose }),
+        },
+        Command::Pki(args) => pki::run(args),
+        Command::User(args) => user::run(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` joins the context chain on one line: "what we did: why it failed".
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error chain on one line, "what we did: why it failed", skipping a cause whose text
+/// the previous message already ends with (many library errors print their source too).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -63,14 +138,49 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn error_chain_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        #[derive(Debug)]
+        struct Loud(std::io::Error);
+        impl std::fmt::Display for Loud {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Loud {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Loud(io)).context("starting");
+        assert_eq!(one_line(&e), "starting: reading x: gone");
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
         let c = Cli::try_parse_from(["warren", "-vv", "server", "-c", "s.conf"]).expect("parse");
         assert_eq!(c.verbose, 2);
-        let Command::Server(a) = c.command;
+        let Command::Server(a) = c.command else { panic!("server subcommand") };
         assert_eq!(a.config, PathBuf::from("s.conf"));
         let c = Cli::try_parse_from(["warren", "server", "--config", "x", "-q"]).expect("parse");
         assert_eq!(c.quiet, 1);
         assert!(Cli::try_parse_from(["warren", "server"]).is_err());
+    }
+
+    #[test]
+    fn client_and_demo_args() {
+        let c = Cli::try_parse_from(["warren", "client", "alice.ovpn", "--no-tls-ekm"]).expect("parse");
+        let Command::Client(a) = c.command else { panic!("client subcommand") };
+        assert_eq!((a.profile, a.config, a.no_tls_ekm), (Some(PathBuf::from("alice.ovpn")), None, true));
+        let c = Cli::try_parse_from(["warren", "client", "--config", "b.ovpn", "-v"]).expect("parse");
+        let Command::Client(a) = c.command else { panic!("client subcommand") };
+        assert_eq!((a.profile, a.config, c.verbose), (None, Some(PathBuf::from("b.ovpn")), 1));
+        assert!(Cli::try_parse_from(["warren", "client"]).is_err());
+        assert!(Cli::try_parse_from(["warren", "client", "a.ovpn", "-c", "b.ovpn"]).is_err());
+        let c = Cli::try_parse_from(["warren", "demo"]).expect("parse");
+        let Command::Demo(d) = c.command else { panic!("demo subcommand") };
+        assert_eq!(d.seconds, 3);
+        assert!(Cli::try_parse_from(["warren", "demo", "--seconds", "0"]).is_err());
     }
 }

@@ -45,7 +45,7 @@ fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
 }
 
 /// Pings both ways and moves `bytes` from the client to the server with a SHA-256 check.
-fn check_tunnel(lab: &mut Lab, client: &Client, bytes: u64) {
+fn check_tunnel(lab: &Lab, client: &Client, bytes: u64) {
     ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
     ping_ok(&lab.server_ns, client.addr(), "server -> client");
     if bytes > 0 {
@@ -83,7 +83,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&mut lab, &client, 50 * MB);
+        check_tunnel(&lab, &client, 50 * MB);
         // Download direction.
         let r = lab.transfer(
             &lab.server_ns,
@@ -193,7 +193,7 @@ mod cases {
         let client = lab.connect_client("client1", cc);
         let want = format!("Data Channel: cipher '{cipher}'");
         assert!(log_has(&client, &want), "client log lacks {want:?}");
-        check_tunnel(&mut lab, &client, 8 * MB);
+        check_tunnel(&lab, &client, 8 * MB);
     }
 
     /// A wrapping mode on both sides. Also checks that an unwrapped reset gets a reply only
@@ -206,7 +206,7 @@ mod cases {
         let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
         cc.wrap = wrap.clone();
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&mut lab, &client, 8 * MB);
+        check_tunnel(&lab, &client, 8 * MB);
         let (probe_ns, srv, _) = lab.new_peer_ns();
         let r = lab.udp_probe(
             &probe_ns,
@@ -236,7 +236,7 @@ mod cases {
         let client = lab.connect_client("client1", cc);
         let want = format!("Control Channel: {expect}");
         assert!(log_has(&client, &want), "client log lacks {want:?}");
-        check_tunnel(&mut lab, &client, 8 * MB);
+        check_tunnel(&lab, &client, 8 * MB);
     }
 
     /// Default key derivation: TLS-EKM is pushed.
@@ -249,7 +249,7 @@ mod cases {
         let push = push_reply(&client);
         // 2.6 clients get `protocol-flags ... tls-ekm ...`; older ones `key-derivation tls-ekm`.
         assert!(push.contains("tls-ekm"), "PUSH_REPLY: {push}");
-        check_tunnel(&mut lab, &client, 8 * MB);
+        check_tunnel(&lab, &client, 8 * MB);
     }
 
     /// `warren-key-derivation prf` forces the TLS1-PRF derivation on warren; openvpn ignores
@@ -271,7 +271,7 @@ mod cases {
                 "warren pushed tls-ekm despite `warren-key-derivation prf`: {push}"
             );
         }
-        check_tunnel(&mut lab, &client, 8 * MB);
+        check_tunnel(&lab, &client, 8 * MB);
     }
 
     /// `reneg-sec 10` on the client or the server during a 30 s paced transfer: at least two
@@ -343,7 +343,7 @@ mod cases {
         let c2 = lab.pki.clients[1].clone();
         let cc = lab.client_conf(&c2);
         let client2 = lab.connect_client("client2", cc);
-        check_tunnel(&mut lab, &client2, 4 * MB);
+        check_tunnel(&lab, &client2, 4 * MB);
         lab.assert_server_running();
     }
 
@@ -390,7 +390,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&mut lab, &client, 4 * MB);
+        check_tunnel(&lab, &client, 4 * MB);
     }
 }
 

@@ -14,10 +14,17 @@
 //! separates its control side from immutable data-channel keys.
 #![forbid(unsafe_code)]
 
+mod client_loop;
 mod server_loop;
 pub mod status;
 
-pub use server_loop::{BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot};
+pub use client_loop::{
+    ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
+    filter_pushed, redirect_from_flags, run_client, tunnel_spec,
+};
+pub use server_loop::{
+    BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
+};
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.
 pub fn cipher_name(c: warren_crypto::CipherKind) -> &'static str {

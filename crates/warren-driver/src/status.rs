@@ -86,12 +86,24 @@ fn real_addr(a: &SocketAddr) -> String {
 /// Status fields come from certificates and peers: keep a hostile CN from forging lines
 /// or columns (OpenVPN restricts CN characters at verification time; we sanitise here).
 fn clean(s: &str, sep: char) -> String {
-    s.chars().map(|c| if c.is_control() || c == sep || c == ',' { '_' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == sep || c == ',' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Renders the file. `time` formats Unix seconds the way OpenVPN's `time_string` does
 /// (local time, `YYYY-MM-DD HH:MM:SS`); it is a parameter so tests can pin it.
-pub fn render(version: StatusVersion, snap: &StatusSnapshot, time: &dyn Fn(u64) -> String) -> String {
+pub fn render(
+    version: StatusVersion,
+    snap: &StatusSnapshot,
+    time: &dyn Fn(u64) -> String,
+) -> String {
     let mut out = String::with_capacity(256 + 160 * snap.clients.len());
     // `write!` into a String cannot fail; the results are folded into this one flag.
     let mut ok = true;
@@ -135,7 +147,11 @@ pub fn render(version: StatusVersion, snap: &StatusSnapshot, time: &dyn Fn(u64) 
             out.push_str("END\n");
         }
         StatusVersion::V2 | StatusVersion::V3 => {
-            let s = if version == StatusVersion::V3 { '\t' } else { ',' };
+            let s = if version == StatusVersion::V3 {
+                '\t'
+            } else {
+                ','
+            };
             ok &= writeln!(out, "TITLE{s}{}", clean(&snap.title, s)).is_ok();
             ok &= writeln!(out, "TIME{s}{}{s}{}", time(snap.now), snap.now).is_ok();
             let client_cols = [
@@ -213,11 +229,94 @@ pub struct StatusWriteError {
     pub source: io::Error,
 }
 
+/// The status file, opened at startup (before privileges are dropped) and rewritten on
+/// every update.
+///
+/// Each update is written atomically (a temporary file beside it, then `rename(2)`), so a
+/// reader never sees half a file. When the directory is not writable for the process (after
+/// `user nobody`, or a root-owned file in a sticky directory), it falls back to OpenVPN's
+/// way: truncate and rewrite in place through the descriptor opened at startup.
+#[derive(Debug)]
+pub struct StatusFile {
+    path: PathBuf,
+    /// Opened before the privilege drop; used only in place mode.
+    held: std::fs::File,
+    in_place: bool,
+    /// An atomic replace worked: `held` now names the replaced inode, so falling back to
+    /// it would write into a file nobody sees.
+    replaced: bool,
+}
+
+impl StatusFile {
+    /// Opens (creating it if needed) `path`. Like OpenVPN (status.c `status_open`, which
+    /// fails hard), an unusable path is a startup error.
+    pub fn open(path: &Path) -> Result<StatusFile, StatusWriteError> {
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StatusWriteError {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(StatusFile {
+            path: path.to_owned(),
+            held,
+            in_place: false,
+            replaced: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the file's contents with `contents`.
+    pub fn write(&mut self, contents: &str) -> Result<(), StatusWriteError> {
+        if !self.in_place {
+            match write_atomically(&self.path, contents) {
+                Ok(()) => {
+                    self.replaced = true;
+                    return Ok(());
+                }
+                Err(e) if !self.replaced && e.source.kind() == io::ErrorKind::PermissionDenied => {
+                    tracing::debug!(
+                        "cannot replace {} atomically ({}); rewriting it in place from now on",
+                        self.path.display(),
+                        e.source
+                    );
+                    self.in_place = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.rewrite_in_place(contents)
+            .map_err(|source| StatusWriteError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn rewrite_in_place(&mut self, contents: &str) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        self.held.set_len(0)?;
+        self.held.seek(SeekFrom::Start(0))?;
+        self.held.write_all(contents.as_bytes())?;
+        self.held.flush()
+    }
+}
+
 /// Writes `contents` to `path` atomically: a temporary file beside it, fsync-free (status
 /// files are advisory), then `rename(2)` over the old one, so readers never see half a file.
 pub fn write_atomically(path: &Path, contents: &str) -> Result<(), StatusWriteError> {
-    let err = |source| StatusWriteError { path: path.to_owned(), source };
-    let file_name = path.file_name().ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
+    let err = |source| StatusWriteError {
+        path: path.to_owned(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     tmp_name.push(format!(".tmp{}", std::process::id()));
@@ -244,7 +343,12 @@ mod tests {
         // Fixed, zone-free formatting for golden strings: seconds since 2024-01-01.
         let base = 1_704_067_200u64;
         let d = t.saturating_sub(base);
-        format!("2024-01-01 {:02}:{:02}:{:02}", d / 3600, (d / 60) % 60, d % 60)
+        format!(
+            "2024-01-01 {:02}:{:02}:{:02}",
+            d / 3600,
+            (d / 60) % 60,
+            d % 60
+        )
     }
 
     fn snap() -> StatusSnapshot {
@@ -323,7 +427,9 @@ END
     fn version_3_is_version_2_with_tabs() {
         let v2 = render(StatusVersion::V2, &snap(), &utc);
         let v3 = render(StatusVersion::V3, &snap(), &utc);
-        assert!(v3.starts_with("TITLE\twarren 0.1.0 x86_64-linux\nTIME\t2024-01-01 01:00:00\t1704070800\n"));
+        assert!(v3.starts_with(
+            "TITLE\twarren 0.1.0 x86_64-linux\nTIME\t2024-01-01 01:00:00\t1704070800\n"
+        ));
         // The fields contain no commas or tabs, so swapping separators maps one onto the other.
         assert_eq!(v3.replace('\t', ","), v2);
         assert!(v3.contains("CLIENT_LIST\talice\t192.0.2.10:51234\t10.8.0.2\t\t12345\t"));
@@ -341,7 +447,10 @@ END
         let v2 = render(StatusVersion::V2, &s, &utc);
         assert!(v2.contains("CLIENT_LIST,evil_CLIENT_LIST_x,"));
         assert!(v2.contains("CLIENT_LIST,UNDEF,2001:db8::7,"));
-        assert_eq!(v2.lines().filter(|l| l.starts_with("CLIENT_LIST")).count(), 2);
+        assert_eq!(
+            v2.lines().filter(|l| l.starts_with("CLIENT_LIST")).count(),
+            2
+        );
     }
 
     #[test]
@@ -362,6 +471,32 @@ END
         assert_eq!(leftovers, 1, "temporary file left behind");
         let e = write_atomically(&dir.join("missing/dir/status"), "x").expect_err("no dir");
         assert!(e.to_string().contains("missing/dir/status"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn status_file_in_place_fallback() {
+        let dir = std::env::temp_dir().join(format!("warren-status-ip-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join("status.log");
+        let mut f = StatusFile::open(&p).expect("open");
+        f.write("first version, long\n").expect("atomic");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "first version, long\n"
+        );
+        // In place mode writes through the descriptor opened at startup; re-open it, since
+        // the atomic write above replaced the inode.
+        let mut f = StatusFile::open(&p).expect("reopen");
+        f.in_place = true;
+        f.write("short\n").expect("in place");
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "short\n",
+            "old tail truncated"
+        );
+        assert_eq!(f.path(), p.as_path());
+        assert!(StatusFile::open(&dir.join("no/such/dir/status")).is_err());
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

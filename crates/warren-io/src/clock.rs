@@ -74,7 +74,10 @@ pub fn format_local_time(unix: u64) -> String {
 }
 
 fn read_clock(id: libc::clockid_t) -> io::Result<u64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec that lives across the call.
     let rc = unsafe { libc::clock_gettime(id, &mut ts) };
     if rc != 0 {
@@ -97,7 +100,11 @@ mod tests {
         assert!(b >= a);
         // Anchor plus uptime is within a few seconds of the wall clock.
         let est = c.unix_time_at_zero() + b.as_secs();
-        assert!(est.abs_diff(c.unix_now()) <= 2, "est {est} vs {}", c.unix_now());
+        assert!(
+            est.abs_diff(c.unix_now()) <= 2,
+            "est {est} vs {}",
+            c.unix_now()
+        );
         // Sanity: after 2020-01-01.
         assert!(c.unix_now() > 1_577_836_800);
     }

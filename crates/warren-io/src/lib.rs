@@ -32,10 +32,13 @@ pub use privs::{PrivilegeError, current_user_name, drop_privileges};
 pub use rng::OsRng;
 pub use signals::{Signal, Signals};
 pub use tun::{Tun, TunConfig, TunError};
-pub use udp::{BindError, RecvMeta, UdpBind, UdpFamily, UdpSocket, DEFAULT_SOCKET_BUFFER};
+pub use udp::{BindError, DEFAULT_SOCKET_BUFFER, RecvMeta, UdpBind, UdpFamily, UdpSocket};
 
 /// `true` for the errors a non-blocking descriptor returns when it has nothing to give
 /// or no room to take (`EAGAIN`/`EWOULDBLOCK`).
 pub fn is_would_block(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock
 }
+
+mod term;
+pub use term::prompt_tty;

@@ -39,12 +39,18 @@ pub struct Poller {
 
 impl Poller {
     pub fn new() -> Self {
-        Poller { fds: Vec::with_capacity(4) }
+        Poller {
+            fds: Vec::with_capacity(4),
+        }
     }
 
     /// Registers `fd` for `interest`.
     pub fn add(&mut self, fd: BorrowedFd<'_>, interest: Interest) -> Token {
-        self.fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: interest.events(), revents: 0 });
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: interest.events(),
+            revents: 0,
+        });
         Token(self.fds.len() - 1)
     }
 
@@ -67,7 +73,9 @@ impl Poller {
             tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_nsec: libc::c_long::from(d.subsec_nanos()),
         });
-        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         let nfds = libc::nfds_t::try_from(self.fds.len()).unwrap_or(libc::nfds_t::MAX);
         // SAFETY: `self.fds` is a valid array of `nfds` pollfd structs that the kernel may
         // write `revents` into; `ts_ptr` is null or points at `ts`, alive across the call;
@@ -99,7 +107,9 @@ impl Poller {
 
     /// Whether the last [`Poller::wait`] found `token` writable (or in error).
     pub fn is_writable(&self, token: Token) -> bool {
-        self.fds.get(token.0).is_some_and(|p| p.revents & (libc::POLLOUT | libc::POLLERR) != 0)
+        self.fds
+            .get(token.0)
+            .is_some_and(|p| p.revents & (libc::POLLOUT | libc::POLLERR) != 0)
     }
 }
 

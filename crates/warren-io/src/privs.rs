@@ -28,7 +28,10 @@ pub enum PrivilegeError {
 /// With only `user`, the user's primary group is used as the group (so no root group
 /// membership survives); with only `group`, the user id is kept. Both `None` is a no-op.
 /// Returns the `(uid, gid)` now in effect.
-pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(u32, u32), PrivilegeError> {
+pub fn drop_privileges(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<(u32, u32), PrivilegeError> {
     if user.is_none() && group.is_none() {
         // SAFETY: getuid/getgid cannot fail and have no preconditions.
         return Ok(unsafe { (libc::getuid(), libc::getgid()) });
@@ -42,17 +45,26 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(u32, 
         let groups = [gid];
         // SAFETY: `groups` is a valid array of one gid_t for the duration of the call.
         if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
-            return Err(PrivilegeError::SetGroups { gid, source: io::Error::last_os_error() });
+            return Err(PrivilegeError::SetGroups {
+                gid,
+                source: io::Error::last_os_error(),
+            });
         }
         // SAFETY: setgid has no memory preconditions.
         if unsafe { libc::setgid(gid) } != 0 {
-            return Err(PrivilegeError::SetGid { gid, source: io::Error::last_os_error() });
+            return Err(PrivilegeError::SetGid {
+                gid,
+                source: io::Error::last_os_error(),
+            });
         }
     }
     if let Some((uid, _)) = pw {
         // SAFETY: setuid has no memory preconditions.
         if unsafe { libc::setuid(uid) } != 0 {
-            return Err(PrivilegeError::SetUid { uid, source: io::Error::last_os_error() });
+            return Err(PrivilegeError::SetUid {
+                uid,
+                source: io::Error::last_os_error(),
+            });
         }
     }
     // SAFETY: getuid/getgid cannot fail and have no preconditions.
@@ -69,14 +81,23 @@ fn lookup_user(name: &str) -> Result<(u32, u32), PrivilegeError> {
         // SAFETY: all pointers are valid for the call: `c` is NUL-terminated, `pwd` is a
         // writable passwd, `buf` a writable buffer of `buf.len()` bytes, `result` writable.
         let rc = unsafe {
-            libc::getpwnam_r(c.as_ptr(), pwd.as_mut_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getpwnam_r(
+                c.as_ptr(),
+                pwd.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 4, 0);
             continue;
         }
         if rc != 0 {
-            return Err(PrivilegeError::Lookup { name: name.to_owned(), source: io::Error::from_raw_os_error(rc) });
+            return Err(PrivilegeError::Lookup {
+                name: name.to_owned(),
+                source: io::Error::from_raw_os_error(rc),
+            });
         }
         if result.is_null() {
             return Err(PrivilegeError::UnknownUser(name.to_owned()));
@@ -95,14 +116,23 @@ fn lookup_group(name: &str) -> Result<u32, PrivilegeError> {
         let mut result: *mut libc::group = std::ptr::null_mut();
         // SAFETY: as in lookup_user, every pointer is valid and writable for the call.
         let rc = unsafe {
-            libc::getgrnam_r(c.as_ptr(), grp.as_mut_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut result)
+            libc::getgrnam_r(
+                c.as_ptr(),
+                grp.as_mut_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
         };
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 4, 0);
             continue;
         }
         if rc != 0 {
-            return Err(PrivilegeError::Lookup { name: name.to_owned(), source: io::Error::from_raw_os_error(rc) });
+            return Err(PrivilegeError::Lookup {
+                name: name.to_owned(),
+                source: io::Error::from_raw_os_error(rc),
+            });
         }
         if result.is_null() {
             return Err(PrivilegeError::UnknownGroup(name.to_owned()));
@@ -121,7 +151,15 @@ pub fn current_user_name() -> Option<String> {
     let mut pwd = MaybeUninit::<libc::passwd>::zeroed();
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: all pointers are valid and writable for the call.
-    let rc = unsafe { libc::getpwuid_r(uid, pwd.as_mut_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            pwd.as_mut_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() {
         return None;
     }
@@ -138,9 +176,18 @@ mod tests {
     fn lookups() {
         assert_eq!(lookup_user("root").expect("root exists").0, 0);
         assert_eq!(lookup_group("root").expect("root group"), 0);
-        assert!(matches!(lookup_user("no-such-user-warren"), Err(PrivilegeError::UnknownUser(_))));
-        assert!(matches!(lookup_group("no-such-group-warren"), Err(PrivilegeError::UnknownGroup(_))));
-        assert!(matches!(lookup_user("a\0b"), Err(PrivilegeError::BadName(_))));
+        assert!(matches!(
+            lookup_user("no-such-user-warren"),
+            Err(PrivilegeError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            lookup_group("no-such-group-warren"),
+            Err(PrivilegeError::UnknownGroup(_))
+        ));
+        assert!(matches!(
+            lookup_user("a\0b"),
+            Err(PrivilegeError::BadName(_))
+        ));
         assert!(current_user_name().is_some());
     }
 
@@ -176,7 +223,11 @@ mod tests {
     fn drops_in_a_child_process() {
         let exe = std::env::current_exe().expect("test binary");
         let mut child = std::process::Command::new(exe)
-            .args(["--exact", "privs::tests::child_entry_drop_to_nobody", "--test-threads=1"])
+            .args([
+                "--exact",
+                "privs::tests::child_entry_drop_to_nobody",
+                "--test-threads=1",
+            ])
             .env("WARREN_IO_PRIV_CHILD", "1")
             .stdout(std::process::Stdio::null())
             .spawn()

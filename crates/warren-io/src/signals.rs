@@ -84,7 +84,10 @@ impl Signals {
                 };
             }
             if n.unsigned_abs() != size {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short read from signalfd"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "short read from signalfd",
+                ));
             }
             // SAFETY: the kernel wrote a whole signalfd_siginfo (checked size above), and the
             // struct was zeroed first, so every byte is initialised either way.

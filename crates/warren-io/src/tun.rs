@@ -33,9 +33,18 @@ pub enum TunError {
     #[error("invalid prefix length /{0} (0..=32)")]
     BadPrefix(u8),
     #[error("creating tun device {name} ({address}/{prefix}, mtu {mtu}): {source}")]
-    Create { name: String, address: Ipv4Addr, prefix: u8, mtu: u16, source: io::Error },
+    Create {
+        name: String,
+        address: Ipv4Addr,
+        prefix: u8,
+        mtu: u16,
+        source: io::Error,
+    },
     #[error("tun device {step}: {source}")]
-    Setup { step: &'static str, source: io::Error },
+    Setup {
+        step: &'static str,
+        source: io::Error,
+    },
 }
 
 /// An open, configured, up tun device in non-blocking mode.
@@ -49,7 +58,10 @@ pub struct Tun {
 
 impl std::fmt::Debug for Tun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun").field("name", &self.name).field("mtu", &self.mtu).finish_non_exhaustive()
+        f.debug_struct("Tun")
+            .field("name", &self.name)
+            .field("mtu", &self.mtu)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,10 +86,23 @@ impl Tun {
         if let Some(n) = requested {
             b = b.name(n);
         }
-        let dev = b.build_sync().map_err(|source| classify(&shown, cfg, source))?;
-        dev.set_nonblocking(true).map_err(|source| TunError::Setup { step: "set non-blocking", source })?;
-        let name = dev.name().map_err(|source| TunError::Setup { step: "read name", source })?;
-        Ok(Tun { dev, name, mtu: cfg.mtu })
+        let dev = b
+            .build_sync()
+            .map_err(|source| classify(&shown, cfg, source))?;
+        dev.set_nonblocking(true)
+            .map_err(|source| TunError::Setup {
+                step: "set non-blocking",
+                source,
+            })?;
+        let name = dev.name().map_err(|source| TunError::Setup {
+            step: "read name",
+            source,
+        })?;
+        Ok(Tun {
+            dev,
+            name,
+            mtu: cfg.mtu,
+        })
     }
 
     /// The interface name the kernel gave the device.
@@ -115,19 +140,31 @@ fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
         && name.len() <= MAX_NAME
         && name != "."
         && name != ".."
-        && !name.bytes().any(|c| c == b'/' || c == 0 || c.is_ascii_whitespace() || c == b':');
-    if ok { Ok(Some(name.to_owned())) } else { Err(TunError::BadName(name.to_owned())) }
+        && !name
+            .bytes()
+            .any(|c| c == b'/' || c == 0 || c.is_ascii_whitespace() || c == b':');
+    if ok {
+        Ok(Some(name.to_owned()))
+    } else {
+        Err(TunError::BadName(name.to_owned()))
+    }
 }
 
 fn classify(name: &str, cfg: &TunConfig, source: io::Error) -> TunError {
     match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => TunError::NeedsCapNetAdmin { name: name.to_owned(), source },
+        Some(libc::EPERM) | Some(libc::EACCES) => TunError::NeedsCapNetAdmin {
+            name: name.to_owned(),
+            source,
+        },
         Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO)
             if !std::path::Path::new("/dev/net/tun").exists() =>
         {
             TunError::DeviceMissing { source }
         }
-        Some(libc::EBUSY) => TunError::Busy { name: name.to_owned(), source },
+        Some(libc::EBUSY) => TunError::Busy {
+            name: name.to_owned(),
+            source,
+        },
         _ => TunError::Create {
             name: name.to_owned(),
             address: cfg.address,
@@ -148,18 +185,35 @@ mod tests {
         assert_eq!(kernel_name("tun0").expect("ok").as_deref(), Some("tun0"));
         assert_eq!(kernel_name("vpn%d").expect("ok").as_deref(), Some("vpn%d"));
         for bad in ["", "a/b", "sixteen-chars-xx", "a b", ".."] {
-            assert!(matches!(kernel_name(bad), Err(TunError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(kernel_name(bad), Err(TunError::BadName(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn error_messages_say_the_fix() {
-        let cfg = TunConfig { name: "tun0".into(), address: Ipv4Addr::new(192, 0, 2, 1), prefix: 24, mtu: 1500 };
+        let cfg = TunConfig {
+            name: "tun0".into(),
+            address: Ipv4Addr::new(192, 0, 2, 1),
+            prefix: 24,
+            mtu: 1500,
+        };
         let e = classify("tun0", &cfg, io::Error::from_raw_os_error(libc::EPERM));
         assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
-        assert!(e.to_string().contains("setcap cap_net_admin+ep warren"), "{e}");
+        assert!(
+            e.to_string().contains("setcap cap_net_admin+ep warren"),
+            "{e}"
+        );
         let e = classify("tun0", &cfg, io::Error::from_raw_os_error(libc::EACCES));
         assert!(matches!(e, TunError::NeedsCapNetAdmin { .. }));
-        assert_eq!(TunError::DeviceMissing { source: io::Error::from_raw_os_error(libc::ENOENT) }.to_string(), "/dev/net/tun missing: modprobe tun");
+        assert_eq!(
+            TunError::DeviceMissing {
+                source: io::Error::from_raw_os_error(libc::ENOENT)
+            }
+            .to_string(),
+            "/dev/net/tun missing: modprobe tun"
+        );
     }
 }

@@ -41,7 +41,11 @@ pub struct UdpBind {
 #[derive(Debug, Error)]
 pub enum BindError {
     #[error("local address {local} is not an {family} address (proto {proto})")]
-    FamilyMismatch { local: IpAddr, family: &'static str, proto: &'static str },
+    FamilyMismatch {
+        local: IpAddr,
+        family: &'static str,
+        proto: &'static str,
+    },
     #[error("creating a UDP socket: {source}")]
     Create { source: io::Error },
     #[error("binding udp {addr}: address already in use (is another openvpn or warren running?)")]
@@ -53,7 +57,10 @@ pub enum BindError {
     #[error("binding udp {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("setting {option} on the UDP socket: {source}")]
-    Option { option: &'static str, source: io::Error },
+    Option {
+        option: &'static str,
+        source: io::Error,
+    },
 }
 
 /// Where a received datagram came from and how long it was.
@@ -69,7 +76,11 @@ pub struct RecvMeta {
 
 impl Default for RecvMeta {
     fn default() -> Self {
-        RecvMeta { addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), len: 0, truncated: false }
+        RecvMeta {
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            len: 0,
+            truncated: false,
+        }
     }
 }
 
@@ -91,48 +102,82 @@ impl UdpSocket {
             (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, b.port)), None),
             (UdpFamily::V4, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
             (UdpFamily::V4, Some(ip)) => {
-                return Err(BindError::FamilyMismatch { local: ip, family: "IPv4", proto: "udp4" });
+                return Err(BindError::FamilyMismatch {
+                    local: ip,
+                    family: "IPv4",
+                    proto: "udp4",
+                });
             }
             (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => {
-                return Err(BindError::FamilyMismatch { local: ip, family: "IPv6", proto: "udp6" });
+                return Err(BindError::FamilyMismatch {
+                    local: ip,
+                    family: "IPv6",
+                    proto: "udp6",
+                });
             }
             (UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
-            (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => (SocketAddr::new(ip, b.port), Some(false)),
-            (UdpFamily::Any | UdpFamily::V6, None) => {
-                (SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)), Some(false))
+            (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
+                (SocketAddr::new(ip, b.port), Some(false))
             }
+            (UdpFamily::Any | UdpFamily::V6, None) => (
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)),
+                Some(false),
+            ),
         };
         let sock = match Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) {
             Ok(s) => s,
             // `proto udp` on a host with IPv6 disabled: fall back to IPv4 like OpenVPN's
             // getaddrinfo(AF_UNSPEC) would.
-            Err(e) if b.family == UdpFamily::Any && b.local.is_none() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            Err(e)
+                if b.family == UdpFamily::Any
+                    && b.local.is_none()
+                    && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+            {
                 warn!("IPv6 is not available on this host; listening on IPv4 only");
-                let v4 = UdpBind { family: UdpFamily::V4, ..b.clone() };
+                let v4 = UdpBind {
+                    family: UdpFamily::V4,
+                    ..b.clone()
+                };
                 return UdpSocket::bind(&v4);
             }
             Err(source) => return Err(BindError::Create { source }),
         };
         if let Some(only) = v6only {
-            sock.set_only_v6(only).map_err(|source| BindError::Option { option: "IPV6_V6ONLY", source })?;
+            sock.set_only_v6(only).map_err(|source| BindError::Option {
+                option: "IPV6_V6ONLY",
+                source,
+            })?;
         }
-        sock.set_nonblocking(true).map_err(|source| BindError::Option { option: "O_NONBLOCK", source })?;
+        sock.set_nonblocking(true)
+            .map_err(|source| BindError::Option {
+                option: "O_NONBLOCK",
+                source,
+            })?;
         let rcv = b.rcvbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
         let snd = b.sndbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
         if rcv > 0 {
-            set_buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv)
-                .map_err(|source| BindError::Option { option: "SO_RCVBUF", source })?;
+            set_buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv).map_err(|source| {
+                BindError::Option {
+                    option: "SO_RCVBUF",
+                    source,
+                }
+            })?;
         }
         if snd > 0 {
-            set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd)
-                .map_err(|source| BindError::Option { option: "SO_SNDBUF", source })?;
+            set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd).map_err(|source| {
+                BindError::Option {
+                    option: "SO_SNDBUF",
+                    source,
+                }
+            })?;
         }
-        sock.bind(&SockAddr::from(addr)).map_err(|source| match source.raw_os_error() {
-            Some(libc::EADDRINUSE) => BindError::InUse { addr, source },
-            Some(libc::EACCES) | Some(libc::EPERM) => BindError::Permission { addr, source },
-            Some(libc::EADDRNOTAVAIL) => BindError::NotAvailable { addr, source },
-            _ => BindError::Bind { addr, source },
-        })?;
+        sock.bind(&SockAddr::from(addr))
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EADDRINUSE) => BindError::InUse { addr, source },
+                Some(libc::EACCES) | Some(libc::EPERM) => BindError::Permission { addr, source },
+                Some(libc::EADDRNOTAVAIL) => BindError::NotAvailable { addr, source },
+                _ => BindError::Bind { addr, source },
+            })?;
         let local = sock
             .local_addr()
             .ok()
@@ -140,10 +185,23 @@ impl UdpSocket {
             .unwrap_or(addr);
         let rcvbuf = sock.recv_buffer_size().unwrap_or(0);
         let sndbuf = sock.send_buffer_size().unwrap_or(0);
-        debug!(requested_rcvbuf = rcv, requested_sndbuf = snd, rcvbuf, sndbuf, "UDP socket buffers granted by the kernel");
+        debug!(
+            requested_rcvbuf = rcv,
+            requested_sndbuf = snd,
+            rcvbuf,
+            sndbuf,
+            "UDP socket buffers granted by the kernel"
+        );
         let is_v6 = local.is_ipv6();
         let dual_stack = is_v6 && v6only == Some(false) && local.ip().is_unspecified();
-        Ok(UdpSocket { sock, local, dual_stack, is_v6, rcvbuf, sndbuf })
+        Ok(UdpSocket {
+            sock,
+            local,
+            dual_stack,
+            is_v6,
+            rcvbuf,
+            sndbuf,
+        })
     }
 
     /// The bound address (with the kernel-chosen port when `port` was 0).
@@ -168,11 +226,14 @@ impl UdpSocket {
         // bytes into it, so the slice stays initialised when we look at it again.
         let ubuf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
         let (n, from) = self.sock.recv_from_with_flags(ubuf, libc::MSG_TRUNC)?;
-        let addr = from
-            .as_socket()
-            .map(normalize)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address"))?;
-        Ok(RecvMeta { addr, len: n.min(buf.len()), truncated: n > buf.len() })
+        let addr = from.as_socket().map(normalize).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
+        })?;
+        Ok(RecvMeta {
+            addr,
+            len: n.min(buf.len()),
+            truncated: n > buf.len(),
+        })
     }
 
     /// Receives up to `min(bufs.len(), metas.len())` datagrams, stopping early when the
@@ -180,7 +241,11 @@ impl UdpSocket {
     ///
     /// An error after at least one datagram is held back: the datagrams received so far
     /// are returned and the error (if it persists) surfaces on the next call.
-    pub fn recv_batch<B: AsMut<[u8]>>(&self, bufs: &mut [B], metas: &mut [RecvMeta]) -> io::Result<usize> {
+    pub fn recv_batch<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        metas: &mut [RecvMeta],
+    ) -> io::Result<usize> {
         let mut n = 0;
         for (buf, meta) in bufs.iter_mut().zip(metas.iter_mut()) {
             match self.recv_from(buf.as_mut()) {
@@ -207,7 +272,9 @@ impl UdpSocket {
                 Some(ip4) => SocketAddr::from((ip4, v6.port())),
                 None => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
             },
-            (true, SocketAddr::V4(_)) => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+            (true, SocketAddr::V4(_)) => {
+                return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+            }
             _ => dst,
         };
         self.sock.send_to(buf, &SockAddr::from(target))
@@ -246,9 +313,19 @@ fn setsockopt_int(sock: &Socket, opt: libc::c_int, val: libc::c_int) -> io::Resu
     // SAFETY: the socket descriptor is open for the call (borrowed from `sock`); the option
     // value points at a live c_int of `len` bytes.
     let rc = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, (&val as *const libc::c_int).cast(), len)
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            len,
+        )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -258,17 +335,38 @@ mod tests {
     #[test]
     fn normalizes_v4_mapped() {
         let m: SocketAddr = "[::ffff:192.0.2.7]:1194".parse().expect("addr");
-        assert_eq!(normalize(m), "192.0.2.7:1194".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            normalize(m),
+            "192.0.2.7:1194".parse::<SocketAddr>().expect("addr")
+        );
         let v6: SocketAddr = "[2001:db8::1]:5".parse().expect("addr");
         assert_eq!(normalize(v6), v6);
     }
 
     #[test]
     fn family_mismatch_is_an_error() {
-        let b = UdpBind { family: UdpFamily::V4, local: Some("::1".parse().expect("ip")), port: 0, sndbuf: None, rcvbuf: None };
-        assert!(matches!(UdpSocket::bind(&b), Err(BindError::FamilyMismatch { .. })));
-        let b = UdpBind { family: UdpFamily::V6, local: Some("127.0.0.1".parse().expect("ip")), port: 0, sndbuf: None, rcvbuf: None };
-        assert!(matches!(UdpSocket::bind(&b), Err(BindError::FamilyMismatch { .. })));
+        let b = UdpBind {
+            family: UdpFamily::V4,
+            local: Some("::1".parse().expect("ip")),
+            port: 0,
+            sndbuf: None,
+            rcvbuf: None,
+        };
+        assert!(matches!(
+            UdpSocket::bind(&b),
+            Err(BindError::FamilyMismatch { .. })
+        ));
+        let b = UdpBind {
+            family: UdpFamily::V6,
+            local: Some("127.0.0.1".parse().expect("ip")),
+            port: 0,
+            sndbuf: None,
+            rcvbuf: None,
+        };
+        assert!(matches!(
+            UdpSocket::bind(&b),
+            Err(BindError::FamilyMismatch { .. })
+        ));
     }
     // Traffic tests live in tests/netns.rs (inside a namespace of their own).
 }

@@ -22,7 +22,10 @@ struct Deadline {
 impl Deadline {
     fn after(d: Duration) -> Deadline {
         let clock = Clock::new().expect("clock");
-        Deadline { at: clock.now() + d, clock }
+        Deadline {
+            at: clock.now() + d,
+            clock,
+        }
     }
 
     fn passed(&self) -> bool {
@@ -39,7 +42,12 @@ struct Netns {
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let name = format!("wio-{}-{}-{}", tag, std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "wio-{}-{}-{}",
+            tag,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         run("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -72,7 +80,10 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace also removes the tun devices created inside it.
-        match Command::new("ip").args(["netns", "del", &self.name]).status() {
+        match Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status()
+        {
             Ok(st) if st.success() => {}
             Ok(st) => eprintln!("ip netns del {} exited with {st}", self.name),
             Err(e) => eprintln!("ip netns del {}: {e}", self.name),
@@ -81,7 +92,10 @@ impl Drop for Netns {
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(st.success(), "{cmd} {args:?} failed: {st}");
 }
 
@@ -105,7 +119,10 @@ fn recv_one(sock: &UdpSocket, buf: &mut [u8], limit: Duration) -> RecvMeta {
 
 /// IPv4 header checksum (RFC 791), header given with its checksum field zero.
 fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -114,7 +131,9 @@ fn ip_checksum(h: &[u8]) -> u16 {
 
 /// An IPv4/UDP packet with UDP checksum 0 (allowed for IPv4).
 fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else { panic!("IPv4 only") };
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        panic!("IPv4 only")
+    };
     let total = 20 + 8 + payload.len();
     let mut p = Vec::with_capacity(total);
     p.extend_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
@@ -137,15 +156,38 @@ fn tun_carries_udp_both_ways() {
     ns.run(Duration::from_secs(20), || {
         let local = Ipv4Addr::new(198, 18, 10, 1);
         let remote = SocketAddr::from((Ipv4Addr::new(198, 18, 10, 2), 9999));
-        let tun = Tun::open(&TunConfig { name: "tun".into(), address: local, prefix: 24, mtu: 1400 }).expect("open tun");
-        assert!(tun.name().starts_with("tun"), "kernel-picked name: {}", tun.name());
+        let tun = Tun::open(&TunConfig {
+            name: "tun".into(),
+            address: local,
+            prefix: 24,
+            mtu: 1400,
+        })
+        .expect("open tun");
+        assert!(
+            tun.name().starts_with("tun"),
+            "kernel-picked name: {}",
+            tun.name()
+        );
         assert_eq!(tun.mtu(), 1400);
-        let out = Command::new("ip").args(["-o", "addr", "show", "dev", tun.name()]).output().expect("ip addr");
+        let out = Command::new("ip")
+            .args(["-o", "addr", "show", "dev", tun.name()])
+            .output()
+            .expect("ip addr");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("198.18.10.1/24"), "address on {}: {text}", tun.name());
+        assert!(
+            text.contains("198.18.10.1/24"),
+            "address on {}: {text}",
+            tun.name()
+        );
 
-        let sock = UdpSocket::bind(&UdpBind { family: UdpFamily::V4, local: Some(local.into()), port: 0, sndbuf: None, rcvbuf: None })
-            .expect("bind");
+        let sock = UdpSocket::bind(&UdpBind {
+            family: UdpFamily::V4,
+            local: Some(local.into()),
+            port: 0,
+            sndbuf: None,
+            rcvbuf: None,
+        })
+        .expect("bind");
         assert_eq!(sock.send_to(b"hello warren", remote).expect("send"), 12);
 
         // The kernel routes 198.18.10.0/24 through the tun: read the IP packet back.
@@ -166,7 +208,11 @@ fn tun_carries_udp_both_ways() {
                         seen += 1;
                         let pkt = &buf[..n];
                         // Skip anything else the kernel sends (IPv6 router solicitations...).
-                        if n >= 28 && pkt[0] >> 4 == 4 && pkt[9] == 17 && pkt[16..20] == [198, 18, 10, 2] {
+                        if n >= 28
+                            && pkt[0] >> 4 == 4
+                            && pkt[9] == 17
+                            && pkt[16..20] == [198, 18, 10, 2]
+                        {
                             found = Some(pkt.to_vec());
                             break;
                         }
@@ -198,7 +244,13 @@ fn tun_carries_udp_both_ways() {
 fn udp_batch_and_truncation_on_loopback() {
     let ns = Netns::new("udp");
     ns.run(Duration::from_secs(20), || {
-        let b = UdpBind { family: UdpFamily::V4, local: Some(Ipv4Addr::LOCALHOST.into()), port: 0, sndbuf: Some(0), rcvbuf: None };
+        let b = UdpBind {
+            family: UdpFamily::V4,
+            local: Some(Ipv4Addr::LOCALHOST.into()),
+            port: 0,
+            sndbuf: Some(0),
+            rcvbuf: None,
+        };
         let a = UdpSocket::bind(&b).expect("bind a");
         let c = UdpSocket::bind(&b).expect("bind c");
         assert!(!a.is_dual_stack());
@@ -212,7 +264,9 @@ fn udp_batch_and_truncation_on_loopback() {
         c.send_to(&[9u8; 100], a.local_addr()).expect("send big");
         let mut got = 0;
         for _ in 0..200 {
-            got += a.recv_batch(&mut bufs[got..], &mut metas[got..]).expect("recv");
+            got += a
+                .recv_batch(&mut bufs[got..], &mut metas[got..])
+                .expect("recv");
             if got == 4 {
                 break;
             }
@@ -227,7 +281,9 @@ fn udp_batch_and_truncation_on_loopback() {
         }
         assert_eq!(metas[3].len, 64);
         assert!(metas[3].truncated);
-        let e = a.send_to(b"x", "[2001:db8::1]:1".parse().expect("addr")).expect_err("v6 on a v4 socket");
+        let e = a
+            .send_to(b"x", "[2001:db8::1]:1".parse().expect("addr"))
+            .expect_err("v6 on a v4 socket");
         assert_eq!(e.raw_os_error(), Some(libc::EAFNOSUPPORT));
     });
 }
@@ -236,8 +292,14 @@ fn udp_batch_and_truncation_on_loopback() {
 fn dual_stack_socket_speaks_plain_ipv4() {
     let ns = Netns::new("dual");
     ns.run(Duration::from_secs(20), || {
-        let s = UdpSocket::bind(&UdpBind { family: UdpFamily::Any, local: None, port: 0, sndbuf: None, rcvbuf: None })
-            .expect("bind [::]");
+        let s = UdpSocket::bind(&UdpBind {
+            family: UdpFamily::Any,
+            local: None,
+            port: 0,
+            sndbuf: None,
+            rcvbuf: None,
+        })
+        .expect("bind [::]");
         if !s.local_addr().is_ipv6() {
             eprintln!("no IPv6 on this host: dual-stack test skipped");
             return;
@@ -251,12 +313,21 @@ fn dual_stack_socket_speaks_plain_ipv4() {
             rcvbuf: None,
         })
         .expect("peer");
-        peer.send_to(b"ping", SocketAddr::from((Ipv4Addr::LOCALHOST, s.local_addr().port()))).expect("send");
+        peer.send_to(
+            b"ping",
+            SocketAddr::from((Ipv4Addr::LOCALHOST, s.local_addr().port())),
+        )
+        .expect("send");
         let mut buf = [0u8; 16];
         let m = recv_one(&s, &mut buf, Duration::from_secs(5));
-        assert_eq!(m.addr, peer.local_addr(), "v4-mapped sender normalised to IPv4");
+        assert_eq!(
+            m.addr,
+            peer.local_addr(),
+            "v4-mapped sender normalised to IPv4"
+        );
         assert_eq!(&buf[..m.len], b"ping");
-        s.send_to(b"pong", m.addr).expect("send to an IPv4 address from [::]");
+        s.send_to(b"pong", m.addr)
+            .expect("send to an IPv4 address from [::]");
         let m = recv_one(&peer, &mut buf, Duration::from_secs(5));
         assert_eq!(&buf[..m.len], b"pong");
     });

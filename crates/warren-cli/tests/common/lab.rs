@@ -419,9 +419,10 @@ impl Lab {
     }
 
     fn helper_argv() -> Vec<String> {
-        let exe = std::env::current_exe().expect("test binary path");
+        // /proc/PID/exe rather than the path: it still executes this very binary when a
+        // concurrent `cargo build` has replaced or deleted the file meanwhile.
         vec![
-            exe.to_str().expect("UTF-8 path").to_string(),
+            format!("/proc/{}/exe", std::process::id()),
             "--exact".into(),
             HELPER_TEST.into(),
             "--nocapture".into(),

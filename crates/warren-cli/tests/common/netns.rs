@@ -117,10 +117,27 @@ impl Netns {
         self.exec_ok(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
     }
 
-    /// Starts a background process in the namespace; `ip netns exec` execs the command,
-    /// so the guard's PID is the command's own.
+    /// `ip netns exec <ns> setpriv --pdeathsig KILL -- argv...`: both wrappers exec, so the
+    /// process keeps the PID the guard knows, and the kernel kills it if the thread that
+    /// started it dies without cleaning up (a test binary killed by a CI timeout).
+    fn background_command<S: AsRef<OsStr>>(&self, argv: &[S]) -> Command {
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.name,
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
+        ]);
+        c.args(argv);
+        c
+    }
+
+    /// Starts a background process in the namespace (see `background_command`).
     pub fn spawn<S: AsRef<OsStr>>(&self, name: &str, argv: &[S], log: &Path) -> Proc {
-        Proc::spawn(name, &mut self.command(argv), log)
+        Proc::spawn(name, &mut self.background_command(argv), log)
     }
 
     /// Like [`Netns::spawn`] with extra environment variables and a working directory.
@@ -132,7 +149,7 @@ impl Netns {
         cwd: &Path,
         log: &Path,
     ) -> Proc {
-        let mut c = self.command(argv);
+        let mut c = self.background_command(argv);
         c.current_dir(cwd);
         for (k, v) in env {
             c.env(k, v);

@@ -1,0 +1,558 @@
+//! `warren client`: from an ordinary `.ovpn` profile to a running client loop.
+//!
+//! The order matters: the signal descriptor first (before any thread exists), then the
+//! profile, logging, credentials (asked on the terminal before connecting), the engine and
+//! network plans, and the loop, which opens the tun device once the server has pushed its
+//! address and restores the network however it ends.
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tracing::{info, warn};
+use warren_config::{ClientProto, PullFilterAction, ResolvRetry};
+use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
+use warren_driver::{
+    ClientLoopOptions, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
+};
+use warren_io::{Clock, Signals};
+use warren_net::{DnsBackend, DnsSpec, Endpoint, RouteRequest};
+use warren_openvpn::tls::ClientTlsOptions;
+use warren_openvpn::{ClientConfig, KeyDerivation, WrapConfig};
+
+use crate::logging;
+
+/// OpenVPN 2.6 defaults for what a profile leaves out.
+const DEFAULT_RENEG_SEC: u32 = 3600;
+const DEFAULT_HAND_WINDOW: u32 = 60;
+const DEFAULT_TLS_TIMEOUT: u32 = 2;
+const DEFAULT_TUN_MTU: u16 = 1500;
+/// OpenVPN's client port when neither `nobind` nor `lport` is given.
+const DEFAULT_LPORT: u16 = 1194;
+/// mtu.h MSSFIX_DEFAULT.
+const MSSFIX_DEFAULT: u16 = 1492;
+/// How long explicit-exit-notify gets after SIGINT/SIGTERM.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Command-line switches of `warren client`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFlags {
+    /// `--no-tls-ekm`: do not offer the RFC 5705 exporter; the server must fall back to the
+    /// TLS1-PRF key exchange.
+    pub no_tls_ekm: bool,
+    pub verbose: u8,
+    pub quiet: u8,
+}
+
+pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
+    // Before anything can spawn a thread: the mask is inherited.
+    let signals = Signals::new().context("setting up signal handling")?;
+
+    // Profile errors already read "alice.ovpn:12: ..."; no extra context in front.
+    let (cfg, warnings) = warren_config::load_client_config(profile).map_err(anyhow::Error::new)?;
+    logging::init(logging::adjust(
+        logging::level_for_verb(cfg.verb),
+        flags.verbose,
+        flags.quiet,
+    ));
+    for w in &warnings {
+        warn!("{w}");
+    }
+
+    let clock = Clock::new().context("reading the system clocks")?;
+    let credentials = credentials(&cfg)?;
+    let plan = Plan::from_config(&cfg, flags, clock.unix_time_at_zero(), credentials)?;
+    for note in &plan.notes {
+        warn!("{note}");
+    }
+    let opts = ClientLoopOptions {
+        clock,
+        signals,
+        remotes: plan.remotes,
+        local: plan.local,
+        lport: plan.lport,
+        sndbuf: cfg.sndbuf,
+        rcvbuf: cfg.rcvbuf,
+        dev: cfg.dev.clone(),
+        tun_mtu: plan.engine.tun_mtu,
+        net: plan.net,
+        retry: plan.retry,
+        exit_grace: EXIT_GRACE,
+    };
+    info!(
+        "warren client {}: {} remote(s), {}, data ciphers {}{}",
+        env!("CARGO_PKG_VERSION"),
+        opts.remotes.len(),
+        wrap_name(&plan.engine.wrap),
+        plan.engine
+            .data_ciphers
+            .iter()
+            .map(|c| warren_driver::cipher_name(*c))
+            .collect::<Vec<_>>()
+            .join(":"),
+        if plan.engine.key_derivation == KeyDerivation::ForcePrf {
+            ", tls-ekm not offered"
+        } else {
+            ""
+        },
+    );
+    warren_driver::run_client(plan.engine, opts).map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
+/// `auth-user-pass [FILE]`: line 1 the username, line 2 the password; without a file, asked
+/// on the terminal (the password without echo).
+fn credentials(cfg: &warren_config::ClientConfig) -> Result<Option<(String, String)>> {
+    match &cfg.auth_user_pass {
+        None => Ok(None),
+        Some(Some(m)) => {
+            let text = m
+                .load_for("auth-user-pass")
+                .context("reading the `auth-user-pass` file")?;
+            let mut lines = text.lines();
+            let user = lines.next().unwrap_or("").trim_end_matches('\r').to_owned();
+            let pass = lines.next().unwrap_or("").trim_end_matches('\r').to_owned();
+            if user.is_empty() {
+                bail!("`auth-user-pass` file: the first line must be the username");
+            }
+            if pass.is_empty() {
+                // OpenVPN asks for the password when the file holds only the username.
+                let pass = ask("Enter Auth Password: ", false)?;
+                return Ok(Some((user, pass)));
+            }
+            Ok(Some((user, pass)))
+        }
+        Some(None) => {
+            let user = ask("Enter Auth Username: ", true)?;
+            let pass = ask("Enter Auth Password: ", false)?;
+            Ok(Some((user, pass)))
+        }
+    }
+}
+
+fn ask(prompt: &str, echo: bool) -> Result<String> {
+    warren_io::prompt_tty(prompt, echo).context(
+        "`auth-user-pass` without a file asks on the terminal, and there is none; \
+         write the username and password on two lines of a file and use `auth-user-pass FILE`",
+    )
+}
+
+fn wrap_name(w: &WrapConfig) -> &'static str {
+    match w {
+        WrapConfig::None => "no tls-auth/tls-crypt",
+        WrapConfig::TlsAuth { .. } => "tls-auth",
+        WrapConfig::TlsCrypt { .. } => "tls-crypt",
+    }
+}
+
+/// Everything derived from the profile before any OS resource is touched.
+#[derive(Debug)]
+struct Plan {
+    engine: ClientConfig,
+    remotes: Vec<RemoteSpec>,
+    local: Option<IpAddr>,
+    lport: u16,
+    net: NetOptions,
+    retry: RetryPolicy,
+    notes: Vec<String>,
+}
+
+impl Plan {
+    fn from_config(
+        cfg: &warren_config::ClientConfig,
+        flags: &ClientFlags,
+        unix_time_at_zero: u64,
+        credentials: Option<(String, String)>,
+    ) -> Result<Plan> {
+        let (mut remotes, mut notes) = remotes(&cfg.remotes);
+        if remotes.is_empty() {
+            bail!("no usable `remote`: warren connects over UDP only for now (`proto udp`)");
+        }
+        if cfg.remote_random {
+            shuffle(&mut remotes)?;
+        }
+
+        let ca = cfg.ca.load_for("ca")?;
+        let cert = cfg.cert.as_ref().map(|m| m.load_for("cert")).transpose()?;
+        let key = cfg.key.as_ref().map(|m| m.load_for("key")).transpose()?;
+        let tls_opts = ClientTlsOptions {
+            min_version: cfg.tls_version_min.map(tls_version),
+            max_version: cfg.tls_version_max.map(tls_version),
+            remote_cert_tls: cfg.remote_cert_tls.map(cert_role),
+            verify_x509_name: cfg
+                .verify_x509_name
+                .as_ref()
+                .map(|(n, t)| (n.clone(), x509_match(*t))),
+        };
+        let tls =
+            warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
+                .context("setting up TLS from `ca`, `cert` and `key`")?;
+
+        let wrap = wrap_config(cfg)?;
+        let (ping, ping_restart) = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
+        let data_ciphers = ciphers(&cfg.data_ciphers)?;
+        let tun_mtu = cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU);
+        let key_derivation =
+            if flags.no_tls_ekm || cfg.key_derivation == warren_config::KeyDerivationPolicy::Prf {
+                KeyDerivation::ForcePrf
+            } else {
+                KeyDerivation::Auto
+            };
+        let engine = ClientConfig {
+            tls,
+            wrap,
+            data_ciphers,
+            ping,
+            ping_restart,
+            reneg: match cfg.reneg_sec.unwrap_or(DEFAULT_RENEG_SEC) {
+                0 => None,
+                s => Some(secs(s)),
+            },
+            hand_window: secs(cfg.hand_window.unwrap_or(DEFAULT_HAND_WINDOW)),
+            tls_timeout: secs(cfg.tls_timeout.unwrap_or(DEFAULT_TLS_TIMEOUT)),
+            key_derivation,
+            credentials,
+            explicit_exit_notify: cfg.explicit_exit_notify.is_some_and(|n| n > 0),
+            tun_mtu,
+            mssfix: match cfg.mssfix {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None if tun_mtu == DEFAULT_TUN_MTU => Some(MSSFIX_DEFAULT),
+                None => None,
+            },
+            unix_time_at_zero,
+        };
+
+        let local = match &cfg.local {
+            None => None,
+            Some(s) => Some(
+                resolve_ip(s)
+                    .with_context(|| format!("resolving `local {s}`"))?
+                    .into(),
+            ),
+        };
+        let lport = if cfg.nobind {
+            0
+        } else {
+            cfg.lport.unwrap_or(DEFAULT_LPORT)
+        };
+
+        let mut routes = Vec::new();
+        for r in &cfg.routes {
+            routes.push(route_request(r)?);
+        }
+        let mut dns = DnsSpec::default();
+        for (kind, value) in &cfg.dhcp_options {
+            match kind.to_ascii_uppercase().as_str() {
+                "DNS" => dns.servers.push(
+                    value
+                        .parse::<IpAddr>()
+                        .map_err(|_| anyhow!("`dhcp-option DNS {value}`: not an IP address"))?,
+                ),
+                "DOMAIN" | "DOMAIN-SEARCH" => dns.domains.push(value.clone()),
+                other => notes.push(format!(
+                    "dhcp-option {other}: only DNS and DOMAIN are applied on Linux; ignored"
+                )),
+            }
+        }
+        let net = NetOptions {
+            route_nopull: cfg.route_nopull,
+            pull_filters: cfg
+                .pull_filters
+                .iter()
+                .map(|(a, t)| (pull_action(*a), t.clone()))
+                .collect(),
+            routes,
+            redirect: cfg.redirect_gateway.clone(),
+            dns,
+            dns_backend: DnsBackend::Auto,
+        };
+        let retry = RetryPolicy {
+            resolve_for: match cfg.resolv_retry {
+                None | Some(ResolvRetry::Infinite) => None,
+                Some(ResolvRetry::Seconds(s)) => Some(secs(s)),
+            },
+            ..RetryPolicy::default()
+        };
+        Ok(Plan {
+            engine,
+            remotes,
+            local,
+            lport,
+            net,
+            retry,
+            notes,
+        })
+    }
+}
+
+/// `remote` lines as the loop tries them; TCP ones are skipped with a note.
+fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for r in list {
+        let family = match r.proto {
+            ClientProto::Udp => RemoteFamily::Any,
+            ClientProto::Udp4 => RemoteFamily::V4,
+            ClientProto::Udp6 => RemoteFamily::V6,
+            ClientProto::TcpClient => {
+                notes.push(format!(
+                    "remote {} {} tcp-client: TCP is not supported yet; skipped",
+                    r.host, r.port
+                ));
+                continue;
+            }
+        };
+        out.push(RemoteSpec {
+            host: r.host.clone(),
+            port: r.port,
+            family,
+        });
+    }
+    (out, notes)
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+/// `remote-random`: a Fisher-Yates shuffle with the kernel's randomness.
+fn shuffle(v: &mut [RemoteSpec]) -> Result<()> {
+    use warren_core::Rng;
+    let mut rng = warren_io::OsRng::new()
+        .context("the kernel random generator (getrandom) is unavailable")?;
+    for i in (1..v.len()).rev() {
+        let j = usize::try_from(rng.next_u32()).unwrap_or(0) % (i + 1);
+        v.swap(i, j);
+    }
+    Ok(())
+}
+
+/// OpenVPN helper.c `helper_keepalive`, client side: `keepalive a b` is `ping a` and
+/// `ping-restart b`. Explicit `ping`/`ping-restart` override it. Pushed values override all.
+fn keepalive(
+    ka: Option<(u32, u32)>,
+    ping: Option<u32>,
+    ping_restart: Option<u32>,
+) -> Result<(Option<Duration>, Option<Duration>)> {
+    let mut p = None;
+    let mut r = None;
+    if let Some((a, b)) = ka {
+        if a == 0 || b == 0 {
+            bail!("`keepalive {a} {b}`: parameters must be > 0");
+        }
+        if u64::from(a) * 2 > u64::from(b) {
+            bail!(
+                "`keepalive {a} {b}`: the restart timeout must be at least twice the ping interval"
+            );
+        }
+        p = Some(secs(a));
+        r = Some(secs(b));
+    }
+    if let Some(v) = ping {
+        p = (v > 0).then(|| secs(v));
+    }
+    if let Some(v) = ping_restart {
+        r = (v > 0).then(|| secs(v));
+    }
+    Ok((p, r))
+}
+
+fn ciphers(list: &[String]) -> Result<Vec<CipherKind>> {
+    let defaults = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
+    let names: Vec<&str> = if list.is_empty() {
+        defaults.to_vec()
+    } else {
+        list.iter().map(String::as_str).collect()
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let k = CipherKind::from_name(n).ok_or_else(|| {
+            anyhow!("`data-ciphers`: {n} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)")
+        })?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
+/// `tls-crypt` / `tls-auth` (with `auth` for the HMAC digest, SHA1 by default).
+fn wrap_config(cfg: &warren_config::ClientConfig) -> Result<WrapConfig> {
+    if let Some(m) = &cfg.tls_crypt {
+        let text = m.load_for("tls-crypt")?;
+        let key = StaticKey::parse(&text).context("`tls-crypt` key")?;
+        return Ok(WrapConfig::TlsCrypt { key });
+    }
+    if let Some((m, dir)) = &cfg.tls_auth {
+        let text = m.load_for("tls-auth")?;
+        let key = StaticKey::parse(&text).context("`tls-auth` key")?;
+        let name = cfg.auth.as_deref().unwrap_or("SHA1");
+        let digest = Digest::from_name(name).ok_or_else(|| {
+            anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
+        })?;
+        let direction = match dir {
+            Some(d) => Some(
+                KeyDirection::from_arg(*d)
+                    .ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?,
+            ),
+            None => None,
+        };
+        return Ok(WrapConfig::TlsAuth {
+            key,
+            digest,
+            direction,
+        });
+    }
+    Ok(WrapConfig::None)
+}
+
+fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVersion {
+    match v {
+        warren_config::TlsVersion::V1_2 => warren_openvpn::tls::TlsVersion::V1_2,
+        warren_config::TlsVersion::V1_3 => warren_openvpn::tls::TlsVersion::V1_3,
+    }
+}
+
+fn cert_role(r: warren_config::CertRole) -> warren_openvpn::tls::CertRole {
+    match r {
+        warren_config::CertRole::Client => warren_openvpn::tls::CertRole::Client,
+        warren_config::CertRole::Server => warren_openvpn::tls::CertRole::Server,
+    }
+}
+
+fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
+    match t {
+        warren_config::X509NameType::Subject => warren_openvpn::tls::X509NameMatch::Subject,
+        warren_config::X509NameType::Name => warren_openvpn::tls::X509NameMatch::Name,
+        warren_config::X509NameType::NamePrefix => warren_openvpn::tls::X509NameMatch::NamePrefix,
+    }
+}
+
+fn pull_action(a: PullFilterAction) -> PullAction {
+    match a {
+        PullFilterAction::Accept => PullAction::Accept,
+        PullFilterAction::Ignore => PullAction::Ignore,
+        PullFilterAction::Reject => PullAction::Reject,
+    }
+}
+
+/// An IPv4 literal or a host name (resolved once, at startup).
+fn resolve_ip(s: &str) -> Result<Ipv4Addr> {
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    (s, 0u16)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving `{s}`"))?
+        .find_map(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| anyhow!("`{s}` has no IPv4 address"))
+}
+
+/// OpenVPN route.c: `vpn_gateway`, `net_gateway` and `remote_host` stand for addresses
+/// known only once connected; anything else is an address or a name.
+fn endpoint(s: &str) -> Result<Endpoint> {
+    Ok(match s {
+        "vpn_gateway" => Endpoint::VpnGateway,
+        "net_gateway" => Endpoint::NetGateway,
+        "remote_host" => Endpoint::RemoteHost,
+        other => Endpoint::Ip(resolve_ip(other)?),
+    })
+}
+
+fn route_request(r: &warren_config::Route) -> Result<RouteRequest> {
+    let network = endpoint(&r.network).with_context(|| format!("`route {}`", r.network))?;
+    let gateway = match &r.gateway {
+        None => None,
+        Some(g) => Some(endpoint(g).with_context(|| format!("`route {} ... {g}`", r.network))?),
+    };
+    Ok(RouteRequest {
+        network,
+        netmask: r.netmask.unwrap_or(Ipv4Addr::BROADCAST),
+        gateway,
+        metric: r.metric,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(extra: &str) -> warren_config::ClientConfig {
+        let text = format!(
+            "client\ndev tun\nproto udp\nremote 192.0.2.1 1194\nremote vpn.invalid 1195 udp4\nremote 192.0.2.3 443 tcp\nnobind\n\
+             <ca>\n-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n</ca>\nauth-user-pass\nremote-cert-tls server\n{extra}"
+        );
+        let (cfg, _) = warren_config::client_config_from_str(&text, "t.ovpn", Path::new("."))
+            .expect("profile parses");
+        cfg
+    }
+
+    #[test]
+    fn keepalive_client_side() {
+        assert_eq!(
+            keepalive(Some((10, 60)), None, None).expect("ok"),
+            (Some(secs(10)), Some(secs(60)))
+        );
+        assert_eq!(
+            keepalive(Some((10, 60)), Some(5), Some(0)).expect("ok"),
+            (Some(secs(5)), None)
+        );
+        assert!(keepalive(Some((10, 15)), None, None).is_err());
+        assert_eq!(keepalive(None, None, None).expect("ok"), (None, None));
+    }
+
+    #[test]
+    fn routes_and_endpoints() {
+        let cfg = profile(
+            "route 10.0.0.0 255.0.0.0\nroute 172.16.0.0 255.240.0.0 net_gateway 5\nroute remote_host 255.255.255.255 net_gateway\nroute 192.0.2.9\n",
+        );
+        let rs: Vec<RouteRequest> = cfg
+            .routes
+            .iter()
+            .map(|r| route_request(r).expect("route"))
+            .collect();
+        assert_eq!(rs[0].network, Endpoint::Ip(Ipv4Addr::new(10, 0, 0, 0)));
+        assert_eq!(rs[0].gateway, None);
+        assert_eq!(rs[1].gateway, Some(Endpoint::NetGateway));
+        assert_eq!(rs[1].metric, Some(5));
+        assert_eq!(rs[2].network, Endpoint::RemoteHost);
+        assert_eq!(rs[3].netmask, Ipv4Addr::BROADCAST);
+    }
+
+    #[test]
+    fn cipher_lists() {
+        assert_eq!(ciphers(&[]).expect("ok").len(), 3);
+        assert_eq!(
+            ciphers(&["CHACHA20-POLY1305".into()]).expect("ok"),
+            vec![CipherKind::from_name("CHACHA20-POLY1305").expect("known")]
+        );
+        assert!(ciphers(&["BF-CBC".into()]).is_err());
+    }
+
+    #[test]
+    fn remote_protocols() {
+        let cfg = profile("");
+        let (r, notes) = remotes(&cfg.remotes);
+        assert_eq!(
+            r,
+            [
+                RemoteSpec {
+                    host: "192.0.2.1".into(),
+                    port: 1194,
+                    family: RemoteFamily::Any
+                },
+                RemoteSpec {
+                    host: "vpn.invalid".into(),
+                    port: 1195,
+                    family: RemoteFamily::V4
+                },
+            ]
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("TCP is not supported yet"), "{notes:?}");
+    }
+}

@@ -1,0 +1,623 @@
+//! The state directory: the built-in PKI, the tls-crypt key and the database.
+//!
+//! ```text
+//! /var/lib/warren/            0700
+//!   warren.db                 0600  users, certificates, revocations, leases (SQLite, WAL)
+//!   tls-crypt.key             0600  OpenVPN static key V1
+//!   pki/                      0700
+//!     ca.crt  ca.key(0600)          the CA
+//!     server.crt  server.key(0600)  this server's identity
+//!     crl.pem                       revocations, for stock OpenVPN's `crl-verify`
+//! ```
+//!
+//! Crash safety: every file is written to a temporary name, fsynced, renamed into place and
+//! the directory fsynced, so a file is either the old or the new one. A certificate and its key
+//! are a pair: both are first written as `NAME.key.next` and `NAME.crt.next`, then renamed key
+//! first, certificate last. A `.crt.next` therefore only exists once both halves are complete,
+//! and loading finishes an interrupted switch (rolls forward) or drops a half-written one (rolls
+//! back). The certificate file is what says "this exists": a key without its certificate is
+//! regenerated. Database records of the CA and server certificates are written after the files
+//! and re-added on load if a crash came in between.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use warren_crypto::StaticKey;
+use warren_io::OsRng;
+use warren_pki::{
+    CaOptions, Issued, KeyAlgorithm, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem,
+};
+use warren_store::{CertRecord, SqliteStore, Store, StoreError};
+
+/// Where the state lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/warren";
+
+/// The `--state-dir` option shared by `pki`, `user` and `profile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateDirArg {
+    /// The state directory (PKI, tls-crypt key, user database).
+    #[arg(long, value_name = "DIR", env = "WARREN_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
+    pub state_dir: PathBuf,
+}
+
+/// What to create when the state directory is new.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// The CA; its common name defaults to `warren CA <random>`.
+    pub ca: CaOptions,
+    /// The server certificate's common name (and DNS SAN).
+    pub server_name: String,
+    /// The server certificate's key type and lifetime.
+    pub server: LeafOptions,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            ca: CaOptions {
+                common_name: String::new(),
+                ..CaOptions::default()
+            },
+            server_name: "server".to_owned(),
+            server: LeafOptions::default(),
+        }
+    }
+}
+
+/// A loaded state directory.
+pub struct State {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    /// This server's certificate, PEM.
+    pub server_cert_pem: String,
+    /// This server's private key, PEM.
+    pub server_key_pem: PrivateKeyPem,
+    /// The `tls-crypt` key.
+    pub tls_crypt: StaticKey,
+    /// The database.
+    pub store: Arc<SqliteStore>,
+    /// The CA, able to issue.
+    pub pki: Pki,
+    /// One line per thing created by this call (empty when everything existed).
+    pub created: Vec<String>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("dir", &self.dir)
+            .field("ca", &self.pki.info().common_name)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wall clock (the binary is the one place that reads it).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Self {
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("warren.db")
+    }
+    pub fn tls_crypt(&self) -> PathBuf {
+        self.dir.join("tls-crypt.key")
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+    pub fn ca_crt(&self) -> PathBuf {
+        self.pki().join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.pki().join("ca.key")
+    }
+    pub fn server_crt(&self) -> PathBuf {
+        self.pki().join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.pki().join("server.key")
+    }
+    pub fn crl(&self) -> PathBuf {
+        self.pki().join("crl.pem")
+    }
+}
+
+/// Opens the state in `dir`, creating whatever is missing (directory, database, CA, server
+/// certificate, tls-crypt key, CRL). Idempotent; safe to run again after a crash at any point.
+/// What was created is listed in [`State::created`].
+pub fn ensure_state(dir: &Path, opts: &StateOptions) -> Result<State> {
+    let layout = Layout::new(dir);
+    let now = wall_now();
+    let mut rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
+    let mut created = Vec::new();
+
+    if !layout.db().exists() {
+        created.push(format!("state directory {}", layout.dir.display()));
+    }
+    let store = open_store(&layout)?;
+
+    // The CA.
+    recover_pair(&layout.ca_key(), &layout.ca_crt())?;
+    let pki = if layout.ca_crt().exists() {
+        load_ca(&layout)?
+    } else {
+        let mut ca = opts.ca.clone();
+        if ca.common_name.is_empty() {
+            let mut tag = [0u8; 4];
+            warren_core::Rng::fill(&mut rng, &mut tag);
+            ca.common_name = format!("warren CA {}", hex4(&tag));
+        }
+        let pki = with_spinner(
+            &format!("generating the CA key ({})", ca.algorithm),
+            ca.algorithm.is_slow(),
+            || Pki::generate(&ca, now, &mut rng),
+        )
+        .context("creating the CA")?;
+        write_pair(
+            &layout.ca_key(),
+            pki.key_pem().as_str(),
+            &layout.ca_crt(),
+            pki.cert_pem(),
+        )?;
+        created.push(format!(
+            "CA \"{}\" ({}, valid until {}) in {}",
+            pki.info().common_name,
+            pki.info().key_description,
+            fmt_date(pki.info().not_after),
+            layout.ca_crt().display()
+        ));
+        pki
+    };
+    record_cert(
+        &*store,
+        &CertRecord::from_info(pki.info(), Some(pki.cert_pem().to_owned())),
+    )?;
+
+    // The server certificate.
+    recover_pair(&layout.server_key(), &layout.server_crt())?;
+    let (server_cert_pem, server_key_pem) = if layout.server_crt().exists() {
+        load_server(&layout, &pki)?
+    } else {
+        let leaf = opts.server;
+        let issued = with_spinner(
+            &format!("generating the server key ({})", leaf.algorithm),
+            leaf.algorithm.is_slow(),
+            || pki.issue_server(&opts.server_name, &leaf, now, &mut rng),
+        )
+        .context("issuing the server certificate")?;
+        install_server(&layout, &issued)?;
+        created.push(format!(
+            "server certificate \"{}\" ({}, valid until {})",
+            issued.info.common_name,
+            issued.info.key_description,
+            fmt_date(issued.info.not_after)
+        ));
+        (issued.cert_pem.clone(), issued.key_pem.clone())
+    };
+    let server_info = inspect_pem(&server_cert_pem, "server certificate")?;
+    record_cert(
+        &*store,
+        &CertRecord::from_info(&server_info, Some(server_cert_pem.clone())),
+    )?;
+
+    // The tls-crypt key.
+    let tls_crypt = if layout.tls_crypt().exists() {
+        load_tls_crypt(&layout)?
+    } else {
+        let key = StaticKey::generate(&mut rng);
+        let text = zeroize::Zeroizing::new(key.to_pem());
+        write_atomic(&layout.tls_crypt(), text.as_bytes(), 0o600)?;
+        created.push(format!("tls-crypt key {}", layout.tls_crypt().display()));
+        key
+    };
+
+    let state = State {
+        dir: layout.dir.clone(),
+        ca_pem: pki.cert_pem().to_owned(),
+        server_cert_pem,
+        server_key_pem,
+        tls_crypt,
+        store,
+        pki,
+        created,
+    };
+    if !layout.crl().exists() {
+        state.write_crl(now)?;
+    }
+    Ok(state)
+}
+
+/// Opens an existing state directory without creating anything; the error says how to create
+/// one.
+pub fn open_state(dir: &Path) -> Result<State> {
+    let layout = Layout::new(dir);
+    recover_pair(&layout.ca_key(), &layout.ca_crt())?;
+    if !layout.ca_crt().exists() {
+        bail!(
+            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren server` once)",
+            layout.dir.display(),
+            layout.dir.display()
+        );
+    }
+    let state = ensure_state(dir, &StateOptions::default())?;
+    Ok(state)
+}
+
+impl State {
+    /// Paths inside this state directory.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.dir)
+    }
+
+    /// Issues a client certificate for `name` (with a spinner for slow keys). The caller
+    /// records it ([`CertRecord::from_issued`]), usually in the same transaction as the user.
+    pub fn issue_client(&self, name: &str, leaf: &LeafOptions, now: SystemTime) -> Result<Issued> {
+        let mut rng = OsRng::new().context("getrandom")?;
+        let issued = with_spinner(
+            &format!("generating a {} key for {name}", leaf.algorithm),
+            leaf.algorithm.is_slow(),
+            || self.pki.issue_client(name, leaf, now, &mut rng),
+        )?;
+        Ok(issued)
+    }
+
+    /// Regenerates `pki/crl.pem` from the database's revocations; returns the PEM.
+    pub fn write_crl(&self, now: SystemTime) -> Result<String> {
+        self.write_crl_days(now, warren_pki::DEFAULT_CRL_DAYS)
+    }
+
+    /// Like [`State::write_crl`] with an explicit `nextUpdate` distance.
+    pub fn write_crl_days(&self, now: SystemTime, days: u32) -> Result<String> {
+        let revoked = self.store.revocations()?;
+        let number = self.store.next_crl_number()?;
+        let crl = self.pki.crl_pem(&revoked, number, now, days)?;
+        write_atomic(&self.layout().crl(), crl.as_bytes(), 0o644)?;
+        Ok(crl)
+    }
+
+    /// Makes `issued` this server's certificate (atomically replacing the old pair).
+    pub fn install_server(&mut self, issued: &Issued) -> Result<()> {
+        install_server(&self.layout(), issued)?;
+        record_cert(
+            &*self.store,
+            &CertRecord::from_info(&issued.info, Some(issued.cert_pem.clone())),
+        )?;
+        self.server_cert_pem = issued.cert_pem.clone();
+        self.server_key_pem = issued.key_pem.clone();
+        Ok(())
+    }
+}
+
+/// Opens (creating) the directory and the database only: what `pki import` needs before a CA
+/// exists.
+pub fn open_store(layout: &Layout) -> Result<Arc<SqliteStore>> {
+    create_private_dir(&layout.dir)?;
+    create_private_dir(&layout.pki())?;
+    let store = SqliteStore::open(&layout.db())
+        .with_context(|| format!("opening the database {}", layout.db().display()))?;
+    Ok(Arc::new(store))
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(e).with_context(|| {
+            format!(
+                "cannot create {}: permission denied (run as root, or pass --state-dir DIR)",
+                dir.display()
+            )
+        }),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+}
+
+fn load_ca(layout: &Layout) -> Result<Pki> {
+    let cert = read(&layout.ca_crt())?;
+    let key = PrivateKeyPem::new(read(&layout.ca_key())?);
+    Pki::from_pem(&cert, key.as_str())
+        .with_context(|| format!("loading the CA from {}", layout.pki().display()))
+}
+
+fn load_server(layout: &Layout, pki: &Pki) -> Result<(String, PrivateKeyPem)> {
+    let cert = read(&layout.server_crt())?;
+    let key = PrivateKeyPem::new(read(&layout.server_key())?);
+    let what = layout.server_crt().display().to_string();
+    check_key_pair(&cert, key.as_str(), &what)?;
+    pki.verify_issued(&cert, &what)?;
+    Ok((cert, key))
+}
+
+fn load_tls_crypt(layout: &Layout) -> Result<StaticKey> {
+    let text = zeroize::Zeroizing::new(read(&layout.tls_crypt())?);
+    StaticKey::parse(&text).with_context(|| format!("reading {}", layout.tls_crypt().display()))
+}
+
+fn install_server(layout: &Layout, issued: &Issued) -> Result<()> {
+    write_pair(
+        &layout.server_key(),
+        issued.key_pem.as_str(),
+        &layout.server_crt(),
+        &issued.cert_pem,
+    )
+}
+
+/// Adds a certificate record unless the serial is already there.
+fn record_cert(store: &dyn Store, rec: &CertRecord) -> Result<()> {
+    match store.add_cert(rec) {
+        Ok(()) | Err(StoreError::CertExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn next_name(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".next");
+    PathBuf::from(s)
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename, fsync of the directory. `mode` applies to the new file.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // An existing temporary file keeps its old mode: set it explicitly.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replaces a key and its certificate so that a crash never leaves a mismatched pair (see the
+/// module docs).
+fn write_pair(key_path: &Path, key_pem: &str, crt_path: &Path, crt_pem: &str) -> Result<()> {
+    let key_next = next_name(key_path);
+    let crt_next = next_name(crt_path);
+    write_atomic(&key_next, key_pem.as_bytes(), 0o600)?;
+    write_atomic(&crt_next, crt_pem.as_bytes(), 0o644)?;
+    finish_pair(key_path, crt_path)
+}
+
+fn finish_pair(key_path: &Path, crt_path: &Path) -> Result<()> {
+    let key_next = next_name(key_path);
+    let crt_next = next_name(crt_path);
+    if key_next.exists() {
+        fs::rename(&key_next, key_path)
+            .with_context(|| format!("renaming {}", key_next.display()))?;
+    }
+    fs::rename(&crt_next, crt_path).with_context(|| format!("renaming {}", crt_next.display()))?;
+    let dir = crt_path.parent().unwrap_or_else(|| Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// Completes or undoes an interrupted [`write_pair`].
+fn recover_pair(key_path: &Path, crt_path: &Path) -> Result<()> {
+    if next_name(crt_path).exists() {
+        finish_pair(key_path, crt_path)
+    } else {
+        let key_next = next_name(key_path);
+        if key_next.exists() {
+            fs::remove_file(&key_next)
+                .with_context(|| format!("removing {}", key_next.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn hex4(b: &[u8; 4]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs `f`, with a spinner on stderr when `slow` and stderr is a terminal.
+pub fn with_spinner<T>(msg: &str, slow: bool, f: impl FnOnce() -> T) -> T {
+    if !slow || !std::io::stderr().is_terminal() {
+        return f();
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(msg.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    let out = f();
+    pb.finish_and_clear();
+    out
+}
+
+/// `2028-03-01` (UTC).
+pub fn fmt_date(t: SystemTime) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// `2028-03-01T12:00:00Z`.
+pub fn fmt_rfc3339(t: SystemTime) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC at the start of that day) or `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn parse_date(s: &str) -> Result<SystemTime> {
+    let bad =
+        || anyhow::anyhow!("invalid date {s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    let (date, time_part) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (s, None),
+    };
+    let mut it = date.splitn(3, '-');
+    let y: i32 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let m: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let d: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).map_err(|_| bad())?, d)
+        .map_err(|_| bad())?;
+    let t = match time_part {
+        None => time::Time::MIDNIGHT,
+        Some(tp) => {
+            let mut it = tp.splitn(3, ':');
+            let h: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let mi: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let se: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            time::Time::from_hms(h, mi, se).map_err(|_| bad())?
+        }
+    };
+    Ok(warren_pki::from_unix(
+        time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp(),
+    ))
+}
+
+/// The CLI spelling of a key algorithm argument.
+pub fn parse_algo(s: &str) -> Result<KeyAlgorithm, String> {
+    s.parse::<KeyAlgorithm>().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let t = parse_date("2027-01-02").expect("date");
+        assert_eq!(fmt_date(t), "2027-01-02");
+        assert_eq!(fmt_rfc3339(t), "2027-01-02T00:00:00Z");
+        let t = parse_date("2027-01-02T03:04:05Z").expect("date");
+        assert_eq!(fmt_rfc3339(t), "2027-01-02T03:04:05Z");
+        for bad in [
+            "2027-13-01",
+            "2027-01",
+            "x",
+            "2027-01-02T03:04:05",
+            "2027-02-30",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_is_idempotent_and_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("state");
+        let s1 = ensure_state(&d, &StateOptions::default()).expect("create");
+        assert!(s1.created.len() >= 4, "{:?}", s1.created);
+        assert!(s1.pki.info().common_name.starts_with("warren CA "));
+        for (f, mode) in [
+            ("warren.db", 0o600),
+            ("tls-crypt.key", 0o600),
+            ("pki/ca.key", 0o600),
+            ("pki/server.key", 0o600),
+            ("pki/ca.crt", 0o644),
+            ("pki", 0o700),
+            ("", 0o700),
+        ] {
+            let m = fs::metadata(d.join(f)).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(m, mode, "{f}");
+        }
+        let s2 = ensure_state(&d, &StateOptions::default()).expect("reopen");
+        assert!(s2.created.is_empty(), "{:?}", s2.created);
+        assert_eq!(s2.ca_pem, s1.ca_pem);
+        assert_eq!(s2.server_cert_pem, s1.server_cert_pem);
+        assert_eq!(s2.tls_crypt, s1.tls_crypt);
+        // The CA and server certificates are in the database.
+        assert_eq!(s2.store.certs(&Default::default()).expect("list").len(), 2);
+        // warren-openvpn accepts the server identity.
+        warren_openvpn::tls::server_config(
+            &s2.ca_pem,
+            &s2.server_cert_pem,
+            s2.server_key_pem.as_str(),
+            &Default::default(),
+        )
+        .expect("server_config");
+        assert!(open_state(&dir.path().join("none")).is_err());
+    }
+
+    #[test]
+    fn interrupted_pair_writes_recover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("state");
+        let s = ensure_state(&d, &StateOptions::default()).expect("create");
+        let layout = s.layout();
+        let old_cert = s.server_cert_pem.clone();
+        drop(s);
+
+        // Crash after the new key was written but before the certificate: rolled back.
+        fs::write(next_name(&layout.server_key()), "junk").expect("write");
+        let s = ensure_state(&d, &StateOptions::default()).expect("recover");
+        assert_eq!(s.server_cert_pem, old_cert);
+        assert!(!next_name(&layout.server_key()).exists());
+
+        // Crash after both halves were written, and the key renamed: rolled forward.
+        let mut rng = OsRng::new().expect("rng");
+        let new = s
+            .pki
+            .issue_server("server", &LeafOptions::default(), wall_now(), &mut rng)
+            .expect("issue");
+        drop(s);
+        write_atomic(&layout.server_key(), new.key_pem.as_str().as_bytes(), 0o600).expect("w");
+        write_atomic(
+            &next_name(&layout.server_crt()),
+            new.cert_pem.as_bytes(),
+            0o644,
+        )
+        .expect("w");
+        let s = ensure_state(&d, &StateOptions::default()).expect("recover");
+        assert_eq!(s.server_cert_pem, new.cert_pem);
+
+        // A CA key without its certificate (crash during the very first run) is replaced.
+        let d2 = dir.path().join("fresh");
+        create_private_dir(&d2.join("pki")).expect("mkdir");
+        fs::write(d2.join("pki/ca.key"), "half").expect("write");
+        ensure_state(&d2, &StateOptions::default()).expect("create over leftovers");
+    }
+}

@@ -1,0 +1,1163 @@
+//! The single-threaded client loop: one `poll(2)` over the UDP socket of the current
+//! connection attempt, the tun device (once the first connection is up) and the signal
+//! descriptor, driving one [`warren_openvpn::Client`] per attempt.
+//!
+//! Lifecycle: resolve the current `remote` (again at every attempt), open a socket, start
+//! an engine. On `Connected`, open the tun device the first time (with the pushed address
+//! and MTU) and apply routes and DNS through [`warren_net::TunnelNet`]; later connections
+//! re-apply only what changed. On `Disconnected` (ping-restart, `RESTART`, TLS errors, no
+//! answer) drop the engine and its socket, keep the tun device and its routes
+//! (`persist-tun`, always on in warren), and try the next remote after a capped
+//! exponential backoff. `AUTH_FAILED` and `HALT` end the loop with an error. SIGINT/SIGTERM
+//! close the session (explicit-exit-notify) for at most `exit_grace`, then the network is
+//! restored and the loop returns.
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{debug, error, info, trace, warn};
+use warren_core::Instant;
+use warren_io::{
+    Clock, Interest, OsRng, Poller, RecvMeta, Signal, Signals, Tun, TunConfig, UdpBind, UdpFamily,
+    UdpSocket,
+};
+use warren_net::{
+    DnsBackend, DnsSpec, Endpoint, NetError, NetState, Redirect, RouteRequest, TunnelNet,
+    TunnelSpec,
+};
+use warren_openvpn::{
+    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
+    DATA_HEADROOM, PushedConfig,
+};
+
+use crate::server_loop::BATCH;
+
+/// Room after a tun packet for ciphers that append.
+const TAILROOM: usize = 128;
+const MAX_TRANSMITS_PER_TURN: usize = 1024;
+
+/// Address family of a `remote` (`proto udp|udp4|udp6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFamily {
+    Any,
+    V4,
+    V6,
+}
+
+/// One `remote HOST PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    pub host: String,
+    pub port: u16,
+    pub family: RemoteFamily,
+}
+
+/// `pull-filter` actions (OpenVPN options.c `apply_pull_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullAction {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+/// What the profile says about the network side, merged with what the server pushes.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    /// `route-nopull`: ignore pushed routes, `redirect-gateway` and `dhcp-option`s.
+    pub route_nopull: bool,
+    pub pull_filters: Vec<(PullAction, String)>,
+    /// `route` lines of the profile.
+    pub routes: Vec<RouteRequest>,
+    /// `redirect-gateway` flags of the profile (a pushed one replaces it).
+    pub redirect: Option<Vec<String>>,
+    /// `dhcp-option DNS|DOMAIN` of the profile (pushed ones are appended).
+    pub dns: DnsSpec,
+    pub dns_backend: DnsBackend,
+}
+
+/// Reconnection timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First delay; doubled after every full round of failed remotes.
+    pub initial: Duration,
+    pub max: Duration,
+    /// A connection attempt that has not heard from the server after this long fails
+    /// (OpenVPN `server-poll-timeout`).
+    pub connect_timeout: Duration,
+    /// `resolv-retry N`: give up when names have failed to resolve for this long. `None`
+    /// (`resolv-retry infinite`, the default) retries forever.
+    pub resolve_for: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            resolve_for: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before the next attempt after `failures` consecutive failed attempts
+    /// (0 after a connection that was up: one `initial` pause), with `remotes` remotes in
+    /// rotation: every remote is tried at the initial pace, then the pause doubles per
+    /// round (OpenVPN init.c `socket_restart_pause` also backs off per round), capped.
+    pub fn delay(&self, failures: u32, remotes: usize) -> Duration {
+        let rounds = failures.saturating_sub(1) / u32::try_from(remotes.max(1)).unwrap_or(u32::MAX);
+        let factor = 1u32.checked_shl(rounds.min(20)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Everything besides the engine config.
+#[derive(Debug)]
+pub struct ClientLoopOptions {
+    pub clock: Clock,
+    /// Created on the main thread before any other thread (see [`Signals::new`]).
+    pub signals: Signals,
+    /// Tried in order, round robin. Never empty.
+    pub remotes: Vec<RemoteSpec>,
+    /// `local` address to bind, if any.
+    pub local: Option<IpAddr>,
+    /// Local port: 0 with `nobind`.
+    pub lport: u16,
+    pub sndbuf: Option<u32>,
+    pub rcvbuf: Option<u32>,
+    /// `dev` (`tun` lets the kernel choose).
+    pub dev: String,
+    /// `tun-mtu` until the server pushes one.
+    pub tun_mtu: u16,
+    pub net: NetOptions,
+    pub retry: RetryPolicy,
+    /// How long to deliver explicit-exit-notify after SIGINT/SIGTERM (about 1 s).
+    pub exit_grace: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum ClientLoopError {
+    #[error("the server refused the credentials (AUTH_FAILED{})", fmt_reason(.0))]
+    AuthFailed(String),
+    #[error("the server told the client to stop (HALT{})", fmt_reason(.0))]
+    Halted(String),
+    #[error("could not resolve `{host}` for {secs} s (resolv-retry {secs}): {last}")]
+    Resolve {
+        host: String,
+        secs: u64,
+        last: String,
+    },
+    #[error("no usable `remote`")]
+    NoRemote,
+    #[error("waiting for I/O: {0}")]
+    Poll(#[source] io::Error),
+    #[error("reading the signal descriptor: {0}")]
+    Signal(#[source] io::Error),
+    #[error("opening the UDP socket: {0}")]
+    Bind(#[source] warren_io::BindError),
+    #[error("the kernel random generator (getrandom) is unavailable: {0}")]
+    Rng(#[source] io::Error),
+    #[error("starting the connection: {0}")]
+    Setup(#[source] ClientSetupError),
+    #[error("opening tun device `{dev}`: {source}")]
+    Tun {
+        dev: String,
+        source: warren_io::TunError,
+    },
+    #[error("reading from tun device {name}: {source}")]
+    TunRead { name: String, source: io::Error },
+    #[error("configuring the network: {0}")]
+    Net(#[source] NetError),
+}
+
+fn fmt_reason(r: &str) -> String {
+    if r.is_empty() {
+        String::new()
+    } else {
+        format!(": {r}")
+    }
+}
+
+/// I/O counters of the loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub connections: u64,
+    pub udp_received: u64,
+    pub udp_sent: u64,
+    pub udp_send_errors: u64,
+    pub tun_read: u64,
+    pub tun_written: u64,
+    pub tun_write_errors: u64,
+    /// Tun packets dropped while no session was up.
+    pub dropped_while_down: u64,
+    pub engine_dropped: u64,
+}
+
+/// Applies `route-nopull` and `pull-filter` to what the server pushed. Returns the
+/// filtered config and notes; `Err(option)` when a `reject` filter matched (OpenVPN then
+/// restarts the connection).
+///
+/// OpenVPN options.c `apply_pull_filter`: for each pushed option, the first filter whose
+/// text is a prefix of the option decides. init.c `pull_permission_mask` (2.6): with
+/// `route-nopull` the `OPT_P_ROUTE` and `OPT_P_DHCPDNS` classes (routes,
+/// `redirect-gateway`, `dhcp-option`) are not accepted; `route-gateway` still is.
+///
+/// The protocol engine has already acted on options such as `ifconfig`, `ping` or
+/// `cipher`; filtering those out only produces a note.
+pub fn filter_pushed(
+    cfg: &PushedConfig,
+    route_nopull: bool,
+    filters: &[(PullAction, String)],
+) -> Result<(PushedConfig, Vec<String>), String> {
+    let mut out = cfg.clone();
+    let mut notes = Vec::new();
+    if route_nopull {
+        out.routes.clear();
+        out.redirect_gateway = None;
+        out.dns_servers.clear();
+        out.search_domains.clear();
+    }
+    for opt in &cfg.raw {
+        let action = filters
+            .iter()
+            .find(|(_, text)| opt.starts_with(text.as_str()))
+            .map(|(a, _)| *a);
+        match action {
+            None | Some(PullAction::Accept) => {}
+            Some(PullAction::Reject) => return Err(opt.clone()),
+            Some(PullAction::Ignore) => {
+                let t: Vec<&str> = opt.split_whitespace().collect();
+                let ip = |i: usize| t.get(i).and_then(|s| s.parse::<Ipv4Addr>().ok());
+                match t.first().copied() {
+                    Some("route") => {
+                        if let Some(net) = ip(1) {
+                            let mask = ip(2).unwrap_or(Ipv4Addr::BROADCAST);
+                            if let Some(i) = out.routes.iter().position(|r| r.network == net && r.netmask == mask) {
+                                out.routes.remove(i);
+                            }
+                        }
+                    }
+                    Some("route-gateway") => out.route_gateway = None,
+                    Some("redirect-gateway") => out.redirect_gateway = None,
+                    Some("dhcp-option") => match (t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(), t.get(2)) {
+                        (Some("DNS" | "DNS6"), Some(a)) => {
+                            if let Ok(a) = a.parse::<IpAddr>() {
+                                out.dns_servers.retain(|x| *x != a);
+                            }
+                        }
+                        (Some("DOMAIN" | "DOMAIN-SEARCH"), Some(d)) => out.search_domains.retain(|x| x != d),
+                        _ => {}
+                    },
+                    _ => notes.push(format!(
+                        "pull-filter ignore: `{opt}` is applied by the protocol engine and cannot be filtered out; only route, route-gateway, redirect-gateway and dhcp-option are"
+                    )),
+                }
+                debug!("pushed option removed by filter: {opt}");
+            }
+        }
+    }
+    Ok((out, notes))
+}
+
+/// `redirect-gateway` flags into what warren-net does, with notes for the flags it does not.
+pub fn redirect_from_flags(flags: &[String]) -> (Option<Redirect>, Vec<String>) {
+    let mut notes = Vec::new();
+    if flags.iter().any(|f| f == "!ipv4") {
+        if flags.iter().any(|f| f == "ipv6") {
+            notes.push(
+                "redirect-gateway ipv6: IPv6 in the tunnel is not supported yet; ignored"
+                    .to_owned(),
+            );
+        }
+        return (None, notes);
+    }
+    let mut r = Redirect::default();
+    for f in flags {
+        match f.as_str() {
+            "def1" => r.def1 = true,
+            "local" => r.local = true,
+            "autolocal" | "bypass-dhcp" => {}
+            other => notes.push(format!(
+                "redirect-gateway {other}: not supported yet; ignored"
+            )),
+        }
+    }
+    if !r.def1 {
+        notes.push("redirect-gateway without def1: warren adds 0.0.0.0/1 and 128.0.0.0/1 (as def1) rather than replacing the default route".to_owned());
+    }
+    (Some(r), notes)
+}
+
+/// The tunnel's network settings from the filtered push and the profile.
+pub fn tunnel_spec(
+    dev: &str,
+    pushed: &PushedConfig,
+    net: &NetOptions,
+    server: IpAddr,
+    default_mtu: u16,
+) -> Result<(TunnelSpec, Vec<String>), String> {
+    let (address, mask) = pushed.ifconfig.ok_or_else(|| {
+        "the server pushed no `ifconfig` (warren needs `topology subnet`)".to_owned()
+    })?;
+    let prefix = warren_net::prefix_len(mask).map_err(|e| format!("pushed ifconfig: {e}"))?;
+    let mut notes = Vec::new();
+    let mut routes = net.routes.clone();
+    routes.extend(pushed.routes.iter().map(|r| RouteRequest {
+        network: Endpoint::Ip(r.network),
+        netmask: r.netmask,
+        gateway: r.gateway.map(Endpoint::Ip),
+        metric: r.metric,
+    }));
+    let flags = pushed.redirect_gateway.as_ref().or(net.redirect.as_ref());
+    let redirect = match flags {
+        Some(f) => {
+            let (r, n) = redirect_from_flags(f);
+            notes.extend(n);
+            r
+        }
+        None => None,
+    };
+    let mut dns = net.dns.clone();
+    for s in &pushed.dns_servers {
+        if !dns.servers.contains(s) {
+            dns.servers.push(*s);
+        }
+    }
+    for d in &pushed.search_domains {
+        if !dns.domains.contains(d) {
+            dns.domains.push(d.clone());
+        }
+    }
+    let spec = TunnelSpec {
+        dev: dev.to_owned(),
+        address,
+        prefix,
+        mtu: pushed.tun_mtu.unwrap_or(default_mtu),
+        vpn_gateway: pushed.route_gateway,
+        server,
+        routes,
+        redirect,
+        dns,
+    };
+    Ok((spec, notes))
+}
+
+/// One connection attempt: an engine and its socket.
+struct Attempt {
+    client: Client,
+    socket: UdpSocket,
+    server: SocketAddr,
+    started: Instant,
+    heard: bool,
+    connected: bool,
+}
+
+struct Loop {
+    engine: ClientConfig,
+    opts: ClientLoopOptions,
+    stats: ClientStats,
+    attempt: Option<Attempt>,
+    tun: Option<Tun>,
+    net: Option<TunnelNet>,
+    remote_idx: usize,
+    failures: u32,
+    next_attempt_at: Option<Instant>,
+    resolve_failing_since: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    /// The poller must be rebuilt (the socket or the tun changed).
+    fds_changed: bool,
+    udp_bufs: Vec<Vec<u8>>,
+    udp_meta: Vec<RecvMeta>,
+    tun_bufs: Vec<Vec<u8>>,
+    tun_lens: Vec<usize>,
+    tx_buf: Vec<u8>,
+    mtu: u16,
+    /// The "up" line was printed once; later connections print "reconnected".
+    announced: bool,
+}
+
+/// What a turn of the loop decided.
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Runs the client until SIGINT/SIGTERM (Ok), `AUTH_FAILED`/`HALT` or a fatal error. The
+/// network is restored in every case before this returns.
+pub fn run_client(
+    engine: ClientConfig,
+    opts: ClientLoopOptions,
+) -> Result<ClientStats, ClientLoopError> {
+    if opts.remotes.is_empty() {
+        return Err(ClientLoopError::NoRemote);
+    }
+    let mtu = opts.tun_mtu;
+    let mut l = Loop {
+        engine,
+        opts,
+        stats: ClientStats::default(),
+        attempt: None,
+        tun: None,
+        net: None,
+        remote_idx: 0,
+        failures: 0,
+        next_attempt_at: None,
+        resolve_failing_since: None,
+        shutdown_deadline: None,
+        fds_changed: true,
+        udp_bufs: Vec::new(),
+        udp_meta: vec![RecvMeta::default(); BATCH],
+        tun_bufs: Vec::new(),
+        tun_lens: vec![0; BATCH],
+        tx_buf: Vec::with_capacity(2048),
+        mtu: 0,
+        announced: false,
+    };
+    l.size_buffers(mtu);
+    let result = l.run();
+    // Leave in order: the session is gone, then routes and DNS, then the tun device.
+    l.attempt = None;
+    if let Some(mut net) = l.net.take()
+        && let Err(e) = net.restore()
+    {
+        warn!("restoring the network: {e}");
+    }
+    l.tun = None;
+    let s = &l.stats;
+    info!(
+        connections = s.connections,
+        udp_received = s.udp_received,
+        udp_sent = s.udp_sent,
+        tun_read = s.tun_read,
+        tun_written = s.tun_written,
+        engine_dropped = s.engine_dropped,
+        "client stopped; network restored"
+    );
+    result.map(|()| l.stats)
+}
+
+impl Loop {
+    fn size_buffers(&mut self, mtu: u16) {
+        if mtu <= self.mtu {
+            return;
+        }
+        self.mtu = mtu;
+        let m = usize::from(mtu);
+        let udp_len = (m + 512).max(2048);
+        let tun_len = DATA_HEADROOM + m + TAILROOM;
+        self.udp_bufs = vec![vec![0u8; udp_len]; BATCH];
+        self.tun_bufs = vec![vec![0u8; tun_len]; BATCH];
+    }
+
+    fn run(&mut self) -> Result<(), ClientLoopError> {
+        let mut poller = Poller::new();
+        let mut t_sig = poller.add(self.opts.signals.as_fd(), Interest::Readable);
+        let mut t_udp = None;
+        let mut t_tun = None;
+        let now = self.opts.clock.now();
+        self.next_attempt_at = Some(now);
+        loop {
+            let now = self.opts.clock.now();
+            if self.attempt.is_none()
+                && self.shutdown_deadline.is_none()
+                && self.next_attempt_at.is_some_and(|t| now >= t)
+            {
+                self.next_attempt_at = None;
+                self.start_attempt(now)?;
+                self.after_input(now)?;
+            }
+            if self.fds_changed {
+                self.fds_changed = false;
+                poller = Poller::new();
+                t_sig = poller.add(self.opts.signals.as_fd(), Interest::Readable);
+                t_udp = self
+                    .attempt
+                    .as_ref()
+                    .map(|a| poller.add(a.socket.as_fd(), Interest::Readable));
+                t_tun = self
+                    .tun
+                    .as_ref()
+                    .map(|t| poller.add(t.as_fd(), Interest::Readable));
+            }
+            let now = self.opts.clock.now();
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
+            poller.wait(timeout).map_err(ClientLoopError::Poll)?;
+            let now = self.opts.clock.now();
+
+            if poller.is_readable(t_sig) {
+                while let Some(sig) = self.opts.signals.read().map_err(ClientLoopError::Signal)? {
+                    if let Flow::Exit = self.on_signal(now, sig) {
+                        return Ok(());
+                    }
+                }
+            }
+            if t_udp.is_some_and(|t| poller.is_readable(t)) {
+                self.read_udp(now);
+            }
+            if t_tun.is_some_and(|t| poller.is_readable(t)) {
+                self.read_tun(now)?;
+            }
+            if let Flow::Exit = self.after_input(now)? {
+                return Ok(());
+            }
+            self.check_connect_timeout(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if now >= deadline {
+                    debug!("exit notification grace period over");
+                    return Ok(());
+                }
+                if self.attempt.is_none() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let engine = self.attempt.as_ref().and_then(|a| a.client.poll_timeout());
+        let connect = self
+            .attempt
+            .as_ref()
+            .filter(|a| !a.heard && !a.connected)
+            .map(|a| a.started + self.opts.retry.connect_timeout);
+        let next = if self.attempt.is_none() {
+            self.next_attempt_at
+        } else {
+            None
+        };
+        [engine, connect, next, self.shutdown_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn on_signal(&mut self, now: Instant, sig: Signal) -> Flow {
+        if self.shutdown_deadline.is_some() {
+            info!("received {} again: exiting now", sig.name());
+            return Flow::Exit;
+        }
+        info!("received {}: disconnecting", sig.name());
+        match &mut self.attempt {
+            Some(a) if a.connected => {
+                a.client.close(now);
+                self.shutdown_deadline = Some(now + self.opts.exit_grace);
+                Flow::Continue
+            }
+            _ => Flow::Exit,
+        }
+    }
+
+    /// Resolves the current remote, opens a socket and starts an engine. A name that does
+    /// not resolve counts as a failed attempt.
+    fn start_attempt(&mut self, now: Instant) -> Result<(), ClientLoopError> {
+        let n = self.opts.remotes.len();
+        let remote = self.opts.remotes[self.remote_idx % n].clone();
+        let server = match resolve(&remote) {
+            Ok(a) => {
+                self.resolve_failing_since = None;
+                a
+            }
+            Err(e) => {
+                let since = *self.resolve_failing_since.get_or_insert(now);
+                if let Some(limit) = self.opts.retry.resolve_for
+                    && now.saturating_duration_since(since) >= limit
+                {
+                    return Err(ClientLoopError::Resolve {
+                        host: remote.host,
+                        secs: limit.as_secs(),
+                        last: e,
+                    });
+                }
+                warn!("cannot resolve remote `{}`: {e}", remote.host);
+                self.fail_attempt(now, true);
+                return Ok(());
+            }
+        };
+        if let Some(net) = &mut self.net
+            && let Err(e) = net.prepare_remote(server.ip())
+        {
+            warn!(
+                "keeping the route to {} outside the tunnel: {e}",
+                server.ip()
+            );
+        }
+        let family = if server.is_ipv4() {
+            UdpFamily::V4
+        } else {
+            UdpFamily::V6
+        };
+        let local = match (self.opts.local, server) {
+            (Some(ip @ IpAddr::V4(_)), SocketAddr::V4(_))
+            | (Some(ip @ IpAddr::V6(_)), SocketAddr::V6(_)) => Some(ip),
+            _ => None,
+        };
+        let socket = UdpSocket::bind(&UdpBind {
+            family,
+            local,
+            port: self.opts.lport,
+            sndbuf: self.opts.sndbuf,
+            rcvbuf: self.opts.rcvbuf,
+        })
+        .map_err(ClientLoopError::Bind)?;
+        let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
+        let client = Client::new(self.engine.clone(), server, Box::new(rng), now)
+            .map_err(ClientLoopError::Setup)?;
+        info!(
+            "connecting to {server} ({}:{}) from {}",
+            remote.host,
+            remote.port,
+            socket.local_addr()
+        );
+        self.attempt = Some(Attempt {
+            client,
+            socket,
+            server,
+            started: now,
+            heard: false,
+            connected: false,
+        });
+        self.fds_changed = true;
+        Ok(())
+    }
+
+    /// Ends the current attempt (if any) and schedules the next one on the next remote.
+    fn fail_attempt(&mut self, now: Instant, advance: bool) {
+        self.attempt = None;
+        self.fds_changed = true;
+        self.failures = self.failures.saturating_add(1);
+        if advance {
+            self.remote_idx = (self.remote_idx + 1) % self.opts.remotes.len();
+        }
+        let delay = self
+            .opts
+            .retry
+            .delay(self.failures, self.opts.remotes.len());
+        let next = &self.opts.remotes[self.remote_idx];
+        info!(
+            "next attempt in {} s: {}:{}",
+            delay.as_secs_f32(),
+            next.host,
+            next.port
+        );
+        self.next_attempt_at = Some(now + delay);
+    }
+
+    fn check_connect_timeout(&mut self, now: Instant) {
+        let Some(a) = &self.attempt else { return };
+        if a.heard || a.connected || now < a.started + self.opts.retry.connect_timeout {
+            return;
+        }
+        warn!(
+            "no answer from {} within {} s",
+            a.server,
+            self.opts.retry.connect_timeout.as_secs()
+        );
+        self.fail_attempt(now, true);
+    }
+
+    fn read_udp(&mut self, now: Instant) {
+        let Some(a) = &mut self.attempt else { return };
+        let n = match a.socket.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
+            Ok(n) => n,
+            Err(e) => {
+                // ICMP errors (port unreachable) surface here on Linux; the connect
+                // timeout or the engine's timers decide what they mean.
+                trace!("UDP receive error: {e}");
+                return;
+            }
+        };
+        for i in 0..n {
+            let meta = self.udp_meta[i];
+            self.stats.udp_received += 1;
+            if meta.truncated || meta.addr != a.server {
+                continue;
+            }
+            a.heard = true;
+            let buf = &mut self.udp_bufs[i][..meta.len];
+            match a.client.handle_datagram(now, meta.addr, buf) {
+                ClientDatagram::Tun(range) => {
+                    let (Some(tun), Some(pkt)) = (&self.tun, buf.get(range)) else {
+                        continue;
+                    };
+                    match tun.send(pkt) {
+                        Ok(_) => self.stats.tun_written += 1,
+                        Err(e) if warren_io::is_would_block(&e) => {}
+                        Err(e) => {
+                            self.stats.tun_write_errors += 1;
+                            trace!("writing to tun: {e}");
+                        }
+                    }
+                }
+                ClientDatagram::Consumed => {}
+                ClientDatagram::Dropped(reason) => {
+                    self.stats.engine_dropped += 1;
+                    trace!(?reason, "datagram dropped");
+                }
+            }
+        }
+    }
+
+    fn read_tun(&mut self, now: Instant) -> Result<(), ClientLoopError> {
+        let Some(tun) = &self.tun else { return Ok(()) };
+        let mut n = 0;
+        while n < BATCH {
+            let buf = &mut self.tun_bufs[n];
+            let end = buf.len() - TAILROOM;
+            match tun.recv(&mut buf[DATA_HEADROOM..end]) {
+                Ok(0) => break,
+                Ok(len) => {
+                    self.tun_lens[n] = len;
+                    n += 1;
+                }
+                Err(e)
+                    if warren_io::is_would_block(&e) || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    break;
+                }
+                Err(source) => {
+                    return Err(ClientLoopError::TunRead {
+                        name: tun.name().to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.stats.tun_read += n as u64;
+        let Some(a) = self.attempt.as_mut().filter(|a| a.connected) else {
+            self.stats.dropped_while_down += n as u64;
+            return Ok(());
+        };
+        for i in 0..n {
+            let buf = &mut self.tun_bufs[i];
+            match a.client.encapsulate(now, buf, self.tun_lens[i]) {
+                Ok(range) => {
+                    let Some(dgram) = buf.get(range) else {
+                        continue;
+                    };
+                    match a.socket.send_to(dgram, a.server) {
+                        Ok(_) => self.stats.udp_sent += 1,
+                        Err(e) if warren_io::is_would_block(&e) => {}
+                        Err(e) => {
+                            self.stats.udp_send_errors += 1;
+                            trace!("UDP send: {e}");
+                        }
+                    }
+                }
+                Err(reason) => {
+                    self.stats.engine_dropped += 1;
+                    trace!(?reason, "tun packet dropped");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Timers, transmissions, then lifecycle events.
+    fn after_input(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
+        let Some(a) = &mut self.attempt else {
+            return Ok(Flow::Continue);
+        };
+        if a.client.poll_timeout().is_some_and(|t| t <= now) {
+            a.client.handle_timeout(now);
+        }
+        for _ in 0..MAX_TRANSMITS_PER_TURN {
+            let Some(dst) = a.client.poll_transmit(now, &mut self.tx_buf) else {
+                break;
+            };
+            match a.socket.send_to(&self.tx_buf, dst) {
+                Ok(_) => self.stats.udp_sent += 1,
+                Err(e) if warren_io::is_would_block(&e) => {}
+                Err(e) => {
+                    self.stats.udp_send_errors += 1;
+                    debug!("UDP send to {dst}: {e}");
+                }
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(ev) = a.client.poll_event() {
+            events.push(ev);
+        }
+        for ev in events {
+            if let Flow::Exit = self.on_event(now, ev)? {
+                return Ok(Flow::Exit);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn on_event(&mut self, now: Instant, ev: ClientEvent) -> Result<Flow, ClientLoopError> {
+        match ev {
+            ClientEvent::Connected {
+                config,
+                cipher,
+                ekm,
+                server_cn,
+            } => {
+                let Some(server) = self.attempt.as_ref().map(|a| a.server) else {
+                    return Ok(Flow::Continue);
+                };
+                let cn = server_cn.map(|c| format!(" (CN {c})")).unwrap_or_default();
+                match self.on_connected(&config, server, &cn) {
+                    Ok(summary) => {
+                        if let Some(a) = &mut self.attempt {
+                            a.connected = true;
+                        }
+                        self.failures = 0;
+                        self.stats.connections += 1;
+                        let kd = if ekm { "tls-ekm" } else { "tls1-prf" };
+                        let verb = if self.announced { "reconnected" } else { "up" };
+                        self.announced = true;
+                        info!(
+                            "warren client {verb}: {}, cipher {} ({kd})",
+                            summary,
+                            crate::cipher_name(cipher)
+                        );
+                    }
+                    Err(Fatal::Net(e)) => return Err(e),
+                    Err(Fatal::Retry(msg)) => {
+                        error!("{msg}; reconnecting");
+                        self.fail_attempt(now, false);
+                    }
+                }
+            }
+            ClientEvent::Renegotiated { key_id } => {
+                debug!("renegotiated data channel keys (key id {key_id})")
+            }
+            ClientEvent::Disconnected { reason } => return self.on_disconnected(now, reason),
+            other => debug!("client event: {other:?}"),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Opens the tun device the first time and applies the network settings. Returns the
+    /// summary for the "up" line.
+    fn on_connected(
+        &mut self,
+        pushed: &PushedConfig,
+        server: SocketAddr,
+        cn: &str,
+    ) -> Result<String, Fatal> {
+        let (filtered, notes) = filter_pushed(
+            pushed,
+            self.opts.net.route_nopull,
+            &self.opts.net.pull_filters,
+        )
+        .map_err(|opt| Fatal::Retry(format!("pushed option rejected by pull-filter: `{opt}`")))?;
+        for n in notes {
+            warn!("{n}");
+        }
+        let dev = self
+            .tun
+            .as_ref()
+            .map_or(self.opts.dev.clone(), |t| t.name().to_owned());
+        let (mut spec, notes) = tunnel_spec(
+            &dev,
+            &filtered,
+            &self.opts.net,
+            server.ip(),
+            self.opts.tun_mtu,
+        )
+        .map_err(Fatal::Retry)?;
+        for n in notes {
+            warn!("{n}");
+        }
+        if self.tun.is_none() {
+            let tun = Tun::open(&TunConfig {
+                name: self.opts.dev.clone(),
+                address: spec.address,
+                prefix: spec.prefix,
+                mtu: spec.mtu,
+            })
+            .map_err(|source| {
+                Fatal::Net(ClientLoopError::Tun {
+                    dev: self.opts.dev.clone(),
+                    source,
+                })
+            })?;
+            spec.dev = tun.name().to_owned();
+            self.net = Some(TunnelNet::new(
+                NetState::new(),
+                self.opts.net.dns_backend.clone(),
+                tun.name(),
+                spec.address,
+                spec.prefix,
+                spec.mtu,
+            ));
+            self.size_buffers(spec.mtu);
+            self.tun = Some(tun);
+            self.fds_changed = true;
+        } else {
+            self.size_buffers(spec.mtu);
+        }
+        let Some(net) = &mut self.net else {
+            return Err(Fatal::Retry("internal: no network state".into()));
+        };
+        let notes = net
+            .apply(&spec)
+            .map_err(|e| Fatal::Net(ClientLoopError::Net(e)))?;
+        for n in notes {
+            warn!("{n}");
+        }
+        let routes: Vec<String> = net
+            .routes()
+            .iter()
+            .filter(|r| r.dev.as_deref() == Some(spec.dev.as_str()))
+            .map(|r| r.dst.to_string())
+            .collect();
+        let mut s = format!(
+            "{}/{} on {} via server {server}{cn}, routes: {}",
+            spec.address,
+            spec.prefix,
+            spec.dev,
+            if routes.is_empty() {
+                "none".to_owned()
+            } else {
+                routes.join(", ")
+            }
+        );
+        if !spec.dns.servers.is_empty() {
+            let d: Vec<String> = spec.dns.servers.iter().map(|x| x.to_string()).collect();
+            s.push_str(&format!(", DNS {}", d.join(" ")));
+        }
+        Ok(s)
+    }
+
+    fn on_disconnected(
+        &mut self,
+        now: Instant,
+        reason: ClientDisconnect,
+    ) -> Result<Flow, ClientLoopError> {
+        let was_up = self.attempt.as_ref().is_some_and(|a| a.connected);
+        if self.shutdown_deadline.is_some() {
+            debug!("session closed: {reason:?}");
+            self.attempt = None;
+            return Ok(Flow::Exit);
+        }
+        let advance = match &reason {
+            ClientDisconnect::AuthFailed(r) => return Err(ClientLoopError::AuthFailed(r.clone())),
+            ClientDisconnect::Halt(r) => return Err(ClientLoopError::Halted(r.clone())),
+            ClientDisconnect::Restart(r) => {
+                info!("the server asked to reconnect (RESTART{})", fmt_reason(r));
+                // push.c: `RESTART,[N]` means "try the next server".
+                r.contains("[N]")
+            }
+            ClientDisconnect::PingTimeout => {
+                warn!("no traffic from the server (ping-restart): reconnecting");
+                true
+            }
+            ClientDisconnect::HandshakeTimeout => {
+                warn!("TLS handshake did not complete within hand-window");
+                true
+            }
+            ClientDisconnect::TlsError(e) => {
+                error!("connection failed: TLS error: {e}");
+                true
+            }
+            ClientDisconnect::Closed => true,
+            other => {
+                warn!("disconnected: {other:?}");
+                true
+            }
+        };
+        if was_up {
+            // A session that was up: reconnect after one initial pause.
+            self.failures = 0;
+        }
+        self.fail_attempt(now, advance);
+        Ok(Flow::Continue)
+    }
+}
+
+/// Errors of `on_connected`: fatal ones end the loop, others retry.
+enum Fatal {
+    Net(ClientLoopError),
+    Retry(String),
+}
+
+/// Resolves a remote with the system resolver, honouring `udp4`/`udp6`.
+fn resolve(r: &RemoteSpec) -> Result<SocketAddr, String> {
+    let addrs = (r.host.as_str(), r.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?;
+    let mut fallback = None;
+    for a in addrs {
+        match (r.family, a) {
+            (RemoteFamily::V4, SocketAddr::V4(_)) | (RemoteFamily::V6, SocketAddr::V6(_)) => {
+                return Ok(a);
+            }
+            // `udp`: OpenVPN 2.6 tries the addresses in getaddrinfo order; IPv4 first keeps
+            // single-stack hosts working.
+            (RemoteFamily::Any, SocketAddr::V4(_)) => return Ok(a),
+            (RemoteFamily::Any, SocketAddr::V6(_)) => {
+                fallback.get_or_insert(a);
+            }
+            _ => {}
+        }
+    }
+    fallback.ok_or_else(|| "no address of the requested family".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_openvpn::PushedRoute;
+
+    fn pushed() -> PushedConfig {
+        let raw: Vec<String> = [
+            "route-gateway 10.8.0.1",
+            "topology subnet",
+            "route 192.0.2.0 255.255.255.0",
+            "route 198.51.100.0 255.255.255.0",
+            "redirect-gateway def1",
+            "dhcp-option DNS 10.8.0.1",
+            "dhcp-option DOMAIN vpn.example",
+            "ifconfig 10.8.0.2 255.255.255.0",
+            "ping 10",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        PushedConfig {
+            ifconfig: Some((Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0))),
+            route_gateway: Some(Ipv4Addr::new(10, 8, 0, 1)),
+            topology_subnet: true,
+            routes: vec![
+                PushedRoute {
+                    network: Ipv4Addr::new(192, 0, 2, 0),
+                    netmask: Ipv4Addr::new(255, 255, 255, 0),
+                    gateway: None,
+                    metric: None,
+                },
+                PushedRoute {
+                    network: Ipv4Addr::new(198, 51, 100, 0),
+                    netmask: Ipv4Addr::new(255, 255, 255, 0),
+                    gateway: None,
+                    metric: None,
+                },
+            ],
+            redirect_gateway: Some(vec!["def1".into()]),
+            dns_servers: vec!["10.8.0.1".parse().expect("ip")],
+            search_domains: vec!["vpn.example".into()],
+            ping: Some(10),
+            raw,
+            ..PushedConfig::default()
+        }
+    }
+
+    #[test]
+    fn route_nopull_keeps_ifconfig_and_route_gateway() {
+        let (f, notes) = filter_pushed(&pushed(), true, &[]).expect("ok");
+        assert!(
+            f.routes.is_empty()
+                && f.redirect_gateway.is_none()
+                && f.dns_servers.is_empty()
+                && f.search_domains.is_empty()
+        );
+        assert_eq!(f.route_gateway, Some(Ipv4Addr::new(10, 8, 0, 1)));
+        assert!(f.ifconfig.is_some());
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn pull_filters_first_match_wins() {
+        let filters = vec![
+            (PullAction::Accept, "route 198.51.100.0".to_owned()),
+            (PullAction::Ignore, "route ".to_owned()),
+            (PullAction::Ignore, "redirect-gateway".to_owned()),
+            (PullAction::Ignore, "dhcp-option DNS".to_owned()),
+            (PullAction::Ignore, "ping".to_owned()),
+        ];
+        let (f, notes) = filter_pushed(&pushed(), false, &filters).expect("ok");
+        assert_eq!(f.routes.len(), 1);
+        assert_eq!(f.routes[0].network, Ipv4Addr::new(198, 51, 100, 0));
+        assert!(f.redirect_gateway.is_none());
+        assert!(f.dns_servers.is_empty());
+        assert_eq!(f.search_domains, ["vpn.example"]);
+        // `route-gateway` does not start with "route " (with the space): kept.
+        assert!(f.route_gateway.is_some());
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let e = filter_pushed(
+            &pushed(),
+            false,
+            &[(PullAction::Reject, "redirect-gateway".into())],
+        )
+        .expect_err("reject");
+        assert_eq!(e, "redirect-gateway def1");
+    }
+
+    #[test]
+    fn spec_merges_profile_and_push() {
+        let mut net = NetOptions::default();
+        net.dns.servers.push("192.0.2.53".parse().expect("ip"));
+        net.dns.servers.push("10.8.0.1".parse().expect("ip"));
+        net.redirect = Some(vec!["def1".into(), "bypass-dns".into()]);
+        let mut p = pushed();
+        p.redirect_gateway = None;
+        let (s, notes) =
+            tunnel_spec("tun7", &p, &net, "203.0.113.1".parse().expect("ip"), 1500).expect("spec");
+        assert_eq!(
+            (s.address, s.prefix, s.mtu),
+            (Ipv4Addr::new(10, 8, 0, 2), 24, 1500)
+        );
+        assert_eq!(s.dns.servers.len(), 2);
+        assert_eq!(
+            s.redirect,
+            Some(Redirect {
+                def1: true,
+                local: false
+            })
+        );
+        assert_eq!(notes.len(), 1, "bypass-dns note: {notes:?}");
+        assert_eq!(s.routes.len(), 2);
+        p.ifconfig = None;
+        assert!(tunnel_spec("tun7", &p, &net, "203.0.113.1".parse().expect("ip"), 1500).is_err());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_per_round() {
+        let r = RetryPolicy::default();
+        let s = |f, n| r.delay(f, n).as_secs();
+        assert_eq!(
+            [
+                s(0, 1),
+                s(1, 1),
+                s(2, 1),
+                s(3, 1),
+                s(4, 1),
+                s(7, 1),
+                s(8, 1),
+                s(40, 1)
+            ],
+            [1, 1, 2, 4, 8, 60, 60, 60]
+        );
+        // Two remotes: each round at the same pace.
+        assert_eq!(
+            [s(1, 2), s(2, 2), s(3, 2), s(4, 2), s(5, 2)],
+            [1, 1, 2, 2, 4]
+        );
+    }
+
+    #[test]
+    fn resolves_literals_by_family() {
+        let r = RemoteSpec {
+            host: "127.0.0.1".into(),
+            port: 1194,
+            family: RemoteFamily::Any,
+        };
+        assert_eq!(
+            resolve(&r).expect("ok"),
+            "127.0.0.1:1194".parse::<SocketAddr>().expect("addr")
+        );
+        let r = RemoteSpec {
+            host: "127.0.0.1".into(),
+            port: 1194,
+            family: RemoteFamily::V6,
+        };
+        assert!(resolve(&r).is_err());
+    }
+}

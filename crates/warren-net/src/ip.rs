@@ -1,0 +1,324 @@
+//! Running `ip` (iproute2), the route values it takes, and its errors.
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use thiserror::Error;
+use tracing::debug;
+
+/// Errors of the OS side, each saying what to do where there is something to do.
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("the `ip` command (iproute2) was not found: install the iproute2 package")]
+    IpMissing,
+    #[error("`{command}`: permission denied: changing routes needs CAP_NET_ADMIN (run as root)")]
+    NeedsCapNetAdmin { command: String },
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("running `{command}`: {source}")]
+    Spawn { command: String, source: io::Error },
+    #[error("route {route} already exists (added by someone else?); not touching it")]
+    RouteExists { route: String },
+    #[error("cannot parse the output of `{command}`: {output:?}")]
+    Parse { command: String, output: String },
+    #[error("netmask {0} is not contiguous")]
+    BadNetmask(Ipv4Addr),
+    #[error("{path}: {source}")]
+    ResolvConf { path: PathBuf, source: io::Error },
+}
+
+/// An IPv4 network, `addr/prefix`, with the host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Net {
+    addr: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Net {
+    /// The network containing `addr` with `prefix` bits (clamped to 32); host bits are
+    /// cleared, as the kernel requires for a route destination.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
+        let prefix = prefix.min(32);
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        }
+    }
+
+    pub fn host(addr: Ipv4Addr) -> Ipv4Net {
+        Ipv4Net::new(addr, 32)
+    }
+
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        Ipv4Net::new(ip, self.prefix).addr == self.addr
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A contiguous netmask's prefix length (`255.255.255.0` → 24).
+pub fn prefix_len(mask: Ipv4Addr) -> Result<u8, NetError> {
+    let m = u32::from(mask);
+    let ones = m.leading_ones();
+    if m.checked_shl(ones).unwrap_or(0) != 0 {
+        return Err(NetError::BadNetmask(mask));
+    }
+    Ok(u8::try_from(ones).unwrap_or(32))
+}
+
+/// One IPv4 route in the main table: `ip -4 route add DST [via GW] [dev DEV] [metric M]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteSpec {
+    pub dst: Ipv4Net,
+    pub via: Option<Ipv4Addr>,
+    pub dev: Option<String>,
+    pub metric: Option<u32>,
+}
+
+impl RouteSpec {
+    /// The arguments after `ip -4 route add|del`.
+    pub(crate) fn args(&self) -> Vec<String> {
+        let mut a = vec![self.dst.to_string()];
+        if let Some(g) = self.via {
+            a.push("via".into());
+            a.push(g.to_string());
+        }
+        if let Some(d) = &self.dev {
+            a.push("dev".into());
+            a.push(d.clone());
+        }
+        if let Some(m) = self.metric {
+            a.push("metric".into());
+            a.push(m.to_string());
+        }
+        a
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.args().join(" "))
+    }
+}
+
+/// Where the kernel sends packets for an address (`ip -4 route get`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The next hop, `None` when the address is on-link.
+    pub gateway: Option<Ipv4Addr>,
+    pub dev: String,
+}
+
+/// Parses `ip -4 route get` output: `8.8.8.8 via 10.0.0.1 dev eth0 src 10.0.0.2 uid 0`.
+pub(crate) fn parse_route_get(out: &str) -> Option<PathInfo> {
+    let first = out.lines().next()?;
+    let toks: Vec<&str> = first.split_whitespace().collect();
+    // Types such as `unreachable`, `blackhole`, `prohibit` lead the line; `local` and
+    // `broadcast` too. None of them is a usable path.
+    let lead = *toks.first()?;
+    if [
+        "unreachable",
+        "blackhole",
+        "prohibit",
+        "throw",
+        "local",
+        "broadcast",
+        "multicast",
+    ]
+    .contains(&lead)
+    {
+        return None;
+    }
+    let mut gateway = None;
+    let mut dev = None;
+    let mut it = toks.iter().skip(1);
+    while let Some(t) = it.next() {
+        match *t {
+            "via" => gateway = it.next().and_then(|g| g.parse::<Ipv4Addr>().ok()),
+            "dev" => dev = it.next().map(|d| (*d).to_owned()),
+            _ => {}
+        }
+    }
+    Some(PathInfo { gateway, dev: dev? })
+}
+
+/// The `ip` binary to run: `/usr/sbin/ip` or `/sbin/ip` if present, else `ip` from `PATH`.
+pub(crate) fn ip_binary() -> PathBuf {
+    for p in ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"] {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("ip")
+}
+
+/// Runs a system command to completion and returns its stdout, mapping failures.
+pub(crate) fn run(program: &std::path::Path, args: &[String]) -> Result<String, NetError> {
+    let command = format!(
+        "{} {}",
+        program.file_name().map_or_else(
+            || program.display().to_string(),
+            |n| n.to_string_lossy().into_owned()
+        ),
+        args.join(" ")
+    );
+    debug!("running `{command}`");
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound && program.ends_with("ip") {
+                NetError::IpMissing
+            } else {
+                NetError::Spawn {
+                    command: command.clone(),
+                    source,
+                }
+            }
+        })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Err(classify(command, stderr))
+}
+
+fn classify(command: String, stderr: String) -> NetError {
+    let low = stderr.to_ascii_lowercase();
+    if low.contains("operation not permitted") || low.contains("permission denied") {
+        NetError::NeedsCapNetAdmin { command }
+    } else {
+        NetError::Command { command, stderr }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets_clear_host_bits() {
+        let n = Ipv4Net::new(Ipv4Addr::new(10, 8, 0, 7), 24);
+        assert_eq!(n.to_string(), "10.8.0.0/24");
+        assert!(n.contains(Ipv4Addr::new(10, 8, 0, 200)));
+        assert!(!n.contains(Ipv4Addr::new(10, 8, 1, 1)));
+        assert_eq!(
+            Ipv4Net::new(Ipv4Addr::new(200, 1, 2, 3), 1).to_string(),
+            "128.0.0.0/1"
+        );
+        assert_eq!(
+            Ipv4Net::new(Ipv4Addr::new(1, 2, 3, 4), 0).to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(Ipv4Net::new(Ipv4Addr::new(1, 2, 3, 4), 40).prefix(), 32);
+    }
+
+    #[test]
+    fn netmasks() {
+        assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 0)).ok(), Some(24));
+        assert_eq!(prefix_len(Ipv4Addr::new(0, 0, 0, 0)).ok(), Some(0));
+        assert_eq!(prefix_len(Ipv4Addr::new(255, 255, 255, 255)).ok(), Some(32));
+        assert!(matches!(
+            prefix_len(Ipv4Addr::new(255, 0, 255, 0)),
+            Err(NetError::BadNetmask(_))
+        ));
+    }
+
+    #[test]
+    fn route_args() {
+        let r = RouteSpec {
+            dst: Ipv4Net::new(Ipv4Addr::new(0, 0, 0, 0), 1),
+            via: Some(Ipv4Addr::new(10, 8, 0, 1)),
+            dev: Some("tun0".into()),
+            metric: Some(5),
+        };
+        assert_eq!(r.to_string(), "0.0.0.0/1 via 10.8.0.1 dev tun0 metric 5");
+        let r = RouteSpec {
+            dst: Ipv4Net::host(Ipv4Addr::new(192, 0, 2, 1)),
+            via: None,
+            dev: None,
+            metric: None,
+        };
+        assert_eq!(r.to_string(), "192.0.2.1/32");
+    }
+
+    #[test]
+    fn route_get_parsing() {
+        let p = parse_route_get("8.8.8.8 via 10.9.0.1 dev tt0 src 10.9.0.2 uid 0 \n    cache \n")
+            .expect("path");
+        assert_eq!(
+            p,
+            PathInfo {
+                gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
+                dev: "tt0".into()
+            }
+        );
+        let p = parse_route_get("10.9.0.1 dev tt0 src 10.9.0.2 uid 0 \n    cache").expect("path");
+        assert_eq!(
+            p,
+            PathInfo {
+                gateway: None,
+                dev: "tt0".into()
+            }
+        );
+        assert_eq!(
+            parse_route_get("local 127.0.0.1 dev lo src 127.0.0.1 uid 0"),
+            None
+        );
+        assert_eq!(parse_route_get("unreachable 1.2.3.4"), None);
+        assert_eq!(parse_route_get(""), None);
+        assert_eq!(parse_route_get("1.2.3.4 via 10.0.0.1"), None);
+    }
+
+    #[test]
+    fn errors_name_the_fix() {
+        let e = classify(
+            "ip -4 route add 0.0.0.0/1".into(),
+            "RTNETLINK answers: Operation not permitted".into(),
+        );
+        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+        let e = classify(
+            "ip x".into(),
+            "RTNETLINK answers: Network is unreachable".into(),
+        );
+        assert!(matches!(e, NetError::Command { .. }));
+        assert!(NetError::IpMissing.to_string().contains("iproute2"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prefix_of_any_contiguous_mask_round_trips(p in 0u8..=32) {
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) };
+            proptest::prop_assert_eq!(prefix_len(Ipv4Addr::from(mask)).ok(), Some(p));
+        }
+
+        #[test]
+        fn nets_contain_their_members(a in proptest::prelude::any::<u32>(), p in 0u8..=32) {
+            let ip = Ipv4Addr::from(a);
+            let n = Ipv4Net::new(ip, p);
+            proptest::prop_assert!(n.contains(ip));
+            proptest::prop_assert_eq!(Ipv4Net::new(n.addr(), p), n);
+        }
+    }
+}
