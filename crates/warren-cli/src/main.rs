@@ -6,6 +6,7 @@
 //! printed as one `error: ...` line (config errors lead with `file:line`), exit status 1.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod client;
 mod demo;
 mod logging;
@@ -37,8 +38,10 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a VPN server from an OpenVPN-style server config.
-    Server(ServerArgs),
+    /// Run a VPN server: with no options, from the state directory (created on the first run:
+    /// CA, server certificate, tls-crypt key, user database); or from an OpenVPN-style
+    /// server config (--config).
+    Server(server::ServerArgs),
     /// Connect to an OpenVPN or warren server with an ordinary `.ovpn` client profile.
     Client(ClientArgs),
     /// Show warren end to end on this machine (as root): two network namespaces, a
@@ -79,17 +82,10 @@ struct DemoArgs {
     internal_source: Option<std::net::SocketAddr>,
 }
 
-#[derive(Debug, clap::Args)]
-struct ServerArgs {
-    /// The server config (OpenVPN `server.conf` syntax).
-    #[arg(short, long, value_name = "FILE")]
-    config: PathBuf,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(&args.config, cli.verbose, cli.quiet),
+        Command::Server(args) => server::run(&args, cli.verbose, cli.quiet),
         Command::Client(args) => {
             let flags = client::ClientFlags { no_tls_ekm: args.no_tls_ekm, verbose: cli.verbose, quiet: cli.quiet };
             match args.profile.or(args.config) {
@@ -162,10 +158,17 @@ mod tests {
         let c = Cli::try_parse_from(["warren", "-vv", "server", "-c", "s.conf"]).expect("parse");
         assert_eq!(c.verbose, 2);
         let Command::Server(a) = c.command else { panic!("server subcommand") };
-        assert_eq!(a.config, PathBuf::from("s.conf"));
+        assert_eq!(a.config, Some(PathBuf::from("s.conf")));
         let c = Cli::try_parse_from(["warren", "server", "--config", "x", "-q"]).expect("parse");
         assert_eq!(c.quiet, 1);
-        assert!(Cli::try_parse_from(["warren", "server"]).is_err());
+        // Zero-config: no options at all; the zero-config options do not mix with --config.
+        let c = Cli::try_parse_from(["warren", "server"]).expect("parse");
+        let Command::Server(a) = c.command else { panic!("server subcommand") };
+        assert_eq!((a.config, a.port, a.dev.as_str()), (None, 1194, "tun"));
+        assert!(Cli::try_parse_from(["warren", "server", "--auth", "cert+password", "--port", "1195"]).is_ok());
+        assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--port", "1195"]).is_err());
+        assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--state-dir", "d"]).is_err());
+        assert!(Cli::try_parse_from(["warren", "server", "--auth", "passwd"]).is_err());
     }
 
     #[test]

@@ -1,20 +1,43 @@
-//! `warren server`: from `server.conf` to a running loop.
+//! `warren server`: from the state directory (zero-config) or a `server.conf` to a running
+//! loop.
+//!
+//! Two ways in:
+//!
+//! * **Zero-config** (no `--config`): the state directory (`--state-dir`, default
+//!   `/var/lib/warren`) is opened, and on the first run filled with a CA, a server certificate
+//!   and a tls-crypt key; then warren serves on UDP 1194 with a 10.8.0.0/24 pool, OpenVPN
+//!   2.6's default data ciphers, `keepalive 10 120`, `explicit-exit-notify` and
+//!   `topology subnet`. Users, revocations and address leases come from the state's
+//!   database, checked off the packet loop by [`crate::auth::StoreAuth`].
+//! * **`--config server.conf`**: as with `openvpn --config`. Two warren directives connect
+//!   such a server to a state directory: `warren-state-dir DIR` (users, revocations and
+//!   leases from DIR's database, exactly as in zero-config mode) and `warren-auth
+//!   cert|cert+password|password`. Stock OpenVPN refuses unknown directives, so a file shared
+//!   with `openvpn` puts `ignore-unknown-option warren-state-dir warren-auth` before them.
+//!   They are read here, before the config is lowered (they configure this binary's
+//!   authentication, not the OpenVPN-compatible engine).
 //!
 //! The order matters: the signal descriptor first (before any thread exists), then the
-//! config, logging, the engine, the privileged resources (tun, socket), the privilege drop,
-//! and finally the loop.
+//! config or state, logging, the engine, the privileged resources (tun, socket), the auth
+//! worker, the privilege drop, and finally the loop.
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use ipnet::Ipv4Net;
 use tracing::{info, warn};
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_io::{Clock, OsRng, Signals, Tun, TunConfig, UdpBind, UdpFamily, UdpSocket};
-use warren_openvpn::tls::{ClientCertMode, ServerTlsOptions};
+use warren_openvpn::tls::{CertRole, ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{KeyDerivation, Server, ServerConfig, WrapConfig};
+use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
+use warren_store::{RateLimitConfig, SqliteStore, Store};
 
+use crate::auth::{AuthMode, Pool, StoreAuth};
 use crate::logging;
+use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
 
 /// OpenVPN 2.6 defaults for what `server.conf` leaves out.
 const DEFAULT_RENEG_SEC: u32 = 3600;
@@ -26,15 +49,216 @@ const DEFAULT_TUN_MTU: u16 = 1500;
 const DEFAULT_STATUS_SECS: u32 = 60;
 /// How long the loop keeps running after SIGTERM to deliver exit notifications.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Zero-config `keepalive 10 120` (what OpenVPN's sample server.conf uses).
+const ZERO_CONFIG_KEEPALIVE: (u32, u32) = (10, 120);
+/// The warren directives of a server.conf (see the module docs).
+const STATE_DIR_DIRECTIVE: &str = "warren-state-dir";
+const AUTH_DIRECTIVE: &str = "warren-auth";
 
-pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
+/// `warren server` options. Without `--config` the others describe the zero-config server;
+/// with it they are refused (the config file says everything).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Run from an OpenVPN `server.conf` instead of the built-in defaults. Two warren
+    /// directives in it connect it to a state directory: `warren-state-dir DIR` (users,
+    /// revocations and address leases from DIR, checked as in zero-config mode) and
+    /// `warren-auth cert|cert+password|password`. To share the file with `openvpn`, put
+    /// `ignore-unknown-option warren-state-dir warren-auth` on a line before them.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The state directory (PKI, tls-crypt key, users) [env: WARREN_STATE_DIR] [default:
+    /// /var/lib/warren]. Created on the first run.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub state_dir: Option<PathBuf>,
+    /// How clients authenticate: `cert` (a client certificate, plus the password for users
+    /// that have one), `cert+password` (both, for every user), `password` (user name and
+    /// password, no client certificate).
+    #[arg(long, value_enum, default_value_t = AuthMode::Cert, conflicts_with = "config")]
+    pub auth: AuthMode,
+    /// Key type of the CA and server certificate made on the first run: ecdsa-p256,
+    /// ecdsa-p384, rsa2048, rsa3072, rsa4096, ed25519.
+    #[arg(long, value_name = "ALGO", value_parser = parse_algo, conflicts_with = "config")]
+    pub algo: Option<KeyAlgorithm>,
+    /// UDP port.
+    #[arg(long, default_value_t = 1194, conflicts_with = "config")]
+    pub port: u16,
+    /// `udp` (IPv6 and IPv4), `udp4` or `udp6`.
+    #[arg(long, value_enum, default_value_t = ProtoArg::Udp, conflicts_with = "config")]
+    pub proto: ProtoArg,
+    /// Listen on this address only (default: all).
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub listen: Option<IpAddr>,
+    /// The VPN network: the server takes .1, clients get addresses from the rest.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        default_value = "10.8.0.0/24",
+        conflicts_with = "config"
+    )]
+    pub network: Ipv4Net,
+    /// The tun device (`tun`: the first free tunN).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "tun",
+        conflicts_with = "config"
+    )]
+    pub dev: String,
+    /// An option pushed to every client, as in `push "..."` (repeatable), e.g.
+    /// --push "route 192.168.1.0 255.255.255.0".
+    #[arg(long = "push", value_name = "OPTION", conflicts_with = "config")]
+    pub push: Vec<String>,
+    /// Relay traffic between clients inside the server.
+    #[arg(long, conflicts_with = "config")]
+    pub client_to_client: bool,
+    /// At most this many clients at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS, conflicts_with = "config")]
+    pub max_clients: u32,
+    /// Write an OpenVPN status file (version 2) every 60 seconds.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub status: Option<PathBuf>,
+}
+
+/// `--proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtoArg {
+    Udp,
+    Udp4,
+    Udp6,
+}
+
+impl ProtoArg {
+    fn config_proto(self) -> warren_config::Proto {
+        match self {
+            ProtoArg::Udp => warren_config::Proto::Udp,
+            ProtoArg::Udp4 => warren_config::Proto::Udp4,
+            ProtoArg::Udp6 => warren_config::Proto::Udp6,
+        }
+    }
+}
+
+/// The user database behind a server, and how it is used.
+struct StoreBacked {
+    store: Arc<SqliteStore>,
+    mode: AuthMode,
+    dir: PathBuf,
+}
+
+/// Everything besides the engine plan that `serve` needs.
+struct Extras {
+    status: Option<warren_driver::StatusOptions>,
+    user: Option<String>,
+    group: Option<String>,
+    store: Option<StoreBacked>,
+}
+
+pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     // Before anything can spawn a thread: the mask is inherited.
     let signals = Signals::new().context("setting up signal handling")?;
+    let clock = Clock::new().context("reading the system clocks")?;
+    match &args.config {
+        Some(path) => run_config(path, signals, clock, verbose, quiet),
+        None => run_zero_config(args, signals, clock, verbose, quiet),
+    }
+}
 
-    // Config errors already read "server.conf:12: ..."; no extra context in front.
-    let (cfg, warnings) =
-        warren_config::load_server_config(config_path).map_err(anyhow::Error::new)?;
+/// The state directory: `--state-dir`, else `WARREN_STATE_DIR`, else `/var/lib/warren`.
+fn state_dir(args: &ServerArgs) -> PathBuf {
+    if let Some(d) = &args.state_dir {
+        return d.clone();
+    }
+    match std::env::var_os("WARREN_STATE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(DEFAULT_STATE_DIR),
+    }
+}
 
+fn run_zero_config(
+    args: &ServerArgs,
+    signals: Signals,
+    clock: Clock,
+    verbose: u8,
+    quiet: u8,
+) -> Result<()> {
+    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
+    let dir = state_dir(args);
+    let algo = args.algo.unwrap_or_default();
+    let had_ca = Layout::new(&dir).ca_crt().exists();
+    let opts = StateOptions {
+        ca: CaOptions {
+            common_name: String::new(),
+            algorithm: algo,
+            ..CaOptions::default()
+        },
+        server_name: "server".to_owned(),
+        server: LeafOptions {
+            algorithm: algo,
+            ..LeafOptions::default()
+        },
+    };
+    let state = ensure_state(&dir, &opts)
+        .with_context(|| format!("preparing the state directory {}", dir.display()))?;
+    if !state.created.is_empty() {
+        eprint!("{}", first_run_text(&dir, &state.created));
+    }
+    if had_ca && args.algo.is_some() {
+        warn!(
+            "--algo only applies when the CA is created; {} already has one ({})",
+            dir.display(),
+            state.pki.info().key_description
+        );
+    }
+    let plan = Plan::zero_config(args, &state, clock.unix_time_at_zero())?;
+    let status = match &args.status {
+        Some(path) => Some(warren_driver::StatusOptions {
+            file: warren_driver::status::StatusFile::open(path)
+                .context("opening the status file")?,
+            interval: Duration::from_secs(u64::from(DEFAULT_STATUS_SECS)),
+            version: warren_driver::status::StatusVersion::from_number(2)
+                .ok_or_else(|| anyhow!("status-version 2 is not supported"))?,
+        }),
+        None => None,
+    };
+    let extras = Extras {
+        status,
+        user: None,
+        group: None,
+        store: Some(StoreBacked {
+            store: state.store.clone(),
+            mode: args.auth,
+            dir: dir.clone(),
+        }),
+    };
+    serve(plan, extras, signals, clock)
+}
+
+/// What the first run prints: what was made, and the two commands that come next.
+fn first_run_text(dir: &Path, created: &[String]) -> String {
+    let mut out = String::from("warren: first run, created:\n");
+    for line in created {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    let flag = if dir == Path::new(DEFAULT_STATE_DIR) {
+        String::new()
+    } else {
+        format!(" --state-dir {}", dir.display())
+    };
+    out.push_str("Next, add a user and export their client profile:\n");
+    out.push_str(&format!("  warren user add NAME{flag}\n"));
+    out.push_str(&format!("  warren profile export NAME{flag} > NAME.ovpn\n"));
+    out
+}
+
+fn run_config(
+    config_path: &Path,
+    signals: Signals,
+    clock: Clock,
+    verbose: u8,
+    quiet: u8,
+) -> Result<()> {
+    let (cfg, warnings, directives) = load_config(config_path)?;
     logging::init(logging::adjust(
         logging::level_for_verb(cfg.verb),
         verbose,
@@ -43,25 +267,33 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
-
-    let clock = Clock::new().context("reading the system clocks")?;
-    let plan = Plan::from_config(&cfg, clock.unix_time_at_zero())?;
+    let store = match &directives.state_dir {
+        Some(dir) => {
+            let layout = Layout::new(dir);
+            if !layout.db().exists() {
+                bail!(
+                    "`{STATE_DIR_DIRECTIVE} {}`: no warren state there; create it with `warren pki init --state-dir {0}` or `warren pki import DIR --state-dir {0}`",
+                    dir.display()
+                );
+            }
+            let store = SqliteStore::open(&layout.db())
+                .with_context(|| format!("opening {}", layout.db().display()))?;
+            Some(StoreBacked {
+                store: Arc::new(store),
+                mode: directives.auth.unwrap_or_default(),
+                dir: dir.clone(),
+            })
+        }
+        None => None,
+    };
+    let plan = Plan::from_config(
+        &cfg,
+        clock.unix_time_at_zero(),
+        store.as_ref().map(|s| s.mode),
+    )?;
     for note in &plan.notes {
         info!("{note}");
     }
-
-    let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
-    let server = Server::new(plan.engine.clone(), Box::new(rng));
-    let tun_addr = server.tun_address();
-    let tun = Tun::open(&TunConfig {
-        name: plan.dev.clone(),
-        address: tun_addr,
-        prefix: plan.prefix,
-        mtu: plan.engine.tun_mtu,
-    })
-    .with_context(|| format!("opening tun device `{}`", plan.dev))?;
-    let socket = UdpSocket::bind(&plan.bind).context("opening the UDP socket")?;
-
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
     let status = match &cfg.status {
         Some((path, secs)) => Some(warren_driver::StatusOptions {
@@ -82,10 +314,145 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
         }),
         None => None,
     };
+    let extras = Extras {
+        status,
+        user: cfg.user.clone(),
+        group: cfg.group.clone(),
+        store,
+    };
+    serve(plan, extras, signals, clock)
+}
 
-    if cfg.user.is_some() || cfg.group.is_some() {
-        let (uid, gid) = warren_io::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
-            .context("dropping privileges (`user`/`group`)")?;
+/// The warren directives found in a server.conf.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct WarrenDirectives {
+    state_dir: Option<PathBuf>,
+    auth: Option<AuthMode>,
+}
+
+/// Reads and lowers `server.conf`, taking the warren directives out first.
+fn load_config(
+    path: &Path,
+) -> Result<(
+    warren_config::ServerConfig,
+    Vec<warren_config::Warning>,
+    WarrenDirectives,
+)> {
+    let Ok(text) = std::fs::read(path).map(String::from_utf8) else {
+        // Unreadable: let the config loader word the error ("cannot read ...").
+        let (cfg, w) = warren_config::load_server_config(path).map_err(anyhow::Error::new)?;
+        return Ok((cfg, w, WarrenDirectives::default()));
+    };
+    let Ok(text) = text else {
+        // Not UTF-8: the loader names the bad line.
+        let (cfg, w) = warren_config::load_server_config(path).map_err(anyhow::Error::new)?;
+        return Ok((cfg, w, WarrenDirectives::default()));
+    };
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let origin = path.display().to_string();
+    let (rest, directives) = extract_warren_directives(&text, &origin, base)?;
+    // Config errors already read "server.conf:12: ..."; no extra context in front.
+    let (cfg, warnings) =
+        warren_config::server_config_from_str(&rest, &origin, base).map_err(anyhow::Error::new)?;
+    Ok((cfg, warnings, directives))
+}
+
+/// Takes `warren-state-dir` and `warren-auth` out of config text: returns the text with
+/// those lines blanked (so line numbers in later errors stay right) and their values.
+/// Text that does not even parse is returned as it is, for the loader to report.
+fn extract_warren_directives(
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> Result<(String, WarrenDirectives)> {
+    let Ok(parsed) = warren_config::parse_str(text, origin) else {
+        return Ok((text.to_owned(), WarrenDirectives::default()));
+    };
+    let mut out = WarrenDirectives::default();
+    let mut blank = Vec::new();
+    for d in &parsed {
+        let name = d.name.value.as_str();
+        if name != STATE_DIR_DIRECTIVE && name != AUTH_DIRECTIVE {
+            continue;
+        }
+        let loc = d.location();
+        if d.inline.is_some() {
+            bail!("{loc}: `{name}` cannot be an inline block");
+        }
+        let [arg] = d.args.as_slice() else {
+            bail!("{loc}: `{name}` takes exactly one argument");
+        };
+        let value = arg.value.as_str();
+        if name == STATE_DIR_DIRECTIVE {
+            if value.is_empty() {
+                bail!("{loc}: `{name}` needs a directory");
+            }
+            out.state_dir = Some(warren_config::resolve_path(value, base));
+        } else {
+            out.auth = Some(AuthMode::parse(value).ok_or_else(|| {
+                anyhow!("{loc}: `{name} {value}`: use cert, cert+password or password")
+            })?);
+        }
+        blank.push(d.line);
+    }
+    if out.auth.is_some() && out.state_dir.is_none() {
+        bail!(
+            "{origin}: `{AUTH_DIRECTIVE}` needs `{STATE_DIR_DIRECTIVE} DIR` (the users to check against)"
+        );
+    }
+    if blank.is_empty() {
+        return Ok((text.to_owned(), out));
+    }
+    let mut rest = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let no = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if blank.contains(&no) {
+            if line.ends_with('\n') {
+                rest.push('\n');
+            }
+        } else {
+            rest.push_str(line);
+        }
+    }
+    Ok((rest, out))
+}
+
+/// Opens the OS resources, starts the auth worker, drops privileges and runs the loop.
+fn serve(plan: Plan, extras: Extras, signals: Signals, clock: Clock) -> Result<()> {
+    let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
+    let server = Server::new(plan.engine.clone(), Box::new(rng));
+    let tun_addr = server.tun_address();
+    let tun = Tun::open(&TunConfig {
+        name: plan.dev.clone(),
+        address: tun_addr,
+        prefix: plan.prefix,
+        mtu: plan.engine.tun_mtu,
+    })
+    .with_context(|| format!("opening tun device `{}`", plan.dev))?;
+    let socket = UdpSocket::bind(&plan.bind).context("opening the UDP socket")?;
+
+    let auth = match &extras.store {
+        Some(sb) => {
+            let pool = Pool::new(plan.engine.network, plan.engine.netmask)
+                .ok_or_else(|| anyhow!("invalid VPN network"))?;
+            let store: Arc<dyn Store> = sb.store.clone();
+            let a = StoreAuth::new(store, sb.mode, pool, RateLimitConfig::default());
+            Some(
+                warren_driver::AuthWorker::spawn(
+                    Box::new(a),
+                    clock,
+                    warren_driver::AuthOptions::default(),
+                )
+                .context("starting the authentication thread")?,
+            )
+        }
+        None => None,
+    };
+
+    if extras.user.is_some() || extras.group.is_some() {
+        let (uid, gid) =
+            warren_io::drop_privileges(extras.user.as_deref(), extras.group.as_deref())
+                .context("dropping privileges (`user`/`group`)")?;
         info!("dropped privileges to uid {uid}, gid {gid}");
     }
 
@@ -104,17 +471,26 @@ pub fn run(config_path: &Path, verbose: u8, quiet: u8) -> Result<()> {
             .collect::<Vec<_>>()
             .join(":"),
     );
+    if let Some(sb) = &extras.store {
+        info!(
+            "authentication: {} (--auth {}); users, revocations and leases from {}",
+            sb.mode.describe(),
+            sb.mode.as_str(),
+            sb.dir.display()
+        );
+    }
 
     let opts = warren_driver::ServerLoopOptions {
         clock,
         signals,
-        status,
+        status: extras.status,
         shutdown_grace: SHUTDOWN_GRACE,
         title: format!(
             "warren {} {}-linux",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::ARCH
         ),
+        auth,
     };
     warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
     Ok(())
@@ -140,7 +516,14 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_config(cfg: &warren_config::ServerConfig, unix_time_at_zero: u64) -> Result<Plan> {
+    /// `auth`: the store-backed authentication mode, when the config has
+    /// `warren-state-dir` (it turns on the engine's external authentication, and `password`
+    /// stops asking for client certificates).
+    fn from_config(
+        cfg: &warren_config::ServerConfig,
+        unix_time_at_zero: u64,
+        auth: Option<AuthMode>,
+    ) -> Result<Plan> {
         let mut notes = Vec::new();
         if let Some(dh) = &cfg.dh {
             let what = dh
@@ -165,7 +548,10 @@ impl Plan {
             min_version: cfg.tls_version_min.map(tls_version),
             max_version: cfg.tls_version_max.map(tls_version),
             remote_cert_tls: cfg.remote_cert_tls.map(cert_role),
-            client_cert: client_cert_mode(cfg.verify_client_cert),
+            client_cert: match auth {
+                Some(AuthMode::Password) => ClientCertMode::None,
+                _ => client_cert_mode(cfg.verify_client_cert),
+            },
         };
         let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
             .context("setting up TLS from `ca`, `cert` and `key`")?;
@@ -216,7 +602,7 @@ impl Plan {
                 warren_config::KeyDerivationPolicy::Auto => KeyDerivation::Auto,
                 warren_config::KeyDerivationPolicy::Prf => KeyDerivation::ForcePrf,
             },
-            external_auth: false,
+            external_auth: auth.is_some(),
             unix_time_at_zero,
         };
         Ok(Plan {
@@ -227,6 +613,101 @@ impl Plan {
             notes,
         })
     }
+
+    /// The zero-config server: the state's PKI and tls-crypt key, the command-line options,
+    /// OpenVPN 2.6 defaults for the rest.
+    fn zero_config(
+        args: &ServerArgs,
+        state: &crate::state::State,
+        unix_time_at_zero: u64,
+    ) -> Result<Plan> {
+        let listen = args.listen.map(|ip| ip.to_string());
+        let bind = udp_bind(
+            args.proto.config_proto(),
+            listen.as_deref(),
+            args.port,
+            None,
+            None,
+        )?;
+        let wants_cert = args.auth.wants_certificate();
+        let tls_opts = ServerTlsOptions {
+            remote_cert_tls: wants_cert.then_some(CertRole::Client),
+            client_cert: if wants_cert {
+                ClientCertMode::Require
+            } else {
+                ClientCertMode::None
+            },
+            ..ServerTlsOptions::default()
+        };
+        let tls = warren_openvpn::tls::server_config(
+            &state.ca_pem,
+            &state.server_cert_pem,
+            state.server_key_pem.as_str(),
+            &tls_opts,
+        )
+        .context("setting up TLS from the state's CA and server certificate")?;
+        let ka = keepalive(Some(ZERO_CONFIG_KEEPALIVE), None, None)?;
+        let (data_ciphers, _, _) = ciphers(&[], None, None)?;
+        let net = args.network.trunc();
+        if net.prefix_len() > 30 {
+            bail!(
+                "--network {}: too small for a server and a client (at most /30)",
+                args.network
+            );
+        }
+        if net != args.network {
+            warn!("--network {}: using the network {net}", args.network);
+        }
+        for p in &args.push {
+            check_push(p)?;
+        }
+        let engine = ServerConfig {
+            tls,
+            wrap: WrapConfig::TlsCrypt {
+                key: state.tls_crypt.clone(),
+            },
+            network: net.network(),
+            netmask: net.netmask(),
+            push: args.push.clone(),
+            ping: ka.ping,
+            ping_restart: ka.ping_restart,
+            push_ping: ka.push_ping,
+            push_ping_restart: ka.push_ping_restart,
+            data_ciphers,
+            data_ciphers_fallback: None,
+            reneg: reneg(None),
+            hand_window: Duration::from_secs(u64::from(DEFAULT_HAND_WINDOW)),
+            tls_timeout: Duration::from_secs(u64::from(DEFAULT_TLS_TIMEOUT)),
+            client_to_client: args.client_to_client,
+            duplicate_cn: false,
+            max_clients: usize::try_from(args.max_clients.max(1)).unwrap_or(usize::MAX),
+            explicit_exit_notify: true,
+            tun_mtu: DEFAULT_TUN_MTU,
+            mssfix: mssfix(None, DEFAULT_TUN_MTU),
+            key_derivation: KeyDerivation::Auto,
+            external_auth: true,
+            unix_time_at_zero,
+        };
+        Ok(Plan {
+            engine,
+            dev: args.dev.clone(),
+            prefix: net.prefix_len(),
+            bind,
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// A `--push` option must fit in the comma-separated `PUSH_REPLY` (OpenVPN push.c builds it
+/// the same way: an option cannot contain a comma).
+fn check_push(p: &str) -> Result<()> {
+    if p.trim().is_empty() {
+        bail!("--push: empty option");
+    }
+    if p.contains(',') || p.chars().any(char::is_control) || p.contains('"') {
+        bail!("--push {p:?}: an option cannot contain commas, quotes or control characters");
+    }
+    Ok(())
 }
 
 fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVersion {
@@ -533,6 +1014,77 @@ mod tests {
             resolve_local("localhost", UdpFamily::V4).expect("resolves"),
             IpAddr::from(Ipv4Addr::LOCALHOST)
         );
+    }
+
+    #[test]
+    fn warren_directives_are_taken_out() {
+        let text = "port 1194\nignore-unknown-option warren-state-dir warren-auth\nwarren-state-dir /var/lib/warren # users\nwarren-auth cert+password\nserver 10.8.0.0 255.255.255.0\n";
+        let (rest, d) =
+            extract_warren_directives(text, "s.conf", Path::new("/etc/openvpn")).expect("ok");
+        assert_eq!(
+            rest,
+            "port 1194\nignore-unknown-option warren-state-dir warren-auth\n\n\nserver 10.8.0.0 255.255.255.0\n"
+        );
+        assert_eq!(
+            d,
+            WarrenDirectives {
+                state_dir: Some(PathBuf::from("/var/lib/warren")),
+                auth: Some(AuthMode::CertPassword)
+            }
+        );
+        // Relative directories resolve like `ca`: the current directory, then the config's.
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(tmp.path().join("st")).expect("mkdir");
+        let (_, d) =
+            extract_warren_directives("warren-state-dir st", "s.conf", tmp.path()).expect("ok");
+        assert_eq!(d.state_dir, Some(tmp.path().join("st")));
+        // Nothing to take out: unchanged.
+        let (rest, d) =
+            extract_warren_directives("port 1\n", "s.conf", Path::new(".")).expect("ok");
+        assert_eq!(
+            (rest.as_str(), d),
+            ("port 1\n", WarrenDirectives::default())
+        );
+        for (bad, msg) in [
+            (
+                "warren-auth passwd\nwarren-state-dir /x\n",
+                "s.conf:1: `warren-auth passwd`",
+            ),
+            ("warren-auth cert\n", "needs `warren-state-dir DIR`"),
+            (
+                "port 1\nwarren-state-dir\n",
+                "s.conf:2: `warren-state-dir` takes exactly one",
+            ),
+            ("warren-state-dir a b\n", "takes exactly one"),
+        ] {
+            let e = extract_warren_directives(bad, "s.conf", Path::new(".")).expect_err(bad);
+            assert!(e.to_string().contains(msg), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn first_run_names_the_next_commands() {
+        let t = first_run_text(Path::new(DEFAULT_STATE_DIR), &["CA \"x\"".into()]);
+        assert!(t.contains("  CA \"x\"\n"), "{t}");
+        assert!(t.contains("  warren user add NAME\n"), "{t}");
+        assert!(
+            t.contains("  warren profile export NAME > NAME.ovpn\n"),
+            "{t}"
+        );
+        let t = first_run_text(Path::new("/srv/w"), &[]);
+        assert!(
+            t.contains("warren user add NAME --state-dir /srv/w\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn push_options_are_checked() {
+        assert!(check_push("route 192.168.1.0 255.255.255.0").is_ok());
+        assert!(check_push("dhcp-option DNS 10.8.0.1").is_ok());
+        for bad in ["", "  ", "route a,b", "x\ny", "say \"hi\""] {
+            assert!(check_push(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! separates its control side from immutable data-channel keys.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod client_loop;
 mod server_loop;
 pub mod status;
@@ -22,6 +23,7 @@ pub use client_loop::{
     ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
     filter_pushed, redirect_from_flags, run_client, tunnel_spec,
 };
+pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
 pub use server_loop::{
     BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
 };

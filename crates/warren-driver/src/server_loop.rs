@@ -1,18 +1,20 @@
-//! The single-threaded server loop: one `poll(2)` over the UDP socket, the tun device and
-//! the signal descriptor, driving a [`warren_openvpn::Server`].
+//! The single-threaded server loop: one `poll(2)` over the UDP socket, the tun device, the
+//! signal descriptor and (with external authentication) the auth worker's wake socket,
+//! driving a [`warren_openvpn::Server`].
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, Poller, RecvMeta, Signal, Signals, Tun, UdpSocket};
 use warren_openvpn::{
-    ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome, Server,
-    ServerEvent,
+    AuthDecision, ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome,
+    Server, ServerEvent,
 };
 
+use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 
 /// Datagrams or tun packets handled per wakeup and direction.
@@ -47,6 +49,9 @@ pub struct ServerLoopOptions {
     pub shutdown_grace: Duration,
     /// `TITLE` of the status file.
     pub title: String,
+    /// The authentication worker, required when the engine runs with `external_auth`
+    /// (without it every `AuthRequest` is refused).
+    pub auth: Option<AuthWorker>,
 }
 
 #[derive(Debug, Error)]
@@ -57,6 +62,10 @@ pub enum DriverError {
     Signal(#[source] io::Error),
     #[error("reading from tun device {name}: {source}")]
     TunRead { name: String, source: io::Error },
+    /// The authentication thread died (a bug): nobody could be let in any more, so the
+    /// server stops rather than run without it.
+    #[error("the authentication worker stopped unexpectedly")]
+    AuthWorker,
 }
 
 /// I/O counters of the loop (the engine counts protocol drops itself).
@@ -121,6 +130,10 @@ struct Loop {
     /// The last status write failed (warned once, until it works again).
     status_failing: bool,
     shutdown_deadline: Option<Instant>,
+    /// Set when a message to the auth worker could not be delivered.
+    auth_gone: bool,
+    /// Scratch for messages from the auth worker.
+    auth_msgs: Vec<FromWorker>,
 }
 
 /// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
@@ -156,8 +169,13 @@ pub fn run_server(
         next_status,
         status_failing: false,
         shutdown_deadline: None,
+        auth_gone: false,
+        auth_msgs: Vec::new(),
     };
     let result = l.run();
+    if let Some(auth) = l.opts.auth.take() {
+        auth.stop(Duration::from_secs(1));
+    }
     l.write_status();
     let s = &l.stats;
     info!(
@@ -183,6 +201,11 @@ impl Loop {
             std::os::fd::AsFd::as_fd(&self.opts.signals),
             Interest::Readable,
         );
+        let t_auth = self
+            .opts
+            .auth
+            .as_ref()
+            .map(|a| poller.add(a.wake_fd(), Interest::Readable));
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
         self.after_input(now);
@@ -207,7 +230,13 @@ impl Loop {
             if poller.is_readable(t_tun) {
                 self.read_tun(now)?;
             }
+            if t_auth.is_some_and(|t| poller.is_readable(t)) {
+                self.on_auth_messages(now);
+            }
             self.after_input(now);
+            if self.auth_gone {
+                return Err(DriverError::AuthWorker);
+            }
 
             if let Some(at) = self.next_status
                 && now >= at
@@ -383,6 +412,21 @@ impl Loop {
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
         }
+        self.flush_transmits(now);
+        for _ in 0..MAX_EVENTS_PER_TURN {
+            let Some(ev) = self.server.poll_event() else {
+                break;
+            };
+            log_event(&ev);
+            self.forward_to_auth(now, ev);
+        }
+        if self.opts.auth.is_none() {
+            // A refusal queued by `forward_to_auth` goes out now, not at the next wakeup.
+            self.flush_transmits(now);
+        }
+    }
+
+    fn flush_transmits(&mut self, now: Instant) {
         for _ in 0..MAX_TRANSMITS_PER_TURN {
             let Some(dst) = self.server.poll_transmit(now, &mut self.tx_buf) else {
                 break;
@@ -396,12 +440,76 @@ impl Loop {
                 now,
             );
         }
-        for _ in 0..MAX_EVENTS_PER_TURN {
-            let Some(ev) = self.server.poll_event() else {
-                break;
-            };
-            log_event(&ev);
+    }
+
+    /// Lifecycle events the auth worker needs: requests, addresses given, departures.
+    fn forward_to_auth(&mut self, now: Instant, ev: ServerEvent) {
+        let Some(auth) = self.opts.auth.as_mut() else {
+            if let ServerEvent::AuthRequest { peer_id, .. } = ev {
+                warn!("refusing client peer_id={peer_id}: no authentication worker");
+                self.server
+                    .authorize(now, peer_id, AuthDecision::Reject { reason: None });
+            }
+            return;
+        };
+        let sent = match ev {
+            ServerEvent::AuthRequest {
+                peer_id,
+                addr,
+                common_name,
+                certificate,
+                username,
+                password,
+            } => auth.request(AuthRequest {
+                peer_id,
+                addr,
+                common_name,
+                certificate: certificate.map(|c| c.as_ref().to_vec()),
+                username,
+                password: password.map(|p| p.into_inner()),
+            }),
+            ServerEvent::Connected {
+                peer_id,
+                common_name,
+                vpn_ip,
+                ..
+            } => auth.connected(peer_id, &common_name, vpn_ip),
+            ServerEvent::Disconnected { peer_id, .. } => auth.disconnected(peer_id),
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            error!("the authentication worker is gone; stopping");
+            self.auth_gone = true;
         }
+    }
+
+    /// Decisions and kicks from the auth worker.
+    fn on_auth_messages(&mut self, now: Instant) {
+        let Some(auth) = self.opts.auth.as_mut() else {
+            return;
+        };
+        let mut msgs = std::mem::take(&mut self.auth_msgs);
+        if auth.drain(&mut msgs).is_err() {
+            error!("the authentication worker is gone; stopping");
+            self.auth_gone = true;
+        }
+        for m in msgs.drain(..) {
+            match m {
+                FromWorker::Decision {
+                    peer_id, decision, ..
+                } => self.server.authorize(now, peer_id, decision),
+                FromWorker::Kick(k) => {
+                    let n = self.server.kick(now, &k.identity, &k.message);
+                    if n > 0 {
+                        info!(
+                            "ended {n} session(s) of {}: {} (sent {})",
+                            k.identity, k.reason, k.message
+                        );
+                    }
+                }
+            }
+        }
+        self.auth_msgs = msgs;
     }
 
     fn write_status(&mut self) {
@@ -506,8 +614,20 @@ fn log_event(ev: &ServerEvent) {
                 disconnect_reason(reason)
             );
         }
+        // The auth worker already logged why (at warn, with the user).
+        ServerEvent::AuthRejected { addr, .. } => {
+            debug!("client refused addr={addr}: AUTH_FAILED sent");
+        }
         ServerEvent::HandshakeFailed { addr, reason } => {
             warn!("handshake failed addr={addr} reason={reason}");
+        }
+        ServerEvent::AuthRequest {
+            peer_id,
+            addr,
+            common_name,
+            ..
+        } => {
+            debug!("authorising cn={common_name} addr={addr} peer_id={peer_id}");
         }
         other => debug!("server event: {other:?}"),
     }
@@ -521,6 +641,8 @@ fn disconnect_reason(r: &DisconnectReason) -> String {
         DisconnectReason::TlsError(e) => format!("tls-error ({e})"),
         DisconnectReason::Replaced => "replaced".into(),
         DisconnectReason::Shutdown => "server-shutdown".into(),
+        DisconnectReason::AuthFailed => "auth-failed".into(),
+        DisconnectReason::Kicked => "kicked".into(),
         other => format!("{other:?}"),
     }
 }

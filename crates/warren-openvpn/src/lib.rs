@@ -29,7 +29,7 @@ pub mod tls;
 
 pub use client::{Client, ClientConfig, ClientSetupError, ClientDatagram, ClientDisconnect, ClientEvent, PushedConfig, PushedRoute};
 pub use server::{
-    AuthDecision, AuthGrant,
+    AuthDecision, AuthGrant, Password,
     ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
     ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,
 };

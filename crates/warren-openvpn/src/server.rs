@@ -133,6 +133,26 @@ pub enum DropReason {
 }
 
 /// Lifecycle events, for logs and the status file.
+/// A password from key-method 2. Its `Debug` never shows it; the buffer is wiped on drop.
+#[derive(Clone)]
+pub struct Password(zeroize::Zeroizing<String>);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> zeroize::Zeroizing<String> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The driver's answer to [`ServerEvent::AuthRequest`].
 #[derive(Debug, Clone)]
 pub enum AuthDecision {
@@ -166,8 +186,10 @@ pub enum ServerEvent {
         /// serial against revocations.
         certificate: Option<rustls::pki_types::CertificateDer<'static>>,
         username: Option<String>,
-        password: Option<String>,
+        password: Option<Password>,
     },
+    /// [`Server::authorize`] refused a client (`AUTH_FAILED` was sent).
+    AuthRejected { peer_id: u32, addr: SocketAddr },
     Connected { peer_id: u32, common_name: String, addr: SocketAddr, vpn_ip: Ipv4Addr, cipher: CipherKind, ekm: bool },
     Renegotiated { peer_id: u32, key_id: u8 },
     Disconnected { peer_id: u32, common_name: String, addr: SocketAddr, reason: DisconnectReason },
@@ -530,7 +552,7 @@ impl Server {
     fn request_auth(&mut self, slot: usize) {
         let Some(s) = self.sessions[slot].as_mut() else { return };
         s.awaiting_auth = true;
-        let password = s.pending_password.take().filter(|p| !p.is_empty());
+        let password = s.pending_password.take().filter(|p| !p.is_empty()).map(|p| Password(zeroize::Zeroizing::new(p)));
         self.events.push_back(ServerEvent::AuthRequest {
             peer_id: s.peer_id,
             addr: s.addr,
@@ -560,7 +582,7 @@ impl Server {
                 };
                 s.send_control_message(&mut self.ctx, now, &msg);
                 s.close(now, End::Server(DisconnectReason::AuthFailed));
-                self.events.push_back(ServerEvent::HandshakeFailed { addr: s.addr, reason: "authentication failed".into() });
+                self.events.push_back(ServerEvent::AuthRejected { peer_id: s.peer_id, addr: s.addr });
             }
         }
         self.mark_dirty(slot);
@@ -593,11 +615,10 @@ impl Server {
     }
 
     fn finish_connect(&mut self, now: Instant, slot: usize, grant: AuthGrant) {
-        if let Some(identity) = grant.identity.clone() {
-            if let Some(s) = self.sessions[slot].as_mut() {
+        if let Some(identity) = grant.identity.clone()
+            && let Some(s) = self.sessions[slot].as_mut() {
                 s.common_name = Some(identity);
             }
-        }
         let Some(cn) = self.sessions[slot].as_ref().and_then(|s| s.common_name.clone()) else { return };
         if !self.config.duplicate_cn {
             let dups: Vec<usize> = self

@@ -795,11 +795,10 @@ fn auth_world(seed: u64, credentials: Option<(&str, &str)>, with_cert: bool) -> 
 fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Option<String>) {
     for _ in 0..100 {
         w.run_for(Duration::from_millis(50));
-        if let Some(pos) = w.server_events.iter().position(|e| matches!(e, ServerEvent::AuthRequest { .. })) {
-            if let ServerEvent::AuthRequest { peer_id, common_name, certificate, username, password, .. } = w.server_events.remove(pos) {
-                return (peer_id, common_name, certificate.is_some(), username, password);
+        if let Some(pos) = w.server_events.iter().position(|e| matches!(e, ServerEvent::AuthRequest { .. }))
+            && let ServerEvent::AuthRequest { peer_id, common_name, certificate, username, password, .. } = w.server_events.remove(pos) {
+                return (peer_id, common_name, certificate.is_some(), username, password.map(|p| p.expose().to_string()));
             }
-        }
     }
     panic!("no AuthRequest: {:?}", w.server_events);
 }

@@ -1,0 +1,804 @@
+//! The server's login policy over the state store: certificates, users, passwords, rate
+//! limits, revocation and address leases.
+//!
+//! [`StoreAuth`] is the [`Authenticator`] the driver runs on its worker thread (never on the
+//! packet loop). For every new client it checks, in this order:
+//!
+//! 1. the client certificate, when there is one: its serial is not revoked in the store (the
+//!    signature and validity dates were checked by TLS already);
+//! 2. the identity: the certificate's common name, or in `password` mode the user name; in
+//!    the certificate modes a user name sent next to the certificate must be that name;
+//! 3. the user: exists, enabled, not expired; and the password, when the mode or the user
+//!    asks for one (argon2id). Password checks go through an [`AuthRateLimiter`] first: an
+//!    address or user over its failure budget is refused without looking at the password.
+//!
+//! An accepted client gets its user's fixed address, else the address it had last time (the
+//! lease, kept across restarts), else the lowest pool address nobody holds, is leased to, or
+//! has as a fixed address; and its user's extra routes pushed. When the store's revision
+//! moves (any write, from any process, e.g. `warren pki revoke` or `warren user disable`)
+//! and every 30 s regardless, the connected identities are checked again, and those that
+//! would now be refused are kicked with `RESTART`, so the client reconnects and meets the
+//! refusal (`AUTH_FAILED`).
+//!
+//! Refusals answer a plain `AUTH_FAILED` (no reason on the wire, so a guesser learns
+//! nothing); the reason is logged at warn with the address and the user.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ipnet::{IpNet, Ipv4Net};
+use tracing::{error, info, warn};
+use warren_core::Instant;
+use warren_driver::{AuthRequest, Authenticator, Kick};
+use warren_openvpn::{AuthDecision, AuthGrant};
+use warren_pki::Serial;
+use warren_store::{AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store};
+
+use crate::state::wall_now;
+
+/// How the server authenticates clients (`--auth`, or `warren-auth` in a server.conf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AuthMode {
+    /// A client certificate from the CA; users that have a password must also give it.
+    #[default]
+    Cert,
+    /// A client certificate and the user's password, for every user.
+    #[value(name = "cert+password")]
+    CertPassword,
+    /// User name and password only; no client certificate is asked for.
+    Password,
+}
+
+impl AuthMode {
+    /// The spelling on the command line and in `warren-auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Cert => "cert",
+            AuthMode::CertPassword => "cert+password",
+            AuthMode::Password => "password",
+        }
+    }
+
+    /// Parses the `warren-auth` argument.
+    pub fn parse(s: &str) -> Option<AuthMode> {
+        match s {
+            "cert" => Some(AuthMode::Cert),
+            "cert+password" => Some(AuthMode::CertPassword),
+            "password" => Some(AuthMode::Password),
+            _ => None,
+        }
+    }
+
+    /// Whether TLS asks for a client certificate.
+    pub fn wants_certificate(self) -> bool {
+        self != AuthMode::Password
+    }
+
+    /// One line for the startup log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AuthMode::Cert => "client certificate; plus the password for users that have one",
+            AuthMode::CertPassword => "client certificate and password",
+            AuthMode::Password => "user name and password (no client certificate)",
+        }
+    }
+}
+
+/// How often connected identities are checked even when the store did not change (user and
+/// certificate expiry happen without a write).
+const FULL_RECHECK: Duration = Duration::from_secs(30);
+/// At most one warning per this interval for database errors during rechecks.
+const DB_WARN_EVERY: Duration = Duration::from_secs(30);
+/// What a kicked client is told: reconnect (and meet the refusal). OpenVPN push.c
+/// `server_pushed_signal`: `RESTART` makes the client restart like SIGUSR1.
+const KICK_MESSAGE: &str = "RESTART";
+
+/// The client address pool: `.2` up to the last address before the broadcast (`.1` is the
+/// server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    net: Ipv4Net,
+}
+
+impl Pool {
+    pub fn new(network: Ipv4Addr, netmask: Ipv4Addr) -> Option<Pool> {
+        Ipv4Net::with_netmask(network, netmask)
+            .ok()
+            .map(|n| Pool { net: n.trunc() })
+    }
+
+    fn first(&self) -> u32 {
+        u32::from(self.net.network()) + 2
+    }
+
+    fn last(&self) -> u32 {
+        u32::from(self.net.broadcast()).saturating_sub(1)
+    }
+
+    /// A usable client address.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let v = u32::from(ip);
+        v >= self.first() && v <= self.last()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Ipv4Addr> {
+        (self.first()..=self.last()).map(Ipv4Addr::from)
+    }
+}
+
+/// A client this authenticator let in (or is letting in).
+#[derive(Debug, Clone)]
+struct Peer {
+    identity: String,
+    serial: Option<Serial>,
+    cert_not_after: Option<SystemTime>,
+    /// The address asked for, then the one given.
+    ip: Option<Ipv4Addr>,
+    kicked: bool,
+}
+
+/// The store-backed login policy (see the module docs).
+pub struct StoreAuth {
+    store: Arc<dyn Store>,
+    mode: AuthMode,
+    pool: Pool,
+    limiter: AuthRateLimiter,
+    peers: HashMap<u32, Peer>,
+    /// The revision the connected identities were last checked at.
+    checked_revision: Option<u64>,
+    next_full_check: Option<Instant>,
+    last_db_warning: Option<Instant>,
+}
+
+impl std::fmt::Debug for StoreAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreAuth")
+            .field("mode", &self.mode)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a login was refused: the log text.
+struct Refusal(String);
+
+impl StoreAuth {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mode: AuthMode,
+        pool: Pool,
+        limits: RateLimitConfig,
+    ) -> StoreAuth {
+        StoreAuth {
+            store,
+            mode,
+            pool,
+            limiter: AuthRateLimiter::new(limits),
+            peers: HashMap::new(),
+            checked_revision: None,
+            next_full_check: None,
+            last_db_warning: None,
+        }
+    }
+
+    /// The identity, its session record, what it is granted, and how it proved itself.
+    fn decide(
+        &mut self,
+        now: Instant,
+        req: &AuthRequest,
+    ) -> Result<(String, Peer, AuthGrant, &'static str), Refusal> {
+        let wall = wall_now();
+        let db = |e: warren_store::StoreError| {
+            error!("user database error while authorising: {e}");
+            Refusal(format!("database error ({e})"))
+        };
+
+        // 1. The certificate (TLS verified the chain and the dates already).
+        let cert = match &req.certificate {
+            Some(der) => Some(
+                warren_pki::inspect_der(der, "client certificate")
+                    .map_err(|e| Refusal(format!("unreadable client certificate: {e}")))?,
+            ),
+            None if self.mode.wants_certificate() => {
+                return Err(Refusal("no client certificate".into()));
+            }
+            None => None,
+        };
+        if let Some(c) = &cert {
+            if self.store.is_revoked(&c.serial).map_err(db)? {
+                return Err(Refusal(format!("certificate {} is revoked", c.serial)));
+            }
+            if !c.is_valid_at(wall) {
+                return Err(Refusal(format!(
+                    "certificate {} has expired (or is not valid yet)",
+                    c.serial
+                )));
+            }
+        }
+
+        // 2. The identity.
+        let identity = match self.mode {
+            AuthMode::Password => match req.username.as_deref() {
+                Some(u) if !u.is_empty() => u.to_owned(),
+                _ => return Err(Refusal("no user name (auth-user-pass)".into())),
+            },
+            AuthMode::Cert | AuthMode::CertPassword => {
+                if let Some(u) = req.username.as_deref()
+                    && !u.is_empty()
+                    && u != req.common_name
+                {
+                    return Err(Refusal(format!(
+                        "user name {u:?} differs from the certificate's name {:?}",
+                        req.common_name
+                    )));
+                }
+                req.common_name.clone()
+            }
+        };
+
+        // 3. The user, and the password when one is needed.
+        let needs_password = match self.mode {
+            AuthMode::CertPassword | AuthMode::Password => true,
+            AuthMode::Cert => self
+                .store
+                .user(&identity)
+                .map_err(db)?
+                .is_some_and(|u| u.password_hash.is_some()),
+        };
+        let outcome = if needs_password {
+            let Some(password) = req.password.as_deref() else {
+                return Err(Refusal(
+                    "a password is required but the client sent none (add auth-user-pass to its profile)"
+                        .into(),
+                ));
+            };
+            let ip = req.addr.ip();
+            if let RateDecision::Limited { by, retry_after } =
+                self.limiter.check(now, ip, Some(&identity))
+            {
+                let by = match by {
+                    LimitedBy::Address => "from this address",
+                    LimitedBy::User => "for this user",
+                };
+                return Err(Refusal(format!(
+                    "too many failed logins {by}; password not checked (retry in {} s)",
+                    retry_after.as_secs().max(1)
+                )));
+            }
+            let o = self
+                .store
+                .verify_password(&identity, password, wall)
+                .map_err(db)?;
+            match o {
+                AuthOutcome::Accepted => self.limiter.record_success(now, ip, Some(&identity)),
+                AuthOutcome::WrongPassword | AuthOutcome::UnknownUser | AuthOutcome::NoPassword => {
+                    self.limiter.record_failure(now, ip, Some(&identity))
+                }
+                AuthOutcome::Disabled | AuthOutcome::Expired => {}
+            }
+            o
+        } else {
+            self.store.check_user(&identity, wall).map_err(db)?
+        };
+        if !outcome.is_accepted() {
+            return Err(Refusal(outcome.reason().to_owned()));
+        }
+
+        // Accepted: address and routes.
+        let user = self
+            .store
+            .user(&identity)
+            .map_err(db)?
+            .ok_or_else(|| Refusal(AuthOutcome::UnknownUser.reason().to_owned()))?;
+        let ip = self.choose_address(&identity, user.fixed_ip).map_err(db)?;
+        let mut push = Vec::new();
+        for r in &user.routes {
+            match r {
+                IpNet::V4(n) => push.push(format!("route {} {}", n.network(), n.netmask())),
+                IpNet::V6(n) => warn!(
+                    "route {n} of user {identity:?} is not pushed: warren's tunnels carry IPv4 only"
+                ),
+            }
+        }
+        let peer = Peer {
+            identity: identity.clone(),
+            serial: cert.as_ref().map(|c| c.serial.clone()),
+            cert_not_after: cert.as_ref().map(|c| c.not_after),
+            ip,
+            kicked: false,
+        };
+        let grant = AuthGrant {
+            identity: Some(identity.clone()),
+            fixed_ip: ip,
+            push,
+        };
+        let method = match (&cert, needs_password) {
+            (Some(_), false) => "certificate",
+            (Some(_), true) => "certificate and password",
+            (None, _) => "password",
+        };
+        Ok((identity, peer, grant, method))
+    }
+
+    /// The address for `identity` (see the module docs); `None` lets the engine pick.
+    fn choose_address(
+        &self,
+        identity: &str,
+        fixed: Option<Ipv4Addr>,
+    ) -> Result<Option<Ipv4Addr>, warren_store::StoreError> {
+        if let Some(ip) = fixed {
+            if self.pool.contains(ip) {
+                return Ok(Some(ip));
+            }
+            warn!(
+                "fixed address {ip} of user {identity:?} is outside the pool {}; using the pool",
+                self.pool.net
+            );
+        }
+        // Addresses of other connected (or connecting) clients.
+        let in_use: HashSet<Ipv4Addr> = self
+            .peers
+            .values()
+            .filter(|p| p.identity != identity)
+            .filter_map(|p| p.ip)
+            .collect();
+        let fixed_elsewhere: HashSet<Ipv4Addr> = self
+            .store
+            .users()?
+            .into_iter()
+            .filter(|u| u.name != identity)
+            .filter_map(|u| u.fixed_ip)
+            .collect();
+        if let Some(lease) = self.store.lease_for(identity)?
+            && self.pool.contains(lease.ip)
+            && !in_use.contains(&lease.ip)
+            && !fixed_elsewhere.contains(&lease.ip)
+        {
+            return Ok(Some(lease.ip));
+        }
+        let leased: HashSet<Ipv4Addr> = self.store.leases()?.into_iter().map(|l| l.ip).collect();
+        Ok(self
+            .pool
+            .iter()
+            .find(|a| !in_use.contains(a) && !leased.contains(a) && !fixed_elsewhere.contains(a)))
+    }
+
+    /// Why a connected peer must go now, if it must.
+    /// The user first: `warren user del` also revokes the certificates, and "user deleted"
+    /// is the better reason then.
+    fn still_allowed(
+        &self,
+        p: &Peer,
+        wall: SystemTime,
+    ) -> Result<Option<String>, warren_store::StoreError> {
+        match self.store.check_user(&p.identity, wall)? {
+            AuthOutcome::Accepted => {}
+            AuthOutcome::UnknownUser => return Ok(Some("user deleted".into())),
+            other => return Ok(Some(other.reason().to_owned())),
+        }
+        if let Some(s) = &p.serial
+            && self.store.is_revoked(s)?
+        {
+            return Ok(Some(format!("certificate {s} revoked")));
+        }
+        if p.cert_not_after.is_some_and(|t| wall > t) {
+            return Ok(Some("certificate expired".into()));
+        }
+        Ok(None)
+    }
+
+    fn db_warning(&mut self, now: Instant, e: &warren_store::StoreError) {
+        if self
+            .last_db_warning
+            .is_none_or(|t| now.saturating_duration_since(t) >= DB_WARN_EVERY)
+        {
+            warn!("cannot re-check connected users: {e}");
+            self.last_db_warning = Some(now);
+        }
+    }
+}
+
+impl Authenticator for StoreAuth {
+    fn authenticate(&mut self, now: Instant, req: AuthRequest) -> AuthDecision {
+        match self.decide(now, &req) {
+            Ok((identity, peer, grant, method)) => {
+                info!(
+                    "login accepted user={identity:?} addr={} ({method})",
+                    req.addr
+                );
+                self.peers.insert(req.peer_id, peer);
+                AuthDecision::Accept(grant)
+            }
+            Err(Refusal(why)) => {
+                let who = match (self.mode, req.username.as_deref()) {
+                    (AuthMode::Password, Some(u)) => u,
+                    (AuthMode::Password, None) => "",
+                    _ => req.common_name.as_str(),
+                };
+                warn!("login refused user={who:?} addr={}: {why}", req.addr);
+                AuthDecision::Reject { reason: None }
+            }
+        }
+    }
+
+    fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr) {
+        if let Some(p) = self.peers.get_mut(&peer_id) {
+            p.ip = Some(vpn_ip);
+        }
+        // Our own write moves the revision; do not take it for someone else's change.
+        let before = self.store.revision().ok();
+        if let Err(e) = self.store.record_lease(identity, vpn_ip, wall_now()) {
+            warn!("cannot record the address lease of {identity:?} ({vpn_ip}): {e}");
+            return;
+        }
+        let after = self.store.revision().ok();
+        if let (Some(b), Some(a)) = (before, after)
+            && self.checked_revision == Some(b)
+            && a == b + 1
+        {
+            self.checked_revision = Some(a);
+        }
+        let _ = now;
+    }
+
+    fn disconnected(&mut self, _now: Instant, peer_id: u32) {
+        self.peers.remove(&peer_id);
+    }
+
+    fn recheck(&mut self, now: Instant) -> Vec<Kick> {
+        let full = self.next_full_check.is_none_or(|t| now >= t);
+        let revision = match self.store.revision() {
+            Ok(r) => r,
+            Err(e) => {
+                self.db_warning(now, &e);
+                return Vec::new();
+            }
+        };
+        if !full && self.checked_revision == Some(revision) {
+            return Vec::new();
+        }
+        if full {
+            self.next_full_check = Some(now + FULL_RECHECK);
+            self.limiter.prune(now);
+        }
+        let wall = wall_now();
+        let mut gone: Vec<(String, String)> = Vec::new();
+        let mut failed = None;
+        for p in self.peers.values().filter(|p| !p.kicked) {
+            if gone.iter().any(|(id, _)| *id == p.identity) {
+                continue;
+            }
+            match self.still_allowed(p, wall) {
+                Ok(Some(reason)) => gone.push((p.identity.clone(), reason)),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // Try again at the next tick.
+            self.db_warning(now, &e);
+            return Vec::new();
+        }
+        self.checked_revision = Some(revision);
+        for p in self.peers.values_mut() {
+            if gone.iter().any(|(id, _)| *id == p.identity) {
+                p.kicked = true;
+            }
+        }
+        gone.into_iter()
+            .map(|(identity, reason)| Kick {
+                identity,
+                message: KICK_MESSAGE.to_owned(),
+                reason,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_io::OsRng;
+    use warren_pki::{CaOptions, LeafOptions, Pki, RevocationReason};
+    use warren_store::{CertRecord, NewUser, SqliteStore, UserChange, password};
+    use zeroize::Zeroizing;
+
+    struct World {
+        store: Arc<SqliteStore>,
+        pki: Pki,
+        rng: OsRng,
+        t: Instant,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mut rng = OsRng::new().expect("rng");
+            let pki = Pki::generate(&CaOptions::default(), wall_now(), &mut rng).expect("ca");
+            World {
+                store: Arc::new(SqliteStore::open_in_memory().expect("db")),
+                pki,
+                rng,
+                t: Instant::from_secs(100),
+            }
+        }
+
+        /// Adds a user with a certificate (and a password); returns the certificate DER.
+        fn user(&mut self, name: &str, pw: Option<&str>) -> Vec<u8> {
+            let issued = self
+                .pki
+                .issue_client(name, &LeafOptions::default(), wall_now(), &mut self.rng)
+                .expect("issue");
+            let mut u = NewUser::named(name);
+            u.password_hash = pw.map(|p| password::hash(p, &mut self.rng).expect("hash"));
+            self.store
+                .add_user(&u, Some(&CertRecord::from_issued(&issued)), wall_now())
+                .expect("add");
+            der(&issued.cert_pem)
+        }
+
+        fn auth(&self, mode: AuthMode) -> StoreAuth {
+            StoreAuth::new(
+                self.store.clone(),
+                mode,
+                Pool::new(Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
+                    .expect("pool"),
+                RateLimitConfig::default(),
+            )
+        }
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("PEM certificate")
+            .to_vec()
+    }
+
+    fn req(
+        peer_id: u32,
+        cn: &str,
+        cert: Option<Vec<u8>>,
+        user: Option<&str>,
+        pw: Option<&str>,
+    ) -> AuthRequest {
+        AuthRequest {
+            peer_id,
+            addr: "192.0.2.7:40000".parse().expect("addr"),
+            common_name: cn.into(),
+            certificate: cert,
+            username: user.map(str::to_owned),
+            password: pw.map(|p| Zeroizing::new(p.to_owned())),
+        }
+    }
+
+    fn accepted(d: &AuthDecision) -> Option<&AuthGrant> {
+        match d {
+            AuthDecision::Accept(g) => Some(g),
+            AuthDecision::Reject { .. } => None,
+        }
+    }
+
+    #[test]
+    fn modes() {
+        let mut w = World::new();
+        let alice = w.user("alice", None);
+        let bob = w.user("bob", Some("pw-bob"));
+        let t = w.t;
+
+        let mut a = w.auth(AuthMode::Cert);
+        assert!(
+            accepted(&a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None)))
+                .is_some()
+        );
+        // bob has a password: required in cert mode too.
+        assert!(
+            accepted(&a.authenticate(t, req(2, "bob", Some(bob.clone()), None, None))).is_none()
+        );
+        assert!(
+            accepted(&a.authenticate(
+                t,
+                req(3, "bob", Some(bob.clone()), Some("bob"), Some("nope"))
+            ))
+            .is_none()
+        );
+        assert!(
+            accepted(&a.authenticate(
+                t,
+                req(4, "bob", Some(bob.clone()), Some("bob"), Some("pw-bob"))
+            ))
+            .is_some()
+        );
+        // A user name that is not the certificate's.
+        assert!(
+            accepted(&a.authenticate(
+                t,
+                req(5, "bob", Some(bob.clone()), Some("alice"), Some("pw-bob"))
+            ))
+            .is_none()
+        );
+        // No certificate in a certificate mode.
+        assert!(
+            accepted(&a.authenticate(t, req(6, "bob", None, Some("bob"), Some("pw-bob"))))
+                .is_none()
+        );
+
+        let mut a = w.auth(AuthMode::CertPassword);
+        assert!(
+            accepted(&a.authenticate(
+                t,
+                req(1, "alice", Some(alice.clone()), Some("alice"), Some("x"))
+            ))
+            .is_none()
+        );
+        assert!(
+            accepted(&a.authenticate(
+                t,
+                req(2, "bob", Some(bob.clone()), Some("bob"), Some("pw-bob"))
+            ))
+            .is_some()
+        );
+
+        let mut a = w.auth(AuthMode::Password);
+        assert!(
+            accepted(&a.authenticate(t, req(1, "bob", None, Some("bob"), Some("pw-bob"))))
+                .is_some()
+        );
+        assert!(
+            accepted(&a.authenticate(t, req(2, "nobody", None, Some("nobody"), Some("pw-bob"))))
+                .is_none()
+        );
+        assert!(
+            accepted(&a.authenticate(t, req(3, "alice", None, Some("alice"), Some("")))).is_none()
+        );
+        assert!(accepted(&a.authenticate(t, req(4, "", None, None, None))).is_none());
+    }
+
+    #[test]
+    fn rate_limit_holds_but_spares_other_users() {
+        let mut w = World::new();
+        w.user("bob", Some("right"));
+        w.user("carol", Some("carols"));
+        let mut a = w.auth(AuthMode::Password);
+        let t = w.t;
+        for i in 0..5 {
+            assert!(
+                accepted(&a.authenticate(t, req(i, "bob", None, Some("bob"), Some("wrong"))))
+                    .is_none()
+            );
+        }
+        // Limited now: even the right password is refused without being checked.
+        assert!(
+            accepted(&a.authenticate(t, req(9, "bob", None, Some("bob"), Some("right")))).is_none()
+        );
+        // Another user from the same address gets in.
+        assert!(
+            accepted(&a.authenticate(t, req(10, "carol", None, Some("carol"), Some("carols"))))
+                .is_some()
+        );
+        // After the interval, bob again.
+        let later = t + Duration::from_secs(13);
+        assert!(
+            accepted(&a.authenticate(later, req(11, "bob", None, Some("bob"), Some("right"))))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn addresses_leases_and_routes() {
+        let mut w = World::new();
+        let alice = w.user("alice", None);
+        let bob = w.user("bob", None);
+        let carol = w.user("carol", None);
+        w.store
+            .update_user(
+                "carol",
+                &UserChange {
+                    fixed_ip: Some(Some(Ipv4Addr::new(10, 8, 0, 2))),
+                    routes: Some(vec![
+                        "192.168.5.0/24".parse().expect("net"),
+                        "fd00::/64".parse().expect("net"),
+                    ]),
+                    ..Default::default()
+                },
+            )
+            .expect("update");
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        // .2 is carol's fixed address even while she is away.
+        let g = a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None));
+        assert_eq!(
+            accepted(&g).and_then(|g| g.fixed_ip),
+            Some(Ipv4Addr::new(10, 8, 0, 3))
+        );
+        a.connected(t, 1, "alice", Ipv4Addr::new(10, 8, 0, 3));
+        let g = a.authenticate(t, req(2, "bob", Some(bob.clone()), None, None));
+        assert_eq!(
+            accepted(&g).and_then(|g| g.fixed_ip),
+            Some(Ipv4Addr::new(10, 8, 0, 4))
+        );
+        a.connected(t, 2, "bob", Ipv4Addr::new(10, 8, 0, 4));
+        let g = a.authenticate(t, req(3, "carol", Some(carol.clone()), None, None));
+        let g = accepted(&g).expect("carol").clone();
+        assert_eq!(g.fixed_ip, Some(Ipv4Addr::new(10, 8, 0, 2)));
+        assert_eq!(g.push, ["route 192.168.5.0 255.255.255.0"]);
+        assert_eq!(g.identity.as_deref(), Some("carol"));
+        a.disconnected(t, 1);
+        a.disconnected(t, 2);
+        // A new authenticator (a server restart): bob first still gets his lease back.
+        let mut a = w.auth(AuthMode::Cert);
+        let g = a.authenticate(t, req(1, "bob", Some(bob), None, None));
+        assert_eq!(
+            accepted(&g).and_then(|g| g.fixed_ip),
+            Some(Ipv4Addr::new(10, 8, 0, 4))
+        );
+        let g = a.authenticate(t, req(2, "alice", Some(alice), None, None));
+        assert_eq!(
+            accepted(&g).and_then(|g| g.fixed_ip),
+            Some(Ipv4Addr::new(10, 8, 0, 3))
+        );
+    }
+
+    #[test]
+    fn revocation_and_disable_kick() {
+        let mut w = World::new();
+        let alice = w.user("alice", None);
+        let bob = w.user("bob", None);
+        let carol = w.user("carol", None);
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        for (i, (n, c)) in [("alice", &alice), ("bob", &bob), ("carol", &carol)]
+            .iter()
+            .enumerate()
+        {
+            let peer = i as u32;
+            assert!(
+                accepted(&a.authenticate(t, req(peer, n, Some((*c).clone()), None, None)))
+                    .is_some()
+            );
+            a.connected(t, peer, n, Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+        }
+        assert!(a.recheck(t).is_empty());
+        assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
+        let serial = warren_pki::inspect_der(&alice, "x").expect("der").serial;
+        w.store
+            .revoke(&serial, wall_now(), Some(RevocationReason::KeyCompromise))
+            .expect("revoke");
+        w.store
+            .update_user(
+                "bob",
+                &UserChange {
+                    enabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .expect("disable");
+        let mut kicks = a.recheck(t + Duration::from_millis(500));
+        kicks.sort_by(|x, y| x.identity.cmp(&y.identity));
+        assert_eq!(kicks.len(), 2, "{kicks:?}");
+        assert_eq!(kicks[0].identity, "alice");
+        assert!(kicks[0].reason.contains("revoked"));
+        assert_eq!(kicks[1].identity, "bob");
+        assert_eq!(kicks[1].reason, "user disabled");
+        assert_eq!(kicks[0].message, "RESTART");
+        // Not again; and refused from now on.
+        assert!(a.recheck(t + Duration::from_millis(750)).is_empty());
+        assert!(accepted(&a.authenticate(t, req(7, "alice", Some(alice), None, None))).is_none());
+        assert!(accepted(&a.authenticate(t, req(8, "bob", Some(bob), None, None))).is_none());
+        // Deleting carol kicks her too.
+        w.store.delete_user("carol", wall_now()).expect("del");
+        let kicks = a.recheck(t + Duration::from_secs(1));
+        assert_eq!(
+            kicks
+                .iter()
+                .map(|k| k.identity.as_str())
+                .collect::<Vec<_>>(),
+            ["carol"]
+        );
+    }
+}
