@@ -11,15 +11,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use tracing::{info, warn};
 use warren_config::{ClientProto, PullFilterAction, ResolvRetry};
-use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_driver::{
     ClientLoopOptions, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
 };
 use warren_io::{Clock, Signals};
 use warren_net::{DnsBackend, DnsSpec, Endpoint, RouteRequest};
 use warren_openvpn::tls::ClientTlsOptions;
-use warren_openvpn::{ClientConfig, KeyDerivation, WrapConfig};
+use warren_openvpn::{ClientConfig, KeyDerivation};
 
+use crate::convert::{cert_role, data_ciphers, tls_version, wrap_config, wrap_name};
 use crate::logging;
 
 /// OpenVPN 2.6 defaults for what a profile leaves out.
@@ -137,13 +137,6 @@ fn ask(prompt: &str, echo: bool) -> Result<String> {
     )
 }
 
-fn wrap_name(w: &WrapConfig) -> &'static str {
-    match w {
-        WrapConfig::None => "no tls-auth/tls-crypt",
-        WrapConfig::TlsAuth { .. } => "tls-auth",
-        WrapConfig::TlsCrypt { .. } => "tls-crypt",
-    }
-}
 
 /// Everything derived from the profile before any OS resource is touched.
 #[derive(Debug)]
@@ -188,9 +181,9 @@ impl Plan {
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
                 .context("setting up TLS from `ca`, `cert` and `key`")?;
 
-        let wrap = wrap_config(cfg)?;
+        let wrap = wrap_config(cfg.tls_crypt.as_ref(), cfg.tls_auth.as_ref(), cfg.auth.as_deref())?;
         let (ping, ping_restart) = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
-        let data_ciphers = ciphers(&cfg.data_ciphers)?;
+        let data_ciphers = data_ciphers(&cfg.data_ciphers)?;
         let tun_mtu = cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU);
         let key_derivation =
             if flags.no_tls_ekm || cfg.key_derivation == warren_config::KeyDerivationPolicy::Prf {
@@ -358,68 +351,9 @@ fn keepalive(
     Ok((p, r))
 }
 
-fn ciphers(list: &[String]) -> Result<Vec<CipherKind>> {
-    let defaults = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
-    let names: Vec<&str> = if list.is_empty() {
-        defaults.to_vec()
-    } else {
-        list.iter().map(String::as_str).collect()
-    };
-    let mut out = Vec::new();
-    for n in names {
-        let k = CipherKind::from_name(n).ok_or_else(|| {
-            anyhow!("`data-ciphers`: {n} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)")
-        })?;
-        if !out.contains(&k) {
-            out.push(k);
-        }
-    }
-    Ok(out)
-}
 
-/// `tls-crypt` / `tls-auth` (with `auth` for the HMAC digest, SHA1 by default).
-fn wrap_config(cfg: &warren_config::ClientConfig) -> Result<WrapConfig> {
-    if let Some(m) = &cfg.tls_crypt {
-        let text = m.load_for("tls-crypt")?;
-        let key = StaticKey::parse(&text).context("`tls-crypt` key")?;
-        return Ok(WrapConfig::TlsCrypt { key });
-    }
-    if let Some((m, dir)) = &cfg.tls_auth {
-        let text = m.load_for("tls-auth")?;
-        let key = StaticKey::parse(&text).context("`tls-auth` key")?;
-        let name = cfg.auth.as_deref().unwrap_or("SHA1");
-        let digest = Digest::from_name(name).ok_or_else(|| {
-            anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
-        })?;
-        let direction = match dir {
-            Some(d) => Some(
-                KeyDirection::from_arg(*d)
-                    .ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?,
-            ),
-            None => None,
-        };
-        return Ok(WrapConfig::TlsAuth {
-            key,
-            digest,
-            direction,
-        });
-    }
-    Ok(WrapConfig::None)
-}
 
-fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVersion {
-    match v {
-        warren_config::TlsVersion::V1_2 => warren_openvpn::tls::TlsVersion::V1_2,
-        warren_config::TlsVersion::V1_3 => warren_openvpn::tls::TlsVersion::V1_3,
-    }
-}
 
-fn cert_role(r: warren_config::CertRole) -> warren_openvpn::tls::CertRole {
-    match r {
-        warren_config::CertRole::Client => warren_openvpn::tls::CertRole::Client,
-        warren_config::CertRole::Server => warren_openvpn::tls::CertRole::Server,
-    }
-}
 
 fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
     match t {
@@ -525,12 +459,12 @@ mod tests {
 
     #[test]
     fn cipher_lists() {
-        assert_eq!(ciphers(&[]).expect("ok").len(), 3);
+        assert_eq!(data_ciphers(&[]).expect("ok").len(), 3);
         assert_eq!(
-            ciphers(&["CHACHA20-POLY1305".into()]).expect("ok"),
-            vec![CipherKind::from_name("CHACHA20-POLY1305").expect("known")]
+            data_ciphers(&["CHACHA20-POLY1305".into()]).expect("ok"),
+            vec![warren_crypto::CipherKind::from_name("CHACHA20-POLY1305").expect("known")]
         );
-        assert!(ciphers(&["BF-CBC".into()]).is_err());
+        assert!(data_ciphers(&["BF-CBC".into()]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod auth;
 mod client;
+mod convert;
 mod demo;
 mod logging;
 mod pki;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
-use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
+use warren_crypto::CipherKind;
 use warren_io::{Clock, OsRng, Signals, Tun, TunConfig, UdpBind, UdpFamily, UdpSocket};
 use warren_openvpn::tls::{CertRole, ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{KeyDerivation, Server, ServerConfig, WrapConfig};
@@ -36,6 +36,7 @@ use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
 use warren_store::{RateLimitConfig, SqliteStore, Store};
 
 use crate::auth::{AuthMode, Pool, StoreAuth};
+use crate::convert::{cert_role, tls_version, wrap_config, wrap_name};
 use crate::logging;
 use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
 
@@ -496,13 +497,6 @@ fn serve(plan: Plan, extras: Extras, signals: Signals, clock: Clock) -> Result<(
     Ok(())
 }
 
-fn wrap_name(w: &WrapConfig) -> &'static str {
-    match w {
-        WrapConfig::None => "no tls-auth/tls-crypt",
-        WrapConfig::TlsAuth { .. } => "tls-auth",
-        WrapConfig::TlsCrypt { .. } => "tls-crypt",
-    }
-}
 
 /// Everything derived from the config before any OS resource is touched.
 #[derive(Debug)]
@@ -556,7 +550,7 @@ impl Plan {
         let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
             .context("setting up TLS from `ca`, `cert` and `key`")?;
 
-        let wrap = wrap_config(cfg)?;
+        let wrap = wrap_config(cfg.tls_crypt.as_ref(), cfg.tls_auth.as_ref(), cfg.auth.as_deref())?;
         let ka = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
         let (data_ciphers, fallback, cipher_note) = ciphers(
             &cfg.data_ciphers,
@@ -710,19 +704,7 @@ fn check_push(p: &str) -> Result<()> {
     Ok(())
 }
 
-fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVersion {
-    match v {
-        warren_config::TlsVersion::V1_2 => warren_openvpn::tls::TlsVersion::V1_2,
-        warren_config::TlsVersion::V1_3 => warren_openvpn::tls::TlsVersion::V1_3,
-    }
-}
 
-fn cert_role(r: warren_config::CertRole) -> warren_openvpn::tls::CertRole {
-    match r {
-        warren_config::CertRole::Client => warren_openvpn::tls::CertRole::Client,
-        warren_config::CertRole::Server => warren_openvpn::tls::CertRole::Server,
-    }
-}
 
 fn client_cert_mode(v: warren_config::VerifyClientCert) -> ClientCertMode {
     match v {
@@ -732,35 +714,6 @@ fn client_cert_mode(v: warren_config::VerifyClientCert) -> ClientCertMode {
     }
 }
 
-/// `tls-crypt` / `tls-auth` (with `auth` for the HMAC digest, SHA1 by default as in OpenVPN).
-fn wrap_config(cfg: &warren_config::ServerConfig) -> Result<WrapConfig> {
-    if let Some(m) = &cfg.tls_crypt {
-        let text = m.load().context("reading `tls-crypt`")?;
-        let key = StaticKey::parse(&text).context("`tls-crypt` key")?;
-        return Ok(WrapConfig::TlsCrypt { key });
-    }
-    if let Some((m, dir)) = &cfg.tls_auth {
-        let text = m.load().context("reading `tls-auth`")?;
-        let key = StaticKey::parse(&text).context("`tls-auth` key")?;
-        let name = cfg.auth.as_deref().unwrap_or("SHA1");
-        let digest = Digest::from_name(name).ok_or_else(|| {
-            anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
-        })?;
-        let direction = match dir {
-            Some(d) => Some(
-                KeyDirection::from_arg(*d)
-                    .ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?,
-            ),
-            None => None,
-        };
-        return Ok(WrapConfig::TlsAuth {
-            key,
-            digest,
-            direction,
-        });
-    }
-    Ok(WrapConfig::None)
-}
 
 /// The server's own ping timers and the pushed ones.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -893,20 +846,7 @@ fn ciphers(
     fallback: Option<&str>,
     cipher: Option<&str>,
 ) -> Result<(Vec<CipherKind>, Option<CipherKind>, Option<String>)> {
-    let defaults = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
-    let names: Vec<&str> = if list.is_empty() {
-        defaults.to_vec()
-    } else {
-        list.iter().map(String::as_str).collect()
-    };
-    let mut kinds = Vec::with_capacity(names.len());
-    for n in names {
-        let k = CipherKind::from_name(n)
-            .ok_or_else(|| anyhow!("`data-ciphers`: {n} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)"))?;
-        if !kinds.contains(&k) {
-            kinds.push(k);
-        }
-    }
+    let kinds = crate::convert::data_ciphers(list)?;
     let mut note = None;
     let fb = match fallback.or(cipher) {
         None => None,
