@@ -11,7 +11,8 @@
 //! randomness comes through [`warren_core::Rng`]. Keys are zeroized on drop and their
 //! `Debug` output is redacted.
 //!
-//! Backends: aws-lc-rs for AES-GCM, ChaCha20-Poly1305, AES-256-CTR and HMAC-SHA*; the
+//! Backends: aws-lc-rs for AES-256-CTR and HMAC-SHA*; ring (default feature `aead-ring`)
+//! or aws-lc-rs for the data channel's AES-GCM and ChaCha20-Poly1305 (see `data.rs`); the
 //! RustCrypto hmac/md-5/sha1 crates for the TLS 1.0 PRF (aws-lc-rs has no MD5).
 //! The byte layouts follow `openvpn-protocol.md` (the fact sheet); section numbers
 //! cited in the modules refer to it.

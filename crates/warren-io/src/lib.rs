@@ -42,3 +42,12 @@ pub fn is_would_block(e: &std::io::Error) -> bool {
 
 mod term;
 pub use term::prompt_tty;
+
+// The fast data plane (issue 5, docs/dataplane.md): offload tun and batched UDP.
+mod batch_udp;
+mod offload;
+pub use batch_udp::{BatchMeta, BatchUdp, BatchUdpError, GRO_BUFFER, UDP_RECV_BATCH};
+pub use offload::{
+    MAX_COALESCE, MAX_SUPER_PACKET, OffloadMode, OffloadState, OffloadTun, OffloadTunConfig,
+    SendSummary, TUN_RECV_BATCH, TunBatchError, VNET_HDR_LEN,
+};
