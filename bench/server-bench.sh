@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# server-bench.sh: a stock `openvpn` client against `openvpn --config server.conf` and
-# against `warren server --config server.conf` (the same file), in one run.
+# server-bench.sh: in one run, with the same server.conf and client profile:
+#   * openvpn: stock `openvpn` client  ->  `openvpn --config server.conf`
+#   * warren:  stock `openvpn` client  ->  `warren server --config server.conf`
+#   * pair:    `warren client`         ->  `warren server --config server.conf`
+# (the openvpn row is both the server baseline and the openvpn-client/openvpn-server pair).
 #
 # Measures, for each server:
 #   * time to first ping: from starting the client to the first echo reply over the tunnel;
 #   * iperf3 throughput client -> server, one stream and four streams;
 #   * server CPU time (utime+stime from /proc/PID/stat) during each iperf3 run, as CPU
 #     seconds per Gbit carried;
-#   * server memory: VmHWM (peak RSS) and VmRSS from /proc/PID/status at the end.
-# and prints a table with warren/openvpn ratios.
+#   * server memory: VmHWM (peak RSS) and VmRSS from /proc/PID/status at the end, and the
+#     client's (VmHWM) too.
+# and prints a table with ratios to the openvpn row.
 #
 # Usage (as root; needs openvpn, iperf3, iproute2, iputils-ping, openssl):
-#   bench/server-bench.sh [--warren PATH] [--time SECONDS] [--only openvpn|warren]
+#   bench/server-bench.sh [--warren PATH] [--time SECONDS] [--only openvpn|warren|pair]
 # PATH defaults to target/release/warren (cargo build --release -p warren-cli).
 #
 # Everything runs in two network namespaces made here (wb<pid>s = server, wb<pid>c =
@@ -175,6 +179,10 @@ declare -A R
 bench_one() {
     local kind=$1 spid cpid t0 t1 ok=0 r1 r4
     log "== $kind"
+    if [ "$kind" != openvpn ] && [ ! -x "$WARREN" ]; then
+        log "warren binary $WARREN not found (cargo build --release -p warren-cli)"
+        return 1
+    fi
     if [ "$kind" = openvpn ]; then
         ip netns exec "$NS_S" openvpn --config "$WORK/server.conf" >"$WORK/server-$kind.log" 2>&1 &
     else
@@ -198,7 +206,11 @@ bench_one() {
     fi
 
     t0=$(now_ns)
-    ip netns exec "$NS_C" openvpn --config "$WORK/client.conf" >"$WORK/client-$kind.log" 2>&1 &
+    if [ "$kind" = pair ]; then
+        ip netns exec "$NS_C" "$WARREN" client "$WORK/client.conf" >"$WORK/client-$kind.log" 2>&1 &
+    else
+        ip netns exec "$NS_C" openvpn --config "$WORK/client.conf" >"$WORK/client-$kind.log" 2>&1 &
+    fi
     cpid=$!
     PIDS+=("$cpid")
     ok=0
@@ -230,6 +242,7 @@ bench_one() {
     fi
     R[$kind,hwm]=$(status_kb "$spid" VmHWM)
     R[$kind,rss]=$(status_kb "$spid" VmRSS)
+    R[$kind,chwm]=$(status_kb "$cpid" VmHWM)
 
     kill -TERM "$cpid" 2>/dev/null || true
     kill -TERM "$spid" 2>/dev/null || true
@@ -243,13 +256,13 @@ bench_one() {
     sleep 1
 }
 
-for kind in openvpn warren; do
+for kind in openvpn warren pair; do
     if [ -n "$ONLY" ] && [ "$ONLY" != "$kind" ]; then continue; fi
     bench_one "$kind" || log "$kind: failed (its column stays empty)"
 done
 
 ratio() {
-    local a=${R[openvpn,$1]:-} b=${R[warren,$1]:-}
+    local a=${R[openvpn,$1]:-} b=${R[$2,$1]:-}
     if [ -n "$a" ] && [ -n "$b" ]; then
         awk -v a="$a" -v b="$b" 'BEGIN {if (a > 0) printf "%.2f", b / a; else print "-"}'
     else
@@ -258,9 +271,13 @@ ratio() {
 }
 
 echo
-echo "server bench: ${SECS}s per iperf3 run, $(nproc) CPUs, $(uname -r), $(openvpn --version | head -n 1 | cut -d' ' -f1-2), load average at start: $LOAD0"
-printf '%-34s %12s %12s %16s\n' "metric" "openvpn" "warren" "warren/openvpn"
-row() { printf '%-34s %12s %12s %16s\n' "$1" "${R[openvpn,$2]:--}" "${R[warren,$2]:--}" "$(ratio "$2")"; }
+echo "bench: ${SECS}s per iperf3 run, $(nproc) CPUs, $(uname -r), $(openvpn --version | head -n 1 | cut -d' ' -f1-2), load average at start: $LOAD0"
+echo "openvpn = openvpn client -> openvpn server; warren = openvpn client -> warren server; pair = warren client -> warren server"
+printf '%-32s %9s %9s %9s %10s %10s\n' "metric" "openvpn" "warren" "pair" "warren/ovpn" "pair/ovpn"
+row() {
+    printf '%-32s %9s %9s %9s %10s %10s\n' "$1" "${R[openvpn,$2]:--}" "${R[warren,$2]:--}" "${R[pair,$2]:--}" \
+        "$(ratio "$2" warren)" "$(ratio "$2" pair)"
+}
 row "time to first ping (ms)" ping
 row "iperf3 1 stream (Mbit/s)" mbit1
 row "iperf3 4 streams (Mbit/s)" mbit4
@@ -268,3 +285,4 @@ row "server CPU, 1 stream (s/Gbit)" cpu1
 row "server CPU, 4 streams (s/Gbit)" cpu4
 row "server peak RSS VmHWM (KiB)" hwm
 row "server RSS at end VmRSS (KiB)" rss
+row "client peak RSS VmHWM (KiB)" chwm
