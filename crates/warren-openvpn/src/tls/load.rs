@@ -13,7 +13,7 @@ use x509_parser::x509::X509Version;
 
 use super::{PemFile, TlsSetupError};
 
-/// Smallest RSA modulus webpki verifies with and aws-lc-rs signs with.
+/// Smallest RSA modulus webpki verifies with and ring signs with.
 const MIN_RSA_BITS: usize = 2048;
 
 /// All `CERTIFICATE` blocks of `text`, in order.
