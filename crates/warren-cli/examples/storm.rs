@@ -166,18 +166,16 @@ fn main() -> Result<()> {
                 }
             }
             // Once connected, ask the server's tun address for an echo (again every 500 ms).
-            if let (Some((ip, gw)), None) = (s.vpn, s.echoed_at) {
-                if s.connected_at.is_some_and(|c| now >= c && (now - c).as_millis() % 500 < 20) {
+            if let (Some((ip, gw)), None) = (s.vpn, s.echoed_at)
+                && s.connected_at.is_some_and(|c| now >= c && (now - c).as_millis() % 500 < 20) {
                     let icmp = echo(ip, gw, 7);
                     pkt.truncate(DATA_HEADROOM);
                     pkt.extend_from_slice(&icmp);
-                    if let Ok(range) = s.client.encapsulate(now, &mut pkt, icmp.len()) {
-                        if let Err(e) = s.socket.send_to(&pkt[range], args.server) {
+                    if let Ok(range) = s.client.encapsulate(now, &mut pkt, icmp.len())
+                        && let Err(e) = s.socket.send_to(&pkt[range], args.server) {
                             s.failed.get_or_insert(format!("send: {e}"));
                         }
-                    }
                 }
-            }
         }
         let done = sims.iter().all(|s| s.echoed_at.is_some() || s.failed.is_some());
         if done || now >= deadline {

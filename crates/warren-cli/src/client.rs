@@ -40,6 +40,8 @@ pub struct ClientFlags {
     /// `--no-tls-ekm`: do not offer the RFC 5705 exporter; the server must fall back to the
     /// TLS1-PRF key exchange.
     pub no_tls_ekm: bool,
+    /// `--no-offload`: one packet per system call (no tun offloads, no UDP GRO/GSO).
+    pub no_offload: bool,
     pub verbose: u8,
     pub quiet: u8,
 }
@@ -65,6 +67,10 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
     for note in &plan.notes {
         warn!("{note}");
     }
+    let (offload, offload_off) = crate::server::offload_choice(flags.no_offload, cfg.offload);
+    if let Some(why) = offload_off {
+        info!("offloads off ({why}): one packet per system call");
+    }
     let opts = ClientLoopOptions {
         clock,
         signals,
@@ -78,6 +84,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         net: plan.net,
         retry: plan.retry,
         exit_grace: EXIT_GRACE,
+        offload,
     };
     info!(
         "warren client {}: {} remote(s), {}, data ciphers {}{}",

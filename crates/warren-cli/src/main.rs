@@ -67,6 +67,10 @@ struct ClientArgs {
     /// Do not offer tls-ekm key derivation: the server must fall back to the TLS1-PRF.
     #[arg(long)]
     no_tls_ekm: bool,
+    /// Move one packet per system call: no tun offloads, no UDP GRO/GSO (also
+    /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in the profile).
+    #[arg(long)]
+    no_offload: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,7 +92,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(&args, cli.verbose, cli.quiet),
         Command::Client(args) => {
-            let flags = client::ClientFlags { no_tls_ekm: args.no_tls_ekm, verbose: cli.verbose, quiet: cli.quiet };
+            let flags = client::ClientFlags {
+                no_tls_ekm: args.no_tls_ekm,
+                no_offload: args.no_offload,
+                verbose: cli.verbose,
+                quiet: cli.quiet,
+            };
             match args.profile.or(args.config) {
                 Some(p) => client::run(&p, &flags),
                 None => Err(anyhow::anyhow!("give the client profile: warren client PROFILE.ovpn")),
@@ -170,6 +179,13 @@ mod tests {
         assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--port", "1195"]).is_err());
         assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--state-dir", "d"]).is_err());
         assert!(Cli::try_parse_from(["warren", "server", "--auth", "passwd"]).is_err());
+        // --no-offload goes with both ways in.
+        let c = Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--no-offload"]).expect("parse");
+        let Command::Server(a) = c.command else { panic!("server subcommand") };
+        assert!(a.no_offload);
+        let c = Cli::try_parse_from(["warren", "client", "a.ovpn", "--no-offload"]).expect("parse");
+        let Command::Client(a) = c.command else { panic!("client subcommand") };
+        assert!(a.no_offload);
     }
 
     #[test]

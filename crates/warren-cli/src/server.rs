@@ -29,7 +29,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use tracing::{info, warn};
 use warren_crypto::CipherKind;
-use warren_io::{Clock, OsRng, Signals, Tun, TunConfig, UdpBind, UdpFamily, UdpSocket};
+use warren_io::{
+    Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind,
+    UdpFamily,
+};
 use warren_openvpn::tls::{CertRole, ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{KeyDerivation, Server, ServerConfig, WrapConfig};
 use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
@@ -118,6 +121,40 @@ pub struct ServerArgs {
     /// Write an OpenVPN status file (version 2) every 60 seconds.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub status: Option<PathBuf>,
+    /// Move one packet per system call: no tun offloads, no UDP GRO/GSO (also
+    /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in server.conf). For kernels or
+    /// networks where the offloads misbehave; much slower.
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+/// Whether to use tun offloads and batched UDP: not with `--no-offload`,
+/// `WARREN_NO_OFFLOAD=1` or `warren-offload off`. Returns the choice and, when off, why.
+pub(crate) fn offload_choice(flag: bool, config: bool) -> (bool, Option<&'static str>) {
+    let env = std::env::var("WARREN_NO_OFFLOAD").ok();
+    offload_choice_from(flag, config, env.as_deref())
+}
+
+fn offload_choice_from(
+    flag: bool,
+    config: bool,
+    env: Option<&str>,
+) -> (bool, Option<&'static str>) {
+    let env_off = env.is_some_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    });
+    if flag {
+        (false, Some("--no-offload"))
+    } else if env_off {
+        (false, Some("WARREN_NO_OFFLOAD"))
+    } else if !config {
+        (false, Some("warren-offload off"))
+    } else {
+        (true, None)
+    }
 }
 
 /// `--proto`.
@@ -148,6 +185,8 @@ struct StoreBacked {
 /// Everything besides the engine plan that `serve` needs.
 struct Extras {
     status: Option<warren_driver::StatusOptions>,
+    /// Why tun offloads and batched UDP are off (`None`: on).
+    offload_off: Option<&'static str>,
     user: Option<String>,
     group: Option<String>,
     store: Option<StoreBacked>,
@@ -158,7 +197,7 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     let signals = Signals::new().context("setting up signal handling")?;
     let clock = Clock::new().context("reading the system clocks")?;
     match &args.config {
-        Some(path) => run_config(path, signals, clock, verbose, quiet),
+        Some(path) => run_config(path, args.no_offload, signals, clock, verbose, quiet),
         None => run_zero_config(args, signals, clock, verbose, quiet),
     }
 }
@@ -222,6 +261,7 @@ fn run_zero_config(
     };
     let extras = Extras {
         status,
+        offload_off: offload_choice(args.no_offload, true).1,
         user: None,
         group: None,
         store: Some(StoreBacked {
@@ -254,6 +294,7 @@ fn first_run_text(dir: &Path, created: &[String]) -> String {
 
 fn run_config(
     config_path: &Path,
+    no_offload: bool,
     signals: Signals,
     clock: Clock,
     verbose: u8,
@@ -317,6 +358,7 @@ fn run_config(
     };
     let extras = Extras {
         status,
+        offload_off: offload_choice(no_offload, cfg.offload).1,
         user: cfg.user.clone(),
         group: cfg.group.clone(),
         store,
@@ -423,14 +465,26 @@ fn serve(plan: Plan, extras: Extras, signals: Signals, clock: Clock) -> Result<(
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
     let server = Server::new(plan.engine.clone(), Box::new(rng));
     let tun_addr = server.tun_address();
-    let tun = Tun::open(&TunConfig {
-        name: plan.dev.clone(),
-        address: tun_addr,
-        prefix: plan.prefix,
-        mtu: plan.engine.tun_mtu,
+    let tun = OffloadTun::open(&OffloadTunConfig {
+        tun: TunConfig {
+            name: plan.dev.clone(),
+            address: tun_addr,
+            prefix: plan.prefix,
+            mtu: plan.engine.tun_mtu,
+        },
+        offload: if extras.offload_off.is_none() {
+            OffloadMode::Auto
+        } else {
+            OffloadMode::Off
+        },
+        multi_queue: false,
     })
     .with_context(|| format!("opening tun device `{}`", plan.dev))?;
-    let socket = UdpSocket::bind(&plan.bind).context("opening the UDP socket")?;
+    let socket = warren_driver::UdpIo::bind(&plan.bind, extras.offload_off.is_none())
+        .context("opening the UDP socket")?;
+    if let Some(why) = extras.offload_off {
+        info!("offloads off ({why}): one packet per system call");
+    }
 
     let auth = match &extras.store {
         Some(sb) => {
@@ -869,6 +923,25 @@ fn ciphers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offload_switches() {
+        assert_eq!(offload_choice_from(false, true, None), (true, None));
+        assert_eq!(offload_choice_from(false, true, Some("0")), (true, None));
+        assert_eq!(offload_choice_from(false, true, Some("")), (true, None));
+        assert_eq!(
+            offload_choice_from(true, true, None),
+            (false, Some("--no-offload"))
+        );
+        assert_eq!(
+            offload_choice_from(false, true, Some("1")),
+            (false, Some("WARREN_NO_OFFLOAD"))
+        );
+        assert_eq!(
+            offload_choice_from(false, false, Some("no")),
+            (false, Some("warren-offload off"))
+        );
+    }
 
     #[test]
     fn keepalive_follows_openvpn_helper() {

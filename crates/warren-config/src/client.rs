@@ -107,6 +107,8 @@ pub struct ClientConfig {
     pub rcvbuf: Option<u32>,
     /// `warren-key-derivation`.
     pub key_derivation: KeyDerivationPolicy,
+    /// `warren-offload on|off`: tun offloads and batched UDP (GRO/GSO). Default on.
+    pub offload: bool,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -315,6 +317,7 @@ pub fn client_config_from_str(
         sndbuf: c.sndbuf,
         rcvbuf: c.rcvbuf,
         key_derivation: c.key_derivation,
+        offload: c.offload.unwrap_or(true),
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))

@@ -15,8 +15,9 @@
 //! 1. **Lowered**: the directives with a field in [`ServerConfig`] or
 //!    [`ClientConfig`], plus `mode server`, `tls-server`, `client`, `pull`,
 //!    `tls-client`, `key-direction`, `ncp-ciphers` (the pre-2.5 name of
-//!    `data-ciphers`), `allow-compression no` and the warren extension
-//!    `warren-key-derivation auto|prf`. Bad values are errors with
+//!    `data-ciphers`), `allow-compression no` and the warren extensions
+//!    `warren-key-derivation auto|prf` and `warren-offload on|off` (tun
+//!    offloads and batched UDP; default on). Bad values are errors with
 //!    `file:line` and the offending value quoted. Repeated directives follow
 //!    OpenVPN: the last one wins, except `push`, `remote`, `route`,
 //!    `pull-filter` and `dhcp-option`, which accumulate.

@@ -353,6 +353,8 @@ pub(crate) struct Common {
     pub sndbuf: Option<u32>,
     pub rcvbuf: Option<u32>,
     pub key_derivation: KeyDerivationPolicy,
+    /// `warren-offload on|off`.
+    pub offload: Option<bool>,
 }
 
 /// Names taken by [`Common::apply`].
@@ -392,6 +394,7 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "rcvbuf",
     "allow-compression",
     "warren-key-derivation",
+    "warren-offload",
 ];
 
 impl Common {
@@ -641,6 +644,16 @@ impl Common {
                         KeyDerivationPolicy::Prf
                     }
                     _ => return Err(v.invalid(0, "expected `auto` or `prf`")),
+                };
+            }
+            "warren-offload" => {
+                // A driver choice, not a protocol one: tun offloads and batched UDP
+                // (`off` is the `--no-offload` switch, for kernels that misbehave).
+                v.expect(1, 1, "1 parameter (on or off)")?;
+                self.offload = match v.arg(0) {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => return Err(v.invalid(0, "expected `on` or `off`")),
                 };
             }
             _ => return Ok(false),

@@ -267,6 +267,13 @@ fn routing_and_dns() {
 }
 
 #[test]
+fn offload_extension() {
+    assert!(cfg("").offload);
+    assert!(!cfg("warren-offload off").offload);
+    err("warren-offload maybe", "expected `on` or `off`");
+}
+
+#[test]
 fn misc_client_directives() {
     let c = cfg(
         "nobind\nresolv-retry infinite\npersist-key\npersist-tun\nmute-replay-warnings\nverb 3\n\

@@ -545,6 +545,19 @@ fn key_derivation_extension() {
 }
 
 #[test]
+fn offload_extension() {
+    assert!(cfg("").offload);
+    assert!(!cfg("warren-offload off").offload);
+    assert!(cfg("warren-offload off\nwarren-offload on").offload);
+    err("warren-offload no", "expected `on` or `off`");
+    err("warren-offload", "1 parameter");
+    // Shared with openvpn: skipped there, honoured here.
+    assert!(!cfg("ignore-unknown-option warren-offload\nwarren-offload off").offload);
+    let e = err("warren-ofload off", "unknown directive");
+    assert!(e.to_string().contains("warren-offload"), "{e}");
+}
+
+#[test]
 fn unknown_directives_and_did_you_mean() {
     let e = err(
         "keepalvie 10 60",

@@ -11,6 +11,11 @@
 //! exponential backoff. `AUTH_FAILED` and `HALT` end the loop with an error. SIGINT/SIGTERM
 //! close the session (explicit-exit-notify) for at most `exit_grace`, then the network is
 //! restored and the loop returns.
+//!
+//! Data moves in batches, as in the server loop ([`crate::batch`]): UDP GRO buffers opened
+//! in place and written to the tun with one coalescing `send_batch`, tun super-packets split
+//! into slots, sealed in place and sent with UDP GSO; `offload: false` (`--no-offload`)
+//! moves one packet per system call.
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsFd;
@@ -20,8 +25,8 @@ use thiserror::Error;
 use tracing::{debug, error, info, trace, warn};
 use warren_core::Instant;
 use warren_io::{
-    Clock, Interest, OsRng, Poller, RecvMeta, Signal, Signals, Tun, TunConfig, UdpBind, UdpFamily,
-    UdpSocket,
+    Clock, Interest, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Poller, Signal, Signals,
+    TunConfig, UdpBind, UdpFamily,
 };
 use warren_net::{
     DnsBackend, DnsSpec, Endpoint, NetError, NetState, Redirect, RouteRequest, TunnelNet,
@@ -29,13 +34,11 @@ use warren_net::{
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
-    DATA_HEADROOM, PushedConfig,
+    PushedConfig,
 };
 
-use crate::server_loop::BATCH;
+use crate::batch::{self, TunRx, TunTx, TxQueue, UdpIo, UdpRx};
 
-/// Room after a tun packet for ciphers that append.
-const TAILROOM: usize = 128;
 const MAX_TRANSMITS_PER_TURN: usize = 1024;
 
 /// Address family of a `remote` (`proto udp|udp4|udp6`).
@@ -136,6 +139,9 @@ pub struct ClientLoopOptions {
     pub retry: RetryPolicy,
     /// How long to deliver explicit-exit-notify after SIGINT/SIGTERM (about 1 s).
     pub exit_grace: Duration,
+    /// Tun offloads and batched UDP (GRO/GSO); `false` (`--no-offload`) moves one packet
+    /// per system call.
+    pub offload: bool,
 }
 
 #[derive(Debug, Error)]
@@ -186,10 +192,18 @@ fn fmt_reason(r: &str) -> String {
 pub struct ClientStats {
     pub connections: u64,
     pub udp_received: u64,
+    /// Receive system calls that returned data.
+    pub udp_recv_calls: u64,
     pub udp_sent: u64,
+    /// Send system calls (one GSO send carries many datagrams).
+    pub udp_send_calls: u64,
     pub udp_send_errors: u64,
     pub tun_read: u64,
+    /// Tun read system calls that returned a packet or super-packet.
+    pub tun_read_calls: u64,
     pub tun_written: u64,
+    /// Tun write system calls (a coalesced write carries many packets).
+    pub tun_write_calls: u64,
     pub tun_write_errors: u64,
     /// Tun packets dropped while no session was up.
     pub dropped_while_down: u64,
@@ -348,7 +362,7 @@ pub fn tunnel_spec(
 /// One connection attempt: an engine and its socket.
 struct Attempt {
     client: Client,
-    socket: UdpSocket,
+    socket: UdpIo,
     server: SocketAddr,
     started: Instant,
     heard: bool,
@@ -360,7 +374,7 @@ struct Loop {
     opts: ClientLoopOptions,
     stats: ClientStats,
     attempt: Option<Attempt>,
-    tun: Option<Tun>,
+    tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
     remote_idx: usize,
     failures: u32,
@@ -369,10 +383,12 @@ struct Loop {
     shutdown_deadline: Option<Instant>,
     /// The poller must be rebuilt (the socket or the tun changed).
     fds_changed: bool,
-    udp_bufs: Vec<Vec<u8>>,
-    udp_meta: Vec<RecvMeta>,
-    tun_bufs: Vec<Vec<u8>>,
-    tun_lens: Vec<usize>,
+    /// UDP receive buffers, opened in place; their plaintext waits in `tun_tx`.
+    udp_rx: UdpRx,
+    tun_tx: TunTx,
+    /// Tun slots, sealed in place; the datagrams wait in `udp_tx`.
+    tun_rx: TunRx,
+    udp_tx: TxQueue,
     tx_buf: Vec<u8>,
     mtu: u16,
     /// The "up" line was printed once; later connections print "reconnected".
@@ -408,10 +424,10 @@ pub fn run_client(
         resolve_failing_since: None,
         shutdown_deadline: None,
         fds_changed: true,
-        udp_bufs: Vec::new(),
-        udp_meta: vec![RecvMeta::default(); BATCH],
-        tun_bufs: Vec::new(),
-        tun_lens: vec![0; BATCH],
+        udp_rx: UdpRx::default(),
+        tun_tx: TunTx::default(),
+        tun_rx: TunRx::default(),
+        udp_tx: TxQueue::default(),
         tx_buf: Vec::with_capacity(2048),
         mtu: 0,
         announced: false,
@@ -430,9 +446,13 @@ pub fn run_client(
     info!(
         connections = s.connections,
         udp_received = s.udp_received,
+        udp_recv_calls = s.udp_recv_calls,
         udp_sent = s.udp_sent,
+        udp_send_calls = s.udp_send_calls,
         tun_read = s.tun_read,
+        tun_read_calls = s.tun_read_calls,
         tun_written = s.tun_written,
+        tun_write_calls = s.tun_write_calls,
         engine_dropped = s.engine_dropped,
         "client stopped; network restored"
     );
@@ -445,11 +465,10 @@ impl Loop {
             return;
         }
         self.mtu = mtu;
-        let m = usize::from(mtu);
-        let udp_len = (m + 512).max(2048);
-        let tun_len = DATA_HEADROOM + m + TAILROOM;
-        self.udp_bufs = vec![vec![0u8; udp_len]; BATCH];
-        self.tun_bufs = vec![vec![0u8; tun_len]; BATCH];
+        self.tun_rx.fit(mtu);
+        if let Some(a) = &self.attempt {
+            self.udp_rx.fit(a.socket.is_batched(), mtu);
+        }
     }
 
     fn run(&mut self) -> Result<(), ClientLoopError> {
@@ -596,14 +615,19 @@ impl Loop {
             | (Some(ip @ IpAddr::V6(_)), SocketAddr::V6(_)) => Some(ip),
             _ => None,
         };
-        let socket = UdpSocket::bind(&UdpBind {
-            family,
-            local,
-            port: self.opts.lport,
-            sndbuf: self.opts.sndbuf,
-            rcvbuf: self.opts.rcvbuf,
-        })
+        let socket = UdpIo::bind(
+            &UdpBind {
+                family,
+                local,
+                port: self.opts.lport,
+                sndbuf: self.opts.sndbuf,
+                rcvbuf: self.opts.rcvbuf,
+            },
+            self.opts.offload,
+        )
         .map_err(ClientLoopError::Bind)?;
+        self.udp_rx.fit(socket.is_batched(), self.mtu);
+        debug!("UDP socket: {}", socket.describe());
         let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
         let client = Client::new(self.engine.clone(), server, Box::new(rng), now)
             .map_err(ClientLoopError::Setup)?;
@@ -660,10 +684,12 @@ impl Loop {
         self.fail_attempt(now, true);
     }
 
+    /// One UDP batch: every datagram from the server opened in place, the plaintext
+    /// written to the tun with one `send_batch`.
     fn read_udp(&mut self, now: Instant) {
         let Some(a) = &mut self.attempt else { return };
-        let n = match a.socket.recv_batch(&mut self.udp_bufs, &mut self.udp_meta) {
-            Ok(n) => n,
+        let got = match self.udp_rx.recv(&a.socket) {
+            Ok(b) => b,
             Err(e) => {
                 // ICMP errors (port unreachable) surface here on Linux; the connect
                 // timeout or the engine's timers decide what they mean.
@@ -671,88 +697,91 @@ impl Loop {
                 return;
             }
         };
-        for i in 0..n {
-            let meta = self.udp_meta[i];
-            self.stats.udp_received += 1;
-            if meta.truncated || meta.addr != a.server {
+        if got.filled == 0 {
+            return;
+        }
+        self.stats.udp_recv_calls += 1;
+        self.stats.udp_received += got.truncated as u64;
+        for i in 0..got.filled {
+            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
+            if meta.addr != a.server {
+                self.stats.udp_received += meta.ranges().count() as u64;
                 continue;
             }
-            a.heard = true;
-            let buf = &mut self.udp_bufs[i][..meta.len];
-            match a.client.handle_datagram(now, meta.addr, buf) {
-                ClientDatagram::Tun(range) => {
-                    let (Some(tun), Some(pkt)) = (&self.tun, buf.get(range)) else {
-                        continue;
-                    };
-                    match tun.send(pkt) {
-                        Ok(_) => self.stats.tun_written += 1,
-                        Err(e) if warren_io::is_would_block(&e) => {}
-                        Err(e) => {
-                            self.stats.tun_write_errors += 1;
-                            trace!("writing to tun: {e}");
-                        }
+            for r in meta.ranges() {
+                self.stats.udp_received += 1;
+                let Some(dgram) = buf.get_mut(r.clone()) else {
+                    continue;
+                };
+                a.heard = true;
+                match a.client.handle_datagram(now, meta.addr, dgram) {
+                    ClientDatagram::Tun(range) if range.end <= dgram.len() => {
+                        let at = base + r.start;
+                        self.tun_tx.push(at + range.start..at + range.end);
+                    }
+                    ClientDatagram::Tun(_) => {
+                        debug_assert!(false, "engine returned a range outside the datagram");
+                    }
+                    ClientDatagram::Consumed => {}
+                    ClientDatagram::Dropped(reason) => {
+                        self.stats.engine_dropped += 1;
+                        trace!(?reason, "datagram dropped");
                     }
                 }
-                ClientDatagram::Consumed => {}
-                ClientDatagram::Dropped(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(?reason, "datagram dropped");
-                }
+            }
+        }
+        let Some(tun) = &mut self.tun else {
+            self.tun_tx.clear();
+            return;
+        };
+        match self.tun_tx.flush(tun, self.udp_rx.region()) {
+            Ok(sum) => {
+                self.stats.tun_written += sum.packets as u64;
+                self.stats.tun_write_calls += sum.writes as u64;
+                self.stats.tun_write_errors += sum.dropped as u64;
+            }
+            Err(e) => {
+                self.stats.tun_write_errors += 1;
+                trace!("writing to tun: {e}");
             }
         }
     }
 
+    /// Reads the tun (super-packets split into slots), seals every packet in place and
+    /// sends them to the server in read order (GSO for equal-size runs).
     fn read_tun(&mut self, now: Instant) -> Result<(), ClientLoopError> {
-        let Some(tun) = &self.tun else { return Ok(()) };
-        let mut n = 0;
-        while n < BATCH {
-            let buf = &mut self.tun_bufs[n];
-            let end = buf.len() - TAILROOM;
-            match tun.recv(&mut buf[DATA_HEADROOM..end]) {
-                Ok(0) => break,
-                Ok(len) => {
-                    self.tun_lens[n] = len;
-                    n += 1;
-                }
-                Err(e)
-                    if warren_io::is_would_block(&e) || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    break;
-                }
-                Err(source) => {
-                    return Err(ClientLoopError::TunRead {
-                        name: tun.name().to_owned(),
-                        source,
-                    });
-                }
-            }
-        }
-        self.stats.tun_read += n as u64;
-        let Some(a) = self.attempt.as_mut().filter(|a| a.connected) else {
-            self.stats.dropped_while_down += n as u64;
+        let Some(tun) = &mut self.tun else {
             return Ok(());
         };
-        for i in 0..n {
-            let buf = &mut self.tun_bufs[i];
-            match a.client.encapsulate(now, buf, self.tun_lens[i]) {
-                Ok(range) => {
-                    let Some(dgram) = buf.get(range) else {
-                        continue;
-                    };
-                    match a.socket.send_to(dgram, a.server) {
-                        Ok(_) => self.stats.udp_sent += 1,
-                        Err(e) if warren_io::is_would_block(&e) => {}
-                        Err(e) => {
-                            self.stats.udp_send_errors += 1;
-                            trace!("UDP send: {e}");
-                        }
-                    }
-                }
+        let c = self
+            .tun_rx
+            .read(tun)
+            .map_err(|source| ClientLoopError::TunRead {
+                name: tun.name().to_owned(),
+                source,
+            })?;
+        self.stats.tun_read += c.packets as u64;
+        self.stats.tun_read_calls += c.calls as u64;
+        let Some(a) = self.attempt.as_mut().filter(|a| a.connected) else {
+            self.stats.dropped_while_down += c.packets as u64;
+            return Ok(());
+        };
+        for i in 0..c.packets {
+            let len = self.tun_rx.sizes[i];
+            match a.client.encapsulate(now, &mut self.tun_rx.slots[i], len) {
+                Ok(range) => self.udp_tx.push(a.server, i, range),
                 Err(reason) => {
                     self.stats.engine_dropped += 1;
                     trace!(?reason, "tun packet dropped");
                 }
             }
+        }
+        let sum = self.udp_tx.flush(&a.socket, &self.tun_rx.slots);
+        self.stats.udp_sent += sum.sent;
+        self.stats.udp_send_calls += sum.calls;
+        self.stats.udp_send_errors += sum.errors;
+        if let Some((dst, e)) = sum.first_error {
+            trace!("UDP send to {dst}: {e}");
         }
         Ok(())
     }
@@ -769,6 +798,7 @@ impl Loop {
             let Some(dst) = a.client.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
+            self.stats.udp_send_calls += 1;
             match a.socket.send_to(&self.tx_buf, dst) {
                 Ok(_) => self.stats.udp_sent += 1,
                 Err(e) if warren_io::is_would_block(&e) => {}
@@ -867,11 +897,19 @@ impl Loop {
             warn!("{n}");
         }
         if self.tun.is_none() {
-            let tun = Tun::open(&TunConfig {
-                name: self.opts.dev.clone(),
-                address: spec.address,
-                prefix: spec.prefix,
-                mtu: spec.mtu,
+            let tun = OffloadTun::open(&OffloadTunConfig {
+                tun: TunConfig {
+                    name: self.opts.dev.clone(),
+                    address: spec.address,
+                    prefix: spec.prefix,
+                    mtu: spec.mtu,
+                },
+                offload: if self.opts.offload {
+                    OffloadMode::Auto
+                } else {
+                    OffloadMode::Off
+                },
+                multi_queue: false,
             })
             .map_err(|source| {
                 Fatal::Net(ClientLoopError::Tun {
@@ -889,6 +927,13 @@ impl Loop {
                 spec.mtu,
             ));
             self.size_buffers(spec.mtu);
+            info!(
+                "data path: {}; {}",
+                batch::describe_tun(&tun),
+                self.attempt
+                    .as_ref()
+                    .map_or_else(|| "no socket".to_owned(), |a| a.socket.describe())
+            );
             self.tun = Some(tun);
             self.fds_changed = true;
         } else {

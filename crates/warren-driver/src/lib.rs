@@ -10,11 +10,17 @@
 //! [`warren_openvpn::Server`]. I/O errors on the data path are counted, and warned about
 //! at most once per ten seconds; only a broken descriptor stops the loop.
 //!
+//! The batches are those of the fast data plane (`batch`, `docs/dataplane.md`): tun
+//! super-packets split into slots and sent with UDP GSO, UDP GRO buffers opened in place and
+//! written to the tun as coalesced writes; with offloads off (`--no-offload`) the same code
+//! moves one packet per system call.
+//!
 //! The multi-core data plane comes later as a change to this crate only: the engine already
 //! separates its control side from immutable data-channel keys.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod batch;
 mod client_loop;
 mod server_loop;
 pub mod status;
@@ -24,6 +30,7 @@ pub use client_loop::{
     filter_pushed, redirect_from_flags, run_client, tunnel_spec,
 };
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
+pub use batch::{UdpIo, describe_tun};
 pub use server_loop::{
     BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
 };

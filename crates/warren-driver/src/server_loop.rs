@@ -1,6 +1,12 @@
 //! The single-threaded server loop: one `poll(2)` over the UDP socket, the tun device, the
 //! signal descriptor and (with external authentication) the auth worker's wake socket,
 //! driving a [`warren_openvpn::Server`].
+//!
+//! Data moves in batches ([`crate::batch`]): a wake-up reads a whole UDP batch (GRO
+//! buffers), opens every datagram in place and writes the plaintext to the tun with one
+//! coalescing `send_batch`; and reads tun super-packets split into slots, seals each slot
+//! in place and sends every client's datagrams with UDP GSO. With offloads off the same
+//! code moves one packet per system call.
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,19 +14,18 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::{debug, error, info, trace, warn};
 use warren_core::Instant;
-use warren_io::{Clock, Interest, Poller, RecvMeta, Signal, Signals, Tun, UdpSocket};
+use warren_io::{Clock, Interest, OffloadTun, Poller, Signal, Signals};
 use warren_openvpn::{
     AuthDecision, ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome,
     Server, ServerEvent,
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
+use crate::batch::{self, TAILROOM, TunRx, TunTx, TxQueue, TxSummary, UdpIo, UdpRx};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 
-/// Datagrams or tun packets handled per wakeup and direction.
-pub const BATCH: usize = 64;
-/// Room after a tun packet for ciphers that append (CBC padding + HMAC, later).
-const TAILROOM: usize = 128;
+/// Datagrams or tun packets handled per wakeup and direction without batching.
+pub const BATCH: usize = batch::PLAIN_BATCH;
 /// Bound on `poll_transmit` drained in one go; the rest waits for the next turn.
 const MAX_TRANSMITS_PER_TURN: usize = 4096;
 /// Bound on events drained in one go.
@@ -74,13 +79,25 @@ pub struct LoopStats {
     pub udp_received: u64,
     pub udp_truncated: u64,
     pub udp_recv_errors: u64,
+    /// Receive system calls that returned data (datagrams per call = the batching).
+    pub udp_recv_calls: u64,
     pub udp_sent: u64,
+    /// Send system calls (with GSO one carries many datagrams).
+    pub udp_send_calls: u64,
     /// `EAGAIN` on send: the socket buffer was full; the datagram was dropped.
     pub udp_send_would_block: u64,
     pub udp_send_errors: u64,
     pub tun_read: u64,
+    /// Tun read system calls that returned a packet or super-packet.
+    pub tun_read_calls: u64,
+    /// Super-packets the split refused (dropped; TCP retransmits).
+    pub tun_read_bad: u64,
     pub tun_written: u64,
+    /// Tun write system calls (a coalesced write carries many packets).
+    pub tun_write_calls: u64,
+    /// Not told apart by batched writes any more (counted in `tun_write_errors`); always 0.
     pub tun_write_would_block: u64,
+    /// Packets the tun refused (full queue or error), dropped.
     pub tun_write_errors: u64,
     pub engine_dropped: u64,
 }
@@ -109,16 +126,18 @@ impl RateLimited {
 
 struct Loop {
     server: Server,
-    tun: Tun,
-    socket: UdpSocket,
+    tun: OffloadTun,
+    udp: UdpIo,
     opts: ServerLoopOptions,
     stats: LoopStats,
-    /// Datagram buffers (reused).
-    udp_bufs: Vec<Vec<u8>>,
-    udp_meta: Vec<RecvMeta>,
-    /// Tun packet buffers with `DATA_HEADROOM` free in front (reused).
-    tun_bufs: Vec<Vec<u8>>,
-    tun_lens: Vec<usize>,
+    /// UDP receive buffers (GRO-sized when batched), opened in place.
+    udp_rx: UdpRx,
+    /// Plaintext ranges of `udp_rx` waiting for the tun.
+    tun_tx: TunTx,
+    /// Tun slots with `DATA_HEADROOM` free in front, sealed in place.
+    tun_rx: TunRx,
+    /// Sealed datagrams of `tun_rx` waiting for the socket.
+    udp_tx: TxQueue,
     /// Scratch for client-to-client re-encapsulation.
     c2c_buf: Vec<u8>,
     /// Scratch for `poll_transmit`.
@@ -138,29 +157,41 @@ struct Loop {
 
 /// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
 /// error. Writes the status file every interval and once at exit.
+///
+/// The tun device and the socket decide how data moves: an [`OffloadTun`] with offloads
+/// and a batched [`UdpIo`] give the fast path, a plain device and socket (`--no-offload`)
+/// one packet per system call.
 pub fn run_server(
     server: Server,
-    tun: Tun,
-    socket: UdpSocket,
+    tun: OffloadTun,
+    udp: UdpIo,
     opts: ServerLoopOptions,
 ) -> Result<LoopStats, DriverError> {
-    let mtu = usize::from(tun.mtu());
-    // A datagram carries at most one tun packet plus OpenVPN's overhead (opcode, peer-id,
-    // packet-id, tag or IV+HMAC, padding): 512 bytes is generous. Control packets are smaller.
-    let udp_len = (mtu + 512).max(2048);
-    let tun_len = DATA_HEADROOM + mtu + TAILROOM;
+    let mtu = tun.mtu();
+    let m = usize::from(mtu);
+    let udp_len = (m + 512).max(2048);
+    let tun_len = DATA_HEADROOM + m + TAILROOM;
     let now = opts.clock.now();
     let next_status = opts.status.as_ref().map(|s| now + s.interval);
+    let mut udp_rx = UdpRx::default();
+    udp_rx.fit(udp.is_batched(), mtu);
+    let mut tun_rx = TunRx::default();
+    tun_rx.fit(mtu);
+    info!(
+        "data path: {}; {}",
+        batch::describe_tun(&tun),
+        udp.describe()
+    );
     let mut l = Loop {
         server,
         tun,
-        socket,
+        udp,
         opts,
         stats: LoopStats::default(),
-        udp_bufs: vec![vec![0u8; udp_len]; BATCH],
-        udp_meta: vec![RecvMeta::default(); BATCH],
-        tun_bufs: vec![vec![0u8; tun_len]; BATCH],
-        tun_lens: vec![0; BATCH],
+        udp_rx,
+        tun_tx: TunTx::default(),
+        tun_rx,
+        udp_tx: TxQueue::default(),
         c2c_buf: vec![0u8; tun_len.max(DATA_HEADROOM + udp_len)],
         tx_buf: Vec::with_capacity(udp_len),
         warn_send: RateLimited::default(),
@@ -180,11 +211,16 @@ pub fn run_server(
     let s = &l.stats;
     info!(
         udp_received = s.udp_received,
+        udp_recv_calls = s.udp_recv_calls,
         udp_sent = s.udp_sent,
+        udp_send_calls = s.udp_send_calls,
         udp_send_errors = s.udp_send_errors,
         udp_send_would_block = s.udp_send_would_block,
         tun_read = s.tun_read,
+        tun_read_calls = s.tun_read_calls,
+        tun_read_bad = s.tun_read_bad,
         tun_written = s.tun_written,
+        tun_write_calls = s.tun_write_calls,
         tun_write_errors = s.tun_write_errors,
         engine_dropped = s.engine_dropped,
         "server stopped"
@@ -195,7 +231,7 @@ pub fn run_server(
 impl Loop {
     fn run(&mut self) -> Result<(), DriverError> {
         let mut poller = Poller::new();
-        let t_udp = poller.add(std::os::fd::AsFd::as_fd(&self.socket), Interest::Readable);
+        let t_udp = poller.add(std::os::fd::AsFd::as_fd(&self.udp), Interest::Readable);
         let t_tun = poller.add(std::os::fd::AsFd::as_fd(&self.tun), Interest::Readable);
         let t_sig = poller.add(
             std::os::fd::AsFd::as_fd(&self.opts.signals),
@@ -291,12 +327,11 @@ impl Loop {
         false
     }
 
+    /// One UDP batch: every datagram opened in place, the plaintext written to the tun
+    /// with one `send_batch`.
     fn read_udp(&mut self, now: Instant) {
-        let n = match self
-            .socket
-            .recv_batch(&mut self.udp_bufs, &mut self.udp_meta)
-        {
-            Ok(n) => n,
+        let got = match self.udp_rx.recv(&self.udp) {
+            Ok(b) => b,
             Err(e) => {
                 self.stats.udp_recv_errors += 1;
                 if let Some(suppressed) = self.warn_recv.hit(now) {
@@ -305,106 +340,99 @@ impl Loop {
                 return;
             }
         };
-        for i in 0..n {
-            let meta = self.udp_meta[i];
-            self.stats.udp_received += 1;
-            if meta.truncated {
-                // Longer than any packet this server sends or accepts: not ours to decode.
-                self.stats.udp_truncated += 1;
-                trace!(from = %meta.addr, "truncated datagram dropped");
-                continue;
-            }
-            let buf = &mut self.udp_bufs[i][..meta.len];
-            match self.server.handle_datagram(now, meta.addr, buf) {
-                DatagramOutcome::Tun(range) => match buf.get(range) {
-                    Some(pkt) => write_tun(
-                        &self.tun,
-                        pkt,
-                        &mut self.stats,
-                        &mut self.warn_tun_write,
-                        now,
-                    ),
-                    None => debug_assert!(false, "engine returned a range outside the datagram"),
-                },
-                DatagramOutcome::ClientToClient(range) => {
-                    let Some(pkt) = buf.get(range) else {
+        if got.filled == 0 {
+            return;
+        }
+        self.stats.udp_recv_calls += 1;
+        // Longer than any packet this server sends or accepts: not ours to decode.
+        self.stats.udp_truncated += got.truncated as u64;
+        self.stats.udp_received += got.truncated as u64;
+        for i in 0..got.filled {
+            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
+            for r in meta.ranges() {
+                self.stats.udp_received += 1;
+                let Some(dgram) = buf.get_mut(r.clone()) else {
+                    continue;
+                };
+                match self.server.handle_datagram(now, meta.addr, dgram) {
+                    DatagramOutcome::Tun(range) if range.end <= dgram.len() => {
+                        let at = base + r.start;
+                        self.tun_tx.push(at + range.start..at + range.end);
+                    }
+                    DatagramOutcome::ClientToClient(range) if range.end <= dgram.len() => {
+                        relay_c2c(
+                            &mut self.server,
+                            &mut self.c2c_buf,
+                            &dgram[range],
+                            &self.udp,
+                            &mut self.stats,
+                            &mut self.warn_send,
+                            now,
+                        );
+                    }
+                    DatagramOutcome::Tun(_) | DatagramOutcome::ClientToClient(_) => {
                         debug_assert!(false, "engine returned a range outside the datagram");
-                        continue;
-                    };
-                    let len = pkt.len();
-                    let Some(dst) = self.c2c_buf.get_mut(DATA_HEADROOM..DATA_HEADROOM + len) else {
+                    }
+                    DatagramOutcome::Consumed => {}
+                    DatagramOutcome::Dropped(reason) => {
                         self.stats.engine_dropped += 1;
-                        continue;
-                    };
-                    dst.copy_from_slice(pkt);
-                    self.encapsulate_and_send(now, None, len);
+                        trace!(from = %meta.addr, ?reason, "datagram dropped");
+                    }
                 }
-                DatagramOutcome::Consumed => {}
-                DatagramOutcome::Dropped(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(from = %meta.addr, ?reason, "datagram dropped");
+            }
+        }
+        self.flush_tun(now);
+    }
+
+    /// Writes the queued plaintext packets to the tun.
+    fn flush_tun(&mut self, now: Instant) {
+        if self.tun_tx.is_empty() {
+            return;
+        }
+        match self.tun_tx.flush(&mut self.tun, self.udp_rx.region()) {
+            Ok(sum) => {
+                self.stats.tun_written += sum.packets as u64;
+                self.stats.tun_write_calls += sum.writes as u64;
+                self.stats.tun_write_errors += sum.dropped as u64;
+            }
+            Err(e) => {
+                self.stats.tun_write_errors += 1;
+                if let Some(suppressed) = self.warn_tun_write.hit(now) {
+                    warn!(
+                        "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
+                        self.tun.name()
+                    );
                 }
             }
         }
     }
 
+    /// Reads the tun (super-packets split into slots), seals every packet in place and
+    /// sends each client's datagrams in read order (GSO for equal-size runs).
     fn read_tun(&mut self, now: Instant) -> Result<(), DriverError> {
-        let mut n = 0;
-        while n < BATCH {
-            let buf = &mut self.tun_bufs[n];
-            let end = buf.len() - TAILROOM;
-            match self.tun.recv(&mut buf[DATA_HEADROOM..end]) {
-                Ok(0) => break,
-                Ok(len) => {
-                    self.tun_lens[n] = len;
-                    n += 1;
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    break;
-                }
-                Err(source) => {
-                    return Err(DriverError::TunRead {
-                        name: self.tun.name().to_owned(),
-                        source,
-                    });
+        let c = self
+            .tun_rx
+            .read(&mut self.tun)
+            .map_err(|source| DriverError::TunRead {
+                name: self.tun.name().to_owned(),
+                source,
+            })?;
+        self.stats.tun_read += c.packets as u64;
+        self.stats.tun_read_calls += c.calls as u64;
+        self.stats.tun_read_bad += c.bad as u64;
+        for i in 0..c.packets {
+            let len = self.tun_rx.sizes[i];
+            match self.server.encapsulate(now, &mut self.tun_rx.slots[i], len) {
+                EncapOutcome::Send { dst, range } => self.udp_tx.push(dst, i, range),
+                EncapOutcome::Dropped(reason) => {
+                    self.stats.engine_dropped += 1;
+                    trace!(?reason, "tun packet dropped");
                 }
             }
         }
-        self.stats.tun_read += n as u64;
-        for i in 0..n {
-            let len = self.tun_lens[i];
-            self.encapsulate_and_send(now, Some(i), len);
-        }
+        let sum = self.udp_tx.flush(&self.udp, &self.tun_rx.slots);
+        account_tx(&mut self.stats, &mut self.warn_send, now, sum);
         Ok(())
-    }
-
-    /// Encapsulates the packet at `DATA_HEADROOM` of tun buffer `slot` (or of the
-    /// client-to-client scratch buffer when `None`) and sends it.
-    fn encapsulate_and_send(&mut self, now: Instant, slot: Option<usize>, len: usize) {
-        let buf = match slot {
-            Some(i) => &mut self.tun_bufs[i],
-            None => &mut self.c2c_buf,
-        };
-        match self.server.encapsulate(now, buf, len) {
-            EncapOutcome::Send { dst, range } => match buf.get(range) {
-                Some(dgram) => send_udp(
-                    &self.socket,
-                    dgram,
-                    dst,
-                    &mut self.stats,
-                    &mut self.warn_send,
-                    now,
-                ),
-                None => debug_assert!(false, "engine returned a range outside the buffer"),
-            },
-            EncapOutcome::Dropped(reason) => {
-                self.stats.engine_dropped += 1;
-                trace!(?reason, "tun packet dropped");
-            }
-        }
     }
 
     /// Timers, then everything the engine wants sent, then its events.
@@ -432,7 +460,7 @@ impl Loop {
                 break;
             };
             send_udp(
-                &self.socket,
+                &self.udp,
                 &self.tx_buf,
                 dst,
                 &mut self.stats,
@@ -539,14 +567,58 @@ impl Loop {
     }
 }
 
+/// Seals a client-to-client packet (copied to `DATA_HEADROOM` of `c2c_buf`) and sends it.
+fn relay_c2c(
+    server: &mut Server,
+    c2c_buf: &mut [u8],
+    pkt: &[u8],
+    udp: &UdpIo,
+    stats: &mut LoopStats,
+    limiter: &mut RateLimited,
+    now: Instant,
+) {
+    let len = pkt.len();
+    let Some(dst) = c2c_buf.get_mut(DATA_HEADROOM..DATA_HEADROOM + len) else {
+        stats.engine_dropped += 1;
+        return;
+    };
+    dst.copy_from_slice(pkt);
+    match server.encapsulate(now, c2c_buf, len) {
+        EncapOutcome::Send { dst, range } => match c2c_buf.get(range) {
+            Some(dgram) => send_udp(udp, dgram, dst, stats, limiter, now),
+            None => debug_assert!(false, "engine returned a range outside the buffer"),
+        },
+        EncapOutcome::Dropped(reason) => {
+            stats.engine_dropped += 1;
+            trace!(?reason, "client-to-client packet dropped");
+        }
+    }
+}
+
+/// Counts what a [`TxQueue::flush`] did and warns (rate-limited) about a hard error.
+fn account_tx(stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant, sum: TxSummary) {
+    stats.udp_sent += sum.sent;
+    stats.udp_send_calls += sum.calls;
+    stats.udp_send_would_block += sum.would_block;
+    stats.udp_send_errors += sum.errors;
+    if let Some((dst, e)) = sum.first_error
+        && let Some(suppressed) = limiter.hit(now)
+    {
+        warn!(
+            "UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)"
+        );
+    }
+}
+
 fn send_udp(
-    socket: &UdpSocket,
+    socket: &UdpIo,
     dgram: &[u8],
     dst: SocketAddr,
     stats: &mut LoopStats,
     limiter: &mut RateLimited,
     now: Instant,
 ) {
+    stats.udp_send_calls += 1;
     match socket.send_to(dgram, dst) {
         Ok(_) => stats.udp_sent += 1,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.udp_send_would_block += 1,
@@ -555,28 +627,6 @@ fn send_udp(
             if let Some(suppressed) = limiter.hit(now) {
                 warn!(
                     "UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)"
-                );
-            }
-        }
-    }
-}
-
-fn write_tun(
-    tun: &Tun,
-    pkt: &[u8],
-    stats: &mut LoopStats,
-    limiter: &mut RateLimited,
-    now: Instant,
-) {
-    match tun.send(pkt) {
-        Ok(_) => stats.tun_written += 1,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.tun_write_would_block += 1,
-        Err(e) => {
-            stats.tun_write_errors += 1;
-            if let Some(suppressed) = limiter.hit(now) {
-                warn!(
-                    "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
-                    tun.name()
                 );
             }
         }
