@@ -33,6 +33,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use thiserror::Error;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
+use crate::tun::{classify, kernel_name};
 use crate::{TunConfig, TunError};
 
 /// Size of `struct virtio_net_hdr` (include/uapi/linux/virtio_net.h), in front of every
@@ -151,8 +152,6 @@ impl std::fmt::Debug for OffloadTun {
     }
 }
 
-/// Linux IFNAMSIZ minus the NUL.
-const MAX_NAME: usize = 15;
 
 impl OffloadTun {
     /// Creates, addresses and brings up the device. With [`OffloadMode::Auto`] a kernel
@@ -1003,51 +1002,6 @@ fn materialize<P: AsRef<[u8]>>(gro: &Gro, g: &Group, packets: &[P]) -> (VnetHdr,
     }
     let hdr = VnetHdr::decode(&out[..VNET_HDR_LEN]);
     (hdr, out[VNET_HDR_LEN..].to_vec())
-}
-
-/// `None` for OpenVPN's generic `tun` (kernel picks `tunN`), else the validated name.
-/// (Same rules as `tun.rs`.)
-fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
-    if name == "tun" {
-        return Ok(None);
-    }
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|c| c == b'/' || c == 0 || c.is_ascii_whitespace() || c == b':');
-    if ok {
-        Ok(Some(name.to_owned()))
-    } else {
-        Err(TunError::BadName(name.to_owned()))
-    }
-}
-
-fn classify(name: &str, cfg: &TunConfig, source: io::Error) -> TunError {
-    match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => TunError::NeedsCapNetAdmin {
-            name: name.to_owned(),
-            source,
-        },
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO)
-            if !std::path::Path::new("/dev/net/tun").exists() =>
-        {
-            TunError::DeviceMissing { source }
-        }
-        Some(libc::EBUSY) => TunError::Busy {
-            name: name.to_owned(),
-            source,
-        },
-        _ => TunError::Create {
-            name: name.to_owned(),
-            address: cfg.address,
-            prefix: cfg.prefix,
-            mtu: cfg.mtu,
-            source,
-        },
-    }
 }
 
 #[cfg(test)]

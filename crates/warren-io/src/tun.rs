@@ -132,7 +132,7 @@ impl AsFd for Tun {
 }
 
 /// `None` for OpenVPN's generic `tun` (kernel picks `tunN`), else the validated name.
-fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
+pub(crate) fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
     if name == "tun" {
         return Ok(None);
     }
@@ -150,7 +150,7 @@ fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
     }
 }
 
-fn classify(name: &str, cfg: &TunConfig, source: io::Error) -> TunError {
+pub(crate) fn classify(name: &str, cfg: &TunConfig, source: io::Error) -> TunError {
     match source.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => TunError::NeedsCapNetAdmin {
             name: name.to_owned(),
