@@ -152,7 +152,6 @@ impl std::fmt::Debug for OffloadTun {
     }
 }
 
-
 impl OffloadTun {
     /// Creates, addresses and brings up the device. With [`OffloadMode::Auto`] a kernel
     /// that refuses `IFF_VNET_HDR`/`TUNSETOFFLOAD` gives a plain device instead of an error.
