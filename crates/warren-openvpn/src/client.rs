@@ -353,7 +353,7 @@ impl Client {
 
     /// Data-plane statistics: (bytes received from the tunnel, bytes sent into it).
     pub fn traffic(&self) -> (u64, u64) {
-        (self.session.bytes_in, self.session.bytes_out)
+        (self.session.activity.bytes_in(), self.session.activity.bytes_out())
     }
 
     /// Packets dropped, by reason.

@@ -12,6 +12,7 @@ use warren_core::{Instant, KeyId};
 use warren_crypto::{DataKeys, ReplayWindow};
 use warren_wire::Opcode;
 
+use crate::dataplane::TxCounter;
 use crate::reliable::{Reliable, ReliableConfig};
 
 /// Largest TLS plaintext we buffer from one peer before the key-method-2 message and the
@@ -61,8 +62,8 @@ pub(crate) struct KeyState {
     pub km2_sent: bool,
     /// Data-channel keys, once derived. Immutable and shareable across threads.
     pub data: Option<Arc<DataKeys>>,
-    /// Next data packet id to send (starts at 1, never 0).
-    pub tx_packet_id: u32,
+    /// Data packet ids to send (from 1, never 0), shared with data workers.
+    pub tx: Arc<TxCounter>,
     pub rx_replay: ReplayWindow,
     /// When it became Active.
     pub established: Option<Instant>,
@@ -77,7 +78,7 @@ impl std::fmt::Debug for KeyState {
         f.debug_struct("KeyState")
             .field("key_id", &self.key_id)
             .field("phase", &self.phase)
-            .field("tx_packet_id", &self.tx_packet_id)
+            .field("tx_next", &self.tx.peek())
             .finish_non_exhaustive()
     }
 }
@@ -103,7 +104,7 @@ impl KeyState {
             km2_received: false,
             km2_sent: false,
             data: None,
-            tx_packet_id: 1,
+            tx: Arc::new(TxCounter::new()),
             rx_replay: ReplayWindow::new(),
             established: None,
             handshake_deadline: now + hand_window,
@@ -208,11 +209,6 @@ impl KeyState {
 
     /// Returns a fresh packet id for sending on this key, or None when the id space is spent.
     pub fn next_packet_id(&mut self) -> Option<u32> {
-        let id = self.tx_packet_id;
-        if id == u32::MAX {
-            return None;
-        }
-        self.tx_packet_id += 1;
-        Some(id)
+        self.tx.reserve(1)
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod client;
 mod ctx;
+pub mod dataplane;
 mod keystate;
 mod mss;
 pub mod reliable;
@@ -32,4 +33,7 @@ pub use server::{
     AuthDecision, AuthGrant, Password,
     ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
     ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,
+};
+pub use dataplane::{
+    Activity, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData, TxCounter,
 };

@@ -20,6 +20,7 @@ use warren_crypto::{CipherKind, CookieKey, Digest, KeyDirection, ReplayStamp, Ro
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
+use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::session::{End, Session};
 
 /// Bytes the driver must leave free in front of a tun packet passed to
@@ -259,6 +260,10 @@ pub struct Server {
     mss: Option<u16>,
     /// Set by [`Server::shutdown`]: no new sessions from then on.
     shutting_down: bool,
+    /// With [`Server::enable_data_plane`]: changes not yet taken by the driver, and what
+    /// was last published per slot.
+    data_changes: Option<VecDeque<DataChange>>,
+    published: Vec<Option<Published>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -317,6 +322,8 @@ impl Server {
             server_ip,
             mss,
             shutting_down: false,
+            data_changes: None,
+            published: Vec::new(),
         }
     }
 
@@ -527,8 +534,87 @@ impl Server {
             self.remove_session(slot, reason);
             return;
         }
+        self.refresh_data(slot);
         self.mark_dirty(slot);
         self.schedule(slot);
+    }
+
+    /// Publishes the session's data state if a data plane is attached and it changed.
+    fn refresh_data(&mut self, slot: usize) {
+        let Some(changes) = self.data_changes.as_mut() else { return };
+        let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else { return };
+        let data = s.peer_data();
+        let summary = Published::of(&data);
+        if self.published.len() <= slot {
+            self.published.resize(slot + 1, None);
+        }
+        if self.published[slot].as_ref() != Some(&summary) {
+            self.published[slot] = Some(summary);
+            changes.push_back(DataChange::Update(data));
+        }
+    }
+
+    /// Starts publishing every session's data-channel state for data workers (see
+    /// [`crate::dataplane`]); returns the rules the workers apply. Sessions that exist
+    /// already are published at once. Drain [`Server::poll_data_change`] after every call
+    /// that takes input, before sending what [`Server::poll_transmit`] gives.
+    pub fn enable_data_plane(&mut self) -> DataPlaneConfig {
+        if self.data_changes.is_none() {
+            self.data_changes = Some(VecDeque::new());
+            for slot in 0..self.sessions.len() {
+                self.refresh_data(slot);
+            }
+        }
+        DataPlaneConfig { client_to_client: self.config.client_to_client, mss: self.mss }
+    }
+
+    /// The next change of the published data state, in order.
+    pub fn poll_data_change(&mut self) -> Option<DataChange> {
+        self.data_changes.as_mut()?.pop_front()
+    }
+
+    /// What a data worker reported. Stale events (an earlier session of the same peer id)
+    /// are ignored.
+    pub fn handle_data_event(&mut self, now: Instant, event: DataEvent) {
+        let (peer_id, generation) = match &event {
+            DataEvent::Float { peer_id, generation, .. }
+            | DataEvent::ExitNotify { peer_id, generation }
+            | DataEvent::KeyExhausted { peer_id, generation } => (*peer_id as usize, *generation),
+        };
+        if self.sessions.get(peer_id).and_then(Option::as_ref).is_none_or(|s| s.generation != generation) {
+            return;
+        }
+        match event {
+            DataEvent::Float { addr, .. } => {
+                self.float(peer_id, addr);
+                self.refresh_data(peer_id);
+            }
+            DataEvent::ExitNotify { .. } => self.remove_session(peer_id, DisconnectReason::ExitNotify),
+            DataEvent::KeyExhausted { .. } => {
+                if let Some(s) = self.sessions[peer_id].as_mut() {
+                    s.force_renegotiation(now);
+                }
+                self.schedule(peer_id);
+            }
+        }
+    }
+
+    /// Float (mudp.c:188): an authenticated packet with a valid peer-id from a new address
+    /// moves the session there, unless another session owns that address. Returns whether
+    /// the session now lives at `from`.
+    fn float(&mut self, slot: usize, from: SocketAddr) -> bool {
+        let Some(s) = self.sessions[slot].as_mut() else { return false };
+        if s.addr == from {
+            return true;
+        }
+        if self.by_addr.contains_key(&from) {
+            return false;
+        }
+        tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+        self.by_addr.remove(&s.addr);
+        self.by_addr.insert(from, slot);
+        s.addr = from;
+        true
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -719,6 +805,11 @@ impl Server {
     fn remove_session(&mut self, slot: usize, reason: DisconnectReason) {
         let Some(s) = self.sessions[slot].take() else { return };
         self.live -= 1;
+        if let Some(changes) = self.data_changes.as_mut()
+            && self.published.get_mut(slot).and_then(Option::take).is_some()
+        {
+            changes.push_back(DataChange::Remove { peer_id: s.peer_id, generation: s.generation });
+        }
         if self.by_addr.get(&s.addr) == Some(&slot) {
             self.by_addr.remove(&s.addr);
         }
@@ -765,16 +856,14 @@ impl Server {
             Err(reason) => return self.drop(reason),
         };
         if s.addr != from {
-            // Float (mudp.c:188): an authenticated packet with a valid peer-id from a new
-            // address moves the session there, unless another session owns that address.
-            if self.by_addr.contains_key(&from) {
+            if !self.float(slot, from) {
                 return self.drop(DropReason::NoSession);
             }
-            tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
-            self.by_addr.remove(&s.addr);
-            self.by_addr.insert(from, slot);
-            s.addr = from;
+            self.refresh_data(slot);
         }
+        let Some(s) = self.sessions[slot].as_ref() else {
+            return self.drop(DropReason::NoSession);
+        };
         let vpn_ip = s.vpn_ip;
         self.schedule(slot);
         let payload = &mut buf[range.clone()];
@@ -855,6 +944,8 @@ impl Server {
             }
             self.dirty.pop_front();
             self.dirty_flag[slot] = false;
+            // Sending may have activated a key (all our control data acknowledged).
+            self.refresh_data(slot);
             self.schedule(slot);
         }
         None
@@ -913,10 +1004,10 @@ impl Server {
                 common_name: s.common_name.clone().unwrap_or_default(),
                 real_addr: s.addr,
                 vpn_ip: s.vpn_ip,
-                bytes_received: s.bytes_in,
-                bytes_sent: s.bytes_out,
+                bytes_received: s.activity.bytes_in(),
+                bytes_sent: s.activity.bytes_out(),
                 connected_since: s.connected_since,
-                last_activity: s.last_recv,
+                last_activity: s.activity.last_received(),
                 username: s.username.clone(),
                 cipher: s.cipher,
             })

@@ -26,6 +26,7 @@ use warren_wire::{
 
 use crate::client::{ClientDisconnect, PushedConfig};
 use crate::ctx::{Ctx, SessionEvent};
+use crate::dataplane::{Activity, DataKeyRef, PeerData, PACKET_ID_WRAP_TRIGGER};
 use crate::keystate::{KeyState, Phase};
 use crate::server::{DisconnectReason, DropReason, KeyDerivation};
 
@@ -39,8 +40,6 @@ const PUSH_REPLY_INTERVAL: Duration = Duration::from_secs(5);
 /// interval of repeats (common.h PUSH_REQUEST_INTERVAL).
 const PUSH_REQUEST_FIRST: Duration = Duration::from_secs(1);
 const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
-/// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
-const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
 /// How long a closing session lingers to flush a last message (AUTH_FAILED, EXIT, alert).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -118,16 +117,14 @@ pub(crate) struct Session {
     ping_restart: Option<Duration>,
     messages: ControlMessageReader,
     pub connected_since: Instant,
-    pub last_recv: Instant,
-    pub last_sent: Instant,
+    /// Last packet in/out and byte counters, shared with data workers.
+    pub activity: Arc<Activity>,
     ping_due: bool,
     reneg_at: Option<Instant>,
     /// Lingering before removal (a final message or alert is being flushed).
     closing: Option<(Instant, End)>,
     /// The endpoint removes the session when this is set.
     pub dead: Option<End>,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
     /// The earliest deadline the server's timer heap holds for this session.
     pub scheduled: Option<Instant>,
     scratch: Vec<u8>,
@@ -186,14 +183,11 @@ impl Session {
             ping_restart: ctx.ping_restart,
             messages: ControlMessageReader::new(),
             connected_since: now,
-            last_recv: now,
-            last_sent: now,
+            activity: Arc::new(Activity::new(now)),
             ping_due: false,
             reneg_at: None,
             closing: None,
             dead: None,
-            bytes_in: 0,
-            bytes_out: 0,
             scheduled: None,
             scratch: Vec::new(),
             acks: Vec::new(),
@@ -348,7 +342,7 @@ impl Session {
                 return;
             }
         };
-        self.last_recv = now;
+        self.activity.received(now, 0);
         let ks = &mut self.keys[idx];
         ks.reliable.process_acks(&pkt.acks.ids);
         if let Some(msg_id) = pkt.msg_id {
@@ -830,8 +824,7 @@ impl Session {
         }
         let data = ks.data.as_ref()?;
         let range = data.seal(DataHeader { key_id: ks.key_id, peer_id }, pid, buf);
-        self.last_sent = now;
-        self.bytes_out += (buf.len() - DATA_HEADROOM) as u64;
+        self.activity.sent(now, (buf.len() - DATA_HEADROOM) as u64);
         Some(range)
     }
 
@@ -846,9 +839,32 @@ impl Session {
         let (pid, range) = data.open(packet).map_err(|_| DropReason::DecryptFailed)?;
         // crypto.c:454: authenticate first, then the replay check.
         ks.rx_replay.check_and_update(pid, 0, now).map_err(|_| DropReason::Replay)?;
-        self.last_recv = now;
-        self.bytes_in += range.len() as u64;
+        self.activity.received(now, range.len() as u64);
         Ok(range)
+    }
+
+    /// This session's data-channel state as data workers need it.
+    pub fn peer_data(&self) -> PeerData {
+        let key_ref = |ks: &KeyState| {
+            ks.data.as_ref().map(|keys| DataKeyRef { key_id: ks.key_id, keys: keys.clone(), tx: ks.tx.clone() })
+        };
+        PeerData {
+            peer_id: self.peer_id,
+            generation: self.generation,
+            addr: self.addr,
+            vpn_ip: self.vpn_ip,
+            data_v2: self.data_v2,
+            send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
+            recv: self.keys.iter().filter_map(key_ref).collect(),
+            activity: self.activity.clone(),
+        }
+    }
+
+    /// A data worker spent the send key up to the wrap trigger: renegotiate now.
+    pub fn force_renegotiation(&mut self, now: Instant) {
+        if self.reneg_at.is_none_or(|t| t > now) {
+            self.reneg_at = Some(now);
+        }
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
@@ -874,12 +890,12 @@ impl Session {
         if self.closing.is_none() {
             if self.connected {
                 if let Some(p) = self.ping {
-                    consider(Some(self.last_sent + p));
+                    consider(Some(self.activity.last_sent() + p));
                 }
                 consider(self.reneg_at);
             }
             if let Some(pr) = self.ping_restart {
-                consider(Some(self.last_recv + pr));
+                consider(Some(self.activity.last_received() + pr));
             }
             if let Side::Client(c) = &self.side {
                 consider(c.push_request_at);
@@ -896,7 +912,7 @@ impl Session {
             return;
         }
         if let Some(pr) = self.ping_restart
-            && now >= self.last_recv + pr {
+            && now >= self.activity.last_received() + pr {
                 self.dead = Some(match self.side {
                     Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
                     Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
@@ -938,7 +954,7 @@ impl Session {
         }
         if self.connected {
             if let Some(p) = self.ping
-                && now >= self.last_sent + p {
+                && now >= self.activity.last_sent() + p {
                     self.ping_due = true;
                 }
             if self.reneg_at.is_some_and(|t| now >= t) {
@@ -1031,7 +1047,7 @@ impl Session {
         let stamp = ReplayStamp { id: self.wrap_tx_id, time: self.wrap_tx_time };
         self.wrap_tx_id = self.wrap_tx_id.wrapping_add(1);
         ctx.wrap.wrap(&pkt.head(), stamp, &body, out);
-        self.last_sent = now;
+        self.activity.sent(now, 0);
     }
 }
 

@@ -16,6 +16,7 @@ use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM, DatagramOutcome, DisconnectReason,
     DropReason, EncapOutcome, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
 };
+use warren_openvpn::dataplane::DataPlane;
 
 // ---------------------------------------------------------------------------------------------
 // PKI
@@ -274,6 +275,10 @@ struct World {
     client_tun: Vec<Vec<u8>>,
     server_drops: Vec<DropReason>,
     client_drops: Vec<DropReason>,
+    /// A data worker's replica: when set, P_DATA_V2 to the server and the server's tun
+    /// packets go through it instead of the engine (as in the multi-core driver).
+    plane: Option<DataPlane>,
+    plane_opened: usize,
 }
 
 impl World {
@@ -296,11 +301,35 @@ impl World {
             client_tun: Vec::new(),
             server_drops: Vec::new(),
             client_drops: Vec::new(),
+            plane: None,
+            plane_opened: 0,
+        }
+    }
+
+    fn with_plane(mut self) -> World {
+        let config = self.server.enable_data_plane();
+        self.plane = Some(DataPlane::new(config));
+        self
+    }
+
+    /// Moves published changes to the plane and its events back, like the driver does
+    /// after every input and before sending.
+    fn sync_plane(&mut self) {
+        let Some(plane) = self.plane.as_mut() else { return };
+        while let Some(c) = self.server.poll_data_change() {
+            plane.apply(c);
+        }
+        while let Some(e) = plane.poll_event() {
+            self.server.handle_data_event(self.now, e);
+        }
+        while let Some(c) = self.server.poll_data_change() {
+            plane.apply(c);
         }
     }
 
     /// Drains both endpoints' output into the network.
     fn flush(&mut self) {
+        self.sync_plane();
         let mut out = Vec::new();
         for _ in 0..10_000 {
             let Some(to) = self.server.poll_transmit(self.now, &mut out) else { break };
@@ -310,6 +339,7 @@ impl World {
             let Some(to) = self.client.poll_transmit(self.now, &mut out) else { break };
             self.net.send(self.now, addr(CLIENT), to, out.clone());
         }
+        self.sync_plane();
         while let Some(e) = self.server.poll_event() {
             self.server_events.push(e);
         }
@@ -320,7 +350,14 @@ impl World {
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, mut pkt: Vec<u8>) {
         if to == addr(SERVER) {
-            match self.server.handle_datagram(self.now, from, &mut pkt) {
+            let outcome = match self.plane.as_mut() {
+                Some(plane) if DataPlane::wants(&pkt) => {
+                    self.plane_opened += 1;
+                    plane.open(self.now, from, &mut pkt)
+                }
+                _ => self.server.handle_datagram(self.now, from, &mut pkt),
+            };
+            match outcome {
                 DatagramOutcome::Tun(r) | DatagramOutcome::ClientToClient(r) => self.server_tun.push(pkt[r].to_vec()),
                 DatagramOutcome::Dropped(d) => self.server_drops.push(d),
                 DatagramOutcome::Consumed => {}
@@ -405,7 +442,11 @@ impl World {
         let pkt = ipv4_udp(Ipv4Addr::new(10, 8, 0, 1), self.client_ip(), payload);
         let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
         buf[DATA_HEADROOM..].copy_from_slice(&pkt);
-        match self.server.encapsulate(self.now, &mut buf, pkt.len()) {
+        let outcome = match self.plane.as_mut() {
+            Some(plane) => plane.seal(self.now, &mut buf, pkt.len()),
+            None => self.server.encapsulate(self.now, &mut buf, pkt.len()),
+        };
+        match outcome {
             EncapOutcome::Send { dst, range } => {
                 self.net.send(self.now, addr(SERVER), dst, buf[range].to_vec());
                 true
@@ -572,7 +613,10 @@ fn renegotiation_with_prf_and_lossy_network() {
 }
 
 fn renegotiation(setup: Setup, server_side: bool) {
-    let mut w = World::new(&setup, 42, Impair::default());
+    renegotiation_in(World::new(&setup, 42, Impair::default()), server_side);
+}
+
+fn renegotiation_in(mut w: World, server_side: bool) {
     w.connect(Duration::from_secs(5));
     let mut sent = 0u32;
     // Ten minutes with a packet each way every 250 ms.
@@ -875,4 +919,139 @@ fn undecided_auth_times_out_with_the_hand_window() {
     w.run_for(Duration::from_secs(65));
     assert!(!w.client.is_connected());
     assert_eq!(w.server.session_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The data plane split (multi-core drivers): the same scenarios with P_DATA_V2 opened and
+// tun packets sealed by a DataPlane replica instead of the engine.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn data_plane_carries_data_across_server_renegotiations() {
+    let setup = Setup { server_reneg: Some(Duration::from_secs(60)), ..Setup::default() };
+    let w = World::new(&setup, 42, Impair::default()).with_plane();
+    renegotiation_in(w, true);
+}
+
+#[test]
+fn data_plane_carries_data_across_client_renegotiations_on_a_lossy_network() {
+    let setup = Setup { client_reneg: Some(Duration::from_secs(60)), ..Setup::default() };
+    let mut w = World::new(&setup, 43, Impair::default()).with_plane();
+    w.connect(Duration::from_secs(5));
+    let mut sent = 0u32;
+    w.net.impair = Impair { loss: 0.1, dup: 0.05, jitter_ms: 50 };
+    for _ in 0..(4 * 300) {
+        assert!(w.client_sends(format!("c{sent}").as_bytes()));
+        assert!(w.server_sends(format!("s{sent}").as_bytes()));
+        sent += 1;
+        w.run_for(Duration::from_millis(250));
+    }
+    w.net.impair = Impair::default();
+    w.run_for(Duration::from_secs(1));
+    let renegs = w.server_events.iter().filter(|e| matches!(e, ServerEvent::Renegotiated { .. })).count();
+    assert!(renegs >= 4, "{renegs} renegotiations");
+    // Loss takes packets away; what arrives arrives once, and duplicates are replays.
+    assert!(w.server_tun.len() as u32 > sent / 2 && w.server_tun.len() as u32 <= sent);
+    let mut seen = std::collections::HashSet::new();
+    assert!(w.server_tun.iter().all(|p| seen.insert(p.clone())), "a packet came out twice");
+    assert!(w.server_drops.iter().all(|d| *d == DropReason::Replay), "{:?}", w.server_drops);
+    assert!(w.plane_opened > w.server_tun.len(), "the plane opened the data");
+}
+
+#[test]
+fn data_plane_drops_replays_and_unknown_peers() {
+    let mut w = World::new(&Setup::default(), 3, Impair::default()).with_plane();
+    w.connect(Duration::from_secs(5));
+    let before = w.net.log.len();
+    assert!(w.client_sends(b"once"));
+    let (from, to, pkt) = w.net.log[before].clone();
+    w.run_for(Duration::from_millis(50));
+    assert_eq!(w.server_tun.len(), 1);
+    assert_eq!(w.plane_opened, 1);
+    w.deliver(from, to, pkt.clone());
+    assert_eq!(w.server_drops, vec![DropReason::Replay]);
+    // The same packet with another peer id fails: the peer id is authenticated.
+    let mut other = pkt.clone();
+    other[3] ^= 1;
+    w.deliver(from, to, other);
+    assert_eq!(w.server_tun.len(), 1);
+    assert_eq!(w.server_drops.len(), 2);
+}
+
+#[test]
+fn data_plane_keepalive_and_ping_restart_use_the_shared_activity() {
+    let mut w = World::new(&Setup { ping: Some(5), ping_restart: Some(20), ..Setup::default() }, 4, Impair::default()).with_plane();
+    w.connect(Duration::from_secs(5));
+    // The client's pings reach the server through the plane only; the engine must see them.
+    w.run_for(Duration::from_secs(90));
+    assert!(w.plane_opened >= 10, "pings went through the plane ({})", w.plane_opened);
+    assert!(w.client.is_connected());
+    assert_eq!(w.server.clients().len(), 1, "the server kept the session alive on the plane's pings");
+    w.net.blackhole = true;
+    w.run_for(Duration::from_secs(50));
+    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::PingTimeout, .. })));
+    assert_eq!(w.plane.as_ref().unwrap().peer_count(), 0, "the removal reached the plane");
+}
+
+#[test]
+fn data_plane_reports_float_to_the_engine() {
+    let mut w = World::new(&Setup::default(), 5, Impair::default()).with_plane();
+    w.connect(Duration::from_secs(5));
+    // Float: an authenticated data packet from a new address moves the session there.
+    let before = w.net.log.len();
+    assert!(w.client_sends(b"moving"));
+    let (_, to, pkt) = w.net.log[before].clone();
+    w.net.log.truncate(before);
+    w.net.blackhole = true; // the copy in flight from the old address is lost
+    let new_addr = addr("192.0.2.99:4000");
+    w.deliver(new_addr, to, pkt);
+    w.flush();
+    assert_eq!(w.server_tun.len(), 1);
+    assert_eq!(w.server.clients()[0].real_addr, new_addr);
+    w.net.blackhole = false;
+    assert!(w.server_sends(b"to the new address"));
+    assert!(w.net.log[before..].iter().any(|(_, to, _)| *to == new_addr), "sealed for the new address");
+}
+
+#[test]
+fn data_plane_reports_exit_notify_to_the_engine() {
+    let mut w = World::new(&Setup::default(), 5, Impair::default()).with_plane();
+    w.connect(Duration::from_secs(5));
+    // An OCC EXIT on the data channel (what clients without cc-exit send).
+    let mut buf = vec![0u8; DATA_HEADROOM];
+    warren_wire::encode_occ_exit(&mut buf);
+    let len = buf.len() - DATA_HEADROOM;
+    let range = w.client.encapsulate(w.now, &mut buf, len).expect("sealed");
+    let now = w.now;
+    w.net.send(now, addr(CLIENT), addr(SERVER), buf[range].to_vec());
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.plane_opened, 1);
+    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::ExitNotify, .. })));
+    assert!(w.server.clients().is_empty());
+    assert_eq!(w.plane.as_ref().unwrap().peer_count(), 0, "the removal reached the plane");
+}
+
+#[test]
+fn data_plane_and_engine_share_the_send_counter() {
+    // The engine seals pings and the plane seals data with the same key: the ids never
+    // repeat, so the client accepts every packet.
+    let mut w = World::new(&Setup { ping: Some(1), ..Setup::default() }, 6, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let config = w.server.enable_data_plane();
+    let mut plane = DataPlane::new(config);
+    while let Some(c) = w.server.poll_data_change() {
+        plane.apply(c);
+    }
+    w.plane = Some(plane);
+    for i in 0..200 {
+        // Every other packet is sealed by the engine itself.
+        let parked = if i % 2 == 0 { w.plane.take() } else { None };
+        assert!(w.server_sends(format!("p{i}").as_bytes()));
+        if parked.is_some() {
+            w.plane = parked;
+        }
+        w.run_for(Duration::from_millis(300));
+    }
+    assert_eq!(w.client_tun.len(), 200);
+    assert!(w.client_drops.is_empty(), "{:?}", w.client_drops);
 }

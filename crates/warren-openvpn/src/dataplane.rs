@@ -1,0 +1,577 @@
+//! The data channel, split off the control side for multi-core drivers.
+//!
+//! The [`Server`](crate::Server) owns every session, single-threaded. A multi-core driver
+//! asks it to publish each peer's data-channel state ([`Server::enable_data_plane`]) and
+//! keeps one [`DataPlane`] per data worker, a replica fed with those [`DataChange`]s. A
+//! worker then seals and opens without the control side:
+//!
+//! * what is shared between the control side and every worker is immutable or atomic:
+//!   the [`DataKeys`] (`Arc`), each key's send counter ([`TxCounter`], one `fetch_add` per
+//!   packet, so ids stay unique whoever seals) and each peer's [`Activity`] (last packet
+//!   in and out, byte counters: the control side's keepalive and ping-restart timers read
+//!   them);
+//! * what must stay sequential per peer lives with one owner: the replay windows. The
+//!   driver routes every P_DATA_V2 datagram of a peer to one worker (by peer id), and that
+//!   worker's [`DataPlane`] holds the windows; a datagram checked by one window is never
+//!   seen by another, because the peer id is covered by the AEAD tag.
+//! * what only the control side may decide comes back as a [`DataEvent`] (the peer moved
+//!   to a new address, sent exit-notify, or spent its packet ids), which the driver hands to
+//!   [`Server::handle_data_event`].
+//!
+//! Nothing here reads a clock or takes a lock; a driver moves the values between threads.
+//!
+//! [`Server::enable_data_plane`]: crate::Server::enable_data_plane
+//! [`Server::handle_data_event`]: crate::Server::handle_data_event
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use warren_core::{Instant, KeyId};
+use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
+
+use crate::server::{DatagramOutcome, DropReason, EncapOutcome};
+
+/// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
+pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
+
+/// The P_DATA_V2 peer id meaning "none assigned" (ssl_pkt.h MAX_PEER_ID / 0xFFFFFF).
+pub const UNDEFINED_PEER_ID: u32 = 0x00FF_FFFF;
+
+/// The send packet-id counter of one data key, shared by everything that seals with it.
+///
+/// Ids start at 1 (0 is never sent, packet_id.c) and end at `u32::MAX - 1`; a reservation
+/// is one atomic add, so threads sealing for the same key never reuse an id (which is
+/// what AES-GCM and ChaCha20-Poly1305 need: the packet id is the nonce).
+#[derive(Debug)]
+pub struct TxCounter {
+    next: AtomicU64,
+}
+
+impl TxCounter {
+    pub(crate) fn new() -> Self {
+        TxCounter { next: AtomicU64::new(1) }
+    }
+
+    /// Reserves `n` consecutive ids and returns the first, or `None` when the id space is
+    /// spent (the key must be renegotiated long before: see the wrap trigger).
+    pub fn reserve(&self, n: u32) -> Option<u32> {
+        let first = self.next.fetch_add(u64::from(n), Ordering::Relaxed);
+        // The last id handed out is first + n - 1, which must stay below u32::MAX.
+        if first + u64::from(n) > u64::from(u32::MAX) {
+            return None;
+        }
+        u32::try_from(first).ok()
+    }
+
+    /// The next id that would be handed out (for tests and status).
+    pub fn peek(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+}
+
+/// One peer's traffic clock and counters, written by whichever thread moves its packets.
+///
+/// Relaxed atomics: the readers (timers, status) need an approximately current value,
+/// never a consistent snapshot of several fields.
+#[derive(Debug)]
+pub struct Activity {
+    last_rx: AtomicU64,
+    last_tx: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new(now: Instant) -> Self {
+        Activity {
+            last_rx: AtomicU64::new(now.as_nanos()),
+            last_tx: AtomicU64::new(now.as_nanos()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// A packet from the peer was accepted (`bytes` of plaintext; 0 for control).
+    pub fn received(&self, now: Instant, bytes: u64) {
+        self.last_rx.fetch_max(now.as_nanos(), Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// A packet went to the peer (`bytes` of plaintext; 0 for control).
+    pub fn sent(&self, now: Instant, bytes: u64) {
+        self.last_tx.fetch_max(now.as_nanos(), Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    pub fn last_received(&self) -> Instant {
+        Instant::from_nanos(self.last_rx.load(Ordering::Relaxed))
+    }
+
+    pub fn last_sent(&self) -> Instant {
+        Instant::from_nanos(self.last_tx.load(Ordering::Relaxed))
+    }
+
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+/// One data key as a worker sees it.
+#[derive(Clone)]
+pub struct DataKeyRef {
+    pub key_id: KeyId,
+    pub keys: Arc<DataKeys>,
+    pub tx: Arc<TxCounter>,
+}
+
+impl std::fmt::Debug for DataKeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKeyRef")
+            .field("key_id", &self.key_id)
+            .field("cipher", &self.keys.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataKeyRef {
+    fn same(&self, other: &DataKeyRef) -> bool {
+        Arc::ptr_eq(&self.keys, &other.keys)
+    }
+}
+
+/// What a worker needs to move one peer's data, as published by the control side.
+#[derive(Debug, Clone)]
+pub struct PeerData {
+    pub peer_id: u32,
+    /// Tells a session apart from an earlier one that had the same peer id.
+    pub generation: u64,
+    pub addr: SocketAddr,
+    pub vpn_ip: Option<Ipv4Addr>,
+    /// Send P_DATA_V2 with the peer id (the client announced support), else P_DATA_V1.
+    pub data_v2: bool,
+    /// The key to seal with (the newest active one), if any.
+    pub send: Option<DataKeyRef>,
+    /// Every key a packet may arrive on (new, current, lame duck).
+    pub recv: Vec<DataKeyRef>,
+    pub activity: Arc<Activity>,
+}
+
+/// A change of the published data state, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum DataChange {
+    Update(PeerData),
+    Remove { peer_id: u32, generation: u64 },
+}
+
+/// What a worker saw that only the control side may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataEvent {
+    /// An authenticated packet came from a new address (float, mudp.c:188).
+    Float { peer_id: u32, generation: u64, addr: SocketAddr },
+    /// The peer sent OCC EXIT (explicit-exit-notify).
+    ExitNotify { peer_id: u32, generation: u64 },
+    /// The send key passed the wrap trigger: renegotiate now.
+    KeyExhausted { peer_id: u32, generation: u64 },
+}
+
+/// Routing and filtering rules the workers apply like the server does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPlaneConfig {
+    pub client_to_client: bool,
+    /// MSS clamp (`mssfix`) applied to TCP SYNs in both directions.
+    pub mss: Option<u16>,
+}
+
+struct RecvKey {
+    key: DataKeyRef,
+    window: ReplayWindow,
+}
+
+struct PlanePeer {
+    data: PeerData,
+    recv: Vec<RecvKey>,
+    /// The address a float was reported for, until the control side answers.
+    float_reported: Option<SocketAddr>,
+    exhausted_reported: bool,
+    exit_reported: bool,
+}
+
+/// One data worker's replica of the server's data state: seals tun packets for any peer
+/// and opens P_DATA_V2 datagrams of the peers routed to it.
+///
+/// Feed it with [`apply`](Self::apply) before handling packets that may depend on a
+/// change (drain the control side's queue first on every wake-up), then call
+/// [`open`](Self::open) / [`seal`](Self::seal), then hand [`poll_event`](Self::poll_event)'s
+/// events to the control side.
+///
+/// ```
+/// use warren_openvpn::dataplane::{DataPlane, DataPlaneConfig};
+/// use warren_openvpn::{DatagramOutcome, DropReason};
+/// let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
+/// // No peer published yet: a P_DATA_V2 datagram for peer 5 is dropped.
+/// let mut dgram = [0x48, 0, 0, 5, 0, 0, 0, 1];
+/// let from = "192.0.2.7:1194".parse().unwrap();
+/// assert_eq!(plane.open(warren_core::Instant::ZERO, from, &mut dgram),
+///            DatagramOutcome::Dropped(DropReason::NoSession));
+/// ```
+pub struct DataPlane {
+    config: DataPlaneConfig,
+    peers: Vec<Option<PlanePeer>>,
+    by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    events: VecDeque<DataEvent>,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("config", &self.config)
+            .field("peers", &self.by_vpn_ip.len())
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    pub fn new(config: DataPlaneConfig) -> Self {
+        DataPlane { config, peers: Vec::new(), by_vpn_ip: HashMap::new(), events: VecDeque::new(), dropped: 0 }
+    }
+
+    /// Packets dropped so far (any reason).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Peers currently known.
+    pub fn peer_count(&self) -> usize {
+        self.peers.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// Applies one published change. Replay windows of keys that are still there survive
+    /// an update; a new session (another generation) starts from scratch.
+    pub fn apply(&mut self, change: DataChange) {
+        match change {
+            DataChange::Remove { peer_id, generation } => {
+                let idx = peer_id as usize;
+                if self.peers.get(idx).and_then(Option::as_ref).is_some_and(|p| p.data.generation == generation)
+                    && let Some(p) = self.peers[idx].take()
+                    && let Some(ip) = p.data.vpn_ip
+                    && self.by_vpn_ip.get(&ip) == Some(&peer_id)
+                {
+                    self.by_vpn_ip.remove(&ip);
+                }
+            }
+            DataChange::Update(data) => {
+                let idx = data.peer_id as usize;
+                if idx >= UNDEFINED_PEER_ID as usize {
+                    return;
+                }
+                if self.peers.len() <= idx {
+                    self.peers.resize_with(idx + 1, || None);
+                }
+                let old = self.peers[idx].take();
+                let (mut old_recv, float_reported, exhausted_reported, exit_reported) = match old {
+                    Some(o) => {
+                        if let Some(ip) = o.data.vpn_ip
+                            && self.by_vpn_ip.get(&ip) == Some(&data.peer_id)
+                        {
+                            self.by_vpn_ip.remove(&ip);
+                        }
+                        if o.data.generation == data.generation {
+                            let same_send = match (&o.data.send, &data.send) {
+                                (Some(a), Some(b)) => a.same(b),
+                                _ => false,
+                            };
+                            let float = o.float_reported.filter(|a| *a != data.addr);
+                            (o.recv, float, o.exhausted_reported && same_send, o.exit_reported)
+                        } else {
+                            (Vec::new(), None, false, false)
+                        }
+                    }
+                    None => (Vec::new(), None, false, false),
+                };
+                let recv = data
+                    .recv
+                    .iter()
+                    .map(|k| {
+                        let window = old_recv
+                            .iter()
+                            .position(|o| o.key.same(k))
+                            .map(|i| old_recv.swap_remove(i).window)
+                            .unwrap_or_default();
+                        RecvKey { key: k.clone(), window }
+                    })
+                    .collect();
+                if let Some(ip) = data.vpn_ip {
+                    self.by_vpn_ip.insert(ip, data.peer_id);
+                }
+                self.peers[idx] = Some(PlanePeer { data, recv, float_reported, exhausted_reported, exit_reported });
+            }
+        }
+    }
+
+    /// The next event for the control side.
+    pub fn poll_event(&mut self) -> Option<DataEvent> {
+        self.events.pop_front()
+    }
+
+    /// The peer a tun packet (an IPv4 packet at `pkt`) is routed to, without sealing it.
+    /// A multi-core driver uses it to give the packet to the worker that seals for that
+    /// peer, so that one peer's packet ids go out in order.
+    pub fn route(&self, pkt: &[u8]) -> Option<u32> {
+        let dst = pkt.get(16..20)?;
+        if pkt[0] >> 4 != 4 {
+            return None;
+        }
+        self.by_vpn_ip.get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3])).copied()
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) -> DatagramOutcome {
+        self.dropped += 1;
+        DatagramOutcome::Dropped(reason)
+    }
+
+    /// Opens a P_DATA_V2 datagram in place (authenticate, then the replay check, as
+    /// crypto.c openvpn_decrypt_aead does) and applies the server's rules to the
+    /// plaintext: pings and OCC are consumed, the source must be the peer's VPN address,
+    /// TCP SYNs are clamped, packets for another client are returned as
+    /// [`DatagramOutcome::ClientToClient`] when client-to-client is on.
+    ///
+    /// P_DATA_V1 and datagrams of unknown peers are [`DropReason::NoSession`]: those belong
+    /// to the control side (see [`DataPlane::wants`]).
+    pub fn open(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+        let header = match DataHeader::parse(buf) {
+            Ok(h) => h,
+            Err(_) => return self.drop_packet(DropReason::Malformed),
+        };
+        let Some(peer_id) = header.peer_id else {
+            return self.drop_packet(DropReason::NoSession);
+        };
+        let Some(p) = self.peers.get_mut(peer_id as usize).and_then(Option::as_mut) else {
+            return self.drop_packet(DropReason::NoSession);
+        };
+        let Some(rk) = p.recv.iter_mut().find(|k| k.key.key_id == header.key_id) else {
+            return self.drop_packet(DropReason::NoKey);
+        };
+        let (pid, range) = match rk.key.keys.open(buf) {
+            Ok(x) => x,
+            Err(_) => return self.drop_packet(DropReason::DecryptFailed),
+        };
+        if rk.window.check_and_update(pid, 0, now).is_err() {
+            return self.drop_packet(DropReason::Replay);
+        }
+        p.data.activity.received(now, range.len() as u64);
+        if from != p.data.addr && p.float_reported != Some(from) {
+            p.float_reported = Some(from);
+            self.events.push_back(DataEvent::Float { peer_id, generation: p.data.generation, addr: from });
+        }
+        let vpn_ip = p.data.vpn_ip;
+        let generation = p.data.generation;
+        let payload = &mut buf[range.clone()];
+        if warren_wire::is_ping(payload) {
+            return DatagramOutcome::Consumed;
+        }
+        if payload.starts_with(&warren_wire::OCC_MAGIC) {
+            if matches!(warren_wire::parse_occ(payload), Some(warren_wire::OccMessage::Exit)) && !p.exit_reported {
+                p.exit_reported = true;
+                self.events.push_back(DataEvent::ExitNotify { peer_id, generation });
+            }
+            return DatagramOutcome::Consumed;
+        }
+        if payload.len() < 20 || payload[0] >> 4 != 4 {
+            return self.drop_packet(DropReason::NotIpv4);
+        }
+        let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
+        if Some(src) != vpn_ip {
+            // multi.c: "bad source address from client": no spoofing of other addresses.
+            return self.drop_packet(DropReason::BadSource);
+        }
+        if let Some(mss) = self.config.mss {
+            crate::mss::clamp_ipv4(payload, mss);
+        }
+        let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+        if self.config.client_to_client && self.by_vpn_ip.get(&dst).is_some_and(|&other| other != peer_id) {
+            return DatagramOutcome::ClientToClient(range);
+        }
+        DatagramOutcome::Tun(range)
+    }
+
+    /// Whether a datagram is for a data worker: P_DATA_V2 with a defined peer id.
+    /// Everything else (control packets, P_DATA_V1, the undefined peer id) belongs to the
+    /// control side's [`Server::handle_datagram`](crate::Server::handle_datagram).
+    pub fn wants(dgram: &[u8]) -> bool {
+        matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if id != UNDEFINED_PEER_ID)
+    }
+
+    /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]`, an IP packet read from the tun, in
+    /// place for the peer its destination routes to. Like [`Server::encapsulate`](crate::Server::encapsulate).
+    pub fn seal(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
+        let end = DATA_HEADROOM + len;
+        if buf.len() < end || len < 20 {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::Malformed);
+        }
+        let pkt = &mut buf[DATA_HEADROOM..end];
+        if pkt[0] >> 4 != 4 {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::NotIpv4);
+        }
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let Some(&peer_id) = self.by_vpn_ip.get(&dst) else {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::NoRoute);
+        };
+        if let Some(mss) = self.config.mss {
+            crate::mss::clamp_ipv4(pkt, mss);
+        }
+        let Some(p) = self.peers.get_mut(peer_id as usize).and_then(Option::as_mut) else {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::NoRoute);
+        };
+        let Some(key) = &p.data.send else {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::NoKey);
+        };
+        let Some(pid) = key.tx.reserve(1) else {
+            self.dropped += 1;
+            return EncapOutcome::Dropped(DropReason::NoKey);
+        };
+        if pid >= PACKET_ID_WRAP_TRIGGER && !p.exhausted_reported {
+            p.exhausted_reported = true;
+            self.events.push_back(DataEvent::KeyExhausted { peer_id, generation: p.data.generation });
+        }
+        let header = DataHeader { key_id: key.key_id, peer_id: p.data.data_v2.then_some(p.data.peer_id) };
+        let range = key.keys.seal(header, pid, &mut buf[..end]);
+        p.data.activity.sent(now, len as u64);
+        EncapOutcome::Send { dst: p.data.addr, range }
+    }
+}
+
+/// What the control side last published for a session, to tell whether it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Published {
+    pub generation: u64,
+    pub addr: SocketAddr,
+    pub vpn_ip: Option<Ipv4Addr>,
+    pub data_v2: bool,
+    /// Identity (pointer) and key id of the send key and of each receive key.
+    pub send: Option<(usize, KeyId)>,
+    pub recv: Vec<(usize, KeyId)>,
+}
+
+impl Published {
+    pub fn of(d: &PeerData) -> Self {
+        let id = |k: &DataKeyRef| (Arc::as_ptr(&k.keys) as usize, k.key_id);
+        Published {
+            generation: d.generation,
+            addr: d.addr,
+            vpn_ip: d.vpn_ip,
+            data_v2: d.data_v2,
+            send: d.send.as_ref().map(id),
+            recv: d.recv.iter().map(id).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use warren_crypto::{CipherKind, Key2, Role};
+
+    fn counter_at(next: u64) -> TxCounter {
+        TxCounter { next: AtomicU64::new(next) }
+    }
+
+    #[test]
+    fn packet_ids_start_at_one_and_end_before_u32_max() {
+        let c = TxCounter::new();
+        assert_eq!(c.reserve(1), Some(1));
+        assert_eq!(c.reserve(64), Some(2));
+        assert_eq!(c.reserve(1), Some(66));
+        let c = counter_at(u64::from(u32::MAX) - 2);
+        assert_eq!(c.reserve(1), Some(u32::MAX - 2));
+        assert_eq!(c.reserve(1), Some(u32::MAX - 1));
+        assert_eq!(c.reserve(1), None, "u32::MAX is never used");
+        assert_eq!(c.reserve(1), None);
+        let c = counter_at(u64::from(u32::MAX) - 2);
+        assert_eq!(c.reserve(3), None, "a run that would reach u32::MAX is refused");
+    }
+
+    fn peer(tx: TxCounter) -> PeerData {
+        let keys = Arc::new(DataKeys::new(CipherKind::Aes256Gcm, &Key2::from_bytes([7; 256]), Role::Server));
+        let key = DataKeyRef { key_id: KeyId::ZERO, keys, tx: Arc::new(tx) };
+        PeerData {
+            peer_id: 3,
+            generation: 9,
+            addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
+            vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
+            data_v2: true,
+            send: Some(key.clone()),
+            recv: vec![key],
+            activity: Arc::new(Activity::new(Instant::ZERO)),
+        }
+    }
+
+    fn ipv4_to(dst: Ipv4Addr) -> Vec<u8> {
+        let mut buf = vec![0u8; DATA_HEADROOM + 40];
+        let p = &mut buf[DATA_HEADROOM..];
+        p[0] = 0x45;
+        p[3] = 40;
+        p[9] = 17;
+        p[16..20].copy_from_slice(&dst.octets());
+        buf
+    }
+
+    #[test]
+    fn the_wrap_trigger_is_reported_once() {
+        let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
+        plane.apply(DataChange::Update(peer(counter_at(u64::from(PACKET_ID_WRAP_TRIGGER) - 1))));
+        let now = Instant::from_secs(1);
+        for _ in 0..3 {
+            let mut buf = ipv4_to(Ipv4Addr::new(10, 8, 0, 6));
+            assert!(matches!(plane.seal(now, &mut buf, 40), EncapOutcome::Send { .. }));
+        }
+        assert_eq!(plane.poll_event(), Some(DataEvent::KeyExhausted { peer_id: 3, generation: 9 }));
+        assert_eq!(plane.poll_event(), None);
+    }
+
+    #[test]
+    fn updates_keep_windows_and_removals_need_the_right_generation() {
+        let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
+        let p = peer(TxCounter::new());
+        plane.apply(DataChange::Update(p.clone()));
+        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]), Some(3));
+        // A stale removal (an earlier session with the same peer id) changes nothing.
+        plane.apply(DataChange::Remove { peer_id: 3, generation: 8 });
+        assert_eq!(plane.peer_count(), 1);
+        // A new address: the route follows, the old VPN address is gone.
+        let mut moved = p.clone();
+        moved.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 10));
+        plane.apply(DataChange::Update(moved));
+        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]), None);
+        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]), Some(3));
+        plane.apply(DataChange::Remove { peer_id: 3, generation: 9 });
+        assert_eq!(plane.peer_count(), 0);
+        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]), None);
+    }
+
+    #[test]
+    fn wants_only_p_data_v2_with_a_defined_peer_id() {
+        assert!(DataPlane::wants(&[0x48, 0, 0, 5, 1, 2]));
+        assert!(!DataPlane::wants(&[0x48, 0xff, 0xff, 0xff, 1, 2]), "undefined peer id");
+        assert!(!DataPlane::wants(&[0x30, 0, 0, 5]), "P_DATA_V1");
+        assert!(!DataPlane::wants(&[0x20, 0, 0, 5]), "P_CONTROL_V1");
+        assert!(!DataPlane::wants(&[0x48, 0]), "short");
+        assert!(!DataPlane::wants(&[]));
+    }
+}
