@@ -30,8 +30,7 @@ use ipnet::Ipv4Net;
 use tracing::{info, warn};
 use warren_crypto::CipherKind;
 use warren_io::{
-    Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind,
-    UdpFamily,
+    Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind, UdpFamily,
 };
 use warren_openvpn::tls::{CertRole, ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{KeyDerivation, Server, ServerConfig, WrapConfig};
@@ -126,6 +125,37 @@ pub struct ServerArgs {
     /// networks where the offloads misbehave; much slower.
     #[arg(long)]
     pub no_offload: bool,
+    /// Threads moving data: the main thread plus N-1 data workers, each with its own tun
+    /// queue and UDP socket (also WARREN_WORKERS). Default: one per CPU core, at most 4.
+    /// 1 keeps everything on one thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: Option<u16>,
+}
+
+/// Most data threads chosen automatically.
+const AUTO_MAX_THREADS: usize = 4;
+
+/// Data threads: `--workers N`, else `WARREN_WORKERS`, else one per core up to 4.
+pub(crate) fn data_threads(flag: Option<u16>) -> Result<usize> {
+    let env = std::env::var("WARREN_WORKERS").ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    data_threads_from(flag, env.as_deref(), cores)
+}
+
+fn data_threads_from(flag: Option<u16>, env: Option<&str>, cores: usize) -> Result<usize> {
+    if let Some(n) = flag {
+        return Ok(usize::from(n));
+    }
+    match env.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=warren_io::MAX_STEERED_SOCKETS).contains(&n) => Ok(n),
+            _ => Err(anyhow!(
+                "WARREN_WORKERS={v}: expected a number of threads from 1 to {}",
+                warren_io::MAX_STEERED_SOCKETS
+            )),
+        },
+        None => Ok(cores.clamp(1, AUTO_MAX_THREADS)),
+    }
 }
 
 /// Whether to use tun offloads and batched UDP: not with `--no-offload`,
@@ -187,6 +217,8 @@ struct Extras {
     status: Option<warren_driver::StatusOptions>,
     /// Why tun offloads and batched UDP are off (`None`: on).
     offload_off: Option<&'static str>,
+    /// Threads moving data (1: the main loop alone).
+    threads: usize,
     user: Option<String>,
     group: Option<String>,
     store: Option<StoreBacked>,
@@ -197,7 +229,15 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     let signals = Signals::new().context("setting up signal handling")?;
     let clock = Clock::new().context("reading the system clocks")?;
     match &args.config {
-        Some(path) => run_config(path, args.no_offload, signals, clock, verbose, quiet),
+        Some(path) => run_config(
+            path,
+            args.no_offload,
+            args.workers,
+            signals,
+            clock,
+            verbose,
+            quiet,
+        ),
         None => run_zero_config(args, signals, clock, verbose, quiet),
     }
 }
@@ -262,6 +302,7 @@ fn run_zero_config(
     let extras = Extras {
         status,
         offload_off: offload_choice(args.no_offload, true).1,
+        threads: data_threads(args.workers)?,
         user: None,
         group: None,
         store: Some(StoreBacked {
@@ -295,6 +336,7 @@ fn first_run_text(dir: &Path, created: &[String]) -> String {
 fn run_config(
     config_path: &Path,
     no_offload: bool,
+    workers_flag: Option<u16>,
     signals: Signals,
     clock: Clock,
     verbose: u8,
@@ -359,6 +401,11 @@ fn run_config(
     let extras = Extras {
         status,
         offload_off: offload_choice(no_offload, cfg.offload).1,
+        // The command line wins over the config file, which wins over WARREN_WORKERS.
+        threads: match (workers_flag, cfg.workers) {
+            (None, Some(n)) => usize::from(n),
+            (flag, _) => data_threads(flag)?,
+        },
         user: cfg.user.clone(),
         group: cfg.group.clone(),
         store,
@@ -477,11 +524,11 @@ fn serve(plan: Plan, extras: Extras, signals: Signals, clock: Clock) -> Result<(
         } else {
             OffloadMode::Off
         },
-        multi_queue: false,
+        multi_queue: extras.threads > 1,
     })
     .with_context(|| format!("opening tun device `{}`", plan.dev))?;
-    let socket = warren_driver::UdpIo::bind(&plan.bind, extras.offload_off.is_none())
-        .context("opening the UDP socket")?;
+    let batched = extras.offload_off.is_none();
+    let (socket, workers) = data_io(&plan.bind, &tun, batched, extras.threads)?;
     if let Some(why) = extras.offload_off {
         info!("offloads off ({why}): one packet per system call");
     }
@@ -546,11 +593,63 @@ fn serve(plan: Plan, extras: Extras, signals: Signals, clock: Clock) -> Result<(
             std::env::consts::ARCH
         ),
         auth,
+        workers,
     };
     warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
     Ok(())
 }
 
+/// The main loop's UDP socket and, with several data threads, each worker's tun queue and
+/// steered socket. A kernel that refuses the steering program or another tun queue gets
+/// one data thread (with a warning), never unsteered sockets.
+fn data_io(
+    bind: &warren_io::UdpBind,
+    tun: &OffloadTun,
+    batched: bool,
+    threads: usize,
+) -> Result<(warren_driver::UdpIo, Vec<warren_driver::WorkerIo>)> {
+    let single = || {
+        warren_driver::UdpIo::bind(bind, batched)
+            .map(|s| (s, Vec::new()))
+            .context("opening the UDP socket")
+    };
+    if threads <= 1 {
+        return single();
+    }
+    let sockets = match warren_io::bind_steered(bind, threads) {
+        Ok(s) => s,
+        Err(warren_io::SteerError::Bind(e)) => {
+            return Err(e).context("opening the UDP sockets");
+        }
+        Err(e) => {
+            warn!("{e}: running one data thread");
+            return single();
+        }
+    };
+    let mut udp = Vec::with_capacity(threads);
+    for s in sockets {
+        udp.push(
+            warren_driver::UdpIo::from_socket(s, batched).context("setting up a data socket")?,
+        );
+    }
+    let mut workers = Vec::with_capacity(threads - 1);
+    let mut it = udp.into_iter();
+    let Some(main) = it.next() else {
+        return single();
+    };
+    for u in it {
+        match tun.open_queue() {
+            Ok(q) => workers.push(warren_driver::WorkerIo { tun: q, udp: u }),
+            Err(e) => {
+                warn!("opening another tun queue failed ({e}): running one data thread");
+                drop(workers);
+                drop(main);
+                return single();
+            }
+        }
+    }
+    Ok((main, workers))
+}
 
 /// Everything derived from the config before any OS resource is touched.
 #[derive(Debug)]
@@ -604,7 +703,11 @@ impl Plan {
         let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
             .context("setting up TLS from `ca`, `cert` and `key`")?;
 
-        let wrap = wrap_config(cfg.tls_crypt.as_ref(), cfg.tls_auth.as_ref(), cfg.auth.as_deref())?;
+        let wrap = wrap_config(
+            cfg.tls_crypt.as_ref(),
+            cfg.tls_auth.as_ref(),
+            cfg.auth.as_deref(),
+        )?;
         let ka = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
         let (data_ciphers, fallback, cipher_note) = ciphers(
             &cfg.data_ciphers,
@@ -758,8 +861,6 @@ fn check_push(p: &str) -> Result<()> {
     Ok(())
 }
 
-
-
 fn client_cert_mode(v: warren_config::VerifyClientCert) -> ClientCertMode {
     match v {
         warren_config::VerifyClientCert::None => ClientCertMode::None,
@@ -767,7 +868,6 @@ fn client_cert_mode(v: warren_config::VerifyClientCert) -> ClientCertMode {
         warren_config::VerifyClientCert::Require => ClientCertMode::Require,
     }
 }
-
 
 /// The server's own ping timers and the pushed ones.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -923,6 +1023,18 @@ fn ciphers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_thread_choice() {
+        assert_eq!(data_threads_from(Some(3), Some("5"), 2).ok(), Some(3));
+        assert_eq!(data_threads_from(None, Some("5"), 2).ok(), Some(5));
+        assert_eq!(data_threads_from(None, Some(" "), 2).ok(), Some(2));
+        assert_eq!(data_threads_from(None, None, 16).ok(), Some(4));
+        assert_eq!(data_threads_from(None, None, 1).ok(), Some(1));
+        assert!(data_threads_from(None, Some("0"), 2).is_err());
+        assert!(data_threads_from(None, Some("many"), 2).is_err());
+        assert!(data_threads_from(None, Some("65"), 2).is_err());
+    }
 
     #[test]
     fn offload_switches() {

@@ -40,11 +40,15 @@ fn lab(test: &str) -> Lab {
 }
 
 /// Starts `warren server` with the tests' server.conf, offloads on or off
-/// (`warren-offload off`), and checks the data path it reports.
-fn start_server(lab: &mut Lab, offload: bool) {
+/// (`warren-offload off`), `threads` data threads (`warren-workers`; `None`: the default,
+/// one per core up to 4), and checks the data path it reports.
+fn start_server(lab: &mut Lab, offload: bool, threads: Option<u16>) {
     let mut sc = lab.server_conf();
     if !offload {
         sc.extra.push("warren-offload off".into());
+    }
+    if let Some(n) = threads {
+        sc.extra.push(format!("warren-workers {n}"));
     }
     lab.start_server(&sc);
     let line = lab
@@ -52,6 +56,18 @@ fn start_server(lab: &mut Lab, offload: bool) {
         .wait_for_line(DATA_PATH, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("server did not report its data path: {e}"));
     check_data_path("server", &line, offload);
+    let want = threads.map_or_else(
+        || {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4)
+        },
+        usize::from,
+    );
+    assert!(
+        line.contains(&format!("{want} data thread(s)")),
+        "server: expected {want} data threads: {line}"
+    );
 }
 
 fn check_data_path(who: &str, line: &str, offload: bool) {
@@ -131,10 +147,13 @@ fn bulk_both_ways(lab: &Lab, client_ns: &Netns, client_addr: &str, label: &str) 
     assert!(iperf > 0.0, "{label}: iperf3 moved nothing");
 }
 
-fn warren_pair(offload: bool) {
-    let tag = if offload { "on" } else { "off" };
+fn warren_pair(offload: bool, threads: Option<u16>) {
+    let tag = match threads {
+        Some(n) => format!("{}-t{n}", if offload { "on" } else { "off" }),
+        None => (if offload { "on" } else { "off" }).to_owned(),
+    };
     let mut lab = lab(&format!("offload-ww-{tag}"));
-    start_server(&mut lab, offload);
+    start_server(&mut lab, offload, threads);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
     let args: &[&str] = if offload { &[] } else { &["--no-offload"] };
     let mut client = connect_warren_client(&mut lab, "client1", cc, args);
@@ -163,12 +182,14 @@ fn warren_pair(offload: bool) {
     check_batching("client", &client.proc, "client stopped", offload);
     lab.server().terminate(Duration::from_secs(5));
     check_batching("server", lab.server(), "server stopped", offload);
+    let handed = stat(&lab.server().log(), "server stopped", "handed_off");
+    eprintln!("server ({tag}): {handed} tun packets handed to the thread owning their peer");
 }
 
 fn openvpn_client(offload: bool) {
     let tag = if offload { "on" } else { "off" };
     let mut lab = lab(&format!("offload-ow-{tag}"));
-    start_server(&mut lab, offload);
+    start_server(&mut lab, offload, None);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
     let mut client = lab.connect_client("client1", cc);
     let addr = client.addr().to_owned();
@@ -190,12 +211,25 @@ fn openvpn_client(offload: bool) {
 
 #[test]
 fn warren_client_warren_server_offload_on() {
-    warren_pair(true);
+    warren_pair(true, None);
 }
 
 #[test]
 fn warren_client_warren_server_offload_off() {
-    warren_pair(false);
+    warren_pair(false, None);
+}
+
+/// Everything on the main thread (`warren-workers 1`): the single-threaded loop.
+#[test]
+fn warren_client_warren_server_one_data_thread() {
+    warren_pair(true, Some(1));
+}
+
+/// More data threads than cores: the peer (id 0) belongs to the main thread, the three
+/// workers read their tun queues and hand its packets over.
+#[test]
+fn warren_client_warren_server_four_data_threads() {
+    warren_pair(true, Some(4));
 }
 
 #[test]

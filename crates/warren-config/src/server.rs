@@ -112,6 +112,8 @@ pub struct ServerConfig {
     pub key_derivation: KeyDerivationPolicy,
     /// `warren-offload on|off`: tun offloads and batched UDP (GRO/GSO). Default on.
     pub offload: bool,
+    /// `warren-workers N|auto`: threads moving data (`None`: auto, one per core up to 4).
+    pub workers: Option<u16>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -134,6 +136,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "group",
     "status",
     "status-version",
+    "warren-workers",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -283,6 +286,7 @@ pub fn server_config_from_str(
         rcvbuf: c.rcvbuf,
         key_derivation: c.key_derivation,
         offload: c.offload.unwrap_or(true),
+        workers: s.workers,
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))
@@ -299,6 +303,7 @@ struct ServerState {
     client_to_client: bool,
     duplicate_cn: bool,
     max_clients: Option<u32>,
+    workers: Option<u16>,
     verify_client_cert: VerifyClientCert,
     verify_client_cert_loc: Option<Location>,
     user: Option<String>,
@@ -408,6 +413,17 @@ impl ServerState {
             "duplicate-cn" => {
                 v.expect(0, 0, "no parameters")?;
                 self.duplicate_cn = true;
+            }
+            "warren-workers" => {
+                // A driver choice: the main thread plus N-1 data workers.
+                v.expect(1, 1, "1 parameter (a thread count or `auto`)")?;
+                self.workers = match v.arg(0) {
+                    "auto" => None,
+                    _ => match v.u32_at(0)? {
+                        n @ 1..=64 => Some(n as u16),
+                        _ => return Err(v.invalid(0, "expected `auto` or a thread count from 1 to 64")),
+                    },
+                };
             }
             "max-clients" => {
                 v.expect(1, 1, "1 parameter (a count)")?;

@@ -558,6 +558,20 @@ fn offload_extension() {
 }
 
 #[test]
+fn workers_extension() {
+    assert_eq!(cfg("").workers, None);
+    assert_eq!(cfg("warren-workers 3").workers, Some(3));
+    assert_eq!(cfg("warren-workers 3\nwarren-workers auto").workers, None);
+    assert_eq!(cfg("warren-workers 64").workers, Some(64));
+    err("warren-workers 0", "from 1 to 64");
+    err("warren-workers 65", "from 1 to 64");
+    err("warren-workers many", "non-negative whole number");
+    err("warren-workers", "1 parameter");
+    let e = err("warren-worker 2", "unknown directive");
+    assert!(e.to_string().contains("warren-workers"), "{e}");
+}
+
+#[test]
 fn unknown_directives_and_did_you_mean() {
     let e = err(
         "keepalvie 10 60",

@@ -68,6 +68,15 @@ impl UdpIo {
         }
     }
 
+    /// Wraps a socket bound elsewhere (one of a steered group); with `batched`, GRO/GSO.
+    pub fn from_socket(sock: UdpSocket, batched: bool) -> io::Result<UdpIo> {
+        if batched {
+            BatchUdp::new(sock).map(UdpIo::Batch)
+        } else {
+            Ok(UdpIo::Plain(sock))
+        }
+    }
+
     /// The plain socket (address, single datagrams).
     pub fn socket(&self) -> &UdpSocket {
         match self {

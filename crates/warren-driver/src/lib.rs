@@ -23,6 +23,7 @@ pub mod auth;
 mod batch;
 mod client_loop;
 mod server_loop;
+mod workers;
 pub mod status;
 
 pub use client_loop::{
@@ -31,6 +32,7 @@ pub use client_loop::{
 };
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
 pub use batch::{UdpIo, describe_tun};
+pub use workers::WorkerIo;
 pub use server_loop::{
     BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
 };

@@ -23,6 +23,8 @@ use warren_openvpn::{
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, TAILROOM, TunRx, TunTx, TxQueue, TxSummary, UdpIo, UdpRx};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
+use crate::workers::{self, FromWorker as WorkerMsg, WorkerIo, Workers};
+use std::os::fd::AsFd;
 
 /// Datagrams or tun packets handled per wakeup and direction without batching.
 pub const BATCH: usize = batch::PLAIN_BATCH;
@@ -57,6 +59,9 @@ pub struct ServerLoopOptions {
     /// The authentication worker, required when the engine runs with `external_auth`
     /// (without it every `AuthRequest` is refused).
     pub auth: Option<AuthWorker>,
+    /// Extra data workers (tun queue + steered socket each; see [`crate::workers`]). Empty:
+    /// the loop moves all data itself.
+    pub workers: Vec<WorkerIo>,
 }
 
 #[derive(Debug, Error)]
@@ -71,6 +76,10 @@ pub enum DriverError {
     /// server stops rather than run without it.
     #[error("the authentication worker stopped unexpectedly")]
     AuthWorker,
+    #[error("starting the data workers: {0}")]
+    StartWorkers(#[source] io::Error),
+    #[error("data worker failed: {0}")]
+    Worker(String),
 }
 
 /// I/O counters of the loop (the engine counts protocol drops itself).
@@ -100,6 +109,31 @@ pub struct LoopStats {
     /// Packets the tun refused (full queue or error), dropped.
     pub tun_write_errors: u64,
     pub engine_dropped: u64,
+    /// Tun packets read on one thread's queue and sealed by the thread that owns their peer.
+    pub handed_off: u64,
+}
+
+impl LoopStats {
+    /// Adds another thread's counters.
+    pub fn add(&mut self, o: &LoopStats) {
+        self.udp_received += o.udp_received;
+        self.udp_truncated += o.udp_truncated;
+        self.udp_recv_errors += o.udp_recv_errors;
+        self.udp_recv_calls += o.udp_recv_calls;
+        self.udp_sent += o.udp_sent;
+        self.udp_send_calls += o.udp_send_calls;
+        self.udp_send_would_block += o.udp_send_would_block;
+        self.udp_send_errors += o.udp_send_errors;
+        self.tun_read += o.tun_read;
+        self.tun_read_calls += o.tun_read_calls;
+        self.tun_read_bad += o.tun_read_bad;
+        self.tun_written += o.tun_written;
+        self.tun_write_calls += o.tun_write_calls;
+        self.tun_write_would_block += o.tun_write_would_block;
+        self.tun_write_errors += o.tun_write_errors;
+        self.engine_dropped += o.engine_dropped;
+        self.handed_off += o.handed_off;
+    }
 }
 
 /// A warning that is printed at most once per [`WARN_EVERY`], with a count of the rest.
@@ -153,6 +187,10 @@ struct Loop {
     auth_gone: bool,
     /// Scratch for messages from the auth worker.
     auth_msgs: Vec<FromWorker>,
+    /// The extra data workers, if any.
+    workers: Option<Workers>,
+    /// A worker failed; the loop stops with this.
+    worker_failed: Option<String>,
 }
 
 /// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
@@ -162,11 +200,24 @@ struct Loop {
 /// and a batched [`UdpIo`] give the fast path, a plain device and socket (`--no-offload`)
 /// one packet per system call.
 pub fn run_server(
-    server: Server,
-    tun: OffloadTun,
+    mut server: Server,
+    mut tun: OffloadTun,
     udp: UdpIo,
-    opts: ServerLoopOptions,
+    mut opts: ServerLoopOptions,
 ) -> Result<LoopStats, DriverError> {
+    // Everything the loops write to the tun just passed the AEAD open (warren's data
+    // channel has no non-AEAD cipher): no need to verify checksums before coalescing.
+    tun.set_trust_checksums(true);
+    let mut ios = std::mem::take(&mut opts.workers);
+    for io in &mut ios {
+        io.tun.set_trust_checksums(true);
+    }
+    let workers = if ios.is_empty() {
+        None
+    } else {
+        let config = server.enable_data_plane();
+        Some(Workers::start(ios, config, opts.clock).map_err(DriverError::StartWorkers)?)
+    };
     let mtu = tun.mtu();
     let m = usize::from(mtu);
     let udp_len = (m + 512).max(2048);
@@ -178,9 +229,10 @@ pub fn run_server(
     let mut tun_rx = TunRx::default();
     tun_rx.fit(mtu);
     info!(
-        "data path: {}; {}",
+        "data path: {}; {}; {} data thread(s)",
         batch::describe_tun(&tun),
-        udp.describe()
+        udp.describe(),
+        workers.as_ref().map_or(1, Workers::threads)
     );
     let mut l = Loop {
         server,
@@ -202,8 +254,13 @@ pub fn run_server(
         shutdown_deadline: None,
         auth_gone: false,
         auth_msgs: Vec::new(),
+        workers,
+        worker_failed: None,
     };
     let result = l.run();
+    if let Some(w) = l.workers.take() {
+        w.stop(&mut l.stats);
+    }
     if let Some(auth) = l.opts.auth.take() {
         auth.stop(Duration::from_secs(1));
     }
@@ -223,6 +280,7 @@ pub fn run_server(
         tun_write_calls = s.tun_write_calls,
         tun_write_errors = s.tun_write_errors,
         engine_dropped = s.engine_dropped,
+        handed_off = s.handed_off,
         "server stopped"
     );
     result.map(|()| l.stats)
@@ -242,6 +300,10 @@ impl Loop {
             .auth
             .as_ref()
             .map(|a| poller.add(a.wake_fd(), Interest::Readable));
+        let t_workers = self
+            .workers
+            .as_ref()
+            .map(|w| poller.add(w.inbox.wake.as_fd(), Interest::Readable));
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
         self.after_input(now);
@@ -269,9 +331,15 @@ impl Loop {
             if t_auth.is_some_and(|t| poller.is_readable(t)) {
                 self.on_auth_messages(now);
             }
+            if t_workers.is_some_and(|t| poller.is_readable(t)) {
+                self.on_worker_messages(now);
+            }
             self.after_input(now);
             if self.auth_gone {
                 return Err(DriverError::AuthWorker);
+            }
+            if let Some(why) = self.worker_failed.take() {
+                return Err(DriverError::Worker(why));
             }
 
             if let Some(at) = self.next_status
@@ -354,12 +422,30 @@ impl Loop {
                 let Some(dgram) = buf.get_mut(r.clone()) else {
                     continue;
                 };
+                if let Some(w) = self.workers.as_mut() {
+                    // A worker's peer whose datagram GRO merged behind one of ours.
+                    let dest = workers::datagram_owner(dgram, w.threads());
+                    if dest != 0 {
+                        w.forward_datagram(dest, meta.addr, dgram.to_vec());
+                        continue;
+                    }
+                }
                 match self.server.handle_datagram(now, meta.addr, dgram) {
                     DatagramOutcome::Tun(range) if range.end <= dgram.len() => {
                         let at = base + r.start;
                         self.tun_tx.push(at + range.start..at + range.end);
                     }
                     DatagramOutcome::ClientToClient(range) if range.end <= dgram.len() => {
+                        let pkt = &dgram[range.clone()];
+                        if let Some(w) = self.workers.as_mut()
+                            && let Some((peer_id, v2)) = self.server.route(pkt)
+                        {
+                            let o = workers::owner(peer_id, v2, w.threads());
+                            if o != 0 {
+                                w.hand_off(o, pkt);
+                                continue;
+                            }
+                        }
                         relay_c2c(
                             &mut self.server,
                             &mut self.c2c_buf,
@@ -422,6 +508,17 @@ impl Loop {
         self.stats.tun_read_bad += c.bad as u64;
         for i in 0..c.packets {
             let len = self.tun_rx.sizes[i];
+            if let Some(w) = self.workers.as_mut()
+                && let Some(pkt) = self.tun_rx.slots[i].get(DATA_HEADROOM..DATA_HEADROOM + len)
+                && let Some((peer_id, v2)) = self.server.route(pkt)
+            {
+                let o = workers::owner(peer_id, v2, w.threads());
+                if o != 0 {
+                    self.stats.handed_off += 1;
+                    w.hand_off(o, pkt);
+                    continue;
+                }
+            }
             match self.server.encapsulate(now, &mut self.tun_rx.slots[i], len) {
                 EncapOutcome::Send { dst, range } => self.udp_tx.push(dst, i, range),
                 EncapOutcome::Dropped(reason) => {
@@ -435,12 +532,19 @@ impl Loop {
         Ok(())
     }
 
-    /// Timers, then everything the engine wants sent, then its events.
+    /// Timers, then the data-state changes for the workers, then everything the engine
+    /// wants sent, then its events.
     fn after_input(&mut self, now: Instant) {
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
         }
+        // Before anything is sent that could make a peer use a new key or address.
+        self.publish_changes();
         self.flush_transmits(now);
+        self.publish_changes();
+        if let Some(w) = self.workers.as_mut() {
+            w.flush_handoffs();
+        }
         for _ in 0..MAX_EVENTS_PER_TURN {
             let Some(ev) = self.server.poll_event() else {
                 break;
@@ -451,6 +555,99 @@ impl Loop {
         if self.opts.auth.is_none() {
             // A refusal queued by `forward_to_auth` goes out now, not at the next wakeup.
             self.flush_transmits(now);
+        }
+    }
+
+    /// Sends the engine's data-state changes to every worker.
+    fn publish_changes(&mut self) {
+        let Some(w) = self.workers.as_ref() else {
+            return;
+        };
+        let mut any = false;
+        while let Some(c) = self.server.poll_data_change() {
+            w.publish(&c);
+            any = true;
+        }
+        if any {
+            w.wake_all();
+        }
+    }
+
+    /// Events, stray datagrams and handed-off tun packets from the workers.
+    fn on_worker_messages(&mut self, now: Instant) {
+        let Some(w) = self.workers.as_ref() else {
+            return;
+        };
+        w.inbox.clear_wake();
+        let mut msgs = Vec::new();
+        while let Ok(m) = w.inbox.rx.try_recv() {
+            msgs.push(m);
+            if msgs.len() >= MAX_EVENTS_PER_TURN {
+                break;
+            }
+        }
+        for m in msgs {
+            match m {
+                WorkerMsg::Event(e) => self.server.handle_data_event(now, e),
+                WorkerMsg::Datagram { from, mut bytes } => {
+                    self.stats.udp_received += 1;
+                    match self.server.handle_datagram(now, from, &mut bytes) {
+                        DatagramOutcome::Tun(range) => {
+                            if let Some(p) = bytes.get(range) {
+                                self.write_tun_one(now, p);
+                            }
+                        }
+                        DatagramOutcome::ClientToClient(range) => {
+                            if let Some(p) = bytes.get(range) {
+                                self.seal_and_send(now, p);
+                            }
+                        }
+                        DatagramOutcome::Consumed => {}
+                        DatagramOutcome::Dropped(_) => self.stats.engine_dropped += 1,
+                    }
+                }
+                WorkerMsg::Packets(batch) => {
+                    for p in batch.iter() {
+                        self.seal_and_send(now, p);
+                    }
+                }
+                WorkerMsg::Failed(why) => {
+                    error!("{why}");
+                    self.worker_failed = Some(why);
+                }
+            }
+        }
+    }
+
+    /// A packet for the control thread's own peers (handed off, or client-to-client).
+    fn seal_and_send(&mut self, now: Instant, pkt: &[u8]) {
+        relay_c2c(
+            &mut self.server,
+            &mut self.c2c_buf,
+            pkt,
+            &self.udp,
+            &mut self.stats,
+            &mut self.warn_send,
+            now,
+        );
+    }
+
+    fn write_tun_one(&mut self, now: Instant, pkt: &[u8]) {
+        match self.tun.send_batch(&[pkt]) {
+            Ok(sum) => {
+                self.stats.tun_written += sum.packets as u64;
+                self.stats.tun_write_calls += sum.writes as u64;
+                self.stats.tun_write_errors += sum.dropped as u64;
+            }
+            Err(e) => {
+                self.stats.tun_write_errors += 1;
+                if let Some(suppressed) = self.warn_tun_write.hit(now) {
+                    warn!(
+                        "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
+                        self.tun.name()
+                    );
+                }
+            }
         }
     }
 

@@ -47,7 +47,12 @@ pub use term::prompt_tty;
 mod batch_udp;
 mod offload;
 pub use batch_udp::{BatchMeta, BatchUdp, BatchUdpError, GRO_BUFFER, UDP_RECV_BATCH};
+pub use offload::bench_support;
 pub use offload::{
     MAX_COALESCE, MAX_SUPER_PACKET, OffloadMode, OffloadState, OffloadTun, OffloadTunConfig,
     SendSummary, TUN_RECV_BATCH, TunBatchError, VNET_HDR_LEN,
 };
+
+// Multi-core server data plane: SO_REUSEPORT sockets steered by OpenVPN peer id.
+mod reuseport;
+pub use reuseport::{MAX_STEERED_SOCKETS, SteerError, bind_steered, datagram_index, steered_index};

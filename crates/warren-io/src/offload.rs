@@ -18,7 +18,9 @@
 //!   copy of packet data and no buffer growth, so the packets can sit anywhere, e.g. inside
 //!   one UDP GRO receive buffer after being opened in place. (tun-rs's `send_multiple`
 //!   appends into the first packet's buffer instead, which needs 64 KiB of capacity per
-//!   buffer.)
+//!   buffer.) A packet's TCP/UDP checksum is verified before it is coalesced, unless the
+//!   driver vouches for the batch ([`OffloadTun::set_trust_checksums`]: packets that just
+//!   passed an AEAD open).
 //! * Fallback: if the kernel refuses `TUNSETOFFLOAD`, or [`OffloadMode::Off`] is asked for,
 //!   the device is plain `IFF_TUN | IFF_NO_PI` and both calls move one packet per syscall.
 //!   A kernel that rejects a coalesced write with `EINVAL` (seen on some LTS kernels,
@@ -27,7 +29,11 @@
 //!
 //! Multi-queue (`IFF_MULTI_QUEUE`): [`OffloadTun::open_queue`] adds a descriptor; the kernel
 //! spreads flows over all queues, so every queue needs a reader.
-use std::io;
+//!
+//! Both directions are split into the system call and a pure function of the bytes
+//! ([`split_read`], [`Coalescer::send`]); [`bench_support`] exposes the latter so that
+//! `benches/offload.rs` measures the device path's own code without a device.
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use thiserror::Error;
@@ -133,12 +139,10 @@ pub struct OffloadTun {
     name: String,
     mtu: u16,
     state: OffloadState,
-    /// Coalescing on write; turned off after a kernel refused a GSO write.
-    coalesce: bool,
     /// The raw read: `virtio_net_hdr` + super-packet.
     rx: Box<[u8]>,
-    gro: Gro,
-    iov: Vec<libc::iovec>,
+    /// The send path with offloads on, up to the `writev(2)`.
+    tx: Coalescer,
 }
 
 impl std::fmt::Debug for OffloadTun {
@@ -147,7 +151,8 @@ impl std::fmt::Debug for OffloadTun {
             .field("name", &self.name)
             .field("mtu", &self.mtu)
             .field("offload", &self.state)
-            .field("coalesce", &self.coalesce)
+            .field("coalesce", &self.tx.coalesce)
+            .field("trust_checksums", &self.tx.trust_checksums)
             .finish_non_exhaustive()
     }
 }
@@ -218,14 +223,17 @@ impl OffloadTun {
             name,
             mtu,
             state,
-            coalesce: state.tcp,
             rx: vec![0u8; VNET_HDR_LEN + MAX_SUPER_PACKET].into_boxed_slice(),
-            gro: Gro::default(),
-            iov: Vec::with_capacity(MAX_COALESCE + 2),
+            tx: Coalescer {
+                coalesce: state.tcp,
+                ..Coalescer::new(state.udp)
+            },
         })
     }
 
     /// Another queue of the same device (needs `multi_queue`), with the same offloads.
+    /// The new queue starts with the defaults (coalescing on if offloads are, checksums
+    /// verified), whatever was set on this one.
     pub fn open_queue(&self) -> Result<OffloadTun, TunError> {
         let dev = self.dev.try_clone().map_err(|source| TunError::Setup {
             step: "open another queue (IFF_MULTI_QUEUE)",
@@ -251,12 +259,40 @@ impl OffloadTun {
     /// Whether [`send_batch`](Self::send_batch) still coalesces (off without offloads and
     /// after the kernel refused a coalesced write).
     pub fn coalescing(&self) -> bool {
-        self.coalesce
+        self.tx.coalesce
     }
 
     /// Turns write coalescing off (or back on, if offloads are on).
     pub fn set_coalescing(&mut self, on: bool) {
-        self.coalesce = on && self.state.tcp;
+        self.tx.coalesce = on && self.state.tcp;
+    }
+
+    /// Whether [`send_batch`](Self::send_batch) coalesces TCP segments and UDP datagrams
+    /// without verifying their checksums first (off by default).
+    pub fn trust_checksums(&self) -> bool {
+        self.tx.trust_checksums
+    }
+
+    /// Skips the L4 checksum verification `send_batch` does before it coalesces a packet.
+    /// Everything else about the coalescing rules stays the same.
+    ///
+    /// Why the check exists: the kernel takes a coalesced write as `CHECKSUM_PARTIAL` and
+    /// computes the checksum of every segment itself, so a segment with a bad checksum
+    /// merged into a super-packet would be delivered (or forwarded) with a fresh, valid
+    /// checksum instead of being dropped. Verifying costs one pass over the payload
+    /// (~6 % of the receiving side of a fast stream, docs/dataplane.md).
+    ///
+    /// Turn it on only for a queue that is written exclusively with packets that have just
+    /// passed an authenticated open (AEAD or HMAC data channel): they cannot have been
+    /// corrupted in transit. The trade-off: an authenticated peer that sends a packet with
+    /// a bad checksum gets it recomputed and delivered rather than dropped by the kernel
+    /// (it could as well send any other bad data; stock OpenVPN clients always send valid
+    /// checksums, their tun hands them complete packets). A packet that ends up written
+    /// alone is still checked by the kernel, and without offloads this changes nothing
+    /// (every packet is written alone). Never turn it on when the data channel is
+    /// unauthenticated (`--auth none` with a non-AEAD cipher, `--cipher none`).
+    pub fn set_trust_checksums(&mut self, trust: bool) {
+        self.tx.trust_checksums = trust;
     }
 
     /// Reads one super-packet (or one plain packet) and splits it into IP packets: packet
@@ -294,14 +330,7 @@ impl OffloadTun {
             return Ok(1);
         }
         let n = self.dev.recv(&mut self.rx)?;
-        if n <= VNET_HDR_LEN {
-            return Err(TunBatchError::Malformed(
-                "read shorter than the virtio header",
-            ));
-        }
-        let (hdr, pkt) = self.rx[..n].split_at_mut(VNET_HDR_LEN);
-        let hdr = VnetHdr::decode(hdr);
-        split_super_packet(hdr, pkt, bufs, sizes, offset)
+        split_read(&mut self.rx[..n], bufs, sizes, offset)
     }
 
     /// Writes `packets` (each one whole IP packet), coalescing what can be coalesced when
@@ -321,39 +350,8 @@ impl OffloadTun {
             }
             return Ok(sum);
         }
-        self.gro.plan(packets, self.coalesce, self.state.udp);
         let fd = self.dev.as_raw_fd();
-        for g in 0..self.gro.groups.len() {
-            let group = self.gro.groups[g];
-            let result = write_group(fd, &mut self.iov, &self.gro, &group, packets);
-            sum.writes += 1;
-            match result {
-                Ok(()) => sum.packets += usize::from(group.count),
-                Err(e) if is_fatal(&e) => return Err(e),
-                Err(e) if group.count > 1 && e.raw_os_error() == Some(libc::EINVAL) => {
-                    // This kernel does not take our GSO writes: stop coalescing and send
-                    // the group's packets one by one (tailscale issue 13041).
-                    tracing::warn!(error = %e, "tun refused a coalesced write; coalescing off");
-                    self.coalesce = false;
-                    let mut i = group.first;
-                    loop {
-                        let single = Group::single(i);
-                        sum.writes += 1;
-                        match write_group(fd, &mut self.iov, &self.gro, &single, packets) {
-                            Ok(()) => sum.packets += 1,
-                            Err(e) if is_fatal(&e) => return Err(e),
-                            Err(_) => sum.dropped += 1,
-                        }
-                        if i == group.last {
-                            break;
-                        }
-                        i = self.gro.next[usize::from(i)];
-                    }
-                }
-                Err(_) => sum.dropped += usize::from(group.count),
-            }
-        }
-        Ok(sum)
+        self.tx.send(packets, |iov| writev_all(fd, iov))
     }
 }
 
@@ -408,6 +406,30 @@ impl VnetHdr {
     }
 }
 
+/// The receive path after its `read(2)`: `raw` is what the read returned (a
+/// `virtio_net_hdr`, then the super-packet or plain packet), cut into `bufs` at `offset`.
+///
+/// # Panics
+/// If `sizes` is shorter than `bufs` (a caller bug).
+fn split_read<B: AsRef<[u8]> + AsMut<[u8]>>(
+    raw: &mut [u8],
+    bufs: &mut [B],
+    sizes: &mut [usize],
+    offset: usize,
+) -> Result<usize, TunBatchError> {
+    assert!(
+        sizes.len() >= bufs.len(),
+        "the split needs one size slot per buffer"
+    );
+    if raw.len() <= VNET_HDR_LEN {
+        return Err(TunBatchError::Malformed(
+            "read shorter than the virtio header",
+        ));
+    }
+    let (hdr, pkt) = raw.split_at_mut(VNET_HDR_LEN);
+    split_super_packet(VnetHdr::decode(hdr), pkt, bufs, sizes, offset)
+}
+
 /// Cuts one super-packet (`pkt`, described by `hdr`) into IP packets at `offset` in
 /// `bufs`, completing the checksums the kernel left partial. The kernel is trusted no
 /// further than this: every length is checked before tun-rs's split runs.
@@ -424,8 +446,14 @@ fn split_super_packet<B: AsRef<[u8]> + AsMut<[u8]>>(
         if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             complete_checksum(pkt, hdr.csum_start, hdr.csum_offset)?;
         }
-        let have = bufs[0].as_ref().len();
-        let dst = bufs[0]
+        let Some(first) = bufs.first_mut() else {
+            return Err(TunBatchError::TooManySegments {
+                segments: 1,
+                bufs: 0,
+            });
+        };
+        let have = first.as_ref().len();
+        let dst = first
             .as_mut()
             .get_mut(offset..offset.saturating_add(len))
             .ok_or(TunBatchError::BufferTooSmall {
@@ -545,7 +573,7 @@ enum Kind {
 }
 
 /// One write: the packets `first`, `next[first]`, ..., `last`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Group {
     kind: Kind,
     first: u16,
@@ -596,6 +624,17 @@ struct Cand {
     flags: u8,
 }
 
+/// The switches of one [`Gro::plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlanOpts {
+    /// Coalesce at all (off: every packet is its own plain write).
+    coalesce: bool,
+    /// Coalesce UDP too (the kernel accepted USO).
+    udp: bool,
+    /// Do not verify L4 checksums before coalescing ([`OffloadTun::set_trust_checksums`]).
+    trust_checksums: bool,
+}
+
 /// Flow table buckets (a collision only loses a coalescing chance).
 const BUCKETS: usize = 256;
 const NO_GROUP: u16 = u16::MAX;
@@ -627,7 +666,8 @@ impl Default for Gro {
 impl Gro {
     /// Groups `packets` into writes (in the order of each write's first packet) and builds
     /// the header of every group of two or more.
-    fn plan<P: AsRef<[u8]>>(&mut self, packets: &[P], coalesce: bool, udp: bool) {
+    fn plan<P: AsRef<[u8]>>(&mut self, packets: &[P], opts: PlanOpts) {
+        let coalesce = opts.coalesce;
         self.groups.clear();
         self.next.clear();
         self.table = [NO_GROUP; BUCKETS];
@@ -636,7 +676,11 @@ impl Gro {
             let pkt = p.as_ref();
             let idx = i as u16; // < u16::MAX by `limit`
             self.next.push(NO_GROUP);
-            let cand = if coalesce { candidate(pkt, udp) } else { None };
+            let cand = if coalesce {
+                candidate(pkt, opts.udp, opts.trust_checksums)
+            } else {
+                None
+            };
             let Some(c) = cand else {
                 // A packet of a flow that is being coalesced (a FIN, a RST, a pure ACK...)
                 // closes the flow's group, so nothing written after it overtakes it.
@@ -713,10 +757,11 @@ impl Gro {
 }
 
 /// Parses `pkt` as a coalescing candidate: IPv4 without options and not fragmented, or
-/// IPv6 without extension headers; TCP with only ACK (and PSH) set, or UDP (when `udp`);
-/// a non-empty payload; a valid L4 checksum (so that the kernel, which will trust the
-/// checksum of the coalesced packet, sees what a per-packet check would have seen).
-fn candidate(pkt: &[u8], udp: bool) -> Option<Cand> {
+/// IPv6 without extension headers; TCP with only ACK (and PSH) set, or UDP (when `udp`)
+/// with a checksum (IPv4 allows none); a non-empty payload; a valid L4 checksum (so that
+/// the kernel, which will trust the checksum of the coalesced packet, sees what a
+/// per-packet check would have seen), not verified when `trust_checksums`.
+fn candidate(pkt: &[u8], udp: bool, trust_checksums: bool) -> Option<Cand> {
     let (v6, iph_len, proto, ip_len) = match pkt.first()? >> 4 {
         4 => {
             if pkt.len() < 20 || pkt[0] & 0x0f != 5 {
@@ -776,7 +821,12 @@ fn candidate(pkt: &[u8], udp: bool) -> Option<Cand> {
     if payload == 0 {
         return None;
     }
-    if !l4_checksum_ok(pkt, v6, iph_len, proto) {
+    // A UDPv4 datagram sent without a checksum stays as it was sent (a coalesced write
+    // would come out of the kernel with one), trusted or not.
+    if proto == IPPROTO_UDP && !v6 && pkt[iph_len + 6] == 0 && pkt[iph_len + 7] == 0 {
+        return None;
+    }
+    if !trust_checksums && !l4_checksum_ok(pkt, v6, iph_len, proto) {
         return None;
     }
     Some(Cand {
@@ -805,11 +855,10 @@ fn fold(mut s: u64) -> u16 {
     s as u16
 }
 
+/// Whether the TCP/UDP checksum of `pkt` is right (UDPv4 "no checksum" is excluded by
+/// the caller).
 fn l4_checksum_ok(pkt: &[u8], v6: bool, iph_len: usize, proto: u8) -> bool {
     let l4 = &pkt[iph_len..];
-    if proto == IPPROTO_UDP && !v6 && l4[6] == 0 && l4[7] == 0 {
-        return false; // no checksum: nothing to vouch for
-    }
     let initial = pseudo_sum(pkt, v6, proto, l4.len());
     tun_rs::checksum(l4, initial) == 0xffff
 }
@@ -935,28 +984,143 @@ fn build_header(g: &Group, head: &[u8]) -> ([u8; HDR_SLOT], [u8; VNET_HDR_LEN]) 
 
 const ZERO_VNET: [u8; VNET_HDR_LEN] = [0u8; VNET_HDR_LEN];
 
+/// The send path of an offloaded queue up to the system call, shared by
+/// [`OffloadTun::send_batch`] and the benches ([`bench_support`]): plans a batch into
+/// writes and hands each write's iovecs (`virtio_net_hdr` first) to a writer.
+#[derive(Debug)]
+pub struct Coalescer {
+    gro: Gro,
+    /// Coalescing on write; turned off after a kernel refused a GSO write.
+    coalesce: bool,
+    /// The kernel accepted USO: UDP datagrams may be coalesced too.
+    udp: bool,
+    /// See [`OffloadTun::set_trust_checksums`].
+    trust_checksums: bool,
+}
+
+impl Coalescer {
+    /// Coalescing on, checksums verified; `udp` when the kernel accepted USO.
+    pub fn new(udp: bool) -> Coalescer {
+        Coalescer {
+            gro: Gro::default(),
+            coalesce: true,
+            udp,
+            trust_checksums: false,
+        }
+    }
+
+    /// Whether coalescing is still on (a writer's `EINVAL` on a coalesced write turns it
+    /// off).
+    pub fn coalescing(&self) -> bool {
+        self.coalesce
+    }
+
+    /// See [`OffloadTun::set_trust_checksums`].
+    pub fn set_trust_checksums(&mut self, trust: bool) {
+        self.trust_checksums = trust;
+    }
+
+    /// Plans `packets` into writes and calls `write` once per write with its iovecs: a
+    /// `virtio_net_hdr`, then the packet (plain) or one patched IP + L4 header and every
+    /// member's payload. What [`OffloadTun::send_batch`] does with offloads on, with
+    /// `write` = `writev(2)`: a write failing with `EINVAL` turns coalescing off and its
+    /// packets are written again one by one (tailscale issue 13041); an error that makes
+    /// the descriptor unusable (`EBADF`, `EIO`, `ENODEV`) is returned; any other counts
+    /// the write's packets as dropped.
+    pub fn send<P, W>(&mut self, packets: &[P], mut write: W) -> io::Result<SendSummary>
+    where
+        P: AsRef<[u8]>,
+        W: FnMut(&[IoSlice<'_>]) -> io::Result<()>,
+    {
+        let opts = PlanOpts {
+            coalesce: self.coalesce,
+            udp: self.udp,
+            trust_checksums: self.trust_checksums,
+        };
+        self.gro.plan(packets, opts);
+        let gro = &self.gro;
+        let mut iov = Iov::new();
+        let mut sum = SendSummary::default();
+        for group in &gro.groups {
+            fill_iov(&mut iov, gro, group, packets);
+            sum.writes += 1;
+            match write(iov.as_slice()) {
+                Ok(()) => sum.packets += usize::from(group.count),
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) if group.count > 1 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    // This kernel does not take our GSO writes: stop coalescing and send
+                    // the group's packets one by one (tailscale issue 13041).
+                    tracing::warn!(error = %e, "tun refused a coalesced write; coalescing off");
+                    self.coalesce = false;
+                    let mut i = group.first;
+                    loop {
+                        fill_iov(&mut iov, gro, &Group::single(i), packets);
+                        sum.writes += 1;
+                        match write(iov.as_slice()) {
+                            Ok(()) => sum.packets += 1,
+                            Err(e) if is_fatal(&e) => return Err(e),
+                            Err(_) => sum.dropped += 1,
+                        }
+                        if i == group.last {
+                            break;
+                        }
+                        i = gro.next[usize::from(i)];
+                    }
+                }
+                Err(_) => sum.dropped += usize::from(group.count),
+            }
+        }
+        Ok(sum)
+    }
+}
+
+/// The most iovecs one write has: `virtio_net_hdr`, header, [`MAX_COALESCE`] payloads.
+const MAX_IOV: usize = MAX_COALESCE + 2;
+
+/// The iovecs of one write, on the stack (no allocation per batch).
+struct Iov<'a> {
+    slots: [IoSlice<'a>; MAX_IOV],
+    len: usize,
+}
+
+impl<'a> Iov<'a> {
+    fn new() -> Iov<'a> {
+        Iov {
+            slots: [IoSlice::new(&[]); MAX_IOV],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, s: &'a [u8]) {
+        assert!(
+            self.len < MAX_IOV,
+            "a write has at most MAX_COALESCE payloads (Gro::plan closes groups there)"
+        );
+        self.slots[self.len] = IoSlice::new(s);
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[IoSlice<'a>] {
+        &self.slots[..self.len]
+    }
+}
+
 /// Fills `iov` for one group: `virtio_net_hdr`, then the packet (plain) or the patched
 /// header followed by every member's payload.
-fn fill_iov<P: AsRef<[u8]>>(iov: &mut Vec<libc::iovec>, gro: &Gro, g: &Group, packets: &[P]) {
-    fn push(iov: &mut Vec<libc::iovec>, s: &[u8]) {
-        iov.push(libc::iovec {
-            iov_base: s.as_ptr() as *mut libc::c_void,
-            iov_len: s.len(),
-        });
-    }
-    iov.clear();
+fn fill_iov<'a, P: AsRef<[u8]>>(iov: &mut Iov<'a>, gro: &'a Gro, g: &Group, packets: &'a [P]) {
+    iov.len = 0;
     if g.count < 2 {
-        push(iov, &ZERO_VNET);
-        push(iov, packets[usize::from(g.first)].as_ref());
+        iov.push(&ZERO_VNET);
+        iov.push(packets[usize::from(g.first)].as_ref());
         return;
     }
     let slot = usize::from(g.hdr_slot);
     let hlen = usize::from(g.iph_len) + usize::from(g.l4_len);
-    push(iov, &gro.vnet[slot]);
-    push(iov, &gro.headers[slot][..hlen]);
+    iov.push(&gro.vnet[slot]);
+    iov.push(&gro.headers[slot][..hlen]);
     let mut i = g.first;
     loop {
-        push(iov, &packets[usize::from(i)].as_ref()[hlen..]);
+        iov.push(&packets[usize::from(i)].as_ref()[hlen..]);
         if i == g.last {
             break;
         }
@@ -964,19 +1128,16 @@ fn fill_iov<P: AsRef<[u8]>>(iov: &mut Vec<libc::iovec>, gro: &Gro, g: &Group, pa
     }
 }
 
-fn write_group<P: AsRef<[u8]>>(
-    fd: libc::c_int,
-    iov: &mut Vec<libc::iovec>,
-    gro: &Gro,
-    g: &Group,
-    packets: &[P],
-) -> io::Result<()> {
-    fill_iov(iov, gro, g, packets);
+/// One `writev(2)` of a whole write (a tun takes a write entirely or not at all).
+fn writev_all(fd: libc::c_int, iov: &[IoSlice<'_>]) -> io::Result<()> {
+    let count =
+        libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     loop {
-        // SAFETY: every iovec points into a slice borrowed for this call (`packets`, `gro`
-        // or a constant) and is only read; `iov.len()` ≤ MAX_COALESCE + 2, far below
-        // IOV_MAX; `fd` is the open tun descriptor owned by the caller.
-        let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix (std
+        // docs), and each one borrows a live slice for the duration of this call, which
+        // writev only reads; `count` is the length of `iov` (≤ MAX_IOV, far below
+        // IOV_MAX, from `Coalescer::send`); `fd` is the tun descriptor the caller owns.
+        let n = unsafe { libc::writev(fd, iov.as_ptr().cast::<libc::iovec>(), count) };
         if n >= 0 {
             return Ok(());
         }
@@ -987,18 +1148,41 @@ fn write_group<P: AsRef<[u8]>>(
     }
 }
 
+/// The offload code paths without a device, for `benches/offload.rs` (and a user's own
+/// measurements). Not a stable API: these are the very functions the device path calls,
+/// exposed so that a bench runs as a normal user, without root or a tun.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use super::Coalescer;
+    use super::TunBatchError;
+
+    /// [`OffloadTun::recv_batch`](super::OffloadTun::recv_batch) after its `read(2)`:
+    /// `raw` holds a `virtio_net_hdr` (native byte order) and the super-packet; segment
+    /// `i` lands at `bufs[i][offset..offset + sizes[i]]`. Returns how many. `raw` is only
+    /// changed for a `GSO_NONE` packet with `NEEDS_CSUM` (its checksum is completed).
+    ///
+    /// # Panics
+    /// If `sizes` is shorter than `bufs`.
+    pub fn split<B: AsRef<[u8]> + AsMut<[u8]>>(
+        raw: &mut [u8],
+        bufs: &mut [B],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> Result<usize, TunBatchError> {
+        super::split_read(raw, bufs, sizes, offset)
+    }
+}
+
 /// Gathers what one group would write, for tests: the `virtio_net_hdr` and the bytes.
 #[cfg(test)]
 fn materialize<P: AsRef<[u8]>>(gro: &Gro, g: &Group, packets: &[P]) -> (VnetHdr, Vec<u8>) {
-    let mut iov = Vec::new();
+    let mut iov = Iov::new();
     fill_iov(&mut iov, gro, g, packets);
-    let mut out = Vec::new();
-    for v in &iov {
-        // SAFETY: (test) the iovecs point into `packets`/`gro`, alive here.
-        out.extend_from_slice(unsafe {
-            std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
-        });
-    }
+    let out: Vec<u8> = iov
+        .as_slice()
+        .iter()
+        .flat_map(|s| s.iter().copied())
+        .collect();
     let hdr = VnetHdr::decode(&out[..VNET_HDR_LEN]);
     (hdr, out[VNET_HDR_LEN..].to_vec())
 }
@@ -1007,6 +1191,22 @@ fn materialize<P: AsRef<[u8]>>(gro: &Gro, g: &Group, packets: &[P]) -> (VnetHdr,
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Today's default rules: checksums verified.
+    fn verified(coalesce: bool, udp: bool) -> PlanOpts {
+        PlanOpts {
+            coalesce,
+            udp,
+            trust_checksums: false,
+        }
+    }
+
+    fn trusted(coalesce: bool, udp: bool) -> PlanOpts {
+        PlanOpts {
+            trust_checksums: true,
+            ..verified(coalesce, udp)
+        }
+    }
 
     /// An IPv4/TCP packet (ACK, timestamps option) with valid checksums.
     fn tcp4(seq: u32, payload: &[u8], flags: u8, ts: u32) -> Vec<u8> {
@@ -1100,7 +1300,7 @@ mod tests {
             })
             .collect();
         let mut gro = Gro::default();
-        gro.plan(&pkts, true, true);
+        gro.plan(&pkts, verified(true, true));
         assert_eq!(gro.groups.len(), 1);
         let g = gro.groups[0];
         assert_eq!((g.count, g.gso_size, g.kind), (5, 1000, Kind::Tcp4));
@@ -1127,11 +1327,11 @@ mod tests {
         let pure_ack = tcp4(100, &[], TCP_FLAG_ACK, 1);
         let pkts = [a, gap, syn, other_ts, bad, pure_ack];
         let mut gro = Gro::default();
-        gro.plan(&pkts, true, true);
+        gro.plan(&pkts, verified(true, true));
         assert_eq!(gro.groups.len(), 6);
         assert!(gro.groups.iter().all(|g| g.count == 1));
         // With coalescing off everything is plain.
-        gro.plan(&pkts, false, true);
+        gro.plan(&pkts, verified(false, true));
         assert!(gro.groups.iter().all(|g| g.kind == Kind::Plain));
     }
 
@@ -1146,9 +1346,9 @@ mod tests {
             udp6(1, &[6; 1200]), // after a short one: new group
         ];
         let mut gro = Gro::default();
-        gro.plan(&pkts, true, false);
+        gro.plan(&pkts, verified(true, false));
         assert_eq!(gro.groups.len(), 6);
-        gro.plan(&pkts, true, true);
+        gro.plan(&pkts, verified(true, true));
         let counts: Vec<u16> = gro.groups.iter().map(|g| g.count).collect();
         assert_eq!(counts, vec![4, 1, 1]);
         let g = gro.groups[0];
@@ -1247,6 +1447,205 @@ mod tests {
         );
     }
 
+    /// An IPv4/UDP packet; `checksum` false leaves the field 0 ("no checksum").
+    fn udp4(sport: u16, payload: &[u8], checksum: bool) -> Vec<u8> {
+        let l4 = 8 + payload.len();
+        let total = 20 + l4;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = IPPROTO_UDP;
+        p[12..16].copy_from_slice(&[198, 18, 0, 1]);
+        p[16..20].copy_from_slice(&[198, 18, 0, 2]);
+        let c = !tun_rs::checksum(&p[..20], 0);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&53u16.to_be_bytes());
+        p[24..26].copy_from_slice(&(l4 as u16).to_be_bytes());
+        p[28..].copy_from_slice(payload);
+        if checksum {
+            let s = pseudo_sum(&p, false, IPPROTO_UDP, l4);
+            let c = !tun_rs::checksum(&p[20..], s);
+            p[26..28].copy_from_slice(&c.to_be_bytes());
+        }
+        p
+    }
+
+    /// Every write of a plan, as (virtio header, bytes).
+    fn writes<P: AsRef<[u8]>>(gro: &Gro, pkts: &[P]) -> Vec<(VnetHdr, Vec<u8>)> {
+        gro.groups
+            .iter()
+            .map(|g| materialize(gro, g, pkts))
+            .collect()
+    }
+
+    /// Three full segments and a short PSH one of one flow.
+    fn flow(mss: usize) -> Vec<Vec<u8>> {
+        (0..4u32)
+            .map(|i| {
+                let (len, flags) = if i == 3 {
+                    (mss / 3, TCP_FLAG_ACK | TCP_FLAG_PSH)
+                } else {
+                    (mss, TCP_FLAG_ACK)
+                };
+                let payload: Vec<u8> = (0..len).map(|b| (b as u8) ^ (i as u8)).collect();
+                tcp4_id(i as u16, 7 + i * mss as u32, &payload, flags, 5)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bad_checksum_segment_is_coalesced_only_when_trusted() {
+        let mut pkts = flow(1000);
+        pkts[1][20 + 32 + 10] ^= 0x40; // payload byte: the TCP checksum no longer matches
+        let mut gro = Gro::default();
+        // Verified (the default): the bad segment goes alone (the kernel drops it), and
+        // it closes the group before it so nothing overtakes it; the next two coalesce.
+        gro.plan(&pkts, verified(true, true));
+        let shape: Vec<(Kind, u16)> = gro.groups.iter().map(|g| (g.kind, g.count)).collect();
+        assert_eq!(
+            shape,
+            vec![(Kind::Tcp4, 1), (Kind::Plain, 1), (Kind::Tcp4, 2)]
+        );
+        assert_eq!(gro.groups[1].first, 1);
+        // Trusted: one super-packet of all four.
+        gro.plan(&pkts, trusted(true, true));
+        assert_eq!(gro.groups.len(), 1);
+        assert_eq!(gro.groups[0].count, 4);
+        // The trade-off, spelled out: the kernel's segmentation recomputes the checksum,
+        // so the corrupted segment comes out with a valid one.
+        let (hdr, bytes) = materialize(&gro, &gro.groups[0], &pkts);
+        let back = split_back(hdr, &bytes);
+        assert_eq!(back.len(), 4);
+        assert_ne!(back[1], pkts[1]);
+        assert_eq!(back[1][20 + 32..], pkts[1][20 + 32..]);
+        assert!(l4_checksum_ok(&back[1], false, 20, IPPROTO_TCP));
+        assert!(!l4_checksum_ok(&pkts[1], false, 20, IPPROTO_TCP));
+    }
+
+    #[test]
+    fn trusted_plan_equals_verified_plan_for_good_packets() {
+        let mut pkts = flow(1200);
+        pkts.extend(flow(700).into_iter().map(|mut p| {
+            p[20] = 0x9c; // another source port: another flow
+            p[36..38].copy_from_slice(&[0, 0]);
+            let s = pseudo_sum(&p, false, IPPROTO_TCP, p.len() - 20);
+            let c = !tun_rs::checksum(&p[20..], s);
+            p[36..38].copy_from_slice(&c.to_be_bytes());
+            p
+        }));
+        pkts.push(tcp4(1, &[], TCP_FLAG_ACK, 5)); // pure ACK
+        pkts.extend((0..3u8).map(|i| udp6(4, &[i; 900])));
+        pkts.push(udp6(4, &[9; 300]));
+        pkts.extend((0..3u8).map(|i| udp4(5, &[i; 800], true)));
+        let mut gro = Gro::default();
+        for udp in [false, true] {
+            gro.plan(&pkts, verified(true, udp));
+            let groups = gro.groups.clone();
+            let want = writes(&gro, &pkts);
+            gro.plan(&pkts, trusted(true, udp));
+            assert_eq!(gro.groups, groups, "udp {udp}");
+            assert_eq!(writes(&gro, &pkts), want, "udp {udp}");
+        }
+        // Something was coalesced in every family, so the comparison covered the headers.
+        let kinds: Vec<(Kind, u16)> = gro.groups.iter().map(|g| (g.kind, g.count)).collect();
+        for k in [Kind::Tcp4, Kind::Udp6, Kind::Udp4] {
+            assert!(kinds.iter().any(|&(kind, n)| kind == k && n > 1), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn udp4_without_checksum_is_not_coalesced_even_when_trusted() {
+        let pkts: Vec<Vec<u8>> = (0..4u8).map(|i| udp4(6, &[i; 500], false)).collect();
+        let mut gro = Gro::default();
+        for opts in [verified(true, true), trusted(true, true)] {
+            gro.plan(&pkts, opts);
+            assert!(gro.groups.iter().all(|g| g.kind == Kind::Plain), "{opts:?}");
+        }
+    }
+
+    /// What the device path does, with a fake `writev`: the whole batch in two writes,
+    /// then after an EINVAL on a coalesced write, one packet per write.
+    #[test]
+    fn coalescer_falls_back_to_single_writes_on_einval() {
+        let pkts = flow(1000);
+        let mut c = Coalescer::new(false);
+        let mut seen = Vec::new();
+        let sum = c
+            .send(&pkts, |iov| {
+                seen.push(iov.iter().map(|s| s.len()).sum::<usize>());
+                Ok(())
+            })
+            .expect("send");
+        assert_eq!(
+            sum,
+            SendSummary {
+                packets: 4,
+                writes: 1,
+                dropped: 0
+            }
+        );
+        assert_eq!(seen, vec![VNET_HDR_LEN + 52 + 3333]);
+        let mut refused = 0;
+        let sum = c
+            .send(&pkts, |iov| {
+                if iov.len() > 2 {
+                    refused += 1;
+                    Err(io::Error::from_raw_os_error(libc::EINVAL))
+                } else {
+                    Ok(())
+                }
+            })
+            .expect("send");
+        assert_eq!(refused, 1);
+        assert!(!c.coalescing());
+        assert_eq!(
+            sum,
+            SendSummary {
+                packets: 4,
+                writes: 5,
+                dropped: 0
+            }
+        );
+        // A dead descriptor is an error, not a drop.
+        let err = c
+            .send(&pkts, |_| Err(io::Error::from_raw_os_error(libc::EIO)))
+            .expect_err("EIO");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    }
+
+    /// The bench entry point is the receive path after the read: virtio header + packet.
+    #[test]
+    fn bench_split_reads_what_the_coalescer_writes() {
+        let pkts = flow(1300);
+        let mut c = Coalescer::new(false);
+        let mut raw = Vec::new();
+        c.send(&pkts, |iov| {
+            raw = iov.iter().flat_map(|s| s.iter().copied()).collect();
+            Ok(())
+        })
+        .expect("send");
+        let mut bufs = vec![vec![0u8; 1500]; 8];
+        let mut sizes = vec![0usize; 8];
+        let n = bench_support::split(&mut raw, &mut bufs, &mut sizes, 24).expect("split");
+        assert_eq!(n, 4);
+        for i in 0..n {
+            assert_eq!(bufs[i][24..24 + sizes[i]], pkts[i][..]);
+        }
+        let mut short = raw[..VNET_HDR_LEN].to_vec();
+        assert!(matches!(
+            bench_support::split(&mut short, &mut bufs, &mut sizes, 24),
+            Err(TunBatchError::Malformed(_))
+        ));
+        let mut none: [Vec<u8>; 0] = [];
+        let mut plain = [ZERO_VNET.to_vec(), pkts[0].clone()].concat();
+        assert!(matches!(
+            bench_support::split(&mut plain, &mut none, &mut sizes, 24),
+            Err(TunBatchError::TooManySegments { .. })
+        ));
+    }
+
     proptest! {
         /// Whatever the kernel hands over, the split never panics.
         #[test]
@@ -1277,7 +1676,7 @@ mod tests {
             let total: usize = pkts.iter().map(|p| p.len() - 52).sum();
             prop_assume!(52 + total <= MAX_SUPER_PACKET);
             let mut gro = Gro::default();
-            gro.plan(&pkts, true, false);
+            gro.plan(&pkts, verified(true, false));
             let mut back = Vec::new();
             for g in gro.groups.clone() {
                 let (hdr, bytes) = materialize(&gro, &g, &pkts);

@@ -98,110 +98,7 @@ pub struct UdpSocket {
 
 impl UdpSocket {
     pub fn bind(b: &UdpBind) -> Result<UdpSocket, BindError> {
-        let (addr, v6only) = match (b.family, b.local) {
-            (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, b.port)), None),
-            (UdpFamily::V4, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
-            (UdpFamily::V4, Some(ip)) => {
-                return Err(BindError::FamilyMismatch {
-                    local: ip,
-                    family: "IPv4",
-                    proto: "udp4",
-                });
-            }
-            (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => {
-                return Err(BindError::FamilyMismatch {
-                    local: ip,
-                    family: "IPv6",
-                    proto: "udp6",
-                });
-            }
-            (UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
-            (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
-                (SocketAddr::new(ip, b.port), Some(false))
-            }
-            (UdpFamily::Any | UdpFamily::V6, None) => (
-                SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)),
-                Some(false),
-            ),
-        };
-        let sock = match Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) {
-            Ok(s) => s,
-            // `proto udp` on a host with IPv6 disabled: fall back to IPv4 like OpenVPN's
-            // getaddrinfo(AF_UNSPEC) would.
-            Err(e)
-                if b.family == UdpFamily::Any
-                    && b.local.is_none()
-                    && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
-            {
-                warn!("IPv6 is not available on this host; listening on IPv4 only");
-                let v4 = UdpBind {
-                    family: UdpFamily::V4,
-                    ..b.clone()
-                };
-                return UdpSocket::bind(&v4);
-            }
-            Err(source) => return Err(BindError::Create { source }),
-        };
-        if let Some(only) = v6only {
-            sock.set_only_v6(only).map_err(|source| BindError::Option {
-                option: "IPV6_V6ONLY",
-                source,
-            })?;
-        }
-        sock.set_nonblocking(true)
-            .map_err(|source| BindError::Option {
-                option: "O_NONBLOCK",
-                source,
-            })?;
-        let rcv = b.rcvbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
-        let snd = b.sndbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
-        if rcv > 0 {
-            set_buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv).map_err(|source| {
-                BindError::Option {
-                    option: "SO_RCVBUF",
-                    source,
-                }
-            })?;
-        }
-        if snd > 0 {
-            set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd).map_err(|source| {
-                BindError::Option {
-                    option: "SO_SNDBUF",
-                    source,
-                }
-            })?;
-        }
-        sock.bind(&SockAddr::from(addr))
-            .map_err(|source| match source.raw_os_error() {
-                Some(libc::EADDRINUSE) => BindError::InUse { addr, source },
-                Some(libc::EACCES) | Some(libc::EPERM) => BindError::Permission { addr, source },
-                Some(libc::EADDRNOTAVAIL) => BindError::NotAvailable { addr, source },
-                _ => BindError::Bind { addr, source },
-            })?;
-        let local = sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(addr);
-        let rcvbuf = sock.recv_buffer_size().unwrap_or(0);
-        let sndbuf = sock.send_buffer_size().unwrap_or(0);
-        debug!(
-            requested_rcvbuf = rcv,
-            requested_sndbuf = snd,
-            rcvbuf,
-            sndbuf,
-            "UDP socket buffers granted by the kernel"
-        );
-        let is_v6 = local.is_ipv6();
-        let dual_stack = is_v6 && v6only == Some(false) && local.ip().is_unspecified();
-        Ok(UdpSocket {
-            sock,
-            local,
-            dual_stack,
-            is_v6,
-            rcvbuf,
-            sndbuf,
-        })
+        bind_with(b, &mut |_| Ok(()))
     }
 
     /// The bound address (with the kernel-chosen port when `port` was 0).
@@ -281,6 +178,122 @@ impl UdpSocket {
     }
 }
 
+/// Binds like [`UdpSocket::bind`] (same options, same errors), calling `before_bind` on
+/// the socket once its options are set and just before `bind(2)`: the place for
+/// `SO_REUSEPORT` and a reuseport program (`reuseport.rs`).
+pub(crate) fn bind_with<E: From<BindError>>(
+    b: &UdpBind,
+    before_bind: &mut dyn FnMut(&Socket) -> Result<(), E>,
+) -> Result<UdpSocket, E> {
+    let (addr, v6only) = match (b.family, b.local) {
+        (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, b.port)), None),
+        (UdpFamily::V4, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
+        (UdpFamily::V4, Some(ip)) => {
+            return Err(BindError::FamilyMismatch {
+                local: ip,
+                family: "IPv4",
+                proto: "udp4",
+            }
+            .into());
+        }
+        (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => {
+            return Err(BindError::FamilyMismatch {
+                local: ip,
+                family: "IPv6",
+                proto: "udp6",
+            }
+            .into());
+        }
+        (UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
+        (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
+            (SocketAddr::new(ip, b.port), Some(false))
+        }
+        (UdpFamily::Any | UdpFamily::V6, None) => (
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)),
+            Some(false),
+        ),
+    };
+    let sock = match Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) {
+        Ok(s) => s,
+        // `proto udp` on a host with IPv6 disabled: fall back to IPv4 like OpenVPN's
+        // getaddrinfo(AF_UNSPEC) would.
+        Err(e)
+            if b.family == UdpFamily::Any
+                && b.local.is_none()
+                && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            warn!("IPv6 is not available on this host; listening on IPv4 only");
+            let v4 = UdpBind {
+                family: UdpFamily::V4,
+                ..b.clone()
+            };
+            return bind_with(&v4, before_bind);
+        }
+        Err(source) => return Err(BindError::Create { source }.into()),
+    };
+    if let Some(only) = v6only {
+        sock.set_only_v6(only).map_err(|source| BindError::Option {
+            option: "IPV6_V6ONLY",
+            source,
+        })?;
+    }
+    sock.set_nonblocking(true)
+        .map_err(|source| BindError::Option {
+            option: "O_NONBLOCK",
+            source,
+        })?;
+    let rcv = b.rcvbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
+    let snd = b.sndbuf.unwrap_or(DEFAULT_SOCKET_BUFFER);
+    if rcv > 0 {
+        set_buffer(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, rcv).map_err(|source| {
+            BindError::Option {
+                option: "SO_RCVBUF",
+                source,
+            }
+        })?;
+    }
+    if snd > 0 {
+        set_buffer(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, snd).map_err(|source| {
+            BindError::Option {
+                option: "SO_SNDBUF",
+                source,
+            }
+        })?;
+    }
+    before_bind(&sock)?;
+    sock.bind(&SockAddr::from(addr))
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::EADDRINUSE) => BindError::InUse { addr, source },
+            Some(libc::EACCES) | Some(libc::EPERM) => BindError::Permission { addr, source },
+            Some(libc::EADDRNOTAVAIL) => BindError::NotAvailable { addr, source },
+            _ => BindError::Bind { addr, source },
+        })?;
+    let local = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    let rcvbuf = sock.recv_buffer_size().unwrap_or(0);
+    let sndbuf = sock.send_buffer_size().unwrap_or(0);
+    debug!(
+        requested_rcvbuf = rcv,
+        requested_sndbuf = snd,
+        rcvbuf,
+        sndbuf,
+        "UDP socket buffers granted by the kernel"
+    );
+    let is_v6 = local.is_ipv6();
+    let dual_stack = is_v6 && v6only == Some(false) && local.ip().is_unspecified();
+    Ok(UdpSocket {
+        sock,
+        local,
+        dual_stack,
+        is_v6,
+        rcvbuf,
+        sndbuf,
+    })
+}
+
 impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
@@ -308,7 +321,7 @@ fn set_buffer(sock: &Socket, force: libc::c_int, plain: libc::c_int, size: u32) 
     setsockopt_int(sock, plain, val)
 }
 
-fn setsockopt_int(sock: &Socket, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+pub(crate) fn setsockopt_int(sock: &Socket, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
     // SAFETY: the socket descriptor is open for the call (borrowed from `sock`); the option
     // value points at a live c_int of `len` bytes.

@@ -335,6 +335,11 @@ impl DataPlane {
         self.by_vpn_ip.get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3])).copied()
     }
 
+    /// A peer's published state.
+    pub fn peer(&self, peer_id: u32) -> Option<&PeerData> {
+        self.peers.get(peer_id as usize).and_then(Option::as_ref).map(|p| &p.data)
+    }
+
     fn drop_packet(&mut self, reason: DropReason) -> DatagramOutcome {
         self.dropped += 1;
         DatagramOutcome::Dropped(reason)

@@ -896,6 +896,17 @@ impl Server {
         DatagramOutcome::Tun(range)
     }
 
+    /// The peer an IPv4 packet from the tun is routed to: its peer id and whether it sends
+    /// P_DATA_V2 (a multi-core driver hands the packet to the thread that seals for it).
+    pub fn route(&self, pkt: &[u8]) -> Option<(u32, bool)> {
+        let dst = pkt.get(16..20)?;
+        if pkt[0] >> 4 != 4 {
+            return None;
+        }
+        let slot = *self.by_vpn_ip.get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))?;
+        self.sessions.get(slot)?.as_ref().map(|s| (s.peer_id, s.data_v2))
+    }
+
     /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun.
     pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
         let end = DATA_HEADROOM + len;

@@ -54,7 +54,11 @@ impl Netns {
 
     /// Runs `f` on a fresh thread that has entered the namespace; fails the test if it
     /// does not finish within `limit`.
-    pub fn run<T: Send + 'static>(&self, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
         let path = format!("/run/netns/{}", self.name);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
