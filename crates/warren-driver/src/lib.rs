@@ -15,8 +15,12 @@
 //! written to the tun as coalesced writes; with offloads off (`--no-offload`) the same code
 //! moves one packet per system call.
 //!
-//! The multi-core data plane comes later as a change to this crate only: the engine already
-//! separates its control side from immutable data-channel keys.
+//! The server moves data on several threads (`workers`, `docs/dataplane.md`): the loop
+//! above stays the control thread and moves the data of the peers it owns; each extra data
+//! worker owns a tun queue, a UDP socket steered by peer id and a
+//! [`warren_openvpn::DataPlane`] replica fed with the engine's published changes. A peer is
+//! owned by one thread, which alone opens its datagrams (replay window) and seals its
+//! packets (packet ids in order); tun packets read elsewhere are handed over in batches.
 #![forbid(unsafe_code)]
 
 pub mod auth;

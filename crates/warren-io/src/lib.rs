@@ -4,8 +4,14 @@
 //! non-blocking wrappers over the system calls a driver needs, each with typed errors that
 //! say how to fix the common failures.
 //!
-//! * [`Tun`]: a layer-3 tun device (`IFF_TUN | IFF_NO_PI`, offloads off for now), addressed,
-//!   sized and up, read and written one packet at a time.
+//! * [`Tun`]: a layer-3 tun device (`IFF_TUN | IFF_NO_PI`), addressed, sized and up, read
+//!   and written one packet at a time.
+//! * [`OffloadTun`]: the same with `IFF_VNET_HDR` offloads (TSO/USO super-packets split on
+//!   read, TCP/UDP flows coalesced on write) and `IFF_MULTI_QUEUE` queues.
+//! * [`BatchUdp`]: the underlay socket with `recvmmsg`, UDP GRO and GSO (quinn-udp).
+//! * [`bind_steered`]: a `SO_REUSEPORT` group of UDP sockets whose classic-BPF program
+//!   steers each OpenVPN P_DATA_V2 datagram to socket `peer id % n` (everything else to
+//!   socket 0), for one data worker per socket.
 //! * [`UdpSocket`]: the underlay socket (`proto udp`/`udp4`/`udp6`), with buffer sizing,
 //!   a batch-shaped receive call and IPv4-mapped IPv6 addresses normalised to plain IPv4.
 //! * [`Poller`]: `poll(2)` over a handful of descriptors with a timeout.
@@ -15,7 +21,8 @@
 //! * [`Signals`]: SIGINT, SIGTERM and SIGHUP as a readable `signalfd`.
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
 //!
-//! Every `unsafe` block carries a `// SAFETY:` comment. Nothing here knows OpenVPN.
+//! Every `unsafe` block carries a `// SAFETY:` comment. The only OpenVPN knowledge here is
+//! the opcode and peer-id position the steering program reads (four bytes, cited there).
 #![cfg(target_os = "linux")]
 
 mod clock;

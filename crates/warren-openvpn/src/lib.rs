@@ -10,6 +10,9 @@
 //!   for `remote-cert-tls`, the leaf CN as identity).
 //! * `session` (private): one peer's control session: the key states (current, lame duck),
 //!   key-method 2, push, keepalive and renegotiation timers, and its data-channel keys.
+//! * [`dataplane`]: the data channel split off the control side for multi-core drivers:
+//!   published per-peer state ([`PeerData`]), a per-worker [`DataPlane`] replica that seals
+//!   and opens with its own replay windows, shared atomic packet-id counters and activity.
 //! * [`server`]: the UDP server endpoint: stateless HMAC-cookie handshake, demultiplexing by
 //!   peer-id and address, the address pool, and routing tun packets to peers.
 //!
