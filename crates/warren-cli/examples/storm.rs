@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OsRng, Poller, UdpBind, UdpFamily, UdpSocket};
-use warren_openvpn::{Client, ClientConfig, ClientDatagram, ClientEvent, DATA_HEADROOM, KeyDerivation};
+use warren_openvpn::{
+    Client, ClientConfig, ClientDatagram, ClientEvent, DATA_HEADROOM, KeyDerivation,
+};
 
 #[path = "../src/convert.rs"]
 #[allow(dead_code)]
@@ -41,8 +43,12 @@ fn args() -> Result<Args> {
             "--server" => server = Some(val()?.parse().context("--server ADDR:PORT")?),
             "--profile" => profile = Some(PathBuf::from(val()?)),
             "-n" => count = val()?.parse().context("-n N")?,
-            "--timeout" => timeout = Duration::from_secs(val()?.parse().context("--timeout SECONDS")?),
-            other => bail!("unknown argument {other}; usage: storm --server ADDR:PORT --profile FILE [-n N] [--timeout S]"),
+            "--timeout" => {
+                timeout = Duration::from_secs(val()?.parse().context("--timeout SECONDS")?)
+            }
+            other => bail!(
+                "unknown argument {other}; usage: storm --server ADDR:PORT --profile FILE [-n N] [--timeout S]"
+            ),
         }
     }
     Ok(Args {
@@ -69,7 +75,11 @@ fn engine_config(profile: &std::path::Path, clock: &Clock) -> Result<ClientConfi
     )?;
     Ok(ClientConfig {
         tls,
-        wrap: convert::wrap_config(cfg.tls_crypt.as_ref(), cfg.tls_auth.as_ref(), cfg.auth.as_deref())?,
+        wrap: convert::wrap_config(
+            cfg.tls_crypt.as_ref(),
+            cfg.tls_auth.as_ref(),
+            cfg.auth.as_deref(),
+        )?,
         data_ciphers: convert::data_ciphers(&cfg.data_ciphers)?,
         ping: None,
         ping_restart: None,
@@ -131,13 +141,35 @@ fn main() -> Result<()> {
     let start = clock.now();
     let mut sims = Vec::with_capacity(args.count);
     for _ in 0..args.count {
-        let socket = UdpSocket::bind(&UdpBind { family: UdpFamily::V4, local: None, port: 0, sndbuf: Some(0), rcvbuf: Some(0) })
-            .context("binding a client socket")?;
-        let client = Client::new(config.clone(), args.server, Box::new(OsRng::new().context("random source")?), start).context("client engine")?;
-        sims.push(Sim { socket, client, vpn: None, connected_at: None, echoed_at: None, failed: None });
+        let socket = UdpSocket::bind(&UdpBind {
+            family: UdpFamily::V4,
+            local: None,
+            port: 0,
+            sndbuf: Some(0),
+            rcvbuf: Some(0),
+        })
+        .context("binding a client socket")?;
+        let client = Client::new(
+            config.clone(),
+            args.server,
+            Box::new(OsRng::new().context("random source")?),
+            start,
+        )
+        .context("client engine")?;
+        sims.push(Sim {
+            socket,
+            client,
+            vpn: None,
+            connected_at: None,
+            echoed_at: None,
+            failed: None,
+        });
     }
     let mut poller = Poller::new();
-    let tokens: Vec<_> = sims.iter().map(|s| poller.add(s.socket.as_fd(), Interest::Readable)).collect();
+    let tokens: Vec<_> = sims
+        .iter()
+        .map(|s| poller.add(s.socket.as_fd(), Interest::Readable))
+        .collect();
     let deadline = start + args.timeout;
     let mut out = Vec::with_capacity(2048);
     let mut buf = vec![0u8; 4096];
@@ -167,22 +199,29 @@ fn main() -> Result<()> {
             }
             // Once connected, ask the server's tun address for an echo (again every 500 ms).
             if let (Some((ip, gw)), None) = (s.vpn, s.echoed_at)
-                && s.connected_at.is_some_and(|c| now >= c && (now - c).as_millis() % 500 < 20) {
-                    let icmp = echo(ip, gw, 7);
-                    pkt.truncate(DATA_HEADROOM);
-                    pkt.extend_from_slice(&icmp);
-                    if let Ok(range) = s.client.encapsulate(now, &mut pkt, icmp.len())
-                        && let Err(e) = s.socket.send_to(&pkt[range], args.server) {
-                            s.failed.get_or_insert(format!("send: {e}"));
-                        }
+                && s.connected_at
+                    .is_some_and(|c| now >= c && (now - c).as_millis() % 500 < 20)
+            {
+                let icmp = echo(ip, gw, 7);
+                pkt.truncate(DATA_HEADROOM);
+                pkt.extend_from_slice(&icmp);
+                if let Ok(range) = s.client.encapsulate(now, &mut pkt, icmp.len())
+                    && let Err(e) = s.socket.send_to(&pkt[range], args.server)
+                {
+                    s.failed.get_or_insert(format!("send: {e}"));
                 }
+            }
         }
-        let done = sims.iter().all(|s| s.echoed_at.is_some() || s.failed.is_some());
+        let done = sims
+            .iter()
+            .all(|s| s.echoed_at.is_some() || s.failed.is_some());
         if done || now >= deadline {
             break;
         }
         let next = sims.iter().filter_map(|s| s.client.poll_timeout()).min();
-        let wait = next.map_or(Duration::from_millis(20), |t| (t - now).min(Duration::from_millis(20)));
+        let wait = next.map_or(Duration::from_millis(20), |t| {
+            (t - now).min(Duration::from_millis(20))
+        });
         poller.wait(Some(wait)).context("poll")?;
         let now = clock.now();
         for (s, tok) in sims.iter_mut().zip(&tokens) {
@@ -194,7 +233,10 @@ fn main() -> Result<()> {
                     Ok(m) => m,
                     Err(_) => break,
                 };
-                if let ClientDatagram::Tun(r) = s.client.handle_datagram(now, meta.addr, &mut buf[..meta.len]) {
+                if let ClientDatagram::Tun(r) =
+                    s.client
+                        .handle_datagram(now, meta.addr, &mut buf[..meta.len])
+                {
                     // An ICMP echo reply (type 0) for us.
                     if buf[r.start + 9] == 1 && buf.get(r.start + 20) == Some(&0) {
                         s.echoed_at.get_or_insert(now);
@@ -204,18 +246,27 @@ fn main() -> Result<()> {
         }
     }
     let secs = |t: Instant| (t - start).as_secs_f64();
-    let connected: Vec<f64> = sims.iter().filter_map(|s| s.connected_at.map(secs)).collect();
+    let connected: Vec<f64> = sims
+        .iter()
+        .filter_map(|s| s.connected_at.map(secs))
+        .collect();
     let echoed: Vec<f64> = sims.iter().filter_map(|s| s.echoed_at.map(secs)).collect();
     let all_connected = connected.iter().copied().fold(0.0, f64::max);
     let all_echoed = echoed.iter().copied().fold(0.0, f64::max);
     println!("clients            {}", args.count);
     println!("connected          {}", connected.len());
     println!("passed traffic     {}", echoed.len());
-    println!("failed             {}", sims.iter().filter(|s| s.failed.is_some()).count());
+    println!(
+        "failed             {}",
+        sims.iter().filter(|s| s.failed.is_some()).count()
+    );
     println!("all connected (s)  {all_connected:.3}");
     println!("all traffic (s)    {all_echoed:.3}");
     if all_connected > 0.0 {
-        println!("handshakes/s       {:.1}", connected.len() as f64 / all_connected);
+        println!(
+            "handshakes/s       {:.1}",
+            connected.len() as f64 / all_connected
+        );
     }
     if let Some(f) = sims.iter().find_map(|s| s.failed.clone()) {
         println!("first failure      {f}");

@@ -144,7 +144,6 @@ fn ask(prompt: &str, echo: bool) -> Result<String> {
     )
 }
 
-
 /// Everything derived from the profile before any OS resource is touched.
 #[derive(Debug)]
 struct Plan {
@@ -188,7 +187,11 @@ impl Plan {
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
                 .context("setting up TLS from `ca`, `cert` and `key`")?;
 
-        let wrap = wrap_config(cfg.tls_crypt.as_ref(), cfg.tls_auth.as_ref(), cfg.auth.as_deref())?;
+        let wrap = wrap_config(
+            cfg.tls_crypt.as_ref(),
+            cfg.tls_auth.as_ref(),
+            cfg.auth.as_deref(),
+        )?;
         let (ping, ping_restart) = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
         let data_ciphers = data_ciphers(&cfg.data_ciphers)?;
         let tun_mtu = cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU);
@@ -357,10 +360,6 @@ fn keepalive(
     }
     Ok((p, r))
 }
-
-
-
-
 
 fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
     match t {

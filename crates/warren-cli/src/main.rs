@@ -59,7 +59,11 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ClientArgs {
     /// The client profile (`.ovpn`, OpenVPN syntax).
-    #[arg(value_name = "PROFILE", required_unless_present = "config", conflicts_with = "config")]
+    #[arg(
+        value_name = "PROFILE",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
     profile: Option<PathBuf>,
     /// The client profile, as with `openvpn --config`.
     #[arg(short, long, value_name = "FILE")]
@@ -100,13 +104,19 @@ fn main() -> ExitCode {
             };
             match args.profile.or(args.config) {
                 Some(p) => client::run(&p, &flags),
-                None => Err(anyhow::anyhow!("give the client profile: warren client PROFILE.ovpn")),
+                None => Err(anyhow::anyhow!(
+                    "give the client profile: warren client PROFILE.ovpn"
+                )),
             }
         }
         Command::Demo(args) => match (args.internal_sink, args.internal_source) {
             (Some(a), _) => demo::internal_sink(a),
             (_, Some(a)) => demo::internal_source(a, args.seconds),
-            _ => demo::run(&demo::DemoFlags { seconds: args.seconds, builtin: args.builtin_throughput, verbose: cli.verbose }),
+            _ => demo::run(&demo::DemoFlags {
+                seconds: args.seconds,
+                builtin: args.builtin_throughput,
+                verbose: cli.verbose,
+            }),
         },
         Command::Pki(args) => pki::run(args),
         Command::User(args) => user::run(args),
@@ -167,39 +177,76 @@ mod tests {
         Cli::command().debug_assert();
         let c = Cli::try_parse_from(["warren", "-vv", "server", "-c", "s.conf"]).expect("parse");
         assert_eq!(c.verbose, 2);
-        let Command::Server(a) = c.command else { panic!("server subcommand") };
+        let Command::Server(a) = c.command else {
+            panic!("server subcommand")
+        };
         assert_eq!(a.config, Some(PathBuf::from("s.conf")));
         let c = Cli::try_parse_from(["warren", "server", "--config", "x", "-q"]).expect("parse");
         assert_eq!(c.quiet, 1);
         // Zero-config: no options at all; the zero-config options do not mix with --config.
         let c = Cli::try_parse_from(["warren", "server"]).expect("parse");
-        let Command::Server(a) = c.command else { panic!("server subcommand") };
+        let Command::Server(a) = c.command else {
+            panic!("server subcommand")
+        };
         assert_eq!((a.config, a.port, a.dev.as_str()), (None, 1194, "tun"));
-        assert!(Cli::try_parse_from(["warren", "server", "--auth", "cert+password", "--port", "1195"]).is_ok());
-        assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--port", "1195"]).is_err());
-        assert!(Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--state-dir", "d"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "warren",
+                "server",
+                "--auth",
+                "cert+password",
+                "--port",
+                "1195"
+            ])
+            .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--port", "1195"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--state-dir", "d"]).is_err()
+        );
         assert!(Cli::try_parse_from(["warren", "server", "--auth", "passwd"]).is_err());
         // --no-offload goes with both ways in.
-        let c = Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--no-offload"]).expect("parse");
-        let Command::Server(a) = c.command else { panic!("server subcommand") };
+        let c = Cli::try_parse_from(["warren", "server", "-c", "s.conf", "--no-offload"])
+            .expect("parse");
+        let Command::Server(a) = c.command else {
+            panic!("server subcommand")
+        };
         assert!(a.no_offload);
         let c = Cli::try_parse_from(["warren", "client", "a.ovpn", "--no-offload"]).expect("parse");
-        let Command::Client(a) = c.command else { panic!("client subcommand") };
+        let Command::Client(a) = c.command else {
+            panic!("client subcommand")
+        };
         assert!(a.no_offload);
     }
 
     #[test]
     fn client_and_demo_args() {
-        let c = Cli::try_parse_from(["warren", "client", "alice.ovpn", "--no-tls-ekm"]).expect("parse");
-        let Command::Client(a) = c.command else { panic!("client subcommand") };
-        assert_eq!((a.profile, a.config, a.no_tls_ekm), (Some(PathBuf::from("alice.ovpn")), None, true));
-        let c = Cli::try_parse_from(["warren", "client", "--config", "b.ovpn", "-v"]).expect("parse");
-        let Command::Client(a) = c.command else { panic!("client subcommand") };
-        assert_eq!((a.profile, a.config, c.verbose), (None, Some(PathBuf::from("b.ovpn")), 1));
+        let c =
+            Cli::try_parse_from(["warren", "client", "alice.ovpn", "--no-tls-ekm"]).expect("parse");
+        let Command::Client(a) = c.command else {
+            panic!("client subcommand")
+        };
+        assert_eq!(
+            (a.profile, a.config, a.no_tls_ekm),
+            (Some(PathBuf::from("alice.ovpn")), None, true)
+        );
+        let c =
+            Cli::try_parse_from(["warren", "client", "--config", "b.ovpn", "-v"]).expect("parse");
+        let Command::Client(a) = c.command else {
+            panic!("client subcommand")
+        };
+        assert_eq!(
+            (a.profile, a.config, c.verbose),
+            (None, Some(PathBuf::from("b.ovpn")), 1)
+        );
         assert!(Cli::try_parse_from(["warren", "client"]).is_err());
         assert!(Cli::try_parse_from(["warren", "client", "a.ovpn", "-c", "b.ovpn"]).is_err());
         let c = Cli::try_parse_from(["warren", "demo"]).expect("parse");
-        let Command::Demo(d) = c.command else { panic!("demo subcommand") };
+        let Command::Demo(d) = c.command else {
+            panic!("demo subcommand")
+        };
         assert_eq!(d.seconds, 3);
         assert!(Cli::try_parse_from(["warren", "demo", "--seconds", "0"]).is_err());
     }

@@ -1012,7 +1012,8 @@ pub(crate) fn did_you_mean(name: &str, preferred: &[&'static str]) -> Option<&'s
 }
 
 /// Directives that only warren knows.
-pub(crate) const WARREN_DIRECTIVES: &[&str] = &["warren-key-derivation", "warren-offload", "warren-workers"];
+pub(crate) const WARREN_DIRECTIVES: &[&str] =
+    &["warren-key-derivation", "warren-offload", "warren-workers"];
 
 /// Levenshtein distance over characters.
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -421,7 +421,11 @@ impl ServerState {
                     "auto" => None,
                     _ => match v.u32_at(0)? {
                         n @ 1..=64 => Some(n as u16),
-                        _ => return Err(v.invalid(0, "expected `auto` or a thread count from 1 to 64")),
+                        _ => {
+                            return Err(
+                                v.invalid(0, "expected `auto` or a thread count from 1 to 64")
+                            );
+                        }
                     },
                 };
             }

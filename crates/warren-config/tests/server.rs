@@ -672,7 +672,8 @@ fn ignore_unknown_option_rules() {
     assert!(w[0].message.contains("ignore-unknown-option"), "{}", w[0]);
     assert_eq!(w[1].directive, "management");
     // Non-strict refusals (TLS suite restrictions) can be skipped on purpose.
-    let (_, w) = ok("ignore-unknown-option tls-cipher\ntls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384");
+    let (_, w) =
+        ok("ignore-unknown-option tls-cipher\ntls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384");
     assert_eq!((w.len(), w[0].location.line), (1, Some(NEXT + 1)), "{w:?}");
     // Strict refusals stay errors.
     err_line(

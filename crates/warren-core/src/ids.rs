@@ -70,7 +70,11 @@ impl PeerId {
     pub const UNDEFINED_WIRE: u32 = 0x00FF_FFFF;
 
     pub const fn new(v: u32) -> Option<Self> {
-        if v < Self::UNDEFINED_WIRE { Some(PeerId(v)) } else { None }
+        if v < Self::UNDEFINED_WIRE {
+            Some(PeerId(v))
+        } else {
+            None
+        }
     }
 
     pub const fn get(self) -> u32 {

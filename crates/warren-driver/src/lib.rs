@@ -27,19 +27,19 @@ pub mod auth;
 mod batch;
 mod client_loop;
 mod server_loop;
-mod workers;
 pub mod status;
+mod workers;
 
-pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
-    filter_pushed, redirect_from_flags, run_client, tunnel_spec,
-};
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
 pub use batch::{UdpIo, describe_tun};
-pub use workers::WorkerIo;
+pub use client_loop::{
+    ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
+    RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
+};
 pub use server_loop::{
     BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
 };
+pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.
 pub fn cipher_name(c: warren_crypto::CipherKind) -> &'static str {

@@ -14,7 +14,6 @@ use warren_io::{Interest, Poller, RecvMeta, Tun, TunConfig, UdpBind, UdpFamily, 
 mod common;
 use common::{Deadline, Netns};
 
-
 /// Waits (bounded) for `sock` to deliver one datagram.
 fn recv_one(sock: &UdpSocket, buf: &mut [u8], limit: Duration) -> RecvMeta {
     let mut p = Poller::new();

@@ -12,18 +12,17 @@
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use warren_io::{
-    BatchMeta, BatchUdp, GRO_BUFFER, Interest, OffloadMode, OffloadTun, OffloadTunConfig,
-    Poller, TUN_RECV_BATCH, TunConfig, UdpBind, UdpFamily,
+    BatchMeta, BatchUdp, GRO_BUFFER, Interest, OffloadMode, OffloadTun, OffloadTunConfig, Poller,
+    TUN_RECV_BATCH, TunConfig, UdpBind, UdpFamily,
 };
 
 mod common;
 use common::{Deadline, Netns, run};
-
 
 /// Internet checksum over `data` starting from `sum` (not complemented).
 fn csum(data: &[u8], mut sum: u64) -> u16 {

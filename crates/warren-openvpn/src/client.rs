@@ -19,7 +19,7 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use warren_core::Instant;
-use warren_crypto::{CipherKind, Role, DATA_HEADROOM};
+use warren_crypto::{CipherKind, DATA_HEADROOM, Role};
 use warren_wire::{ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
@@ -103,10 +103,19 @@ pub enum ClientDatagram {
 #[non_exhaustive]
 pub enum ClientEvent {
     /// The tunnel is up: apply `config` to the tun device (address, routes, DNS).
-    Connected { config: PushedConfig, cipher: CipherKind, ekm: bool, server_cn: Option<String> },
-    Renegotiated { key_id: u8 },
+    Connected {
+        config: PushedConfig,
+        cipher: CipherKind,
+        ekm: bool,
+        server_cn: Option<String>,
+    },
+    Renegotiated {
+        key_id: u8,
+    },
     /// The session is over; the driver decides whether to reconnect.
-    Disconnected { reason: ClientDisconnect },
+    Disconnected {
+        reason: ClientDisconnect,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +149,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("server", &self.server).field("session", &self.session).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("server", &self.server)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +161,12 @@ const DATA_OVERHEAD: u16 = 24;
 
 impl Client {
     /// Starts a connection attempt to `server` (sends the hard reset at once).
-    pub fn new(config: ClientConfig, server: SocketAddr, rng: Box<dyn warren_core::Rng + Send>, now: Instant) -> Result<Self, ClientSetupError> {
+    pub fn new(
+        config: ClientConfig,
+        server: SocketAddr,
+        rng: Box<dyn warren_core::Rng + Send>,
+        now: Instant,
+    ) -> Result<Self, ClientSetupError> {
         // The stock client's OCC string (options.c options_string), so a stock server sees
         // what it expects.
         let occ = format!(
@@ -184,7 +201,9 @@ impl Client {
             config.tun_mtu,
         )
         .map_err(ClientSetupError::Tls)?;
-        let mss = config.mssfix.map(|m| m.saturating_sub(28 + DATA_OVERHEAD + 40));
+        let mss = config
+            .mssfix
+            .map(|m| m.saturating_sub(28 + DATA_OVERHEAD + 40));
         Ok(Client {
             ctx,
             session,
@@ -201,7 +220,12 @@ impl Client {
         self.server
     }
 
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> ClientDatagram {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> ClientDatagram {
         if from != self.server {
             return self.drop(DropReason::NoSession);
         }
@@ -210,20 +234,24 @@ impl Client {
         };
         let (raw, key_id) = warren_wire::split_op_byte(first);
         let outcome = match Opcode::from_u8(raw) {
-            Some(Opcode::DataV1) | Some(Opcode::DataV2) => match self.session.open_data(now, key_id, buf) {
-                Ok(range) => {
-                    let payload = &mut buf[range.clone()];
-                    if warren_wire::is_ping(payload) || payload.starts_with(&warren_wire::OCC_MAGIC) {
-                        ClientDatagram::Consumed
-                    } else {
-                        if let Some(mss) = self.mss {
-                            crate::mss::clamp_ipv4(payload, mss);
+            Some(Opcode::DataV1) | Some(Opcode::DataV2) => {
+                match self.session.open_data(now, key_id, buf) {
+                    Ok(range) => {
+                        let payload = &mut buf[range.clone()];
+                        if warren_wire::is_ping(payload)
+                            || payload.starts_with(&warren_wire::OCC_MAGIC)
+                        {
+                            ClientDatagram::Consumed
+                        } else {
+                            if let Some(mss) = self.mss {
+                                crate::mss::clamp_ipv4(payload, mss);
+                            }
+                            ClientDatagram::Tun(range)
                         }
-                        ClientDatagram::Tun(range)
                     }
+                    Err(reason) => self.drop(reason),
                 }
-                Err(reason) => self.drop(reason),
-            },
+            }
             Some(op) if op.is_control() => self.handle_control(now, buf),
             _ => self.drop(DropReason::UnknownOpcode),
         };
@@ -261,32 +289,43 @@ impl Client {
     fn after_input(&mut self) {
         while let Some(e) = self.ctx.events.pop_front() {
             match e {
-                SessionEvent::Renegotiated { key_id, .. } => self.events.push_back(ClientEvent::Renegotiated { key_id }),
-                SessionEvent::HandshakeFailed { reason, .. } => tracing::warn!("connection to server failed: {reason}"),
+                SessionEvent::Renegotiated { key_id, .. } => {
+                    self.events.push_back(ClientEvent::Renegotiated { key_id })
+                }
+                SessionEvent::HandshakeFailed { reason, .. } => {
+                    tracing::warn!("connection to server failed: {reason}")
+                }
             }
         }
         if let Side::Client(c) = &mut self.session.side
-            && c.just_connected {
-                c.just_connected = false;
-                if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
-                    self.events.push_back(ClientEvent::Connected {
-                        config,
-                        cipher,
-                        ekm: self.session.ekm,
-                        server_cn: c.server_cn.clone(),
-                    });
-                }
+            && c.just_connected
+        {
+            c.just_connected = false;
+            if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
+                self.events.push_back(ClientEvent::Connected {
+                    config,
+                    cipher,
+                    ekm: self.session.ekm,
+                    server_cn: c.server_cn.clone(),
+                });
             }
+        }
         if !self.closed
-            && let Some(End::Client(reason)) = self.session.dead.clone() {
-                self.closed = true;
-                self.events.push_back(ClientEvent::Disconnected { reason });
-            }
+            && let Some(End::Client(reason)) = self.session.dead.clone()
+        {
+            self.closed = true;
+            self.events.push_back(ClientEvent::Disconnected { reason });
+        }
     }
 
     /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun. On
     /// success the packet to send to [`Client::server_addr`] is `buf[range]`.
-    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Range<usize>, DropReason> {
         let end = DATA_HEADROOM + len;
         if buf.len() < end || len == 0 {
             self.ctx.count(DropReason::Malformed);
@@ -311,7 +350,9 @@ impl Client {
             return Some(self.server);
         }
         out.clear();
-        self.session.poll_transmit(&mut self.ctx, now, out).then_some(self.server)
+        self.session
+            .poll_transmit(&mut self.ctx, now, out)
+            .then_some(self.server)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -353,7 +394,10 @@ impl Client {
 
     /// Data-plane statistics: (bytes received from the tunnel, bytes sent into it).
     pub fn traffic(&self) -> (u64, u64) {
-        (self.session.activity.bytes_in(), self.session.activity.bytes_out())
+        (
+            self.session.activity.bytes_in(),
+            self.session.activity.bytes_out(),
+        )
     }
 
     /// Packets dropped, by reason.
@@ -373,7 +417,10 @@ pub enum ClientSetupError {
 /// Parses the options of a (reassembled) PUSH_REPLY the way a 2.6 client applies them
 /// (options.c, push.c). Unknown options are kept in `raw` only.
 pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
-    let mut p = PushedConfig { raw: options.to_vec(), ..PushedConfig::default() };
+    let mut p = PushedConfig {
+        raw: options.to_vec(),
+        ..PushedConfig::default()
+    };
     let ip = |s: Option<&&str>| s.and_then(|s| s.parse::<Ipv4Addr>().ok());
     for opt in options {
         let t: Vec<&str> = opt.split_whitespace().collect();
@@ -386,7 +433,9 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
             Some("route-gateway") => p.route_gateway = ip(t.get(1)),
             Some("topology") => p.topology_subnet = t.get(1) == Some(&"subnet"),
             Some("route") => {
-                if let (Some(network), Some(netmask)) = (ip(t.get(1)), ip(t.get(2)).or(Some(Ipv4Addr::BROADCAST))) {
+                if let (Some(network), Some(netmask)) =
+                    (ip(t.get(1)), ip(t.get(2)).or(Some(Ipv4Addr::BROADCAST)))
+                {
                     p.routes.push(PushedRoute {
                         network,
                         netmask,
@@ -395,27 +444,45 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
                     });
                 }
             }
-            Some("redirect-gateway") => p.redirect_gateway = Some(t[1..].iter().map(|s| s.to_string()).collect()),
-            Some("dhcp-option") => match (t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(), t.get(2)) {
+            Some("redirect-gateway") => {
+                p.redirect_gateway = Some(t[1..].iter().map(|s| s.to_string()).collect())
+            }
+            Some("dhcp-option") => match (
+                t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(),
+                t.get(2),
+            ) {
                 (Some("DNS"), Some(a)) | (Some("DNS6"), Some(a)) => {
                     if let Ok(a) = a.parse() {
                         p.dns_servers.push(a);
                     }
                 }
-                (Some("DOMAIN"), Some(d)) | (Some("DOMAIN-SEARCH"), Some(d)) => p.search_domains.push(d.to_string()),
+                (Some("DOMAIN"), Some(d)) | (Some("DOMAIN-SEARCH"), Some(d)) => {
+                    p.search_domains.push(d.to_string())
+                }
                 _ => {}
             },
             Some("dns") => match (t.get(1).copied(), t.get(3).copied()) {
                 (Some("server"), Some("address")) => {
-                    p.dns_servers.extend(t[4..].iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()));
+                    p.dns_servers.extend(
+                        t[4..]
+                            .iter()
+                            .filter_map(|a| a.parse::<std::net::IpAddr>().ok()),
+                    );
                 }
-                (Some("search-domains"), _) => p.search_domains.extend(t[2..].iter().map(|s| s.to_string())),
+                (Some("search-domains"), _) => p
+                    .search_domains
+                    .extend(t[2..].iter().map(|s| s.to_string())),
                 _ => {}
             },
             Some("tun-mtu") => p.tun_mtu = t.get(1).and_then(|v| v.parse().ok()),
             Some("ping") => p.ping = t.get(1).and_then(|v| v.parse().ok()),
             Some("ping-restart") => p.ping_restart = t.get(1).and_then(|v| v.parse().ok()),
-            Some("peer-id") => p.peer_id = t.get(1).and_then(|v| v.parse().ok()).filter(|&v: &u32| v < 0x00FF_FFFF),
+            Some("peer-id") => {
+                p.peer_id = t
+                    .get(1)
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&v: &u32| v < 0x00FF_FFFF)
+            }
             Some("cipher") => p.cipher = t.get(1).and_then(|c| CipherKind::from_name(c)),
             Some("protocol-flags") => {
                 p.tls_ekm |= t.contains(&"tls-ekm");
@@ -438,15 +505,30 @@ mod tests {
         let msg = "PUSH_REPLY,route-gateway 10.199.0.1,topology subnet,ping 10,ping-restart 120,route 192.168.50.0 255.255.255.0,redirect-gateway def1 bypass-dhcp,dhcp-option DNS 10.199.0.1,dhcp-option DOMAIN corp.example,ifconfig 10.199.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
         let reply = warren_wire::parse_push_reply(msg).expect("push reply");
         let p = parse_pushed(&reply.options);
-        assert_eq!(p.ifconfig, Some((Ipv4Addr::new(10, 199, 0, 2), Ipv4Addr::new(255, 255, 255, 0))));
+        assert_eq!(
+            p.ifconfig,
+            Some((
+                Ipv4Addr::new(10, 199, 0, 2),
+                Ipv4Addr::new(255, 255, 255, 0)
+            ))
+        );
         assert_eq!(p.route_gateway, Some(Ipv4Addr::new(10, 199, 0, 1)));
         assert!(p.topology_subnet);
         assert_eq!(p.routes.len(), 1);
         assert_eq!(p.routes[0].network, Ipv4Addr::new(192, 168, 50, 0));
-        assert_eq!(p.redirect_gateway.as_deref(), Some(&["def1".to_string(), "bypass-dhcp".to_string()][..]));
-        assert_eq!(p.dns_servers, vec![std::net::IpAddr::V4(Ipv4Addr::new(10, 199, 0, 1))]);
+        assert_eq!(
+            p.redirect_gateway.as_deref(),
+            Some(&["def1".to_string(), "bypass-dhcp".to_string()][..])
+        );
+        assert_eq!(
+            p.dns_servers,
+            vec![std::net::IpAddr::V4(Ipv4Addr::new(10, 199, 0, 1))]
+        );
         assert_eq!(p.search_domains, vec!["corp.example".to_string()]);
-        assert_eq!((p.ping, p.ping_restart, p.peer_id, p.tun_mtu), (Some(10), Some(120), Some(0), Some(1500)));
+        assert_eq!(
+            (p.ping, p.ping_restart, p.peer_id, p.tun_mtu),
+            (Some(10), Some(120), Some(0), Some(1500))
+        );
         assert_eq!(p.cipher, Some(CipherKind::Aes256Gcm));
         assert!(p.tls_ekm && p.cc_exit);
     }

@@ -24,7 +24,9 @@ pub(crate) enum TlsFactory {
 impl TlsFactory {
     pub fn connect(&self) -> Result<rustls::Connection, rustls::Error> {
         Ok(match self {
-            TlsFactory::Server(cfg) => rustls::Connection::Server(rustls::ServerConnection::new(cfg.clone())?),
+            TlsFactory::Server(cfg) => {
+                rustls::Connection::Server(rustls::ServerConnection::new(cfg.clone())?)
+            }
             TlsFactory::Client(cfg) => rustls::Connection::Client(rustls::ClientConnection::new(
                 cfg.clone(),
                 crate::tls::no_sni_server_name(),
@@ -64,7 +66,9 @@ pub(crate) struct Ctx {
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("Ctx")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +92,11 @@ impl Ctx {
     pub fn new(p: CtxParams, wrap: &WrapConfig, rng: Box<dyn Rng + Send>) -> Self {
         let wrap = match wrap {
             WrapConfig::None => ControlWrap::none(),
-            WrapConfig::TlsAuth { key, digest, direction } => ControlWrap::tls_auth(key, *digest, *direction),
+            WrapConfig::TlsAuth {
+                key,
+                digest,
+                direction,
+            } => ControlWrap::tls_auth(key, *digest, *direction),
             WrapConfig::TlsCrypt { key } => ControlWrap::tls_crypt(key, p.role),
         };
         // ssl.c:347: payload = tls-mtu - IPv6/UDP header - opcode/sid - ack block (4 acks +
@@ -99,7 +107,11 @@ impl Ctx {
             tls: p.tls,
             wrap,
             rng,
-            reliable: ReliableConfig { send_window: 6, recv_window: 12, initial_timeout: p.tls_timeout },
+            reliable: ReliableConfig {
+                send_window: 6,
+                recv_window: 12,
+                initial_timeout: p.tls_timeout,
+            },
             max_payload: TLS_MTU - overhead,
             hand_window: p.hand_window,
             ping: p.ping,
@@ -124,6 +136,7 @@ impl Ctx {
     }
 
     pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String) {
-        self.events.push_back(SessionEvent::HandshakeFailed { addr, reason });
+        self.events
+            .push_back(SessionEvent::HandshakeFailed { addr, reason });
     }
 }

@@ -50,7 +50,9 @@ pub struct TxCounter {
 
 impl TxCounter {
     pub(crate) fn new() -> Self {
-        TxCounter { next: AtomicU64::new(1) }
+        TxCounter {
+            next: AtomicU64::new(1),
+        }
     }
 
     /// Reserves `n` consecutive ids and returns the first, or `None` when the id space is
@@ -176,7 +178,11 @@ pub enum DataChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataEvent {
     /// An authenticated packet came from a new address (float, mudp.c:188).
-    Float { peer_id: u32, generation: u64, addr: SocketAddr },
+    Float {
+        peer_id: u32,
+        generation: u64,
+        addr: SocketAddr,
+    },
     /// The peer sent OCC EXIT (explicit-exit-notify).
     ExitNotify { peer_id: u32, generation: u64 },
     /// The send key passed the wrap trigger: renegotiate now.
@@ -243,7 +249,13 @@ impl std::fmt::Debug for DataPlane {
 
 impl DataPlane {
     pub fn new(config: DataPlaneConfig) -> Self {
-        DataPlane { config, peers: Vec::new(), by_vpn_ip: HashMap::new(), events: VecDeque::new(), dropped: 0 }
+        DataPlane {
+            config,
+            peers: Vec::new(),
+            by_vpn_ip: HashMap::new(),
+            events: VecDeque::new(),
+            dropped: 0,
+        }
     }
 
     /// Packets dropped so far (any reason).
@@ -260,9 +272,16 @@ impl DataPlane {
     /// an update; a new session (another generation) starts from scratch.
     pub fn apply(&mut self, change: DataChange) {
         match change {
-            DataChange::Remove { peer_id, generation } => {
+            DataChange::Remove {
+                peer_id,
+                generation,
+            } => {
                 let idx = peer_id as usize;
-                if self.peers.get(idx).and_then(Option::as_ref).is_some_and(|p| p.data.generation == generation)
+                if self
+                    .peers
+                    .get(idx)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|p| p.data.generation == generation)
                     && let Some(p) = self.peers[idx].take()
                     && let Some(ip) = p.data.vpn_ip
                     && self.by_vpn_ip.get(&ip) == Some(&peer_id)
@@ -292,7 +311,12 @@ impl DataPlane {
                                 _ => false,
                             };
                             let float = o.float_reported.filter(|a| *a != data.addr);
-                            (o.recv, float, o.exhausted_reported && same_send, o.exit_reported)
+                            (
+                                o.recv,
+                                float,
+                                o.exhausted_reported && same_send,
+                                o.exit_reported,
+                            )
                         } else {
                             (Vec::new(), None, false, false)
                         }
@@ -308,13 +332,22 @@ impl DataPlane {
                             .position(|o| o.key.same(k))
                             .map(|i| old_recv.swap_remove(i).window)
                             .unwrap_or_default();
-                        RecvKey { key: k.clone(), window }
+                        RecvKey {
+                            key: k.clone(),
+                            window,
+                        }
                     })
                     .collect();
                 if let Some(ip) = data.vpn_ip {
                     self.by_vpn_ip.insert(ip, data.peer_id);
                 }
-                self.peers[idx] = Some(PlanePeer { data, recv, float_reported, exhausted_reported, exit_reported });
+                self.peers[idx] = Some(PlanePeer {
+                    data,
+                    recv,
+                    float_reported,
+                    exhausted_reported,
+                    exit_reported,
+                });
             }
         }
     }
@@ -332,12 +365,17 @@ impl DataPlane {
         if pkt[0] >> 4 != 4 {
             return None;
         }
-        self.by_vpn_ip.get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3])).copied()
+        self.by_vpn_ip
+            .get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))
+            .copied()
     }
 
     /// A peer's published state.
     pub fn peer(&self, peer_id: u32) -> Option<&PeerData> {
-        self.peers.get(peer_id as usize).and_then(Option::as_ref).map(|p| &p.data)
+        self.peers
+            .get(peer_id as usize)
+            .and_then(Option::as_ref)
+            .map(|p| &p.data)
     }
 
     fn drop_packet(&mut self, reason: DropReason) -> DatagramOutcome {
@@ -361,7 +399,11 @@ impl DataPlane {
         let Some(peer_id) = header.peer_id else {
             return self.drop_packet(DropReason::NoSession);
         };
-        let Some(p) = self.peers.get_mut(peer_id as usize).and_then(Option::as_mut) else {
+        let Some(p) = self
+            .peers
+            .get_mut(peer_id as usize)
+            .and_then(Option::as_mut)
+        else {
             return self.drop_packet(DropReason::NoSession);
         };
         let Some(rk) = p.recv.iter_mut().find(|k| k.key.key_id == header.key_id) else {
@@ -377,7 +419,11 @@ impl DataPlane {
         p.data.activity.received(now, range.len() as u64);
         if from != p.data.addr && p.float_reported != Some(from) {
             p.float_reported = Some(from);
-            self.events.push_back(DataEvent::Float { peer_id, generation: p.data.generation, addr: from });
+            self.events.push_back(DataEvent::Float {
+                peer_id,
+                generation: p.data.generation,
+                addr: from,
+            });
         }
         let vpn_ip = p.data.vpn_ip;
         let generation = p.data.generation;
@@ -386,9 +432,16 @@ impl DataPlane {
             return DatagramOutcome::Consumed;
         }
         if payload.starts_with(&warren_wire::OCC_MAGIC) {
-            if matches!(warren_wire::parse_occ(payload), Some(warren_wire::OccMessage::Exit)) && !p.exit_reported {
+            if matches!(
+                warren_wire::parse_occ(payload),
+                Some(warren_wire::OccMessage::Exit)
+            ) && !p.exit_reported
+            {
                 p.exit_reported = true;
-                self.events.push_back(DataEvent::ExitNotify { peer_id, generation });
+                self.events.push_back(DataEvent::ExitNotify {
+                    peer_id,
+                    generation,
+                });
             }
             return DatagramOutcome::Consumed;
         }
@@ -404,7 +457,12 @@ impl DataPlane {
             crate::mss::clamp_ipv4(payload, mss);
         }
         let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
-        if self.config.client_to_client && self.by_vpn_ip.get(&dst).is_some_and(|&other| other != peer_id) {
+        if self.config.client_to_client
+            && self
+                .by_vpn_ip
+                .get(&dst)
+                .is_some_and(|&other| other != peer_id)
+        {
             return DatagramOutcome::ClientToClient(range);
         }
         DatagramOutcome::Tun(range)
@@ -438,7 +496,11 @@ impl DataPlane {
         if let Some(mss) = self.config.mss {
             crate::mss::clamp_ipv4(pkt, mss);
         }
-        let Some(p) = self.peers.get_mut(peer_id as usize).and_then(Option::as_mut) else {
+        let Some(p) = self
+            .peers
+            .get_mut(peer_id as usize)
+            .and_then(Option::as_mut)
+        else {
             self.dropped += 1;
             return EncapOutcome::Dropped(DropReason::NoRoute);
         };
@@ -452,12 +514,21 @@ impl DataPlane {
         };
         if pid >= PACKET_ID_WRAP_TRIGGER && !p.exhausted_reported {
             p.exhausted_reported = true;
-            self.events.push_back(DataEvent::KeyExhausted { peer_id, generation: p.data.generation });
+            self.events.push_back(DataEvent::KeyExhausted {
+                peer_id,
+                generation: p.data.generation,
+            });
         }
-        let header = DataHeader { key_id: key.key_id, peer_id: p.data.data_v2.then_some(p.data.peer_id) };
+        let header = DataHeader {
+            key_id: key.key_id,
+            peer_id: p.data.data_v2.then_some(p.data.peer_id),
+        };
         let range = key.keys.seal(header, pid, &mut buf[..end]);
         p.data.activity.sent(now, len as u64);
-        EncapOutcome::Send { dst: p.data.addr, range }
+        EncapOutcome::Send {
+            dst: p.data.addr,
+            range,
+        }
     }
 }
 
@@ -494,7 +565,9 @@ mod tests {
     use warren_crypto::{CipherKind, Key2, Role};
 
     fn counter_at(next: u64) -> TxCounter {
-        TxCounter { next: AtomicU64::new(next) }
+        TxCounter {
+            next: AtomicU64::new(next),
+        }
     }
 
     #[test]
@@ -509,12 +582,24 @@ mod tests {
         assert_eq!(c.reserve(1), None, "u32::MAX is never used");
         assert_eq!(c.reserve(1), None);
         let c = counter_at(u64::from(u32::MAX) - 2);
-        assert_eq!(c.reserve(3), None, "a run that would reach u32::MAX is refused");
+        assert_eq!(
+            c.reserve(3),
+            None,
+            "a run that would reach u32::MAX is refused"
+        );
     }
 
     fn peer(tx: TxCounter) -> PeerData {
-        let keys = Arc::new(DataKeys::new(CipherKind::Aes256Gcm, &Key2::from_bytes([7; 256]), Role::Server));
-        let key = DataKeyRef { key_id: KeyId::ZERO, keys, tx: Arc::new(tx) };
+        let keys = Arc::new(DataKeys::new(
+            CipherKind::Aes256Gcm,
+            &Key2::from_bytes([7; 256]),
+            Role::Server,
+        ));
+        let key = DataKeyRef {
+            key_id: KeyId::ZERO,
+            keys,
+            tx: Arc::new(tx),
+        };
         PeerData {
             peer_id: 3,
             generation: 9,
@@ -539,41 +624,79 @@ mod tests {
 
     #[test]
     fn the_wrap_trigger_is_reported_once() {
-        let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
-        plane.apply(DataChange::Update(peer(counter_at(u64::from(PACKET_ID_WRAP_TRIGGER) - 1))));
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+        });
+        plane.apply(DataChange::Update(peer(counter_at(
+            u64::from(PACKET_ID_WRAP_TRIGGER) - 1,
+        ))));
         let now = Instant::from_secs(1);
         for _ in 0..3 {
             let mut buf = ipv4_to(Ipv4Addr::new(10, 8, 0, 6));
-            assert!(matches!(plane.seal(now, &mut buf, 40), EncapOutcome::Send { .. }));
+            assert!(matches!(
+                plane.seal(now, &mut buf, 40),
+                EncapOutcome::Send { .. }
+            ));
         }
-        assert_eq!(plane.poll_event(), Some(DataEvent::KeyExhausted { peer_id: 3, generation: 9 }));
+        assert_eq!(
+            plane.poll_event(),
+            Some(DataEvent::KeyExhausted {
+                peer_id: 3,
+                generation: 9
+            })
+        );
         assert_eq!(plane.poll_event(), None);
     }
 
     #[test]
     fn updates_keep_windows_and_removals_need_the_right_generation() {
-        let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+        });
         let p = peer(TxCounter::new());
         plane.apply(DataChange::Update(p.clone()));
-        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]), Some(3));
+        assert_eq!(
+            plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]),
+            Some(3)
+        );
         // A stale removal (an earlier session with the same peer id) changes nothing.
-        plane.apply(DataChange::Remove { peer_id: 3, generation: 8 });
+        plane.apply(DataChange::Remove {
+            peer_id: 3,
+            generation: 8,
+        });
         assert_eq!(plane.peer_count(), 1);
         // A new address: the route follows, the old VPN address is gone.
         let mut moved = p.clone();
         moved.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 10));
         plane.apply(DataChange::Update(moved));
-        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]), None);
-        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]), Some(3));
-        plane.apply(DataChange::Remove { peer_id: 3, generation: 9 });
+        assert_eq!(
+            plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]),
+            None
+        );
+        assert_eq!(
+            plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]),
+            Some(3)
+        );
+        plane.apply(DataChange::Remove {
+            peer_id: 3,
+            generation: 9,
+        });
         assert_eq!(plane.peer_count(), 0);
-        assert_eq!(plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]), None);
+        assert_eq!(
+            plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]),
+            None
+        );
     }
 
     #[test]
     fn wants_only_p_data_v2_with_a_defined_peer_id() {
         assert!(DataPlane::wants(&[0x48, 0, 0, 5, 1, 2]));
-        assert!(!DataPlane::wants(&[0x48, 0xff, 0xff, 0xff, 1, 2]), "undefined peer id");
+        assert!(
+            !DataPlane::wants(&[0x48, 0xff, 0xff, 0xff, 1, 2]),
+            "undefined peer id"
+        );
         assert!(!DataPlane::wants(&[0x30, 0, 0, 5]), "P_DATA_V1");
         assert!(!DataPlane::wants(&[0x20, 0, 0, 5]), "P_CONTROL_V1");
         assert!(!DataPlane::wants(&[0x48, 0]), "short");

@@ -184,7 +184,8 @@ impl KeyState {
         let mut offset = 0;
         while offset < self.tls_out.len() && self.reliable.can_queue() {
             let end = (offset + max_payload).min(self.tls_out.len());
-            self.reliable.queue(now, Opcode::ControlV1, self.tls_out[offset..end].to_vec());
+            self.reliable
+                .queue(now, Opcode::ControlV1, self.tls_out[offset..end].to_vec());
             offset = end;
         }
         self.tls_out.drain(..offset);
@@ -196,9 +197,9 @@ impl KeyState {
 
     /// RFC 5705 exporter for the data keys (`key-derivation tls-ekm`, ssl.c:1565).
     pub fn export_key2(&self) -> Result<warren_crypto::Key2, rustls::Error> {
-        let out = self
-            .tls
-            .export_keying_material([0u8; 256], b"EXPORTER-OpenVPN-datakeys", None)?;
+        let out =
+            self.tls
+                .export_keying_material([0u8; 256], b"EXPORTER-OpenVPN-datakeys", None)?;
         Ok(warren_crypto::Key2::from_bytes(out))
     }
 

@@ -27,16 +27,19 @@ pub mod dataplane;
 mod keystate;
 mod mss;
 pub mod reliable;
-mod session;
 pub mod server;
+mod session;
 pub mod tls;
 
-pub use client::{Client, ClientConfig, ClientSetupError, ClientDatagram, ClientDisconnect, ClientEvent, PushedConfig, PushedRoute};
-pub use server::{
-    AuthDecision, AuthGrant, Password,
-    ClientStatus, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
-    ServerConfig, ServerCounters, ServerEvent, WrapConfig, DATA_HEADROOM,
+pub use client::{
+    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
+    PushedConfig, PushedRoute,
 };
 pub use dataplane::{
     Activity, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData, TxCounter,
+};
+pub use server::{
+    AuthDecision, AuthGrant, ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason,
+    DropReason, EncapOutcome, KeyDerivation, Password, Server, ServerConfig, ServerCounters,
+    ServerEvent, WrapConfig,
 };

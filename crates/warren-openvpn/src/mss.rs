@@ -16,7 +16,9 @@ pub fn clamp_ipv4(packet: &mut [u8], max_mss: u16) {
     if packet[9] != 6 || ihl < 20 || (u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff) != 0 {
         return;
     }
-    let Some(tcp) = packet.get_mut(ihl..) else { return };
+    let Some(tcp) = packet.get_mut(ihl..) else {
+        return;
+    };
     if tcp.len() < 20 {
         return;
     }
@@ -31,8 +33,8 @@ pub fn clamp_ipv4(packet: &mut [u8], max_mss: u16) {
     let mut i = 20;
     while i < data_offset {
         match tcp[i] {
-            0 => break,    // end of options
-            1 => i += 1,   // no-op
+            0 => break,  // end of options
+            1 => i += 1, // no-op
             kind => {
                 let Some(&len) = tcp.get(i + 1) else { return };
                 let len = usize::from(len);
@@ -71,7 +73,11 @@ mod tests {
     fn csum(data: &[u8]) -> u16 {
         let mut acc: u32 = 0;
         for c in data.chunks(2) {
-            let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from(c[0]) << 8
+            };
             acc += u32::from(w);
         }
         while acc > 0xffff {

@@ -31,8 +31,14 @@ pub const DATA_HEADROOM: usize = 24;
 #[derive(Clone, Debug)]
 pub enum WrapConfig {
     None,
-    TlsAuth { key: StaticKey, digest: Digest, direction: Option<KeyDirection> },
-    TlsCrypt { key: StaticKey },
+    TlsAuth {
+        key: StaticKey,
+        digest: Digest,
+        direction: Option<KeyDirection>,
+    },
+    TlsCrypt {
+        key: StaticKey,
+    },
 }
 
 /// How data-channel keys are derived.
@@ -106,7 +112,10 @@ pub enum DatagramOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncapOutcome {
     /// Send `buf[range]` to `dst`.
-    Send { dst: SocketAddr, range: Range<usize> },
+    Send {
+        dst: SocketAddr,
+        range: Range<usize>,
+    },
     Dropped(DropReason),
 }
 
@@ -160,7 +169,9 @@ pub enum AuthDecision {
     Accept(AuthGrant),
     /// Sends `AUTH_FAILED` (with `reason` when given, as OpenVPN's `client-deny` does) and
     /// ends the session.
-    Reject { reason: Option<String> },
+    Reject {
+        reason: Option<String>,
+    },
 }
 
 /// What an accepted client gets beyond the server's defaults.
@@ -190,11 +201,32 @@ pub enum ServerEvent {
         password: Option<Password>,
     },
     /// [`Server::authorize`] refused a client (`AUTH_FAILED` was sent).
-    AuthRejected { peer_id: u32, addr: SocketAddr },
-    Connected { peer_id: u32, common_name: String, addr: SocketAddr, vpn_ip: Ipv4Addr, cipher: CipherKind, ekm: bool },
-    Renegotiated { peer_id: u32, key_id: u8 },
-    Disconnected { peer_id: u32, common_name: String, addr: SocketAddr, reason: DisconnectReason },
-    HandshakeFailed { addr: SocketAddr, reason: String },
+    AuthRejected {
+        peer_id: u32,
+        addr: SocketAddr,
+    },
+    Connected {
+        peer_id: u32,
+        common_name: String,
+        addr: SocketAddr,
+        vpn_ip: Ipv4Addr,
+        cipher: CipherKind,
+        ekm: bool,
+    },
+    Renegotiated {
+        peer_id: u32,
+        key_id: u8,
+    },
+    Disconnected {
+        peer_id: u32,
+        common_name: String,
+        addr: SocketAddr,
+        reason: DisconnectReason,
+    },
+    HandshakeFailed {
+        addr: SocketAddr,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +300,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("clients", &self.live).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("clients", &self.live)
+            .finish_non_exhaustive()
     }
 }
 
@@ -277,7 +311,9 @@ impl Server {
         let cookie = CookieKey::new(rng.as_mut());
         let network = u32::from(config.network) & u32::from(config.netmask);
         let server_ip = Ipv4Addr::from(network + 1);
-        let mss = config.mssfix.map(|m| m.saturating_sub(28 + DATA_OVERHEAD as u16 + 40));
+        let mss = config
+            .mssfix
+            .map(|m| m.saturating_sub(28 + DATA_OVERHEAD as u16 + 40));
         let occ = format!(
             "V4,dev-type tun,link-mtu {},tun-mtu {},proto UDPv4,auth [null-digest],keysize 0,key-method 2,tls-server",
             config.tun_mtu as usize + DATA_OVERHEAD + 1,
@@ -337,7 +373,12 @@ impl Server {
         self.live
     }
 
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let Some(&first) = buf.first() else {
             return self.drop(DropReason::Malformed);
         };
@@ -354,7 +395,12 @@ impl Server {
         DatagramOutcome::Dropped(reason)
     }
 
-    fn handle_control(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
+    fn handle_control(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let Ok((opcode, key_id, sid)) = warren_wire::parse_control_head(buf) else {
             return self.drop(DropReason::Malformed);
         };
@@ -389,7 +435,9 @@ impl Server {
             return self.drop(DropReason::Malformed);
         }
         if let Some(&slot) = self.by_addr.get(&from) {
-            let belongs = self.sessions[slot].as_ref().is_some_and(|s| s.remote_sid == Some(sid));
+            let belongs = self.sessions[slot]
+                .as_ref()
+                .is_some_and(|s| s.remote_sid == Some(sid));
             if belongs {
                 if let Some(s) = self.sessions[slot].as_mut() {
                     s.on_control(&mut self.ctx, now, stamp, pkt);
@@ -426,7 +474,9 @@ impl Server {
                 self.after_session_input(now, slot);
                 DatagramOutcome::Consumed
             }
-            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1 => self.drop(DropReason::Unsupported),
+            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1 => {
+                self.drop(DropReason::Unsupported)
+            }
             _ => self.drop(DropReason::NoSession),
         }
     }
@@ -448,14 +498,20 @@ impl Server {
             opcode: Opcode::ControlHardResetServerV2,
             key_id: KeyId::ZERO,
             session_id: cookie,
-            acks: AckBlock { ids: vec![0], remote_session: Some(client_sid) },
+            acks: AckBlock {
+                ids: vec![0],
+                remote_session: Some(client_sid),
+            },
             msg_id: Some(0),
             payload: &[],
         };
         let mut body = Vec::with_capacity(32);
         pkt.write_body(&mut body);
         let mut out = Vec::with_capacity(128);
-        let stamp = ReplayStamp { id: 1, time: self.ctx.unix_now(now) };
+        let stamp = ReplayStamp {
+            id: 1,
+            time: self.ctx.unix_now(now),
+        };
         self.ctx.wrap.wrap(&pkt.head(), stamp, &body, &mut out);
         self.stateless_out.push_back((to, out));
     }
@@ -463,9 +519,18 @@ impl Server {
     /// ssl_pkt.c check_session_hmac_and_pkt_id (2.6 with the CVE-2025-13086 fix): the
     /// packet must ACK our reset with a cookie from the current or two previous slots, ack
     /// only ids <= 1, and carry msg-id <= 1.
-    fn check_cookie(&self, now: Instant, from: SocketAddr, sid: SessionId, pkt: &ControlPacket<'_>) -> Option<SessionId> {
+    fn check_cookie(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        sid: SessionId,
+        pkt: &ControlPacket<'_>,
+    ) -> Option<SessionId> {
         let claimed = pkt.acks.remote_session?;
-        if pkt.acks.ids.is_empty() || pkt.acks.ids.iter().any(|&id| id > 1) || pkt.msg_id.is_some_and(|m| m > 1) {
+        if pkt.acks.ids.is_empty()
+            || pkt.acks.ids.iter().any(|&id| id > 1)
+            || pkt.msg_id.is_some_and(|m| m > 1)
+        {
             return None;
         }
         let slot = self.time_slot(now);
@@ -475,7 +540,13 @@ impl Server {
             .find(|c| *c == claimed)
     }
 
-    fn create_session(&mut self, now: Instant, addr: SocketAddr, cookie: SessionId, client_sid: SessionId) -> Option<usize> {
+    fn create_session(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        cookie: SessionId,
+        client_sid: SessionId,
+    ) -> Option<usize> {
         if self.live >= self.config.max_clients {
             return None;
         }
@@ -519,7 +590,10 @@ impl Server {
     /// After a session handled input: connect it if key-method 2 finished, remove it if it
     /// died, queue it for transmission and re-arm its timer.
     fn after_session_input(&mut self, now: Instant, slot: usize) {
-        if self.sessions[slot].as_ref().is_some_and(|s| s.pending_connect && !s.awaiting_auth) {
+        if self.sessions[slot]
+            .as_ref()
+            .is_some_and(|s| s.pending_connect && !s.awaiting_auth)
+        {
             if self.config.external_auth {
                 self.request_auth(slot);
             } else {
@@ -541,8 +615,12 @@ impl Server {
 
     /// Publishes the session's data state if a data plane is attached and it changed.
     fn refresh_data(&mut self, slot: usize) {
-        let Some(changes) = self.data_changes.as_mut() else { return };
-        let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else { return };
+        let Some(changes) = self.data_changes.as_mut() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
         let data = s.peer_data();
         let summary = Published::of(&data);
         if self.published.len() <= slot {
@@ -565,7 +643,10 @@ impl Server {
                 self.refresh_data(slot);
             }
         }
-        DataPlaneConfig { client_to_client: self.config.client_to_client, mss: self.mss }
+        DataPlaneConfig {
+            client_to_client: self.config.client_to_client,
+            mss: self.mss,
+        }
     }
 
     /// The next change of the published data state, in order.
@@ -577,11 +658,26 @@ impl Server {
     /// are ignored.
     pub fn handle_data_event(&mut self, now: Instant, event: DataEvent) {
         let (peer_id, generation) = match &event {
-            DataEvent::Float { peer_id, generation, .. }
-            | DataEvent::ExitNotify { peer_id, generation }
-            | DataEvent::KeyExhausted { peer_id, generation } => (*peer_id as usize, *generation),
+            DataEvent::Float {
+                peer_id,
+                generation,
+                ..
+            }
+            | DataEvent::ExitNotify {
+                peer_id,
+                generation,
+            }
+            | DataEvent::KeyExhausted {
+                peer_id,
+                generation,
+            } => (*peer_id as usize, *generation),
         };
-        if self.sessions.get(peer_id).and_then(Option::as_ref).is_none_or(|s| s.generation != generation) {
+        if self
+            .sessions
+            .get(peer_id)
+            .and_then(Option::as_ref)
+            .is_none_or(|s| s.generation != generation)
+        {
             return;
         }
         match event {
@@ -589,7 +685,9 @@ impl Server {
                 self.float(peer_id, addr);
                 self.refresh_data(peer_id);
             }
-            DataEvent::ExitNotify { .. } => self.remove_session(peer_id, DisconnectReason::ExitNotify),
+            DataEvent::ExitNotify { .. } => {
+                self.remove_session(peer_id, DisconnectReason::ExitNotify)
+            }
             DataEvent::KeyExhausted { .. } => {
                 if let Some(s) = self.sessions[peer_id].as_mut() {
                     s.force_renegotiation(now);
@@ -603,7 +701,9 @@ impl Server {
     /// moves the session there, unless another session owns that address. Returns whether
     /// the session now lives at `from`.
     fn float(&mut self, slot: usize, from: SocketAddr) -> bool {
-        let Some(s) = self.sessions[slot].as_mut() else { return false };
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return false;
+        };
         if s.addr == from {
             return true;
         }
@@ -625,7 +725,9 @@ impl Server {
     }
 
     fn schedule(&mut self, slot: usize) {
-        let Some(s) = self.sessions[slot].as_mut() else { return };
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return;
+        };
         let Some(t) = s.next_timeout() else { return };
         if s.scheduled.is_none_or(|old| t < old) {
             s.scheduled = Some(t);
@@ -636,14 +738,23 @@ impl Server {
     /// Key-method 2 of the first key is done: enforce duplicate-cn, allocate the address,
     /// build the push reply (push.c:613 order) and announce the client.
     fn request_auth(&mut self, slot: usize) {
-        let Some(s) = self.sessions[slot].as_mut() else { return };
+        let Some(s) = self.sessions[slot].as_mut() else {
+            return;
+        };
         s.awaiting_auth = true;
-        let password = s.pending_password.take().filter(|p| !p.is_empty()).map(|p| Password(zeroize::Zeroizing::new(p)));
+        let password = s
+            .pending_password
+            .take()
+            .filter(|p| !p.is_empty())
+            .map(|p| Password(zeroize::Zeroizing::new(p)));
         self.events.push_back(ServerEvent::AuthRequest {
             peer_id: s.peer_id,
             addr: s.addr,
             common_name: s.common_name.clone().unwrap_or_default(),
-            certificate: s.keys.iter().find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
+            certificate: s
+                .keys
+                .iter()
+                .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
             username: s.username.clone(),
             password,
         });
@@ -653,7 +764,9 @@ impl Server {
     /// ignored (the client may have gone meanwhile).
     pub fn authorize(&mut self, now: Instant, peer_id: u32, decision: AuthDecision) {
         let slot = peer_id as usize;
-        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         if !s.awaiting_auth || !s.pending_connect {
             return;
         }
@@ -668,7 +781,10 @@ impl Server {
                 };
                 s.send_control_message(&mut self.ctx, now, &msg);
                 s.close(now, End::Server(DisconnectReason::AuthFailed));
-                self.events.push_back(ServerEvent::AuthRejected { peer_id: s.peer_id, addr: s.addr });
+                self.events.push_back(ServerEvent::AuthRejected {
+                    peer_id: s.peer_id,
+                    addr: s.addr,
+                });
             }
         }
         self.mark_dirty(slot);
@@ -680,7 +796,9 @@ impl Server {
     pub fn kick(&mut self, now: Instant, identity: &str, message: &str) -> usize {
         let mut n = 0;
         for slot in 0..self.sessions.len() {
-            let Some(s) = self.sessions[slot].as_mut() else { continue };
+            let Some(s) = self.sessions[slot].as_mut() else {
+                continue;
+            };
             if s.common_name.as_deref() != Some(identity) || s.is_closing() {
                 continue;
             }
@@ -702,16 +820,26 @@ impl Server {
 
     fn finish_connect(&mut self, now: Instant, slot: usize, grant: AuthGrant) {
         if let Some(identity) = grant.identity.clone()
-            && let Some(s) = self.sessions[slot].as_mut() {
-                s.common_name = Some(identity);
-            }
-        let Some(cn) = self.sessions[slot].as_ref().and_then(|s| s.common_name.clone()) else { return };
+            && let Some(s) = self.sessions[slot].as_mut()
+        {
+            s.common_name = Some(identity);
+        }
+        let Some(cn) = self.sessions[slot]
+            .as_ref()
+            .and_then(|s| s.common_name.clone())
+        else {
+            return;
+        };
         if !self.config.duplicate_cn {
             let dups: Vec<usize> = self
                 .sessions
                 .iter()
                 .enumerate()
-                .filter(|(i, s)| *i != slot && s.as_ref().is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn)))
+                .filter(|(i, s)| {
+                    *i != slot
+                        && s.as_ref()
+                            .is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn))
+                })
                 .map(|(i, _)| i)
                 .collect();
             for d in dups {
@@ -719,11 +847,19 @@ impl Server {
                 self.remove_session(d, DisconnectReason::Replaced);
             }
         }
-        let Some(ip) = grant.fixed_ip.and_then(|ip| self.allocate_specific(ip)).or_else(|| self.allocate_ip()) else {
+        let Some(ip) = grant
+            .fixed_ip
+            .and_then(|ip| self.allocate_specific(ip))
+            .or_else(|| self.allocate_ip())
+        else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
                 s.pending_connect = false;
-                s.send_control_message(&mut self.ctx, now, "AUTH_FAILED,no free address in the pool");
+                s.send_control_message(
+                    &mut self.ctx,
+                    now,
+                    "AUTH_FAILED,no free address in the pool",
+                );
                 s.close(now, End::Server(DisconnectReason::Shutdown));
             }
             return;
@@ -746,7 +882,9 @@ impl Server {
         if s.data_v2 {
             opts.push(format!("peer-id {}", s.peer_id));
         }
-        let cipher = s.cipher.expect("cipher is negotiated before pending_connect is set");
+        let cipher = s
+            .cipher
+            .expect("cipher is negotiated before pending_connect is set");
         opts.push(format!("cipher {}", cipher.name()));
         match (s.cc_exit, s.ekm) {
             (true, true) => opts.push("protocol-flags cc-exit tls-ekm".into()),
@@ -803,12 +941,21 @@ impl Server {
     }
 
     fn remove_session(&mut self, slot: usize, reason: DisconnectReason) {
-        let Some(s) = self.sessions[slot].take() else { return };
+        let Some(s) = self.sessions[slot].take() else {
+            return;
+        };
         self.live -= 1;
         if let Some(changes) = self.data_changes.as_mut()
-            && self.published.get_mut(slot).and_then(Option::take).is_some()
+            && self
+                .published
+                .get_mut(slot)
+                .and_then(Option::take)
+                .is_some()
         {
-            changes.push_back(DataChange::Remove { peer_id: s.peer_id, generation: s.generation });
+            changes.push_back(DataChange::Remove {
+                peer_id: s.peer_id,
+                generation: s.generation,
+            });
         }
         if self.by_addr.get(&s.addr) == Some(&slot) {
             self.by_addr.remove(&s.addr);
@@ -827,7 +974,13 @@ impl Server {
         }
     }
 
-    fn handle_data(&mut self, now: Instant, from: SocketAddr, key_id: KeyId, buf: &mut [u8]) -> DatagramOutcome {
+    fn handle_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        key_id: KeyId,
+        buf: &mut [u8],
+    ) -> DatagramOutcome {
         let v2 = buf[0] >> 3 == Opcode::DataV2 as u8;
         let slot = if v2 {
             if buf.len() < 4 {
@@ -871,7 +1024,10 @@ impl Server {
             return DatagramOutcome::Consumed;
         }
         if payload.starts_with(&warren_wire::OCC_MAGIC) {
-            if matches!(warren_wire::parse_occ(payload), Some(warren_wire::OccMessage::Exit)) {
+            if matches!(
+                warren_wire::parse_occ(payload),
+                Some(warren_wire::OccMessage::Exit)
+            ) {
                 self.remove_session(slot, DisconnectReason::ExitNotify);
             }
             return DatagramOutcome::Consumed;
@@ -890,9 +1046,10 @@ impl Server {
         let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
         if self.config.client_to_client
             && let Some(&other) = self.by_vpn_ip.get(&dst)
-                && other != slot {
-                    return DatagramOutcome::ClientToClient(range);
-                }
+            && other != slot
+        {
+            return DatagramOutcome::ClientToClient(range);
+        }
         DatagramOutcome::Tun(range)
     }
 
@@ -903,8 +1060,13 @@ impl Server {
         if pkt[0] >> 4 != 4 {
             return None;
         }
-        let slot = *self.by_vpn_ip.get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))?;
-        self.sessions.get(slot)?.as_ref().map(|s| (s.peer_id, s.data_v2))
+        let slot = *self
+            .by_vpn_ip
+            .get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))?;
+        self.sessions
+            .get(slot)?
+            .as_ref()
+            .map(|s| (s.peer_id, s.data_v2))
     }
 
     /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun.
@@ -976,7 +1138,9 @@ impl Server {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else { continue };
+            let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
             if s.generation != generation {
                 continue;
             }
@@ -998,8 +1162,12 @@ impl Server {
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         while let Some(e) = self.ctx.events.pop_front() {
             self.events.push_back(match e {
-                SessionEvent::HandshakeFailed { addr, reason } => ServerEvent::HandshakeFailed { addr, reason },
-                SessionEvent::Renegotiated { peer_id, key_id } => ServerEvent::Renegotiated { peer_id, key_id },
+                SessionEvent::HandshakeFailed { addr, reason } => {
+                    ServerEvent::HandshakeFailed { addr, reason }
+                }
+                SessionEvent::Renegotiated { peer_id, key_id } => {
+                    ServerEvent::Renegotiated { peer_id, key_id }
+                }
             });
         }
         self.events.pop_front()
@@ -1026,7 +1194,10 @@ impl Server {
     }
 
     pub fn counters(&self) -> ServerCounters {
-        ServerCounters { dropped: self.ctx.dropped.clone(), handshakes: self.counters.handshakes }
+        ServerCounters {
+            dropped: self.ctx.dropped.clone(),
+            handshakes: self.counters.handshakes,
+        }
     }
 
     /// Begin an orderly shutdown: with explicit-exit-notify, queue `RESTART` to every client.
@@ -1037,11 +1208,12 @@ impl Server {
         }
         for slot in 0..self.sessions.len() {
             if let Some(s) = self.sessions[slot].as_mut()
-                && s.connected {
-                    // multi.c: with explicit-exit-notify the server tells clients to reconnect.
-                    s.send_control_message(&mut self.ctx, now, "RESTART");
-                    self.mark_dirty(slot);
-                }
+                && s.connected
+            {
+                // multi.c: with explicit-exit-notify the server tells clients to reconnect.
+                s.send_control_message(&mut self.ctx, now, "RESTART");
+                self.mark_dirty(slot);
+            }
         }
     }
 }

@@ -18,15 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, SessionId};
-use warren_crypto::{CipherKind, DataHeader, DataKeys, ReplayStamp, ReplayWindow, Role, DATA_HEADROOM};
+use warren_crypto::{
+    CipherKind, DATA_HEADROOM, DataHeader, DataKeys, ReplayStamp, ReplayWindow, Role,
+};
 use warren_wire::{
-    encode_control_message, iv_proto, AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode,
-    PeerInfo, WireError, PING_MAGIC,
+    AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
+    WireError, encode_control_message, iv_proto,
 };
 
 use crate::client::{ClientDisconnect, PushedConfig};
 use crate::ctx::{Ctx, SessionEvent};
-use crate::dataplane::{Activity, DataKeyRef, PeerData, PACKET_ID_WRAP_TRIGGER};
+use crate::dataplane::{Activity, DataKeyRef, PACKET_ID_WRAP_TRIGGER, PeerData};
 use crate::keystate::{KeyState, Phase};
 use crate::server::{DisconnectReason, DropReason, KeyDerivation};
 
@@ -211,15 +213,29 @@ impl Session {
     ) -> Self {
         let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
         ks.tls_enabled = true;
-        ks.reliable.queue(now, Opcode::ControlHardResetServerV2, Vec::new());
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
         ks.reliable.process_acks(&[0]);
-        ks.reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
         while ks.reliable.pop_in_order().is_some() {}
         // The stateless reply acked the client's reset; ack it again with the first packet we
         // send (harmless, and it helps when that reply was lost).
-        ks.reliable.receive(0, Opcode::ControlHardResetClientV2, &[]);
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
         let side = Side::Server(ServerSide::default());
-        Session::base(ctx, now, peer_id, generation, addr, local_sid, Some(remote_sid), ks, side, 2)
+        Session::base(
+            ctx,
+            now,
+            peer_id,
+            generation,
+            addr,
+            local_sid,
+            Some(remote_sid),
+            ks,
+            side,
+            2,
+        )
     }
 
     /// Client: a new session that sends its hard reset at once and writes key-method 2 into
@@ -235,7 +251,8 @@ impl Session {
         let local_sid = SessionId::random(ctx.rng.as_mut());
         let tls = ctx.tls.connect()?;
         let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
-        ks.reliable.queue(now, Opcode::ControlHardResetClientV2, Vec::new());
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetClientV2, Vec::new());
         let offered_ekm = ctx.key_derivation == KeyDerivation::Auto;
         let mut proto = iv_proto::DATA_V2 | iv_proto::REQUEST_PUSH | iv_proto::CC_EXIT_NOTIFY;
         if offered_ekm {
@@ -305,7 +322,13 @@ impl Session {
     }
 
     /// Handles an authenticated, parsed control packet that belongs to this session.
-    pub fn on_control(&mut self, ctx: &mut Ctx, now: Instant, stamp: Option<ReplayStamp>, pkt: &ControlPacket<'_>) {
+    pub fn on_control(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        stamp: Option<ReplayStamp>,
+        pkt: &ControlPacket<'_>,
+    ) {
         if self.remote_sid.is_none() && !self.accept_server_reset(ctx, pkt) {
             return;
         }
@@ -330,13 +353,15 @@ impl Session {
         }
         let idx = match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
             Some(i) => i,
-            None if pkt.opcode == Opcode::ControlSoftResetV1 => match self.accept_soft_reset(ctx, now, pkt.key_id) {
-                Some(i) => i,
-                None => {
-                    ctx.count(DropReason::NoKey);
-                    return;
+            None if pkt.opcode == Opcode::ControlSoftResetV1 => {
+                match self.accept_soft_reset(ctx, now, pkt.key_id) {
+                    Some(i) => i,
+                    None => {
+                        ctx.count(DropReason::NoKey);
+                        return;
+                    }
                 }
-            },
+            }
             None => {
                 ctx.count(DropReason::NoKey);
                 return;
@@ -429,7 +454,8 @@ impl Session {
         };
         let mut ks = KeyState::new(key_id, tls, ctx.reliable, now, ctx.hand_window);
         ks.tls_enabled = true;
-        ks.reliable.queue(now, Opcode::ControlSoftResetV1, Vec::new());
+        ks.reliable
+            .queue(now, Opcode::ControlSoftResetV1, Vec::new());
         // Drop the oldest states beyond the limit, never the primary.
         while self.keys.len() >= MAX_KEY_STATES {
             self.keys.pop();
@@ -488,7 +514,8 @@ impl Session {
             self.data_v2 = info.proto & iv_proto::DATA_V2 != 0;
             self.request_push = info.proto & iv_proto::REQUEST_PUSH != 0;
             self.cc_exit = info.proto & iv_proto::CC_EXIT_NOTIFY != 0;
-            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0 && ctx.key_derivation == KeyDerivation::Auto;
+            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0
+                && ctx.key_derivation == KeyDerivation::Auto;
             self.cipher = Some(negotiate_cipher(ctx, &info, &km2.options)?);
             tracing::debug!(
                 peer_id = self.peer_id,
@@ -526,7 +553,9 @@ impl Session {
             peer_info: String::new(),
         };
         let mut buf = Vec::with_capacity(256);
-        reply.write(&mut buf).map_err(|e| format!("cannot encode key-method 2 reply: {e}"))?;
+        reply
+            .write(&mut buf)
+            .map_err(|e| format!("cannot encode key-method 2 reply: {e}"))?;
         let ks = &mut self.keys[idx];
         ks.write_record(&buf);
         ks.km2_sent = true;
@@ -538,15 +567,28 @@ impl Session {
         } else {
             let key_id = self.keys[idx].key_id.get();
             tracing::debug!(peer_id = self.peer_id, key_id, "renegotiated");
-            ctx.events.push_back(SessionEvent::Renegotiated { peer_id: self.peer_id, key_id });
+            ctx.events.push_back(SessionEvent::Renegotiated {
+                peer_id: self.peer_id,
+                key_id,
+            });
         }
         Ok(())
     }
 
-    fn on_server_km2(&mut self, ctx: &mut Ctx, now: Instant, idx: usize, km2: KeyMethod2) -> Result<(), String> {
-        let cn = self.keys[idx].peer_certificates().and_then(crate::tls::peer_common_name);
+    fn on_server_km2(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), String> {
+        let cn = self.keys[idx]
+            .peer_certificates()
+            .and_then(crate::tls::peer_common_name);
         self.keys[idx].remote_km2 = Some(km2);
-        let Side::Client(c) = &mut self.side else { return Ok(()) };
+        let Side::Client(c) = &mut self.side else {
+            return Ok(());
+        };
         if c.pushed.is_none() {
             // Key id 0: the cipher and key derivation come with PUSH_REPLY (push.c).
             c.server_cn = cn;
@@ -557,7 +599,10 @@ impl Session {
         // The server derived its keys when it sent key-method 2: we may use ours at once.
         self.activate(ctx, now, idx);
         let key_id = self.keys[idx].key_id.get();
-        ctx.events.push_back(SessionEvent::Renegotiated { peer_id: self.peer_id, key_id });
+        ctx.events.push_back(SessionEvent::Renegotiated {
+            peer_id: self.peer_id,
+            key_id,
+        });
         Ok(())
     }
 
@@ -568,15 +613,20 @@ impl Session {
         let remote_sid = self.remote_sid.ok_or("peer session id unknown")?;
         let ks = &mut self.keys[idx];
         let key2 = if self.ekm {
-            ks.export_key2().map_err(|e| format!("TLS exporter failed: {e}"))?
+            ks.export_key2()
+                .map_err(|e| format!("TLS exporter failed: {e}"))?
         } else {
             let (local, remote) = (ks.local_km2.as_ref(), ks.remote_km2.as_ref());
             let (client, server, client_sid, server_sid) = match role {
                 Role::Server => (remote, local, remote_sid, self.local_sid),
                 Role::Client => (local, remote, self.local_sid, remote_sid),
             };
-            let (client, server) = client.zip(server).ok_or("key-method 2 exchange incomplete")?;
-            let pre_master = client.pre_master.ok_or("client key-method 2 lacks the pre-master secret")?;
+            let (client, server) = client
+                .zip(server)
+                .ok_or("key-method 2 exchange incomplete")?;
+            let pre_master = client
+                .pre_master
+                .ok_or("client key-method 2 lacks the pre-master secret")?;
             warren_crypto::openvpn_prf_key2(
                 &pre_master,
                 &client.random1,
@@ -617,9 +667,16 @@ impl Session {
 
     /// Client: PUSH_REPLY, AUTH_FAILED, RESTART, HALT, INFO, EXIT (forward.c:234).
     fn on_server_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) -> Result<(), String> {
-        let reason = |m: &str, prefix: &str| m.strip_prefix(prefix).unwrap_or("").trim_start_matches(',').to_string();
+        let reason = |m: &str, prefix: &str| {
+            m.strip_prefix(prefix)
+                .unwrap_or("")
+                .trim_start_matches(',')
+                .to_string()
+        };
         if let Some(reply) = warren_wire::parse_push_reply(msg) {
-            let Side::Client(c) = &mut self.side else { return Ok(()) };
+            let Side::Client(c) = &mut self.side else {
+                return Ok(());
+            };
             if c.pushed.is_some() {
                 return Ok(()); // a repeated reply to a repeated request
             }
@@ -658,11 +715,23 @@ impl Session {
     }
 
     /// Client: the options that finish the key-id-0 setup (push.c, ssl_ncp.c).
-    fn apply_push(&mut self, ctx: &mut Ctx, now: Instant, pushed: PushedConfig) -> Result<(), String> {
-        let Side::Client(c) = &mut self.side else { return Ok(()) };
+    fn apply_push(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        pushed: PushedConfig,
+    ) -> Result<(), String> {
+        let Side::Client(c) = &mut self.side else {
+            return Ok(());
+        };
         let cipher = match pushed.cipher {
             Some(p) if ctx.data_ciphers.contains(&p) => p,
-            Some(p) => return Err(format!("server pushed cipher {} which is not in our data-ciphers", p.name())),
+            Some(p) => {
+                return Err(format!(
+                    "server pushed cipher {} which is not in our data-ciphers",
+                    p.name()
+                ));
+            }
             None => ctx
                 .data_ciphers_fallback
                 .ok_or("server pushed no cipher and no data-ciphers-fallback is set")?,
@@ -686,7 +755,11 @@ impl Session {
         self.vpn_ip = pushed.ifconfig.map(|(ip, _)| ip);
         c.pushed = Some(pushed);
         c.push_request_at = None;
-        let idx = self.keys.iter().position(|k| k.key_id == KeyId::ZERO).ok_or("key id 0 is gone")?;
+        let idx = self
+            .keys
+            .iter()
+            .position(|k| k.key_id == KeyId::ZERO)
+            .ok_or("key id 0 is gone")?;
         self.derive_keys(idx)?;
         self.activate(ctx, now, idx);
         self.connected = true;
@@ -712,9 +785,15 @@ impl Session {
     }
 
     fn send_push_reply(&mut self, ctx: &mut Ctx, now: Instant) {
-        let Side::Server(srv) = &mut self.side else { return };
-        let Some(options) = &srv.push_options else { return };
-        let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else { return };
+        let Side::Server(srv) = &mut self.side else {
+            return;
+        };
+        let Some(options) = &srv.push_options else {
+            return;
+        };
+        let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else {
+            return;
+        };
         let mut buf = Vec::new();
         for msg in warren_wire::build_push_replies(options) {
             buf.clear();
@@ -728,7 +807,13 @@ impl Session {
     /// Sends a control message (`RESTART`, `AUTH_FAILED`, `EXIT`, `PUSH_REQUEST`) on the newest
     /// key whose TLS session is up.
     pub fn send_control_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) {
-        let Some(idx) = self.keys.iter().position(|k| k.km2_sent && !k.is_handshaking()) else { return };
+        let Some(idx) = self
+            .keys
+            .iter()
+            .position(|k| k.km2_sent && !k.is_handshaking())
+        else {
+            return;
+        };
         let mut buf = Vec::new();
         encode_control_message(msg, &mut buf);
         self.keys[idx].write_record(&buf);
@@ -803,14 +888,20 @@ impl Session {
         ks.queue_tls_output(now, ctx.max_payload);
         // Server: S_ACTIVE once everything we sent is acknowledged (ssl.c:2899), i.e. the
         // client has our key-method 2 and its keys; only then do we send data on this key.
-        if ks.phase == Phase::KeysReady && ks.reliable.all_acked() && !ks.has_unsent_tls() && !self.pending_connect {
+        if ks.phase == Phase::KeysReady
+            && ks.reliable.all_acked()
+            && !ks.has_unsent_tls()
+            && !self.pending_connect
+        {
             self.activate(ctx, now, idx);
         }
     }
 
     /// The key used for sending data: the newest Active one with data keys.
     fn send_key_index(&self) -> Option<usize> {
-        self.keys.iter().position(|k| k.phase == Phase::Active && k.data.is_some())
+        self.keys
+            .iter()
+            .position(|k| k.phase == Phase::Active && k.data.is_some())
     }
 
     /// Seals `buf[DATA_HEADROOM..]` in place for this peer. Returns the packet's range.
@@ -823,13 +914,25 @@ impl Session {
             self.reneg_at = Some(now);
         }
         let data = ks.data.as_ref()?;
-        let range = data.seal(DataHeader { key_id: ks.key_id, peer_id }, pid, buf);
+        let range = data.seal(
+            DataHeader {
+                key_id: ks.key_id,
+                peer_id,
+            },
+            pid,
+            buf,
+        );
         self.activity.sent(now, (buf.len() - DATA_HEADROOM) as u64);
         Some(range)
     }
 
     /// Opens a data packet in place; returns the plaintext range. Does the replay check.
-    pub fn open_data(&mut self, now: Instant, key_id: KeyId, packet: &mut [u8]) -> Result<std::ops::Range<usize>, DropReason> {
+    pub fn open_data(
+        &mut self,
+        now: Instant,
+        key_id: KeyId,
+        packet: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, DropReason> {
         let ks = self
             .keys
             .iter_mut()
@@ -838,7 +941,9 @@ impl Session {
         let data = ks.data.as_ref().ok_or(DropReason::NoKey)?;
         let (pid, range) = data.open(packet).map_err(|_| DropReason::DecryptFailed)?;
         // crypto.c:454: authenticate first, then the replay check.
-        ks.rx_replay.check_and_update(pid, 0, now).map_err(|_| DropReason::Replay)?;
+        ks.rx_replay
+            .check_and_update(pid, 0, now)
+            .map_err(|_| DropReason::Replay)?;
         self.activity.received(now, range.len() as u64);
         Ok(range)
     }
@@ -846,7 +951,11 @@ impl Session {
     /// This session's data-channel state as data workers need it.
     pub fn peer_data(&self) -> PeerData {
         let key_ref = |ks: &KeyState| {
-            ks.data.as_ref().map(|keys| DataKeyRef { key_id: ks.key_id, keys: keys.clone(), tx: ks.tx.clone() })
+            ks.data.as_ref().map(|keys| DataKeyRef {
+                key_id: ks.key_id,
+                keys: keys.clone(),
+                tx: ks.tx.clone(),
+            })
         };
         PeerData {
             peer_id: self.peer_id,
@@ -912,13 +1021,14 @@ impl Session {
             return;
         }
         if let Some(pr) = self.ping_restart
-            && now >= self.activity.last_received() + pr {
-                self.dead = Some(match self.side {
-                    Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
-                    Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
-                });
-                return;
-            }
+            && now >= self.activity.last_received() + pr
+        {
+            self.dead = Some(match self.side {
+                Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
+                Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
+            });
+            return;
+        }
         let mut i = 0;
         while i < self.keys.len() {
             let ks = &self.keys[i];
@@ -926,7 +1036,10 @@ impl Session {
                 if ks.key_id == KeyId::ZERO || self.keys.len() == 1 {
                     // ssl.c: "TLS key negotiation failed to occur within 60 seconds".
                     if !self.connected {
-                        ctx.handshake_failed(self.addr, "TLS handshake did not finish within hand-window".into());
+                        ctx.handshake_failed(
+                            self.addr,
+                            "TLS handshake did not finish within hand-window".into(),
+                        );
                     }
                     self.dead = Some(match self.side {
                         Side::Server(_) => End::Server(DisconnectReason::HandshakeTimeout),
@@ -934,7 +1047,11 @@ impl Session {
                     });
                     return;
                 }
-                tracing::warn!(peer_id = self.peer_id, key_id = ks.key_id.get(), "renegotiation timed out");
+                tracing::warn!(
+                    peer_id = self.peer_id,
+                    key_id = ks.key_id.get(),
+                    "renegotiation timed out"
+                );
                 self.keys.remove(i);
                 self.schedule_reneg(ctx, now);
                 continue;
@@ -945,7 +1062,8 @@ impl Session {
             }
             i += 1;
         }
-        let push_due = matches!(&self.side, Side::Client(c) if c.push_request_at.is_some_and(|t| now >= t));
+        let push_due =
+            matches!(&self.side, Side::Client(c) if c.push_request_at.is_some_and(|t| now >= t));
         if push_due {
             self.send_control_message(ctx, now, "PUSH_REQUEST");
             if let Side::Client(c) = &mut self.side {
@@ -954,19 +1072,23 @@ impl Session {
         }
         if self.connected {
             if let Some(p) = self.ping
-                && now >= self.activity.last_sent() + p {
-                    self.ping_due = true;
-                }
+                && now >= self.activity.last_sent() + p
+            {
+                self.ping_due = true;
+            }
             if self.reneg_at.is_some_and(|t| now >= t) {
                 self.reneg_at = None;
                 let busy = self.keys.first().is_some_and(|k| k.phase != Phase::Active);
-                if !busy
-                    && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
-                        tracing::debug!(peer_id = self.peer_id, key_id = next.get(), "starting renegotiation");
-                        if self.start_key_state(ctx, now, next).is_none() {
-                            self.schedule_reneg(ctx, now);
-                        }
+                if !busy && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
+                    tracing::debug!(
+                        peer_id = self.peer_id,
+                        key_id = next.get(),
+                        "starting renegotiation"
+                    );
+                    if self.start_key_state(ctx, now, next).is_none() {
+                        self.schedule_reneg(ctx, now);
                     }
+                }
             }
         }
     }
@@ -997,7 +1119,16 @@ impl Session {
         if self.remote_sid.is_some() {
             for idx in 0..self.keys.len() {
                 if self.keys[idx].reliable.needs_ack() {
-                    self.emit_control(ctx, now, idx, Opcode::AckV1, None, &[], warren_wire::MAX_ACKS, out);
+                    self.emit_control(
+                        ctx,
+                        now,
+                        idx,
+                        Opcode::AckV1,
+                        None,
+                        &[],
+                        warren_wire::MAX_ACKS,
+                        out,
+                    );
                     return true;
                 }
             }
@@ -1038,13 +1169,19 @@ impl Session {
             opcode,
             key_id: ks.key_id,
             session_id: self.local_sid,
-            acks: AckBlock { ids: self.acks.clone(), remote_session: self.remote_sid.filter(|_| !self.acks.is_empty()) },
+            acks: AckBlock {
+                ids: self.acks.clone(),
+                remote_session: self.remote_sid.filter(|_| !self.acks.is_empty()),
+            },
             msg_id,
             payload,
         };
         let mut body = Vec::with_capacity(payload.len() + 64);
         pkt.write_body(&mut body);
-        let stamp = ReplayStamp { id: self.wrap_tx_id, time: self.wrap_tx_time };
+        let stamp = ReplayStamp {
+            id: self.wrap_tx_id,
+            time: self.wrap_tx_time,
+        };
         self.wrap_tx_id = self.wrap_tx_id.wrapping_add(1);
         ctx.wrap.wrap(&pkt.head(), stamp, &body, out);
         self.activity.sent(now, 0);
@@ -1062,7 +1199,11 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
     let ours = &ctx.data_ciphers;
     if !info.ciphers.is_empty() {
         for c in ours {
-            if info.ciphers.iter().any(|p| CipherKind::from_name(p) == Some(*c)) {
+            if info
+                .ciphers
+                .iter()
+                .any(|p| CipherKind::from_name(p) == Some(*c))
+            {
                 return Ok(*c);
             }
         }
@@ -1079,6 +1220,7 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
     if let Some(c) = occ_cipher.filter(|c| ours.contains(c)) {
         return Ok(c);
     }
-    ctx.data_ciphers_fallback
-        .ok_or_else(|| "client announced no ciphers and no data-ciphers-fallback is set".to_string())
+    ctx.data_ciphers_fallback.ok_or_else(|| {
+        "client announced no ciphers and no data-ciphers-fallback is set".to_string()
+    })
 }

@@ -8,15 +8,19 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use warren_core::{Instant, Rng, TestRng};
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
+use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
 use warren_openvpn::{
-    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM, DatagramOutcome, DisconnectReason,
-    DropReason, EncapOutcome, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
+    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
+    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, Server,
+    ServerConfig, ServerEvent, WrapConfig,
 };
-use warren_openvpn::dataplane::DataPlane;
 
 // ---------------------------------------------------------------------------------------------
 // PKI
@@ -29,14 +33,22 @@ struct Pki {
     other_ca_client: (String, String),
 }
 
-fn issue(ca: &Issuer<'_, &KeyPair>, cn: &str, eku: ExtendedKeyUsagePurpose, server: bool) -> (String, String) {
+fn issue(
+    ca: &Issuer<'_, &KeyPair>,
+    cn: &str,
+    eku: ExtendedKeyUsagePurpose,
+    server: bool,
+) -> (String, String) {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = if server {
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
     } else {
         vec![KeyUsagePurpose::DigitalSignature]
     };
@@ -66,8 +78,18 @@ fn pki() -> &'static Pki {
         Pki {
             ca_pem,
             server: issue(&issuer, "server", ExtendedKeyUsagePurpose::ServerAuth, true),
-            client: issue(&issuer, "client", ExtendedKeyUsagePurpose::ClientAuth, false),
-            other_ca_client: issue(&other, "mallory", ExtendedKeyUsagePurpose::ClientAuth, false),
+            client: issue(
+                &issuer,
+                "client",
+                ExtendedKeyUsagePurpose::ClientAuth,
+                false,
+            ),
+            other_ca_client: issue(
+                &other,
+                "mallory",
+                ExtendedKeyUsagePurpose::ClientAuth,
+                false,
+            ),
         }
     })
 }
@@ -117,10 +139,21 @@ fn wrap_configs(w: Wrap) -> (WrapConfig, WrapConfig) {
     match w {
         Wrap::None => (WrapConfig::None, WrapConfig::None),
         Wrap::Auth(digest) => (
-            WrapConfig::TlsAuth { key: key.clone(), digest, direction: Some(KeyDirection::Normal) },
-            WrapConfig::TlsAuth { key, digest, direction: Some(KeyDirection::Inverse) },
+            WrapConfig::TlsAuth {
+                key: key.clone(),
+                digest,
+                direction: Some(KeyDirection::Normal),
+            },
+            WrapConfig::TlsAuth {
+                key,
+                digest,
+                direction: Some(KeyDirection::Inverse),
+            },
         ),
-        Wrap::Crypt => (WrapConfig::TlsCrypt { key: key.clone() }, WrapConfig::TlsCrypt { key }),
+        Wrap::Crypt => (
+            WrapConfig::TlsCrypt { key: key.clone() },
+            WrapConfig::TlsCrypt { key },
+        ),
     }
 }
 
@@ -130,7 +163,10 @@ fn server_config(s: &Setup) -> ServerConfig {
         &p.ca_pem,
         &p.server.0,
         &p.server.1,
-        &ServerTlsOptions { remote_cert_tls: Some(CertRole::Client), ..Default::default() },
+        &ServerTlsOptions {
+            remote_cert_tls: Some(CertRole::Client),
+            ..Default::default()
+        },
     )
     .unwrap();
     ServerConfig {
@@ -138,9 +174,14 @@ fn server_config(s: &Setup) -> ServerConfig {
         wrap: wrap_configs(s.wrap).0,
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
-        push: vec!["route 192.168.77.0 255.255.255.0".into(), "dhcp-option DNS 10.8.0.1".into()],
+        push: vec![
+            "route 192.168.77.0 255.255.255.0".into(),
+            "dhcp-option DNS 10.8.0.1".into(),
+        ],
         ping: s.ping.map(|p| Duration::from_secs(p.into())),
-        ping_restart: s.ping_restart.map(|p| Duration::from_secs(2 * u64::from(p))),
+        ping_restart: s
+            .ping_restart
+            .map(|p| Duration::from_secs(2 * u64::from(p))),
         push_ping: s.ping,
         push_ping_restart: s.ping_restart,
         data_ciphers: vec![s.cipher],
@@ -166,13 +207,21 @@ fn client_config(s: &Setup, cert: &(String, String)) -> ClientConfig {
         &p.ca_pem,
         Some(&cert.0),
         Some(&cert.1),
-        &ClientTlsOptions { remote_cert_tls: Some(CertRole::Server), max_version: s.tls_max, ..Default::default() },
+        &ClientTlsOptions {
+            remote_cert_tls: Some(CertRole::Server),
+            max_version: s.tls_max,
+            ..Default::default()
+        },
     )
     .unwrap();
     ClientConfig {
         tls,
         wrap: wrap_configs(s.wrap).1,
-        data_ciphers: vec![CipherKind::Aes256Gcm, CipherKind::Aes128Gcm, CipherKind::ChaCha20Poly1305],
+        data_ciphers: vec![
+            CipherKind::Aes256Gcm,
+            CipherKind::Aes128Gcm,
+            CipherKind::ChaCha20Poly1305,
+        ],
         ping: None,
         ping_restart: None,
         reneg: s.client_reneg,
@@ -242,7 +291,11 @@ impl Net {
         }
         let copies = if self.chance(self.impair.dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let jitter = if self.impair.jitter_ms > 0 { self.rng.below(self.impair.jitter_ms) } else { 0 };
+            let jitter = if self.impair.jitter_ms > 0 {
+                self.rng.below(self.impair.jitter_ms)
+            } else {
+                0
+            };
             let at = now + self.latency + Duration::from_millis(jitter);
             self.seq += 1;
             self.queue.insert((at, self.seq), (from, to, pkt.clone()));
@@ -289,7 +342,13 @@ impl World {
     fn with_cert(setup: &Setup, seed: u64, impair: Impair, cert: &(String, String)) -> World {
         let now = Instant::from_secs(1000);
         let server = Server::new(server_config(setup), Box::new(TestRng::seed(seed ^ 0x5e)));
-        let client = Client::new(client_config(setup, cert), addr(SERVER), Box::new(TestRng::seed(seed ^ 0xc1)), now).unwrap();
+        let client = Client::new(
+            client_config(setup, cert),
+            addr(SERVER),
+            Box::new(TestRng::seed(seed ^ 0xc1)),
+            now,
+        )
+        .unwrap();
         World {
             now,
             net: Net::new(seed, impair),
@@ -315,7 +374,9 @@ impl World {
     /// Moves published changes to the plane and its events back, like the driver does
     /// after every input and before sending.
     fn sync_plane(&mut self) {
-        let Some(plane) = self.plane.as_mut() else { return };
+        let Some(plane) = self.plane.as_mut() else {
+            return;
+        };
         while let Some(c) = self.server.poll_data_change() {
             plane.apply(c);
         }
@@ -332,11 +393,15 @@ impl World {
         self.sync_plane();
         let mut out = Vec::new();
         for _ in 0..10_000 {
-            let Some(to) = self.server.poll_transmit(self.now, &mut out) else { break };
+            let Some(to) = self.server.poll_transmit(self.now, &mut out) else {
+                break;
+            };
             self.net.send(self.now, addr(SERVER), to, out.clone());
         }
         for _ in 0..10_000 {
-            let Some(to) = self.client.poll_transmit(self.now, &mut out) else { break };
+            let Some(to) = self.client.poll_transmit(self.now, &mut out) else {
+                break;
+            };
             self.net.send(self.now, addr(CLIENT), to, out.clone());
         }
         self.sync_plane();
@@ -358,7 +423,9 @@ impl World {
                 _ => self.server.handle_datagram(self.now, from, &mut pkt),
             };
             match outcome {
-                DatagramOutcome::Tun(r) | DatagramOutcome::ClientToClient(r) => self.server_tun.push(pkt[r].to_vec()),
+                DatagramOutcome::Tun(r) | DatagramOutcome::ClientToClient(r) => {
+                    self.server_tun.push(pkt[r].to_vec())
+                }
                 DatagramOutcome::Dropped(d) => self.server_drops.push(d),
                 DatagramOutcome::Consumed => {}
             }
@@ -375,7 +442,11 @@ impl World {
     fn run_until(&mut self, until: Instant) {
         for _ in 0..2_000_000 {
             self.flush();
-            let candidates = [self.net.next_delivery(), self.server.poll_timeout(), self.client.poll_timeout()];
+            let candidates = [
+                self.net.next_delivery(),
+                self.server.poll_timeout(),
+                self.client.poll_timeout(),
+            ];
             let next = candidates.into_iter().flatten().min();
             let Some(next) = next.filter(|t| *t <= until) else {
                 self.now = until.max(self.now);
@@ -402,7 +473,11 @@ impl World {
     }
 
     fn connected(&self) -> bool {
-        self.client.is_connected() && self.server_events.iter().any(|e| matches!(e, ServerEvent::Connected { .. }))
+        self.client.is_connected()
+            && self
+                .server_events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Connected { .. }))
     }
 
     /// Runs until both sides report the tunnel up, or panics after `limit`.
@@ -411,7 +486,11 @@ impl World {
         while !self.connected() && self.now < deadline {
             self.run_for(Duration::from_millis(100));
         }
-        assert!(self.connected(), "not connected after {limit:?}: client events {:?}", self.client_events);
+        assert!(
+            self.connected(),
+            "not connected after {limit:?}: client events {:?}",
+            self.client_events
+        );
     }
 
     fn client_ip(&self) -> Ipv4Addr {
@@ -431,7 +510,8 @@ impl World {
         buf[DATA_HEADROOM..].copy_from_slice(&pkt);
         match self.client.encapsulate(self.now, &mut buf, pkt.len()) {
             Ok(r) => {
-                self.net.send(self.now, addr(CLIENT), addr(SERVER), buf[r].to_vec());
+                self.net
+                    .send(self.now, addr(CLIENT), addr(SERVER), buf[r].to_vec());
                 true
             }
             Err(_) => false,
@@ -448,7 +528,8 @@ impl World {
         };
         match outcome {
             EncapOutcome::Send { dst, range } => {
-                self.net.send(self.now, addr(SERVER), dst, buf[range].to_vec());
+                self.net
+                    .send(self.now, addr(SERVER), dst, buf[range].to_vec());
                 true
             }
             EncapOutcome::Dropped(_) => false,
@@ -485,8 +566,17 @@ fn handshake_push_and_data_both_ways() {
     let mut w = World::new(&Setup::default(), 1, Impair::default());
     w.connect(Duration::from_secs(5));
     assert_eq!(w.client_ip(), Ipv4Addr::new(10, 8, 0, 2));
-    let ClientEvent::Connected { config, cipher, ekm, server_cn } =
-        w.client_events.iter().find(|e| matches!(e, ClientEvent::Connected { .. })).unwrap().clone()
+    let ClientEvent::Connected {
+        config,
+        cipher,
+        ekm,
+        server_cn,
+    } = w
+        .client_events
+        .iter()
+        .find(|e| matches!(e, ClientEvent::Connected { .. }))
+        .unwrap()
+        .clone()
     else {
         unreachable!()
     };
@@ -510,30 +600,57 @@ fn handshake_push_and_data_both_ways() {
     let status = w.server.clients();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].common_name, "client");
-    assert!(w.server_drops.is_empty() && w.client_drops.is_empty(), "{:?} {:?}", w.server_drops, w.client_drops);
+    assert!(
+        w.server_drops.is_empty() && w.client_drops.is_empty(),
+        "{:?} {:?}",
+        w.server_drops,
+        w.client_drops
+    );
 }
 
 #[test]
 fn every_cipher_wrap_and_key_derivation() {
-    let wraps = [Wrap::None, Wrap::Auth(Digest::Sha1), Wrap::Auth(Digest::Sha256), Wrap::Auth(Digest::Sha512), Wrap::Crypt];
-    let ciphers = [CipherKind::Aes256Gcm, CipherKind::Aes128Gcm, CipherKind::ChaCha20Poly1305];
+    let wraps = [
+        Wrap::None,
+        Wrap::Auth(Digest::Sha1),
+        Wrap::Auth(Digest::Sha256),
+        Wrap::Auth(Digest::Sha512),
+        Wrap::Crypt,
+    ];
+    let ciphers = [
+        CipherKind::Aes256Gcm,
+        CipherKind::Aes128Gcm,
+        CipherKind::ChaCha20Poly1305,
+    ];
     let mut seed = 10;
     for wrap in wraps {
         for cipher in ciphers {
             for (server_kd, client_kd, tls_max) in [
                 (KeyDerivation::Auto, KeyDerivation::Auto, None),
-                (KeyDerivation::ForcePrf, KeyDerivation::Auto, Some(TlsVersion::V1_2)),
+                (
+                    KeyDerivation::ForcePrf,
+                    KeyDerivation::Auto,
+                    Some(TlsVersion::V1_2),
+                ),
                 (KeyDerivation::Auto, KeyDerivation::ForcePrf, None),
             ] {
                 seed += 1;
-                let setup = Setup { wrap, cipher, server_kd, client_kd, tls_max, ..Setup::default() };
+                let setup = Setup {
+                    wrap,
+                    cipher,
+                    server_kd,
+                    client_kd,
+                    tls_max,
+                    ..Setup::default()
+                };
                 let mut w = World::new(&setup, seed, Impair::default());
                 w.connect(Duration::from_secs(5));
                 let ekm = w.client_events.iter().find_map(|e| match e {
                     ClientEvent::Connected { ekm, cipher: c, .. } => Some((*ekm, *c)),
                     _ => None,
                 });
-                let expect_ekm = server_kd == KeyDerivation::Auto && client_kd == KeyDerivation::Auto;
+                let expect_ekm =
+                    server_kd == KeyDerivation::Auto && client_kd == KeyDerivation::Auto;
                 assert_eq!(ekm, Some((expect_ekm, cipher)), "{setup:?}");
                 assert!(w.client_sends(b"ping"));
                 assert!(w.server_sends(b"pong"));
@@ -548,7 +665,11 @@ fn every_cipher_wrap_and_key_derivation() {
 #[test]
 fn handshake_survives_loss_duplication_and_reordering() {
     for seed in 0..8 {
-        let impair = Impair { loss: 0.2, dup: 0.1, jitter_ms: 40 };
+        let impair = Impair {
+            loss: 0.2,
+            dup: 0.1,
+            jitter_ms: 40,
+        };
         let mut w = World::new(&Setup::default(), 100 + seed, impair);
         w.connect(Duration::from_secs(50));
         // Data through the same bad network: most arrives, nothing is corrupted or repeated.
@@ -563,9 +684,23 @@ fn handshake_survives_loss_duplication_and_reordering() {
         let mut unique = got.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(unique.len(), got.len(), "a duplicated datagram reached the tun twice");
-        assert!(got.len() > 120, "seed {seed}: only {} of 200 arrived", got.len());
-        assert!(w.server_drops.iter().all(|d| *d == DropReason::Replay || *d == DropReason::BadCookie || *d == DropReason::NoSession), "{:?}", w.server_drops);
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "a duplicated datagram reached the tun twice"
+        );
+        assert!(
+            got.len() > 120,
+            "seed {seed}: only {} of 200 arrived",
+            got.len()
+        );
+        assert!(
+            w.server_drops.iter().all(|d| *d == DropReason::Replay
+                || *d == DropReason::BadCookie
+                || *d == DropReason::NoSession),
+            "{:?}",
+            w.server_drops
+        );
     }
 }
 
@@ -575,8 +710,17 @@ fn retransmission_backs_off_while_the_server_is_unreachable() {
     w.net.blackhole = true;
     w.run_for(Duration::from_secs(15));
     // Hard reset at 0 s, retransmits at 2, 6 and 14 s (tls-timeout 2 s, doubling).
-    let resets: Vec<_> = w.net.log.iter().filter(|(from, _, _)| *from == addr(CLIENT)).collect();
-    assert_eq!(resets.len(), 4, "one send and three retransmissions in 15 s");
+    let resets: Vec<_> = w
+        .net
+        .log
+        .iter()
+        .filter(|(from, _, _)| *from == addr(CLIENT))
+        .collect();
+    assert_eq!(
+        resets.len(),
+        4,
+        "one send and three retransmissions in 15 s"
+    );
     w.net.blackhole = false;
     // The next retransmission (30 s) gets through, well inside the 60 s hand-window.
     w.connect(Duration::from_secs(20));
@@ -584,31 +728,67 @@ fn retransmission_backs_off_while_the_server_is_unreachable() {
     let mut w = World::new(&Setup::default(), 8, Impair::default());
     w.net.blackhole = true;
     w.run_for(Duration::from_secs(61));
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::HandshakeTimeout })));
+    assert!(w.client_events.iter().any(|e| matches!(
+        e,
+        ClientEvent::Disconnected {
+            reason: ClientDisconnect::HandshakeTimeout
+        }
+    )));
 }
 
 #[test]
 fn renegotiation_by_server_keeps_data_flowing() {
-    renegotiation(Setup { server_reneg: Some(Duration::from_secs(60)), ..Setup::default() }, true);
+    renegotiation(
+        Setup {
+            server_reneg: Some(Duration::from_secs(60)),
+            ..Setup::default()
+        },
+        true,
+    );
 }
 
 #[test]
 fn renegotiation_by_client_keeps_data_flowing() {
-    renegotiation(Setup { client_reneg: Some(Duration::from_secs(60)), ..Setup::default() }, false);
+    renegotiation(
+        Setup {
+            client_reneg: Some(Duration::from_secs(60)),
+            ..Setup::default()
+        },
+        false,
+    );
 }
 
 #[test]
 fn renegotiation_with_prf_and_lossy_network() {
-    let setup = Setup { server_reneg: Some(Duration::from_secs(45)), server_kd: KeyDerivation::ForcePrf, ..Setup::default() };
-    let mut w = World::new(&setup, 77, Impair { loss: 0.05, dup: 0.05, jitter_ms: 10 });
+    let setup = Setup {
+        server_reneg: Some(Duration::from_secs(45)),
+        server_kd: KeyDerivation::ForcePrf,
+        ..Setup::default()
+    };
+    let mut w = World::new(
+        &setup,
+        77,
+        Impair {
+            loss: 0.05,
+            dup: 0.05,
+            jitter_ms: 10,
+        },
+    );
     w.connect(Duration::from_secs(30));
     for _ in 0..100 {
         w.client_sends(b"x");
         w.server_sends(b"y");
         w.run_for(Duration::from_secs(3));
     }
-    let renegs = w.client_events.iter().filter(|e| matches!(e, ClientEvent::Renegotiated { .. })).count();
-    assert!(renegs >= 5, "only {renegs} renegotiations in 300 s with reneg-sec 45");
+    let renegs = w
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Renegotiated { .. }))
+        .count();
+    assert!(
+        renegs >= 5,
+        "only {renegs} renegotiations in 300 s with reneg-sec 45"
+    );
     assert!(w.client.is_connected());
 }
 
@@ -621,18 +801,42 @@ fn renegotiation_in(mut w: World, server_side: bool) {
     let mut sent = 0u32;
     // Ten minutes with a packet each way every 250 ms.
     for _ in 0..(4 * 600) {
-        assert!(w.client_sends(format!("c{sent}").as_bytes()), "client had no send key at packet {sent}");
-        assert!(w.server_sends(format!("s{sent}").as_bytes()), "server had no send key at packet {sent}");
+        assert!(
+            w.client_sends(format!("c{sent}").as_bytes()),
+            "client had no send key at packet {sent}"
+        );
+        assert!(
+            w.server_sends(format!("s{sent}").as_bytes()),
+            "server had no send key at packet {sent}"
+        );
         sent += 1;
         w.run_for(Duration::from_millis(250));
     }
     w.run_for(Duration::from_millis(100));
-    let server_renegs = w.server_events.iter().filter(|e| matches!(e, ServerEvent::Renegotiated { .. })).count();
-    let client_renegs = w.client_events.iter().filter(|e| matches!(e, ClientEvent::Renegotiated { .. })).count();
-    assert!(server_renegs >= 9, "server saw {server_renegs} renegotiations (server-side: {server_side})");
-    assert!(client_renegs >= 9, "client saw {client_renegs} renegotiations");
+    let server_renegs = w
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Renegotiated { .. }))
+        .count();
+    let client_renegs = w
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Renegotiated { .. }))
+        .count();
+    assert!(
+        server_renegs >= 9,
+        "server saw {server_renegs} renegotiations (server-side: {server_side})"
+    );
+    assert!(
+        client_renegs >= 9,
+        "client saw {client_renegs} renegotiations"
+    );
     // Key ids cycle 1..7 and wrap to 1 (never 0 again): more than 7 renegotiations happened.
-    assert_eq!(w.server_tun.len() as u32, sent, "no packet lost across renegotiations");
+    assert_eq!(
+        w.server_tun.len() as u32,
+        sent,
+        "no packet lost across renegotiations"
+    );
     assert_eq!(w.client_tun.len() as u32, sent);
     assert!(w.server_drops.is_empty(), "{:?}", w.server_drops);
     assert!(w.client_drops.is_empty(), "{:?}", w.client_drops);
@@ -655,7 +859,15 @@ fn replayed_data_packets_are_dropped() {
 
 #[test]
 fn ping_restart_ends_both_sides_when_the_network_dies() {
-    let mut w = World::new(&Setup { ping: Some(5), ping_restart: Some(20), ..Setup::default() }, 4, Impair::default());
+    let mut w = World::new(
+        &Setup {
+            ping: Some(5),
+            ping_restart: Some(20),
+            ..Setup::default()
+        },
+        4,
+        Impair::default(),
+    );
     w.connect(Duration::from_secs(5));
     // Keepalive: a minute of idle time keeps the session up (pings flow both ways).
     w.run_for(Duration::from_secs(60));
@@ -663,10 +875,21 @@ fn ping_restart_ends_both_sides_when_the_network_dies() {
     assert!(!w.server.clients().is_empty());
     w.net.blackhole = true;
     w.run_for(Duration::from_secs(21));
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::PingTimeout })));
+    assert!(w.client_events.iter().any(|e| matches!(
+        e,
+        ClientEvent::Disconnected {
+            reason: ClientDisconnect::PingTimeout
+        }
+    )));
     // The server's own timeout is twice the pushed one (keepalive semantics).
     w.run_for(Duration::from_secs(25));
-    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::PingTimeout, .. })));
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Disconnected {
+            reason: DisconnectReason::PingTimeout,
+            ..
+        }
+    )));
     assert!(w.server.clients().is_empty());
 }
 
@@ -677,18 +900,49 @@ fn explicit_exit_notify_frees_the_server_session() {
     let now = w.now;
     w.client.close(now);
     w.run_for(Duration::from_secs(3));
-    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::ExitNotify, .. })));
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::Closed })));
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Disconnected {
+            reason: DisconnectReason::ExitNotify,
+            ..
+        }
+    )));
+    assert!(w.client_events.iter().any(|e| matches!(
+        e,
+        ClientEvent::Disconnected {
+            reason: ClientDisconnect::Closed
+        }
+    )));
     assert!(w.server.clients().is_empty());
 }
 
 #[test]
 fn client_from_another_ca_is_refused() {
-    let mut w = World::with_cert(&Setup::default(), 6, Impair::default(), &pki().other_ca_client);
+    let mut w = World::with_cert(
+        &Setup::default(),
+        6,
+        Impair::default(),
+        &pki().other_ca_client,
+    );
     w.run_for(Duration::from_secs(10));
     assert!(!w.client.is_connected());
-    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::HandshakeFailed { .. })), "{:?}", w.server_events);
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::TlsError(_) })), "{:?}", w.client_events);
+    assert!(
+        w.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::HandshakeFailed { .. })),
+        "{:?}",
+        w.server_events
+    );
+    assert!(
+        w.client_events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Disconnected {
+                reason: ClientDisconnect::TlsError(_)
+            }
+        )),
+        "{:?}",
+        w.client_events
+    );
     assert!(w.server.clients().is_empty());
     assert_eq!(w.server.session_count(), 0, "the refused session is freed");
 }
@@ -699,17 +953,33 @@ fn wrong_tls_crypt_key_gets_no_answer_and_no_state() {
     let mut w = World::new(&setup, 8, Impair::default());
     // Replace the client with one that has another tls-crypt key.
     let mut cfg = client_config(&setup, &pki().client);
-    cfg.wrap = WrapConfig::TlsCrypt { key: static_key(1234) };
+    cfg.wrap = WrapConfig::TlsCrypt {
+        key: static_key(1234),
+    };
     w.client = Client::new(cfg, addr(SERVER), Box::new(TestRng::seed(9)), w.now).unwrap();
     w.run_for(Duration::from_secs(20));
-    assert!(w.net.log.iter().all(|(from, _, _)| *from == addr(CLIENT)), "the server must not answer");
-    assert!(w.server_drops.iter().all(|d| *d == DropReason::WrapAuthFailed));
+    assert!(
+        w.net.log.iter().all(|(from, _, _)| *from == addr(CLIENT)),
+        "the server must not answer"
+    );
+    assert!(
+        w.server_drops
+            .iter()
+            .all(|d| *d == DropReason::WrapAuthFailed)
+    );
     assert_eq!(w.server.session_count(), 0);
 }
 
 #[test]
 fn garbage_never_creates_state_or_panics() {
-    let mut w = World::new(&Setup { wrap: Wrap::None, ..Setup::default() }, 11, Impair::default());
+    let mut w = World::new(
+        &Setup {
+            wrap: Wrap::None,
+            ..Setup::default()
+        },
+        11,
+        Impair::default(),
+    );
     let mut rng = TestRng::seed(5);
     for i in 0..20_000 {
         let len = rng.below(300) as usize;
@@ -735,7 +1005,10 @@ fn stateless_reset_reply_then_cookie_check() {
     w.deliver(from, to, pkt);
     assert_eq!(w.server.session_count(), 0);
     let mut out = Vec::new();
-    assert!(w.server.poll_transmit(w.now, &mut out).is_some(), "stateless server reset");
+    assert!(
+        w.server.poll_transmit(w.now, &mut out).is_some(),
+        "stateless server reset"
+    );
     // The same reset from another address (spoofed) gets an answer too, but an ACK
     // carrying the first address's cookie from there is refused.
     w.connect(Duration::from_secs(10));
@@ -754,7 +1027,16 @@ fn three_clients_get_distinct_addresses() {
     let mut clients: Vec<(SocketAddr, Client)> = (0..3)
         .map(|i| {
             let a = SocketAddr::from(([192, 0, 2, 10 + i], 5000));
-            (a, Client::new(client_config(&setup, &issuer_pki.client), addr(SERVER), Box::new(TestRng::seed(u64::from(i) + 50)), now).unwrap())
+            (
+                a,
+                Client::new(
+                    client_config(&setup, &issuer_pki.client),
+                    addr(SERVER),
+                    Box::new(TestRng::seed(u64::from(i) + 50)),
+                    now,
+                )
+                .unwrap(),
+            )
         })
         .collect();
     let mut server = server;
@@ -822,27 +1104,62 @@ fn auth_world(seed: u64, credentials: Option<(&str, &str)>, with_cert: bool) -> 
             &p.ca_pem,
             &p.server.0,
             &p.server.1,
-            &ServerTlsOptions { client_cert: tls::ClientCertMode::None, ..Default::default() },
+            &ServerTlsOptions {
+                client_cert: tls::ClientCertMode::None,
+                ..Default::default()
+            },
         )
         .unwrap();
     }
     w.server = Server::new(scfg, Box::new(TestRng::seed(seed ^ 0x77)));
     let mut ccfg = client_config(&setup, &p.client);
     if !with_cert {
-        ccfg.tls = tls::client_config(&p.ca_pem, None, None, &ClientTlsOptions { remote_cert_tls: Some(CertRole::Server), ..Default::default() }).unwrap();
+        ccfg.tls = tls::client_config(
+            &p.ca_pem,
+            None,
+            None,
+            &ClientTlsOptions {
+                remote_cert_tls: Some(CertRole::Server),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     }
     ccfg.credentials = credentials.map(|(u, p)| (u.to_string(), p.to_string()));
-    w.client = Client::new(ccfg, addr(SERVER), Box::new(TestRng::seed(seed ^ 0x78)), w.now).unwrap();
+    w.client = Client::new(
+        ccfg,
+        addr(SERVER),
+        Box::new(TestRng::seed(seed ^ 0x78)),
+        w.now,
+    )
+    .unwrap();
     w
 }
 
 fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Option<String>) {
     for _ in 0..100 {
         w.run_for(Duration::from_millis(50));
-        if let Some(pos) = w.server_events.iter().position(|e| matches!(e, ServerEvent::AuthRequest { .. }))
-            && let ServerEvent::AuthRequest { peer_id, common_name, certificate, username, password, .. } = w.server_events.remove(pos) {
-                return (peer_id, common_name, certificate.is_some(), username, password.map(|p| p.expose().to_string()));
-            }
+        if let Some(pos) = w
+            .server_events
+            .iter()
+            .position(|e| matches!(e, ServerEvent::AuthRequest { .. }))
+            && let ServerEvent::AuthRequest {
+                peer_id,
+                common_name,
+                certificate,
+                username,
+                password,
+                ..
+            } = w.server_events.remove(pos)
+        {
+            return (
+                peer_id,
+                common_name,
+                certificate.is_some(),
+                username,
+                password.map(|p| p.expose().to_string()),
+            );
+        }
     }
     panic!("no AuthRequest: {:?}", w.server_events);
 }
@@ -852,7 +1169,10 @@ fn external_auth_accept_with_fixed_address_and_extra_routes() {
     let mut w = auth_world(21, Some(("alice", "s3cret")), true);
     let (peer_id, cn, has_cert, user, pass) = take_auth_request(&mut w);
     assert_eq!((cn.as_str(), has_cert), ("client", true));
-    assert_eq!((user.as_deref(), pass.as_deref()), (Some("alice"), Some("s3cret")));
+    assert_eq!(
+        (user.as_deref(), pass.as_deref()),
+        (Some("alice"), Some("s3cret"))
+    );
     // No address and no data before the decision.
     w.run_for(Duration::from_secs(2));
     assert!(!w.client.is_connected());
@@ -872,7 +1192,9 @@ fn external_auth_accept_with_fixed_address_and_extra_routes() {
         .client_events
         .iter()
         .find_map(|e| match e {
-            ClientEvent::Connected { config, .. } => Some(config.routes.iter().map(|r| r.network).collect()),
+            ClientEvent::Connected { config, .. } => {
+                Some(config.routes.iter().map(|r| r.network).collect())
+            }
             _ => None,
         })
         .unwrap();
@@ -886,7 +1208,16 @@ fn external_auth_accept_with_fixed_address_and_extra_routes() {
     let now = w.now;
     assert_eq!(w.server.kick(now, "alice", "RESTART,revoked"), 1);
     w.run_for(Duration::from_secs(3));
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::Restart(_) })), "{:?}", w.client_events);
+    assert!(
+        w.client_events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Disconnected {
+                reason: ClientDisconnect::Restart(_)
+            }
+        )),
+        "{:?}",
+        w.client_events
+    );
     assert!(w.server.clients().is_empty());
 }
 
@@ -895,9 +1226,22 @@ fn external_auth_reject_sends_auth_failed() {
     let mut w = auth_world(22, Some(("alice", "wrong")), true);
     let (peer_id, ..) = take_auth_request(&mut w);
     let now = w.now;
-    w.server.authorize(now, peer_id, warren_openvpn::AuthDecision::Reject { reason: None });
+    w.server.authorize(
+        now,
+        peer_id,
+        warren_openvpn::AuthDecision::Reject { reason: None },
+    );
     w.run_for(Duration::from_secs(3));
-    assert!(w.client_events.iter().any(|e| matches!(e, ClientEvent::Disconnected { reason: ClientDisconnect::AuthFailed(_) })), "{:?}", w.client_events);
+    assert!(
+        w.client_events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Disconnected {
+                reason: ClientDisconnect::AuthFailed(_)
+            }
+        )),
+        "{:?}",
+        w.client_events
+    );
     assert_eq!(w.server.session_count(), 0);
 }
 
@@ -905,9 +1249,16 @@ fn external_auth_reject_sends_auth_failed() {
 fn password_only_clients_use_the_username_as_identity() {
     let mut w = auth_world(23, Some(("bob", "pw")), false);
     let (peer_id, cn, has_cert, user, pass) = take_auth_request(&mut w);
-    assert_eq!((cn.as_str(), has_cert, user.as_deref(), pass.as_deref()), ("bob", false, Some("bob"), Some("pw")));
+    assert_eq!(
+        (cn.as_str(), has_cert, user.as_deref(), pass.as_deref()),
+        ("bob", false, Some("bob"), Some("pw"))
+    );
     let now = w.now;
-    w.server.authorize(now, peer_id, warren_openvpn::AuthDecision::Accept(Default::default()));
+    w.server.authorize(
+        now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(Default::default()),
+    );
     w.connect(Duration::from_secs(10));
     assert_eq!(w.server.clients()[0].common_name, "bob");
 }
@@ -928,18 +1279,28 @@ fn undecided_auth_times_out_with_the_hand_window() {
 
 #[test]
 fn data_plane_carries_data_across_server_renegotiations() {
-    let setup = Setup { server_reneg: Some(Duration::from_secs(60)), ..Setup::default() };
+    let setup = Setup {
+        server_reneg: Some(Duration::from_secs(60)),
+        ..Setup::default()
+    };
     let w = World::new(&setup, 42, Impair::default()).with_plane();
     renegotiation_in(w, true);
 }
 
 #[test]
 fn data_plane_carries_data_across_client_renegotiations_on_a_lossy_network() {
-    let setup = Setup { client_reneg: Some(Duration::from_secs(60)), ..Setup::default() };
+    let setup = Setup {
+        client_reneg: Some(Duration::from_secs(60)),
+        ..Setup::default()
+    };
     let mut w = World::new(&setup, 43, Impair::default()).with_plane();
     w.connect(Duration::from_secs(5));
     let mut sent = 0u32;
-    w.net.impair = Impair { loss: 0.1, dup: 0.05, jitter_ms: 50 };
+    w.net.impair = Impair {
+        loss: 0.1,
+        dup: 0.05,
+        jitter_ms: 50,
+    };
     for _ in 0..(4 * 300) {
         assert!(w.client_sends(format!("c{sent}").as_bytes()));
         assert!(w.server_sends(format!("s{sent}").as_bytes()));
@@ -948,14 +1309,28 @@ fn data_plane_carries_data_across_client_renegotiations_on_a_lossy_network() {
     }
     w.net.impair = Impair::default();
     w.run_for(Duration::from_secs(1));
-    let renegs = w.server_events.iter().filter(|e| matches!(e, ServerEvent::Renegotiated { .. })).count();
+    let renegs = w
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Renegotiated { .. }))
+        .count();
     assert!(renegs >= 4, "{renegs} renegotiations");
     // Loss takes packets away; what arrives arrives once, and duplicates are replays.
     assert!(w.server_tun.len() as u32 > sent / 2 && w.server_tun.len() as u32 <= sent);
     let mut seen = std::collections::HashSet::new();
-    assert!(w.server_tun.iter().all(|p| seen.insert(p.clone())), "a packet came out twice");
-    assert!(w.server_drops.iter().all(|d| *d == DropReason::Replay), "{:?}", w.server_drops);
-    assert!(w.plane_opened > w.server_tun.len(), "the plane opened the data");
+    assert!(
+        w.server_tun.iter().all(|p| seen.insert(p.clone())),
+        "a packet came out twice"
+    );
+    assert!(
+        w.server_drops.iter().all(|d| *d == DropReason::Replay),
+        "{:?}",
+        w.server_drops
+    );
+    assert!(
+        w.plane_opened > w.server_tun.len(),
+        "the plane opened the data"
+    );
 }
 
 #[test]
@@ -980,17 +1355,44 @@ fn data_plane_drops_replays_and_unknown_peers() {
 
 #[test]
 fn data_plane_keepalive_and_ping_restart_use_the_shared_activity() {
-    let mut w = World::new(&Setup { ping: Some(5), ping_restart: Some(20), ..Setup::default() }, 4, Impair::default()).with_plane();
+    let mut w = World::new(
+        &Setup {
+            ping: Some(5),
+            ping_restart: Some(20),
+            ..Setup::default()
+        },
+        4,
+        Impair::default(),
+    )
+    .with_plane();
     w.connect(Duration::from_secs(5));
     // The client's pings reach the server through the plane only; the engine must see them.
     w.run_for(Duration::from_secs(90));
-    assert!(w.plane_opened >= 10, "pings went through the plane ({})", w.plane_opened);
+    assert!(
+        w.plane_opened >= 10,
+        "pings went through the plane ({})",
+        w.plane_opened
+    );
     assert!(w.client.is_connected());
-    assert_eq!(w.server.clients().len(), 1, "the server kept the session alive on the plane's pings");
+    assert_eq!(
+        w.server.clients().len(),
+        1,
+        "the server kept the session alive on the plane's pings"
+    );
     w.net.blackhole = true;
     w.run_for(Duration::from_secs(50));
-    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::PingTimeout, .. })));
-    assert_eq!(w.plane.as_ref().unwrap().peer_count(), 0, "the removal reached the plane");
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Disconnected {
+            reason: DisconnectReason::PingTimeout,
+            ..
+        }
+    )));
+    assert_eq!(
+        w.plane.as_ref().unwrap().peer_count(),
+        0,
+        "the removal reached the plane"
+    );
 }
 
 #[test]
@@ -1010,7 +1412,10 @@ fn data_plane_reports_float_to_the_engine() {
     assert_eq!(w.server.clients()[0].real_addr, new_addr);
     w.net.blackhole = false;
     assert!(w.server_sends(b"to the new address"));
-    assert!(w.net.log[before..].iter().any(|(_, to, _)| *to == new_addr), "sealed for the new address");
+    assert!(
+        w.net.log[before..].iter().any(|(_, to, _)| *to == new_addr),
+        "sealed for the new address"
+    );
 }
 
 #[test]
@@ -1023,19 +1428,37 @@ fn data_plane_reports_exit_notify_to_the_engine() {
     let len = buf.len() - DATA_HEADROOM;
     let range = w.client.encapsulate(w.now, &mut buf, len).expect("sealed");
     let now = w.now;
-    w.net.send(now, addr(CLIENT), addr(SERVER), buf[range].to_vec());
+    w.net
+        .send(now, addr(CLIENT), addr(SERVER), buf[range].to_vec());
     w.run_for(Duration::from_millis(100));
     assert_eq!(w.plane_opened, 1);
-    assert!(w.server_events.iter().any(|e| matches!(e, ServerEvent::Disconnected { reason: DisconnectReason::ExitNotify, .. })));
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Disconnected {
+            reason: DisconnectReason::ExitNotify,
+            ..
+        }
+    )));
     assert!(w.server.clients().is_empty());
-    assert_eq!(w.plane.as_ref().unwrap().peer_count(), 0, "the removal reached the plane");
+    assert_eq!(
+        w.plane.as_ref().unwrap().peer_count(),
+        0,
+        "the removal reached the plane"
+    );
 }
 
 #[test]
 fn data_plane_and_engine_share_the_send_counter() {
     // The engine seals pings and the plane seals data with the same key: the ids never
     // repeat, so the client accepts every packet.
-    let mut w = World::new(&Setup { ping: Some(1), ..Setup::default() }, 6, Impair::default());
+    let mut w = World::new(
+        &Setup {
+            ping: Some(1),
+            ..Setup::default()
+        },
+        6,
+        Impair::default(),
+    );
     w.connect(Duration::from_secs(5));
     let config = w.server.enable_data_plane();
     let mut plane = DataPlane::new(config);

@@ -137,7 +137,14 @@ pub(super) fn certified_key(
 /// first client's handshake pays for it (tens of milliseconds measured for RSA-2048).
 fn warm_up(key: &dyn rustls::sign::SigningKey) {
     use rustls::SignatureScheme::*;
-    let offered = [ED25519, ECDSA_NISTP256_SHA256, ECDSA_NISTP384_SHA384, ECDSA_NISTP521_SHA512, RSA_PSS_SHA256, RSA_PKCS1_SHA256];
+    let offered = [
+        ED25519,
+        ECDSA_NISTP256_SHA256,
+        ECDSA_NISTP384_SHA384,
+        ECDSA_NISTP521_SHA512,
+        RSA_PSS_SHA256,
+        RSA_PKCS1_SHA256,
+    ];
     if let Some(signer) = key.choose_scheme(&offered) {
         let _ = signer.sign(b"warren start-up signature");
     }
