@@ -32,6 +32,8 @@
 # processes started here are killed by PID, the namespaces deleted, and boringtun's API
 # sockets (/var/run/wireguard/wg<pid><s|c>.sock) removed.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WARREN="$REPO/target/release/warren"
@@ -92,12 +94,7 @@ cleanup() {
     for p in "${!PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     for p in "${!PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     for n in "${NSLIST[@]}"; do
-        # Retried (bounded): the name can stay busy for a moment after its last process exits.
-        for p in 1 2 3 4 5 6 7 8 9 10; do
-            ip netns del "$n" 2>/dev/null || true
-            [ -e "/run/netns/$n" ] || break
-            sleep 0.3
-        done
+        netns_del "$n"
         if [ -e "/run/netns/$n" ]; then echo "[dataplane] could not delete namespace $n: ip netns del $n" >&2; fi
     done
     rm -f "/var/run/wireguard/$WG_S.sock" "/var/run/wireguard/$WG_C.sock"
@@ -178,39 +175,9 @@ for k in openvpn warren boringtun; do if want "$k"; then KINDS+=("$k"); fi; done
 [ ${#KINDS[@]} -gt 0 ] || { echo "nothing to run" >&2; exit 1; }
 
 # ---- PKI (easy-rsa 3.1 style extensions), tls-crypt key, WireGuard keys ----
-cat > "$WORK/ext.cnf" <<'EXT'
-[req]
-distinguished_name = dn
-[dn]
-[v3ca]
-basicConstraints = critical,CA:TRUE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always,issuer:always
-keyUsage = cRLSign, keyCertSign
-[server]
-basicConstraints = CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer:always
-extendedKeyUsage = serverAuth
-keyUsage = digitalSignature,keyEncipherment
-[client]
-basicConstraints = CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer:always
-extendedKeyUsage = clientAuth
-keyUsage = digitalSignature
-EXT
+bench_pki "$WORK"
 (
     cd "$WORK"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
-        -subj "/CN=bench CA" -config ext.cnf -extensions v3ca 2>/dev/null
-    for n in server client; do
-        openssl req -new -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj "/CN=$n" \
-            -config ext.cnf 2>/dev/null
-        openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" \
-            -out $n.crt -days 30 -extfile ext.cnf -extensions $n 2>/dev/null
-    done
-    openvpn --genkey secret ta.key
     if [ -n "$BT" ]; then
         umask 077
         wg genkey > wg-s.key; wg pubkey < wg-s.key > wg-s.pub
@@ -251,7 +218,6 @@ now_ns() { date +%s%N; }
 HZ=$(getconf CLK_TCK)
 # "utime stime" of PID in clock ticks (fields 14 and 15; the comm field may hold spaces).
 cpu_us() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
-status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 declare -A NSS NSC SPID CPID TIP R
 letter() { case $1 in openvpn) echo o ;; warren) echo w ;; boringtun) echo b ;; esac; }
@@ -263,15 +229,7 @@ make_ns() {
     s="dp${ID}${l}s"; c="dp${ID}${l}c"; a="dp${ID}${l}a"; b="dp${ID}${l}b"
     NSS[$k]=$s; NSC[$k]=$c
     NSLIST+=("$s" "$c")
-    ip netns add "$s"
-    ip netns add "$c"
-    ip -n "$s" link set lo up
-    ip -n "$c" link set lo up
-    ip link add "$a" netns "$s" type veth peer name "$b" netns "$c"
-    ip -n "$s" addr add 198.18.0.1/24 dev "$a"
-    ip -n "$c" addr add 198.18.0.2/24 dev "$b"
-    ip -n "$s" link set "$a" up
-    ip -n "$c" link set "$b" up
+    bench_link "$s" "$c" "$a" "$b"
 }
 
 # Wait (bounded, 10 s) until boringtun's API socket for $1 exists.

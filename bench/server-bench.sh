@@ -23,6 +23,8 @@
 # the client inside them. Every wait is bounded, and on exit (also on error or Ctrl-C) the
 # processes started here are killed by PID and the namespaces deleted.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 WARREN="target/release/warren"
 SECS=10
@@ -69,51 +71,10 @@ log() { echo "[bench] $*" >&2; }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- PKI (easy-rsa 3.1 style extensions) and tls-crypt key ----
-cat > "$WORK/ext.cnf" <<'EXT'
-[req]
-distinguished_name = dn
-[dn]
-[v3ca]
-basicConstraints = critical,CA:TRUE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always,issuer:always
-keyUsage = cRLSign, keyCertSign
-[server]
-basicConstraints = CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer:always
-extendedKeyUsage = serverAuth
-keyUsage = digitalSignature,keyEncipherment
-[client]
-basicConstraints = CA:FALSE
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid,issuer:always
-extendedKeyUsage = clientAuth
-keyUsage = digitalSignature
-EXT
-(
-    cd "$WORK"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
-        -subj "/CN=bench CA" -config ext.cnf -extensions v3ca 2>/dev/null
-    for n in server client; do
-        openssl req -new -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj "/CN=$n" \
-            -config ext.cnf 2>/dev/null
-        openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" \
-            -out $n.crt -days 30 -extfile ext.cnf -extensions $n 2>/dev/null
-    done
-    openvpn --genkey secret ta.key
-)
+bench_pki "$WORK"
 
 # ---- namespaces ----
-ip netns add "$NS_S"
-ip netns add "$NS_C"
-ip -n "$NS_S" link set lo up
-ip -n "$NS_C" link set lo up
-ip link add "$IF_S" netns "$NS_S" type veth peer name "$IF_C" netns "$NS_C"
-ip -n "$NS_S" addr add 198.18.0.1/24 dev "$IF_S"
-ip -n "$NS_C" addr add 198.18.0.2/24 dev "$IF_C"
-ip -n "$NS_S" link set "$IF_S" up
-ip -n "$NS_C" link set "$IF_C" up
+bench_link "$NS_S" "$NS_C" "$IF_S" "$IF_C"
 
 cat > "$WORK/server.conf" <<CONF
 port 1194

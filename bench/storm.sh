@@ -10,6 +10,8 @@
 # Usage (as root): bench/storm.sh [-n N] [--warren PATH] [--storm PATH] [--only warren|openvpn]
 # Build first: cargo build --release -p warren-cli --bin warren --example storm
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 N=200
 WARREN="target/release/warren"
@@ -46,39 +48,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { echo "[storm] $*" >&2; }
 
-cat > "$WORK/ext.cnf" <<'EXT'
-[req]
-distinguished_name = dn
-[dn]
-[v3ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = cRLSign, keyCertSign
-[server]
-basicConstraints = CA:FALSE
-extendedKeyUsage = serverAuth
-keyUsage = digitalSignature,keyEncipherment
-[client]
-basicConstraints = CA:FALSE
-extendedKeyUsage = clientAuth
-keyUsage = digitalSignature
-EXT
-(
-    cd "$WORK"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
-        -subj "/CN=storm CA" -config ext.cnf -extensions v3ca 2>/dev/null
-    for n in server client; do
-        openssl req -new -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj "/CN=$n" -config ext.cnf 2>/dev/null
-        openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 8)" \
-            -out $n.crt -days 30 -extfile ext.cnf -extensions $n 2>/dev/null
-    done
-    openvpn --genkey secret ta.key
-)
+bench_pki "$WORK"
 
-ip netns add "$NS_S"; ip netns add "$NS_C"
-ip -n "$NS_S" link set lo up; ip -n "$NS_C" link set lo up
-ip link add "$IF_S" netns "$NS_S" type veth peer name "$IF_C" netns "$NS_C"
-ip -n "$NS_S" addr add 198.18.0.1/24 dev "$IF_S"; ip -n "$NS_C" addr add 198.18.0.2/24 dev "$IF_C"
-ip -n "$NS_S" link set "$IF_S" up; ip -n "$NS_C" link set "$IF_C" up
+bench_link "$NS_S" "$NS_C" "$IF_S" "$IF_C"
 
 # One certificate for all clients: duplicate-cn. A /22 pool holds N <= 1000.
 cat > "$WORK/server.conf" <<CONF
@@ -110,8 +82,6 @@ tls-crypt $WORK/ta.key
 remote-cert-tls server
 CONF
 
-rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 declare -A RESULT
 run() {
@@ -125,12 +95,12 @@ run() {
         sleep 0.1
     done
     sleep 0.5
-    local rss0 cpu0; rss0=$(rss "$pid"); cpu0=$(cpu "$pid")
+    local rss0 cpu0; rss0=$(status_kb "$pid" VmRSS); cpu0=$(cpu_ticks "$pid")
     log "$kind: $N clients"
     ip netns exec "$NS_C" timeout 300 "$STORM" --server 198.18.0.1:1194 --profile "$WORK/client.ovpn" -n "$N" --timeout 240 \
         > "$WORK/$kind.storm" 2>&1 || true
     cat "$WORK/$kind.storm" >&2
-    local rss1 cpu1; rss1=$(rss "$pid"); cpu1=$(cpu "$pid")
+    local rss1 cpu1; rss1=$(status_kb "$pid" VmRSS); cpu1=$(cpu_ticks "$pid")
     local hz; hz=$(getconf CLK_TCK)
     RESULT[$kind.connected]=$(awk '/^connected /{print $2}' "$WORK/$kind.storm")
     RESULT[$kind.passed]=$(awk '/^passed traffic/{print $3}' "$WORK/$kind.storm")

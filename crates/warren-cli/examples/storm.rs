@@ -8,6 +8,12 @@
 //! ```sh
 //! storm --server 198.18.0.1:1194 --profile client.ovpn -n 200 --timeout 120
 //! ```
+//!
+//! With `--churn SECONDS` it is the soak load of `bench/soak.sh` instead: N clients connect,
+//! pass traffic (an echo a second each), renegotiate (every 30 s) and leave, in a loop, for
+//! SECONDS. A client lives 20 to 90 s; nine in ten leave with explicit-exit-notify, one in
+//! ten vanishes without a word (the server must reap it by ping-restart), and each is then
+//! replaced by a new client on a new socket. A line of counters goes to stdout every minute.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -29,6 +35,7 @@ struct Args {
     profile: PathBuf,
     count: usize,
     timeout: Duration,
+    churn: Option<Duration>,
 }
 
 fn args() -> Result<Args> {
@@ -36,6 +43,7 @@ fn args() -> Result<Args> {
     let mut profile = None;
     let mut count = 200;
     let mut timeout = Duration::from_secs(120);
+    let mut churn = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -46,8 +54,13 @@ fn args() -> Result<Args> {
             "--timeout" => {
                 timeout = Duration::from_secs(val()?.parse().context("--timeout SECONDS")?)
             }
+            "--churn" => {
+                churn = Some(Duration::from_secs(
+                    val()?.parse().context("--churn SECONDS")?,
+                ))
+            }
             other => bail!(
-                "unknown argument {other}; usage: storm --server ADDR:PORT --profile FILE [-n N] [--timeout S]"
+                "unknown argument {other}; usage: storm --server ADDR:PORT --profile FILE [-n N] [--timeout S] [--churn S]"
             ),
         }
     }
@@ -56,6 +69,7 @@ fn args() -> Result<Args> {
         profile: profile.ok_or_else(|| anyhow!("--profile is required"))?,
         count,
         timeout,
+        churn,
     })
 }
 
@@ -134,21 +148,28 @@ struct Sim {
     failed: Option<String>,
 }
 
+fn client_socket() -> Result<UdpSocket> {
+    UdpSocket::bind(&UdpBind {
+        family: UdpFamily::V4,
+        local: None,
+        port: 0,
+        sndbuf: Some(0),
+        rcvbuf: Some(0),
+    })
+    .context("binding a client socket")
+}
+
 fn main() -> Result<()> {
     let args = args()?;
     let clock = Clock::new().context("clock")?;
     let config = engine_config(&args.profile, &clock)?;
+    if let Some(length) = args.churn {
+        return churn(&args, &clock, config, length);
+    }
     let start = clock.now();
     let mut sims = Vec::with_capacity(args.count);
     for _ in 0..args.count {
-        let socket = UdpSocket::bind(&UdpBind {
-            family: UdpFamily::V4,
-            local: None,
-            port: 0,
-            sndbuf: Some(0),
-            rcvbuf: Some(0),
-        })
-        .context("binding a client socket")?;
+        let socket = client_socket()?;
         let client = Client::new(
             config.clone(),
             args.server,
@@ -274,5 +295,213 @@ fn main() -> Result<()> {
     if echoed.len() < args.count {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// One slot of the churn load: a client engine on its own socket, replaced when it leaves.
+struct Churner {
+    socket: UdpSocket,
+    client: Client,
+    vpn: Option<(Ipv4Addr, Ipv4Addr)>,
+    leave_at: Instant,
+    vanish: bool,
+    next_echo: Instant,
+    closing: bool,
+}
+
+#[derive(Default)]
+struct ChurnCounts {
+    started: u64,
+    connected: u64,
+    left: u64,
+    vanished: u64,
+    renegotiations: u64,
+    echoes_sent: u64,
+    echoes_answered: u64,
+    failures: u64,
+}
+
+fn churn(args: &Args, clock: &Clock, mut config: ClientConfig, length: Duration) -> Result<()> {
+    use warren_core::Rng;
+    config.reneg = Some(Duration::from_secs(30));
+    config.explicit_exit_notify = true;
+    config.ping = Some(Duration::from_secs(10));
+    config.ping_restart = Some(Duration::from_secs(60));
+    let mut rng = OsRng::new().context("random source")?;
+    let mut draw = |lo: u64, hi: u64| lo + u64::from(rng.next_u32()) % (hi - lo);
+    let start = clock.now();
+    let end = start + length;
+    let mut counts = ChurnCounts::default();
+    let spawn = |now: Instant,
+                 counts: &mut ChurnCounts,
+                 draw: &mut dyn FnMut(u64, u64) -> u64|
+     -> Result<Churner> {
+        counts.started += 1;
+        Ok(Churner {
+            socket: client_socket()?,
+            client: Client::new(
+                config.clone(),
+                args.server,
+                Box::new(OsRng::new().context("random source")?),
+                now,
+            )
+            .context("client engine")?,
+            vpn: None,
+            leave_at: now + Duration::from_secs(draw(20, 90)),
+            vanish: draw(0, 10) == 0,
+            next_echo: now,
+            closing: false,
+        })
+    };
+    let mut slots = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        slots.push(spawn(start, &mut counts, &mut draw)?);
+    }
+    let mut out = Vec::with_capacity(2048);
+    let mut buf = vec![0u8; 4096];
+    let mut pkt = vec![0u8; DATA_HEADROOM + 64];
+    let mut next_report = start + Duration::from_secs(60);
+    let mut rebuild = true;
+    let mut poller = Poller::new();
+    let mut tokens = Vec::new();
+    while clock.now() < end {
+        if rebuild {
+            poller = Poller::new();
+            tokens = slots
+                .iter()
+                .map(|s| poller.add(s.socket.as_fd(), Interest::Readable))
+                .collect();
+            rebuild = false;
+        }
+        let now = clock.now();
+        for slot in slots.iter_mut() {
+            let s = &mut *slot;
+            if s.client.poll_timeout().is_some_and(|t| t <= now) {
+                s.client.handle_timeout(now);
+            }
+            if now >= s.leave_at && !s.closing {
+                if s.vanish {
+                    // Gone without a word: the server keeps the session until ping-restart.
+                    counts.vanished += 1;
+                    *slot = spawn(now, &mut counts, &mut draw)?;
+                    rebuild = true;
+                    continue;
+                }
+                s.closing = true;
+                s.client.close(now);
+            }
+            while let Some(dst) = s.client.poll_transmit(now, &mut out) {
+                // A full socket buffer loses the datagram, as the network would.
+                let _ = s.socket.send_to(&out, dst);
+            }
+            let mut replace = false;
+            while let Some(ev) = s.client.poll_event() {
+                match ev {
+                    ClientEvent::Connected { config, .. } => {
+                        counts.connected += 1;
+                        s.vpn = config.ifconfig.map(|(ip, _)| ip).zip(config.route_gateway);
+                    }
+                    ClientEvent::Renegotiated { .. } => counts.renegotiations += 1,
+                    ClientEvent::Disconnected { reason } => {
+                        if matches!(reason, warren_openvpn::ClientDisconnect::Closed) {
+                            counts.left += 1;
+                        } else {
+                            counts.failures += 1;
+                            eprintln!("client disconnected: {reason:?}");
+                        }
+                        replace = true;
+                    }
+                    _ => {}
+                }
+            }
+            if replace || s.client.is_closed() {
+                *slot = spawn(now, &mut counts, &mut draw)?;
+                rebuild = true;
+                continue;
+            }
+            if let Some((ip, gw)) = s.vpn
+                && !s.closing
+                && now >= s.next_echo
+            {
+                s.next_echo = now + Duration::from_secs(1);
+                let icmp = echo(ip, gw, 7);
+                pkt.truncate(DATA_HEADROOM);
+                pkt.extend_from_slice(&icmp);
+                if let Ok(range) = s.client.encapsulate(now, &mut pkt, icmp.len()) {
+                    counts.echoes_sent += 1;
+                    let _ = s.socket.send_to(&pkt[range], args.server);
+                }
+            }
+        }
+        if now >= next_report {
+            next_report = next_report + Duration::from_secs(60);
+            let up = slots.iter().filter(|s| s.client.is_connected()).count();
+            println!(
+                "t={:.0}s connected_now={up} started={} connected={} left={} vanished={} renegotiations={} echoes={}/{} failures={}",
+                (now - start).as_secs_f64(),
+                counts.started,
+                counts.connected,
+                counts.left,
+                counts.vanished,
+                counts.renegotiations,
+                counts.echoes_answered,
+                counts.echoes_sent,
+                counts.failures
+            );
+        }
+        if rebuild {
+            continue;
+        }
+        poller
+            .wait(Some(Duration::from_millis(20)))
+            .context("poll")?;
+        let now = clock.now();
+        for (s, tok) in slots.iter_mut().zip(&tokens) {
+            if !poller.is_readable(*tok) {
+                continue;
+            }
+            for _ in 0..64 {
+                let Ok(meta) = s.socket.recv_from(&mut buf) else {
+                    break;
+                };
+                if let ClientDatagram::Tun(r) =
+                    s.client
+                        .handle_datagram(now, meta.addr, &mut buf[..meta.len])
+                    && buf[r.start + 9] == 1
+                    && buf.get(r.start + 20) == Some(&0)
+                {
+                    counts.echoes_answered += 1;
+                }
+            }
+        }
+    }
+    // Everyone leaves cleanly at the end, so the server's session count must fall to zero
+    // (the vanished ones by ping-restart).
+    let now = clock.now();
+    for s in &mut slots {
+        s.client.close(now);
+    }
+    let stop = now + Duration::from_secs(5);
+    while clock.now() < stop && slots.iter().any(|s| !s.client.is_closed()) {
+        let now = clock.now();
+        for s in &mut slots {
+            s.client.handle_timeout(now);
+            while let Some(dst) = s.client.poll_transmit(now, &mut out) {
+                let _ = s.socket.send_to(&out, dst);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "done started={} connected={} left={} vanished={} renegotiations={} echoes={}/{} failures={}",
+        counts.started,
+        counts.connected,
+        counts.left,
+        counts.vanished,
+        counts.renegotiations,
+        counts.echoes_answered,
+        counts.echoes_sent,
+        counts.failures
+    );
     Ok(())
 }
