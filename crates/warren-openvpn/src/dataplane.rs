@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use warren_core::{Instant, KeyId};
 use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
 
-use crate::server::{DatagramOutcome, DropReason, EncapOutcome};
+use crate::types::{DatagramOutcome, DropReason, EncapOutcome};
 
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
 pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;

@@ -11,45 +11,20 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, Rng, SessionId};
-use warren_crypto::{CipherKind, CookieKey, Digest, KeyDirection, ReplayStamp, Role, StaticKey};
+use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::session::{End, Session};
-
-/// Bytes the driver must leave free in front of a tun packet passed to
-/// [`Server::encapsulate`]: opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
-pub const DATA_HEADROOM: usize = 24;
-
-/// How control packets are wrapped (`tls-auth`, `tls-crypt`, or neither).
-#[derive(Clone, Debug)]
-pub enum WrapConfig {
-    None,
-    TlsAuth {
-        key: StaticKey,
-        digest: Digest,
-        direction: Option<KeyDirection>,
-    },
-    TlsCrypt {
-        key: StaticKey,
-    },
-}
-
-/// How data-channel keys are derived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum KeyDerivation {
-    /// RFC 5705 exporter (`tls-ekm`) when the client offers it, the TLS1-PRF otherwise.
-    #[default]
-    Auto,
-    /// Always the legacy TLS1-PRF, even for clients that offer tls-ekm.
-    ForcePrf,
-}
+use crate::types::{
+    DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation,
+    WrapConfig,
+};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
 #[derive(Clone, Debug)]
@@ -94,55 +69,6 @@ pub struct ServerConfig {
     pub unix_time_at_zero: u64,
 }
 
-/// What became of a datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatagramOutcome {
-    /// A decrypted IP packet is in `buf[range]`: write it to the tun device.
-    Tun(Range<usize>),
-    /// A decrypted IP packet for another client (`client-to-client`): copy it to
-    /// `DATA_HEADROOM` of a buffer and pass it to [`Server::encapsulate`].
-    ClientToClient(Range<usize>),
-    /// Control traffic, a ping or similar: nothing for the tun. Drain `poll_transmit`.
-    Consumed,
-    /// Counted and dropped.
-    Dropped(DropReason),
-}
-
-/// What became of a tun packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EncapOutcome {
-    /// Send `buf[range]` to `dst`.
-    Send {
-        dst: SocketAddr,
-        range: Range<usize>,
-    },
-    Dropped(DropReason),
-}
-
-/// Why a packet was dropped. Counted, never logged above `trace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    Malformed,
-    UnknownOpcode,
-    WrapAuthFailed,
-    Replay,
-    BadCookie,
-    NoSession,
-    NoKey,
-    DecryptFailed,
-    NotIpv4,
-    NoRoute,
-    TooManyClients,
-    /// A tunnelled packet whose source is not the client's VPN address.
-    BadSource,
-    /// tls-crypt-v2 and other control packets we do not speak.
-    Unsupported,
-    /// The queue of stateless replies is full (a flood of resets).
-    Overloaded,
-}
-
-/// Lifecycle events, for logs and the status file.
 /// A password from key-method 2. Its `Debug` never shows it; the buffer is wiped on drop.
 #[derive(Clone)]
 pub struct Password(zeroize::Zeroizing<String>);
@@ -227,20 +153,6 @@ pub enum ServerEvent {
         addr: SocketAddr,
         reason: String,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectReason {
-    ExitNotify,
-    PingTimeout,
-    HandshakeTimeout,
-    TlsError(String),
-    Replaced,
-    Shutdown,
-    AuthFailed,
-    /// Ended by [`Server::kick`] (revocation, user disabled).
-    Kicked,
 }
 
 /// One connected client, for `status` files.

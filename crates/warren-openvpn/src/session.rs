@@ -26,11 +26,11 @@ use warren_wire::{
     WireError, encode_control_message, iv_proto,
 };
 
-use crate::client::{ClientDisconnect, PushedConfig};
 use crate::ctx::{Ctx, SessionEvent};
 use crate::dataplane::{Activity, DataKeyRef, PACKET_ID_WRAP_TRIGGER, PeerData};
 use crate::keystate::{KeyState, Phase};
-use crate::server::{DisconnectReason, DropReason, KeyDerivation};
+use crate::push::{PushedConfig, parse_pushed};
+use crate::types::{ClientDisconnect, DisconnectReason, DropReason, KeyDerivation};
 
 /// The most key states kept at once (primary, lame duck, and one being negotiated).
 const MAX_KEY_STATES: usize = 3;
@@ -685,7 +685,7 @@ impl Session {
             if more {
                 return Ok(());
             }
-            let pushed = crate::client::parse_pushed(&std::mem::take(&mut c.push_parts));
+            let pushed = parse_pushed(&std::mem::take(&mut c.push_parts));
             return self.apply_push(ctx, now, pushed);
         }
         let end = if msg.starts_with("AUTH_FAILED") {
