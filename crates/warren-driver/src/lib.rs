@@ -31,14 +31,12 @@ pub mod status;
 mod workers;
 
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
-pub use batch::{UdpIo, describe_tun};
+pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
     ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
     RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
 };
-pub use server_loop::{
-    BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
-};
+pub use server_loop::{BATCH, DriverError, ServerLoopOptions, StatusOptions, run_server, snapshot};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

@@ -1,7 +1,9 @@
 //! Data workers: the multi-core server data plane (`docs/dataplane.md`, "Threads").
 //!
-//! The server loop stays the control thread and also moves data for the peers it owns.
-//! Each extra worker owns one queue of the multi-queue tun device, one UDP socket of a
+//! The server loop stays the control thread and also moves data for the peers it owns,
+//! exactly like a worker: every data thread runs the same [`Pump`] over its own [`Shard`]
+//! (a [`DataPlane`] replica and the packets it hands to other threads); the control
+//! thread's shard also gives control datagrams to the engine. Each extra worker owns one queue of the multi-queue tun device, one UDP socket of a
 //! `SO_REUSEPORT` group whose steering program routes every P_DATA_V2 datagram by peer id
 //! ([`warren_io::steered_index`]), and one [`DataPlane`] replica of the engine's data state.
 //!
@@ -23,6 +25,7 @@
 //! datagrams that are not theirs.
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -33,11 +36,11 @@ use tracing::{debug, trace, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OffloadTun, Poller};
 use warren_openvpn::{
-    DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, EncapOutcome,
+    DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, DropReason,
+    EncapOutcome,
 };
 
-use crate::batch::{TunRx, TunTx, TxQueue, UdpIo, UdpRx};
-use crate::server_loop::LoopStats;
+use crate::batch::{DataPath, LoopStats, Pump, UdpIo};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -116,6 +119,161 @@ pub(crate) fn datagram_owner(dgram: &[u8], threads: usize) -> usize {
     }
 }
 
+/// One data thread's share of the server's data path: its [`DataPlane`] replica and what
+/// it passes to other threads.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    /// This thread (0: the control thread).
+    index: usize,
+    threads: usize,
+    pub plane: DataPlane,
+    /// Tun packets for each thread to seal (index = thread; this thread's own entry holds
+    /// client-to-client packets it seals after the batch).
+    pub outgoing: Vec<PacketBatch>,
+    /// Datagrams of other threads' peers (UDP GRO merged them behind one of ours):
+    /// (owner, source, bytes).
+    pub forward: Vec<(usize, SocketAddr, Vec<u8>)>,
+}
+
+impl Shard {
+    pub fn new(index: usize, threads: usize, config: DataPlaneConfig) -> Shard {
+        Shard {
+            index,
+            threads,
+            plane: DataPlane::new(config),
+            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
+            forward: Vec::new(),
+        }
+    }
+
+    /// Opens a datagram of one of this thread's peers with the plane, passing anything
+    /// else that is this thread's (control packets) to `control`; other threads' datagrams
+    /// are queued in [`Shard::forward`].
+    pub fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+        control: impl FnOnce(&mut DataPlane, &mut [u8]) -> DatagramOutcome,
+    ) -> Option<Range<usize>> {
+        let dest = datagram_owner(dgram, self.threads);
+        if dest != self.index {
+            if self.forward.len() < MAX_FORWARD_PER_WAKE {
+                self.forward.push((dest, from, dgram.to_vec()));
+            } else {
+                stats.engine_dropped += 1;
+            }
+            return None;
+        }
+        let outcome = if DataPlane::is_data(dgram) {
+            self.plane.open(now, from, dgram)
+        } else {
+            control(&mut self.plane, dgram)
+        };
+        match outcome {
+            DatagramOutcome::Tun(range) => Some(range),
+            DatagramOutcome::ClientToClient(range) => {
+                // Sealed by the owner of the destination peer (maybe this thread, after
+                // the batch).
+                let owner = dgram
+                    .get(range)
+                    .and_then(|pkt| Some((pkt, self.owner_of(pkt)?.1)));
+                match owner {
+                    Some((pkt, o)) => self.outgoing[o].push(pkt),
+                    None => stats.engine_dropped += 1,
+                }
+                None
+            }
+            DatagramOutcome::Consumed => None,
+            DatagramOutcome::Dropped(reason) => {
+                stats.engine_dropped += 1;
+                trace!(%from, ?reason, "datagram dropped");
+                None
+            }
+        }
+    }
+
+    /// The peer a tun packet routes to and the thread that seals for it.
+    fn owner_of(&self, pkt: &[u8]) -> Option<(u32, usize)> {
+        let peer_id = self.plane.route(pkt)?;
+        let p = self.plane.peer(peer_id)?;
+        Some((peer_id, owner(peer_id, p.data_v2, self.threads)))
+    }
+
+    /// Seals a tun packet for its peer, or hands it to the thread that owns the peer
+    /// (one route lookup either way).
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        let route = buf
+            .get(DATA_HEADROOM..DATA_HEADROOM + len)
+            .and_then(|pkt| Some((pkt, self.owner_of(pkt)?)));
+        let outcome = match route {
+            Some((pkt, (_, o))) if o != self.index && !handed => {
+                stats.handed_off += 1;
+                self.outgoing[o].push(pkt);
+                return None;
+            }
+            Some((_, (peer_id, _))) => self.plane.seal_to(now, peer_id, buf, len),
+            None => EncapOutcome::Dropped(DropReason::NoRoute),
+        };
+        match outcome {
+            EncapOutcome::Send { dst, range } => Some((dst, range)),
+            EncapOutcome::Dropped(reason) => {
+                stats.engine_dropped += 1;
+                trace!(?reason, "tun packet dropped");
+                None
+            }
+        }
+    }
+
+    /// Takes the client-to-client packets this thread seals itself.
+    pub fn take_own(&mut self) -> PacketBatch {
+        std::mem::take(&mut self.outgoing[self.index])
+    }
+
+    /// Gives back the (sealed) batch [`Shard::take_own`] took, to reuse its allocation.
+    pub fn put_own(&mut self, mut own: PacketBatch) {
+        own.0.clear();
+        let slot = &mut self.outgoing[self.index];
+        if slot.is_empty() {
+            *slot = own;
+        }
+    }
+}
+
+/// A worker's shard has no engine: every datagram that is its own is data.
+impl DataPath for Shard {
+    fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        Shard::open(self, now, from, dgram, stats, |_, _| {
+            DatagramOutcome::Dropped(DropReason::UnknownOpcode)
+        })
+    }
+
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        Shard::seal(self, now, buf, len, handed, stats)
+    }
+}
+
 /// From a worker to the control thread.
 #[derive(Debug)]
 pub(crate) enum FromWorker {
@@ -188,10 +346,6 @@ pub(crate) struct Workers {
     handles: Vec<JoinHandle<LoopStats>>,
     /// The control thread's inbox.
     pub inbox: Inbox<FromWorker>,
-    /// Handoffs being collected for each thread (index 0 unused).
-    outgoing: Vec<PacketBatch>,
-    /// Threads that were given datagrams since the last flush (to wake).
-    forwarded: Vec<bool>,
 }
 
 impl Workers {
@@ -224,8 +378,6 @@ impl Workers {
             mailboxes,
             handles,
             inbox,
-            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
-            forwarded: vec![false; threads],
         })
     }
 
@@ -247,33 +399,30 @@ impl Workers {
         }
     }
 
-    /// Gives a datagram to the worker that owns its peer (`owner` ≥ 1).
-    pub fn forward_datagram(&mut self, owner: usize, from: SocketAddr, bytes: Vec<u8>) {
-        if let Some(m) = owner.checked_sub(1).and_then(|i| self.mailboxes.get(i)) {
-            m.post(ToWorker::Datagram { from, bytes });
-            self.forwarded[owner] = true;
-        }
-    }
-
-    /// Queues a tun packet for thread `owner` (≥ 1).
-    pub fn hand_off(&mut self, owner: usize, pkt: &[u8]) {
-        if let Some(b) = self.outgoing.get_mut(owner) {
-            b.push(pkt);
-        }
-    }
-
-    /// Sends the collected handoffs and wakes whoever got something.
-    pub fn flush_handoffs(&mut self) {
-        for (i, batch) in self.outgoing.iter_mut().enumerate().skip(1) {
-            let packets = !batch.is_empty();
-            let datagrams = std::mem::take(&mut self.forwarded[i]);
-            if !packets && !datagrams {
-                continue;
+    /// Sends the control thread's handoffs and forwarded datagrams, and wakes whoever
+    /// got something.
+    pub fn flush_handoffs(&self, shard: &mut Shard) {
+        // Bit i: mailbox i got something (at most 4 threads; more are woken anyway).
+        let mut woken = 0u64;
+        let bit = |i: usize| 1u64.checked_shl(i as u32).unwrap_or(u64::MAX);
+        for (dest, from, bytes) in shard.forward.drain(..) {
+            if let Some(i) = dest.checked_sub(1)
+                && let Some(m) = self.mailboxes.get(i)
+            {
+                m.post(ToWorker::Datagram { from, bytes });
+                woken |= bit(i);
             }
-            if let Some(m) = self.mailboxes.get(i - 1) {
-                if packets {
-                    m.post(ToWorker::Packets(std::mem::take(batch)));
-                }
+        }
+        for (i, batch) in shard.outgoing.iter_mut().enumerate().skip(1) {
+            if !batch.is_empty()
+                && let Some(m) = self.mailboxes.get(i - 1)
+            {
+                m.post(ToWorker::Packets(std::mem::take(batch)));
+                woken |= bit(i - 1);
+            }
+        }
+        for (i, m) in self.mailboxes.iter().enumerate() {
+            if woken & bit(i) != 0 {
                 m.wake();
             }
         }
@@ -296,25 +445,18 @@ impl Workers {
 
 struct Worker {
     index: usize,
-    threads: usize,
-    plane: DataPlane,
+    shard: Shard,
+    pump: Pump,
     tun: OffloadTun,
     udp: UdpIo,
-    udp_rx: UdpRx,
-    tun_tx: TunTx,
-    tun_rx: TunRx,
-    udp_tx: TxQueue,
     inbox: Inbox<ToWorker>,
     control: Mailbox<FromWorker>,
     /// Mailboxes of threads 1.. (index i - 1), for handoffs.
     peers: Vec<Mailbox<ToWorker>>,
-    /// Handoffs being collected per thread (index = thread).
-    outgoing: Vec<PacketBatch>,
     /// Handoffs received, sealed after the tun batch.
     incoming: Vec<PacketBatch>,
     /// Datagrams of this worker's peers that arrived elsewhere.
     strays: Vec<(SocketAddr, Vec<u8>)>,
-    stats: LoopStats,
     wake_control: bool,
 }
 
@@ -328,28 +470,20 @@ impl Worker {
         control: Mailbox<FromWorker>,
         peers: Vec<Mailbox<ToWorker>>,
     ) -> Worker {
-        let mtu = io.tun.mtu();
-        let mut udp_rx = UdpRx::default();
-        udp_rx.fit(io.udp.is_batched(), mtu);
-        let mut tun_rx = TunRx::default();
-        tun_rx.fit(mtu);
+        // Workers warn about I/O errors like the control thread (rate-limited).
+        let mut pump = Pump::new(true);
+        pump.fit(io.udp.is_batched(), io.tun.mtu());
         Worker {
             index,
-            threads,
-            plane: DataPlane::new(config),
+            shard: Shard::new(index, threads, config),
+            pump,
             tun: io.tun,
             udp: io.udp,
-            udp_rx,
-            tun_tx: TunTx::default(),
-            tun_rx,
-            udp_tx: TxQueue::default(),
             inbox,
             control,
             peers,
-            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
             incoming: Vec::new(),
             strays: Vec::new(),
-            stats: LoopStats::default(),
             wake_control: false,
         }
     }
@@ -373,26 +507,40 @@ impl Worker {
                 break;
             }
             let now = clock.now();
-            self.open_strays(now);
+            // Datagrams other threads passed on, one by one (rare: see ToWorker::Datagram).
+            for (from, mut bytes) in std::mem::take(&mut self.strays) {
+                self.pump
+                    .open_one(now, from, &mut bytes, &mut self.tun, &mut self.shard);
+            }
             if poller.is_readable(t_udp) {
-                self.read_udp(now);
+                self.pump
+                    .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.shard);
             }
             if poller.is_readable(t_tun)
-                && let Err(e) = self.read_tun(now)
+                && let Err(e) =
+                    self.pump
+                        .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.shard)
             {
                 self.fail(format!("reading from tun {}: {e}", self.tun.name()));
                 break;
             }
-            // Client-to-client packets this thread seals itself.
-            let own = std::mem::take(&mut self.outgoing[self.index]);
-            if !own.is_empty() {
-                self.incoming.push(own);
+            // Handoffs, and client-to-client packets this thread seals itself.
+            let own = self.shard.take_own();
+            if !own.is_empty() || !self.incoming.is_empty() {
+                let pkts = self
+                    .incoming
+                    .iter()
+                    .chain([&own])
+                    .flat_map(PacketBatch::iter);
+                self.pump
+                    .seal_packets(now, pkts, &self.udp, &mut self.shard);
+                self.incoming.clear();
             }
-            self.seal_incoming(now);
+            self.shard.put_own(own);
             self.finish_turn();
         }
         debug!(worker = self.index, "data worker stopped");
-        self.stats
+        self.pump.stats
     }
 
     fn fail(&mut self, why: String) {
@@ -404,7 +552,7 @@ impl Worker {
     fn drain_inbox(&mut self) -> bool {
         loop {
             match self.inbox.rx.try_recv() {
-                Ok(ToWorker::Change(c)) => self.plane.apply(c),
+                Ok(ToWorker::Change(c)) => self.shard.plane.apply(c),
                 Ok(ToWorker::Packets(b)) => self.incoming.push(b),
                 Ok(ToWorker::Datagram { from, bytes }) => self.strays.push((from, bytes)),
                 Ok(ToWorker::Stop) | Err(TryRecvError::Disconnected) => return false,
@@ -413,215 +561,22 @@ impl Worker {
         }
     }
 
-    fn read_udp(&mut self, now: Instant) {
-        let got = match self.udp_rx.recv(&self.udp) {
-            Ok(b) => b,
-            Err(e) => {
-                self.stats.udp_recv_errors += 1;
-                trace!(worker = self.index, "UDP receive error: {e}");
-                return;
-            }
-        };
-        if got.filled == 0 {
-            return;
-        }
-        self.stats.udp_recv_calls += 1;
-        self.stats.udp_truncated += got.truncated as u64;
-        let mut forwarded = 0;
-        for i in 0..got.filled {
-            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
-            for r in meta.ranges() {
-                self.stats.udp_received += 1;
-                let Some(dgram) = buf.get_mut(r.clone()) else {
-                    continue;
-                };
-                let dest = datagram_owner(dgram, self.threads);
-                if dest != self.index {
-                    // Not ours (GRO merged it behind a datagram that was): to its owner.
-                    if forwarded < MAX_FORWARD_PER_WAKE {
-                        forwarded += 1;
-                        let bytes = dgram.to_vec();
-                        if dest == 0 {
-                            self.control.post(FromWorker::Datagram {
-                                from: meta.addr,
-                                bytes,
-                            });
-                            self.wake_control = true;
-                        } else if let Some(m) = self.peers.get(dest - 1) {
-                            m.post(ToWorker::Datagram {
-                                from: meta.addr,
-                                bytes,
-                            });
-                            m.wake();
-                        }
-                    } else {
-                        self.stats.engine_dropped += 1;
-                    }
-                    continue;
-                }
-                match self.plane.open(now, meta.addr, dgram) {
-                    DatagramOutcome::Tun(range) if range.end <= dgram.len() => {
-                        let at = base + r.start;
-                        self.tun_tx.push(at + range.start..at + range.end);
-                    }
-                    DatagramOutcome::ClientToClient(range) if range.end <= dgram.len() => {
-                        // Sealed by the owner of the destination peer (maybe this
-                        // thread, after the batch: see `run`).
-                        let pkt = &dgram[range];
-                        match self.plane.route(pkt).and_then(|p| self.plane.peer(p)) {
-                            Some(p) => {
-                                let o = owner(p.peer_id, p.data_v2, self.threads);
-                                if let Some(b) = self.outgoing.get_mut(o) {
-                                    b.push(pkt);
-                                }
-                            }
-                            None => self.stats.engine_dropped += 1,
-                        }
-                    }
-                    DatagramOutcome::Tun(_) | DatagramOutcome::ClientToClient(_) => {
-                        debug_assert!(false, "data plane returned a range outside the datagram");
-                    }
-                    DatagramOutcome::Consumed => {}
-                    DatagramOutcome::Dropped(reason) => {
-                        self.stats.engine_dropped += 1;
-                        trace!(from = %meta.addr, ?reason, "datagram dropped");
-                    }
-                }
-            }
-        }
-        if !self.tun_tx.is_empty() {
-            match self.tun_tx.flush(&mut self.tun, self.udp_rx.region()) {
-                Ok(sum) => {
-                    self.stats.tun_written += sum.packets as u64;
-                    self.stats.tun_write_calls += sum.writes as u64;
-                    self.stats.tun_write_errors += sum.dropped as u64;
-                }
-                Err(e) => {
-                    self.stats.tun_write_errors += 1;
-                    trace!(worker = self.index, "tun write failed: {e}");
-                }
-            }
-        }
-    }
-
-    /// Opens the datagrams other threads passed on, one by one (rare: see
-    /// [`ToWorker::Datagram`]).
-    fn open_strays(&mut self, now: Instant) {
-        for (from, mut bytes) in std::mem::take(&mut self.strays) {
-            self.stats.udp_received += 1;
-            match self.plane.open(now, from, &mut bytes) {
-                DatagramOutcome::Tun(range) => {
-                    if let Some(p) = bytes.get(range) {
-                        match self.tun.send_batch(&[p]) {
-                            Ok(sum) => {
-                                self.stats.tun_written += sum.packets as u64;
-                                self.stats.tun_write_calls += sum.writes as u64;
-                                self.stats.tun_write_errors += sum.dropped as u64;
-                            }
-                            Err(_) => self.stats.tun_write_errors += 1,
-                        }
-                    }
-                }
-                DatagramOutcome::ClientToClient(range) => {
-                    if let Some(pkt) = bytes.get(range)
-                        && let Some(p) = self.plane.route(pkt).and_then(|p| self.plane.peer(p))
-                    {
-                        let o = owner(p.peer_id, p.data_v2, self.threads);
-                        if let Some(b) = self.outgoing.get_mut(o) {
-                            b.push(pkt);
-                        }
-                    }
-                }
-                DatagramOutcome::Consumed => {}
-                DatagramOutcome::Dropped(_) => self.stats.engine_dropped += 1,
-            }
-        }
-    }
-
-    fn read_tun(&mut self, now: Instant) -> io::Result<()> {
-        let c = self.tun_rx.read(&mut self.tun)?;
-        self.stats.tun_read += c.packets as u64;
-        self.stats.tun_read_calls += c.calls as u64;
-        self.stats.tun_read_bad += c.bad as u64;
-        for i in 0..c.packets {
-            let len = self.tun_rx.sizes[i];
-            let Some(pkt) = self.tun_rx.slots[i].get(DATA_HEADROOM..DATA_HEADROOM + len) else {
-                continue;
-            };
-            let o = match self.plane.route(pkt).and_then(|p| self.plane.peer(p)) {
-                Some(p) => owner(p.peer_id, p.data_v2, self.threads),
-                None => {
-                    self.stats.engine_dropped += 1;
-                    continue;
-                }
-            };
-            if o != self.index {
-                self.stats.handed_off += 1;
-                if let Some(b) = self.outgoing.get_mut(o) {
-                    b.push(pkt);
-                }
-                continue;
-            }
-            match self.plane.seal(now, &mut self.tun_rx.slots[i], len) {
-                EncapOutcome::Send { dst, range } => self.udp_tx.push(dst, i, range),
-                EncapOutcome::Dropped(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(?reason, "tun packet dropped");
-                }
-            }
-        }
-        self.flush_udp();
-        Ok(())
-    }
-
-    fn flush_udp(&mut self) {
-        let sum = self.udp_tx.flush(&self.udp, &self.tun_rx.slots);
-        self.stats.udp_sent += sum.sent;
-        self.stats.udp_send_calls += sum.calls;
-        self.stats.udp_send_would_block += sum.would_block;
-        self.stats.udp_send_errors += sum.errors;
-    }
-
-    /// Seals the packets other threads handed over (the tun slots are free again).
-    fn seal_incoming(&mut self, now: Instant) {
-        if self.incoming.is_empty() {
-            return;
-        }
-        let batches = std::mem::take(&mut self.incoming);
-        let mut n = 0;
-        for batch in &batches {
-            for pkt in batch.iter() {
-                if n == self.tun_rx.slots.len() {
-                    self.flush_udp();
-                    n = 0;
-                }
-                let slot = &mut self.tun_rx.slots[n];
-                let Some(dst) = slot.get_mut(DATA_HEADROOM..DATA_HEADROOM + pkt.len()) else {
-                    self.stats.engine_dropped += 1;
-                    continue;
-                };
-                dst.copy_from_slice(pkt);
-                match self.plane.seal(now, slot, pkt.len()) {
-                    EncapOutcome::Send { dst, range } => {
-                        self.udp_tx.push(dst, n, range);
-                        n += 1;
-                    }
-                    EncapOutcome::Dropped(_) => self.stats.engine_dropped += 1,
-                }
-            }
-        }
-        self.flush_udp();
-        self.incoming = batches;
-        self.incoming.clear();
-    }
-
-    /// Events and handoffs go out once per wake-up.
+    /// Events, handoffs and forwarded datagrams go out once per wake-up.
     fn finish_turn(&mut self) {
-        while let Some(e) = self.plane.poll_event() {
+        while let Some(e) = self.shard.plane.poll_event() {
             self.control.post(FromWorker::Event(e));
             self.wake_control = true;
         }
-        for (i, batch) in self.outgoing.iter_mut().enumerate() {
+        for (dest, from, bytes) in self.shard.forward.drain(..) {
+            if dest == 0 {
+                self.control.post(FromWorker::Datagram { from, bytes });
+                self.wake_control = true;
+            } else if let Some(m) = self.peers.get(dest - 1) {
+                m.post(ToWorker::Datagram { from, bytes });
+                m.wake();
+            }
+        }
+        for (i, batch) in self.shard.outgoing.iter_mut().enumerate() {
             if batch.is_empty() || i == self.index {
                 continue;
             }

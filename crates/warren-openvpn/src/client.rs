@@ -23,6 +23,7 @@ use warren_crypto::{CipherKind, DATA_HEADROOM, Role};
 use warren_wire::{ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
+use crate::dataplane::{Payload, classify};
 use crate::push::PushedConfig;
 use crate::session::{End, Session, Side};
 use crate::types::{ClientDisconnect, DropReason, KeyDerivation, WrapConfig};
@@ -188,9 +189,7 @@ impl Client {
                 match self.session.open_data(now, key_id, buf) {
                     Ok(range) => {
                         let payload = &mut buf[range.clone()];
-                        if warren_wire::is_ping(payload)
-                            || payload.starts_with(&warren_wire::OCC_MAGIC)
-                        {
+                        if classify(payload) != Payload::Packet {
                             ClientDatagram::Consumed
                         } else {
                             if let Some(mss) = self.mss {
