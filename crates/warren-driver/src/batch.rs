@@ -346,23 +346,17 @@ impl Pump {
 
     fn flush_udp(&mut self, now: Instant, udp: &UdpIo) {
         let sum = self.udp_tx.flush(udp, &self.tun_rx.slots);
-        self.stats.udp_sent += sum.sent;
-        self.stats.udp_send_calls += sum.calls;
-        self.stats.udp_send_would_block += sum.would_block;
-        self.stats.udp_send_errors += sum.errors;
-        if let Some((dst, e)) = sum.first_error {
-            self.warn_send.report(
-                self.loud,
-                now,
-                format_args!("UDP send to {dst} failed: {e}"),
-            );
-        }
+        self.account_tx(now, sum);
     }
 
     /// Sends one datagram (control packets, the engine's pings).
     pub fn send_one(&mut self, now: Instant, udp: &UdpIo, dgram: &[u8], dst: SocketAddr) {
         let mut sum = TxSummary::default();
         send_one(udp, dgram, dst, &mut sum);
+        self.account_tx(now, sum);
+    }
+
+    fn account_tx(&mut self, now: Instant, sum: TxSummary) {
         self.stats.udp_sent += sum.sent;
         self.stats.udp_send_calls += sum.calls;
         self.stats.udp_send_would_block += sum.would_block;

@@ -24,7 +24,7 @@ use warren_openvpn::{
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Pump, UdpIo};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
-use crate::workers::{FromWorker as WorkerMsg, PacketBatch, Shard, WorkerIo, Workers};
+use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;
 
 /// Datagrams or tun packets handled per wakeup and direction without batching.
@@ -381,11 +381,8 @@ impl Loop {
         self.sync(now);
         self.flush_transmits(now);
         self.sync(now);
-        if let Some(w) = self.ctl.workers.as_ref() {
-            w.flush_handoffs(&mut self.ctl.shard);
-        } else {
-            self.ctl.shard.forward.clear();
-        }
+        let mailboxes = self.ctl.workers.as_ref().map_or(&[][..], |w| &w.mailboxes);
+        self.ctl.shard.flush(mailboxes);
         for _ in 0..MAX_EVENTS_PER_TURN {
             let Some(ev) = self.ctl.server.poll_event() else {
                 break;
@@ -437,16 +434,17 @@ impl Loop {
         }
         for m in msgs {
             match m {
-                WorkerMsg::Event(e) => self.ctl.server.handle_data_event(now, e),
-                WorkerMsg::Datagram { from, mut bytes } => {
+                Msg::Event(e) => self.ctl.server.handle_data_event(now, e),
+                Msg::Datagram { from, mut bytes } => {
                     self.pump
                         .open_one(now, from, &mut bytes, &mut self.tun, &mut self.ctl);
                 }
-                WorkerMsg::Packets(batch) => self.seal_packets(now, &batch),
-                WorkerMsg::Failed(why) => {
+                Msg::Packets(batch) => self.seal_packets(now, &batch),
+                Msg::Failed(why) => {
                     error!("{why}");
                     self.worker_failed = Some(why);
                 }
+                Msg::Change(_) | Msg::Stop => {}
             }
         }
     }

@@ -94,18 +94,25 @@ impl PacketBatch {
     }
 }
 
-/// To a worker.
+/// Between data threads (thread 0 is the control thread).
 #[derive(Debug)]
-pub(crate) enum ToWorker {
+pub(crate) enum Msg {
+    /// A data-state change, to every worker.
     Change(DataChange),
+    /// Tun packets for the receiver's peers, to seal.
     Packets(PacketBatch),
-    /// A P_DATA_V2 datagram of one of this worker's peers that arrived on another socket
-    /// (UDP GRO merges a sender's datagrams before the steering program runs, which then
-    /// sees only the first: net/ipv4/udp_offload.c, udp.c).
+    /// A datagram that is the receiver's: a P_DATA_V2 datagram of one of its peers that
+    /// arrived on another socket (UDP GRO merges a sender's datagrams before the steering
+    /// program runs, which then sees only the first: net/ipv4/udp_offload.c, udp.c), or,
+    /// for the control thread, anything else.
     Datagram {
         from: SocketAddr,
         bytes: Vec<u8>,
     },
+    /// What only the engine may decide, to the control thread.
+    Event(DataEvent),
+    /// A worker stopped on a fatal error (its tun queue broke), to the control thread.
+    Failed(String),
     Stop,
 }
 
@@ -233,6 +240,38 @@ impl Shard {
         }
     }
 
+    /// Posts what this thread collected for others (a worker's plane events, forwarded
+    /// datagrams, handoffs) to `mailboxes` (index = thread) and wakes whoever got some.
+    pub fn flush(&mut self, mailboxes: &[Mailbox<Msg>]) {
+        // Bit i: thread i got something (at most 4 threads; more are woken anyway).
+        let mut woken = 0u64;
+        let bit = |i: usize| 1u64.checked_shl(i as u32).unwrap_or(u64::MAX);
+        let mut post = |to: usize, m: Msg| {
+            if let Some(mb) = mailboxes.get(to) {
+                mb.post(m);
+                woken |= bit(to);
+            }
+        };
+        if self.index != 0 {
+            while let Some(e) = self.plane.poll_event() {
+                post(0, Msg::Event(e));
+            }
+        }
+        for (dest, from, bytes) in self.forward.drain(..) {
+            post(dest, Msg::Datagram { from, bytes });
+        }
+        for (i, batch) in self.outgoing.iter_mut().enumerate() {
+            if i != self.index && !batch.is_empty() {
+                post(i, Msg::Packets(std::mem::take(batch)));
+            }
+        }
+        for (i, m) in mailboxes.iter().enumerate() {
+            if woken & bit(i) != 0 {
+                m.wake();
+            }
+        }
+    }
+
     /// Takes the client-to-client packets this thread seals itself.
     pub fn take_own(&mut self) -> PacketBatch {
         std::mem::take(&mut self.outgoing[self.index])
@@ -272,21 +311,6 @@ impl DataPath for Shard {
     ) -> Option<(SocketAddr, Range<usize>)> {
         Shard::seal(self, now, buf, len, handed, stats)
     }
-}
-
-/// From a worker to the control thread.
-#[derive(Debug)]
-pub(crate) enum FromWorker {
-    Event(DataEvent),
-    /// A datagram that is not P_DATA_V2 of a known peer: the engine's to handle.
-    Datagram {
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    /// Tun packets for peers the control thread seals for.
-    Packets(PacketBatch),
-    /// The worker stopped on a fatal error (its tun queue broke).
-    Failed(String),
 }
 
 /// A channel plus a socket pair to wake the receiver's `poll`.
@@ -341,39 +365,35 @@ impl<T> Inbox<T> {
 /// The running extra workers, seen from the control thread.
 #[derive(Debug)]
 pub(crate) struct Workers {
-    /// Index 1.. (the control thread is 0).
-    mailboxes: Vec<Mailbox<ToWorker>>,
+    /// Every thread's mailbox (index = thread; 0 is the control thread).
+    pub mailboxes: Vec<Mailbox<Msg>>,
     handles: Vec<JoinHandle<LoopStats>>,
     /// The control thread's inbox.
-    pub inbox: Inbox<FromWorker>,
+    pub inbox: Inbox<Msg>,
 }
 
 impl Workers {
     /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`.
     pub fn start(ios: Vec<WorkerIo>, config: DataPlaneConfig, clock: Clock) -> io::Result<Workers> {
         let threads = ios.len() + 1;
-        let (to_control, inbox) = mailbox::<FromWorker>()?;
-        let mut mailboxes = Vec::new();
-        let mut inboxes = Vec::new();
-        for _ in 0..ios.len() {
-            let (m, i) = mailbox::<ToWorker>()?;
-            mailboxes.push(m);
-            inboxes.push(i);
-        }
+        let (mailboxes, mut inboxes): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| mailbox::<Msg>())
+            .collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let mut handles = Vec::new();
-        for (k, (io, inbox)) in ios.into_iter().zip(inboxes).enumerate() {
-            let index = k + 1;
-            let peers = mailboxes
+        for (index, (io, inbox)) in (1..).zip(ios.into_iter().zip(inboxes.drain(1..))) {
+            let all = mailboxes
                 .iter()
                 .map(Mailbox::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
-            let control = to_control.try_clone()?;
-            let worker = Worker::new(index, threads, io, config, inbox, control, peers);
+            let worker = Worker::new(index, threads, io, config, inbox, all);
             let handle = std::thread::Builder::new()
                 .name(format!("warren-data-{index}"))
                 .spawn(move || worker.run(clock))?;
             handles.push(handle);
         }
+        let inbox = inboxes.pop().expect("the control thread's inbox");
         Ok(Workers {
             mailboxes,
             handles,
@@ -383,55 +403,26 @@ impl Workers {
 
     /// Threads moving data, the control thread included.
     pub fn threads(&self) -> usize {
-        self.mailboxes.len() + 1
+        self.mailboxes.len()
     }
 
     /// Sends one change to every worker (without waking them: see [`Workers::wake_all`]).
     pub fn publish(&self, change: &DataChange) {
-        for m in &self.mailboxes {
-            m.post(ToWorker::Change(change.clone()));
+        for m in &self.mailboxes[1..] {
+            m.post(Msg::Change(change.clone()));
         }
     }
 
     pub fn wake_all(&self) {
-        for m in &self.mailboxes {
+        for m in &self.mailboxes[1..] {
             m.wake();
-        }
-    }
-
-    /// Sends the control thread's handoffs and forwarded datagrams, and wakes whoever
-    /// got something.
-    pub fn flush_handoffs(&self, shard: &mut Shard) {
-        // Bit i: mailbox i got something (at most 4 threads; more are woken anyway).
-        let mut woken = 0u64;
-        let bit = |i: usize| 1u64.checked_shl(i as u32).unwrap_or(u64::MAX);
-        for (dest, from, bytes) in shard.forward.drain(..) {
-            if let Some(i) = dest.checked_sub(1)
-                && let Some(m) = self.mailboxes.get(i)
-            {
-                m.post(ToWorker::Datagram { from, bytes });
-                woken |= bit(i);
-            }
-        }
-        for (i, batch) in shard.outgoing.iter_mut().enumerate().skip(1) {
-            if !batch.is_empty()
-                && let Some(m) = self.mailboxes.get(i - 1)
-            {
-                m.post(ToWorker::Packets(std::mem::take(batch)));
-                woken |= bit(i - 1);
-            }
-        }
-        for (i, m) in self.mailboxes.iter().enumerate() {
-            if woken & bit(i) != 0 {
-                m.wake();
-            }
         }
     }
 
     /// Stops every worker and adds their counters to `stats`.
     pub fn stop(self, stats: &mut LoopStats) {
-        for m in &self.mailboxes {
-            m.post(ToWorker::Stop);
+        for m in &self.mailboxes[1..] {
+            m.post(Msg::Stop);
             m.wake();
         }
         for h in self.handles {
@@ -449,15 +440,13 @@ struct Worker {
     pump: Pump,
     tun: OffloadTun,
     udp: UdpIo,
-    inbox: Inbox<ToWorker>,
-    control: Mailbox<FromWorker>,
-    /// Mailboxes of threads 1.. (index i - 1), for handoffs.
-    peers: Vec<Mailbox<ToWorker>>,
+    inbox: Inbox<Msg>,
+    /// Every thread's mailbox (index = thread).
+    mailboxes: Vec<Mailbox<Msg>>,
     /// Handoffs received, sealed after the tun batch.
     incoming: Vec<PacketBatch>,
     /// Datagrams of this worker's peers that arrived elsewhere.
     strays: Vec<(SocketAddr, Vec<u8>)>,
-    wake_control: bool,
 }
 
 impl Worker {
@@ -466,9 +455,8 @@ impl Worker {
         threads: usize,
         io: WorkerIo,
         config: DataPlaneConfig,
-        inbox: Inbox<ToWorker>,
-        control: Mailbox<FromWorker>,
-        peers: Vec<Mailbox<ToWorker>>,
+        inbox: Inbox<Msg>,
+        mailboxes: Vec<Mailbox<Msg>>,
     ) -> Worker {
         // Workers warn about I/O errors like the control thread (rate-limited).
         let mut pump = Pump::new(true);
@@ -480,11 +468,9 @@ impl Worker {
             tun: io.tun,
             udp: io.udp,
             inbox,
-            control,
-            peers,
+            mailboxes,
             incoming: Vec::new(),
             strays: Vec::new(),
-            wake_control: false,
         }
     }
 
@@ -507,7 +493,7 @@ impl Worker {
                 break;
             }
             let now = clock.now();
-            // Datagrams other threads passed on, one by one (rare: see ToWorker::Datagram).
+            // Datagrams other threads passed on, one by one (rare: see Msg::Datagram).
             for (from, mut bytes) in std::mem::take(&mut self.strays) {
                 self.pump
                     .open_one(now, from, &mut bytes, &mut self.tun, &mut self.shard);
@@ -537,60 +523,29 @@ impl Worker {
                 self.incoming.clear();
             }
             self.shard.put_own(own);
-            self.finish_turn();
+            // Events, handoffs and forwarded datagrams go out once per wake-up.
+            self.shard.flush(&self.mailboxes);
         }
         debug!(worker = self.index, "data worker stopped");
         self.pump.stats
     }
 
     fn fail(&mut self, why: String) {
-        self.control.post(FromWorker::Failed(why));
-        self.control.wake();
+        self.mailboxes[0].post(Msg::Failed(why));
+        self.mailboxes[0].wake();
     }
 
     /// Applies changes, collects handoffs. `false` on Stop or when the control thread is gone.
     fn drain_inbox(&mut self) -> bool {
         loop {
             match self.inbox.rx.try_recv() {
-                Ok(ToWorker::Change(c)) => self.shard.plane.apply(c),
-                Ok(ToWorker::Packets(b)) => self.incoming.push(b),
-                Ok(ToWorker::Datagram { from, bytes }) => self.strays.push((from, bytes)),
-                Ok(ToWorker::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(Msg::Change(c)) => self.shard.plane.apply(c),
+                Ok(Msg::Packets(b)) => self.incoming.push(b),
+                Ok(Msg::Datagram { from, bytes }) => self.strays.push((from, bytes)),
+                Ok(Msg::Event(_) | Msg::Failed(_)) => {}
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
-        }
-    }
-
-    /// Events, handoffs and forwarded datagrams go out once per wake-up.
-    fn finish_turn(&mut self) {
-        while let Some(e) = self.shard.plane.poll_event() {
-            self.control.post(FromWorker::Event(e));
-            self.wake_control = true;
-        }
-        for (dest, from, bytes) in self.shard.forward.drain(..) {
-            if dest == 0 {
-                self.control.post(FromWorker::Datagram { from, bytes });
-                self.wake_control = true;
-            } else if let Some(m) = self.peers.get(dest - 1) {
-                m.post(ToWorker::Datagram { from, bytes });
-                m.wake();
-            }
-        }
-        for (i, batch) in self.shard.outgoing.iter_mut().enumerate() {
-            if batch.is_empty() || i == self.index {
-                continue;
-            }
-            let b = std::mem::take(batch);
-            if i == 0 {
-                self.control.post(FromWorker::Packets(b));
-                self.wake_control = true;
-            } else if let Some(m) = self.peers.get(i - 1) {
-                m.post(ToWorker::Packets(b));
-                m.wake();
-            }
-        }
-        if std::mem::take(&mut self.wake_control) {
-            self.control.wake();
         }
     }
 }

@@ -1,9 +1,12 @@
-//! The data channel, split off the control side for multi-core drivers.
+//! The server's data channel, split off the control side.
 //!
-//! The [`Server`](crate::Server) owns every session, single-threaded. A multi-core driver
-//! asks it to publish each peer's data-channel state ([`Server::enable_data_plane`]) and
-//! keeps one [`DataPlane`] per data worker, a replica fed with those [`DataChange`]s. A
-//! worker then seals and opens without the control side:
+//! The [`Server`](crate::Server) owns every session, single-threaded, and publishes each
+//! peer's data-channel state as [`DataChange`]s ([`Server::poll_data_change`]). Every
+//! thread that moves data (the control thread too) keeps a [`DataPlane`], a replica fed
+//! with those changes, and seals and opens without the control side; the control side
+//! itself seals only its keepalive pings. The rules the data channel applies (sealing
+//! with a shared counter, authenticate-then-replay-check, ping and OCC recognition, the
+//! IPv4 check) are the functions below, which the client's single-peer path uses too.
 //!
 //! * what is shared between the control side and every worker is immutable or atomic:
 //!   the [`DataKeys`] (`Arc`), each key's send counter ([`TxCounter`], one `fetch_add` per
@@ -20,7 +23,7 @@
 //!
 //! Nothing here reads a clock or takes a lock; a driver moves the values between threads.
 //!
-//! [`Server::enable_data_plane`]: crate::Server::enable_data_plane
+//! [`Server::poll_data_change`]: crate::Server::poll_data_change
 //! [`Server::handle_data_event`]: crate::Server::handle_data_event
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -284,8 +287,8 @@ struct PlanePeer {
     exit_reported: bool,
 }
 
-/// One data worker's replica of the server's data state: seals tun packets for any peer
-/// and opens P_DATA_V2 datagrams of the peers routed to it.
+/// One data thread's replica of the server's data state: seals tun packets for any peer
+/// and opens the data datagrams of the peers routed to it.
 ///
 /// Feed it with [`apply`](Self::apply) before handling packets that may depend on a
 /// change (drain the control side's queue first on every wake-up), then call
@@ -787,8 +790,62 @@ mod tests {
         );
     }
 
+    /// A datagram from the peer's client, to 10.8.0.1 from `src`.
+    fn from_client(src: Ipv4Addr, peer_id: Option<u32>, pid: u32) -> Vec<u8> {
+        let keys = DataKeys::new(
+            CipherKind::Aes256Gcm,
+            &Key2::from_bytes([7; 256]),
+            Role::Client,
+        );
+        let mut buf = ipv4_to(Ipv4Addr::new(10, 8, 0, 1));
+        buf[DATA_HEADROOM + 12..DATA_HEADROOM + 16].copy_from_slice(&src.octets());
+        let header = DataHeader {
+            key_id: KeyId::ZERO,
+            peer_id,
+        };
+        let range = keys.seal(header, pid, &mut buf);
+        buf[range].to_vec()
+    }
+
+    #[test]
+    fn p_data_v1_is_found_by_address_and_no_float_onto_a_taken_address() {
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+        });
+        let mut p = peer(TxCounter::new());
+        p.data_v2 = false;
+        plane.apply(DataChange::Update(p.clone()));
+        let mut other = peer(TxCounter::new());
+        other.peer_id = 4;
+        other.addr = SocketAddr::from(([192, 0, 2, 9], 1194));
+        other.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 7));
+        plane.apply(DataChange::Update(other.clone()));
+        let now = Instant::from_secs(1);
+        let src = Ipv4Addr::new(10, 8, 0, 6);
+        let mut v1 = from_client(src, None, 1);
+        assert!(matches!(
+            plane.open(now, p.addr, &mut v1.clone()),
+            DatagramOutcome::Tun(_)
+        ));
+        assert_eq!(
+            plane.open(now, SocketAddr::from(([192, 0, 2, 200], 1)), &mut v1),
+            DatagramOutcome::Dropped(DropReason::NoSession),
+            "P_DATA_V1 from an unknown address"
+        );
+        // Peer 3's packet from peer 4's address: authenticated, but not a float.
+        let mut v2 = from_client(src, Some(3), 2);
+        assert_eq!(
+            plane.open(now, other.addr, &mut v2),
+            DatagramOutcome::Dropped(DropReason::NoSession)
+        );
+        assert_eq!(plane.poll_event(), None);
+    }
+
     #[test]
     fn wants_only_p_data_v2_with_a_defined_peer_id() {
+        assert!(DataPlane::is_data(&[0x48]) && DataPlane::is_data(&[0x30]));
+        assert!(!DataPlane::is_data(&[0x20]) && !DataPlane::is_data(&[]));
         assert!(DataPlane::wants(&[0x48, 0, 0, 5, 1, 2]));
         assert!(
             !DataPlane::wants(&[0x48, 0xff, 0xff, 0xff, 1, 2]),
