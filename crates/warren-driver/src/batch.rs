@@ -89,6 +89,8 @@ pub struct LoopStats {
     pub engine_dropped: u64,
     /// Tun packets read on one thread's queue and sealed by the thread that owns their peer.
     pub handed_off: u64,
+    /// Tun packets dropped while no session was up (client).
+    pub dropped_while_down: u64,
 }
 
 impl LoopStats {
@@ -111,6 +113,7 @@ impl LoopStats {
         self.tun_write_errors += o.tun_write_errors;
         self.engine_dropped += o.engine_dropped;
         self.handed_off += o.handed_off;
+        self.dropped_while_down += o.dropped_while_down;
     }
 }
 

@@ -192,8 +192,6 @@ fn fmt_reason(r: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {
     pub connections: u64,
-    /// Tun packets dropped while no session was up.
-    pub dropped_while_down: u64,
     /// The data path's I/O counters (as the server's).
     pub io: LoopStats,
 }
@@ -348,37 +346,7 @@ pub fn tunnel_spec(
 }
 
 /// The client's data path: the current attempt's engine, if any.
-struct ClientPath<'a> {
-    /// The engine, the server's address, the attempt's "heard from the server" flag and
-    /// whether the tunnel is up.
-    engine: Option<(&'a mut Client, SocketAddr, &'a mut bool, bool)>,
-    dropped_while_down: &'a mut u64,
-}
-
-/// The attempt's socket and data path.
-fn client_path<'a>(
-    attempt: &'a mut Option<Attempt>,
-    dropped_while_down: &'a mut u64,
-) -> (Option<&'a UdpIo>, ClientPath<'a>) {
-    match attempt {
-        Some(a) => (
-            Some(&a.socket),
-            ClientPath {
-                engine: Some((&mut a.client, a.server, &mut a.heard, a.connected)),
-                dropped_while_down,
-            },
-        ),
-        None => (
-            None,
-            ClientPath {
-                engine: None,
-                dropped_while_down,
-            },
-        ),
-    }
-}
-
-impl DataPath for ClientPath<'_> {
+impl DataPath for Option<Attempt> {
     fn open(
         &mut self,
         now: Instant,
@@ -386,12 +354,9 @@ impl DataPath for ClientPath<'_> {
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        let (client, server, heard, _) = self.engine.as_mut()?;
-        if from != *server {
-            return None;
-        }
-        **heard = true;
-        match client.handle_datagram(now, from, dgram) {
+        let a = self.as_mut().filter(|a| a.server == from)?;
+        a.heard = true;
+        match a.client.handle_datagram(now, from, dgram) {
             ClientDatagram::Tun(range) => Some(range),
             ClientDatagram::Consumed => None,
             ClientDatagram::Dropped(reason) => {
@@ -410,12 +375,12 @@ impl DataPath for ClientPath<'_> {
         _handed: bool,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)> {
-        let Some((client, server, _, true)) = self.engine.as_mut() else {
-            *self.dropped_while_down += 1;
+        let Some(a) = self.as_mut().filter(|a| a.connected) else {
+            stats.dropped_while_down += 1;
             return None;
         };
-        match client.encapsulate(now, buf, len) {
-            Ok(range) => Some((*server, range)),
+        match a.client.encapsulate(now, buf, len) {
+            Ok(range) => Some((a.server, range)),
             Err(reason) => {
                 stats.engine_dropped += 1;
                 trace!(?reason, "tun packet dropped");
@@ -425,10 +390,9 @@ impl DataPath for ClientPath<'_> {
     }
 }
 
-/// One connection attempt: an engine and its socket.
+/// One connection attempt: an engine (its socket is [`Loop::socket`]).
 struct Attempt {
     client: Client,
-    socket: UdpIo,
     server: SocketAddr,
     started: Instant,
     heard: bool,
@@ -440,6 +404,8 @@ struct Loop {
     opts: ClientLoopOptions,
     stats: ClientStats,
     attempt: Option<Attempt>,
+    /// The current attempt's socket.
+    socket: Option<UdpIo>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
     remote_idx: usize,
@@ -478,6 +444,7 @@ pub fn run_client(
         opts,
         stats: ClientStats::default(),
         attempt: None,
+        socket: None,
         tun: None,
         net: None,
         remote_idx: 0,
@@ -495,7 +462,7 @@ pub fn run_client(
     l.size_buffers(mtu);
     let result = l.run();
     // Leave in order: the session is gone, then routes and DNS, then the tun device.
-    l.attempt = None;
+    l.end_attempt();
     if let Some(mut net) = l.net.take()
         && let Err(e) = net.restore()
     {
@@ -526,8 +493,8 @@ impl Loop {
             return;
         }
         self.mtu = mtu;
-        match &self.attempt {
-            Some(a) => self.pump.fit(a.socket.is_batched(), mtu),
+        match &self.socket {
+            Some(s) => self.pump.fit(s.is_batched(), mtu),
             None => self.pump.fit_tun(mtu),
         }
     }
@@ -554,9 +521,9 @@ impl Loop {
                 poller = Poller::new();
                 t_sig = poller.add(self.opts.signals.as_fd(), Interest::Readable);
                 t_udp = self
-                    .attempt
+                    .socket
                     .as_ref()
-                    .map(|a| poller.add(a.socket.as_fd(), Interest::Readable));
+                    .map(|s| poller.add(s.as_fd(), Interest::Readable));
                 t_tun = self
                     .tun
                     .as_ref()
@@ -698,9 +665,9 @@ impl Loop {
             remote.port,
             socket.local_addr()
         );
+        self.socket = Some(socket);
         self.attempt = Some(Attempt {
             client,
-            socket,
             server,
             started: now,
             heard: false,
@@ -710,9 +677,15 @@ impl Loop {
         Ok(())
     }
 
+    /// Drops the current attempt's engine and socket.
+    fn end_attempt(&mut self) {
+        self.attempt = None;
+        self.socket = None;
+    }
+
     /// Ends the current attempt (if any) and schedules the next one on the next remote.
     fn fail_attempt(&mut self, now: Instant, advance: bool) {
-        self.attempt = None;
+        self.end_attempt();
         self.fds_changed = true;
         self.failures = self.failures.saturating_add(1);
         if advance {
@@ -748,9 +721,9 @@ impl Loop {
     /// One UDP batch: every datagram from the server opened in place, the plaintext
     /// written to the tun with one `send_batch`.
     fn read_udp(&mut self, now: Instant) {
-        let (udp, mut path) = client_path(&mut self.attempt, &mut self.stats.dropped_while_down);
-        if let Some(udp) = udp {
-            self.pump.udp_to_tun(now, udp, self.tun.as_mut(), &mut path);
+        if let Some(udp) = &self.socket {
+            self.pump
+                .udp_to_tun(now, udp, self.tun.as_mut(), &mut self.attempt);
         }
     }
 
@@ -760,9 +733,8 @@ impl Loop {
         let Some(tun) = &mut self.tun else {
             return Ok(());
         };
-        let (udp, mut path) = client_path(&mut self.attempt, &mut self.stats.dropped_while_down);
         self.pump
-            .tun_to_udp(now, tun, udp, &mut path)
+            .tun_to_udp(now, tun, self.socket.as_ref(), &mut self.attempt)
             .map_err(|source| ClientLoopError::TunRead {
                 name: tun.name().to_owned(),
                 source,
@@ -771,7 +743,7 @@ impl Loop {
 
     /// Timers, transmissions, then lifecycle events.
     fn after_input(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
-        let Some(a) = &mut self.attempt else {
+        let (Some(a), Some(socket)) = (&mut self.attempt, &self.socket) else {
             return Ok(Flow::Continue);
         };
         if a.client.poll_timeout().is_some_and(|t| t <= now) {
@@ -781,7 +753,7 @@ impl Loop {
             let Some(dst) = a.client.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
-            self.pump.send_one(now, &a.socket, &self.tx_buf, dst);
+            self.pump.send_one(now, socket, &self.tx_buf, dst);
         }
         let mut events = Vec::new();
         while let Some(ev) = a.client.poll_event() {
@@ -908,9 +880,9 @@ impl Loop {
             info!(
                 "data path: {}; {}",
                 batch::describe_tun(&tun),
-                self.attempt
+                self.socket
                     .as_ref()
-                    .map_or_else(|| "no socket".to_owned(), |a| a.socket.describe())
+                    .map_or_else(|| "no socket".to_owned(), UdpIo::describe)
             );
             self.tun = Some(tun);
             self.fds_changed = true;
@@ -958,7 +930,7 @@ impl Loop {
         let was_up = self.attempt.as_ref().is_some_and(|a| a.connected);
         if self.shutdown_deadline.is_some() {
             debug!("session closed: {reason:?}");
-            self.attempt = None;
+            self.end_attempt();
             return Ok(Flow::Exit);
         }
         let advance = match &reason {
