@@ -16,17 +16,363 @@
 //! With offloads off (`--no-offload`) the same code runs on a plain tun (one packet per
 //! read and write) and a plain UDP socket (one datagram per system call): today's path,
 //! kept for kernels and networks where the offloads misbehave, and tested.
+//!
+//! [`Pump`] is the one loop body every data thread runs (the server's control thread, its
+//! data workers, the client), generic over the [`DataPath`] that opens and seals: a server
+//! thread's `DataPlane` replica, or the client's engine.
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
 
 use tracing::{trace, warn};
+use warren_core::Instant;
 use warren_io::{
     BatchMeta, BatchUdp, BatchUdpError, BindError, GRO_BUFFER, OffloadTun, RecvMeta, SendSummary,
     TUN_RECV_BATCH, TunBatchError, UDP_RECV_BATCH, UdpBind, UdpSocket,
 };
 use warren_openvpn::DATA_HEADROOM;
+
+/// What a [`Pump`] opens datagrams and seals tun packets with.
+pub(crate) trait DataPath {
+    /// Opens `dgram` (from `from`) in place and returns the plaintext range to write to the
+    /// tun, if any. Everything else (control, pings, relayed or forwarded datagrams) is the
+    /// path's to handle; it counts what it drops in `stats`.
+    fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>>;
+
+    /// Seals the packet at `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place and returns
+    /// where to send `buf[range]`, if anywhere (the path may hand the packet to another
+    /// thread instead, unless `handed`: it was handed to this one already).
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)>;
+}
+
+/// I/O counters of a loop (the engine counts protocol drops itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    pub udp_received: u64,
+    pub udp_truncated: u64,
+    pub udp_recv_errors: u64,
+    /// Receive system calls that returned data (datagrams per call = the batching).
+    pub udp_recv_calls: u64,
+    pub udp_sent: u64,
+    /// Send system calls (with GSO one carries many datagrams).
+    pub udp_send_calls: u64,
+    /// `EAGAIN` on send: the socket buffer was full; the datagram was dropped.
+    pub udp_send_would_block: u64,
+    pub udp_send_errors: u64,
+    pub tun_read: u64,
+    /// Tun read system calls that returned a packet or super-packet.
+    pub tun_read_calls: u64,
+    /// Super-packets the split refused (dropped; TCP retransmits).
+    pub tun_read_bad: u64,
+    pub tun_written: u64,
+    /// Tun write system calls (a coalesced write carries many packets).
+    pub tun_write_calls: u64,
+    /// Not told apart by batched writes any more (counted in `tun_write_errors`); always 0.
+    pub tun_write_would_block: u64,
+    /// Packets the tun refused (full queue or error), dropped.
+    pub tun_write_errors: u64,
+    pub engine_dropped: u64,
+    /// Tun packets read on one thread's queue and sealed by the thread that owns their peer.
+    pub handed_off: u64,
+    /// Tun packets dropped while no session was up (client).
+    pub dropped_while_down: u64,
+}
+
+impl LoopStats {
+    /// Adds another thread's counters.
+    pub fn add(&mut self, o: &LoopStats) {
+        self.udp_received += o.udp_received;
+        self.udp_truncated += o.udp_truncated;
+        self.udp_recv_errors += o.udp_recv_errors;
+        self.udp_recv_calls += o.udp_recv_calls;
+        self.udp_sent += o.udp_sent;
+        self.udp_send_calls += o.udp_send_calls;
+        self.udp_send_would_block += o.udp_send_would_block;
+        self.udp_send_errors += o.udp_send_errors;
+        self.tun_read += o.tun_read;
+        self.tun_read_calls += o.tun_read_calls;
+        self.tun_read_bad += o.tun_read_bad;
+        self.tun_written += o.tun_written;
+        self.tun_write_calls += o.tun_write_calls;
+        self.tun_write_would_block += o.tun_write_would_block;
+        self.tun_write_errors += o.tun_write_errors;
+        self.engine_dropped += o.engine_dropped;
+        self.handed_off += o.handed_off;
+        self.dropped_while_down += o.dropped_while_down;
+    }
+}
+
+/// At most one warning per this interval for each kind of I/O error.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning that is printed at most once per [`WARN_EVERY`], with a count of the rest.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < WARN_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// Warns (rate-limited) when `loud`, else traces (a client's errors are routine while
+    /// it reconnects).
+    fn report(&mut self, loud: bool, now: Instant, what: std::fmt::Arguments<'_>) {
+        if !loud {
+            trace!("{what}");
+        } else if let Some(suppressed) = self.hit(now) {
+            warn!("{what} ({suppressed} more since the last warning)");
+        }
+    }
+}
+
+/// One data thread's buffers and counters: UDP batch → open → tun, and tun → seal → UDP.
+#[derive(Debug)]
+pub(crate) struct Pump {
+    /// UDP receive buffers (GRO-sized when batched), opened in place.
+    udp_rx: UdpRx,
+    /// Plaintext ranges of `udp_rx` waiting for the tun.
+    tun_tx: TunTx,
+    /// Tun slots with `DATA_HEADROOM` free in front, sealed in place.
+    tun_rx: TunRx,
+    /// Sealed datagrams of `tun_rx` waiting for the socket.
+    udp_tx: TxQueue,
+    pub stats: LoopStats,
+    /// Warn about I/O errors (rate-limited); otherwise trace them.
+    loud: bool,
+    warn_send: RateLimited,
+    warn_tun_write: RateLimited,
+    warn_recv: RateLimited,
+}
+
+impl Pump {
+    pub fn new(loud: bool) -> Pump {
+        Pump {
+            udp_rx: UdpRx::default(),
+            tun_tx: TunTx::default(),
+            tun_rx: TunRx::default(),
+            udp_tx: TxQueue::default(),
+            stats: LoopStats::default(),
+            loud,
+            warn_send: RateLimited::default(),
+            warn_tun_write: RateLimited::default(),
+            warn_recv: RateLimited::default(),
+        }
+    }
+
+    /// Sizes the UDP buffers for a socket and the tun slots for a tun MTU.
+    pub fn fit(&mut self, batched: bool, mtu: u16) {
+        self.udp_rx.fit(batched, mtu);
+        self.tun_rx.fit(mtu);
+    }
+
+    /// Sizes the tun slots only (no socket yet).
+    pub fn fit_tun(&mut self, mtu: u16) {
+        self.tun_rx.fit(mtu);
+    }
+
+    /// One UDP batch: every datagram opened in place by `path`, the plaintext written to
+    /// `tun` with one `send_batch` (dropped when there is no tun yet).
+    pub fn udp_to_tun<P: DataPath>(
+        &mut self,
+        now: Instant,
+        udp: &UdpIo,
+        tun: Option<&mut OffloadTun>,
+        path: &mut P,
+    ) {
+        let got = match self.udp_rx.recv(udp) {
+            Ok(b) => b,
+            Err(e) => {
+                // A client sees ICMP errors (port unreachable) here; its timers decide.
+                self.stats.udp_recv_errors += 1;
+                self.warn_recv
+                    .report(self.loud, now, format_args!("UDP receive error: {e}"));
+                return;
+            }
+        };
+        if got.filled == 0 {
+            return;
+        }
+        self.stats.udp_recv_calls += 1;
+        // Longer than any packet we send or accept: not ours to decode.
+        self.stats.udp_truncated += got.truncated as u64;
+        self.stats.udp_received += got.truncated as u64;
+        for i in 0..got.filled {
+            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
+            for r in meta.ranges() {
+                self.stats.udp_received += 1;
+                let Some(dgram) = buf.get_mut(r.clone()) else {
+                    continue;
+                };
+                let Some(range) = path.open(now, meta.addr, dgram, &mut self.stats) else {
+                    continue;
+                };
+                if range.end <= dgram.len() {
+                    let at = base + r.start;
+                    self.tun_tx.push(at + range.start..at + range.end);
+                } else {
+                    debug_assert!(false, "opened range outside the datagram");
+                }
+            }
+        }
+        let Some(tun) = tun else {
+            self.tun_tx.clear();
+            return;
+        };
+        if self.tun_tx.is_empty() {
+            return;
+        }
+        let result = self.tun_tx.flush(tun, self.udp_rx.region());
+        self.account_tun(now, tun, result);
+    }
+
+    /// Opens one datagram another thread passed on and writes its plaintext to the tun.
+    pub fn open_one<P: DataPath>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        tun: &mut OffloadTun,
+        path: &mut P,
+    ) {
+        self.stats.udp_received += 1;
+        if let Some(range) = path.open(now, from, dgram, &mut self.stats)
+            && let Some(pkt) = dgram.get(range)
+        {
+            let result = tun.send_batch(&[pkt]);
+            self.account_tun(now, tun, result);
+        }
+    }
+
+    fn account_tun(&mut self, now: Instant, tun: &OffloadTun, result: io::Result<SendSummary>) {
+        match result {
+            Ok(sum) => {
+                self.stats.tun_written += sum.packets as u64;
+                self.stats.tun_write_calls += sum.writes as u64;
+                self.stats.tun_write_errors += sum.dropped as u64;
+            }
+            Err(e) => {
+                self.stats.tun_write_errors += 1;
+                self.warn_tun_write.report(
+                    self.loud,
+                    now,
+                    format_args!("writing to tun {} failed: {e}", tun.name()),
+                );
+            }
+        }
+    }
+
+    /// Reads the tun (super-packets split into slots), seals every packet in place and
+    /// sends each destination's datagrams in read order (GSO for equal-size runs). Only a
+    /// broken device is an error.
+    pub fn tun_to_udp<P: DataPath>(
+        &mut self,
+        now: Instant,
+        tun: &mut OffloadTun,
+        udp: Option<&UdpIo>,
+        path: &mut P,
+    ) -> io::Result<()> {
+        let c = self.tun_rx.read(tun)?;
+        self.stats.tun_read += c.packets as u64;
+        self.stats.tun_read_calls += c.calls as u64;
+        self.stats.tun_read_bad += c.bad as u64;
+        for i in 0..c.packets {
+            let len = self.tun_rx.sizes[i];
+            if let Some((dst, range)) =
+                path.seal(now, &mut self.tun_rx.slots[i], len, false, &mut self.stats)
+            {
+                self.udp_tx.push(dst, i, range);
+            }
+        }
+        match udp {
+            Some(udp) => self.flush_udp(now, udp),
+            // No socket (a client between connections): the path sealed nothing.
+            None => self.udp_tx.items.clear(),
+        }
+        Ok(())
+    }
+
+    /// Seals packets handed to this thread (other threads' tun packets, client-to-client)
+    /// in the tun slots and sends them. Call it after [`Pump::tun_to_udp`].
+    pub fn seal_packets<'a, P: DataPath>(
+        &mut self,
+        now: Instant,
+        pkts: impl IntoIterator<Item = &'a [u8]>,
+        udp: &UdpIo,
+        path: &mut P,
+    ) {
+        let mut n = 0;
+        for pkt in pkts {
+            if n == self.tun_rx.slots.len() {
+                self.flush_udp(now, udp);
+                n = 0;
+            }
+            let slot = &mut self.tun_rx.slots[n];
+            let Some(room) = slot.get_mut(DATA_HEADROOM..DATA_HEADROOM + pkt.len()) else {
+                self.stats.engine_dropped += 1;
+                continue;
+            };
+            room.copy_from_slice(pkt);
+            if let Some((dst, range)) = path.seal(now, slot, pkt.len(), true, &mut self.stats) {
+                self.udp_tx.push(dst, n, range);
+                n += 1;
+            }
+        }
+        self.flush_udp(now, udp);
+    }
+
+    fn flush_udp(&mut self, now: Instant, udp: &UdpIo) {
+        let sum = self.udp_tx.flush(udp, &self.tun_rx.slots);
+        self.account_tx(now, sum);
+    }
+
+    /// Sends one datagram (control packets, the engine's pings).
+    pub fn send_one(&mut self, now: Instant, udp: &UdpIo, dgram: &[u8], dst: SocketAddr) {
+        let mut sum = TxSummary::default();
+        send_one(udp, dgram, dst, &mut sum);
+        self.account_tx(now, sum);
+    }
+
+    fn account_tx(&mut self, now: Instant, sum: TxSummary) {
+        self.stats.udp_sent += sum.sent;
+        self.stats.udp_send_calls += sum.calls;
+        self.stats.udp_send_would_block += sum.would_block;
+        self.stats.udp_send_errors += sum.errors;
+        if let Some((dst, e)) = sum.first_error {
+            self.warn_send.report(
+                self.loud,
+                now,
+                format_args!("UDP send to {dst} failed: {e}"),
+            );
+        }
+    }
+}
 
 /// Datagrams per receive call, and tun packets per wake-up, without batching (the loops'
 /// historical batch).

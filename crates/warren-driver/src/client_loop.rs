@@ -18,6 +18,7 @@
 //! moves one packet per system call.
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use warren_openvpn::{
     PushedConfig,
 };
 
-use crate::batch::{self, TunRx, TunTx, TxQueue, UdpIo, UdpRx};
+use crate::batch::{self, DataPath, LoopStats, Pump, UdpIo};
 
 const MAX_TRANSMITS_PER_TURN: usize = 1024;
 
@@ -187,27 +188,12 @@ fn fmt_reason(r: &str) -> String {
     }
 }
 
-/// I/O counters of the loop.
+/// Counters of the loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {
     pub connections: u64,
-    pub udp_received: u64,
-    /// Receive system calls that returned data.
-    pub udp_recv_calls: u64,
-    pub udp_sent: u64,
-    /// Send system calls (one GSO send carries many datagrams).
-    pub udp_send_calls: u64,
-    pub udp_send_errors: u64,
-    pub tun_read: u64,
-    /// Tun read system calls that returned a packet or super-packet.
-    pub tun_read_calls: u64,
-    pub tun_written: u64,
-    /// Tun write system calls (a coalesced write carries many packets).
-    pub tun_write_calls: u64,
-    pub tun_write_errors: u64,
-    /// Tun packets dropped while no session was up.
-    pub dropped_while_down: u64,
-    pub engine_dropped: u64,
+    /// The data path's I/O counters (as the server's).
+    pub io: LoopStats,
 }
 
 /// Applies `route-nopull` and `pull-filter` to what the server pushed. Returns the
@@ -359,10 +345,54 @@ pub fn tunnel_spec(
     Ok((spec, notes))
 }
 
-/// One connection attempt: an engine and its socket.
+/// The client's data path: the current attempt's engine, if any.
+impl DataPath for Option<Attempt> {
+    fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        let a = self.as_mut().filter(|a| a.server == from)?;
+        a.heard = true;
+        match a.client.handle_datagram(now, from, dgram) {
+            ClientDatagram::Tun(range) => Some(range),
+            ClientDatagram::Consumed => None,
+            ClientDatagram::Dropped(reason) => {
+                stats.engine_dropped += 1;
+                trace!(?reason, "datagram dropped");
+                None
+            }
+        }
+    }
+
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        _handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        let Some(a) = self.as_mut().filter(|a| a.connected) else {
+            stats.dropped_while_down += 1;
+            return None;
+        };
+        match a.client.encapsulate(now, buf, len) {
+            Ok(range) => Some((a.server, range)),
+            Err(reason) => {
+                stats.engine_dropped += 1;
+                trace!(?reason, "tun packet dropped");
+                None
+            }
+        }
+    }
+}
+
+/// One connection attempt: an engine (its socket is [`Loop::socket`]).
 struct Attempt {
     client: Client,
-    socket: UdpIo,
     server: SocketAddr,
     started: Instant,
     heard: bool,
@@ -374,6 +404,8 @@ struct Loop {
     opts: ClientLoopOptions,
     stats: ClientStats,
     attempt: Option<Attempt>,
+    /// The current attempt's socket.
+    socket: Option<UdpIo>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
     remote_idx: usize,
@@ -383,12 +415,8 @@ struct Loop {
     shutdown_deadline: Option<Instant>,
     /// The poller must be rebuilt (the socket or the tun changed).
     fds_changed: bool,
-    /// UDP receive buffers, opened in place; their plaintext waits in `tun_tx`.
-    udp_rx: UdpRx,
-    tun_tx: TunTx,
-    /// Tun slots, sealed in place; the datagrams wait in `udp_tx`.
-    tun_rx: TunRx,
-    udp_tx: TxQueue,
+    /// The data path's buffers and counters.
+    pump: Pump,
     tx_buf: Vec<u8>,
     mtu: u16,
     /// The "up" line was printed once; later connections print "reconnected".
@@ -416,6 +444,7 @@ pub fn run_client(
         opts,
         stats: ClientStats::default(),
         attempt: None,
+        socket: None,
         tun: None,
         net: None,
         remote_idx: 0,
@@ -424,10 +453,8 @@ pub fn run_client(
         resolve_failing_since: None,
         shutdown_deadline: None,
         fds_changed: true,
-        udp_rx: UdpRx::default(),
-        tun_tx: TunTx::default(),
-        tun_rx: TunRx::default(),
-        udp_tx: TxQueue::default(),
+        // A client's I/O errors are routine while it reconnects: traced, not warned.
+        pump: Pump::new(false),
         tx_buf: Vec::with_capacity(2048),
         mtu: 0,
         announced: false,
@@ -435,16 +462,17 @@ pub fn run_client(
     l.size_buffers(mtu);
     let result = l.run();
     // Leave in order: the session is gone, then routes and DNS, then the tun device.
-    l.attempt = None;
+    l.end_attempt();
     if let Some(mut net) = l.net.take()
         && let Err(e) = net.restore()
     {
         warn!("restoring the network: {e}");
     }
     l.tun = None;
-    let s = &l.stats;
+    l.stats.io = l.pump.stats.clone();
+    let s = &l.stats.io;
     info!(
-        connections = s.connections,
+        connections = l.stats.connections,
         udp_received = s.udp_received,
         udp_recv_calls = s.udp_recv_calls,
         udp_sent = s.udp_sent,
@@ -465,9 +493,9 @@ impl Loop {
             return;
         }
         self.mtu = mtu;
-        self.tun_rx.fit(mtu);
-        if let Some(a) = &self.attempt {
-            self.udp_rx.fit(a.socket.is_batched(), mtu);
+        match &self.socket {
+            Some(s) => self.pump.fit(s.is_batched(), mtu),
+            None => self.pump.fit_tun(mtu),
         }
     }
 
@@ -493,9 +521,9 @@ impl Loop {
                 poller = Poller::new();
                 t_sig = poller.add(self.opts.signals.as_fd(), Interest::Readable);
                 t_udp = self
-                    .attempt
+                    .socket
                     .as_ref()
-                    .map(|a| poller.add(a.socket.as_fd(), Interest::Readable));
+                    .map(|s| poller.add(s.as_fd(), Interest::Readable));
                 t_tun = self
                     .tun
                     .as_ref()
@@ -626,7 +654,7 @@ impl Loop {
             self.opts.offload,
         )
         .map_err(ClientLoopError::Bind)?;
-        self.udp_rx.fit(socket.is_batched(), self.mtu);
+        self.pump.fit(socket.is_batched(), self.mtu);
         debug!("UDP socket: {}", socket.describe());
         let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
         let client = Client::new(self.engine.clone(), server, Box::new(rng), now)
@@ -637,9 +665,9 @@ impl Loop {
             remote.port,
             socket.local_addr()
         );
+        self.socket = Some(socket);
         self.attempt = Some(Attempt {
             client,
-            socket,
             server,
             started: now,
             heard: false,
@@ -649,9 +677,15 @@ impl Loop {
         Ok(())
     }
 
+    /// Drops the current attempt's engine and socket.
+    fn end_attempt(&mut self) {
+        self.attempt = None;
+        self.socket = None;
+    }
+
     /// Ends the current attempt (if any) and schedules the next one on the next remote.
     fn fail_attempt(&mut self, now: Instant, advance: bool) {
-        self.attempt = None;
+        self.end_attempt();
         self.fds_changed = true;
         self.failures = self.failures.saturating_add(1);
         if advance {
@@ -687,63 +721,9 @@ impl Loop {
     /// One UDP batch: every datagram from the server opened in place, the plaintext
     /// written to the tun with one `send_batch`.
     fn read_udp(&mut self, now: Instant) {
-        let Some(a) = &mut self.attempt else { return };
-        let got = match self.udp_rx.recv(&a.socket) {
-            Ok(b) => b,
-            Err(e) => {
-                // ICMP errors (port unreachable) surface here on Linux; the connect
-                // timeout or the engine's timers decide what they mean.
-                trace!("UDP receive error: {e}");
-                return;
-            }
-        };
-        if got.filled == 0 {
-            return;
-        }
-        self.stats.udp_recv_calls += 1;
-        self.stats.udp_received += got.truncated as u64;
-        for i in 0..got.filled {
-            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
-            if meta.addr != a.server {
-                self.stats.udp_received += meta.ranges().count() as u64;
-                continue;
-            }
-            for r in meta.ranges() {
-                self.stats.udp_received += 1;
-                let Some(dgram) = buf.get_mut(r.clone()) else {
-                    continue;
-                };
-                a.heard = true;
-                match a.client.handle_datagram(now, meta.addr, dgram) {
-                    ClientDatagram::Tun(range) if range.end <= dgram.len() => {
-                        let at = base + r.start;
-                        self.tun_tx.push(at + range.start..at + range.end);
-                    }
-                    ClientDatagram::Tun(_) => {
-                        debug_assert!(false, "engine returned a range outside the datagram");
-                    }
-                    ClientDatagram::Consumed => {}
-                    ClientDatagram::Dropped(reason) => {
-                        self.stats.engine_dropped += 1;
-                        trace!(?reason, "datagram dropped");
-                    }
-                }
-            }
-        }
-        let Some(tun) = &mut self.tun else {
-            self.tun_tx.clear();
-            return;
-        };
-        match self.tun_tx.flush(tun, self.udp_rx.region()) {
-            Ok(sum) => {
-                self.stats.tun_written += sum.packets as u64;
-                self.stats.tun_write_calls += sum.writes as u64;
-                self.stats.tun_write_errors += sum.dropped as u64;
-            }
-            Err(e) => {
-                self.stats.tun_write_errors += 1;
-                trace!("writing to tun: {e}");
-            }
+        if let Some(udp) = &self.socket {
+            self.pump
+                .udp_to_tun(now, udp, self.tun.as_mut(), &mut self.attempt);
         }
     }
 
@@ -753,42 +733,17 @@ impl Loop {
         let Some(tun) = &mut self.tun else {
             return Ok(());
         };
-        let c = self
-            .tun_rx
-            .read(tun)
+        self.pump
+            .tun_to_udp(now, tun, self.socket.as_ref(), &mut self.attempt)
             .map_err(|source| ClientLoopError::TunRead {
                 name: tun.name().to_owned(),
                 source,
-            })?;
-        self.stats.tun_read += c.packets as u64;
-        self.stats.tun_read_calls += c.calls as u64;
-        let Some(a) = self.attempt.as_mut().filter(|a| a.connected) else {
-            self.stats.dropped_while_down += c.packets as u64;
-            return Ok(());
-        };
-        for i in 0..c.packets {
-            let len = self.tun_rx.sizes[i];
-            match a.client.encapsulate(now, &mut self.tun_rx.slots[i], len) {
-                Ok(range) => self.udp_tx.push(a.server, i, range),
-                Err(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(?reason, "tun packet dropped");
-                }
-            }
-        }
-        let sum = self.udp_tx.flush(&a.socket, &self.tun_rx.slots);
-        self.stats.udp_sent += sum.sent;
-        self.stats.udp_send_calls += sum.calls;
-        self.stats.udp_send_errors += sum.errors;
-        if let Some((dst, e)) = sum.first_error {
-            trace!("UDP send to {dst}: {e}");
-        }
-        Ok(())
+            })
     }
 
     /// Timers, transmissions, then lifecycle events.
     fn after_input(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
-        let Some(a) = &mut self.attempt else {
+        let (Some(a), Some(socket)) = (&mut self.attempt, &self.socket) else {
             return Ok(Flow::Continue);
         };
         if a.client.poll_timeout().is_some_and(|t| t <= now) {
@@ -798,15 +753,7 @@ impl Loop {
             let Some(dst) = a.client.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
-            self.stats.udp_send_calls += 1;
-            match a.socket.send_to(&self.tx_buf, dst) {
-                Ok(_) => self.stats.udp_sent += 1,
-                Err(e) if warren_io::is_would_block(&e) => {}
-                Err(e) => {
-                    self.stats.udp_send_errors += 1;
-                    debug!("UDP send to {dst}: {e}");
-                }
-            }
+            self.pump.send_one(now, socket, &self.tx_buf, dst);
         }
         let mut events = Vec::new();
         while let Some(ev) = a.client.poll_event() {
@@ -933,9 +880,9 @@ impl Loop {
             info!(
                 "data path: {}; {}",
                 batch::describe_tun(&tun),
-                self.attempt
+                self.socket
                     .as_ref()
-                    .map_or_else(|| "no socket".to_owned(), |a| a.socket.describe())
+                    .map_or_else(|| "no socket".to_owned(), UdpIo::describe)
             );
             self.tun = Some(tun);
             self.fds_changed = true;
@@ -983,7 +930,7 @@ impl Loop {
         let was_up = self.attempt.as_ref().is_some_and(|a| a.connected);
         if self.shutdown_deadline.is_some() {
             debug!("session closed: {reason:?}");
-            self.attempt = None;
+            self.end_attempt();
             return Ok(Flow::Exit);
         }
         let advance = match &reason {

@@ -15,12 +15,13 @@
 //! written to the tun as coalesced writes; with offloads off (`--no-offload`) the same code
 //! moves one packet per system call.
 //!
-//! The server moves data on several threads (`workers`, `docs/dataplane.md`): the loop
-//! above stays the control thread and moves the data of the peers it owns; each extra data
-//! worker owns a tun queue, a UDP socket steered by peer id and a
-//! [`warren_openvpn::DataPlane`] replica fed with the engine's published changes. A peer is
-//! owned by one thread, which alone opens its datagrams (replay window) and seals its
-//! packets (packet ids in order); tun packets read elsewhere are handed over in batches.
+//! Every data thread runs the same pump (`batch::Pump`), generic over what opens and seals:
+//! the client's engine, or a server thread's [`warren_openvpn::DataPlane`] replica fed with
+//! the engine's published changes. The server moves data on several threads (`workers`,
+//! `docs/dataplane.md`): the loop above is the control thread and data thread 0; each extra
+//! data worker owns a tun queue and a UDP socket steered by peer id. A peer is owned by one
+//! thread, which alone opens its datagrams (replay window) and seals its packets (packet
+//! ids in order); tun packets read elsewhere are handed over in batches.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -31,14 +32,12 @@ pub mod status;
 mod workers;
 
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
-pub use batch::{UdpIo, describe_tun};
+pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
     ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
     RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
 };
-pub use server_loop::{
-    BATCH, DriverError, LoopStats, ServerLoopOptions, StatusOptions, run_server, snapshot,
-};
+pub use server_loop::{BATCH, DriverError, ServerLoopOptions, StatusOptions, run_server, snapshot};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

@@ -2,28 +2,29 @@
 //! signal descriptor and (with external authentication) the auth worker's wake socket,
 //! driving a [`warren_openvpn::Server`].
 //!
-//! Data moves in batches ([`crate::batch`]): a wake-up reads a whole UDP batch (GRO
-//! buffers), opens every datagram in place and writes the plaintext to the tun with one
-//! coalescing `send_batch`; and reads tun super-packets split into slots, seals each slot
-//! in place and sends every client's datagrams with UDP GSO. With offloads off the same
-//! code moves one packet per system call.
+//! The loop is "control + data worker 0": the engine is the control side, and the data of
+//! the peers this thread owns moves like on every worker ([`crate::workers`]): through a
+//! [`Pump`] over this thread's [`Shard`] (a [`warren_openvpn::DataPlane`] replica), in
+//! batches ([`crate::batch`]). Control datagrams in a UDP batch go to the engine, and the
+//! data-state changes it publishes are applied to the replica (and posted to the workers)
+//! at once, before the next datagram of the batch is opened.
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use thiserror::Error;
-use tracing::{debug, error, info, trace, warn};
+use tracing::{debug, error, info, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OffloadTun, Poller, Signal, Signals};
 use warren_openvpn::{
-    AuthDecision, ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason, EncapOutcome,
-    Server, ServerEvent,
+    AuthDecision, ClientStatus, DataPlane, DisconnectReason, Server, ServerEvent,
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
-use crate::batch::{self, TAILROOM, TunRx, TunTx, TxQueue, TxSummary, UdpIo, UdpRx};
+use crate::batch::{self, DataPath, LoopStats, Pump, UdpIo};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
-use crate::workers::{self, FromWorker as WorkerMsg, WorkerIo, Workers};
+use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;
 
 /// Datagrams or tun packets handled per wakeup and direction without batching.
@@ -32,8 +33,6 @@ pub const BATCH: usize = batch::PLAIN_BATCH;
 const MAX_TRANSMITS_PER_TURN: usize = 4096;
 /// Bound on events drained in one go.
 const MAX_EVENTS_PER_TURN: usize = 4096;
-/// At most one warning per this interval for each kind of I/O error.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// `status FILE N` and `status-version`.
 #[derive(Debug)]
@@ -82,103 +81,16 @@ pub enum DriverError {
     Worker(String),
 }
 
-/// I/O counters of the loop (the engine counts protocol drops itself).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoopStats {
-    pub udp_received: u64,
-    pub udp_truncated: u64,
-    pub udp_recv_errors: u64,
-    /// Receive system calls that returned data (datagrams per call = the batching).
-    pub udp_recv_calls: u64,
-    pub udp_sent: u64,
-    /// Send system calls (with GSO one carries many datagrams).
-    pub udp_send_calls: u64,
-    /// `EAGAIN` on send: the socket buffer was full; the datagram was dropped.
-    pub udp_send_would_block: u64,
-    pub udp_send_errors: u64,
-    pub tun_read: u64,
-    /// Tun read system calls that returned a packet or super-packet.
-    pub tun_read_calls: u64,
-    /// Super-packets the split refused (dropped; TCP retransmits).
-    pub tun_read_bad: u64,
-    pub tun_written: u64,
-    /// Tun write system calls (a coalesced write carries many packets).
-    pub tun_write_calls: u64,
-    /// Not told apart by batched writes any more (counted in `tun_write_errors`); always 0.
-    pub tun_write_would_block: u64,
-    /// Packets the tun refused (full queue or error), dropped.
-    pub tun_write_errors: u64,
-    pub engine_dropped: u64,
-    /// Tun packets read on one thread's queue and sealed by the thread that owns their peer.
-    pub handed_off: u64,
-}
-
-impl LoopStats {
-    /// Adds another thread's counters.
-    pub fn add(&mut self, o: &LoopStats) {
-        self.udp_received += o.udp_received;
-        self.udp_truncated += o.udp_truncated;
-        self.udp_recv_errors += o.udp_recv_errors;
-        self.udp_recv_calls += o.udp_recv_calls;
-        self.udp_sent += o.udp_sent;
-        self.udp_send_calls += o.udp_send_calls;
-        self.udp_send_would_block += o.udp_send_would_block;
-        self.udp_send_errors += o.udp_send_errors;
-        self.tun_read += o.tun_read;
-        self.tun_read_calls += o.tun_read_calls;
-        self.tun_read_bad += o.tun_read_bad;
-        self.tun_written += o.tun_written;
-        self.tun_write_calls += o.tun_write_calls;
-        self.tun_write_would_block += o.tun_write_would_block;
-        self.tun_write_errors += o.tun_write_errors;
-        self.engine_dropped += o.engine_dropped;
-        self.handed_off += o.handed_off;
-    }
-}
-
-/// A warning that is printed at most once per [`WARN_EVERY`], with a count of the rest.
-#[derive(Debug, Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    fn hit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < WARN_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 struct Loop {
-    server: Server,
+    /// The engine and this thread's share of the data path.
+    ctl: Control,
     tun: OffloadTun,
     udp: UdpIo,
     opts: ServerLoopOptions,
-    stats: LoopStats,
-    /// UDP receive buffers (GRO-sized when batched), opened in place.
-    udp_rx: UdpRx,
-    /// Plaintext ranges of `udp_rx` waiting for the tun.
-    tun_tx: TunTx,
-    /// Tun slots with `DATA_HEADROOM` free in front, sealed in place.
-    tun_rx: TunRx,
-    /// Sealed datagrams of `tun_rx` waiting for the socket.
-    udp_tx: TxQueue,
-    /// Scratch for client-to-client re-encapsulation.
-    c2c_buf: Vec<u8>,
+    /// This thread's batches and counters.
+    pump: Pump,
     /// Scratch for `poll_transmit`.
     tx_buf: Vec<u8>,
-    warn_send: RateLimited,
-    warn_tun_write: RateLimited,
-    warn_recv: RateLimited,
     next_status: Option<Instant>,
     /// The last status write failed (warned once, until it works again).
     status_failing: bool,
@@ -187,10 +99,63 @@ struct Loop {
     auth_gone: bool,
     /// Scratch for messages from the auth worker.
     auth_msgs: Vec<FromWorker>,
-    /// The extra data workers, if any.
-    workers: Option<Workers>,
     /// A worker failed; the loop stops with this.
     worker_failed: Option<String>,
+}
+
+/// The control thread's data path: the engine, this thread's shard (control datagrams go
+/// to the engine) and the workers the engine's changes are posted to.
+struct Control {
+    server: Server,
+    shard: Shard,
+    /// The extra data workers, if any.
+    workers: Option<Workers>,
+    /// Changes were posted to the workers since they were last woken.
+    unwoken: bool,
+}
+
+impl DataPath for Control {
+    fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        let (server, workers, unwoken) =
+            (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
+        self.shard.open(now, from, dgram, stats, |plane, dgram| {
+            let outcome = server.handle_datagram(now, from, dgram);
+            // A key the engine just installed may be used by the next datagram.
+            *unwoken |= apply_changes(server, plane, workers);
+            outcome
+        })
+    }
+
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        self.shard.seal(now, buf, len, handed, stats)
+    }
+}
+
+/// Applies the engine's data-state changes to this thread's plane and posts them to the
+/// workers (without waking them). Returns whether there were any.
+fn apply_changes(server: &mut Server, plane: &mut DataPlane, workers: Option<&Workers>) -> bool {
+    let mut any = false;
+    while let Some(c) = server.poll_data_change() {
+        if let Some(w) = workers {
+            w.publish(&c);
+        }
+        plane.apply(c);
+        any = true;
+    }
+    any
 }
 
 /// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
@@ -200,7 +165,7 @@ struct Loop {
 /// and a batched [`UdpIo`] give the fast path, a plain device and socket (`--no-offload`)
 /// one packet per system call.
 pub fn run_server(
-    mut server: Server,
+    server: Server,
     mut tun: OffloadTun,
     udp: UdpIo,
     mut opts: ServerLoopOptions,
@@ -212,60 +177,52 @@ pub fn run_server(
     for io in &mut ios {
         io.tun.set_trust_checksums(true);
     }
+    let config = server.data_plane_config();
     let workers = if ios.is_empty() {
         None
     } else {
-        let config = server.enable_data_plane();
         Some(Workers::start(ios, config, opts.clock).map_err(DriverError::StartWorkers)?)
     };
+    let threads = workers.as_ref().map_or(1, Workers::threads);
     let mtu = tun.mtu();
-    let m = usize::from(mtu);
-    let udp_len = (m + 512).max(2048);
-    let tun_len = DATA_HEADROOM + m + TAILROOM;
     let now = opts.clock.now();
     let next_status = opts.status.as_ref().map(|s| now + s.interval);
-    let mut udp_rx = UdpRx::default();
-    udp_rx.fit(udp.is_batched(), mtu);
-    let mut tun_rx = TunRx::default();
-    tun_rx.fit(mtu);
+    let mut pump = Pump::new(true);
+    pump.fit(udp.is_batched(), mtu);
     info!(
         "data path: {}; {}; {} data thread(s)",
         batch::describe_tun(&tun),
         udp.describe(),
-        workers.as_ref().map_or(1, Workers::threads)
+        threads
     );
     let mut l = Loop {
-        server,
+        ctl: Control {
+            server,
+            shard: Shard::new(0, threads, config),
+            workers,
+            unwoken: false,
+        },
         tun,
         udp,
         opts,
-        stats: LoopStats::default(),
-        udp_rx,
-        tun_tx: TunTx::default(),
-        tun_rx,
-        udp_tx: TxQueue::default(),
-        c2c_buf: vec![0u8; tun_len.max(DATA_HEADROOM + udp_len)],
-        tx_buf: Vec::with_capacity(udp_len),
-        warn_send: RateLimited::default(),
-        warn_tun_write: RateLimited::default(),
-        warn_recv: RateLimited::default(),
+        pump,
+        tx_buf: Vec::with_capacity((usize::from(mtu) + 512).max(2048)),
         next_status,
         status_failing: false,
         shutdown_deadline: None,
         auth_gone: false,
         auth_msgs: Vec::new(),
-        workers,
         worker_failed: None,
     };
     let result = l.run();
-    if let Some(w) = l.workers.take() {
-        w.stop(&mut l.stats);
+    if let Some(w) = l.ctl.workers.take() {
+        w.stop(&mut l.pump.stats);
     }
     if let Some(auth) = l.opts.auth.take() {
         auth.stop(Duration::from_secs(1));
     }
     l.write_status();
-    let s = &l.stats;
+    let s = &l.pump.stats;
     info!(
         udp_received = s.udp_received,
         udp_recv_calls = s.udp_recv_calls,
@@ -283,7 +240,7 @@ pub fn run_server(
         handed_off = s.handed_off,
         "server stopped"
     );
-    result.map(|()| l.stats)
+    result.map(|()| l.pump.stats)
 }
 
 impl Loop {
@@ -301,6 +258,7 @@ impl Loop {
             .as_ref()
             .map(|a| poller.add(a.wake_fd(), Interest::Readable));
         let t_workers = self
+            .ctl
             .workers
             .as_ref()
             .map(|w| poller.add(w.inbox.wake.as_fd(), Interest::Readable));
@@ -323,10 +281,16 @@ impl Loop {
                 }
             }
             if poller.is_readable(t_udp) {
-                self.read_udp(now);
+                self.pump
+                    .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.ctl);
             }
             if poller.is_readable(t_tun) {
-                self.read_tun(now)?;
+                self.pump
+                    .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.ctl)
+                    .map_err(|source| DriverError::TunRead {
+                        name: self.tun.name().to_owned(),
+                        source,
+                    })?;
             }
             if t_auth.is_some_and(|t| poller.is_readable(t)) {
                 self.on_auth_messages(now);
@@ -334,6 +298,12 @@ impl Loop {
             if t_workers.is_some_and(|t| poller.is_readable(t)) {
                 self.on_worker_messages(now);
             }
+            // Client-to-client packets this thread seals itself.
+            let own = self.ctl.shard.take_own();
+            if !own.is_empty() {
+                self.seal_packets(now, &own);
+            }
+            self.ctl.shard.put_own(own);
             self.after_input(now);
             if self.auth_gone {
                 return Err(DriverError::AuthWorker);
@@ -358,7 +328,7 @@ impl Loop {
                     debug!("shutdown grace period over");
                     return Ok(());
                 }
-                if self.server.clients().is_empty() {
+                if self.ctl.server.clients().is_empty() {
                     debug!("all clients gone; stopping early");
                     return Ok(());
                 }
@@ -369,7 +339,7 @@ impl Loop {
     /// The earliest of the engine's timer, the status timer and the shutdown deadline.
     fn next_deadline(&self) -> Option<Instant> {
         [
-            self.server.poll_timeout(),
+            self.ctl.server.poll_timeout(),
             self.next_status,
             self.shutdown_deadline,
         ]
@@ -390,163 +360,31 @@ impl Loop {
             }
             _ => info!("received {}: shutting down", sig.name()),
         }
-        self.server.shutdown(now);
+        self.ctl.server.shutdown(now);
         self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
         false
     }
 
-    /// One UDP batch: every datagram opened in place, the plaintext written to the tun
-    /// with one `send_batch`.
-    fn read_udp(&mut self, now: Instant) {
-        let got = match self.udp_rx.recv(&self.udp) {
-            Ok(b) => b,
-            Err(e) => {
-                self.stats.udp_recv_errors += 1;
-                if let Some(suppressed) = self.warn_recv.hit(now) {
-                    warn!("UDP receive error: {e} ({suppressed} more since the last warning)");
-                }
-                return;
-            }
-        };
-        if got.filled == 0 {
-            return;
-        }
-        self.stats.udp_recv_calls += 1;
-        // Longer than any packet this server sends or accepts: not ours to decode.
-        self.stats.udp_truncated += got.truncated as u64;
-        self.stats.udp_received += got.truncated as u64;
-        for i in 0..got.filled {
-            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
-            for r in meta.ranges() {
-                self.stats.udp_received += 1;
-                let Some(dgram) = buf.get_mut(r.clone()) else {
-                    continue;
-                };
-                if let Some(w) = self.workers.as_mut() {
-                    // A worker's peer whose datagram GRO merged behind one of ours.
-                    let dest = workers::datagram_owner(dgram, w.threads());
-                    if dest != 0 {
-                        w.forward_datagram(dest, meta.addr, dgram.to_vec());
-                        continue;
-                    }
-                }
-                match self.server.handle_datagram(now, meta.addr, dgram) {
-                    DatagramOutcome::Tun(range) if range.end <= dgram.len() => {
-                        let at = base + r.start;
-                        self.tun_tx.push(at + range.start..at + range.end);
-                    }
-                    DatagramOutcome::ClientToClient(range) if range.end <= dgram.len() => {
-                        let pkt = &dgram[range.clone()];
-                        if let Some(w) = self.workers.as_mut()
-                            && let Some((peer_id, v2)) = self.server.route(pkt)
-                        {
-                            let o = workers::owner(peer_id, v2, w.threads());
-                            if o != 0 {
-                                w.hand_off(o, pkt);
-                                continue;
-                            }
-                        }
-                        relay_c2c(
-                            &mut self.server,
-                            &mut self.c2c_buf,
-                            &dgram[range],
-                            &self.udp,
-                            &mut self.stats,
-                            &mut self.warn_send,
-                            now,
-                        );
-                    }
-                    DatagramOutcome::Tun(_) | DatagramOutcome::ClientToClient(_) => {
-                        debug_assert!(false, "engine returned a range outside the datagram");
-                    }
-                    DatagramOutcome::Consumed => {}
-                    DatagramOutcome::Dropped(reason) => {
-                        self.stats.engine_dropped += 1;
-                        trace!(from = %meta.addr, ?reason, "datagram dropped");
-                    }
-                }
-            }
-        }
-        self.flush_tun(now);
-    }
-
-    /// Writes the queued plaintext packets to the tun.
-    fn flush_tun(&mut self, now: Instant) {
-        if self.tun_tx.is_empty() {
-            return;
-        }
-        match self.tun_tx.flush(&mut self.tun, self.udp_rx.region()) {
-            Ok(sum) => {
-                self.stats.tun_written += sum.packets as u64;
-                self.stats.tun_write_calls += sum.writes as u64;
-                self.stats.tun_write_errors += sum.dropped as u64;
-            }
-            Err(e) => {
-                self.stats.tun_write_errors += 1;
-                if let Some(suppressed) = self.warn_tun_write.hit(now) {
-                    warn!(
-                        "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
-                        self.tun.name()
-                    );
-                }
-            }
-        }
-    }
-
-    /// Reads the tun (super-packets split into slots), seals every packet in place and
-    /// sends each client's datagrams in read order (GSO for equal-size runs).
-    fn read_tun(&mut self, now: Instant) -> Result<(), DriverError> {
-        let c = self
-            .tun_rx
-            .read(&mut self.tun)
-            .map_err(|source| DriverError::TunRead {
-                name: self.tun.name().to_owned(),
-                source,
-            })?;
-        self.stats.tun_read += c.packets as u64;
-        self.stats.tun_read_calls += c.calls as u64;
-        self.stats.tun_read_bad += c.bad as u64;
-        for i in 0..c.packets {
-            let len = self.tun_rx.sizes[i];
-            if let Some(w) = self.workers.as_mut()
-                && let Some(pkt) = self.tun_rx.slots[i].get(DATA_HEADROOM..DATA_HEADROOM + len)
-                && let Some((peer_id, v2)) = self.server.route(pkt)
-            {
-                let o = workers::owner(peer_id, v2, w.threads());
-                if o != 0 {
-                    self.stats.handed_off += 1;
-                    w.hand_off(o, pkt);
-                    continue;
-                }
-            }
-            match self.server.encapsulate(now, &mut self.tun_rx.slots[i], len) {
-                EncapOutcome::Send { dst, range } => self.udp_tx.push(dst, i, range),
-                EncapOutcome::Dropped(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(?reason, "tun packet dropped");
-                }
-            }
-        }
-        let sum = self.udp_tx.flush(&self.udp, &self.tun_rx.slots);
-        account_tx(&mut self.stats, &mut self.warn_send, now, sum);
-        Ok(())
+    /// Seals packets handed to this thread and sends them.
+    fn seal_packets(&mut self, now: Instant, pkts: &PacketBatch) {
+        self.pump
+            .seal_packets(now, pkts.iter(), &self.udp, &mut self.ctl);
     }
 
     /// Timers, then the data-state changes for the workers, then everything the engine
     /// wants sent, then its events.
     fn after_input(&mut self, now: Instant) {
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
-            self.server.handle_timeout(now);
+        if self.ctl.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.ctl.server.handle_timeout(now);
         }
         // Before anything is sent that could make a peer use a new key or address.
-        self.publish_changes();
+        self.sync(now);
         self.flush_transmits(now);
-        self.publish_changes();
-        if let Some(w) = self.workers.as_mut() {
-            w.flush_handoffs();
-        }
+        self.sync(now);
+        let mailboxes = self.ctl.workers.as_ref().map_or(&[][..], |w| &w.mailboxes);
+        self.ctl.shard.flush(mailboxes);
         for _ in 0..MAX_EVENTS_PER_TURN {
-            let Some(ev) = self.server.poll_event() else {
+            let Some(ev) = self.ctl.server.poll_event() else {
                 break;
             };
             log_event(&ev);
@@ -558,24 +396,32 @@ impl Loop {
         }
     }
 
-    /// Sends the engine's data-state changes to every worker.
-    fn publish_changes(&mut self) {
-        let Some(w) = self.workers.as_ref() else {
-            return;
-        };
-        let mut any = false;
-        while let Some(c) = self.server.poll_data_change() {
-            w.publish(&c);
-            any = true;
+    /// The plane's events to the engine, the engine's changes to the plane and the
+    /// workers (woken once), until both are quiet.
+    fn sync(&mut self, now: Instant) {
+        loop {
+            let workers = self.ctl.workers.as_ref();
+            self.ctl.unwoken |=
+                apply_changes(&mut self.ctl.server, &mut self.ctl.shard.plane, workers);
+            let mut any = false;
+            while let Some(e) = self.ctl.shard.plane.poll_event() {
+                self.ctl.server.handle_data_event(now, e);
+                any = true;
+            }
+            if !any {
+                break;
+            }
         }
-        if any {
+        if let Some(w) = self.ctl.workers.as_ref()
+            && std::mem::take(&mut self.ctl.unwoken)
+        {
             w.wake_all();
         }
     }
 
     /// Events, stray datagrams and handed-off tun packets from the workers.
     fn on_worker_messages(&mut self, now: Instant) {
-        let Some(w) = self.workers.as_ref() else {
+        let Some(w) = self.ctl.workers.as_ref() else {
             return;
         };
         w.inbox.clear_wake();
@@ -588,82 +434,27 @@ impl Loop {
         }
         for m in msgs {
             match m {
-                WorkerMsg::Event(e) => self.server.handle_data_event(now, e),
-                WorkerMsg::Datagram { from, mut bytes } => {
-                    self.stats.udp_received += 1;
-                    match self.server.handle_datagram(now, from, &mut bytes) {
-                        DatagramOutcome::Tun(range) => {
-                            if let Some(p) = bytes.get(range) {
-                                self.write_tun_one(now, p);
-                            }
-                        }
-                        DatagramOutcome::ClientToClient(range) => {
-                            if let Some(p) = bytes.get(range) {
-                                self.seal_and_send(now, p);
-                            }
-                        }
-                        DatagramOutcome::Consumed => {}
-                        DatagramOutcome::Dropped(_) => self.stats.engine_dropped += 1,
-                    }
+                Msg::Event(e) => self.ctl.server.handle_data_event(now, e),
+                Msg::Datagram { from, mut bytes } => {
+                    self.pump
+                        .open_one(now, from, &mut bytes, &mut self.tun, &mut self.ctl);
                 }
-                WorkerMsg::Packets(batch) => {
-                    for p in batch.iter() {
-                        self.seal_and_send(now, p);
-                    }
-                }
-                WorkerMsg::Failed(why) => {
+                Msg::Packets(batch) => self.seal_packets(now, &batch),
+                Msg::Failed(why) => {
                     error!("{why}");
                     self.worker_failed = Some(why);
                 }
-            }
-        }
-    }
-
-    /// A packet for the control thread's own peers (handed off, or client-to-client).
-    fn seal_and_send(&mut self, now: Instant, pkt: &[u8]) {
-        relay_c2c(
-            &mut self.server,
-            &mut self.c2c_buf,
-            pkt,
-            &self.udp,
-            &mut self.stats,
-            &mut self.warn_send,
-            now,
-        );
-    }
-
-    fn write_tun_one(&mut self, now: Instant, pkt: &[u8]) {
-        match self.tun.send_batch(&[pkt]) {
-            Ok(sum) => {
-                self.stats.tun_written += sum.packets as u64;
-                self.stats.tun_write_calls += sum.writes as u64;
-                self.stats.tun_write_errors += sum.dropped as u64;
-            }
-            Err(e) => {
-                self.stats.tun_write_errors += 1;
-                if let Some(suppressed) = self.warn_tun_write.hit(now) {
-                    warn!(
-                        "writing to tun {} failed: {e} ({suppressed} more since the last warning)",
-                        self.tun.name()
-                    );
-                }
+                Msg::Change(_) | Msg::Stop => {}
             }
         }
     }
 
     fn flush_transmits(&mut self, now: Instant) {
         for _ in 0..MAX_TRANSMITS_PER_TURN {
-            let Some(dst) = self.server.poll_transmit(now, &mut self.tx_buf) else {
+            let Some(dst) = self.ctl.server.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
-            send_udp(
-                &self.udp,
-                &self.tx_buf,
-                dst,
-                &mut self.stats,
-                &mut self.warn_send,
-                now,
-            );
+            self.pump.send_one(now, &self.udp, &self.tx_buf, dst);
         }
     }
 
@@ -672,7 +463,8 @@ impl Loop {
         let Some(auth) = self.opts.auth.as_mut() else {
             if let ServerEvent::AuthRequest { peer_id, .. } = ev {
                 warn!("refusing client peer_id={peer_id}: no authentication worker");
-                self.server
+                self.ctl
+                    .server
                     .authorize(now, peer_id, AuthDecision::Reject { reason: None });
             }
             return;
@@ -722,9 +514,9 @@ impl Loop {
             match m {
                 FromWorker::Decision {
                     peer_id, decision, ..
-                } => self.server.authorize(now, peer_id, decision),
+                } => self.ctl.server.authorize(now, peer_id, decision),
                 FromWorker::Kick(k) => {
-                    let n = self.server.kick(now, &k.identity, &k.message);
+                    let n = self.ctl.server.kick(now, &k.identity, &k.message);
                     if n > 0 {
                         info!(
                             "ended {n} session(s) of {}: {} (sent {})",
@@ -746,7 +538,7 @@ impl Loop {
             &self.opts.title,
             clock.unix_now(),
             clock.unix_time_at_zero(),
-            &self.server.clients(),
+            &self.ctl.server.clients(),
         );
         let text = status::render(st.version, &snap, &warren_io::format_local_time);
         match st.file.write(&text) {
@@ -759,72 +551,6 @@ impl Loop {
             Err(e) => {
                 warn!("{e} (further failures are logged at debug level)");
                 self.status_failing = true;
-            }
-        }
-    }
-}
-
-/// Seals a client-to-client packet (copied to `DATA_HEADROOM` of `c2c_buf`) and sends it.
-fn relay_c2c(
-    server: &mut Server,
-    c2c_buf: &mut [u8],
-    pkt: &[u8],
-    udp: &UdpIo,
-    stats: &mut LoopStats,
-    limiter: &mut RateLimited,
-    now: Instant,
-) {
-    let len = pkt.len();
-    let Some(dst) = c2c_buf.get_mut(DATA_HEADROOM..DATA_HEADROOM + len) else {
-        stats.engine_dropped += 1;
-        return;
-    };
-    dst.copy_from_slice(pkt);
-    match server.encapsulate(now, c2c_buf, len) {
-        EncapOutcome::Send { dst, range } => match c2c_buf.get(range) {
-            Some(dgram) => send_udp(udp, dgram, dst, stats, limiter, now),
-            None => debug_assert!(false, "engine returned a range outside the buffer"),
-        },
-        EncapOutcome::Dropped(reason) => {
-            stats.engine_dropped += 1;
-            trace!(?reason, "client-to-client packet dropped");
-        }
-    }
-}
-
-/// Counts what a [`TxQueue::flush`] did and warns (rate-limited) about a hard error.
-fn account_tx(stats: &mut LoopStats, limiter: &mut RateLimited, now: Instant, sum: TxSummary) {
-    stats.udp_sent += sum.sent;
-    stats.udp_send_calls += sum.calls;
-    stats.udp_send_would_block += sum.would_block;
-    stats.udp_send_errors += sum.errors;
-    if let Some((dst, e)) = sum.first_error
-        && let Some(suppressed) = limiter.hit(now)
-    {
-        warn!(
-            "UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)"
-        );
-    }
-}
-
-fn send_udp(
-    socket: &UdpIo,
-    dgram: &[u8],
-    dst: SocketAddr,
-    stats: &mut LoopStats,
-    limiter: &mut RateLimited,
-    now: Instant,
-) {
-    stats.udp_send_calls += 1;
-    match socket.send_to(dgram, dst) {
-        Ok(_) => stats.udp_sent += 1,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => stats.udp_send_would_block += 1,
-        Err(e) => {
-            stats.udp_send_errors += 1;
-            if let Some(suppressed) = limiter.hit(now) {
-                warn!(
-                    "UDP send to {dst} failed: {e} ({suppressed} more send errors since the last warning)"
-                );
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Data workers: the multi-core server data plane (`docs/dataplane.md`, "Threads").
 //!
-//! The server loop stays the control thread and also moves data for the peers it owns.
-//! Each extra worker owns one queue of the multi-queue tun device, one UDP socket of a
+//! The server loop stays the control thread and also moves data for the peers it owns,
+//! exactly like a worker: every data thread runs the same [`Pump`] over its own [`Shard`]
+//! (a [`DataPlane`] replica and the packets it hands to other threads); the control
+//! thread's shard also gives control datagrams to the engine. Each extra worker owns one queue of the multi-queue tun device, one UDP socket of a
 //! `SO_REUSEPORT` group whose steering program routes every P_DATA_V2 datagram by peer id
 //! ([`warren_io::steered_index`]), and one [`DataPlane`] replica of the engine's data state.
 //!
@@ -23,6 +25,7 @@
 //! datagrams that are not theirs.
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -33,11 +36,11 @@ use tracing::{debug, trace, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OffloadTun, Poller};
 use warren_openvpn::{
-    DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, EncapOutcome,
+    DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, DropReason,
+    EncapOutcome,
 };
 
-use crate::batch::{TunRx, TunTx, TxQueue, UdpIo, UdpRx};
-use crate::server_loop::LoopStats;
+use crate::batch::{DataPath, LoopStats, Pump, UdpIo};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -91,18 +94,25 @@ impl PacketBatch {
     }
 }
 
-/// To a worker.
+/// Between data threads (thread 0 is the control thread).
 #[derive(Debug)]
-pub(crate) enum ToWorker {
+pub(crate) enum Msg {
+    /// A data-state change, to every worker.
     Change(DataChange),
+    /// Tun packets for the receiver's peers, to seal.
     Packets(PacketBatch),
-    /// A P_DATA_V2 datagram of one of this worker's peers that arrived on another socket
-    /// (UDP GRO merges a sender's datagrams before the steering program runs, which then
-    /// sees only the first: net/ipv4/udp_offload.c, udp.c).
+    /// A datagram that is the receiver's: a P_DATA_V2 datagram of one of its peers that
+    /// arrived on another socket (UDP GRO merges a sender's datagrams before the steering
+    /// program runs, which then sees only the first: net/ipv4/udp_offload.c, udp.c), or,
+    /// for the control thread, anything else.
     Datagram {
         from: SocketAddr,
         bytes: Vec<u8>,
     },
+    /// What only the engine may decide, to the control thread.
+    Event(DataEvent),
+    /// A worker stopped on a fatal error (its tun queue broke), to the control thread.
+    Failed(String),
     Stop,
 }
 
@@ -116,19 +126,191 @@ pub(crate) fn datagram_owner(dgram: &[u8], threads: usize) -> usize {
     }
 }
 
-/// From a worker to the control thread.
+/// One data thread's share of the server's data path: its [`DataPlane`] replica and what
+/// it passes to other threads.
 #[derive(Debug)]
-pub(crate) enum FromWorker {
-    Event(DataEvent),
-    /// A datagram that is not P_DATA_V2 of a known peer: the engine's to handle.
-    Datagram {
+pub(crate) struct Shard {
+    /// This thread (0: the control thread).
+    index: usize,
+    threads: usize,
+    pub plane: DataPlane,
+    /// Tun packets for each thread to seal (index = thread; this thread's own entry holds
+    /// client-to-client packets it seals after the batch).
+    pub outgoing: Vec<PacketBatch>,
+    /// Datagrams of other threads' peers (UDP GRO merged them behind one of ours):
+    /// (owner, source, bytes).
+    pub forward: Vec<(usize, SocketAddr, Vec<u8>)>,
+}
+
+impl Shard {
+    pub fn new(index: usize, threads: usize, config: DataPlaneConfig) -> Shard {
+        Shard {
+            index,
+            threads,
+            plane: DataPlane::new(config),
+            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
+            forward: Vec::new(),
+        }
+    }
+
+    /// Opens a datagram of one of this thread's peers with the plane, passing anything
+    /// else that is this thread's (control packets) to `control`; other threads' datagrams
+    /// are queued in [`Shard::forward`].
+    pub fn open(
+        &mut self,
+        now: Instant,
         from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    /// Tun packets for peers the control thread seals for.
-    Packets(PacketBatch),
-    /// The worker stopped on a fatal error (its tun queue broke).
-    Failed(String),
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+        control: impl FnOnce(&mut DataPlane, &mut [u8]) -> DatagramOutcome,
+    ) -> Option<Range<usize>> {
+        let dest = datagram_owner(dgram, self.threads);
+        if dest != self.index {
+            if self.forward.len() < MAX_FORWARD_PER_WAKE {
+                self.forward.push((dest, from, dgram.to_vec()));
+            } else {
+                stats.engine_dropped += 1;
+            }
+            return None;
+        }
+        let outcome = if DataPlane::is_data(dgram) {
+            self.plane.open(now, from, dgram)
+        } else {
+            control(&mut self.plane, dgram)
+        };
+        match outcome {
+            DatagramOutcome::Tun(range) => Some(range),
+            DatagramOutcome::ClientToClient(range) => {
+                // Sealed by the owner of the destination peer (maybe this thread, after
+                // the batch).
+                let owner = dgram
+                    .get(range)
+                    .and_then(|pkt| Some((pkt, self.owner_of(pkt)?.1)));
+                match owner {
+                    Some((pkt, o)) => self.outgoing[o].push(pkt),
+                    None => stats.engine_dropped += 1,
+                }
+                None
+            }
+            DatagramOutcome::Consumed => None,
+            DatagramOutcome::Dropped(reason) => {
+                stats.engine_dropped += 1;
+                trace!(%from, ?reason, "datagram dropped");
+                None
+            }
+        }
+    }
+
+    /// The peer a tun packet routes to and the thread that seals for it.
+    fn owner_of(&self, pkt: &[u8]) -> Option<(u32, usize)> {
+        let peer_id = self.plane.route(pkt)?;
+        let p = self.plane.peer(peer_id)?;
+        Some((peer_id, owner(peer_id, p.data_v2, self.threads)))
+    }
+
+    /// Seals a tun packet for its peer, or hands it to the thread that owns the peer
+    /// (one route lookup either way).
+    pub fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        let route = buf
+            .get(DATA_HEADROOM..DATA_HEADROOM + len)
+            .and_then(|pkt| Some((pkt, self.owner_of(pkt)?)));
+        let outcome = match route {
+            Some((pkt, (_, o))) if o != self.index && !handed => {
+                stats.handed_off += 1;
+                self.outgoing[o].push(pkt);
+                return None;
+            }
+            Some((_, (peer_id, _))) => self.plane.seal_to(now, peer_id, buf, len),
+            None => EncapOutcome::Dropped(DropReason::NoRoute),
+        };
+        match outcome {
+            EncapOutcome::Send { dst, range } => Some((dst, range)),
+            EncapOutcome::Dropped(reason) => {
+                stats.engine_dropped += 1;
+                trace!(?reason, "tun packet dropped");
+                None
+            }
+        }
+    }
+
+    /// Posts what this thread collected for others (a worker's plane events, forwarded
+    /// datagrams, handoffs) to `mailboxes` (index = thread) and wakes whoever got some.
+    pub fn flush(&mut self, mailboxes: &[Mailbox<Msg>]) {
+        // Bit i: thread i got something (at most 4 threads; more are woken anyway).
+        let mut woken = 0u64;
+        let bit = |i: usize| 1u64.checked_shl(i as u32).unwrap_or(u64::MAX);
+        let mut post = |to: usize, m: Msg| {
+            if let Some(mb) = mailboxes.get(to) {
+                mb.post(m);
+                woken |= bit(to);
+            }
+        };
+        if self.index != 0 {
+            while let Some(e) = self.plane.poll_event() {
+                post(0, Msg::Event(e));
+            }
+        }
+        for (dest, from, bytes) in self.forward.drain(..) {
+            post(dest, Msg::Datagram { from, bytes });
+        }
+        for (i, batch) in self.outgoing.iter_mut().enumerate() {
+            if i != self.index && !batch.is_empty() {
+                post(i, Msg::Packets(std::mem::take(batch)));
+            }
+        }
+        for (i, m) in mailboxes.iter().enumerate() {
+            if woken & bit(i) != 0 {
+                m.wake();
+            }
+        }
+    }
+
+    /// Takes the client-to-client packets this thread seals itself.
+    pub fn take_own(&mut self) -> PacketBatch {
+        std::mem::take(&mut self.outgoing[self.index])
+    }
+
+    /// Gives back the (sealed) batch [`Shard::take_own`] took, to reuse its allocation.
+    pub fn put_own(&mut self, mut own: PacketBatch) {
+        own.0.clear();
+        let slot = &mut self.outgoing[self.index];
+        if slot.is_empty() {
+            *slot = own;
+        }
+    }
+}
+
+/// A worker's shard has no engine: every datagram that is its own is data.
+impl DataPath for Shard {
+    fn open(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        Shard::open(self, now, from, dgram, stats, |_, _| {
+            DatagramOutcome::Dropped(DropReason::UnknownOpcode)
+        })
+    }
+
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        handed: bool,
+        stats: &mut LoopStats,
+    ) -> Option<(SocketAddr, Range<usize>)> {
+        Shard::seal(self, now, buf, len, handed, stats)
+    }
 }
 
 /// A channel plus a socket pair to wake the receiver's `poll`.
@@ -183,106 +365,64 @@ impl<T> Inbox<T> {
 /// The running extra workers, seen from the control thread.
 #[derive(Debug)]
 pub(crate) struct Workers {
-    /// Index 1.. (the control thread is 0).
-    mailboxes: Vec<Mailbox<ToWorker>>,
+    /// Every thread's mailbox (index = thread; 0 is the control thread).
+    pub mailboxes: Vec<Mailbox<Msg>>,
     handles: Vec<JoinHandle<LoopStats>>,
     /// The control thread's inbox.
-    pub inbox: Inbox<FromWorker>,
-    /// Handoffs being collected for each thread (index 0 unused).
-    outgoing: Vec<PacketBatch>,
-    /// Threads that were given datagrams since the last flush (to wake).
-    forwarded: Vec<bool>,
+    pub inbox: Inbox<Msg>,
 }
 
 impl Workers {
     /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`.
     pub fn start(ios: Vec<WorkerIo>, config: DataPlaneConfig, clock: Clock) -> io::Result<Workers> {
         let threads = ios.len() + 1;
-        let (to_control, inbox) = mailbox::<FromWorker>()?;
-        let mut mailboxes = Vec::new();
-        let mut inboxes = Vec::new();
-        for _ in 0..ios.len() {
-            let (m, i) = mailbox::<ToWorker>()?;
-            mailboxes.push(m);
-            inboxes.push(i);
-        }
+        let (mailboxes, mut inboxes): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| mailbox::<Msg>())
+            .collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let mut handles = Vec::new();
-        for (k, (io, inbox)) in ios.into_iter().zip(inboxes).enumerate() {
-            let index = k + 1;
-            let peers = mailboxes
+        for (index, (io, inbox)) in (1..).zip(ios.into_iter().zip(inboxes.drain(1..))) {
+            let all = mailboxes
                 .iter()
                 .map(Mailbox::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
-            let control = to_control.try_clone()?;
-            let worker = Worker::new(index, threads, io, config, inbox, control, peers);
+            let worker = Worker::new(index, threads, io, config, inbox, all);
             let handle = std::thread::Builder::new()
                 .name(format!("warren-data-{index}"))
                 .spawn(move || worker.run(clock))?;
             handles.push(handle);
         }
+        let inbox = inboxes.pop().expect("the control thread's inbox");
         Ok(Workers {
             mailboxes,
             handles,
             inbox,
-            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
-            forwarded: vec![false; threads],
         })
     }
 
     /// Threads moving data, the control thread included.
     pub fn threads(&self) -> usize {
-        self.mailboxes.len() + 1
+        self.mailboxes.len()
     }
 
     /// Sends one change to every worker (without waking them: see [`Workers::wake_all`]).
     pub fn publish(&self, change: &DataChange) {
-        for m in &self.mailboxes {
-            m.post(ToWorker::Change(change.clone()));
+        for m in &self.mailboxes[1..] {
+            m.post(Msg::Change(change.clone()));
         }
     }
 
     pub fn wake_all(&self) {
-        for m in &self.mailboxes {
+        for m in &self.mailboxes[1..] {
             m.wake();
-        }
-    }
-
-    /// Gives a datagram to the worker that owns its peer (`owner` ≥ 1).
-    pub fn forward_datagram(&mut self, owner: usize, from: SocketAddr, bytes: Vec<u8>) {
-        if let Some(m) = owner.checked_sub(1).and_then(|i| self.mailboxes.get(i)) {
-            m.post(ToWorker::Datagram { from, bytes });
-            self.forwarded[owner] = true;
-        }
-    }
-
-    /// Queues a tun packet for thread `owner` (≥ 1).
-    pub fn hand_off(&mut self, owner: usize, pkt: &[u8]) {
-        if let Some(b) = self.outgoing.get_mut(owner) {
-            b.push(pkt);
-        }
-    }
-
-    /// Sends the collected handoffs and wakes whoever got something.
-    pub fn flush_handoffs(&mut self) {
-        for (i, batch) in self.outgoing.iter_mut().enumerate().skip(1) {
-            let packets = !batch.is_empty();
-            let datagrams = std::mem::take(&mut self.forwarded[i]);
-            if !packets && !datagrams {
-                continue;
-            }
-            if let Some(m) = self.mailboxes.get(i - 1) {
-                if packets {
-                    m.post(ToWorker::Packets(std::mem::take(batch)));
-                }
-                m.wake();
-            }
         }
     }
 
     /// Stops every worker and adds their counters to `stats`.
     pub fn stop(self, stats: &mut LoopStats) {
-        for m in &self.mailboxes {
-            m.post(ToWorker::Stop);
+        for m in &self.mailboxes[1..] {
+            m.post(Msg::Stop);
             m.wake();
         }
         for h in self.handles {
@@ -296,26 +436,17 @@ impl Workers {
 
 struct Worker {
     index: usize,
-    threads: usize,
-    plane: DataPlane,
+    shard: Shard,
+    pump: Pump,
     tun: OffloadTun,
     udp: UdpIo,
-    udp_rx: UdpRx,
-    tun_tx: TunTx,
-    tun_rx: TunRx,
-    udp_tx: TxQueue,
-    inbox: Inbox<ToWorker>,
-    control: Mailbox<FromWorker>,
-    /// Mailboxes of threads 1.. (index i - 1), for handoffs.
-    peers: Vec<Mailbox<ToWorker>>,
-    /// Handoffs being collected per thread (index = thread).
-    outgoing: Vec<PacketBatch>,
+    inbox: Inbox<Msg>,
+    /// Every thread's mailbox (index = thread).
+    mailboxes: Vec<Mailbox<Msg>>,
     /// Handoffs received, sealed after the tun batch.
     incoming: Vec<PacketBatch>,
     /// Datagrams of this worker's peers that arrived elsewhere.
     strays: Vec<(SocketAddr, Vec<u8>)>,
-    stats: LoopStats,
-    wake_control: bool,
 }
 
 impl Worker {
@@ -324,33 +455,22 @@ impl Worker {
         threads: usize,
         io: WorkerIo,
         config: DataPlaneConfig,
-        inbox: Inbox<ToWorker>,
-        control: Mailbox<FromWorker>,
-        peers: Vec<Mailbox<ToWorker>>,
+        inbox: Inbox<Msg>,
+        mailboxes: Vec<Mailbox<Msg>>,
     ) -> Worker {
-        let mtu = io.tun.mtu();
-        let mut udp_rx = UdpRx::default();
-        udp_rx.fit(io.udp.is_batched(), mtu);
-        let mut tun_rx = TunRx::default();
-        tun_rx.fit(mtu);
+        // Workers warn about I/O errors like the control thread (rate-limited).
+        let mut pump = Pump::new(true);
+        pump.fit(io.udp.is_batched(), io.tun.mtu());
         Worker {
             index,
-            threads,
-            plane: DataPlane::new(config),
+            shard: Shard::new(index, threads, config),
+            pump,
             tun: io.tun,
             udp: io.udp,
-            udp_rx,
-            tun_tx: TunTx::default(),
-            tun_rx,
-            udp_tx: TxQueue::default(),
             inbox,
-            control,
-            peers,
-            outgoing: (0..threads).map(|_| PacketBatch::default()).collect(),
+            mailboxes,
             incoming: Vec::new(),
             strays: Vec::new(),
-            stats: LoopStats::default(),
-            wake_control: false,
         }
     }
 
@@ -373,269 +493,59 @@ impl Worker {
                 break;
             }
             let now = clock.now();
-            self.open_strays(now);
+            // Datagrams other threads passed on, one by one (rare: see Msg::Datagram).
+            for (from, mut bytes) in std::mem::take(&mut self.strays) {
+                self.pump
+                    .open_one(now, from, &mut bytes, &mut self.tun, &mut self.shard);
+            }
             if poller.is_readable(t_udp) {
-                self.read_udp(now);
+                self.pump
+                    .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.shard);
             }
             if poller.is_readable(t_tun)
-                && let Err(e) = self.read_tun(now)
+                && let Err(e) =
+                    self.pump
+                        .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.shard)
             {
                 self.fail(format!("reading from tun {}: {e}", self.tun.name()));
                 break;
             }
-            // Client-to-client packets this thread seals itself.
-            let own = std::mem::take(&mut self.outgoing[self.index]);
-            if !own.is_empty() {
-                self.incoming.push(own);
+            // Handoffs, and client-to-client packets this thread seals itself.
+            let own = self.shard.take_own();
+            if !own.is_empty() || !self.incoming.is_empty() {
+                let pkts = self
+                    .incoming
+                    .iter()
+                    .chain([&own])
+                    .flat_map(PacketBatch::iter);
+                self.pump
+                    .seal_packets(now, pkts, &self.udp, &mut self.shard);
+                self.incoming.clear();
             }
-            self.seal_incoming(now);
-            self.finish_turn();
+            self.shard.put_own(own);
+            // Events, handoffs and forwarded datagrams go out once per wake-up.
+            self.shard.flush(&self.mailboxes);
         }
         debug!(worker = self.index, "data worker stopped");
-        self.stats
+        self.pump.stats
     }
 
     fn fail(&mut self, why: String) {
-        self.control.post(FromWorker::Failed(why));
-        self.control.wake();
+        self.mailboxes[0].post(Msg::Failed(why));
+        self.mailboxes[0].wake();
     }
 
     /// Applies changes, collects handoffs. `false` on Stop or when the control thread is gone.
     fn drain_inbox(&mut self) -> bool {
         loop {
             match self.inbox.rx.try_recv() {
-                Ok(ToWorker::Change(c)) => self.plane.apply(c),
-                Ok(ToWorker::Packets(b)) => self.incoming.push(b),
-                Ok(ToWorker::Datagram { from, bytes }) => self.strays.push((from, bytes)),
-                Ok(ToWorker::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Ok(Msg::Change(c)) => self.shard.plane.apply(c),
+                Ok(Msg::Packets(b)) => self.incoming.push(b),
+                Ok(Msg::Datagram { from, bytes }) => self.strays.push((from, bytes)),
+                Ok(Msg::Event(_) | Msg::Failed(_)) => {}
+                Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
-        }
-    }
-
-    fn read_udp(&mut self, now: Instant) {
-        let got = match self.udp_rx.recv(&self.udp) {
-            Ok(b) => b,
-            Err(e) => {
-                self.stats.udp_recv_errors += 1;
-                trace!(worker = self.index, "UDP receive error: {e}");
-                return;
-            }
-        };
-        if got.filled == 0 {
-            return;
-        }
-        self.stats.udp_recv_calls += 1;
-        self.stats.udp_truncated += got.truncated as u64;
-        let mut forwarded = 0;
-        for i in 0..got.filled {
-            let (meta, base, buf) = self.udp_rx.buffer_mut(i);
-            for r in meta.ranges() {
-                self.stats.udp_received += 1;
-                let Some(dgram) = buf.get_mut(r.clone()) else {
-                    continue;
-                };
-                let dest = datagram_owner(dgram, self.threads);
-                if dest != self.index {
-                    // Not ours (GRO merged it behind a datagram that was): to its owner.
-                    if forwarded < MAX_FORWARD_PER_WAKE {
-                        forwarded += 1;
-                        let bytes = dgram.to_vec();
-                        if dest == 0 {
-                            self.control.post(FromWorker::Datagram {
-                                from: meta.addr,
-                                bytes,
-                            });
-                            self.wake_control = true;
-                        } else if let Some(m) = self.peers.get(dest - 1) {
-                            m.post(ToWorker::Datagram {
-                                from: meta.addr,
-                                bytes,
-                            });
-                            m.wake();
-                        }
-                    } else {
-                        self.stats.engine_dropped += 1;
-                    }
-                    continue;
-                }
-                match self.plane.open(now, meta.addr, dgram) {
-                    DatagramOutcome::Tun(range) if range.end <= dgram.len() => {
-                        let at = base + r.start;
-                        self.tun_tx.push(at + range.start..at + range.end);
-                    }
-                    DatagramOutcome::ClientToClient(range) if range.end <= dgram.len() => {
-                        // Sealed by the owner of the destination peer (maybe this
-                        // thread, after the batch: see `run`).
-                        let pkt = &dgram[range];
-                        match self.plane.route(pkt).and_then(|p| self.plane.peer(p)) {
-                            Some(p) => {
-                                let o = owner(p.peer_id, p.data_v2, self.threads);
-                                if let Some(b) = self.outgoing.get_mut(o) {
-                                    b.push(pkt);
-                                }
-                            }
-                            None => self.stats.engine_dropped += 1,
-                        }
-                    }
-                    DatagramOutcome::Tun(_) | DatagramOutcome::ClientToClient(_) => {
-                        debug_assert!(false, "data plane returned a range outside the datagram");
-                    }
-                    DatagramOutcome::Consumed => {}
-                    DatagramOutcome::Dropped(reason) => {
-                        self.stats.engine_dropped += 1;
-                        trace!(from = %meta.addr, ?reason, "datagram dropped");
-                    }
-                }
-            }
-        }
-        if !self.tun_tx.is_empty() {
-            match self.tun_tx.flush(&mut self.tun, self.udp_rx.region()) {
-                Ok(sum) => {
-                    self.stats.tun_written += sum.packets as u64;
-                    self.stats.tun_write_calls += sum.writes as u64;
-                    self.stats.tun_write_errors += sum.dropped as u64;
-                }
-                Err(e) => {
-                    self.stats.tun_write_errors += 1;
-                    trace!(worker = self.index, "tun write failed: {e}");
-                }
-            }
-        }
-    }
-
-    /// Opens the datagrams other threads passed on, one by one (rare: see
-    /// [`ToWorker::Datagram`]).
-    fn open_strays(&mut self, now: Instant) {
-        for (from, mut bytes) in std::mem::take(&mut self.strays) {
-            self.stats.udp_received += 1;
-            match self.plane.open(now, from, &mut bytes) {
-                DatagramOutcome::Tun(range) => {
-                    if let Some(p) = bytes.get(range) {
-                        match self.tun.send_batch(&[p]) {
-                            Ok(sum) => {
-                                self.stats.tun_written += sum.packets as u64;
-                                self.stats.tun_write_calls += sum.writes as u64;
-                                self.stats.tun_write_errors += sum.dropped as u64;
-                            }
-                            Err(_) => self.stats.tun_write_errors += 1,
-                        }
-                    }
-                }
-                DatagramOutcome::ClientToClient(range) => {
-                    if let Some(pkt) = bytes.get(range)
-                        && let Some(p) = self.plane.route(pkt).and_then(|p| self.plane.peer(p))
-                    {
-                        let o = owner(p.peer_id, p.data_v2, self.threads);
-                        if let Some(b) = self.outgoing.get_mut(o) {
-                            b.push(pkt);
-                        }
-                    }
-                }
-                DatagramOutcome::Consumed => {}
-                DatagramOutcome::Dropped(_) => self.stats.engine_dropped += 1,
-            }
-        }
-    }
-
-    fn read_tun(&mut self, now: Instant) -> io::Result<()> {
-        let c = self.tun_rx.read(&mut self.tun)?;
-        self.stats.tun_read += c.packets as u64;
-        self.stats.tun_read_calls += c.calls as u64;
-        self.stats.tun_read_bad += c.bad as u64;
-        for i in 0..c.packets {
-            let len = self.tun_rx.sizes[i];
-            let Some(pkt) = self.tun_rx.slots[i].get(DATA_HEADROOM..DATA_HEADROOM + len) else {
-                continue;
-            };
-            let o = match self.plane.route(pkt).and_then(|p| self.plane.peer(p)) {
-                Some(p) => owner(p.peer_id, p.data_v2, self.threads),
-                None => {
-                    self.stats.engine_dropped += 1;
-                    continue;
-                }
-            };
-            if o != self.index {
-                self.stats.handed_off += 1;
-                if let Some(b) = self.outgoing.get_mut(o) {
-                    b.push(pkt);
-                }
-                continue;
-            }
-            match self.plane.seal(now, &mut self.tun_rx.slots[i], len) {
-                EncapOutcome::Send { dst, range } => self.udp_tx.push(dst, i, range),
-                EncapOutcome::Dropped(reason) => {
-                    self.stats.engine_dropped += 1;
-                    trace!(?reason, "tun packet dropped");
-                }
-            }
-        }
-        self.flush_udp();
-        Ok(())
-    }
-
-    fn flush_udp(&mut self) {
-        let sum = self.udp_tx.flush(&self.udp, &self.tun_rx.slots);
-        self.stats.udp_sent += sum.sent;
-        self.stats.udp_send_calls += sum.calls;
-        self.stats.udp_send_would_block += sum.would_block;
-        self.stats.udp_send_errors += sum.errors;
-    }
-
-    /// Seals the packets other threads handed over (the tun slots are free again).
-    fn seal_incoming(&mut self, now: Instant) {
-        if self.incoming.is_empty() {
-            return;
-        }
-        let batches = std::mem::take(&mut self.incoming);
-        let mut n = 0;
-        for batch in &batches {
-            for pkt in batch.iter() {
-                if n == self.tun_rx.slots.len() {
-                    self.flush_udp();
-                    n = 0;
-                }
-                let slot = &mut self.tun_rx.slots[n];
-                let Some(dst) = slot.get_mut(DATA_HEADROOM..DATA_HEADROOM + pkt.len()) else {
-                    self.stats.engine_dropped += 1;
-                    continue;
-                };
-                dst.copy_from_slice(pkt);
-                match self.plane.seal(now, slot, pkt.len()) {
-                    EncapOutcome::Send { dst, range } => {
-                        self.udp_tx.push(dst, n, range);
-                        n += 1;
-                    }
-                    EncapOutcome::Dropped(_) => self.stats.engine_dropped += 1,
-                }
-            }
-        }
-        self.flush_udp();
-        self.incoming = batches;
-        self.incoming.clear();
-    }
-
-    /// Events and handoffs go out once per wake-up.
-    fn finish_turn(&mut self) {
-        while let Some(e) = self.plane.poll_event() {
-            self.control.post(FromWorker::Event(e));
-            self.wake_control = true;
-        }
-        for (i, batch) in self.outgoing.iter_mut().enumerate() {
-            if batch.is_empty() || i == self.index {
-                continue;
-            }
-            let b = std::mem::take(batch);
-            if i == 0 {
-                self.control.post(FromWorker::Packets(b));
-                self.wake_control = true;
-            } else if let Some(m) = self.peers.get(i - 1) {
-                m.post(ToWorker::Packets(b));
-                m.wake();
-            }
-        }
-        if std::mem::take(&mut self.wake_control) {
-            self.control.wake();
         }
     }
 }

@@ -9,7 +9,7 @@ use warren_core::{Instant, Rng};
 use warren_crypto::{CipherKind, ControlWrap, Role};
 
 use crate::reliable::ReliableConfig;
-use crate::server::{DropReason, KeyDerivation, WrapConfig};
+use crate::types::{DropReason, KeyDerivation, WrapConfig};
 
 /// Largest control packet we send, IP and UDP headers included (OpenVPN `tls-mtu` 1250).
 pub(crate) const TLS_MTU: usize = 1250;

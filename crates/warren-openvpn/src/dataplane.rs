@@ -1,9 +1,12 @@
-//! The data channel, split off the control side for multi-core drivers.
+//! The server's data channel, split off the control side.
 //!
-//! The [`Server`](crate::Server) owns every session, single-threaded. A multi-core driver
-//! asks it to publish each peer's data-channel state ([`Server::enable_data_plane`]) and
-//! keeps one [`DataPlane`] per data worker, a replica fed with those [`DataChange`]s. A
-//! worker then seals and opens without the control side:
+//! The [`Server`](crate::Server) owns every session, single-threaded, and publishes each
+//! peer's data-channel state as [`DataChange`]s ([`Server::poll_data_change`]). Every
+//! thread that moves data (the control thread too) keeps a [`DataPlane`], a replica fed
+//! with those changes, and seals and opens without the control side; the control side
+//! itself seals only its keepalive pings. The rules the data channel applies (sealing
+//! with a shared counter, authenticate-then-replay-check, ping and OCC recognition, the
+//! IPv4 check) are the functions below, which the client's single-peer path uses too.
 //!
 //! * what is shared between the control side and every worker is immutable or atomic:
 //!   the [`DataKeys`] (`Arc`), each key's send counter ([`TxCounter`], one `fetch_add` per
@@ -20,23 +23,96 @@
 //!
 //! Nothing here reads a clock or takes a lock; a driver moves the values between threads.
 //!
-//! [`Server::enable_data_plane`]: crate::Server::enable_data_plane
+//! [`Server::poll_data_change`]: crate::Server::poll_data_change
 //! [`Server::handle_data_event`]: crate::Server::handle_data_event
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use warren_core::{Instant, KeyId};
 use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
+use warren_wire::Opcode;
 
-use crate::server::{DatagramOutcome, DropReason, EncapOutcome};
+use crate::types::{DatagramOutcome, DropReason, EncapOutcome};
 
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
 pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
 
 /// The P_DATA_V2 peer id meaning "none assigned" (ssl_pkt.h MAX_PEER_ID / 0xFFFFFF).
 pub const UNDEFINED_PEER_ID: u32 = 0x00FF_FFFF;
+
+// The data channel's rules, shared by every path that moves data (the [`DataPlane`], the
+// client, and the control side's pings and OCC messages).
+
+/// Seals `buf[DATA_HEADROOM..]` in place with the next packet id of `key`. Returns the
+/// datagram's range and whether the id passed the wrap trigger (renegotiate now), or
+/// `None` when the key's ids are spent.
+pub(crate) fn seal_with(
+    key_id: KeyId,
+    keys: &DataKeys,
+    tx: &TxCounter,
+    peer_id: Option<u32>,
+    buf: &mut [u8],
+) -> Option<(Range<usize>, bool)> {
+    let pid = tx.reserve(1)?;
+    let range = keys.seal(DataHeader { key_id, peer_id }, pid, buf);
+    Some((range, pid >= PACKET_ID_WRAP_TRIGGER))
+}
+
+/// Opens a data packet in place and then checks its packet id against `window`
+/// (authenticate first, then the replay check: crypto.c openvpn_decrypt_aead).
+pub(crate) fn open_with(
+    keys: &DataKeys,
+    window: &mut ReplayWindow,
+    now: Instant,
+    buf: &mut [u8],
+) -> Result<Range<usize>, DropReason> {
+    let (pid, range) = keys.open(buf).map_err(|_| DropReason::DecryptFailed)?;
+    window
+        .check_and_update(pid, 0, now)
+        .map_err(|_| DropReason::Replay)?;
+    Ok(range)
+}
+
+/// What an opened data packet carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// A keepalive ping: nothing for the tun.
+    Ping,
+    /// An OCC message; `exit` for OCC EXIT (explicit-exit-notify without cc-exit).
+    Occ { exit: bool },
+    /// A tunnelled packet.
+    Packet,
+}
+
+/// Tells pings and OCC messages from tunnelled packets (forward.c process_incoming_link).
+pub(crate) fn classify(payload: &[u8]) -> Payload {
+    if warren_wire::is_ping(payload) {
+        Payload::Ping
+    } else if payload.starts_with(&warren_wire::OCC_MAGIC) {
+        Payload::Occ {
+            exit: matches!(
+                warren_wire::parse_occ(payload),
+                Some(warren_wire::OccMessage::Exit)
+            ),
+        }
+    } else {
+        Payload::Packet
+    }
+}
+
+/// The source and destination of an IPv4 packet, or `None` for anything else.
+pub(crate) fn ipv4_addrs(pkt: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if pkt.len() < 20 || pkt[0] >> 4 != 4 {
+        return None;
+    }
+    Some((
+        Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
+        Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
+    ))
+}
 
 /// The send packet-id counter of one data key, shared by everything that seals with it.
 ///
@@ -211,8 +287,8 @@ struct PlanePeer {
     exit_reported: bool,
 }
 
-/// One data worker's replica of the server's data state: seals tun packets for any peer
-/// and opens P_DATA_V2 datagrams of the peers routed to it.
+/// One data thread's replica of the server's data state: seals tun packets for any peer
+/// and opens the data datagrams of the peers routed to it.
 ///
 /// Feed it with [`apply`](Self::apply) before handling packets that may depend on a
 /// change (drain the control side's queue first on every wake-up), then call
@@ -233,6 +309,8 @@ pub struct DataPlane {
     config: DataPlaneConfig,
     peers: Vec<Option<PlanePeer>>,
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    /// For P_DATA_V1 and the undefined peer id (clients without a peer id).
+    by_addr: HashMap<SocketAddr, u32>,
     events: VecDeque<DataEvent>,
     dropped: u64,
 }
@@ -253,6 +331,7 @@ impl DataPlane {
             config,
             peers: Vec::new(),
             by_vpn_ip: HashMap::new(),
+            by_addr: HashMap::new(),
             events: VecDeque::new(),
             dropped: 0,
         }
@@ -283,10 +362,8 @@ impl DataPlane {
                     .and_then(Option::as_ref)
                     .is_some_and(|p| p.data.generation == generation)
                     && let Some(p) = self.peers[idx].take()
-                    && let Some(ip) = p.data.vpn_ip
-                    && self.by_vpn_ip.get(&ip) == Some(&peer_id)
                 {
-                    self.by_vpn_ip.remove(&ip);
+                    self.unindex(&p.data);
                 }
             }
             DataChange::Update(data) => {
@@ -300,11 +377,7 @@ impl DataPlane {
                 let old = self.peers[idx].take();
                 let (mut old_recv, float_reported, exhausted_reported, exit_reported) = match old {
                     Some(o) => {
-                        if let Some(ip) = o.data.vpn_ip
-                            && self.by_vpn_ip.get(&ip) == Some(&data.peer_id)
-                        {
-                            self.by_vpn_ip.remove(&ip);
-                        }
+                        self.unindex(&o.data);
                         if o.data.generation == data.generation {
                             let same_send = match (&o.data.send, &data.send) {
                                 (Some(a), Some(b)) => a.same(b),
@@ -341,6 +414,7 @@ impl DataPlane {
                 if let Some(ip) = data.vpn_ip {
                     self.by_vpn_ip.insert(ip, data.peer_id);
                 }
+                self.by_addr.insert(data.addr, data.peer_id);
                 self.peers[idx] = Some(PlanePeer {
                     data,
                     recv,
@@ -349,6 +423,18 @@ impl DataPlane {
                     exit_reported,
                 });
             }
+        }
+    }
+
+    /// Forgets a peer's VPN address and transport address (unless another peer has them).
+    fn unindex(&mut self, data: &PeerData) {
+        if let Some(ip) = data.vpn_ip
+            && self.by_vpn_ip.get(&ip) == Some(&data.peer_id)
+        {
+            self.by_vpn_ip.remove(&ip);
+        }
+        if self.by_addr.get(&data.addr) == Some(&data.peer_id) {
+            self.by_addr.remove(&data.addr);
         }
     }
 
@@ -361,13 +447,8 @@ impl DataPlane {
     /// A multi-core driver uses it to give the packet to the worker that seals for that
     /// peer, so that one peer's packet ids go out in order.
     pub fn route(&self, pkt: &[u8]) -> Option<u32> {
-        let dst = pkt.get(16..20)?;
-        if pkt[0] >> 4 != 4 {
-            return None;
-        }
-        self.by_vpn_ip
-            .get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))
-            .copied()
+        let (_, dst) = ipv4_addrs(pkt)?;
+        self.by_vpn_ip.get(&dst).copied()
     }
 
     /// A peer's published state.
@@ -383,21 +464,26 @@ impl DataPlane {
         DatagramOutcome::Dropped(reason)
     }
 
-    /// Opens a P_DATA_V2 datagram in place (authenticate, then the replay check, as
-    /// crypto.c openvpn_decrypt_aead does) and applies the server's rules to the
-    /// plaintext: pings and OCC are consumed, the source must be the peer's VPN address,
-    /// TCP SYNs are clamped, packets for another client are returned as
+    /// Opens a data datagram in place (authenticate, then the replay check, as crypto.c
+    /// openvpn_decrypt_aead does) and applies the server's rules to the plaintext: pings
+    /// and OCC are consumed, the source must be the peer's VPN address, TCP SYNs are
+    /// clamped, packets for another client are returned as
     /// [`DatagramOutcome::ClientToClient`] when client-to-client is on.
     ///
-    /// P_DATA_V1 and datagrams of unknown peers are [`DropReason::NoSession`]: those belong
-    /// to the control side (see [`DataPlane::wants`]).
+    /// P_DATA_V2 finds its peer by peer id; P_DATA_V1 and the undefined peer id (clients
+    /// without one) by source address. A steered driver gives every datagram of a peer to
+    /// one plane (see [`DataPlane::wants`]), so that one replay window sees them all.
     pub fn open(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> DatagramOutcome {
         let header = match DataHeader::parse(buf) {
             Ok(h) => h,
             Err(_) => return self.drop_packet(DropReason::Malformed),
         };
-        let Some(peer_id) = header.peer_id else {
-            return self.drop_packet(DropReason::NoSession);
+        let peer_id = match header.peer_id {
+            Some(id) if id != UNDEFINED_PEER_ID => id,
+            _ => match self.by_addr.get(&from) {
+                Some(&id) => id,
+                None => return self.drop_packet(DropReason::NoSession),
+            },
         };
         let Some(p) = self
             .peers
@@ -409,46 +495,45 @@ impl DataPlane {
         let Some(rk) = p.recv.iter_mut().find(|k| k.key.key_id == header.key_id) else {
             return self.drop_packet(DropReason::NoKey);
         };
-        let (pid, range) = match rk.key.keys.open(buf) {
-            Ok(x) => x,
-            Err(_) => return self.drop_packet(DropReason::DecryptFailed),
+        let range = match open_with(&rk.key.keys, &mut rk.window, now, buf) {
+            Ok(r) => r,
+            Err(reason) => return self.drop_packet(reason),
         };
-        if rk.window.check_and_update(pid, 0, now).is_err() {
-            return self.drop_packet(DropReason::Replay);
-        }
         p.data.activity.received(now, range.len() as u64);
-        if from != p.data.addr && p.float_reported != Some(from) {
-            p.float_reported = Some(from);
-            self.events.push_back(DataEvent::Float {
-                peer_id,
-                generation: p.data.generation,
-                addr: from,
-            });
+        if from != p.data.addr {
+            // Float (mudp.c:188), unless another session lives at that address.
+            if self.by_addr.get(&from).is_some_and(|&o| o != peer_id) {
+                return self.drop_packet(DropReason::NoSession);
+            }
+            if p.float_reported != Some(from) {
+                p.float_reported = Some(from);
+                self.events.push_back(DataEvent::Float {
+                    peer_id,
+                    generation: p.data.generation,
+                    addr: from,
+                });
+            }
         }
         let vpn_ip = p.data.vpn_ip;
         let generation = p.data.generation;
         let payload = &mut buf[range.clone()];
-        if warren_wire::is_ping(payload) {
-            return DatagramOutcome::Consumed;
-        }
-        if payload.starts_with(&warren_wire::OCC_MAGIC) {
-            if matches!(
-                warren_wire::parse_occ(payload),
-                Some(warren_wire::OccMessage::Exit)
-            ) && !p.exit_reported
-            {
-                p.exit_reported = true;
-                self.events.push_back(DataEvent::ExitNotify {
-                    peer_id,
-                    generation,
-                });
+        match classify(payload) {
+            Payload::Ping => return DatagramOutcome::Consumed,
+            Payload::Occ { exit } => {
+                if exit && !p.exit_reported {
+                    p.exit_reported = true;
+                    self.events.push_back(DataEvent::ExitNotify {
+                        peer_id,
+                        generation,
+                    });
+                }
+                return DatagramOutcome::Consumed;
             }
-            return DatagramOutcome::Consumed;
+            Payload::Packet => {}
         }
-        if payload.len() < 20 || payload[0] >> 4 != 4 {
+        let Some((src, dst)) = ipv4_addrs(payload) else {
             return self.drop_packet(DropReason::NotIpv4);
-        }
-        let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
+        };
         if Some(src) != vpn_ip {
             // multi.c: "bad source address from client": no spoofing of other addresses.
             return self.drop_packet(DropReason::BadSource);
@@ -456,7 +541,6 @@ impl DataPlane {
         if let Some(mss) = self.config.mss {
             crate::mss::clamp_ipv4(payload, mss);
         }
-        let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
         if self.config.client_to_client
             && self
                 .by_vpn_ip
@@ -468,30 +552,46 @@ impl DataPlane {
         DatagramOutcome::Tun(range)
     }
 
-    /// Whether a datagram is for a data worker: P_DATA_V2 with a defined peer id.
-    /// Everything else (control packets, P_DATA_V1, the undefined peer id) belongs to the
-    /// control side's [`Server::handle_datagram`](crate::Server::handle_datagram).
+    /// Whether a datagram is data (P_DATA_V1 or V2) for [`DataPlane::open`], rather than
+    /// control for [`Server::handle_datagram`](crate::Server::handle_datagram).
+    pub fn is_data(dgram: &[u8]) -> bool {
+        let op = dgram.first().map(|b| b >> 3);
+        op == Some(Opcode::DataV2 as u8) || op == Some(Opcode::DataV1 as u8)
+    }
+
+    /// Whether a datagram may be steered to a data worker by its peer id: P_DATA_V2 with a
+    /// defined peer id. Everything else (control packets, P_DATA_V1, the undefined peer
+    /// id) belongs to the control thread (its engine, or its plane for P_DATA_V1).
     pub fn wants(dgram: &[u8]) -> bool {
         matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if id != UNDEFINED_PEER_ID)
     }
 
     /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]`, an IP packet read from the tun, in
-    /// place for the peer its destination routes to. Like [`Server::encapsulate`](crate::Server::encapsulate).
+    /// place for the peer its destination routes to.
     pub fn seal(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
+        let route = buf
+            .get(DATA_HEADROOM..DATA_HEADROOM + len)
+            .filter(|_| len >= 20)
+            .map(|pkt| ipv4_addrs(pkt).map(|(_, dst)| self.by_vpn_ip.get(&dst).copied()));
+        match route {
+            None => self.drop_seal(DropReason::Malformed),
+            Some(None) => self.drop_seal(DropReason::NotIpv4),
+            Some(Some(None)) => self.drop_seal(DropReason::NoRoute),
+            Some(Some(Some(peer_id))) => self.seal_to(now, peer_id, buf, len),
+        }
+    }
+
+    /// Like [`DataPlane::seal`] for a peer already found with [`DataPlane::route`].
+    pub fn seal_to(
+        &mut self,
+        now: Instant,
+        peer_id: u32,
+        buf: &mut [u8],
+        len: usize,
+    ) -> EncapOutcome {
         let end = DATA_HEADROOM + len;
-        if buf.len() < end || len < 20 {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::Malformed);
-        }
-        let pkt = &mut buf[DATA_HEADROOM..end];
-        if pkt[0] >> 4 != 4 {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::NotIpv4);
-        }
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-        let Some(&peer_id) = self.by_vpn_ip.get(&dst) else {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::NoRoute);
+        let Some(pkt) = buf.get_mut(DATA_HEADROOM..end) else {
+            return self.drop_seal(DropReason::Malformed);
         };
         if let Some(mss) = self.config.mss {
             crate::mss::clamp_ipv4(pkt, mss);
@@ -501,34 +601,34 @@ impl DataPlane {
             .get_mut(peer_id as usize)
             .and_then(Option::as_mut)
         else {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::NoRoute);
+            return self.drop_seal(DropReason::NoRoute);
         };
         let Some(key) = &p.data.send else {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::NoKey);
+            return self.drop_seal(DropReason::NoKey);
         };
-        let Some(pid) = key.tx.reserve(1) else {
-            self.dropped += 1;
-            return EncapOutcome::Dropped(DropReason::NoKey);
+        let peer = p.data.data_v2.then_some(p.data.peer_id);
+        let Some((range, past_trigger)) =
+            seal_with(key.key_id, &key.keys, &key.tx, peer, &mut buf[..end])
+        else {
+            return self.drop_seal(DropReason::NoKey);
         };
-        if pid >= PACKET_ID_WRAP_TRIGGER && !p.exhausted_reported {
+        if past_trigger && !p.exhausted_reported {
             p.exhausted_reported = true;
             self.events.push_back(DataEvent::KeyExhausted {
                 peer_id,
                 generation: p.data.generation,
             });
         }
-        let header = DataHeader {
-            key_id: key.key_id,
-            peer_id: p.data.data_v2.then_some(p.data.peer_id),
-        };
-        let range = key.keys.seal(header, pid, &mut buf[..end]);
         p.data.activity.sent(now, len as u64);
         EncapOutcome::Send {
             dst: p.data.addr,
             range,
         }
+    }
+
+    fn drop_seal(&mut self, reason: DropReason) -> EncapOutcome {
+        self.dropped += 1;
+        EncapOutcome::Dropped(reason)
     }
 }
 
@@ -690,8 +790,62 @@ mod tests {
         );
     }
 
+    /// A datagram from the peer's client, to 10.8.0.1 from `src`.
+    fn from_client(src: Ipv4Addr, peer_id: Option<u32>, pid: u32) -> Vec<u8> {
+        let keys = DataKeys::new(
+            CipherKind::Aes256Gcm,
+            &Key2::from_bytes([7; 256]),
+            Role::Client,
+        );
+        let mut buf = ipv4_to(Ipv4Addr::new(10, 8, 0, 1));
+        buf[DATA_HEADROOM + 12..DATA_HEADROOM + 16].copy_from_slice(&src.octets());
+        let header = DataHeader {
+            key_id: KeyId::ZERO,
+            peer_id,
+        };
+        let range = keys.seal(header, pid, &mut buf);
+        buf[range].to_vec()
+    }
+
+    #[test]
+    fn p_data_v1_is_found_by_address_and_no_float_onto_a_taken_address() {
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+        });
+        let mut p = peer(TxCounter::new());
+        p.data_v2 = false;
+        plane.apply(DataChange::Update(p.clone()));
+        let mut other = peer(TxCounter::new());
+        other.peer_id = 4;
+        other.addr = SocketAddr::from(([192, 0, 2, 9], 1194));
+        other.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 7));
+        plane.apply(DataChange::Update(other.clone()));
+        let now = Instant::from_secs(1);
+        let src = Ipv4Addr::new(10, 8, 0, 6);
+        let mut v1 = from_client(src, None, 1);
+        assert!(matches!(
+            plane.open(now, p.addr, &mut v1.clone()),
+            DatagramOutcome::Tun(_)
+        ));
+        assert_eq!(
+            plane.open(now, SocketAddr::from(([192, 0, 2, 200], 1)), &mut v1),
+            DatagramOutcome::Dropped(DropReason::NoSession),
+            "P_DATA_V1 from an unknown address"
+        );
+        // Peer 3's packet from peer 4's address: authenticated, but not a float.
+        let mut v2 = from_client(src, Some(3), 2);
+        assert_eq!(
+            plane.open(now, other.addr, &mut v2),
+            DatagramOutcome::Dropped(DropReason::NoSession)
+        );
+        assert_eq!(plane.poll_event(), None);
+    }
+
     #[test]
     fn wants_only_p_data_v2_with_a_defined_peer_id() {
+        assert!(DataPlane::is_data(&[0x48]) && DataPlane::is_data(&[0x30]));
+        assert!(!DataPlane::is_data(&[0x20]) && !DataPlane::is_data(&[]));
         assert!(DataPlane::wants(&[0x48, 0, 0, 5, 1, 2]));
         assert!(
             !DataPlane::wants(&[0x48, 0xff, 0xff, 0xff, 1, 2]),

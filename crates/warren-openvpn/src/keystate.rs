@@ -207,9 +207,4 @@ impl KeyState {
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls.peer_certificates()
     }
-
-    /// Returns a fresh packet id for sending on this key, or None when the id space is spent.
-    pub fn next_packet_id(&mut self) -> Option<u32> {
-        self.tx.reserve(1)
-    }
 }

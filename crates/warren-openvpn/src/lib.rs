@@ -26,20 +26,23 @@ mod ctx;
 pub mod dataplane;
 mod keystate;
 mod mss;
+mod push;
 pub mod reliable;
 pub mod server;
 mod session;
 pub mod tls;
+mod types;
 
-pub use client::{
-    Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
-    PushedConfig, PushedRoute,
-};
+pub use client::{Client, ClientConfig, ClientDatagram, ClientEvent, ClientSetupError};
 pub use dataplane::{
     Activity, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData, TxCounter,
 };
+pub use push::{PushedConfig, PushedRoute};
 pub use server::{
-    AuthDecision, AuthGrant, ClientStatus, DATA_HEADROOM, DatagramOutcome, DisconnectReason,
-    DropReason, EncapOutcome, KeyDerivation, Password, Server, ServerConfig, ServerCounters,
-    ServerEvent, WrapConfig,
+    AuthDecision, AuthGrant, ClientStatus, Password, Server, ServerConfig, ServerCounters,
+    ServerEvent,
+};
+pub use types::{
+    ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,
+    KeyDerivation, WrapConfig,
 };

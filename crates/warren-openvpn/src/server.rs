@@ -2,54 +2,35 @@
 //!
 //! # Call order
 //!
-//! The driver owns the UDP socket and the tun device. For every datagram it calls
-//! [`Server::handle_datagram`]; for every packet read from the tun it calls
-//! [`Server::encapsulate`]. After any input, and whenever [`Server::poll_timeout`] is reached
-//! (then [`Server::handle_timeout`] first), it drains [`Server::poll_transmit`] until `None`,
-//! then [`Server::poll_event`] until `None`, and re-arms its timer with
-//! [`Server::poll_timeout`]. `now` must never go backwards.
+//! The server is the control side; data moves through [`DataPlane`](crate::DataPlane)
+//! replicas (one per data thread, see [`crate::dataplane`]). The driver owns the UDP
+//! socket and the tun device. It gives every data datagram ([`DataPlane::is_data`]) to a
+//! plane's [`DataPlane::open`] and every other datagram to [`Server::handle_datagram`];
+//! every packet read from the tun to [`DataPlane::seal`]. After any input to the engine,
+//! and whenever [`Server::poll_timeout`] is reached (then [`Server::handle_timeout`]
+//! first), it applies [`Server::poll_data_change`] to its planes, drains
+//! [`Server::poll_transmit`] until `None` (and the data changes again), then
+//! [`Server::poll_event`] until `None`, hands the planes' events to
+//! [`Server::handle_data_event`], and re-arms its timer with [`Server::poll_timeout`].
+//! `now` must never go backwards.
+//!
+//! [`DataPlane::is_data`]: crate::DataPlane::is_data
+//! [`DataPlane::open`]: crate::DataPlane::open
+//! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, Rng, SessionId};
-use warren_crypto::{CipherKind, CookieKey, Digest, KeyDirection, ReplayStamp, Role, StaticKey};
+use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::session::{End, Session};
-
-/// Bytes the driver must leave free in front of a tun packet passed to
-/// [`Server::encapsulate`]: opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
-pub const DATA_HEADROOM: usize = 24;
-
-/// How control packets are wrapped (`tls-auth`, `tls-crypt`, or neither).
-#[derive(Clone, Debug)]
-pub enum WrapConfig {
-    None,
-    TlsAuth {
-        key: StaticKey,
-        digest: Digest,
-        direction: Option<KeyDirection>,
-    },
-    TlsCrypt {
-        key: StaticKey,
-    },
-}
-
-/// How data-channel keys are derived.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum KeyDerivation {
-    /// RFC 5705 exporter (`tls-ekm`) when the client offers it, the TLS1-PRF otherwise.
-    #[default]
-    Auto,
-    /// Always the legacy TLS1-PRF, even for clients that offer tls-ekm.
-    ForcePrf,
-}
+use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
 #[derive(Clone, Debug)]
@@ -94,55 +75,6 @@ pub struct ServerConfig {
     pub unix_time_at_zero: u64,
 }
 
-/// What became of a datagram.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatagramOutcome {
-    /// A decrypted IP packet is in `buf[range]`: write it to the tun device.
-    Tun(Range<usize>),
-    /// A decrypted IP packet for another client (`client-to-client`): copy it to
-    /// `DATA_HEADROOM` of a buffer and pass it to [`Server::encapsulate`].
-    ClientToClient(Range<usize>),
-    /// Control traffic, a ping or similar: nothing for the tun. Drain `poll_transmit`.
-    Consumed,
-    /// Counted and dropped.
-    Dropped(DropReason),
-}
-
-/// What became of a tun packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EncapOutcome {
-    /// Send `buf[range]` to `dst`.
-    Send {
-        dst: SocketAddr,
-        range: Range<usize>,
-    },
-    Dropped(DropReason),
-}
-
-/// Why a packet was dropped. Counted, never logged above `trace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    Malformed,
-    UnknownOpcode,
-    WrapAuthFailed,
-    Replay,
-    BadCookie,
-    NoSession,
-    NoKey,
-    DecryptFailed,
-    NotIpv4,
-    NoRoute,
-    TooManyClients,
-    /// A tunnelled packet whose source is not the client's VPN address.
-    BadSource,
-    /// tls-crypt-v2 and other control packets we do not speak.
-    Unsupported,
-    /// The queue of stateless replies is full (a flood of resets).
-    Overloaded,
-}
-
-/// Lifecycle events, for logs and the status file.
 /// A password from key-method 2. Its `Debug` never shows it; the buffer is wiped on drop.
 #[derive(Clone)]
 pub struct Password(zeroize::Zeroizing<String>);
@@ -229,20 +161,6 @@ pub enum ServerEvent {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectReason {
-    ExitNotify,
-    PingTimeout,
-    HandshakeTimeout,
-    TlsError(String),
-    Replaced,
-    Shutdown,
-    AuthFailed,
-    /// Ended by [`Server::kick`] (revocation, user disabled).
-    Kicked,
-}
-
 /// One connected client, for `status` files.
 #[derive(Debug, Clone)]
 pub struct ClientStatus {
@@ -280,7 +198,6 @@ pub struct Server {
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
-    by_vpn_ip: HashMap<Ipv4Addr, usize>,
     pool_used: BTreeSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: VecDeque<usize>,
@@ -292,9 +209,9 @@ pub struct Server {
     mss: Option<u16>,
     /// Set by [`Server::shutdown`]: no new sessions from then on.
     shutting_down: bool,
-    /// With [`Server::enable_data_plane`]: changes not yet taken by the driver, and what
-    /// was last published per slot.
-    data_changes: Option<VecDeque<DataChange>>,
+    /// Data-state changes not yet taken by the driver, and what was last published per
+    /// slot.
+    data_changes: VecDeque<DataChange>,
     published: Vec<Option<Published>>,
 }
 
@@ -347,7 +264,6 @@ impl Server {
             generations: Vec::new(),
             live: 0,
             by_addr: HashMap::new(),
-            by_vpn_ip: HashMap::new(),
             pool_used: BTreeSet::new(),
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
@@ -358,7 +274,7 @@ impl Server {
             server_ip,
             mss,
             shutting_down: false,
-            data_changes: None,
+            data_changes: VecDeque::new(),
             published: Vec::new(),
         }
     }
@@ -382,9 +298,10 @@ impl Server {
         let Some(&first) = buf.first() else {
             return self.drop(DropReason::Malformed);
         };
-        let (raw, key_id) = warren_wire::split_op_byte(first);
+        let (raw, _) = warren_wire::split_op_byte(first);
         match Opcode::from_u8(raw) {
-            Some(Opcode::DataV2) | Some(Opcode::DataV1) => self.handle_data(now, from, key_id, buf),
+            // The data plane's (DataPlane::open), which the driver gives them to.
+            Some(Opcode::DataV2) | Some(Opcode::DataV1) => self.drop(DropReason::NoSession),
             Some(op) if op.is_control() => self.handle_control(now, from, buf),
             _ => self.drop(DropReason::UnknownOpcode),
         }
@@ -613,11 +530,8 @@ impl Server {
         self.schedule(slot);
     }
 
-    /// Publishes the session's data state if a data plane is attached and it changed.
+    /// Publishes the session's data state if it changed.
     fn refresh_data(&mut self, slot: usize) {
-        let Some(changes) = self.data_changes.as_mut() else {
-            return;
-        };
         let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else {
             return;
         };
@@ -628,21 +542,16 @@ impl Server {
         }
         if self.published[slot].as_ref() != Some(&summary) {
             self.published[slot] = Some(summary);
-            changes.push_back(DataChange::Update(data));
+            self.data_changes.push_back(DataChange::Update(data));
         }
     }
 
-    /// Starts publishing every session's data-channel state for data workers (see
-    /// [`crate::dataplane`]); returns the rules the workers apply. Sessions that exist
-    /// already are published at once. Drain [`Server::poll_data_change`] after every call
-    /// that takes input, before sending what [`Server::poll_transmit`] gives.
-    pub fn enable_data_plane(&mut self) -> DataPlaneConfig {
-        if self.data_changes.is_none() {
-            self.data_changes = Some(VecDeque::new());
-            for slot in 0..self.sessions.len() {
-                self.refresh_data(slot);
-            }
-        }
+    /// The rules the data planes apply (see [`crate::dataplane`]). The engine publishes
+    /// every session's data-channel state as [`DataChange`]s: drain
+    /// [`Server::poll_data_change`] into every [`DataPlane`](crate::DataPlane) after every
+    /// call that takes input, before any datagram that may depend on it is opened and
+    /// before sending what [`Server::poll_transmit`] gives.
+    pub fn data_plane_config(&self) -> DataPlaneConfig {
         DataPlaneConfig {
             client_to_client: self.config.client_to_client,
             mss: self.mss,
@@ -651,7 +560,7 @@ impl Server {
 
     /// The next change of the published data state, in order.
     pub fn poll_data_change(&mut self) -> Option<DataChange> {
-        self.data_changes.as_mut()?.pop_front()
+        self.data_changes.pop_front()
     }
 
     /// What a data worker reported. Stale events (an earlier session of the same peer id)
@@ -864,7 +773,6 @@ impl Server {
             }
             return;
         };
-        self.by_vpn_ip.insert(ip, slot);
         let cfg = &self.config;
         let mut opts = Vec::new();
         opts.push(format!("route-gateway {}", self.server_ip));
@@ -945,14 +853,13 @@ impl Server {
             return;
         };
         self.live -= 1;
-        if let Some(changes) = self.data_changes.as_mut()
-            && self
-                .published
-                .get_mut(slot)
-                .and_then(Option::take)
-                .is_some()
+        if self
+            .published
+            .get_mut(slot)
+            .and_then(Option::take)
+            .is_some()
         {
-            changes.push_back(DataChange::Remove {
+            self.data_changes.push_back(DataChange::Remove {
                 peer_id: s.peer_id,
                 generation: s.generation,
             });
@@ -961,7 +868,6 @@ impl Server {
             self.by_addr.remove(&s.addr);
         }
         if let Some(ip) = s.vpn_ip {
-            self.by_vpn_ip.remove(&ip);
             self.pool_used.remove(&u32::from(ip));
         }
         if s.connected || s.awaiting_auth {
@@ -972,133 +878,6 @@ impl Server {
                 reason,
             });
         }
-    }
-
-    fn handle_data(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        key_id: KeyId,
-        buf: &mut [u8],
-    ) -> DatagramOutcome {
-        let v2 = buf[0] >> 3 == Opcode::DataV2 as u8;
-        let slot = if v2 {
-            if buf.len() < 4 {
-                return self.drop(DropReason::Malformed);
-            }
-            let peer_id = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]) as usize;
-            match self.sessions.get(peer_id) {
-                Some(Some(_)) => peer_id,
-                _ => match self.by_addr.get(&from) {
-                    // A client that did not get a peer-id sends the undefined one.
-                    Some(&s) => s,
-                    None => return self.drop(DropReason::NoSession),
-                },
-            }
-        } else {
-            match self.by_addr.get(&from) {
-                Some(&s) => s,
-                None => return self.drop(DropReason::NoSession),
-            }
-        };
-        let Some(s) = self.sessions[slot].as_mut() else {
-            return self.drop(DropReason::NoSession);
-        };
-        let range = match s.open_data(now, key_id, buf) {
-            Ok(r) => r,
-            Err(reason) => return self.drop(reason),
-        };
-        if s.addr != from {
-            if !self.float(slot, from) {
-                return self.drop(DropReason::NoSession);
-            }
-            self.refresh_data(slot);
-        }
-        let Some(s) = self.sessions[slot].as_ref() else {
-            return self.drop(DropReason::NoSession);
-        };
-        let vpn_ip = s.vpn_ip;
-        self.schedule(slot);
-        let payload = &mut buf[range.clone()];
-        if warren_wire::is_ping(payload) {
-            return DatagramOutcome::Consumed;
-        }
-        if payload.starts_with(&warren_wire::OCC_MAGIC) {
-            if matches!(
-                warren_wire::parse_occ(payload),
-                Some(warren_wire::OccMessage::Exit)
-            ) {
-                self.remove_session(slot, DisconnectReason::ExitNotify);
-            }
-            return DatagramOutcome::Consumed;
-        }
-        if payload.len() < 20 || payload[0] >> 4 != 4 {
-            return self.drop(DropReason::NotIpv4);
-        }
-        let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
-        if Some(src) != vpn_ip {
-            // multi.c: "bad source address from client": no spoofing of other addresses.
-            return self.drop(DropReason::BadSource);
-        }
-        if let Some(mss) = self.mss {
-            crate::mss::clamp_ipv4(payload, mss);
-        }
-        let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
-        if self.config.client_to_client
-            && let Some(&other) = self.by_vpn_ip.get(&dst)
-            && other != slot
-        {
-            return DatagramOutcome::ClientToClient(range);
-        }
-        DatagramOutcome::Tun(range)
-    }
-
-    /// The peer an IPv4 packet from the tun is routed to: its peer id and whether it sends
-    /// P_DATA_V2 (a multi-core driver hands the packet to the thread that seals for it).
-    pub fn route(&self, pkt: &[u8]) -> Option<(u32, bool)> {
-        let dst = pkt.get(16..20)?;
-        if pkt[0] >> 4 != 4 {
-            return None;
-        }
-        let slot = *self
-            .by_vpn_ip
-            .get(&Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]))?;
-        self.sessions
-            .get(slot)?
-            .as_ref()
-            .map(|s| (s.peer_id, s.data_v2))
-    }
-
-    /// `buf[DATA_HEADROOM..DATA_HEADROOM + len]` holds an IP packet read from the tun.
-    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
-        let end = DATA_HEADROOM + len;
-        if buf.len() < end || len < 20 {
-            self.ctx.count(DropReason::Malformed);
-            return EncapOutcome::Dropped(DropReason::Malformed);
-        }
-        let pkt = &mut buf[DATA_HEADROOM..end];
-        if pkt[0] >> 4 != 4 {
-            self.ctx.count(DropReason::NotIpv4);
-            return EncapOutcome::Dropped(DropReason::NotIpv4);
-        }
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-        let Some(&slot) = self.by_vpn_ip.get(&dst) else {
-            self.ctx.count(DropReason::NoRoute);
-            return EncapOutcome::Dropped(DropReason::NoRoute);
-        };
-        if let Some(mss) = self.mss {
-            crate::mss::clamp_ipv4(pkt, mss);
-        }
-        let Some(s) = self.sessions[slot].as_mut() else {
-            self.ctx.count(DropReason::NoRoute);
-            return EncapOutcome::Dropped(DropReason::NoRoute);
-        };
-        let Some(range) = s.seal_data(now, &mut buf[..end]) else {
-            self.ctx.count(DropReason::NoKey);
-            return EncapOutcome::Dropped(DropReason::NoKey);
-        };
-        let dst = s.addr;
-        EncapOutcome::Send { dst, range }
     }
 
     /// Writes the next datagram to send into `out` (cleared first).

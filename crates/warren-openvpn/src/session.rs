@@ -18,19 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, SessionId};
-use warren_crypto::{
-    CipherKind, DATA_HEADROOM, DataHeader, DataKeys, ReplayStamp, ReplayWindow, Role,
-};
+use warren_crypto::{CipherKind, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role};
 use warren_wire::{
     AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
     WireError, encode_control_message, iv_proto,
 };
 
-use crate::client::{ClientDisconnect, PushedConfig};
 use crate::ctx::{Ctx, SessionEvent};
-use crate::dataplane::{Activity, DataKeyRef, PACKET_ID_WRAP_TRIGGER, PeerData};
+use crate::dataplane::{Activity, DataKeyRef, PeerData, open_with, seal_with};
 use crate::keystate::{KeyState, Phase};
-use crate::server::{DisconnectReason, DropReason, KeyDerivation};
+use crate::push::{PushedConfig, parse_pushed};
+use crate::types::{ClientDisconnect, DisconnectReason, DropReason, KeyDerivation};
 
 /// The most key states kept at once (primary, lame duck, and one being negotiated).
 const MAX_KEY_STATES: usize = 3;
@@ -685,7 +683,7 @@ impl Session {
             if more {
                 return Ok(());
             }
-            let pushed = crate::client::parse_pushed(&std::mem::take(&mut c.push_parts));
+            let pushed = parse_pushed(&std::mem::take(&mut c.push_parts));
             return self.apply_push(ctx, now, pushed);
         }
         let end = if msg.starts_with("AUTH_FAILED") {
@@ -904,29 +902,21 @@ impl Session {
             .position(|k| k.phase == Phase::Active && k.data.is_some())
     }
 
-    /// Seals `buf[DATA_HEADROOM..]` in place for this peer. Returns the packet's range.
+    /// Seals `buf[DATA_HEADROOM..]` in place for this peer (a ping, an OCC message, the
+    /// client's data). Returns the packet's range.
     pub fn seal_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<std::ops::Range<usize>> {
         let idx = self.send_key_index()?;
         let peer_id = self.data_v2.then_some(self.peer_id);
-        let ks = &mut self.keys[idx];
-        let pid = ks.next_packet_id()?;
-        if pid >= PACKET_ID_WRAP_TRIGGER && self.reneg_at.is_none_or(|t| t > now) {
-            self.reneg_at = Some(now);
+        let ks = &self.keys[idx];
+        let (range, past_trigger) = seal_with(ks.key_id, ks.data.as_ref()?, &ks.tx, peer_id, buf)?;
+        if past_trigger {
+            self.force_renegotiation(now);
         }
-        let data = ks.data.as_ref()?;
-        let range = data.seal(
-            DataHeader {
-                key_id: ks.key_id,
-                peer_id,
-            },
-            pid,
-            buf,
-        );
         self.activity.sent(now, (buf.len() - DATA_HEADROOM) as u64);
         Some(range)
     }
 
-    /// Opens a data packet in place; returns the plaintext range. Does the replay check.
+    /// Opens a data packet in place (the client's data path); returns the plaintext range.
     pub fn open_data(
         &mut self,
         now: Instant,
@@ -939,11 +929,7 @@ impl Session {
             .find(|k| k.key_id == key_id && k.data.is_some())
             .ok_or(DropReason::NoKey)?;
         let data = ks.data.as_ref().ok_or(DropReason::NoKey)?;
-        let (pid, range) = data.open(packet).map_err(|_| DropReason::DecryptFailed)?;
-        // crypto.c:454: authenticate first, then the replay check.
-        ks.rx_replay
-            .check_and_update(pid, 0, now)
-            .map_err(|_| DropReason::Replay)?;
+        let range = open_with(data, &mut ks.rx_replay, now, packet)?;
         self.activity.received(now, range.len() as u64);
         Ok(range)
     }

@@ -328,10 +328,17 @@ struct World {
     client_tun: Vec<Vec<u8>>,
     server_drops: Vec<DropReason>,
     client_drops: Vec<DropReason>,
-    /// A data worker's replica: when set, P_DATA_V2 to the server and the server's tun
-    /// packets go through it instead of the engine (as in the multi-core driver).
-    plane: Option<DataPlane>,
+    /// The server's data path: a DataPlane replica opens every data datagram and seals
+    /// every tun packet, as in the driver. It is fed after every engine call, like the
+    /// control thread's own replica; with [`World::with_plane`] only when the world
+    /// flushes, like a data worker that applies its queue once per wake-up.
+    plane: DataPlane,
+    worker_plane: bool,
     plane_opened: usize,
+    /// Another worker's replica of the same state; seals instead of `plane` while
+    /// `seal_on_second` is set.
+    second: Option<DataPlane>,
+    seal_on_second: bool,
 }
 
 impl World {
@@ -352,7 +359,6 @@ impl World {
         World {
             now,
             net: Net::new(seed, impair),
-            server,
             client,
             server_events: Vec::new(),
             client_events: Vec::new(),
@@ -360,31 +366,49 @@ impl World {
             client_tun: Vec::new(),
             server_drops: Vec::new(),
             client_drops: Vec::new(),
-            plane: None,
+            plane: DataPlane::new(server.data_plane_config()),
+            server,
+            worker_plane: false,
             plane_opened: 0,
+            second: None,
+            seal_on_second: false,
         }
     }
 
+    /// The plane behaves like a data worker's: changes arrive once per flush.
     fn with_plane(mut self) -> World {
-        let config = self.server.enable_data_plane();
-        self.plane = Some(DataPlane::new(config));
+        self.worker_plane = true;
         self
     }
 
     /// Moves published changes to the plane and its events back, like the driver does
     /// after every input and before sending.
     fn sync_plane(&mut self) {
-        let Some(plane) = self.plane.as_mut() else {
-            return;
-        };
-        while let Some(c) = self.server.poll_data_change() {
-            plane.apply(c);
-        }
-        while let Some(e) = plane.poll_event() {
+        self.apply_changes();
+        while let Some(e) = self.plane.poll_event() {
             self.server.handle_data_event(self.now, e);
         }
+        if let Some(second) = self.second.as_mut() {
+            while let Some(e) = second.poll_event() {
+                self.server.handle_data_event(self.now, e);
+            }
+        }
+        self.apply_changes();
+    }
+
+    fn apply_changes(&mut self) {
         while let Some(c) = self.server.poll_data_change() {
-            plane.apply(c);
+            if let Some(second) = self.second.as_mut() {
+                second.apply(c.clone());
+            }
+            self.plane.apply(c);
+        }
+    }
+
+    /// After the engine took input: the control thread's replica is up to date at once.
+    fn after_engine_input(&mut self) {
+        if !self.worker_plane {
+            self.sync_plane();
         }
     }
 
@@ -415,13 +439,13 @@ impl World {
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, mut pkt: Vec<u8>) {
         if to == addr(SERVER) {
-            let outcome = match self.plane.as_mut() {
-                Some(plane) if DataPlane::wants(&pkt) => {
-                    self.plane_opened += 1;
-                    plane.open(self.now, from, &mut pkt)
-                }
-                _ => self.server.handle_datagram(self.now, from, &mut pkt),
+            let outcome = if DataPlane::is_data(&pkt) {
+                self.plane_opened += 1;
+                self.plane.open(self.now, from, &mut pkt)
+            } else {
+                self.server.handle_datagram(self.now, from, &mut pkt)
             };
+            self.after_engine_input();
             match outcome {
                 DatagramOutcome::Tun(r) | DatagramOutcome::ClientToClient(r) => {
                     self.server_tun.push(pkt[r].to_vec())
@@ -459,6 +483,7 @@ impl World {
             }
             if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.server.handle_timeout(self.now);
+                self.after_engine_input();
             }
             if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.client.handle_timeout(self.now);
@@ -522,10 +547,11 @@ impl World {
         let pkt = ipv4_udp(Ipv4Addr::new(10, 8, 0, 1), self.client_ip(), payload);
         let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
         buf[DATA_HEADROOM..].copy_from_slice(&pkt);
-        let outcome = match self.plane.as_mut() {
-            Some(plane) => plane.seal(self.now, &mut buf, pkt.len()),
-            None => self.server.encapsulate(self.now, &mut buf, pkt.len()),
+        let plane = match self.second.as_mut() {
+            Some(second) if self.seal_on_second => second,
+            _ => &mut self.plane,
         };
+        let outcome = plane.seal(self.now, &mut buf, pkt.len());
         match outcome {
             EncapOutcome::Send { dst, range } => {
                 self.net
@@ -1388,11 +1414,7 @@ fn data_plane_keepalive_and_ping_restart_use_the_shared_activity() {
             ..
         }
     )));
-    assert_eq!(
-        w.plane.as_ref().unwrap().peer_count(),
-        0,
-        "the removal reached the plane"
-    );
+    assert_eq!(w.plane.peer_count(), 0, "the removal reached the plane");
 }
 
 #[test]
@@ -1440,16 +1462,12 @@ fn data_plane_reports_exit_notify_to_the_engine() {
         }
     )));
     assert!(w.server.clients().is_empty());
-    assert_eq!(
-        w.plane.as_ref().unwrap().peer_count(),
-        0,
-        "the removal reached the plane"
-    );
+    assert_eq!(w.plane.peer_count(), 0, "the removal reached the plane");
 }
 
 #[test]
 fn data_plane_and_engine_share_the_send_counter() {
-    // The engine seals pings and the plane seals data with the same key: the ids never
+    // The engine seals pings and two planes seal data with the same key: the ids never
     // repeat, so the client accepts every packet.
     let mut w = World::new(
         &Setup {
@@ -1459,20 +1477,13 @@ fn data_plane_and_engine_share_the_send_counter() {
         6,
         Impair::default(),
     );
+    // A second replica (another worker) of the same state.
+    w.second = Some(DataPlane::new(w.server.data_plane_config()));
     w.connect(Duration::from_secs(5));
-    let config = w.server.enable_data_plane();
-    let mut plane = DataPlane::new(config);
-    while let Some(c) = w.server.poll_data_change() {
-        plane.apply(c);
-    }
-    w.plane = Some(plane);
     for i in 0..200 {
-        // Every other packet is sealed by the engine itself.
-        let parked = if i % 2 == 0 { w.plane.take() } else { None };
+        // Every other packet is sealed by the other replica.
+        w.seal_on_second = i % 2 == 0;
         assert!(w.server_sends(format!("p{i}").as_bytes()));
-        if parked.is_some() {
-            w.plane = parked;
-        }
         w.run_for(Duration::from_millis(300));
     }
     assert_eq!(w.client_tun.len(), 200);

@@ -1,0 +1,159 @@
+//! Pushed options: a (reassembled) PUSH_REPLY parsed the way a 2.6 client applies it.
+use std::net::Ipv4Addr;
+
+use warren_crypto::CipherKind;
+
+/// A route pushed or configured: `route NETWORK NETMASK [GATEWAY] [METRIC]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushedRoute {
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub gateway: Option<Ipv4Addr>,
+    pub metric: Option<u32>,
+}
+
+/// What the server pushed, parsed (push.c / options.c semantics for a 2.6 client).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushedConfig {
+    /// `ifconfig ADDR NETMASK` (topology subnet).
+    pub ifconfig: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub route_gateway: Option<Ipv4Addr>,
+    pub topology_subnet: bool,
+    pub routes: Vec<PushedRoute>,
+    /// `redirect-gateway` flags, e.g. `["def1", "bypass-dhcp"]`; None when not pushed.
+    pub redirect_gateway: Option<Vec<String>>,
+    /// `dhcp-option DNS x` and `dhcp-option DOMAIN d` (and `dns server ...` mapped to them).
+    pub dns_servers: Vec<std::net::IpAddr>,
+    pub search_domains: Vec<String>,
+    pub tun_mtu: Option<u16>,
+    pub ping: Option<u32>,
+    pub ping_restart: Option<u32>,
+    pub peer_id: Option<u32>,
+    pub cipher: Option<CipherKind>,
+    /// `protocol-flags ... tls-ekm` or `key-derivation tls-ekm`.
+    pub tls_ekm: bool,
+    /// `protocol-flags cc-exit`.
+    pub cc_exit: bool,
+    /// Every option as received, in order (after `push-continuation` assembly).
+    pub raw: Vec<String>,
+}
+
+/// Parses the options of a (reassembled) PUSH_REPLY the way a 2.6 client applies them
+/// (options.c, push.c). Unknown options are kept in `raw` only.
+pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
+    let mut p = PushedConfig {
+        raw: options.to_vec(),
+        ..PushedConfig::default()
+    };
+    let ip = |s: Option<&&str>| s.and_then(|s| s.parse::<Ipv4Addr>().ok());
+    for opt in options {
+        let t: Vec<&str> = opt.split_whitespace().collect();
+        match t.first().copied() {
+            Some("ifconfig") => {
+                if let (Some(a), Some(m)) = (ip(t.get(1)), ip(t.get(2))) {
+                    p.ifconfig = Some((a, m));
+                }
+            }
+            Some("route-gateway") => p.route_gateway = ip(t.get(1)),
+            Some("topology") => p.topology_subnet = t.get(1) == Some(&"subnet"),
+            Some("route") => {
+                if let (Some(network), Some(netmask)) =
+                    (ip(t.get(1)), ip(t.get(2)).or(Some(Ipv4Addr::BROADCAST)))
+                {
+                    p.routes.push(PushedRoute {
+                        network,
+                        netmask,
+                        gateway: ip(t.get(3)),
+                        metric: t.get(4).and_then(|m| m.parse().ok()),
+                    });
+                }
+            }
+            Some("redirect-gateway") => {
+                p.redirect_gateway = Some(t[1..].iter().map(|s| s.to_string()).collect())
+            }
+            Some("dhcp-option") => match (
+                t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(),
+                t.get(2),
+            ) {
+                (Some("DNS"), Some(a)) | (Some("DNS6"), Some(a)) => {
+                    if let Ok(a) = a.parse() {
+                        p.dns_servers.push(a);
+                    }
+                }
+                (Some("DOMAIN"), Some(d)) | (Some("DOMAIN-SEARCH"), Some(d)) => {
+                    p.search_domains.push(d.to_string())
+                }
+                _ => {}
+            },
+            Some("dns") => match (t.get(1).copied(), t.get(3).copied()) {
+                (Some("server"), Some("address")) => {
+                    p.dns_servers.extend(
+                        t[4..]
+                            .iter()
+                            .filter_map(|a| a.parse::<std::net::IpAddr>().ok()),
+                    );
+                }
+                (Some("search-domains"), _) => p
+                    .search_domains
+                    .extend(t[2..].iter().map(|s| s.to_string())),
+                _ => {}
+            },
+            Some("tun-mtu") => p.tun_mtu = t.get(1).and_then(|v| v.parse().ok()),
+            Some("ping") => p.ping = t.get(1).and_then(|v| v.parse().ok()),
+            Some("ping-restart") => p.ping_restart = t.get(1).and_then(|v| v.parse().ok()),
+            Some("peer-id") => {
+                p.peer_id = t
+                    .get(1)
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&v: &u32| v < 0x00FF_FFFF)
+            }
+            Some("cipher") => p.cipher = t.get(1).and_then(|c| CipherKind::from_name(c)),
+            Some("protocol-flags") => {
+                p.tls_ekm |= t.contains(&"tls-ekm");
+                p.cc_exit |= t.contains(&"cc-exit");
+            }
+            Some("key-derivation") => p.tls_ekm |= t.get(1) == Some(&"tls-ekm"),
+            _ => {}
+        }
+    }
+    p.dns_servers.dedup();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_stock_push_reply() {
+        let msg = "PUSH_REPLY,route-gateway 10.199.0.1,topology subnet,ping 10,ping-restart 120,route 192.168.50.0 255.255.255.0,redirect-gateway def1 bypass-dhcp,dhcp-option DNS 10.199.0.1,dhcp-option DOMAIN corp.example,ifconfig 10.199.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
+        let reply = warren_wire::parse_push_reply(msg).expect("push reply");
+        let p = parse_pushed(&reply.options);
+        assert_eq!(
+            p.ifconfig,
+            Some((
+                Ipv4Addr::new(10, 199, 0, 2),
+                Ipv4Addr::new(255, 255, 255, 0)
+            ))
+        );
+        assert_eq!(p.route_gateway, Some(Ipv4Addr::new(10, 199, 0, 1)));
+        assert!(p.topology_subnet);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].network, Ipv4Addr::new(192, 168, 50, 0));
+        assert_eq!(
+            p.redirect_gateway.as_deref(),
+            Some(&["def1".to_string(), "bypass-dhcp".to_string()][..])
+        );
+        assert_eq!(
+            p.dns_servers,
+            vec![std::net::IpAddr::V4(Ipv4Addr::new(10, 199, 0, 1))]
+        );
+        assert_eq!(p.search_domains, vec!["corp.example".to_string()]);
+        assert_eq!(
+            (p.ping, p.ping_restart, p.peer_id, p.tun_mtu),
+            (Some(10), Some(120), Some(0), Some(1500))
+        );
+        assert_eq!(p.cipher, Some(CipherKind::Aes256Gcm));
+        assert!(p.tls_ekm && p.cc_exit);
+    }
+}

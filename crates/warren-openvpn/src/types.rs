@@ -1,0 +1,115 @@
+//! The crate's shared vocabulary: configuration enums, what became of a packet, why a
+//! packet was dropped and why a session ended. Every other module imports from here; this
+//! module imports nothing of the crate.
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use warren_crypto::{Digest, KeyDirection, StaticKey};
+
+/// Bytes the driver must leave free in front of a tun packet sealed in place:
+/// opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
+pub const DATA_HEADROOM: usize = 24;
+
+/// How control packets are wrapped (`tls-auth`, `tls-crypt`, or neither).
+#[derive(Clone, Debug)]
+pub enum WrapConfig {
+    None,
+    TlsAuth {
+        key: StaticKey,
+        digest: Digest,
+        direction: Option<KeyDirection>,
+    },
+    TlsCrypt {
+        key: StaticKey,
+    },
+}
+
+/// How data-channel keys are derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyDerivation {
+    /// RFC 5705 exporter (`tls-ekm`) when the client offers it, the TLS1-PRF otherwise.
+    #[default]
+    Auto,
+    /// Always the legacy TLS1-PRF, even for clients that offer tls-ekm.
+    ForcePrf,
+}
+
+/// What became of a datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramOutcome {
+    /// A decrypted IP packet is in `buf[range]`: write it to the tun device.
+    Tun(Range<usize>),
+    /// A decrypted IP packet for another client (`client-to-client`): copy it to
+    /// `DATA_HEADROOM` of a buffer and pass it to `DataPlane::seal`.
+    ClientToClient(Range<usize>),
+    /// Control traffic, a ping or similar: nothing for the tun. Drain `poll_transmit`.
+    Consumed,
+    /// Counted and dropped.
+    Dropped(DropReason),
+}
+
+/// What became of a tun packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncapOutcome {
+    /// Send `buf[range]` to `dst`.
+    Send {
+        dst: SocketAddr,
+        range: Range<usize>,
+    },
+    Dropped(DropReason),
+}
+
+/// Why a packet was dropped. Counted, never logged above `trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    Malformed,
+    UnknownOpcode,
+    WrapAuthFailed,
+    Replay,
+    BadCookie,
+    NoSession,
+    NoKey,
+    DecryptFailed,
+    NotIpv4,
+    NoRoute,
+    TooManyClients,
+    /// A tunnelled packet whose source is not the client's VPN address.
+    BadSource,
+    /// tls-crypt-v2 and other control packets we do not speak.
+    Unsupported,
+    /// The queue of stateless replies is full (a flood of resets).
+    Overloaded,
+}
+
+/// Why the server ended a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    ExitNotify,
+    PingTimeout,
+    HandshakeTimeout,
+    TlsError(String),
+    Replaced,
+    Shutdown,
+    AuthFailed,
+    /// Ended by `Server::kick` (revocation, user disabled).
+    Kicked,
+}
+
+/// Why a client session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientDisconnect {
+    /// `AUTH_FAILED[,reason]`: do not retry with the same credentials.
+    AuthFailed(String),
+    /// `RESTART` from the server, or its EXIT: reconnect.
+    Restart(String),
+    /// `HALT`: stop, do not reconnect.
+    Halt(String),
+    PingTimeout,
+    HandshakeTimeout,
+    TlsError(String),
+    /// We closed it (`Client::close`).
+    Closed,
+}
