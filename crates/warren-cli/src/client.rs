@@ -60,6 +60,10 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
+    // First, before any change: undo the routes and DNS a killed earlier client left behind.
+    if let Err(e) = warren_net::recover_abandoned() {
+        warn!("could not undo everything an earlier warren client left behind: {e}");
+    }
 
     let clock = Clock::new().context("reading the system clocks")?;
     let credentials = credentials(&cfg)?;

@@ -27,6 +27,18 @@ pub enum NetError {
     BadNetmask(Ipv4Addr),
     #[error("{path}: {source}")]
     ResolvConf { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} holds DNS settings written by an earlier warren client that ended without \
+         restoring them, and no journal of the file it replaced is left in {journal_dir}{hint}; \
+         put your own resolver configuration back into {path} and start again",
+        path = path.display(),
+        journal_dir = journal_dir.display()
+    )]
+    ResolvConfOrphaned {
+        path: PathBuf,
+        journal_dir: PathBuf,
+        hint: String,
+    },
 }
 
 /// An IPv4 network, `addr/prefix`, with the host bits cleared.

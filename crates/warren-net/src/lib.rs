@@ -4,7 +4,12 @@
 //! The model is a **journal**. [`NetState`] performs each change (a route added, the DNS
 //! configuration replaced) and records how to undo it; [`NetState::restore`] undoes the
 //! recorded changes in reverse order, and so does `Drop`, so a panic, an early `?` or the
-//! end of `main` still leaves the routing table and `/etc/resolv.conf` as they were. On top
+//! end of `main` still leaves the routing table and `/etc/resolv.conf` as they were. The
+//! journal is kept on disk too (`/run/warren/net-<pid>.journal`, rewritten before each
+//! change), so what a client killed with SIGKILL left behind is undone by the next run:
+//! [`recover_abandoned`], called before anything new is applied, puts back the routes and
+//! the original DNS configuration of dead clients in this network namespace, and a
+//! resolv.conf that warren itself wrote is never mistaken for the original. On top
 //! of it, [`TunnelNet`] turns a [`TunnelSpec`] (the tun address, the VPN gateway, routes,
 //! `redirect-gateway`, DNS: what the server pushed merged with the profile) into changes,
 //! and on a reconnect re-applies only what differs from the last spec (`persist-tun`).
@@ -28,10 +33,12 @@
 
 mod dns;
 mod ip;
+mod journal;
 mod state;
 mod tunnel;
 
 pub use dns::{DnsBackend, DnsSpec};
 pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
+pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use state::NetState;
 pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};

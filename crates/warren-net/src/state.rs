@@ -1,27 +1,42 @@
 //! The journal of applied changes.
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
 use crate::dns::{self, DnsBackend, DnsSpec, DnsUndo};
 use crate::ip::{self, Ipv4Net, NetError, PathInfo, RouteSpec};
+use crate::journal::{self, DEFAULT_JOURNAL_DIR, JournalFile};
 
 /// One applied change, with what is needed to take it back.
-#[derive(Debug)]
-enum Change {
+#[derive(Clone, Debug)]
+pub(crate) enum Change {
     Route(RouteSpec),
     Dns(DnsUndo),
+}
+
+impl Change {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Change::Route(r) => format!("route {r}"),
+            Change::Dns(u) => u.describe(),
+        }
+    }
 }
 
 /// Changes made to the system, undone in reverse order by [`NetState::restore`] or on drop.
 ///
 /// Only what this value added is ever removed: a route that already existed is reported
 /// ([`NetError::RouteExists`]) and left out of the journal.
+///
+/// The journal is also kept on disk (see [`NetState::new`]) and rewritten before each
+/// change, so that when the process dies without undoing (a crash, `kill -9`), the next
+/// run undoes it with [`crate::recover_abandoned`].
 #[derive(Debug)]
 pub struct NetState {
     ip: PathBuf,
     journal: Vec<Change>,
+    store: Option<JournalFile>,
 }
 
 impl Default for NetState {
@@ -31,11 +46,61 @@ impl Default for NetState {
 }
 
 impl NetState {
+    /// A state journaled in [`DEFAULT_JOURNAL_DIR`] (`/run/warren/net-<pid>.journal`).
     pub fn new() -> NetState {
+        NetState::with_journal_dir(Path::new(DEFAULT_JOURNAL_DIR))
+    }
+
+    /// A state journaled in `dir` (created at the first change). If the journal cannot be
+    /// written, a warning is logged and changes are still made and undone by this process.
+    pub fn with_journal_dir(dir: &Path) -> NetState {
         NetState {
             ip: ip::ip_binary(),
             journal: Vec::new(),
+            store: Some(JournalFile::for_this_process(dir)),
         }
+    }
+
+    /// A state whose journal lives in memory only (nothing is recovered after a crash).
+    pub fn in_memory() -> NetState {
+        NetState {
+            ip: ip::ip_binary(),
+            journal: Vec::new(),
+            store: None,
+        }
+    }
+
+    /// The journal of a dead client, to undo it.
+    pub(crate) fn adopt(file: JournalFile, changes: Vec<Change>) -> NetState {
+        NetState {
+            ip: ip::ip_binary(),
+            journal: changes,
+            store: Some(file),
+        }
+    }
+
+    fn save(&mut self) {
+        self.save_with(&[]);
+    }
+
+    /// Writes the journal, plus `extra` (newer changes), to disk.
+    fn save_with(&mut self, extra: &[Change]) {
+        if let Some(store) = self.store.as_mut() {
+            if extra.is_empty() {
+                store.save(&self.journal);
+            } else {
+                let mut all = self.journal.clone();
+                all.extend_from_slice(extra);
+                store.save(&all);
+            }
+        }
+    }
+
+    fn journal_dir(&self) -> PathBuf {
+        self.store.as_ref().map_or_else(
+            || PathBuf::from(DEFAULT_JOURNAL_DIR),
+            |s| s.dir().to_path_buf(),
+        )
     }
 
     fn ip(&self, args: &[&str]) -> Result<String, NetError> {
@@ -58,15 +123,22 @@ impl NetState {
         }
     }
 
-    /// Adds a route and journals it.
+    /// Journals a route, then adds it.
     pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), NetError> {
         let mut args = vec!["-4".to_owned(), "route".to_owned(), "add".to_owned()];
         args.extend(r.args());
-        match ip::run(&self.ip, &args) {
-            Ok(_) => {
-                self.journal.push(Change::Route(r.clone()));
-                Ok(())
-            }
+        // Write-ahead: on disk before it exists. A crash before `ip` answers leaves an
+        // entry whose delete finds nothing, or finds a route that someone else added in
+        // that instant; the first is harmless and the second very unlikely.
+        self.journal.push(Change::Route(r.clone()));
+        self.save();
+        let r2 = ip::run(&self.ip, &args);
+        if r2.is_err() {
+            self.journal.pop();
+            self.save();
+        }
+        match r2 {
+            Ok(_) => Ok(()),
             Err(NetError::Command { stderr, .. }) if stderr.contains("File exists") => {
                 Err(NetError::RouteExists {
                     route: r.to_string(),
@@ -85,8 +157,10 @@ impl NetState {
         else {
             return Ok(());
         };
+        self.delete_route(r)?;
         self.journal.remove(i);
-        self.delete_route(r)
+        self.save();
+        Ok(())
     }
 
     fn delete_route(&self, r: &RouteSpec) -> Result<(), NetError> {
@@ -137,9 +211,44 @@ impl NetState {
         full_tunnel: bool,
     ) -> Result<(), NetError> {
         self.clear_dns()?;
-        let undo = dns::apply(backend, dev, spec, full_tunnel)?;
+        let undo = dns::prepare(backend, dev, spec)?;
+        if let DnsUndo::File { path, original, .. } = &undo
+            && dns::is_generated(original)
+            && !journal::live_writer_of(&self.journal_dir(), path, original)
+        {
+            // Taking this for the original would "restore" warren's own file on exit and
+            // lose the user's DNS for good.
+            dns::discard(&undo);
+            let copies = dns::saved_copies(path);
+            return Err(NetError::ResolvConfOrphaned {
+                path: path.clone(),
+                journal_dir: self.journal_dir(),
+                hint: if copies.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (copies saved by earlier clients: {})",
+                        copies
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            });
+        }
+        self.journal.push(Change::Dns(undo.clone()));
+        self.save();
+        if let Err(e) = dns::perform(&undo, spec, full_tunnel) {
+            // Take back whatever part of it was made.
+            if let Err(e2) = dns::undo(&undo) {
+                warn!("could not take back the failed DNS change: {e2}");
+            }
+            self.journal.pop();
+            self.save();
+            return Err(e);
+        }
         debug!("DNS set through {}", undo.describe());
-        self.journal.push(Change::Dns(undo));
         Ok(())
     }
 
@@ -152,10 +261,12 @@ impl NetState {
         else {
             return Ok(());
         };
-        match self.journal.remove(i) {
-            Change::Dns(u) => dns::undo(u),
-            Change::Route(_) => Ok(()),
+        if let Change::Dns(u) = &self.journal[i] {
+            dns::undo(u)?;
         }
+        self.journal.remove(i);
+        self.save();
+        Ok(())
     }
 
     pub fn has_dns(&self) -> bool {
@@ -182,27 +293,28 @@ impl NetState {
     }
 
     /// Undoes every change, newest first. Carries on past failures (each is logged) and
-    /// returns the first one.
+    /// returns the first one; the changes that could not be undone stay in the on-disk
+    /// journal for the next run's [`crate::recover_abandoned`].
     pub fn restore(&mut self) -> Result<(), NetError> {
         let mut first = None;
+        // Newest first; written back oldest first.
+        let mut failed: Vec<Change> = Vec::new();
         while let Some(c) = self.journal.pop() {
-            let (what, r) = match c {
-                Change::Route(route) => {
-                    let r = self.delete_route(&route);
-                    (format!("route {route}"), r)
-                }
-                Change::Dns(u) => {
-                    let what = u.describe();
-                    (what, dns::undo(u))
-                }
+            let what = c.describe();
+            let r = match &c {
+                Change::Route(route) => self.delete_route(route),
+                Change::Dns(u) => dns::undo(u),
             };
             match r {
                 Ok(()) => debug!("restored {what}"),
                 Err(e) => {
                     warn!("could not restore {what}: {e}");
+                    failed.push(c);
                     first.get_or_insert(e);
                 }
             }
+            let kept: Vec<Change> = failed.iter().rev().cloned().collect();
+            self.save_with(&kept);
         }
         first.map_or(Ok(()), Err)
     }

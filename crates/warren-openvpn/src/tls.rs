@@ -22,8 +22,15 @@
 //! Verification failures surface as `rustls::Error::InvalidCertificate`; OpenVPN-specific
 //! rejections carry a [`CertRejection`] (see [`certificate_rejection`]), and
 //! [`describe_tls_error`] renders either kind as one readable log line ("certificate rejected:
-//! …"). Certificate validity periods are checked against rustls' wall clock (its
-//! default time provider), as OpenSSL does in stock OpenVPN.
+//! …").
+//!
+//! Certificate validity periods (notBefore/notAfter) are checked against the configuration's
+//! time provider. [`server_config`] and [`client_config`] use rustls' wall clock (its
+//! default time provider), as OpenSSL does in stock OpenVPN; that is what the driver runs
+//! with. [`server_config_with_time`] and [`client_config_with_time`] take any
+//! [`TimeProvider`], such as a [`ManualClock`] that a simulation moves along with its fake
+//! `now`, so expiry can be tested without waiting for it. This crate never reads a clock
+//! itself.
 
 mod load;
 mod name;
@@ -32,17 +39,22 @@ mod verify;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::time_provider::DefaultTimeProvider;
 use rustls::{
     ClientConfig, ClientConnection, Connection, ConnectionCommon, ServerConfig, ServerConnection,
     SupportedProtocolVersion,
 };
 
+pub use rustls::time_provider::TimeProvider;
 pub use verify::CertRejection;
+use warren_core::Instant;
 
 /// The RFC 5705 exporter label OpenVPN uses for `key-derivation tls-ekm`
 /// (OpenVPN `ssl.c:1565`, `ssl_openssl.c:161`).
@@ -276,6 +288,59 @@ pub enum TlsSetupError {
     Rustls(rustls::Error),
 }
 
+/// A [`TimeProvider`] that reports the time it was last set to, in whole seconds since the
+/// Unix epoch, and never reads a clock: for simulations and tests that run the engines on a
+/// fake clock and want certificate validity judged at that fake time.
+///
+/// Share it as `Arc<ManualClock>` between the configuration (pass it to
+/// [`server_config_with_time`] / [`client_config_with_time`]) and the code that advances the
+/// simulation, which calls [`ManualClock::set_at`] with the same `now` it gives the engines.
+#[derive(Debug)]
+pub struct ManualClock {
+    unix_secs: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock that reads `unix_secs` until it is set again.
+    pub fn new(unix_secs: u64) -> ManualClock {
+        ManualClock {
+            unix_secs: AtomicU64::new(unix_secs),
+        }
+    }
+
+    /// Sets the wall time to `unix_secs`.
+    pub fn set(&self, unix_secs: u64) {
+        self.unix_secs.store(unix_secs, Ordering::Relaxed);
+    }
+
+    /// Sets the wall time that corresponds to the engine time `now`, with the same mapping
+    /// the engines use for their `unix_time_at_zero` setting (wall = anchor + whole seconds
+    /// of `now`).
+    pub fn set_at(&self, unix_time_at_zero: u64, now: Instant) {
+        self.set(unix_time_at_zero.saturating_add(now.as_secs()));
+    }
+
+    /// The wall time it reads now, in seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_secs.load(Ordering::Relaxed)
+    }
+}
+
+impl TimeProvider for ManualClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            self.unix_secs(),
+        )))
+    }
+}
+
+/// rustls' wall clock (`SystemTime`, read by rustls at each handshake): the time provider of
+/// [`server_config`] and [`client_config`], and what a production driver passes to the
+/// `_with_time` constructors.
+pub fn wall_clock() -> Arc<dyn TimeProvider> {
+    Arc::new(DefaultTimeProvider)
+}
+
 /// The crypto provider every OpenVPN TLS configuration uses: ring, with its default suites
 /// and key-exchange groups (X25519 is always offered).
 fn provider() -> Arc<CryptoProvider> {
@@ -312,18 +377,33 @@ fn protocol_versions(
 /// Client certificates are verified against `ca` with OpenVPN's rules (see the module docs).
 /// Tickets, the session cache and ALPN are off; the server's cipher-suite order wins, as with
 /// OpenVPN's `SSL_OP_CIPHER_SERVER_PREFERENCE` (`ssl_openssl.c:268-270`).
+///
+/// Certificate validity periods are checked against the wall clock ([`wall_clock`]); use
+/// [`server_config_with_time`] to inject another time source.
 pub fn server_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
     opts: &ServerTlsOptions,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    server_config_with_time(ca_pem, cert_pem, key_pem, opts, wall_clock())
+}
+
+/// [`server_config`] with the time source that client certificates' validity periods are
+/// checked against (for example a [`ManualClock`] driven by a simulation's fake clock).
+pub fn server_config_with_time(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    opts: &ServerTlsOptions,
+    time: Arc<dyn TimeProvider>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = provider();
     let roots = Arc::new(load::trust_anchors(ca_pem)?);
     let certified = load::certified_key(cert_pem, key_pem, &provider)?;
     let versions = protocol_versions(opts.min_version, opts.max_version)?;
 
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_details(provider.clone(), time)
         .with_protocol_versions(&versions)
         .map_err(TlsSetupError::Rustls)?;
     // OpenVPN ssl_openssl.c:315-356: SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT unless
@@ -356,11 +436,26 @@ pub fn server_config(
 /// The server chain is verified against `ca` without any name check; `remote-cert-tls` and
 /// `verify-x509-name` from `opts` are applied to the server's leaf. Pass
 /// [`no_sni_server_name`] to `ClientConnection::new`.
+///
+/// Certificate validity periods are checked against the wall clock ([`wall_clock`]); use
+/// [`client_config_with_time`] to inject another time source.
 pub fn client_config(
     ca_pem: &str,
     cert_pem: Option<&str>,
     key_pem: Option<&str>,
     opts: &ClientTlsOptions,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    client_config_with_time(ca_pem, cert_pem, key_pem, opts, wall_clock())
+}
+
+/// [`client_config`] with the time source that the server certificate's validity period is
+/// checked against (for example a [`ManualClock`] driven by a simulation's fake clock).
+pub fn client_config_with_time(
+    ca_pem: &str,
+    cert_pem: Option<&str>,
+    key_pem: Option<&str>,
+    opts: &ClientTlsOptions,
+    time: Arc<dyn TimeProvider>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = provider();
     let roots = Arc::new(load::trust_anchors(ca_pem)?);
@@ -378,7 +473,7 @@ pub fn client_config(
         opts.remote_cert_tls,
         opts.verify_x509_name.clone(),
     );
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_details(provider, time)
         .with_protocol_versions(&versions)
         .map_err(TlsSetupError::Rustls)?
         .dangerous()
@@ -548,6 +643,16 @@ mod tests {
                 .iter()
                 .any(|g| g.name() == rustls::NamedGroup::X25519)
         );
+    }
+
+    #[test]
+    fn manual_clock_reads_what_it_was_set_to() {
+        let clock = ManualClock::new(1_000);
+        assert_eq!(clock.current_time().map(|t| t.as_secs()), Some(1_000));
+        clock.set(2_000);
+        assert_eq!(clock.current_time().map(|t| t.as_secs()), Some(2_000));
+        clock.set_at(1_790_000_000, Instant::from_secs(42));
+        assert_eq!(clock.unix_secs(), 1_790_000_042);
     }
 
     #[test]

@@ -76,6 +76,10 @@ impl Ca {
             params.not_before = date_time_ymd(2000, 1, 1);
             params.not_after = date_time_ymd(2001, 1, 1);
         }
+        if let Some(((fy, fm, fd), (ty, tm, td))) = spec.validity {
+            params.not_before = date_time_ymd(fy, fm, fd);
+            params.not_after = date_time_ymd(ty, tm, td);
+        }
         let cert = params.signed_by(&key, &self.issuer()).unwrap();
         Issued {
             cert_pem: cert.pem(),
@@ -93,6 +97,9 @@ fn ca_params(cn: &str) -> CertificateParams {
     params
 }
 
+/// A date: year, month, day.
+type Ymd = (i32, u8, u8);
+
 /// What to put in a leaf certificate.
 #[derive(Clone)]
 struct Leaf {
@@ -101,6 +108,8 @@ struct Leaf {
     key_usages: Vec<KeyUsagePurpose>,
     ekus: Vec<ExtendedKeyUsagePurpose>,
     expired: bool,
+    /// Explicit notBefore and notAfter, both at 00:00:00 UTC.
+    validity: Option<(Ymd, Ymd)>,
 }
 
 impl Leaf {
@@ -115,6 +124,7 @@ impl Leaf {
             ],
             ekus: vec![ExtendedKeyUsagePurpose::ServerAuth],
             expired: false,
+            validity: None,
         }
     }
 
@@ -126,6 +136,7 @@ impl Leaf {
             key_usages: vec![KeyUsagePurpose::DigitalSignature],
             ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
             expired: false,
+            validity: None,
         }
     }
 
@@ -149,6 +160,11 @@ impl Leaf {
 
     fn expired(mut self) -> Leaf {
         self.expired = true;
+        self
+    }
+
+    fn valid(mut self, from: Ymd, to: Ymd) -> Leaf {
+        self.validity = Some((from, to));
         self
     }
 }
@@ -706,6 +722,199 @@ fn expired_server_cert_is_refused() {
         ),
         "{err:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validity periods judged at an injected (fake) time
+// ---------------------------------------------------------------------------------------------
+
+/// 2030-01-01T00:00:00Z and 2031-01-01T00:00:00Z: the validity of the certificates below.
+const VALID_FROM: u64 = 1_893_456_000;
+const VALID_UNTIL: u64 = 1_924_992_000;
+const DAY: u64 = 86_400;
+
+/// The fake times each test tries, with what the verifier must say at each.
+fn fake_times() -> [(u64, Option<&'static str>); 5] {
+    [
+        (VALID_FROM - DAY, Some("not yet valid")),
+        (VALID_FROM, None),
+        (VALID_FROM + 180 * DAY, None),
+        (VALID_UNTIL, None),
+        (VALID_UNTIL + DAY, Some("expired")),
+    ]
+}
+
+/// Checks a validity error against the expectation `what` at fake time `now`: the right
+/// rustls variant, carrying the fake time (so the injected clock was used, not the wall
+/// clock) and the certificate's bound.
+fn assert_validity_error(err: &rustls::Error, what: &str, now: u64) {
+    match (what, err) {
+        (
+            "expired",
+            rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext {
+                time,
+                not_after,
+            }),
+        ) => {
+            assert_eq!(time.as_secs(), now);
+            assert_eq!(not_after.as_secs(), VALID_UNTIL);
+        }
+        (
+            "not yet valid",
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYetContext {
+                time,
+                not_before,
+            }),
+        ) => {
+            assert_eq!(time.as_secs(), now);
+            assert_eq!(not_before.as_secs(), VALID_FROM);
+        }
+        _ => panic!("expected {what} at {now}, got {err:?}"),
+    }
+    let line = tls::describe_tls_error(err);
+    let word = if what == "expired" {
+        "certificate expired"
+    } else {
+        "certificate not valid yet"
+    };
+    assert!(line.starts_with("certificate rejected: "), "{line}");
+    assert!(line.contains(word), "{line}");
+    assert!(line.contains(&now.to_string()), "{line}");
+}
+
+#[test]
+fn client_cert_validity_is_checked_at_the_servers_injected_time() {
+    let pki = ec_pki();
+    let client = pki.ca.issue(
+        Alg::P256,
+        Leaf::client("dated").valid((2030, 1, 1), (2031, 1, 1)),
+    );
+    let clock = Arc::new(tls::ManualClock::new(0));
+    let scfg = tls::server_config_with_time(
+        &pki.ca.pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        &server_opts(),
+        clock.clone(),
+    )
+    .unwrap();
+    // The client judges the server's certificate (valid 1975-4096) at the same fake time.
+    for (now, expect) in fake_times() {
+        clock.set(now);
+        for version in [TlsVersion::V1_2, TlsVersion::V1_3] {
+            let copts = ClientTlsOptions {
+                min_version: Some(version),
+                max_version: Some(version),
+                ..client_opts()
+            };
+            let ccfg = tls::client_config_with_time(
+                &pki.ca.pem,
+                Some(&client.cert_pem),
+                Some(&client.key_pem),
+                &copts,
+                clock.clone(),
+            )
+            .unwrap();
+            let result = handshake(ccfg, scfg.clone());
+            match expect {
+                None => {
+                    let (_, s) = result.unwrap_or_else(|f| panic!("at {now}: {f:?}"));
+                    assert_eq!(
+                        tls::peer_common_name(s.peer_certificates().unwrap()).as_deref(),
+                        Some("dated")
+                    );
+                }
+                Some(what) => {
+                    let err = expect_rejection(result, Side::Server);
+                    assert_validity_error(&err, what, now);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn server_cert_validity_is_checked_at_the_clients_injected_time() {
+    let pki = ec_pki();
+    let server = pki.ca.issue(
+        Alg::P256,
+        Leaf::server("dated-server").valid((2030, 1, 1), (2031, 1, 1)),
+    );
+    let clock = Arc::new(tls::ManualClock::new(0));
+    for (now, expect) in fake_times() {
+        clock.set(now);
+        let scfg = tls::server_config_with_time(
+            &pki.ca.pem,
+            &server.cert_pem,
+            &server.key_pem,
+            &server_opts(),
+            clock.clone(),
+        )
+        .unwrap();
+        for version in [TlsVersion::V1_2, TlsVersion::V1_3] {
+            let copts = ClientTlsOptions {
+                min_version: Some(version),
+                max_version: Some(version),
+                ..client_opts()
+            };
+            let ccfg = tls::client_config_with_time(
+                &pki.ca.pem,
+                Some(&pki.client.cert_pem),
+                Some(&pki.client.key_pem),
+                &copts,
+                clock.clone(),
+            )
+            .unwrap();
+            let result = handshake(ccfg, scfg.clone());
+            match expect {
+                None => {
+                    let (c, _) = result.unwrap_or_else(|f| panic!("at {now}: {f:?}"));
+                    assert_eq!(
+                        tls::peer_common_name(c.peer_certificates().unwrap()).as_deref(),
+                        Some("dated-server")
+                    );
+                }
+                Some(what) => {
+                    let err = expect_rejection(result, Side::Client);
+                    assert_validity_error(&err, what, now);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wall_clock_configs_judge_validity_at_the_real_time() {
+    // The production constructors keep using the wall clock: a certificate valid only from
+    // 2095 is refused today, and the same one is accepted through an injected 2095 clock.
+    const Y2095: u64 = 3_944_678_400;
+    let pki = ec_pki();
+    let client = pki.ca.issue(
+        Alg::P256,
+        Leaf::client("future").valid((2095, 1, 1), (2096, 1, 1)),
+    );
+    let ccfg = client_cfg_with(&pki.ca.pem, &client, &client_opts());
+    let err = expect_rejection(
+        handshake(ccfg.clone(), server_cfg(pki, &server_opts())),
+        Side::Server,
+    );
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidYetContext { .. })
+        ),
+        "{err:?}"
+    );
+    let in_2095: Arc<dyn tls::TimeProvider> = Arc::new(tls::ManualClock::new(Y2095 + 10 * DAY));
+    let scfg = tls::server_config_with_time(
+        &pki.ca.pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        &server_opts(),
+        in_2095,
+    )
+    .unwrap();
+    handshake(ccfg, scfg).unwrap();
 }
 
 #[test]
