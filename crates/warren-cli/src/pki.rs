@@ -13,8 +13,8 @@ use warren_pki::{
 use warren_store::{CertFilter, CertRecord, ImportBatch, NewUser, Revocation, Store};
 
 use crate::state::{
-    Layout, StateDirArg, StateOptions, ensure_state, fmt_date, fmt_rfc3339, open_state, open_store,
-    parse_algo, wall_now, write_atomic,
+    Layout, StateDirArg, StateOptions, begin_import, ensure_state, finish_import, fmt_date,
+    fmt_rfc3339, open_state, open_store, parse_algo, wall_now, write_atomic,
 };
 
 /// `warren pki ...`
@@ -497,13 +497,6 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 
 fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
     let layout = Layout::new(dir);
-    if layout.ca_crt().exists() {
-        bail!(
-            "{} already has a CA; import into a new state directory (--state-dir DIR), or move \
-             the old one away first",
-            dir.display()
-        );
-    }
     let pki = easyrsa::import(
         &a.dir,
         &ImportOptions {
@@ -514,6 +507,8 @@ fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let now = wall_now();
+    // Exclusive, and only into a directory without state (marks the import as in progress).
+    let lock = begin_import(dir)?;
 
     // Which certificate becomes this server's.
     let servers: Vec<_> = pki
@@ -602,7 +597,7 @@ fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
     drop(store);
 
     // Completes the state (server certificate if none was imported, tls-crypt key, CRL).
-    let state = ensure_state(dir, &StateOptions::default())?;
+    let state = finish_import(dir, &lock)?;
     state.write_crl(now)?;
     for line in state
         .created
