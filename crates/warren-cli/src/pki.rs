@@ -14,7 +14,8 @@ use warren_store::{CertFilter, CertRecord, ImportBatch, NewUser, Revocation, Sto
 
 use crate::state::{
     Layout, StateDirArg, StateOptions, begin_import, ensure_state, finish_import, fmt_date,
-    fmt_rfc3339, open_state, open_store, parse_algo, wall_now, write_atomic,
+    fmt_rfc3339, open_state, open_state_for_reading, open_store, parse_algo, wall_now,
+    write_atomic,
 };
 
 /// `warren pki ...`
@@ -414,7 +415,7 @@ struct CertView {
 }
 
 fn list(dir: &std::path::Path, a: ListArgs) -> Result<()> {
-    let state = open_state(dir)?;
+    let state = open_state_for_reading(dir)?;
     let now = wall_now();
     let mut certs = state.store.certs(&CertFilter {
         common_name: a.name.clone(),

@@ -196,6 +196,7 @@ pub struct StateLock {
 /// it (one initialising the same directory, typically). Creates the directory.
 pub fn lock_state(layout: &Layout) -> Result<StateLock> {
     create_private_dir(&layout.dir)?;
+    warn_if_world_writable(layout);
     let path = layout.lock();
     let file = OpenOptions::new()
         .read(true)
@@ -205,21 +206,35 @@ pub fn lock_state(layout: &Layout) -> Result<StateLock> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            eprintln!(
-                "waiting for another warren process using {}",
-                layout.dir.display()
-            );
-            file.lock()
-                .with_context(|| format!("locking {}", path.display()))?;
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
-        }
+    let got = warren_io::flock::try_lock_exclusive(&file)
+        .with_context(|| format!("locking {}", path.display()))?;
+    if !got {
+        eprintln!(
+            "waiting for another warren process using {}",
+            layout.dir.display()
+        );
+        warren_io::flock::lock_exclusive(&file)
+            .with_context(|| format!("locking {}", path.display()))?;
     }
     Ok(StateLock { _file: file })
+}
+
+/// Warns (once per directory) when the state directory or `pki/` is writable by every user:
+/// anyone could then replace the keys or the database.
+fn warn_if_world_writable(layout: &Layout) {
+    for d in [layout.dir.clone(), layout.pki()] {
+        if let Ok(m) = fs::metadata(&d)
+            && m.permissions().mode() & 0o002 != 0
+        {
+            eprintln!(
+                "warning: {} is writable by every user (mode {:o}): anyone on this machine can \
+                 replace its keys or its database; fix it with `chmod 700 {}`",
+                d.display(),
+                m.permissions().mode() & 0o7777,
+                d.display()
+            );
+        }
+    }
 }
 
 fn read_marker(layout: &Layout) -> Result<Option<Building>> {
@@ -565,6 +580,118 @@ pub fn open_state(dir: &Path) -> Result<State> {
     }
     let lock = lock_state(&layout)?;
     ensure_state_locked(&layout, &StateOptions::default(), &lock, false)
+}
+
+/// Opens an existing state for a command that only reads it (`user list`, `user show`,
+/// `pki list`, `profile export`): like [`open_state`] when the directory is writable (so it
+/// also finishes an interrupted first run), and read-only, without creating, repairing or
+/// recording anything, on a directory this process cannot write (a read-only mount, or
+/// another owner's directory).
+pub fn open_state_for_reading(dir: &Path) -> Result<State> {
+    let layout = Layout::new(dir);
+    if !dir.exists() {
+        return open_state(dir);
+    }
+    match lock_state(&layout) {
+        Ok(lock) => ensure_state_locked(&layout, &StateOptions::default(), &lock, false),
+        Err(e) if is_read_only_error(&e) => open_state_read_only(&layout),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_read_only_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            )
+        })
+}
+
+/// [`open_state_for_reading`] on a directory that cannot be written.
+fn open_state_read_only(layout: &Layout) -> Result<State> {
+    // Wait for a writer that is initialising (if the lock file can be opened at all).
+    let _lock = match File::open(layout.lock()) {
+        Ok(f) => {
+            warren_io::flock::lock_shared(&f)
+                .with_context(|| format!("locking {}", layout.lock().display()))?;
+            Some(f)
+        }
+        Err(_) => None,
+    };
+    let needs_writer = |what: &str| {
+        anyhow::anyhow!(
+            "{} {what}, which needs write access to finish; run `warren pki init --state-dir {}` \
+             as a user who can write it (read-only commands cannot)",
+            layout.dir.display(),
+            layout.dir.display()
+        )
+    };
+    if read_marker(layout)?.is_some() {
+        return Err(needs_writer("holds an unfinished first initialisation"));
+    }
+    if next_name(&layout.ca_crt()).exists() || next_name(&layout.server_crt()).exists() {
+        return Err(needs_writer("holds an interrupted certificate switch"));
+    }
+    if is_fresh_read_only(layout)? {
+        bail!(
+            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren \
+             server` once)",
+            layout.dir.display(),
+            layout.dir.display()
+        );
+    }
+    if check_complete(layout)? {
+        return Err(missing_report(
+            layout,
+            &[format!(
+                "the server certificate and key ({}, {}) are missing: run `warren pki init` as a \
+                 user who can write the directory to have the CA issue new ones",
+                layout.server_crt().display(),
+                layout.server_key().display()
+            )],
+        ));
+    }
+    let store = SqliteStore::open_read_only(&layout.db())
+        .with_context(|| format!("opening the database {} read-only", layout.db().display()))?;
+    if store_is_empty(&store)? {
+        return Err(missing_report(
+            layout,
+            &[format!(
+                "the database {} is empty although the PKI exists (no users, no certificates): \
+                 restore it from a backup",
+                layout.db().display()
+            )],
+        ));
+    }
+    let pki = load_ca(layout)?;
+    let (server_cert_pem, server_key_pem) = load_server(layout, &pki)?;
+    let tls_crypt = load_tls_crypt(layout)?;
+    Ok(State {
+        dir: layout.dir.clone(),
+        ca_pem: pki.cert_pem().to_owned(),
+        server_cert_pem,
+        server_key_pem,
+        tls_crypt,
+        store: Arc::new(store),
+        pki,
+        created: Vec::new(),
+    })
+}
+
+/// [`is_fresh`] without creating or migrating anything.
+fn is_fresh_read_only(layout: &Layout) -> Result<bool> {
+    if material(layout).iter().any(|p| p.exists()) {
+        return Ok(false);
+    }
+    match fs::metadata(layout.db()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("reading {}", layout.db().display())),
+        Ok(m) if m.len() == 0 => Ok(true),
+        Ok(_) => Ok(false),
+    }
 }
 
 /// Starts a `pki import` into `dir`: takes the lock and checks that the directory holds no

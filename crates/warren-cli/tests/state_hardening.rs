@@ -241,3 +241,66 @@ fn concurrent_first_runs_agree_on_one_ca() {
         assert!(!state.join(".init-incomplete").exists());
     }
 }
+
+/// Runs `warren ARGS --state-dir STATE` with STATE bind-mounted read-only, in a private mount
+/// namespace of its own (the host's mounts are untouched).
+fn warren_read_only(state: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(state)
+        .arg(WARREN)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .env_remove("WARREN_STATE_DIR")
+        .stdin(Stdio::null());
+    let out = run_bounded(&mut cmd, Duration::from_secs(60));
+    (out.success(), out.stdout, out.stderr)
+}
+
+#[test]
+fn read_only_commands_work_on_a_read_only_state_dir() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    make_state(&state);
+    // The mount really is read-only.
+    let (ok, _, err) = warren_read_only(&state, &["user", "add", "zoe", "--no-password"]);
+    assert!(!ok, "a write succeeded on the read-only mount: {err}");
+
+    let (ok, out, err) = warren_read_only(&state, &["user", "list", "--json"]);
+    assert!(ok, "user list: {err}");
+    assert!(out.contains("\"alice\""), "{out}");
+    let (ok, out, err) = warren_read_only(&state, &["user", "show", "alice"]);
+    assert!(ok && out.contains("alice"), "user show: {err}");
+    let (ok, out, err) = warren_read_only(&state, &["pki", "list"]);
+    assert!(ok && out.contains("alice"), "pki list: {err}");
+    let (ok, out, err) = warren_read_only(
+        &state,
+        &["profile", "export", "alice", "--remote", "192.0.2.1"],
+    );
+    assert!(ok && out.contains("<tls-crypt>"), "profile export: {err}");
+}
+
+#[test]
+fn a_world_writable_state_dir_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    make_state(&state);
+    let r = warren(&state, &["user", "list"]);
+    assert!(
+        r.ok && !r.stderr.contains("writable by every user"),
+        "{}",
+        r.stderr
+    );
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let r = warren(&state, &["user", "list"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("writable by every user") && r.stderr.contains("chmod 700"),
+        "{}",
+        r.stderr
+    );
+}
