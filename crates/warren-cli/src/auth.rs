@@ -10,7 +10,9 @@
 //!    the certificate modes a user name sent next to the certificate must be that name;
 //! 3. the user: exists, enabled, not expired; and the password, when the mode or the user
 //!    asks for one (argon2id). Password checks go through an [`AuthRateLimiter`] first: an
-//!    address or user over its failure budget is refused without looking at the password.
+//!    address, or a user at an address, over its failure budget is refused without looking
+//!    at the password. Failures from one address never refuse a login from another (the
+//!    policy is logged once at startup).
 //!
 //! An accepted client gets its user's fixed address, else the address it had last time (the
 //! lease, kept across restarts), else the lowest pool address nobody holds, is leased to, or
@@ -171,6 +173,7 @@ impl StoreAuth {
         pool: Pool,
         limits: RateLimitConfig,
     ) -> StoreAuth {
+        info!("login rate limits: {limits}");
         StoreAuth {
             store,
             mode,
@@ -260,7 +263,7 @@ impl StoreAuth {
             {
                 let by = match by {
                     LimitedBy::Address => "from this address",
-                    LimitedBy::User => "for this user",
+                    LimitedBy::UserAtAddress => "for this user from this address",
                 };
                 return Err(Refusal(format!(
                     "too many failed logins {by}; password not checked (retry in {} s)",
@@ -687,6 +690,44 @@ mod tests {
             accepted(&a.authenticate(later, req(11, "bob", None, Some("bob"), Some("right"))))
                 .is_some()
         );
+    }
+
+    /// A stranger guessing bob's password (or spraying user names) from one address must not
+    /// lock bob out when he logs in from another address.
+    #[test]
+    fn a_stranger_cannot_lock_out_a_user_elsewhere() {
+        let mut w = World::new();
+        w.user("bob", Some("right"));
+        let mut a = w.auth(AuthMode::Password);
+        let t = w.t;
+        let from = |r: AuthRequest, addr: &str| AuthRequest {
+            addr: addr.parse().expect("addr"),
+            ..r
+        };
+        for i in 0..10 {
+            assert!(
+                accepted(&a.authenticate(t, req(i, "bob", None, Some("bob"), Some("wrong"))))
+                    .is_none()
+            );
+        }
+        for i in 0..30 {
+            let name = format!("nobody{i}");
+            assert!(
+                accepted(&a.authenticate(t, req(20 + i, &name, None, Some(&name), Some("x"))))
+                    .is_none()
+            );
+        }
+        // From the guesser's address bob is refused unchecked...
+        assert!(
+            accepted(&a.authenticate(t, req(60, "bob", None, Some("bob"), Some("right"))))
+                .is_none()
+        );
+        // ...but from a clean address his right password gets him in at once.
+        let r = from(
+            req(61, "bob", None, Some("bob"), Some("right")),
+            "198.51.100.9:5000",
+        );
+        assert!(accepted(&a.authenticate(t, r)).is_some());
     }
 
     #[test]

@@ -148,10 +148,89 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// `--network CIDR`: an IPv4 network warren can hand out addresses from. Like OpenVPN's
+/// `server NETWORK NETMASK`, an address with host bits set is an error, and so are networks
+/// no client can use (0.0.0.0/8 "this network", loopback, multicast, reserved/broadcast) and
+/// ones too small for a server and a client.
+pub(crate) fn parse_vpn_network(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    let net: ipnet::Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 network in CIDR form (e.g. 10.8.0.0/24)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{net} has host bits set; the network is {} (OpenVPN's `server` refuses this too)",
+            net.trunc()
+        ));
+    }
+    let a = net.network();
+    let unusable = if a.octets()[0] == 0 {
+        Some("0.0.0.0/8 means \"this network\" and cannot be routed")
+    } else if a.is_loopback() {
+        Some("it is the loopback range 127.0.0.0/8")
+    } else if a.is_multicast() {
+        Some("it is multicast (224.0.0.0/4)")
+    } else if a.octets()[0] >= 240 {
+        Some("it is reserved (240.0.0.0/4) or broadcast")
+    } else if net.prefix_len() < 8 {
+        Some("it is wider than /8 and overlaps reserved ranges")
+    } else {
+        None
+    };
+    if let Some(why) = unusable {
+        return Err(format!(
+            "{net} cannot be a VPN network: {why}; use a private range such as 10.8.0.0/24"
+        ));
+    }
+    if net.prefix_len() > 30 {
+        return Err(format!(
+            "{net} is too small for a server and a client (at most /30)"
+        ));
+    }
+    Ok(net)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn vpn_networks() {
+        for good in [
+            "10.8.0.0/24",
+            "192.168.77.0/30",
+            "100.64.0.0/10",
+            "172.16.0.0/12",
+        ] {
+            assert!(parse_vpn_network(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "0.0.0.0/24",
+            "0.0.0.0/0",
+            "127.0.0.0/8",
+            "224.0.0.0/24",
+            "255.255.255.0/24",
+            "10.8.0.5/24",
+            "10.8.0.0/31",
+            "10.8.0.0",
+            "fd00::/64",
+            "x",
+        ] {
+            assert!(parse_vpn_network(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_server_values_are_errors() {
+        for args in [
+            &["warren", "server", "--max-clients", "0"][..],
+            &["warren", "server", "--network", "0.0.0.0/24"],
+            &["warren", "server", "--network", "10.8.0.1/24"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["warren", "server", "--max-clients", "1"]).is_ok());
+    }
 
     #[test]
     fn error_chain_without_repeats() {

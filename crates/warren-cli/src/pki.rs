@@ -13,8 +13,9 @@ use warren_pki::{
 use warren_store::{CertFilter, CertRecord, ImportBatch, NewUser, Revocation, Store};
 
 use crate::state::{
-    Layout, StateDirArg, StateOptions, ensure_state, fmt_date, fmt_rfc3339, open_state, open_store,
-    parse_algo, wall_now, write_atomic,
+    Layout, StateDirArg, StateOptions, begin_import, ensure_state, finish_import, fmt_date,
+    fmt_rfc3339, open_state, open_state_for_reading, open_store, parse_algo, wall_now,
+    write_atomic,
 };
 
 /// `warren pki ...`
@@ -414,7 +415,7 @@ struct CertView {
 }
 
 fn list(dir: &std::path::Path, a: ListArgs) -> Result<()> {
-    let state = open_state(dir)?;
+    let state = open_state_for_reading(dir)?;
     let now = wall_now();
     let mut certs = state.store.certs(&CertFilter {
         common_name: a.name.clone(),
@@ -497,13 +498,6 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 
 fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
     let layout = Layout::new(dir);
-    if layout.ca_crt().exists() {
-        bail!(
-            "{} already has a CA; import into a new state directory (--state-dir DIR), or move \
-             the old one away first",
-            dir.display()
-        );
-    }
     let pki = easyrsa::import(
         &a.dir,
         &ImportOptions {
@@ -514,6 +508,8 @@ fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let now = wall_now();
+    // Exclusive, and only into a directory without state (marks the import as in progress).
+    let lock = begin_import(dir)?;
 
     // Which certificate becomes this server's.
     let servers: Vec<_> = pki
@@ -602,7 +598,7 @@ fn import(dir: &std::path::Path, a: ImportArgs) -> Result<()> {
     drop(store);
 
     // Completes the state (server certificate if none was imported, tls-crypt key, CRL).
-    let state = ensure_state(dir, &StateOptions::default())?;
+    let state = finish_import(dir, &lock)?;
     state.write_crl(now)?;
     for line in state
         .created

@@ -16,7 +16,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use warren_pki::CertKind;
 use warren_store::{CertFilter, CertRecord, Store};
 
-use crate::state::{State, StateDirArg, fmt_date, open_state, wall_now, write_atomic};
+use crate::state::{State, StateDirArg, fmt_date, open_state_for_reading, wall_now, write_atomic};
 
 /// The default OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -244,7 +244,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
 }
 
 fn export(dir: &Path, a: ExportArgs) -> Result<()> {
-    let state = open_state(dir)?;
+    let state = open_state_for_reading(dir)?;
     let remotes: Vec<(String, u16)> = if a.remotes.is_empty() {
         let h = hostname().context("cannot tell this machine's host name; pass --remote HOST")?;
         eprintln!(

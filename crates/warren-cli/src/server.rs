@@ -96,6 +96,7 @@ pub struct ServerArgs {
         long,
         value_name = "CIDR",
         default_value = "10.8.0.0/24",
+        value_parser = crate::parse_vpn_network,
         conflicts_with = "config"
     )]
     pub network: Ipv4Net,
@@ -115,7 +116,7 @@ pub struct ServerArgs {
     #[arg(long, conflicts_with = "config")]
     pub client_to_client: bool,
     /// At most this many clients at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS, conflicts_with = "config")]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
     pub max_clients: u32,
     /// Write an OpenVPN status file (version 2) every 60 seconds.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -858,6 +859,14 @@ fn check_push(p: &str) -> Result<()> {
     if p.contains(',') || p.chars().any(char::is_control) || p.contains('"') {
         bail!("--push {p:?}: an option cannot contain commas, quotes or control characters");
     }
+    // Each option in a PUSH_REPLY is at most 255 characters (openvpn-protocol.md, control
+    // messages); a longer one is lost on the client: refuse it here instead.
+    if p.len() > 255 {
+        bail!(
+            "--push: option is {} bytes long; OpenVPN clients accept at most 255",
+            p.len()
+        );
+    }
     Ok(())
 }
 
@@ -1210,6 +1219,8 @@ mod tests {
         for bad in ["", "  ", "route a,b", "x\ny", "say \"hi\""] {
             assert!(check_push(bad).is_err(), "{bad:?}");
         }
+        assert!(check_push(&format!("setenv X {}", "y".repeat(246))).is_ok());
+        assert!(check_push(&format!("setenv X {}", "y".repeat(247))).is_err());
     }
 
     #[test]

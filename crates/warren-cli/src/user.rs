@@ -9,13 +9,15 @@ use clap::{Args, Subcommand};
 use ipnet::IpNet;
 use serde::Serialize;
 use warren_pki::validate_name;
-use warren_store::{CertFilter, CertRecord, NewUser, Store, User, UserChange, password};
+use warren_store::{
+    CertFilter, CertRecord, NewUser, RateLimitConfig, Store, User, UserChange, password,
+};
 use zeroize::Zeroizing;
 
 use crate::pki::{LeafArgs, print_table};
 use crate::state::{
-    StateDirArg, StateOptions, ensure_state, fmt_date, fmt_rfc3339, open_state, parse_date,
-    wall_now,
+    StateDirArg, StateOptions, ensure_state, fmt_date, fmt_rfc3339, open_state,
+    open_state_for_reading, parse_date, wall_now,
 };
 
 /// `warren user ...`
@@ -345,7 +347,7 @@ fn view(store: &dyn Store, u: &User, now: std::time::SystemTime) -> Result<UserV
 }
 
 fn list(dir: &Path, json: bool) -> Result<()> {
-    let state = open_state(dir)?;
+    let state = open_state_for_reading(dir)?;
     let now = wall_now();
     let users = state.store.users()?;
     let views = users
@@ -408,10 +410,12 @@ struct UserDetail {
     #[serde(flatten)]
     user: UserView,
     certificates: Vec<CertBrief>,
+    /// The server's failed-login policy (its counters live in the running server only).
+    login_limits: String,
 }
 
 fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
-    let state = open_state(dir)?;
+    let state = open_state_for_reading(dir)?;
     let now = wall_now();
     let Some(u) = state.store.user(name)? else {
         bail!("no user {name:?} (see `warren user list`)");
@@ -435,6 +439,7 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
         let d = UserDetail {
             user: v,
             certificates: certs,
+            login_limits: RateLimitConfig::default().to_string(),
         };
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());
@@ -476,6 +481,15 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
         for c in &certs {
             println!("  {}  {}  until {}", c.serial, c.status, c.not_after);
         }
+    }
+    if v.has_password {
+        // The failure counters live in the running server's memory only (a restart clears
+        // them), so the policy is what can be shown here; refusals are in the server's log.
+        println!(
+            "login limits: {} (counted by the running server, not stored; refusals are logged \
+             as \"too many failed logins\")",
+            RateLimitConfig::default()
+        );
     }
     Ok(())
 }

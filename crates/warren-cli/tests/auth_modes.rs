@@ -3,9 +3,10 @@
 //! * `--auth cert` (the default): a certificate; users that have a password must give it too;
 //! * `--auth cert+password`: both, for every user;
 //! * `--auth password`: user name and password, no client certificate;
-//! * wrong passwords get `AUTH_FAILED`; a burst of them is rate-limited (even the right
-//!   password is then refused without being checked), while another user behind the same
-//!   address still gets in;
+//! * wrong passwords get `AUTH_FAILED`; a burst of them from one address is rate-limited
+//!   there (even the right password is then refused without being checked), while another
+//!   user behind the same address still gets in, and the guessed user still gets in from a
+//!   clean address;
 //! * an expired certificate (signed by the state's CA with `openssl ca`) is refused at TLS,
 //!   and an expired user at authentication, each with a clear server log line.
 //!
@@ -346,4 +347,16 @@ fn password_mode_with_a_burst_of_wrong_passwords() {
         &Transfer::bytes(MB),
     )
     .assert_intact();
+    drop(frank);
+
+    // The guesser's failures are tied to its address: erin, from a clean address, is not
+    // locked out (the limiter used to refuse her from every address, letting any stranger
+    // who knows a user name lock that user out).
+    let (clean, srv, _) = lab.new_peer_ns();
+    let profile = w.export("erin", &srv, &["--no-cert"]);
+    let (p, _) = write_profile(&lab, "erin-clean", &profile, Some(("erin", "erin-pw")));
+    let mut erin = start_openvpn(&lab, &clean, "erin-clean", &p);
+    erin.wait_for_line(CONNECTED, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\nserver:\n{}", server.log()));
+    assert_logged(&server, &["login rate limits: per user and source address"]);
 }

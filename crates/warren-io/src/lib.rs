@@ -20,12 +20,14 @@
 //! * [`OsRng`]: [`warren_core::Rng`] over the `getrandom(2)` system call.
 //! * [`Signals`]: SIGINT, SIGTERM and SIGHUP as a readable `signalfd`.
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
+//! * [`flock`]: advisory file locks (the state directory's lock file).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The only OpenVPN knowledge here is
 //! the opcode and peer-id position the steering program reads (four bytes, cited there).
 #![cfg(target_os = "linux")]
 
 mod clock;
+pub mod flock;
 mod poll;
 mod privs;
 mod rng;

@@ -27,6 +27,12 @@ pub enum StoreError {
          upgrade warren"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A read-only open found a database that needs a schema upgrade first.
+    #[error(
+        "the database has schema version {found} and needs an upgrade to {supported}, which a \
+         read-only open cannot do; run any writing warren command (e.g. `warren pki init`) once"
+    )]
+    NeedsMigration { found: i64, supported: i64 },
     /// An SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -13,7 +13,8 @@
 //! * [`password`]: argon2id hashing (PHC strings) and verification;
 //! * [`Store::verify_password`] and [`Store::check_user`]: the verdict the server turns into
 //!   `AUTH_FAILED` or a session ([`AuthOutcome`]);
-//! * [`AuthRateLimiter`]: sans-IO failed-login throttling per source address and per user,
+//! * [`AuthRateLimiter`]: sans-IO failed-login throttling per (source address, user) and per
+//!   source address (never across addresses),
 //!   driven by the caller's `now`.
 //!
 //! Wall-clock times (expiry, revocation, lease timestamps) come in as `SystemTime` arguments;

@@ -100,6 +100,63 @@ impl SqliteStore {
         Self::init(conn, Some(path.to_path_buf()))
     }
 
+    /// Opens the database at `path` for reading only (commands that only look, on a state
+    /// directory this process may not write, e.g. a read-only mount). Nothing is created or
+    /// migrated; a database that needs a migration is an error saying to run a writing command
+    /// first. When the WAL index cannot be created next to a read-only file, the file is read
+    /// as immutable (nobody can be writing it through this path).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        let conn = match Self::check_read_only(&conn) {
+            Ok(()) => conn,
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::CannotOpen =>
+            {
+                drop(conn);
+                let uri = format!(
+                    "file:{}?immutable=1",
+                    path.to_string_lossy()
+                        .replace('%', "%25")
+                        .replace('?', "%3f")
+                );
+                let conn = Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                    .map_err(open_err)?;
+                Self::check_read_only(&conn)?;
+                conn
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    fn check_read_only(conn: &Connection) -> Result<(), StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        if version < supported {
+            return Err(StoreError::NeedsMigration {
+                found: version,
+                supported,
+            });
+        }
+        Ok(())
+    }
+
     /// A private in-memory database (tests).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?, None)

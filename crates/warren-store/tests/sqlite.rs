@@ -451,3 +451,38 @@ proptest! {
         prop_assert_eq!(&got.routes, &u.routes);
     }
 }
+
+#[test]
+fn read_only_open_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warren.db");
+    let s = SqliteStore::open(&path).expect("create");
+    s.add_user(&NewUser::named("alice"), None, t(NOW))
+        .expect("add");
+    drop(s);
+    let before = std::fs::read(&path).expect("read");
+
+    let ro = SqliteStore::open_read_only(&path).expect("read-only open");
+    assert!(ro.user("alice").expect("get").is_some());
+    assert_eq!(ro.users().expect("list").len(), 1);
+    assert!(
+        ro.add_user(&NewUser::named("bob"), None, t(NOW)).is_err(),
+        "a read-only store must not write"
+    );
+    drop(ro);
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+
+    // A missing file is an error, not a new database.
+    let none = dir.path().join("none.db");
+    assert!(SqliteStore::open_read_only(&none).is_err());
+    assert!(!none.exists());
+
+    // An older schema cannot be migrated read-only.
+    let c = rusqlite::Connection::open(&path).expect("raw");
+    c.pragma_update(None, "user_version", 0).expect("downgrade");
+    drop(c);
+    assert!(matches!(
+        SqliteStore::open_read_only(&path),
+        Err(StoreError::NeedsMigration { found: 0, .. })
+    ));
+}
