@@ -1,7 +1,6 @@
 //! What a lowered config means once OpenVPN 2.6's defaults are applied: the
 //! one place that says `reneg-sec` is 3600 unless set, how `keepalive`
-//! expands, when `mssfix` clamps. Engines and drivers take these values; the
-//! code that builds them from [`ServerConfig`] and [`ClientConfig`] only
+//! expands, when `mssfix` clamps. Whoever builds engines from these only
 //! changes types.
 
 use std::path::Path;
@@ -61,17 +60,16 @@ pub struct Session {
     pub explicit_exit_notify: bool,
 }
 
-/// The directives behind [`Session`], as both configs store them.
-struct Raw {
-    reneg_sec: Option<u32>,
-    hand_window: Option<u32>,
-    tls_timeout: Option<u32>,
-    keepalive: Option<(u32, u32)>,
-    ping: Option<u32>,
-    ping_restart: Option<u32>,
-    tun_mtu: Option<u16>,
-    mssfix: Option<u16>,
-    explicit_exit_notify: Option<u32>,
+/// The directives behind [`Session`], which both configs store under the same names.
+macro_rules! session {
+    ($side:expr, $c:expr) => {
+        Session::resolve(
+            $side,
+            ($c.reneg_sec, $c.hand_window, $c.tls_timeout),
+            ($c.keepalive, $c.ping, $c.ping_restart),
+            ($c.tun_mtu, $c.mssfix, $c.explicit_exit_notify),
+        )
+    };
 }
 
 fn secs(s: u32) -> Duration {
@@ -79,7 +77,12 @@ fn secs(s: u32) -> Duration {
 }
 
 impl Session {
-    fn resolve(side: Side, r: Raw) -> Session {
+    fn resolve(
+        side: Side,
+        (reneg_sec, hand_window, tls_timeout): (Option<u32>, Option<u32>, Option<u32>),
+        (keepalive, ping_arg, restart): (Option<(u32, u32)>, Option<u32>, Option<u32>),
+        (tun_mtu, mss, exit_notify): (Option<u16>, Option<u16>, Option<u32>),
+    ) -> Session {
         // OpenVPN helper.c helper_keepalive: `keepalive a b` is `ping a` and
         // `ping-restart b`; a server doubles its own restart timeout and pushes
         // `ping a` and `ping-restart b`. The lowering refuses explicit `ping` /
@@ -87,7 +90,7 @@ impl Session {
         // only, 0 turning them off.
         let (mut ping, mut ping_restart, mut push_ping, mut push_ping_restart) =
             (None, None, None, None);
-        if let Some((a, b)) = r.keepalive {
+        if let Some((a, b)) = keepalive {
             ping = Some(secs(a));
             ping_restart = Some(match side {
                 Side::Server => secs(b).saturating_mul(2),
@@ -97,27 +100,27 @@ impl Session {
                 (push_ping, push_ping_restart) = (Some(a), Some(b));
             }
         }
-        if let Some(p) = r.ping {
+        if let Some(p) = ping_arg {
             ping = (p > 0).then(|| secs(p));
         }
-        if let Some(p) = r.ping_restart {
+        if let Some(p) = restart {
             ping_restart = (p > 0).then(|| secs(p));
         }
-        let tun_mtu = r.tun_mtu.unwrap_or(defaults::TUN_MTU);
+        let tun_mtu = tun_mtu.unwrap_or(defaults::TUN_MTU);
         Session {
-            reneg: match r.reneg_sec.unwrap_or(defaults::RENEG_SEC) {
+            reneg: match reneg_sec.unwrap_or(defaults::RENEG_SEC) {
                 0 => None,
                 s => Some(secs(s)),
             },
-            hand_window: secs(r.hand_window.unwrap_or(defaults::HAND_WINDOW)),
-            tls_timeout: secs(r.tls_timeout.unwrap_or(defaults::TLS_TIMEOUT)),
+            hand_window: secs(hand_window.unwrap_or(defaults::HAND_WINDOW)),
+            tls_timeout: secs(tls_timeout.unwrap_or(defaults::TLS_TIMEOUT)),
             ping,
             ping_restart,
             push_ping,
             push_ping_restart,
             tun_mtu,
-            mssfix: mssfix(r.mssfix, tun_mtu),
-            explicit_exit_notify: r.explicit_exit_notify.is_some_and(|n| n > 0),
+            mssfix: mssfix(mss, tun_mtu),
+            explicit_exit_notify: exit_notify.is_some_and(|n| n > 0),
         }
     }
 }
@@ -139,20 +142,7 @@ fn mssfix(configured: Option<u16>, tun_mtu: u16) -> Option<u16> {
 impl ServerConfig {
     /// Timers and sizes, defaults applied.
     pub fn session(&self) -> Session {
-        Session::resolve(
-            Side::Server,
-            Raw {
-                reneg_sec: self.reneg_sec,
-                hand_window: self.hand_window,
-                tls_timeout: self.tls_timeout,
-                keepalive: self.keepalive,
-                ping: self.ping,
-                ping_restart: self.ping_restart,
-                tun_mtu: self.tun_mtu,
-                mssfix: self.mssfix,
-                explicit_exit_notify: self.explicit_exit_notify,
-            },
-        )
+        session!(Side::Server, self)
     }
 
     /// The prefix length of `server NETWORK NETMASK` (the lowering checked
@@ -200,20 +190,7 @@ impl ServerConfig {
 impl ClientConfig {
     /// Timers and sizes, defaults applied.
     pub fn session(&self) -> Session {
-        Session::resolve(
-            Side::Client,
-            Raw {
-                reneg_sec: self.reneg_sec,
-                hand_window: self.hand_window,
-                tls_timeout: self.tls_timeout,
-                keepalive: self.keepalive,
-                ping: self.ping,
-                ping_restart: self.ping_restart,
-                tun_mtu: self.tun_mtu,
-                mssfix: self.mssfix,
-                explicit_exit_notify: self.explicit_exit_notify,
-            },
-        )
+        session!(Side::Client, self)
     }
 
     /// The tls-auth HMAC digest: `auth`, SHA1 when absent.
@@ -243,34 +220,33 @@ impl ClientConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
     use crate::{client_config_from_str, server_config_from_str};
 
-    const SERVER: &str = "ca ca.crt\ncert s.crt\nkey s.key\nserver 10.8.0.0 255.255.255.0\n\
-                          topology subnet\n";
-    const CLIENT: &str = "client\nremote 192.0.2.1\nca ca.crt\ncert c.crt\nkey c.key\n\
-                          remote-cert-tls server\n";
-
     fn server(extra: &str) -> ServerConfig {
-        server_config_from_str(&format!("{SERVER}{extra}\n"), "s.conf", Path::new("."))
-            .expect("server config")
+        let text = format!(
+            "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\ntopology subnet\n{extra}\n"
+        );
+        server_config_from_str(&text, "s.conf", Path::new("."))
+            .expect("server")
             .0
     }
 
     fn client(extra: &str) -> ClientConfig {
-        client_config_from_str(&format!("{CLIENT}{extra}\n"), "c.ovpn", Path::new("."))
-            .expect("client config")
+        let text = format!(
+            "client\nremote 192.0.2.1\nca a\ncert b\nkey c\nremote-cert-tls server\n{extra}\n"
+        );
+        client_config_from_str(&text, "c.ovpn", Path::new("."))
+            .expect("client")
             .0
     }
 
     #[test]
     fn defaults_are_the_same_on_both_sides() {
         let want = Session {
-            reneg: Some(Duration::from_secs(3600)),
-            hand_window: Duration::from_secs(60),
-            tls_timeout: Duration::from_secs(2),
+            reneg: Some(secs(3600)),
+            hand_window: secs(60),
+            tls_timeout: secs(2),
             ping: None,
             ping_restart: None,
             push_ping: None,
@@ -279,53 +255,39 @@ mod tests {
             mssfix: Some(1492),
             explicit_exit_notify: false,
         };
-        assert_eq!(server("").session(), want);
-        assert_eq!(client("").session(), want);
-        let s = server("");
-        assert_eq!(s.client_limit(), 1024);
-        assert_eq!(s.hmac_digest(), "SHA1");
+        assert_eq!((server("").session(), client("").session()), (want, want));
+        assert_eq!(
+            (server("").client_limit(), server("").hmac_digest()),
+            (1024, "SHA1")
+        );
         assert_eq!(client("").hmac_digest(), "SHA1");
-        assert_eq!(client("").bind_port(), 1194);
-        assert_eq!(client("nobind").bind_port(), 0);
+        assert_eq!(
+            (client("").bind_port(), client("nobind").bind_port()),
+            (1194, 0)
+        );
         assert_eq!(client("lport 5000").bind_port(), 5000);
         assert_eq!(client("").resolve_for(), None);
-        assert_eq!(
-            client("resolv-retry 30").resolve_for(),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(client("resolv-retry 30").resolve_for(), Some(secs(30)));
     }
 
     #[test]
     fn keepalive_follows_openvpn_helper() {
         let k = server("keepalive 10 120").session();
-        assert_eq!(k.ping, Some(Duration::from_secs(10)));
-        assert_eq!(k.ping_restart, Some(Duration::from_secs(240)));
-        assert_eq!(k.push_ping, Some(10));
-        assert_eq!(k.push_ping_restart, Some(120));
+        assert_eq!((k.ping, k.ping_restart), (Some(secs(10)), Some(secs(240))));
+        assert_eq!((k.push_ping, k.push_ping_restart), (Some(10), Some(120)));
         let k = client("keepalive 10 60").session();
         assert_eq!(
             (k.ping, k.ping_restart, k.push_ping),
-            (
-                Some(Duration::from_secs(10)),
-                Some(Duration::from_secs(60)),
-                None
-            )
+            (Some(secs(10)), Some(secs(60)), None)
         );
-    }
-
-    #[test]
-    fn explicit_ping_sets_own_timers_only() {
+        // Explicit ping / ping-restart set this side's own timers only.
         let k = server("ping 7").session();
-        assert_eq!(k.ping, Some(Duration::from_secs(7)));
         assert_eq!(
-            (k.ping_restart, k.push_ping, k.push_ping_restart),
-            (None, None, None)
+            (k.ping, k.ping_restart, k.push_ping),
+            (Some(secs(7)), None, None)
         );
         let k = client("ping 5\nping-restart 0").session();
-        assert_eq!(
-            (k.ping, k.ping_restart),
-            (Some(Duration::from_secs(5)), None)
-        );
+        assert_eq!((k.ping, k.ping_restart), (Some(secs(5)), None));
     }
 
     #[test]
@@ -335,13 +297,9 @@ mod tests {
         assert_eq!(mssfix(Some(0), 1500), None);
         assert_eq!(mssfix(Some(1400), 1500), Some(1400));
         assert_eq!(server("tun-mtu 1400").session().mssfix, None);
-        assert_eq!(server("mssfix 0").session().mssfix, None);
         assert_eq!(client("mssfix 1300").session().mssfix, Some(1300));
         assert_eq!(server("reneg-sec 0").session().reneg, None);
-        assert_eq!(
-            client("reneg-sec 60").session().reneg,
-            Some(Duration::from_secs(60))
-        );
+        assert_eq!(client("reneg-sec 60").session().reneg, Some(secs(60)));
         assert!(
             server("explicit-exit-notify")
                 .session()
@@ -357,34 +315,21 @@ mod tests {
     #[test]
     fn server_derived_values() {
         assert_eq!(server("").prefix_len(), 24);
-        let s = server_config_from_str(
-            "ca a\ncert b\nkey c\nserver 10.0.0.0 255.255.0.0\ntopology subnet\n",
-            "s.conf",
-            Path::new("."),
-        )
-        .expect("/16")
-        .0;
-        assert_eq!(s.prefix_len(), 16);
         assert_eq!(server("").fallback_cipher(), None);
         assert_eq!(
             server("cipher AES-128-GCM").fallback_cipher(),
             Some("AES-128-GCM")
         );
-        assert_eq!(
-            server("cipher AES-128-GCM\ndata-ciphers-fallback AES-256-GCM").fallback_cipher(),
-            Some("AES-256-GCM")
-        );
+        let s = server("cipher AES-128-GCM\ndata-ciphers-fallback AES-256-GCM");
+        assert_eq!(s.fallback_cipher(), Some("AES-256-GCM"));
         assert_eq!(server("max-clients 5").client_limit(), 5);
         assert_eq!(server("auth SHA256").hmac_digest(), "SHA256");
-        let s = server("status st.log\nstatus-version 2");
-        assert_eq!(
-            s.status_file(),
-            Some((Path::new("st.log"), Duration::from_secs(60)))
-        );
-        assert_eq!(
-            server("status st.log 0").status_file(),
-            Some((Path::new("st.log"), Duration::from_secs(60)))
-        );
+        for st in ["status st.log", "status st.log 0"] {
+            assert_eq!(
+                server(st).status_file(),
+                Some((Path::new("st.log"), secs(60)))
+            );
+        }
         assert_eq!(server("").client_cert(), VerifyClientCert::Require);
         let s = server("warren-state-dir /nonexistent-w\nwarren-auth password");
         assert_eq!(s.client_cert(), VerifyClientCert::None);

@@ -26,36 +26,26 @@ pub const ZERO_CONFIG_ORIGIN: &str = "warren server";
 /// clients authenticate by password only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZeroConfig {
-    /// The state directory (`warren-state-dir`).
+    /// The state directory (`warren-state-dir`), then its CA certificate,
+    /// server certificate and key, and tls-crypt key.
     pub state_dir: PathBuf,
-    /// The state's CA certificate (`ca`).
     pub ca: PathBuf,
-    /// The state's server certificate (`cert`).
     pub cert: PathBuf,
-    /// The state's server key (`key`).
     pub key: PathBuf,
-    /// The state's tls-crypt key (`tls-crypt`).
     pub tls_crypt: PathBuf,
-    /// `--auth` (`warren-auth`).
+    /// The options `--auth`, `--port`, `--proto`, `--listen`, `--network`
+    /// (host bits are dropped with a warning), `--dev`, `--push`,
+    /// `--client-to-client`, `--max-clients` (0 counts as 1) and `--status`
+    /// (a version 2 file, rewritten every 60 seconds).
     pub auth: UserAuth,
-    /// `--port`.
     pub port: u16,
-    /// `--proto`.
     pub proto: Proto,
-    /// `--listen` (`local`).
     pub listen: Option<IpAddr>,
-    /// `--network`: an address and a prefix length; host bits are dropped
-    /// with a warning.
     pub network: (Ipv4Addr, u8),
-    /// `--dev`.
     pub dev: String,
-    /// `--push`, each one option as in `push "..."`.
     pub push: Vec<String>,
-    /// `--client-to-client`.
     pub client_to_client: bool,
-    /// `--max-clients` (0 counts as 1).
     pub max_clients: u32,
-    /// `--status`: a version 2 status file, rewritten every 60 seconds.
     pub status: Option<PathBuf>,
 }
 
@@ -262,59 +252,35 @@ mod tests {
     }
 
     #[test]
-    fn zero_config_lowering() {
+    fn zero_config_options() {
         let (c, _) = zero().lower().expect("zero-config");
-        let s = c.session();
-        assert_eq!(s.ping, Some(Duration::from_secs(10)));
-        assert_eq!(s.ping_restart, Some(Duration::from_secs(240)));
-        assert_eq!((s.push_ping, s.push_ping_restart), (Some(10), Some(120)));
-        assert_eq!(s.reneg, Some(Duration::from_secs(3600)));
-        assert_eq!(s.hand_window, Duration::from_secs(60));
-        assert_eq!(s.mssfix, Some(1492));
-        assert!(s.explicit_exit_notify);
-        assert_eq!(c.verb, 3);
-        assert_eq!(c.prefix_len(), 24);
-        assert_eq!(c.client_limit(), 1024);
-        assert_eq!(c.remote_cert_tls, Some(CertRole::Client));
-        assert_eq!(c.client_cert(), VerifyClientCert::Require);
-        assert_eq!(
-            c.tls_crypt,
-            Some(Material::File(
-                "/nonexistent-warren/state/tls-crypt.key".into()
-            ))
-        );
-        assert_eq!(
-            c.state,
-            Some(StateDir {
-                dir: "/nonexistent-warren/state".into(),
-                auth: UserAuth::Cert
-            })
-        );
-        assert_eq!(c.source, PathBuf::from(ZERO_CONFIG_ORIGIN));
-        assert_eq!(c.data_ciphers, crate::SUPPORTED_DATA_CIPHERS);
-        assert!(c.offload && c.workers.is_none() && c.status.is_none());
-
+        assert_eq!((c.verb, c.remote_cert_tls), (3, Some(CertRole::Client)));
+        let tc = "/nonexistent-warren/state/tls-crypt.key";
+        assert_eq!(c.tls_crypt, Some(Material::File(tc.into())));
+        let state = StateDir {
+            dir: "/nonexistent-warren/state".into(),
+            auth: UserAuth::Cert,
+        };
+        assert_eq!(c.state, Some(state));
         let mut z = zero();
         z.auth = UserAuth::Password;
         z.status = Some("/run/w.status".into());
-        z.push = vec!["route 192.168.1.0 255.255.255.0".into()];
         z.client_to_client = true;
         z.max_clients = 0;
         z.listen = Some("192.0.2.1".parse().expect("ip"));
         z.proto = Proto::Udp4;
         let (c, _) = z.lower().expect("zero-config");
-        assert_eq!(c.remote_cert_tls, None);
-        assert_eq!(c.client_cert(), VerifyClientCert::None);
         assert_eq!(
-            c.status_file(),
-            Some((Path::new("/run/w.status"), Duration::from_secs(60)))
+            (c.remote_cert_tls, c.client_cert()),
+            (None, VerifyClientCert::None)
         );
-        assert_eq!(c.status_version, 2);
-        assert_eq!(c.push, ["route 192.168.1.0 255.255.255.0"]);
-        assert!(c.client_to_client);
-        assert_eq!(c.client_limit(), 1);
-        assert_eq!(c.local.as_deref(), Some("192.0.2.1"));
-        assert_eq!(c.proto, Proto::Udp4);
+        let status = Some((Path::new("/run/w.status"), Duration::from_secs(60)));
+        assert_eq!((c.status_file(), c.status_version), (status, 2));
+        assert_eq!((c.client_to_client, c.client_limit()), (true, 1));
+        assert_eq!(
+            (c.local.as_deref(), c.proto),
+            (Some("192.0.2.1"), Proto::Udp4)
+        );
     }
 
     #[test]
