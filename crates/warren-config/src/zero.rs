@@ -128,11 +128,9 @@ impl ZeroConfig {
 
         let (addr, prefix) = self.network;
         let flag = format!("--network {addr}/{prefix}");
-        let mask = match prefix {
-            0 => 0,
-            1..=32 => u32::MAX << (32 - u32::from(prefix)),
-            _ => return Err(flag_error(flag, "server", "", "a prefix length is 0 to 32")),
-        };
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
         let net = Ipv4Addr::from(u32::from(addr) & mask);
         if net != addr {
             warnings.push(Warning {
