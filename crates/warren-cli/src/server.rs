@@ -74,7 +74,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ALGO", value_parser = parse_algo, conflicts_with = "config")]
     pub algo: Option<KeyAlgorithm>,
     /// UDP port.
-    #[arg(long, default_value_t = 1194, conflicts_with = "config")]
+    #[arg(long, default_value_t = warren_config::defaults::PORT, conflicts_with = "config")]
     pub port: u16,
     /// `udp` (IPv6 and IPv4), `udp4` or `udp6`.
     #[arg(long, value_enum, default_value_t = ProtoArg::Udp, conflicts_with = "config")]
