@@ -92,7 +92,7 @@ fn engine_config(profile: &std::path::Path, clock: &Clock) -> Result<ClientConfi
         wrap: convert::wrap_config(
             cfg.tls_crypt.as_ref(),
             cfg.tls_auth.as_ref(),
-            cfg.auth.as_deref(),
+            cfg.hmac_digest(),
         )?,
         data_ciphers: convert::data_ciphers(&cfg.data_ciphers)?,
         ping: None,

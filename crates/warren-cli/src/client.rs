@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tracing::{info, warn};
-use warren_config::{ClientProto, PullFilterAction, ResolvRetry};
+use warren_config::KeyDerivationPolicy;
+use warren_config::{ClientProto, PullFilterAction};
 use warren_driver::{
     ClientLoopOptions, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
 };
@@ -19,18 +20,11 @@ use warren_net::{DnsBackend, DnsSpec, Endpoint, RouteRequest};
 use warren_openvpn::tls::ClientTlsOptions;
 use warren_openvpn::{ClientConfig, KeyDerivation};
 
-use crate::convert::{cert_role, data_ciphers, tls_version, wrap_config, wrap_name};
+use crate::convert::{
+    cert_role, data_ciphers, key_derivation, tls_version, wrap_config, wrap_name,
+};
 use crate::logging;
 
-/// OpenVPN 2.6 defaults for what a profile leaves out.
-const DEFAULT_RENEG_SEC: u32 = 3600;
-const DEFAULT_HAND_WINDOW: u32 = 60;
-const DEFAULT_TLS_TIMEOUT: u32 = 2;
-const DEFAULT_TUN_MTU: u16 = 1500;
-/// OpenVPN's client port when neither `nobind` nor `lport` is given.
-const DEFAULT_LPORT: u16 = 1194;
-/// mtu.h MSSFIX_DEFAULT.
-const MSSFIX_DEFAULT: u16 = 1492;
 /// How long explicit-exit-notify gets after SIGINT/SIGTERM.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
 
@@ -149,7 +143,6 @@ fn ask(prompt: &str, echo: bool) -> Result<String> {
 }
 
 /// Everything derived from the profile before any OS resource is touched.
-#[derive(Debug)]
 struct Plan {
     engine: ClientConfig,
     remotes: Vec<RemoteSpec>,
@@ -158,6 +151,21 @@ struct Plan {
     net: NetOptions,
     retry: RetryPolicy,
     notes: Vec<String>,
+}
+
+impl std::fmt::Debug for Plan {
+    // The engine config holds the TLS private key and the auth-user-pass password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("engine", &"<redacted>")
+            .field("remotes", &self.remotes)
+            .field("local", &self.local)
+            .field("lport", &self.lport)
+            .field("net", &self.net)
+            .field("retry", &self.retry)
+            .field("notes", &self.notes)
+            .finish()
+    }
 }
 
 impl Plan {
@@ -191,42 +199,29 @@ impl Plan {
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
                 .context("setting up TLS from `ca`, `cert` and `key`")?;
 
-        let wrap = wrap_config(
-            cfg.tls_crypt.as_ref(),
-            cfg.tls_auth.as_ref(),
-            cfg.auth.as_deref(),
-        )?;
-        let (ping, ping_restart) = keepalive(cfg.keepalive, cfg.ping, cfg.ping_restart)?;
-        let data_ciphers = data_ciphers(&cfg.data_ciphers)?;
-        let tun_mtu = cfg.tun_mtu.unwrap_or(DEFAULT_TUN_MTU);
-        let key_derivation =
-            if flags.no_tls_ekm || cfg.key_derivation == warren_config::KeyDerivationPolicy::Prf {
-                KeyDerivation::ForcePrf
-            } else {
-                KeyDerivation::Auto
-            };
+        let s = cfg.session();
         let engine = ClientConfig {
             tls,
-            wrap,
-            data_ciphers,
-            ping,
-            ping_restart,
-            reneg: match cfg.reneg_sec.unwrap_or(DEFAULT_RENEG_SEC) {
-                0 => None,
-                s => Some(secs(s)),
-            },
-            hand_window: secs(cfg.hand_window.unwrap_or(DEFAULT_HAND_WINDOW)),
-            tls_timeout: secs(cfg.tls_timeout.unwrap_or(DEFAULT_TLS_TIMEOUT)),
-            key_derivation,
+            wrap: wrap_config(
+                cfg.tls_crypt.as_ref(),
+                cfg.tls_auth.as_ref(),
+                cfg.hmac_digest(),
+            )?,
+            data_ciphers: data_ciphers(&cfg.data_ciphers)?,
+            ping: s.ping,
+            ping_restart: s.ping_restart,
+            reneg: s.reneg,
+            hand_window: s.hand_window,
+            tls_timeout: s.tls_timeout,
+            key_derivation: key_derivation(if flags.no_tls_ekm {
+                KeyDerivationPolicy::Prf
+            } else {
+                cfg.key_derivation
+            }),
             credentials,
-            explicit_exit_notify: cfg.explicit_exit_notify.is_some_and(|n| n > 0),
-            tun_mtu,
-            mssfix: match cfg.mssfix {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None if tun_mtu == DEFAULT_TUN_MTU => Some(MSSFIX_DEFAULT),
-                None => None,
-            },
+            explicit_exit_notify: s.explicit_exit_notify,
+            tun_mtu: s.tun_mtu,
+            mssfix: s.mssfix,
             unix_time_at_zero,
         };
 
@@ -238,11 +233,7 @@ impl Plan {
                     .into(),
             ),
         };
-        let lport = if cfg.nobind {
-            0
-        } else {
-            cfg.lport.unwrap_or(DEFAULT_LPORT)
-        };
+        let lport = cfg.bind_port();
 
         let mut routes = Vec::new();
         for r in &cfg.routes {
@@ -275,10 +266,7 @@ impl Plan {
             dns_backend: DnsBackend::Auto,
         };
         let retry = RetryPolicy {
-            resolve_for: match cfg.resolv_retry {
-                None | Some(ResolvRetry::Infinite) => None,
-                Some(ResolvRetry::Seconds(s)) => Some(secs(s)),
-            },
+            resolve_for: cfg.resolve_for(),
             ..RetryPolicy::default()
         };
         Ok(Plan {
@@ -319,10 +307,6 @@ fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
     (out, notes)
 }
 
-fn secs(s: u32) -> Duration {
-    Duration::from_secs(u64::from(s))
-}
-
 /// `remote-random`: a Fisher-Yates shuffle with the kernel's randomness.
 fn shuffle(v: &mut [RemoteSpec]) -> Result<()> {
     use warren_core::Rng;
@@ -333,36 +317,6 @@ fn shuffle(v: &mut [RemoteSpec]) -> Result<()> {
         v.swap(i, j);
     }
     Ok(())
-}
-
-/// OpenVPN helper.c `helper_keepalive`, client side: `keepalive a b` is `ping a` and
-/// `ping-restart b`. Explicit `ping`/`ping-restart` override it. Pushed values override all.
-fn keepalive(
-    ka: Option<(u32, u32)>,
-    ping: Option<u32>,
-    ping_restart: Option<u32>,
-) -> Result<(Option<Duration>, Option<Duration>)> {
-    let mut p = None;
-    let mut r = None;
-    if let Some((a, b)) = ka {
-        if a == 0 || b == 0 {
-            bail!("`keepalive {a} {b}`: parameters must be > 0");
-        }
-        if u64::from(a) * 2 > u64::from(b) {
-            bail!(
-                "`keepalive {a} {b}`: the restart timeout must be at least twice the ping interval"
-            );
-        }
-        p = Some(secs(a));
-        r = Some(secs(b));
-    }
-    if let Some(v) = ping {
-        p = (v > 0).then(|| secs(v));
-    }
-    if let Some(v) = ping_restart {
-        r = (v > 0).then(|| secs(v));
-    }
-    Ok((p, r))
 }
 
 fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
@@ -436,20 +390,6 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_client_side() {
-        assert_eq!(
-            keepalive(Some((10, 60)), None, None).expect("ok"),
-            (Some(secs(10)), Some(secs(60)))
-        );
-        assert_eq!(
-            keepalive(Some((10, 60)), Some(5), Some(0)).expect("ok"),
-            (Some(secs(5)), None)
-        );
-        assert!(keepalive(Some((10, 15)), None, None).is_err());
-        assert_eq!(keepalive(None, None, None).expect("ok"), (None, None));
-    }
-
-    #[test]
     fn routes_and_endpoints() {
         let cfg = profile(
             "route 10.0.0.0 255.0.0.0\nroute 172.16.0.0 255.240.0.0 net_gateway 5\nroute remote_host 255.255.255.255 net_gateway\nroute 192.0.2.9\n",
@@ -469,7 +409,10 @@ mod tests {
 
     #[test]
     fn cipher_lists() {
-        assert_eq!(data_ciphers(&[]).expect("ok").len(), 3);
+        assert_eq!(
+            data_ciphers(&profile("").data_ciphers).expect("ok").len(),
+            3
+        );
         assert_eq!(
             data_ciphers(&["CHACHA20-POLY1305".into()]).expect("ok"),
             vec![warren_crypto::CipherKind::from_name("CHACHA20-POLY1305").expect("known")]
@@ -498,5 +441,31 @@ mod tests {
         );
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("TCP is not supported yet"), "{notes:?}");
+    }
+
+    #[test]
+    fn debug_redacts_credentials_and_keys() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let state =
+            crate::state::ensure_state(&tmp.path().join("s"), &Default::default()).expect("state");
+        let tc = state.tls_crypt.to_pem();
+        let text = format!(
+            "client\nremote 192.0.2.1\nremote-cert-tls server\nauth-user-pass\n<ca>\n{}\n</ca>\n<tls-crypt>\n{}\n</tls-crypt>\n",
+            state.ca_pem.trim_end(),
+            tc.trim_end()
+        );
+        let (cfg, _) = warren_config::client_config_from_str(&text, "t.ovpn", Path::new("."))
+            .expect("profile parses");
+        let creds = Some(("alice".to_owned(), "hunter2secret".to_owned()));
+        let plan = Plan::from_config(&cfg, &ClientFlags::default(), 0, creds).expect("plan");
+        let dbg = format!("{plan:?} {cfg:?}");
+        assert!(!dbg.contains("hunter2secret"), "{dbg}");
+        for line in tc
+            .lines()
+            .filter(|l| l.len() > 8 && !l.starts_with(['-', '#']))
+        {
+            assert!(!dbg.contains(line), "{line} in {dbg}");
+        }
+        assert!(dbg.contains("192.0.2.1"), "{dbg}");
     }
 }

@@ -4,24 +4,24 @@ use anyhow::{Context, Result, anyhow};
 use warren_config::Material;
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_openvpn::WrapConfig;
+use zeroize::Zeroizing;
 
-/// `tls-crypt` / `tls-auth` (with `auth` for the HMAC digest, SHA1 by default as in OpenVPN).
+/// `tls-crypt` / `tls-auth`, the latter with the HMAC digest the config settled on.
 pub fn wrap_config(
     tls_crypt: Option<&Material>,
     tls_auth: Option<&(Material, Option<u8>)>,
-    auth: Option<&str>,
+    digest_name: &str,
 ) -> Result<WrapConfig> {
     if let Some(m) = tls_crypt {
-        let text = m.load_for("tls-crypt")?;
+        let text = Zeroizing::new(m.load_for("tls-crypt")?);
         let key = StaticKey::parse(&text).context("`tls-crypt` key")?;
         return Ok(WrapConfig::TlsCrypt { key });
     }
     if let Some((m, dir)) = tls_auth {
-        let text = m.load_for("tls-auth")?;
+        let text = Zeroizing::new(m.load_for("tls-auth")?);
         let key = StaticKey::parse(&text).context("`tls-auth` key")?;
-        let name = auth.unwrap_or("SHA1");
-        let digest = Digest::from_name(name).ok_or_else(|| {
-            anyhow!("`auth {name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
+        let digest = Digest::from_name(digest_name).ok_or_else(|| {
+            anyhow!("`auth {digest_name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
         })?;
         let direction = match dir {
             Some(d) => Some(
@@ -48,24 +48,22 @@ pub fn wrap_name(w: &WrapConfig) -> &'static str {
     }
 }
 
-/// `data-ciphers` (OpenVPN 2.6's default list when empty), de-duplicated, in order.
-pub fn data_ciphers(list: &[String]) -> Result<Vec<CipherKind>> {
-    let defaults = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
-    let names: Vec<&str> = if list.is_empty() {
-        defaults.to_vec()
-    } else {
-        list.iter().map(String::as_str).collect()
-    };
-    let mut out = Vec::with_capacity(names.len());
-    for n in names {
-        let k = CipherKind::from_name(n).ok_or_else(|| {
-            anyhow!("`data-ciphers`: {n} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)")
-        })?;
-        if !out.contains(&k) {
-            out.push(k);
-        }
+/// The `data-ciphers` names the config settled on (validated and defaulted there).
+pub fn data_ciphers(names: &[String]) -> Result<Vec<CipherKind>> {
+    names.iter().map(|n| cipher_kind(n)).collect()
+}
+
+pub fn cipher_kind(name: &str) -> Result<CipherKind> {
+    CipherKind::from_name(name).ok_or_else(|| {
+        anyhow!("`data-ciphers`: {name} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)")
+    })
+}
+
+pub fn key_derivation(p: warren_config::KeyDerivationPolicy) -> warren_openvpn::KeyDerivation {
+    match p {
+        warren_config::KeyDerivationPolicy::Auto => warren_openvpn::KeyDerivation::Auto,
+        warren_config::KeyDerivationPolicy::Prf => warren_openvpn::KeyDerivation::ForcePrf,
     }
-    Ok(out)
 }
 
 pub fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVersion {

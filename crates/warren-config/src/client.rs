@@ -9,6 +9,7 @@ use crate::lex::parse_str;
 use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
 use crate::material::Material;
 use crate::read_config_text;
+use crate::settings::defaults;
 use crate::types::{
     CertRole, ClientProto, DevType, KeyDerivationPolicy, PullFilterAction, Remote, ResolvRetry,
     Route, TlsVersion, X509NameType,
@@ -227,7 +228,7 @@ pub fn client_config_from_str(
     }
     let (dev, dev_type) = c.device(&lw)?;
     let proto = s.proto.unwrap_or_default();
-    let default_port = c.remote_port.unwrap_or(1194);
+    let default_port = c.remote_port.unwrap_or(defaults::PORT);
     let remotes = s
         .remotes
         .iter()

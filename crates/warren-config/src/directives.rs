@@ -981,7 +981,18 @@ pub(crate) fn disposition(name: &str, side: Side) -> Option<Disposition> {
             strict: *strict,
         });
     }
-    None
+    // A warren directive the lowering for `side` did not take belongs to the other side.
+    match WARREN_DIRECTIVES.iter().find(|(n, _)| *n == name) {
+        Some((_, Some(Side::Server))) => Some(Disposition::Refuse {
+            reason: SERVER_ONLY,
+            strict: false,
+        }),
+        Some((_, Some(Side::Client))) => Some(Disposition::Refuse {
+            reason: CLIENT_ONLY,
+            strict: false,
+        }),
+        _ => None,
+    }
 }
 
 /// Whether OpenVPN 2.6 knows `name`.
@@ -1001,7 +1012,7 @@ pub(crate) fn did_you_mean(name: &str, preferred: &[&'static str]) -> Option<&'s
     for cand in preferred
         .iter()
         .chain(OPENVPN_DIRECTIVES.iter())
-        .chain(WARREN_DIRECTIVES)
+        .chain(WARREN_DIRECTIVES.iter().map(|(n, _)| n))
     {
         let d = edit_distance(lowered, cand);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
@@ -1011,9 +1022,22 @@ pub(crate) fn did_you_mean(name: &str, preferred: &[&'static str]) -> Option<&'s
     best.map(|(_, c)| c)
 }
 
-/// Directives that only warren knows.
-pub(crate) const WARREN_DIRECTIVES: &[&str] =
-    &["warren-key-derivation", "warren-offload", "warren-workers"];
+/// Directives that only warren knows, and the side that takes each (`None`:
+/// both). Stock OpenVPN accepts a file with them only after
+/// `ignore-unknown-option NAME...`. On the other side they are refused, unless
+/// skipped on purpose like any not-implemented directive.
+pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
+    // TLS-EKM or the legacy TLS1-PRF for data-channel keys.
+    ("warren-key-derivation", None),
+    // Tun offloads and batched UDP (GRO/GSO).
+    ("warren-offload", None),
+    // Threads moving data.
+    ("warren-workers", Some(Side::Server)),
+    // Users, revocations and leases from warren's state directory.
+    ("warren-state-dir", Some(Side::Server)),
+    // How those users authenticate.
+    ("warren-auth", Some(Side::Server)),
+];
 
 /// Levenshtein distance over characters.
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -1077,6 +1101,24 @@ mod tests {
         }
         for (n, _) in IGNORED_CLIENT {
             assert!(!REFUSED_CLIENT.iter().any(|(r, _, _)| r == n), "{n}");
+        }
+        // warren's own names are theirs alone.
+        for (n, side) in WARREN_DIRECTIVES {
+            assert!(n.starts_with("warren-") && !is_openvpn_directive(n), "{n}");
+            // Only the other side's lowering leaves them to `disposition`.
+            let (other, reason) = match side {
+                None => continue,
+                Some(Side::Server) => (Side::Client, SERVER_ONLY),
+                Some(Side::Client) => (Side::Server, CLIENT_ONLY),
+            };
+            assert_eq!(
+                disposition(n, other),
+                Some(Disposition::Refuse {
+                    reason,
+                    strict: false
+                }),
+                "{n}"
+            );
         }
     }
 }

@@ -61,18 +61,20 @@ pub struct Directive {
     pub args: Vec<Spanned<String>>,
     /// The body of an inline block, each line ending in `\n`.
     pub inline: Option<String>,
-    /// The line of the directive name (the `<tag>` line for a block).
+    /// The line of the directive name (the `<tag>` line for a block); 0 for a
+    /// directive that stands for something else (a command-line option of the
+    /// zero-config server), whose `file` then names that option.
     pub line: u32,
     /// The config file's path, or the origin given to [`parse_str`].
     pub file: Arc<str>,
 }
 
 impl Directive {
-    /// `file:line` of this directive.
+    /// `file:line` of this directive (only `file` for line 0).
     pub fn location(&self) -> Location {
         Location {
             file: Arc::clone(&self.file),
-            line: Some(self.line),
+            line: (self.line != 0).then_some(self.line),
         }
     }
 }

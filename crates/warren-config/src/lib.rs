@@ -16,8 +16,13 @@
 //!    [`ClientConfig`], plus `mode server`, `tls-server`, `client`, `pull`,
 //!    `tls-client`, `key-direction`, `ncp-ciphers` (the pre-2.5 name of
 //!    `data-ciphers`), `allow-compression no` and the warren extensions
-//!    `warren-key-derivation auto|prf` and `warren-offload on|off` (tun
-//!    offloads and batched UDP; default on). Bad values are errors with
+//!    `warren-key-derivation auto|prf`, `warren-offload on|off` (tun
+//!    offloads and batched UDP; default on) and, in a server config,
+//!    `warren-workers N|auto`, `warren-state-dir DIR` and
+//!    `warren-auth cert|cert+password|password` (users, revocations and
+//!    leases from warren's state; `warren-auth` needs `warren-state-dir`).
+//!    A warren extension of the other side is refused like a not-implemented
+//!    directive. Bad values are errors with
 //!    `file:line` and the offending value quoted. Repeated directives follow
 //!    OpenVPN: the last one wins, except `push`, `remote`, `route`,
 //!    `pull-filter` and `dhcp-option`, which accumulate.
@@ -101,6 +106,15 @@
 //! paths resolve against the current directory first, as OpenVPN does, then
 //! against the config file's directory.
 //!
+//! # Defaults and the zero-config server
+//!
+//! The lowered configs keep what the file says (`None` for an absent
+//! directive); [`ServerConfig::session`] and [`ClientConfig::session`] apply
+//! OpenVPN 2.6's [`defaults`] and expand `keepalive` and `mssfix` in one place
+//! for both roles. [`ZeroConfig`] is `warren server` without `--config`: its
+//! options become the directives of an equivalent `server.conf`, lowered like
+//! one.
+//!
 //! # Example
 //!
 //! ```
@@ -132,7 +146,9 @@ mod lex;
 mod lower;
 mod material;
 mod server;
+mod settings;
 mod types;
+mod zero;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -143,10 +159,12 @@ pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
 pub use material::{Material, resolve_path};
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
+pub use settings::{Session, defaults};
 pub use types::{
     CertRole, ClientProto, DevType, KeyDerivationPolicy, Proto, PullFilterAction, Remote,
-    ResolvRetry, Route, TlsVersion, Topology, VerifyClientCert, X509NameType,
+    ResolvRetry, Route, StateDir, TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
 };
+pub use zero::{ZERO_CONFIG_ORIGIN, ZeroConfig};
 
 /// Reads a config file as UTF-8, naming the first bad line otherwise.
 pub(crate) fn read_config_text(path: &Path) -> Result<String, ConfigError> {

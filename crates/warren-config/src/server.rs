@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use crate::directives::Side;
 use crate::error::{ConfigError, Location, Warning};
-use crate::lex::parse_str;
+use crate::lex::{Directive, parse_str};
 use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
-use crate::material::Material;
+use crate::material::{Material, resolve_path};
 use crate::read_config_text;
+use crate::settings::defaults;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, Proto, TlsVersion, Topology, VerifyClientCert,
+    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsVersion, Topology, UserAuth,
+    VerifyClientCert,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -114,6 +116,9 @@ pub struct ServerConfig {
     pub offload: bool,
     /// `warren-workers N|auto`: threads moving data (`None`: auto, one per core up to 4).
     pub workers: Option<u16>,
+    /// `warren-state-dir DIR` and `warren-auth MODE`: users, revocations and
+    /// leases from warren's state (`None`: certificates only).
+    pub state: Option<StateDir>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -137,6 +142,8 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "status",
     "status-version",
     "warren-workers",
+    "warren-state-dir",
+    "warren-auth",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -155,6 +162,15 @@ pub fn server_config_from_str(
     base_dir: &Path,
 ) -> Result<(ServerConfig, Vec<Warning>), ConfigError> {
     let directives = parse_str(text, origin)?;
+    lower_server(&directives, origin, base_dir)
+}
+
+/// Lowers parsed (or synthesized) server directives.
+pub(crate) fn lower_server(
+    directives: &[Directive],
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(ServerConfig, Vec<Warning>), ConfigError> {
     let mut lw = Lowerer::new(Arc::from(origin), base_dir);
     let mut c = Common::default();
     let mut s = ServerState::default();
@@ -164,7 +180,7 @@ pub fn server_config_from_str(
         .copied()
         .collect();
 
-    lw.run(&directives, Side::Server, &supported, |lw, v| {
+    lw.run(directives, Side::Server, &supported, |lw, v| {
         if c.apply(lw, v)? {
             return Ok(true);
         }
@@ -220,13 +236,27 @@ pub fn server_config_from_str(
              behave the same",
         );
     }
-    if let Some((Some(Material::File(_)), loc)) = &s.dh {
+    if let Some((Some(_), loc)) = &s.dh {
         lw.warn(
             loc,
             "dh",
             "DH parameters are not used: warren negotiates ECDHE only; `dh none` says so explicitly",
         );
     }
+    let state = match (s.state_dir, s.auth) {
+        (Some(dir), auth) => Some(StateDir {
+            dir,
+            auth: auth.map(|(a, _)| a).unwrap_or_default(),
+        }),
+        (None, Some((_, loc))) => {
+            return Err(ConfigError::Conflict {
+                location: loc,
+                message: "`warren-auth` needs `warren-state-dir DIR` (the users to check against)"
+                    .into(),
+            });
+        }
+        (None, None) => None,
+    };
     let proto = s.proto.unwrap_or_default();
     if proto == Proto::TcpServer
         && let Some((_, loc)) = &c.explicit_exit_notify
@@ -241,7 +271,7 @@ pub fn server_config_from_str(
     let data_ciphers = c.data_ciphers();
     let tls_auth = c.tls_auth();
     let cfg = ServerConfig {
-        port: c.local_port.unwrap_or(1194),
+        port: c.local_port.unwrap_or(defaults::PORT),
         proto,
         local: c.local.clone(),
         dev,
@@ -287,6 +317,7 @@ pub fn server_config_from_str(
         key_derivation: c.key_derivation,
         offload: c.offload.unwrap_or(true),
         workers: s.workers,
+        state,
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))
@@ -304,6 +335,8 @@ struct ServerState {
     duplicate_cn: bool,
     max_clients: Option<u32>,
     workers: Option<u16>,
+    state_dir: Option<PathBuf>,
+    auth: Option<(UserAuth, Location)>,
     verify_client_cert: VerifyClientCert,
     verify_client_cert_loc: Option<Location>,
     user: Option<String>,
@@ -387,6 +420,14 @@ impl ServerState {
                 if opt.is_empty() {
                     return Err(v.invalid(0, "nothing to push"));
                 }
+                // One option of a PUSH_REPLY is at most 255 characters; a longer one is
+                // lost on the client, so refuse it here.
+                if opt.len() > 255 {
+                    return Err(v.invalid(
+                        0,
+                        "an option longer than 255 characters is lost on the client",
+                    ));
+                }
                 let first = opt.split_ascii_whitespace().next().unwrap_or("");
                 if matches!(first, "comp-lzo" | "compress") {
                     return Err(ConfigError::Unsupported {
@@ -429,6 +470,24 @@ impl ServerState {
                     },
                 };
             }
+            "warren-state-dir" => {
+                // Read by the CLI: users, revocations and leases from warren's state.
+                v.expect(1, 1, "1 parameter (a directory)")?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty directory name"));
+                }
+                self.state_dir = Some(resolve_path(v.arg(0), lw.base_dir));
+            }
+            "warren-auth" => {
+                v.expect(1, 1, "1 parameter (cert, cert+password or password)")?;
+                let auth = match v.arg(0) {
+                    "cert" => UserAuth::Cert,
+                    "cert+password" => UserAuth::CertPassword,
+                    "password" => UserAuth::Password,
+                    _ => return Err(v.invalid(0, "use cert, cert+password or password")),
+                };
+                self.auth = Some((auth, v.loc.clone()));
+            }
             "max-clients" => {
                 v.expect(1, 1, "1 parameter (a count)")?;
                 let n = v.u32_at(0)?;
@@ -465,7 +524,11 @@ impl ServerState {
                 if v.arg(0).is_empty() {
                     return Err(v.invalid(0, "empty file name"));
                 }
-                let secs = if v.args.len() == 2 { v.u32_at(1)? } else { 60 };
+                let secs = if v.args.len() == 2 {
+                    v.u32_at(1)?
+                } else {
+                    defaults::STATUS_SECS
+                };
                 self.status = Some((PathBuf::from(v.arg(0)), secs));
             }
             "status-version" => {

@@ -1,6 +1,7 @@
 //! Small typed values used by the lowered configs.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 /// Server transport (`proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -145,4 +146,38 @@ pub enum ResolvRetry {
     Infinite,
     /// Give up after this many seconds.
     Seconds(u32),
+}
+
+/// `warren-auth`: how a server with `warren-state-dir` authenticates clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UserAuth {
+    /// `cert` (the default): a client certificate; users that have a password
+    /// must also give it.
+    #[default]
+    Cert,
+    /// `cert+password`: a client certificate and the user's password.
+    CertPassword,
+    /// `password`: user name and password, no client certificate.
+    Password,
+}
+
+impl UserAuth {
+    /// The spelling in `warren-auth` and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserAuth::Cert => "cert",
+            UserAuth::CertPassword => "cert+password",
+            UserAuth::Password => "password",
+        }
+    }
+}
+
+/// `warren-state-dir DIR` with `warren-auth MODE`: users, revocations and
+/// address leases come from warren's state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateDir {
+    /// The directory, resolved like `ca`.
+    pub dir: PathBuf,
+    /// `warren-auth`, `cert` when absent.
+    pub auth: UserAuth,
 }

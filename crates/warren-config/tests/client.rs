@@ -384,3 +384,30 @@ proptest::proptest! {
         let _ = lower(&s);
     }
 }
+
+#[test]
+fn server_extensions_are_refused() {
+    for d in [
+        "warren-state-dir /x",
+        "warren-auth cert",
+        "warren-workers 2",
+    ] {
+        err(d, "this is a server directive");
+        // Skipped on purpose, like any not-implemented directive.
+        let name = d.split(' ').next().expect("name");
+        let (_, w) = ok(&format!("ignore-unknown-option {name}\n{d}"));
+        assert!(w.iter().any(|w| w.directive == name), "{w:?}");
+    }
+}
+
+#[test]
+fn debug_redacts_credentials_and_keys() {
+    let text = BASE.replace("key c.key\n", "")
+        + "<key>\nSECRETKEYBYTES\n</key>\n<auth-user-pass>\nalice\nhunter2pass\n</auth-user-pass>\n\
+           <tls-auth>\nSTATICKEYBYTES\n</tls-auth>\nkey-direction 1\n";
+    let (c, _) = lower(&text).expect("inline secrets");
+    let dbg = format!("{c:?}");
+    for secret in ["SECRETKEYBYTES", "hunter2pass", "alice", "STATICKEYBYTES"] {
+        assert!(!dbg.contains(secret), "{secret} in {dbg}");
+    }
+}

@@ -5,8 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use warren_config::{
-    CertRole, ConfigError, DevType, KeyDerivationPolicy, Material, Proto, ServerConfig, TlsVersion,
-    Topology, VerifyClientCert, Warning, load_server_config, server_config_from_str,
+    CertRole, ConfigError, DevType, KeyDerivationPolicy, Material, Proto, ServerConfig, StateDir,
+    TlsVersion, Topology, UserAuth, VerifyClientCert, Warning, load_server_config,
+    server_config_from_str,
 };
 
 const BASE: &str =
@@ -873,4 +874,62 @@ proptest::proptest! {
         let text: String = lines.iter().map(|(d, a)| format!("{d} {a}\n")).collect();
         let _ = server_config_from_str(&(BASE.to_owned() + &text), "fuzz", base_dir());
     }
+}
+
+#[test]
+fn state_dir_extension() {
+    assert_eq!(cfg("").state, None);
+    let c = cfg(
+        "ignore-unknown-option warren-state-dir warren-auth\nwarren-state-dir /var/lib/warren # users\nwarren-auth cert+password",
+    );
+    assert_eq!(
+        c.state,
+        Some(StateDir {
+            dir: PathBuf::from("/var/lib/warren"),
+            auth: UserAuth::CertPassword
+        })
+    );
+    assert_eq!(
+        cfg("warren-state-dir /x").state.map(|s| s.auth),
+        Some(UserAuth::Cert)
+    );
+    // Relative directories resolve like `ca`: the current directory, then the config's.
+    let dir = std::env::temp_dir().join(format!("warren-config-state-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("st")).expect("mkdir");
+    let (c, _) = server_config_from_str(&format!("{BASE}warren-state-dir st\n"), "s.conf", &dir)
+        .expect("relative state dir");
+    assert_eq!(c.state.map(|s| s.dir), Some(dir.join("st")));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    err(
+        "warren-auth passwd\nwarren-state-dir /x",
+        "s.conf:6: `warren-auth`: invalid value \"passwd\": use cert, cert+password or password",
+    );
+    err(
+        "warren-auth cert",
+        "`warren-auth` needs `warren-state-dir DIR` (the users to check against)",
+    );
+    err_line(
+        "port 1\nwarren-state-dir",
+        NEXT + 1,
+        "s.conf:7: `warren-state-dir` takes 1 parameter (a directory), found 0",
+    );
+    err("warren-state-dir a b", "takes 1 parameter");
+    err("<warren-auth>\ncert\n</warren-auth>", "inline");
+    let e = err("warren-stat-dir /x", "unknown directive");
+    assert!(e.to_string().contains("warren-state-dir"), "{e}");
+}
+
+#[test]
+fn debug_redacts_key_material() {
+    let key = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKEYBYTESKEYBYTES\n-----END PRIVATE KEY-----";
+    let tc = "-----BEGIN OpenVPN Static key V1-----\n0123456789abcdefSTATICKEY\n-----END OpenVPN Static key V1-----";
+    let text = BASE.replace("key server.key\n", "")
+        + &format!("<key>\n{key}\n</key>\n<tls-crypt>\n{tc}\n</tls-crypt>\n");
+    let (c, _) = lower(&text).expect("inline keys");
+    let dbg = format!("{c:?}");
+    for secret in ["KEYBYTES", "PRIVATE", "STATICKEY", "0123456789abcdef"] {
+        assert!(!dbg.contains(secret), "{secret} in {dbg}");
+    }
+    assert!(dbg.contains("Inline(<"), "{dbg}");
 }
