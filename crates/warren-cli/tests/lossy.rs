@@ -4,11 +4,12 @@
 //! relay (`common::relay`, our own netem: this kernel has none) that runs in the server
 //! namespace on a second port and forwards to the server over loopback. In both directions
 //! the relay drops 5 % of the datagrams, duplicates 1 % and reorders 3 %, with a seeded RNG,
-//! and counts what it did; each test moves 20 MiB through the tunnel with a SHA-256 check
-//! and then asserts that the relay really dropped, duplicated and reordered datagrams both
-//! ways. The handshake tests raise the loss to 30 % and check that the connection still
-//! comes up within a bounded time (the control channel's retransmissions) and carries a
-//! ping.
+//! and counts what it did; each transfer test moves 20 MiB through the tunnel with a
+//! SHA-256 check and then asserts that the relay really dropped, duplicated and reordered
+//! datagrams both ways. The handshake tests raise the loss to 30 % and check that the
+//! connection still comes up within a bounded time (the control channel's retransmissions)
+//! and then carries a ping. Each kind of test also runs stock client against stock server,
+//! which validates the test itself.
 //!
 //! Needs root: network namespaces (see `common`).
 #![allow(clippy::disallowed_methods)]
