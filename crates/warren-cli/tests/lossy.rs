@@ -4,8 +4,8 @@
 //! relay (`common::relay`, our own netem: this kernel has none) that runs in the server
 //! namespace on a second port and forwards to the server over loopback. In both directions
 //! the relay drops 5 % of the datagrams, duplicates 1 % and reorders 3 %, with a seeded RNG,
-//! and counts what it did; each transfer test moves 20 MiB through the tunnel with a
-//! SHA-256 check and then asserts that the relay really dropped, duplicated and reordered
+//! and counts what it did; each transfer test moves 20 MiB through the tunnel each way with
+//! a SHA-256 check and then asserts that the relay really dropped, duplicated and reordered
 //! datagrams both ways. The handshake tests raise the loss to 30 % and check that the
 //! connection still comes up within a bounded time (the control channel's retransmissions)
 //! and then carries a ping. Each kind of test also runs stock client against stock server,
@@ -25,7 +25,7 @@ use common::conf::ClientConf;
 use common::lab::{Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
 use common::netns::Netns;
 use common::pki::{KeyFormat, KeyType};
-use common::relay::{Impairment, Relay, RelayCounts, RelaySpec};
+use common::relay::{Impairment, Relay, RelaySpec};
 
 /// Not a test: the traffic helper process (see `common::helper`). A no-op in a normal run.
 #[test]
@@ -138,28 +138,33 @@ fn try_ping(from: &Netns, to: &str, count: u32, what: &str) -> Result<(), String
     }
 }
 
-/// Pings, moves [`TRANSFER_BYTES`] from the client to the server with a SHA-256 check,
-/// stops the relay and checks it impaired both directions.
-fn lossy_transfer(lab: &mut Lab, client_ns: &Netns, relay: Relay, what: &str) -> RelayCounts {
+/// Pings, moves [`TRANSFER_BYTES`] from the client to the server and as much back, each
+/// with a SHA-256 check, stops the relay and checks it impaired both directions.
+fn lossy_transfer(lab: &mut Lab, client_ns: &Netns, client_addr: &str, relay: Relay, what: &str) {
     ping_some(client_ns, SERVER_TUN_ADDR, 20, "client -> server");
     let mut spec = Transfer::bytes(TRANSFER_BYTES);
     spec.timeout = Duration::from_secs(90);
-    let r = lab.transfer(client_ns, &lab.server_ns, SERVER_TUN_ADDR, &spec);
-    r.assert_intact();
-    eprintln!(
-        "{what}: {} bytes through the lossy relay in {:?} ({:.1} Mbit/s), longest pause \
-         {:?}",
-        r.recv_bytes,
-        r.elapsed,
-        r.mbit_per_s(),
-        r.max_gap
-    );
+    let directions = [
+        ("upload", client_ns, &lab.server_ns, SERVER_TUN_ADDR),
+        ("download", &lab.server_ns, client_ns, client_addr),
+    ];
+    for (dir, from, to, to_addr) in directions {
+        let r = lab.transfer(from, to, to_addr, &spec);
+        r.assert_intact();
+        eprintln!(
+            "{what}: {dir} of {} bytes through the lossy relay in {:?} ({:.1} Mbit/s), \
+             longest pause {:?}",
+            r.recv_bytes,
+            r.elapsed,
+            r.mbit_per_s(),
+            r.max_gap
+        );
+    }
     lab.assert_server_running();
     let counts = relay.stop();
     eprintln!("{what}: relay counts {counts:?}");
     counts.up.assert_impaired("client -> server");
     counts.down.assert_impaired("server -> client");
-    counts
 }
 
 /// 30 % loss in both directions, and the dup/reorder rates of the lossy tests.
@@ -190,7 +195,13 @@ fn stock_client_warren_server_lossy_transfer() {
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0001);
     let (client, took) = stock_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("stock client connected through the lossy relay after {took:?}");
-    lossy_transfer(&mut lab, &client.ns, relay, "stock client -> warren server");
+    lossy_transfer(
+        &mut lab,
+        &client.ns,
+        client.addr(),
+        relay,
+        "stock client, warren server",
+    );
 }
 
 #[test]
@@ -202,8 +213,9 @@ fn warren_client_warren_server_lossy_transfer() {
     lossy_transfer(
         &mut lab,
         &client.ns,
+        client.addr(),
         relay,
-        "warren client -> warren server",
+        "warren client, warren server",
     );
 }
 
@@ -213,7 +225,13 @@ fn warren_client_stock_server_lossy_transfer() {
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0003);
     let (client, took) = warren_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("warren client connected through the lossy relay after {took:?}");
-    lossy_transfer(&mut lab, &client.ns, relay, "warren client -> stock server");
+    lossy_transfer(
+        &mut lab,
+        &client.ns,
+        client.addr(),
+        relay,
+        "warren client, stock server",
+    );
 }
 
 #[test]
@@ -251,7 +269,13 @@ fn stock_client_stock_server_lossy_transfer() {
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0007);
     let (client, took) = stock_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("stock client connected through the lossy relay after {took:?}");
-    lossy_transfer(&mut lab, &client.ns, relay, "stock client -> stock server");
+    lossy_transfer(
+        &mut lab,
+        &client.ns,
+        client.addr(),
+        relay,
+        "stock client, stock server",
+    );
 }
 
 /// Validates the 30 % test itself: stock client and stock server.
