@@ -11,6 +11,7 @@
 //! * `source`: connects, sends a pseudo-random stream (a fixed byte count, or for a fixed
 //!   time at a fixed rate), hashes what it sent.
 //! * `udp-probe`: sends a datagram a few times and counts the replies.
+//! * `relay`: a lossy UDP relay (drops, duplicates, reorders; see `relay`).
 
 use std::env;
 use std::fs;
@@ -58,6 +59,7 @@ pub fn helper_main() {
         "sink" => sink(),
         "source" => source(),
         "udp-probe" => udp_probe(),
+        "relay" => super::relay::relay_main(),
         other => Err(format!("unknown helper mode {other}")),
     };
     match r {

@@ -381,9 +381,24 @@ impl Lab {
     }
 
     /// Starts a stock `openvpn` client with `conf` in a new namespace (does not wait).
-    pub fn start_client(&mut self, name: &str, mut conf: ClientConf) -> Client {
+    pub fn start_client(&mut self, name: &str, conf: ClientConf) -> Client {
+        self.start_client_via(name, conf, None)
+    }
+
+    /// Like [`Lab::start_client`], but with `Some(port)` the client connects to that port
+    /// on the server namespace's address rather than to the server's own port: to a relay
+    /// (`relay::Relay`) listening there.
+    pub fn start_client_via(
+        &mut self,
+        name: &str,
+        mut conf: ClientConf,
+        port: Option<u16>,
+    ) -> Client {
         let (ns, srv, cli) = self.new_peer_ns();
         conf.remote.0 = srv.clone();
+        if let Some(port) = port {
+            conf.remote.1 = port;
+        }
         let path = self.dir().join(format!("{name}.conf"));
         conf.write(&path);
         let log = self.dir().join(format!("{name}.log"));
@@ -430,7 +445,9 @@ impl Lab {
         ]
     }
 
-    fn helper(
+    /// Starts the traffic helper in `mode` in namespace `ns` (log `<name>.log`); returns
+    /// it and the path of its result file.
+    pub fn helper(
         &self,
         ns: &Netns,
         name: &str,

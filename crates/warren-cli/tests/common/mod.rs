@@ -24,3 +24,4 @@ pub mod lab;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod relay;
