@@ -434,7 +434,7 @@ fn churn(args: &Args, clock: &Clock, mut config: ClientConfig, length: Duration)
             }
         }
         if now >= next_report {
-            next_report = next_report + Duration::from_secs(60);
+            next_report += Duration::from_secs(60);
             let up = slots.iter().filter(|s| s.client.is_connected()).count();
             println!(
                 "t={:.0}s connected_now={up} started={} connected={} left={} vanished={} renegotiations={} echoes={}/{} failures={}",
