@@ -135,8 +135,11 @@ fn cert_mode_asks_a_password_only_of_users_that_have_one() {
         &[CONNECTED, "SSL alert: certificate expired", "TLS Error"],
         REFUSED,
     );
+    // openvpn 2.6.14 prints the server's alert; 2.6.3 (Debian 12) prints nothing and
+    // waits for its hand-window. Either way it must never connect: a timeout without the
+    // connected line counts as refused (checked again below), a connection fails.
     assert!(
-        line.as_ref().is_ok_and(|(i, _)| *i != 0),
+        line.as_ref().map_or(true, |(i, _)| *i != 0),
         "expected a TLS failure: {line:?}"
     );
     let log = server.log();

@@ -46,3 +46,9 @@ pub use types::{
     ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,
     KeyDerivation, WrapConfig,
 };
+
+/// `docs/architecture.md`: its example of the engine's call order is compiled and run as a
+/// doctest, so the page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/architecture.md")]
+struct ArchitectureDoc;
