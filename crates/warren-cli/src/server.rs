@@ -758,13 +758,10 @@ mod tests {
             "--auth",
             "password",
             "--network",
-            "10.9.0.7/16",
+            "10.9.0.0/16",
         ];
-        let (cfg, w) = zero_config(&args(&a)).lower().expect("zero-config");
-        assert!(
-            w[0].to_string().contains("using the network 10.9.0.0/16"),
-            "{w:?}"
-        );
+        // (`--network 10.9.0.7/16`, host bits set, is refused by the argument parser.)
+        let (cfg, _) = zero_config(&args(&a)).lower().expect("zero-config");
         assert_eq!(cfg.client_cert(), warren_config::VerifyClientCert::None);
         assert_eq!(
             engine_config(&cfg, 0).expect("engine").network.to_string(),
