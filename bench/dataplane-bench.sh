@@ -65,10 +65,7 @@ for v in "$SECS" "$RUNS" "$SOAK"; do
 done
 [ "$SECS" -ge 2 ] && [ "$RUNS" -ge 1 ] || { echo "--time >= 2 and --runs >= 1" >&2; exit 2; }
 [ "$SOAK" = 0 ] || [ "$SOAK" -ge 15 ] || { echo "--soak needs at least 15 s" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, tun)" >&2; exit 1; }
-for t in openvpn iperf3 ip ping openssl ss jq awk timeout; do
-    command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
-done
+bench_require openvpn iperf3 ip ping openssl ss jq awk timeout
 KINDS=()
 for k in openvpn warren boringtun; do
     case ",$ONLY," in *",$k,"*) KINDS+=("$k") ;; esac

@@ -7,6 +7,7 @@
 #   netns_del NAME      delete a namespace, retried (bounded) while its name is still busy
 #   status_kb PID FIELD a /proc/PID/status field in KiB (VmRSS, VmHWM)
 #   cpu_ticks PID       utime+stime of PID in clock ticks
+#   bench_require T...  exit unless running as root and every command T is installed
 
 bench_pki() {
     local dir=$1 n
@@ -72,3 +73,11 @@ netns_del() {
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+
+bench_require() {
+    local t
+    [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, tun)" >&2; exit 1; }
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
+    done
+}

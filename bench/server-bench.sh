@@ -39,10 +39,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$SECS" in ''|*[!0-9]*) echo "--time needs whole seconds" >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, tun)" >&2; exit 1; }
-for t in openvpn iperf3 ip ping openssl ss; do
-    command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
-done
+bench_require openvpn iperf3 ip ping openssl ss
 
 ID=$$
 NS_S="wb${ID}s"

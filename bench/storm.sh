@@ -27,8 +27,7 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
-[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, tun)" >&2; exit 1; }
-for t in openvpn ip openssl; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
+bench_require openvpn ip openssl
 [ -x "$WARREN" ] && [ -x "$STORM" ] || { echo "build first: cargo build --release -p warren-cli --bin warren --example storm" >&2; exit 1; }
 WARREN=$(realpath "$WARREN"); STORM=$(realpath "$STORM")
 
