@@ -265,6 +265,8 @@ struct Net {
     /// Everything that crossed the wire, for eavesdropper checks.
     log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     blackhole: bool,
+    /// Datagrams from this address are lost at delivery (also those already in flight).
+    drop_from: Option<SocketAddr>,
 }
 
 impl Net {
@@ -277,6 +279,7 @@ impl Net {
             seq: 0,
             log: Vec::new(),
             blackhole: false,
+            drop_from: None,
         }
     }
 
@@ -438,6 +441,9 @@ impl World {
     }
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, mut pkt: Vec<u8>) {
+        if self.net.drop_from == Some(from) {
+            return;
+        }
         if to == addr(SERVER) {
             let outcome = if DataPlane::is_data(&pkt) {
                 self.plane_opened += 1;
@@ -632,6 +638,32 @@ fn handshake_push_and_data_both_ways() {
         w.server_drops,
         w.client_drops
     );
+}
+
+/// The client's ACK of the server's last control packet (the PUSH_REPLY) is lost: the server
+/// must still send data on the new key, as stock OpenVPN does from S_GENERATED_KEYS on,
+/// instead of waiting seconds for its retransmission to be acknowledged.
+#[test]
+fn server_sends_data_while_its_last_control_packet_is_unacknowledged() {
+    let mut w = World::new(&Setup::default(), 77, Impair::default());
+    let deadline = w.now + Duration::from_secs(5);
+    while !w.client.is_connected() && w.now < deadline {
+        w.run_for(Duration::from_millis(1));
+    }
+    assert!(
+        w.client.is_connected(),
+        "client never applied the push reply"
+    );
+    // The client's ACK is still in flight (5 ms latency): lose it and all that follows.
+    w.net.drop_from = Some(addr(CLIENT));
+    w.run_for(Duration::from_millis(20));
+    assert!(
+        w.server_sends(b"down"),
+        "the server has no send key while its last control packet is unacknowledged"
+    );
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(w.client_tun.len(), 1, "client drops: {:?}", w.client_drops);
+    assert_eq!(udp_payload(&w.client_tun[0]), b"down");
 }
 
 #[test]
