@@ -506,15 +506,13 @@ impl DataPlane {
             Err(reason) => return self.drop_packet(reason),
         };
         p.data.activity.received(now, range.len() as u64);
-        if from != p.data.addr {
-            if p.float_reported != Some(from) {
-                p.float_reported = Some(from);
-                self.events.push_back(DataEvent::Float {
-                    peer_id,
-                    generation: p.data.generation,
-                    addr: from,
-                });
-            }
+        if from != p.data.addr && p.float_reported != Some(from) {
+            p.float_reported = Some(from);
+            self.events.push_back(DataEvent::Float {
+                peer_id,
+                generation: p.data.generation,
+                addr: from,
+            });
         }
         let vpn_ip = p.data.vpn_ip;
         let generation = p.data.generation;
