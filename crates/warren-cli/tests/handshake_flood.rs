@@ -148,3 +148,69 @@ fn stalled_handshake_flood_from_one_address_does_not_lock_out_a_stock_client() {
     );
     lab.assert_server_running();
 }
+
+/// The line both servers log when `max-clients` refuses a new client (OpenVPN multi.c).
+const MAX_CLIENTS_LINE: &str =
+    "MULTI: new incoming connection would exceed maximum number of clients (1)";
+/// How long the refused client is watched. Below the 10 s between two of warren's reports.
+const REFUSED_FOR: Duration = Duration::from_secs(7);
+
+/// `max-clients 1`, two stock clients: the second gets nothing after the cookie exchange
+/// (on UDP OpenVPN sends the refused client nothing) and the server logs OpenVPN's line;
+/// warren once for all the client's retries, OpenVPN once per retry.
+fn max_clients_refusal(kind: ServerKind) {
+    let mut lab = Lab::with_pki("max_clients", kind, KeyType::P256, KeyFormat::Pkcs8);
+    let mut sc = lab.server_conf();
+    sc.extra.push("max-clients 1".into());
+    lab.start_server(&sc);
+    let cc = lab.client_conf(&lab.pki.clients[0]);
+    let _first = lab.connect_client("client1", cc);
+    let cc = lab.client_conf(&lab.pki.clients[1]);
+    let mut second = lab.start_client("client2", cc);
+    if let Err(e) = lab
+        .server()
+        .wait_for_line(MAX_CLIENTS_LINE, Duration::from_secs(20))
+    {
+        panic!(
+            "{} server did not refuse the second client: {e}",
+            kind.label()
+        );
+    }
+    let refused_at = Instant::now();
+    assert!(
+        second
+            .proc
+            .wait_for_line(common::lab::CONNECTED, REFUSED_FOR)
+            .is_err(),
+        "the second client connected beyond max-clients"
+    );
+    let log = second.log();
+    for told in ["AUTH_FAILED", "Peer Connection Initiated", "RESTART"] {
+        assert!(!log.contains(told), "the refused client saw {told}:\n{log}");
+    }
+    let lines = lab
+        .server_log()
+        .lines()
+        .filter(|l| l.contains(MAX_CLIENTS_LINE))
+        .count();
+    assert!(refused_at.elapsed() < Duration::from_secs(10));
+    eprintln!(
+        "{}: {lines} refusal line(s) while the client retried for {REFUSED_FOR:?}",
+        kind.label()
+    );
+    match kind {
+        ServerKind::Warren => assert_eq!(lines, 1, "rate-limited to one line per 10 s"),
+        ServerKind::Openvpn => assert!(lines >= 1),
+    }
+    lab.assert_server_running();
+}
+
+#[test]
+fn warren_server_max_clients_refusal() {
+    max_clients_refusal(ServerKind::Warren);
+}
+
+#[test]
+fn openvpn_server_max_clients_refusal() {
+    max_clients_refusal(ServerKind::Openvpn);
+}
