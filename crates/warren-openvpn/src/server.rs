@@ -14,6 +14,25 @@
 //! [`Server::handle_data_event`], and re-arms its timer with [`Server::poll_timeout`].
 //! `now` must never go backwards.
 //!
+//! # Admission
+//!
+//! A client's hard reset gets a stateless reply whose session id is a cookie (mudp.c); only
+//! its next packet, which returns the cookie, creates a session. That proves the address,
+//! not the client: anyone holding the tls-crypt or tls-auth key, or anyone at all without
+//! one, gets this far and may then stall for the hand-window. So a new session is admitted
+//! in this order:
+//!
+//! 1. `max_clients` clients past the handshake (authorising or connected): refused in
+//!    silence, as OpenVPN refuses on UDP ([`OverloadKind::MaxClients`]).
+//! 2. Its source (IPv4 address or IPv6 /64) holds [`HalfOpenLimits::per_source`] half-open
+//!    sessions: refused ([`OverloadKind::HalfOpenPerSource`]).
+//! 3. [`HalfOpenLimits::total`] half-open sessions exist: the oldest is evicted
+//!    ([`OverloadKind::HalfOpenEvicted`]), so a flood cannot keep anyone out for long.
+//!
+//! A session stops being half-open when key-method 2 is done; if `max_clients` filled up
+//! meanwhile, it is dropped then. Every refusal and eviction is counted in
+//! [`ServerCounters`] and reported as a rate-limited [`ServerEvent::Overload`].
+//!
 //! [`DataPlane::is_data`]: crate::DataPlane::is_data
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
@@ -60,7 +79,7 @@ pub struct ServerConfig {
     pub client_to_client: bool,
     pub duplicate_cn: bool,
     /// `max-clients`: clients past the handshake (authorising or connected). A new session
-    /// beyond it is refused as OpenVPN refuses it (see [`Server`]'s admission rules).
+    /// beyond it is refused as OpenVPN refuses it (see the module docs, "Admission").
     pub max_clients: usize,
     /// Bounds on sessions still in the handshake, apart from `max_clients`.
     pub half_open: HalfOpenLimits,
@@ -277,12 +296,12 @@ impl Source {
     }
 }
 
-/// The half-open sessions: per slot its source (`None` once admitted), counts per source,
-/// and the creation order for eviction (entries of sessions that left the half-open state
-/// are skipped and compacted away).
+/// The half-open sessions: per slot its source and generation (`None` once admitted or
+/// removed), counts per source, and the creation order for eviction (entries of sessions
+/// that left the half-open state are skipped, and compacted away when they pile up).
 #[derive(Debug, Default)]
 struct HalfOpen {
-    by_slot: Vec<Option<Source>>,
+    by_slot: Vec<Option<(Source, u64)>>,
     per_source: HashMap<Source, usize>,
     order: VecDeque<(usize, u64)>,
     count: usize,
@@ -297,23 +316,23 @@ impl HalfOpen {
             self.by_slot[slot].is_none(),
             "slot {slot} reused while half-open"
         );
-        self.by_slot[slot] = Some(source);
+        self.by_slot[slot] = Some((source, generation));
         *self.per_source.entry(source).or_insert(0) += 1;
         self.order.push_back((slot, generation));
         self.count += 1;
-        // Lazy deletion leaves stale entries behind; keep the queue within twice the live
-        // count so a long-lived half-open session cannot make it grow without bound.
+        // Stale entries stay until they reach the front; keep the queue within about twice
+        // the live count so long-lived half-open sessions cannot make it grow without bound.
         if self.order.len() > 2 * self.count + 64 {
             let by_slot = &self.by_slot;
-            self.order.retain(|(s, _)| by_slot[*s].is_some());
+            self.order
+                .retain(|&(s, g)| by_slot[s].is_some_and(|(_, live)| live == g));
         }
     }
 
-    /// The session in `slot` is no longer half-open (admitted or removed). Returns whether
-    /// it was.
-    fn remove(&mut self, slot: usize) -> bool {
-        let Some(source) = self.by_slot.get_mut(slot).and_then(Option::take) else {
-            return false;
+    /// The session in `slot` is no longer half-open (admitted or removed).
+    fn remove(&mut self, slot: usize) {
+        let Some((source, _)) = self.by_slot.get_mut(slot).and_then(Option::take) else {
+            return;
         };
         if let Some(n) = self.per_source.get_mut(&source) {
             *n -= 1;
@@ -322,7 +341,6 @@ impl HalfOpen {
             }
         }
         self.count -= 1;
-        true
     }
 
     fn is_half_open(&self, slot: usize) -> bool {
@@ -333,10 +351,14 @@ impl HalfOpen {
         self.per_source.get(&source).copied().unwrap_or(0)
     }
 
-    /// Pops the oldest entry that is still half-open: (slot, generation).
-    fn pop_oldest(&mut self, generations: &[u64]) -> Option<usize> {
+    /// The slot of the oldest session that is still half-open, taken off the queue.
+    fn pop_oldest(&mut self) -> Option<usize> {
         while let Some((slot, generation)) = self.order.pop_front() {
-            if self.is_half_open(slot) && generations.get(slot) == Some(&generation) {
+            if self
+                .by_slot
+                .get(slot)
+                .is_some_and(|e| e.is_some_and(|(_, g)| g == generation))
+            {
                 return Some(slot);
             }
         }
@@ -664,7 +686,7 @@ impl Server {
             return Err(DropReason::TooManyHandshakes);
         }
         while self.half_open.count >= total {
-            let Some(victim) = self.half_open.pop_oldest(&self.generations) else {
+            let Some(victim) = self.half_open.pop_oldest() else {
                 break;
             };
             let addr = self.sessions[victim].as_ref().map_or(from, |s| s.addr);
@@ -1259,4 +1281,81 @@ const DATA_OVERHEAD: usize = 24;
 struct PeerIdLimit;
 impl PeerIdLimit {
     const MAX: usize = 0x00FF_FFFF;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        assert_eq!(Source::of(&a("192.0.2.1:1")), Source::of(&a("192.0.2.1:2")));
+        assert_ne!(Source::of(&a("192.0.2.1:1")), Source::of(&a("192.0.2.2:1")));
+        // A v4-mapped address (dual-stack socket) is the IPv4 address.
+        assert_eq!(
+            Source::of(&a("[::ffff:192.0.2.1]:5")),
+            Source::of(&a("192.0.2.1:6"))
+        );
+        assert_eq!(
+            Source::of(&a("[2001:db8:1:2::1]:1")),
+            Source::of(&a("[2001:db8:1:2:ffff::9]:2"))
+        );
+        assert_ne!(
+            Source::of(&a("[2001:db8:1:2::1]:1")),
+            Source::of(&a("[2001:db8:1:3::1]:1"))
+        );
+    }
+
+    #[test]
+    fn half_open_counts_per_source_and_evicts_oldest_first() {
+        let x = Source::of(&a("192.0.2.1:1"));
+        let y = Source::of(&a("192.0.2.2:1"));
+        let mut h = HalfOpen::default();
+        h.insert(0, 1, x);
+        h.insert(1, 1, x);
+        h.insert(2, 1, y);
+        assert_eq!((h.count, h.count_from(x), h.count_from(y)), (3, 2, 1));
+        // Slot 0 is admitted, then reused by a newer session: the old entry is stale.
+        h.remove(0);
+        h.insert(0, 2, y);
+        assert_eq!(h.pop_oldest(), Some(1));
+        h.remove(1);
+        assert_eq!(h.pop_oldest(), Some(2));
+        h.remove(2);
+        assert_eq!(h.pop_oldest(), Some(0));
+        h.remove(0);
+        assert_eq!((h.count, h.count_from(x), h.count_from(y)), (0, 0, 0));
+        assert_eq!(h.pop_oldest(), None);
+        assert!(h.per_source.is_empty());
+    }
+
+    #[test]
+    fn the_eviction_queue_stays_bounded() {
+        let x = Source::of(&a("192.0.2.1:1"));
+        let mut h = HalfOpen::default();
+        // One session stays half-open for long while 100 000 others come and go.
+        h.insert(0, 1, x);
+        for g in 1..100_000u64 {
+            h.insert(1, g, x);
+            h.remove(1);
+        }
+        assert!(h.order.len() <= 2 * h.count + 65, "{}", h.order.len());
+        assert_eq!(h.pop_oldest(), Some(0));
+    }
+
+    #[test]
+    fn reports_are_rate_limited_with_a_count_of_the_rest() {
+        let mut r = ReportLimiter::default();
+        let t = Instant::from_secs(100);
+        assert_eq!(r.allow(t), Some(0));
+        for i in 1..=5 {
+            assert_eq!(r.allow(t + Duration::from_secs(i)), None);
+        }
+        assert_eq!(r.allow(t + Server::OVERLOAD_REPORT_INTERVAL), Some(5));
+        assert_eq!(r.allow(t + Server::OVERLOAD_REPORT_INTERVAL), None);
+    }
 }
