@@ -22,15 +22,17 @@
 //! one, gets this far and may then stall for the hand-window. So a new session is admitted
 //! in this order:
 //!
-//! 1. `max_clients` clients past the handshake (authorising or connected): refused in
-//!    silence, as OpenVPN refuses on UDP ([`OverloadKind::MaxClients`]).
+//! 1. `max_clients` clients connected: refused in silence, as OpenVPN refuses on UDP
+//!    ([`OverloadKind::MaxClients`]).
 //! 2. Its source (IPv4 address or IPv6 /64) holds [`HalfOpenLimits::per_source`] half-open
 //!    sessions: refused ([`OverloadKind::HalfOpenPerSource`]).
 //! 3. [`HalfOpenLimits::total`] half-open sessions exist: the oldest is evicted
 //!    ([`OverloadKind::HalfOpenEvicted`]), so a flood cannot keep anyone out for long.
 //!
-//! A session stops being half-open when key-method 2 is done; if `max_clients` filled up
-//! meanwhile, it is dropped then. Every refusal and eviction is counted in
+//! A session stops being half-open when it connects (after key-method 2 and, with
+//! `external_auth`, the driver's decision); if `max_clients` filled up meanwhile, it is
+//! dropped then. An evicted session that awaited a decision ends with
+//! [`ServerEvent::Disconnected`], so the driver drops the stale request. Every refusal and eviction is counted in
 //! [`ServerCounters`] and reported as a rate-limited [`ServerEvent::Overload`].
 //!
 //! [`DataPlane::is_data`]: crate::DataPlane::is_data
@@ -78,8 +80,8 @@ pub struct ServerConfig {
     pub tls_timeout: Duration,
     pub client_to_client: bool,
     pub duplicate_cn: bool,
-    /// `max-clients`: clients past the handshake (authorising or connected). A new session
-    /// beyond it is refused as OpenVPN refuses it (see the module docs, "Admission").
+    /// `max-clients`: connected clients. A new session beyond it is refused as OpenVPN
+    /// refuses it (see the module docs, "Admission").
     pub max_clients: usize,
     /// Bounds on sessions still in the handshake, apart from `max_clients`.
     pub half_open: HalfOpenLimits,
@@ -98,8 +100,8 @@ pub struct ServerConfig {
     pub unix_time_at_zero: u64,
 }
 
-/// Bounds on half-open sessions: sessions that proved their address with the cookie but have
-/// not finished the TLS handshake and key-method 2. Anyone holding the tls-crypt or tls-auth
+/// Bounds on half-open sessions: sessions that proved their address with the cookie but are
+/// not connected yet (TLS handshake, key-method 2, authentication). Anyone holding the tls-crypt or tls-auth
 /// key (every profile holder), or anyone at all without one, can open such a session and
 /// stall it for the hand-window; these bounds keep that from filling `max-clients` or
 /// memory.
@@ -480,7 +482,7 @@ impl Server {
         self.live
     }
 
-    /// Number of half-open sessions (still in the TLS handshake or key-method 2).
+    /// Number of half-open sessions (not connected yet: handshake or authentication).
     pub fn half_open_count(&self) -> usize {
         self.half_open.count
     }
@@ -656,7 +658,8 @@ impl Server {
             .find(|c| *c == claimed)
     }
 
-    /// Clients past the handshake: authorising or connected. `max-clients` bounds these.
+    /// Sessions that are no longer half-open: connected clients (and ones closing after
+    /// that). `max-clients` bounds these.
     fn admitted(&self) -> usize {
         self.live - self.half_open.count
     }
@@ -759,27 +762,6 @@ impl Server {
     /// After a session handled input: connect it if key-method 2 finished, remove it if it
     /// died, queue it for transmission and re-arm its timer.
     fn after_session_input(&mut self, now: Instant, slot: usize) {
-        if self.half_open.is_half_open(slot)
-            && self.sessions[slot]
-                .as_ref()
-                .is_some_and(|s| s.pending_connect)
-        {
-            // Key-method 2 is done: the session leaves the half-open set and counts against
-            // max-clients. Admission checked max-clients when it was created, but other
-            // half-open sessions may have got here first.
-            self.half_open.remove(slot);
-            if self.admitted() > self.config.max_clients {
-                let addr = self.sessions[slot].as_ref().map(|s| s.addr);
-                self.counters.max_clients_refused += 1;
-                if let Some(addr) = addr {
-                    self.report(now, OverloadKind::MaxClients, addr, self.config.max_clients);
-                }
-                // Silent, as at admission (OpenVPN never gets here: it counts handshaking
-                // instances against max-clients).
-                self.remove_session(slot, DisconnectReason::Overloaded);
-                return;
-            }
-        }
         if self.sessions[slot]
             .as_ref()
             .is_some_and(|s| s.pending_connect && !s.awaiting_auth)
@@ -1000,7 +982,31 @@ impl Server {
         self.config.tls = tls;
     }
 
+    /// The session in `slot` is authenticated and about to connect: it leaves the half-open
+    /// set and counts against max-clients. Admission checked max-clients when the session
+    /// was created, but other half-open sessions may have connected since; then this one is
+    /// dropped (silently, as at admission; OpenVPN never gets here, it counts handshaking
+    /// instances against max-clients) and `false` returned.
+    fn leave_half_open(&mut self, now: Instant, slot: usize) -> bool {
+        if !self.half_open.is_half_open(slot) {
+            return true;
+        }
+        self.half_open.remove(slot);
+        if self.admitted() <= self.config.max_clients {
+            return true;
+        }
+        self.counters.max_clients_refused += 1;
+        if let Some(addr) = self.sessions[slot].as_ref().map(|s| s.addr) {
+            self.report(now, OverloadKind::MaxClients, addr, self.config.max_clients);
+        }
+        self.remove_session(slot, DisconnectReason::Overloaded);
+        false
+    }
+
     fn finish_connect(&mut self, now: Instant, slot: usize, grant: AuthGrant) {
+        if !self.leave_half_open(now, slot) {
+            return;
+        }
         if let Some(identity) = grant.identity.clone()
             && let Some(s) = self.sessions[slot].as_mut()
         {

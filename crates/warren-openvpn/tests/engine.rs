@@ -1763,3 +1763,42 @@ fn max_clients_holds_when_handshakes_finish_together() {
     assert_eq!(w.overloads(OverloadKind::MaxClients).len(), 1);
     assert!(w.server.session_count() <= 1 + w.server.half_open_count());
 }
+
+#[test]
+fn a_session_awaiting_authentication_is_half_open_and_evictable() {
+    // Not connected is not authenticated: a session whose login the driver has not decided
+    // yet counts as half-open. Evicting it ends it with a Disconnected event (so the driver
+    // forgets the request), and a late decision admits nobody.
+    let mut w = auth_world(37, Some(("alice", "s3cret")), true);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    assert_eq!(w.server.half_open_count(), 1);
+    let flooder = client_config(&Setup::default(), &pki().client);
+    for i in 0..64u16 {
+        let from = SocketAddr::from(([198, 18, 2, 1 + i as u8], 30_000 + i));
+        assert_eq!(
+            w.half_open(&flooder, from, 9000 + u64::from(i)),
+            DatagramOutcome::Consumed
+        );
+    }
+    assert_eq!(w.server.half_open_count(), 64);
+    assert!(
+        w.server_events.iter().any(|e| matches!(
+            e,
+            ServerEvent::Disconnected {
+                peer_id: p,
+                reason: DisconnectReason::Overloaded,
+                ..
+            } if *p == peer_id
+        )),
+        "{:?}",
+        w.server_events
+    );
+    w.server.authorize(
+        w.now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(Default::default()),
+    );
+    w.run_for(Duration::from_secs(1));
+    assert!(w.server.clients().is_empty());
+    assert!(!w.client.is_connected());
+}
