@@ -35,7 +35,7 @@ use warren_io::{
     Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind, UdpFamily,
 };
 use warren_openvpn::tls::{ClientCertMode, ServerTlsOptions};
-use warren_openvpn::{Server, ServerConfig};
+use warren_openvpn::{HalfOpenLimits, Server, ServerConfig};
 use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
 use warren_store::{RateLimitConfig, SqliteStore, Store};
 
@@ -574,6 +574,10 @@ fn engine_config(
         client_to_client: cfg.client_to_client,
         duplicate_cn: cfg.duplicate_cn,
         max_clients: usize::try_from(cfg.client_limit()).unwrap_or(usize::MAX),
+        half_open: HalfOpenLimits {
+            per_source: usize::try_from(cfg.half_open_per_source()).unwrap_or(usize::MAX),
+            total: usize::try_from(cfg.half_open_limit()).unwrap_or(usize::MAX),
+        },
         explicit_exit_notify: s.explicit_exit_notify,
         tun_mtu: s.tun_mtu,
         mssfix: s.mssfix,
@@ -742,6 +746,13 @@ mod tests {
         assert_eq!(
             (e.tun_mtu, e.mssfix, e.max_clients),
             (1500, Some(1492), 1024)
+        );
+        assert_eq!(
+            e.half_open,
+            HalfOpenLimits {
+                per_source: 16,
+                total: 1024
+            }
         );
         assert!(
             e.explicit_exit_notify && e.external_auth && !e.duplicate_cn && !e.client_to_client

@@ -1037,6 +1037,9 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-state-dir", Some(Side::Server)),
     // How those users authenticate.
     ("warren-auth", Some(Side::Server)),
+    // Bounds on sessions still in the handshake (apart from max-clients).
+    ("warren-max-half-open", Some(Side::Server)),
+    ("warren-max-half-open-per-source", Some(Side::Server)),
 ];
 
 /// Levenshtein distance over characters.

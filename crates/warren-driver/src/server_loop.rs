@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OffloadTun, Poller, Signal, Signals};
 use warren_openvpn::{
-    AuthDecision, ClientStatus, DataPlane, DisconnectReason, Server, ServerEvent,
+    AuthDecision, ClientStatus, DataPlane, DisconnectReason, OverloadKind, Server, ServerEvent,
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
@@ -601,6 +601,31 @@ fn log_event(ev: &ServerEvent) {
             ..
         } => {
             debug!("authorising cn={common_name} addr={addr} peer_id={peer_id}");
+        }
+        // Rate-limited by the engine (one per kind per 10 s, with the count held back).
+        ServerEvent::Overload {
+            kind,
+            addr,
+            limit,
+            suppressed,
+        } => {
+            let more = match suppressed {
+                0 => String::new(),
+                n => format!(" ({n} more since the last report)"),
+            };
+            match kind {
+                // OpenVPN multi.c's own words, so existing log watches keep working.
+                OverloadKind::MaxClients => warn!(
+                    "MULTI: new incoming connection would exceed maximum number of clients ({limit}) addr={addr}{more}"
+                ),
+                OverloadKind::HalfOpenPerSource => warn!(
+                    "new connection refused addr={addr}: its address already has {limit} unfinished handshakes (warren-max-half-open-per-source){more}"
+                ),
+                OverloadKind::HalfOpenEvicted => warn!(
+                    "dropped the oldest unfinished handshake addr={addr}: {limit} handshakes in progress (warren-max-half-open){more}"
+                ),
+                other => warn!("overload {other:?} addr={addr} limit={limit}{more}"),
+            }
         }
         other => debug!("server event: {other:?}"),
     }
