@@ -8,7 +8,8 @@
 //!
 //! Checked on every run, besides "no panic, no livelock":
 //! * no data datagram is accepted twice (replay) by either side;
-//! * the server never holds more connected clients than `max_clients`;
+//! * the server never holds more connected clients than `max_clients`, nor more sessions
+//!   than that plus the half-open limit;
 //! * every opened payload range lies inside its buffer.
 //!
 //! The TLS library draws its own randomness, so two runs of one input are not bit-identical;
@@ -29,13 +30,15 @@ use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions};
 use warren_openvpn::{
     AuthDecision, AuthGrant, Client, ClientConfig, ClientDatagram, ClientEvent, DATA_HEADROOM,
-    DatagramOutcome, EncapOutcome, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
+    DatagramOutcome, EncapOutcome, HalfOpenLimits, KeyDerivation, Server, ServerConfig,
+    ServerEvent, WrapConfig,
 };
 
 const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 1194);
 const CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 40000);
 const MAX_CLIENTS: usize = 4;
+const HALF_OPEN_TOTAL: usize = 3;
 /// Datagrams held per direction; more are dropped (a bounded network).
 const QUEUE_CAP: usize = 256;
 /// Operations per input; the rest of a longer input is ignored.
@@ -164,6 +167,11 @@ fn server_config(s: Setup) -> ServerConfig {
         client_to_client: s.0 & 0x10 != 0,
         duplicate_cn: s.0 & 0x08 != 0,
         max_clients: MAX_CLIENTS,
+        // Small, so strangers and reconnects reach the refusal and eviction paths.
+        half_open: HalfOpenLimits {
+            per_source: 2,
+            total: HALF_OPEN_TOTAL,
+        },
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1450),
@@ -337,6 +345,10 @@ impl World {
         assert!(
             self.server.clients().len() <= MAX_CLIENTS,
             "more clients than max-clients"
+        );
+        assert!(
+            self.server.session_count() <= MAX_CLIENTS + HALF_OPEN_TOTAL,
+            "more sessions than max-clients plus the half-open limit"
         );
     }
 
