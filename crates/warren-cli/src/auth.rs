@@ -501,6 +501,19 @@ impl Authenticator for StoreAuth {
             })
             .collect()
     }
+
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        // A full check, as if the store had changed and the 30 s had passed.
+        self.next_full_check = None;
+        self.checked_revision = None;
+        let kicks = self.recheck(now);
+        info!(
+            "user database re-read: {} session(s) checked, {} user(s) to disconnect",
+            self.peers.len(),
+            kicks.len()
+        );
+        kicks
+    }
 }
 
 #[cfg(test)]

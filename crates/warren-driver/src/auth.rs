@@ -84,6 +84,11 @@ pub trait Authenticator: Send + 'static {
     /// Called about every [`AuthOptions::recheck_every`]: identities whose sessions must end
     /// now (revoked, disabled, deleted, expired).
     fn recheck(&mut self, now: Instant) -> Vec<Kick>;
+    /// SIGHUP: re-read everything and check every connected identity now, whether or not
+    /// anything seems to have changed. The default is a [`Authenticator::recheck`].
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        self.recheck(now)
+    }
 }
 
 /// Worker settings.
@@ -115,6 +120,8 @@ enum ToWorker {
     Disconnected {
         peer_id: u32,
     },
+    /// SIGHUP: [`Authenticator::reload`] now.
+    Reload,
 }
 
 /// Worker → loop.
@@ -215,6 +222,12 @@ impl AuthWorker {
             .map_err(|_| WorkerGone)
     }
 
+    /// SIGHUP: the worker re-reads the user database and checks every connected identity
+    /// now ([`Authenticator::reload`]); the kicks come back as usual.
+    pub(crate) fn reload(&mut self) -> Result<(), WorkerGone> {
+        self.to.send(ToWorker::Reload).map_err(|_| WorkerGone)
+    }
+
     /// Empties the wake socket and returns what the worker sent, dropping stale decisions.
     pub(crate) fn drain(&mut self, out: &mut Vec<FromWorker>) -> Result<(), WorkerGone> {
         let mut buf = [0u8; 64];
@@ -310,6 +323,13 @@ fn worker(
                 vpn_ip,
             }) => auth.connected(clock.now(), peer_id, &identity, vpn_ip),
             Ok(ToWorker::Disconnected { peer_id }) => auth.disconnected(clock.now(), peer_id),
+            Ok(ToWorker::Reload) => {
+                for k in auth.reload(clock.now()) {
+                    if !send(FromWorker::Kick(k), &mut wake) {
+                        return;
+                    }
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
