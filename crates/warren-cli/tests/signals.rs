@@ -176,7 +176,11 @@ fn warren_server_signals_with_stock_clients() {
         "server exit status {st:?}:\n{}",
         tail(&server.log(), 20)
     );
-    assert!(server.log().contains("SIGTERM[hard,] received, server exiting"));
+    assert!(
+        server
+            .log()
+            .contains("SIGTERM[hard,] received, server exiting")
+    );
     for c in [&alice, &bob] {
         let name = c.name.clone();
         wait_count(&name, || c.log(), PUSHED_RESET, 2, Duration::from_secs(5));
@@ -195,7 +199,8 @@ fn warren_client_signals_against_stock_server() {
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     sc.extra
         .push("push \"dhcp-option DOMAIN vpn.example\"".into());
-    sc.extra.push("push \"route 192.0.2.0 255.255.255.0\"".into());
+    sc.extra
+        .push("push \"route 192.0.2.0 255.255.255.0\"".into());
     lab.start_server(&sc);
     let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
     cc.extra.push("explicit-exit-notify".into());
@@ -241,7 +246,13 @@ fn warren_client_signals_against_stock_server() {
             1,
             Duration::from_secs(5),
         );
-        wait_count(&name, || client.log(), RECONNECTED, n, Duration::from_secs(30));
+        wait_count(
+            &name,
+            || client.log(),
+            RECONNECTED,
+            n,
+            Duration::from_secs(30),
+        );
         wait_count(
             &name,
             || lab.server_log(),
@@ -306,7 +317,8 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
     );
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
-    sc.extra.push("push \"route 192.0.2.0 255.255.255.0\"".into());
+    sc.extra
+        .push("push \"route 192.0.2.0 255.255.255.0\"".into());
     lab.start_server(&sc);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
     let p = prepare_client(&mut lab, cc);

@@ -78,7 +78,10 @@ pub struct ServerLoopOptions {
 /// dropping sessions (today the TLS configuration: a renewed certificate or key). Supplied
 /// by the binary, which knows where the configuration came from. Returns one line per
 /// thing reloaded, or why nothing could be (the current configuration then stays).
-pub struct Reloader(pub Box<dyn FnMut(&mut Server) -> Result<Vec<String>, String> + Send>);
+pub struct Reloader(pub ReloadFn);
+
+/// The function behind a [`Reloader`].
+pub type ReloadFn = Box<dyn FnMut(&mut Server) -> Result<Vec<String>, String> + Send>;
 
 impl std::fmt::Debug for Reloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
