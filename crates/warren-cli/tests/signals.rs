@@ -381,3 +381,57 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
         second.log_tail(20)
     );
 }
+
+/// A `server.conf` server (no user database): SIGUSR2 uses the config's `status-version`,
+/// SIGHUP re-reads the TLS files named in the config and keeps the session.
+#[test]
+fn config_file_server_status_and_reload() {
+    let mut lab = Lab::with_pki(
+        "sig-conf",
+        ServerKind::Warren,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let mut sc = lab.server_conf();
+    sc.extra.push("status-version 2".into());
+    lab.start_server(&sc);
+    let cc = lab.client_conf(&lab.pki.clients[0].clone());
+    let client = lab.connect_client("client1", cc);
+
+    signal(lab.server(), "USR2");
+    wait_count(
+        "SIGUSR2",
+        || lab.server_log(),
+        "status totals",
+        1,
+        Duration::from_secs(10),
+    );
+    let log = lab.server_log();
+    assert!(
+        log.contains(&format!("CLIENT_LIST,client1,{}:", client.client_underlay)),
+        "no version-2 CLIENT_LIST row:\n{}",
+        tail(&log, 30)
+    );
+
+    signal(lab.server(), "HUP");
+    wait_count(
+        "SIGHUP",
+        || lab.server_log(),
+        "SIGHUP handled: 1 client(s) connected",
+        1,
+        Duration::from_secs(10),
+    );
+    let log = lab.server_log();
+    let conf = lab.dir().join("server.conf");
+    assert!(
+        log.contains(&format!(
+            "reloaded: TLS configuration (ca, cert, key) from {}",
+            conf.display()
+        )) && log.contains("no user database to re-read"),
+        "{}",
+        tail(&log, 20)
+    );
+    ping_ok(&client, SERVER_TUN_ADDR, "after SIGHUP");
+    assert_eq!(client.count(CONNECTED), 1, "the client reconnected");
+    lab.assert_server_running();
+}

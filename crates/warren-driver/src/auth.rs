@@ -470,6 +470,33 @@ mod tests {
     }
 
     #[test]
+    fn reload_checks_at_once() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let clock = Clock::new().expect("clock");
+        // The periodic recheck is an hour away: only the reload can produce the kick.
+        let mut w = AuthWorker::spawn(
+            Box::new(Fake(log.clone())),
+            clock,
+            AuthOptions {
+                recheck_every: Duration::from_secs(3600),
+            },
+        )
+        .expect("spawn");
+        log.lock().expect("lock").kick_next = Some("carol".into());
+        std::thread::sleep(Duration::from_millis(50));
+        let mut none = Vec::new();
+        w.drain(&mut none).expect("alive");
+        assert!(none.is_empty(), "{none:?}");
+        w.reload().expect("send");
+        let out = wait_for(&mut w, 1);
+        assert!(
+            matches!(&out[0], FromWorker::Kick(k) if k.identity == "carol"),
+            "{out:?}"
+        );
+        w.stop(Duration::from_secs(2));
+    }
+
+    #[test]
     fn a_dead_worker_is_reported() {
         struct Panics;
         impl Authenticator for Panics {
