@@ -866,7 +866,8 @@ mod tests {
             .issue_client("dave", &LeafOptions::default(), wall_now(), &mut w.rng)
             .expect("issue");
         let mut u = NewUser::named("dave");
-        u.expires_at = Some(wall_now() + Duration::from_millis(600));
+        let expires = wall_now() + Duration::from_secs(2);
+        u.expires_at = Some(expires);
         w.store
             .add_user(&u, Some(&CertRecord::from_issued(&issued)), wall_now())
             .expect("add");
@@ -876,7 +877,14 @@ mod tests {
         assert!(accepted(&a.authenticate(t, req(1, "dave", Some(cert), None, None))).is_some());
         a.connected(t, 1, "dave", Ipv4Addr::new(10, 8, 0, 9));
         assert!(a.recheck(t).is_empty());
-        std::thread::sleep(Duration::from_millis(800));
+        // Until dave has expired (bounded: the expiry is 2 s away).
+        for _ in 0..60 {
+            if wall_now() > expires {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(wall_now() > expires);
         // Nothing was written and the next full pass is 30 s away: not seen yet.
         assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
         let kicks = a.reload(t + Duration::from_millis(500));
