@@ -54,7 +54,10 @@ pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ("tmp-dir", NO_EFFECT),
     ("opt-verify", "obsolete option-consistency check"),
     ("echo", "only meaningful to OpenVPN's management interface"),
-    ("remap-usr1", "warren does not handle SIGUSR1"),
+    (
+        "remap-usr1",
+        "warren always treats SIGUSR1 as a soft restart",
+    ),
     ("providers", "warren uses rustls, not OpenSSL providers"),
     ("auth-nocache", "warren does not cache credentials"),
     ("ping-timer-rem", NO_EFFECT),
