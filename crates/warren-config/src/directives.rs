@@ -30,6 +30,10 @@ const LOG_FORMAT: &str = "log formatting is controlled by warren's logger";
 /// Ignored with a warning in both server and client configs.
 pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ("mute", "repeated messages are not rate-limited"),
+    (
+        "tcp-nodelay",
+        "warren always sets TCP_NODELAY on its TCP sockets",
+    ),
     ("script-security", NO_SCRIPTS),
     ("log", LOG),
     ("log-append", LOG),
@@ -50,7 +54,10 @@ pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ),
     ("hash-size", NO_EFFECT),
     ("bcast-buffers", NO_EFFECT),
-    ("tcp-queue-limit", NO_EFFECT),
+    (
+        "tcp-queue-limit",
+        "warren bounds each TCP connection's queue in bytes (256 KiB of data)",
+    ),
     ("tmp-dir", NO_EFFECT),
     ("opt-verify", "obsolete option-consistency check"),
     ("echo", "only meaningful to OpenVPN's management interface"),
@@ -1033,6 +1040,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-offload", None),
     // Threads moving data.
     ("warren-workers", Some(Side::Server)),
+    // More listeners in the same server (`warren-listen tcp PORT`).
+    ("warren-listen", Some(Side::Server)),
     // Users, revocations and leases from warren's state directory.
     ("warren-state-dir", Some(Side::Server)),
     // How those users authenticate.

@@ -29,6 +29,7 @@ mod batch;
 mod client_loop;
 mod server_loop;
 pub mod status;
+mod tcp;
 mod workers;
 
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
@@ -38,6 +39,7 @@ pub use client_loop::{
     RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
 };
 pub use server_loop::{BATCH, DriverError, ServerLoopOptions, StatusOptions, run_server, snapshot};
+pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

@@ -40,7 +40,7 @@ use warren_openvpn::{
     EncapOutcome,
 };
 
-use crate::batch::{DataPath, LoopStats, Pump, UdpIo};
+use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -505,7 +505,7 @@ impl Worker {
             if poller.is_readable(t_tun)
                 && let Err(e) =
                     self.pump
-                        .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.shard)
+                        .tun_to_udp(now, &mut self.tun, &mut Out::udp(&self.udp), &mut self.shard)
             {
                 self.fail(format!("reading from tun {}: {e}", self.tun.name()));
                 break;
@@ -519,7 +519,7 @@ impl Worker {
                     .chain([&own])
                     .flat_map(PacketBatch::iter);
                 self.pump
-                    .seal_packets(now, pkts, &self.udp, &mut self.shard);
+                    .seal_packets(now, pkts, &mut Out::udp(&self.udp), &mut self.shard);
                 self.incoming.clear();
             }
             self.shard.put_own(own);

@@ -18,7 +18,7 @@
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +159,9 @@ pub enum ServerEvent {
         addr: SocketAddr,
         reason: String,
     },
+    /// The session of a TCP peer ended (for any reason but [`Server::stream_closed`]):
+    /// close its connection once what is queued for it has been written.
+    StreamEnded { addr: SocketAddr },
 }
 
 /// One connected client, for `status` files.
@@ -198,6 +201,8 @@ pub struct Server {
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Peers on TCP connections (see [`Server::stream_opened`]).
+    streams: HashSet<SocketAddr>,
     pool_used: BTreeSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: VecDeque<usize>,
@@ -264,6 +269,7 @@ impl Server {
             generations: Vec::new(),
             live: 0,
             by_addr: HashMap::new(),
+            streams: HashSet::new(),
             pool_used: BTreeSet::new(),
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
@@ -366,6 +372,9 @@ impl Server {
             // through the cookie exchange like a new client; the old session is replaced
             // only once the new one proves its address.
         }
+        if self.streams.contains(&from) {
+            return self.stream_reset(now, from, opcode, key_id, sid, stamp, pkt);
+        }
         match opcode {
             _ if self.shutting_down => self.drop(DropReason::Overloaded),
             Opcode::ControlHardResetClientV2 if key_id == KeyId::ZERO => {
@@ -382,7 +391,7 @@ impl Server {
                 if let Some(&old) = self.by_addr.get(&from) {
                     self.remove_session(old, DisconnectReason::Replaced);
                 }
-                let Some(slot) = self.create_session(now, from, cookie, sid) else {
+                let Some(slot) = self.create_session(now, from, Some(cookie), sid) else {
                     return self.drop(DropReason::TooManyClients);
                 };
                 if let Some(s) = self.sessions[slot].as_mut() {
@@ -396,6 +405,71 @@ impl Server {
             }
             _ => self.drop(DropReason::NoSession),
         }
+    }
+
+    /// A control packet from a TCP peer without a session (fact sheet §9, OpenVPN
+    /// mtcp.c): no cookie; the client's hard reset creates the session at once, anything
+    /// else is dropped. One connection carries one session: a second reset with another
+    /// session id while one lives is dropped (a restarting stock client reconnects).
+    #[allow(clippy::too_many_arguments)]
+    fn stream_reset(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        opcode: Opcode,
+        key_id: KeyId,
+        sid: SessionId,
+        stamp: Option<ReplayStamp>,
+        pkt: &ControlPacket<'_>,
+    ) -> DatagramOutcome {
+        if self.shutting_down {
+            return self.drop(DropReason::Overloaded);
+        }
+        if opcode != Opcode::ControlHardResetClientV2
+            || key_id != KeyId::ZERO
+            || self.by_addr.contains_key(&from)
+        {
+            return self.drop(DropReason::NoSession);
+        }
+        if pkt.msg_id != Some(0) {
+            return self.drop(DropReason::Malformed);
+        }
+        let Some(slot) = self.create_session(now, from, None, sid) else {
+            return self.drop(DropReason::TooManyClients);
+        };
+        if let Some(s) = self.sessions[slot].as_mut() {
+            // The reset again, through the session: its wrap packet-id starts the replay
+            // window (the msg-id is a duplicate by now, only acknowledged).
+            s.on_control(&mut self.ctx, now, stamp, pkt);
+        }
+        self.after_session_input(now, slot);
+        DatagramOutcome::Consumed
+    }
+
+    /// The driver accepted a TCP connection from `addr`: control packets from there create
+    /// sessions without the cookie exchange, and its session never floats. Returns `false`
+    /// (refuse the connection) when a UDP session already lives at the same address.
+    pub fn stream_opened(&mut self, addr: SocketAddr) -> bool {
+        if self.by_addr.contains_key(&addr) && !self.streams.contains(&addr) {
+            return false;
+        }
+        self.streams.insert(addr);
+        true
+    }
+
+    /// The TCP connection from `addr` ended: its session (if any) ends with it.
+    pub fn stream_closed(&mut self, _now: Instant, addr: SocketAddr) {
+        if !self.streams.remove(&addr) {
+            return;
+        }
+        if let Some(&slot) = self.by_addr.get(&addr) {
+            self.remove_session(slot, DisconnectReason::ConnectionClosed);
+        }
+    }
+
+    /// Whether `addr` is a TCP peer's.
+    pub fn is_stream(&self, addr: &SocketAddr) -> bool {
+        self.streams.contains(addr)
     }
 
     fn time_slot(&self, now: Instant) -> u32 {
@@ -461,7 +535,7 @@ impl Server {
         &mut self,
         now: Instant,
         addr: SocketAddr,
-        cookie: SessionId,
+        cookie: Option<SessionId>,
         client_sid: SessionId,
     ) -> Option<usize> {
         if self.live >= self.config.max_clients {
@@ -487,16 +561,29 @@ impl Server {
             }
         };
         self.generations[slot] += 1;
-        let session = Session::server_from_cookie(
-            &mut self.ctx,
-            now,
-            slot as u32,
-            self.generations[slot],
-            addr,
-            cookie,
-            client_sid,
-            rustls::Connection::Server(tls),
-        );
+        let tls = rustls::Connection::Server(tls);
+        let (peer_id, generation) = (slot as u32, self.generations[slot]);
+        let session = match cookie {
+            Some(cookie) => Session::server_from_cookie(
+                &mut self.ctx,
+                now,
+                peer_id,
+                generation,
+                addr,
+                cookie,
+                client_sid,
+                tls,
+            ),
+            None => Session::server_stateful(
+                &mut self.ctx,
+                now,
+                peer_id,
+                generation,
+                addr,
+                client_sid,
+                tls,
+            ),
+        };
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
         self.live += 1;
@@ -616,7 +703,11 @@ impl Server {
         if s.addr == from {
             return true;
         }
-        if self.by_addr.contains_key(&from) {
+        // A TCP session is its connection; nothing floats onto or off one.
+        if self.by_addr.contains_key(&from)
+            || self.streams.contains(&from)
+            || self.streams.contains(&s.addr)
+        {
             return false;
         }
         tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
@@ -869,6 +960,9 @@ impl Server {
         }
         if let Some(ip) = s.vpn_ip {
             self.pool_used.remove(&u32::from(ip));
+        }
+        if self.streams.contains(&s.addr) {
+            self.events.push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
         if s.connected || s.awaiting_auth {
             self.events.push_back(ServerEvent::Disconnected {

@@ -95,6 +95,8 @@ pub enum DisconnectReason {
     AuthFailed,
     /// Ended by `Server::kick` (revocation, user disabled).
     Kicked,
+    /// The client's TCP connection ended (`Server::stream_closed`).
+    ConnectionClosed,
 }
 
 /// Why a client session ended.
