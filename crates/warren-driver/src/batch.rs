@@ -135,6 +135,9 @@ pub struct LoopStats {
     pub dropped_while_down: u64,
     /// Datagrams handed to TCP connections' write queues.
     pub tcp_framed: u64,
+    /// Data packets that failed authentication or the replay check (fatal for a TCP
+    /// connection: fact sheet §9).
+    pub data_auth_failed: u64,
 }
 
 impl LoopStats {
@@ -160,6 +163,7 @@ impl LoopStats {
         self.handed_off += o.handed_off;
         self.dropped_while_down += o.dropped_while_down;
         self.tcp_framed += o.tcp_framed;
+        self.data_auth_failed += o.data_auth_failed;
     }
 }
 
@@ -408,7 +412,8 @@ impl Pump {
 
     /// Opens the frames a TCP connection delivered (`frames`: ranges of `buf`) in place,
     /// in order, and writes the plaintext to `tun` in one `send_batch` (dropped when
-    /// there is no tun yet).
+    /// there is no tun yet). Returns whether a data packet failed authentication or the
+    /// replay check, which ends a TCP connection (fact sheet §9: OpenVPN restarts it).
     pub fn open_frames<P: DataPath>(
         &mut self,
         now: Instant,
@@ -417,7 +422,8 @@ impl Pump {
         frames: &[Range<usize>],
         tun: Option<&mut OffloadTun>,
         path: &mut P,
-    ) {
+    ) -> bool {
+        let failed_before = self.stats.data_auth_failed;
         for r in frames {
             self.stats.tcp_received += 1;
             let Some(dgram) = buf.get_mut(r.clone()) else {
@@ -429,15 +435,17 @@ impl Pump {
                 self.tun_tx.push(r.start + range.start..r.start + range.end);
             }
         }
+        let failed = self.stats.data_auth_failed != failed_before;
         let Some(tun) = tun else {
             self.tun_tx.clear();
-            return;
+            return failed;
         };
         if self.tun_tx.is_empty() {
-            return;
+            return failed;
         }
         let result = self.tun_tx.flush(tun, buf);
         self.account_tun(now, tun, result);
+        failed
     }
 
     fn account_tx(&mut self, now: Instant, sum: TxSummary) {

@@ -35,7 +35,7 @@ use warren_net::{
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
-    PushedConfig,
+    DataPlane, DropReason, PushedConfig,
 };
 
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo};
@@ -364,6 +364,11 @@ impl DataPath for Option<Attempt> {
             ClientDatagram::Consumed => None,
             ClientDatagram::Dropped(reason) => {
                 stats.engine_dropped += 1;
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
+                    && DataPlane::is_data(dgram)
+                {
+                    stats.data_auth_failed += 1;
+                }
                 trace!(?reason, "datagram dropped");
                 None
             }

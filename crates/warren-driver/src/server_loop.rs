@@ -263,6 +263,7 @@ pub fn run_server(
             bad_frames = t.bad_frames,
             queue_dropped = t.queue_dropped,
             stalled = t.stalled,
+            auth_failed = t.auth_failed,
             write_calls = t.write_calls,
             "TCP connections"
         );
@@ -722,6 +723,7 @@ fn disconnect_reason(r: &DisconnectReason) -> String {
         DisconnectReason::Shutdown => "server-shutdown".into(),
         DisconnectReason::AuthFailed => "auth-failed".into(),
         DisconnectReason::Kicked => "kicked".into(),
+        DisconnectReason::ConnectionClosed => "connection-closed".into(),
         other => format!("{other:?}"),
     }
 }

@@ -78,6 +78,8 @@ pub struct TcpStats {
     pub queue_dropped: u64,
     /// Peers disconnected because they stopped reading.
     pub stalled: u64,
+    /// Closed because a data packet failed authentication or the replay check.
+    pub auth_failed: u64,
     pub write_calls: u64,
 }
 
@@ -116,6 +118,7 @@ enum Why {
     Ended,
     QueueFull,
     Stalled,
+    DataAuthFailed,
 }
 
 /// The server's listeners and connections.
@@ -303,7 +306,7 @@ impl TcpServer {
                 }
             };
             // The frames before a bad length are still the peer's packets.
-            pump.open_frames(
+            let auth_failed = pump.open_frames(
                 now,
                 addr,
                 c.rx.bytes_mut(),
@@ -311,6 +314,10 @@ impl TcpServer {
                 tun.as_deref_mut(),
                 path,
             );
+            if auth_failed {
+                self.stats.auth_failed += 1;
+                return self.close(addr, Why::DataAuthFailed);
+            }
             if bad {
                 self.stats.bad_frames += 1;
                 return self.close(addr, Why::BadFrame);
@@ -600,14 +607,20 @@ impl TcpLink {
                     }
                 };
                 let peer = self.peer;
-                pump.open_frames(
+                if pump.open_frames(
                     now,
                     peer,
                     self.rx.bytes_mut(),
                     &self.frames,
                     tun.as_deref_mut(),
                     path,
-                );
+                ) {
+                    self.failed = Some(format!(
+                        "a data packet from {} failed authentication (fatal over TCP)",
+                        self.peer
+                    ));
+                    return;
+                }
                 if let Some(e) = bad {
                     self.failed = Some(format!("TCP stream from {}: {e}", self.peer));
                     return;

@@ -195,6 +195,11 @@ impl Shard {
             DatagramOutcome::Consumed => None,
             DatagramOutcome::Dropped(reason) => {
                 stats.engine_dropped += 1;
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
+                    && DataPlane::is_data(dgram)
+                {
+                    stats.data_auth_failed += 1;
+                }
                 trace!(%from, ?reason, "datagram dropped");
                 None
             }
