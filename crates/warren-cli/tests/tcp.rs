@@ -6,6 +6,8 @@
 //! * `warren client` over TCP → stock server (`proto tcp-server`), and → warren's;
 //! * one warren server with `proto udp` and `warren-listen tcp PORT`: a stock UDP client
 //!   and a stock TCP client at once, distinct addresses, both ping;
+//! * zero-config `warren server --tcp PORT`: users from the state directory connect over
+//!   UDP and TCP with exported profiles (`warren profile export --proto tcp`);
 //! * a connection that sends a bad length prefix, or nothing at all, is closed and does
 //!   not disturb a working client.
 //!
@@ -14,6 +16,7 @@
 
 mod client_common;
 mod common;
+mod state_common;
 
 use std::fs;
 use std::time::Duration;
@@ -290,4 +293,43 @@ fn bad_and_silent_connections_are_closed() {
         common::process::tail(&log, 30)
     );
     lab.assert_server_running();
+}
+
+/// Zero-config `warren server --tcp PORT`: one user over UDP, one over TCP with a profile
+/// exported with `--proto tcp --port PORT`, both authenticated by the state's database.
+#[test]
+fn zero_config_tcp_listener() {
+    let mut lab = lab("zero-tcp", ServerKind::Warren);
+    let state = lab.dir().join("state");
+    let w = state_common::Warren::new(&state);
+    let server = state_common::ZeroServer::start(&lab, &state, &["--tcp", "1443"]);
+    assert!(lab.server_ns.tcp_port_bound(1443), "{}", server.log());
+    w.add_user("alice", &[]);
+    w.add_user("bob", &[]);
+    let alice = state_common::connect(&mut lab, &server, &w, "alice", "alice", None, &[]);
+    let bob = state_common::connect(
+        &mut lab,
+        &server,
+        &w,
+        "bob",
+        "bob",
+        None,
+        &["--proto", "tcp", "--port", "1443"],
+    );
+    assert!(bob.log().contains("TCP connection established"));
+    assert!(!alice.log().contains("TCP connection established"));
+    assert_ne!(alice.addr(), bob.addr());
+    for c in [&alice, &bob] {
+        ping_ok(&c.ns, state_common::SERVER_VPN_IP, &format!("{} -> server", c.name));
+    }
+    lab.transfer(
+        &bob.ns,
+        &lab.server_ns,
+        state_common::SERVER_VPN_IP,
+        &Transfer::bytes(2 * MB),
+    )
+    .assert_intact();
+    let log = server.log();
+    assert!(log.contains("login accepted user=\"bob\""), "{log}");
+    assert!(log.contains("tcp "), "the start-up line names the TCP listener:\n{log}");
 }
