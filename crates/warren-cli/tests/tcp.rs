@@ -213,14 +213,21 @@ fn udp_and_tcp_in_one_server() {
         (lab.server_ns.udp_port_bound(SERVER_PORT) && lab.server_ns.tcp_port_bound(SERVER_PORT))
             .then_some(())
     });
-    assert!(bound.is_some(), "UDP and TCP port {SERVER_PORT} not both bound");
+    assert!(
+        bound.is_some(),
+        "UDP and TCP port {SERVER_PORT} not both bound"
+    );
     let udp_cc = lab.client_conf(&lab.pki.clients[0].clone());
     let udp_client = lab.connect_client("client-udp", udp_cc);
     let tcp_cc = tcp_client(&lab, 1, &TlsWrap::Crypt);
     let tcp_client = lab.connect_client("client-tcp", tcp_cc);
     assert!(tcp_client.log().contains("TCP connection established"));
     assert!(!udp_client.log().contains("TCP connection established"));
-    assert_ne!(udp_client.addr(), tcp_client.addr(), "addresses must differ");
+    assert_ne!(
+        udp_client.addr(),
+        tcp_client.addr(),
+        "addresses must differ"
+    );
     for c in [&udp_client, &tcp_client] {
         ping_ok(&c.ns, SERVER_TUN_ADDR, &format!("{} -> server", c.name));
         ping_ok(&lab.server_ns, c.addr(), &format!("server -> {}", c.name));
@@ -320,7 +327,11 @@ fn zero_config_tcp_listener() {
     assert!(!alice.log().contains("TCP connection established"));
     assert_ne!(alice.addr(), bob.addr());
     for c in [&alice, &bob] {
-        ping_ok(&c.ns, state_common::SERVER_VPN_IP, &format!("{} -> server", c.name));
+        ping_ok(
+            &c.ns,
+            state_common::SERVER_VPN_IP,
+            &format!("{} -> server", c.name),
+        );
     }
     lab.transfer(
         &bob.ns,
@@ -331,5 +342,46 @@ fn zero_config_tcp_listener() {
     .assert_intact();
     let log = server.log();
     assert!(log.contains("login accepted user=\"bob\""), "{log}");
-    assert!(log.contains("tcp "), "the start-up line names the TCP listener:\n{log}");
+    assert!(
+        log.contains("tcp "),
+        "the start-up line names the TCP listener:\n{log}"
+    );
+}
+
+/// `remote` lines with different protocols are tried in order: a TCP remote where nothing
+/// listens is refused at once, and the next one, over UDP, comes up.
+#[test]
+fn warren_client_tries_remotes_with_their_protocols() {
+    let mut lab = lab("remotes", ServerKind::Warren);
+    let sc = lab.server_conf();
+    lab.start_server(&sc);
+    let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
+    cc.remote.1 = SERVER_PORT + 1;
+    cc.extra.push("proto tcp-client".into());
+    let mut p = client_common::prepare_client(&mut lab, cc);
+    p.conf
+        .extra
+        .push(format!("remote {} {SERVER_PORT} udp", p.srv));
+    let mut client = client_common::spawn_client(&lab, "client1", p, &[]);
+    if let Err(e) = client.wait_up(Duration::from_secs(30)) {
+        panic!("{e}\nclient log:\n{}", client.proc.log_tail(30));
+    }
+    let log = client.log();
+    assert!(
+        log.contains(&format!(
+            "TCP connect to {}:{}",
+            client.server_underlay,
+            SERVER_PORT + 1
+        )),
+        "the TCP remote was not tried first:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "via server {}:{SERVER_PORT}",
+            client.server_underlay
+        )),
+        "{log}"
+    );
+    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
+    assert!(client.stop(Duration::from_secs(5)));
 }

@@ -24,7 +24,10 @@ pub enum Proto {
 impl Proto {
     /// OpenVPN over TCP.
     pub fn is_tcp(self) -> bool {
-        matches!(self, Proto::TcpServer | Proto::Tcp4Server | Proto::Tcp6Server)
+        matches!(
+            self,
+            Proto::TcpServer | Proto::Tcp4Server | Proto::Tcp6Server
+        )
     }
 }
 

@@ -125,11 +125,7 @@ impl ZeroConfig {
         s.add(Some(format!("--proto {proto}")), "proto", &[proto]);
         if let Some(p) = self.tcp {
             let p = p.to_string();
-            s.add(
-                Some(format!("--tcp {p}")),
-                "warren-listen",
-                &["tcp", &p],
-            );
+            s.add(Some(format!("--tcp {p}")), "warren-listen", &["tcp", &p]);
         }
         if let Some(ip) = self.listen {
             let ip = ip.to_string();

@@ -164,7 +164,11 @@ fn port_proto_local_lport() {
     assert_eq!((c.proto, c.tcp_listen), (Proto::Udp, vec![443, 1194]));
     err("warren-listen udp 1195", "proto udp");
     err("warren-listen tcp 0", "port from 1 to 65535");
-    err_line("warren-listen tcp 443\nwarren-listen tcp 443", NEXT + 1, "already listed");
+    err_line(
+        "warren-listen tcp 443\nwarren-listen tcp 443",
+        NEXT + 1,
+        "already listed",
+    );
     err("warren-listen tcp", "2 parameters");
     err("proto sctp", "expected udp, udp4, udp6 or tcp-server");
 

@@ -488,6 +488,8 @@ pub fn run_client(
         udp_recv_calls = s.udp_recv_calls,
         udp_sent = s.udp_sent,
         udp_send_calls = s.udp_send_calls,
+        tcp_received = s.tcp_received,
+        tcp_framed = s.tcp_framed,
         tun_read = s.tun_read,
         tun_read_calls = s.tun_read_calls,
         tun_written = s.tun_written,
@@ -756,7 +758,12 @@ impl Loop {
     /// A TCP connection that failed or ended ends the attempt (or the client, during
     /// shutdown); a session that was up reconnects to the same remote first.
     fn check_tcp(&mut self, now: Instant) -> Flow {
-        let Some(why) = self.tcp.as_ref().and_then(|l| l.failed()).map(str::to_owned) else {
+        let Some(why) = self
+            .tcp
+            .as_ref()
+            .and_then(|l| l.failed())
+            .map(str::to_owned)
+        else {
             return Flow::Continue;
         };
         if self.shutdown_deadline.is_some() {
@@ -993,9 +1000,11 @@ impl Loop {
             info!(
                 "data path: {}; {}",
                 batch::describe_tun(&tun),
-                self.socket
-                    .as_ref()
-                    .map_or_else(|| "no socket".to_owned(), UdpIo::describe)
+                match (&self.socket, &self.tcp) {
+                    (Some(s), _) => s.describe(),
+                    (None, Some(_)) => "TCP, one write per wake-up".to_owned(),
+                    (None, None) => "no socket".to_owned(),
+                }
             );
             self.tun = Some(tun);
             self.fds_changed = true;

@@ -23,8 +23,8 @@ use warren_openvpn::{
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
-use crate::tcp::{TcpOptions, TcpServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
+use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;
 
@@ -202,7 +202,8 @@ pub fn run_server(
     info!(
         "data path: {}; {}{}; {} data thread(s)",
         batch::describe_tun(&tun),
-        udp.as_ref().map_or_else(|| "no UDP".to_owned(), UdpIo::describe),
+        udp.as_ref()
+            .map_or_else(|| "no UDP".to_owned(), UdpIo::describe),
         if tcp.is_some() { ", TCP" } else { "" },
         threads
     );

@@ -99,6 +99,18 @@ struct Conn {
     last_progress: Instant,
     /// The queue became non-empty since the last write: the stall clock restarts.
     fresh: bool,
+    /// Listed in [`TcpServer::dirty`].
+    dirty: bool,
+}
+
+impl Conn {
+    /// Lists the connection for the next [`TcpServer::flush`] (once).
+    fn mark(&mut self, addr: SocketAddr, dirty: &mut Vec<SocketAddr>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(addr);
+        }
+    }
 }
 
 impl Conn {
@@ -188,7 +200,8 @@ impl TcpServer {
             } else {
                 Interest::Readable
             };
-            self.polled.push((poller.add(c.io.as_fd(), interest), *addr));
+            self.polled
+                .push((poller.add(c.io.as_fd(), interest), *addr));
         }
     }
 
@@ -245,6 +258,7 @@ impl TcpServer {
                         closing: false,
                         last_progress: now,
                         fresh: false,
+                        dirty: false,
                     },
                 );
                 self.timers
@@ -367,6 +381,9 @@ impl TcpServer {
     pub fn flush(&mut self, now: Instant) {
         let dirty = std::mem::take(&mut self.dirty);
         for &addr in &dirty {
+            if let Some(c) = self.conns.get_mut(&addr) {
+                c.dirty = false;
+            }
             self.write_conn(now, addr);
         }
         self.dirty = dirty;
@@ -391,7 +408,7 @@ impl TcpServer {
         } else {
             let g = c.generation;
             self.timers.push(Reverse((now + CLOSE_GRACE, addr, g)));
-            self.dirty.push(addr);
+            c.mark(addr, &mut self.dirty);
         }
     }
 
@@ -469,13 +486,16 @@ impl Streams for TcpServer {
         }
         if pending >= QUEUE_SOFT && DataPlane::is_data(dgram) {
             self.stats.queue_dropped += 1;
+            // Try the socket again this turn: that is where a peer that stopped reading
+            // is found out (no progress for STALL).
+            c.mark(to, &mut self.dirty);
             return true;
         }
+        c.mark(to, &mut self.dirty);
         if pending == 0 {
             c.tx.clear();
             c.tx_off = 0;
             c.fresh = true;
-            self.dirty.push(to);
         } else if c.tx_off >= QUEUE_SOFT / 2 {
             c.tx.drain(..c.tx_off);
             c.tx_off = 0;
@@ -680,5 +700,155 @@ impl Streams for TcpLink {
         self.tx.extend_from_slice(&len.to_be_bytes());
         self.tx.extend_from_slice(dgram);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpStream};
+    use warren_io::{TcpBind, UdpFamily};
+
+    fn server(max_connections: usize, max_per_source: usize) -> (TcpServer, SocketAddr) {
+        let l = TcpListener::bind(&TcpBind {
+            family: UdpFamily::V4,
+            local: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            port: 0,
+        })
+        .expect("bind");
+        let addr = l.local_addr();
+        let t = TcpServer::new(TcpOptions {
+            listeners: vec![l],
+            max_connections,
+            max_per_source,
+            hand_window: Duration::from_secs(60),
+            max_frame: 2048,
+        });
+        (t, addr)
+    }
+
+    fn accept_all(t: &mut TcpServer, now: Instant) {
+        let mut poller = Poller::new();
+        t.register(&mut poller);
+        poller.wait(Some(Duration::from_secs(5))).expect("poll");
+        t.accept_ready(now, &poller, |_| true);
+    }
+
+    #[test]
+    fn connection_limits_per_source_and_in_total() {
+        let now = Instant::from_secs(100);
+        let (mut t, addr) = server(10, 2);
+        let _c: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        accept_all(&mut t, now);
+        assert_eq!((t.conns.len(), t.stats.refused), (2, 1), "two per source");
+
+        let (mut t, addr) = server(1, 5);
+        let _c: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        accept_all(&mut t, now);
+        assert_eq!((t.conns.len(), t.stats.refused), (1, 1), "one in total");
+        // The engine refuses an address (a UDP session lives there): refused too.
+        let (mut t, addr) = server(10, 10);
+        let _c = TcpStream::connect(addr).expect("connect");
+        let mut poller = Poller::new();
+        t.register(&mut poller);
+        poller.wait(Some(Duration::from_secs(5))).expect("poll");
+        t.accept_ready(now, &poller, |_| false);
+        assert_eq!((t.conns.len(), t.stats.refused), (0, 1));
+    }
+
+    #[test]
+    fn hand_window_closes_connections_without_a_session() {
+        let now = Instant::from_secs(100);
+        let (mut t, addr) = server(10, 10);
+        let _c: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        accept_all(&mut t, now);
+        let addrs: Vec<SocketAddr> = t.conns.keys().copied().collect();
+        t.on_connected(addrs[0]);
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(60)));
+        t.handle_timeout(now + Duration::from_secs(59));
+        assert_eq!(t.conns.len(), 2);
+        t.handle_timeout(now + Duration::from_secs(60));
+        assert_eq!(t.take_closed().collect::<Vec<_>>(), vec![addrs[1]]);
+        assert!(t.conns.contains_key(&addrs[0]), "connected: kept");
+    }
+
+    /// A peer that does not read: data beyond the soft limit is dropped, and when the queue
+    /// reaches the hard limit the peer is disconnected; other peers are untouched.
+    #[test]
+    fn a_peer_that_stops_reading_is_dropped_alone() {
+        let now = Instant::from_secs(100);
+        let (mut t, addr) = server(10, 10);
+        let _c: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        accept_all(&mut t, now);
+        let addrs: Vec<SocketAddr> = t.conns.keys().copied().collect();
+        let (slow, other) = (addrs[0], addrs[1]);
+        let mut data = vec![0u8; 1000];
+        data[0] = 0x48; // P_DATA_V2
+        let mut control = vec![0u8; 1000];
+        control[0] = 0x20; // P_CONTROL_V1
+        // Queued without flushing: the socket never takes any of it.
+        let mut queued = 0;
+        while t.stats.queue_dropped == 0 {
+            assert!(t.send(slow, &data));
+            queued += 1;
+            assert!(queued < 1000, "no soft limit");
+        }
+        assert_eq!(queued - 1, QUEUE_SOFT.div_ceil(1002));
+        assert!(t.send(other, &data), "another peer still queues");
+        assert!(t.conns[&other].pending() > 0);
+        let mut n = 0;
+        while t.conns.contains_key(&slow) {
+            assert!(t.send(slow, &control));
+            n += 1;
+            assert!(n < 1000, "no hard limit");
+        }
+        assert_eq!(t.stats.stalled, 1);
+        assert_eq!(t.take_closed().collect::<Vec<_>>(), vec![slow]);
+        assert!(!t.send(slow, &data), "no longer a TCP peer");
+        assert!(t.conns.contains_key(&other));
+        // The other peer's frames leave in one write.
+        t.flush(now);
+        assert_eq!(t.conns[&other].pending(), 0);
+        assert_eq!(t.stats.write_calls, 1);
+    }
+
+    /// A peer whose socket takes nothing for [`STALL`] while its queue holds data is
+    /// disconnected at the next attempt to write to it.
+    #[test]
+    fn a_stalled_peer_is_dropped_after_the_stall_time() {
+        let now = Instant::from_secs(100);
+        let (mut t, addr) = server(10, 10);
+        let _c = TcpStream::connect(addr).expect("connect");
+        accept_all(&mut t, now);
+        let peer = *t.conns.keys().next().expect("accepted");
+        let mut data = vec![0u8; 1400];
+        data[0] = 0x48;
+        // Fill the kernel's buffers: the client never reads.
+        let mut at = now;
+        for _ in 0..100_000 {
+            if t.conns[&peer].pending() > QUEUE_SOFT / 2 {
+                break;
+            }
+            assert!(t.send(peer, &data));
+            t.flush(at);
+        }
+        assert!(t.conns[&peer].pending() > 0, "the socket never filled up");
+        at += STALL / 2;
+        assert!(t.send(peer, &data));
+        t.flush(at);
+        assert!(t.conns.contains_key(&peer), "not stalled yet");
+        at += STALL;
+        assert!(t.send(peer, &data));
+        t.flush(at);
+        assert!(!t.conns.contains_key(&peer), "stalled: dropped");
+        assert_eq!(t.stats.stalled, 1);
     }
 }

@@ -508,9 +508,12 @@ impl Worker {
                     .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.shard);
             }
             if poller.is_readable(t_tun)
-                && let Err(e) =
-                    self.pump
-                        .tun_to_udp(now, &mut self.tun, &mut Out::udp(&self.udp), &mut self.shard)
+                && let Err(e) = self.pump.tun_to_udp(
+                    now,
+                    &mut self.tun,
+                    &mut Out::udp(&self.udp),
+                    &mut self.shard,
+                )
             {
                 self.fail(format!("reading from tun {}: {e}", self.tun.name()));
                 break;

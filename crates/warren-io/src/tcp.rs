@@ -79,8 +79,7 @@ impl TcpListener {
                 Some(false),
             ),
         };
-        let sock = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        {
+        let sock = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)) {
             Ok(s) => s,
             Err(e)
                 if b.family == UdpFamily::Any

@@ -161,7 +161,9 @@ pub enum ServerEvent {
     },
     /// The session of a TCP peer ended (for any reason but [`Server::stream_closed`]):
     /// close its connection once what is queued for it has been written.
-    StreamEnded { addr: SocketAddr },
+    StreamEnded {
+        addr: SocketAddr,
+    },
 }
 
 /// One connected client, for `status` files.
@@ -962,7 +964,8 @@ impl Server {
             self.pool_used.remove(&u32::from(ip));
         }
         if self.streams.contains(&s.addr) {
-            self.events.push_back(ServerEvent::StreamEnded { addr: s.addr });
+            self.events
+                .push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
         if s.connected || s.awaiting_auth {
             self.events.push_back(ServerEvent::Disconnected {

@@ -1582,7 +1582,10 @@ fn stream_admission_and_end_event() {
     };
     let mut w = World::new(&setup, 22, Impair::default());
     w.connect(Duration::from_secs(10));
-    assert!(!w.server.stream_opened(addr(CLIENT)), "a UDP session lives there");
+    assert!(
+        !w.server.stream_opened(addr(CLIENT)),
+        "a UDP session lives there"
+    );
     let other = addr("192.0.2.3:5000");
     assert!(w.server.stream_opened(other));
     // A reset with a bad message id is refused; a good one creates the session.
