@@ -394,16 +394,13 @@ fn serve(
     };
     let offload_off = offload_choice(args.no_offload, cfg.offload).1;
     // The command line wins over the config file, which wins over WARREN_WORKERS.
-    let mut threads = match (args.workers, cfg.workers) {
+    // TCP peers' packets are opened and sealed by the main thread, which reads and
+    // writes their connections; the data workers move UDP peers' data (and hand TCP
+    // peers' tun packets to the main thread).
+    let threads = match (args.workers, cfg.workers) {
         (None, Some(n)) => usize::from(n),
         (flag, _) => data_threads(flag)?,
     };
-    if !listeners.is_empty() && threads > 1 {
-        // TCP peers' packets are read and written by the main thread; the data workers
-        // only know UDP sockets.
-        info!("TCP listeners: moving data on one thread (data workers are UDP-only)");
-        threads = 1;
-    }
 
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
     let server = Server::new(engine.clone(), Box::new(rng));

@@ -208,6 +208,9 @@ fn udp_and_tcp_in_one_server() {
     let mut lab = lab("udp-tcp", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push(format!("warren-listen tcp {SERVER_PORT}"));
+    // Two data threads: the UDP peer's data may move on either, the TCP peer's on the
+    // main thread only (tun packets read by the worker are handed over).
+    sc.extra.push("warren-workers 2".into());
     lab.start_server(&sc);
     let bound = poll_until(Duration::from_secs(5), || {
         (lab.server_ns.udp_port_bound(SERVER_PORT) && lab.server_ns.tcp_port_bound(SERVER_PORT))
@@ -232,13 +235,23 @@ fn udp_and_tcp_in_one_server() {
         ping_ok(&c.ns, SERVER_TUN_ADDR, &format!("{} -> server", c.name));
         ping_ok(&lab.server_ns, c.addr(), &format!("server -> {}", c.name));
     }
-    lab.transfer(
-        &tcp_client.ns,
-        &lab.server_ns,
-        SERVER_TUN_ADDR,
-        &Transfer::bytes(4 * MB),
-    )
-    .assert_intact();
+    for c in [&udp_client, &tcp_client] {
+        lab.transfer(
+            &c.ns,
+            &lab.server_ns,
+            SERVER_TUN_ADDR,
+            &Transfer::bytes(4 * MB),
+        )
+        .assert_intact();
+        lab.transfer(&lab.server_ns, &c.ns, c.addr(), &Transfer::bytes(4 * MB))
+            .assert_intact();
+    }
+    let log = lab.server_log();
+    assert!(
+        log.contains("2 data thread(s)"),
+        "{}",
+        common::process::tail(&log, 20)
+    );
     status_lists(
         &lab,
         &[

@@ -624,7 +624,8 @@ impl Server {
         let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        let data = s.peer_data();
+        let mut data = s.peer_data();
+        data.stream = self.streams.contains(&data.addr);
         let summary = Published::of(&data);
         if self.published.len() <= slot {
             self.published.resize(slot + 1, None);

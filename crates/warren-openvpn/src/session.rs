@@ -988,6 +988,8 @@ impl Session {
             addr: self.addr,
             vpn_ip: self.vpn_ip,
             data_v2: self.data_v2,
+            // Known to the server only (`Server::refresh_data` sets it).
+            stream: false,
             send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
             recv: self.keys.iter().filter_map(key_ref).collect(),
             activity: self.activity.clone(),

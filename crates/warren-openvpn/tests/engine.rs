@@ -1552,9 +1552,16 @@ fn stream_peer_gets_a_stateful_session_without_cookie() {
     assert!(w.client_sends(b"elsewhere"));
     let (_, to, pkt) = w.net.log[n].clone();
     w.net.blackhole = true;
+    let drops = w.server_drops.len();
     w.deliver(addr("192.0.2.99:4000"), to, pkt);
     w.flush();
     assert_eq!(w.server.clients()[0].real_addr, addr(CLIENT));
+    assert_eq!(
+        w.server_tun.len(),
+        1,
+        "not opened: only the connection carries it"
+    );
+    assert_eq!(w.server_drops[drops..], [DropReason::NoSession]);
     w.net.blackhole = false;
 
     // The connection ends: so does the session, and its data state.
