@@ -89,6 +89,7 @@ fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
     let mut sc = lab.server_conf();
     sc.wrap = wrap.clone();
     sc.extra.push("proto tcp-server".into());
+    sc.extra.push("tcp-nodelay".into());
     lab.start_server(&sc);
     assert!(
         !lab.server_ns.udp_port_bound(SERVER_PORT),
@@ -106,6 +107,14 @@ fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
         conns.contains(&client.client_underlay),
         "no TCP connection from {}: {conns}",
         client.client_underlay
+    );
+    // tcp-nodelay: pushed, and applied by the stock client (openvpn-ops.md §5.1).
+    assert!(
+        client
+            .log()
+            .contains("Socket flags: TCP_NODELAY=1 succeeded"),
+        "{}",
+        common::process::tail(&client.log(), 30)
     );
     check_tunnel(&lab, &client, 8 * MB, 4 * MB);
     status_lists(&lab, &[&client.client_underlay, client.addr()]);

@@ -30,10 +30,6 @@ const LOG_FORMAT: &str = "log formatting is controlled by warren's logger";
 /// Ignored with a warning in both server and client configs.
 pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ("mute", "repeated messages are not rate-limited"),
-    (
-        "tcp-nodelay",
-        "warren always sets TCP_NODELAY on its TCP sockets",
-    ),
     ("script-security", NO_SCRIPTS),
     ("log", LOG),
     ("log-append", LOG),
@@ -111,6 +107,10 @@ pub(crate) const IGNORED_SERVER: &[(&str, &str)] = &[
 
 /// Ignored with a warning in client configs only.
 pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
+    (
+        "tcp-nodelay",
+        "warren always sets TCP_NODELAY on its TCP sockets",
+    ),
     ("user", "the warren client does not drop privileges yet"),
     ("group", "the warren client does not drop privileges yet"),
     (

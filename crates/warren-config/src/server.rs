@@ -146,6 +146,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "status-version",
     "warren-workers",
     "warren-listen",
+    "tcp-nodelay",
     "warren-state-dir",
     "warren-auth",
 ];
@@ -291,7 +292,15 @@ pub(crate) fn lower_server(
         auth: c.auth.clone(),
         server,
         topology: Topology::Subnet,
-        push: s.push,
+        push: {
+            let mut push = s.push;
+            if s.tcp_nodelay {
+                // helper.c helper_tcp_nodelay: the server pushes it to its clients (warren's
+                // own TCP sockets always have TCP_NODELAY).
+                push.push("socket-flags TCP_NODELAY".to_owned());
+            }
+            push
+        },
         keepalive: c.keepalive.map(|(k, _)| k),
         ping: c.ping.map(|(p, _)| p),
         ping_restart: c.ping_restart.map(|(p, _)| p),
@@ -342,6 +351,7 @@ struct ServerState {
     max_clients: Option<u32>,
     workers: Option<u16>,
     tcp_listen: Vec<u16>,
+    tcp_nodelay: bool,
     state_dir: Option<PathBuf>,
     auth: Option<(UserAuth, Location)>,
     verify_client_cert: VerifyClientCert,
@@ -457,6 +467,10 @@ impl ServerState {
             "duplicate-cn" => {
                 v.expect(0, 0, "no parameters")?;
                 self.duplicate_cn = true;
+            }
+            "tcp-nodelay" => {
+                v.expect(0, 0, "no parameters")?;
+                self.tcp_nodelay = true;
             }
             "warren-listen" => {
                 // warren serves UDP and TCP from one process: `warren-listen tcp PORT`

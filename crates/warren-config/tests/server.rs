@@ -170,6 +170,12 @@ fn port_proto_local_lport() {
         "already listed",
     );
     err("warren-listen tcp", "2 parameters");
+    // tcp-nodelay is pushed to the clients, as OpenVPN's helper does.
+    let c = cfg("proto tcp-server\ntcp-nodelay");
+    assert_eq!(
+        c.push.last().map(String::as_str),
+        Some("socket-flags TCP_NODELAY")
+    );
     err("proto sctp", "expected udp, udp4, udp6 or tcp-server");
 
     assert_eq!(cfg("local 127.0.0.1").local.as_deref(), Some("127.0.0.1"));
