@@ -407,3 +407,60 @@ fn warren_client_tries_remotes_with_their_protocols() {
     ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
     assert!(client.stop(Duration::from_secs(5)));
 }
+
+/// The server dies: the client sees its TCP connection close at once, reconnects to the
+/// restarted server (same tun address) and carries traffic again.
+#[test]
+fn warren_client_reconnects_over_tcp_after_a_server_restart() {
+    let mut lab = lab("tcp-restart", ServerKind::Warren);
+    let mut sc = lab.server_conf();
+    sc.extra.push("proto tcp-server".into());
+    lab.start_server(&sc);
+    let cc = tcp_client(&lab, 0, &TlsWrap::Crypt);
+    let mut client = client_common::connect_client(&mut lab, "client1", cc, &[]);
+    let addr = client.addr().to_owned();
+    lab.server().kill();
+    let conf = lab.dir().join("server.conf");
+    let conf = conf.to_str().expect("UTF-8").to_owned();
+    let dir = lab.dir().to_path_buf();
+    let mut server2 = lab.server_ns.spawn_env(
+        "server2",
+        &[common::lab::WARREN_BIN, "server", "--config", &conf],
+        &[],
+        &dir,
+        &dir.join("server2.log"),
+    );
+    let bound = poll_until(Duration::from_secs(15), || {
+        lab.server_ns.tcp_port_bound(SERVER_PORT).then_some(())
+    });
+    assert!(bound.is_some(), "{}", server2.log_tail(30));
+    if let Err(e) = client
+        .proc
+        .wait_for_line(client_common::RECONNECTED, Duration::from_secs(20))
+    {
+        panic!(
+            "{e}\nclient:\n{}\nserver:\n{}",
+            client.proc.log_tail(30),
+            server2.log_tail(30)
+        );
+    }
+    assert!(
+        client.log().contains("closed the TCP connection"),
+        "{}",
+        client.proc.log_tail(30)
+    );
+    let ok = poll_until(Duration::from_secs(10), || {
+        client
+            .ns
+            .ping(SERVER_TUN_ADDR, 1, 1)
+            .success()
+            .then_some(())
+    });
+    assert!(ok.is_some(), "no traffic after reconnecting");
+    assert_eq!(
+        client.ns.ipv4_addr(&client.dev).as_deref(),
+        Some(addr.as_str())
+    );
+    assert!(client.stop(Duration::from_secs(5)));
+    server2.terminate(Duration::from_secs(5));
+}
