@@ -22,6 +22,12 @@
 //! data worker owns a tun queue and a UDP socket steered by peer id. A peer is owned by one
 //! thread, which alone opens its datagrams (replay window) and seals its packets (packet
 //! ids in order); tun packets read elsewhere are handed over in batches.
+//!
+//! OpenVPN over TCP (`tcp`): the server loop also accepts connections, each one a peer
+//! known to the engine by its remote address; what the loops send goes, per destination,
+//! to the UDP socket or framed into that connection's bounded queue (`batch::Out`). TCP
+//! peers belong to the main thread. The client loop uses one connection instead of its
+//! UDP socket for a `tcp-client` remote.
 #![forbid(unsafe_code)]
 
 pub mod auth;
