@@ -464,3 +464,42 @@ fn warren_client_reconnects_over_tcp_after_a_server_restart() {
     assert!(client.stop(Duration::from_secs(5)));
     server2.terminate(Duration::from_secs(5));
 }
+
+/// Renegotiation over TCP (started by warren, `reneg-sec 8`) during a paced transfer from
+/// the stock client: every byte arrives and the connection is never replaced (a data
+/// packet that failed to open would close it: fact sheet §9).
+#[test]
+fn renegotiation_over_tcp_keeps_the_connection() {
+    let mut lab = lab("tcp-reneg", ServerKind::Warren);
+    let mut sc = lab.server_conf();
+    sc.extra.push("proto tcp-server".into());
+    sc.reneg_sec = Some(8);
+    lab.start_server(&sc);
+    let cc = tcp_client(&lab, 0, &TlsWrap::Crypt);
+    let client = lab.connect_client("client1", cc);
+    let r = lab.transfer(
+        &client.ns,
+        &lab.server_ns,
+        SERVER_TUN_ADDR,
+        &Transfer::timed(Duration::from_secs(20), 2 * MB),
+    );
+    r.assert_intact();
+    assert!(
+        r.max_gap < Duration::from_secs(5),
+        "the stream stalled for {:?} during renegotiation",
+        r.max_gap
+    );
+    let log = lab.server_log();
+    let renegs = log.matches("client renegotiated").count();
+    assert!(
+        renegs >= 2,
+        "expected 2 renegotiations in 20 s, saw {renegs}"
+    );
+    assert_eq!(
+        log.matches("TCP connection accepted").count(),
+        1,
+        "the connection was replaced:\n{}",
+        common::process::tail(&log, 40)
+    );
+    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
+}

@@ -27,7 +27,7 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use warren_core::Instant;
 use warren_io::{Interest, OffloadTun, Poller, TcpConn, TcpListener, Token};
 use warren_openvpn::DataPlane;
@@ -50,6 +50,9 @@ const RECV_BUFFER: usize = 32 * 1024;
 const MAX_READS_PER_WAKE: usize = 8;
 /// Connections accepted per listener and wake-up.
 const MAX_ACCEPTS_PER_WAKE: usize = 64;
+/// After `accept` fails for lack of resources (EMFILE...), the listeners rest this long
+/// (the pending connection keeps them readable: waiting on them would spin).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
 /// The TCP side of a server, opened before privileges are dropped.
 #[derive(Debug)]
@@ -147,6 +150,8 @@ pub(crate) struct TcpServer {
     /// Connections registered with the poller in the last [`TcpServer::register`].
     polled: Vec<(Token, SocketAddr)>,
     listener_tokens: Vec<Token>,
+    /// Accepting rests until then (see [`ACCEPT_PAUSE`]).
+    accept_paused_until: Option<Instant>,
     frames: Vec<Range<usize>>,
     max_connections: usize,
     max_per_source: usize,
@@ -175,6 +180,7 @@ impl TcpServer {
             closed: Vec::new(),
             polled: Vec::new(),
             listener_tokens: Vec::new(),
+            accept_paused_until: None,
             frames: Vec::with_capacity(RECV_BUFFER / 16),
             max_connections: o.max_connections.max(1),
             max_per_source: o.max_per_source.max(1),
@@ -189,9 +195,11 @@ impl TcpServer {
     /// queued also waits for writability.
     pub fn register(&mut self, poller: &mut Poller) {
         self.listener_tokens.clear();
-        for l in &self.listeners {
-            self.listener_tokens
-                .push(poller.add(l.as_fd(), Interest::Readable));
+        if self.accept_paused_until.is_none() {
+            for l in &self.listeners {
+                self.listener_tokens
+                    .push(poller.add(l.as_fd(), Interest::Readable));
+            }
         }
         self.polled.clear();
         for (addr, c) in &self.conns {
@@ -225,10 +233,16 @@ impl TcpServer {
                 let (io, addr) = match self.listeners[i].accept() {
                     Ok(c) => c,
                     Err(e) if warren_io::is_would_block(&e) => break,
+                    Err(e) if warren_io::TcpListener::is_connection_error(&e) => {
+                        // That connection is gone; the next one may be fine.
+                        continue;
+                    }
                     Err(e) => {
-                        // ECONNABORTED, EMFILE...: try again at the next wake-up.
-                        debug!("accepting a TCP connection: {e}");
-                        break;
+                        // Out of descriptors or memory: rest, or the loop would spin on
+                        // the still-readable listener.
+                        warn!("accepting TCP connections: {e}; pausing for {ACCEPT_PAUSE:?}");
+                        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                        return;
                     }
                 };
                 let from_source = self.per_source.get(&addr.ip()).copied().unwrap_or(0);
@@ -413,11 +427,15 @@ impl TcpServer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        timer.into_iter().chain(self.accept_paused_until).min()
     }
 
     /// Closes connections whose hand-window or closing grace is over.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+        }
         while let Some(Reverse((t, addr, g))) = self.timers.peek().copied() {
             if t > now {
                 break;

@@ -123,6 +123,17 @@ impl TcpListener {
         self.local
     }
 
+    /// Whether an [`TcpListener::accept`] error concerns that one connection only (it was
+    /// aborted before it was accepted), so the next may succeed; other errors (EMFILE,
+    /// ENFILE, ENOBUFS, ENOMEM) leave the connection pending and the listener readable.
+    pub fn is_connection_error(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::Interrupted
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+            )
+    }
+
     /// One pending connection, non-blocking and with `TCP_NODELAY`, and its peer address
     /// (v4-mapped IPv6 turned into IPv4); `WouldBlock` when none is pending.
     pub fn accept(&self) -> io::Result<(TcpConn, SocketAddr)> {
