@@ -47,6 +47,18 @@ pub(crate) trait DataPath {
         stats: &mut LoopStats,
     ) -> Option<Range<usize>>;
 
+    /// Like [`DataPath::open`] for a packet that arrived on the TCP connection of `from`
+    /// (the server tells these apart from UDP datagrams claiming the same address).
+    fn open_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        self.open(now, from, dgram, stats)
+    }
+
     /// Seals the packet at `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place and returns
     /// where to send `buf[range]`, if anywhere (the path may hand the packet to another
     /// thread instead, unless `handed`: it was handed to this one already).
@@ -429,7 +441,7 @@ impl Pump {
             let Some(dgram) = buf.get_mut(r.clone()) else {
                 continue;
             };
-            if let Some(range) = path.open(now, from, dgram, &mut self.stats)
+            if let Some(range) = path.open_stream(now, from, dgram, &mut self.stats)
                 && range.end <= dgram.len()
             {
                 self.tun_tx.push(r.start + range.start..r.start + range.end);

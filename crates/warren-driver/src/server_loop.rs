@@ -120,6 +120,35 @@ struct Control {
     unwoken: bool,
 }
 
+impl Control {
+    /// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
+    /// packets go to the engine.
+    fn open_from(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        stream: bool,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        let (server, workers, unwoken) =
+            (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
+        self.shard.open(now, from, dgram, stats, |plane, dgram| {
+            if !stream && server.is_stream(&from) {
+                // A UDP control packet claiming a TCP peer's address: only its connection
+                // speaks for it.
+                return warren_openvpn::DatagramOutcome::Dropped(
+                    warren_openvpn::DropReason::NoSession,
+                );
+            }
+            let outcome = server.handle_datagram(now, from, dgram);
+            // A key the engine just installed may be used by the next datagram.
+            *unwoken |= apply_changes(server, plane, workers);
+            outcome
+        })
+    }
+}
+
 impl DataPath for Control {
     fn open(
         &mut self,
@@ -128,14 +157,17 @@ impl DataPath for Control {
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        let (server, workers, unwoken) =
-            (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
-        self.shard.open(now, from, dgram, stats, |plane, dgram| {
-            let outcome = server.handle_datagram(now, from, dgram);
-            // A key the engine just installed may be used by the next datagram.
-            *unwoken |= apply_changes(server, plane, workers);
-            outcome
-        })
+        self.open_from(now, from, false, dgram, stats)
+    }
+
+    fn open_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        self.open_from(now, from, true, dgram, stats)
     }
 
     fn seal(
