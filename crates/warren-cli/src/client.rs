@@ -281,27 +281,21 @@ impl Plan {
     }
 }
 
-/// `remote` lines as the loop tries them; TCP ones are skipped with a note.
+/// `remote` lines as the loop tries them, each with its own protocol.
 fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
     let mut out = Vec::new();
-    let mut notes = Vec::new();
+    let notes = Vec::new();
     for r in list {
         let family = match r.proto {
-            ClientProto::Udp => RemoteFamily::Any,
-            ClientProto::Udp4 => RemoteFamily::V4,
-            ClientProto::Udp6 => RemoteFamily::V6,
-            ClientProto::TcpClient => {
-                notes.push(format!(
-                    "remote {} {} tcp-client: TCP is not supported yet; skipped",
-                    r.host, r.port
-                ));
-                continue;
-            }
+            ClientProto::Udp | ClientProto::TcpClient => RemoteFamily::Any,
+            ClientProto::Udp4 | ClientProto::Tcp4Client => RemoteFamily::V4,
+            ClientProto::Udp6 | ClientProto::Tcp6Client => RemoteFamily::V6,
         };
         out.push(RemoteSpec {
             host: r.host.clone(),
             port: r.port,
             family,
+            tcp: r.proto.is_tcp(),
         });
     }
     (out, notes)
@@ -422,25 +416,24 @@ mod tests {
 
     #[test]
     fn remote_protocols() {
-        let cfg = profile("");
+        let cfg = profile("remote 192.0.2.4 993 tcp6\n");
         let (r, notes) = remotes(&cfg.remotes);
+        let spec = |host: &str, port, family, tcp| RemoteSpec {
+            host: host.into(),
+            port,
+            family,
+            tcp,
+        };
         assert_eq!(
             r,
             [
-                RemoteSpec {
-                    host: "192.0.2.1".into(),
-                    port: 1194,
-                    family: RemoteFamily::Any
-                },
-                RemoteSpec {
-                    host: "vpn.invalid".into(),
-                    port: 1195,
-                    family: RemoteFamily::V4
-                },
+                spec("192.0.2.1", 1194, RemoteFamily::Any, false),
+                spec("vpn.invalid", 1195, RemoteFamily::V4, false),
+                spec("192.0.2.3", 443, RemoteFamily::Any, true),
+                spec("192.0.2.4", 993, RemoteFamily::V6, true),
             ]
         );
-        assert_eq!(notes.len(), 1);
-        assert!(notes[0].contains("TCP is not supported yet"), "{notes:?}");
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct ServerArgs {
     /// `udp` (IPv6 and IPv4), `udp4` or `udp6`.
     #[arg(long, value_enum, default_value_t = ProtoArg::Udp, conflicts_with = "config")]
     pub proto: ProtoArg,
+    /// Also listen for OpenVPN over TCP on this port (`proto tcp-client` clients), in
+    /// the same process: same users, address pool and status.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "config")]
+    pub tcp: Option<u16>,
     /// Listen on this address only (default: all).
     #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     pub listen: Option<IpAddr>,
@@ -301,6 +305,7 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         },
         port: args.port,
         proto: args.proto.config_proto(),
+        tcp: args.tcp,
         listen: args.listen,
         network: (args.network.addr(), args.network.prefix_len()),
         dev: args.dev.clone(),
@@ -401,13 +406,18 @@ fn serve(
     reload: warren_driver::Reloader,
 ) -> Result<()> {
     let engine = engine_config(cfg, clock.unix_time_at_zero())?;
-    let bind = udp_bind(
-        cfg.proto,
-        cfg.local.as_deref(),
-        cfg.port,
-        cfg.sndbuf,
-        cfg.rcvbuf,
-    )?;
+    let bind = if cfg.proto.is_tcp() {
+        None
+    } else {
+        Some(udp_bind(
+            cfg.proto,
+            cfg.local.as_deref(),
+            cfg.port,
+            cfg.sndbuf,
+            cfg.rcvbuf,
+        )?)
+    };
+    let listeners = tcp_listeners(cfg)?;
     let prefix = cfg.prefix_len();
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
     let status = match cfg.status_file() {
@@ -427,6 +437,9 @@ fn serve(
     };
     let offload_off = offload_choice(args.no_offload, cfg.offload).1;
     // The command line wins over the config file, which wins over WARREN_WORKERS.
+    // TCP peers' packets are opened and sealed by the main thread, which reads and
+    // writes their connections; the data workers move UDP peers' data (and hand TCP
+    // peers' tun packets to the main thread).
     let threads = match (args.workers, cfg.workers) {
         (None, Some(n)) => usize::from(n),
         (flag, _) => data_threads(flag)?,
@@ -451,7 +464,13 @@ fn serve(
     })
     .with_context(|| format!("opening tun device `{}`", cfg.dev))?;
     let batched = offload_off.is_none();
-    let (socket, workers) = data_io(&bind, &tun, batched, threads)?;
+    let (socket, workers) = match &bind {
+        Some(bind) => {
+            let (s, w) = data_io(bind, &tun, batched, threads)?;
+            (Some(s), w)
+        }
+        None => (None, Vec::new()),
+    };
     if let Some(why) = offload_off {
         info!("offloads off ({why}): one packet per system call");
     }
@@ -480,9 +499,14 @@ fn serve(
         info!("dropped privileges to uid {uid}, gid {gid}");
     }
 
+    let mut listening: Vec<String> = socket
+        .iter()
+        .map(|s| format!("udp {}", s.local_addr()))
+        .collect();
+    listening.extend(listeners.iter().map(|l| format!("tcp {}", l.local_addr())));
     info!(
-        "warren server listening on udp {}, tun {} {}/{}, {} clients max, {}, ciphers {}",
-        socket.local_addr(),
+        "warren server listening on {}, tun {} {}/{}, {} clients max, {}, ciphers {}",
+        listening.join(", "),
         tun.name(),
         tun_addr,
         prefix,
@@ -517,6 +541,14 @@ fn serve(
         auth,
         workers,
         reload: Some(reload),
+        tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
+            listeners,
+            // Handshaking connections come on top of the connected clients.
+            max_connections: engine.max_clients.saturating_add(TCP_EXTRA_CONNECTIONS),
+            max_per_source: TCP_MAX_PER_SOURCE,
+            hand_window: engine.hand_window,
+            max_frame: (usize::from(engine.tun_mtu) + 512).max(2048),
+        }),
     };
     warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
     Ok(())
@@ -631,6 +663,47 @@ fn engine_config(
     })
 }
 
+/// Connections beyond `max-clients` a TCP listener accepts (handshakes in progress,
+/// clients reconnecting before their old connection is gone).
+const TCP_EXTRA_CONNECTIONS: usize = 64;
+/// Connections at once from one source address (a NAT gateway may carry several users).
+const TCP_MAX_PER_SOURCE: usize = 32;
+
+/// The TCP listeners: `proto tcp-server` on `port`, and each `warren-listen tcp PORT`,
+/// bound like the main socket (`local`; the address family of `proto`).
+fn tcp_listeners(cfg: &warren_config::ServerConfig) -> Result<Vec<warren_io::TcpListener>> {
+    use warren_config::Proto;
+    let family = match cfg.proto {
+        Proto::Udp | Proto::TcpServer => UdpFamily::Any,
+        Proto::Udp4 | Proto::Tcp4Server => UdpFamily::V4,
+        Proto::Udp6 | Proto::Tcp6Server => UdpFamily::V6,
+    };
+    let local = match cfg.local.as_deref() {
+        None => None,
+        Some(s) => Some(resolve_local(s, family)?),
+    };
+    let mut ports = Vec::new();
+    if cfg.proto.is_tcp() {
+        ports.push(cfg.port);
+    }
+    for p in &cfg.tcp_listen {
+        if !ports.contains(p) {
+            ports.push(*p);
+        }
+    }
+    ports
+        .into_iter()
+        .map(|port| {
+            warren_io::TcpListener::bind(&warren_io::TcpBind {
+                family,
+                local,
+                port,
+            })
+            .context("opening the TCP listener")
+        })
+        .collect()
+}
+
 /// `proto`, `local`, `port`, `sndbuf`, `rcvbuf` as a socket plan.
 fn udp_bind(
     proto: warren_config::Proto,
@@ -643,8 +716,10 @@ fn udp_bind(
         warren_config::Proto::Udp => UdpFamily::Any,
         warren_config::Proto::Udp4 => UdpFamily::V4,
         warren_config::Proto::Udp6 => UdpFamily::V6,
-        warren_config::Proto::TcpServer => {
-            bail!("`proto tcp-server`: TCP is not supported yet; use `proto udp`")
+        warren_config::Proto::TcpServer
+        | warren_config::Proto::Tcp4Server
+        | warren_config::Proto::Tcp6Server => {
+            bail!("internal: `proto tcp-server` has no UDP socket")
         }
     };
     let local = match local {
@@ -732,8 +807,7 @@ mod tests {
         assert_eq!(b.family, UdpFamily::V4);
         let b = udp_bind(Proto::Udp6, Some("::1"), 1, None, None).expect("ok");
         assert_eq!(b.family, UdpFamily::V6);
-        let e = udp_bind(Proto::TcpServer, None, 1194, None, None).expect_err("tcp");
-        assert!(e.to_string().contains("TCP is not supported yet"), "{e}");
+        assert!(udp_bind(Proto::TcpServer, None, 1194, None, None).is_err());
         assert_eq!(
             resolve_local("localhost", UdpFamily::V4).expect("resolves"),
             IpAddr::from(std::net::Ipv4Addr::LOCALHOST)

@@ -256,7 +256,7 @@ pub fn client_config_from_str(
         _ => {}
     }
     if let Some((_, loc)) = &c.explicit_exit_notify
-        && remotes.iter().all(|r| r.proto == ClientProto::TcpClient)
+        && remotes.iter().all(|r| r.proto.is_tcp())
     {
         lw.warn(
             loc,
@@ -357,10 +357,8 @@ fn client_proto(v: &View<'_>, i: usize) -> Result<ClientProto, ConfigError> {
         "udp4" => Ok(ClientProto::Udp4),
         "udp6" => Ok(ClientProto::Udp6),
         "tcp" | "tcp-client" => Ok(ClientProto::TcpClient),
-        "tcp4" | "tcp6" | "tcp4-client" | "tcp6-client" => Err(v.invalid(
-            i,
-            "address-family-specific TCP is not supported yet; use tcp-client",
-        )),
+        "tcp4" | "tcp4-client" => Ok(ClientProto::Tcp4Client),
+        "tcp6" | "tcp6-client" => Ok(ClientProto::Tcp6Client),
         "tcp-server" | "tcp4-server" | "tcp6-server" => {
             Err(v.invalid(i, "a client connects with `tcp-client` (or `udp`)"))
         }

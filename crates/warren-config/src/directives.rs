@@ -50,7 +50,10 @@ pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ),
     ("hash-size", NO_EFFECT),
     ("bcast-buffers", NO_EFFECT),
-    ("tcp-queue-limit", NO_EFFECT),
+    (
+        "tcp-queue-limit",
+        "warren bounds each TCP connection's queue in bytes (256 KiB of data)",
+    ),
     ("tmp-dir", NO_EFFECT),
     ("opt-verify", "obsolete option-consistency check"),
     ("echo", "only meaningful to OpenVPN's management interface"),
@@ -107,6 +110,10 @@ pub(crate) const IGNORED_SERVER: &[(&str, &str)] = &[
 
 /// Ignored with a warning in client configs only.
 pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
+    (
+        "tcp-nodelay",
+        "warren always sets TCP_NODELAY on its TCP sockets",
+    ),
     ("user", "the warren client does not drop privileges yet"),
     ("group", "the warren client does not drop privileges yet"),
     (
@@ -1036,6 +1043,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-offload", None),
     // Threads moving data.
     ("warren-workers", Some(Side::Server)),
+    // More listeners in the same server (`warren-listen tcp PORT`).
+    ("warren-listen", Some(Side::Server)),
     // Users, revocations and leases from warren's state directory.
     ("warren-state-dir", Some(Side::Server)),
     // How those users authenticate.

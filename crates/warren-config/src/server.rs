@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub port: u16,
     /// `proto`. Default `udp`.
     pub proto: Proto,
+    /// `warren-listen tcp PORT` (repeatable): TCP listeners served next to the `proto`
+    /// socket by the same process (same users, pool and status).
+    pub tcp_listen: Vec<u16>,
     /// `local`: address or host to bind.
     pub local: Option<String>,
     /// `dev`. Default `tun`; a bare `tun` means "the first free tunN".
@@ -147,6 +150,8 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "status",
     "status-version",
     "warren-workers",
+    "warren-listen",
+    "tcp-nodelay",
     "warren-state-dir",
     "warren-auth",
     "warren-max-half-open",
@@ -265,7 +270,8 @@ pub(crate) fn lower_server(
         (None, None) => None,
     };
     let proto = s.proto.unwrap_or_default();
-    if proto == Proto::TcpServer
+    if proto.is_tcp()
+        && s.tcp_listen.is_empty()
         && let Some((_, loc)) = &c.explicit_exit_notify
     {
         lw.warn(
@@ -280,6 +286,7 @@ pub(crate) fn lower_server(
     let cfg = ServerConfig {
         port: c.local_port.unwrap_or(defaults::PORT),
         proto,
+        tcp_listen: s.tcp_listen,
         local: c.local.clone(),
         dev,
         dev_type,
@@ -292,7 +299,15 @@ pub(crate) fn lower_server(
         auth: c.auth.clone(),
         server,
         topology: Topology::Subnet,
-        push: s.push,
+        push: {
+            let mut push = s.push;
+            if s.tcp_nodelay {
+                // helper.c helper_tcp_nodelay: the server pushes it to its clients (warren's
+                // own TCP sockets always have TCP_NODELAY).
+                push.push("socket-flags TCP_NODELAY".to_owned());
+            }
+            push
+        },
         keepalive: c.keepalive.map(|(k, _)| k),
         ping: c.ping.map(|(p, _)| p),
         ping_restart: c.ping_restart.map(|(p, _)| p),
@@ -346,6 +361,8 @@ struct ServerState {
     max_half_open: Option<u32>,
     max_half_open_per_source: Option<u32>,
     workers: Option<u16>,
+    tcp_listen: Vec<u16>,
+    tcp_nodelay: bool,
     state_dir: Option<PathBuf>,
     auth: Option<(UserAuth, Location)>,
     verify_client_cert: VerifyClientCert,
@@ -368,12 +385,8 @@ impl ServerState {
                     "udp4" => Proto::Udp4,
                     "udp6" => Proto::Udp6,
                     "tcp" | "tcp-server" => Proto::TcpServer,
-                    "tcp4" | "tcp6" | "tcp4-server" | "tcp6-server" => {
-                        return Err(v.invalid(
-                            0,
-                            "address-family-specific TCP is not supported yet; use tcp-server",
-                        ));
-                    }
+                    "tcp4" | "tcp4-server" => Proto::Tcp4Server,
+                    "tcp6" | "tcp6-server" => Proto::Tcp6Server,
                     "tcp-client" | "tcp4-client" | "tcp6-client" => {
                         return Err(v.invalid(0, "a server listens with `tcp-server` (or `udp`)"));
                     }
@@ -465,6 +478,30 @@ impl ServerState {
             "duplicate-cn" => {
                 v.expect(0, 0, "no parameters")?;
                 self.duplicate_cn = true;
+            }
+            "tcp-nodelay" => {
+                v.expect(0, 0, "no parameters")?;
+                self.tcp_nodelay = true;
+            }
+            "warren-listen" => {
+                // warren serves UDP and TCP from one process: `warren-listen tcp PORT`
+                // adds a TCP listener (on `local`, like the main socket).
+                v.expect(2, 2, "2 parameters (`tcp` and a port)")?;
+                if v.arg(0) != "tcp" {
+                    return Err(v.invalid(
+                        0,
+                        "expected `tcp` (the UDP socket is set with `proto udp` and `port`)",
+                    ));
+                }
+                let port = v.u32_at(1)?;
+                let port = u16::try_from(port)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| v.invalid(1, "expected a port from 1 to 65535"))?;
+                if self.tcp_listen.contains(&port) {
+                    return Err(v.invalid(1, "this TCP port is already listed"));
+                }
+                self.tcp_listen.push(port);
             }
             "warren-workers" => {
                 // A driver choice: the main thread plus N-1 data workers.

@@ -13,8 +13,22 @@ pub enum Proto {
     Udp4,
     /// `udp6`: IPv6 only.
     Udp6,
-    /// `tcp-server` (or `tcp` in a server config). Parsed; not served yet.
+    /// `tcp-server` (or `tcp` in a server config): dual-stack listener.
     TcpServer,
+    /// `tcp4-server` (or `tcp4`): IPv4 only.
+    Tcp4Server,
+    /// `tcp6-server` (or `tcp6`): IPv6 (accepting IPv4 too, like `udp6`).
+    Tcp6Server,
+}
+
+impl Proto {
+    /// OpenVPN over TCP.
+    pub fn is_tcp(self) -> bool {
+        matches!(
+            self,
+            Proto::TcpServer | Proto::Tcp4Server | Proto::Tcp6Server
+        )
+    }
 }
 
 /// Client transport (`proto`, or the third parameter of `remote`).
@@ -29,6 +43,20 @@ pub enum ClientProto {
     Udp6,
     /// `tcp-client` (or `tcp` in a client config).
     TcpClient,
+    /// `tcp4-client` (or `tcp4`): IPv4 only.
+    Tcp4Client,
+    /// `tcp6-client` (or `tcp6`): IPv6 only.
+    Tcp6Client,
+}
+
+impl ClientProto {
+    /// OpenVPN over TCP.
+    pub fn is_tcp(self) -> bool {
+        matches!(
+            self,
+            ClientProto::TcpClient | ClientProto::Tcp4Client | ClientProto::Tcp6Client
+        )
+    }
 }
 
 /// The tunnel device type. Only layer-3 `tun` devices exist in warren so far.

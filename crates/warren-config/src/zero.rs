@@ -40,6 +40,8 @@ pub struct ZeroConfig {
     pub auth: UserAuth,
     pub port: u16,
     pub proto: Proto,
+    /// `--tcp PORT`: a TCP listener next to the UDP socket.
+    pub tcp: Option<u16>,
     pub listen: Option<IpAddr>,
     pub network: (Ipv4Addr, u8),
     pub dev: String,
@@ -117,8 +119,14 @@ impl ZeroConfig {
             Proto::Udp4 => "udp4",
             Proto::Udp6 => "udp6",
             Proto::TcpServer => "tcp-server",
+            Proto::Tcp4Server => "tcp4-server",
+            Proto::Tcp6Server => "tcp6-server",
         };
         s.add(Some(format!("--proto {proto}")), "proto", &[proto]);
+        if let Some(p) = self.tcp {
+            let p = p.to_string();
+            s.add(Some(format!("--tcp {p}")), "warren-listen", &["tcp", &p]);
+        }
         if let Some(ip) = self.listen {
             let ip = ip.to_string();
             s.add(Some(format!("--listen {ip}")), "local", &[&ip]);
@@ -220,6 +228,7 @@ mod tests {
             auth: UserAuth::Cert,
             port: 1194,
             proto: Proto::Udp,
+            tcp: None,
             listen: None,
             network: (Ipv4Addr::new(10, 8, 0, 0), 24),
             dev: "tun".into(),

@@ -103,6 +103,17 @@ fn remotes_take_port_and_proto_defaults() {
     err("remote h 1194 tcp-server", "tcp-client");
     err("remote", "takes 1 to 3 parameters");
     err("proto tcp-server", "tcp-client");
+    assert_eq!(
+        cfg("remote h 1194 tcp4").remotes.last().map(|r| r.proto),
+        Some(ClientProto::Tcp4Client)
+    );
+    assert_eq!(
+        cfg("remote h 1194 tcp6-client")
+            .remotes
+            .last()
+            .map(|r| r.proto),
+        Some(ClientProto::Tcp6Client)
+    );
 }
 
 #[test]

@@ -155,7 +155,27 @@ fn port_proto_local_lport() {
     assert_eq!(cfg("proto tcp-server").proto, Proto::TcpServer);
     assert_eq!(cfg("proto tcp").proto, Proto::TcpServer);
     err("proto tcp-client", "tcp-server");
-    err("proto tcp6", "not supported yet");
+    assert_eq!(cfg("proto tcp6").proto, Proto::Tcp6Server);
+    assert_eq!(cfg("proto tcp4-server").proto, Proto::Tcp4Server);
+    assert!(cfg("proto tcp").proto.is_tcp());
+    assert!(cfg("proto udp").tcp_listen.is_empty());
+    // One process, UDP and TCP: `warren-listen tcp PORT` next to `proto udp`.
+    let c = cfg("proto udp\nwarren-listen tcp 443\nwarren-listen tcp 1194");
+    assert_eq!((c.proto, c.tcp_listen), (Proto::Udp, vec![443, 1194]));
+    err("warren-listen udp 1195", "proto udp");
+    err("warren-listen tcp 0", "port from 1 to 65535");
+    err_line(
+        "warren-listen tcp 443\nwarren-listen tcp 443",
+        NEXT + 1,
+        "already listed",
+    );
+    err("warren-listen tcp", "2 parameters");
+    // tcp-nodelay is pushed to the clients, as OpenVPN's helper does.
+    let c = cfg("proto tcp-server\ntcp-nodelay");
+    assert_eq!(
+        c.push.last().map(String::as_str),
+        Some("socket-flags TCP_NODELAY")
+    );
     err("proto sctp", "expected udp, udp4, udp6 or tcp-server");
 
     assert_eq!(cfg("local 127.0.0.1").local.as_deref(), Some("127.0.0.1"));
@@ -681,7 +701,7 @@ fn refused_directives() {
     err("up /etc/openvpn/up.sh", "never runs external scripts");
     err("tls-cipher DEFAULT", "TLS settings");
     // An OpenVPN directive with no specific entry.
-    err("tcp-nodelay", "not implemented yet");
+    err("single-session", "not implemented yet");
 }
 
 #[test]

@@ -47,6 +47,18 @@ pub(crate) trait DataPath {
         stats: &mut LoopStats,
     ) -> Option<Range<usize>>;
 
+    /// Like [`DataPath::open`] for a packet that arrived on the TCP connection of `from`
+    /// (the server tells these apart from UDP datagrams claiming the same address).
+    fn open_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        self.open(now, from, dgram, stats)
+    }
+
     /// Seals the packet at `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place and returns
     /// where to send `buf[range]`, if anywhere (the path may hand the packet to another
     /// thread instead, unless `handed`: it was handed to this one already).
@@ -60,10 +72,52 @@ pub(crate) trait DataPath {
     ) -> Option<(SocketAddr, Range<usize>)>;
 }
 
+/// Peers on TCP connections: what is sent to them is framed into their connection's
+/// write queue instead of the UDP socket (see `tcp.rs`).
+pub(crate) trait Streams {
+    /// Queues `dgram` for `to` and returns `true` when `to` is a connection's peer (the
+    /// datagram may still be dropped by the queue's limits, and is counted there);
+    /// `false` when it is not (UDP's).
+    fn send(&mut self, to: SocketAddr, dgram: &[u8]) -> bool;
+}
+
+/// Where a loop's outgoing datagrams go: its UDP socket, if it has one, and its TCP
+/// connections, if any (the transport is chosen per destination).
+pub(crate) struct Out<'a> {
+    pub udp: Option<&'a UdpIo>,
+    pub streams: Option<&'a mut dyn Streams>,
+}
+
+impl<'a> Out<'a> {
+    /// UDP only.
+    pub fn udp(udp: &'a UdpIo) -> Out<'a> {
+        Out {
+            udp: Some(udp),
+            streams: None,
+        }
+    }
+
+    /// Sends one datagram, to its connection when `dst` is a TCP peer.
+    fn send_one(&mut self, dgram: &[u8], dst: SocketAddr, sum: &mut TxSummary) {
+        if let Some(st) = self.streams.as_deref_mut()
+            && st.send(dst, dgram)
+        {
+            sum.framed += 1;
+            return;
+        }
+        match self.udp {
+            Some(udp) => send_one(udp, dgram, dst, sum),
+            None => sum.errors += 1,
+        }
+    }
+}
+
 /// I/O counters of a loop (the engine counts protocol drops itself).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoopStats {
     pub udp_received: u64,
+    /// Frames read from TCP connections.
+    pub tcp_received: u64,
     pub udp_truncated: u64,
     pub udp_recv_errors: u64,
     /// Receive system calls that returned data (datagrams per call = the batching).
@@ -91,12 +145,18 @@ pub struct LoopStats {
     pub handed_off: u64,
     /// Tun packets dropped while no session was up (client).
     pub dropped_while_down: u64,
+    /// Datagrams handed to TCP connections' write queues.
+    pub tcp_framed: u64,
+    /// Data packets that failed authentication or the replay check (fatal for a TCP
+    /// connection: fact sheet §9).
+    pub data_auth_failed: u64,
 }
 
 impl LoopStats {
     /// Adds another thread's counters.
     pub fn add(&mut self, o: &LoopStats) {
         self.udp_received += o.udp_received;
+        self.tcp_received += o.tcp_received;
         self.udp_truncated += o.udp_truncated;
         self.udp_recv_errors += o.udp_recv_errors;
         self.udp_recv_calls += o.udp_recv_calls;
@@ -114,6 +174,8 @@ impl LoopStats {
         self.engine_dropped += o.engine_dropped;
         self.handed_off += o.handed_off;
         self.dropped_while_down += o.dropped_while_down;
+        self.tcp_framed += o.tcp_framed;
+        self.data_auth_failed += o.data_auth_failed;
     }
 }
 
@@ -295,7 +357,7 @@ impl Pump {
         &mut self,
         now: Instant,
         tun: &mut OffloadTun,
-        udp: Option<&UdpIo>,
+        out: &mut Out<'_>,
         path: &mut P,
     ) -> io::Result<()> {
         let c = self.tun_rx.read(tun)?;
@@ -310,10 +372,11 @@ impl Pump {
                 self.udp_tx.push(dst, i, range);
             }
         }
-        match udp {
-            Some(udp) => self.flush_udp(now, udp),
+        if out.udp.is_some() || out.streams.is_some() {
+            self.flush_udp(now, out);
+        } else {
             // No socket (a client between connections): the path sealed nothing.
-            None => self.udp_tx.items.clear(),
+            self.udp_tx.items.clear();
         }
         Ok(())
     }
@@ -324,13 +387,13 @@ impl Pump {
         &mut self,
         now: Instant,
         pkts: impl IntoIterator<Item = &'a [u8]>,
-        udp: &UdpIo,
+        out: &mut Out<'_>,
         path: &mut P,
     ) {
         let mut n = 0;
         for pkt in pkts {
             if n == self.tun_rx.slots.len() {
-                self.flush_udp(now, udp);
+                self.flush_udp(now, out);
                 n = 0;
             }
             let slot = &mut self.tun_rx.slots[n];
@@ -344,19 +407,57 @@ impl Pump {
                 n += 1;
             }
         }
-        self.flush_udp(now, udp);
+        self.flush_udp(now, out);
     }
 
-    fn flush_udp(&mut self, now: Instant, udp: &UdpIo) {
-        let sum = self.udp_tx.flush(udp, &self.tun_rx.slots);
+    fn flush_udp(&mut self, now: Instant, out: &mut Out<'_>) {
+        let sum = self.udp_tx.flush(out, &self.tun_rx.slots);
         self.account_tx(now, sum);
     }
 
     /// Sends one datagram (control packets, the engine's pings).
-    pub fn send_one(&mut self, now: Instant, udp: &UdpIo, dgram: &[u8], dst: SocketAddr) {
+    pub fn send_one(&mut self, now: Instant, out: &mut Out<'_>, dgram: &[u8], dst: SocketAddr) {
         let mut sum = TxSummary::default();
-        send_one(udp, dgram, dst, &mut sum);
+        out.send_one(dgram, dst, &mut sum);
         self.account_tx(now, sum);
+    }
+
+    /// Opens the frames a TCP connection delivered (`frames`: ranges of `buf`) in place,
+    /// in order, and writes the plaintext to `tun` in one `send_batch` (dropped when
+    /// there is no tun yet). Returns whether a data packet failed authentication or the
+    /// replay check, which ends a TCP connection (fact sheet §9: OpenVPN restarts it).
+    pub fn open_frames<P: DataPath>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        frames: &[Range<usize>],
+        tun: Option<&mut OffloadTun>,
+        path: &mut P,
+    ) -> bool {
+        let failed_before = self.stats.data_auth_failed;
+        for r in frames {
+            self.stats.tcp_received += 1;
+            let Some(dgram) = buf.get_mut(r.clone()) else {
+                continue;
+            };
+            if let Some(range) = path.open_stream(now, from, dgram, &mut self.stats)
+                && range.end <= dgram.len()
+            {
+                self.tun_tx.push(r.start + range.start..r.start + range.end);
+            }
+        }
+        let failed = self.stats.data_auth_failed != failed_before;
+        let Some(tun) = tun else {
+            self.tun_tx.clear();
+            return failed;
+        };
+        if self.tun_tx.is_empty() {
+            return failed;
+        }
+        let result = self.tun_tx.flush(tun, buf);
+        self.account_tun(now, tun, result);
+        failed
     }
 
     fn account_tx(&mut self, now: Instant, sum: TxSummary) {
@@ -364,6 +465,7 @@ impl Pump {
         self.stats.udp_send_calls += sum.calls;
         self.stats.udp_send_would_block += sum.would_block;
         self.stats.udp_send_errors += sum.errors;
+        self.stats.tcp_framed += sum.framed;
         if let Some((dst, e)) = sum.first_error {
             self.warn_send.report(
                 self.loud,
@@ -670,6 +772,8 @@ pub(crate) struct TxSummary {
     /// Datagrams dropped because the socket buffer was full.
     pub would_block: u64,
     pub errors: u64,
+    /// Datagrams handed to TCP connections instead.
+    pub framed: u64,
     /// The first hard error, for the (rate-limited) warning.
     pub first_error: Option<(SocketAddr, io::Error)>,
 }
@@ -701,15 +805,52 @@ impl TxQueue {
 
     /// Sends everything queued (each destination's datagrams in queue order) and empties
     /// the queue.
-    pub fn flush(&mut self, udp: &UdpIo, slots: &[Vec<u8>]) -> TxSummary {
+    pub fn flush(&mut self, out: &mut Out<'_>, slots: &[Vec<u8>]) -> TxSummary {
         let mut sum = TxSummary::default();
         let n = self.items.len();
         if n == 0 {
             return sum;
         }
-        let max_segs = udp.gso_segments();
         self.done.clear();
         self.done.resize(n, false);
+        // Datagrams of TCP peers go to their connections, in order, one frame each (the
+        // connection coalesces its queue into one write).
+        if let Some(st) = out.streams.as_deref_mut() {
+            for i in 0..n {
+                if self.done[i] {
+                    continue;
+                }
+                let dst = self.items[i].dst;
+                let mut first = true;
+                for j in i..n {
+                    if self.done[j] || self.items[j].dst != dst {
+                        continue;
+                    }
+                    let it = &self.items[j];
+                    let Some(dgram) = slots.get(it.slot).and_then(|s| s.get(it.range.clone()))
+                    else {
+                        self.done[j] = true;
+                        continue;
+                    };
+                    if !st.send(dst, dgram) {
+                        if first {
+                            // Not a TCP peer: leave this destination to the UDP pass.
+                            break;
+                        }
+                        debug_assert!(false, "a destination changed transport mid-batch");
+                    }
+                    first = false;
+                    self.done[j] = true;
+                    sum.framed += 1;
+                }
+            }
+        }
+        let Some(udp) = out.udp else {
+            sum.errors += self.done.iter().filter(|d| !**d).count() as u64;
+            self.items.clear();
+            return sum;
+        };
+        let max_segs = udp.gso_segments();
         for i in 0..n {
             if self.done[i] {
                 continue;
@@ -931,7 +1072,7 @@ mod tests {
                 slots.push(s);
                 q.push(dst, i, 4..4 + len);
             }
-            let sum = q.flush(&udp, &slots);
+            let sum = q.flush(&mut Out::udp(&udp), &slots);
             assert_eq!(sum.sent as usize, sizes.len() * 2, "{sum:?}");
             assert_eq!(sum.errors, 0);
             if batched && udp.gso_segments() > 1 {
@@ -940,7 +1081,7 @@ mod tests {
             assert_eq!(recv_all(&a, want_a.len()), want_a, "batched={batched}");
             assert_eq!(recv_all(&b, want_b.len()), want_b, "batched={batched}");
             // The queue is empty again.
-            assert_eq!(q.flush(&udp, &slots).sent, 0);
+            assert_eq!(q.flush(&mut Out::udp(&udp), &slots).sent, 0);
         }
     }
 

@@ -38,10 +38,11 @@ use warren_net::{
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
-    PushedConfig,
+    DataPlane, DropReason, PushedConfig,
 };
 
-use crate::batch::{self, DataPath, LoopStats, Pump, UdpIo};
+use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo};
+use crate::tcp::TcpLink;
 
 const MAX_TRANSMITS_PER_TURN: usize = 1024;
 
@@ -53,12 +54,14 @@ pub enum RemoteFamily {
     V6,
 }
 
-/// One `remote HOST PORT`.
+/// One `remote HOST PORT [PROTO]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
     pub host: String,
     pub port: u16,
     pub family: RemoteFamily,
+    /// `tcp-client`: OpenVPN over TCP (u16 length-prefixed frames) instead of UDP.
+    pub tcp: bool,
 }
 
 /// `pull-filter` actions (OpenVPN options.c `apply_pull_filter`).
@@ -364,6 +367,11 @@ impl DataPath for Option<Attempt> {
             ClientDatagram::Consumed => None,
             ClientDatagram::Dropped(reason) => {
                 stats.engine_dropped += 1;
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
+                    && DataPlane::is_data(dgram)
+                {
+                    stats.data_auth_failed += 1;
+                }
                 trace!(?reason, "datagram dropped");
                 None
             }
@@ -409,8 +417,10 @@ struct Loop {
     opts: ClientLoopOptions,
     stats: ClientStats,
     attempt: Option<Attempt>,
-    /// The current attempt's socket.
+    /// The current attempt's socket (UDP remotes).
     socket: Option<UdpIo>,
+    /// The current attempt's connection (TCP remotes).
+    tcp: Option<TcpLink>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
     remote_idx: usize,
@@ -453,6 +463,7 @@ pub fn run_client(
         stats: ClientStats::default(),
         attempt: None,
         socket: None,
+        tcp: None,
         tun: None,
         net: None,
         remote_idx: 0,
@@ -486,6 +497,8 @@ pub fn run_client(
         udp_recv_calls = s.udp_recv_calls,
         udp_sent = s.udp_sent,
         udp_send_calls = s.udp_send_calls,
+        tcp_received = s.tcp_received,
+        tcp_framed = s.tcp_framed,
         tun_read = s.tun_read,
         tun_read_calls = s.tun_read_calls,
         tun_written = s.tun_written,
@@ -513,6 +526,7 @@ impl Loop {
         let mut t_sig = poller.add(self.opts.signals.as_fd(), Interest::Readable);
         let mut t_udp = None;
         let mut t_tun = None;
+        let mut t_tcp = None;
         let now = self.opts.clock.now();
         self.next_attempt_at = Some(now);
         loop {
@@ -537,6 +551,10 @@ impl Loop {
                     .tun
                     .as_ref()
                     .map(|t| poller.add(t.as_fd(), Interest::Readable));
+                t_tcp = self.tcp.as_ref().map(|l| l.register(&mut poller));
+            }
+            if let (Some(t), Some(link)) = (t_tcp, &self.tcp) {
+                poller.set_interest(t, link.interest());
             }
             let now = self.opts.clock.now();
             let timeout = self
@@ -555,10 +573,23 @@ impl Loop {
             if t_udp.is_some_and(|t| poller.is_readable(t)) {
                 self.read_udp(now);
             }
+            if let (Some(t), Some(link)) = (t_tcp, &mut self.tcp) {
+                link.on_ready(
+                    now,
+                    &poller,
+                    t,
+                    &mut self.pump,
+                    self.tun.as_mut(),
+                    &mut self.attempt,
+                );
+            }
             if t_tun.is_some_and(|t| poller.is_readable(t)) {
                 self.read_tun(now)?;
             }
             if let Flow::Exit = self.after_input(now)? {
+                return Ok(());
+            }
+            if let Flow::Exit = self.check_tcp(now) {
                 return Ok(());
             }
             self.check_connect_timeout(now);
@@ -742,6 +773,9 @@ impl Loop {
             | (Some(ip @ IpAddr::V6(_)), SocketAddr::V6(_)) => Some(ip),
             _ => None,
         };
+        if remote.tcp {
+            return self.start_tcp_attempt(now, &remote, server, local);
+        }
         let socket = UdpIo::bind(
             &UdpBind {
                 family,
@@ -777,10 +811,83 @@ impl Loop {
         Ok(())
     }
 
+    /// A TCP remote: connects without waiting (the engine's reset is queued and leaves
+    /// once the connection is up). explicit-exit-notify is UDP-only (fact sheet §9): the
+    /// server sees the connection close instead.
+    fn start_tcp_attempt(
+        &mut self,
+        now: Instant,
+        remote: &RemoteSpec,
+        server: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> Result<(), ClientLoopError> {
+        let max_frame = (usize::from(self.mtu.max(self.opts.tun_mtu)) + 512).max(2048);
+        let link = match TcpLink::connect(server, local, max_frame) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("TCP connect to {server} failed: {e}");
+                self.fail_attempt(now, true);
+                return Ok(());
+            }
+        };
+        self.pump.fit_tun(self.mtu);
+        let mut engine = self.engine.clone();
+        engine.explicit_exit_notify = false;
+        let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
+        let client =
+            Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
+        info!(
+            "connecting to {server} ({}:{}) over TCP from {}",
+            remote.host,
+            remote.port,
+            link.local_addr()
+                .map_or_else(|| "an unbound socket".to_owned(), |a| a.to_string())
+        );
+        self.tcp = Some(link);
+        self.attempt = Some(Attempt {
+            client,
+            server,
+            started: now,
+            heard: false,
+            connected: false,
+            connected_at: None,
+        });
+        self.fds_changed = true;
+        Ok(())
+    }
+
+    /// A TCP connection that failed or ended ends the attempt (or the client, during
+    /// shutdown); a session that was up reconnects to the same remote first.
+    fn check_tcp(&mut self, now: Instant) -> Flow {
+        let Some(why) = self
+            .tcp
+            .as_ref()
+            .and_then(|l| l.failed())
+            .map(str::to_owned)
+        else {
+            return Flow::Continue;
+        };
+        if self.shutdown_deadline.is_some() {
+            debug!("{why}");
+            self.end_attempt();
+            return Flow::Exit;
+        }
+        let was_up = self.attempt.as_ref().is_some_and(|a| a.connected);
+        if was_up {
+            warn!("{why}: reconnecting");
+            self.failures = 0;
+        } else {
+            warn!("{why}");
+        }
+        self.fail_attempt(now, !was_up);
+        Flow::Continue
+    }
+
     /// Drops the current attempt's engine and socket.
     fn end_attempt(&mut self) {
         self.attempt = None;
         self.socket = None;
+        self.tcp = None;
     }
 
     /// Ends the current attempt (if any) and schedules the next one on the next remote.
@@ -833,8 +940,12 @@ impl Loop {
         let Some(tun) = &mut self.tun else {
             return Ok(());
         };
+        let mut out = Out {
+            udp: self.socket.as_ref(),
+            streams: self.tcp.as_mut().map(|l| l as &mut dyn Streams),
+        };
         self.pump
-            .tun_to_udp(now, tun, self.socket.as_ref(), &mut self.attempt)
+            .tun_to_udp(now, tun, &mut out, &mut self.attempt)
             .map_err(|source| ClientLoopError::TunRead {
                 name: tun.name().to_owned(),
                 source,
@@ -843,17 +954,27 @@ impl Loop {
 
     /// Timers, transmissions, then lifecycle events.
     fn after_input(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
-        let (Some(a), Some(socket)) = (&mut self.attempt, &self.socket) else {
+        let Some(a) = &mut self.attempt else {
             return Ok(Flow::Continue);
         };
+        if self.socket.is_none() && self.tcp.is_none() {
+            return Ok(Flow::Continue);
+        }
         if a.client.poll_timeout().is_some_and(|t| t <= now) {
             a.client.handle_timeout(now);
         }
+        let mut out = Out {
+            udp: self.socket.as_ref(),
+            streams: self.tcp.as_mut().map(|l| l as &mut dyn Streams),
+        };
         for _ in 0..MAX_TRANSMITS_PER_TURN {
             let Some(dst) = a.client.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
-            self.pump.send_one(now, socket, &self.tx_buf, dst);
+            self.pump.send_one(now, &mut out, &self.tx_buf, dst);
+        }
+        if let Some(link) = &mut self.tcp {
+            link.flush();
         }
         let mut events = Vec::new();
         while let Some(ev) = a.client.poll_event() {
@@ -981,9 +1102,11 @@ impl Loop {
             info!(
                 "data path: {}; {}",
                 batch::describe_tun(&tun),
-                self.socket
-                    .as_ref()
-                    .map_or_else(|| "no socket".to_owned(), UdpIo::describe)
+                match (&self.socket, &self.tcp) {
+                    (Some(s), _) => s.describe(),
+                    (None, Some(_)) => "TCP, one write per wake-up".to_owned(),
+                    (None, None) => "no socket".to_owned(),
+                }
             );
             self.tun = Some(tun);
             self.fds_changed = true;
@@ -1249,6 +1372,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1194,
             family: RemoteFamily::Any,
+            tcp: false,
         };
         assert_eq!(
             resolve(&r).expect("ok"),
@@ -1258,6 +1382,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1194,
             family: RemoteFamily::V6,
+            tcp: false,
         };
         assert!(resolve(&r).is_err());
     }

@@ -22,6 +22,12 @@
 //! data worker owns a tun queue and a UDP socket steered by peer id. A peer is owned by one
 //! thread, which alone opens its datagrams (replay window) and seals its packets (packet
 //! ids in order); tun packets read elsewhere are handed over in batches.
+//!
+//! OpenVPN over TCP (`tcp`): the server loop also accepts connections, each one a peer
+//! known to the engine by its remote address; what the loops send goes, per destination,
+//! to the UDP socket or framed into that connection's bounded queue (`batch::Out`). TCP
+//! peers belong to the main thread. The client loop uses one connection instead of its
+//! UDP socket for a `tcp-client` remote.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -29,6 +35,7 @@ mod batch;
 mod client_loop;
 mod server_loop;
 pub mod status;
+mod tcp;
 mod workers;
 
 pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
@@ -40,6 +47,7 @@ pub use client_loop::{
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, run_server, snapshot,
 };
+pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

@@ -31,8 +31,9 @@ use warren_openvpn::{
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
-use crate::batch::{self, DataPath, LoopStats, Pump, UdpIo};
+use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
+use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;
 
@@ -72,6 +73,9 @@ pub struct ServerLoopOptions {
     pub workers: Vec<WorkerIo>,
     /// What SIGHUP re-reads besides the user database (`None`: only that).
     pub reload: Option<Reloader>,
+    /// TCP listeners (`proto tcp-server`, `warren-listen tcp PORT`), served by this
+    /// thread alongside the UDP socket (see [`crate::tcp`]).
+    pub tcp: Option<TcpOptions>,
 }
 
 /// SIGHUP's reload of the configuration pieces a running server can apply without
@@ -111,7 +115,9 @@ struct Loop {
     /// The engine and this thread's share of the data path.
     ctl: Control,
     tun: OffloadTun,
-    udp: UdpIo,
+    /// `None`: TCP only.
+    udp: Option<UdpIo>,
+    tcp: Option<TcpServer>,
     opts: ServerLoopOptions,
     /// This thread's batches and counters.
     pump: Pump,
@@ -140,6 +146,35 @@ struct Control {
     unwoken: bool,
 }
 
+impl Control {
+    /// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
+    /// packets go to the engine.
+    fn open_from(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        stream: bool,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        let (server, workers, unwoken) =
+            (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
+        self.shard.open(now, from, dgram, stats, |plane, dgram| {
+            if !stream && server.is_stream(&from) {
+                // A UDP control packet claiming a TCP peer's address: only its connection
+                // speaks for it.
+                return warren_openvpn::DatagramOutcome::Dropped(
+                    warren_openvpn::DropReason::NoSession,
+                );
+            }
+            let outcome = server.handle_datagram(now, from, dgram);
+            // A key the engine just installed may be used by the next datagram.
+            *unwoken |= apply_changes(server, plane, workers);
+            outcome
+        })
+    }
+}
+
 impl DataPath for Control {
     fn open(
         &mut self,
@@ -148,14 +183,17 @@ impl DataPath for Control {
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        let (server, workers, unwoken) =
-            (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
-        self.shard.open(now, from, dgram, stats, |plane, dgram| {
-            let outcome = server.handle_datagram(now, from, dgram);
-            // A key the engine just installed may be used by the next datagram.
-            *unwoken |= apply_changes(server, plane, workers);
-            outcome
-        })
+        self.open_from(now, from, false, dgram, stats)
+    }
+
+    fn open_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dgram: &mut [u8],
+        stats: &mut LoopStats,
+    ) -> Option<Range<usize>> {
+        self.open_from(now, from, true, dgram, stats)
     }
 
     fn seal(
@@ -194,7 +232,7 @@ fn apply_changes(server: &mut Server, plane: &mut DataPlane, workers: Option<&Wo
 pub fn run_server(
     server: Server,
     mut tun: OffloadTun,
-    udp: UdpIo,
+    udp: Option<UdpIo>,
     mut opts: ServerLoopOptions,
 ) -> Result<LoopStats, DriverError> {
     // Everything the loops write to the tun just passed the AEAD open (warren's data
@@ -215,11 +253,17 @@ pub fn run_server(
     let now = opts.clock.now();
     let next_status = opts.status.as_ref().map(|s| now + s.interval);
     let mut pump = Pump::new(true);
-    pump.fit(udp.is_batched(), mtu);
+    match &udp {
+        Some(u) => pump.fit(u.is_batched(), mtu),
+        None => pump.fit_tun(mtu),
+    }
+    let tcp = opts.tcp.take().map(TcpServer::new);
     info!(
-        "data path: {}; {}; {} data thread(s)",
+        "data path: {}; {}{}; {} data thread(s)",
         batch::describe_tun(&tun),
-        udp.describe(),
+        udp.as_ref()
+            .map_or_else(|| "no UDP".to_owned(), UdpIo::describe),
+        if tcp.is_some() { ", TCP" } else { "" },
         threads
     );
     let mut l = Loop {
@@ -231,6 +275,7 @@ pub fn run_server(
         },
         tun,
         udp,
+        tcp,
         opts,
         pump,
         tx_buf: Vec::with_capacity((usize::from(mtu) + 512).max(2048)),
@@ -265,15 +310,34 @@ pub fn run_server(
         tun_write_errors = s.tun_write_errors,
         engine_dropped = s.engine_dropped,
         handed_off = s.handed_off,
+        tcp_received = s.tcp_received,
+        tcp_framed = s.tcp_framed,
         "server stopped"
     );
+    if let Some(t) = &l.tcp {
+        let t = &t.stats;
+        info!(
+            accepted = t.accepted,
+            refused = t.refused,
+            closed = t.closed,
+            bad_frames = t.bad_frames,
+            queue_dropped = t.queue_dropped,
+            stalled = t.stalled,
+            auth_failed = t.auth_failed,
+            write_calls = t.write_calls,
+            "TCP connections"
+        );
+    }
     result.map(|()| l.pump.stats)
 }
 
 impl Loop {
     fn run(&mut self) -> Result<(), DriverError> {
         let mut poller = Poller::new();
-        let t_udp = poller.add(std::os::fd::AsFd::as_fd(&self.udp), Interest::Readable);
+        let t_udp = self
+            .udp
+            .as_ref()
+            .map(|u| poller.add(std::os::fd::AsFd::as_fd(u), Interest::Readable));
         let t_tun = poller.add(std::os::fd::AsFd::as_fd(&self.tun), Interest::Readable);
         let t_sig = poller.add(
             std::os::fd::AsFd::as_fd(&self.opts.signals),
@@ -289,6 +353,9 @@ impl Loop {
             .workers
             .as_ref()
             .map(|w| poller.add(w.inbox.wake.as_fd(), Interest::Readable));
+        // The TCP listeners and connections follow the fixed descriptors, re-registered
+        // before every wait (connections come and go).
+        let fixed = poller.len();
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
         self.after_input(now);
@@ -297,6 +364,10 @@ impl Loop {
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(now));
+            if let Some(tcp) = &mut self.tcp {
+                poller.truncate(fixed);
+                tcp.register(&mut poller);
+            }
             poller.wait(timeout).map_err(DriverError::Poll)?;
             let now = self.opts.clock.now();
 
@@ -307,13 +378,30 @@ impl Loop {
                     }
                 }
             }
-            if poller.is_readable(t_udp) {
+            if let (Some(t), Some(udp)) = (t_udp, &self.udp)
+                && poller.is_readable(t)
+            {
                 self.pump
-                    .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.ctl);
+                    .udp_to_tun(now, udp, Some(&mut self.tun), &mut self.ctl);
+            }
+            if let Some(tcp) = &mut self.tcp {
+                let server = &mut self.ctl.server;
+                tcp.accept_ready(now, &poller, |addr| server.stream_opened(addr));
+                tcp.io_ready(
+                    now,
+                    &poller,
+                    &mut self.pump,
+                    Some(&mut self.tun),
+                    &mut self.ctl,
+                );
             }
             if poller.is_readable(t_tun) {
+                let mut out = Out {
+                    udp: self.udp.as_ref(),
+                    streams: self.tcp.as_mut().map(|t| t as &mut dyn batch::Streams),
+                };
                 self.pump
-                    .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.ctl)
+                    .tun_to_udp(now, &mut self.tun, &mut out, &mut self.ctl)
                     .map_err(|source| DriverError::TunRead {
                         name: self.tun.name().to_owned(),
                         source,
@@ -369,6 +457,7 @@ impl Loop {
             self.ctl.server.poll_timeout(),
             self.next_status,
             self.shutdown_deadline,
+            self.tcp.as_ref().and_then(TcpServer::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -507,13 +596,18 @@ impl Loop {
 
     /// Seals packets handed to this thread and sends them.
     fn seal_packets(&mut self, now: Instant, pkts: &PacketBatch) {
+        let mut out = Out {
+            udp: self.udp.as_ref(),
+            streams: self.tcp.as_mut().map(|t| t as &mut dyn batch::Streams),
+        };
         self.pump
-            .seal_packets(now, pkts.iter(), &self.udp, &mut self.ctl);
+            .seal_packets(now, pkts.iter(), &mut out, &mut self.ctl);
     }
 
     /// Timers, then the data-state changes for the workers, then everything the engine
     /// wants sent, then its events.
     fn after_input(&mut self, now: Instant) {
+        self.tcp_timers(now);
         if self.ctl.server.poll_timeout().is_some_and(|t| t <= now) {
             self.ctl.server.handle_timeout(now);
         }
@@ -528,11 +622,53 @@ impl Loop {
                 break;
             };
             log_event(&ev);
+            self.tcp_event(now, &ev);
             self.forward_to_auth(now, ev);
         }
         if self.opts.auth.is_none() {
             // A refusal queued by `forward_to_auth` goes out now, not at the next wakeup.
             self.flush_transmits(now);
+        }
+        if let Some(tcp) = &mut self.tcp {
+            tcp.flush(now);
+        }
+        self.tcp_closed(now);
+    }
+
+    /// Closes TCP connections whose hand-window or closing grace is over.
+    fn tcp_timers(&mut self, now: Instant) {
+        if let Some(tcp) = &mut self.tcp
+            && tcp.next_deadline().is_some_and(|t| t <= now)
+        {
+            tcp.handle_timeout(now);
+        }
+        self.tcp_closed(now);
+    }
+
+    /// Tells the engine about TCP connections that ended (their sessions end with them).
+    fn tcp_closed(&mut self, now: Instant) {
+        let Some(tcp) = &mut self.tcp else {
+            return;
+        };
+        let mut any = false;
+        for addr in tcp.take_closed() {
+            self.ctl.server.stream_closed(now, addr);
+            any = true;
+        }
+        if any {
+            self.sync(now);
+        }
+    }
+
+    /// What the TCP side needs from the engine's lifecycle events.
+    fn tcp_event(&mut self, now: Instant, ev: &ServerEvent) {
+        let Some(tcp) = &mut self.tcp else {
+            return;
+        };
+        match ev {
+            ServerEvent::Connected { addr, .. } => tcp.on_connected(*addr),
+            ServerEvent::StreamEnded { addr } => tcp.on_session_ended(now, *addr),
+            _ => {}
         }
     }
 
@@ -594,7 +730,11 @@ impl Loop {
             let Some(dst) = self.ctl.server.poll_transmit(now, &mut self.tx_buf) else {
                 break;
             };
-            self.pump.send_one(now, &self.udp, &self.tx_buf, dst);
+            let mut out = Out {
+                udp: self.udp.as_ref(),
+                streams: self.tcp.as_mut().map(|t| t as &mut dyn batch::Streams),
+            };
+            self.pump.send_one(now, &mut out, &self.tx_buf, dst);
         }
     }
 
@@ -781,6 +921,7 @@ fn disconnect_reason(r: &DisconnectReason) -> String {
         DisconnectReason::Shutdown => "server-shutdown".into(),
         DisconnectReason::AuthFailed => "auth-failed".into(),
         DisconnectReason::Kicked => "kicked".into(),
+        DisconnectReason::ConnectionClosed => "connection-closed".into(),
         other => format!("{other:?}"),
     }
 }

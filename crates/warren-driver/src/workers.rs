@@ -40,7 +40,7 @@ use warren_openvpn::{
     EncapOutcome,
 };
 
-use crate::batch::{DataPath, LoopStats, Pump, UdpIo};
+use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -164,7 +164,12 @@ impl Shard {
         stats: &mut LoopStats,
         control: impl FnOnce(&mut DataPlane, &mut [u8]) -> DatagramOutcome,
     ) -> Option<Range<usize>> {
-        let dest = datagram_owner(dgram, self.threads);
+        let mut dest = datagram_owner(dgram, self.threads);
+        if dest != 0 && self.is_stream_peer(dgram) {
+            // The peer id of a TCP peer: only the control thread opens it (its replay
+            // windows are the ones that count).
+            dest = 0;
+        }
         if dest != self.index {
             if self.forward.len() < MAX_FORWARD_PER_WAKE {
                 self.forward.push((dest, from, dgram.to_vec()));
@@ -195,6 +200,11 @@ impl Shard {
             DatagramOutcome::Consumed => None,
             DatagramOutcome::Dropped(reason) => {
                 stats.engine_dropped += 1;
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
+                    && DataPlane::is_data(dgram)
+                {
+                    stats.data_auth_failed += 1;
+                }
                 trace!(%from, ?reason, "datagram dropped");
                 None
             }
@@ -202,10 +212,23 @@ impl Shard {
     }
 
     /// The peer a tun packet routes to and the thread that seals for it.
+    /// A P_DATA_V2 datagram whose peer id is a TCP peer's.
+    fn is_stream_peer(&self, dgram: &[u8]) -> bool {
+        let [_, a, b, c, ..] = *dgram else {
+            return false;
+        };
+        let id = u32::from_be_bytes([0, a, b, c]);
+        self.plane.peer(id).is_some_and(|p| p.stream)
+    }
+
     fn owner_of(&self, pkt: &[u8]) -> Option<(u32, usize)> {
         let peer_id = self.plane.route(pkt)?;
         let p = self.plane.peer(peer_id)?;
-        Some((peer_id, owner(peer_id, p.data_v2, self.threads)))
+        // A TCP peer belongs to the control thread, which reads and writes its connection.
+        Some((
+            peer_id,
+            owner(peer_id, p.data_v2 && !p.stream, self.threads),
+        ))
     }
 
     /// Seals a tun packet for its peer, or hands it to the thread that owns the peer
@@ -503,9 +526,12 @@ impl Worker {
                     .udp_to_tun(now, &self.udp, Some(&mut self.tun), &mut self.shard);
             }
             if poller.is_readable(t_tun)
-                && let Err(e) =
-                    self.pump
-                        .tun_to_udp(now, &mut self.tun, Some(&self.udp), &mut self.shard)
+                && let Err(e) = self.pump.tun_to_udp(
+                    now,
+                    &mut self.tun,
+                    &mut Out::udp(&self.udp),
+                    &mut self.shard,
+                )
             {
                 self.fail(format!("reading from tun {}: {e}", self.tun.name()));
                 break;
@@ -519,7 +545,7 @@ impl Worker {
                     .chain([&own])
                     .flat_map(PacketBatch::iter);
                 self.pump
-                    .seal_packets(now, pkts, &self.udp, &mut self.shard);
+                    .seal_packets(now, pkts, &mut Out::udp(&self.udp), &mut self.shard);
                 self.incoming.clear();
             }
             self.shard.put_own(own);

@@ -14,6 +14,7 @@
 //!   socket 0), for one data worker per socket.
 //! * [`UdpSocket`]: the underlay socket (`proto udp`/`udp4`/`udp6`), with buffer sizing,
 //!   a batch-shaped receive call and IPv4-mapped IPv6 addresses normalised to plain IPv4.
+//! * [`TcpListener`], [`TcpConn`]: OpenVPN over TCP, non-blocking, `TCP_NODELAY`.
 //! * [`Poller`]: `poll(2)` over a handful of descriptors with a timeout.
 //! * [`Clock`]: `CLOCK_BOOTTIME` as [`warren_core::Instant`] (suspended time counts, so a
 //!   machine that slept does not keep stale keys), plus the Unix time of its origin.
@@ -32,6 +33,7 @@ mod poll;
 mod privs;
 mod rng;
 mod signals;
+mod tcp;
 mod tun;
 mod udp;
 
@@ -40,6 +42,7 @@ pub use poll::{Interest, Poller, Token};
 pub use privs::{PrivilegeError, current_user_name, drop_privileges};
 pub use rng::OsRng;
 pub use signals::{Signal, Signals};
+pub use tcp::{TcpBind, TcpBindError, TcpConn, TcpListener};
 pub use tun::{Tun, TunConfig, TunError};
 pub use udp::{BindError, DEFAULT_SOCKET_BUFFER, RecvMeta, UdpBind, UdpFamily, UdpSocket};
 

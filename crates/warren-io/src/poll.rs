@@ -62,6 +62,22 @@ impl Poller {
         }
     }
 
+    /// Descriptors registered.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// Forgets every registration from the `len`-th on (their tokens become invalid), so a
+    /// driver can keep its fixed descriptors first and re-add a changing set (TCP
+    /// connections) before each wait.
+    pub fn truncate(&mut self, len: usize) {
+        self.fds.truncate(len);
+    }
+
     /// Waits until a registered descriptor is ready or `timeout` passes (`None`: forever).
     /// Returns how many descriptors are ready (0 on timeout or when a signal interrupted
     /// the wait).

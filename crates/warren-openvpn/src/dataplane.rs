@@ -236,6 +236,10 @@ pub struct PeerData {
     pub vpn_ip: Option<Ipv4Addr>,
     /// Send P_DATA_V2 with the peer id (the client announced support), else P_DATA_V1.
     pub data_v2: bool,
+    /// The peer is on a TCP connection (`Server::stream_opened`): its packets come only
+    /// from that connection (nothing from another address is opened, nothing floats),
+    /// and the thread that reads the connection opens and seals all of them.
+    pub stream: bool,
     /// The key to seal with (the newest active one), if any.
     pub send: Option<DataKeyRef>,
     /// Every key a packet may arrive on (new, current, lame duck).
@@ -492,6 +496,11 @@ impl DataPlane {
         else {
             return self.drop_packet(DropReason::NoSession);
         };
+        if p.data.stream && from != p.data.addr {
+            // OpenVPN mtcp.c: a TCP instance only reads its own connection. Checked before
+            // the replay window sees the packet.
+            return self.drop_packet(DropReason::NoSession);
+        }
         // Float (mudp.c:188) is refused when another session lives at that address. Checked
         // before opening, so a refused copy never advances the replay window (which would
         // make the genuine copy from the peer's own address look like a replay).
@@ -639,6 +648,7 @@ pub(crate) struct Published {
     pub addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
     pub data_v2: bool,
+    pub stream: bool,
     /// Identity (pointer) and key id of the send key and of each receive key.
     pub send: Option<(usize, KeyId)>,
     pub recv: Vec<(usize, KeyId)>,
@@ -652,6 +662,7 @@ impl Published {
             addr: d.addr,
             vpn_ip: d.vpn_ip,
             data_v2: d.data_v2,
+            stream: d.stream,
             send: d.send.as_ref().map(id),
             recv: d.recv.iter().map(id).collect(),
         }
@@ -706,6 +717,7 @@ mod tests {
             addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
             vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
             data_v2: true,
+            stream: false,
             send: Some(key.clone()),
             recv: vec![key],
             activity: Arc::new(Activity::new(Instant::ZERO)),

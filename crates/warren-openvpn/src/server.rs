@@ -39,7 +39,7 @@
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,6 +227,11 @@ pub enum ServerEvent {
         limit: usize,
         suppressed: u64,
     },
+    /// The session of a TCP peer ended (for any reason but [`Server::stream_closed`]):
+    /// close its connection once what is queued for it has been written.
+    StreamEnded {
+        addr: SocketAddr,
+    },
 }
 
 /// One connected client, for `status` files.
@@ -382,6 +387,8 @@ pub struct Server {
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Peers on TCP connections (see [`Server::stream_opened`]).
+    streams: HashSet<SocketAddr>,
     pool_used: BTreeSet<u32>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: VecDeque<usize>,
@@ -455,6 +462,7 @@ impl Server {
             generations: Vec::new(),
             live: 0,
             by_addr: HashMap::new(),
+            streams: HashSet::new(),
             pool_used: BTreeSet::new(),
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
@@ -564,6 +572,9 @@ impl Server {
             // through the cookie exchange like a new client; the old session is replaced
             // only once the new one proves its address.
         }
+        if self.streams.contains(&from) {
+            return self.stream_reset(now, from, opcode, key_id, sid, stamp, pkt);
+        }
         match opcode {
             _ if self.shutting_down => self.drop(DropReason::Overloaded),
             Opcode::ControlHardResetClientV2 if key_id == KeyId::ZERO => {
@@ -583,7 +594,7 @@ impl Server {
                 if let Err(reason) = self.admit(now, from) {
                     return self.drop(reason);
                 }
-                let Some(slot) = self.create_session(now, from, cookie, sid) else {
+                let Some(slot) = self.create_session(now, from, Some(cookie), sid) else {
                     return self.drop(DropReason::TooManyClients);
                 };
                 if let Some(s) = self.sessions[slot].as_mut() {
@@ -597,6 +608,75 @@ impl Server {
             }
             _ => self.drop(DropReason::NoSession),
         }
+    }
+
+    /// A control packet from a TCP peer without a session (fact sheet §9, OpenVPN
+    /// mtcp.c): no cookie; the client's hard reset creates the session at once, anything
+    /// else is dropped. One connection carries one session: a second reset with another
+    /// session id while one lives is dropped (a restarting stock client reconnects).
+    #[allow(clippy::too_many_arguments)]
+    fn stream_reset(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        opcode: Opcode,
+        key_id: KeyId,
+        sid: SessionId,
+        stamp: Option<ReplayStamp>,
+        pkt: &ControlPacket<'_>,
+    ) -> DatagramOutcome {
+        if self.shutting_down {
+            return self.drop(DropReason::Overloaded);
+        }
+        if opcode != Opcode::ControlHardResetClientV2
+            || key_id != KeyId::ZERO
+            || self.by_addr.contains_key(&from)
+        {
+            return self.drop(DropReason::NoSession);
+        }
+        if pkt.msg_id != Some(0) {
+            return self.drop(DropReason::Malformed);
+        }
+        // The same admission as UDP: max-clients, then the half-open bounds.
+        if let Err(reason) = self.admit(now, from) {
+            return self.drop(reason);
+        }
+        let Some(slot) = self.create_session(now, from, None, sid) else {
+            return self.drop(DropReason::TooManyClients);
+        };
+        if let Some(s) = self.sessions[slot].as_mut() {
+            // The reset again, through the session: its wrap packet-id starts the replay
+            // window (the msg-id is a duplicate by now, only acknowledged).
+            s.on_control(&mut self.ctx, now, stamp, pkt);
+        }
+        self.after_session_input(now, slot);
+        DatagramOutcome::Consumed
+    }
+
+    /// The driver accepted a TCP connection from `addr`: control packets from there create
+    /// sessions without the cookie exchange, and its session never floats. Returns `false`
+    /// (refuse the connection) when a UDP session already lives at the same address.
+    pub fn stream_opened(&mut self, addr: SocketAddr) -> bool {
+        if self.by_addr.contains_key(&addr) && !self.streams.contains(&addr) {
+            return false;
+        }
+        self.streams.insert(addr);
+        true
+    }
+
+    /// The TCP connection from `addr` ended: its session (if any) ends with it.
+    pub fn stream_closed(&mut self, _now: Instant, addr: SocketAddr) {
+        if !self.streams.remove(&addr) {
+            return;
+        }
+        if let Some(&slot) = self.by_addr.get(&addr) {
+            self.remove_session(slot, DisconnectReason::ConnectionClosed);
+        }
+    }
+
+    /// Whether `addr` is a TCP peer's.
+    pub fn is_stream(&self, addr: &SocketAddr) -> bool {
+        self.streams.contains(addr)
     }
 
     fn time_slot(&self, now: Instant) -> u32 {
@@ -717,7 +797,7 @@ impl Server {
         &mut self,
         now: Instant,
         addr: SocketAddr,
-        cookie: SessionId,
+        cookie: Option<SessionId>,
         client_sid: SessionId,
     ) -> Option<usize> {
         let tls = match rustls::ServerConnection::new(self.config.tls.clone()) {
@@ -740,16 +820,29 @@ impl Server {
             }
         };
         self.generations[slot] += 1;
-        let session = Session::server_from_cookie(
-            &mut self.ctx,
-            now,
-            slot as u32,
-            self.generations[slot],
-            addr,
-            cookie,
-            client_sid,
-            rustls::Connection::Server(tls),
-        );
+        let tls = rustls::Connection::Server(tls);
+        let (peer_id, generation) = (slot as u32, self.generations[slot]);
+        let session = match cookie {
+            Some(cookie) => Session::server_from_cookie(
+                &mut self.ctx,
+                now,
+                peer_id,
+                generation,
+                addr,
+                cookie,
+                client_sid,
+                tls,
+            ),
+            None => Session::server_stateful(
+                &mut self.ctx,
+                now,
+                peer_id,
+                generation,
+                addr,
+                client_sid,
+                tls,
+            ),
+        };
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
         self.half_open
@@ -790,7 +883,8 @@ impl Server {
         let Some(s) = self.sessions.get(slot).and_then(Option::as_ref) else {
             return;
         };
-        let data = s.peer_data();
+        let mut data = s.peer_data();
+        data.stream = self.streams.contains(&data.addr);
         let summary = Published::of(&data);
         if self.published.len() <= slot {
             self.published.resize(slot + 1, None);
@@ -871,7 +965,11 @@ impl Server {
         if s.addr == from {
             return true;
         }
-        if self.by_addr.contains_key(&from) {
+        // A TCP session is its connection; nothing floats onto or off one.
+        if self.by_addr.contains_key(&from)
+            || self.streams.contains(&from)
+            || self.streams.contains(&s.addr)
+        {
             return false;
         }
         tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
@@ -1149,6 +1247,10 @@ impl Server {
         }
         if let Some(ip) = s.vpn_ip {
             self.pool_used.remove(&u32::from(ip));
+        }
+        if self.streams.contains(&s.addr) {
+            self.events
+                .push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
         if s.connected || s.awaiting_auth {
             self.events.push_back(ServerEvent::Disconnected {

@@ -236,6 +236,45 @@ impl Session {
         )
     }
 
+    /// Server over TCP (fact sheet §9; OpenVPN mtcp.c, no cookie): the session exists from
+    /// the client's first reset, with a random session id of ours. Our reset (msg-id 0) is
+    /// queued on the reliability layer, retransmitted until the client acknowledges it, and
+    /// carries the ACK of the client's reset; our wrap replay counter starts at 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn server_stateful(
+        ctx: &mut Ctx,
+        now: Instant,
+        peer_id: u32,
+        generation: u64,
+        addr: SocketAddr,
+        remote_sid: SessionId,
+        tls: rustls::Connection,
+    ) -> Self {
+        let local_sid = SessionId::random(ctx.rng.as_mut());
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        // A TLS server only answers the ClientHello, which the client sends (msg-id 1) once
+        // it has our reset: nothing to hold back.
+        ks.tls_enabled = true;
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
+        while ks.reliable.pop_in_order().is_some() {}
+        let side = Side::Server(ServerSide::default());
+        Session::base(
+            ctx,
+            now,
+            peer_id,
+            generation,
+            addr,
+            local_sid,
+            Some(remote_sid),
+            ks,
+            side,
+            1,
+        )
+    }
+
     /// Client: a new session that sends its hard reset at once and writes key-method 2 into
     /// the TLS connection (rustls holds it until the handshake is done).
     pub fn client_new(
@@ -964,6 +1003,8 @@ impl Session {
             addr: self.addr,
             vpn_ip: self.vpn_ip,
             data_v2: self.data_v2,
+            // Known to the server only (`Server::refresh_data` sets it).
+            stream: false,
             send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
             recv: self.keys.iter().filter_map(key_ref).collect(),
             activity: self.activity.clone(),

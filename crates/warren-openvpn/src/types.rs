@@ -101,6 +101,8 @@ pub enum DisconnectReason {
     /// Dropped by the server's admission limits before it connected: evicted as the oldest
     /// half-open session, or refused by `max-clients` after its handshake.
     Overloaded,
+    /// The client's TCP connection ended (`Server::stream_closed`).
+    ConnectionClosed,
 }
 
 /// Why a client session ended.

@@ -1834,3 +1834,135 @@ fn a_session_awaiting_authentication_is_half_open_and_evictable() {
     assert!(w.server.clients().is_empty());
     assert!(!w.client.is_connected());
 }
+
+/// OpenVPN over TCP (fact sheet §9, OpenVPN mtcp.c): for a peer the driver announced as a
+/// connection, the client's reset creates the session at once (no cookie), the server's
+/// reset is retransmitted until acknowledged, the session never floats off the
+/// connection, and it ends with the connection.
+#[test]
+fn stream_peer_gets_a_stateful_session_without_cookie() {
+    let mut w = World::new(&Setup::default(), 21, Impair::default());
+    assert!(w.server.stream_opened(addr(CLIENT)));
+    assert!(w.server.is_stream(&addr(CLIENT)));
+    w.flush();
+    let (from, to, pkt) = w.net.pop_due(w.now + Duration::from_secs(1)).unwrap();
+    w.deliver(from, to, pkt);
+    assert_eq!(w.server.session_count(), 1, "state at the first reset");
+    if w.server.poll_timeout().is_some_and(|t| t <= w.now) {
+        w.server.handle_timeout(w.now);
+    }
+    let mut out = Vec::new();
+    assert_eq!(w.server.poll_transmit(w.now, &mut out), Some(addr(CLIENT)));
+    assert_eq!(out[0] >> 3, 8, "P_CONTROL_HARD_RESET_SERVER_V2");
+    assert_eq!(w.server.poll_transmit(w.now, &mut out), None);
+    // The reset is lost: the reliability layer sends it again after tls-timeout (2 s).
+    let sent_at = w.now;
+    let mut again = None;
+    for _ in 0..10 {
+        let Some(t) = w.server.poll_timeout() else {
+            break;
+        };
+        w.now = t.max(w.now);
+        w.server.handle_timeout(w.now);
+        if let Some(to) = w.server.poll_transmit(w.now, &mut out) {
+            again = Some((to, w.now));
+            break;
+        }
+    }
+    let (to, at) = again.expect("the reset is retransmitted");
+    assert_eq!(to, addr(CLIENT));
+    assert_eq!(out[0] >> 3, 8, "the reset again");
+    assert!(at.saturating_duration_since(sent_at) <= Duration::from_secs(3));
+    w.connect(Duration::from_secs(20));
+    assert_eq!(w.server.session_count(), 1);
+    assert!(w.client_sends(b"up"));
+    assert!(w.server_sends(b"down"));
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.server_tun.len(), 1);
+    assert_eq!(w.client_tun.len(), 1);
+
+    // A second reset on the same connection does not replace the session.
+    let before = w.server.session_count();
+    let mut reset = [0u8; 14];
+    reset[0] = 0x38;
+    reset[1] = 9;
+    assert!(matches!(
+        w.server.handle_datagram(w.now, addr(CLIENT), &mut reset),
+        DatagramOutcome::Dropped(_)
+    ));
+    assert_eq!(w.server.session_count(), before);
+
+    // An authenticated data packet from elsewhere is not a float for a TCP peer.
+    let n = w.net.log.len();
+    assert!(w.client_sends(b"elsewhere"));
+    let (_, to, pkt) = w.net.log[n].clone();
+    w.net.blackhole = true;
+    let drops = w.server_drops.len();
+    w.deliver(addr("192.0.2.99:4000"), to, pkt);
+    w.flush();
+    assert_eq!(w.server.clients()[0].real_addr, addr(CLIENT));
+    assert_eq!(
+        w.server_tun.len(),
+        1,
+        "not opened: only the connection carries it"
+    );
+    assert_eq!(w.server_drops[drops..], [DropReason::NoSession]);
+    w.net.blackhole = false;
+
+    // The connection ends: so does the session, and its data state.
+    w.server.stream_closed(w.now, addr(CLIENT));
+    w.flush();
+    assert_eq!(w.server.session_count(), 0);
+    assert!(!w.server.is_stream(&addr(CLIENT)));
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Disconnected {
+            reason: DisconnectReason::ConnectionClosed,
+            ..
+        }
+    )));
+    assert!(!w.server_sends(b"nobody"), "the plane forgot the peer");
+}
+
+/// A UDP session's address cannot become a TCP peer's, and a handshake that never finishes
+/// on a connection ends with a `StreamEnded` event (the driver closes the connection).
+#[test]
+fn stream_admission_and_end_event() {
+    let setup = Setup {
+        wrap: Wrap::None,
+        ..Setup::default()
+    };
+    let mut w = World::new(&setup, 22, Impair::default());
+    w.connect(Duration::from_secs(10));
+    assert!(
+        !w.server.stream_opened(addr(CLIENT)),
+        "a UDP session lives there"
+    );
+    let other = addr("192.0.2.3:5000");
+    assert!(w.server.stream_opened(other));
+    // A reset with a bad message id is refused; a good one creates the session.
+    let mut reset = [0u8; 14];
+    reset[0] = 0x38;
+    reset[1] = 7;
+    reset[13] = 1;
+    assert!(matches!(
+        w.server.handle_datagram(w.now, other, &mut reset),
+        DatagramOutcome::Dropped(_)
+    ));
+    reset[13] = 0;
+    assert_eq!(
+        w.server.handle_datagram(w.now, other, &mut reset),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(w.server.session_count(), 2);
+    // Nobody answers: the hand-window (60 s) ends it.
+    w.net.blackhole = true;
+    w.run_for(Duration::from_secs(70));
+    assert!(
+        w.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::StreamEnded { addr } if *addr == other)),
+        "{:?}",
+        w.server_events
+    );
+}

@@ -16,7 +16,7 @@
 //!   [`parse_push_reply`]: NUL-terminated control messages and PUSH_REPLY.
 //! * [`parse_tlvs`]: early-negotiation TLVs in a reset payload.
 //! * [`is_ping`], [`parse_occ`]: in-band keepalive and OCC messages of the data channel.
-//! * [`TcpFramer`], [`encode_tcp_frame`]: the u16 length prefix of OpenVPN over TCP.
+//! * [`TcpFramer`], [`FrameBuf`], [`encode_tcp_frame`]: the u16 length prefix of OpenVPN over TCP.
 //!
 //! Data-packet headers live with their AEAD code in `warren-crypto`.
 #![forbid(unsafe_code)]
@@ -51,7 +51,7 @@ pub use message::{
 };
 pub use opcode::{Opcode, op_byte, split_op_byte};
 pub use peer_info::{PeerInfo, iv_proto};
-pub use tcp::{MAX_TCP_PACKET, TcpFramer, encode_tcp_frame};
+pub use tcp::{FrameBuf, MAX_TCP_PACKET, TcpFramer, encode_tcp_frame};
 pub use tlv::{
     EARLY_NEG_FLAG_RESEND_WKC, EARLY_NEG_MASK, EARLY_NEG_START, TLV_TYPE_EARLY_NEG_FLAGS,
     early_neg_flags, parse_tlvs, write_tlv,

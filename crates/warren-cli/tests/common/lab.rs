@@ -285,7 +285,7 @@ impl Lab {
     }
 
     /// Writes `server.conf` and starts the server in the server namespace; returns once its
-    /// UDP port is bound (at most 15 s).
+    /// UDP (or TCP) port is bound (at most 15 s).
     pub fn start_server(&mut self, conf: &ServerConf) {
         assert!(self.server.is_none(), "server already started");
         let path = self.dir().join("server.conf");
@@ -302,7 +302,11 @@ impl Lab {
             .spawn_env(self.kind.label(), &argv, &[], &dir, &log);
         let ns = &self.server_ns;
         let bound = poll_until(Duration::from_secs(15), || {
-            if proc.exited().is_some() || ns.udp_port_bound(conf.port) {
+            // A `proto tcp-server` config binds TCP only.
+            if proc.exited().is_some()
+                || ns.udp_port_bound(conf.port)
+                || ns.tcp_port_bound(conf.port)
+            {
                 Some(())
             } else {
                 None
