@@ -2,7 +2,8 @@
 //! driver runs it) and a real [`Client`] that knows the keys, joined by a network the input
 //! controls. Each input byte is an operation: deliver, drop, duplicate, reorder, corrupt or
 //! replay a datagram, inject raw bytes from the client's or a stranger's address, let time
-//! pass, send data either way, and the server's commands (authorize, kick, shutdown). The
+//! pass, send data either way, the server's commands (authorize, kick, shutdown) and TCP
+//! connection events (the client's address opened or closed as a stream). The
 //! peer is a real client, so the fuzzer reaches the states behind the handshake (key-method
 //! 2, push, data, renegotiation, exit-notify) instead of bouncing off the MAC.
 //!
@@ -504,7 +505,7 @@ pub fn run_engine(data: &[u8]) -> EngineRun {
     let mut ops = Ops { data: rest, pos: 0 };
     for _ in 0..MAX_OPS {
         let Some(op) = ops.byte() else { break };
-        match op % 24 {
+        match op % 25 {
             0 | 1 => {
                 if let Some((from, p)) = w.to_server.pop_front() {
                     w.deliver_to_server(from, p);
@@ -636,6 +637,15 @@ pub fn run_engine(data: &[u8]) -> EngineRun {
                 ) {
                     w.client = c;
                     w.client_accepted.clear();
+                }
+            }
+            23 => {
+                // The client's address becomes a TCP peer (no cookie, no float) or stops
+                // being one, as the driver reports accepted and closed connections.
+                if ops.arg() & 1 == 0 {
+                    w.server.stream_opened(CLIENT);
+                } else {
+                    w.server.stream_closed(w.now, CLIENT);
                 }
             }
             _ => {

@@ -18,6 +18,7 @@ fn seeds_connect_and_carry_data_both_ways() {
         "connect_tls_crypt",
         "connect_tls_auth_prf",
         "connect_none_chacha",
+        "tcp_stream",
     ] {
         let run = warren_fuzz::run_engine(&seed(name));
         assert!(run.connected, "{name}: never connected: {run:?}");
