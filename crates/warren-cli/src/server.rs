@@ -22,7 +22,7 @@
 //! The order matters: the signal descriptor first (before any thread exists), then the
 //! config or state, logging, the engine, the privileged resources (tun, socket), the auth
 //! worker, the privilege drop, and finally the loop.
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -406,6 +406,7 @@ fn serve(
     reload: warren_driver::Reloader,
 ) -> Result<()> {
     let engine = engine_config(cfg, clock.unix_time_at_zero())?;
+    refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
     let bind = if cfg.proto.is_tcp() {
         None
     } else {
@@ -608,6 +609,55 @@ fn data_io(
 
 /// The engine's config from the lowered one: types only, every default and derived value
 /// comes from warren-config.
+/// A VPN network that overlaps a network the server is already on breaks routing both ways
+/// (the kernel has two routes for the same addresses; clients cannot reach the LAN, or the
+/// LAN loses the server), so it is refused before anything is set up. `dev` (a leftover tun
+/// of this server's own name) is not counted.
+fn refuse_overlapping_network(network: Ipv4Addr, netmask: Ipv4Addr, dev: &str) -> Result<()> {
+    let addrs = match warren_io::ipv4_interface_addrs() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("cannot list the interface addresses to check the VPN network: {e}");
+            return Ok(());
+        }
+    };
+    let vpn_prefix = u32::from(netmask).count_ones() as u8;
+    if let Some(clash) = overlapping_interface(network, vpn_prefix, dev, &addrs) {
+        bail!(
+            "the VPN network {network}/{vpn_prefix} overlaps {}/{} on interface {}: \
+             clients and this host would route the same addresses two ways; choose a \
+             network this host is not on (`--network 10.9.0.0/24`, or `server 10.9.0.0 \
+             255.255.255.0` in server.conf)",
+            clash.addr,
+            clash.prefix,
+            clash.interface
+        );
+    }
+    Ok(())
+}
+
+fn overlapping_interface<'a>(
+    network: Ipv4Addr,
+    prefix: u8,
+    dev: &str,
+    addrs: &'a [warren_io::InterfaceAddr],
+) -> Option<&'a warren_io::InterfaceAddr> {
+    let mask = |p: u8| {
+        if p == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(p.min(32)))
+        }
+    };
+    addrs.iter().find(|a| {
+        if a.interface == dev || a.addr.is_loopback() {
+            return false;
+        }
+        let m = mask(prefix.min(a.prefix));
+        u32::from(network) & m == u32::from(a.addr) & m
+    })
+}
+
 fn engine_config(
     cfg: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
@@ -756,6 +806,41 @@ fn resolve_local(s: &str, family: UdpFamily) -> Result<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn vpn_network_overlaps() {
+        let addr = |i: &str, a: [u8; 4], p| warren_io::InterfaceAddr {
+            interface: i.into(),
+            addr: Ipv4Addr::from(a),
+            prefix: p,
+        };
+        let host = [
+            addr("lo", [127, 0, 0, 1], 8),
+            addr("eth0", [192, 168, 1, 20], 24),
+            addr("wg0", [10, 0, 0, 1], 16),
+            addr("tunold", [10, 8, 0, 1], 24),
+        ];
+        let net = |a: [u8; 4]| Ipv4Addr::from(a);
+        assert!(overlapping_interface(net([10, 8, 0, 0]), 24, "tunold", &host).is_none());
+        let c = overlapping_interface(net([10, 8, 0, 0]), 24, "tun0", &host).unwrap();
+        assert_eq!(c.interface, "tunold");
+        // The VPN network inside the LAN, and the LAN inside the VPN network.
+        assert_eq!(
+            overlapping_interface(net([192, 168, 1, 128]), 25, "tun0", &host)
+                .unwrap()
+                .interface,
+            "eth0"
+        );
+        assert_eq!(
+            overlapping_interface(net([10, 0, 0, 0]), 8, "tunold", &host)
+                .unwrap()
+                .interface,
+            "wg0"
+        );
+        assert!(overlapping_interface(net([10, 1, 0, 0]), 24, "tunold", &host).is_none());
+        assert!(overlapping_interface(net([172, 16, 0, 0]), 12, "tun0", &host).is_none());
+    }
 
     #[test]
     fn data_thread_choice() {

@@ -366,3 +366,45 @@ fn killed_first_run_never_breaks_the_state() {
     w.add_user("zed", &[]);
     w.ok(&["profile", "export", "zed", "--remote", "192.0.2.1"]);
 }
+
+/// Issue 10, bad values: a VPN network that overlaps a network the server host is on is
+/// refused at startup, naming the interface, before any tun device or port is set up.
+#[test]
+fn vpn_network_overlapping_the_host_is_refused() {
+    let mut lab = lab("zero-overlap");
+    // The server namespace gets 198.18.1.1/24 on the veth towards this peer.
+    let (_peer, server_addr, _) = lab.new_peer_ns();
+    let state = lab.dir().join("state");
+    let dev = common::netns::unique_name("tun", 's');
+    let log = lab.dir().join("overlap-server.log");
+    let argv = [
+        WARREN_BIN,
+        "server",
+        "--state-dir",
+        state.to_str().expect("UTF-8 path"),
+        "--dev",
+        &dev,
+        "--network",
+        "198.18.0.0/16",
+    ];
+    let env = [("RUST_LOG", "info".to_string())];
+    let mut proc = lab
+        .server_ns
+        .spawn_env("warren server", &argv, &env, lab.dir(), &log);
+    let status = poll_until(Duration::from_secs(60), || proc.exited())
+        .unwrap_or_else(|| panic!("still running after 60 s:\n{}", proc.log_tail(20)));
+    assert!(!status.success(), "the server must refuse to start");
+    let out = proc.log();
+    assert!(
+        out.contains("the VPN network 198.18.0.0/16 overlaps")
+            && out.contains(&format!("{server_addr}/24")),
+        "{out}"
+    );
+    assert!(
+        !lab.server_ns.udp_port_bound(state_common::PORT),
+        "nothing is left listening"
+    );
+    // A network the host is not on starts.
+    let server = ZeroServer::start(&lab, &state, &["--network", "10.77.0.0/24"]);
+    server.stop();
+}

@@ -22,6 +22,7 @@
 //! * [`Signals`]: SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 as a readable `signalfd`.
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
 //! * [`flock`]: advisory file locks (the state directory's lock file).
+//! * [`ipv4_interface_addrs`]: the host's IPv4 interface addresses (`getifaddrs`).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The only OpenVPN knowledge here is
 //! the opcode and peer-id position the steering program reads (four bytes, cited there).
@@ -29,6 +30,7 @@
 
 mod clock;
 pub mod flock;
+mod ifaddrs;
 mod poll;
 mod privs;
 mod rng;
@@ -38,6 +40,7 @@ mod tun;
 mod udp;
 
 pub use clock::{Clock, format_local_time};
+pub use ifaddrs::{InterfaceAddr, ipv4_interface_addrs};
 pub use poll::{Interest, Poller, Token};
 pub use privs::{PrivilegeError, current_user_name, drop_privileges};
 pub use rng::OsRng;
