@@ -34,7 +34,7 @@ use ipnet::{IpNet, Ipv4Net};
 use tracing::{error, info, warn};
 use warren_core::Instant;
 use warren_driver::{AuthRequest, Authenticator, Kick};
-use warren_openvpn::{AuthDecision, AuthGrant};
+use warren_openvpn::{AuthDecision, AuthGrant, KickTarget};
 use warren_pki::Serial;
 use warren_store::{AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store};
 
@@ -368,26 +368,31 @@ impl StoreAuth {
             .find(|a| !in_use.contains(a) && !leased.contains(a) && !fixed_elsewhere.contains(a)))
     }
 
-    /// Why a connected peer must go now, if it must.
+    /// Why a connected peer must go now, and which of the identity's sessions go with it:
+    /// all of them when the user is refused, only this certificate's when the certificate
+    /// is (others of the same name may use other certificates, under `duplicate-cn`).
     /// The user first: `warren user del` also revokes the certificates, and "user deleted"
     /// is the better reason then.
     fn still_allowed(
         &self,
         p: &Peer,
         wall: SystemTime,
-    ) -> Result<Option<String>, warren_store::StoreError> {
+    ) -> Result<Option<(KickTarget, String)>, warren_store::StoreError> {
+        let everyone = || KickTarget::Identity(p.identity.clone());
         match self.store.check_user(&p.identity, wall)? {
             AuthOutcome::Accepted => {}
-            AuthOutcome::UnknownUser => return Ok(Some("user deleted".into())),
-            other => return Ok(Some(other.reason().to_owned())),
+            AuthOutcome::UnknownUser => return Ok(Some((everyone(), "user deleted".into()))),
+            other => return Ok(Some((everyone(), other.reason().to_owned()))),
         }
-        if let Some(s) = &p.serial
-            && self.store.is_revoked(s)?
-        {
-            return Ok(Some(format!("certificate {s} revoked")));
+        let Some(s) = &p.serial else {
+            return Ok(None);
+        };
+        let this_cert = || KickTarget::CertSerial(s.as_bytes().to_vec());
+        if self.store.is_revoked(s)? {
+            return Ok(Some((this_cert(), format!("certificate {s} revoked"))));
         }
         if p.cert_not_after.is_some_and(|t| wall > t) {
-            return Ok(Some("certificate expired".into()));
+            return Ok(Some((this_cert(), format!("certificate {s} expired"))));
         }
         Ok(None)
     }
@@ -467,14 +472,17 @@ impl Authenticator for StoreAuth {
             self.limiter.prune(now);
         }
         let wall = wall_now();
-        let mut gone: Vec<(String, String)> = Vec::new();
+        let mut gone: Vec<(String, KickTarget, String)> = Vec::new();
         let mut failed = None;
+        let covered = |gone: &[(String, KickTarget, String)], p: &Peer| {
+            gone.iter().any(|(_, t, _)| kicks(t, p))
+        };
         for p in self.peers.values().filter(|p| !p.kicked) {
-            if gone.iter().any(|(id, _)| *id == p.identity) {
+            if covered(&gone, p) {
                 continue;
             }
             match self.still_allowed(p, wall) {
-                Ok(Some(reason)) => gone.push((p.identity.clone(), reason)),
+                Ok(Some((target, reason))) => gone.push((p.identity.clone(), target, reason)),
                 Ok(None) => {}
                 Err(e) => {
                     failed = Some(e);
@@ -489,17 +497,30 @@ impl Authenticator for StoreAuth {
         }
         self.checked_revision = Some(revision);
         for p in self.peers.values_mut() {
-            if gone.iter().any(|(id, _)| *id == p.identity) {
+            if covered(&gone, p) {
                 p.kicked = true;
             }
         }
         gone.into_iter()
-            .map(|(identity, reason)| Kick {
+            .map(|(identity, target, reason)| Kick {
                 identity,
+                target,
                 message: KICK_MESSAGE.to_owned(),
                 reason,
             })
             .collect()
+    }
+}
+
+/// Whether a kick of `target` ends `p`'s session (as [`warren_openvpn::Server::kick`]
+/// matches it).
+fn kicks(target: &KickTarget, p: &Peer) -> bool {
+    match target {
+        KickTarget::Identity(id) => *id == p.identity,
+        KickTarget::CertSerial(s) => p
+            .serial
+            .as_ref()
+            .is_some_and(|own| own.as_bytes() == s.as_slice()),
     }
 }
 
@@ -541,6 +562,18 @@ mod tests {
             self.store
                 .add_user(&u, Some(&CertRecord::from_issued(&issued)), wall_now())
                 .expect("add");
+            der(&issued.cert_pem)
+        }
+
+        /// Another certificate for an existing user (a second device); returns its DER.
+        fn another_cert(&mut self, name: &str) -> Vec<u8> {
+            let issued = self
+                .pki
+                .issue_client(name, &LeafOptions::default(), wall_now(), &mut self.rng)
+                .expect("issue");
+            self.store
+                .add_cert(&CertRecord::from_issued(&issued))
+                .expect("add cert");
             der(&issued.cert_pem)
         }
 
@@ -827,6 +860,12 @@ mod tests {
         assert_eq!(kicks[1].identity, "bob");
         assert_eq!(kicks[1].reason, "user disabled");
         assert_eq!(kicks[0].message, "RESTART");
+        // The revocation ends alice's certificate, the disable every session of bob.
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial.as_bytes().to_vec())
+        );
+        assert_eq!(kicks[1].target, KickTarget::Identity("bob".into()));
         // Not again; and refused from now on.
         assert!(a.recheck(t + Duration::from_millis(750)).is_empty());
         assert!(accepted(&a.authenticate(t, req(7, "alice", Some(alice), None, None))).is_none());
@@ -840,6 +879,48 @@ mod tests {
                 .map(|k| k.identity.as_str())
                 .collect::<Vec<_>>(),
             ["carol"]
+        );
+    }
+
+    /// Issue 10: one user, two certificates, two sessions (duplicate-cn). Revoking one
+    /// certificate kicks that certificate's session only; the other stays until its own
+    /// certificate is revoked.
+    #[test]
+    fn revoking_one_of_two_certificates_kicks_one_session() {
+        let mut w = World::new();
+        let laptop = w.user("alice", None);
+        let phone = w.another_cert("alice");
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        for (peer, c) in [(1u32, &laptop), (2, &phone)] {
+            assert!(
+                accepted(&a.authenticate(t, req(peer, "alice", Some(c.clone()), None, None)))
+                    .is_some()
+            );
+            a.connected(t, peer, "alice", Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+        }
+        assert!(a.recheck(t).is_empty());
+        let serial = |d: &[u8]| warren_pki::inspect_der(d, "x").expect("der").serial;
+        w.store
+            .revoke(&serial(&phone), wall_now(), None)
+            .expect("revoke");
+        let kicks = a.recheck(t + Duration::from_millis(500));
+        assert_eq!(kicks.len(), 1, "{kicks:?}");
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial(&phone).as_bytes().to_vec())
+        );
+        assert_eq!(kicks[0].identity, "alice");
+        // The laptop's session is not marked: its own revocation still kicks it.
+        assert!(a.recheck(t + Duration::from_millis(750)).is_empty());
+        w.store
+            .revoke(&serial(&laptop), wall_now(), None)
+            .expect("revoke");
+        let kicks = a.recheck(t + Duration::from_secs(1));
+        assert_eq!(kicks.len(), 1, "{kicks:?}");
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial(&laptop).as_bytes().to_vec())
         );
     }
 }

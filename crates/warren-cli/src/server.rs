@@ -20,8 +20,9 @@
 //! default and check lives in warren-config and this module only changes types.
 //!
 //! The order matters: the signal descriptor first (before any thread exists), then the
-//! config or state, logging, the engine, the privileged resources (tun, socket), the auth
-//! worker, the privilege drop, and finally the loop.
+//! config or state, logging, the engine, the privileged resources (tun, socket, database),
+//! the privilege drop (to `user`/`group`, or for zero-config to `warren` or `nobody`,
+//! keeping only CAP_NET_ADMIN), the auth worker, and finally the loop.
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +123,86 @@ pub struct ServerArgs {
     /// 1 keeps everything on one thread.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: Option<u16>,
+    /// Run as this user once the tun device, the socket and the state are open, keeping
+    /// only CAP_NET_ADMIN. Default: `warren` when that user exists, else `nobody`. `root`
+    /// keeps root and every capability.
+    #[arg(long, value_name = "USER", conflicts_with = "config")]
+    pub user: Option<String>,
+    /// The group to run as (default: the user's primary group; `nogroup` for `nobody`).
+    #[arg(long, value_name = "GROUP", conflicts_with = "config")]
+    pub group: Option<String>,
+}
+
+/// The dedicated account zero-config runs as when it exists.
+const SERVICE_USER: &str = "warren";
+
+/// Who to become after the setup: `user`/`group` of a server.conf, or for zero-config the
+/// `--user`/`--group` options, else `warren` when it exists, else `nobody`. `None`: stay
+/// (not root, `--user root`, or a server.conf without `user`/`group`).
+///
+/// Why not create a `warren` user on the fly: starting a server should not edit
+/// `/etc/passwd` (that is the package's job, and it would outlive `rm -r` of the state
+/// directory); the fallback `nobody` owns no files, so nothing of warren's becomes readable
+/// to it: every later write goes through a descriptor opened before the drop.
+fn run_as(
+    args: &ServerArgs,
+    cfg: &warren_config::ServerConfig,
+    root: bool,
+    exists: &dyn Fn(&str, bool) -> bool,
+) -> Option<(Option<String>, Option<String>)> {
+    if args.config.is_some() {
+        return (cfg.user.is_some() || cfg.group.is_some())
+            .then(|| (cfg.user.clone(), cfg.group.clone()));
+    }
+    if !root {
+        return None;
+    }
+    let user = match args.user.as_deref() {
+        Some("root" | "0") => return None,
+        Some(u) => u.to_owned(),
+        None if exists(SERVICE_USER, false) => SERVICE_USER.to_owned(),
+        None => "nobody".to_owned(),
+    };
+    let group = match &args.group {
+        Some(g) => Some(g.clone()),
+        // `nobody`'s primary group varies (nogroup on Debian, nobody on Fedora).
+        None if user == "nobody" => ["nogroup", "nobody"]
+            .into_iter()
+            .find(|g| exists(g, true))
+            .map(str::to_owned),
+        None => None,
+    };
+    Some((Some(user), group))
+}
+
+/// Becomes the `run_as` user, keeping CAP_NET_ADMIN, and logs it.
+fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<()> {
+    let d = warren_io::drop_privileges(user, group, true).with_context(|| {
+        format!(
+            "dropping privileges to {}:{}",
+            user.unwrap_or("(same user)"),
+            group.unwrap_or("(primary group)")
+        )
+    })?;
+    let uname = user.map_or_else(|| d.uid.to_string(), str::to_owned);
+    let gname = match group {
+        Some(g) => g.to_owned(),
+        None => warren_io::group_name(d.gid).unwrap_or_else(|| d.gid.to_string()),
+    };
+    if d.uid == 0 {
+        info!("changed group to {gname} (gid {}); still root", d.gid);
+    } else if d.has_net_admin() {
+        info!(
+            "dropped privileges to {uname}:{gname} (uid {}, gid {}), keeping CAP_NET_ADMIN",
+            d.uid, d.gid
+        );
+    } else {
+        info!(
+            "dropped privileges to {uname}:{gname} (uid {}, gid {})",
+            d.uid, d.gid
+        );
+    }
+    Ok(())
 }
 
 /// Most data threads chosen automatically.
@@ -348,7 +429,7 @@ fn first_run_text(dir: &Path, created: &[String]) -> String {
     out
 }
 
-/// Builds the engine, opens the OS resources, starts the auth worker, drops privileges and
+/// Builds the engine, opens the OS resources, drops privileges, starts the auth worker and
 /// runs the loop.
 fn serve(
     cfg: &warren_config::ServerConfig,
@@ -413,6 +494,39 @@ fn serve(
         info!("offloads off ({why}): one packet per system call");
     }
 
+    // Before any thread exists (capabilities are per thread): become the unprivileged
+    // user. Every later write goes through what is open now: the database connection (with
+    // its WAL files, opened by this first read), the status file, the tun and the sockets.
+    if let Some(sb) = &store {
+        sb.store
+            .revision()
+            .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
+    }
+    let exists = |name: &str, group: bool| {
+        if group {
+            warren_io::group_exists(name)
+        } else {
+            warren_io::user_exists(name)
+        }
+    };
+    match run_as(args, cfg, warren_io::is_root(), &exists) {
+        Some((user, group)) => {
+            if args.config.is_none() && args.user.is_none() && user.as_deref() == Some("nobody") {
+                info!(
+                    "no `{SERVICE_USER}` user on this system: running as nobody (a dedicated \
+                     user is better: useradd --system --no-create-home --shell \
+                     /usr/sbin/nologin {SERVICE_USER})"
+                );
+            }
+            drop_to(user.as_deref(), group.as_deref())?;
+        }
+        None if args.config.is_none() && warren_io::is_root() => warn!(
+            "running as root with every capability (--user root); without it warren runs as \
+             `{SERVICE_USER}` or nobody, keeping only CAP_NET_ADMIN"
+        ),
+        None => {}
+    }
+
     let auth = match &store {
         Some(sb) => {
             let pool = Pool::new(engine.network, engine.netmask)
@@ -430,12 +544,6 @@ fn serve(
         }
         None => None,
     };
-
-    if cfg.user.is_some() || cfg.group.is_some() {
-        let (uid, gid) = warren_io::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
-            .context("dropping privileges (`user`/`group`)")?;
-        info!("dropped privileges to uid {uid}, gid {gid}");
-    }
 
     info!(
         "warren server listening on udp {}, tun {} {}/{}, {} clients max, {}, ciphers {}",
@@ -717,6 +825,48 @@ mod tests {
     fn args(argv: &[&str]) -> ServerArgs {
         use clap::Parser;
         Cli::parse_from(std::iter::once("server").chain(argv.iter().copied())).server
+    }
+
+    #[test]
+    fn who_the_server_runs_as() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("state");
+        ensure_state(&dir, &StateOptions::default()).expect("state");
+        let d = dir.to_str().expect("utf8");
+        let (cfg, _) = zero_config(&args(&["--state-dir", d]))
+            .lower()
+            .expect("zero");
+        let debian = |n: &str, group: bool| {
+            if group { n == "nogroup" } else { n == "nobody" }
+        };
+        let with_warren = |n: &str, group: bool| !group && (n == "warren" || n == "nobody");
+        let s = |v: &str| Some(v.to_owned());
+        let a = args(&["--state-dir", d]);
+        assert_eq!(
+            run_as(&a, &cfg, true, &debian),
+            Some((s("nobody"), s("nogroup")))
+        );
+        assert_eq!(
+            run_as(&a, &cfg, true, &with_warren),
+            Some((s("warren"), None))
+        );
+        // Not root: nothing to drop.
+        assert_eq!(run_as(&a, &cfg, false, &debian), None);
+        let a = args(&["--state-dir", d, "--user", "root"]);
+        assert_eq!(run_as(&a, &cfg, true, &debian), None);
+        let a = args(&["--state-dir", d, "--user", "svc", "--group", "vpn"]);
+        assert_eq!(run_as(&a, &cfg, true, &debian), Some((s("svc"), s("vpn"))));
+        // A server.conf says it itself: no `user`/`group`, no drop.
+        let conf = tmp.path().join("server.conf");
+        std::fs::write(&conf, "dev tun\n").expect("write");
+        let a = args(&["--config", conf.to_str().expect("utf8")]);
+        assert_eq!(run_as(&a, &cfg, true, &with_warren), None);
+        let mut with_user = cfg.clone();
+        with_user.user = s("nobody");
+        assert_eq!(
+            run_as(&a, &with_user, true, &debian),
+            Some((s("nobody"), None))
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use warren_core::Instant;
 use warren_io::Clock;
-use warren_openvpn::AuthDecision;
+use warren_openvpn::{AuthDecision, KickTarget};
 use zeroize::Zeroizing;
 
 /// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form.
@@ -63,10 +63,13 @@ impl fmt::Debug for AuthRequest {
     }
 }
 
-/// End the live sessions of `identity`, sending `message` (`RESTART,...` or `HALT,...`).
+/// End the live sessions `target` names, sending `message` (`RESTART,...` or `HALT,...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kick {
+    /// Whose sessions, for the log line.
     pub identity: String,
+    /// All of the identity's sessions, or only those of one certificate.
+    pub target: KickTarget,
     pub message: String,
     /// Why, for the log line.
     pub reason: String,
@@ -362,6 +365,7 @@ mod tests {
             l.kick_next
                 .take()
                 .map(|identity| Kick {
+                    target: KickTarget::Identity(identity.clone()),
                     identity,
                     message: "RESTART".into(),
                     reason: "test".into(),
