@@ -533,13 +533,14 @@ fn serve(
                 .ok_or_else(|| anyhow!("invalid VPN network"))?;
             let store: Arc<dyn Store> = sb.store.clone();
             let a = StoreAuth::new(store, sb.mode, pool, RateLimitConfig::default());
+            let opts = warren_driver::AuthOptions::default();
+            info!(
+                "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
+                opts.verify_threads, opts.max_queued
+            );
             Some(
-                warren_driver::AuthWorker::spawn(
-                    Box::new(a),
-                    clock,
-                    warren_driver::AuthOptions::default(),
-                )
-                .context("starting the authentication thread")?,
+                warren_driver::AuthWorker::spawn(Box::new(a), clock, opts)
+                    .context("starting the authentication threads")?,
             )
         }
         None => None,

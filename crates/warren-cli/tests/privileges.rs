@@ -20,8 +20,8 @@ use common::lab::{CONNECTED, Client, Lab, ServerKind};
 use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
 use state_common::{
-    PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after,
-    lines_with, start_openvpn, write_profile,
+    PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
+    start_openvpn, write_profile,
 };
 
 /// Not a test: the traffic helper process (see `common::helper`). A no-op in a normal run.

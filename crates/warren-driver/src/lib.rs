@@ -31,7 +31,9 @@ mod server_loop;
 pub mod status;
 mod workers;
 
-pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
+pub use auth::{
+    AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step, Verified,
+};
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
     ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
