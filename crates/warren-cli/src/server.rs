@@ -177,13 +177,15 @@ fn run_as(
 
 /// Becomes the `run_as` user, keeping CAP_NET_ADMIN, and logs it.
 fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<()> {
-    let d = warren_io::drop_privileges(user, group, true).with_context(|| {
-        format!(
-            "dropping privileges to {}:{}",
-            user.unwrap_or("(same user)"),
-            group.unwrap_or("(primary group)")
-        )
-    })?;
+    let d = warren_io::drop_privileges(user, group, warren_io::KeepCaps::NetAdmin).with_context(
+        || {
+            format!(
+                "dropping privileges to {}:{}",
+                user.unwrap_or("(same user)"),
+                group.unwrap_or("(primary group)")
+            )
+        },
+    )?;
     let uname = user.map_or_else(|| d.uid.to_string(), str::to_owned);
     let gname = match group {
         Some(g) => g.to_owned(),

@@ -2,12 +2,15 @@
 //! CAP_NET_ADMIN, and still do their whole job: a stock client connects and pings, its
 //! address lease is written, and a revocation (a `warren` command in another process) still
 //! kicks it. Revoking one of two certificates that share a common name (`duplicate-cn`)
-//! ends only that certificate's session.
+//! ends only that certificate's session. `warren client` with `user`/`group` drops once
+//! the tunnel is up, keeping CAP_NET_ADMIN, and its routes and resolv.conf are put back
+//! byte for byte when it stops, and even when it is killed (the root restore helper).
 //!
 //! Needs root (network namespaces) and `openvpn`.
 
 #![allow(clippy::disallowed_methods)]
 
+mod client_common;
 mod common;
 mod state_common;
 
@@ -289,4 +292,111 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     ping_ok(&laptop);
     assert!(laptop.log().contains(CONNECTED));
     assert_unprivileged(pid, &lab.server_log());
+}
+
+/// The client's routes and the namespace's resolv.conf are back to `routes`/`resolv`
+/// within 10 s (the restore helper works once the client is gone).
+fn wait_restored(c: &client_common::WarrenClient, routes: &str, resolv: &[u8]) {
+    let back = poll_until(Duration::from_secs(10), || {
+        (client_common::net_snapshot(&c.ns) == routes && c.etc.resolv_conf() == resolv)
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "not restored:
+routes now:
+{}
+wanted:
+{routes}
+resolv.conf now:
+{}
+client log:
+{}",
+        client_common::net_snapshot(&c.ns),
+        String::from_utf8_lossy(&c.etc.resolv_conf()),
+        c.proc.log_tail(30)
+    );
+}
+
+/// `warren client` with `user nobody` against the stock server: up, then unprivileged with
+/// CAP_NET_ADMIN (its `ip` commands too), traffic flows; after SIGTERM and after SIGKILL
+/// alike the routing table and resolv.conf are exactly what they were.
+#[test]
+fn client_drops_after_up_and_the_network_is_restored() {
+    use common::lab::SERVER_TUN_ADDR;
+    let mut lab = Lab::with_pki(
+        "privs-client",
+        ServerKind::Openvpn,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let mut sc = lab.server_conf();
+    sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
+    lab.start_server(&sc);
+    let group = if fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("nogroup:"))
+    {
+        "nogroup"
+    } else {
+        "nobody"
+    };
+    for (round, how) in ["SIGTERM", "SIGKILL"].into_iter().enumerate() {
+        let mut cc = lab.client_conf(&lab.pki.clients[round].clone());
+        cc.extra.push("redirect-gateway def1".into());
+        cc.extra.push("user nobody".into());
+        cc.extra.push(format!("group {group}"));
+        let p = client_common::prepare_client(&mut lab, cc);
+        let srv = p.srv.clone();
+        p.ns.exec_ok(&["ip", "route", "add", "default", "via", &srv]);
+        let routes = client_common::net_snapshot(&p.ns);
+        let resolv = p.etc.resolv_conf();
+        let mut c = client_common::spawn_client(&lab, &format!("client-{how}"), p, &[]);
+        if let Err(e) = c.wait_up(client_common::UP_TIMEOUT) {
+            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
+        }
+        c.proc
+            .wait_for_line(
+                &format!("dropped privileges to nobody:{group}, keeping CAP_NET_ADMIN"),
+                Duration::from_secs(10),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_unprivileged(c.proc.pid(), &c.log());
+        let status = fs::read_to_string(format!("/proc/{}/status", c.proc.pid())).expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l == format!("CapAmb:\t{NET_ADMIN_ONLY}")),
+            "ambient CAP_NET_ADMIN (for `ip`):\n{status}"
+        );
+        let out = c.ns.ping(SERVER_TUN_ADDR, 3, 2);
+        assert!(out.success(), "ping: {}{}", out.stdout, out.stderr);
+        let table = c.ns.exec_ok(&["ip", "-4", "route"]);
+        assert!(table.contains("0.0.0.0/1 via 10.8.0.1"), "{table}");
+        let now = String::from_utf8_lossy(&c.etc.resolv_conf()).into_owned();
+        assert!(now.contains("nameserver 10.8.0.1"), "{now}");
+
+        if how == "SIGTERM" {
+            assert!(
+                c.stop(Duration::from_secs(5)),
+                "client did not exit cleanly:\n{}",
+                c.proc.log_tail(20)
+            );
+        } else {
+            c.proc.kill();
+        }
+        wait_restored(&c, &routes, &resolv);
+        let log = c.log();
+        assert!(
+            log.contains("ended: undid"),
+            "the helper did not report:\n{}",
+            tail(&log, 20)
+        );
+        assert!(
+            !log.contains("cannot write the network journal"),
+            "{}",
+            tail(&log, 20)
+        );
+    }
 }

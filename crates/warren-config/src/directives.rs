@@ -104,8 +104,6 @@ pub(crate) const IGNORED_SERVER: &[(&str, &str)] = &[
 
 /// Ignored with a warning in client configs only.
 pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
-    ("user", "the warren client does not drop privileges yet"),
-    ("group", "the warren client does not drop privileges yet"),
     (
         "float",
         "warren follows authenticated server address changes",

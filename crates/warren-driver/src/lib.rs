@@ -36,8 +36,9 @@ pub use auth::{
 };
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
-    RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
+    ClientLoopError, ClientLoopOptions, ClientStats, DropAfterUp, NetOptions, PullAction,
+    RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
+    tunnel_spec,
 };
 pub use server_loop::{BATCH, DriverError, ServerLoopOptions, StatusOptions, run_server, snapshot};
 pub use workers::WorkerIo;

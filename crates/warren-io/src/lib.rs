@@ -38,7 +38,7 @@ mod udp;
 pub use clock::{Clock, format_local_time};
 pub use poll::{Interest, Poller, Token};
 pub use privs::{
-    CAP_NET_ADMIN, Dropped, PrivilegeError, current_user_name, drop_privileges,
+    CAP_NET_ADMIN, Dropped, KeepCaps, PrivilegeError, current_user_name, drop_privileges,
     effective_capabilities, group_exists, group_name, is_root, user_exists,
 };
 pub use rng::OsRng;

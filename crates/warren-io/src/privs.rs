@@ -61,6 +61,8 @@ pub enum PrivilegeError {
     KeepCaps(io::Error),
     #[error("capset (keeping CAP_NET_ADMIN after the user change): {0}")]
     Capset(io::Error),
+    #[error("prctl(PR_CAP_AMBIENT_RAISE, CAP_NET_ADMIN) (needs Linux 4.3): {0}")]
+    Ambient(io::Error),
 }
 
 /// What [`drop_privileges`] left in effect.
@@ -79,17 +81,31 @@ impl Dropped {
     }
 }
 
+/// What survives a switch away from root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepCaps {
+    /// Nothing: every capability is gone.
+    Nothing,
+    /// `CAP_NET_ADMIN` in the effective and permitted sets (routes, tun, kicks); programs
+    /// this process runs get nothing.
+    NetAdmin,
+    /// `CAP_NET_ADMIN` also in the inheritable and ambient sets, so the programs this
+    /// process runs (`ip route ...`) have it too. For the client, which changes routes
+    /// through iproute2.
+    NetAdminForChildren,
+}
+
 /// Switches to `group` (supplementary groups reduced to it) and then to `user`.
 ///
 /// With only `user`, the user's primary group is used as the group (so no root group
 /// membership survives); with only `group`, the user id (and its capabilities) is kept.
-/// Both `None` is a no-op. With `keep_net_admin`, a switch away from root keeps
-/// `CAP_NET_ADMIN` (and nothing else) in the effective and permitted sets, so routes can
-/// still be changed and restored; without it every capability is gone after the switch.
+/// Both `None` is a no-op. `keep` says which capabilities survive a switch away from root
+/// (see [`KeepCaps`]); the bounding set keeps only those, so no later `execve` can regain
+/// the others.
 pub fn drop_privileges(
     user: Option<&str>,
     group: Option<&str>,
-    keep_net_admin: bool,
+    keep: KeepCaps,
 ) -> Result<Dropped, PrivilegeError> {
     if user.is_none() && group.is_none() {
         return Ok(current());
@@ -101,7 +117,8 @@ pub fn drop_privileges(
     };
     // SAFETY: geteuid cannot fail and has no preconditions.
     let leaving_root = unsafe { libc::geteuid() } == 0 && pw.is_some_and(|(uid, _)| uid != 0);
-    let keep = keep_net_admin && leaving_root;
+    let children = keep == KeepCaps::NetAdminForChildren;
+    let keep = keep != KeepCaps::Nothing && leaving_root;
     if keep {
         set_keepcaps(true)?;
         shrink_bounding_set(1 << CAP_NET_ADMIN);
@@ -140,7 +157,7 @@ pub fn drop_privileges(
             CapData {
                 effective: bits,
                 permitted: bits,
-                inheritable: 0,
+                inheritable: if children { bits } else { 0 },
             },
             CapData::default(),
         ];
@@ -154,7 +171,6 @@ pub fn drop_privileges(
             return Err(PrivilegeError::Capset(io::Error::last_os_error()));
         }
         set_keepcaps(false)?;
-        // Nothing is raised into the ambient set, but make sure (EINVAL before Linux 4.3).
         // SAFETY: prctl with integer arguments has no memory preconditions.
         let _ = unsafe {
             libc::prctl(
@@ -165,6 +181,22 @@ pub fn drop_privileges(
                 0,
             )
         };
+        if children {
+            // SAFETY: as above. The capability is permitted and inheritable (set above),
+            // which PR_CAP_AMBIENT_RAISE requires.
+            let rc = unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    libc::c_ulong::from(CAP_NET_ADMIN),
+                    0,
+                    0,
+                )
+            };
+            if rc != 0 {
+                return Err(PrivilegeError::Ambient(io::Error::last_os_error()));
+            }
+        }
     }
     Ok(current())
 }
@@ -380,7 +412,7 @@ mod tests {
 
     #[test]
     fn none_is_a_noop() {
-        let d = drop_privileges(None, None, true).expect("noop");
+        let d = drop_privileges(None, None, KeepCaps::NetAdmin).expect("noop");
         // SAFETY: getuid/getgid cannot fail.
         assert_eq!((d.uid, d.gid), unsafe { (libc::getuid(), libc::getgid()) });
     }
@@ -393,8 +425,13 @@ mod tests {
         let Some(mode) = std::env::var_os("WARREN_IO_PRIV_CHILD") else {
             return;
         };
-        let keep = mode == "keep";
-        match drop_privileges(Some("nobody"), None, keep) {
+        let (keep, how) = match mode.to_str() {
+            Some("keep") => (true, KeepCaps::NetAdmin),
+            Some("children") => (true, KeepCaps::NetAdminForChildren),
+            _ => (false, KeepCaps::Nothing),
+        };
+        let children = how == KeepCaps::NetAdminForChildren;
+        match drop_privileges(Some("nobody"), None, how) {
             Ok(d) => {
                 assert_ne!(d.uid, 0);
                 // SAFETY: geteuid/setuid have no memory preconditions.
@@ -412,8 +449,19 @@ mod tests {
                 };
                 assert_eq!(field("CapEff:"), want);
                 assert_eq!(field("CapPrm:"), want);
-                assert_eq!(field("CapInh:"), 0);
+                let inherited = if children { want } else { 0 };
+                assert_eq!(field("CapInh:"), inherited);
+                assert_eq!(field("CapAmb:"), inherited);
                 assert_eq!(field("CapBnd:"), want, "bounding set");
+                if children {
+                    // A program it runs (no file capabilities) has CAP_NET_ADMIN too.
+                    let out = std::process::Command::new("grep")
+                        .args(["^CapEff:", "/proc/self/status"])
+                        .output()
+                        .expect("run grep");
+                    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+                    assert!(line.trim().ends_with("0000000000001000"), "{line}");
+                }
                 // SAFETY: as above; after the drop, regaining root must be refused.
                 assert_ne!(unsafe { libc::setuid(0) }, 0, "root regained after drop");
             }
@@ -457,5 +505,6 @@ mod tests {
     fn drops_in_a_child_process() {
         run_child("none");
         run_child("keep");
+        run_child("children");
     }
 }
