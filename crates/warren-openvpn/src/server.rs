@@ -711,11 +711,17 @@ impl Server {
         self.schedule(slot);
     }
 
+    /// Ends every connected session whose identity matches, sending `message` (e.g.
+    /// `RESTART` or `HALT,...`) first. Returns how many were ended.
+    pub fn kick(&mut self, now: Instant, identity: &str, message: &str) -> usize {
+        self.kick_target(now, &KickTarget::Identity(identity.to_owned()), message)
+    }
+
     /// Ends every session `target` names, sending `message` (e.g. `RESTART` or
     /// `HALT,...`) first. Returns how many were ended. Used for revocation: a revoked
     /// certificate ends only the sessions of that certificate (others may share its common
     /// name under `duplicate-cn`); a disabled or deleted user ends all of the identity's.
-    pub fn kick(&mut self, now: Instant, target: &KickTarget, message: &str) -> usize {
+    pub fn kick_target(&mut self, now: Instant, target: &KickTarget, message: &str) -> usize {
         let mut n = 0;
         for slot in 0..self.sessions.len() {
             let Some(s) = self.sessions[slot].as_mut() else {

@@ -1204,13 +1204,13 @@ fn kick_by_serial_ends_only_that_certificate() {
     // An unknown serial ends nothing; the twin's serial (with a leading zero byte, which
     // does not count) ends the twin only.
     assert_eq!(
-        server.kick(now, &KickTarget::CertSerial(vec![0xde, 0xad]), "RESTART"),
+        server.kick_target(now, &KickTarget::CertSerial(vec![0xde, 0xad]), "RESTART"),
         0
     );
     let mut twin = vec![0u8];
     twin.extend(serial_of(&p.client_twin.0));
     assert_eq!(
-        server.kick(now, &KickTarget::CertSerial(twin), "RESTART"),
+        server.kick_target(now, &KickTarget::CertSerial(twin), "RESTART"),
         1
     );
     for _ in 0..600 {
@@ -1232,10 +1232,7 @@ fn kick_by_serial_ends_only_that_certificate() {
     assert_eq!(server.clients().len(), 1);
 
     // By identity: every session of the name (here the one left).
-    assert_eq!(
-        server.kick(now, &KickTarget::Identity("client".into()), "RESTART"),
-        1
-    );
+    assert_eq!(server.kick(now, "client", "RESTART"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1355,14 +1352,7 @@ fn external_auth_accept_with_fixed_address_and_extra_routes() {
 
     // Revocation: the session ends at once and the client is told to reconnect.
     let now = w.now;
-    assert_eq!(
-        w.server.kick(
-            now,
-            &KickTarget::Identity("alice".into()),
-            "RESTART,revoked"
-        ),
-        1
-    );
+    assert_eq!(w.server.kick(now, "alice", "RESTART,revoked"), 1);
     w.run_for(Duration::from_secs(3));
     assert!(
         w.client_events.iter().any(|e| matches!(
