@@ -124,16 +124,15 @@ fn drop_after_up(cfg: &warren_config::ClientConfig) -> Option<warren_driver::Dro
     Some(warren_driver::DropAfterUp {
         user: cfg.user.clone(),
         group: cfg.group.clone(),
-        prepare: Box::new(|| start_restore_helper().map_err(|e| format!("{e:#}"))),
+        prepare: Box::new(start_restore_helper),
     })
 }
 
 /// Starts `warren client --internal-restore-after PID` as root; it lives until this process
 /// is gone.
-fn start_restore_helper() -> Result<()> {
+fn start_restore_helper() -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("finding the warren binary")?;
-    let mut child = std::process::Command::new(exe)
+    let mut child = std::process::Command::new(std::env::current_exe()?)
         .args([
             "client",
             "--internal-restore-after",
@@ -143,12 +142,10 @@ fn start_restore_helper() -> Result<()> {
         .stdout(std::process::Stdio::null())
         // Its own process group: a Ctrl-C meant for the client does not end it first.
         .process_group(0)
-        .spawn()
-        .context("starting the restore helper")?;
-    let pipe = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("the restore helper has no stdin"))?;
+        .spawn()?;
+    let Some(pipe) = child.stdin.take() else {
+        return Err(std::io::Error::other("the restore helper has no stdin"));
+    };
     // Held open until this process exits: its closing is the helper's signal.
     std::mem::forget(pipe);
     info!(

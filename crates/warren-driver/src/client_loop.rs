@@ -158,7 +158,7 @@ pub struct ClientLoopOptions {
 pub struct DropAfterUp {
     pub user: Option<String>,
     pub group: Option<String>,
-    pub prepare: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    pub prepare: Box<dyn FnOnce() -> io::Result<()> + Send>,
 }
 
 impl std::fmt::Debug for DropAfterUp {
@@ -201,8 +201,10 @@ pub enum ClientLoopError {
     },
     #[error("reading from tun device {name}: {source}")]
     TunRead { name: String, source: io::Error },
+    #[error("starting the restore helper for `user`/`group`: {0}")]
+    RestoreHelper(#[source] io::Error),
     #[error("dropping privileges (`user`/`group`): {0}")]
-    Privileges(String),
+    Privileges(#[source] warren_io::PrivilegeError),
     #[error("configuring the network: {0}")]
     Net(#[source] NetError),
 }
@@ -843,7 +845,7 @@ impl Loop {
 
     /// `user`/`group` once the tunnel is up (see [`DropAfterUp`]).
     fn drop_privileges(&mut self, d: DropAfterUp) -> Result<(), ClientLoopError> {
-        (d.prepare)().map_err(ClientLoopError::Privileges)?;
+        (d.prepare)().map_err(ClientLoopError::RestoreHelper)?;
         // The journal's last write, as root; from here the helper owns the DNS undo.
         if let Some(net) = &mut self.net {
             net.hand_over();
@@ -853,7 +855,7 @@ impl Loop {
             d.group.as_deref(),
             warren_io::KeepCaps::NetAdminForChildren,
         )
-        .map_err(|e| ClientLoopError::Privileges(e.to_string()))?;
+        .map_err(ClientLoopError::Privileges)?;
         let who = format!(
             "{}:{}",
             d.user.unwrap_or_else(|| done.uid.to_string()),
