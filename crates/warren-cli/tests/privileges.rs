@@ -242,7 +242,10 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     conf.key = state.join("pki/server.key");
     conf.ta_key = state.join("tls-crypt.key");
     conf.wrap = TlsWrap::Crypt;
-    conf.status = None;
+    // `status FILE 1` in a directory the dropped server cannot write: updated in place
+    // through the descriptor opened before the drop.
+    let status = lab.dir().join("status.txt");
+    conf.status = Some(status.clone());
     conf.extra = vec![
         "duplicate-cn".into(),
         "user nobody".into(),
@@ -270,6 +273,15 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
         ping_ok(c);
     }
     assert_ne!(laptop.addr(), phone.addr());
+    let listed = poll_until(Duration::from_secs(10), || {
+        let text = fs::read_to_string(&status).unwrap_or_default();
+        (text.contains(laptop.addr()) && text.contains(phone.addr())).then_some(text)
+    });
+    assert!(
+        listed.is_some(),
+        "status file after the drop:\n{}",
+        fs::read_to_string(&status).unwrap_or_default()
+    );
 
     w.ok(&["pki", "revoke", "--serial", &serial]);
     phone
