@@ -15,6 +15,9 @@
 
 use std::path::Path;
 
+mod engine;
+pub use engine::{EngineRun, engine, run_engine};
+
 use warren_core::{Instant, KeyId};
 use warren_crypto::{
     CipherKind, ControlWrap, DATA_HEADROOM, DataHeader, DataKeys, Digest, Key2, KeyDirection,
@@ -45,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("data_open", data_open),
     ("config_server", config_server),
     ("config_client", config_client),
+    ("engine", engine),
 ];
 
 // ---- warren-wire ----

@@ -696,6 +696,19 @@ impl Authenticator for StoreAuth {
             })
             .collect()
     }
+
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        // A full check, as if the store had changed and the 30 s had passed.
+        self.next_full_check = None;
+        self.checked_revision = None;
+        let kicks = self.recheck(now);
+        info!(
+            "user database re-read: {} session(s) checked, {} user(s) to disconnect",
+            self.peers.len(),
+            kicks.len()
+        );
+        kicks
+    }
 }
 
 /// One running check fewer for `key`.
@@ -1189,5 +1202,44 @@ mod tests {
             Some("bob")
         );
         assert!(a.peers.contains_key(&31) && !a.peers.contains_key(&14));
+    }
+
+    /// SIGHUP's reload checks every session at once, also for what changes with time alone
+    /// (an expiry), which the periodic recheck only sees at its next full pass (30 s).
+    #[test]
+    fn reload_checks_expiry_at_once() {
+        let mut w = World::new();
+        let issued = w
+            .pki
+            .issue_client("dave", &LeafOptions::default(), wall_now(), &mut w.rng)
+            .expect("issue");
+        let mut u = NewUser::named("dave");
+        let expires = wall_now() + Duration::from_secs(2);
+        u.expires_at = Some(expires);
+        w.store
+            .add_user(&u, Some(&CertRecord::from_issued(&issued)), wall_now())
+            .expect("add");
+        let cert = der(&issued.cert_pem);
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        assert!(accepted(&a.authenticate(t, req(1, "dave", Some(cert), None, None))).is_some());
+        a.connected(t, 1, "dave", Ipv4Addr::new(10, 8, 0, 9));
+        assert!(a.recheck(t).is_empty());
+        // Until dave has expired (bounded: the expiry is 2 s away).
+        for _ in 0..60 {
+            if wall_now() > expires {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(wall_now() > expires);
+        // Nothing was written and the next full pass is 30 s away: not seen yet.
+        assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
+        let kicks = a.reload(t + Duration::from_millis(500));
+        assert_eq!(kicks.len(), 1, "{kicks:?}");
+        assert_eq!(kicks[0].identity, "dave");
+        assert_eq!(kicks[0].message, "RESTART");
+        // Once only.
+        assert!(a.reload(t + Duration::from_millis(750)).is_empty());
     }
 }

@@ -25,10 +25,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use warren_io::Signals;
 
 const SERVER_UNDERLAY: &str = "198.18.0.1";
@@ -485,52 +481,29 @@ struct Files {
 
 /// The throwaway PKI and both configs.
 fn write_configs(dir: &Path, pid: u32) -> Result<Files> {
-    let ca_key =
-        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the CA key")?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "warren demo CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_pem = ca_params
-        .self_signed(&ca_key)
-        .context("signing the CA")?
-        .pem();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let leaf = |cn: &str,
-                eku: ExtendedKeyUsagePurpose,
-                ku: Vec<KeyUsagePurpose>|
-     -> Result<(String, String)> {
-        let key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating a key")?;
-        let mut p =
-            CertificateParams::new(Vec::<String>::new()).context("certificate parameters")?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = ku;
-        p.extended_key_usages = vec![eku];
-        p.use_authority_key_identifier_extension = true;
-        let cert = p
-            .signed_by(&key, &issuer)
-            .with_context(|| format!("signing the {cn} certificate"))?;
-        Ok((cert.pem(), key.serialize_pem()))
-    };
-    let (server_crt, server_key) = leaf(
-        "server",
-        ExtendedKeyUsagePurpose::ServerAuth,
-        vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ],
-    )?;
-    let (client_crt, client_key) = leaf(
-        "demo-client",
-        ExtendedKeyUsagePurpose::ClientAuth,
-        vec![KeyUsagePurpose::DigitalSignature],
-    )?;
+    // The same PKI code as `warren pki init` / `warren user add` (easy-rsa's extensions).
     let mut rng = warren_io::OsRng::new()
         .context("the kernel random generator (getrandom) is unavailable")?;
+    let now = std::time::SystemTime::now();
+    let ca = warren_pki::Pki::generate(
+        &warren_pki::CaOptions {
+            common_name: "warren demo CA".to_owned(),
+            ..Default::default()
+        },
+        now,
+        &mut rng,
+    )
+    .context("generating the demo CA")?;
+    let leaf = warren_pki::LeafOptions::default();
+    let server = ca
+        .issue_server("server", &leaf, now, &mut rng)
+        .context("issuing the demo server certificate")?;
+    let client = ca
+        .issue_client("demo-client", &leaf, now, &mut rng)
+        .context("issuing the demo client certificate")?;
+    let ca_pem = ca.cert_pem().to_owned();
+    let (server_crt, server_key) = (server.cert_pem, server.key_pem.as_str().to_owned());
+    let (client_crt, client_key) = (client.cert_pem, client.key_pem.as_str().to_owned());
     let ta = warren_crypto::StaticKey::generate(&mut rng).to_pem();
 
     let write = |name: &str, text: &str| -> Result<PathBuf> {

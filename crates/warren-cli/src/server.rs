@@ -36,7 +36,7 @@ use warren_io::{
     Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind, UdpFamily,
 };
 use warren_openvpn::tls::{ClientCertMode, ServerTlsOptions};
-use warren_openvpn::{Server, ServerConfig};
+use warren_openvpn::{HalfOpenLimits, Server, ServerConfig};
 use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
 use warren_store::{RateLimitConfig, SqliteStore, Store};
 
@@ -310,7 +310,62 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         Some(sd) if args.config.is_none() => Some(prepare_state(args, sd)?),
         Some(sd) => Some(open_state(sd)?),
     };
-    serve(&cfg, store, args, signals, clock)
+    let reload = reloader(args, &cfg, clock.unix_time_at_zero());
+    serve(&cfg, store, args, signals, clock, reload)
+}
+
+/// SIGHUP: read the configuration again (the file, or the state directory's PKI files in
+/// zero-config mode) and give the engine the new TLS configuration (CA, certificate, key),
+/// which new handshakes and renegotiations use. Other changes need a restart; the log says
+/// so. After a privilege drop the key may no longer be readable: then nothing changes.
+fn reloader(
+    args: &ServerArgs,
+    running: &warren_config::ServerConfig,
+    unix_time_at_zero: u64,
+) -> warren_driver::Reloader {
+    let source = match &args.config {
+        Some(path) => Err(path.clone()),
+        None => Ok(zero_config(args)),
+    };
+    let running = running.clone();
+    warren_driver::Reloader(Box::new(move |server| {
+        let (cfg, _) = match &source {
+            Err(path) => warren_config::load_server_config(path),
+            Ok(zero) => zero.lower(),
+        }
+        .map_err(|e| e.to_string())?;
+        let engine = engine_config(&cfg, unix_time_at_zero).map_err(|e| {
+            let denied = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            }) || format!("{e:#}").contains("Permission denied");
+            if denied && !warren_io::is_root() {
+                format!(
+                    "{e:#}; the server runs unprivileged now and the key files are root's: \
+                     restart it to load new keys"
+                )
+            } else {
+                format!("{e:#}")
+            }
+        })?;
+        server.set_tls_config(engine.tls);
+        let mut lines = vec![format!(
+            "TLS configuration (ca, cert, key) from {}; new handshakes and renegotiations use it",
+            match &source {
+                Err(path) => path.display().to_string(),
+                Ok(zero) => zero.state_dir.display().to_string(),
+            }
+        )];
+        let mut rest = cfg.clone();
+        rest.ca = running.ca.clone();
+        rest.cert = running.cert.clone();
+        rest.key = running.key.clone();
+        if rest != running {
+            lines
+                .push("other changes in the configuration take effect only after a restart".into());
+        }
+        Ok(lines)
+    }))
 }
 
 /// The state directory: `--state-dir`, else `WARREN_STATE_DIR`, else `/var/lib/warren`.
@@ -439,6 +494,7 @@ fn serve(
     args: &ServerArgs,
     signals: Signals,
     clock: Clock,
+    reload: warren_driver::Reloader,
 ) -> Result<()> {
     let engine = engine_config(cfg, clock.unix_time_at_zero())?;
     let bind = udp_bind(
@@ -584,6 +640,7 @@ fn serve(
         ),
         auth,
         workers,
+        reload: Some(reload),
     };
     warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
     Ok(())
@@ -685,6 +742,10 @@ fn engine_config(
         client_to_client: cfg.client_to_client,
         duplicate_cn: cfg.duplicate_cn,
         max_clients: usize::try_from(cfg.client_limit()).unwrap_or(usize::MAX),
+        half_open: HalfOpenLimits {
+            per_source: usize::try_from(cfg.half_open_per_source()).unwrap_or(usize::MAX),
+            total: usize::try_from(cfg.half_open_limit()).unwrap_or(usize::MAX),
+        },
         explicit_exit_notify: s.explicit_exit_notify,
         tun_mtu: s.tun_mtu,
         mssfix: s.mssfix,
@@ -895,6 +956,13 @@ mod tests {
         assert_eq!(
             (e.tun_mtu, e.mssfix, e.max_clients),
             (1500, Some(1492), 1024)
+        );
+        assert_eq!(
+            e.half_open,
+            HalfOpenLimits {
+                per_source: 16,
+                total: 1024
+            }
         );
         assert!(
             e.explicit_exit_notify && e.external_auth && !e.duplicate_cn && !e.client_to_client

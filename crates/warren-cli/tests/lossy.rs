@@ -235,10 +235,6 @@ fn warren_client_stock_server_lossy_transfer() {
 }
 
 #[test]
-#[ignore = "warren bug: the server sends no data until the client has ACKed all its control \
-            packets (S_ACTIVE); stock openvpn 2.6 sends from S_GENERATED_KEYS. When that \
-            ACK is lost, server->client data is dropped (NoKey) for 2 s, 6 s, 14 s, 30 s ... \
-            (control retransmit backoff); see the report of branch h-lossy"]
 fn stock_client_warren_server_handshake_30pct_loss() {
     let mut lab = lab("loss30-stock-warren", ServerKind::Warren);
     let relay = start_server_and_relay(&mut lab, very_lossy(), 0x1055_0004);

@@ -128,6 +128,28 @@ fn zero_config_server_drops_root_and_still_serves_and_kicks() {
     let leases = w.ok(&["user", "show", "alice"]).stdout;
     assert!(leases.contains("10.8.0."), "no lease for alice:\n{leases}");
 
+    // SIGHUP after the drop: the server stays up, re-checks the user database (the state
+    // directory's key files are root's: the TLS part keeps the current configuration and
+    // says why).
+    let pid = server.proc.pid().to_string();
+    let hup = common::process::run_bounded(
+        std::process::Command::new("kill").args(["-s", "HUP", &pid]),
+        Duration::from_secs(5),
+    );
+    assert!(hup.success(), "{}", hup.stderr);
+    let rechecked = poll_until(Duration::from_secs(10), || {
+        server.log().contains("user database re-read").then_some(())
+    });
+    assert!(rechecked.is_some(), "{}", tail(&server.log(), 30));
+    let log = server.log();
+    eprintln!("after SIGHUP:\n{}", lines_with(&log, "reload"));
+    assert!(
+        log.contains("reloaded: TLS configuration") || log.contains("reload failed"),
+        "{}",
+        tail(&log, 30)
+    );
+    ping_ok(&alice);
+
     // Revocation still reaches the unprivileged server and kicks alice, not bob.
     w.ok(&["pki", "revoke", "alice"]);
     let kicked = poll_until(Duration::from_secs(10), || {

@@ -54,7 +54,10 @@ pub(crate) const IGNORED_BOTH: &[(&str, &str)] = &[
     ("tmp-dir", NO_EFFECT),
     ("opt-verify", "obsolete option-consistency check"),
     ("echo", "only meaningful to OpenVPN's management interface"),
-    ("remap-usr1", "warren does not handle SIGUSR1"),
+    (
+        "remap-usr1",
+        "warren always treats SIGUSR1 as a soft restart",
+    ),
     ("providers", "warren uses rustls, not OpenSSL providers"),
     ("auth-nocache", "warren does not cache credentials"),
     ("ping-timer-rem", NO_EFFECT),
@@ -1035,6 +1038,9 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-state-dir", Some(Side::Server)),
     // How those users authenticate.
     ("warren-auth", Some(Side::Server)),
+    // Bounds on sessions still in the handshake (apart from max-clients).
+    ("warren-max-half-open", Some(Side::Server)),
+    ("warren-max-half-open-per-source", Some(Side::Server)),
 ];
 
 /// Levenshtein distance over characters.

@@ -20,7 +20,9 @@
 //!    offloads and batched UDP; default on) and, in a server config,
 //!    `warren-workers N|auto`, `warren-state-dir DIR` and
 //!    `warren-auth cert|cert+password|password` (users, revocations and
-//!    leases from warren's state; `warren-auth` needs `warren-state-dir`).
+//!    leases from warren's state; `warren-auth` needs `warren-state-dir`),
+//!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
+//!    (bounds on sessions still in the handshake).
 //!    A warren extension of the other side is refused like a not-implemented
 //!    directive. Bad values are errors with
 //!    `file:line` and the offending value quoted. Repeated directives follow

@@ -82,6 +82,11 @@ pub struct ServerConfig {
     pub duplicate_cn: bool,
     /// `max-clients`.
     pub max_clients: Option<u32>,
+    /// `warren-max-half-open N`: sessions still in the handshake, in all.
+    pub max_half_open: Option<u32>,
+    /// `warren-max-half-open-per-source N`: the same from one IPv4 address
+    /// or IPv6 /64.
+    pub max_half_open_per_source: Option<u32>,
     /// `explicit-exit-notify [N]`; the bare directive is 1.
     pub explicit_exit_notify: Option<u32>,
     /// `remote-cert-tls`.
@@ -144,6 +149,8 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "warren-workers",
     "warren-state-dir",
     "warren-auth",
+    "warren-max-half-open",
+    "warren-max-half-open-per-source",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -300,6 +307,8 @@ pub(crate) fn lower_server(
         client_to_client: s.client_to_client,
         duplicate_cn: s.duplicate_cn,
         max_clients: s.max_clients,
+        max_half_open: s.max_half_open,
+        max_half_open_per_source: s.max_half_open_per_source,
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         remote_cert_tls: c.remote_cert_tls,
         verify_client_cert: s.verify_client_cert,
@@ -334,6 +343,8 @@ struct ServerState {
     client_to_client: bool,
     duplicate_cn: bool,
     max_clients: Option<u32>,
+    max_half_open: Option<u32>,
+    max_half_open_per_source: Option<u32>,
     workers: Option<u16>,
     state_dir: Option<PathBuf>,
     auth: Option<(UserAuth, Location)>,
@@ -496,6 +507,20 @@ impl ServerState {
                     return Err(v.invalid(0, "must be between 1 and 16777214"));
                 }
                 self.max_clients = Some(n);
+            }
+            "warren-max-half-open" | "warren-max-half-open-per-source" => {
+                // Sessions that proved their address but have not finished the
+                // handshake; the engine bounds them apart from max-clients.
+                v.expect(1, 1, "1 parameter (a count)")?;
+                let n = v.u32_at(0)?;
+                if n == 0 || n >= 0x00FF_FFFF {
+                    return Err(v.invalid(0, "must be between 1 and 16777214"));
+                }
+                if v.name == "warren-max-half-open" {
+                    self.max_half_open = Some(n);
+                } else {
+                    self.max_half_open_per_source = Some(n);
+                }
             }
             "verify-client-cert" => {
                 v.expect(0, 1, "0 or 1 parameters (none, optional or require)")?;

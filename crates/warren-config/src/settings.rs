@@ -28,6 +28,16 @@ pub mod defaults {
     pub const MSSFIX: u16 = 1492;
     /// `max-clients` (OpenVPN: 1024).
     pub const MAX_CLIENTS: u32 = 1024;
+    /// `warren-max-half-open-per-source`: sessions still in the handshake from
+    /// one IPv4 address or IPv6 /64. A client holds one handshake at a time
+    /// and a handshake lasts a few round trips, so 16 leaves room for a busy
+    /// NAT, even a mass reconnect after a server restart (a refused client
+    /// retransmits within seconds and gets in then), while one address can
+    /// hold no more than 16 stalled sessions (a few hundred kB).
+    pub const HALF_OPEN_PER_SOURCE: u32 = 16;
+    /// `warren-max-half-open` is `max(this, max-clients)` unless set: room
+    /// for every client to reconnect at once, and a floor for small servers.
+    pub const HALF_OPEN_MIN: u32 = 64;
     /// `status FILE` without a period.
     pub const STATUS_SECS: u32 = 60;
     /// `auth`: the tls-auth HMAC digest.
@@ -154,6 +164,19 @@ impl ServerConfig {
     /// `max-clients`, 1024 when absent.
     pub fn client_limit(&self) -> u32 {
         self.max_clients.unwrap_or(defaults::MAX_CLIENTS)
+    }
+
+    /// `warren-max-half-open-per-source`, 16 when absent, at most the total.
+    pub fn half_open_per_source(&self) -> u32 {
+        self.max_half_open_per_source
+            .unwrap_or(defaults::HALF_OPEN_PER_SOURCE)
+            .min(self.half_open_limit())
+    }
+
+    /// `warren-max-half-open`, `max(64, max-clients)` when absent.
+    pub fn half_open_limit(&self) -> u32 {
+        self.max_half_open
+            .unwrap_or_else(|| self.client_limit().max(defaults::HALF_OPEN_MIN))
     }
 
     /// The cipher for clients that cannot negotiate: `data-ciphers-fallback`,

@@ -401,6 +401,8 @@ fn server_extensions_are_refused() {
         "warren-state-dir /x",
         "warren-auth cert",
         "warren-workers 2",
+        "warren-max-half-open 100",
+        "warren-max-half-open-per-source 4",
     ] {
         err(d, "this is a server directive");
         // Skipped on purpose, like any not-implemented directive.

@@ -573,6 +573,33 @@ fn workers_extension() {
 }
 
 #[test]
+fn half_open_limits_extension() {
+    // Defaults: 16 per source, max(64, max-clients) in all.
+    let c = cfg("");
+    assert_eq!((c.max_half_open, c.max_half_open_per_source), (None, None));
+    assert_eq!((c.half_open_per_source(), c.half_open_limit()), (16, 1024));
+    assert_eq!(cfg("max-clients 10").half_open_limit(), 64);
+    assert_eq!(cfg("max-clients 5000").half_open_limit(), 5000);
+    let c = cfg("warren-max-half-open 200\nwarren-max-half-open-per-source 4");
+    assert_eq!(
+        (c.max_half_open, c.max_half_open_per_source),
+        (Some(200), Some(4))
+    );
+    assert_eq!((c.half_open_per_source(), c.half_open_limit()), (4, 200));
+    // The per-source limit never exceeds the total.
+    assert_eq!(cfg("warren-max-half-open 8").half_open_per_source(), 8);
+    err("warren-max-half-open 0", "between 1 and 16777214");
+    err(
+        "warren-max-half-open-per-source 0",
+        "between 1 and 16777214",
+    );
+    err("warren-max-half-open lots", "non-negative whole number");
+    err("warren-max-half-open-per-source", "1 parameter");
+    let e = err("warren-max-half-opne 10", "unknown directive");
+    assert!(e.to_string().contains("warren-max-half-open"), "{e}");
+}
+
+#[test]
 fn unknown_directives_and_did_you_mean() {
     let e = err(
         "keepalvie 10 60",

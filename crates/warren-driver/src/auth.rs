@@ -157,6 +157,11 @@ pub trait Authenticator: Send + 'static {
     /// Called about every [`AuthOptions::recheck_every`]: identities whose sessions must end
     /// now (revoked, disabled, deleted, expired).
     fn recheck(&mut self, now: Instant) -> Vec<Kick>;
+    /// SIGHUP: re-read everything and check every connected identity now, whether or not
+    /// anything seems to have changed. The default is a [`Authenticator::recheck`].
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        self.recheck(now)
+    }
 }
 
 /// Worker settings.
@@ -200,6 +205,8 @@ enum ToWorker {
     Disconnected {
         peer_id: u32,
     },
+    /// SIGHUP: [`Authenticator::reload`] now.
+    Reload,
     /// From a pool thread: a check ended.
     Verified {
         ticket: u64,
@@ -337,6 +344,12 @@ impl AuthWorker {
             .map_err(|_| WorkerGone)
     }
 
+    /// SIGHUP: the worker re-reads the user database and checks every connected identity
+    /// now ([`Authenticator::reload`]); the kicks come back as usual.
+    pub(crate) fn reload(&mut self) -> Result<(), WorkerGone> {
+        self.to.send(ToWorker::Reload).map_err(|_| WorkerGone)
+    }
+
     /// Empties the wake socket and returns what the worker sent, dropping stale decisions.
     pub(crate) fn drain(&mut self, out: &mut Vec<FromWorker>) -> Result<(), WorkerGone> {
         let mut buf = [0u8; 64];
@@ -462,6 +475,16 @@ impl Worker {
                     self.auth
                         .connected(self.clock.now(), peer_id, &identity, vpn_ip);
                     true
+                }
+                Ok(ToWorker::Reload) => {
+                    let mut ok = true;
+                    for k in self.auth.reload(self.clock.now()) {
+                        if !self.send(FromWorker::Kick(k)) {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    ok
                 }
                 Ok(ToWorker::Disconnected { peer_id }) => {
                     if let Some(t) = self.by_peer.remove(&peer_id)
@@ -689,6 +712,34 @@ mod tests {
                 "auth 4 bob",
                 "up 4 bob 10.8.0.2"
             ]
+        );
+        w.stop(Duration::from_secs(2));
+    }
+
+    #[test]
+    fn reload_checks_at_once() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let clock = Clock::new().expect("clock");
+        // The periodic recheck is an hour away: only the reload can produce the kick.
+        let mut w = AuthWorker::spawn(
+            Box::new(Fake(log.clone())),
+            clock,
+            AuthOptions {
+                recheck_every: Duration::from_secs(3600),
+                ..AuthOptions::default()
+            },
+        )
+        .expect("spawn");
+        log.lock().expect("lock").kick_next = Some("carol".into());
+        std::thread::sleep(Duration::from_millis(50));
+        let mut none = Vec::new();
+        w.drain(&mut none).expect("alive");
+        assert!(none.is_empty(), "{none:?}");
+        w.reload().expect("send");
+        let out = wait_for(&mut w, 1);
+        assert!(
+            matches!(&out[0], FromWorker::Kick(k) if k.identity == "carol"),
+            "{out:?}"
         );
         w.stop(Duration::from_secs(2));
     }

@@ -10,7 +10,10 @@
 //! (`persist-tun`, always on in warren), and try the next remote after a capped
 //! exponential backoff. `AUTH_FAILED` and `HALT` end the loop with an error. SIGINT/SIGTERM
 //! close the session (explicit-exit-notify) for at most `exit_grace`, then the network is
-//! restored and the loop returns.
+//! restored and the loop returns. SIGUSR1 and SIGHUP are OpenVPN's soft restart with
+//! `persist-tun`: the session is closed the same way, and a new one with the same remote
+//! starts at once, keeping the tun device, its routes and DNS until the new push re-applies
+//! them. SIGUSR2 writes the statistics to the log.
 //!
 //! Data moves in batches, as in the server loop ([`crate::batch`]): UDP GRO buffers opened
 //! in place and written to the tun with one coalescing `send_batch`, tun super-packets split
@@ -426,6 +429,8 @@ struct Attempt {
     started: Instant,
     heard: bool,
     connected: bool,
+    /// When the session came up, for SIGUSR2's statistics.
+    connected_at: Option<Instant>,
 }
 
 struct Loop {
@@ -442,6 +447,9 @@ struct Loop {
     next_attempt_at: Option<Instant>,
     resolve_failing_since: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// SIGUSR1/SIGHUP: the session is being closed for a restart; a new attempt starts when
+    /// it has closed or at this deadline.
+    restart_deadline: Option<Instant>,
     /// The poller must be rebuilt (the socket or the tun changed).
     fds_changed: bool,
     /// The data path's buffers and counters.
@@ -481,6 +489,7 @@ pub fn run_client(
         next_attempt_at: None,
         resolve_failing_since: None,
         shutdown_deadline: None,
+        restart_deadline: None,
         fds_changed: true,
         // A client's I/O errors are routine while it reconnects: traced, not warned.
         pump: Pump::new(false),
@@ -582,6 +591,10 @@ impl Loop {
                 return Ok(());
             }
             self.check_connect_timeout(now);
+            if self.restart_deadline.is_some_and(|d| now >= d) {
+                debug!("exit notification grace period over; restarting");
+                self.restart_now(now);
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if now >= deadline {
                     debug!("exit notification grace period over");
@@ -606,18 +619,40 @@ impl Loop {
         } else {
             None
         };
-        [engine, connect, next, self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            engine,
+            connect,
+            next,
+            self.shutdown_deadline,
+            self.restart_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_signal(&mut self, now: Instant, sig: Signal) -> Flow {
+        match sig {
+            Signal::User2 => {
+                self.log_stats();
+                return Flow::Continue;
+            }
+            Signal::User1 | Signal::Hangup if self.shutdown_deadline.is_none() => {
+                self.soft_restart(now, sig);
+                return Flow::Continue;
+            }
+            Signal::User1 | Signal::Hangup => {
+                info!("received {} while exiting: ignored", sig.name());
+                return Flow::Continue;
+            }
+            Signal::Interrupt | Signal::Terminate => {}
+        }
         if self.shutdown_deadline.is_some() {
             info!("received {} again: exiting now", sig.name());
             return Flow::Exit;
         }
-        info!("received {}: disconnecting", sig.name());
+        // OpenVPN sig.c prints "SIGTERM[hard,] received, process exiting".
+        info!("{}[hard,] received, process exiting", sig.name());
         match &mut self.attempt {
             Some(a) if a.connected => {
                 a.client.close(now);
@@ -626,6 +661,70 @@ impl Loop {
             }
             _ => Flow::Exit,
         }
+    }
+
+    /// SIGUSR1/SIGHUP: OpenVPN's soft restart with `persist-tun`. A session that is up is
+    /// closed as at exit (explicit-exit-notify, so the server frees it at once), for at most
+    /// `exit_grace`; then [`Loop::restart_now`]. The tun device, routes and DNS stay.
+    fn soft_restart(&mut self, now: Instant, sig: Signal) {
+        info!("{}[soft,signal] received, process restarting", sig.name());
+        if self.restart_deadline.is_some() {
+            debug!("a restart is already under way");
+            return;
+        }
+        match &mut self.attempt {
+            Some(a) if a.connected && !a.client.is_closed() => {
+                a.client.close(now);
+                self.restart_deadline = Some(now + self.opts.exit_grace);
+            }
+            _ => self.restart_now(now),
+        }
+    }
+
+    /// Ends the current attempt (if any) and starts a new one with the same remote at once,
+    /// without counting a failure.
+    fn restart_now(&mut self, now: Instant) {
+        self.restart_deadline = None;
+        self.end_attempt();
+        self.fds_changed = true;
+        self.failures = 0;
+        self.next_attempt_at = Some(now);
+    }
+
+    /// SIGUSR2: the current session and the counters to the log (OpenVPN prints its
+    /// statistics there on SIGUSR2).
+    fn log_stats(&self) {
+        let clock = self.opts.clock;
+        match &self.attempt {
+            Some(a) if a.connected => {
+                let (bytes_in, bytes_out) = a.client.traffic();
+                let since = a.connected_at.map_or_else(String::new, |t| {
+                    warren_io::format_local_time(
+                        clock.unix_time_at_zero().saturating_add(t.as_secs()),
+                    )
+                });
+                info!(
+                    "SIGUSR2 received: connected to server {} since {since}; tunnel bytes in {bytes_in}, out {bytes_out}",
+                    a.server
+                );
+            }
+            Some(a) => info!(
+                "SIGUSR2 received: connecting to server {} (not up yet)",
+                a.server
+            ),
+            None => info!("SIGUSR2 received: not connected; waiting to reconnect"),
+        }
+        let s = &self.pump.stats;
+        info!(
+            connections = self.stats.connections,
+            udp_received = s.udp_received,
+            udp_sent = s.udp_sent,
+            tun_read = s.tun_read,
+            tun_written = s.tun_written,
+            engine_dropped = s.engine_dropped,
+            dropped_while_down = s.dropped_while_down,
+            "statistics since start (packets)"
+        );
     }
 
     /// Resolves the current remote, opens a socket and starts an engine. A name that does
@@ -701,6 +800,7 @@ impl Loop {
             started: now,
             heard: false,
             connected: false,
+            connected_at: None,
         });
         self.fds_changed = true;
         Ok(())
@@ -812,6 +912,7 @@ impl Loop {
                     Ok(summary) => {
                         if let Some(a) = &mut self.attempt {
                             a.connected = true;
+                            a.connected_at = Some(now);
                         }
                         self.failures = 0;
                         self.stats.connections += 1;
@@ -992,6 +1093,11 @@ impl Loop {
             debug!("session closed: {reason:?}");
             self.end_attempt();
             return Ok(Flow::Exit);
+        }
+        if self.restart_deadline.is_some() {
+            debug!("session closed for the restart: {reason:?}");
+            self.restart_now(now);
+            return Ok(Flow::Continue);
         }
         let advance = match &reason {
             ClientDisconnect::AuthFailed(r) => return Err(ClientLoopError::AuthFailed(r.clone())),

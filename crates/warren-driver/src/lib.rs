@@ -40,7 +40,9 @@ pub use client_loop::{
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
     tunnel_spec,
 };
-pub use server_loop::{BATCH, DriverError, ServerLoopOptions, StatusOptions, run_server, snapshot};
+pub use server_loop::{
+    BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, run_server, snapshot,
+};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

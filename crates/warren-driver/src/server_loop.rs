@@ -8,6 +8,15 @@
 //! batches ([`crate::batch`]). Control datagrams in a UDP batch go to the engine, and the
 //! data-state changes it publishes are applied to the replica (and posted to the workers)
 //! at once, before the next datagram of the batch is opened.
+//!
+//! Signals, as OpenVPN's server handles them (multi.c `multi_process_signal`, sig.c):
+//! SIGINT/SIGTERM shut down in order (`RESTART` to every client with explicit-exit-notify,
+//! for at most `shutdown_grace`); SIGUSR2 writes the status report to the log; SIGUSR1 is a
+//! soft restart: every client is told to reconnect (`RESTART`) and its session ends, while
+//! the tun device, the socket, the address pool and the process stay and new connections
+//! are accepted at once; SIGHUP reloads what a running server can apply without dropping
+//! sessions ([`ServerLoopOptions::reload`], then an immediate re-check of the user database
+//! by the auth worker, which ends revoked, disabled or expired users' sessions).
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -18,7 +27,7 @@ use tracing::{debug, error, info, warn};
 use warren_core::Instant;
 use warren_io::{Clock, Interest, OffloadTun, Poller, Signal, Signals};
 use warren_openvpn::{
-    AuthDecision, ClientStatus, DataPlane, DisconnectReason, Server, ServerEvent,
+    AuthDecision, ClientStatus, DataPlane, DisconnectReason, OverloadKind, Server, ServerEvent,
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
@@ -61,6 +70,23 @@ pub struct ServerLoopOptions {
     /// Extra data workers (tun queue + steered socket each; see [`crate::workers`]). Empty:
     /// the loop moves all data itself.
     pub workers: Vec<WorkerIo>,
+    /// What SIGHUP re-reads besides the user database (`None`: only that).
+    pub reload: Option<Reloader>,
+}
+
+/// SIGHUP's reload of the configuration pieces a running server can apply without
+/// dropping sessions (today the TLS configuration: a renewed certificate or key). Supplied
+/// by the binary, which knows where the configuration came from. Returns one line per
+/// thing reloaded, or why nothing could be (the current configuration then stays).
+pub struct Reloader(pub ReloadFn);
+
+/// The function behind a [`Reloader`].
+pub type ReloadFn = Box<dyn FnMut(&mut Server) -> Result<Vec<String>, String> + Send>;
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
 }
 
 #[derive(Debug, Error)]
@@ -158,8 +184,9 @@ fn apply_changes(server: &mut Server, plane: &mut DataPlane, workers: Option<&Wo
     any
 }
 
-/// Runs the server until SIGINT/SIGTERM/SIGHUP (then shuts down in order) or a fatal I/O
-/// error. Writes the status file every interval and once at exit.
+/// Runs the server until SIGINT/SIGTERM (then shuts down in order) or a fatal I/O error;
+/// SIGUSR1, SIGUSR2 and SIGHUP are handled in place (see the module docs). Writes the
+/// status file every interval and once at exit.
 ///
 /// The tun device and the socket decide how data moves: an [`OffloadTun`] with offloads
 /// and a batched [`UdpIo`] give the fast path, a plain device and socket (`--no-offload`)
@@ -350,19 +377,132 @@ impl Loop {
 
     /// Returns `true` when the loop must stop now.
     fn on_signal(&mut self, now: Instant, sig: Signal) -> bool {
+        let stop = matches!(sig, Signal::Interrupt | Signal::Terminate);
         if self.shutdown_deadline.is_some() {
-            info!("received {} again during shutdown: exiting now", sig.name());
-            return true;
+            if stop {
+                info!("received {} again during shutdown: exiting now", sig.name());
+                return true;
+            }
+            if sig != Signal::User2 {
+                info!("received {} during shutdown: ignored", sig.name());
+                return false;
+            }
         }
         match sig {
-            Signal::Hangup => {
-                info!("received SIGHUP: reloading is not supported yet, shutting down")
+            Signal::Interrupt | Signal::Terminate => {
+                // OpenVPN sig.c prints "SIGTERM[hard,] received, process exiting".
+                info!("{}[hard,] received, server exiting", sig.name());
+                self.ctl.server.shutdown(now);
+                self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
-            _ => info!("received {}: shutting down", sig.name()),
+            Signal::User2 => self.log_status(now),
+            Signal::User1 => self.soft_restart(now),
+            Signal::Hangup => self.reload(now),
         }
-        self.ctl.server.shutdown(now);
-        self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
         false
+    }
+
+    /// SIGUSR2: the status report (the status file's client list) and the loop's counters
+    /// to the log, as OpenVPN's multi.c `multi_process_signal` does.
+    fn log_status(&mut self, now: Instant) {
+        let clock = self.opts.clock;
+        let clients = self.ctl.server.clients();
+        let snap = snapshot(
+            &self.opts.title,
+            clock.unix_now(),
+            clock.unix_time_at_zero(),
+            &clients,
+        );
+        // OpenVPN uses `status-version` here too, 1 without a `status` line.
+        let version = self
+            .opts
+            .status
+            .as_ref()
+            .map_or(StatusVersion::V1, |s| s.version);
+        info!("SIGUSR2 received: status report follows");
+        let text = status::render(version, &snap, &warren_io::format_local_time);
+        for line in text.lines() {
+            info!("{line}");
+        }
+        let c = self.ctl.server.counters();
+        let s = &self.pump.stats;
+        let dropped: u64 = c.dropped.values().sum();
+        info!(
+            clients = clients.len(),
+            sessions = self.ctl.server.session_count(),
+            handshakes = c.handshakes,
+            engine_dropped_by_reason = dropped,
+            udp_received = s.udp_received,
+            udp_sent = s.udp_sent,
+            udp_send_errors = s.udp_send_errors,
+            tun_read = s.tun_read,
+            tun_written = s.tun_written,
+            tun_write_errors = s.tun_write_errors,
+            engine_dropped = s.engine_dropped,
+            handed_off = s.handed_off,
+            "status totals (packet counters of the control thread)"
+        );
+        let _ = now;
+    }
+
+    /// SIGUSR1: every client is told to reconnect (`RESTART`, what explicit-exit-notify
+    /// sends at shutdown) and its session ends; the tun device, the socket, the address
+    /// pool and the process stay, and new connections are accepted at once.
+    fn soft_restart(&mut self, now: Instant) {
+        info!(
+            "SIGUSR1[soft,signal] received, server restarting: telling every client to reconnect"
+        );
+        let mut names: Vec<String> = self
+            .ctl
+            .server
+            .clients()
+            .into_iter()
+            .map(|c| c.common_name)
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut ended = 0;
+        for cn in &names {
+            ended += self.ctl.server.kick(now, cn, "RESTART");
+        }
+        info!(
+            "soft restart: {ended} session(s) ended (RESTART sent); tun {}, socket and address pool kept; accepting connections",
+            self.tun.name()
+        );
+    }
+
+    /// SIGHUP: reload what can change without dropping sessions; unlike OpenVPN's hard
+    /// restart, connected clients stay.
+    fn reload(&mut self, now: Instant) {
+        info!("SIGHUP received: reloading (sessions stay up)");
+        let _ = now;
+        if let Some(r) = self.opts.reload.as_mut() {
+            match (r.0)(&mut self.ctl.server) {
+                Ok(lines) => {
+                    for l in lines {
+                        info!("reloaded: {l}");
+                    }
+                }
+                Err(e) => warn!("reload failed, the current configuration stays: {e}"),
+            }
+        }
+        match self.opts.auth.as_mut() {
+            Some(auth) => {
+                if auth.reload().is_err() {
+                    error!("the authentication worker is gone; stopping");
+                    self.auth_gone = true;
+                } else {
+                    info!(
+                        "reloading: user database and revocations re-checked now; sessions of revoked, disabled or expired users end"
+                    );
+                }
+            }
+            None => info!("no user database to re-read (no `warren-state-dir`)"),
+        }
+        info!(
+            "SIGHUP handled: {} client(s) connected",
+            self.ctl.server.clients().len()
+        );
     }
 
     /// Seals packets handed to this thread and sends them.
@@ -601,6 +741,31 @@ fn log_event(ev: &ServerEvent) {
             ..
         } => {
             debug!("authorising cn={common_name} addr={addr} peer_id={peer_id}");
+        }
+        // Rate-limited by the engine (one per kind per 10 s, with the count held back).
+        ServerEvent::Overload {
+            kind,
+            addr,
+            limit,
+            suppressed,
+        } => {
+            let more = match suppressed {
+                0 => String::new(),
+                n => format!(" ({n} more since the last report)"),
+            };
+            match kind {
+                // OpenVPN multi.c's own words, so existing log watches keep working.
+                OverloadKind::MaxClients => warn!(
+                    "MULTI: new incoming connection would exceed maximum number of clients ({limit}) addr={addr}{more}"
+                ),
+                OverloadKind::HalfOpenPerSource => warn!(
+                    "new connection refused addr={addr}: its address already has {limit} unfinished handshakes (warren-max-half-open-per-source){more}"
+                ),
+                OverloadKind::HalfOpenEvicted => warn!(
+                    "dropped the oldest unfinished handshake addr={addr}: {limit} handshakes in progress (warren-max-half-open){more}"
+                ),
+                other => warn!("overload {other:?} addr={addr} limit={limit}{more}"),
+            }
         }
         other => debug!("server event: {other:?}"),
     }

@@ -18,7 +18,7 @@
 //! * [`Clock`]: `CLOCK_BOOTTIME` as [`warren_core::Instant`] (suspended time counts, so a
 //!   machine that slept does not keep stale keys), plus the Unix time of its origin.
 //! * [`OsRng`]: [`warren_core::Rng`] over the `getrandom(2)` system call.
-//! * [`Signals`]: SIGINT, SIGTERM and SIGHUP as a readable `signalfd`.
+//! * [`Signals`]: SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 as a readable `signalfd`.
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
 //! * [`flock`]: advisory file locks (the state directory's lock file).
 //!

@@ -1,4 +1,5 @@
-//! Termination signals as a readable descriptor (`signalfd(2)`), for the poll loop.
+//! The signals the driver reacts to as a readable descriptor (`signalfd(2)`), for the
+//! poll loop: SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2, as OpenVPN handles them (sig.c).
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -10,8 +11,12 @@ pub enum Signal {
     Interrupt,
     /// SIGTERM (systemd stop, `kill`).
     Terminate,
-    /// SIGHUP (OpenVPN: restart; warren for now: shut down).
+    /// SIGHUP (OpenVPN: hard restart; the warren server reloads, the client reconnects).
     Hangup,
+    /// SIGUSR1 (OpenVPN: soft restart, keeping the tun device).
+    User1,
+    /// SIGUSR2 (OpenVPN: write the status / statistics to the log).
+    User2,
 }
 
 impl Signal {
@@ -20,11 +25,13 @@ impl Signal {
             Signal::Interrupt => "SIGINT",
             Signal::Terminate => "SIGTERM",
             Signal::Hangup => "SIGHUP",
+            Signal::User1 => "SIGUSR1",
+            Signal::User2 => "SIGUSR2",
         }
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP, blocked for normal delivery and read from a non-blocking
+/// SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2, blocked for normal delivery and read from a non-blocking
 /// `signalfd` instead.
 ///
 /// [`Signals::new`] blocks the signals in the **calling thread**; threads spawned later
@@ -36,7 +43,13 @@ pub struct Signals {
     fd: OwnedFd,
 }
 
-const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const SIGNALS: [libc::c_int; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 impl Signals {
     pub fn new() -> io::Result<Self> {
@@ -97,6 +110,8 @@ impl Signals {
                 libc::SIGINT => Signal::Interrupt,
                 libc::SIGTERM => Signal::Terminate,
                 libc::SIGHUP => Signal::Hangup,
+                libc::SIGUSR1 => Signal::User1,
+                libc::SIGUSR2 => Signal::User2,
                 // Not in our mask; cannot happen, ignore rather than fail.
                 _ => continue,
             };
@@ -124,6 +139,14 @@ mod tests {
             // SAFETY: raising a signal that this thread blocks only makes it pending.
             assert_eq!(unsafe { libc::raise(libc::SIGHUP) }, 0);
             assert_eq!(s.read().expect("read"), Some(Signal::Hangup));
+            assert_eq!(s.read().expect("read"), None);
+            // SAFETY: as above; both are blocked, so they stay pending until read.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
+            let mut got = [s.read().expect("read"), s.read().expect("read")];
+            got.sort_by_key(|g| g.map(Signal::name));
+            assert_eq!(got, [Some(Signal::User1), Some(Signal::User2)]);
             assert_eq!(s.read().expect("read"), None);
         });
         h.join().expect("thread");

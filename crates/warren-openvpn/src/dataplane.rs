@@ -492,6 +492,12 @@ impl DataPlane {
         else {
             return self.drop_packet(DropReason::NoSession);
         };
+        // Float (mudp.c:188) is refused when another session lives at that address. Checked
+        // before opening, so a refused copy never advances the replay window (which would
+        // make the genuine copy from the peer's own address look like a replay).
+        if from != p.data.addr && self.by_addr.get(&from).is_some_and(|&o| o != peer_id) {
+            return self.drop_packet(DropReason::NoSession);
+        }
         let Some(rk) = p.recv.iter_mut().find(|k| k.key.key_id == header.key_id) else {
             return self.drop_packet(DropReason::NoKey);
         };
@@ -500,19 +506,13 @@ impl DataPlane {
             Err(reason) => return self.drop_packet(reason),
         };
         p.data.activity.received(now, range.len() as u64);
-        if from != p.data.addr {
-            // Float (mudp.c:188), unless another session lives at that address.
-            if self.by_addr.get(&from).is_some_and(|&o| o != peer_id) {
-                return self.drop_packet(DropReason::NoSession);
-            }
-            if p.float_reported != Some(from) {
-                p.float_reported = Some(from);
-                self.events.push_back(DataEvent::Float {
-                    peer_id,
-                    generation: p.data.generation,
-                    addr: from,
-                });
-            }
+        if from != p.data.addr && p.float_reported != Some(from) {
+            p.float_reported = Some(from);
+            self.events.push_back(DataEvent::Float {
+                peer_id,
+                generation: p.data.generation,
+                addr: from,
+            });
         }
         let vpn_ip = p.data.vpn_ip;
         let generation = p.data.generation;
@@ -835,11 +835,17 @@ mod tests {
         );
         // Peer 3's packet from peer 4's address: authenticated, but not a float.
         let mut v2 = from_client(src, Some(3), 2);
+        let genuine = v2.clone();
         assert_eq!(
             plane.open(now, other.addr, &mut v2),
             DatagramOutcome::Dropped(DropReason::NoSession)
         );
         assert_eq!(plane.poll_event(), None);
+        // The refused copy did not touch the replay window: the genuine one still opens.
+        assert!(matches!(
+            plane.open(now, p.addr, &mut genuine.clone()),
+            DatagramOutcome::Tun(_)
+        ));
     }
 
     #[test]

@@ -14,6 +14,27 @@
 //! [`Server::handle_data_event`], and re-arms its timer with [`Server::poll_timeout`].
 //! `now` must never go backwards.
 //!
+//! # Admission
+//!
+//! A client's hard reset gets a stateless reply whose session id is a cookie (mudp.c); only
+//! its next packet, which returns the cookie, creates a session. That proves the address,
+//! not the client: anyone holding the tls-crypt or tls-auth key, or anyone at all without
+//! one, gets this far and may then stall for the hand-window. So a new session is admitted
+//! in this order:
+//!
+//! 1. `max_clients` clients connected: refused in silence, as OpenVPN refuses on UDP
+//!    ([`OverloadKind::MaxClients`]).
+//! 2. Its source (IPv4 address or IPv6 /64) holds [`HalfOpenLimits::per_source`] half-open
+//!    sessions: refused ([`OverloadKind::HalfOpenPerSource`]).
+//! 3. [`HalfOpenLimits::total`] half-open sessions exist: the oldest is evicted
+//!    ([`OverloadKind::HalfOpenEvicted`]), so a flood cannot keep anyone out for long.
+//!
+//! A session stops being half-open when it connects (after key-method 2 and, with
+//! `external_auth`, the driver's decision); if `max_clients` filled up meanwhile, it is
+//! dropped then. An evicted session that awaited a decision ends with
+//! [`ServerEvent::Disconnected`], so the driver drops the stale request. Every refusal and eviction is counted in
+//! [`ServerCounters`] and reported as a rate-limited [`ServerEvent::Overload`].
+//!
 //! [`DataPlane::is_data`]: crate::DataPlane::is_data
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
@@ -59,7 +80,11 @@ pub struct ServerConfig {
     pub tls_timeout: Duration,
     pub client_to_client: bool,
     pub duplicate_cn: bool,
+    /// `max-clients`: connected clients. A new session beyond it is refused as OpenVPN
+    /// refuses it (see the module docs, "Admission").
     pub max_clients: usize,
+    /// Bounds on sessions still in the handshake, apart from `max_clients`.
+    pub half_open: HalfOpenLimits,
     /// `explicit-exit-notify`: tell clients RESTART on shutdown.
     pub explicit_exit_notify: bool,
     pub tun_mtu: u16,
@@ -73,6 +98,37 @@ pub struct ServerConfig {
     pub external_auth: bool,
     /// Unix time (seconds) at `Instant::ZERO`; used for wrap replay timestamps and cookies.
     pub unix_time_at_zero: u64,
+}
+
+/// Bounds on half-open sessions: sessions that proved their address with the cookie but are
+/// not connected yet (TLS handshake, key-method 2, authentication). Anyone holding the tls-crypt or tls-auth
+/// key (every profile holder), or anyone at all without one, can open such a session and
+/// stall it for the hand-window; these bounds keep that from filling `max-clients` or
+/// memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpenLimits {
+    /// Half-open sessions from one source: one IPv4 address, or one IPv6 /64 (what a single
+    /// host or site usually holds), whatever the ports. A new session beyond it is refused.
+    /// (`warren-max-half-open-per-source`; warren-config holds the defaults.)
+    pub per_source: usize,
+    /// Half-open sessions in all. A new session beyond it evicts the oldest half-open one.
+    /// (`warren-max-half-open`.)
+    pub total: usize,
+}
+
+/// What a rate-limited [`ServerEvent::Overload`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverloadKind {
+    /// A new client was refused because `max-clients` clients are connected. Nothing is
+    /// sent to it, as OpenVPN sends nothing (it retries when its handshake times out).
+    MaxClients,
+    /// A new session was refused: its source holds the per-source number of half-open
+    /// sessions already.
+    HalfOpenPerSource,
+    /// The oldest half-open session was dropped to admit a new one (the total half-open
+    /// limit was reached).
+    HalfOpenEvicted,
 }
 
 /// A password from key-method 2. Its `Debug` never shows it; the buffer is wiped on drop.
@@ -170,6 +226,18 @@ pub enum ServerEvent {
         addr: SocketAddr,
         reason: String,
     },
+    /// New sessions were refused, or half-open ones evicted, to protect the server. An
+    /// attacker controls how often this happens, so it is rate-limited: at most one per
+    /// kind per [`Server::OVERLOAD_REPORT_INTERVAL`], `suppressed` counting the same events
+    /// since the previous report. [`ServerCounters`] counts every one.
+    Overload {
+        kind: OverloadKind,
+        /// The source of the latest such event.
+        addr: SocketAddr,
+        /// The limit that was reached.
+        limit: usize,
+        suppressed: u64,
+    },
 }
 
 /// One connected client, for `status` files.
@@ -193,6 +261,122 @@ pub struct ClientStatus {
 pub struct ServerCounters {
     pub dropped: std::collections::HashMap<DropReason, u64>,
     pub handshakes: u64,
+    /// New clients refused because `max-clients` were connected.
+    pub max_clients_refused: u64,
+    /// New sessions refused by the per-source half-open limit.
+    pub half_open_refused: u64,
+    /// Half-open sessions evicted by the total half-open limit.
+    pub half_open_evicted: u64,
+}
+
+/// One rate-limited report: when the next may go out, and how many were held back.
+#[derive(Debug, Default)]
+struct ReportLimiter {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ReportLimiter {
+    /// Whether to report now; if so, how many were held back since the last report.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|t| now < t) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + Server::OVERLOAD_REPORT_INTERVAL);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Where a half-open session comes from, for the per-source limit: an IPv4 address, or
+/// the /64 of an IPv6 address (a single host or LAN usually has a whole /64, so counting
+/// single IPv6 addresses would let one host open sessions without bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(u32),
+    V6(u64),
+}
+
+impl Source {
+    fn of(addr: &SocketAddr) -> Source {
+        match addr.ip() {
+            std::net::IpAddr::V4(v4) => Source::V4(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::V4(u32::from(v4)),
+                None => Source::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// The half-open sessions: per slot its source and generation (`None` once admitted or
+/// removed), counts per source, and the creation order for eviction (entries of sessions
+/// that left the half-open state are skipped, and compacted away when they pile up).
+#[derive(Debug, Default)]
+struct HalfOpen {
+    by_slot: Vec<Option<(Source, u64)>>,
+    per_source: HashMap<Source, usize>,
+    order: VecDeque<(usize, u64)>,
+    count: usize,
+}
+
+impl HalfOpen {
+    fn insert(&mut self, slot: usize, generation: u64, source: Source) {
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(slot + 1, None);
+        }
+        debug_assert!(
+            self.by_slot[slot].is_none(),
+            "slot {slot} reused while half-open"
+        );
+        self.by_slot[slot] = Some((source, generation));
+        *self.per_source.entry(source).or_insert(0) += 1;
+        self.order.push_back((slot, generation));
+        self.count += 1;
+        // Stale entries stay until they reach the front; keep the queue within about twice
+        // the live count so long-lived half-open sessions cannot make it grow without bound.
+        if self.order.len() > 2 * self.count + 64 {
+            let by_slot = &self.by_slot;
+            self.order
+                .retain(|&(s, g)| by_slot[s].is_some_and(|(_, live)| live == g));
+        }
+    }
+
+    /// The session in `slot` is no longer half-open (admitted or removed).
+    fn remove(&mut self, slot: usize) {
+        let Some((source, _)) = self.by_slot.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+        self.count -= 1;
+    }
+
+    fn is_half_open(&self, slot: usize) -> bool {
+        self.by_slot.get(slot).is_some_and(Option::is_some)
+    }
+
+    fn count_from(&self, source: Source) -> usize {
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// The slot of the oldest session that is still half-open, taken off the queue.
+    fn pop_oldest(&mut self) -> Option<usize> {
+        while let Some((slot, generation)) = self.order.pop_front() {
+            if self
+                .by_slot
+                .get(slot)
+                .is_some_and(|e| e.is_some_and(|(_, g)| g == generation))
+            {
+                return Some(slot);
+            }
+        }
+        None
+    }
 }
 
 /// Upper bound on queued stateless replies (cookie resets); beyond it resets are dropped.
@@ -220,6 +404,10 @@ pub struct Server {
     mss: Option<u16>,
     /// Set by [`Server::shutdown`]: no new sessions from then on.
     shutting_down: bool,
+    /// Admission: half-open sessions and the rate limiters of overload reports
+    /// (max-clients, per-source refusals, evictions).
+    half_open: HalfOpen,
+    reports: [ReportLimiter; 3],
     /// Data-state changes not yet taken by the driver, and what was last published per
     /// slot.
     data_changes: VecDeque<DataChange>,
@@ -235,6 +423,9 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// How often each kind of [`ServerEvent::Overload`] is reported at most.
+    pub const OVERLOAD_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
     pub fn new(config: ServerConfig, mut rng: Box<dyn Rng + Send>) -> Self {
         let cookie = CookieKey::new(rng.as_mut());
         let network = u32::from(config.network) & u32::from(config.netmask);
@@ -285,6 +476,8 @@ impl Server {
             server_ip,
             mss,
             shutting_down: false,
+            half_open: HalfOpen::default(),
+            reports: Default::default(),
             data_changes: VecDeque::new(),
             published: Vec::new(),
         }
@@ -298,6 +491,11 @@ impl Server {
     /// Number of sessions (connected or handshaking).
     pub fn session_count(&self) -> usize {
         self.live
+    }
+
+    /// Number of half-open sessions (not connected yet: handshake or authentication).
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.count
     }
 
     pub fn handle_datagram(
@@ -393,6 +591,9 @@ impl Server {
                 if let Some(&old) = self.by_addr.get(&from) {
                     self.remove_session(old, DisconnectReason::Replaced);
                 }
+                if let Err(reason) = self.admit(now, from) {
+                    return self.drop(reason);
+                }
                 let Some(slot) = self.create_session(now, from, cookie, sid) else {
                     return self.drop(DropReason::TooManyClients);
                 };
@@ -468,6 +669,61 @@ impl Server {
             .find(|c| *c == claimed)
     }
 
+    /// Sessions that are no longer half-open: connected clients (and ones closing after
+    /// that). `max-clients` bounds these.
+    fn admitted(&self) -> usize {
+        self.live - self.half_open.count
+    }
+
+    /// Whether a session that just proved its address may be created (mudp.c
+    /// handle_connection_attempt, multi.c multi_create_instance): `max-clients`, then the
+    /// half-open limits, which evict the oldest half-open session when the total is reached.
+    fn admit(&mut self, now: Instant, from: SocketAddr) -> Result<(), DropReason> {
+        if self.admitted() >= self.config.max_clients {
+            // multi.c multi_create_instance: OpenVPN logs "MULTI: new incoming connection
+            // would exceed maximum number of clients (%d)" and closes the new instance. On
+            // UDP nothing goes to the client (it got the stateless cookie reset, and then
+            // silence): it retransmits and, without an answer, restarts when its
+            // hand-window ends. We do the same: a silent drop.
+            self.counters.max_clients_refused += 1;
+            self.report(now, OverloadKind::MaxClients, from, self.config.max_clients);
+            return Err(DropReason::TooManyClients);
+        }
+        let total = self.config.half_open.total.max(1);
+        let per_source = self.config.half_open.per_source.clamp(1, total);
+        if self.half_open.count_from(Source::of(&from)) >= per_source {
+            // Refuse rather than evict: evicting would let one source churn through the
+            // sessions of everyone else. The refused client retransmits (tls-timeout) and
+            // gets in once one of its source's handshakes ends.
+            self.counters.half_open_refused += 1;
+            self.report(now, OverloadKind::HalfOpenPerSource, from, per_source);
+            return Err(DropReason::TooManyHandshakes);
+        }
+        while self.half_open.count >= total {
+            let Some(victim) = self.half_open.pop_oldest() else {
+                break;
+            };
+            let addr = self.sessions[victim].as_ref().map_or(from, |s| s.addr);
+            self.remove_session(victim, DisconnectReason::Overloaded);
+            self.counters.half_open_evicted += 1;
+            self.report(now, OverloadKind::HalfOpenEvicted, addr, total);
+        }
+        Ok(())
+    }
+
+    /// A rate-limited [`ServerEvent::Overload`].
+    fn report(&mut self, now: Instant, kind: OverloadKind, addr: SocketAddr, limit: usize) {
+        let limiter = &mut self.reports[kind as usize];
+        if let Some(suppressed) = limiter.allow(now) {
+            self.events.push_back(ServerEvent::Overload {
+                kind,
+                addr,
+                limit,
+                suppressed,
+            });
+        }
+    }
+
     fn create_session(
         &mut self,
         now: Instant,
@@ -475,9 +731,6 @@ impl Server {
         cookie: SessionId,
         client_sid: SessionId,
     ) -> Option<usize> {
-        if self.live >= self.config.max_clients {
-            return None;
-        }
         let tls = match rustls::ServerConnection::new(self.config.tls.clone()) {
             Ok(t) => t,
             Err(e) => {
@@ -510,6 +763,8 @@ impl Server {
         );
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
+        self.half_open
+            .insert(slot, self.generations[slot], Source::of(&addr));
         self.live += 1;
         self.counters.handshakes += 1;
         Some(slot)
@@ -753,7 +1008,31 @@ impl Server {
         self.config.tls = tls;
     }
 
+    /// The session in `slot` is authenticated and about to connect: it leaves the half-open
+    /// set and counts against max-clients. Admission checked max-clients when the session
+    /// was created, but other half-open sessions may have connected since; then this one is
+    /// dropped (silently, as at admission; OpenVPN never gets here, it counts handshaking
+    /// instances against max-clients) and `false` returned.
+    fn leave_half_open(&mut self, now: Instant, slot: usize) -> bool {
+        if !self.half_open.is_half_open(slot) {
+            return true;
+        }
+        self.half_open.remove(slot);
+        if self.admitted() <= self.config.max_clients {
+            return true;
+        }
+        self.counters.max_clients_refused += 1;
+        if let Some(addr) = self.sessions[slot].as_ref().map(|s| s.addr) {
+            self.report(now, OverloadKind::MaxClients, addr, self.config.max_clients);
+        }
+        self.remove_session(slot, DisconnectReason::Overloaded);
+        false
+    }
+
     fn finish_connect(&mut self, now: Instant, slot: usize, grant: AuthGrant) {
+        if !self.leave_half_open(now, slot) {
+            return;
+        }
         if let Some(identity) = grant.identity.clone()
             && let Some(s) = self.sessions[slot].as_mut()
         {
@@ -879,6 +1158,7 @@ impl Server {
             return;
         };
         self.live -= 1;
+        self.half_open.remove(slot);
         if self
             .published
             .get_mut(slot)
@@ -1002,6 +1282,9 @@ impl Server {
         ServerCounters {
             dropped: self.ctx.dropped.clone(),
             handshakes: self.counters.handshakes,
+            max_clients_refused: self.counters.max_clients_refused,
+            half_open_refused: self.counters.half_open_refused,
+            half_open_evicted: self.counters.half_open_evicted,
         }
     }
 
@@ -1030,4 +1313,81 @@ const DATA_OVERHEAD: usize = 24;
 struct PeerIdLimit;
 impl PeerIdLimit {
     const MAX: usize = 0x00FF_FFFF;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        assert_eq!(Source::of(&a("192.0.2.1:1")), Source::of(&a("192.0.2.1:2")));
+        assert_ne!(Source::of(&a("192.0.2.1:1")), Source::of(&a("192.0.2.2:1")));
+        // A v4-mapped address (dual-stack socket) is the IPv4 address.
+        assert_eq!(
+            Source::of(&a("[::ffff:192.0.2.1]:5")),
+            Source::of(&a("192.0.2.1:6"))
+        );
+        assert_eq!(
+            Source::of(&a("[2001:db8:1:2::1]:1")),
+            Source::of(&a("[2001:db8:1:2:ffff::9]:2"))
+        );
+        assert_ne!(
+            Source::of(&a("[2001:db8:1:2::1]:1")),
+            Source::of(&a("[2001:db8:1:3::1]:1"))
+        );
+    }
+
+    #[test]
+    fn half_open_counts_per_source_and_evicts_oldest_first() {
+        let x = Source::of(&a("192.0.2.1:1"));
+        let y = Source::of(&a("192.0.2.2:1"));
+        let mut h = HalfOpen::default();
+        h.insert(0, 1, x);
+        h.insert(1, 1, x);
+        h.insert(2, 1, y);
+        assert_eq!((h.count, h.count_from(x), h.count_from(y)), (3, 2, 1));
+        // Slot 0 is admitted, then reused by a newer session: the old entry is stale.
+        h.remove(0);
+        h.insert(0, 2, y);
+        assert_eq!(h.pop_oldest(), Some(1));
+        h.remove(1);
+        assert_eq!(h.pop_oldest(), Some(2));
+        h.remove(2);
+        assert_eq!(h.pop_oldest(), Some(0));
+        h.remove(0);
+        assert_eq!((h.count, h.count_from(x), h.count_from(y)), (0, 0, 0));
+        assert_eq!(h.pop_oldest(), None);
+        assert!(h.per_source.is_empty());
+    }
+
+    #[test]
+    fn the_eviction_queue_stays_bounded() {
+        let x = Source::of(&a("192.0.2.1:1"));
+        let mut h = HalfOpen::default();
+        // One session stays half-open for long while 100 000 others come and go.
+        h.insert(0, 1, x);
+        for g in 1..100_000u64 {
+            h.insert(1, g, x);
+            h.remove(1);
+        }
+        assert!(h.order.len() <= 2 * h.count + 65, "{}", h.order.len());
+        assert_eq!(h.pop_oldest(), Some(0));
+    }
+
+    #[test]
+    fn reports_are_rate_limited_with_a_count_of_the_rest() {
+        let mut r = ReportLimiter::default();
+        let t = Instant::from_secs(100);
+        assert_eq!(r.allow(t), Some(0));
+        for i in 1..=5 {
+            assert_eq!(r.allow(t + Duration::from_secs(i)), None);
+        }
+        assert_eq!(r.allow(t + Server::OVERLOAD_REPORT_INTERVAL), Some(5));
+        assert_eq!(r.allow(t + Server::OVERLOAD_REPORT_INTERVAL), None);
+    }
 }

@@ -907,10 +907,25 @@ impl Session {
     }
 
     /// The key used for sending data: the newest Active one with data keys.
+    ///
+    /// With no Active key at all (a new session whose last control packet's ACK was lost),
+    /// the newest key with data keys is used as soon as the session is connected: stock
+    /// OpenVPN sends on any key from S_GENERATED_KEYS on (ssl.c tls_select_encryption_key),
+    /// and waiting for the retransmitted ACK would stall data for up to the retransmit
+    /// backoff (seconds on a lossy link). During a renegotiation the old Active key keeps
+    /// being used until the new one is fully acknowledged.
     fn send_key_index(&self) -> Option<usize> {
         self.keys
             .iter()
             .position(|k| k.phase == Phase::Active && k.data.is_some())
+            .or_else(|| {
+                if !self.connected || self.pending_connect {
+                    return None;
+                }
+                self.keys
+                    .iter()
+                    .position(|k| k.phase == Phase::KeysReady && k.data.is_some())
+            })
     }
 
     /// Seals `buf[DATA_HEADROOM..]` in place for this peer (a ping, an OCC message, the

@@ -80,6 +80,9 @@ pub enum DropReason {
     Unsupported,
     /// The queue of stateless replies is full (a flood of resets).
     Overloaded,
+    /// The source already holds its share of half-open sessions
+    /// (`warren-max-half-open-per-source`).
+    TooManyHandshakes,
 }
 
 /// Why the server ended a session.
@@ -95,6 +98,9 @@ pub enum DisconnectReason {
     AuthFailed,
     /// Ended by `Server::kick` (revocation, user disabled).
     Kicked,
+    /// Dropped by the server's admission limits before it connected: evicted as the oldest
+    /// half-open session, or refused by `max-clients` after its handshake.
+    Overloaded,
 }
 
 /// Why a client session ended.

@@ -18,8 +18,8 @@ use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
-    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, KeyDerivation, KickTarget, Server,
-    ServerConfig, ServerEvent, WrapConfig,
+    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, KeyDerivation,
+    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -200,6 +200,10 @@ fn server_config(s: &Setup) -> ServerConfig {
         client_to_client: false,
         duplicate_cn: false,
         max_clients: 16,
+        half_open: HalfOpenLimits {
+            per_source: 16,
+            total: 64,
+        },
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1492),
@@ -273,6 +277,8 @@ struct Net {
     /// Everything that crossed the wire, for eavesdropper checks.
     log: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     blackhole: bool,
+    /// Datagrams from this address are lost at delivery (also those already in flight).
+    drop_from: Option<SocketAddr>,
 }
 
 impl Net {
@@ -285,6 +291,7 @@ impl Net {
             seq: 0,
             log: Vec::new(),
             blackhole: false,
+            drop_from: None,
         }
     }
 
@@ -347,6 +354,10 @@ struct World {
     /// `seal_on_second` is set.
     second: Option<DataPlane>,
     seal_on_second: bool,
+    /// More clients, each at its own address.
+    others: Vec<(SocketAddr, Client)>,
+    /// Addresses whose datagrams are lost: peers that stalled on purpose.
+    stalled: std::collections::HashSet<SocketAddr>,
 }
 
 impl World {
@@ -380,6 +391,8 @@ impl World {
             plane_opened: 0,
             second: None,
             seal_on_second: false,
+            others: Vec::new(),
+            stalled: std::collections::HashSet::new(),
         }
     }
 
@@ -436,6 +449,11 @@ impl World {
             };
             self.net.send(self.now, addr(CLIENT), to, out.clone());
         }
+        for (a, c) in &mut self.others {
+            while let Some(to) = c.poll_transmit(self.now, &mut out) {
+                self.net.send(self.now, *a, to, out.clone());
+            }
+        }
         self.sync_plane();
         while let Some(e) = self.server.poll_event() {
             self.server_events.push(e);
@@ -446,6 +464,9 @@ impl World {
     }
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, mut pkt: Vec<u8>) {
+        if self.net.drop_from == Some(from) {
+            return;
+        }
         if to == addr(SERVER) {
             let outcome = if DataPlane::is_data(&pkt) {
                 self.plane_opened += 1;
@@ -461,6 +482,9 @@ impl World {
                 DatagramOutcome::Dropped(d) => self.server_drops.push(d),
                 DatagramOutcome::Consumed => {}
             }
+        } else if self.stalled.contains(&to) {
+        } else if let Some((_, c)) = self.others.iter_mut().find(|(a, _)| *a == to) {
+            let _ = c.handle_datagram(self.now, from, &mut pkt);
         } else {
             match self.client.handle_datagram(self.now, from, &mut pkt) {
                 ClientDatagram::Tun(r) => self.client_tun.push(pkt[r].to_vec()),
@@ -479,7 +503,8 @@ impl World {
                 self.server.poll_timeout(),
                 self.client.poll_timeout(),
             ];
-            let next = candidates.into_iter().flatten().min();
+            let others = self.others.iter().filter_map(|(_, c)| c.poll_timeout());
+            let next = candidates.into_iter().flatten().chain(others).min();
             let Some(next) = next.filter(|t| *t <= until) else {
                 self.now = until.max(self.now);
                 self.flush();
@@ -495,6 +520,11 @@ impl World {
             }
             if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.client.handle_timeout(self.now);
+            }
+            for (_, c) in &mut self.others {
+                if c.poll_timeout().is_some_and(|t| t <= self.now) {
+                    c.handle_timeout(self.now);
+                }
             }
         }
         panic!("simulation did not settle (livelock?)");
@@ -549,6 +579,61 @@ impl World {
             }
             Err(_) => false,
         }
+    }
+
+    /// A client at `from` that completes the cookie exchange (its reset, the server's
+    /// stateless reply, then its ACK and ClientHello, which create the session) and then
+    /// never answers again. Returns what the server made of the packet that should create
+    /// the session.
+    fn half_open(&mut self, cfg: &ClientConfig, from: SocketAddr, seed: u64) -> DatagramOutcome {
+        self.stalled.insert(from);
+        let mut c = Client::new(
+            cfg.clone(),
+            addr(SERVER),
+            Box::new(TestRng::seed(seed)),
+            self.now,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut second = None;
+        for round in 0..2 {
+            while c.poll_transmit(self.now, &mut out).is_some() {
+                let outcome = self
+                    .server
+                    .handle_datagram(self.now, from, &mut out.clone());
+                self.after_engine_input();
+                if round == 1 && second.is_none() {
+                    second = Some(outcome);
+                }
+            }
+            while let Some(to) = self.server.poll_transmit(self.now, &mut out) {
+                if to == from {
+                    let _ = c.handle_datagram(self.now, addr(SERVER), &mut out.clone());
+                } else {
+                    self.net.send(self.now, addr(SERVER), to, out.clone());
+                }
+            }
+        }
+        self.sync_plane();
+        while let Some(e) = self.server.poll_event() {
+            self.server_events.push(e);
+        }
+        second.expect("the client answered the server's reset")
+    }
+
+    fn overloads(&self, kind: OverloadKind) -> Vec<(SocketAddr, u64)> {
+        self.server_events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Overload {
+                    kind: k,
+                    addr,
+                    suppressed,
+                    ..
+                } if *k == kind => Some((*addr, *suppressed)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn server_sends(&mut self, payload: &[u8]) -> bool {
@@ -640,6 +725,32 @@ fn handshake_push_and_data_both_ways() {
         w.server_drops,
         w.client_drops
     );
+}
+
+/// The client's ACK of the server's last control packet (the PUSH_REPLY) is lost: the server
+/// must still send data on the new key, as stock OpenVPN does from S_GENERATED_KEYS on,
+/// instead of waiting seconds for its retransmission to be acknowledged.
+#[test]
+fn server_sends_data_while_its_last_control_packet_is_unacknowledged() {
+    let mut w = World::new(&Setup::default(), 77, Impair::default());
+    let deadline = w.now + Duration::from_secs(5);
+    while !w.client.is_connected() && w.now < deadline {
+        w.run_for(Duration::from_millis(1));
+    }
+    assert!(
+        w.client.is_connected(),
+        "client never applied the push reply"
+    );
+    // The client's ACK is still in flight (5 ms latency): lose it and all that follows.
+    w.net.drop_from = Some(addr(CLIENT));
+    w.run_for(Duration::from_millis(20));
+    assert!(
+        w.server_sends(b"down"),
+        "the server has no send key while its last control packet is unacknowledged"
+    );
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(w.client_tun.len(), 1, "client drops: {:?}", w.client_drops);
+    assert_eq!(udp_payload(&w.client_tun[0]), b"down");
 }
 
 #[test]
@@ -1608,4 +1719,238 @@ fn data_plane_and_engine_share_the_send_counter() {
     }
     assert_eq!(w.client_tun.len(), 200);
     assert!(w.client_drops.is_empty(), "{:?}", w.client_drops);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission: half-open floods and max-clients (issue 10, failure 3)
+// ---------------------------------------------------------------------------------------------
+
+/// The opcode of a datagram (the first byte is in clear with every wrap).
+fn opcode(pkt: &[u8]) -> u8 {
+    pkt[0] >> 3
+}
+
+const P_CONTROL_HARD_RESET_SERVER_V2: u8 = 8;
+
+#[test]
+fn a_flood_of_stalled_handshakes_from_one_address_cannot_lock_out_a_real_client() {
+    // The attack: anyone with the tls-crypt key completes the cookie exchange 3000 times
+    // from one address (new port each time) within a second and then stalls. The real
+    // client connects meanwhile from another address.
+    let setup = Setup::default();
+    let mut w = World::new(&setup, 31, Impair::default());
+    let flooder = client_config(&setup, &pki().client);
+    let start = w.now;
+    let mut created = 0;
+    let mut most_sessions = 0;
+    for i in 0..3000u16 {
+        let from = SocketAddr::from(([198, 18, 0, 66], 10_000 + i));
+        match w.half_open(&flooder, from, 1000 + u64::from(i)) {
+            DatagramOutcome::Consumed => created += 1,
+            DatagramOutcome::Dropped(DropReason::TooManyHandshakes) => {}
+            other => panic!("flood packet {i}: {other:?}"),
+        }
+        most_sessions = most_sessions.max(w.server.session_count());
+        if i % 3 == 0 {
+            w.run_for(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(created, 16, "the per-source limit");
+    assert!(most_sessions <= 17, "sessions held: {most_sessions}");
+    w.connect(Duration::from_secs(2));
+    assert!(
+        w.now - start <= Duration::from_millis(1500),
+        "the real client connected only after {:?}",
+        w.now - start
+    );
+    let c = w.server.counters();
+    assert_eq!(c.half_open_refused, 3000 - 16);
+    assert_eq!(c.half_open_evicted, 0);
+    assert_eq!(c.dropped.get(&DropReason::TooManyHandshakes), Some(&2984));
+    // 2984 refusals in about a second: reported once (the next report may come 10 s later).
+    let reports = w.overloads(OverloadKind::HalfOpenPerSource);
+    assert_eq!(reports, vec![(addr("198.18.0.66:10016"), 0)]);
+    // The stalled sessions end with the hand-window; the real client stays.
+    w.run_for(Duration::from_secs(62));
+    assert_eq!(w.server.half_open_count(), 0);
+    assert_eq!(w.server.session_count(), 1);
+    assert!(w.client.is_connected());
+    // The source can open new sessions again.
+    let again = SocketAddr::from(([198, 18, 0, 66], 9_999));
+    assert_eq!(
+        w.half_open(&flooder, again, 7),
+        DatagramOutcome::Consumed,
+        "a source is limited only while it holds half-open sessions"
+    );
+}
+
+#[test]
+fn a_flood_from_many_addresses_evicts_the_oldest_half_open_sessions() {
+    // The total half-open limit is 64 here; 200 stalled handshakes from 100 addresses
+    // (two each, within the per-source limit) fill it, then keep coming while the real
+    // client connects: each new session evicts the oldest half-open one.
+    let setup = Setup::default();
+    let mut w = World::new(&setup, 32, Impair::default());
+    let flooder = client_config(&setup, &pki().client);
+    let from = |i: u32| SocketAddr::from(([198, 18, 1 + (i % 100) as u8, 7], 20_000 + i as u16));
+    for i in 0..200u32 {
+        assert_eq!(
+            w.half_open(&flooder, from(i), 5000 + u64::from(i)),
+            DatagramOutcome::Consumed
+        );
+        assert!(w.server.half_open_count() <= 64);
+    }
+    assert_eq!(w.server.half_open_count(), 64);
+    assert_eq!(w.server.counters().half_open_evicted, 200 - 64);
+    // Oldest first: the first eviction took the very first session.
+    let evicted = w.overloads(OverloadKind::HalfOpenEvicted);
+    assert_eq!(evicted, vec![(from(0), 0)]);
+    // The flood goes on (one new address every 2 ms) while the real client connects.
+    let start = w.now;
+    let mut i = 200;
+    while !w.connected() {
+        assert!(
+            w.now - start < Duration::from_secs(2),
+            "the real client did not get in"
+        );
+        assert_eq!(
+            w.half_open(&flooder, from(i), 5000 + u64::from(i)),
+            DatagramOutcome::Consumed
+        );
+        i += 1;
+        w.run_for(Duration::from_millis(2));
+    }
+    assert!(w.server.half_open_count() <= 64);
+    assert!(w.server.session_count() <= 65);
+    assert_eq!(w.server.clients().len(), 1);
+}
+
+/// A second client at its own address; returns the address.
+fn add_client(w: &mut World, address: &str, seed: u64) -> SocketAddr {
+    let a = addr(address);
+    let c = Client::new(
+        client_config(&Setup::default(), &pki().client),
+        addr(SERVER),
+        Box::new(TestRng::seed(seed)),
+        w.now,
+    )
+    .unwrap();
+    w.others.push((a, c));
+    a
+}
+
+#[test]
+fn max_clients_refuses_the_next_client_silently_and_reports_it_once() {
+    let setup = Setup::default();
+    let mut cfg = server_config(&setup);
+    cfg.max_clients = 1;
+    cfg.duplicate_cn = true; // both clients use the same certificate
+    let mut w = World::new(&setup, 33, Impair::default());
+    w.server = Server::new(cfg, Box::new(TestRng::seed(33)));
+    w.connect(Duration::from_secs(5));
+
+    let second = add_client(&mut w, "192.0.2.3:40001", 34);
+    let log_from = w.net.log.len();
+    w.run_for(Duration::from_secs(9));
+    assert!(!w.others[0].1.is_connected());
+    // As OpenVPN on UDP: the stateless cookie reset (sent before the limit is checked),
+    // then silence.
+    let to_second: Vec<u8> = w.net.log[log_from..]
+        .iter()
+        .filter(|(_, to, _)| *to == second)
+        .map(|(_, _, p)| opcode(p))
+        .collect();
+    assert!(!to_second.is_empty());
+    assert!(
+        to_second
+            .iter()
+            .all(|&op| op == P_CONTROL_HARD_RESET_SERVER_V2),
+        "only cookie resets go to a refused client: {to_second:?}"
+    );
+    let c = w.server.counters();
+    assert!(
+        c.max_clients_refused >= 2,
+        "the client retried: {}",
+        c.max_clients_refused
+    );
+    assert_eq!(
+        c.dropped.get(&DropReason::TooManyClients),
+        Some(&c.max_clients_refused)
+    );
+    // Reported once for all those refusals.
+    assert_eq!(w.overloads(OverloadKind::MaxClients), vec![(second, 0)]);
+    assert_eq!(w.server.session_count(), 1);
+    assert_eq!(w.server.half_open_count(), 0);
+
+    // The first client leaves: the second one gets in (at the latest when its handshake
+    // window ends and it starts over, as a stock client does).
+    w.client.close(w.now);
+    let deadline = w.now + Duration::from_secs(70);
+    while !w.others[0].1.is_connected() && w.now < deadline {
+        w.run_for(Duration::from_millis(100));
+    }
+    assert!(
+        w.others[0].1.is_connected(),
+        "the second client got in after the first left"
+    );
+    assert_eq!(w.server.clients().len(), 1);
+}
+
+#[test]
+fn max_clients_holds_when_handshakes_finish_together() {
+    // Two clients start at once with room for one: both pass admission as half-open, the
+    // one finishing key-method 2 second is refused then.
+    let setup = Setup::default();
+    let mut cfg = server_config(&setup);
+    cfg.max_clients = 1;
+    cfg.duplicate_cn = true;
+    let mut w = World::new(&setup, 35, Impair::default());
+    w.server = Server::new(cfg, Box::new(TestRng::seed(35)));
+    add_client(&mut w, "192.0.2.3:40001", 36);
+    w.run_for(Duration::from_secs(5));
+    let connected =
+        usize::from(w.client.is_connected()) + usize::from(w.others[0].1.is_connected());
+    assert_eq!(connected, 1);
+    assert_eq!(w.server.clients().len(), 1);
+    assert_eq!(w.overloads(OverloadKind::MaxClients).len(), 1);
+    assert!(w.server.session_count() <= 1 + w.server.half_open_count());
+}
+
+#[test]
+fn a_session_awaiting_authentication_is_half_open_and_evictable() {
+    // Not connected is not authenticated: a session whose login the driver has not decided
+    // yet counts as half-open. Evicting it ends it with a Disconnected event (so the driver
+    // forgets the request), and a late decision admits nobody.
+    let mut w = auth_world(37, Some(("alice", "s3cret")), true);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    assert_eq!(w.server.half_open_count(), 1);
+    let flooder = client_config(&Setup::default(), &pki().client);
+    for i in 0..64u16 {
+        let from = SocketAddr::from(([198, 18, 2, 1 + i as u8], 30_000 + i));
+        assert_eq!(
+            w.half_open(&flooder, from, 9000 + u64::from(i)),
+            DatagramOutcome::Consumed
+        );
+    }
+    assert_eq!(w.server.half_open_count(), 64);
+    assert!(
+        w.server_events.iter().any(|e| matches!(
+            e,
+            ServerEvent::Disconnected {
+                peer_id: p,
+                reason: DisconnectReason::Overloaded,
+                ..
+            } if *p == peer_id
+        )),
+        "{:?}",
+        w.server_events
+    );
+    w.server.authorize(
+        w.now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(Default::default()),
+    );
+    w.run_for(Duration::from_secs(1));
+    assert!(w.server.clients().is_empty());
+    assert!(!w.client.is_connected());
 }

@@ -20,7 +20,7 @@ use warren_crypto::{CipherKind, StaticKey};
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ManualClock, ServerTlsOptions};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DatagramOutcome,
-    DisconnectReason, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
+    DisconnectReason, HalfOpenLimits, KeyDerivation, Server, ServerConfig, ServerEvent, WrapConfig,
 };
 
 /// 2030-01-01T00:00:00Z and 2031-01-01T00:00:00Z: the validity of the dated certificates.
@@ -117,6 +117,10 @@ fn server_config(cert: &(String, String), clock: &Arc<ManualClock>, anchor: u64)
         client_to_client: false,
         duplicate_cn: false,
         max_clients: 16,
+        half_open: HalfOpenLimits {
+            per_source: 16,
+            total: 64,
+        },
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1492),

@@ -12,6 +12,7 @@
 //!   time at a fixed rate), hashes what it sent.
 //! * `udp-probe`: sends a datagram a few times and counts the replies.
 //! * `relay`: a lossy UDP relay (drops, duplicates, reorders; see `relay`).
+//! * `flood`: stalled handshakes from many ports of one address (see `flood`).
 
 use std::env;
 use std::fs;
@@ -60,6 +61,7 @@ pub fn helper_main() {
         "source" => source(),
         "udp-probe" => udp_probe(),
         "relay" => super::relay::relay_main(),
+        "flood" => super::flood::flood_main(),
         other => Err(format!("unknown helper mode {other}")),
     };
     match r {

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod conf;
+pub mod flood;
 pub mod helper;
 pub mod lab;
 pub mod netns;
