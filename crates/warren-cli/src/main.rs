@@ -98,6 +98,9 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) if !args.internal_key_reader.is_empty() => {
+            server::key_reader_main(&args.internal_key_reader)
+        }
         Command::Server(args) => server::run(&args, cli.verbose, cli.quiet),
         Command::Client(ClientArgs {
             internal_restore_after: Some(pid),

@@ -131,6 +131,9 @@ pub struct ServerArgs {
     /// The group to run as (default: the user's primary group; `nogroup` for `nobody`).
     #[arg(long, value_name = "GROUP", conflicts_with = "config")]
     pub group: Option<String>,
+    /// The root helper that reads FILEs for SIGHUP reloads of an unprivileged server.
+    #[arg(long, hide = true, num_args = 1.., value_name = "FILE")]
+    pub internal_key_reader: Vec<PathBuf>,
 }
 
 /// The dedicated account zero-config runs as when it exists.
@@ -310,7 +313,14 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         Some(sd) if args.config.is_none() => Some(prepare_state(args, sd)?),
         Some(sd) => Some(open_state(sd)?),
     };
-    let reload = reloader(args, &cfg, clock.unix_time_at_zero());
+    // A server that will give up root keeps a root helper that reads its key files on
+    // SIGHUP (the state directory and key files stay root's).
+    let keys = if warren_io::is_root() && run_as(args, &cfg, true, &account_exists).is_some() {
+        Some(KeyReader::spawn(reload_files(args, &cfg)).context("starting the key reader")?)
+    } else {
+        None
+    };
+    let reload = reloader(args, &cfg, clock.unix_time_at_zero(), keys);
     serve(&cfg, store, args, signals, clock, reload)
 }
 
@@ -322,6 +332,7 @@ fn reloader(
     args: &ServerArgs,
     running: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
+    mut keys: Option<KeyReader>,
 ) -> warren_driver::Reloader {
     let source = match &args.config {
         Some(path) => Err(path.clone()),
@@ -329,12 +340,28 @@ fn reloader(
     };
     let running = running.clone();
     warren_driver::Reloader(Box::new(move |server| {
+        // Unprivileged: the files come from the root key reader (the paths of startup).
+        let fetched = match keys.as_mut() {
+            Some(k) if !warren_io::is_root() => Some(k.fetch()?),
+            _ => None,
+        };
         let (cfg, _) = match &source {
-            Err(path) => warren_config::load_server_config(path),
+            Err(path) => match fetched.as_ref().and_then(|f| f.get(path)) {
+                Some(text) => warren_config::server_config_from_str(
+                    text,
+                    &path.display().to_string(),
+                    path.parent().unwrap_or_else(|| Path::new(".")),
+                ),
+                None => warren_config::load_server_config(path),
+            },
             Ok(zero) => zero.lower(),
         }
         .map_err(|e| e.to_string())?;
-        let engine = engine_config(&cfg, unix_time_at_zero).map_err(|e| {
+        let mut load = cfg.clone();
+        if let Some(f) = &fetched {
+            inline_files(&mut load, f);
+        }
+        let engine = engine_config(&load, unix_time_at_zero).map_err(|e| {
             let denied = e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
@@ -366,6 +393,134 @@ fn reloader(
         }
         Ok(lines)
     }))
+}
+
+/// `user`/`group` lookups for [`run_as`].
+fn account_exists(name: &str, group: bool) -> bool {
+    if group {
+        warren_io::group_exists(name)
+    } else {
+        warren_io::user_exists(name)
+    }
+}
+
+/// The files a reload reads: the config file (server.conf mode), then the key material
+/// that comes from files.
+fn reload_files(args: &ServerArgs, cfg: &warren_config::ServerConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
+    let mut material = vec![&cfg.ca, &cfg.cert, &cfg.key];
+    material.extend(cfg.tls_crypt.as_ref());
+    material.extend(cfg.tls_auth.as_ref().map(|(m, _)| m));
+    for m in material {
+        if let warren_config::Material::File(p) = m {
+            files.push(p.clone());
+        }
+    }
+    files
+}
+
+/// Key material read from these files replaced by its text.
+fn inline_files(
+    cfg: &mut warren_config::ServerConfig,
+    texts: &std::collections::HashMap<PathBuf, String>,
+) {
+    let mut material = vec![&mut cfg.ca, &mut cfg.cert, &mut cfg.key];
+    material.extend(cfg.tls_crypt.as_mut());
+    material.extend(cfg.tls_auth.as_mut().map(|(m, _)| m));
+    for m in material {
+        if let warren_config::Material::File(p) = m
+            && let Some(t) = texts.get(p)
+        {
+            *m = warren_config::Material::Inline(t.clone());
+        }
+    }
+}
+
+/// A root helper that reads the reload's files (fixed at startup: the unprivileged server
+/// can ask for nothing else) for a server that gave up root, the way OpenVPN's
+/// `down-root` plugin keeps a privileged part. Protocol on its stdin/stdout: one byte asks,
+/// and it answers per file `OK <len>\n<bytes>` or `ERR <reason>\n`. It ends when the
+/// server's end of the pipe closes.
+struct KeyReader {
+    files: Vec<PathBuf>,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl KeyReader {
+    fn spawn(files: Vec<PathBuf>) -> std::io::Result<KeyReader> {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["server", "--internal-key-reader"])
+            .args(&files)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            // Signals for the server's process group are not for it.
+            .process_group(0)
+            .spawn()?;
+        let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("the key reader has no pipes"));
+        };
+        Ok(KeyReader {
+            files,
+            to,
+            from: std::io::BufReader::new(from),
+        })
+    }
+
+    /// The current text of every file (a file that cannot be read is left out: loading it
+    /// directly then reports why).
+    fn fetch(&mut self) -> Result<std::collections::HashMap<PathBuf, String>, String> {
+        use std::io::{BufRead, Read, Write};
+        let gone = |e: std::io::Error| format!("the key reader is gone ({e}); restart the server");
+        self.to.write_all(b"r").map_err(gone)?;
+        self.to.flush().map_err(gone)?;
+        let mut out = std::collections::HashMap::new();
+        for path in &self.files {
+            let mut line = String::new();
+            if self.from.read_line(&mut line).map_err(gone)? == 0 {
+                return Err("the key reader is gone; restart the server".into());
+            }
+            let Some(len) = line.trim_end().strip_prefix("OK ") else {
+                continue;
+            };
+            let len: usize = len
+                .parse()
+                .map_err(|_| format!("key reader: bad answer {line:?}"))?;
+            let mut buf = vec![0u8; len];
+            self.from.read_exact(&mut buf).map_err(gone)?;
+            let text =
+                String::from_utf8(buf).map_err(|_| format!("{} is not text", path.display()))?;
+            out.insert(path.clone(), text);
+        }
+        Ok(out)
+    }
+}
+
+/// `warren server --internal-key-reader FILE...`: the [`KeyReader`] helper.
+pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
+    use std::io::{Read, Write};
+    // SIGINT/SIGTERM/SIGHUP blocked, never read: it ends with the server's pipe.
+    let _signals = Signals::new().context("setting up signal handling")?;
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut ask = [0u8; 1];
+    loop {
+        match stdin.read(&mut ask) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        for f in files {
+            match std::fs::read(f) {
+                Ok(bytes) => {
+                    write!(stdout, "OK {}\n", bytes.len())?;
+                    stdout.write_all(&bytes)?;
+                }
+                Err(e) => write!(stdout, "ERR {e}\n")?,
+            }
+        }
+        stdout.flush()?;
+    }
 }
 
 /// The state directory: `--state-dir`, else `WARREN_STATE_DIR`, else `/var/lib/warren`.
@@ -560,14 +715,7 @@ fn serve(
             .revision()
             .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
     }
-    let exists = |name: &str, group: bool| {
-        if group {
-            warren_io::group_exists(name)
-        } else {
-            warren_io::user_exists(name)
-        }
-    };
-    match run_as(args, cfg, warren_io::is_root(), &exists) {
+    match run_as(args, cfg, warren_io::is_root(), &account_exists) {
         Some((user, group)) => {
             if args.config.is_none() && args.user.is_none() && user.as_deref() == Some("nobody") {
                 info!(
