@@ -513,10 +513,10 @@ pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
         for f in files {
             match std::fs::read(f) {
                 Ok(bytes) => {
-                    write!(stdout, "OK {}\n", bytes.len())?;
+                    writeln!(stdout, "OK {}", bytes.len())?;
                     stdout.write_all(&bytes)?;
                 }
-                Err(e) => write!(stdout, "ERR {e}\n")?,
+                Err(e) => writeln!(stdout, "ERR {e}")?,
             }
         }
         stdout.flush()?;
