@@ -26,17 +26,19 @@
 //! nothing); the reason is logged at warn with the address and the user.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::{IpNet, Ipv4Net};
 use tracing::{error, info, warn};
 use warren_core::Instant;
-use warren_driver::{AuthRequest, Authenticator, Kick};
-use warren_openvpn::{AuthDecision, AuthGrant};
+use warren_driver::{AuthRequest, Authenticator, Kick, PasswordCheck, Step, Verified};
+use warren_openvpn::{AuthDecision, AuthGrant, KickTarget};
 use warren_pki::Serial;
-use warren_store::{AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store};
+use warren_store::{
+    AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store, password,
+};
 
 use crate::state::wall_now;
 
@@ -148,6 +150,11 @@ pub struct StoreAuth {
     pool: Pool,
     limiter: AuthRateLimiter,
     peers: HashMap<u32, Peer>,
+    /// Logins whose password check runs on the pool, by ticket.
+    pending: HashMap<u64, (LoginMeta, PendingLogin)>,
+    /// Password checks running per address, and per (address, user).
+    in_flight: HashMap<IpAddr, u32>,
+    in_flight_user: HashMap<(IpAddr, String), u32>,
     /// The revision the connected identities were last checked at.
     checked_revision: Option<u64>,
     next_full_check: Option<Instant>,
@@ -166,6 +173,41 @@ impl std::fmt::Debug for StoreAuth {
 /// Why a login was refused: the log text.
 struct Refusal(String);
 
+/// The identity, its session record, what it is granted, and how it proved itself.
+type Granted = (String, Peer, AuthGrant, &'static str);
+
+/// What [`StoreAuth::begin_login`] made of a request.
+enum Begun {
+    Done(Granted),
+    Verify(PendingLogin, PasswordCheck),
+}
+
+/// Whose password a pool check compares.
+#[derive(Debug, Clone, Copy)]
+enum PasswordTarget {
+    /// The user's hash.
+    Hash,
+    /// A dummy (the user has no password): refused whatever the check says.
+    NoPassword,
+    /// A dummy (no such user): refused whatever the check says.
+    UnknownUser,
+}
+
+/// A login waiting for its password check.
+struct PendingLogin {
+    identity: String,
+    cert: Option<(Serial, SystemTime)>,
+    ip: IpAddr,
+    target: PasswordTarget,
+}
+
+/// What the log lines of a login need.
+struct LoginMeta {
+    peer_id: u32,
+    addr: std::net::SocketAddr,
+    who: String,
+}
+
 impl StoreAuth {
     pub fn new(
         store: Arc<dyn Store>,
@@ -180,18 +222,19 @@ impl StoreAuth {
             pool,
             limiter: AuthRateLimiter::new(limits),
             peers: HashMap::new(),
+            pending: HashMap::new(),
+            in_flight: HashMap::new(),
+            in_flight_user: HashMap::new(),
             checked_revision: None,
             next_full_check: None,
             last_db_warning: None,
         }
     }
 
-    /// The identity, its session record, what it is granted, and how it proved itself.
-    fn decide(
-        &mut self,
-        now: Instant,
-        req: &AuthRequest,
-    ) -> Result<(String, Peer, AuthGrant, &'static str), Refusal> {
+    /// The quick part of a login, on the worker thread: certificate, identity, user, rate
+    /// limits. Decides at once unless a password must be checked; then returns the check
+    /// for the pool and what [`StoreAuth::finish_login`] needs.
+    fn begin_login(&mut self, now: Instant, req: &AuthRequest) -> Result<Begun, Refusal> {
         let wall = wall_now();
         let db = |e: warren_store::StoreError| {
             error!("user database error while authorising: {e}");
@@ -220,6 +263,7 @@ impl StoreAuth {
                 )));
             }
         }
+        let cert = cert.map(|c| (c.serial, c.not_after));
 
         // 2. The identity.
         let identity = match self.mode {
@@ -242,54 +286,140 @@ impl StoreAuth {
         };
 
         // 3. The user, and the password when one is needed.
+        let user = self.store.user(&identity).map_err(db)?;
         let needs_password = match self.mode {
             AuthMode::CertPassword | AuthMode::Password => true,
-            AuthMode::Cert => self
-                .store
-                .user(&identity)
-                .map_err(db)?
-                .is_some_and(|u| u.password_hash.is_some()),
+            AuthMode::Cert => user.as_ref().is_some_and(|u| u.password_hash.is_some()),
         };
-        let outcome = if needs_password {
-            let Some(password) = req.password.as_deref() else {
-                return Err(Refusal(
-                    "a password is required but the client sent none (add auth-user-pass to its profile)"
-                        .into(),
-                ));
+        if !needs_password {
+            let outcome = self.store.check_user(&identity, wall).map_err(db)?;
+            if !outcome.is_accepted() {
+                return Err(Refusal(outcome.reason().to_owned()));
+            }
+            return self.grant(identity, cert, "certificate").map(Begun::Done);
+        }
+        let Some(password) = req.password.clone() else {
+            return Err(Refusal(
+                "a password is required but the client sent none (add auth-user-pass to its profile)"
+                    .into(),
+            ));
+        };
+        let ip = req.addr.ip();
+        // Checks still running count as failures, so parallel guesses cannot overrun the
+        // limits.
+        let pending = (
+            self.in_flight.get(&ip).copied().unwrap_or(0),
+            self.in_flight_user
+                .get(&(ip, identity.clone()))
+                .copied()
+                .unwrap_or(0),
+        );
+        if let RateDecision::Limited { by, retry_after } =
+            self.limiter
+                .check_pending(now, ip, Some(&identity), pending)
+        {
+            let by = match by {
+                LimitedBy::Address => "from this address",
+                LimitedBy::UserAtAddress => "for this user from this address",
             };
-            let ip = req.addr.ip();
-            if let RateDecision::Limited { by, retry_after } =
-                self.limiter.check(now, ip, Some(&identity))
-            {
-                let by = match by {
-                    LimitedBy::Address => "from this address",
-                    LimitedBy::UserAtAddress => "for this user from this address",
-                };
-                return Err(Refusal(format!(
-                    "too many failed logins {by}; password not checked (retry in {} s)",
-                    retry_after.as_secs().max(1)
-                )));
-            }
-            let o = self
-                .store
-                .verify_password(&identity, password, wall)
-                .map_err(db)?;
-            match o {
-                AuthOutcome::Accepted => self.limiter.record_success(now, ip, Some(&identity)),
-                AuthOutcome::WrongPassword | AuthOutcome::UnknownUser | AuthOutcome::NoPassword => {
-                    self.limiter.record_failure(now, ip, Some(&identity))
-                }
-                AuthOutcome::Disabled | AuthOutcome::Expired => {}
-            }
-            o
-        } else {
-            self.store.check_user(&identity, wall).map_err(db)?
+            return Err(Refusal(format!(
+                "too many failed logins {by}; password not checked (retry in {} s)",
+                retry_after.as_secs().max(1)
+            )));
+        }
+        // Unknown users and users without a password cost the same time as a wrong password
+        // (warren_store::Store::verify_password).
+        let (target, hash) = match user.map(|u| u.password_hash) {
+            Some(Some(hash)) => (PasswordTarget::Hash, Some(hash)),
+            Some(None) => (PasswordTarget::NoPassword, None),
+            None => (PasswordTarget::UnknownUser, None),
         };
+        let check = PasswordCheck::new(move || match hash {
+            Some(h) => password::verify(&h, &password),
+            None => {
+                password::verify_dummy(&password);
+                false
+            }
+        });
+        *self.in_flight.entry(ip).or_insert(0) += 1;
+        *self
+            .in_flight_user
+            .entry((ip, identity.clone()))
+            .or_insert(0) += 1;
+        Ok(Begun::Verify(
+            PendingLogin {
+                identity,
+                cert,
+                ip,
+                target,
+            },
+            check,
+        ))
+    }
+
+    /// The rest of a login whose password check ended.
+    fn finish_login(
+        &mut self,
+        now: Instant,
+        p: PendingLogin,
+        verified: Verified,
+    ) -> Result<Granted, Refusal> {
+        release(&mut self.in_flight, &p.ip);
+        release(&mut self.in_flight_user, &(p.ip, p.identity.clone()));
+        let wall = wall_now();
+        let db = |e: warren_store::StoreError| {
+            error!("user database error while authorising: {e}");
+            Refusal(format!("database error ({e})"))
+        };
+        let outcome = match (verified, p.target) {
+            (Verified::Busy, _) => {
+                return Err(Refusal(
+                    "too many password checks waiting (server busy); password not checked".into(),
+                ));
+            }
+            (_, PasswordTarget::UnknownUser) => AuthOutcome::UnknownUser,
+            (_, PasswordTarget::NoPassword) => AuthOutcome::NoPassword,
+            (Verified::NoMatch, PasswordTarget::Hash) => AuthOutcome::WrongPassword,
+            // As in Store::verify_password: disabled or expired only once the password
+            // matched (the state is read again: it may have changed during the check).
+            (Verified::Match, PasswordTarget::Hash) => {
+                match self.store.check_user(&p.identity, wall).map_err(db)? {
+                    AuthOutcome::UnknownUser => AuthOutcome::UnknownUser,
+                    o => o,
+                }
+            }
+        };
+        match outcome {
+            AuthOutcome::Accepted => {
+                self.limiter.record_success(now, p.ip, Some(&p.identity));
+            }
+            AuthOutcome::WrongPassword | AuthOutcome::UnknownUser | AuthOutcome::NoPassword => {
+                self.limiter.record_failure(now, p.ip, Some(&p.identity));
+            }
+            AuthOutcome::Disabled | AuthOutcome::Expired => {}
+        }
         if !outcome.is_accepted() {
             return Err(Refusal(outcome.reason().to_owned()));
         }
+        let method = if p.cert.is_some() {
+            "certificate and password"
+        } else {
+            "password"
+        };
+        self.grant(p.identity, p.cert, method)
+    }
 
-        // Accepted: address and routes.
+    /// An accepted login: its address, routes and session record.
+    fn grant(
+        &mut self,
+        identity: String,
+        cert: Option<(Serial, SystemTime)>,
+        method: &'static str,
+    ) -> Result<Granted, Refusal> {
+        let db = |e: warren_store::StoreError| {
+            error!("user database error while authorising: {e}");
+            Refusal(format!("database error ({e})"))
+        };
         let user = self
             .store
             .user(&identity)
@@ -305,10 +435,14 @@ impl StoreAuth {
                 ),
             }
         }
+        let (serial, cert_not_after) = match cert {
+            Some((s, t)) => (Some(s), Some(t)),
+            None => (None, None),
+        };
         let peer = Peer {
             identity: identity.clone(),
-            serial: cert.as_ref().map(|c| c.serial.clone()),
-            cert_not_after: cert.as_ref().map(|c| c.not_after),
+            serial,
+            cert_not_after,
             ip,
             kicked: false,
         };
@@ -317,12 +451,38 @@ impl StoreAuth {
             fixed_ip: ip,
             push,
         };
-        let method = match (&cert, needs_password) {
-            (Some(_), false) => "certificate",
-            (Some(_), true) => "certificate and password",
-            (None, _) => "password",
-        };
         Ok((identity, peer, grant, method))
+    }
+
+    /// Logs the result of a login and records the accepted peer.
+    fn conclude(&mut self, req: &LoginMeta, result: Result<Granted, Refusal>) -> AuthDecision {
+        match result {
+            Ok((identity, peer, grant, method)) => {
+                info!(
+                    "login accepted user={identity:?} addr={} ({method})",
+                    req.addr
+                );
+                self.peers.insert(req.peer_id, peer);
+                AuthDecision::Accept(grant)
+            }
+            Err(Refusal(why)) => {
+                warn!("login refused user={:?} addr={}: {why}", req.who, req.addr);
+                AuthDecision::Reject { reason: None }
+            }
+        }
+    }
+
+    fn meta(&self, req: &AuthRequest) -> LoginMeta {
+        let who = match (self.mode, req.username.as_deref()) {
+            (AuthMode::Password, Some(u)) => u,
+            (AuthMode::Password, None) => "",
+            _ => req.common_name.as_str(),
+        };
+        LoginMeta {
+            peer_id: req.peer_id,
+            addr: req.addr,
+            who: who.to_owned(),
+        }
     }
 
     /// The address for `identity` (see the module docs); `None` lets the engine pick.
@@ -368,26 +528,31 @@ impl StoreAuth {
             .find(|a| !in_use.contains(a) && !leased.contains(a) && !fixed_elsewhere.contains(a)))
     }
 
-    /// Why a connected peer must go now, if it must.
+    /// Why a connected peer must go now, and which of the identity's sessions go with it:
+    /// all of them when the user is refused, only this certificate's when the certificate
+    /// is (others of the same name may use other certificates, under `duplicate-cn`).
     /// The user first: `warren user del` also revokes the certificates, and "user deleted"
     /// is the better reason then.
     fn still_allowed(
         &self,
         p: &Peer,
         wall: SystemTime,
-    ) -> Result<Option<String>, warren_store::StoreError> {
+    ) -> Result<Option<(KickTarget, String)>, warren_store::StoreError> {
+        let everyone = || KickTarget::Identity(p.identity.clone());
         match self.store.check_user(&p.identity, wall)? {
             AuthOutcome::Accepted => {}
-            AuthOutcome::UnknownUser => return Ok(Some("user deleted".into())),
-            other => return Ok(Some(other.reason().to_owned())),
+            AuthOutcome::UnknownUser => return Ok(Some((everyone(), "user deleted".into()))),
+            other => return Ok(Some((everyone(), other.reason().to_owned()))),
         }
-        if let Some(s) = &p.serial
-            && self.store.is_revoked(s)?
-        {
-            return Ok(Some(format!("certificate {s} revoked")));
+        let Some(s) = &p.serial else {
+            return Ok(None);
+        };
+        let this_cert = || KickTarget::CertSerial(s.as_bytes().to_vec());
+        if self.store.is_revoked(s)? {
+            return Ok(Some((this_cert(), format!("certificate {s} revoked"))));
         }
         if p.cert_not_after.is_some_and(|t| wall > t) {
-            return Ok(Some("certificate expired".into()));
+            return Ok(Some((this_cert(), format!("certificate {s} expired"))));
         }
         Ok(None)
     }
@@ -405,25 +570,51 @@ impl StoreAuth {
 
 impl Authenticator for StoreAuth {
     fn authenticate(&mut self, now: Instant, req: AuthRequest) -> AuthDecision {
-        match self.decide(now, &req) {
-            Ok((identity, peer, grant, method)) => {
-                info!(
-                    "login accepted user={identity:?} addr={} ({method})",
-                    req.addr
-                );
-                self.peers.insert(req.peer_id, peer);
-                AuthDecision::Accept(grant)
-            }
-            Err(Refusal(why)) => {
-                let who = match (self.mode, req.username.as_deref()) {
-                    (AuthMode::Password, Some(u)) => u,
-                    (AuthMode::Password, None) => "",
-                    _ => req.common_name.as_str(),
+        let meta = self.meta(&req);
+        let result = match self.begin_login(now, &req) {
+            Ok(Begun::Done(g)) => Ok(g),
+            Ok(Begun::Verify(pending, check)) => {
+                let v = if check.run() {
+                    Verified::Match
+                } else {
+                    Verified::NoMatch
                 };
-                warn!("login refused user={who:?} addr={}: {why}", req.addr);
-                AuthDecision::Reject { reason: None }
+                self.finish_login(now, pending, v)
             }
+            Err(r) => Err(r),
+        };
+        self.conclude(&meta, result)
+    }
+
+    fn begin(&mut self, now: Instant, ticket: u64, req: AuthRequest) -> Step {
+        let meta = self.meta(&req);
+        let result = match self.begin_login(now, &req) {
+            Ok(Begun::Done(g)) => Ok(g),
+            Ok(Begun::Verify(pending, check)) => {
+                self.pending.insert(ticket, (meta, pending));
+                return Step::Verify(check);
+            }
+            Err(r) => Err(r),
+        };
+        Step::Done(self.conclude(&meta, result))
+    }
+
+    fn finish(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        verified: Verified,
+        live: bool,
+    ) -> AuthDecision {
+        let Some((meta, pending)) = self.pending.remove(&ticket) else {
+            return AuthDecision::Reject { reason: None };
+        };
+        let result = self.finish_login(now, pending, verified);
+        if !live {
+            // The client left during the check: rate limits counted, nothing else.
+            return AuthDecision::Reject { reason: None };
         }
+        self.conclude(&meta, result)
     }
 
     fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr) {
@@ -467,14 +658,17 @@ impl Authenticator for StoreAuth {
             self.limiter.prune(now);
         }
         let wall = wall_now();
-        let mut gone: Vec<(String, String)> = Vec::new();
+        let mut gone: Vec<(String, KickTarget, String)> = Vec::new();
         let mut failed = None;
+        let covered = |gone: &[(String, KickTarget, String)], p: &Peer| {
+            gone.iter().any(|(_, t, _)| kicks(t, p))
+        };
         for p in self.peers.values().filter(|p| !p.kicked) {
-            if gone.iter().any(|(id, _)| *id == p.identity) {
+            if covered(&gone, p) {
                 continue;
             }
             match self.still_allowed(p, wall) {
-                Ok(Some(reason)) => gone.push((p.identity.clone(), reason)),
+                Ok(Some((target, reason))) => gone.push((p.identity.clone(), target, reason)),
                 Ok(None) => {}
                 Err(e) => {
                     failed = Some(e);
@@ -489,13 +683,14 @@ impl Authenticator for StoreAuth {
         }
         self.checked_revision = Some(revision);
         for p in self.peers.values_mut() {
-            if gone.iter().any(|(id, _)| *id == p.identity) {
+            if covered(&gone, p) {
                 p.kicked = true;
             }
         }
         gone.into_iter()
-            .map(|(identity, reason)| Kick {
+            .map(|(identity, target, reason)| Kick {
                 identity,
+                target,
                 message: KICK_MESSAGE.to_owned(),
                 reason,
             })
@@ -513,6 +708,28 @@ impl Authenticator for StoreAuth {
             kicks.len()
         );
         kicks
+    }
+}
+
+/// One running check fewer for `key`.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// Whether a kick of `target` ends `p`'s session (as [`warren_openvpn::Server::kick`]
+/// matches it).
+fn kicks(target: &KickTarget, p: &Peer) -> bool {
+    match target {
+        KickTarget::Identity(id) => *id == p.identity,
+        KickTarget::CertSerial(s) => p
+            .serial
+            .as_ref()
+            .is_some_and(|own| own.as_bytes() == s.as_slice()),
     }
 }
 
@@ -554,6 +771,18 @@ mod tests {
             self.store
                 .add_user(&u, Some(&CertRecord::from_issued(&issued)), wall_now())
                 .expect("add");
+            der(&issued.cert_pem)
+        }
+
+        /// Another certificate for an existing user (a second device); returns its DER.
+        fn another_cert(&mut self, name: &str) -> Vec<u8> {
+            let issued = self
+                .pki
+                .issue_client(name, &LeafOptions::default(), wall_now(), &mut self.rng)
+                .expect("issue");
+            self.store
+                .add_cert(&CertRecord::from_issued(&issued))
+                .expect("add cert");
             der(&issued.cert_pem)
         }
 
@@ -840,6 +1069,12 @@ mod tests {
         assert_eq!(kicks[1].identity, "bob");
         assert_eq!(kicks[1].reason, "user disabled");
         assert_eq!(kicks[0].message, "RESTART");
+        // The revocation ends alice's certificate, the disable every session of bob.
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial.as_bytes().to_vec())
+        );
+        assert_eq!(kicks[1].target, KickTarget::Identity("bob".into()));
         // Not again; and refused from now on.
         assert!(a.recheck(t + Duration::from_millis(750)).is_empty());
         assert!(accepted(&a.authenticate(t, req(7, "alice", Some(alice), None, None))).is_none());
@@ -854,6 +1089,119 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["carol"]
         );
+    }
+
+    /// Issue 10: one user, two certificates, two sessions (duplicate-cn). Revoking one
+    /// certificate kicks that certificate's session only; the other stays until its own
+    /// certificate is revoked.
+    #[test]
+    fn revoking_one_of_two_certificates_kicks_one_session() {
+        let mut w = World::new();
+        let laptop = w.user("alice", None);
+        let phone = w.another_cert("alice");
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        for (peer, c) in [(1u32, &laptop), (2, &phone)] {
+            assert!(
+                accepted(&a.authenticate(t, req(peer, "alice", Some(c.clone()), None, None)))
+                    .is_some()
+            );
+            a.connected(t, peer, "alice", Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+        }
+        assert!(a.recheck(t).is_empty());
+        let serial = |d: &[u8]| warren_pki::inspect_der(d, "x").expect("der").serial;
+        w.store
+            .revoke(&serial(&phone), wall_now(), None)
+            .expect("revoke");
+        let kicks = a.recheck(t + Duration::from_millis(500));
+        assert_eq!(kicks.len(), 1, "{kicks:?}");
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial(&phone).as_bytes().to_vec())
+        );
+        assert_eq!(kicks[0].identity, "alice");
+        // The laptop's session is not marked: its own revocation still kicks it.
+        assert!(a.recheck(t + Duration::from_millis(750)).is_empty());
+        w.store
+            .revoke(&serial(&laptop), wall_now(), None)
+            .expect("revoke");
+        let kicks = a.recheck(t + Duration::from_secs(1));
+        assert_eq!(kicks.len(), 1, "{kicks:?}");
+        assert_eq!(
+            kicks[0].target,
+            KickTarget::CertSerial(serial(&laptop).as_bytes().to_vec())
+        );
+    }
+
+    /// Issue 10: through the worker's pool path (`begin` + a check + `finish`), a
+    /// certificate-only login never waits for a check, password logins decide once their
+    /// check ends, checks still running count against the rate limit (so parallel guesses
+    /// cannot overrun it), and a check whose client left records nothing but the limit.
+    #[test]
+    fn pool_path_decides_like_the_inline_one() {
+        let mut w = World::new();
+        let alice = w.user("alice", None);
+        let bob = w.user("bob", Some("right"));
+        let t = w.t;
+        let mut a = w.auth(AuthMode::Cert);
+        match a.begin(t, 1, req(1, "alice", Some(alice), None, None)) {
+            Step::Done(d) => assert!(accepted(&d).is_some()),
+            Step::Verify(_) => panic!("a certificate-only login went to the pool"),
+        }
+        // bob has a password: pool. Five wrong guesses at once fill his burst; the sixth
+        // is refused before any of them ended.
+        let mut checks = Vec::new();
+        for i in 0..5u64 {
+            match a.begin(
+                t,
+                10 + i,
+                req(10 + i as u32, "bob", Some(bob.clone()), None, Some("wrong")),
+            ) {
+                Step::Verify(c) => checks.push((10 + i, c)),
+                Step::Done(d) => panic!("guess {i} decided at once: {d:?}"),
+            }
+        }
+        match a.begin(
+            t,
+            20,
+            req(20, "bob", Some(bob.clone()), None, Some("right")),
+        ) {
+            Step::Done(d) => assert!(accepted(&d).is_none()),
+            Step::Verify(_) => panic!("a sixth parallel guess was let through"),
+        }
+        // The guesses end: wrong; one of them "left" meanwhile (not recorded as a peer).
+        for (ticket, c) in checks {
+            let v = if c.run() {
+                Verified::Match
+            } else {
+                Verified::NoMatch
+            };
+            assert_eq!(v, Verified::NoMatch);
+            let live = ticket != 14;
+            assert!(accepted(&a.finish(t, ticket, v, live)).is_none());
+        }
+        assert!(a.in_flight.is_empty() && a.in_flight_user.is_empty());
+        // Busy: refused without a check and without counting a failure.
+        let later = t + Duration::from_secs(13);
+        let Step::Verify(_) = a.begin(
+            later,
+            30,
+            req(30, "bob", Some(bob.clone()), None, Some("right")),
+        ) else {
+            panic!("expected a check");
+        };
+        assert!(accepted(&a.finish(later, 30, Verified::Busy, true)).is_none());
+        let Step::Verify(c) = a.begin(later, 31, req(31, "bob", Some(bob), None, Some("right")))
+        else {
+            panic!("expected a check");
+        };
+        assert!(c.run());
+        let g = a.finish(later, 31, Verified::Match, true);
+        assert_eq!(
+            accepted(&g).and_then(|g| g.identity.as_deref()),
+            Some("bob")
+        );
+        assert!(a.peers.contains_key(&31) && !a.peers.contains_key(&14));
     }
 
     /// SIGHUP's reload checks every session at once, also for what changes with time alone

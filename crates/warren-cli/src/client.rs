@@ -83,6 +83,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         retry: plan.retry,
         exit_grace: EXIT_GRACE,
         offload,
+        drop_after_up: drop_after_up(&cfg),
     };
     info!(
         "warren client {}: {} remote(s), {}, data ciphers {}{}",
@@ -102,6 +103,93 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         },
     );
     warren_driver::run_client(plan.engine, opts).map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
+/// `user`/`group` in the profile: the drop once the tunnel is up, with the restore helper
+/// started just before it.
+///
+/// The design (OpenVPN's problem too: as `nobody` it cannot undo its routes or DNS, hence
+/// `persist-tun` and the `down-root` plugin): the client keeps CAP_NET_ADMIN, also for the
+/// `ip` commands it runs, so it still changes routes on reconnections and removes them at
+/// exit. Putting back resolv.conf (or running `resolvectl`/`resolvconf`) and writing the
+/// journal in /run/warren need root; so before the switch a copy of `warren` is started as a
+/// root helper holding the read end of a pipe. When the client ends, however it ends (even
+/// `kill -9`), the pipe closes and the helper undoes the client's journal, frozen at the
+/// switch: the DNS change and any route still there.
+fn drop_after_up(cfg: &warren_config::ClientConfig) -> Option<warren_driver::DropAfterUp> {
+    if cfg.user.is_none() && cfg.group.is_none() {
+        return None;
+    }
+    Some(warren_driver::DropAfterUp {
+        user: cfg.user.clone(),
+        group: cfg.group.clone(),
+        prepare: Box::new(start_restore_helper),
+    })
+}
+
+/// Starts `warren client --internal-restore-after PID` as root; it lives until this process
+/// is gone.
+fn start_restore_helper() -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "client",
+            "--internal-restore-after",
+            &std::process::id().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        // Its own process group: a Ctrl-C meant for the client does not end it first.
+        .process_group(0)
+        .spawn()?;
+    let Some(pipe) = child.stdin.take() else {
+        return Err(std::io::Error::other("the restore helper has no stdin"));
+    };
+    // Held open until this process exits: its closing is the helper's signal.
+    std::mem::forget(pipe);
+    info!(
+        "restore helper {} (root) will put back DNS and routes when this client ends",
+        child.id()
+    );
+    Ok(())
+}
+
+/// The restore helper (see [`drop_after_up`]): waits until client `pid` is gone, then
+/// undoes what its journal lists.
+pub fn restore_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
+    use std::io::Read;
+    // SIGINT/SIGTERM/SIGHUP blocked (never read): a stop meant for the client does not end
+    // the helper before its work.
+    let _signals = Signals::new().context("setting up signal handling")?;
+    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
+    let mut buf = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    // The pipe closes as the client exits; wait until the kernel agrees it is gone (a
+    // zombie counts as gone). 600 turns of 50 ms at most.
+    for _ in 0..600 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        if matches!(state, None | Some("Z" | "X")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = warren_net::recover_abandoned()
+        .with_context(|| format!("undoing the network changes of warren client {pid}"))?;
+    if !r.is_empty() {
+        info!("warren client {pid} ended: undid {}", r.undone.join(", "));
+    }
     Ok(())
 }
 

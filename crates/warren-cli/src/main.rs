@@ -61,7 +61,7 @@ struct ClientArgs {
     /// The client profile (`.ovpn`, OpenVPN syntax).
     #[arg(
         value_name = "PROFILE",
-        required_unless_present = "config",
+        required_unless_present_any = ["config", "internal_restore_after"],
         conflicts_with = "config"
     )]
     profile: Option<PathBuf>,
@@ -75,6 +75,10 @@ struct ClientArgs {
     /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in the profile).
     #[arg(long)]
     no_offload: bool,
+    /// The root helper of a client that dropped privileges (`user`/`group`): undo the
+    /// network changes of client PID once it is gone.
+    #[arg(long, hide = true, value_name = "PID")]
+    internal_restore_after: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,7 +98,14 @@ struct DemoArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) if !args.internal_key_reader.is_empty() => {
+            server::key_reader_main(&args.internal_key_reader)
+        }
         Command::Server(args) => server::run(&args, cli.verbose, cli.quiet),
+        Command::Client(ClientArgs {
+            internal_restore_after: Some(pid),
+            ..
+        }) => client::restore_helper(pid, cli.verbose, cli.quiet),
         Command::Client(args) => {
             let flags = client::ClientFlags {
                 no_tls_ekm: args.no_tls_ekm,

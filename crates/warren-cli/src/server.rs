@@ -20,8 +20,9 @@
 //! default and check lives in warren-config and this module only changes types.
 //!
 //! The order matters: the signal descriptor first (before any thread exists), then the
-//! config or state, logging, the engine, the privileged resources (tun, socket), the auth
-//! worker, the privilege drop, and finally the loop.
+//! config or state, logging, the engine, the privileged resources (tun, socket, database),
+//! the privilege drop (to `user`/`group`, or for zero-config to `warren` or `nobody`,
+//! keeping only CAP_NET_ADMIN), the auth worker, and finally the loop.
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,6 +127,91 @@ pub struct ServerArgs {
     /// 1 keeps everything on one thread.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: Option<u16>,
+    /// Run as this user once the tun device, the socket and the state are open, keeping
+    /// only CAP_NET_ADMIN. Default: `warren` when that user exists, else `nobody`. `root`
+    /// keeps root and every capability.
+    #[arg(long, value_name = "USER", conflicts_with = "config")]
+    pub user: Option<String>,
+    /// The group to run as (default: the user's primary group; `nogroup` for `nobody`).
+    #[arg(long, value_name = "GROUP", conflicts_with = "config")]
+    pub group: Option<String>,
+    /// The root helper that reads FILEs for SIGHUP reloads of an unprivileged server.
+    #[arg(long, hide = true, num_args = 1.., value_name = "FILE")]
+    pub internal_key_reader: Vec<PathBuf>,
+}
+
+/// The dedicated account zero-config runs as when it exists.
+const SERVICE_USER: &str = "warren";
+
+/// Who to become after the setup: `user`/`group` of a server.conf, or for zero-config the
+/// `--user`/`--group` options, else `warren` when it exists, else `nobody`. `None`: stay
+/// (not root, `--user root`, or a server.conf without `user`/`group`).
+///
+/// Why not create a `warren` user on the fly: starting a server should not edit
+/// `/etc/passwd` (that is the package's job, and it would outlive `rm -r` of the state
+/// directory); the fallback `nobody` owns no files, so nothing of warren's becomes readable
+/// to it: every later write goes through a descriptor opened before the drop.
+fn run_as(
+    args: &ServerArgs,
+    cfg: &warren_config::ServerConfig,
+    root: bool,
+    exists: &dyn Fn(&str, bool) -> bool,
+) -> Option<(Option<String>, Option<String>)> {
+    if args.config.is_some() {
+        return (cfg.user.is_some() || cfg.group.is_some())
+            .then(|| (cfg.user.clone(), cfg.group.clone()));
+    }
+    if !root {
+        return None;
+    }
+    let user = match args.user.as_deref() {
+        Some("root" | "0") => return None,
+        Some(u) => u.to_owned(),
+        None if exists(SERVICE_USER, false) => SERVICE_USER.to_owned(),
+        None => "nobody".to_owned(),
+    };
+    let group = match &args.group {
+        Some(g) => Some(g.clone()),
+        // `nobody`'s primary group varies (nogroup on Debian, nobody on Fedora).
+        None if user == "nobody" => ["nogroup", "nobody"]
+            .into_iter()
+            .find(|g| exists(g, true))
+            .map(str::to_owned),
+        None => None,
+    };
+    Some((Some(user), group))
+}
+
+/// Becomes the `run_as` user, keeping CAP_NET_ADMIN, and logs it.
+fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<()> {
+    let d = warren_io::drop_privileges(user, group, warren_io::KeepCaps::NetAdmin).with_context(
+        || {
+            format!(
+                "dropping privileges to {}:{}",
+                user.unwrap_or("(same user)"),
+                group.unwrap_or("(primary group)")
+            )
+        },
+    )?;
+    let uname = user.map_or_else(|| d.uid.to_string(), str::to_owned);
+    let gname = match group {
+        Some(g) => g.to_owned(),
+        None => warren_io::group_name(d.gid).unwrap_or_else(|| d.gid.to_string()),
+    };
+    if d.uid == 0 {
+        info!("changed group to {gname} (gid {}); still root", d.gid);
+    } else if d.has_net_admin() {
+        info!(
+            "dropped privileges to {uname}:{gname} (uid {}, gid {}), keeping CAP_NET_ADMIN",
+            d.uid, d.gid
+        );
+    } else {
+        info!(
+            "dropped privileges to {uname}:{gname} (uid {}, gid {})",
+            d.uid, d.gid
+        );
+    }
+    Ok(())
 }
 
 /// Most data threads chosen automatically.
@@ -231,7 +317,14 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         Some(sd) if args.config.is_none() => Some(prepare_state(args, sd)?),
         Some(sd) => Some(open_state(sd)?),
     };
-    let reload = reloader(args, &cfg, clock.unix_time_at_zero());
+    // A server that will give up root keeps a root helper that reads its key files on
+    // SIGHUP (the state directory and key files stay root's).
+    let keys = if warren_io::is_root() && run_as(args, &cfg, true, &account_exists).is_some() {
+        Some(KeyReader::spawn(reload_files(args, &cfg)).context("starting the key reader")?)
+    } else {
+        None
+    };
+    let reload = reloader(args, &cfg, clock.unix_time_at_zero(), keys);
     serve(&cfg, store, args, signals, clock, reload)
 }
 
@@ -243,6 +336,7 @@ fn reloader(
     args: &ServerArgs,
     running: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
+    mut keys: Option<KeyReader>,
 ) -> warren_driver::Reloader {
     let source = match &args.config {
         Some(path) => Err(path.clone()),
@@ -250,12 +344,41 @@ fn reloader(
     };
     let running = running.clone();
     warren_driver::Reloader(Box::new(move |server| {
+        // Unprivileged: the files come from the root key reader (the paths of startup).
+        let fetched = match keys.as_mut() {
+            Some(k) if !warren_io::is_root() => Some(k.fetch()?),
+            _ => None,
+        };
         let (cfg, _) = match &source {
-            Err(path) => warren_config::load_server_config(path),
+            Err(path) => match fetched.as_ref().and_then(|f| f.get(path)) {
+                Some(text) => warren_config::server_config_from_str(
+                    text,
+                    &path.display().to_string(),
+                    path.parent().unwrap_or_else(|| Path::new(".")),
+                ),
+                None => warren_config::load_server_config(path),
+            },
             Ok(zero) => zero.lower(),
         }
         .map_err(|e| e.to_string())?;
-        let engine = engine_config(&cfg, unix_time_at_zero).map_err(|e| format!("{e:#}"))?;
+        let mut load = cfg.clone();
+        if let Some(f) = &fetched {
+            inline_files(&mut load, f);
+        }
+        let engine = engine_config(&load, unix_time_at_zero).map_err(|e| {
+            let denied = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            }) || format!("{e:#}").contains("Permission denied");
+            if denied && !warren_io::is_root() {
+                format!(
+                    "{e:#}; the server runs unprivileged now and the key files are root's: \
+                     restart it to load new keys"
+                )
+            } else {
+                format!("{e:#}")
+            }
+        })?;
         server.set_tls_config(engine.tls);
         let mut lines = vec![format!(
             "TLS configuration (ca, cert, key) from {}; new handshakes and renegotiations use it",
@@ -274,6 +397,134 @@ fn reloader(
         }
         Ok(lines)
     }))
+}
+
+/// `user`/`group` lookups for [`run_as`].
+fn account_exists(name: &str, group: bool) -> bool {
+    if group {
+        warren_io::group_exists(name)
+    } else {
+        warren_io::user_exists(name)
+    }
+}
+
+/// The files a reload reads: the config file (server.conf mode), then the key material
+/// that comes from files.
+fn reload_files(args: &ServerArgs, cfg: &warren_config::ServerConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
+    let mut material = vec![&cfg.ca, &cfg.cert, &cfg.key];
+    material.extend(cfg.tls_crypt.as_ref());
+    material.extend(cfg.tls_auth.as_ref().map(|(m, _)| m));
+    for m in material {
+        if let warren_config::Material::File(p) = m {
+            files.push(p.clone());
+        }
+    }
+    files
+}
+
+/// Key material read from these files replaced by its text.
+fn inline_files(
+    cfg: &mut warren_config::ServerConfig,
+    texts: &std::collections::HashMap<PathBuf, String>,
+) {
+    let mut material = vec![&mut cfg.ca, &mut cfg.cert, &mut cfg.key];
+    material.extend(cfg.tls_crypt.as_mut());
+    material.extend(cfg.tls_auth.as_mut().map(|(m, _)| m));
+    for m in material {
+        if let warren_config::Material::File(p) = m
+            && let Some(t) = texts.get(p)
+        {
+            *m = warren_config::Material::Inline(t.clone());
+        }
+    }
+}
+
+/// A root helper that reads the reload's files (fixed at startup: the unprivileged server
+/// can ask for nothing else) for a server that gave up root, the way OpenVPN's
+/// `down-root` plugin keeps a privileged part. Protocol on its stdin/stdout: one byte asks,
+/// and it answers per file `OK <len>\n<bytes>` or `ERR <reason>\n`. It ends when the
+/// server's end of the pipe closes.
+struct KeyReader {
+    files: Vec<PathBuf>,
+    to: std::process::ChildStdin,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl KeyReader {
+    fn spawn(files: Vec<PathBuf>) -> std::io::Result<KeyReader> {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["server", "--internal-key-reader"])
+            .args(&files)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            // Signals for the server's process group are not for it.
+            .process_group(0)
+            .spawn()?;
+        let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("the key reader has no pipes"));
+        };
+        Ok(KeyReader {
+            files,
+            to,
+            from: std::io::BufReader::new(from),
+        })
+    }
+
+    /// The current text of every file (a file that cannot be read is left out: loading it
+    /// directly then reports why).
+    fn fetch(&mut self) -> Result<std::collections::HashMap<PathBuf, String>, String> {
+        use std::io::{BufRead, Read, Write};
+        let gone = |e: std::io::Error| format!("the key reader is gone ({e}); restart the server");
+        self.to.write_all(b"r").map_err(gone)?;
+        self.to.flush().map_err(gone)?;
+        let mut out = std::collections::HashMap::new();
+        for path in &self.files {
+            let mut line = String::new();
+            if self.from.read_line(&mut line).map_err(gone)? == 0 {
+                return Err("the key reader is gone; restart the server".into());
+            }
+            let Some(len) = line.trim_end().strip_prefix("OK ") else {
+                continue;
+            };
+            let len: usize = len
+                .parse()
+                .map_err(|_| format!("key reader: bad answer {line:?}"))?;
+            let mut buf = vec![0u8; len];
+            self.from.read_exact(&mut buf).map_err(gone)?;
+            let text =
+                String::from_utf8(buf).map_err(|_| format!("{} is not text", path.display()))?;
+            out.insert(path.clone(), text);
+        }
+        Ok(out)
+    }
+}
+
+/// `warren server --internal-key-reader FILE...`: the [`KeyReader`] helper.
+pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
+    use std::io::{Read, Write};
+    // SIGINT/SIGTERM/SIGHUP blocked, never read: it ends with the server's pipe.
+    let _signals = Signals::new().context("setting up signal handling")?;
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut ask = [0u8; 1];
+    loop {
+        match stdin.read(&mut ask) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        for f in files {
+            match std::fs::read(f) {
+                Ok(bytes) => {
+                    writeln!(stdout, "OK {}", bytes.len())?;
+                    stdout.write_all(&bytes)?;
+                }
+                Err(e) => writeln!(stdout, "ERR {e}")?,
+            }
+        }
+        stdout.flush()?;
+    }
 }
 
 /// The state directory: `--state-dir`, else `WARREN_STATE_DIR`, else `/var/lib/warren`.
@@ -395,7 +646,7 @@ fn first_run_text(dir: &Path, created: &[String]) -> String {
     out
 }
 
-/// Builds the engine, opens the OS resources, starts the auth worker, drops privileges and
+/// Builds the engine, opens the OS resources, drops privileges, starts the auth worker and
 /// runs the loop.
 fn serve(
     cfg: &warren_config::ServerConfig,
@@ -476,29 +727,50 @@ fn serve(
         info!("offloads off ({why}): one packet per system call");
     }
 
+    // Before any thread exists (capabilities are per thread): become the unprivileged
+    // user. Every later write goes through what is open now: the database connection (with
+    // its WAL files, opened by this first read), the status file, the tun and the sockets.
+    if let Some(sb) = &store {
+        sb.store
+            .revision()
+            .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
+    }
+    match run_as(args, cfg, warren_io::is_root(), &account_exists) {
+        Some((user, group)) => {
+            if args.config.is_none() && args.user.is_none() && user.as_deref() == Some("nobody") {
+                info!(
+                    "no `{SERVICE_USER}` user on this system: running as nobody (a dedicated \
+                     user is better: useradd --system --no-create-home --shell \
+                     /usr/sbin/nologin {SERVICE_USER})"
+                );
+            }
+            drop_to(user.as_deref(), group.as_deref())?;
+        }
+        None if args.config.is_none() && warren_io::is_root() => warn!(
+            "running as root with every capability (--user root); without it warren runs as \
+             `{SERVICE_USER}` or nobody, keeping only CAP_NET_ADMIN"
+        ),
+        None => {}
+    }
+
     let auth = match &store {
         Some(sb) => {
             let pool = Pool::new(engine.network, engine.netmask)
                 .ok_or_else(|| anyhow!("invalid VPN network"))?;
             let store: Arc<dyn Store> = sb.store.clone();
             let a = StoreAuth::new(store, sb.mode, pool, RateLimitConfig::default());
+            let opts = warren_driver::AuthOptions::default();
+            info!(
+                "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
+                opts.verify_threads, opts.max_queued
+            );
             Some(
-                warren_driver::AuthWorker::spawn(
-                    Box::new(a),
-                    clock,
-                    warren_driver::AuthOptions::default(),
-                )
-                .context("starting the authentication thread")?,
+                warren_driver::AuthWorker::spawn(Box::new(a), clock, opts)
+                    .context("starting the authentication threads")?,
             )
         }
         None => None,
     };
-
-    if cfg.user.is_some() || cfg.group.is_some() {
-        let (uid, gid) = warren_io::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
-            .context("dropping privileges (`user`/`group`)")?;
-        info!("dropped privileges to uid {uid}, gid {gid}");
-    }
 
     let mut listening: Vec<String> = socket
         .iter()
@@ -924,6 +1196,48 @@ mod tests {
     fn args(argv: &[&str]) -> ServerArgs {
         use clap::Parser;
         Cli::parse_from(std::iter::once("server").chain(argv.iter().copied())).server
+    }
+
+    #[test]
+    fn who_the_server_runs_as() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("state");
+        ensure_state(&dir, &StateOptions::default()).expect("state");
+        let d = dir.to_str().expect("utf8");
+        let (cfg, _) = zero_config(&args(&["--state-dir", d]))
+            .lower()
+            .expect("zero");
+        let debian = |n: &str, group: bool| {
+            if group { n == "nogroup" } else { n == "nobody" }
+        };
+        let with_warren = |n: &str, group: bool| !group && (n == "warren" || n == "nobody");
+        let s = |v: &str| Some(v.to_owned());
+        let a = args(&["--state-dir", d]);
+        assert_eq!(
+            run_as(&a, &cfg, true, &debian),
+            Some((s("nobody"), s("nogroup")))
+        );
+        assert_eq!(
+            run_as(&a, &cfg, true, &with_warren),
+            Some((s("warren"), None))
+        );
+        // Not root: nothing to drop.
+        assert_eq!(run_as(&a, &cfg, false, &debian), None);
+        let a = args(&["--state-dir", d, "--user", "root"]);
+        assert_eq!(run_as(&a, &cfg, true, &debian), None);
+        let a = args(&["--state-dir", d, "--user", "svc", "--group", "vpn"]);
+        assert_eq!(run_as(&a, &cfg, true, &debian), Some((s("svc"), s("vpn"))));
+        // A server.conf says it itself: no `user`/`group`, no drop.
+        let conf = tmp.path().join("server.conf");
+        std::fs::write(&conf, "dev tun\n").expect("write");
+        let a = args(&["--config", conf.to_str().expect("utf8")]);
+        assert_eq!(run_as(&a, &cfg, true, &with_warren), None);
+        let mut with_user = cfg.clone();
+        with_user.user = s("nobody");
+        assert_eq!(
+            run_as(&a, &with_user, true, &debian),
+            Some((s("nobody"), None))
+        );
     }
 
     #[test]

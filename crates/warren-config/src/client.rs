@@ -62,6 +62,10 @@ pub struct ClientConfig {
     pub auth_user_pass: Option<Option<Material>>,
     /// `redirect-gateway FLAGS…` (the last one wins).
     pub redirect_gateway: Option<Vec<String>>,
+    /// `user`: run as this user once the tunnel is up (keeping CAP_NET_ADMIN).
+    pub user: Option<String>,
+    /// `group`: run with this group once the tunnel is up.
+    pub group: Option<String>,
     /// `route-nopull`.
     pub route_nopull: bool,
     /// `pull-filter` lines in order.
@@ -133,6 +137,8 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "dhcp-option",
     "resolv-retry",
     "mute-replay-warnings",
+    "user",
+    "group",
 ];
 
 /// Reads and lowers a client config (`.ovpn`/`.conf`) file.
@@ -296,6 +302,8 @@ pub fn client_config_from_str(
         auth_user_pass: s.auth_user_pass,
         redirect_gateway: s.redirect_gateway,
         route_nopull: s.route_nopull,
+        user: s.user,
+        group: s.group,
         pull_filters: s.pull_filters,
         routes: s.routes,
         dhcp_options: s.dhcp_options,
@@ -343,6 +351,8 @@ struct ClientState {
     auth_user_pass: Option<Option<Material>>,
     redirect_gateway: Option<Vec<String>>,
     route_nopull: bool,
+    user: Option<String>,
+    group: Option<String>,
     pull_filters: Vec<(PullFilterAction, String)>,
     routes: Vec<Route>,
     dhcp_options: Vec<(String, String)>,
@@ -421,6 +431,14 @@ impl ClientState {
             "remote-random" => {
                 v.expect(0, 0, "no parameters")?;
                 self.remote_random = true;
+            }
+            "user" => {
+                v.expect(1, 1, "1 parameter (a user name)")?;
+                self.user = Some(v.arg(0).to_owned());
+            }
+            "group" => {
+                v.expect(1, 1, "1 parameter (a group name)")?;
+                self.group = Some(v.arg(0).to_owned());
             }
             "nobind" => {
                 v.expect(0, 0, "no parameters")?;

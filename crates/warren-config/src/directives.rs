@@ -114,8 +114,6 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
         "tcp-nodelay",
         "warren always sets TCP_NODELAY on its TCP sockets",
     ),
-    ("user", "the warren client does not drop privileges yet"),
-    ("group", "the warren client does not drop privileges yet"),
     (
         "float",
         "warren follows authenticated server address changes",

@@ -85,7 +85,7 @@
 //!
 //! ## Allow-list: client only
 //!
-//! `user`, `group` (the client does not drop privileges yet), `float`,
+//! `float`,
 //! `auth-retry`, `connect-retry`, `connect-retry-max`, `connect-timeout`,
 //! `server-poll-timeout`, `push-peer-info`, `remote-random-hostname`,
 //! `preresolve`, `ip-remote-hint`, `route-delay`, `topology` (pushed by the

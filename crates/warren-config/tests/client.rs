@@ -303,11 +303,21 @@ fn misc_client_directives() {
     err("nobind 1", "takes no parameters");
 }
 
+/// Issue 10: the client drops privileges after the tunnel is up.
+#[test]
+fn user_and_group() {
+    let (c, w) = ok("user nobody\ngroup nogroup");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(c.user.as_deref(), Some("nobody"));
+    assert_eq!(c.group.as_deref(), Some("nogroup"));
+    let (c, _) = ok("");
+    assert_eq!((c.user, c.group), (None, None));
+    err("user", "1 parameter");
+}
+
 #[test]
 fn harmless_client_directives_warn() {
     for l in [
-        "user nobody",
-        "group nogroup",
         "mute 10",
         "script-security 2",
         "auth-nocache",

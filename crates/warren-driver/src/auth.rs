@@ -13,6 +13,15 @@
 //! `warren pki revoke` or `warren user disable` in another process reach a running server
 //! within a second.
 //!
+//! Password checks run in parallel: [`Authenticator::begin`] does the quick part on the
+//! worker thread (certificate, database lookups, rate limits) and either decides at once
+//! (certificate-only users never wait behind a password) or returns a [`PasswordCheck`],
+//! the argon2id part, which a pool of [`AuthOptions::verify_threads`] threads runs;
+//! [`Authenticator::finish`] then decides on the worker thread. At most
+//! [`AuthOptions::max_queued`] checks wait for a pool thread; beyond that a login is refused
+//! at once ([`Verified::Busy`]) rather than queued without bound, and the loop never blocks:
+//! handing over a request is a channel send.
+//!
 //! Stale answers: peer ids are slots the engine reuses. Each request carries a ticket; the
 //! loop remembers the ticket per peer id until the decision arrives or the peer disconnects,
 //! and drops a decision whose ticket is no longer current, so an answer about a client that
@@ -20,18 +29,20 @@
 //!
 //! Failure is closed: if the worker thread dies, the loop stops with
 //! [`crate::DriverError::AuthWorker`] rather than letting anyone in.
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use warren_core::Instant;
 use warren_io::Clock;
-use warren_openvpn::AuthDecision;
+use warren_openvpn::{AuthDecision, KickTarget};
 use zeroize::Zeroizing;
 
 /// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form.
@@ -63,20 +74,82 @@ impl fmt::Debug for AuthRequest {
     }
 }
 
-/// End the live sessions of `identity`, sending `message` (`RESTART,...` or `HALT,...`).
+/// End the live sessions `target` names, sending `message` (`RESTART,...` or `HALT,...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kick {
+    /// Whose sessions, for the log line.
     pub identity: String,
+    /// All of the identity's sessions, or only those of one certificate.
+    pub target: KickTarget,
     pub message: String,
     /// Why, for the log line.
     pub reason: String,
 }
 
-/// The login policy. Runs on the worker thread: it may block (password hashing, database),
-/// but every call delays the next decision, so it should not block for long.
+/// A password check for the verification pool: CPU work only (argon2id), sharing nothing
+/// with the authenticator. Returns `true` when the password matched.
+pub struct PasswordCheck(Box<dyn FnOnce() -> bool + Send>);
+
+impl PasswordCheck {
+    pub fn new(check: impl FnOnce() -> bool + Send + 'static) -> PasswordCheck {
+        PasswordCheck(Box::new(check))
+    }
+
+    /// Runs the check on the calling thread.
+    pub fn run(self) -> bool {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordCheck")
+    }
+}
+
+/// What [`Authenticator::begin`] made of a request.
+#[derive(Debug)]
+pub enum Step {
+    /// Decided without a password check (certificate-only users, early refusals).
+    Done(AuthDecision),
+    /// Run this on the pool, then [`Authenticator::finish`] decides.
+    Verify(PasswordCheck),
+}
+
+/// The outcome of a [`Step::Verify`] check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    Match,
+    NoMatch,
+    /// Not checked: [`AuthOptions::max_queued`] checks were already waiting.
+    Busy,
+}
+
+/// The login policy. Runs on the worker thread, except the [`PasswordCheck`]s it hands out,
+/// which run on the pool: every call delays the next decision, so it should not block for
+/// long.
 pub trait Authenticator: Send + 'static {
-    /// Decides one login.
+    /// Decides one login, on the calling thread, password check included.
     fn authenticate(&mut self, now: Instant, request: AuthRequest) -> AuthDecision;
+    /// Decides one login, or returns the password check to run on the pool. `ticket` comes
+    /// back in the [`Authenticator::finish`] call. The default decides at once with
+    /// [`Authenticator::authenticate`].
+    fn begin(&mut self, now: Instant, ticket: u64, request: AuthRequest) -> Step {
+        let _ = ticket;
+        Step::Done(self.authenticate(now, request))
+    }
+    /// Decides the login of `ticket` once its check ended. `live` is false when the client
+    /// left meanwhile: the decision is dropped, only bookkeeping (rate limits) counts.
+    fn finish(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        verified: Verified,
+        live: bool,
+    ) -> AuthDecision {
+        let _ = (now, ticket, verified, live);
+        AuthDecision::Reject { reason: None }
+    }
     /// A client the authenticator accepted got its address.
     fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr);
     /// A client (accepted or still waiting) left.
@@ -96,12 +169,24 @@ pub trait Authenticator: Send + 'static {
 pub struct AuthOptions {
     /// How often [`Authenticator::recheck`] runs.
     pub recheck_every: Duration,
+    /// Threads running password checks (each argon2id check holds about 19 MiB).
+    pub verify_threads: usize,
+    /// Password checks that may wait for a thread; more are refused at once.
+    pub max_queued: usize,
 }
 
+/// Most verification threads chosen automatically.
+const MAX_AUTO_VERIFY_THREADS: usize = 8;
+
 impl Default for AuthOptions {
+    /// One verification thread per core (at most 8), 256 checks waiting.
     fn default() -> Self {
         AuthOptions {
             recheck_every: Duration::from_millis(250),
+            verify_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_AUTO_VERIFY_THREADS),
+            max_queued: 256,
         }
     }
 }
@@ -122,6 +207,20 @@ enum ToWorker {
     },
     /// SIGHUP: [`Authenticator::reload`] now.
     Reload,
+    /// From a pool thread: a check ended.
+    Verified {
+        ticket: u64,
+        matched: bool,
+    },
+    /// The loop is done (the pool threads hold senders too, so the channel alone never
+    /// closes while they live).
+    Stop,
+}
+
+/// Worker → pool.
+struct Job {
+    ticket: u64,
+    check: PasswordCheck,
 }
 
 /// Worker → loop.
@@ -172,9 +271,32 @@ impl AuthWorker {
         wake_tx.set_nonblocking(true)?;
         let (to, rx) = mpsc::channel();
         let (tx, from) = mpsc::channel();
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for i in 0..opts.verify_threads.max(1) {
+            let results = to.clone();
+            let job_rx = job_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("warren-verify-{i}"))
+                .spawn(move || verifier(&job_rx, &results))?;
+        }
         let thread = std::thread::Builder::new()
             .name("warren-auth".into())
-            .spawn(move || worker(authenticator, clock, opts, rx, tx, wake_tx))?;
+            .spawn(move || {
+                let mut w = Worker {
+                    auth: authenticator,
+                    clock,
+                    opts,
+                    tx,
+                    wake: wake_tx,
+                    jobs,
+                    queue: VecDeque::new(),
+                    running: 0,
+                    checks: HashMap::new(),
+                    by_peer: HashMap::new(),
+                };
+                w.run(&rx);
+            })?;
         Ok(AuthWorker {
             to,
             from,
@@ -266,9 +388,7 @@ impl AuthWorker {
     /// Stops the worker: closes its queue and waits up to `grace` for the thread to finish
     /// what it was doing (a database write); after that it is left to end with the process.
     pub(crate) fn stop(mut self, grace: Duration) {
-        let (dead_tx, _) = mpsc::channel();
-        // Dropping the sender ends the worker's receive loop.
-        drop(std::mem::replace(&mut self.to, dead_tx));
+        let _ = self.to.send(ToWorker::Stop);
         if let Some(t) = self.thread.take() {
             let step = Duration::from_millis(10);
             let mut waited = Duration::ZERO;
@@ -283,65 +403,190 @@ impl AuthWorker {
     }
 }
 
-fn worker(
-    mut auth: Box<dyn Authenticator>,
+impl Drop for AuthWorker {
+    fn drop(&mut self) {
+        // Ends the worker (and with it the pool) when the loop goes without `stop`.
+        let _ = self.to.send(ToWorker::Stop);
+    }
+}
+
+/// A pool thread: runs checks until the worker drops the job queue.
+fn verifier(jobs: &Mutex<Receiver<Job>>, results: &Sender<ToWorker>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(Job { ticket, check }) = job else {
+            return;
+        };
+        // A check that panics is a failed check, never a pool that shrinks.
+        let matched =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check.run())).unwrap_or(false);
+        if results
+            .send(ToWorker::Verified { ticket, matched })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The worker thread's state.
+struct Worker {
+    auth: Box<dyn Authenticator>,
     clock: Clock,
     opts: AuthOptions,
-    rx: Receiver<ToWorker>,
     tx: Sender<FromWorker>,
-    mut wake: UnixStream,
-) {
-    let mut next_recheck = clock.now() + opts.recheck_every;
-    // A full socket buffer means a wake-up is pending already; any other error means the
-    // loop is gone, which the channel send reports too.
-    let send = |msg: FromWorker, wake: &mut UnixStream| -> bool {
-        if tx.send(msg).is_err() {
-            return false;
-        }
-        let _ = wake.write(&[1]);
-        true
-    };
-    loop {
-        let now = clock.now();
-        let wait = next_recheck.saturating_duration_since(now);
-        match rx.recv_timeout(wait) {
-            Ok(ToWorker::Request { ticket, request }) => {
-                let peer_id = request.peer_id;
-                let decision = auth.authenticate(clock.now(), request);
-                let msg = FromWorker::Decision {
-                    ticket,
-                    peer_id,
-                    decision,
-                };
-                if !send(msg, &mut wake) {
-                    return;
+    wake: UnixStream,
+    jobs: Sender<Job>,
+    /// Checks waiting for a pool thread.
+    queue: VecDeque<Job>,
+    /// Checks handed to the pool and not yet back (never more than the pool's threads).
+    running: usize,
+    /// Every check queued or running: ticket → (peer id, client still there).
+    checks: HashMap<u64, (u32, bool)>,
+    /// The peer's outstanding check.
+    by_peer: HashMap<u32, u64>,
+}
+
+impl Worker {
+    fn run(&mut self, rx: &Receiver<ToWorker>) {
+        let mut next_recheck = self.clock.now() + self.opts.recheck_every;
+        loop {
+            let now = self.clock.now();
+            let wait = next_recheck.saturating_duration_since(now);
+            let alive = match rx.recv_timeout(wait) {
+                Ok(ToWorker::Request { ticket, request }) => self.request(ticket, request),
+                Ok(ToWorker::Verified { ticket, matched }) => {
+                    self.running = self.running.saturating_sub(1);
+                    let v = if matched {
+                        Verified::Match
+                    } else {
+                        Verified::NoMatch
+                    };
+                    self.finish(ticket, v)
                 }
+                Ok(ToWorker::Connected {
+                    peer_id,
+                    identity,
+                    vpn_ip,
+                }) => {
+                    self.auth
+                        .connected(self.clock.now(), peer_id, &identity, vpn_ip);
+                    true
+                }
+                Ok(ToWorker::Reload) => {
+                    let mut ok = true;
+                    for k in self.auth.reload(self.clock.now()) {
+                        if !self.send(FromWorker::Kick(k)) {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    ok
+                }
+                Ok(ToWorker::Disconnected { peer_id }) => {
+                    if let Some(t) = self.by_peer.remove(&peer_id)
+                        && let Some(c) = self.checks.get_mut(&t)
+                    {
+                        c.1 = false;
+                    }
+                    self.auth.disconnected(self.clock.now(), peer_id);
+                    true
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+                Ok(ToWorker::Stop) | Err(RecvTimeoutError::Disconnected) => false,
+            };
+            if !alive || !self.dispatch() {
+                return;
             }
-            Ok(ToWorker::Connected {
-                peer_id,
-                identity,
-                vpn_ip,
-            }) => auth.connected(clock.now(), peer_id, &identity, vpn_ip),
-            Ok(ToWorker::Disconnected { peer_id }) => auth.disconnected(clock.now(), peer_id),
-            Ok(ToWorker::Reload) => {
-                for k in auth.reload(clock.now()) {
-                    if !send(FromWorker::Kick(k), &mut wake) {
+            let now = self.clock.now();
+            if now >= next_recheck {
+                for k in self.auth.recheck(now) {
+                    if !self.send(FromWorker::Kick(k)) {
                         return;
                     }
                 }
+                next_recheck = now + self.opts.recheck_every;
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
         }
-        let now = clock.now();
-        if now >= next_recheck {
-            for k in auth.recheck(now) {
-                if !send(FromWorker::Kick(k), &mut wake) {
-                    return;
+    }
+
+    /// A full socket buffer means a wake-up is pending already; any other error means the
+    /// loop is gone, which the channel send reports too.
+    fn send(&mut self, msg: FromWorker) -> bool {
+        if self.tx.send(msg).is_err() {
+            return false;
+        }
+        let _ = self.wake.write(&[1]);
+        true
+    }
+
+    fn request(&mut self, ticket: u64, request: AuthRequest) -> bool {
+        let peer_id = request.peer_id;
+        match self.auth.begin(self.clock.now(), ticket, request) {
+            Step::Done(decision) => self.send(FromWorker::Decision {
+                ticket,
+                peer_id,
+                decision,
+            }),
+            Step::Verify(check) => {
+                if self.queue.len() >= self.opts.max_queued {
+                    let decision = self
+                        .auth
+                        .finish(self.clock.now(), ticket, Verified::Busy, true);
+                    return self.send(FromWorker::Decision {
+                        ticket,
+                        peer_id,
+                        decision,
+                    });
                 }
+                self.checks.insert(ticket, (peer_id, true));
+                self.by_peer.insert(peer_id, ticket);
+                self.queue.push_back(Job { ticket, check });
+                true
             }
-            next_recheck = now + opts.recheck_every;
         }
+    }
+
+    /// Hands waiting checks to idle pool threads; checks of clients that left are dropped.
+    fn dispatch(&mut self) -> bool {
+        while self.running < self.opts.verify_threads.max(1) {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            if self.checks.get(&job.ticket).is_some_and(|c| !c.1) {
+                if !self.finish(job.ticket, Verified::Busy) {
+                    return false;
+                }
+                continue;
+            }
+            if self.jobs.send(job).is_err() {
+                // Every pool thread is gone: nothing more can be checked.
+                return false;
+            }
+            self.running += 1;
+        }
+        true
+    }
+
+    fn finish(&mut self, ticket: u64, verified: Verified) -> bool {
+        let Some((peer_id, live)) = self.checks.remove(&ticket) else {
+            return true;
+        };
+        if self.by_peer.get(&peer_id) == Some(&ticket) {
+            self.by_peer.remove(&peer_id);
+        }
+        let decision = self.auth.finish(self.clock.now(), ticket, verified, live);
+        if !live {
+            return true;
+        }
+        self.send(FromWorker::Decision {
+            ticket,
+            peer_id,
+            decision,
+        })
     }
 }
 
@@ -382,6 +627,7 @@ mod tests {
             l.kick_next
                 .take()
                 .map(|identity| Kick {
+                    target: KickTarget::Identity(identity.clone()),
                     identity,
                     message: "RESTART".into(),
                     reason: "test".into(),
@@ -423,6 +669,7 @@ mod tests {
             clock,
             AuthOptions {
                 recheck_every: Duration::from_millis(20),
+                ..AuthOptions::default()
             },
         )
         .expect("spawn");
@@ -479,6 +726,7 @@ mod tests {
             clock,
             AuthOptions {
                 recheck_every: Duration::from_secs(3600),
+                ..AuthOptions::default()
             },
         )
         .expect("spawn");
@@ -523,5 +771,198 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(gone && out.is_empty());
+    }
+
+    /// Shared state of the slow fake verifier.
+    #[derive(Default)]
+    struct Gauge {
+        running: std::sync::atomic::AtomicUsize,
+        max: std::sync::atomic::AtomicUsize,
+        /// Checks block until this is set (or for at most 10 s).
+        open: std::sync::atomic::AtomicBool,
+        /// Checks block until this many run at once, which opens the gate.
+        until_running: std::sync::atomic::AtomicUsize,
+    }
+
+    /// Password logins go to the pool with a check that blocks (bounded) as `Gauge` says;
+    /// logins without a password (certificate-only) are accepted at once.
+    struct Pooled(Arc<Gauge>);
+
+    impl Authenticator for Pooled {
+        fn authenticate(&mut self, _: Instant, _: AuthRequest) -> AuthDecision {
+            unreachable!("the worker uses begin/finish")
+        }
+        fn begin(&mut self, _: Instant, _: u64, r: AuthRequest) -> Step {
+            use std::sync::atomic::Ordering::SeqCst;
+            let Some(pw) = r.password else {
+                return Step::Done(AuthDecision::Accept(Default::default()));
+            };
+            let g = self.0.clone();
+            Step::Verify(PasswordCheck::new(move || {
+                let n = g.running.fetch_add(1, SeqCst) + 1;
+                g.max.fetch_max(n, SeqCst);
+                // 1000 turns of 10 ms at most.
+                for _ in 0..1000 {
+                    if g.running.load(SeqCst) >= g.until_running.load(SeqCst) {
+                        // Seen together: let everyone (later checks too) through.
+                        g.open.store(true, SeqCst);
+                    }
+                    if g.open.load(SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                g.running.fetch_sub(1, SeqCst);
+                pw.as_str() == "good"
+            }))
+        }
+        fn finish(&mut self, _: Instant, _: u64, v: Verified, _live: bool) -> AuthDecision {
+            match v {
+                Verified::Match => AuthDecision::Accept(Default::default()),
+                Verified::NoMatch => AuthDecision::Reject { reason: None },
+                Verified::Busy => AuthDecision::Reject {
+                    reason: Some("busy".into()),
+                },
+            }
+        }
+        fn connected(&mut self, _: Instant, _: u32, _: &str, _: Ipv4Addr) {}
+        fn disconnected(&mut self, _: Instant, _: u32) {}
+        fn recheck(&mut self, _: Instant) -> Vec<Kick> {
+            Vec::new()
+        }
+    }
+
+    fn decisions(out: &[FromWorker]) -> Vec<(u32, String)> {
+        out.iter()
+            .filter_map(|m| match m {
+                FromWorker::Decision {
+                    peer_id, decision, ..
+                } => Some((
+                    *peer_id,
+                    match decision {
+                        AuthDecision::Accept(_) => "accept".to_owned(),
+                        AuthDecision::Reject { reason: None } => "reject".to_owned(),
+                        AuthDecision::Reject { reason: Some(r) } => r.clone(),
+                    },
+                )),
+                FromWorker::Kick(_) => None,
+            })
+            .collect()
+    }
+
+    /// Issue 10: password checks run on a pool, as many at once as it has threads (and
+    /// never more), instead of one after the other.
+    #[test]
+    fn password_checks_run_in_parallel() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let g = Arc::new(Gauge::default());
+        g.until_running.store(4, SeqCst);
+        let clock = Clock::new().expect("clock");
+        let opts = AuthOptions {
+            verify_threads: 4,
+            max_queued: 64,
+            ..AuthOptions::default()
+        };
+        let mut w = AuthWorker::spawn(Box::new(Pooled(g.clone())), clock, opts).expect("spawn");
+        for peer in 0..8 {
+            w.request(req(peer, "u", if peer % 2 == 0 { "good" } else { "bad" }))
+                .expect("send");
+        }
+        // Bounded: each check waits at most 10 s for company.
+        let mut out = Vec::new();
+        for _ in 0..3000 {
+            w.drain(&mut out).expect("alive");
+            if out.len() >= 8 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut d = decisions(&out);
+        d.sort();
+        let want: Vec<(u32, String)> = (0..8)
+            .map(|p| (p, if p % 2 == 0 { "accept" } else { "reject" }.to_owned()))
+            .collect();
+        assert_eq!(d, want);
+        assert_eq!(g.max.load(SeqCst), 4, "checks at once");
+        w.stop(Duration::from_secs(2));
+    }
+
+    /// A full queue refuses at once instead of blocking anyone; certificate-only logins are
+    /// decided while every pool thread is busy; the queued checks finish once the pool frees.
+    #[test]
+    fn a_full_queue_refuses_and_certificates_pass_by() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let g = Arc::new(Gauge::default());
+        g.until_running.store(usize::MAX, SeqCst);
+        let clock = Clock::new().expect("clock");
+        let opts = AuthOptions {
+            verify_threads: 1,
+            max_queued: 2,
+            ..AuthOptions::default()
+        };
+        let mut w = AuthWorker::spawn(Box::new(Pooled(g.clone())), clock, opts).expect("spawn");
+        // One runs (blocked), two wait, two are refused.
+        for peer in 0..5 {
+            w.request(req(peer, "u", "good")).expect("send");
+        }
+        let mut cert_only = req(9, "carol", "");
+        cert_only.password = None;
+        w.request(cert_only).expect("send");
+        let out = wait_for(&mut w, 3);
+        let mut d = decisions(&out);
+        d.sort();
+        assert_eq!(
+            d,
+            [(3, "busy".into()), (4, "busy".into()), (9, "accept".into())],
+            "while the pool is blocked"
+        );
+        assert!(!g.open.load(SeqCst), "decided before any check finished");
+        g.open.store(true, SeqCst);
+        let mut d = decisions(&wait_for(&mut w, 3));
+        d.sort();
+        assert_eq!(
+            d,
+            [
+                (0, "accept".into()),
+                (1, "accept".into()),
+                (2, "accept".into())
+            ]
+        );
+        assert_eq!(g.max.load(SeqCst), 1);
+        w.stop(Duration::from_secs(2));
+    }
+
+    /// A check whose client left is not reported, and a queued one is not even run.
+    #[test]
+    fn checks_of_departed_clients_are_dropped() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let g = Arc::new(Gauge::default());
+        g.until_running.store(usize::MAX, SeqCst);
+        let clock = Clock::new().expect("clock");
+        let opts = AuthOptions {
+            verify_threads: 1,
+            max_queued: 8,
+            ..AuthOptions::default()
+        };
+        let mut w = AuthWorker::spawn(Box::new(Pooled(g.clone())), clock, opts).expect("spawn");
+        w.request(req(1, "a", "good")).expect("send");
+        w.request(req(2, "b", "good")).expect("send");
+        w.request(req(3, "c", "good")).expect("send");
+        w.disconnected(1).expect("send");
+        w.disconnected(2).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+        g.open.store(true, SeqCst);
+        let out = wait_for(&mut w, 1);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut more = Vec::new();
+        w.drain(&mut more).expect("alive");
+        let d: Vec<_> = decisions(&out)
+            .into_iter()
+            .chain(decisions(&more))
+            .collect();
+        assert_eq!(d, [(3, "accept".into())]);
+        // Peer 1's check ran (it had started); peer 2's never did.
+        assert_eq!(g.max.load(SeqCst), 1);
+        w.stop(Duration::from_secs(2));
     }
 }

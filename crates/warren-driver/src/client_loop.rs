@@ -149,6 +149,31 @@ pub struct ClientLoopOptions {
     /// Tun offloads and batched UDP (GRO/GSO); `false` (`--no-offload`) moves one packet
     /// per system call.
     pub offload: bool,
+    /// `user`/`group`: once the first connection is up, become this user (see
+    /// [`DropAfterUp`]).
+    pub drop_after_up: Option<DropAfterUp>,
+}
+
+/// `user`/`group` for the client. Like OpenVPN, the client drops privileges once the
+/// tunnel is first up (tun open, routes and DNS applied). It keeps CAP_NET_ADMIN, also for
+/// the `ip` commands it runs, so it still changes and removes routes on reconnections and
+/// at exit. What it can no longer do as that user (put back resolv.conf, write its journal
+/// under /run/warren) is handed to `prepare`, which runs as root just before the switch
+/// and starts a helper that undoes the journal once the client is gone (OpenVPN's
+/// `down-root` plugin plays this part there).
+pub struct DropAfterUp {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub prepare: Box<dyn FnOnce() -> io::Result<()> + Send>,
+}
+
+impl std::fmt::Debug for DropAfterUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropAfterUp")
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Error)]
@@ -182,6 +207,10 @@ pub enum ClientLoopError {
     },
     #[error("reading from tun device {name}: {source}")]
     TunRead { name: String, source: io::Error },
+    #[error("starting the restore helper for `user`/`group`: {0}")]
+    RestoreHelper(#[source] io::Error),
+    #[error("dropping privileges (`user`/`group`): {0}")]
+    Privileges(#[source] warren_io::PrivilegeError),
     #[error("configuring the network: {0}")]
     Net(#[source] NetError),
 }
@@ -1016,6 +1045,9 @@ impl Loop {
                             summary,
                             crate::cipher_name(cipher)
                         );
+                        if let Some(d) = self.opts.drop_after_up.take() {
+                            self.drop_privileges(d)?;
+                        }
                     }
                     Err(Fatal::Net(e)) => return Err(e),
                     Err(Fatal::Retry(msg)) => {
@@ -1031,6 +1063,34 @@ impl Loop {
             other => debug!("client event: {other:?}"),
         }
         Ok(Flow::Continue)
+    }
+
+    /// `user`/`group` once the tunnel is up (see [`DropAfterUp`]).
+    fn drop_privileges(&mut self, d: DropAfterUp) -> Result<(), ClientLoopError> {
+        (d.prepare)().map_err(ClientLoopError::RestoreHelper)?;
+        // The journal's last write, as root; from here the helper owns the DNS undo.
+        if let Some(net) = &mut self.net {
+            net.hand_over();
+        }
+        let done = warren_io::drop_privileges(
+            d.user.as_deref(),
+            d.group.as_deref(),
+            warren_io::KeepCaps::NetAdminForChildren,
+        )
+        .map_err(ClientLoopError::Privileges)?;
+        let who = format!(
+            "{}:{}",
+            d.user.unwrap_or_else(|| done.uid.to_string()),
+            d.group.unwrap_or_else(|| {
+                warren_io::group_name(done.gid).unwrap_or_else(|| done.gid.to_string())
+            })
+        );
+        if done.has_net_admin() {
+            info!("dropped privileges to {who}, keeping CAP_NET_ADMIN");
+        } else {
+            info!("dropped privileges to {who}");
+        }
+        Ok(())
     }
 
     /// Opens the tun device the first time and applies the network settings. Returns the

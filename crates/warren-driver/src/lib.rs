@@ -38,11 +38,14 @@ pub mod status;
 mod tcp;
 mod workers;
 
-pub use auth::{AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick};
+pub use auth::{
+    AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step, Verified,
+};
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientStats, NetOptions, PullAction, RemoteFamily,
-    RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client, tunnel_spec,
+    ClientLoopError, ClientLoopOptions, ClientStats, DropAfterUp, NetOptions, PullAction,
+    RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
+    tunnel_spec,
 };
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, run_server, snapshot,

@@ -796,7 +796,7 @@ impl Loop {
                     peer_id, decision, ..
                 } => self.ctl.server.authorize(now, peer_id, decision),
                 FromWorker::Kick(k) => {
-                    let n = self.ctl.server.kick(now, &k.identity, &k.message);
+                    let n = self.ctl.server.kick_target(now, &k.target, &k.message);
                     if n > 0 {
                         info!(
                             "ended {n} session(s) of {}: {} (sent {})",

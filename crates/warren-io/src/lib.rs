@@ -42,7 +42,10 @@ mod udp;
 pub use clock::{Clock, format_local_time};
 pub use ifaddrs::{InterfaceAddr, ipv4_interface_addrs};
 pub use poll::{Interest, Poller, Token};
-pub use privs::{PrivilegeError, current_user_name, drop_privileges};
+pub use privs::{
+    CAP_NET_ADMIN, Dropped, KeepCaps, PrivilegeError, current_user_name, drop_privileges,
+    effective_capabilities, group_exists, group_name, is_root, user_exists,
+};
 pub use rng::OsRng;
 pub use signals::{Signal, Signals};
 pub use tcp::{TcpBind, TcpBindError, TcpConn, TcpListener};

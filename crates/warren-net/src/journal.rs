@@ -51,9 +51,10 @@ impl Owner {
         }
     }
 
-    /// The process that wrote the journal still runs (same pid, same start time).
+    /// The process that wrote the journal still runs (same pid, same start time, and not a
+    /// zombie waiting to be reaped: that one will change nothing any more).
     fn alive(&self) -> bool {
-        start_time(self.pid).is_some_and(|s| s == self.start)
+        stat_of(self.pid).is_some_and(|(state, s)| s == self.start && !matches!(state, 'Z' | 'X'))
     }
 }
 
@@ -64,10 +65,17 @@ fn current_netns() -> String {
 }
 
 fn start_time(pid: u32) -> Option<u64> {
+    stat_of(pid).map(|(_, start)| start)
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain anything.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// The journal file of one [`NetState`].

@@ -79,6 +79,18 @@ impl NetState {
         }
     }
 
+    /// Hands the journal over to a privileged helper that will undo what it lists once
+    /// this process is gone (`warren client` with `user`/`group`): the file on disk is
+    /// written one last time and then left alone (this process may no longer write it),
+    /// and the DNS changes leave the in-memory journal, so this process does not try to
+    /// undo them itself (it may no longer write resolv.conf). Routes stay: this process
+    /// still removes them (with CAP_NET_ADMIN), and the helper finds them gone.
+    pub fn hand_over(&mut self) {
+        self.save();
+        self.store = None;
+        self.journal.retain(|c| matches!(c, Change::Route(_)));
+    }
+
     fn save(&mut self) {
         self.save_with(&[]);
     }

@@ -314,6 +314,11 @@ impl TunnelNet {
         self.current = None;
         self.state.restore()
     }
+
+    /// See [`NetState::hand_over`].
+    pub fn hand_over(&mut self) {
+        self.state.hand_over();
+    }
 }
 
 #[cfg(test)]

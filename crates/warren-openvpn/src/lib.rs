@@ -39,8 +39,8 @@ pub use dataplane::{
 };
 pub use push::{PushedConfig, PushedRoute};
 pub use server::{
-    AuthDecision, AuthGrant, ClientStatus, HalfOpenLimits, OverloadKind, Password, Server,
-    ServerConfig, ServerCounters, ServerEvent,
+    AuthDecision, AuthGrant, ClientStatus, HalfOpenLimits, KickTarget, OverloadKind, Password,
+    Server, ServerConfig, ServerCounters, ServerEvent,
 };
 pub use types::{
     ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,

@@ -162,6 +162,17 @@ pub enum AuthDecision {
     },
 }
 
+/// Which sessions [`Server::kick`] ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KickTarget {
+    /// Every session with this identity (the certificate's common name, or the identity
+    /// [`AuthGrant::identity`] gave it).
+    Identity(String),
+    /// The sessions whose client certificate has this serial number (big-endian; leading
+    /// zero bytes are ignored).
+    CertSerial(Vec<u8>),
+}
+
 /// What an accepted client gets beyond the server's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct AuthGrant {
@@ -1054,14 +1065,29 @@ impl Server {
     }
 
     /// Ends every connected session whose identity matches, sending `message` (e.g.
-    /// `RESTART` or `HALT,...`) first. Returns how many were ended. Used for revocation.
+    /// `RESTART` or `HALT,...`) first. Returns how many were ended.
     pub fn kick(&mut self, now: Instant, identity: &str, message: &str) -> usize {
+        self.kick_target(now, &KickTarget::Identity(identity.to_owned()), message)
+    }
+
+    /// Ends every session `target` names, sending `message` (e.g. `RESTART` or
+    /// `HALT,...`) first. Returns how many were ended. Used for revocation: a revoked
+    /// certificate ends only the sessions of that certificate (others may share its common
+    /// name under `duplicate-cn`); a disabled or deleted user ends all of the identity's.
+    pub fn kick_target(&mut self, now: Instant, target: &KickTarget, message: &str) -> usize {
         let mut n = 0;
         for slot in 0..self.sessions.len() {
             let Some(s) = self.sessions[slot].as_mut() else {
                 continue;
             };
-            if s.common_name.as_deref() != Some(identity) || s.is_closing() {
+            let hit = match target {
+                KickTarget::Identity(id) => s.common_name.as_deref() == Some(id.as_str()),
+                KickTarget::CertSerial(serial) => {
+                    let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
+                    s.cert_serial.as_deref() == Some(&serial[start..])
+                }
+            };
+            if !hit || s.is_closing() {
                 continue;
             }
             s.send_control_message(&mut self.ctx, now, message);

@@ -93,6 +93,10 @@ pub(crate) struct Session {
     pub keys: Vec<KeyState>,
     pub side: Side,
     pub common_name: Option<String>,
+    /// The serial number of the client's certificate (big-endian, leading zero bytes
+    /// removed), fixed by the first key: revocation ends the session of one certificate
+    /// even when several share a common name (`duplicate-cn`).
+    pub cert_serial: Option<Vec<u8>>,
     /// The username from key-method 2 (`auth-user-pass`), if the client sent one.
     pub username: Option<String>,
     pub peer_info: Option<PeerInfo>,
@@ -167,6 +171,7 @@ impl Session {
             keys: vec![ks],
             side,
             common_name: None,
+            cert_serial: None,
             username: None,
             peer_info: None,
             vpn_ip: None,
@@ -545,8 +550,10 @@ impl Session {
             .and_then(crate::tls::peer_common_name)
             .or_else(|| (!km2.username.is_empty()).then(|| km2.username.clone()))
             .ok_or_else(|| "client certificate has no common name".to_string())?;
+        let serial = ks.peer_certificates().and_then(crate::tls::peer_serial);
         let first = self.common_name.is_none();
         if first {
+            self.cert_serial = serial;
             let info = PeerInfo::parse(&km2.peer_info);
             self.data_v2 = info.proto & iv_proto::DATA_V2 != 0;
             self.request_push = info.proto & iv_proto::REQUEST_PUSH != 0;
@@ -571,6 +578,10 @@ impl Session {
                 "common name changed during renegotiation from {:?} to {cn:?}",
                 self.common_name.as_deref().unwrap_or("")
             ));
+        } else if serial != self.cert_serial {
+            // ssl_verify.c `tls_lock_cert_hash_set`/`cert_hash_compare`: nor may the
+            // certificate (what was authorised, and what revocation looks for, is the first).
+            return Err("client certificate changed during renegotiation".to_string());
         }
 
         // Our key-method 2 reply (ssl.c key_method_2_write): no pre-master from the server.

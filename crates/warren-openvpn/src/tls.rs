@@ -509,6 +509,17 @@ pub fn peer_common_name(certs: &[CertificateDer<'_>]) -> Option<String> {
     name::common_name(cert.subject()).ok()
 }
 
+/// The serial number of the leaf certificate (the first in `certs`): the big-endian
+/// magnitude of the DER INTEGER with leading zero bytes removed (so equal to what a CRL or
+/// the state store records). `None` if there is no certificate or it does not parse.
+pub fn peer_serial(certs: &[CertificateDer<'_>]) -> Option<Vec<u8>> {
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let raw = cert.raw_serial();
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    Some(raw[start..].to_vec())
+}
+
 /// The subject of the leaf certificate as OpenVPN prints it (`ssl_verify_openssl.c:
 /// x509_get_subject`, then `string_mod_remap_name`), e.g. `C=DE, O=Example, CN=alice`. This
 /// is the string `verify-x509-name ... subject` compares, and what OpenVPN logs.

@@ -19,7 +19,7 @@ use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, Tl
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
     DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, KeyDerivation,
-    OverloadKind, Server, ServerConfig, ServerEvent, WrapConfig,
+    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -30,6 +30,8 @@ struct Pki {
     ca_pem: String,
     server: (String, String),
     client: (String, String),
+    /// Another certificate with the same common name (`client`), another serial.
+    client_twin: (String, String),
     other_ca_client: (String, String),
 }
 
@@ -79,6 +81,12 @@ fn pki() -> &'static Pki {
             ca_pem,
             server: issue(&issuer, "server", ExtendedKeyUsagePurpose::ServerAuth, true),
             client: issue(
+                &issuer,
+                "client",
+                ExtendedKeyUsagePurpose::ClientAuth,
+                false,
+            ),
+            client_twin: issue(
                 &issuer,
                 "client",
                 ExtendedKeyUsagePurpose::ClientAuth,
@@ -1224,6 +1232,118 @@ fn three_clients_get_distinct_addresses() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "distinct addresses: {ips:?}");
+}
+
+/// The serial number of a PEM certificate, as the engine records it.
+fn serial_of(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    tls::peer_serial(&[der]).unwrap()
+}
+
+/// Issue 10: under duplicate-cn two certificates share a common name; revoking one (a kick
+/// by serial) ends only the session of that certificate. A kick by identity still ends
+/// every session of the name.
+#[test]
+fn kick_by_serial_ends_only_that_certificate() {
+    let setup = Setup::default();
+    let mut cfg = server_config(&setup);
+    cfg.duplicate_cn = true;
+    let mut server = Server::new(cfg, Box::new(TestRng::seed(7)));
+    let mut net = Net::new(7, Impair::default());
+    let mut now = Instant::from_secs(10);
+    let p = pki();
+    assert_ne!(serial_of(&p.client.0), serial_of(&p.client_twin.0));
+    let mut clients: Vec<(SocketAddr, Client, Vec<ClientEvent>)> = [&p.client, &p.client_twin]
+        .into_iter()
+        .zip(0u8..)
+        .map(|(cert, i)| {
+            let a = SocketAddr::from(([192, 0, 2, 20 + i], 5000));
+            let c = Client::new(
+                client_config(&setup, cert),
+                addr(SERVER),
+                Box::new(TestRng::seed(u64::from(i) + 70)),
+                now,
+            )
+            .unwrap();
+            (a, c, Vec::new())
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut step = |server: &mut Server,
+                    clients: &mut Vec<(SocketAddr, Client, Vec<ClientEvent>)>,
+                    now: &mut Instant| {
+        while let Some(to) = server.poll_transmit(*now, &mut out) {
+            net.send(*now, addr(SERVER), to, out.clone());
+        }
+        for (a, c, _) in clients.iter_mut() {
+            while let Some(to) = c.poll_transmit(*now, &mut out) {
+                net.send(*now, *a, to, out.clone());
+            }
+        }
+        *now += Duration::from_millis(5);
+        while let Some((from, to, mut pkt)) = net.pop_due(*now) {
+            if to == addr(SERVER) {
+                server.handle_datagram(*now, from, &mut pkt);
+            } else if let Some((_, c, _)) = clients.iter_mut().find(|(a, _, _)| *a == to) {
+                c.handle_datagram(*now, from, &mut pkt);
+            }
+        }
+        if server.poll_timeout().is_some_and(|t| t <= *now) {
+            server.handle_timeout(*now);
+        }
+        for (_, c, events) in clients.iter_mut() {
+            if c.poll_timeout().is_some_and(|t| t <= *now) {
+                c.handle_timeout(*now);
+            }
+            while let Some(e) = c.poll_event() {
+                events.push(e);
+            }
+        }
+        while server.poll_event().is_some() {}
+    };
+    for _ in 0..2000 {
+        step(&mut server, &mut clients, &mut now);
+        if clients.iter().all(|(_, c, _)| c.is_connected()) {
+            break;
+        }
+    }
+    assert!(clients.iter().all(|(_, c, _)| c.is_connected()));
+    assert_eq!(server.clients().len(), 2);
+    assert!(server.clients().iter().all(|c| c.common_name == "client"));
+
+    // An unknown serial ends nothing; the twin's serial (with a leading zero byte, which
+    // does not count) ends the twin only.
+    assert_eq!(
+        server.kick_target(now, &KickTarget::CertSerial(vec![0xde, 0xad]), "RESTART"),
+        0
+    );
+    let mut twin = vec![0u8];
+    twin.extend(serial_of(&p.client_twin.0));
+    assert_eq!(
+        server.kick_target(now, &KickTarget::CertSerial(twin), "RESTART"),
+        1
+    );
+    for _ in 0..600 {
+        step(&mut server, &mut clients, &mut now);
+    }
+    let restarted = |events: &[ClientEvent]| {
+        events.iter().any(|e| {
+            matches!(
+                e,
+                ClientEvent::Disconnected {
+                    reason: ClientDisconnect::Restart(_)
+                }
+            )
+        })
+    };
+    assert!(restarted(&clients[1].2), "twin kicked: {:?}", clients[1].2);
+    assert!(!restarted(&clients[0].2), "other kept: {:?}", clients[0].2);
+    assert!(clients[0].1.is_connected());
+    assert_eq!(server.clients().len(), 1);
+
+    // By identity: every session of the name (here the one left).
+    assert_eq!(server.kick(now, "client", "RESTART"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -131,13 +131,19 @@ impl<K: Eq + Hash + Clone> Table<K> {
         self.interval.saturating_mul(self.burst)
     }
 
-    /// `Some(retry_after)` when the bucket of `key` is full at `now`.
-    fn limited<Q>(&self, now: Instant, key: &Q) -> Option<Duration>
+    /// `Some(retry_after)` when the bucket of `key` is full at `now`, or would be after
+    /// `pending` more failures (checks still running count as failures until they end).
+    fn limited<Q>(&self, now: Instant, key: &Q, pending: u32) -> Option<Duration>
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
     {
-        let tat = *self.tat.get(key)?;
+        let recorded = self.tat.get(key).copied();
+        if recorded.is_none() && pending == 0 {
+            return None;
+        }
+        let base = recorded.unwrap_or(now).max(now);
+        let tat = (base + self.interval.saturating_mul(pending)).min(now + self.window());
         // GCRA: one more failure would push tat to tat + interval; that must stay within
         // `burst * interval` of now. So the bucket is full when tat - now > window - interval.
         let ahead = tat.saturating_duration_since(now);
@@ -217,9 +223,22 @@ impl AuthRateLimiter {
     /// May a login for `user` from `addr` be checked now? (`user` is `None` for certificate-only
     /// attempts.) Does not change any state.
     pub fn check(&self, now: Instant, addr: IpAddr, user: Option<&str>) -> RateDecision {
+        self.check_pending(now, addr, user, (0, 0))
+    }
+
+    /// [`AuthRateLimiter::check`] for a server that runs several password checks at once:
+    /// `pending` = (checks from `addr`, checks of `user` from `addr`) started but not yet
+    /// recorded, each counted as a failure, so parallel guesses cannot overrun the limits.
+    pub fn check_pending(
+        &self,
+        now: Instant,
+        addr: IpAddr,
+        user: Option<&str>,
+        pending: (u32, u32),
+    ) -> RateDecision {
         let key = user.map(|u| (addr, u.to_owned()));
         if let Some(k) = &key
-            && let Some(retry_after) = self.by_user_addr.limited(now, k)
+            && let Some(retry_after) = self.by_user_addr.limited(now, k, pending.1)
         {
             return RateDecision::Limited {
                 by: LimitedBy::UserAtAddress,
@@ -230,7 +249,7 @@ impl AuthRateLimiter {
             .as_ref()
             .and_then(|k| self.trusted.get(k))
             .is_some_and(|until| *until > now);
-        if !trusted && let Some(retry_after) = self.by_addr.limited(now, &addr) {
+        if !trusted && let Some(retry_after) = self.by_addr.limited(now, &addr, pending.0) {
             return RateDecision::Limited {
                 by: LimitedBy::Address,
                 retry_after,
@@ -443,5 +462,36 @@ mod tests {
         let line = RateLimitConfig::default().to_string();
         assert!(line.contains("5 failed logins"), "{line}");
         assert!(line.contains("never across addresses"), "{line}");
+    }
+
+    /// Checks still running count as failures: five parallel guesses of one user fill the
+    /// per-user burst, and one recorded failure leaves room for four pending.
+    #[test]
+    fn pending_checks_count_as_failures() {
+        let mut rl = AuthRateLimiter::default();
+        let t0 = Instant::from_secs(1000);
+        let a = Some("alice");
+        assert!(rl.check_pending(t0, ip(1), a, (4, 4)).is_allowed());
+        assert!(matches!(
+            rl.check_pending(t0, ip(1), a, (5, 5)),
+            RateDecision::Limited {
+                by: LimitedBy::UserAtAddress,
+                ..
+            }
+        ));
+        rl.record_failure(t0, ip(1), a);
+        assert!(rl.check_pending(t0, ip(1), a, (3, 3)).is_allowed());
+        assert!(!rl.check_pending(t0, ip(1), a, (4, 4)).is_allowed());
+        // The address: 20 in flight over many names.
+        assert!(rl.check_pending(t0, ip(2), None, (19, 0)).is_allowed());
+        assert!(matches!(
+            rl.check_pending(t0, ip(2), None, (20, 0)),
+            RateDecision::Limited {
+                by: LimitedBy::Address,
+                ..
+            }
+        ));
+        // Another address is untouched.
+        assert!(rl.check_pending(t0, ip(3), a, (0, 0)).is_allowed());
     }
 }
