@@ -21,7 +21,7 @@ use warren_openvpn::tls::ClientTlsOptions;
 use warren_openvpn::{ClientConfig, KeyDerivation};
 
 use crate::convert::{
-    cert_role, data_ciphers, key_derivation, tls_version, wrap_config, wrap_name,
+    cert_role, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config, wrap_name,
 };
 use crate::logging;
 
@@ -194,6 +194,11 @@ impl Plan {
                 .verify_x509_name
                 .as_ref()
                 .map(|(n, t)| (n.clone(), x509_match(*t))),
+            algorithms: tls_algorithms(
+                cfg.tls_groups.as_deref(),
+                cfg.tls_cipher.as_deref(),
+                cfg.tls_ciphersuites.as_deref(),
+            ),
         };
         let tls =
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)

@@ -41,7 +41,8 @@ use warren_store::{RateLimitConfig, SqliteStore, Store};
 
 use crate::auth::{AuthMode, Pool, StoreAuth};
 use crate::convert::{
-    cert_role, cipher_kind, data_ciphers, key_derivation, tls_version, wrap_config, wrap_name,
+    cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
+    wrap_name,
 };
 use crate::logging;
 use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
@@ -592,6 +593,11 @@ fn engine_config(
             warren_config::VerifyClientCert::Optional => ClientCertMode::Optional,
             warren_config::VerifyClientCert::Require => ClientCertMode::Require,
         },
+        algorithms: tls_algorithms(
+            cfg.tls_groups.as_deref(),
+            cfg.tls_cipher.as_deref(),
+            cfg.tls_ciphersuites.as_deref(),
+        ),
     };
     let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
         .context("setting up TLS from `ca`, `cert` and `key`")?;

@@ -12,7 +12,7 @@ use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
     CertRole, ClientProto, DevType, KeyDerivationPolicy, PullFilterAction, Remote, ResolvRetry,
-    Route, TlsVersion, X509NameType,
+    Route, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
 };
 
 /// A client config (an ordinary `.ovpn` profile), lowered.
@@ -98,6 +98,13 @@ pub struct ClientConfig {
     pub tls_version_min: Option<TlsVersion>,
     /// `tls-version-max`.
     pub tls_version_max: Option<TlsVersion>,
+    /// `tls-groups` (or `ecdh-curve`): the key-exchange groups in order;
+    /// `None` for warren's defaults (X25519, P-256, P-384).
+    pub tls_groups: Option<Vec<TlsGroup>>,
+    /// `tls-cipher`: the TLS 1.2 suites in order; `None` for all warren has.
+    pub tls_cipher: Option<Vec<TlsCipherSuite>>,
+    /// `tls-ciphersuites`: the TLS 1.3 suites in order; `None` for all warren has.
+    pub tls_ciphersuites: Option<Vec<TlsCipherSuite>>,
     /// `tun-mtu`.
     pub tun_mtu: Option<u16>,
     /// `mssfix N`.
@@ -172,6 +179,7 @@ pub fn client_config_from_str(
         s.apply(lw, v)
     })?;
     c.check()?;
+    c.notes(&mut lw);
 
     let file = Arc::clone(&lw.file);
     let missing = |directive, why| ConfigError::Missing {
@@ -272,6 +280,7 @@ pub fn client_config_from_str(
     }
 
     let data_ciphers = c.data_ciphers();
+    let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
     let cfg = ClientConfig {
         remotes,
@@ -287,7 +296,7 @@ pub fn client_config_from_str(
         key: c.key.clone(),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
-        auth: c.auth.clone(),
+        auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         remote_cert_tls: c.remote_cert_tls,
         verify_x509_name: s.verify_x509_name,
         data_ciphers,
@@ -313,6 +322,9 @@ pub fn client_config_from_str(
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         tls_version_min: c.tls_version_min.map(|(v, _)| v),
         tls_version_max: c.tls_version_max,
+        tls_groups,
+        tls_cipher: c.tls_cipher.clone(),
+        tls_ciphersuites: c.tls_ciphersuites.clone(),
         tun_mtu: c.tun_mtu,
         mssfix: c.mssfix,
         sndbuf: c.sndbuf,

@@ -12,8 +12,8 @@ use crate::material::{Material, resolve_path};
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsVersion, Topology, UserAuth,
-    VerifyClientCert,
+    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsCipherSuite, TlsGroup, TlsVersion,
+    Topology, UserAuth, VerifyClientCert,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -70,6 +70,13 @@ pub struct ServerConfig {
     pub tls_version_min: Option<TlsVersion>,
     /// `tls-version-max`.
     pub tls_version_max: Option<TlsVersion>,
+    /// `tls-groups` (or `ecdh-curve`): the key-exchange groups in order;
+    /// `None` for warren's defaults (X25519, P-256, P-384).
+    pub tls_groups: Option<Vec<TlsGroup>>,
+    /// `tls-cipher`: the TLS 1.2 suites in order; `None` for all warren has.
+    pub tls_cipher: Option<Vec<TlsCipherSuite>>,
+    /// `tls-ciphersuites`: the TLS 1.3 suites in order; `None` for all warren has.
+    pub tls_ciphersuites: Option<Vec<TlsCipherSuite>>,
     /// `reneg-sec` (OpenVPN default 3600).
     pub reneg_sec: Option<u32>,
     /// `hand-window` (OpenVPN default 60).
@@ -194,6 +201,7 @@ pub(crate) fn lower_server(
         s.apply(lw, v)
     })?;
     c.check()?;
+    c.notes(&mut lw);
 
     let file = Arc::clone(&lw.file);
     let missing = |directive, why| ConfigError::Missing {
@@ -276,6 +284,7 @@ pub(crate) fn lower_server(
     }
 
     let data_ciphers = c.data_ciphers();
+    let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
     let cfg = ServerConfig {
         port: c.local_port.unwrap_or(defaults::PORT),
@@ -289,7 +298,7 @@ pub(crate) fn lower_server(
         dh: s.dh.and_then(|(m, _)| m),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
-        auth: c.auth.clone(),
+        auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         server,
         topology: Topology::Subnet,
         push: s.push,
@@ -301,6 +310,9 @@ pub(crate) fn lower_server(
         cipher: c.cipher.clone(),
         tls_version_min: c.tls_version_min.map(|(v, _)| v),
         tls_version_max: c.tls_version_max,
+        tls_groups,
+        tls_cipher: c.tls_cipher.clone(),
+        tls_ciphersuites: c.tls_ciphersuites.clone(),
         reneg_sec: c.reneg_sec,
         hand_window: c.hand_window,
         tls_timeout: c.tls_timeout,
