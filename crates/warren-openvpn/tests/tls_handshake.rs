@@ -1405,8 +1405,7 @@ fn chosen_suites_and_groups_are_negotiated() {
         &pki.server.key_pem,
         &none13,
     )
-    .err()
-    .expect("no suite for TLS 1.3");
+    .expect_err("no suite for TLS 1.3");
     assert!(
         e.to_string()
             .contains("no cipher suite is left for TLS 1.3"),
