@@ -22,6 +22,7 @@ use warren_openvpn::{ClientConfig, KeyDerivation};
 
 use crate::convert::{
     cert_role, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config, wrap_name,
+    x509_match,
 };
 use crate::logging;
 
@@ -322,14 +323,6 @@ fn shuffle(v: &mut [RemoteSpec]) -> Result<()> {
         v.swap(i, j);
     }
     Ok(())
-}
-
-fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
-    match t {
-        warren_config::X509NameType::Subject => warren_openvpn::tls::X509NameMatch::Subject,
-        warren_config::X509NameType::Name => warren_openvpn::tls::X509NameMatch::Name,
-        warren_config::X509NameType::NamePrefix => warren_openvpn::tls::X509NameMatch::NamePrefix,
-    }
 }
 
 fn pull_action(a: PullFilterAction) -> PullAction {

@@ -110,3 +110,11 @@ pub fn cert_role(r: warren_config::CertRole) -> warren_openvpn::tls::CertRole {
         warren_config::CertRole::Server => warren_openvpn::tls::CertRole::Server,
     }
 }
+
+pub fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
+    match t {
+        warren_config::X509NameType::Subject => warren_openvpn::tls::X509NameMatch::Subject,
+        warren_config::X509NameType::Name => warren_openvpn::tls::X509NameMatch::Name,
+        warren_config::X509NameType::NamePrefix => warren_openvpn::tls::X509NameMatch::NamePrefix,
+    }
+}

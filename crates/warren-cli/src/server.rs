@@ -42,7 +42,7 @@ use warren_store::{RateLimitConfig, SqliteStore, Store};
 use crate::auth::{AuthMode, Pool, StoreAuth};
 use crate::convert::{
     cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
-    wrap_name,
+    wrap_name, x509_match,
 };
 use crate::logging;
 use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
@@ -588,6 +588,10 @@ fn engine_config(
         min_version: cfg.tls_version_min.map(tls_version),
         max_version: cfg.tls_version_max.map(tls_version),
         remote_cert_tls: cfg.remote_cert_tls.map(cert_role),
+        verify_x509_name: cfg
+            .verify_x509_name
+            .as_ref()
+            .map(|(n, t)| (n.clone(), x509_match(*t))),
         client_cert: match cfg.client_cert() {
             warren_config::VerifyClientCert::None => ClientCertMode::None,
             warren_config::VerifyClientCert::Optional => ClientCertMode::Optional,

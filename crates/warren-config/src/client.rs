@@ -131,7 +131,6 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "remote-random",
     "rport",
     "nobind",
-    "verify-x509-name",
     "auth-user-pass",
     "redirect-gateway",
     "route-nopull",
@@ -249,7 +248,7 @@ pub fn client_config_from_str(
 
     let whole = lw.file_location();
     match c.remote_cert_tls {
-        None if s.verify_x509_name.is_none() => lw.warn(
+        None if c.verify_x509_name.is_none() => lw.warn(
             &whole,
             "remote-cert-tls",
             "the server certificate's role is not checked: any certificate from the same CA, including \
@@ -298,7 +297,7 @@ pub fn client_config_from_str(
         tls_auth,
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         remote_cert_tls: c.remote_cert_tls,
-        verify_x509_name: s.verify_x509_name,
+        verify_x509_name: c.verify_x509_name.clone(),
         data_ciphers,
         data_ciphers_fallback: c.data_ciphers_fallback.clone(),
         cipher: c.cipher.clone(),
@@ -351,7 +350,6 @@ struct ClientState {
     remote_random: bool,
     nobind: bool,
     nobind_loc: Option<Location>,
-    verify_x509_name: Option<(String, X509NameType)>,
     auth_user_pass: Option<Option<Material>>,
     redirect_gateway: Option<Vec<String>>,
     route_nopull: bool,
@@ -440,23 +438,6 @@ impl ClientState {
                 v.expect(0, 0, "no parameters")?;
                 self.nobind = true;
                 self.nobind_loc = Some(v.loc.clone());
-            }
-            "verify-x509-name" => {
-                v.expect(
-                    1,
-                    2,
-                    "1 or 2 parameters (a name, and subject, name or name-prefix)",
-                )?;
-                if v.arg(0).is_empty() {
-                    return Err(v.invalid(0, "empty name"));
-                }
-                let kind = match v.args.get(1).map(|a| a.value.as_str()) {
-                    None | Some("subject") => X509NameType::Subject,
-                    Some("name") => X509NameType::Name,
-                    Some("name-prefix") => X509NameType::NamePrefix,
-                    Some(_) => return Err(v.invalid(1, "expected subject, name or name-prefix")),
-                };
-                self.verify_x509_name = Some((v.arg(0).to_owned(), kind));
             }
             "auth-user-pass" => {
                 self.auth_user_pass = Some(if v.inline.is_some() {

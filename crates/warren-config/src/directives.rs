@@ -475,11 +475,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
         "per-client config directories are not supported yet",
         true,
     ),
-    (
-        "verify-x509-name",
-        "a server-side name restriction is not supported yet; ignoring it would accept any client name",
-        true,
-    ),
     ("server-bridge", "tap bridging is not supported yet", true),
     (
         "server-ipv6",

@@ -12,7 +12,9 @@ use crate::error::{ConfigError, Location, Warning};
 use crate::lex::{Directive, Spanned};
 use crate::material::{Material, resolve_path};
 use crate::tlsnames;
-use crate::types::{CertRole, DevType, KeyDerivationPolicy, TlsCipherSuite, TlsGroup, TlsVersion};
+use crate::types::{
+    CertRole, DevType, KeyDerivationPolicy, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
+};
 
 /// The AEAD data-channel ciphers warren implements, in OpenVPN 2.6's default
 /// `data-ciphers` order (options.c init_options: "AES-256-GCM:AES-128-GCM",
@@ -354,6 +356,8 @@ pub(crate) struct Common {
     pub ping_restart: Option<(u32, Location)>,
     pub explicit_exit_notify: Option<(u32, Location)>,
     pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name NAME [TYPE]`: the peer's name.
+    pub verify_x509_name: Option<(String, X509NameType)>,
     pub persist_key: bool,
     pub persist_tun: bool,
     pub verb: Option<u8>,
@@ -400,6 +404,7 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "ping-restart",
     "explicit-exit-notify",
     "remote-cert-tls",
+    "verify-x509-name",
     "persist-key",
     "persist-tun",
     "verb",
@@ -628,6 +633,23 @@ impl Common {
                     "server" => CertRole::Server,
                     _ => return Err(v.invalid(0, "expected `client` or `server`")),
                 });
+            }
+            "verify-x509-name" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (a name, and subject, name or name-prefix)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty name"));
+                }
+                let kind = match v.args.get(1).map(|a| a.value.as_str()) {
+                    None | Some("subject") => X509NameType::Subject,
+                    Some("name") => X509NameType::Name,
+                    Some("name-prefix") => X509NameType::NamePrefix,
+                    Some(_) => return Err(v.invalid(1, "expected subject, name or name-prefix")),
+                };
+                self.verify_x509_name = Some((v.arg(0).to_owned(), kind));
             }
             "persist-key" => {
                 v.expect(0, 0, "no parameters")?;

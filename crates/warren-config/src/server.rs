@@ -13,7 +13,7 @@ use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
     CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsCipherSuite, TlsGroup, TlsVersion,
-    Topology, UserAuth, VerifyClientCert,
+    Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub explicit_exit_notify: Option<u32>,
     /// `remote-cert-tls`.
     pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name NAME [TYPE]`: only clients whose certificate matches.
+    pub verify_x509_name: Option<(String, X509NameType)>,
     /// `verify-client-cert`. Always `Require` after lowering for now.
     pub verify_client_cert: VerifyClientCert,
     /// `persist-key`.
@@ -323,6 +325,7 @@ pub(crate) fn lower_server(
         max_half_open_per_source: s.max_half_open_per_source,
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         remote_cert_tls: c.remote_cert_tls,
+        verify_x509_name: c.verify_x509_name.clone(),
         verify_client_cert: s.verify_client_cert,
         persist_key: c.persist_key,
         persist_tun: c.persist_tun,

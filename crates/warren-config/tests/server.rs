@@ -401,6 +401,29 @@ fn tls_cipher_lists() {
 }
 
 #[test]
+fn verify_x509_name_on_the_server() {
+    use warren_config::X509NameType;
+    assert_eq!(cfg("").verify_x509_name, None);
+    assert_eq!(
+        cfg("verify-x509-name client1 name").verify_x509_name,
+        Some(("client1".into(), X509NameType::Name))
+    );
+    assert_eq!(
+        cfg("verify-x509-name \"C=DE, CN=alice\"").verify_x509_name,
+        Some(("C=DE, CN=alice".into(), X509NameType::Subject))
+    );
+    assert_eq!(
+        cfg("verify-x509-name team- name-prefix").verify_x509_name,
+        Some(("team-".into(), X509NameType::NamePrefix))
+    );
+    err(
+        "verify-x509-name alice cn",
+        "expected subject, name or name-prefix",
+    );
+    err("verify-x509-name", "takes 1 or 2 parameters");
+}
+
+#[test]
 fn ns_cert_type_and_remote_cert_tls() {
     let (c, w) = ok("ns-cert-type client");
     assert_eq!(c.remote_cert_tls, Some(CertRole::Client));
@@ -836,7 +859,6 @@ fn refused_directives() {
         "username/password checks",
     );
     err("client-config-dir ccd", "per-client config");
-    err("verify-x509-name client name", "name restriction");
     err("tls-crypt-v2 server.key", "use tls-crypt");
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");

@@ -217,6 +217,8 @@ pub struct ServerTlsOptions {
     pub remote_cert_tls: Option<CertRole>,
     /// `verify-client-cert`.
     pub client_cert: ClientCertMode,
+    /// `verify-x509-name <name> <type>`: the client certificate must match.
+    pub verify_x509_name: Option<(String, X509NameMatch)>,
     /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
     pub algorithms: TlsAlgorithms,
 }
@@ -553,7 +555,11 @@ pub fn server_config_with_time(
             if mode == ClientCertMode::Optional {
                 inner = inner.allow_unauthenticated();
             }
-            let verifier = verify::ClientVerifier::new(inner.build()?, opts.remote_cert_tls);
+            let verifier = verify::ClientVerifier::new(
+                inner.build()?,
+                opts.remote_cert_tls,
+                opts.verify_x509_name.clone(),
+            );
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };

@@ -1412,3 +1412,33 @@ fn chosen_suites_and_groups_are_negotiated() {
         "{e}"
     );
 }
+
+/// `verify-x509-name` in a server config restricts which client certificates get in.
+#[test]
+fn server_side_verify_x509_name() {
+    let pki = ec_pki();
+    let with = |name: &str, kind| ServerTlsOptions {
+        verify_x509_name: Some((name.to_owned(), kind)),
+        ..server_opts()
+    };
+    for ok in [
+        with("client", X509NameMatch::Name),
+        with("cli", X509NameMatch::NamePrefix),
+    ] {
+        handshake(client_cfg(pki, &client_opts()), server_cfg(pki, &ok)).unwrap();
+    }
+    let bad = with("alice", X509NameMatch::Name);
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &client_opts()), server_cfg(pki, &bad)),
+        Side::Server,
+    );
+    assert_eq!(
+        tls::certificate_rejection(&err),
+        Some(&CertRejection::X509NameMismatch {
+            expected: "alice".into(),
+            actual: "client".into(),
+            kind: X509NameMatch::Name,
+        }),
+        "{err:?}"
+    );
+}
