@@ -58,6 +58,8 @@ struct Generator {
     peer_cert: &'static str,
     /// The data cipher their files negotiate.
     data_cipher: &'static str,
+    /// The OpenSSL name of the TLS 1.2 suite their `tls-cipher` leaves, if they set one.
+    tls12_suite: Option<&'static str>,
     /// What `warren server` must log about their server.conf.
     server_warnings: &'static [&'static str],
 }
@@ -72,6 +74,7 @@ const ANGRISTAN: Generator = Generator {
     refused: &["crl-verify", "client-config-dir", "management"],
     peer_cert: "peer certificate: 256 bits ECprime256v1",
     data_cipher: "AES-128-GCM",
+    tls12_suite: Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
     server_warnings: &["secp521r1", "ifconfig-pool-persist"],
 };
 
@@ -85,6 +88,7 @@ const NYR: Generator = Generator {
     refused: &["crl-verify"],
     peer_cert: "peer certificate: 2048 bits RSA",
     data_cipher: "AES-256-GCM",
+    tls12_suite: None,
     server_warnings: &["DH parameters are not used", "ifconfig-pool-persist"],
 };
 
@@ -338,6 +342,43 @@ fn warren_server(g: &Generator) {
     let slog = lab.server_log();
     for w in g.server_warnings {
         assert!(slog.contains(w), "warren server log lacks {w:?}:\n{slog}");
+    }
+
+    // Their TLS 1.2 suite list, negotiated when the stock client is held to TLS 1.2 (a
+    // command-line option; their profile stays as it is).
+    if let Some(suite) = g.tls12_suite {
+        client.proc.terminate(Duration::from_secs(5));
+        let (ns, srv, cli) = lab.new_peer_ns();
+        let profile = dir.join("client12.ovpn");
+        fs::write(&profile, client_profile(g, &pki, &dir, &srv)).expect("write profile");
+        let log = dir.join("client12.log");
+        let argv = [
+            "openvpn",
+            "--config",
+            profile.to_str().expect("utf8"),
+            "--tls-version-max",
+            "1.2",
+        ];
+        let proc = ns.spawn_env("client12", &argv, &[], &dir, &log);
+        let mut client = Client {
+            proc,
+            ns,
+            name: "client12".into(),
+            dev: "tun0".into(),
+            server_underlay: srv,
+            client_underlay: cli,
+            tun_addr: None,
+        };
+        if let Err(e) = client.wait_connected(CONNECT_TIMEOUT) {
+            panic!(
+                "TLS 1.2 client did not connect: {e}\nserver log:\n{}",
+                common::process::tail(&lab.server_log(), 40)
+            );
+        }
+        let want = format!("Control Channel: TLSv1.2, cipher TLSv1.2 {suite}");
+        let clog = client.log();
+        assert!(clog.contains(&want), "client log lacks {want:?}:\n{clog}");
+        ping_ok(&client.ns, SERVER_TUN_ADDR, "TLS 1.2 client -> server");
     }
 }
 
