@@ -138,6 +138,10 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
     ("status", "the client writes no status file"),
     ("status-version", "the client writes no status file"),
     ("allow-pull-fqdn", NO_EFFECT),
+    (
+        "dh",
+        "only a server uses DH parameters (OpenVPN ignores `dh` in a client config too)",
+    ),
 ];
 
 const PUSHED_ONLY: &str = "this is pushed by the server, never set in a config file";
@@ -617,7 +621,6 @@ const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
     ("duplicate-cn", SERVER_ONLY, true),
     ("max-clients", SERVER_ONLY, true),
     ("verify-client-cert", SERVER_ONLY, true),
-    ("dh", SERVER_ONLY, true),
     ("ifconfig-pool-persist", SERVER_ONLY, true),
     ("client-config-dir", SERVER_ONLY, true),
     ("auth-user-pass-verify", SERVER_ONLY, true),

@@ -314,7 +314,7 @@ fn harmless_client_directives_warn() {
 fn server_directives_refused_in_client() {
     err("server 10.8.0.0 255.255.255.0", "server directive");
     err("push \"route 1.2.3.0 255.255.255.0\"", "server directive");
-    err("dh none", "server directive");
+    err("duplicate-cn", "server directive");
     err(
         "up /etc/openvpn/update-resolv-conf",
         "never runs external scripts",
@@ -498,4 +498,17 @@ fn deprecated_and_everyday_client_directives() {
     );
     err("replay-window -1", "non-negative whole number");
     err("ncp-ciphers BF-CBC", "not supported");
+    // `dh` (file, none or inline) is ignored by a client, with a warning, as in OpenVPN.
+    for d in [
+        "dh dh.pem",
+        "dh none",
+        "<dh>\n-----BEGIN DH PARAMETERS-----\n</dh>",
+    ] {
+        let (_, w) = ok(d);
+        assert!(
+            w.iter()
+                .any(|w| w.directive == "dh" && w.location.line == Some(NEXT)),
+            "{d}: {w:?}"
+        );
+    }
 }
