@@ -21,7 +21,8 @@ use warren_openvpn::tls::ClientTlsOptions;
 use warren_openvpn::{ClientConfig, KeyDerivation};
 
 use crate::convert::{
-    cert_role, data_ciphers, key_derivation, tls_version, wrap_config, wrap_name,
+    cert_role, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config, wrap_name,
+    x509_match,
 };
 use crate::logging;
 
@@ -282,6 +283,11 @@ impl Plan {
                 .verify_x509_name
                 .as_ref()
                 .map(|(n, t)| (n.clone(), x509_match(*t))),
+            algorithms: tls_algorithms(
+                cfg.tls_groups.as_deref(),
+                cfg.tls_cipher.as_deref(),
+                cfg.tls_ciphersuites.as_deref(),
+            ),
         };
         let tls =
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
@@ -399,14 +405,6 @@ fn shuffle(v: &mut [RemoteSpec]) -> Result<()> {
         v.swap(i, j);
     }
     Ok(())
-}
-
-fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
-    match t {
-        warren_config::X509NameType::Subject => warren_openvpn::tls::X509NameMatch::Subject,
-        warren_config::X509NameType::Name => warren_openvpn::tls::X509NameMatch::Name,
-        warren_config::X509NameType::NamePrefix => warren_openvpn::tls::X509NameMatch::NamePrefix,
-    }
 }
 
 fn pull_action(a: PullFilterAction) -> PullAction {

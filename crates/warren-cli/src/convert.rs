@@ -73,9 +73,48 @@ pub fn tls_version(v: warren_config::TlsVersion) -> warren_openvpn::tls::TlsVers
     }
 }
 
+/// `tls-groups`, `tls-cipher` and `tls-ciphersuites` as the TLS layer takes them.
+pub fn tls_algorithms(
+    groups: Option<&[warren_config::TlsGroup]>,
+    tls12: Option<&[warren_config::TlsCipherSuite]>,
+    tls13: Option<&[warren_config::TlsCipherSuite]>,
+) -> warren_openvpn::tls::TlsAlgorithms {
+    use warren_config::TlsCipherSuite as C;
+    use warren_openvpn::tls::{CipherSuite as S, KxGroup as G};
+    let group = |g: &warren_config::TlsGroup| match g {
+        warren_config::TlsGroup::X25519 => G::X25519,
+        warren_config::TlsGroup::P256 => G::P256,
+        warren_config::TlsGroup::P384 => G::P384,
+    };
+    let suite = |c: &C| match c {
+        C::Tls13Aes256GcmSha384 => S::Tls13Aes256GcmSha384,
+        C::Tls13Aes128GcmSha256 => S::Tls13Aes128GcmSha256,
+        C::Tls13Chacha20Poly1305Sha256 => S::Tls13Chacha20Poly1305Sha256,
+        C::EcdheEcdsaAes256GcmSha384 => S::EcdheEcdsaAes256GcmSha384,
+        C::EcdheEcdsaAes128GcmSha256 => S::EcdheEcdsaAes128GcmSha256,
+        C::EcdheEcdsaChacha20Poly1305Sha256 => S::EcdheEcdsaChacha20Poly1305Sha256,
+        C::EcdheRsaAes256GcmSha384 => S::EcdheRsaAes256GcmSha384,
+        C::EcdheRsaAes128GcmSha256 => S::EcdheRsaAes128GcmSha256,
+        C::EcdheRsaChacha20Poly1305Sha256 => S::EcdheRsaChacha20Poly1305Sha256,
+    };
+    warren_openvpn::tls::TlsAlgorithms {
+        kx_groups: groups.map(|l| l.iter().map(group).collect()),
+        tls12_suites: tls12.map(|l| l.iter().map(suite).collect()),
+        tls13_suites: tls13.map(|l| l.iter().map(suite).collect()),
+    }
+}
+
 pub fn cert_role(r: warren_config::CertRole) -> warren_openvpn::tls::CertRole {
     match r {
         warren_config::CertRole::Client => warren_openvpn::tls::CertRole::Client,
         warren_config::CertRole::Server => warren_openvpn::tls::CertRole::Server,
+    }
+}
+
+pub fn x509_match(t: warren_config::X509NameType) -> warren_openvpn::tls::X509NameMatch {
+    match t {
+        warren_config::X509NameType::Subject => warren_openvpn::tls::X509NameMatch::Subject,
+        warren_config::X509NameType::Name => warren_openvpn::tls::X509NameMatch::Name,
+        warren_config::X509NameType::NamePrefix => warren_openvpn::tls::X509NameMatch::NamePrefix,
     }
 }

@@ -42,7 +42,8 @@ use warren_store::{RateLimitConfig, SqliteStore, Store};
 
 use crate::auth::{AuthMode, Pool, StoreAuth};
 use crate::convert::{
-    cert_role, cipher_kind, data_ciphers, key_derivation, tls_version, wrap_config, wrap_name,
+    cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
+    wrap_name, x509_match,
 };
 use crate::logging;
 use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
@@ -941,11 +942,20 @@ fn engine_config(
         min_version: cfg.tls_version_min.map(tls_version),
         max_version: cfg.tls_version_max.map(tls_version),
         remote_cert_tls: cfg.remote_cert_tls.map(cert_role),
+        verify_x509_name: cfg
+            .verify_x509_name
+            .as_ref()
+            .map(|(n, t)| (n.clone(), x509_match(*t))),
         client_cert: match cfg.client_cert() {
             warren_config::VerifyClientCert::None => ClientCertMode::None,
             warren_config::VerifyClientCert::Optional => ClientCertMode::Optional,
             warren_config::VerifyClientCert::Require => ClientCertMode::Require,
         },
+        algorithms: tls_algorithms(
+            cfg.tls_groups.as_deref(),
+            cfg.tls_cipher.as_deref(),
+            cfg.tls_ciphersuites.as_deref(),
+        ),
     };
     let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
         .context("setting up TLS from `ca`, `cert` and `key`")?;

@@ -12,7 +12,7 @@ use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
     CertRole, ClientProto, DevType, KeyDerivationPolicy, PullFilterAction, Remote, ResolvRetry,
-    Route, TlsVersion, X509NameType,
+    Route, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
 };
 
 /// A client config (an ordinary `.ovpn` profile), lowered.
@@ -102,6 +102,13 @@ pub struct ClientConfig {
     pub tls_version_min: Option<TlsVersion>,
     /// `tls-version-max`.
     pub tls_version_max: Option<TlsVersion>,
+    /// `tls-groups` (or `ecdh-curve`): the key-exchange groups in order;
+    /// `None` for warren's defaults (X25519, P-256, P-384).
+    pub tls_groups: Option<Vec<TlsGroup>>,
+    /// `tls-cipher`: the TLS 1.2 suites in order; `None` for all warren has.
+    pub tls_cipher: Option<Vec<TlsCipherSuite>>,
+    /// `tls-ciphersuites`: the TLS 1.3 suites in order; `None` for all warren has.
+    pub tls_ciphersuites: Option<Vec<TlsCipherSuite>>,
     /// `tun-mtu`.
     pub tun_mtu: Option<u16>,
     /// `mssfix N`.
@@ -128,7 +135,6 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "remote-random",
     "rport",
     "nobind",
-    "verify-x509-name",
     "auth-user-pass",
     "redirect-gateway",
     "route-nopull",
@@ -178,6 +184,7 @@ pub fn client_config_from_str(
         s.apply(lw, v)
     })?;
     c.check()?;
+    c.notes(&mut lw);
 
     let file = Arc::clone(&lw.file);
     let missing = |directive, why| ConfigError::Missing {
@@ -247,7 +254,7 @@ pub fn client_config_from_str(
 
     let whole = lw.file_location();
     match c.remote_cert_tls {
-        None if s.verify_x509_name.is_none() => lw.warn(
+        None if c.verify_x509_name.is_none() => lw.warn(
             &whole,
             "remote-cert-tls",
             "the server certificate's role is not checked: any certificate from the same CA, including \
@@ -278,6 +285,7 @@ pub fn client_config_from_str(
     }
 
     let data_ciphers = c.data_ciphers();
+    let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
     let cfg = ClientConfig {
         remotes,
@@ -293,9 +301,9 @@ pub fn client_config_from_str(
         key: c.key.clone(),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
-        auth: c.auth.clone(),
+        auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         remote_cert_tls: c.remote_cert_tls,
-        verify_x509_name: s.verify_x509_name,
+        verify_x509_name: c.verify_x509_name.clone(),
         data_ciphers,
         data_ciphers_fallback: c.data_ciphers_fallback.clone(),
         cipher: c.cipher.clone(),
@@ -321,6 +329,9 @@ pub fn client_config_from_str(
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         tls_version_min: c.tls_version_min.map(|(v, _)| v),
         tls_version_max: c.tls_version_max,
+        tls_groups,
+        tls_cipher: c.tls_cipher.clone(),
+        tls_ciphersuites: c.tls_ciphersuites.clone(),
         tun_mtu: c.tun_mtu,
         mssfix: c.mssfix,
         sndbuf: c.sndbuf,
@@ -347,7 +358,6 @@ struct ClientState {
     remote_random: bool,
     nobind: bool,
     nobind_loc: Option<Location>,
-    verify_x509_name: Option<(String, X509NameType)>,
     auth_user_pass: Option<Option<Material>>,
     redirect_gateway: Option<Vec<String>>,
     route_nopull: bool,
@@ -444,23 +454,6 @@ impl ClientState {
                 v.expect(0, 0, "no parameters")?;
                 self.nobind = true;
                 self.nobind_loc = Some(v.loc.clone());
-            }
-            "verify-x509-name" => {
-                v.expect(
-                    1,
-                    2,
-                    "1 or 2 parameters (a name, and subject, name or name-prefix)",
-                )?;
-                if v.arg(0).is_empty() {
-                    return Err(v.invalid(0, "empty name"));
-                }
-                let kind = match v.args.get(1).map(|a| a.value.as_str()) {
-                    None | Some("subject") => X509NameType::Subject,
-                    Some("name") => X509NameType::Name,
-                    Some("name-prefix") => X509NameType::NamePrefix,
-                    Some(_) => return Err(v.invalid(1, "expected subject, name or name-prefix")),
-                };
-                self.verify_x509_name = Some((v.arg(0).to_owned(), kind));
             }
             "auth-user-pass" => {
                 self.auth_user_pass = Some(if v.inline.is_some() {

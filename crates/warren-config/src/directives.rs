@@ -106,6 +106,11 @@ pub(crate) const IGNORED_SERVER: &[(&str, &str)] = &[
         "warren does not learn client routes",
     ),
     ("stale-routes-check", "warren does not learn client routes"),
+    (
+        "resolv-retry",
+        "only affects resolving `remote`, which a server does not have",
+    ),
+    ("push-peer-info", "only a client sends peer info"),
 ];
 
 /// Ignored with a warning in client configs only.
@@ -138,6 +143,10 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
     ("status", "the client writes no status file"),
     ("status-version", "the client writes no status file"),
     ("allow-pull-fqdn", NO_EFFECT),
+    (
+        "dh",
+        "only a server uses DH parameters (OpenVPN ignores `dh` in a client config too)",
+    ),
 ];
 
 const PUSHED_ONLY: &str = "this is pushed by the server, never set in a config file";
@@ -150,9 +159,10 @@ const NOT_YET: &str = "not implemented yet; remove it, or add `ignore-unknown-op
 const COMPRESSION: &str = "compression is refused: compressing before encryption leaks plaintext lengths \
     (VORACLE), and even `comp-lzo no`/`compress` without an algorithm change the packet framing both \
     peers must agree on; remove the directive from server and clients";
-const TLS_TUNING: &str = "warren's TLS settings are fixed (rustls: TLS 1.2+, ECDHE with AES-GCM or \
-    CHACHA20-POLY1305 only), so this restriction cannot be applied; remove it, or add \
-    `ignore-unknown-option <name>` before it to accept warren's set (tls-version-min still works)";
+const TLS_TUNING: &str = "certificate profiles are OpenSSL security levels, which rustls does not have \
+    (it accepts RSA from 2048 bits, ECDSA P-256/P-384 and Ed25519 only); remove it, or add \
+    `ignore-unknown-option <name>` before it to accept warren's set (tls-version-min, tls-groups, \
+    tls-cipher and tls-ciphersuites work)";
 const EXTERNAL_KEY: &str =
     "keys must be PEM files or inline blocks given with `ca`, `cert` and `key`";
 const ACTION: &str = "this is a command-line action, not a config directive";
@@ -204,19 +214,10 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
     ("remote-cert-eku", CERT_CHECK, true),
     ("remote-cert-ku", CERT_CHECK, true),
     (
-        "ns-cert-type",
-        "Netscape certificate types are obsolete; use `remote-cert-tls client|server`",
-        true,
-    ),
-    (
         "x509-username-field",
         "only the certificate's CN is used as the client name",
         true,
     ),
-    ("tls-cipher", TLS_TUNING, false),
-    ("tls-ciphersuites", TLS_TUNING, false),
-    ("tls-groups", TLS_TUNING, false),
-    ("ecdh-curve", TLS_TUNING, false),
     ("tls-cert-profile", TLS_TUNING, false),
     (
         "force-tls-key-material-export",
@@ -416,7 +417,6 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
     ("inactive", NOT_YET, false),
     ("session-timeout", NOT_YET, false),
     ("tran-window", NOT_YET, false),
-    ("replay-window", NOT_YET, false),
     ("replay-persist", NOT_YET, false),
     ("keying-material-exporter", NOT_YET, false),
     ("bind", NOT_YET, false),
@@ -482,11 +482,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     (
         "ccd-exclusive",
         "per-client config directories are not supported yet",
-        true,
-    ),
-    (
-        "verify-x509-name",
-        "a server-side name restriction is not supported yet; ignoring it would accept any client name",
         true,
     ),
     ("server-bridge", "tap bridging is not supported yet", true),
@@ -573,7 +568,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
         true,
     ),
     ("redirect-private", CLIENT_ONLY, true),
-    ("resolv-retry", CLIENT_ONLY, true),
     ("remote-random", CLIENT_ONLY, true),
     ("static-challenge", CLIENT_ONLY, true),
     ("http-proxy", CLIENT_ONLY, true),
@@ -632,7 +626,6 @@ const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
     ("duplicate-cn", SERVER_ONLY, true),
     ("max-clients", SERVER_ONLY, true),
     ("verify-client-cert", SERVER_ONLY, true),
-    ("dh", SERVER_ONLY, true),
     ("ifconfig-pool-persist", SERVER_ONLY, true),
     ("client-config-dir", SERVER_ONLY, true),
     ("auth-user-pass-verify", SERVER_ONLY, true),

@@ -149,6 +149,7 @@ mod lower;
 mod material;
 mod server;
 mod settings;
+mod tlsnames;
 mod types;
 mod zero;
 
@@ -164,7 +165,8 @@ pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{Session, defaults};
 pub use types::{
     CertRole, ClientProto, DevType, KeyDerivationPolicy, Proto, PullFilterAction, Remote,
-    ResolvRetry, Route, StateDir, TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
+    ResolvRetry, Route, StateDir, TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth,
+    VerifyClientCert, X509NameType,
 };
 pub use zero::{ZERO_CONFIG_ORIGIN, ZeroConfig};
 

@@ -11,7 +11,10 @@ use crate::directives::{self, Disposition, Side};
 use crate::error::{ConfigError, Location, Warning};
 use crate::lex::{Directive, Spanned};
 use crate::material::{Material, resolve_path};
-use crate::types::{CertRole, DevType, KeyDerivationPolicy, TlsVersion};
+use crate::tlsnames;
+use crate::types::{
+    CertRole, DevType, KeyDerivationPolicy, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
+};
 
 /// The AEAD data-channel ciphers warren implements, in OpenVPN 2.6's default
 /// `data-ciphers` order (options.c init_options: "AES-256-GCM:AES-128-GCM",
@@ -331,12 +334,20 @@ pub(crate) struct Common {
     pub tls_crypt: Option<(Material, Location)>,
     pub tls_auth: Option<(Material, Location)>,
     pub key_direction: Option<u8>,
-    pub auth: Option<String>,
+    pub auth: Option<(String, Location)>,
     pub data_ciphers: Option<Vec<String>>,
     pub data_ciphers_fallback: Option<String>,
     pub cipher: Option<String>,
     pub tls_version_min: Option<(TlsVersion, Location)>,
     pub tls_version_max: Option<TlsVersion>,
+    /// `tls-groups`.
+    pub tls_groups: Option<Vec<TlsGroup>>,
+    /// `ecdh-curve`; `None` inside for a curve rustls lacks.
+    pub ecdh_curve: Option<Option<TlsGroup>>,
+    /// `tls-cipher`: TLS 1.2 suites.
+    pub tls_cipher: Option<Vec<TlsCipherSuite>>,
+    /// `tls-ciphersuites`: TLS 1.3 suites.
+    pub tls_ciphersuites: Option<Vec<TlsCipherSuite>>,
     pub reneg_sec: Option<u32>,
     pub hand_window: Option<u32>,
     pub tls_timeout: Option<u32>,
@@ -345,6 +356,8 @@ pub(crate) struct Common {
     pub ping_restart: Option<(u32, Location)>,
     pub explicit_exit_notify: Option<(u32, Location)>,
     pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name NAME [TYPE]`: the peer's name.
+    pub verify_x509_name: Option<(String, X509NameType)>,
     pub persist_key: bool,
     pub persist_tun: bool,
     pub verb: Option<u8>,
@@ -377,6 +390,12 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "cipher",
     "tls-version-min",
     "tls-version-max",
+    "tls-groups",
+    "ecdh-curve",
+    "tls-cipher",
+    "tls-ciphersuites",
+    "ns-cert-type",
+    "replay-window",
     "reneg-sec",
     "hand-window",
     "tls-timeout",
@@ -385,6 +404,7 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "ping-restart",
     "explicit-exit-notify",
     "remote-cert-tls",
+    "verify-x509-name",
     "persist-key",
     "persist-tun",
     "verb",
@@ -455,7 +475,7 @@ impl Common {
             }
             "auth" => {
                 v.expect(1, 1, "1 parameter (a digest name)")?;
-                self.auth = Some(digest(v)?);
+                self.auth = Some((digest(v)?, v.loc.clone()));
             }
             "data-ciphers" | "ncp-ciphers" => {
                 v.expect(1, 1, "1 parameter (a colon-separated cipher list)")?;
@@ -490,6 +510,63 @@ impl Common {
             "tls-version-max" => {
                 v.expect(1, 1, "1 parameter (1.2 or 1.3)")?;
                 self.tls_version_max = Some(tls_version(v, false)?);
+            }
+            "tls-groups" => {
+                v.expect(1, 1, "1 parameter (a colon-separated group list)")?;
+                self.tls_groups = Some(tlsnames::tls_groups(lw, v)?);
+            }
+            "ecdh-curve" => {
+                v.expect(1, 1, "1 parameter (a curve name)")?;
+                self.ecdh_curve = Some(tlsnames::ecdh_curve(lw, v)?);
+            }
+            "tls-cipher" => {
+                v.expect(1, 1, "1 parameter (a colon-separated TLS 1.2 cipher list)")?;
+                self.tls_cipher = Some(tlsnames::tls_cipher(lw, v)?);
+            }
+            "tls-ciphersuites" => {
+                v.expect(1, 1, "1 parameter (a colon-separated TLS 1.3 suite list)")?;
+                self.tls_ciphersuites = Some(tlsnames::tls_ciphersuites(lw, v)?);
+            }
+            "ns-cert-type" => {
+                // OpenVPN ssl_verify_openssl.c x509_verify_ns_cert_type checks the
+                // certificate's purpose (the EKU where present); remote-cert-tls is
+                // the same check made strict, which easy-rsa certificates pass.
+                v.expect(1, 1, "1 parameter (client or server)")?;
+                let role = match v.arg(0) {
+                    "client" => CertRole::Client,
+                    "server" => CertRole::Server,
+                    _ => return Err(v.invalid(0, "expected `client` or `server`")),
+                };
+                lw.warn(
+                    &v.loc,
+                    v.name,
+                    format!(
+                        "deprecated (OpenVPN 2.4 and later); checked as `remote-cert-tls {}`, which \
+                         requires the key usage and extended key usage for that role; write that instead",
+                        v.arg(0)
+                    ),
+                );
+                self.remote_cert_tls = Some(role);
+            }
+            "replay-window" => {
+                v.expect(1, 2, "1 or 2 parameters (a window in packets, and seconds)")?;
+                // OpenVPN packet_id.h MIN/MAX_SEQ_BACKTRACK and MIN/MAX_TIME_BACKTRACK.
+                let n = v.u32_at(0)?;
+                if n > 65536 {
+                    return Err(v.invalid(0, "the window is at most 65536 packets"));
+                }
+                let t = if v.args.len() == 2 { v.u32_at(1)? } else { 15 };
+                if t > 600 {
+                    return Err(v.invalid(1, "the time window is at most 600 seconds"));
+                }
+                if (n, t) != (64, 15) {
+                    lw.warn(
+                        &v.loc,
+                        v.name,
+                        "warren's replay window is fixed at OpenVPN's default (64 packets, 15 s): \
+                         packets reordered further are dropped as too old, replays are always refused",
+                    );
+                }
             }
             "reneg-sec" => {
                 v.expect(1, 2, "1 or 2 parameters (seconds, and an optional minimum)")?;
@@ -556,6 +633,23 @@ impl Common {
                     "server" => CertRole::Server,
                     _ => return Err(v.invalid(0, "expected `client` or `server`")),
                 });
+            }
+            "verify-x509-name" => {
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (a name, and subject, name or name-prefix)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty name"));
+                }
+                let kind = match v.args.get(1).map(|a| a.value.as_str()) {
+                    None | Some("subject") => X509NameType::Subject,
+                    Some("name") => X509NameType::Name,
+                    Some("name-prefix") => X509NameType::NamePrefix,
+                    Some(_) => return Err(v.invalid(1, "expected subject, name or name-prefix")),
+                };
+                self.verify_x509_name = Some((v.arg(0).to_owned(), kind));
             }
             "persist-key" => {
                 v.expect(0, 0, "no parameters")?;
@@ -740,6 +834,28 @@ impl Common {
         self.tls_auth
             .as_ref()
             .map(|(m, _)| (m.clone(), self.key_direction))
+    }
+
+    /// The key-exchange groups: `tls-groups`, else `ecdh-curve`, else `None`
+    /// (warren's defaults).
+    pub fn groups(&self) -> Option<Vec<TlsGroup>> {
+        self.tls_groups
+            .clone()
+            .or_else(|| self.ecdh_curve.flatten().map(|g| vec![g]))
+    }
+
+    /// Notes that need the whole file.
+    pub fn notes(&self, lw: &mut Lowerer<'_>) {
+        if let Some((_, loc)) = &self.auth
+            && self.tls_auth.is_none()
+        {
+            lw.warn(
+                loc,
+                "auth",
+                "has no effect here: it keys tls-auth's HMAC, and the AEAD data ciphers and \
+                 tls-crypt bring their own authentication",
+            );
+        }
     }
 
     pub fn data_ciphers(&self) -> Vec<String> {

@@ -12,8 +12,8 @@ use crate::material::{Material, resolve_path};
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsVersion, Topology, UserAuth,
-    VerifyClientCert,
+    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsCipherSuite, TlsGroup, TlsVersion,
+    Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -73,6 +73,13 @@ pub struct ServerConfig {
     pub tls_version_min: Option<TlsVersion>,
     /// `tls-version-max`.
     pub tls_version_max: Option<TlsVersion>,
+    /// `tls-groups` (or `ecdh-curve`): the key-exchange groups in order;
+    /// `None` for warren's defaults (X25519, P-256, P-384).
+    pub tls_groups: Option<Vec<TlsGroup>>,
+    /// `tls-cipher`: the TLS 1.2 suites in order; `None` for all warren has.
+    pub tls_cipher: Option<Vec<TlsCipherSuite>>,
+    /// `tls-ciphersuites`: the TLS 1.3 suites in order; `None` for all warren has.
+    pub tls_ciphersuites: Option<Vec<TlsCipherSuite>>,
     /// `reneg-sec` (OpenVPN default 3600).
     pub reneg_sec: Option<u32>,
     /// `hand-window` (OpenVPN default 60).
@@ -94,6 +101,8 @@ pub struct ServerConfig {
     pub explicit_exit_notify: Option<u32>,
     /// `remote-cert-tls`.
     pub remote_cert_tls: Option<CertRole>,
+    /// `verify-x509-name NAME [TYPE]`: only clients whose certificate matches.
+    pub verify_x509_name: Option<(String, X509NameType)>,
     /// `verify-client-cert`. Always `Require` after lowering for now.
     pub verify_client_cert: VerifyClientCert,
     /// `persist-key`.
@@ -199,6 +208,7 @@ pub(crate) fn lower_server(
         s.apply(lw, v)
     })?;
     c.check()?;
+    c.notes(&mut lw);
 
     let file = Arc::clone(&lw.file);
     let missing = |directive, why| ConfigError::Missing {
@@ -282,6 +292,7 @@ pub(crate) fn lower_server(
     }
 
     let data_ciphers = c.data_ciphers();
+    let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
     let cfg = ServerConfig {
         port: c.local_port.unwrap_or(defaults::PORT),
@@ -296,7 +307,7 @@ pub(crate) fn lower_server(
         dh: s.dh.and_then(|(m, _)| m),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
-        auth: c.auth.clone(),
+        auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         server,
         topology: Topology::Subnet,
         push: {
@@ -316,6 +327,9 @@ pub(crate) fn lower_server(
         cipher: c.cipher.clone(),
         tls_version_min: c.tls_version_min.map(|(v, _)| v),
         tls_version_max: c.tls_version_max,
+        tls_groups,
+        tls_cipher: c.tls_cipher.clone(),
+        tls_ciphersuites: c.tls_ciphersuites.clone(),
         reneg_sec: c.reneg_sec,
         hand_window: c.hand_window,
         tls_timeout: c.tls_timeout,
@@ -326,6 +340,7 @@ pub(crate) fn lower_server(
         max_half_open_per_source: s.max_half_open_per_source,
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         remote_cert_tls: c.remote_cert_tls,
+        verify_x509_name: c.verify_x509_name.clone(),
         verify_client_cert: s.verify_client_cert,
         persist_key: c.persist_key,
         persist_tun: c.persist_tun,

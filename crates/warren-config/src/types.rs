@@ -209,3 +209,40 @@ pub struct StateDir {
     /// `warren-auth`, `cert` when absent.
     pub auth: UserAuth,
 }
+
+/// A TLS key-exchange group warren can offer (`tls-groups`, `ecdh-curve`).
+/// rustls with ring has exactly these three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsGroup {
+    /// `X25519` (OpenSSL also spells it `x25519`).
+    X25519,
+    /// `prime256v1` / `secp256r1` / `P-256`.
+    P256,
+    /// `secp384r1` / `P-384`.
+    P384,
+}
+
+/// A TLS cipher suite warren can offer: the TLS 1.2 ones come from
+/// `tls-cipher`, the TLS 1.3 ones from `tls-ciphersuites`. All are ECDHE with
+/// an AEAD, which is all rustls implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsCipherSuite {
+    /// TLS 1.3 `TLS_AES_256_GCM_SHA384`.
+    Tls13Aes256GcmSha384,
+    /// TLS 1.3 `TLS_AES_128_GCM_SHA256`.
+    Tls13Aes128GcmSha256,
+    /// TLS 1.3 `TLS_CHACHA20_POLY1305_SHA256`.
+    Tls13Chacha20Poly1305Sha256,
+    /// TLS 1.2 `TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384`.
+    EcdheEcdsaAes256GcmSha384,
+    /// TLS 1.2 `TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256`.
+    EcdheEcdsaAes128GcmSha256,
+    /// TLS 1.2 `TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256`.
+    EcdheEcdsaChacha20Poly1305Sha256,
+    /// TLS 1.2 `TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384`.
+    EcdheRsaAes256GcmSha384,
+    /// TLS 1.2 `TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256`.
+    EcdheRsaAes128GcmSha256,
+    /// TLS 1.2 `TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256`.
+    EcdheRsaChacha20Poly1305Sha256,
+}

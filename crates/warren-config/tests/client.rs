@@ -335,7 +335,7 @@ fn harmless_client_directives_warn() {
 fn server_directives_refused_in_client() {
     err("server 10.8.0.0 255.255.255.0", "server directive");
     err("push \"route 1.2.3.0 255.255.255.0\"", "server directive");
-    err("dh none", "server directive");
+    err("duplicate-cn", "server directive");
     err(
         "up /etc/openvpn/update-resolv-conf",
         "never runs external scripts",
@@ -432,5 +432,104 @@ fn debug_redacts_credentials_and_keys() {
     let dbg = format!("{c:?}");
     for secret in ["SECRETKEYBYTES", "hunter2pass", "alice", "STATICKEYBYTES"] {
         assert!(!dbg.contains(secret), "{secret} in {dbg}");
+    }
+}
+
+#[test]
+fn tls_knobs_in_a_client_profile() {
+    use warren_config::TlsCipherSuite as S;
+    use warren_config::TlsGroup::{P256, P384, X25519};
+    // angristan/openvpn-install's client template (ECDSA defaults).
+    let (c, w) = ok("tls-client\n\
+         tls-version-min 1.2\n\
+         tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256\n\
+         tls-ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256\n\
+         tls-groups X25519:prime256v1:secp384r1:secp521r1\n\
+         verify-x509-name server_abc name\n\
+         auth SHA256\n\
+         auth-nocache\n\
+         ignore-unknown-option block-outside-dns\n\
+         setenv opt block-outside-dns");
+    assert_eq!(c.tls_cipher, Some(vec![S::EcdheEcdsaAes128GcmSha256]));
+    assert_eq!(
+        c.tls_ciphersuites.as_ref().map(Vec::len),
+        Some(3),
+        "{:?}",
+        c.tls_ciphersuites
+    );
+    assert_eq!(c.tls_groups, Some(vec![X25519, P256, P384]));
+    assert_eq!(
+        c.verify_x509_name,
+        Some(("server_abc".into(), X509NameType::Name))
+    );
+    assert!(w.iter().any(|w| w.directive == "tls-groups"
+        && w.location.line == Some(NEXT + 4)
+        && w.message.contains("secp521r1")));
+    assert_eq!(cfg("ecdh-curve secp384r1").tls_groups, Some(vec![P384]));
+    err("tls-groups brainpool", "unknown group");
+    err_line(
+        "tls-version-min 1.2\ntls-cipher TLS-RSA-WITH-AES-128-CBC-SHA",
+        NEXT + 1,
+        "no suite in the list is available",
+    );
+    err(
+        "tls-ciphersuites TLS_AES_128_CCM_8_SHA256",
+        "no usable suite left",
+    );
+}
+
+#[test]
+fn deprecated_and_everyday_client_directives() {
+    // ns-cert-type server: the same check as remote-cert-tls server, with a warning.
+    let (c, w) = lower(
+        "client\nremote vpn.example.org\nca ca.crt\ncert c.crt\nkey c.key\nns-cert-type server\n",
+    )
+    .expect("ns-cert-type");
+    assert_eq!(c.remote_cert_tls, Some(CertRole::Server));
+    assert!(w.iter().any(|w| w.directive == "ns-cert-type"
+        && w.location.line == Some(6)
+        && w.message.contains("deprecated")));
+    err("ns-cert-type", "takes 1 parameter");
+    let (c, w) = ok("resolv-retry infinite\n\
+         push-peer-info\n\
+         mute 20\n\
+         mute-replay-warnings\n\
+         persist-key\n\
+         persist-tun\n\
+         ncp-ciphers AES-128-GCM:AES-256-GCM\n\
+         sndbuf 0\n\
+         rcvbuf 0\n\
+         txqueuelen 1000\n\
+         status-version 2\n\
+         replay-window 64 15\n\
+         hash-size 256 256\n\
+         setenv CLIENT_CERT 0\n\
+         ignore-unknown-option a b c\n\
+         a\nb 1\nc 2 3");
+    assert_eq!(c.resolv_retry, Some(ResolvRetry::Infinite));
+    assert_eq!(c.data_ciphers, ["AES-128-GCM", "AES-256-GCM"]);
+    assert_eq!((c.sndbuf, c.rcvbuf), (Some(0), Some(0)));
+    assert!(c.mute_replay_warnings && c.persist_key && c.persist_tun);
+    assert!(w.iter().all(|w| w.directive != "replay-window"), "{w:?}");
+    // Bad values name their line.
+    err_line(
+        "persist-key\nmute-replay-warnings 1",
+        NEXT + 1,
+        "mute-replay-warnings",
+    );
+    err("replay-window -1", "non-negative whole number");
+    err("ncp-ciphers BF-CBC", "not supported");
+    // `dh` (file, none or inline) is ignored by a client, with a warning, as in OpenVPN.
+    for d in [
+        "dh dh.pem",
+        "dh none",
+        "<dh>\n-----BEGIN DH PARAMETERS-----\n</dh>",
+    ] {
+        let (_, w) = ok(d);
+        assert!(
+            w.iter()
+                .any(|w| w.directive == "dh" && w.location.line == Some(NEXT)),
+            "{d}: {w:?}"
+        );
     }
 }

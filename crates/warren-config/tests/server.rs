@@ -322,6 +322,192 @@ fn auth_digest() {
 }
 
 #[test]
+fn tls_groups_and_ecdh_curve() {
+    use warren_config::TlsGroup::{P256, P384, X25519};
+    assert_eq!(cfg("").tls_groups, None);
+    // angristan/openvpn-install's default: secp521r1 is skipped with a warning.
+    let (c, w) = ok("tls-groups X25519:prime256v1:secp384r1:secp521r1");
+    assert_eq!(c.tls_groups, Some(vec![X25519, P256, P384]));
+    assert!(w.iter().any(|w| w.directive == "tls-groups"
+        && w.location.line == Some(NEXT)
+        && w.message.contains("secp521r1")));
+    assert_eq!(
+        cfg("tls-groups secp384r1:x25519:P-256:secp256r1").tls_groups,
+        Some(vec![P384, X25519, P256])
+    );
+    // OpenSSL 3.3's optional marker.
+    assert_eq!(
+        cfg("tls-groups ?frodo:X25519").tls_groups,
+        Some(vec![X25519])
+    );
+    err(
+        "tls-groups X25519:curve9999",
+        "unknown group `curve9999`; warren offers X25519",
+    );
+    err("tls-groups secp521r1:x448", "no usable group left");
+    err("tls-groups X25519::P-256", "empty group name");
+    err("tls-groups", "takes 1 parameter");
+    // ecdh-curve picks one; tls-groups wins over it wherever it stands.
+    assert_eq!(cfg("ecdh-curve prime256v1").tls_groups, Some(vec![P256]));
+    assert_eq!(
+        cfg("tls-groups X25519\necdh-curve secp384r1").tls_groups,
+        Some(vec![X25519])
+    );
+    // A curve rustls lacks leaves the defaults, with a warning (OpenSSL 3 ignores it too).
+    let (c, w) = ok("ecdh-curve secp521r1");
+    assert_eq!(c.tls_groups, None);
+    assert!(warned(&w, "ecdh-curve"));
+    err("ecdh-curve sect571k1", "unknown curve");
+}
+
+#[test]
+fn tls_cipher_lists() {
+    use warren_config::TlsCipherSuite as S;
+    let c = cfg("");
+    assert_eq!((c.tls_cipher, c.tls_ciphersuites), (None, None));
+    assert_eq!(
+        cfg("tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256").tls_cipher,
+        Some(vec![S::EcdheEcdsaAes128GcmSha256])
+    );
+    // OpenSSL's own names too; CBC and DHE suites are skipped with a warning.
+    let (c, w) = ok(
+        "tls-cipher TLS-DHE-RSA-WITH-AES-256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+         TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256:TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
+    );
+    assert_eq!(
+        c.tls_cipher,
+        Some(vec![
+            S::EcdheRsaAes256GcmSha384,
+            S::EcdheRsaChacha20Poly1305Sha256
+        ])
+    );
+    let w = w
+        .iter()
+        .find(|w| w.directive == "tls-cipher")
+        .expect("warning");
+    assert!(
+        w.message.contains("TLS-DHE-RSA-WITH-AES-256-GCM-SHA384")
+            && w.message.contains("AES-128-CBC"),
+        "{w}"
+    );
+    err(
+        "tls-cipher TLS-DHE-RSA-WITH-AES-256-CBC-SHA",
+        "no suite in the list is available",
+    );
+    err("tls-cipher DEFAULT:!EXP", "OpenSSL cipher-string syntax");
+    err("tls-cipher a b", "takes 1 parameter");
+
+    assert_eq!(
+        cfg("tls-ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")
+            .tls_ciphersuites,
+        Some(vec![
+            S::Tls13Aes256GcmSha384,
+            S::Tls13Aes128GcmSha256,
+            S::Tls13Chacha20Poly1305Sha256
+        ])
+    );
+    // OpenVPN accepts `-` for `_`; CCM suites are skipped.
+    let (c, w) = ok("tls-ciphersuites TLS-AES-128-CCM-SHA256:TLS-CHACHA20-POLY1305-SHA256");
+    assert_eq!(
+        c.tls_ciphersuites,
+        Some(vec![S::Tls13Chacha20Poly1305Sha256])
+    );
+    assert!(warned(&w, "tls-ciphersuites"));
+    err(
+        "tls-ciphersuites TLS_AES_128_CCM_8_SHA256",
+        "no usable suite left",
+    );
+    err("tls-ciphersuites TLS_RC4_SHA", "unknown TLS 1.3 suite");
+}
+
+#[test]
+fn verify_x509_name_on_the_server() {
+    use warren_config::X509NameType;
+    assert_eq!(cfg("").verify_x509_name, None);
+    assert_eq!(
+        cfg("verify-x509-name client1 name").verify_x509_name,
+        Some(("client1".into(), X509NameType::Name))
+    );
+    assert_eq!(
+        cfg("verify-x509-name \"C=DE, CN=alice\"").verify_x509_name,
+        Some(("C=DE, CN=alice".into(), X509NameType::Subject))
+    );
+    assert_eq!(
+        cfg("verify-x509-name team- name-prefix").verify_x509_name,
+        Some(("team-".into(), X509NameType::NamePrefix))
+    );
+    err(
+        "verify-x509-name alice cn",
+        "expected subject, name or name-prefix",
+    );
+    err("verify-x509-name", "takes 1 or 2 parameters");
+}
+
+#[test]
+fn ns_cert_type_and_remote_cert_tls() {
+    let (c, w) = ok("ns-cert-type client");
+    assert_eq!(c.remote_cert_tls, Some(CertRole::Client));
+    let w = w
+        .iter()
+        .find(|w| w.directive == "ns-cert-type")
+        .expect("warning");
+    assert!(
+        w.message.contains("deprecated") && w.message.contains("remote-cert-tls client"),
+        "{w}"
+    );
+    assert_eq!(
+        cfg("remote-cert-tls client").remote_cert_tls,
+        Some(CertRole::Client)
+    );
+    err("ns-cert-type both", "expected `client` or `server`");
+    err("remote-cert-tls peer", "expected `client` or `server`");
+}
+
+#[test]
+fn everyday_directives() {
+    // What the popular install scripts write, each accepted on its own.
+    for d in [
+        "auth-nocache",
+        "resolv-retry infinite",
+        "push-peer-info",
+        "mute 20",
+        "mute-replay-warnings",
+        "persist-key",
+        "persist-tun",
+        "txqueuelen 1000",
+        "hash-size 256 256",
+        "status-version 2",
+        "tls-server",
+        "sndbuf 393216",
+        "rcvbuf 393216",
+        "replay-window 64 15",
+        "ncp-ciphers AES-128-GCM",
+        "setenv opt block-outside-dns",
+        "setenv FOO bar",
+    ] {
+        ok(d);
+    }
+    let c = cfg("ncp-ciphers AES-256-GCM:AES-128-GCM\nsndbuf 0\nrcvbuf 524288\nstatus-version 3");
+    assert_eq!(c.data_ciphers, ["AES-256-GCM", "AES-128-GCM"]);
+    assert_eq!(
+        (c.sndbuf, c.rcvbuf, c.status_version),
+        (Some(0), Some(524288), 3)
+    );
+    // `auth` only matters with tls-auth: otherwise a note says so.
+    let (_, w) = ok("auth SHA256\ntls-crypt tc.key");
+    assert!(warned(&w, "auth"));
+    let (_, w) = ok("auth SHA256\ntls-auth ta.key 0");
+    assert!(!warned(&w, "auth"));
+    // replay-window: OpenVPN's bounds; another size is accepted with a note.
+    let (_, w) = ok("replay-window 512 60");
+    assert!(warned(&w, "replay-window"));
+    assert!(!warned(&ok("replay-window 64").1, "replay-window"));
+    err("replay-window 70000", "at most 65536");
+    err("replay-window 64 601", "at most 600");
+    err("replay-window many", "non-negative whole number");
+}
+
+#[test]
 fn server_network_validation() {
     let c = cfg("server 10.199.0.0 255.255.0.0");
     assert_eq!(
@@ -693,13 +879,13 @@ fn refused_directives() {
         "username/password checks",
     );
     err("client-config-dir ccd", "per-client config");
-    err("verify-x509-name client name", "name restriction");
     err("tls-crypt-v2 server.key", "use tls-crypt");
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");
     err("server-ipv6 fd00::/64", "IPv6");
     err("up /etc/openvpn/up.sh", "never runs external scripts");
-    err("tls-cipher DEFAULT", "TLS settings");
+    err("tls-cipher DEFAULT", "OpenSSL cipher-string syntax");
+    err("tls-cert-profile suiteb", "security levels");
     // An OpenVPN directive with no specific entry.
     err("single-session", "not implemented yet");
 }
@@ -719,10 +905,16 @@ fn ignore_unknown_option_rules() {
     assert_eq!(w[0].location.line, Some(NEXT + 1));
     assert!(w[0].message.contains("ignore-unknown-option"), "{}", w[0]);
     assert_eq!(w[1].directive, "management");
-    // Non-strict refusals (TLS suite restrictions) can be skipped on purpose.
-    let (_, w) =
-        ok("ignore-unknown-option tls-cipher\ntls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384");
+    // Non-strict refusals (TLS certificate profiles) can be skipped on purpose.
+    let (_, w) = ok("ignore-unknown-option tls-cert-profile\ntls-cert-profile preferred");
     assert_eq!((w.len(), w[0].location.line), (1, Some(NEXT + 1)), "{w:?}");
+    // Several names on one line, and a directive warren knows is still taken.
+    let (c, w) = ok(
+        "ignore-unknown-option block-outside-dns tls-cert-profile data-ciphers\n\
+         block-outside-dns\ntls-cert-profile legacy\ndata-ciphers AES-128-GCM",
+    );
+    assert_eq!(c.data_ciphers, ["AES-128-GCM"]);
+    assert_eq!(w.len(), 2, "{w:?}");
     // Strict refusals stay errors.
     err_line(
         "ignore-unknown-option comp-lzo\ncomp-lzo no",

@@ -129,6 +129,83 @@ pub enum X509NameMatch {
     NamePrefix,
 }
 
+/// A key-exchange group (`tls-groups`, `ecdh-curve`): the ones ring implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KxGroup {
+    /// X25519.
+    X25519,
+    /// secp256r1 (OpenSSL: prime256v1).
+    P256,
+    /// secp384r1.
+    P384,
+}
+
+impl KxGroup {
+    fn named(self) -> rustls::NamedGroup {
+        match self {
+            KxGroup::X25519 => rustls::NamedGroup::X25519,
+            KxGroup::P256 => rustls::NamedGroup::secp256r1,
+            KxGroup::P384 => rustls::NamedGroup::secp384r1,
+        }
+    }
+}
+
+/// A cipher suite (`tls-cipher` for TLS 1.2, `tls-ciphersuites` for TLS 1.3): the ECDHE/AEAD
+/// ones rustls implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CipherSuite {
+    /// TLS 1.3 TLS_AES_256_GCM_SHA384.
+    Tls13Aes256GcmSha384,
+    /// TLS 1.3 TLS_AES_128_GCM_SHA256.
+    Tls13Aes128GcmSha256,
+    /// TLS 1.3 TLS_CHACHA20_POLY1305_SHA256.
+    Tls13Chacha20Poly1305Sha256,
+    /// TLS 1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384.
+    EcdheEcdsaAes256GcmSha384,
+    /// TLS 1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256.
+    EcdheEcdsaAes128GcmSha256,
+    /// TLS 1.2 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256.
+    EcdheEcdsaChacha20Poly1305Sha256,
+    /// TLS 1.2 TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384.
+    EcdheRsaAes256GcmSha384,
+    /// TLS 1.2 TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256.
+    EcdheRsaAes128GcmSha256,
+    /// TLS 1.2 TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256.
+    EcdheRsaChacha20Poly1305Sha256,
+}
+
+impl CipherSuite {
+    fn id(self) -> rustls::CipherSuite {
+        use rustls::CipherSuite as C;
+        match self {
+            CipherSuite::Tls13Aes256GcmSha384 => C::TLS13_AES_256_GCM_SHA384,
+            CipherSuite::Tls13Aes128GcmSha256 => C::TLS13_AES_128_GCM_SHA256,
+            CipherSuite::Tls13Chacha20Poly1305Sha256 => C::TLS13_CHACHA20_POLY1305_SHA256,
+            CipherSuite::EcdheEcdsaAes256GcmSha384 => C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            CipherSuite::EcdheEcdsaChacha20Poly1305Sha256 => {
+                C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            }
+            CipherSuite::EcdheRsaAes256GcmSha384 => C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            CipherSuite::EcdheRsaAes128GcmSha256 => C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            CipherSuite::EcdheRsaChacha20Poly1305Sha256 => {
+                C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            }
+        }
+    }
+}
+
+/// What the crypto provider offers: `None` everywhere is ring's full set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsAlgorithms {
+    /// `tls-groups` / `ecdh-curve`, in preference order; `None`: X25519, P-256, P-384.
+    pub kx_groups: Option<Vec<KxGroup>>,
+    /// `tls-cipher`: the TLS 1.2 suites in preference order; `None`: all six ECDHE/AEAD ones.
+    pub tls12_suites: Option<Vec<CipherSuite>>,
+    /// `tls-ciphersuites`: the TLS 1.3 suites in preference order; `None`: all three.
+    pub tls13_suites: Option<Vec<CipherSuite>>,
+}
+
 /// Server-side TLS settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerTlsOptions {
@@ -140,6 +217,10 @@ pub struct ServerTlsOptions {
     pub remote_cert_tls: Option<CertRole>,
     /// `verify-client-cert`.
     pub client_cert: ClientCertMode,
+    /// `verify-x509-name <name> <type>`: the client certificate must match.
+    pub verify_x509_name: Option<(String, X509NameMatch)>,
+    /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
+    pub algorithms: TlsAlgorithms,
 }
 
 /// Client-side TLS settings.
@@ -153,6 +234,8 @@ pub struct ClientTlsOptions {
     pub remote_cert_tls: Option<CertRole>,
     /// `verify-x509-name <name> <type>`.
     pub verify_x509_name: Option<(String, X509NameMatch)>,
+    /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
+    pub algorithms: TlsAlgorithms,
 }
 
 /// Which configured PEM input a setup error is about (named after the OpenVPN directive).
@@ -283,6 +366,10 @@ pub enum TlsSetupError {
     /// The client-certificate verifier could not be built.
     #[error("ca file: cannot build the client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The chosen suites leave nothing for an allowed TLS version (for example
+    /// `tls-version-min 1.3` with a `tls-ciphersuites` list that matched nothing).
+    #[error("no cipher suite is left for TLS {0}; check tls-cipher / tls-ciphersuites")]
+    NoSuites(TlsVersion),
     /// rustls refused the combination of settings.
     #[error("TLS configuration rejected by rustls: {0}")]
     Rustls(rustls::Error),
@@ -342,12 +429,64 @@ pub fn wall_clock() -> Arc<dyn TimeProvider> {
 }
 
 /// The crypto provider every OpenVPN TLS configuration uses: ring, with its default suites
-/// and key-exchange groups (X25519 is always offered).
-fn provider() -> Arc<CryptoProvider> {
+/// and key-exchange groups (X25519, P-256, P-384), or only the ones `algs` chooses, in its
+/// order.
+fn provider(algs: &TlsAlgorithms) -> Arc<CryptoProvider> {
     // ring, not aws-lc-rs: aws-lc seeds its random generator with CPU-jitter entropy on
     // first use, about 40 ms of CPU measured with perf (jent_read_entropy), which every
     // client paid before its first packet. ring reads getrandom(2) directly.
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    if let Some(groups) = &algs.kx_groups {
+        let all = std::mem::take(&mut p.kx_groups);
+        p.kx_groups = groups
+            .iter()
+            .filter_map(|g| all.iter().find(|k| k.name() == g.named()).copied())
+            .collect();
+    }
+    let all = std::mem::take(&mut p.cipher_suites);
+    let pick =
+        |list: &Option<Vec<CipherSuite>>, tls13: bool| -> Vec<rustls::SupportedCipherSuite> {
+            let of_version = all
+                .iter()
+                .filter(move |s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)) == tls13);
+            match list {
+                None => of_version.copied().collect(),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|c| of_version.clone().find(|s| s.suite() == c.id()).copied())
+                    .collect(),
+            }
+        };
+    p.cipher_suites = pick(&algs.tls13_suites, true);
+    p.cipher_suites.extend(pick(&algs.tls12_suites, false));
+    Arc::new(p)
+}
+
+/// Checks that every allowed version keeps a suite and that a group is left.
+fn check_algorithms(
+    provider: &CryptoProvider,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Result<(), TlsSetupError> {
+    for v in versions {
+        let (ver, tls13) = if v.version == rustls::ProtocolVersion::TLSv1_3 {
+            (TlsVersion::V1_3, true)
+        } else {
+            (TlsVersion::V1_2, false)
+        };
+        let any = provider
+            .cipher_suites
+            .iter()
+            .any(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)) == tls13);
+        if !any {
+            return Err(TlsSetupError::NoSuites(ver));
+        }
+    }
+    if provider.kx_groups.is_empty() {
+        return Err(TlsSetupError::Rustls(rustls::Error::General(
+            "no key-exchange group left (tls-groups)".into(),
+        )));
+    }
+    Ok(())
 }
 
 /// The protocol versions allowed by `min`/`max` (OpenVPN `ssl_openssl.c:tls_ctx_set_tls_versions`).
@@ -398,10 +537,11 @@ pub fn server_config_with_time(
     opts: &ServerTlsOptions,
     time: Arc<dyn TimeProvider>,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let provider = provider();
+    let provider = provider(&opts.algorithms);
     let roots = Arc::new(load::trust_anchors(ca_pem)?);
     let certified = load::certified_key(cert_pem, key_pem, &provider)?;
     let versions = protocol_versions(opts.min_version, opts.max_version)?;
+    check_algorithms(&provider, &versions)?;
 
     let builder = ServerConfig::builder_with_details(provider.clone(), time)
         .with_protocol_versions(&versions)
@@ -415,7 +555,11 @@ pub fn server_config_with_time(
             if mode == ClientCertMode::Optional {
                 inner = inner.allow_unauthenticated();
             }
-            let verifier = verify::ClientVerifier::new(inner.build()?, opts.remote_cert_tls);
+            let verifier = verify::ClientVerifier::new(
+                inner.build()?,
+                opts.remote_cert_tls,
+                opts.verify_x509_name.clone(),
+            );
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };
@@ -457,7 +601,7 @@ pub fn client_config_with_time(
     opts: &ClientTlsOptions,
     time: Arc<dyn TimeProvider>,
 ) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let provider = provider();
+    let provider = provider(&opts.algorithms);
     let roots = Arc::new(load::trust_anchors(ca_pem)?);
     let certified = match (cert_pem, key_pem) {
         (Some(cert), Some(key)) => Some(load::certified_key(cert, key, &provider)?),
@@ -466,6 +610,7 @@ pub fn client_config_with_time(
         (None, None) => None,
     };
     let versions = protocol_versions(opts.min_version, opts.max_version)?;
+    check_algorithms(&provider, &versions)?;
 
     let verifier = verify::ServerVerifier::new(
         roots,
@@ -648,12 +793,49 @@ mod tests {
 
     #[test]
     fn provider_offers_x25519() {
-        let p = provider();
+        let p = provider(&TlsAlgorithms::default());
         assert!(
             p.kx_groups
                 .iter()
                 .any(|g| g.name() == rustls::NamedGroup::X25519)
         );
+    }
+
+    #[test]
+    fn provider_keeps_only_the_chosen_algorithms_in_order() {
+        let p = provider(&TlsAlgorithms {
+            kx_groups: Some(vec![KxGroup::P384, KxGroup::X25519]),
+            tls12_suites: Some(vec![CipherSuite::EcdheRsaAes256GcmSha384]),
+            tls13_suites: Some(vec![
+                CipherSuite::Tls13Chacha20Poly1305Sha256,
+                CipherSuite::Tls13Aes128GcmSha256,
+            ]),
+        });
+        let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
+        assert_eq!(
+            groups,
+            [rustls::NamedGroup::secp384r1, rustls::NamedGroup::X25519]
+        );
+        let suites: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            suites,
+            [
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ]
+        );
+        // The defaults: three TLS 1.3 and six TLS 1.2 suites, three groups.
+        let d = provider(&TlsAlgorithms::default());
+        assert_eq!((d.cipher_suites.len(), d.kx_groups.len()), (9, 3));
+        // A TLS 1.3 list alone keeps every TLS 1.2 suite.
+        let only13 = provider(&TlsAlgorithms {
+            tls13_suites: Some(vec![CipherSuite::Tls13Aes256GcmSha384]),
+            ..TlsAlgorithms::default()
+        });
+        assert_eq!(only13.cipher_suites.len(), 7);
+        let v12 = protocol_versions(None, Some(TlsVersion::V1_2)).expect("versions");
+        assert!(check_algorithms(&only13, &v12).is_ok());
     }
 
     #[test]

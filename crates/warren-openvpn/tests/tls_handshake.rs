@@ -1322,3 +1322,123 @@ fn pem_with_surrounding_text_loads() {
     let key = format!("\n\n{}\n", pki.server.key_pem);
     tls::server_config(&pki.ca.pem, &cert, &key, &server_opts()).unwrap();
 }
+
+/// `tls-cipher`, `tls-ciphersuites` and `tls-groups` restrict what each side offers: the
+/// chosen suite and group are the ones negotiated, and sides without a common one fail.
+#[test]
+fn chosen_suites_and_groups_are_negotiated() {
+    use tls::{CipherSuite as S, KxGroup as G, TlsAlgorithms};
+    let pki = ec_pki();
+    // angristan/openvpn-install: one ECDSA TLS 1.2 suite; forced to TLS 1.2 here.
+    let algs = TlsAlgorithms {
+        kx_groups: Some(vec![G::P384]),
+        tls12_suites: Some(vec![S::EcdheEcdsaAes128GcmSha256]),
+        tls13_suites: None,
+    };
+    let s = server_cfg(
+        pki,
+        &ServerTlsOptions {
+            algorithms: algs.clone(),
+            max_version: Some(TlsVersion::V1_2),
+            ..server_opts()
+        },
+    );
+    let (c, _) = handshake(client_cfg(pki, &client_opts()), s.clone()).expect("handshake");
+    assert_eq!(
+        c.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+    assert_eq!(
+        c.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(rustls::NamedGroup::secp384r1)
+    );
+    // A client that only offers X25519 finds no common group.
+    let x25519_only = ClientTlsOptions {
+        algorithms: TlsAlgorithms {
+            kx_groups: Some(vec![G::X25519]),
+            ..TlsAlgorithms::default()
+        },
+        ..client_opts()
+    };
+    let e = expect_rejection(handshake(client_cfg(pki, &x25519_only), s), Side::Server);
+    assert!(matches!(e, rustls::Error::PeerIncompatible(_)), "{e:?}");
+
+    // TLS 1.3: the server's first choice among the client's suites wins.
+    let s13 = server_cfg(
+        pki,
+        &ServerTlsOptions {
+            algorithms: TlsAlgorithms {
+                tls13_suites: Some(vec![S::Tls13Chacha20Poly1305Sha256]),
+                ..TlsAlgorithms::default()
+            },
+            ..server_opts()
+        },
+    );
+    let (c, _) = handshake(client_cfg(pki, &client_opts()), s13).expect("handshake");
+    assert_eq!(
+        c.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+    );
+    // An RSA suite list with an ECDSA certificate and TLS 1.2 only cannot work.
+    let rsa_only = ServerTlsOptions {
+        algorithms: TlsAlgorithms {
+            tls12_suites: Some(vec![S::EcdheRsaAes256GcmSha384]),
+            ..TlsAlgorithms::default()
+        },
+        max_version: Some(TlsVersion::V1_2),
+        ..server_opts()
+    };
+    let r = handshake(client_cfg(pki, &client_opts()), server_cfg(pki, &rsa_only));
+    expect_rejection(r, Side::Server);
+    // TLS 1.3 only with an empty TLS 1.3 list is a setup error.
+    let none13 = ServerTlsOptions {
+        algorithms: TlsAlgorithms {
+            tls13_suites: Some(vec![]),
+            ..TlsAlgorithms::default()
+        },
+        min_version: Some(TlsVersion::V1_3),
+        ..server_opts()
+    };
+    let e = tls::server_config(
+        &pki.ca.pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        &none13,
+    )
+    .expect_err("no suite for TLS 1.3");
+    assert!(
+        e.to_string()
+            .contains("no cipher suite is left for TLS 1.3"),
+        "{e}"
+    );
+}
+
+/// `verify-x509-name` in a server config restricts which client certificates get in.
+#[test]
+fn server_side_verify_x509_name() {
+    let pki = ec_pki();
+    let with = |name: &str, kind| ServerTlsOptions {
+        verify_x509_name: Some((name.to_owned(), kind)),
+        ..server_opts()
+    };
+    for ok in [
+        with("client", X509NameMatch::Name),
+        with("cli", X509NameMatch::NamePrefix),
+    ] {
+        handshake(client_cfg(pki, &client_opts()), server_cfg(pki, &ok)).unwrap();
+    }
+    let bad = with("alice", X509NameMatch::Name);
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &client_opts()), server_cfg(pki, &bad)),
+        Side::Server,
+    );
+    assert_eq!(
+        tls::certificate_rejection(&err),
+        Some(&CertRejection::X509NameMismatch {
+            expected: "alice".into(),
+            actual: "client".into(),
+            kind: X509NameMatch::Name,
+        }),
+        "{err:?}"
+    );
+}

@@ -287,9 +287,16 @@ impl Lab {
     /// Writes `server.conf` and starts the server in the server namespace; returns once its
     /// UDP (or TCP) port is bound (at most 15 s).
     pub fn start_server(&mut self, conf: &ServerConf) {
-        assert!(self.server.is_none(), "server already started");
         let path = self.dir().join("server.conf");
         conf.write(&path);
+        self.start_server_file(&path, conf.port);
+    }
+
+    /// Starts the server with the config file at `path` (relative paths in it resolve
+    /// against the test directory, its working directory); returns once UDP `port` is bound
+    /// (at most 15 s).
+    pub fn start_server_file(&mut self, path: &Path, port: u16) {
+        assert!(self.server.is_none(), "server already started");
         let conf_s = path.to_str().expect("UTF-8 path").to_string();
         let argv: Vec<&str> = match self.kind {
             ServerKind::Openvpn => vec!["openvpn", "--config", &conf_s],
@@ -303,10 +310,7 @@ impl Lab {
         let ns = &self.server_ns;
         let bound = poll_until(Duration::from_secs(15), || {
             // A `proto tcp-server` config binds TCP only.
-            if proc.exited().is_some()
-                || ns.udp_port_bound(conf.port)
-                || ns.tcp_port_bound(conf.port)
-            {
+            if proc.exited().is_some() || ns.udp_port_bound(port) || ns.tcp_port_bound(port) {
                 Some(())
             } else {
                 None
@@ -323,7 +327,7 @@ impl Lab {
             panic!(
                 "{} server did not bind UDP port {} within 15 s; log:\n{}",
                 self.kind.label(),
-                conf.port,
+                port,
                 proc.log_tail(40)
             );
         }

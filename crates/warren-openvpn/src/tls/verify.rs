@@ -175,12 +175,13 @@ impl ClientVerifier {
     pub(super) fn new(
         inner: Arc<dyn ClientCertVerifier>,
         remote_cert_tls: Option<CertRole>,
+        verify_x509_name: Option<(String, X509NameMatch)>,
     ) -> Self {
         Self {
             inner,
             policy: LeafPolicy {
                 remote_cert_tls,
-                verify_x509_name: None,
+                verify_x509_name,
             },
         }
     }
