@@ -106,6 +106,21 @@ pub struct ServerArgs {
     /// Relay traffic between clients inside the server.
     #[arg(long, conflicts_with = "config")]
     pub client_to_client: bool,
+    /// Send all the clients' traffic through the VPN: pushes `redirect-gateway def1` and DNS
+    /// servers (--dns, else this machine's own), and turns NAT on (see --nat).
+    #[arg(long, conflicts_with = "config")]
+    pub full_tunnel: bool,
+    /// A DNS server pushed to clients (`dhcp-option DNS`; repeatable).
+    #[arg(long = "dns", value_name = "ADDR", conflicts_with = "config")]
+    pub dns: Vec<IpAddr>,
+    /// Masquerade the VPN network out of the uplink (an nftables table of warren's own and
+    /// forwarding on the tun and the uplink, all undone at exit). Default: on with
+    /// --full-tunnel, else off. In a server.conf: `warren-nat on|off`.
+    #[arg(long, value_enum, value_name = "on|off", conflicts_with = "config")]
+    pub nat: Option<OnOff>,
+    /// The device NAT sends traffic out of (default: the device of the default route).
+    #[arg(long, value_name = "DEV", conflicts_with = "config")]
+    pub nat_uplink: Option<String>,
     /// At most this many clients at once.
     #[arg(long, value_name = "N", default_value_t = warren_config::defaults::MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
     pub max_clients: u32,
@@ -179,6 +194,13 @@ fn offload_choice_from(
     }
 }
 
+/// `--nat on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// `--proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProtoArg {
@@ -221,6 +243,12 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     ));
     for w in &warnings {
         warn!("{w}");
+    }
+    if args.full_tunnel && !cfg.push.iter().any(|p| p.starts_with("dhcp-option DNS")) {
+        warn!(
+            "--full-tunnel: no DNS server to push (none usable in /etc/resolv.conf); clients keep \
+             their own resolvers, which may answer outside the tunnel: add --dns ADDR"
+        );
     }
     let store = match &cfg.state {
         None => None,
@@ -308,6 +336,16 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         client_to_client: args.client_to_client,
         max_clients: args.max_clients,
         status: args.status.clone(),
+        full_tunnel: args.full_tunnel,
+        // A full tunnel sends DNS queries through the VPN too: by default to the resolvers
+        // this machine uses (a loopback stub is left out; clients cannot reach it).
+        dns: if args.dns.is_empty() && args.full_tunnel {
+            warren_net::system_nameservers()
+        } else {
+            args.dns.clone()
+        },
+        nat: args.nat.map(|n| n == OnOff::On),
+        nat_uplink: args.nat_uplink.clone(),
     }
 }
 
@@ -432,6 +470,12 @@ fn serve(
         (flag, _) => data_threads(flag)?,
     };
 
+    // A server killed before it could undo its NAT (kill -9, a crash) left its table and
+    // forwarding flags behind: undo them first, whether or not this run uses NAT.
+    if let Err(e) = warren_net::recover_abandoned_nat() {
+        warn!("could not undo the NAT an earlier warren server left behind: {e}");
+    }
+
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
     let server = Server::new(engine.clone(), Box::new(rng));
     let tun_addr = server.tun_address();
@@ -473,6 +517,10 @@ fn serve(
         }
         None => None,
     };
+
+    // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
+    // Undone after the loop, or by `Drop` on an error path.
+    let nat = setup_nat(cfg, tun.name(), prefix)?;
 
     if cfg.user.is_some() || cfg.group.is_some() {
         let (uid, gid) = warren_io::drop_privileges(cfg.user.as_deref(), cfg.group.as_deref())
@@ -518,8 +566,49 @@ fn serve(
         workers,
         reload: Some(reload),
     };
-    warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
-    Ok(())
+    let result = warren_driver::run_server(server, tun, socket, opts).context("server loop");
+    if let Some(mut nat) = nat
+        && let Err(e) = nat.restore()
+    {
+        warn!("NAT not fully undone at exit: {e}; the next start removes the rest");
+    }
+    result.map(|_| ())
+}
+
+/// `warren-nat on` (`--full-tunnel`): masquerade the VPN network out of the uplink, with
+/// forwarding on the tun and the uplink. `None` when NAT is off (a hint is logged if the
+/// clients are told to send everything here all the same).
+fn setup_nat(
+    cfg: &warren_config::ServerConfig,
+    tun: &str,
+    prefix: u8,
+) -> Result<Option<warren_net::Nat>> {
+    let Some(nat) = &cfg.nat else {
+        if cfg.push.iter().any(|p| p.starts_with("redirect-gateway")) {
+            info!(
+                "clients send all their traffic here (`push redirect-gateway`) and warren's NAT \
+                 is off: add `warren-nat on` (or --full-tunnel), or masquerade it yourself"
+            );
+        }
+        return Ok(None);
+    };
+    let uplinks = match &nat.uplink {
+        Some(dev) => vec![dev.clone()],
+        None => warren_net::default_uplinks().context("finding the uplink for NAT")?,
+    };
+    if uplinks.is_empty() {
+        return Err(warren_net::NatError::NoUplink.into());
+    }
+    let spec = warren_net::NatSpec {
+        tun: tun.to_owned(),
+        uplinks,
+        v4: vec![warren_net::Ipv4Net::new(cfg.server.0, prefix)],
+        // The server has no IPv6 pool yet; with one, its network goes here.
+        v6: Vec::new(),
+    };
+    let nat = warren_net::Nat::apply(&spec, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
+        .context("setting up NAT (`warren-nat on`)")?;
+    Ok(Some(nat))
 }
 
 /// The main loop's UDP socket and, with several data threads, each worker's tun queue and

@@ -42,7 +42,7 @@ mod nat;
 mod state;
 mod tunnel;
 
-pub use dns::{DnsBackend, DnsSpec};
+pub use dns::{DnsBackend, DnsSpec, system_nameservers};
 pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use nat::{
