@@ -519,7 +519,8 @@ fn serve(
     };
 
     // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
-    // Undone after the loop, or by `Drop` on an error path.
+    // Undone after the loop, or by `Drop` on an error path; after a drop, by a helper
+    // process started here that keeps root (see `setup_nat`).
     let nat = setup_nat(cfg, tun.name(), prefix)?;
 
     if cfg.user.is_some() || cfg.group.is_some() {
@@ -606,9 +607,31 @@ fn setup_nat(
         // The server has no IPv6 pool yet; with one, its network goes here.
         v6: Vec::new(),
     };
-    let nat = warren_net::Nat::apply(&spec, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
+    let mut nat = warren_net::Nat::apply(&spec, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
         .context("setting up NAT (`warren-nat on`)")?;
+    if cfg.user.is_some() || cfg.group.is_some() {
+        // After `user`/`group` this process can no longer delete the table or reset the
+        // sysctls: a copy of warren started now, still privileged, waits for this one to end
+        // (its stdin closes, also on SIGKILL) and undoes the NAT then.
+        let mut helper = std::process::Command::new("/proc/self/exe");
+        helper.args(["nat-undo", "--pid", &std::process::id().to_string()]);
+        nat.delegate_undo(helper)
+            .context("starting the NAT undo helper")?;
+    }
     Ok(Some(nat))
+}
+
+/// `warren nat-undo --pid PID` (hidden): the privileged helper of a server that dropped
+/// its privileges with NAT on.
+pub fn nat_undo_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
+    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
+    let undone =
+        warren_net::undo_when_stdin_closes(pid, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
+            .with_context(|| format!("undoing the NAT of warren server {pid}"))?;
+    for u in undone {
+        info!("NAT helper: undone {u}");
+    }
+    Ok(())
 }
 
 /// The main loop's UDP socket and, with several data threads, each worker's tun queue and

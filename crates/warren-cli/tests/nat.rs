@@ -303,3 +303,65 @@ fn split_tunnel_adds_nothing_and_a_killed_servers_nat_is_removed_by_the_next_sta
     assert_eq!(snapshot(&lab.server_ns), before);
     assert!(!journal(pid).exists());
 }
+
+#[test]
+fn after_a_privilege_drop_a_helper_undoes_the_nat_on_exit_and_on_sigkill() {
+    let lab = lab("nat-user");
+    let (_inet, _uplink) = internet(&lab);
+    let before = snapshot(&lab.server_ns);
+
+    let mut conf = lab.server_conf();
+    conf.port = PORT;
+    conf.extra = vec![
+        "push \"redirect-gateway def1\"".into(),
+        "warren-nat on".into(),
+        "user nobody".into(),
+        "group nogroup".into(),
+    ];
+    let path = lab.dir().join("user.conf");
+    conf.write(&path);
+
+    // SIGTERM: the server, now `nobody`, cannot undo anything itself; its helper does,
+    // before the server exits.
+    let mut p = start_config_server(&lab, &path, "user1");
+    p.wait_for_line("dropped privileges", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.log().contains("NAT on:"), "{}", p.log_tail(20));
+    let rules = lab.server_ns.exec_ok(&["nft", "list", "ruleset"]);
+    assert!(rules.contains("table inet warren-"), "{rules}");
+    let pid = p.pid();
+    p.terminate(Duration::from_secs(20));
+    assert_eq!(
+        p.exited().map(|s| s.success()),
+        Some(true),
+        "{}",
+        p.log_tail(20)
+    );
+    assert_eq!(snapshot(&lab.server_ns), before, "{}", p.log_tail(20));
+    assert!(!journal(pid).exists());
+    assert!(
+        p.log().contains("NAT helper: undone nftables table inet warren-"),
+        "{}",
+        p.log_tail(20)
+    );
+
+    // SIGKILL: the helper sees its pipe close and undoes the NAT right away.
+    let mut p = start_config_server(&lab, &path, "user2");
+    p.wait_for_line("dropped privileges", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = p.pid();
+    p.kill();
+    let undone = poll_until(Duration::from_secs(15), || {
+        (snapshot(&lab.server_ns) == before).then_some(())
+    });
+    assert!(
+        undone.is_some(),
+        "the helper did not undo the NAT of the killed server:\n{}",
+        p.log_tail(20)
+    );
+    assert!(
+        poll_until(Duration::from_secs(5), || (!journal(pid).exists())
+            .then_some(()))
+        .is_some()
+    );
+}

@@ -47,7 +47,7 @@ pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use nat::{
     Ipv6Net, Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat,
-    recover_abandoned_nat_in,
+    recover_abandoned_nat_in, undo_when_stdin_closes,
 };
 pub use state::NetState;
 pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};

@@ -34,8 +34,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::fs;
 use std::io;
+use std::io::Read;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
 use nftables::helper::NftablesError;
@@ -84,9 +87,19 @@ pub enum NatError {
          default route, or name the uplink (`warren-nat on eth0`, `--nat-uplink eth0`)"
     )]
     NoUplink,
+    #[error("starting the NAT undo helper (for after the privilege drop): {0}")]
+    Helper(io::Error),
+    #[error(
+        "the NAT undo helper did not undo everything within {0:?}; what is left is in the \
+         journal, and the next start removes it"
+    )]
+    HelperIncomplete(Duration),
     #[error(transparent)]
     Net(#[from] NetError),
 }
+
+/// How long [`Nat::restore`] waits for a helper (see [`Nat::delegate_undo`]).
+const HELPER_WAIT: Duration = Duration::from_secs(15);
 
 /// An IPv6 network (for the NAT rule of a future IPv6 pool).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,6 +381,8 @@ pub struct Nat {
     changes: Vec<NatChange>,
     /// Set after the first failed journal write, so the warning is logged once.
     journal_failed: bool,
+    /// The privileged process that undoes this NAT once our end of its stdin closes.
+    helper: Option<Child>,
 }
 
 impl Nat {
@@ -382,6 +397,7 @@ impl Nat {
             owner,
             changes: Vec::new(),
             journal_failed: false,
+            helper: None,
         };
         let table = spec.table_name();
         if nat.table_exists(&table)? {
@@ -444,9 +460,48 @@ impl Nat {
         self.changes.iter().map(ToString::to_string).collect()
     }
 
+    /// Hands the undo to `helper`, started now, while this process still has
+    /// CAP_NET_ADMIN: for a server about to drop its privileges (`user`), which could not
+    /// delete the table or reset the sysctls itself (and `nft`, a child, would not inherit
+    /// a capability kept across the drop). The helper must run [`undo_when_stdin_closes`]
+    /// with this process's pid; it waits on a pipe that closes when this process ends (also
+    /// on SIGKILL) or calls [`Nat::restore`], and then undoes the journal. It runs in a
+    /// process group of its own, so a Ctrl-C meant for the server does not stop it first.
+    pub fn delegate_undo(&mut self, mut helper: Command) -> Result<(), NatError> {
+        use std::os::unix::process::CommandExt;
+        let child = helper
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(NatError::Helper)?;
+        debug!("NAT undo helper started, pid {}", child.id());
+        self.helper = Some(child);
+        Ok(())
+    }
+
     /// Undoes every change, newest first. What fails stays in the journal (for the next
-    /// start), and the first failure is returned.
+    /// start), and the first failure is returned. With a helper ([`Nat::delegate_undo`]),
+    /// the helper does it and this waits for it (at most 15 s).
     pub fn restore(&mut self) -> Result<(), NatError> {
+        if let Some(mut child) = self.helper.take() {
+            // EOF on the helper's stdin: its signal to undo.
+            drop(child.stdin.take());
+            // Bounded by a count of short sleeps (no clock here).
+            let step = Duration::from_millis(20);
+            for _ in 0..HELPER_WAIT.as_millis() / step.as_millis() {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(step);
+            }
+            self.changes.clear();
+            return if self.file.exists() {
+                Err(NatError::HelperIncomplete(HELPER_WAIT))
+            } else {
+                Ok(())
+            };
+        }
         let mut first = None;
         let mut kept = Vec::new();
         while let Some(c) = self.changes.pop() {
@@ -614,6 +669,43 @@ impl Drop for Nat {
     }
 }
 
+/// The helper's side of [`Nat::delegate_undo`]: waits until stdin reaches end of file
+/// (the server ended or restored), then undoes the NAT journal of server `pid` in `dir`,
+/// in this network namespace. Returns what was undone.
+pub fn undo_when_stdin_closes(pid: u32, dir: &Path) -> Result<Vec<String>, NatError> {
+    let mut sink = [0u8; 64];
+    let mut stdin = io::stdin().lock();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let file = dir.join(format!("{PREFIX}{pid}{SUFFIX}"));
+    let Some((owner, changes)) = fs::read_to_string(&file).ok().as_deref().and_then(decode) else {
+        // Nothing journaled (or already undone).
+        return Ok(Vec::new());
+    };
+    if owner.pid() != pid || owner.netns() != journal::current_netns() {
+        return Ok(Vec::new());
+    }
+    let undone = changes.iter().rev().map(ToString::to_string).collect();
+    let mut nat = Nat {
+        nft: nft_binary(),
+        dir: dir.to_path_buf(),
+        file,
+        owner,
+        changes,
+        journal_failed: false,
+        helper: None,
+    };
+    let r = nat.restore();
+    nat.changes.clear();
+    r.map(|()| undone)
+}
+
 /// [`recover_abandoned_nat_in`] on `/run/warren`.
 pub fn recover_abandoned_nat() -> Result<Vec<String>, NatError> {
     recover_abandoned_nat_in(Path::new(journal::DEFAULT_JOURNAL_DIR))
@@ -654,6 +746,7 @@ pub fn recover_abandoned_nat_in(dir: &Path) -> Result<Vec<String>, NatError> {
             owner,
             changes,
             journal_failed: false,
+            helper: None,
         };
         if let Err(e) = nat.restore() {
             first.get_or_insert(e);
