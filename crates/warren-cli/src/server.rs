@@ -21,7 +21,8 @@
 //!
 //! The order matters: the signal descriptor first (before any thread exists), then the
 //! config or state, logging, the engine, the privileged resources (tun, socket), the auth
-//! worker, the privilege drop, and finally the loop.
+//! worker, NAT (`warren-nat on`, `--full-tunnel`; after undoing what a killed server left),
+//! the privilege drop, and finally the loop; NAT is undone after it.
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

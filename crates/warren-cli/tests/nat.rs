@@ -340,7 +340,8 @@ fn after_a_privilege_drop_a_helper_undoes_the_nat_on_exit_and_on_sigkill() {
     assert_eq!(snapshot(&lab.server_ns), before, "{}", p.log_tail(20));
     assert!(!journal(pid).exists());
     assert!(
-        p.log().contains("NAT helper: undone nftables table inet warren-"),
+        p.log()
+            .contains("NAT helper: undone nftables table inet warren-"),
         "{}",
         p.log_tail(20)
     );
