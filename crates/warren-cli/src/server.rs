@@ -946,4 +946,25 @@ mod tests {
             .expect_err("comma");
         assert!(e.to_string().contains("cannot contain commas"), "{e}");
     }
+
+    #[test]
+    fn full_tunnel_flags() {
+        let (c, _) = zero_config(&args(&["--full-tunnel", "--dns", "192.0.2.53"]))
+            .lower()
+            .expect("zero-config");
+        assert_eq!(
+            c.push,
+            ["redirect-gateway def1", "dhcp-option DNS 192.0.2.53"]
+        );
+        assert_eq!(c.nat, Some(warren_config::NatConfig::default()));
+        let a = ["--full-tunnel", "--dns", "192.0.2.53", "--nat", "off"];
+        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
+        assert_eq!((c.nat, c.push.len()), (None, 2));
+        let a = ["--nat", "on", "--nat-uplink", "eth1"];
+        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
+        assert_eq!(c.nat.and_then(|n| n.uplink).as_deref(), Some("eth1"));
+        assert!(c.push.is_empty(), "NAT alone pushes nothing");
+        let (c, _) = zero_config(&args(&[])).lower().expect("zero-config");
+        assert_eq!(c.nat, None, "split tunnel, no NAT by default");
+    }
 }
