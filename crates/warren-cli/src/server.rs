@@ -625,6 +625,9 @@ fn setup_nat(
 /// `warren nat-undo --pid PID` (hidden): the privileged helper of a server that dropped
 /// its privileges with NAT on.
 pub fn nat_undo_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
+    // SIGTERM, SIGINT, ... blocked (never read): a `systemctl stop` that signals the whole
+    // cgroup must not end the helper before the server it cleans up after.
+    let _signals = Signals::new().context("setting up signal handling")?;
     logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
     let undone =
         warren_net::undo_when_stdin_closes(pid, Path::new(warren_net::DEFAULT_JOURNAL_DIR))

@@ -466,7 +466,8 @@ impl Nat {
     /// a capability kept across the drop). The helper must run [`undo_when_stdin_closes`]
     /// with this process's pid; it waits on a pipe that closes when this process ends (also
     /// on SIGKILL) or calls [`Nat::restore`], and then undoes the journal. It runs in a
-    /// process group of its own, so a Ctrl-C meant for the server does not stop it first.
+    /// process group of its own, so a Ctrl-C meant for the server does not stop it first
+    /// (warren's helper also blocks SIGTERM, for a stop that signals a whole cgroup).
     pub fn delegate_undo(&mut self, mut helper: Command) -> Result<(), NatError> {
         use std::os::unix::process::CommandExt;
         let child = helper
