@@ -54,6 +54,13 @@ enum Command {
     User(user::UserArgs),
     /// Client profiles: export a self-contained .ovpn file.
     Profile(profile::ProfileArgs),
+    /// Internal: started by a server that drops privileges with NAT on; undoes that
+    /// server's NAT when its stdin closes.
+    #[command(hide = true)]
+    NatUndo {
+        #[arg(long)]
+        pid: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +139,7 @@ fn main() -> ExitCode {
         Command::Pki(args) => pki::run(args),
         Command::User(args) => user::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::NatUndo { pid } => server::nat_undo_helper(pid, cli.verbose, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,8 +21,9 @@
 //!
 //! The order matters: the signal descriptor first (before any thread exists), then the
 //! config or state, logging, the engine, the privileged resources (tun, socket, database),
-//! the privilege drop (to `user`/`group`, or for zero-config to `warren` or `nobody`,
-//! keeping only CAP_NET_ADMIN), the auth worker, and finally the loop.
+//! NAT (`warren-nat on`, `--full-tunnel`; after undoing what a killed server left), the
+//! privilege drop (to `user`/`group`, or for zero-config to `warren` or `nobody`, keeping
+//! only CAP_NET_ADMIN), the auth worker, and finally the loop; NAT is undone after it.
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,6 +113,21 @@ pub struct ServerArgs {
     /// Relay traffic between clients inside the server.
     #[arg(long, conflicts_with = "config")]
     pub client_to_client: bool,
+    /// Send all the clients' traffic through the VPN: pushes `redirect-gateway def1` and DNS
+    /// servers (--dns, else this machine's own), and turns NAT on (see --nat).
+    #[arg(long, conflicts_with = "config")]
+    pub full_tunnel: bool,
+    /// A DNS server pushed to clients (`dhcp-option DNS`; repeatable).
+    #[arg(long = "dns", value_name = "ADDR", conflicts_with = "config")]
+    pub dns: Vec<IpAddr>,
+    /// Masquerade the VPN network out of the uplink (an nftables table of warren's own and
+    /// forwarding on the tun and the uplink, all undone at exit). Default: on with
+    /// --full-tunnel, else off. In a server.conf: `warren-nat on|off`.
+    #[arg(long, value_enum, value_name = "on|off", conflicts_with = "config")]
+    pub nat: Option<OnOff>,
+    /// The device NAT sends traffic out of (default: the device of the default route).
+    #[arg(long, value_name = "DEV", conflicts_with = "config")]
+    pub nat_uplink: Option<String>,
     /// At most this many clients at once.
     #[arg(long, value_name = "N", default_value_t = warren_config::defaults::MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
     pub max_clients: u32,
@@ -270,6 +286,13 @@ fn offload_choice_from(
     }
 }
 
+/// `--nat on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// `--proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProtoArg {
@@ -312,6 +335,12 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     ));
     for w in &warnings {
         warn!("{w}");
+    }
+    if args.full_tunnel && !cfg.push.iter().any(|p| p.starts_with("dhcp-option DNS")) {
+        warn!(
+            "--full-tunnel: no DNS server to push (none usable in /etc/resolv.conf); clients keep \
+             their own resolvers, which may answer outside the tunnel: add --dns ADDR"
+        );
     }
     let store = match &cfg.state {
         None => None,
@@ -565,6 +594,16 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         client_to_client: args.client_to_client,
         max_clients: args.max_clients,
         status: args.status.clone(),
+        full_tunnel: args.full_tunnel,
+        // A full tunnel sends DNS queries through the VPN too: by default to the resolvers
+        // this machine uses (a loopback stub is left out; clients cannot reach it).
+        dns: if args.dns.is_empty() && args.full_tunnel {
+            warren_net::system_nameservers()
+        } else {
+            args.dns.clone()
+        },
+        nat: args.nat.map(|n| n == OnOff::On),
+        nat_uplink: args.nat_uplink.clone(),
     }
 }
 
@@ -698,6 +737,12 @@ fn serve(
         (flag, _) => data_threads(flag)?,
     };
 
+    // A server killed before it could undo its NAT (kill -9, a crash) left its table and
+    // forwarding flags behind: undo them first, whether or not this run uses NAT.
+    if let Err(e) = warren_net::recover_abandoned_nat() {
+        warn!("could not undo the NAT an earlier warren server left behind: {e}");
+    }
+
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
     let server = Server::new(engine.clone(), Box::new(rng));
     let tun_addr = server.tun_address();
@@ -736,7 +781,12 @@ fn serve(
             .revision()
             .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
     }
-    match run_as(args, cfg, warren_io::is_root(), &account_exists) {
+    let run_as_who = run_as(args, cfg, warren_io::is_root(), &account_exists);
+    // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
+    // Undone after the loop, or by `Drop` on an error path; after a drop, by a helper
+    // process started here that keeps root (see `setup_nat`).
+    let nat = setup_nat(cfg, tun.name(), prefix, run_as_who.is_some())?;
+    match run_as_who {
         Some((user, group)) => {
             if args.config.is_none() && args.user.is_none() && user.as_deref() == Some("nobody") {
                 info!(
@@ -824,7 +874,74 @@ fn serve(
             max_frame: (usize::from(engine.tun_mtu) + 512).max(2048),
         }),
     };
-    warren_driver::run_server(server, tun, socket, opts).context("server loop")?;
+    let result = warren_driver::run_server(server, tun, socket, opts).context("server loop");
+    if let Some(mut nat) = nat
+        && let Err(e) = nat.restore()
+    {
+        warn!("NAT not fully undone at exit: {e}; the next start removes the rest");
+    }
+    result.map(|_| ())
+}
+
+/// `warren-nat on` (`--full-tunnel`): masquerade the VPN network out of the uplink, with
+/// forwarding on the tun and the uplink. `None` when NAT is off (a hint is logged if the
+/// clients are told to send everything here all the same).
+fn setup_nat(
+    cfg: &warren_config::ServerConfig,
+    tun: &str,
+    prefix: u8,
+    will_drop_privileges: bool,
+) -> Result<Option<warren_net::Nat>> {
+    let Some(nat) = &cfg.nat else {
+        if cfg.push.iter().any(|p| p.starts_with("redirect-gateway")) {
+            info!(
+                "clients send all their traffic here (`push redirect-gateway`) and warren's NAT \
+                 is off: add `warren-nat on` (or --full-tunnel), or masquerade it yourself"
+            );
+        }
+        return Ok(None);
+    };
+    let uplinks = match &nat.uplink {
+        Some(dev) => vec![dev.clone()],
+        None => warren_net::default_uplinks().context("finding the uplink for NAT")?,
+    };
+    if uplinks.is_empty() {
+        return Err(warren_net::NatError::NoUplink.into());
+    }
+    let spec = warren_net::NatSpec {
+        tun: tun.to_owned(),
+        uplinks,
+        v4: vec![warren_net::Ipv4Net::new(cfg.server.0, prefix)],
+        // The server has no IPv6 pool yet; with one, its network goes here.
+        v6: Vec::new(),
+    };
+    let mut nat = warren_net::Nat::apply(&spec, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
+        .context("setting up NAT (`warren-nat on`)")?;
+    if will_drop_privileges {
+        // After the privilege drop this process can no longer delete the table or reset the
+        // sysctls: a copy of warren started now, still privileged, waits for this one to end
+        // (its stdin closes, also on SIGKILL) and undoes the NAT then.
+        let mut helper = std::process::Command::new("/proc/self/exe");
+        helper.args(["nat-undo", "--pid", &std::process::id().to_string()]);
+        nat.delegate_undo(helper)
+            .context("starting the NAT undo helper")?;
+    }
+    Ok(Some(nat))
+}
+
+/// `warren nat-undo --pid PID` (hidden): the privileged helper of a server that dropped
+/// its privileges with NAT on.
+pub fn nat_undo_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
+    // SIGTERM, SIGINT, ... blocked (never read): a `systemctl stop` that signals the whole
+    // cgroup must not end the helper before the server it cleans up after.
+    let _signals = Signals::new().context("setting up signal handling")?;
+    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
+    let undone =
+        warren_net::undo_when_stdin_closes(pid, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
+            .with_context(|| format!("undoing the NAT of warren server {pid}"))?;
+    for u in undone {
+        info!("NAT helper: undone {u}");
+    }
     Ok(())
 }
 
@@ -1315,5 +1432,26 @@ mod tests {
             .lower()
             .expect_err("comma");
         assert!(e.to_string().contains("cannot contain commas"), "{e}");
+    }
+
+    #[test]
+    fn full_tunnel_flags() {
+        let (c, _) = zero_config(&args(&["--full-tunnel", "--dns", "192.0.2.53"]))
+            .lower()
+            .expect("zero-config");
+        assert_eq!(
+            c.push,
+            ["redirect-gateway def1", "dhcp-option DNS 192.0.2.53"]
+        );
+        assert_eq!(c.nat, Some(warren_config::NatConfig::default()));
+        let a = ["--full-tunnel", "--dns", "192.0.2.53", "--nat", "off"];
+        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
+        assert_eq!((c.nat, c.push.len()), (None, 2));
+        let a = ["--nat", "on", "--nat-uplink", "eth1"];
+        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
+        assert_eq!(c.nat.and_then(|n| n.uplink).as_deref(), Some("eth1"));
+        assert!(c.push.is_empty(), "NAT alone pushes nothing");
+        let (c, _) = zero_config(&args(&[])).lower().expect("zero-config");
+        assert_eq!(c.nat, None, "split tunnel, no NAT by default");
     }
 }

@@ -1043,6 +1043,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     // Bounds on sessions still in the handshake (apart from max-clients).
     ("warren-max-half-open", Some(Side::Server)),
     ("warren-max-half-open-per-source", Some(Side::Server)),
+    // Masquerading VPN clients out of the uplink.
+    ("warren-nat", Some(Side::Server)),
 ];
 
 /// Levenshtein distance over characters.

@@ -164,8 +164,8 @@ pub use material::{Material, resolve_path};
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{Session, defaults};
 pub use types::{
-    CertRole, ClientProto, DevType, KeyDerivationPolicy, Proto, PullFilterAction, Remote,
-    ResolvRetry, Route, StateDir, TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth,
+    CertRole, ClientProto, DevType, KeyDerivationPolicy, NatConfig, Proto, PullFilterAction,
+    Remote, ResolvRetry, Route, StateDir, TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth,
     VerifyClientCert, X509NameType,
 };
 pub use zero::{ZERO_CONFIG_ORIGIN, ZeroConfig};

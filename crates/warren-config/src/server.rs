@@ -12,8 +12,8 @@ use crate::material::{Material, resolve_path};
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, Proto, StateDir, TlsCipherSuite, TlsGroup, TlsVersion,
-    Topology, UserAuth, VerifyClientCert, X509NameType,
+    CertRole, DevType, KeyDerivationPolicy, NatConfig, Proto, StateDir, TlsCipherSuite, TlsGroup,
+    TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -136,6 +136,9 @@ pub struct ServerConfig {
     /// `warren-state-dir DIR` and `warren-auth MODE`: users, revocations and
     /// leases from warren's state (`None`: certificates only).
     pub state: Option<StateDir>,
+    /// `warren-nat on [UPLINK]`: masquerade the VPN network out of the uplink
+    /// (`None`: `warren-nat off`, the default).
+    pub nat: Option<NatConfig>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -165,6 +168,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "warren-auth",
     "warren-max-half-open",
     "warren-max-half-open-per-source",
+    "warren-nat",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -357,6 +361,7 @@ pub(crate) fn lower_server(
         offload: c.offload.unwrap_or(true),
         workers: s.workers,
         state,
+        nat: s.nat,
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))
@@ -378,6 +383,7 @@ struct ServerState {
     workers: Option<u16>,
     tcp_listen: Vec<u16>,
     tcp_nodelay: bool,
+    nat: Option<NatConfig>,
     state_dir: Option<PathBuf>,
     auth: Option<(UserAuth, Location)>,
     verify_client_cert: VerifyClientCert,
@@ -533,6 +539,35 @@ impl ServerState {
                     },
                 };
             }
+            "warren-nat" => {
+                // Done by the CLI through warren-net: an nftables table of warren's
+                // own, removed at exit.
+                v.expect(
+                    1,
+                    2,
+                    "1 or 2 parameters (on or off, then optionally the uplink)",
+                )?;
+                self.nat = match (v.arg(0), v.args.len()) {
+                    ("off", 1) => None,
+                    ("off", _) => return Err(v.invalid(1, "`warren-nat off` takes no uplink")),
+                    ("on", 1) => Some(NatConfig::default()),
+                    ("on", _) => {
+                        let dev = v.arg(1);
+                        // The kernel's IFNAMSIZ: 15 bytes, no `/`, no white space.
+                        if dev.is_empty()
+                            || dev.len() > 15
+                            || dev.contains('/')
+                            || dev.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
+                            return Err(v.invalid(1, "not a network device name"));
+                        }
+                        Some(NatConfig {
+                            uplink: Some(dev.to_owned()),
+                        })
+                    }
+                    _ => return Err(v.invalid(0, "expected on or off")),
+                };
+            }
             "warren-state-dir" => {
                 // Read by the CLI: users, revocations and leases from warren's state.
                 v.expect(1, 1, "1 parameter (a directory)")?;
@@ -651,4 +686,43 @@ fn check_server_net(v: &View<'_>, net: Ipv4Addr, mask: Ipv4Addr) -> Result<(), C
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lower(extra: &str) -> Result<ServerConfig, ConfigError> {
+        let text = format!(
+            "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\ntopology subnet\n{extra}\n"
+        );
+        server_config_from_str(&text, "s.conf", Path::new(".")).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn warren_nat() {
+        assert_eq!(lower("").expect("ok").nat, None);
+        assert_eq!(lower("warren-nat off").expect("ok").nat, None);
+        assert_eq!(
+            lower("warren-nat on").expect("ok").nat,
+            Some(NatConfig::default())
+        );
+        assert_eq!(
+            lower("warren-nat on\nwarren-nat off").expect("ok").nat,
+            None,
+            "the last one wins"
+        );
+        let c = lower("warren-nat on eth0").expect("ok");
+        assert_eq!(c.nat.and_then(|n| n.uplink).as_deref(), Some("eth0"));
+        for bad in [
+            "warren-nat",
+            "warren-nat yes",
+            "warren-nat off eth0",
+            "warren-nat on a/b",
+            "warren-nat on averyveryverylongname",
+        ] {
+            let e = lower(bad).expect_err(bad).to_string();
+            assert!(e.contains("warren-nat"), "{bad}: {e}");
+        }
+    }
 }

@@ -246,3 +246,13 @@ pub enum TlsCipherSuite {
     /// TLS 1.2 `TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256`.
     EcdheRsaChacha20Poly1305Sha256,
 }
+
+/// `warren-nat on [UPLINK]`: the server masquerades its VPN clients' traffic out
+/// of the uplink (an nftables table of warren's own plus forwarding on the tun
+/// and the uplink, all undone at exit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct NatConfig {
+    /// The device to masquerade out of; `None`: the devices of the IPv4
+    /// default routes.
+    pub uplink: Option<String>,
+}

@@ -49,6 +49,15 @@ pub struct ZeroConfig {
     pub client_to_client: bool,
     pub max_clients: u32,
     pub status: Option<PathBuf>,
+    /// `--full-tunnel`: push `redirect-gateway def1` (all the clients'
+    /// traffic through the tunnel) and turn NAT on unless `nat` says off.
+    pub full_tunnel: bool,
+    /// `--dns ADDR`: pushed as `dhcp-option DNS` (`DNS6` for IPv6).
+    pub dns: Vec<IpAddr>,
+    /// `--nat on|off` (`warren-nat`); `None`: on with `full_tunnel`, else off.
+    pub nat: Option<bool>,
+    /// `--nat-uplink DEV`: the device to masquerade out of.
+    pub nat_uplink: Option<String>,
 }
 
 /// Builds directives that stand for command-line options: no line number, the
@@ -168,6 +177,48 @@ impl ZeroConfig {
             }
             s.add(Some(flag), "push", &[p]);
         }
+        if self.full_tunnel {
+            // What OpenVPN's sample server.conf suggests for "all traffic through
+            // the VPN": def1 overrides the default route without deleting it.
+            s.add(
+                Some("--full-tunnel".into()),
+                "push",
+                &["redirect-gateway def1"],
+            );
+        }
+        for ip in &self.dns {
+            let (opt, flag) = match ip {
+                IpAddr::V4(_) => (format!("dhcp-option DNS {ip}"), format!("--dns {ip}")),
+                IpAddr::V6(_) => (format!("dhcp-option DNS6 {ip}"), format!("--dns {ip}")),
+            };
+            s.add(Some(flag), "push", &[&opt]);
+        }
+        let nat = self.nat.unwrap_or(self.full_tunnel);
+        let nat_flag = match self.nat {
+            Some(true) => "--nat on",
+            Some(false) => "--nat off",
+            None => "--full-tunnel",
+        };
+        match (nat, &self.nat_uplink) {
+            (true, None) => s.add(Some(nat_flag.into()), "warren-nat", &["on"]),
+            (true, Some(dev)) => s.add(
+                Some(format!("--nat-uplink {dev}")),
+                "warren-nat",
+                &["on", dev],
+            ),
+            (false, Some(dev)) => {
+                return Err(flag_error(
+                    format!("--nat-uplink {dev}"),
+                    "warren-nat",
+                    dev,
+                    "NAT is off: add --nat on (or --full-tunnel)",
+                ));
+            }
+            (false, None) if self.nat.is_some() => {
+                s.add(Some(nat_flag.into()), "warren-nat", &["off"]);
+            }
+            (false, None) => {}
+        }
         if self.client_to_client {
             s.add(Some("--client-to-client".into()), "client-to-client", &[]);
         }
@@ -214,7 +265,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::types::{StateDir, VerifyClientCert};
+    use crate::types::{NatConfig, StateDir, VerifyClientCert};
     use crate::{CertRole, Material, server_config_from_str};
 
     fn zero() -> ZeroConfig {
@@ -236,6 +287,10 @@ mod tests {
             client_to_client: false,
             max_clients: 1024,
             status: None,
+            full_tunnel: false,
+            dns: Vec::new(),
+            nat: None,
+            nat_uplink: None,
         }
     }
 
@@ -288,6 +343,55 @@ mod tests {
             (c.local.as_deref(), c.proto),
             (Some("192.0.2.1"), Proto::Udp4)
         );
+    }
+
+    #[test]
+    fn full_tunnel_pushes_the_gateway_and_dns_and_turns_nat_on() {
+        let (c, _) = zero().lower().expect("zero-config");
+        assert_eq!((c.nat, c.push.len()), (None, 0), "split tunnel by default");
+        let mut z = zero();
+        z.full_tunnel = true;
+        z.dns = vec![
+            "192.0.2.53".parse().expect("ip"),
+            "2001:db8::53".parse().expect("ip"),
+        ];
+        let (c, _) = z.lower().expect("zero-config");
+        assert_eq!(
+            c.push,
+            [
+                "redirect-gateway def1",
+                "dhcp-option DNS 192.0.2.53",
+                "dhcp-option DNS6 2001:db8::53"
+            ]
+        );
+        assert_eq!(c.nat, Some(NatConfig::default()));
+        // The same as the file an admin would write.
+        let text = format!(
+            "{EQUIVALENT}push \"redirect-gateway def1\"\npush \"dhcp-option DNS 192.0.2.53\"\n\
+             push \"dhcp-option DNS6 2001:db8::53\"\nwarren-nat on\n"
+        );
+        let (f, _) =
+            server_config_from_str(&text, ZERO_CONFIG_ORIGIN, Path::new(".")).expect("file");
+        assert_eq!(c, f);
+
+        z.nat = Some(false);
+        let (c, _) = z.lower().expect("zero-config");
+        assert_eq!(
+            (c.nat, c.push.len()),
+            (None, 3),
+            "--nat off keeps the pushes"
+        );
+        z.nat_uplink = Some("eth1".into());
+        let e = z.lower().expect_err("uplink without NAT").to_string();
+        assert!(e.starts_with("--nat-uplink eth1: "), "{e}");
+        let mut z = zero();
+        z.nat = Some(true);
+        z.nat_uplink = Some("eth1".into());
+        let (c, _) = z.lower().expect("zero-config");
+        let on = NatConfig {
+            uplink: Some("eth1".into()),
+        };
+        assert_eq!((c.nat, c.push.len()), (Some(on), 0));
     }
 
     #[test]

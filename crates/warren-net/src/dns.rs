@@ -415,9 +415,57 @@ pub(crate) fn render_resolv_conf(original: &str, dev: &str, spec: &DnsSpec) -> S
     s
 }
 
+/// The name servers this machine uses that VPN clients can use too, for a server's
+/// `--full-tunnel` without `--dns`: those of systemd-resolved's upstream file when it runs,
+/// else of `/etc/resolv.conf`; loopback addresses (a local stub such as 127.0.0.53) and
+/// scoped link-local ones are left out, since clients cannot reach them.
+pub fn system_nameservers() -> Vec<IpAddr> {
+    for f in ["/run/systemd/resolve/resolv.conf", RESOLV_CONF] {
+        if let Ok(text) = fs::read_to_string(f) {
+            let found = parse_nameservers(&text);
+            if !found.is_empty() {
+                return found;
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn parse_nameservers(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut t = line.split_whitespace();
+        if t.next() != Some("nameserver") {
+            continue;
+        }
+        // `fe80::1%eth0` does not parse: a scoped address means nothing to a client.
+        if let Some(ip) = t.next().and_then(|a| a.parse::<IpAddr>().ok())
+            && !ip.is_loopback()
+            && !ip.is_unspecified()
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nameservers_clients_can_reach() {
+        let text = "# x\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\n\
+                    nameserver fe80::1%eth0\nnameserver 2001:db8::1\nnameserver 192.0.2.53\n\
+                    search example.org\n";
+        let want: Vec<IpAddr> = vec![
+            "192.0.2.53".parse().expect("ip"),
+            "2001:db8::1".parse().expect("ip"),
+        ];
+        assert_eq!(parse_nameservers(text), want);
+        assert!(parse_nameservers("nameserver 127.0.0.1\n").is_empty());
+    }
 
     fn spec(servers: &[&str], domains: &[&str]) -> DnsSpec {
         DnsSpec {

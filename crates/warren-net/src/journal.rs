@@ -42,7 +42,7 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    fn current() -> Owner {
+    pub(crate) fn current() -> Owner {
         let pid = std::process::id();
         Owner {
             pid,
@@ -51,14 +51,40 @@ impl Owner {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub(crate) fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// The `owner PID START NETNS` line of a journal (without the newline).
+    pub(crate) fn line(&self) -> String {
+        format!("owner {} {} {}", self.pid, self.start, self.netns)
+    }
+
+    /// Parses [`Owner::line`].
+    pub(crate) fn parse_line(line: &str) -> Option<Owner> {
+        let mut o = line.split(' ');
+        if o.next()? != "owner" {
+            return None;
+        }
+        Some(Owner {
+            pid: o.next()?.parse().ok()?,
+            start: o.next()?.parse().ok()?,
+            netns: o.next()?.to_owned(),
+        })
+    }
+
     /// The process that wrote the journal still runs (same pid, same start time, and not a
     /// zombie waiting to be reaped: that one will change nothing any more).
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         stat_of(self.pid).is_some_and(|(state, s)| s == self.start && !matches!(state, 'Z' | 'X'))
     }
 }
 
-fn current_netns() -> String {
+pub(crate) fn current_netns() -> String {
     fs::read_link("/proc/self/ns/net")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -137,22 +163,28 @@ impl JournalFile {
     }
 
     fn write(&self, text: &str) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
         let tmp = self
             .dir
             .join(format!(".{PREFIX}{}{SUFFIX}.tmp", self.owner.pid));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &self.path)?;
-        // The rename itself is durable once the directory is synced (best effort: /run is
-        // a tmpfs, where this is a no-op).
-        if let Ok(d) = fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomic(&self.dir, &tmp, &self.path, text)
     }
+}
+
+/// Replaces `path` (in `dir`, created if missing) with `text` through `tmp`: written,
+/// synced, renamed, so a reader sees the old or the new file, never a part.
+pub(crate) fn write_atomic(dir: &Path, tmp: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let mut f = fs::File::create(tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(tmp, path)?;
+    // The rename itself is durable once the directory is synced (best effort: /run is
+    // a tmpfs, where this is a no-op).
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,10 +225,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 }
 
 fn encode(owner: &Owner, changes: &[Change]) -> String {
-    let mut s = format!(
-        "{MAGIC}\nowner {} {} {}\n",
-        owner.pid, owner.start, owner.netns
-    );
+    let mut s = format!("{MAGIC}\n{}\n", owner.line());
     for c in changes {
         match c {
             Change::Route(r) => s.push_str(&format!(
@@ -237,15 +266,7 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
     if lines.next()? != MAGIC {
         return None;
     }
-    let mut o = lines.next()?.split(' ');
-    if o.next()? != "owner" {
-        return None;
-    }
-    let owner = Owner {
-        pid: o.next()?.parse().ok()?,
-        start: o.next()?.parse().ok()?,
-        netns: o.next()?.to_owned(),
-    };
+    let owner = Owner::parse_line(lines.next()?)?;
     let mut changes = Vec::new();
     for line in lines {
         let f: Vec<&str> = line.split(' ').collect();
@@ -334,7 +355,7 @@ pub(crate) fn live_writer_of(dir: &Path, path: &Path, bytes: &[u8]) -> bool {
 /// Whether the network namespace `id` (`net:[inode]`) is gone: no process is in it and no
 /// `ip netns` name pins it. `false` when that cannot be told (not root, so other users'
 /// processes cannot be looked at).
-fn netns_gone(id: &str) -> bool {
+pub(crate) fn netns_gone(id: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Some(inode) = id
         .strip_prefix("net:[")

@@ -29,16 +29,25 @@
 //! through `resolvconf` when installed, or by rewriting `/etc/resolv.conf` in place (so a
 //! bind-mounted file, as `ip netns exec` makes, works too) after keeping its bytes, which
 //! are written back on restore unless someone else changed the file meanwhile.
+//!
+//! The server's side lives here too: [`Nat`] masquerades VPN clients out of the uplink
+//! (an nftables table of warren's own plus per-device forwarding), journaled the same way
+//! (`/run/warren/nat-<pid>.journal`) and undone by [`recover_abandoned_nat`] after a crash.
 #![forbid(unsafe_code)]
 
 mod dns;
 mod ip;
 mod journal;
+mod nat;
 mod state;
 mod tunnel;
 
-pub use dns::{DnsBackend, DnsSpec};
+pub use dns::{DnsBackend, DnsSpec, system_nameservers};
 pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
+pub use nat::{
+    Ipv6Net, Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat,
+    recover_abandoned_nat_in, undo_when_stdin_closes,
+};
 pub use state::NetState;
 pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};
