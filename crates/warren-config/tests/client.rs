@@ -54,7 +54,8 @@ fn defaults() {
         [Remote {
             host: "vpn.example.org".into(),
             port: 1194,
-            proto: ClientProto::Udp
+            proto: ClientProto::Udp,
+            entry: Default::default(),
         }]
     );
     assert_eq!(c.proto, ClientProto::Udp);
@@ -312,7 +313,6 @@ fn harmless_client_directives_warn() {
         "script-security 2",
         "auth-nocache",
         "float",
-        "connect-retry 5",
     ] {
         let (_, w) = ok(l);
         assert_eq!(w.len(), 1, "{l}: {w:?}");
