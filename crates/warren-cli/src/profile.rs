@@ -235,9 +235,15 @@ pub fn render(state: &State, user: &str, opts: &ProfileOptions, now: SystemTime)
             );
             let _ = writeln!(s, "server-poll-timeout {FALLBACK_POLL_TIMEOUT}");
             let udp = opts.remotes.iter().map(|(h, p)| (h, *p, "udp"));
-            let tcp = opts.remotes.iter().map(|(h, _)| (h, tcp_port, "tcp-client"));
+            let tcp = opts
+                .remotes
+                .iter()
+                .map(|(h, _)| (h, tcp_port, "tcp-client"));
             for (host, port, proto) in udp.chain(tcp) {
-                let _ = writeln!(s, "<connection>\nremote {host} {port} {proto}\n</connection>");
+                let _ = writeln!(
+                    s,
+                    "<connection>\nremote {host} {port} {proto}\n</connection>"
+                );
             }
         }
     }
@@ -469,7 +475,9 @@ mod tests {
         for r in &cfg.remotes {
             assert_eq!(
                 r.entry.server_poll_timeout(),
-                Some(std::time::Duration::from_secs(u64::from(FALLBACK_POLL_TIMEOUT)))
+                Some(std::time::Duration::from_secs(u64::from(
+                    FALLBACK_POLL_TIMEOUT
+                )))
             );
             assert!(r.entry.nobind, "nobind must come before the blocks");
         }

@@ -93,11 +93,7 @@ fn server(lab: &Lab) -> (Warren, ZeroServer) {
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(lab, &state, &["--tcp", &TCP_PORT.to_string()]);
-    assert!(
-        lab.server_ns.tcp_port_bound(TCP_PORT),
-        "{}",
-        server.log()
-    );
+    assert!(lab.server_ns.tcp_port_bound(TCP_PORT), "{}", server.log());
     w.add_user("alice", &[]);
     (w, server)
 }
@@ -151,7 +147,10 @@ fn warren_client_falls_back_to_tcp_and_back_to_udp() {
         )),
         "{text}"
     );
-    assert!(dropped(&ns) > 0, "the UDP attempt never reached the drop rule");
+    assert!(
+        dropped(&ns) > 0,
+        "the UDP attempt never reached the drop rule"
+    );
     assert!(
         common::netns::Netns::ipv4_addr(&ns, &dev).is_some(),
         "no address on {dev}"
@@ -211,7 +210,10 @@ fn stock_client_falls_back_to_tcp_with_the_same_profile() {
         took >= POLL_TIMEOUT - Duration::from_secs(1),
         "connected after {took:?}: UDP was not tried first\n{log}"
     );
-    assert!(dropped(&client.ns) > 0, "the UDP attempt never reached the drop rule");
+    assert!(
+        dropped(&client.ns) > 0,
+        "the UDP attempt never reached the drop rule"
+    );
     ping_ok(&client.ns, SERVER_VPN_IP, "stock client -> server over TCP");
     let slog = server.log();
     assert!(slog.contains("login accepted user=\"alice\""), "{slog}");

@@ -446,7 +446,7 @@ fn lower_block(
             _ => false,
         };
         if !taken {
-            return Err(connection::refuse_in_block(lw, &view));
+            return Err(connection::refuse_in_block(&view));
         }
     }
     let mut remotes = bs.remotes.into_iter();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, Location};
 use crate::lex::{Directive, parse_str};
-use crate::lower::{Lowerer, View};
+use crate::lower::View;
 
 /// warren's `server-poll-timeout` when a profile sets none. OpenVPN's is 120 s, but a
 /// stock client gives up on a silent UDP server after `hand-window` (60 s) anyway
@@ -131,10 +131,7 @@ const BLOCK_UNSUPPORTED: &[(&str, &str)] = &[
         "local",
         "a per-connection `local` is not supported yet; put `local` before the first <connection> block",
     ),
-    (
-        "bind",
-        "`bind` is not supported; use `lport` or `nobind`",
-    ),
+    ("bind", "`bind` is not supported; use `lport` or `nobind`"),
     ("fragment", "fragmentation is not supported"),
     ("link-mtu", "`link-mtu` is not supported; use `tun-mtu`"),
     ("mtu-disc", "path MTU discovery settings are not supported"),
@@ -244,8 +241,7 @@ fn shift(mut e: ConfigError, offset: u32) -> ConfigError {
 }
 
 /// Why a directive the block lowering did not take is refused.
-pub(crate) fn refuse_in_block(lw: &Lowerer<'_>, v: &View<'_>) -> ConfigError {
-    let _ = lw;
+pub(crate) fn refuse_in_block(v: &View<'_>) -> ConfigError {
     if let Some((_, reason)) = BLOCK_UNSUPPORTED.iter().find(|(n, _)| *n == v.name) {
         return ConfigError::Unsupported {
             location: v.loc.clone(),
@@ -405,7 +401,9 @@ mod tests {
             "c.ovpn:7: `http-proxy` is not supported by warren: HTTP proxies are not supported yet; ignoring \
              this would connect directly, bypassing the proxy"
         );
-        let e = err("<connection>\nremote a.example\n</connection>\n<connection>\nremote b\nsocks-proxy 127.0.0.1 1080\n</connection>\n");
+        let e = err(
+            "<connection>\nremote a.example\n</connection>\n<connection>\nremote b\nsocks-proxy 127.0.0.1 1080\n</connection>\n",
+        );
         assert!(e.starts_with("c.ovpn:10: `socks-proxy`"), "{e}");
         let e = err("<connection>\nremote a.example\ntun-mtu 1400\n</connection>\n");
         assert!(

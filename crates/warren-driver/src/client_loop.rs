@@ -926,7 +926,12 @@ impl Loop {
     /// Ends the current attempt (if any) and schedules the next one on the entry `next`
     /// says, after the failed entry's `connect-retry` pause (`pause`) or at once. Gives up
     /// after `connect-retry-max` unsuccessful rounds.
-    fn fail_attempt(&mut self, now: Instant, next: Next, pause: bool) -> Result<(), ClientLoopError> {
+    fn fail_attempt(
+        &mut self,
+        now: Instant,
+        next: Next,
+        pause: bool,
+    ) -> Result<(), ClientLoopError> {
         self.end_attempt();
         self.fds_changed = true;
         self.failures = self.failures.saturating_add(1);
@@ -1433,7 +1438,10 @@ mod tests {
             retry_max: Duration::from_secs(20),
             ..r
         };
-        assert_eq!([1, 5, 6, 7].map(|f| r.pause(f, 1).as_secs()), [5, 10, 20, 20]);
+        assert_eq!(
+            [1, 5, 6, 7].map(|f| r.pause(f, 1).as_secs()),
+            [5, 10, 20, 20]
+        );
         // `connect-retry 0`: no pause until the backoff starts (then from 1 s).
         let r = RemoteSpec {
             retry: Duration::ZERO,
