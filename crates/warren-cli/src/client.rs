@@ -75,7 +75,6 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         signals,
         remotes: plan.remotes,
         local: plan.local,
-        lport: plan.lport,
         sndbuf: cfg.sndbuf,
         rcvbuf: cfg.rcvbuf,
         dev: cfg.dev.clone(),
@@ -236,7 +235,6 @@ struct Plan {
     engine: ClientConfig,
     remotes: Vec<RemoteSpec>,
     local: Option<IpAddr>,
-    lport: u16,
     net: NetOptions,
     retry: RetryPolicy,
     notes: Vec<String>,
@@ -249,7 +247,6 @@ impl std::fmt::Debug for Plan {
             .field("engine", &"<redacted>")
             .field("remotes", &self.remotes)
             .field("local", &self.local)
-            .field("lport", &self.lport)
             .field("net", &self.net)
             .field("retry", &self.retry)
             .field("notes", &self.notes)
@@ -327,7 +324,6 @@ impl Plan {
                     .into(),
             ),
         };
-        let lport = cfg.bind_port();
 
         let mut routes = Vec::new();
         for r in &cfg.routes {
@@ -360,14 +356,13 @@ impl Plan {
             dns_backend: DnsBackend::Auto,
         };
         let retry = RetryPolicy {
+            max_rounds: cfg.connect_retry_max,
             resolve_for: cfg.resolve_for(),
-            ..RetryPolicy::default()
         };
         Ok(Plan {
             engine,
             remotes,
             local,
-            lport,
             net,
             retry,
             notes,
@@ -385,11 +380,17 @@ fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
             ClientProto::Udp4 | ClientProto::Tcp4Client => RemoteFamily::V4,
             ClientProto::Udp6 | ClientProto::Tcp6Client => RemoteFamily::V6,
         };
+        let (retry, retry_max) = r.entry.connect_retry();
         out.push(RemoteSpec {
             host: r.host.clone(),
             port: r.port,
             family,
             tcp: r.proto.is_tcp(),
+            poll_timeout: r.entry.server_poll_timeout(),
+            retry,
+            retry_max,
+            lport: r.entry.bind_port(),
+            explicit_exit_notify: r.entry.explicit_exit_notify.is_some_and(|n| n > 0),
         });
     }
     (out, notes)
@@ -504,12 +505,7 @@ mod tests {
     fn remote_protocols() {
         let cfg = profile("remote 192.0.2.4 993 tcp6\n");
         let (r, notes) = remotes(&cfg.remotes);
-        let spec = |host: &str, port, family, tcp| RemoteSpec {
-            host: host.into(),
-            port,
-            family,
-            tcp,
-        };
+        let spec = RemoteSpec::new;
         assert_eq!(
             r,
             [
@@ -520,6 +516,27 @@ mod tests {
             ]
         );
         assert!(notes.is_empty(), "{notes:?}");
+
+        // `<connection>` blocks carry their own timing, bind port and exit notification.
+        let cfg = profile(
+            "server-poll-timeout 3\n<connection>\nremote 192.0.2.7 1194 udp\nexplicit-exit-notify 2\n\
+             </connection>\n<connection>\nremote 192.0.2.7 443 tcp\nconnect-retry 2 8\n\
+             server-poll-timeout 0\n</connection>\nconnect-retry-max 4\n",
+        );
+        let (r, _) = remotes(&cfg.remotes);
+        let udp = RemoteSpec {
+            poll_timeout: Some(Duration::from_secs(3)),
+            explicit_exit_notify: true,
+            ..RemoteSpec::new("192.0.2.7", 1194, RemoteFamily::Any, false)
+        };
+        let tcp = RemoteSpec {
+            poll_timeout: None,
+            retry: Duration::from_secs(2),
+            retry_max: Duration::from_secs(8),
+            ..RemoteSpec::new("192.0.2.7", 443, RemoteFamily::Any, true)
+        };
+        assert_eq!(r, [udp, tcp]);
+        assert_eq!(cfg.connect_retry_max, Some(4));
     }
 
     #[test]

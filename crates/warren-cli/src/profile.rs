@@ -21,6 +21,11 @@ use crate::state::{State, StateDirArg, fmt_date, open_state_for_reading, wall_no
 /// The default OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
 
+/// `server-poll-timeout` of a `--fallback-tcp` profile: how long a client waits for an
+/// answer over UDP before it tries TCP (the stock client's default is 120 s, in practice
+/// 60 s: its `hand-window`).
+pub const FALLBACK_POLL_TIMEOUT: u32 = 10;
+
 /// `warren profile ...`
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
@@ -50,6 +55,11 @@ pub struct ExportArgs {
     /// Transport.
     #[arg(long, value_enum, default_value_t = Proto::Udp)]
     pub proto: Proto,
+    /// Fall back to TCP on PORT when UDP gets no answer: the profile lists every remote
+    /// over UDP, then over TCP, as `<connection>` blocks with a short
+    /// `server-poll-timeout` (the server needs `--tcp PORT`).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub fallback_tcp: Option<u16>,
     /// Make the client ask for a user name and password (default: when the user has a
     /// password).
     #[arg(long, conflicts_with = "no_auth_user_pass")]
@@ -131,6 +141,8 @@ pub struct ProfileOptions {
     /// `remote` lines (host, port), in order. Never empty.
     pub remotes: Vec<(String, u16)>,
     pub proto: Proto,
+    /// `--fallback-tcp PORT`: `<connection>` blocks, UDP first, then TCP on this port.
+    pub fallback_tcp: Option<u16>,
     /// `Some(true)`: add `auth-user-pass`; `None`: when the user has a password.
     pub auth_user_pass: Option<bool>,
     /// Include `<cert>` and `<key>`.
@@ -194,18 +206,48 @@ pub fn render(state: &State, user: &str, opts: &ProfileOptions, now: SystemTime)
         );
     }
     s.push_str("client\ndev tun\n");
-    let _ = writeln!(
-        s,
-        "proto {}",
-        match opts.proto {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
+    match opts.fallback_tcp {
+        None => {
+            let _ = writeln!(
+                s,
+                "proto {}",
+                match opts.proto {
+                    Proto::Udp => "udp",
+                    Proto::Tcp => "tcp",
+                }
+            );
+            for (host, port) in &opts.remotes {
+                let _ = writeln!(s, "remote {host} {port}");
+            }
+            s.push_str("resolv-retry infinite\nnobind\n");
         }
-    );
-    for (host, port) in &opts.remotes {
-        let _ = writeln!(s, "remote {host} {port}");
+        Some(tcp_port) => {
+            if opts.proto == Proto::Tcp {
+                bail!("--fallback-tcp falls back from UDP: leave out --proto tcp");
+            }
+            // Per-connection options before the first block apply to every block (after
+            // it they would apply to none).
+            s.push_str("resolv-retry infinite\nnobind\n");
+            let _ = writeln!(
+                s,
+                "# UDP first; no answer within {FALLBACK_POLL_TIMEOUT} s: TCP. After a session \
+                 ends, warren starts again with UDP."
+            );
+            let _ = writeln!(s, "server-poll-timeout {FALLBACK_POLL_TIMEOUT}");
+            let udp = opts.remotes.iter().map(|(h, p)| (h, *p, "udp"));
+            let tcp = opts
+                .remotes
+                .iter()
+                .map(|(h, _)| (h, tcp_port, "tcp-client"));
+            for (host, port, proto) in udp.chain(tcp) {
+                let _ = writeln!(
+                    s,
+                    "<connection>\nremote {host} {port} {proto}\n</connection>"
+                );
+            }
+        }
     }
-    s.push_str("resolv-retry infinite\nnobind\npersist-key\npersist-tun\n");
+    s.push_str("persist-key\npersist-tun\n");
     s.push_str("remote-cert-tls server\n");
     let _ = writeln!(s, "verify-x509-name {} name", server.common_name);
     if auth {
@@ -261,6 +303,7 @@ fn export(dir: &Path, a: ExportArgs) -> Result<()> {
     let opts = ProfileOptions {
         remotes,
         proto: a.proto,
+        fallback_tcp: a.fallback_tcp,
         auth_user_pass: if a.auth_user_pass {
             Some(true)
         } else if a.no_auth_user_pass {
@@ -334,6 +377,7 @@ mod tests {
         let opts = ProfileOptions {
             remotes: vec![("vpn.example.org".into(), 1194), ("10.0.0.1".into(), 443)],
             proto: Proto::Udp,
+            fallback_tcp: None,
             auth_user_pass: None,
             with_cert: true,
         };
@@ -382,5 +426,66 @@ mod tests {
         assert!(cfg.cert.is_none());
         assert_eq!(cfg.auth_user_pass, Some(None));
         assert!(render(&state, "bob", &opts, now).is_err());
+    }
+
+    #[test]
+    fn fallback_profile_lists_udp_then_tcp_connections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = ensure_state(&dir.path().join("s"), &StateOptions::default()).expect("state");
+        let now = wall_now();
+        let issued = state
+            .issue_client("alice", &LeafOptions::default(), now)
+            .expect("issue");
+        state
+            .store
+            .add_user(
+                &NewUser::named("alice"),
+                Some(&CertRecord::from_issued(&issued)),
+                now,
+            )
+            .expect("add");
+        let opts = ProfileOptions {
+            remotes: vec![("vpn.example.org".into(), 1194), ("192.0.2.1".into(), 1195)],
+            proto: Proto::Udp,
+            fallback_tcp: Some(443),
+            auth_user_pass: None,
+            with_cert: true,
+        };
+        let text = render(&state, "alice", &opts, now).expect("render");
+        assert!(!text.contains("\nproto "), "{text}");
+        assert!(!text.contains("\nremote ") || text.contains("<connection>\nremote "));
+        let path = dir.path().join("alice.ovpn");
+        std::fs::write(&path, &text).expect("write");
+        let (cfg, warnings) = warren_config::load_client_config(&path).expect("parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let got: Vec<_> = cfg
+            .remotes
+            .iter()
+            .map(|r| (r.host.as_str(), r.port, r.proto.is_tcp()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("vpn.example.org", 1194, false),
+                ("192.0.2.1", 1195, false),
+                ("vpn.example.org", 443, true),
+                ("192.0.2.1", 443, true),
+            ]
+        );
+        for r in &cfg.remotes {
+            assert_eq!(
+                r.entry.server_poll_timeout(),
+                Some(std::time::Duration::from_secs(u64::from(
+                    FALLBACK_POLL_TIMEOUT
+                )))
+            );
+            assert!(r.entry.nobind, "nobind must come before the blocks");
+        }
+        let tcp_only = ProfileOptions {
+            proto: Proto::Tcp,
+            ..opts
+        };
+        let e = render(&state, "alice", &tcp_only, now).expect_err("tcp + fallback");
+        assert!(e.to_string().contains("--fallback-tcp"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::connection::{self, EntryOptions, Timing};
 use crate::directives::Side;
 use crate::error::{ConfigError, Location, Warning};
 use crate::lex::parse_str;
@@ -18,11 +19,15 @@ use crate::types::{
 /// A client config (an ordinary `.ovpn` profile), lowered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `remote` lines in order, with `port`/`rport` and `proto` defaults
-    /// applied. Never empty.
+    /// The connection entries in order: one per `<connection>` block or, in a
+    /// file without blocks, one per `remote` line, with `port`/`rport`, `proto`
+    /// and the other per-connection defaults applied. Never empty.
     pub remotes: Vec<Remote>,
     /// `remote-random`.
     pub remote_random: bool,
+    /// `connect-retry-max N`: give up after N unsuccessful rounds over all
+    /// entries; `None` retries forever.
+    pub connect_retry_max: Option<u32>,
     /// `proto`. Default `udp`.
     pub proto: ClientProto,
     /// `local`.
@@ -165,13 +170,47 @@ pub fn client_config_from_str(
     let mut lw = Lowerer::new(Arc::from(origin), base_dir);
     let mut c = Common::default();
     let mut s = ClientState::default();
+    let mut timing = Timing::default();
+    let mut blocks: Vec<Remote> = Vec::new();
+    let mut connect_retry_max = None;
     let supported: Vec<&'static str> = CLIENT_DIRECTIVES
         .iter()
         .chain(COMMON_DIRECTIVES)
+        .chain(connection::CONNECTION_DIRECTIVES)
         .copied()
         .collect();
 
     lw.run(&directives, Side::Client, &supported, |lw, v| {
+        match v.name {
+            "connection" => {
+                if v.inline.is_none() {
+                    return Err(v.invalid(
+                        0,
+                        "write a <connection> ... </connection> block with one `remote` inside",
+                    ));
+                }
+                let entry = lower_block(lw, v, (&c, &s, &timing), &mut connect_retry_max)?;
+                blocks.push(entry);
+                return Ok(true);
+            }
+            "connect-retry-max" => {
+                connect_retry_max = Some(connection::connect_retry_max(v)?);
+                return Ok(true);
+            }
+            name if !blocks.is_empty() && connection::ENTRY_DIRECTIVES.contains(&name) => {
+                lw.warn(
+                    &v.loc,
+                    v.name,
+                    "ignored: it comes after a <connection> block and applies to no connection \
+                     (OpenVPN ignores it too); move it before the first block",
+                );
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if timing.apply(v)? {
+            return Ok(true);
+        }
         if c.apply(lw, v)? {
             return Ok(true);
         }
@@ -209,7 +248,7 @@ pub fn client_config_from_str(
             ));
         }
     }
-    if s.remotes.is_empty() {
+    if s.remotes.is_empty() && blocks.is_empty() {
         return Err(missing(
             "remote",
             "the server to connect to, e.g. `remote vpn.example.org 1194`",
@@ -242,15 +281,35 @@ pub fn client_config_from_str(
     let (dev, dev_type) = c.device(&lw)?;
     let proto = s.proto.unwrap_or_default();
     let default_port = c.remote_port.unwrap_or(defaults::PORT);
-    let remotes = s
-        .remotes
-        .iter()
-        .map(|r| Remote {
-            host: r.host.clone(),
-            port: r.port.unwrap_or(default_port),
-            proto: r.proto.unwrap_or(proto),
-        })
-        .collect::<Vec<_>>();
+    let remotes = if blocks.is_empty() {
+        let entry = EntryOptions {
+            connect_timeout: timing.connect_timeout,
+            connect_retry: timing.connect_retry,
+            explicit_exit_notify: c.explicit_exit_notify.as_ref().map(|(n, _)| *n),
+            nobind: s.nobind,
+            lport: c.local_port,
+            block_line: None,
+        };
+        s.remotes
+            .iter()
+            .map(|r| Remote {
+                host: r.host.clone(),
+                port: r.port.unwrap_or(default_port),
+                proto: r.proto.unwrap_or(proto),
+                entry,
+            })
+            .collect::<Vec<_>>()
+    } else {
+        for r in &s.remotes {
+            lw.warn(
+                &r.loc,
+                "remote",
+                "ignored: the <connection> blocks list the servers (OpenVPN ignores `remote` \
+                 lines outside them too)",
+            );
+        }
+        blocks
+    };
 
     let whole = lw.file_location();
     match c.remote_cert_tls {
@@ -290,6 +349,7 @@ pub fn client_config_from_str(
     let cfg = ClientConfig {
         remotes,
         remote_random: s.remote_random,
+        connect_retry_max,
         proto,
         local: c.local.clone(),
         lport: c.local_port,
@@ -347,6 +407,94 @@ struct PendingRemote {
     host: String,
     port: Option<u16>,
     proto: Option<ClientProto>,
+    loc: Location,
+}
+
+/// One `<connection>` block: an entry that starts from the per-connection directives
+/// seen so far (`defaults`), see [`connection`].
+fn lower_block(
+    lw: &mut Lowerer<'_>,
+    v: &View<'_>,
+    defaults: (&Common, &ClientState, &Timing),
+    connect_retry_max: &mut Option<u32>,
+) -> Result<Remote, ConfigError> {
+    let (c, s, t) = defaults;
+    let mut bc = Common {
+        remote_port: c.remote_port,
+        local_port: c.local_port,
+        lport_seen: c.lport_seen,
+        explicit_exit_notify: c.explicit_exit_notify.clone(),
+        ..Common::default()
+    };
+    let mut bs = ClientState {
+        proto: s.proto,
+        nobind: s.nobind,
+        ..ClientState::default()
+    };
+    let mut bt = t.clone();
+    for d in &connection::block_directives(v)? {
+        let view = View {
+            name: &d.name.value,
+            args: &d.args,
+            inline: None,
+            loc: d.location(),
+        };
+        let taken = match view.name {
+            "remote" | "proto" | "nobind" => bs.apply(lw, &view)?,
+            "port" | "lport" | "explicit-exit-notify" => bc.apply(lw, &view)?,
+            "rport" => {
+                view.expect(1, 1, "1 parameter (a port)")?;
+                bc.remote_port = Some(view.port_at(0)?);
+                true
+            }
+            "connect-retry" | "connect-timeout" | "server-poll-timeout" => bt.apply(&view)?,
+            "connect-retry-max" => {
+                // Global in OpenVPN even inside a block.
+                *connect_retry_max = Some(connection::connect_retry_max(&view)?);
+                true
+            }
+            "float" => {
+                view.expect(0, 0, "no parameters")?;
+                lw.warn(
+                    &view.loc,
+                    "float",
+                    "ignored: warren follows authenticated server address changes",
+                );
+                true
+            }
+            _ => false,
+        };
+        if !taken {
+            return Err(connection::refuse_in_block(&view));
+        }
+    }
+    let mut remotes = bs.remotes.into_iter();
+    let (Some(r), None) = (remotes.next(), remotes.next()) else {
+        return Err(ConfigError::InvalidValue {
+            location: v.loc.clone(),
+            directive: "connection".into(),
+            value: String::new(),
+            reason: "a <connection> block needs exactly one `remote` line; write one block per \
+                     server"
+                .into(),
+        });
+    };
+    Ok(Remote {
+        host: r.host,
+        port: r
+            .port
+            .or(bc.remote_port)
+            .unwrap_or(crate::settings::defaults::PORT),
+        proto: r.proto.or(bs.proto).unwrap_or_default(),
+        entry: EntryOptions {
+            connect_timeout: bt.connect_timeout,
+            connect_retry: bt.connect_retry,
+            explicit_exit_notify: bc.explicit_exit_notify.map(|(n, _)| n),
+            nobind: bs.nobind,
+            lport: bc.local_port,
+            block_line: v.loc.line,
+        },
+    })
 }
 
 #[derive(Default)]
@@ -436,6 +584,7 @@ impl ClientState {
                     host: v.arg(0).to_owned(),
                     port,
                     proto,
+                    loc: v.loc.clone(),
                 });
             }
             "remote-random" => {

@@ -124,13 +124,6 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
         "warren follows authenticated server address changes",
     ),
     ("auth-retry", "warren stops on AUTH_FAILED"),
-    ("connect-retry", "warren uses its own reconnect backoff"),
-    (
-        "connect-retry-max",
-        "warren keeps retrying with its own backoff",
-    ),
-    ("connect-timeout", "warren uses its own connect timeout"),
-    ("server-poll-timeout", "warren uses its own connect timeout"),
     ("push-peer-info", "warren sends its standard peer info"),
     ("remote-random-hostname", NO_EFFECT),
     ("preresolve", NO_EFFECT),
@@ -258,11 +251,6 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
     (
         "config",
         "including other config files is not supported yet",
-        true,
-    ),
-    (
-        "connection",
-        "<connection> blocks are not supported yet; use `remote` lines",
         true,
     ),
     ("pkcs12", EXTERNAL_KEY, true),
@@ -555,6 +543,7 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ),
     ("auth-user-pass", CLIENT_ONLY, true),
     ("remote", CLIENT_ONLY, true),
+    ("connection", CLIENT_ONLY, true),
     ("rport", CLIENT_ONLY, true),
     ("nobind", CLIENT_ONLY, true),
     ("client", CLIENT_ONLY, true),

@@ -22,7 +22,9 @@
 //!    `warren-auth cert|cert+password|password` (users, revocations and
 //!    leases from warren's state; `warren-auth` needs `warren-state-dir`),
 //!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
-//!    (bounds on sessions still in the handshake).
+//!    (bounds on sessions still in the handshake). In a client config,
+//!    `<connection>` blocks and `connect-retry`, `connect-retry-max`,
+//!    `connect-timeout`/`server-poll-timeout` (see [`EntryOptions`]).
 //!    A warren extension of the other side is refused like a not-implemented
 //!    directive. Bad values are errors with
 //!    `file:line` and the offending value quoted. Repeated directives follow
@@ -42,7 +44,7 @@
 //!    `tls-verify`, `plugin`, `auth-user-pass-verify`, `client-connect`,
 //!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
 //!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,
-//!    `chroot`, `setcon`, `mlock`, `cd`, `config`, `<connection>`, PKCS#11/12
+//!    `chroot`, `setcon`, `mlock`, `cd`, `config`, PKCS#11/12
 //!    and external keys, `fragment`, tap and IPv6-in-tunnel directives,
 //!    proxies, `block-ipv6`, `redirect-private` and `dns` on a client, and
 //!    client-only directives in a server config (and the reverse).
@@ -85,9 +87,7 @@
 //!
 //! ## Allow-list: client only
 //!
-//! `float`,
-//! `auth-retry`, `connect-retry`, `connect-retry-max`, `connect-timeout`,
-//! `server-poll-timeout`, `push-peer-info`, `remote-random-hostname`,
+//! `float`, `auth-retry`, `push-peer-info`, `remote-random-hostname`,
 //! `preresolve`, `ip-remote-hint`, `route-delay`, `topology` (pushed by the
 //! server), `status`, `status-version`, `allow-pull-fqdn`.
 //!
@@ -142,6 +142,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod connection;
 mod directives;
 mod error;
 mod lex;
@@ -157,6 +158,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use client::{ClientConfig, client_config_from_str, load_client_config};
+pub use connection::{
+    DEFAULT_CONNECT_RETRY, DEFAULT_CONNECT_RETRY_MAX, DEFAULT_SERVER_POLL_TIMEOUT, EntryOptions,
+};
 pub use error::{ConfigError, Location, SyntaxError, Warning};
 pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;

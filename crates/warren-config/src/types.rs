@@ -151,6 +151,10 @@ pub struct Remote {
     pub port: u16,
     /// Transport.
     pub proto: ClientProto,
+    /// The per-connection settings of this entry (OpenVPN `struct connection_entry`):
+    /// from its `<connection>` block and the directives before the first block, or, for
+    /// a `remote` line, from the whole file.
+    pub entry: crate::connection::EntryOptions,
 }
 
 /// A client-side `route NETWORK [NETMASK [GATEWAY [METRIC]]]`.

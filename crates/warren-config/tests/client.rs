@@ -54,7 +54,8 @@ fn defaults() {
         [Remote {
             host: "vpn.example.org".into(),
             port: 1194,
-            proto: ClientProto::Udp
+            proto: ClientProto::Udp,
+            entry: Default::default(),
         }]
     );
     assert_eq!(c.proto, ClientProto::Udp);
@@ -317,13 +318,7 @@ fn user_and_group() {
 
 #[test]
 fn harmless_client_directives_warn() {
-    for l in [
-        "mute 10",
-        "script-security 2",
-        "auth-nocache",
-        "float",
-        "connect-retry 5",
-    ] {
+    for l in ["mute 10", "script-security 2", "auth-nocache", "float"] {
         let (_, w) = ok(l);
         assert_eq!(w.len(), 1, "{l}: {w:?}");
         assert_eq!(w[0].location.line, Some(NEXT));

@@ -54,7 +54,7 @@ pub enum RemoteFamily {
     V6,
 }
 
-/// One `remote HOST PORT [PROTO]`.
+/// One connection entry: a `remote HOST PORT [PROTO]` line or a `<connection>` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
     pub host: String,
@@ -62,6 +62,57 @@ pub struct RemoteSpec {
     pub family: RemoteFamily,
     /// `tcp-client`: OpenVPN over TCP (u16 length-prefixed frames) instead of UDP.
     pub tcp: bool,
+    /// `server-poll-timeout` (`connect-timeout`): an attempt that has heard nothing from
+    /// the server after this long moves on to the next entry at once. `None`: only the
+    /// engine's `hand-window` ends a silent attempt.
+    pub poll_timeout: Option<Duration>,
+    /// `connect-retry N MAX`: the pause after a failed attempt on this entry, and the cap
+    /// of its backoff.
+    pub retry: Duration,
+    pub retry_max: Duration,
+    /// Local UDP port to bind: 0 with `nobind`.
+    pub lport: u16,
+    /// `explicit-exit-notify` on this entry (UDP only).
+    pub explicit_exit_notify: bool,
+}
+
+impl RemoteSpec {
+    /// A plain entry with OpenVPN's `connect-retry` defaults and warren's 10 s
+    /// `server-poll-timeout`.
+    pub fn new(host: impl Into<String>, port: u16, family: RemoteFamily, tcp: bool) -> Self {
+        RemoteSpec {
+            host: host.into(),
+            port,
+            family,
+            tcp,
+            poll_timeout: Some(Duration::from_secs(10)),
+            retry: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            lport: 0,
+            explicit_exit_notify: false,
+        }
+    }
+
+    /// The pause before the next attempt after `failures` consecutive unsuccessful
+    /// attempts (1 after a session that was up) on `remotes` entries, this one the last
+    /// that failed. OpenVPN init.c `socket_restart_pause`: `connect-retry` seconds, doubled
+    /// for every round beyond the fifth over all entries, capped at `connect-retry`'s MAX.
+    pub fn pause(&self, failures: u32, remotes: usize) -> Duration {
+        let rounds = failures / u32::try_from(remotes.max(1)).unwrap_or(u32::MAX);
+        let backoff = rounds.saturating_sub(4);
+        let base = if backoff > 0 {
+            self.retry
+                .max(Duration::from_secs(1))
+                .saturating_mul(1u32 << backoff.min(15))
+        } else {
+            self.retry
+        };
+        base.min(self.retry_max)
+    }
+
+    fn proto_name(&self) -> &'static str {
+        if self.tcp { "tcp" } else { "udp" }
+    }
 }
 
 /// `pull-filter` actions (OpenVPN options.c `apply_pull_filter`).
@@ -87,41 +138,15 @@ pub struct NetOptions {
     pub dns_backend: DnsBackend,
 }
 
-/// Reconnection timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Reconnection limits besides each entry's own timing ([`RemoteSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetryPolicy {
-    /// First delay; doubled after every full round of failed remotes.
-    pub initial: Duration,
-    pub max: Duration,
-    /// A connection attempt that has not heard from the server after this long fails
-    /// (OpenVPN `server-poll-timeout`).
-    pub connect_timeout: Duration,
+    /// `connect-retry-max N`: give up after N unsuccessful attempts per entry in a row.
+    /// `None` retries forever.
+    pub max_rounds: Option<u32>,
     /// `resolv-retry N`: give up when names have failed to resolve for this long. `None`
     /// (`resolv-retry infinite`, the default) retries forever.
     pub resolve_for: Option<Duration>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            resolve_for: None,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The pause before the next attempt after `failures` consecutive failed attempts
-    /// (0 after a connection that was up: one `initial` pause), with `remotes` remotes in
-    /// rotation: every remote is tried at the initial pace, then the pause doubles per
-    /// round (OpenVPN init.c `socket_restart_pause` also backs off per round), capped.
-    pub fn delay(&self, failures: u32, remotes: usize) -> Duration {
-        let rounds = failures.saturating_sub(1) / u32::try_from(remotes.max(1)).unwrap_or(u32::MAX);
-        let factor = 1u32.checked_shl(rounds.min(20)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
 }
 
 /// Everything besides the engine config.
@@ -130,12 +155,11 @@ pub struct ClientLoopOptions {
     pub clock: Clock,
     /// Created on the main thread before any other thread (see [`Signals::new`]).
     pub signals: Signals,
-    /// Tried in order, round robin. Never empty.
+    /// Tried in order, round robin; after a session that was up ends, from the first one
+    /// again. Never empty.
     pub remotes: Vec<RemoteSpec>,
     /// `local` address to bind, if any.
     pub local: Option<IpAddr>,
-    /// Local port: 0 with `nobind`.
-    pub lport: u16,
     pub sndbuf: Option<u32>,
     pub rcvbuf: Option<u32>,
     /// `dev` (`tun` lets the kernel choose).
@@ -190,6 +214,10 @@ pub enum ClientLoopError {
     },
     #[error("no usable `remote`")]
     NoRemote,
+    #[error(
+        "all {remotes} connection(s) failed {rounds} time(s) in a row (connect-retry-max {rounds}); giving up"
+    )]
+    RetryMax { remotes: usize, rounds: u32 },
     #[error("waiting for I/O: {0}")]
     Poll(#[source] io::Error),
     #[error("reading the signal descriptor: {0}")]
@@ -435,6 +463,8 @@ struct Attempt {
     client: Client,
     server: SocketAddr,
     started: Instant,
+    /// The entry's `server-poll-timeout`.
+    poll_timeout: Option<Duration>,
     heard: bool,
     connected: bool,
     /// When the session came up, for SIGUSR2's statistics.
@@ -618,10 +648,10 @@ impl Loop {
             if let Flow::Exit = self.after_input(now)? {
                 return Ok(());
             }
-            if let Flow::Exit = self.check_tcp(now) {
+            if let Flow::Exit = self.check_tcp(now)? {
                 return Ok(());
             }
-            self.check_connect_timeout(now);
+            self.check_connect_timeout(now)?;
             if self.restart_deadline.is_some_and(|d| now >= d) {
                 debug!("exit notification grace period over; restarting");
                 self.restart_now(now);
@@ -644,7 +674,7 @@ impl Loop {
             .attempt
             .as_ref()
             .filter(|a| !a.heard && !a.connected)
-            .map(|a| a.started + self.opts.retry.connect_timeout);
+            .and_then(|a| a.poll_timeout.map(|t| a.started + t));
         let next = if self.attempt.is_none() {
             self.next_attempt_at
         } else {
@@ -780,8 +810,7 @@ impl Loop {
                     });
                 }
                 warn!("cannot resolve remote `{}`: {e}", remote.host);
-                self.fail_attempt(now, true);
-                return Ok(());
+                return self.fail_attempt(now, Next::Advance, true);
             }
         };
         if let Some(net) = &mut self.net
@@ -809,7 +838,7 @@ impl Loop {
             &UdpBind {
                 family,
                 local,
-                port: self.opts.lport,
+                port: remote.lport,
                 sndbuf: self.opts.sndbuf,
                 rcvbuf: self.opts.rcvbuf,
             },
@@ -819,8 +848,10 @@ impl Loop {
         self.pump.fit(socket.is_batched(), self.mtu);
         debug!("UDP socket: {}", socket.describe());
         let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
-        let client = Client::new(self.engine.clone(), server, Box::new(rng), now)
-            .map_err(ClientLoopError::Setup)?;
+        let mut engine = self.engine.clone();
+        engine.explicit_exit_notify = remote.explicit_exit_notify;
+        let client =
+            Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
         info!(
             "connecting to {server} ({}:{}) from {}",
             remote.host,
@@ -832,6 +863,7 @@ impl Loop {
             client,
             server,
             started: now,
+            poll_timeout: remote.poll_timeout,
             heard: false,
             connected: false,
             connected_at: None,
@@ -855,8 +887,7 @@ impl Loop {
             Ok(l) => l,
             Err(e) => {
                 warn!("TCP connect to {server} failed: {e}");
-                self.fail_attempt(now, true);
-                return Ok(());
+                return self.fail_attempt(now, Next::Advance, true);
             }
         };
         self.pump.fit_tun(self.mtu);
@@ -877,6 +908,7 @@ impl Loop {
             client,
             server,
             started: now,
+            poll_timeout: remote.poll_timeout,
             heard: false,
             connected: false,
             connected_at: None,
@@ -886,30 +918,31 @@ impl Loop {
     }
 
     /// A TCP connection that failed or ended ends the attempt (or the client, during
-    /// shutdown); a session that was up reconnects to the same remote first.
-    fn check_tcp(&mut self, now: Instant) -> Flow {
+    /// shutdown); a session that was up starts again from the first entry.
+    fn check_tcp(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
         let Some(why) = self
             .tcp
             .as_ref()
             .and_then(|l| l.failed())
             .map(str::to_owned)
         else {
-            return Flow::Continue;
+            return Ok(Flow::Continue);
         };
         if self.shutdown_deadline.is_some() {
             debug!("{why}");
             self.end_attempt();
-            return Flow::Exit;
+            return Ok(Flow::Exit);
         }
         let was_up = self.attempt.as_ref().is_some_and(|a| a.connected);
         if was_up {
             warn!("{why}: reconnecting");
             self.failures = 0;
+            self.fail_attempt(now, Next::First, true)?;
         } else {
             warn!("{why}");
+            self.fail_attempt(now, Next::Advance, true)?;
         }
-        self.fail_attempt(now, !was_up);
-        Flow::Continue
+        Ok(Flow::Continue)
     }
 
     /// Drops the current attempt's engine and socket.
@@ -919,39 +952,64 @@ impl Loop {
         self.tcp = None;
     }
 
-    /// Ends the current attempt (if any) and schedules the next one on the next remote.
-    fn fail_attempt(&mut self, now: Instant, advance: bool) {
+    /// Ends the current attempt (if any) and schedules the next one on the entry `next`
+    /// says, after the failed entry's `connect-retry` pause (`pause`) or at once. Gives up
+    /// after `connect-retry-max` unsuccessful rounds.
+    fn fail_attempt(
+        &mut self,
+        now: Instant,
+        next: Next,
+        pause: bool,
+    ) -> Result<(), ClientLoopError> {
         self.end_attempt();
         self.fds_changed = true;
         self.failures = self.failures.saturating_add(1);
-        if advance {
-            self.remote_idx = (self.remote_idx + 1) % self.opts.remotes.len();
+        let n = self.opts.remotes.len();
+        if let Some(rounds) = self.opts.retry.max_rounds
+            && u64::from(self.failures) >= u64::from(rounds) * n as u64
+        {
+            return Err(ClientLoopError::RetryMax { remotes: n, rounds });
         }
-        let delay = self
-            .opts
-            .retry
-            .delay(self.failures, self.opts.remotes.len());
-        let next = &self.opts.remotes[self.remote_idx];
+        let delay = if pause {
+            self.opts.remotes[self.remote_idx % n].pause(self.failures, n)
+        } else {
+            Duration::ZERO
+        };
+        match next {
+            Next::Same => {}
+            Next::Advance => self.remote_idx = (self.remote_idx + 1) % n,
+            Next::First => self.remote_idx = 0,
+        }
+        let r = &self.opts.remotes[self.remote_idx];
         info!(
-            "next attempt in {} s: {}:{}",
+            "next attempt in {} s: {}:{} ({})",
             delay.as_secs_f32(),
-            next.host,
-            next.port
+            r.host,
+            r.port,
+            r.proto_name()
         );
         self.next_attempt_at = Some(now + delay);
+        Ok(())
     }
 
-    fn check_connect_timeout(&mut self, now: Instant) {
-        let Some(a) = &self.attempt else { return };
-        if a.heard || a.connected || now < a.started + self.opts.retry.connect_timeout {
-            return;
+    /// OpenVPN `server-poll-timeout`: an attempt that has heard nothing from the server
+    /// moves on to the next entry without a pause (forward.c check_server_poll_timeout).
+    fn check_connect_timeout(&mut self, now: Instant) -> Result<(), ClientLoopError> {
+        let Some(a) = &self.attempt else {
+            return Ok(());
+        };
+        let Some(limit) = a.poll_timeout else {
+            return Ok(());
+        };
+        if a.heard || a.connected || now < a.started + limit {
+            return Ok(());
         }
         warn!(
-            "no answer from {} within {} s",
+            "no answer from {} within {} s (server-poll-timeout): trying the next connection",
             a.server,
-            self.opts.retry.connect_timeout.as_secs()
+            limit.as_secs()
         );
-        self.fail_attempt(now, true);
+        self.fail_attempt(now, Next::Advance, false)
     }
 
     /// One UDP batch: every datagram from the server opened in place, the plaintext
@@ -1052,7 +1110,7 @@ impl Loop {
                     Err(Fatal::Net(e)) => return Err(e),
                     Err(Fatal::Retry(msg)) => {
                         error!("{msg}; reconnecting");
-                        self.fail_attempt(now, false);
+                        self.fail_attempt(now, Next::Same, true)?;
                     }
                 }
             }
@@ -1248,13 +1306,34 @@ impl Loop {
                 true
             }
         };
-        if was_up {
-            // A session that was up: reconnect after one initial pause.
+        let next = if was_up {
+            // A session that was up: reconnect after one `connect-retry` pause, from the
+            // first entry, so that a profile whose first entry is UDP and a later one TCP
+            // goes back to UDP once UDP works again.
+            // `RESTART,[N]` still moves on to the next entry.
             self.failures = 0;
-        }
-        self.fail_attempt(now, advance);
+            if matches!(&reason, ClientDisconnect::Restart(r) if r.contains("[N]")) {
+                Next::Advance
+            } else {
+                Next::First
+            }
+        } else if advance {
+            Next::Advance
+        } else {
+            Next::Same
+        };
+        self.fail_attempt(now, next, true)?;
         Ok(Flow::Continue)
     }
+}
+
+/// Which entry the attempt after a failure uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Same,
+    Advance,
+    /// The first entry: after a session that was up.
+    First,
 }
 
 /// Errors of `on_connected`: fatal ones end the loop, others retry.
@@ -1403,47 +1482,42 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped_and_per_round() {
-        let r = RetryPolicy::default();
-        let s = |f, n| r.delay(f, n).as_secs();
+    fn pause_follows_openvpn_connect_retry() {
+        let r = RemoteSpec::new("192.0.2.1", 1194, RemoteFamily::Any, false);
+        let s = |f, n| r.pause(f, n).as_secs();
+        // One entry: 1 s for the first four failures, then doubling, capped at 300 s.
         assert_eq!(
-            [
-                s(0, 1),
-                s(1, 1),
-                s(2, 1),
-                s(3, 1),
-                s(4, 1),
-                s(7, 1),
-                s(8, 1),
-                s(40, 1)
-            ],
-            [1, 1, 2, 4, 8, 60, 60, 60]
+            [1, 2, 3, 4, 5, 6, 7, 12, 13, 40, u32::MAX].map(|f| s(f, 1)),
+            [1, 1, 1, 1, 2, 4, 8, 256, 300, 300, 300]
         );
-        // Two remotes: each round at the same pace.
+        // Two entries: the backoff counts rounds over both.
+        assert_eq!([9, 10, 11, 12].map(|f| s(f, 2)), [1, 2, 2, 4]);
+        // `connect-retry 5 20`.
+        let r = RemoteSpec {
+            retry: Duration::from_secs(5),
+            retry_max: Duration::from_secs(20),
+            ..r
+        };
         assert_eq!(
-            [s(1, 2), s(2, 2), s(3, 2), s(4, 2), s(5, 2)],
-            [1, 1, 2, 2, 4]
+            [1, 5, 6, 7].map(|f| r.pause(f, 1).as_secs()),
+            [5, 10, 20, 20]
         );
+        // `connect-retry 0`: no pause until the backoff starts (then from 1 s).
+        let r = RemoteSpec {
+            retry: Duration::ZERO,
+            ..r
+        };
+        assert_eq!([1, 4, 5].map(|f| r.pause(f, 1).as_secs()), [0, 0, 2]);
     }
 
     #[test]
     fn resolves_literals_by_family() {
-        let r = RemoteSpec {
-            host: "127.0.0.1".into(),
-            port: 1194,
-            family: RemoteFamily::Any,
-            tcp: false,
-        };
+        let r = RemoteSpec::new("127.0.0.1", 1194, RemoteFamily::Any, false);
         assert_eq!(
             resolve(&r).expect("ok"),
             "127.0.0.1:1194".parse::<SocketAddr>().expect("addr")
         );
-        let r = RemoteSpec {
-            host: "127.0.0.1".into(),
-            port: 1194,
-            family: RemoteFamily::V6,
-            tcp: false,
-        };
+        let r = RemoteSpec::new("127.0.0.1", 1194, RemoteFamily::V6, false);
         assert!(resolve(&r).is_err());
     }
 }
