@@ -315,6 +315,18 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
 
 /// The journals in `dir` with their owners, skipping what does not parse.
 fn journals(dir: &Path) -> Vec<(PathBuf, Owner, Vec<Change>)> {
+    read_journals(dir, PREFIX, "warren network journal", decode)
+}
+
+/// The files `PREFIX*.journal` in `dir`, decoded, in name order; one that does not decode
+/// is skipped with a warning naming `what` it should have been. Shared by the client's
+/// network journal and the server's NAT journal.
+pub(crate) fn read_journals<C>(
+    dir: &Path,
+    prefix: &str,
+    what: &str,
+    decode: impl Fn(&str) -> Option<(Owner, Vec<C>)>,
+) -> Vec<(PathBuf, Owner, Vec<C>)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -322,16 +334,13 @@ fn journals(dir: &Path) -> Vec<(PathBuf, Owner, Vec<Change>)> {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
+        if !(name.starts_with(prefix) && name.ends_with(SUFFIX)) {
             continue;
         }
         let path = e.path();
-        match fs::read_to_string(&path).ok().as_deref().and_then(decode) {
+        match fs::read_to_string(&path).ok().as_deref().and_then(&decode) {
             Some((owner, changes)) => out.push((path, owner, changes)),
-            None => warn!(
-                "{}: not a readable warren network journal; ignored",
-                path.display()
-            ),
+            None => warn!("{}: not a readable {what}; ignored", path.display()),
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -348,27 +348,7 @@ fn unhex(s: &str) -> Option<String> {
 
 /// The NAT journals in `dir`: (file, owner, changes), skipping what does not parse.
 fn journals(dir: &Path) -> Vec<(PathBuf, Owner, Vec<NatChange>)> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
-            continue;
-        }
-        let path = e.path();
-        match fs::read_to_string(&path).ok().as_deref().and_then(decode) {
-            Some((owner, changes)) => out.push((path, owner, changes)),
-            None => warn!(
-                "{}: not a readable warren NAT journal; ignored",
-                path.display()
-            ),
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    crate::journal::read_journals(dir, PREFIX, "warren NAT journal", decode)
 }
 
 /// The NAT of one server: created by [`Nat::apply`], undone by [`Nat::restore`] or on drop.
