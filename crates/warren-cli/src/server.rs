@@ -942,7 +942,9 @@ fn live_engine_config(
     unix_time_at_zero: u64,
     live: &crate::crl::SharedTls,
 ) -> Result<ServerConfig> {
-    let mut live = live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut live = live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut inputs = tls_inputs(cfg)?;
     inputs.opts.crl = live.crl.clone();
     let tls = inputs.build()?;

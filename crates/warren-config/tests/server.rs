@@ -1187,7 +1187,8 @@ fn crl_verify() {
         ))
     );
     // Inline blocks.
-    let c = cfg("<crl-verify>\n-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n</crl-verify>");
+    let c =
+        cfg("<crl-verify>\n-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n</crl-verify>");
     assert!(
         matches!(&c.crl_verify, Some((Material::Inline(t), _)) if t.contains("BEGIN X509 CRL")),
         "{:?}",

@@ -1509,14 +1509,12 @@ fn crl_verify_refuses_revoked_serials_only() {
     );
     assert_eq!(
         tls::describe_tls_error(&err),
-        format!("certificate rejected: certificate serial {hex} is revoked (crl-verify /etc/openvpn/crl.pem)")
+        format!(
+            "certificate rejected: certificate serial {hex} is revoked (crl-verify /etc/openvpn/crl.pem)"
+        )
     );
     // Another certificate of the same CA is not affected.
-    handshake(
-        client_cfg_with(&pki.ca.pem, &other, &client_opts()),
-        listed,
-    )
-    .unwrap();
+    handshake(client_cfg_with(&pki.ca.pem, &other, &client_opts()), listed).unwrap();
 }
 
 #[test]
@@ -1524,7 +1522,10 @@ fn crl_verify_needs_a_crl_from_the_issuer() {
     let pki = ec_pki();
     let stranger = Ca::root(Alg::P256, "Other CA");
     let cfg = server_cfg(pki, &crl_opts(vec![crl_der(&stranger, &[])]));
-    let err = expect_rejection(handshake(client_cfg(pki, &client_opts()), cfg), Side::Server);
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &client_opts()), cfg),
+        Side::Server,
+    );
     assert!(
         matches!(
             tls::certificate_rejection(&err),
@@ -1546,7 +1547,8 @@ fn crl_verify_garbage_is_a_setup_error() {
     .unwrap_err();
     assert!(matches!(err, TlsSetupError::Crl { .. }), "{err:?}");
     assert!(
-        err.to_string().starts_with("crl-verify /etc/openvpn/crl.pem: "),
+        err.to_string()
+            .starts_with("crl-verify /etc/openvpn/crl.pem: "),
         "{err}"
     );
 }

@@ -213,11 +213,10 @@ pub fn load_crl_file(crl_pem: &str, ca_bundle_pem: &str, what: &str) -> Result<C
         .filter(|p| p.tag() == "X509 CRL")
         .map(|p| p.into_contents())
     {
-        let (_, crl) =
-            CertificateRevocationList::from_der(&der).map_err(|e| PkiError::BadCrl {
-                what: what.to_owned(),
-                source: nom_err(e),
-            })?;
+        let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| PkiError::BadCrl {
+            what: what.to_owned(),
+            source: nom_err(e),
+        })?;
         let signed = cas.iter().any(|ca| {
             X509Certificate::from_der(ca)
                 .is_ok_and(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
@@ -229,12 +228,14 @@ pub fn load_crl_file(crl_pem: &str, ca_bundle_pem: &str, what: &str) -> Result<C
             });
         }
         file.revoked
-            .extend(crl.iter_revoked_certificates().map(|r| Revoked {
-                serial: Serial::from_bytes(r.raw_serial()),
-                revoked_at: from_unix(r.revocation_date.timestamp()),
-                reason: r
-                    .reason_code()
-                    .and_then(|(_, code)| RevocationReason::from_code(code.0)),
+            .extend(crl.iter_revoked_certificates().map(|r| {
+                Revoked {
+                    serial: Serial::from_bytes(r.raw_serial()),
+                    revoked_at: from_unix(r.revocation_date.timestamp()),
+                    reason: r
+                        .reason_code()
+                        .and_then(|(_, code)| RevocationReason::from_code(code.0)),
+                }
             }));
         file.ders.push(der);
     }

@@ -432,7 +432,9 @@ fn crl_file_for_crl_verify() {
     let ca1 = ca(KeyAlgorithm::EcdsaP256, &mut rng);
     let ca2 = ca(KeyAlgorithm::EcdsaP256, &mut rng);
     let leaf = LeafOptions::default();
-    let bob = ca1.issue_client("bob", &leaf, now(), &mut rng).expect("bob");
+    let bob = ca1
+        .issue_client("bob", &leaf, now(), &mut rng)
+        .expect("bob");
     let revoked = vec![Revoked {
         serial: bob.info.serial.clone(),
         revoked_at: warren_pki::from_unix(warren_pki::to_unix(now())),
