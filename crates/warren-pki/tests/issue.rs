@@ -448,15 +448,16 @@ fn crl_file_for_crl_verify() {
     assert_eq!(f.ders.len(), 2);
     assert_eq!(f.revoked, revoked);
     // A CRL of another CA is refused, naming the file and its issuer.
-    let e = warren_pki::load_crl_file(&crl2, ca1.cert_pem(), "crl.pem").unwrap_err();
+    let e = warren_pki::load_crl_file(&crl2, ca1.cert_pem(), "crl.pem").expect_err("refused");
     assert!(
         matches!(e, PkiError::CrlIssuer { .. }) && e.to_string().starts_with("crl.pem: "),
         "{e}"
     );
     // No CRL at all, or garbage inside the armour.
-    let e = warren_pki::load_crl_file(ca1.cert_pem(), ca1.cert_pem(), "crl.pem").unwrap_err();
+    let e =
+        warren_pki::load_crl_file(ca1.cert_pem(), ca1.cert_pem(), "crl.pem").expect_err("refused");
     assert!(e.to_string().contains("no X509 CRL block"), "{e}");
     let bad = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
-    let e = warren_pki::load_crl_file(bad, ca1.cert_pem(), "crl.pem").unwrap_err();
+    let e = warren_pki::load_crl_file(bad, ca1.cert_pem(), "crl.pem").expect_err("refused");
     assert!(matches!(e, PkiError::BadCrl { .. }), "{e}");
 }
