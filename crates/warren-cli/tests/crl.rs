@@ -229,3 +229,101 @@ fn crl_verify_kicks_revoked_clients_and_refuses_them() {
     lab.assert_server_running();
     assert_eq!(victim.count(common::lab::CONNECTED), 1);
 }
+
+/// With `user nobody` the server re-reads the CRL as nobody: a readable file works as
+/// before; a file nobody cannot read gives one warning and the last good CRL stays in
+/// force, until the file is readable again.
+#[test]
+fn crl_verify_after_the_privilege_drop() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::with_pki(
+        "crl-drop",
+        ServerKind::Warren,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let pki = lab.pki.dir.clone();
+    let dir = lab.dir().to_path_buf();
+    let crl = dir.join("crl.pem");
+    let ca = openssl_ca(&pki, "ca");
+    gencrl(&ca, &crl);
+    fs::set_permissions(&crl, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let group = if fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("nogroup:"))
+    {
+        "nogroup"
+    } else {
+        "nobody"
+    };
+    let mut conf = lab.server_conf();
+    conf.extra = vec![
+        format!("crl-verify {}", s(&crl)),
+        "user nobody".into(),
+        format!("group {group}"),
+    ];
+    lab.start_server(&conf);
+    assert!(
+        lab.server_log().contains("dropped privileges to nobody"),
+        "{}",
+        tail(&lab.server_log(), 20)
+    );
+    let c1 = lab.pki.clients[0].clone();
+    let c2 = lab.pki.clients[1].clone();
+    let cc1 = lab.client_conf(&c1);
+    let mut first = lab.connect_client("client1", cc1);
+    let cc2 = lab.client_conf(&c2);
+    let mut second = lab.connect_client("client2", cc2);
+
+    // Readable by nobody: client1's revocation ends its session.
+    run_ok(&["openssl", "ca", "-config", s(&ca), "-revoke", s(&c1.crt)]);
+    fs::write(&crl, gencrl(&ca, &dir.join("crl.new"))).expect("write crl");
+    let kicked1 = format!("certificate serial {} is revoked", serial_hex(&c1.crt));
+    poll_until(KICK_LIMIT + Duration::from_secs(3), || {
+        lab.server_log().contains(&kicked1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("client1 not kicked:\n{}", tail(&lab.server_log(), 30)));
+    first
+        .proc
+        .wait_for_line(PUSHED_RESET, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Unreadable for nobody: client2's revocation cannot be seen; one warning, client2 stays.
+    run_ok(&["openssl", "ca", "-config", s(&ca), "-revoke", s(&c2.crt)]);
+    let next = gencrl(&ca, &dir.join("crl.new"));
+    fs::set_permissions(&crl, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::write(&crl, &next).expect("write crl");
+    let warning = "cannot read the file";
+    poll_until(Duration::from_secs(5), || {
+        lab.server_log().contains(warning).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no warning:\n{}", tail(&lab.server_log(), 30)));
+    std::thread::sleep(Duration::from_secs(3));
+    let slog = lab.server_log();
+    assert_eq!(
+        slog.lines().filter(|l| l.contains(warning)).count(),
+        1,
+        "{}",
+        tail(&slog, 30)
+    );
+    let kicked2 = format!("certificate serial {} is revoked", serial_hex(&c2.crt));
+    assert!(!slog.contains(&kicked2), "{}", tail(&slog, 30));
+    ping_ok(
+        &second.ns,
+        SERVER_TUN_ADDR,
+        "client2 -> server with an unreadable CRL",
+    );
+    lab.assert_server_running();
+
+    // Readable again: the CRL is read and client2's session ends.
+    fs::set_permissions(&crl, fs::Permissions::from_mode(0o644)).expect("chmod");
+    poll_until(KICK_LIMIT + Duration::from_secs(3), || {
+        lab.server_log().contains(&kicked2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("client2 not kicked:\n{}", tail(&lab.server_log(), 30)));
+    second
+        .proc
+        .wait_for_line(PUSHED_RESET, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
