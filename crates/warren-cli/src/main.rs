@@ -9,6 +9,7 @@
 mod auth;
 mod client;
 mod convert;
+mod crl;
 mod demo;
 mod logging;
 mod pki;

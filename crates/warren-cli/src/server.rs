@@ -354,8 +354,9 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     } else {
         None
     };
-    let reload = reloader(args, &cfg, clock.unix_time_at_zero(), keys);
-    serve(&cfg, store, args, signals, clock, reload)
+    let live = crate::crl::initial(&cfg)?;
+    let reload = reloader(args, &cfg, clock.unix_time_at_zero(), keys, live.clone());
+    serve(&cfg, store, args, signals, clock, reload, &live)
 }
 
 /// SIGHUP: read the configuration again (the file, or the state directory's PKI files in
@@ -367,6 +368,7 @@ fn reloader(
     running: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
     mut keys: Option<KeyReader>,
+    live: crate::crl::SharedTls,
 ) -> warren_driver::Reloader {
     let source = match &args.config {
         Some(path) => Err(path.clone()),
@@ -395,7 +397,7 @@ fn reloader(
         if let Some(f) = &fetched {
             inline_files(&mut load, f);
         }
-        let engine = engine_config(&load, unix_time_at_zero).map_err(|e| {
+        let engine = live_engine_config(&load, unix_time_at_zero, &live).map_err(|e| {
             let denied = e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
@@ -695,8 +697,9 @@ fn serve(
     signals: Signals,
     clock: Clock,
     reload: warren_driver::Reloader,
+    live: &crate::crl::SharedTls,
 ) -> Result<()> {
-    let engine = engine_config(cfg, clock.unix_time_at_zero())?;
+    let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
     refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
     let bind = if cfg.proto.is_tcp() {
         None
@@ -865,6 +868,7 @@ fn serve(
         auth,
         workers,
         reload: Some(reload),
+        watch: crate::crl::watcher(cfg, live),
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
@@ -1048,10 +1052,35 @@ fn overlapping_interface<'a>(
     })
 }
 
+/// [`engine_config`] with the CRL in force (`crl-verify`), remembering the TLS inputs so the
+/// CRL watcher can rebuild the TLS configuration without reading the key again.
+fn live_engine_config(
+    cfg: &warren_config::ServerConfig,
+    unix_time_at_zero: u64,
+    live: &crate::crl::SharedTls,
+) -> Result<ServerConfig> {
+    let mut live = live
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut inputs = tls_inputs(cfg)?;
+    inputs.opts.crl = live.crl.clone();
+    let tls = inputs.build()?;
+    let engine = engine_config_with(cfg, unix_time_at_zero, tls)?;
+    live.inputs = Some(inputs);
+    Ok(engine)
+}
+
+#[cfg(test)]
 fn engine_config(
     cfg: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
 ) -> Result<ServerConfig> {
+    let tls = tls_inputs(cfg)?.build()?;
+    engine_config_with(cfg, unix_time_at_zero, tls)
+}
+
+/// `ca`, `cert`, `key` and the TLS options of `cfg` (without the CRL).
+fn tls_inputs(cfg: &warren_config::ServerConfig) -> Result<crate::crl::TlsInputs> {
     let ca = cfg.ca.load().context("reading `ca`")?;
     let cert = cfg.cert.load().context("reading `cert`")?;
     let key = zeroize::Zeroizing::new(cfg.key.load().context("reading `key`")?);
@@ -1073,9 +1102,21 @@ fn engine_config(
             cfg.tls_cipher.as_deref(),
             cfg.tls_ciphersuites.as_deref(),
         ),
+        crl: None,
     };
-    let tls = warren_openvpn::tls::server_config(&ca, &cert, &key, &tls_opts)
-        .context("setting up TLS from `ca`, `cert` and `key`")?;
+    Ok(crate::crl::TlsInputs {
+        ca,
+        cert,
+        key,
+        opts: tls_opts,
+    })
+}
+
+fn engine_config_with(
+    cfg: &warren_config::ServerConfig,
+    unix_time_at_zero: u64,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<ServerConfig> {
     let s = cfg.session();
     Ok(ServerConfig {
         tls,

@@ -9,7 +9,8 @@
 //! Each case brings the tunnel up and pings both ways. The PKI is made the way the scripts
 //! make it, with Debian's easy-rsa, in the test directory; only paths (status, management
 //! socket) and addresses are rewritten, and for the warren server the directives it still
-//! refuses are first asserted to be refused at their line, then commented out.
+//! refuses (if any) are first asserted to be refused at their line, then commented out.
+//! `crl-verify crl.pem` is run as generated (with easy-rsa's `gen-crl` CRL).
 //!
 //! `corpus_files_lower` needs no root: it lowers the stored files with warren-config.
 //! The others need root: network namespaces (see `common`).
@@ -52,7 +53,8 @@ struct Generator {
     /// The profile is `grep -v '^#'` of what was pasted together (Nyr).
     strip_comments: bool,
     /// Directives warren refuses in their server.conf, in file order (the first is the one
-    /// reported).
+    /// reported); empty when warren runs it unmodified. Their `crl-verify crl.pem` (the
+    /// easy-rsa `gen-crl` CRL) is honoured and stays in.
     refused: &'static [&'static str],
     /// What the stock OpenVPN logs about the peer's certificate.
     peer_cert: &'static str,
@@ -71,7 +73,7 @@ const ANGRISTAN: Generator = Generator {
     tls_key: "tls-crypt.key",
     easyrsa_tls_key: false,
     strip_comments: false,
-    refused: &["crl-verify", "client-config-dir", "management"],
+    refused: &["client-config-dir", "management"],
     peer_cert: "peer certificate: 256 bits ECprime256v1",
     data_cipher: "AES-128-GCM",
     tls12_suite: Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
@@ -85,7 +87,7 @@ const NYR: Generator = Generator {
     tls_key: "tc.key",
     easyrsa_tls_key: true,
     strip_comments: true,
-    refused: &["crl-verify"],
+    refused: &[],
     peer_cert: "peer certificate: 2048 bits RSA",
     data_cipher: "AES-256-GCM",
     tls12_suite: None,
@@ -255,6 +257,27 @@ fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
     );
 }
 
+/// `warren server` stopped at `first`, naming its line in their server.conf.
+fn assert_refused(out: common::process::CmdOutput, g: &Generator, first: &str, conf: &Path) {
+    assert!(
+        !out.success(),
+        "warren accepted {}:\n{}",
+        conf.display(),
+        out.stderr
+    );
+    let line = corpus(g, "server.conf")
+        .lines()
+        .position(|l| l.starts_with(&format!("{first} ")))
+        .expect("refused directive in the corpus file")
+        + 1;
+    let want = format!("server.conf:{line}: ");
+    assert!(
+        out.stderr.contains(&want) && out.stderr.contains(first),
+        "expected the refusal of `{first}` at {want}:\n{}",
+        out.stderr
+    );
+}
+
 fn warren_server(g: &Generator) {
     let mut lab = Lab::with_pki(
         &format!("corpus-{}", g.dir),
@@ -269,32 +292,25 @@ fn warren_server(g: &Generator) {
     // As generated: refused at the first directive warren cannot honour, with its line.
     let conf = dir.join("server.conf");
     fs::write(&conf, server_conf(g, &dir, &srv, &[])).expect("write server.conf");
-    let out = lab.server_ns.exec(
-        &[
-            WARREN_BIN,
-            "server",
-            "--config",
-            conf.to_str().expect("utf8"),
-        ],
-        Duration::from_secs(20),
-    );
+    if let Some(first) = g.refused.first() {
+        assert_refused(
+            lab.server_ns.exec(
+                &[
+                    WARREN_BIN,
+                    "server",
+                    "--config",
+                    conf.to_str().expect("utf8"),
+                ],
+                Duration::from_secs(20),
+            ),
+            g,
+            first,
+            &conf,
+        );
+    }
     assert!(
-        !out.success(),
-        "warren accepted {}:\n{}",
-        conf.display(),
-        out.stderr
-    );
-    let first = g.refused[0];
-    let line = corpus(g, "server.conf")
-        .lines()
-        .position(|l| l.starts_with(&format!("{first} ")))
-        .expect("refused directive in the corpus file")
-        + 1;
-    let want = format!("server.conf:{line}: ");
-    assert!(
-        out.stderr.contains(&want) && out.stderr.contains(first),
-        "expected the refusal of `{first}` at {want}:\n{}",
-        out.stderr
+        corpus(g, "server.conf").contains("\ncrl-verify crl.pem\n"),
+        "their server.conf has crl-verify"
     );
 
     // Without the refused directives it runs, with the stock client on their profile.
@@ -340,6 +356,10 @@ fn warren_server(g: &Generator) {
     let want = format!("Data Channel: cipher '{}'", g.data_cipher);
     assert!(clog.contains(&want), "client log lacks {want:?}:\n{clog}");
     let slog = lab.server_log();
+    assert!(
+        slog.contains("0 revoked certificate(s); client certificates are checked against it"),
+        "warren did not load their crl.pem:\n{slog}"
+    );
     for w in g.server_warnings {
         assert!(slog.contains(w), "warren server log lacks {w:?}:\n{slog}");
     }
@@ -472,10 +492,16 @@ fn corpus_files_lower() {
     let base = Path::new("/nonexistent");
     for g in [&ANGRISTAN, &NYR] {
         let text = corpus(g, "server.conf");
-        let e = warren_config::server_config_from_str(&text, "server.conf", base)
-            .expect_err("refused as generated");
-        let msg = e.to_string();
-        assert!(msg.contains(g.refused[0]), "{}: {msg}", g.dir);
+        let lowered = warren_config::server_config_from_str(&text, "server.conf", base);
+        match g.refused.first() {
+            Some(first) => {
+                let msg = lowered.expect_err("refused as generated").to_string();
+                assert!(msg.contains(first), "{}: {msg}", g.dir);
+            }
+            None => {
+                lowered.unwrap_or_else(|e| panic!("{}: {e}", g.dir));
+            }
+        }
         let kept: String = text
             .lines()
             .filter(|l| !g.refused.iter().any(|r| l.starts_with(&format!("{r} "))))
@@ -483,6 +509,13 @@ fn corpus_files_lower() {
             .collect();
         let (s, _) = warren_config::server_config_from_str(&kept, "server.conf", base)
             .unwrap_or_else(|e| panic!("{}: {e}", g.dir));
+        // Their `crl-verify crl.pem` is taken as it is.
+        assert!(
+            matches!(&s.crl_verify, Some((warren_config::Material::File(p), _)) if p.ends_with("crl.pem")),
+            "{}: {:?}",
+            g.dir,
+            s.crl_verify
+        );
         let (c, _) =
             warren_config::client_config_from_str(&corpus(g, "client.ovpn"), "client.ovpn", base)
                 .unwrap_or_else(|e| panic!("{}: {e}", g.dir));

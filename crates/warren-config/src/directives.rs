@@ -183,11 +183,6 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
         "tls-crypt-v2 is not supported yet; use tls-crypt",
         true,
     ),
-    (
-        "crl-verify",
-        "certificate revocation lists are not supported yet, so revoked certificates would be accepted",
-        true,
-    ),
     ("tls-verify", SCRIPT, true),
     (
         "plugin",
@@ -565,6 +560,12 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
 
 /// Refused in client configs.
 const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
+    (
+        "crl-verify",
+        "a client cannot check the server's certificate against a CRL yet, so a revoked server \
+         certificate would be accepted (servers support crl-verify)",
+        true,
+    ),
     (
         "http-proxy",
         "proxies are not supported yet; ignoring this would connect directly, bypassing the proxy",

@@ -103,6 +103,10 @@ pub struct ServerConfig {
     pub remote_cert_tls: Option<CertRole>,
     /// `verify-x509-name NAME [TYPE]`: only clients whose certificate matches.
     pub verify_x509_name: Option<(String, X509NameType)>,
+    /// `crl-verify FILE` (or an inline `<crl-verify>` block): client certificates listed
+    /// in this CRL are refused; a file is re-read when it changes. The location names the
+    /// line for errors about the CRL's contents.
+    pub crl_verify: Option<(Material, Location)>,
     /// `verify-client-cert`. Always `Require` after lowering for now.
     pub verify_client_cert: VerifyClientCert,
     /// `persist-key`.
@@ -161,6 +165,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "group",
     "status",
     "status-version",
+    "crl-verify",
     "warren-workers",
     "warren-listen",
     "tcp-nodelay",
@@ -345,6 +350,7 @@ pub(crate) fn lower_server(
         explicit_exit_notify: c.explicit_exit_notify.map(|(n, _)| n),
         remote_cert_tls: c.remote_cert_tls,
         verify_x509_name: c.verify_x509_name.clone(),
+        crl_verify: s.crl_verify,
         verify_client_cert: s.verify_client_cert,
         persist_key: c.persist_key,
         persist_tun: c.persist_tun,
@@ -392,6 +398,7 @@ struct ServerState {
     group: Option<String>,
     status: Option<(PathBuf, u32)>,
     status_version: Option<u8>,
+    crl_verify: Option<(Material, Location)>,
 }
 
 impl ServerState {
@@ -642,6 +649,31 @@ impl ServerState {
                     defaults::STATUS_SECS
                 };
                 self.status = Some((PathBuf::from(v.arg(0)), secs));
+            }
+            "crl-verify" => {
+                // OpenVPN options.c: `crl-verify FILE [dir]` or an inline block.
+                if v.inline.is_none() {
+                    v.expect(
+                        1,
+                        2,
+                        "1 or 2 parameters (a CRL file, optionally followed by `dir`) or an inline \
+                         block",
+                    )?;
+                }
+                if v.inline.is_none() && v.args.len() == 2 {
+                    if v.arg(1) != "dir" {
+                        return Err(v.invalid(1, "the only second parameter is `dir`"));
+                    }
+                    return Err(ConfigError::Unsupported {
+                        location: v.loc.clone(),
+                        name: "crl-verify DIR dir".into(),
+                        reason: "the directory form (one file per revoked serial) is not \
+                                 supported yet; use a CRL file (`crl-verify crl.pem`, as easy-rsa \
+                                 `gen-crl` or `openssl ca -gencrl` write it)",
+                    });
+                }
+                let m = v.material(lw.base_dir, 0)?;
+                self.crl_verify = Some((m, v.loc.clone()));
             }
             "status-version" => {
                 v.expect(1, 1, "1 parameter (1, 2 or 3)")?;

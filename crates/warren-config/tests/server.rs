@@ -871,10 +871,6 @@ fn refused_directives() {
     );
     err("secret static.key", "static-key mode");
     err(
-        "crl-verify crl.pem",
-        "revoked certificates would be accepted",
-    );
-    err(
         "auth-user-pass-verify /bin/check via-file",
         "username/password checks",
     );
@@ -922,9 +918,9 @@ fn ignore_unknown_option_rules() {
         "compression is refused",
     );
     err_line(
-        "ignore-unknown-option crl-verify\ncrl-verify crl.pem",
+        "ignore-unknown-option crl-verify\ncrl-verify crl.pem dir",
         NEXT + 1,
-        "revoked",
+        "directory form",
     );
     // A known directive with a bad value is still an error.
     err_line(
@@ -1171,4 +1167,38 @@ fn debug_redacts_key_material() {
         assert!(!dbg.contains(secret), "{secret} in {dbg}");
     }
     assert!(dbg.contains("Inline(<"), "{dbg}");
+}
+
+#[test]
+fn crl_verify() {
+    assert_eq!(cfg("").crl_verify, None);
+    let c = cfg("crl-verify crl.pem");
+    let (m, loc) = c.crl_verify.expect("crl-verify");
+    assert_eq!(m, Material::File(PathBuf::from("crl.pem")));
+    assert_eq!(loc.line, Some(NEXT));
+    assert_eq!(&*loc.file, "s.conf");
+    // The last one wins, as in OpenVPN.
+    let c = cfg("crl-verify a.pem\ncrl-verify /etc/openvpn/crl.pem");
+    assert_eq!(
+        c.crl_verify.map(|(m, l)| (m, l.line)),
+        Some((
+            Material::File(PathBuf::from("/etc/openvpn/crl.pem")),
+            Some(NEXT + 1)
+        ))
+    );
+    // Inline blocks.
+    let c =
+        cfg("<crl-verify>\n-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n</crl-verify>");
+    assert!(
+        matches!(&c.crl_verify, Some((Material::Inline(t), _)) if t.contains("BEGIN X509 CRL")),
+        "{:?}",
+        c.crl_verify
+    );
+    // The directory form is refused with the line and the way out.
+    let e = err("crl-verify /etc/openvpn/crl dir", "directory form");
+    assert!(e.to_string().contains("crl-verify crl.pem"), "{e}");
+    err("crl-verify crl.pem file", "only second parameter is `dir`");
+    err("crl-verify", "1 or 2 parameters");
+    err("crl-verify a b c", "1 or 2 parameters");
+    err("crl-verify \"\"", "empty file name");
 }

@@ -48,7 +48,8 @@ pub use client_loop::{
     tunnel_spec,
 };
 pub use server_loop::{
-    BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, run_server, snapshot,
+    BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
+    snapshot,
 };
 pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;

@@ -76,6 +76,30 @@ pub struct ServerLoopOptions {
     /// TCP listeners (`proto tcp-server`, `warren-listen tcp PORT`), served by this
     /// thread alongside the UDP socket (see [`crate::tcp`]).
     pub tcp: Option<TcpOptions>,
+    /// Checked every [`Watcher::interval`] on this thread (today: the `crl-verify` file).
+    pub watch: Option<Watcher>,
+}
+
+/// A periodic check of files a running server follows, such as the `crl-verify` CRL that
+/// OpenVPN re-reads when it changes. Runs on the control thread between wakeups, never per
+/// packet; it may replace the TLS configuration ([`Server::set_tls_config`]) and end
+/// sessions ([`Server::kick_target`]), which go out on the same turn. It logs itself.
+pub struct Watcher {
+    /// How often [`Watcher::check`] runs (about a second for the CRL).
+    pub interval: Duration,
+    /// The check; gets the loop's `now`.
+    pub check: WatchFn,
+}
+
+/// The function behind a [`Watcher`].
+pub type WatchFn = Box<dyn FnMut(Instant, &mut Server) + Send>;
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
 }
 
 /// SIGHUP's reload of the configuration pieces a running server can apply without
@@ -124,6 +148,7 @@ struct Loop {
     /// Scratch for `poll_transmit`.
     tx_buf: Vec<u8>,
     next_status: Option<Instant>,
+    next_watch: Option<Instant>,
     /// The last status write failed (warned once, until it works again).
     status_failing: bool,
     shutdown_deadline: Option<Instant>,
@@ -252,6 +277,7 @@ pub fn run_server(
     let mtu = tun.mtu();
     let now = opts.clock.now();
     let next_status = opts.status.as_ref().map(|s| now + s.interval);
+    let next_watch = opts.watch.as_ref().map(|w| now + w.interval);
     let mut pump = Pump::new(true);
     match &udp {
         Some(u) => pump.fit(u.is_batched(), mtu),
@@ -280,6 +306,7 @@ pub fn run_server(
         pump,
         tx_buf: Vec::with_capacity((usize::from(mtu) + 512).max(2048)),
         next_status,
+        next_watch,
         status_failing: false,
         shutdown_deadline: None,
         auth_gone: false,
@@ -419,6 +446,14 @@ impl Loop {
                 self.seal_packets(now, &own);
             }
             self.ctl.shard.put_own(own);
+            if let Some(at) = self.next_watch
+                && now >= at
+                && let Some(w) = self.opts.watch.as_mut()
+            {
+                // Before `after_input`, so sessions it ends are told on this turn.
+                (w.check)(now, &mut self.ctl.server);
+                self.next_watch = Some(now + w.interval);
+            }
             self.after_input(now);
             if self.auth_gone {
                 return Err(DriverError::AuthWorker);
@@ -456,6 +491,7 @@ impl Loop {
         [
             self.ctl.server.poll_timeout(),
             self.next_status,
+            self.next_watch,
             self.shutdown_deadline,
             self.tcp.as_ref().and_then(TcpServer::next_deadline),
         ]

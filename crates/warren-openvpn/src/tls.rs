@@ -221,6 +221,21 @@ pub struct ServerTlsOptions {
     pub verify_x509_name: Option<(String, X509NameMatch)>,
     /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
     pub algorithms: TlsAlgorithms,
+    /// `crl-verify`: client certificates these CRLs list are refused at the handshake.
+    pub crl: Option<CrlCheck>,
+}
+
+/// `crl-verify`: certificate revocation lists for the client certificates' chain, enforced by
+/// webpki during the handshake (OpenVPN `tls_ctx_reload_crl`: `X509_V_FLAG_CRL_CHECK |
+/// X509_V_FLAG_CRL_CHECK_ALL`, so every certificate of the chain needs a CRL from its
+/// issuer). `nextUpdate` is not enforced, as in OpenVPN. The caller checks beforehand that
+/// each CRL is signed by a CA of the `ca` bundle; webpki checks it again per handshake.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrlCheck {
+    /// The CRLs, DER (`-----BEGIN X509 CRL-----` blocks decoded).
+    pub crls: Vec<Vec<u8>>,
+    /// Where they came from (the file name), for the log line of a refused certificate.
+    pub source: String,
 }
 
 /// Client-side TLS settings.
@@ -366,6 +381,14 @@ pub enum TlsSetupError {
     /// The client-certificate verifier could not be built.
     #[error("ca file: cannot build the client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A `crl-verify` CRL was refused by webpki.
+    #[error("crl-verify {source_name}: the CRL cannot be used: {error}")]
+    Crl {
+        /// The CRL's source, as given in [`CrlCheck::source`].
+        source_name: String,
+        /// webpki's complaint.
+        error: rustls::server::VerifierBuilderError,
+    },
     /// The chosen suites leave nothing for an allowed TLS version (for example
     /// `tls-version-min 1.3` with a `tls-ciphersuites` list that matched nothing).
     #[error("no cipher suite is left for TLS {0}; check tls-cipher / tls-ciphersuites")]
@@ -555,10 +578,27 @@ pub fn server_config_with_time(
             if mode == ClientCertMode::Optional {
                 inner = inner.allow_unauthenticated();
             }
+            if let Some(crl) = &opts.crl {
+                inner = inner.with_crls(
+                    crl.crls
+                        .iter()
+                        .map(|d| rustls::pki_types::CertificateRevocationListDer::from(d.clone())),
+                );
+            }
+            let inner = inner.build().map_err(|e| match (&opts.crl, e) {
+                (Some(crl), e @ rustls::server::VerifierBuilderError::InvalidCrl(_)) => {
+                    TlsSetupError::Crl {
+                        source_name: crl.source.clone(),
+                        error: e,
+                    }
+                }
+                (_, e) => TlsSetupError::Verifier(e),
+            })?;
             let verifier = verify::ClientVerifier::new(
-                inner.build()?,
+                inner,
                 opts.remote_cert_tls,
                 opts.verify_x509_name.clone(),
+                opts.crl.as_ref().map(|c| c.source.clone()),
             );
             builder.with_client_cert_verifier(Arc::new(verifier))
         }

@@ -1442,3 +1442,113 @@ fn server_side_verify_x509_name() {
         "{err:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// crl-verify
+// ---------------------------------------------------------------------------------------------
+
+fn serial_of(cert_pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    tls::peer_serial(&[der]).unwrap()
+}
+
+/// A CRL (DER) signed by `ca` listing `serials`.
+fn crl_der(ca: &Ca, serials: &[&[u8]]) -> Vec<u8> {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: date_time_ymd(2024, 1, 1),
+        next_update: date_time_ymd(2024, 2, 1),
+        crl_number: rcgen::SerialNumber::from_slice(&[1]),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(s),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params.signed_by(&ca.issuer()).unwrap().der().to_vec()
+}
+
+fn crl_opts(crls: Vec<Vec<u8>>) -> ServerTlsOptions {
+    ServerTlsOptions {
+        crl: Some(tls::CrlCheck {
+            crls,
+            source: "/etc/openvpn/crl.pem".into(),
+        }),
+        ..server_opts()
+    }
+}
+
+#[test]
+fn crl_verify_refuses_revoked_serials_only() {
+    let pki = ec_pki();
+    let other = pki.ca.issue(Alg::P256, Leaf::client("other"));
+    let revoked = serial_of(&pki.client.cert_pem);
+    let hex: String = revoked.iter().map(|b| format!("{b:02X}")).collect();
+
+    // An empty CRL (nextUpdate long past: OpenVPN ignores it, so does warren) lets both in.
+    let empty = server_cfg(pki, &crl_opts(vec![crl_der(&pki.ca, &[])]));
+    handshake(client_cfg(pki, &client_opts()), empty.clone()).unwrap();
+
+    let listed = server_cfg(pki, &crl_opts(vec![crl_der(&pki.ca, &[&revoked])]));
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &client_opts()), listed.clone()),
+        Side::Server,
+    );
+    assert_eq!(
+        tls::certificate_rejection(&err),
+        Some(&CertRejection::Revoked {
+            serial: hex.clone(),
+            crl: "/etc/openvpn/crl.pem".into()
+        })
+    );
+    assert_eq!(
+        tls::describe_tls_error(&err),
+        format!(
+            "certificate rejected: certificate serial {hex} is revoked (crl-verify /etc/openvpn/crl.pem)"
+        )
+    );
+    // Another certificate of the same CA is not affected.
+    handshake(client_cfg_with(&pki.ca.pem, &other, &client_opts()), listed).unwrap();
+}
+
+#[test]
+fn crl_verify_needs_a_crl_from_the_issuer() {
+    let pki = ec_pki();
+    let stranger = Ca::root(Alg::P256, "Other CA");
+    let cfg = server_cfg(pki, &crl_opts(vec![crl_der(&stranger, &[])]));
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &client_opts()), cfg),
+        Side::Server,
+    );
+    assert!(
+        matches!(
+            tls::certificate_rejection(&err),
+            Some(CertRejection::NoCrl { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn crl_verify_garbage_is_a_setup_error() {
+    let pki = ec_pki();
+    let err = tls::server_config(
+        &pki.ca.pem,
+        &pki.server.cert_pem,
+        &pki.server.key_pem,
+        &crl_opts(vec![b"not a CRL".to_vec()]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsSetupError::Crl { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("crl-verify /etc/openvpn/crl.pem: "),
+        "{err}"
+    );
+}

@@ -70,6 +70,12 @@ pub enum PkiError {
         "the CA certificate expired on {not_after} (Unix time); renew it with `warren pki renew --ca`"
     )]
     CaExpired { not_after: i64 },
+    /// A CRL not signed by any CA of the `ca` file.
+    #[error(
+        "{what}: the CRL (issuer {issuer}) is not signed by a CA of the `ca` file; make it \
+         with the CA that issues the client certificates (easy-rsa gen-crl, openssl ca -gencrl)"
+    )]
+    CrlIssuer { what: String, issuer: String },
     /// A certificate was not signed by this CA.
     #[error("{what}: not signed by this CA")]
     WrongIssuer { what: String },

@@ -34,7 +34,7 @@ pub use ca::{CaOptions, Issued, LeafOptions, Pki, PrivateKeyPem, check_key_pair}
 pub use cert::{CertInfo, CertKind, UnknownCertKind, inspect_der, inspect_pem};
 pub use error::PkiError;
 pub use name::{MAX_COMMON_NAME_LEN, NameError, validate_name};
-pub use revoke::{RevocationReason, Revoked, UnknownReason, parse_crl_pem};
+pub use revoke::{CrlFile, RevocationReason, Revoked, UnknownReason, load_crl_file, parse_crl_pem};
 pub use serial::{Serial, SerialParseError};
 pub use time_util::{from_unix, to_unix};
 

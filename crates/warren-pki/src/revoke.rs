@@ -178,6 +178,76 @@ pub fn parse_crl_pem(crl_pem: &str, what: &str) -> Result<Vec<Revoked>, PkiError
         .collect())
 }
 
+/// A CRL file as OpenVPN's `crl-verify` reads it: every `X509 CRL` block in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlFile {
+    /// Each CRL, DER, in file order.
+    pub ders: Vec<Vec<u8>>,
+    /// The certificates the CRLs list, all CRLs together.
+    pub revoked: Vec<Revoked>,
+}
+
+/// Reads a `crl-verify` file: at least one `-----BEGIN X509 CRL-----` block, each a valid
+/// CRL signed by one of the CA certificates in `ca_bundle_pem` (the `ca` file, which may hold
+/// a chain). `what` names the file in errors.
+pub fn load_crl_file(crl_pem: &str, ca_bundle_pem: &str, what: &str) -> Result<CrlFile, PkiError> {
+    let blocks = pem::parse_many(crl_pem).map_err(|source| PkiError::Pem {
+        what: what.to_owned(),
+        source,
+    })?;
+    let cas = pem::parse_many(ca_bundle_pem).map_err(|source| PkiError::Pem {
+        what: "ca".to_owned(),
+        source,
+    })?;
+    let cas: Vec<Vec<u8>> = cas
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .collect();
+    let mut file = CrlFile {
+        ders: Vec::new(),
+        revoked: Vec::new(),
+    };
+    for der in blocks
+        .into_iter()
+        .filter(|p| p.tag() == "X509 CRL")
+        .map(|p| p.into_contents())
+    {
+        let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| PkiError::BadCrl {
+            what: what.to_owned(),
+            source: nom_err(e),
+        })?;
+        let signed = cas.iter().any(|ca| {
+            X509Certificate::from_der(ca)
+                .is_ok_and(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
+        });
+        if !signed {
+            return Err(PkiError::CrlIssuer {
+                what: what.to_owned(),
+                issuer: crl.issuer().to_string(),
+            });
+        }
+        file.revoked
+            .extend(crl.iter_revoked_certificates().map(|r| {
+                Revoked {
+                    serial: Serial::from_bytes(r.raw_serial()),
+                    revoked_at: from_unix(r.revocation_date.timestamp()),
+                    reason: r
+                        .reason_code()
+                        .and_then(|(_, code)| RevocationReason::from_code(code.0)),
+                }
+            }));
+        file.ders.push(der);
+    }
+    if file.ders.is_empty() {
+        return Err(PkiError::NoPemBlock {
+            what: what.to_owned(),
+            label: "X509 CRL",
+        });
+    }
+    Ok(file)
+}
+
 pub(crate) fn verify_crl_signature(
     crl_pem: &str,
     ca_der: &[u8],

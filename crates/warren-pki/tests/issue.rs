@@ -425,3 +425,39 @@ fn loading_refuses_bad_inputs() {
         leaf.info
     );
 }
+
+#[test]
+fn crl_file_for_crl_verify() {
+    let mut rng = TestRng::seed(21);
+    let ca1 = ca(KeyAlgorithm::EcdsaP256, &mut rng);
+    let ca2 = ca(KeyAlgorithm::EcdsaP256, &mut rng);
+    let leaf = LeafOptions::default();
+    let bob = ca1
+        .issue_client("bob", &leaf, now(), &mut rng)
+        .expect("bob");
+    let revoked = vec![Revoked {
+        serial: bob.info.serial.clone(),
+        revoked_at: warren_pki::from_unix(warren_pki::to_unix(now())),
+        reason: None,
+    }];
+    let crl1 = ca1.crl_pem(&revoked, 2, now(), 30).expect("crl");
+    let crl2 = ca2.crl_pem(&[], 1, now(), 30).expect("crl");
+    // A bundle of both CAs accepts both CRLs in one file.
+    let bundle = format!("{}{}", ca1.cert_pem(), ca2.cert_pem());
+    let f = warren_pki::load_crl_file(&format!("{crl1}{crl2}"), &bundle, "crl.pem").expect("ok");
+    assert_eq!(f.ders.len(), 2);
+    assert_eq!(f.revoked, revoked);
+    // A CRL of another CA is refused, naming the file and its issuer.
+    let e = warren_pki::load_crl_file(&crl2, ca1.cert_pem(), "crl.pem").expect_err("refused");
+    assert!(
+        matches!(e, PkiError::CrlIssuer { .. }) && e.to_string().starts_with("crl.pem: "),
+        "{e}"
+    );
+    // No CRL at all, or garbage inside the armour.
+    let e =
+        warren_pki::load_crl_file(ca1.cert_pem(), ca1.cert_pem(), "crl.pem").expect_err("refused");
+    assert!(e.to_string().contains("no X509 CRL block"), "{e}");
+    let bad = "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n";
+    let e = warren_pki::load_crl_file(bad, ca1.cert_pem(), "crl.pem").expect_err("refused");
+    assert!(matches!(e, PkiError::BadCrl { .. }), "{e}");
+}

@@ -75,6 +75,26 @@ pub enum CertRejection {
         /// The comparison used.
         kind: X509NameMatch,
     },
+    /// The certificate is listed in the `crl-verify` CRL (OpenVPN: "CRL CHECK FAILED").
+    #[error("certificate serial {serial} is revoked (crl-verify {crl})")]
+    Revoked {
+        /// The serial, upper-case hex as easy-rsa and `warren pki list` print it.
+        serial: String,
+        /// The CRL's source.
+        crl: String,
+    },
+    /// A certificate of the chain has no CRL from its issuer among the `crl-verify` CRLs
+    /// (OpenSSL with `X509_V_FLAG_CRL_CHECK_ALL`: "unable to get certificate CRL").
+    #[error(
+        "no CRL from the issuer of certificate serial {serial} (or one of its CAs) in crl-verify \
+         {crl}; every CA of the chain needs its CRL there"
+    )]
+    NoCrl {
+        /// The leaf's serial, upper-case hex.
+        serial: String,
+        /// The CRL's source.
+        crl: String,
+    },
 }
 
 fn role_name(role: CertRole) -> &'static str {
@@ -169,6 +189,8 @@ impl LeafPolicy {
 pub(super) struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     policy: LeafPolicy,
+    /// The `crl-verify` source given to `inner`, for the rejection message.
+    crl: Option<String>,
 }
 
 impl ClientVerifier {
@@ -176,13 +198,45 @@ impl ClientVerifier {
         inner: Arc<dyn ClientCertVerifier>,
         remote_cert_tls: Option<CertRole>,
         verify_x509_name: Option<(String, X509NameMatch)>,
+        crl: Option<String>,
     ) -> Self {
         Self {
             inner,
+            crl,
             policy: LeafPolicy {
                 remote_cert_tls,
                 verify_x509_name,
             },
+        }
+    }
+}
+
+impl ClientVerifier {
+    /// webpki's revocation errors, reworded with the serial and the CRL's source.
+    fn revocation_error(&self, leaf: &CertificateDer<'_>, e: rustls::Error) -> rustls::Error {
+        let Some(crl) = &self.crl else {
+            return e;
+        };
+        let serial = || {
+            super::peer_serial(std::slice::from_ref(leaf)).map_or_else(
+                || "?".to_owned(),
+                |s| s.iter().map(|b| format!("{b:02X}")).collect(),
+            )
+        };
+        match e {
+            rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+                reject(CertRejection::Revoked {
+                    serial: serial(),
+                    crl: crl.clone(),
+                })
+            }
+            rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
+                reject(CertRejection::NoCrl {
+                    serial: serial(),
+                    crl: crl.clone(),
+                })
+            }
+            e => e,
         }
     }
 }
@@ -217,7 +271,8 @@ impl ClientCertVerifier for ClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
             .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| self.revocation_error(end_entity, e))?;
         self.policy.check(end_entity).map_err(reject)?;
         Ok(verified)
     }
