@@ -713,6 +713,7 @@ fn serve(
         )?)
     };
     let listeners = tcp_listeners(cfg)?;
+    let port_share = port_share_target(cfg)?;
     let prefix = cfg.prefix_len();
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
     let status = match cfg.status_file() {
@@ -876,6 +877,10 @@ fn serve(
             max_per_source: TCP_MAX_PER_SOURCE,
             hand_window: engine.hand_window,
             max_frame: (usize::from(engine.tun_mtu) + 512).max(2048),
+            port_share: port_share.map(|target| warren_driver::PortShareOptions {
+                target,
+                max_connections: PORT_SHARE_MAX_CONNECTIONS,
+            }),
         }),
     };
     let result = warren_driver::run_server(server, tun, socket, opts).context("server loop");
@@ -1158,6 +1163,25 @@ fn engine_config_with(
 const TCP_EXTRA_CONNECTIONS: usize = 64;
 /// Connections at once from one source address (a NAT gateway may carry several users).
 const TCP_MAX_PER_SOURCE: usize = 32;
+
+/// Non-OpenVPN connections relayed at once by `port-share` (each holds two descriptors
+/// and two 16 KiB buffers).
+const PORT_SHARE_MAX_CONNECTIONS: usize = 256;
+
+/// `port-share HOST PORT`: HOST resolved once at start-up, IPv4 only as in OpenVPN
+/// (ps.c resolves with AF_INET).
+fn port_share_target(cfg: &warren_config::ServerConfig) -> Result<Option<std::net::SocketAddr>> {
+    let Some((host, port)) = &cfg.port_share else {
+        return Ok(None);
+    };
+    let addr = (host.as_str(), *port)
+        .to_socket_addrs()
+        .with_context(|| format!("port-share: resolving {host}"))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| anyhow!("port-share: {host} has no IPv4 address (port-share relays over IPv4, as OpenVPN does)"))?;
+    info!("port-share: non-OpenVPN connections are relayed to {addr}");
+    Ok(Some(addr))
+}
 
 /// The TCP listeners: `proto tcp-server` on `port`, and each `warren-listen tcp PORT`,
 /// bound like the main socket (`local`; the address family of `proto`).

@@ -524,7 +524,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
         true,
     ),
     ("client-nat", NOT_YET, false),
-    ("port-share", NOT_YET, false),
     (
         "connect-freq",
         "a connection rate limit is not implemented yet (the stateless HMAC cookie still protects \

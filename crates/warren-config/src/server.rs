@@ -143,6 +143,9 @@ pub struct ServerConfig {
     /// `warren-nat on [UPLINK]`: masquerade the VPN network out of the uplink
     /// (`None`: `warren-nat off`, the default).
     pub nat: Option<NatConfig>,
+    /// `port-share HOST PORT`: TCP connections that do not start with an OpenVPN
+    /// client reset are relayed to HOST:PORT (HOST is resolved to IPv4, as OpenVPN does).
+    pub port_share: Option<(String, u16)>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -174,6 +177,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "warren-max-half-open",
     "warren-max-half-open-per-source",
     "warren-nat",
+    "port-share",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -300,6 +304,19 @@ pub(crate) fn lower_server(
         );
     }
 
+    if let Some((_, loc)) = &s.port_share
+        && !proto.is_tcp()
+        && s.tcp_listen.is_empty()
+    {
+        // OpenVPN options.c: "--port-share only works in TCP server mode".
+        return Err(ConfigError::Conflict {
+            location: loc.clone(),
+            message: "`port-share` shares a TCP port: add `proto tcp-server` (or `warren-listen \
+                      tcp PORT` next to UDP)"
+                .into(),
+        });
+    }
+
     let data_ciphers = c.data_ciphers();
     let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
@@ -368,6 +385,7 @@ pub(crate) fn lower_server(
         workers: s.workers,
         state,
         nat: s.nat,
+        port_share: s.port_share.map(|(target, _)| target),
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))
@@ -399,6 +417,7 @@ struct ServerState {
     status: Option<(PathBuf, u32)>,
     status_version: Option<u8>,
     crl_verify: Option<(Material, Location)>,
+    port_share: Option<((String, u16), Location)>,
 }
 
 impl ServerState {
@@ -649,6 +668,30 @@ impl ServerState {
                     defaults::STATUS_SECS
                 };
                 self.status = Some((PathBuf::from(v.arg(0)), secs));
+            }
+            "port-share" => {
+                // OpenVPN options.c: `port-share HOST PORT [DIR]`.
+                v.expect(
+                    2,
+                    3,
+                    "2 or 3 parameters (a host, a port, optionally a journal directory)",
+                )?;
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty host"));
+                }
+                let port = u16::try_from(v.u32_at(1)?)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| v.invalid(1, "expected a port from 1 to 65535"))?;
+                if v.args.len() == 3 {
+                    return Err(ConfigError::Unsupported {
+                        location: v.loc.clone(),
+                        name: "port-share HOST PORT DIR".into(),
+                        reason: "the journal directory (the original client address for the \
+                                 backend) is not supported yet; remove DIR",
+                    });
+                }
+                self.port_share = Some(((v.arg(0).to_owned(), port), v.loc.clone()));
             }
             "crl-verify" => {
                 // OpenVPN options.c: `crl-verify FILE [dir]` or an inline block.

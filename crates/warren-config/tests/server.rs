@@ -1202,3 +1202,29 @@ fn crl_verify() {
     err("crl-verify a b c", "1 or 2 parameters");
     err("crl-verify \"\"", "empty file name");
 }
+
+#[test]
+fn port_share() {
+    let c = cfg("proto tcp-server\nport-share 127.0.0.1 8443");
+    assert_eq!(c.port_share, Some(("127.0.0.1".to_owned(), 8443)));
+    let c = cfg("proto udp\nwarren-listen tcp 443\nport-share web.example 443");
+    assert_eq!(c.port_share, Some(("web.example".to_owned(), 443)));
+    assert_eq!(cfg("proto tcp-server").port_share, None);
+    // OpenVPN: "--port-share only works in TCP server mode".
+    err("port-share 127.0.0.1 8443", "proto tcp-server");
+    err_line(
+        "proto tcp-server\nport-share 127.0.0.1 8443 /var/lib/ps",
+        NEXT + 1,
+        "journal directory",
+    );
+    err_line(
+        "proto tcp-server\nport-share 127.0.0.1 0",
+        NEXT + 1,
+        "port from 1 to 65535",
+    );
+    err_line(
+        "proto tcp-server\nport-share 127.0.0.1",
+        NEXT + 1,
+        "2 or 3 parameters",
+    );
+}

@@ -33,6 +33,7 @@
 pub mod auth;
 mod batch;
 mod client_loop;
+mod portshare;
 mod server_loop;
 pub mod status;
 mod tcp;
@@ -47,6 +48,7 @@ pub use client_loop::{
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
     tunnel_spec,
 };
+pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
     snapshot,

@@ -19,6 +19,10 @@
 //!
 //! Connections are limited in total and per source address, and one that has not
 //! completed a handshake within the hand-window is closed.
+//!
+//! With `port-share`, a new connection is first sniffed: one whose first bytes are not
+//! an OpenVPN client reset leaves the engine and goes to the relay
+//! ([`crate::portshare`]), polled in the same loop.
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -34,6 +38,7 @@ use warren_openvpn::DataPlane;
 use warren_wire::FrameBuf;
 
 use crate::batch::{DataPath, Pump, Streams};
+use crate::portshare::{PortShare, PortShareOptions, SNIFF_TIMEOUT, Sniff, sniff};
 
 /// Bytes queued for one connection beyond which its data frames are dropped.
 pub const QUEUE_SOFT: usize = 256 * 1024;
@@ -66,6 +71,8 @@ pub struct TcpOptions {
     pub hand_window: Duration,
     /// The largest packet a peer may send in one frame.
     pub max_frame: usize,
+    /// `port-share HOST PORT`: where non-OpenVPN connections are relayed.
+    pub port_share: Option<PortShareOptions>,
 }
 
 /// Counters of the TCP side.
@@ -84,6 +91,8 @@ pub struct TcpStats {
     /// Closed because a data packet failed authentication or the replay check.
     pub auth_failed: u64,
     pub write_calls: u64,
+    /// Handed to the port-share relay (not OpenVPN).
+    pub port_shared: u64,
 }
 
 struct Conn {
@@ -96,6 +105,10 @@ struct Conn {
     generation: u64,
     /// The engine reported the session connected: the hand-window no longer applies.
     connected: bool,
+    /// When the hand-window ends.
+    hand_deadline: Instant,
+    /// `port-share`: the first bytes have not told yet whether this is OpenVPN.
+    sniffing: bool,
     /// The session ended: close once the queue is written (or after [`CLOSE_GRACE`]).
     closing: bool,
     /// When the socket last took bytes (or the queue last became non-empty).
@@ -157,6 +170,7 @@ pub(crate) struct TcpServer {
     max_per_source: usize,
     hand_window: Duration,
     max_frame: usize,
+    port_share: Option<PortShare>,
     pub stats: TcpStats,
 }
 
@@ -186,6 +200,7 @@ impl TcpServer {
             max_per_source: o.max_per_source.max(1),
             hand_window: o.hand_window,
             max_frame: o.max_frame,
+            port_share: o.port_share.map(PortShare::new),
             stats: TcpStats::default(),
         }
     }
@@ -210,6 +225,9 @@ impl TcpServer {
             };
             self.polled
                 .push((poller.add(c.io.as_fd(), interest), *addr));
+        }
+        if let Some(ps) = &mut self.port_share {
+            ps.register(poller);
         }
     }
 
@@ -269,6 +287,8 @@ impl TcpServer {
                         tx_off: 0,
                         generation,
                         connected: false,
+                        hand_deadline: now + self.hand_window,
+                        sniffing: self.port_share.is_some(),
                         closing: false,
                         last_progress: now,
                         fresh: false,
@@ -277,6 +297,10 @@ impl TcpServer {
                 );
                 self.timers
                     .push(Reverse((now + self.hand_window, addr, generation)));
+                if self.port_share.is_some() {
+                    self.timers
+                        .push(Reverse((now + SNIFF_TIMEOUT, addr, generation)));
+                }
             }
         }
     }
@@ -301,6 +325,9 @@ impl TcpServer {
             }
         }
         self.polled = polled;
+        if let Some(ps) = &mut self.port_share {
+            ps.io_ready(poller);
+        }
     }
 
     fn read_conn<P: DataPath>(
@@ -325,6 +352,14 @@ impl TcpServer {
                 Err(_) => return self.close(addr, Why::ReadError),
             };
             c.rx.commit(n);
+            if c.sniffing {
+                // Nothing was taken out as a frame yet: the bytes read start at 0.
+                match sniff(&c.rx.bytes()[..c.rx.buffered()], false) {
+                    Sniff::NeedMore => continue,
+                    Sniff::Foreign => return self.share(addr),
+                    Sniff::OpenVpn => c.sniffing = false,
+                }
+            }
             self.frames.clear();
             let bad = loop {
                 match c.rx.next_frame() {
@@ -441,12 +476,18 @@ impl TcpServer {
                 break;
             }
             self.timers.pop();
-            let Some(c) = self.conns.get(&addr).filter(|c| c.generation == g) else {
+            let Some(c) = self.conns.get_mut(&addr).filter(|c| c.generation == g) else {
                 continue;
             };
             if c.closing {
                 self.close(addr, Why::Ended);
-            } else if !c.connected {
+            } else if c.sniffing {
+                // Silent, or 1-2 bytes: decide on what there is (OpenVPN with 2 bytes).
+                match sniff(&c.rx.bytes()[..c.rx.buffered()], true) {
+                    Sniff::OpenVpn => c.sniffing = false,
+                    _ => self.share(addr),
+                }
+            } else if !c.connected && now >= c.hand_deadline {
                 self.close(addr, Why::HandWindow);
             }
         }
@@ -458,17 +499,37 @@ impl TcpServer {
         self.closed.drain(..)
     }
 
-    fn close(&mut self, addr: SocketAddr, why: Why) {
-        let Some(_conn) = self.conns.remove(&addr) else {
-            return;
-        };
-        self.stats.closed += 1;
+    /// Takes `addr` out of the connections: the engine is told, the limits freed.
+    fn remove(&mut self, addr: SocketAddr) -> Option<Conn> {
+        let conn = self.conns.remove(&addr)?;
         if let Some(n) = self.per_source.get_mut(&addr.ip()) {
             *n -= 1;
             if *n == 0 {
                 self.per_source.remove(&addr.ip());
             }
         }
+        self.closed.push(addr);
+        Some(conn)
+    }
+
+    /// Hands a connection that is not OpenVPN to the port-share relay, with the bytes
+    /// already read.
+    fn share(&mut self, addr: SocketAddr) {
+        let Some(c) = self.remove(addr) else {
+            return;
+        };
+        let Some(ps) = &mut self.port_share else {
+            return;
+        };
+        self.stats.port_shared += 1;
+        ps.start(c.io, addr, &c.rx.bytes()[..c.rx.buffered()]);
+    }
+
+    fn close(&mut self, addr: SocketAddr, why: Why) {
+        if self.remove(addr).is_none() {
+            return;
+        }
+        self.stats.closed += 1;
         match why {
             Why::Eof | Why::Ended => debug!(%addr, ?why, "TCP connection closed"),
             Why::HandWindow => {
@@ -479,7 +540,6 @@ impl TcpServer {
             }
             _ => debug!(%addr, ?why, "TCP connection closed"),
         }
-        self.closed.push(addr);
     }
 }
 
@@ -741,6 +801,7 @@ mod tests {
             max_per_source,
             hand_window: Duration::from_secs(60),
             max_frame: 2048,
+            port_share: None,
         });
         (t, addr)
     }
@@ -794,6 +855,39 @@ mod tests {
         t.handle_timeout(now + Duration::from_secs(60));
         assert_eq!(t.take_closed().collect::<Vec<_>>(), vec![addrs[1]]);
         assert!(t.conns.contains_key(&addrs[0]), "connected: kept");
+    }
+
+    /// With port-share, a connection that sends nothing is handed to the relay after
+    /// [`SNIFF_TIMEOUT`] (and the engine told it is gone); without, it waits for the
+    /// hand-window, and the sniff timer never closes an OpenVPN connection.
+    #[test]
+    fn port_share_takes_silent_connections_after_the_sniff_timeout() {
+        let now = Instant::from_secs(100);
+        let backend = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let (mut t, addr) = server(10, 10);
+        t.port_share = Some(PortShare::new(PortShareOptions {
+            target: backend.local_addr().expect("addr"),
+            max_connections: 4,
+        }));
+        let _c: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        accept_all(&mut t, now);
+        assert_eq!(t.conns.len(), 2);
+        let addrs: Vec<SocketAddr> = t.conns.keys().copied().collect();
+        // One turned out to be OpenVPN (decided on its bytes in `read_conn`).
+        t.conns.get_mut(&addrs[0]).expect("conn").sniffing = false;
+        t.handle_timeout(now + (SNIFF_TIMEOUT - Duration::from_millis(1)));
+        assert_eq!(t.conns.len(), 2);
+        t.handle_timeout(now + SNIFF_TIMEOUT);
+        assert_eq!(t.take_closed().collect::<Vec<_>>(), vec![addrs[1]]);
+        assert_eq!(t.stats.port_shared, 1);
+        assert!(t.conns.contains_key(&addrs[0]), "OpenVPN: kept");
+        let (_relayed, _) = backend.accept().expect("the relay connected to the target");
+        t.handle_timeout(now + Duration::from_secs(59));
+        assert!(t.conns.contains_key(&addrs[0]), "still in its hand-window");
+        t.handle_timeout(now + Duration::from_secs(60));
+        assert!(t.conns.is_empty());
     }
 
     /// A peer that does not read: data beyond the soft limit is dropped, and when the queue
