@@ -253,7 +253,8 @@ impl PortShare {
     pub fn start(&mut self, client: TcpConn, from: SocketAddr, first: &[u8]) {
         if self.relays.len() >= self.max {
             self.stats.refused += 1;
-            info!(%from, "port-share: non-OpenVPN connection closed (relay limit reached)");
+            // Counted, not logged above debug: anyone can open connections.
+            debug!(%from, "port-share: non-OpenVPN connection closed (relay limit reached)");
             return;
         }
         let target = match TcpConn::connect(self.target, None) {
