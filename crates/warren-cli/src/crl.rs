@@ -83,6 +83,24 @@ pub fn initial(cfg: &warren_config::ServerConfig) -> Result<SharedTls> {
     Ok(Arc::new(Mutex::new(live)))
 }
 
+/// A client's `crl-verify`: read and checked against `ca` once, at startup (errors name the
+/// config line); the server's certificate is checked against it at every handshake.
+pub fn client_check(m: &Material, loc: &warren_config::Location, ca: &str) -> Result<CrlCheck> {
+    let name = source_name(m);
+    let text = m
+        .load()
+        .with_context(|| format!("{loc}: crl-verify: reading the CRL"))?;
+    let file = warren_pki::load_crl_file(&text, ca, &name)
+        .with_context(|| format!("{loc}: crl-verify"))?;
+    info!(
+        "crl-verify {name}: {} CRL(s), {} revoked certificate(s); the server's certificate is \
+         checked against it",
+        file.ders.len(),
+        file.revoked.len(),
+    );
+    Ok(check(&file, name))
+}
+
 fn source_name(m: &Material) -> String {
     match m {
         Material::File(p) => p.display().to_string(),

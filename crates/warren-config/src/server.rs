@@ -651,29 +651,7 @@ impl ServerState {
                 self.status = Some((PathBuf::from(v.arg(0)), secs));
             }
             "crl-verify" => {
-                // OpenVPN options.c: `crl-verify FILE [dir]` or an inline block.
-                if v.inline.is_none() {
-                    v.expect(
-                        1,
-                        2,
-                        "1 or 2 parameters (a CRL file, optionally followed by `dir`) or an inline \
-                         block",
-                    )?;
-                }
-                if v.inline.is_none() && v.args.len() == 2 {
-                    if v.arg(1) != "dir" {
-                        return Err(v.invalid(1, "the only second parameter is `dir`"));
-                    }
-                    return Err(ConfigError::Unsupported {
-                        location: v.loc.clone(),
-                        name: "crl-verify DIR dir".into(),
-                        reason: "the directory form (one file per revoked serial) is not \
-                                 supported yet; use a CRL file (`crl-verify crl.pem`, as easy-rsa \
-                                 `gen-crl` or `openssl ca -gencrl` write it)",
-                    });
-                }
-                let m = v.material(lw.base_dir, 0)?;
-                self.crl_verify = Some((m, v.loc.clone()));
+                self.crl_verify = Some(crl_verify(v, lw.base_dir)?);
             }
             "status-version" => {
                 v.expect(1, 1, "1 parameter (1, 2 or 3)")?;
@@ -718,6 +696,36 @@ fn check_server_net(v: &View<'_>, net: Ipv4Addr, mask: Ipv4Addr) -> Result<(), C
         ));
     }
     Ok(())
+}
+
+/// `crl-verify FILE [dir]` or an inline `<crl-verify>` block (OpenVPN options.c), on either
+/// side: the CRL's source and the line that named it.
+pub(crate) fn crl_verify(
+    v: &View<'_>,
+    base_dir: &Path,
+) -> Result<(Material, Location), ConfigError> {
+    if v.inline.is_none() {
+        v.expect(
+            1,
+            2,
+            "1 or 2 parameters (a CRL file, optionally followed by `dir`) or an inline \
+ block",
+        )?;
+    }
+    if v.inline.is_none() && v.args.len() == 2 {
+        if v.arg(1) != "dir" {
+            return Err(v.invalid(1, "the only second parameter is `dir`"));
+        }
+        return Err(ConfigError::Unsupported {
+            location: v.loc.clone(),
+            name: "crl-verify DIR dir".into(),
+            reason: "the directory form (one file per revoked serial) is not \
+         supported yet; use a CRL file (`crl-verify crl.pem`, as easy-rsa \
+         `gen-crl` or `openssl ca -gencrl` write it)",
+        });
+    }
+    let m = v.material(base_dir, 0)?;
+    Ok((m, v.loc.clone()))
 }
 
 #[cfg(test)]

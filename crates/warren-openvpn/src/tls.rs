@@ -251,6 +251,9 @@ pub struct ClientTlsOptions {
     pub verify_x509_name: Option<(String, X509NameMatch)>,
     /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
     pub algorithms: TlsAlgorithms,
+    /// `crl-verify`: a server certificate these CRLs list is refused at the handshake
+    /// (with the same rules as on the server side, see [`CrlCheck`]).
+    pub crl: Option<CrlCheck>,
 }
 
 /// Which configured PEM input a setup error is about (named after the OpenVPN directive).
@@ -652,11 +655,16 @@ pub fn client_config_with_time(
     let versions = protocol_versions(opts.min_version, opts.max_version)?;
     check_algorithms(&provider, &versions)?;
 
+    let crl = match &opts.crl {
+        None => None,
+        Some(crl) => Some((client_crls(&roots, &provider, crl)?, crl.source.clone())),
+    };
     let verifier = verify::ServerVerifier::new(
         roots,
         provider.clone(),
         opts.remote_cert_tls,
         opts.verify_x509_name.clone(),
+        crl,
     );
     let builder = ClientConfig::builder_with_details(provider, time)
         .with_protocol_versions(&versions)
@@ -674,6 +682,39 @@ pub fn client_config_with_time(
     config.enable_early_data = false;
     config.alpn_protocols.clear();
     Ok(Arc::new(config))
+}
+
+/// The client side's `crl-verify` CRLs, parsed. rustls' own server verifier checks them
+/// first, so a CRL it refuses gives the same [`TlsSetupError::Crl`] as on the server side.
+fn client_crls(
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+    crl: &CrlCheck,
+) -> Result<Vec<webpki::CertRevocationList<'static>>, TlsSetupError> {
+    let ders = || {
+        crl.crls
+            .iter()
+            .map(|d| rustls::pki_types::CertificateRevocationListDer::from(d.clone()))
+    };
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .with_crls(ders())
+        .build()
+        .map_err(|e| match e {
+            e @ rustls::server::VerifierBuilderError::InvalidCrl(_) => TlsSetupError::Crl {
+                source_name: crl.source.clone(),
+                error: e,
+            },
+            e => TlsSetupError::Verifier(e),
+        })?;
+    Ok(crl
+        .crls
+        .iter()
+        .map(|d| {
+            webpki::OwnedCertRevocationList::from_der(d)
+                .expect("a CRL rustls' verifier builder accepted parses with webpki")
+                .into()
+        })
+        .collect())
 }
 
 /// The `ServerName` to pass to `rustls::ClientConnection::new`: an IP address name, so rustls
