@@ -7,6 +7,10 @@
 //! up. A broken CRL written later is refused and the last good one stays.
 //!
 //!
+//! `crl-verify DIR dir` on a warren server: a stock client whose serial (decimal) names a
+//! file in DIR is refused at the handshake, another connects; with the file gone, the first
+//! connects too (the directory is looked at in every handshake).
+//!
 //! Client side: `warren client` with `crl-verify` against the stock `openvpn` server. A CRL
 //! of another CA stops the client at startup, naming the profile's line; a CRL listing the
 //! server's certificate makes the client refuse the server at every attempt, with the
@@ -436,4 +440,59 @@ fn warren_client_crl_verify_refuses_a_revoked_server() {
         "{}",
         tail(&client.log(), 30)
     );
+}
+
+/// `crl-verify DIR dir` on a warren server, against stock clients (see the module docs).
+#[test]
+fn crl_verify_dir_refuses_listed_serials() {
+    let mut lab = Lab::with_pki(
+        "crl-dir",
+        ServerKind::Warren,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let revoked_dir = lab.dir().join("revoked");
+    fs::create_dir(&revoked_dir).expect("mkdir");
+    let c1 = lab.pki.clients[0].clone();
+    let c2 = lab.pki.clients[1].clone();
+    let hex = serial_hex(&c1.crt);
+    let decimal = u128::from_str_radix(&hex, 16)
+        .expect("a serial of at most 16 bytes")
+        .to_string();
+    let marker = revoked_dir.join(&decimal);
+    fs::write(&marker, "").expect("serial file");
+
+    let mut conf = lab.server_conf();
+    conf.extra
+        .push(format!("crl-verify {} dir", s(&revoked_dir)));
+    lab.start_server(&conf);
+
+    let cc1 = lab.client_conf(&c1);
+    let refused = lab.start_client("client1", cc1);
+    let want = format!(
+        "certificate rejected: certificate serial {hex} is revoked (crl-verify {} dir)",
+        s(&revoked_dir)
+    );
+    poll_until(Duration::from_secs(30), || {
+        lab.server_log().contains(&want).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "client1 was not refused:\n{}\nclient1:\n{}",
+            tail(&lab.server_log(), 30),
+            refused.proc.log_tail(30)
+        )
+    });
+    let cc2 = lab.client_conf(&c2);
+    let other = lab.connect_client("client2", cc2);
+    ping_ok(&other.ns, SERVER_TUN_ADDR, "client2 -> server");
+    assert_eq!(refused.count(common::lab::CONNECTED), 0, "client1 got in");
+    drop(refused);
+
+    // The file gone: client1's next handshake succeeds.
+    fs::remove_file(&marker).expect("rm");
+    let cc1 = lab.client_conf(&c1);
+    let back = lab.connect_client("client1b", cc1);
+    ping_ok(&back.ns, SERVER_TUN_ADDR, "client1 -> server");
+    lab.assert_server_running();
 }

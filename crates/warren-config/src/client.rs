@@ -563,9 +563,17 @@ impl ClientState {
                 v.expect(0, 0, "no parameters")?;
                 self.pull = true;
             }
-            "crl-verify" => {
-                self.crl_verify = Some(crate::server::crl_verify(v, lw.base_dir)?);
-            }
+            "crl-verify" => match crate::server::crl_verify(v, lw.base_dir)? {
+                (crate::server::CrlVerify::File(m), loc) => self.crl_verify = Some((m, loc)),
+                (crate::server::CrlVerify::Dir(_), location) => {
+                    return Err(ConfigError::Unsupported {
+                        location,
+                        name: "crl-verify DIR dir".into(),
+                        reason: "the directory form is supported on servers only; on a \
+                                     client use a CRL file (`crl-verify crl.pem`)",
+                    });
+                }
+            },
             "tls-client" => {
                 v.expect(0, 0, "no parameters")?;
                 self.tls_client = true;

@@ -555,7 +555,7 @@ fn crl_verify() {
     );
     // The directory form is refused with the line and the way out, strictly (an ignored
     // check would accept a revoked server).
-    let e = err("crl-verify /etc/openvpn/crl dir", "directory form");
+    let e = err("crl-verify /etc/openvpn/crl dir", "servers only");
     assert!(e.to_string().contains("crl-verify crl.pem"), "{e}");
     err("crl-verify crl.pem file", "only second parameter is `dir`");
     err("crl-verify", "1 or 2 parameters");

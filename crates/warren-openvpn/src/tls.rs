@@ -223,7 +223,41 @@ pub struct ServerTlsOptions {
     pub algorithms: TlsAlgorithms,
     /// `crl-verify`: client certificates these CRLs list are refused at the handshake.
     pub crl: Option<CrlCheck>,
+    /// `crl-verify DIR dir`: asked about each client certificate that passed every other
+    /// check.
+    pub revoked_serial: Option<SerialCheck>,
 }
+
+/// The question [`SerialCheck`] asks: is this serial (big-endian magnitude) revoked?
+pub type IsRevoked = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// `crl-verify DIR dir`: a question about a client certificate's serial number, asked in
+/// every handshake after the chain verified (OpenVPN `ssl_verify.c:verify_check_crl_dir`).
+/// The answer comes from the caller (it looks for a file, which this crate never does).
+#[derive(Clone)]
+pub struct SerialCheck {
+    /// Whether the serial (the big-endian magnitude, as [`peer_serial`] gives it) is
+    /// revoked.
+    pub is_revoked: Arc<IsRevoked>,
+    /// What to name in the rejection (the directory).
+    pub source: String,
+}
+
+impl fmt::Debug for SerialCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SerialCheck")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SerialCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.is_revoked, &other.is_revoked) && self.source == other.source
+    }
+}
+
+impl Eq for SerialCheck {}
 
 /// `crl-verify`: certificate revocation lists for the client certificates' chain, enforced by
 /// webpki during the handshake (OpenVPN `tls_ctx_reload_crl`: `X509_V_FLAG_CRL_CHECK |
@@ -602,6 +636,7 @@ pub fn server_config_with_time(
                 opts.remote_cert_tls,
                 opts.verify_x509_name.clone(),
                 opts.crl.as_ref().map(|c| c.source.clone()),
+                opts.revoked_serial.clone(),
             );
             builder.with_client_cert_verifier(Arc::new(verifier))
         }

@@ -191,6 +191,8 @@ pub(super) struct ClientVerifier {
     policy: LeafPolicy,
     /// The `crl-verify` source given to `inner`, for the rejection message.
     crl: Option<String>,
+    /// `crl-verify DIR dir`.
+    revoked_serial: Option<super::SerialCheck>,
 }
 
 impl ClientVerifier {
@@ -199,10 +201,12 @@ impl ClientVerifier {
         remote_cert_tls: Option<CertRole>,
         verify_x509_name: Option<(String, X509NameMatch)>,
         crl: Option<String>,
+        revoked_serial: Option<super::SerialCheck>,
     ) -> Self {
         Self {
             inner,
             crl,
+            revoked_serial,
             policy: LeafPolicy {
                 remote_cert_tls,
                 verify_x509_name,
@@ -284,6 +288,16 @@ impl ClientCertVerifier for ClientVerifier {
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| self.revocation_error(end_entity, e))?;
         self.policy.check(end_entity).map_err(reject)?;
+        if let Some(check) = &self.revoked_serial {
+            let serial = super::peer_serial(std::slice::from_ref(end_entity))
+                .ok_or_else(|| reject(CertRejection::Unparseable))?;
+            if (check.is_revoked)(&serial) {
+                return Err(reject(CertRejection::Revoked {
+                    serial: serial.iter().map(|b| format!("{b:02X}")).collect(),
+                    crl: check.source.clone(),
+                }));
+            }
+        }
         Ok(verified)
     }
 
