@@ -285,10 +285,15 @@ impl Plan {
                 cfg.tls_cipher.as_deref(),
                 cfg.tls_ciphersuites.as_deref(),
             ),
+            crl: cfg
+                .crl_verify
+                .as_ref()
+                .map(|(m, loc)| crate::crl::client_check(m, loc, &ca))
+                .transpose()?,
         };
         let tls =
             warren_openvpn::tls::client_config(&ca, cert.as_deref(), key.as_deref(), &tls_opts)
-                .context("setting up TLS from `ca`, `cert` and `key`")?;
+                .context("setting up TLS from `ca`, `cert`, `key` and `crl-verify`")?;
 
         let s = cfg.session();
         let engine = ClientConfig {

@@ -1,4 +1,5 @@
-//! `crl-verify FILE`: the CRL a server checks client certificates against, and its live reload.
+//! `crl-verify FILE`: the CRL a server checks client certificates against, and its live reload;
+//! `crl-verify DIR dir`; a client's `crl-verify FILE`.
 //!
 //! The file is read at startup (errors name the config line). webpki enforces it at every
 //! handshake ([`warren_openvpn::tls::CrlCheck`]). Like OpenVPN, which re-reads the file when
@@ -21,7 +22,7 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 use warren_config::Material;
 use warren_openvpn::KickTarget;
-use warren_openvpn::tls::{CrlCheck, ServerTlsOptions};
+use warren_openvpn::tls::{CrlCheck, SerialCheck, ServerTlsOptions};
 use warren_pki::CrlFile;
 
 /// How often the file is looked at.
@@ -59,6 +60,23 @@ pub type SharedTls = Arc<Mutex<LiveTls>>;
 /// Reads `crl-verify` at startup (before any privilege drop). Errors name the config line.
 pub fn initial(cfg: &warren_config::ServerConfig) -> Result<SharedTls> {
     let mut live = LiveTls::default();
+    if let Some((dir, loc)) = &cfg.crl_verify_dir {
+        // OpenVPN options.c checks the directory at startup too (`check_file_access`).
+        let meta = fs::metadata(dir)
+            .with_context(|| format!("{loc}: crl-verify {} dir", dir.display()))?;
+        if !meta.is_dir() {
+            anyhow::bail!(
+                "{loc}: crl-verify {} dir: not a directory (the directory form names a directory \
+                 holding one file per revoked serial; for a CRL file drop `dir`)",
+                dir.display()
+            );
+        }
+        info!(
+            "crl-verify {} dir: a client certificate is refused when a file named after its \
+             serial number (decimal) is there, looked at in every handshake",
+            dir.display()
+        );
+    }
     if let Some((m, loc)) = &cfg.crl_verify {
         let ca = cfg.ca.load().context("reading `ca`")?;
         let name = source_name(m);
@@ -81,6 +99,59 @@ pub fn initial(cfg: &warren_config::ServerConfig) -> Result<SharedTls> {
         live.crl = Some(check(&file, name));
     }
     Ok(Arc::new(Mutex::new(live)))
+}
+
+/// A client's `crl-verify`: read and checked against `ca` once, at startup (errors name the
+/// config line); the server's certificate is checked against it at every handshake.
+pub fn client_check(m: &Material, loc: &warren_config::Location, ca: &str) -> Result<CrlCheck> {
+    let name = source_name(m);
+    let text = m
+        .load()
+        .with_context(|| format!("{loc}: crl-verify: reading the CRL"))?;
+    let file = warren_pki::load_crl_file(&text, ca, &name)
+        .with_context(|| format!("{loc}: crl-verify"))?;
+    info!(
+        "crl-verify {name}: {} CRL(s), {} revoked certificate(s); the server's certificate is \
+         checked against it",
+        file.ders.len(),
+        file.revoked.len(),
+    );
+    Ok(check(&file, name))
+}
+
+/// `crl-verify DIR dir`: a serial is revoked when `DIR/<serial in decimal>` exists
+/// (OpenVPN `ssl_verify.c:verify_check_crl_dir`, which opens the file; a file that cannot
+/// be looked at counts as absent there too). Asked in the handshake, off the data path.
+pub fn serial_dir(dir: &std::path::Path) -> SerialCheck {
+    let dir = dir.to_path_buf();
+    let source = format!("{} dir", dir.display());
+    SerialCheck {
+        is_revoked: Arc::new(move |serial: &[u8]| dir.join(decimal(serial)).exists()),
+        source,
+    }
+}
+
+/// A big-endian unsigned integer in decimal (OpenVPN names the files by
+/// `backend_x509_get_serial`, the decimal serial).
+fn decimal(be: &[u8]) -> String {
+    let mut n: Vec<u8> = be.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut digits = Vec::new();
+    while !n.is_empty() {
+        let mut rem: u32 = 0;
+        for b in &mut n {
+            let cur = (rem << 8) | u32::from(*b);
+            *b = u8::try_from(cur / 10).expect("a quotient digit is below 256");
+            rem = cur % 10;
+        }
+        digits.push(b'0' + u8::try_from(rem).expect("a remainder is below 10"));
+        let lead = n.iter().take_while(|b| **b == 0).count();
+        n.drain(..lead);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("ASCII digits")
 }
 
 fn source_name(m: &Material) -> String {
@@ -221,5 +292,24 @@ impl Watch {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn serials_in_decimal() {
+        assert_eq!(decimal(&[]), "0");
+        assert_eq!(decimal(&[0]), "0");
+        assert_eq!(decimal(&[0x10, 0x01]), "4097");
+        assert_eq!(decimal(&[0, 0xff]), "255");
+        assert_eq!(
+            decimal(&[0x01, 0, 0, 0, 0, 0, 0, 0, 0]),
+            "18446744073709551616"
+        );
+        let big = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(decimal(&big), i64::MAX.to_string());
     }
 }

@@ -1108,6 +1108,10 @@ fn tls_inputs(cfg: &warren_config::ServerConfig) -> Result<crate::crl::TlsInputs
             cfg.tls_ciphersuites.as_deref(),
         ),
         crl: None,
+        revoked_serial: cfg
+            .crl_verify_dir
+            .as_ref()
+            .map(|(dir, _)| crate::crl::serial_dir(dir)),
     };
     Ok(crate::crl::TlsInputs {
         ca,

@@ -6,9 +6,21 @@
 //! refused at the handshake with the serial in the log, and the other client's tunnel stays
 //! up. A broken CRL written later is refused and the last good one stays.
 //!
+//!
+//! `crl-verify DIR dir` on a warren server: a stock client whose serial (decimal) names a
+//! file in DIR is refused at the handshake, another connects; with the file gone, the first
+//! connects too (the directory is looked at in every handshake).
+//!
+//! Client side: `warren client` with `crl-verify` against the stock `openvpn` server. A CRL
+//! of another CA stops the client at startup, naming the profile's line; a CRL listing the
+//! server's certificate makes the client refuse the server at every attempt, with the
+//! serial in its log, and it never comes up; a CRL listing only another certificate lets
+//! it connect and ping.
+//!
 //! Needs root (network namespaces), `openvpn` and `openssl`.
 #![allow(clippy::disallowed_methods)]
 
+mod client_common;
 mod common;
 
 use std::fs;
@@ -326,4 +338,161 @@ fn crl_verify_after_the_privilege_drop() {
         .proc
         .wait_for_line(PUSHED_RESET, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Client side, against the stock `openvpn` server (see the module docs).
+#[test]
+fn warren_client_crl_verify_refuses_a_revoked_server() {
+    let mut lab = Lab::with_pki(
+        "crl-client",
+        ServerKind::Openvpn,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let pki = lab.pki.dir.clone();
+    let dir = lab.dir().to_path_buf();
+    let server_crt = lab.pki.server.crt.clone();
+    let c1 = lab.pki.clients[0].clone();
+    let c2 = lab.pki.clients[1].clone();
+
+    // CRLs made the way the scripts make them: one listing client2 only, one listing the
+    // server as well, one of another CA.
+    let ca = openssl_ca(&pki, "ca");
+    run_ok(&["openssl", "ca", "-config", s(&ca), "-revoke", s(&c2.crt)]);
+    let crl_other = dir.join("crl-other.pem");
+    gencrl(&ca, &crl_other);
+    run_ok(&[
+        "openssl",
+        "ca",
+        "-config",
+        s(&ca),
+        "-revoke",
+        s(&server_crt),
+    ]);
+    let crl_server = dir.join("crl-server.pem");
+    gencrl(&ca, &crl_server);
+    let crl_foreign = dir.join("crl-foreign.pem");
+    gencrl(&openssl_ca(&pki, "other-ca"), &crl_foreign);
+
+    // A CRL of another CA: refused at startup, naming the profile's line.
+    let mut cc = lab.client_conf(&c1);
+    cc.remote.0 = "198.18.255.1".into();
+    cc.extra.push(format!("crl-verify {}", s(&crl_foreign)));
+    let profile = dir.join("foreign.ovpn");
+    cc.write(&profile);
+    let line = fs::read_to_string(&profile)
+        .expect("profile")
+        .lines()
+        .position(|l| l.starts_with("crl-verify "))
+        .expect("crl-verify line")
+        + 1;
+    let out = lab.server_ns.exec(
+        &[WARREN_BIN, "client", s(&profile)],
+        Duration::from_secs(20),
+    );
+    let want = format!("foreign.ovpn:{line}: crl-verify");
+    assert!(
+        !out.success()
+            && out.stderr.contains(&want)
+            && out.stderr.contains("not signed by a CA of the `ca` file"),
+        "expected {want:?} and the reason:\n{}",
+        out.stderr
+    );
+
+    lab.start_server(&lab.server_conf());
+
+    // The server's certificate is revoked: refused at every attempt, never up.
+    let mut cc = lab.client_conf(&c1);
+    cc.extra.push(format!("crl-verify {}", s(&crl_server)));
+    let mut refused = client_common::start_client(&mut lab, "revoked", cc, &[]);
+    let want = format!(
+        "certificate rejected: certificate serial {} is revoked (crl-verify {})",
+        serial_hex(&server_crt),
+        s(&crl_server)
+    );
+    refused
+        .proc
+        .wait_for_line(&want, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30)));
+    // Long enough for a retry after the refusal.
+    std::thread::sleep(Duration::from_secs(8));
+    let log = refused.log();
+    assert!(
+        !log.contains(client_common::UP),
+        "came up with a revoked server:\n{}",
+        tail(&log, 30)
+    );
+    assert!(
+        refused.ns.ipv4_addr(&refused.dev).is_none(),
+        "the tun device has an address"
+    );
+    refused.stop(Duration::from_secs(5));
+
+    // A CRL that lists another certificate only: connects and pings.
+    let mut cc = lab.client_conf(&c1);
+    cc.extra.push(format!("crl-verify {}", s(&crl_other)));
+    let client = client_common::connect_client(&mut lab, "fine", cc, &[]);
+    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
+    assert!(
+        client
+            .log()
+            .contains("1 revoked certificate(s); the server's certificate is checked"),
+        "{}",
+        tail(&client.log(), 30)
+    );
+}
+
+/// `crl-verify DIR dir` on a warren server, against stock clients (see the module docs).
+#[test]
+fn crl_verify_dir_refuses_listed_serials() {
+    let mut lab = Lab::with_pki(
+        "crl-dir",
+        ServerKind::Warren,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
+    let revoked_dir = lab.dir().join("revoked");
+    fs::create_dir(&revoked_dir).expect("mkdir");
+    let c1 = lab.pki.clients[0].clone();
+    let c2 = lab.pki.clients[1].clone();
+    let hex = serial_hex(&c1.crt);
+    let decimal = u128::from_str_radix(&hex, 16)
+        .expect("a serial of at most 16 bytes")
+        .to_string();
+    let marker = revoked_dir.join(&decimal);
+    fs::write(&marker, "").expect("serial file");
+
+    let mut conf = lab.server_conf();
+    conf.extra
+        .push(format!("crl-verify {} dir", s(&revoked_dir)));
+    lab.start_server(&conf);
+
+    let cc1 = lab.client_conf(&c1);
+    let refused = lab.start_client("client1", cc1);
+    let want = format!(
+        "certificate rejected: certificate serial {hex} is revoked (crl-verify {} dir)",
+        s(&revoked_dir)
+    );
+    poll_until(Duration::from_secs(30), || {
+        lab.server_log().contains(&want).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "client1 was not refused:\n{}\nclient1:\n{}",
+            tail(&lab.server_log(), 30),
+            refused.proc.log_tail(30)
+        )
+    });
+    let cc2 = lab.client_conf(&c2);
+    let other = lab.connect_client("client2", cc2);
+    ping_ok(&other.ns, SERVER_TUN_ADDR, "client2 -> server");
+    assert_eq!(refused.count(common::lab::CONNECTED), 0, "client1 got in");
+    drop(refused);
+
+    // The file gone: client1's next handshake succeeds.
+    fs::remove_file(&marker).expect("rm");
+    let cc1 = lab.client_conf(&c1);
+    let back = lab.connect_client("client1b", cc1);
+    ping_ok(&back.ns, SERVER_TUN_ADDR, "client1 -> server");
+    lab.assert_server_running();
 }

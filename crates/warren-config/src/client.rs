@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub remote_cert_tls: Option<CertRole>,
     /// `verify-x509-name NAME [TYPE]`.
     pub verify_x509_name: Option<(String, X509NameType)>,
+    /// `crl-verify FILE` (or an inline `<crl-verify>` block): the server's certificate is
+    /// refused if this CRL lists it. The location names the line for errors about the CRL.
+    pub crl_verify: Option<(Material, Location)>,
     /// `data-ciphers`, upper case, defaulted.
     pub data_ciphers: Vec<String>,
     /// `data-ciphers-fallback`.
@@ -144,6 +147,7 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "redirect-gateway",
     "route-nopull",
     "pull-filter",
+    "crl-verify",
     "route",
     "dhcp-option",
     "resolv-retry",
@@ -364,6 +368,7 @@ pub fn client_config_from_str(
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         remote_cert_tls: c.remote_cert_tls,
         verify_x509_name: c.verify_x509_name.clone(),
+        crl_verify: s.crl_verify,
         data_ciphers,
         data_ciphers_fallback: c.data_ciphers_fallback.clone(),
         cipher: c.cipher.clone(),
@@ -516,6 +521,7 @@ struct ClientState {
     dhcp_options: Vec<(String, String)>,
     resolv_retry: Option<ResolvRetry>,
     mute_replay_warnings: bool,
+    crl_verify: Option<(Material, Location)>,
 }
 
 /// OpenVPN socket.c proto_names, client side: `tcp` means tcp-client.
@@ -557,6 +563,17 @@ impl ClientState {
                 v.expect(0, 0, "no parameters")?;
                 self.pull = true;
             }
+            "crl-verify" => match crate::server::crl_verify(v, lw.base_dir)? {
+                (crate::server::CrlVerify::File(m), loc) => self.crl_verify = Some((m, loc)),
+                (crate::server::CrlVerify::Dir(_), location) => {
+                    return Err(ConfigError::Unsupported {
+                        location,
+                        name: "crl-verify DIR dir".into(),
+                        reason: "the directory form is supported on servers only; on a \
+                                     client use a CRL file (`crl-verify crl.pem`)",
+                    });
+                }
+            },
             "tls-client" => {
                 v.expect(0, 0, "no parameters")?;
                 self.tls_client = true;

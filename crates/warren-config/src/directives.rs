@@ -560,12 +560,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
 /// Refused in client configs.
 const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
     (
-        "crl-verify",
-        "a client cannot check the server's certificate against a CRL yet, so a revoked server \
-         certificate would be accepted (servers support crl-verify)",
-        true,
-    ),
-    (
         "http-proxy",
         "proxies are not supported yet; ignoring this would connect directly, bypassing the proxy",
         true,

@@ -40,7 +40,7 @@
 //!    these then become warnings. Directives whose absence would weaken
 //!    security or break the tunnel are *strict* and stay errors regardless:
 //!    compression (`comp-lzo`, `compress`, even `comp-lzo no`, which still
-//!    changes the framing), `secret`, `tls-crypt-v2`, `crl-verify` on a client,
+//!    changes the framing), `secret`, `tls-crypt-v2`, `crl-verify DIR dir`,
 //!    `tls-verify`, `plugin`, `auth-user-pass-verify`, `client-connect`,
 //!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
 //!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,

@@ -107,6 +107,10 @@ pub struct ServerConfig {
     /// in this CRL are refused; a file is re-read when it changes. The location names the
     /// line for errors about the CRL's contents.
     pub crl_verify: Option<(Material, Location)>,
+    /// `crl-verify DIR dir`: a client certificate is refused when DIR holds a file named
+    /// after its serial number in decimal (looked at in every handshake, as OpenVPN does).
+    /// Replaces `crl_verify` (the last `crl-verify` line wins).
+    pub crl_verify_dir: Option<(PathBuf, Location)>,
     /// `verify-client-cert`. Always `Require` after lowering for now.
     pub verify_client_cert: VerifyClientCert,
     /// `persist-key`.
@@ -368,6 +372,7 @@ pub(crate) fn lower_server(
         remote_cert_tls: c.remote_cert_tls,
         verify_x509_name: c.verify_x509_name.clone(),
         crl_verify: s.crl_verify,
+        crl_verify_dir: s.crl_verify_dir,
         verify_client_cert: s.verify_client_cert,
         persist_key: c.persist_key,
         persist_tun: c.persist_tun,
@@ -418,6 +423,7 @@ struct ServerState {
     status_version: Option<u8>,
     crl_verify: Option<(Material, Location)>,
     port_share: Option<((String, u16), Location)>,
+    crl_verify_dir: Option<(PathBuf, Location)>,
 }
 
 impl ServerState {
@@ -694,29 +700,17 @@ impl ServerState {
                 self.port_share = Some(((v.arg(0).to_owned(), port), v.loc.clone()));
             }
             "crl-verify" => {
-                // OpenVPN options.c: `crl-verify FILE [dir]` or an inline block.
-                if v.inline.is_none() {
-                    v.expect(
-                        1,
-                        2,
-                        "1 or 2 parameters (a CRL file, optionally followed by `dir`) or an inline \
-                         block",
-                    )?;
-                }
-                if v.inline.is_none() && v.args.len() == 2 {
-                    if v.arg(1) != "dir" {
-                        return Err(v.invalid(1, "the only second parameter is `dir`"));
+                // The last line wins, as in OpenVPN.
+                match crl_verify(v, lw.base_dir)? {
+                    (CrlVerify::File(m), loc) => {
+                        self.crl_verify = Some((m, loc));
+                        self.crl_verify_dir = None;
                     }
-                    return Err(ConfigError::Unsupported {
-                        location: v.loc.clone(),
-                        name: "crl-verify DIR dir".into(),
-                        reason: "the directory form (one file per revoked serial) is not \
-                                 supported yet; use a CRL file (`crl-verify crl.pem`, as easy-rsa \
-                                 `gen-crl` or `openssl ca -gencrl` write it)",
-                    });
+                    (CrlVerify::Dir(d), loc) => {
+                        self.crl_verify_dir = Some((d, loc));
+                        self.crl_verify = None;
+                    }
                 }
-                let m = v.material(lw.base_dir, 0)?;
-                self.crl_verify = Some((m, v.loc.clone()));
             }
             "status-version" => {
                 v.expect(1, 1, "1 parameter (1, 2 or 3)")?;
@@ -761,6 +755,44 @@ fn check_server_net(v: &View<'_>, net: Ipv4Addr, mask: Ipv4Addr) -> Result<(), C
         ));
     }
     Ok(())
+}
+
+/// `crl-verify FILE [dir]` or an inline `<crl-verify>` block (OpenVPN options.c), on either
+/// side: the CRL's source and the line that named it.
+pub(crate) fn crl_verify(
+    v: &View<'_>,
+    base_dir: &Path,
+) -> Result<(CrlVerify, Location), ConfigError> {
+    if v.inline.is_none() {
+        v.expect(
+            1,
+            2,
+            "1 or 2 parameters (a CRL file, optionally followed by `dir`) or an inline \
+ block",
+        )?;
+    }
+    if v.inline.is_none() && v.args.len() == 2 {
+        if v.arg(1) != "dir" {
+            return Err(v.invalid(1, "the only second parameter is `dir`"));
+        }
+        if v.arg(0).is_empty() {
+            return Err(v.invalid(0, "an empty directory name"));
+        }
+        return Ok((
+            CrlVerify::Dir(resolve_path(v.arg(0), base_dir)),
+            v.loc.clone(),
+        ));
+    }
+    let m = v.material(base_dir, 0)?;
+    Ok((CrlVerify::File(m), v.loc.clone()))
+}
+
+/// What a `crl-verify` line names.
+pub(crate) enum CrlVerify {
+    /// A CRL file or inline block.
+    File(Material),
+    /// `crl-verify DIR dir`: one file per revoked serial (decimal).
+    Dir(PathBuf),
 }
 
 #[cfg(test)]

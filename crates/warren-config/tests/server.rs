@@ -918,9 +918,9 @@ fn ignore_unknown_option_rules() {
         "compression is refused",
     );
     err_line(
-        "ignore-unknown-option crl-verify\ncrl-verify crl.pem dir",
+        "ignore-unknown-option crl-verify\ncrl-verify crl.pem file",
         NEXT + 1,
-        "directory form",
+        "only second parameter is `dir`",
     );
     // A known directive with a bad value is still an error.
     err_line(
@@ -1194,9 +1194,15 @@ fn crl_verify() {
         "{:?}",
         c.crl_verify
     );
-    // The directory form is refused with the line and the way out.
-    let e = err("crl-verify /etc/openvpn/crl dir", "directory form");
-    assert!(e.to_string().contains("crl-verify crl.pem"), "{e}");
+    // The directory form; the last line wins between the two forms.
+    let c = cfg("crl-verify a.pem\ncrl-verify /etc/openvpn/crl dir");
+    assert_eq!(c.crl_verify, None);
+    let (d, loc) = c.crl_verify_dir.expect("crl-verify dir");
+    assert_eq!(d, PathBuf::from("/etc/openvpn/crl"));
+    assert_eq!(loc.line, Some(NEXT + 1));
+    let c = cfg("crl-verify /etc/openvpn/crl dir\ncrl-verify a.pem");
+    assert_eq!(c.crl_verify_dir, None);
+    assert!(c.crl_verify.is_some());
     err("crl-verify crl.pem file", "only second parameter is `dir`");
     err("crl-verify", "1 or 2 parameters");
     err("crl-verify a b c", "1 or 2 parameters");

@@ -223,7 +223,41 @@ pub struct ServerTlsOptions {
     pub algorithms: TlsAlgorithms,
     /// `crl-verify`: client certificates these CRLs list are refused at the handshake.
     pub crl: Option<CrlCheck>,
+    /// `crl-verify DIR dir`: asked about each client certificate that passed every other
+    /// check.
+    pub revoked_serial: Option<SerialCheck>,
 }
+
+/// The question [`SerialCheck`] asks: is this serial (big-endian magnitude) revoked?
+pub type IsRevoked = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// `crl-verify DIR dir`: a question about a client certificate's serial number, asked in
+/// every handshake after the chain verified (OpenVPN `ssl_verify.c:verify_check_crl_dir`).
+/// The answer comes from the caller (it looks for a file, which this crate never does).
+#[derive(Clone)]
+pub struct SerialCheck {
+    /// Whether the serial (the big-endian magnitude, as [`peer_serial`] gives it) is
+    /// revoked.
+    pub is_revoked: Arc<IsRevoked>,
+    /// What to name in the rejection (the directory).
+    pub source: String,
+}
+
+impl fmt::Debug for SerialCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SerialCheck")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for SerialCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.is_revoked, &other.is_revoked) && self.source == other.source
+    }
+}
+
+impl Eq for SerialCheck {}
 
 /// `crl-verify`: certificate revocation lists for the client certificates' chain, enforced by
 /// webpki during the handshake (OpenVPN `tls_ctx_reload_crl`: `X509_V_FLAG_CRL_CHECK |
@@ -251,6 +285,9 @@ pub struct ClientTlsOptions {
     pub verify_x509_name: Option<(String, X509NameMatch)>,
     /// `tls-groups`, `tls-cipher`, `tls-ciphersuites`.
     pub algorithms: TlsAlgorithms,
+    /// `crl-verify`: a server certificate these CRLs list is refused at the handshake
+    /// (with the same rules as on the server side, see [`CrlCheck`]).
+    pub crl: Option<CrlCheck>,
 }
 
 /// Which configured PEM input a setup error is about (named after the OpenVPN directive).
@@ -599,6 +636,7 @@ pub fn server_config_with_time(
                 opts.remote_cert_tls,
                 opts.verify_x509_name.clone(),
                 opts.crl.as_ref().map(|c| c.source.clone()),
+                opts.revoked_serial.clone(),
             );
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
@@ -652,11 +690,16 @@ pub fn client_config_with_time(
     let versions = protocol_versions(opts.min_version, opts.max_version)?;
     check_algorithms(&provider, &versions)?;
 
+    let crl = match &opts.crl {
+        None => None,
+        Some(crl) => Some((client_crls(&roots, &provider, crl)?, crl.source.clone())),
+    };
     let verifier = verify::ServerVerifier::new(
         roots,
         provider.clone(),
         opts.remote_cert_tls,
         opts.verify_x509_name.clone(),
+        crl,
     );
     let builder = ClientConfig::builder_with_details(provider, time)
         .with_protocol_versions(&versions)
@@ -674,6 +717,39 @@ pub fn client_config_with_time(
     config.enable_early_data = false;
     config.alpn_protocols.clear();
     Ok(Arc::new(config))
+}
+
+/// The client side's `crl-verify` CRLs, parsed. rustls' own server verifier checks them
+/// first, so a CRL it refuses gives the same [`TlsSetupError::Crl`] as on the server side.
+fn client_crls(
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+    crl: &CrlCheck,
+) -> Result<Vec<webpki::CertRevocationList<'static>>, TlsSetupError> {
+    let ders = || {
+        crl.crls
+            .iter()
+            .map(|d| rustls::pki_types::CertificateRevocationListDer::from(d.clone()))
+    };
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .with_crls(ders())
+        .build()
+        .map_err(|e| match e {
+            e @ rustls::server::VerifierBuilderError::InvalidCrl(_) => TlsSetupError::Crl {
+                source_name: crl.source.clone(),
+                error: e,
+            },
+            e => TlsSetupError::Verifier(e),
+        })?;
+    Ok(crl
+        .crls
+        .iter()
+        .map(|d| {
+            webpki::OwnedCertRevocationList::from_der(d)
+                .expect("a CRL rustls' verifier builder accepted parses with webpki")
+                .into()
+        })
+        .collect())
 }
 
 /// The `ServerName` to pass to `rustls::ClientConnection::new`: an IP address name, so rustls

@@ -1552,3 +1552,63 @@ fn crl_verify_garbage_is_a_setup_error() {
         "{err}"
     );
 }
+
+fn client_crl_opts(crls: Vec<Vec<u8>>) -> ClientTlsOptions {
+    ClientTlsOptions {
+        crl: Some(tls::CrlCheck {
+            crls,
+            source: "crl.pem".into(),
+        }),
+        ..client_opts()
+    }
+}
+
+#[test]
+fn client_crl_verify_refuses_a_revoked_server() {
+    let pki = ec_pki();
+    let server_serial = serial_of(&pki.server.cert_pem);
+    let client_serial = serial_of(&pki.client.cert_pem);
+    let hex: String = server_serial.iter().map(|b| format!("{b:02X}")).collect();
+    let scfg = server_cfg(pki, &server_opts());
+
+    // A CRL that lists someone else: the server gets through.
+    let others = client_crl_opts(vec![crl_der(&pki.ca, &[&client_serial])]);
+    handshake(client_cfg(pki, &others), scfg.clone()).unwrap();
+
+    // The server's own serial: the client refuses it.
+    let listed = client_crl_opts(vec![crl_der(&pki.ca, &[&server_serial])]);
+    let err = expect_rejection(
+        handshake(client_cfg(pki, &listed), scfg.clone()),
+        Side::Client,
+    );
+    assert_eq!(
+        tls::describe_tls_error(&err),
+        format!("certificate rejected: certificate serial {hex} is revoked (crl-verify crl.pem)")
+    );
+
+    // A CRL of another CA only: the server CA has no CRL, so the status is unknown: refused.
+    let stranger = Ca::root(Alg::P256, "Other CA");
+    let foreign = client_crl_opts(vec![crl_der(&stranger, &[])]);
+    let err = expect_rejection(handshake(client_cfg(pki, &foreign), scfg), Side::Client);
+    assert!(
+        matches!(
+            tls::certificate_rejection(&err),
+            Some(CertRejection::NoCrl { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn client_crl_verify_garbage_is_a_setup_error() {
+    let pki = ec_pki();
+    let err = tls::client_config(
+        &pki.ca.pem,
+        Some(&pki.client.cert_pem),
+        Some(&pki.client.key_pem),
+        &client_crl_opts(vec![b"not a CRL".to_vec()]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsSetupError::Crl { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("crl-verify crl.pem: "), "{err}");
+}

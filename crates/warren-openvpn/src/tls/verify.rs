@@ -191,6 +191,8 @@ pub(super) struct ClientVerifier {
     policy: LeafPolicy,
     /// The `crl-verify` source given to `inner`, for the rejection message.
     crl: Option<String>,
+    /// `crl-verify DIR dir`.
+    revoked_serial: Option<super::SerialCheck>,
 }
 
 impl ClientVerifier {
@@ -199,10 +201,12 @@ impl ClientVerifier {
         remote_cert_tls: Option<CertRole>,
         verify_x509_name: Option<(String, X509NameMatch)>,
         crl: Option<String>,
+        revoked_serial: Option<super::SerialCheck>,
     ) -> Self {
         Self {
             inner,
             crl,
+            revoked_serial,
             policy: LeafPolicy {
                 remote_cert_tls,
                 verify_x509_name,
@@ -214,30 +218,40 @@ impl ClientVerifier {
 impl ClientVerifier {
     /// webpki's revocation errors, reworded with the serial and the CRL's source.
     fn revocation_error(&self, leaf: &CertificateDer<'_>, e: rustls::Error) -> rustls::Error {
-        let Some(crl) = &self.crl else {
-            return e;
-        };
-        let serial = || {
-            super::peer_serial(std::slice::from_ref(leaf)).map_or_else(
-                || "?".to_owned(),
-                |s| s.iter().map(|b| format!("{b:02X}")).collect(),
-            )
-        };
-        match e {
-            rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
-                reject(CertRejection::Revoked {
-                    serial: serial(),
-                    crl: crl.clone(),
-                })
-            }
-            rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
-                reject(CertRejection::NoCrl {
-                    serial: serial(),
-                    crl: crl.clone(),
-                })
-            }
-            e => e,
+        revocation_error(self.crl.as_deref(), leaf, e)
+    }
+}
+
+/// webpki's revocation errors, reworded with the serial and the CRL's source (`crl`: `None`
+/// without `crl-verify`, then `e` is returned as it is).
+fn revocation_error(
+    crl: Option<&str>,
+    leaf: &CertificateDer<'_>,
+    e: rustls::Error,
+) -> rustls::Error {
+    let Some(crl) = crl else {
+        return e;
+    };
+    let serial = || {
+        super::peer_serial(std::slice::from_ref(leaf)).map_or_else(
+            || "?".to_owned(),
+            |s| s.iter().map(|b| format!("{b:02X}")).collect(),
+        )
+    };
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+            reject(CertRejection::Revoked {
+                serial: serial(),
+                crl: crl.to_owned(),
+            })
         }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
+            reject(CertRejection::NoCrl {
+                serial: serial(),
+                crl: crl.to_owned(),
+            })
+        }
+        e => e,
     }
 }
 
@@ -274,6 +288,16 @@ impl ClientCertVerifier for ClientVerifier {
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| self.revocation_error(end_entity, e))?;
         self.policy.check(end_entity).map_err(reject)?;
+        if let Some(check) = &self.revoked_serial {
+            let serial = super::peer_serial(std::slice::from_ref(end_entity))
+                .ok_or_else(|| reject(CertRejection::Unparseable))?;
+            if (check.is_revoked)(&serial) {
+                return Err(reject(CertRejection::Revoked {
+                    serial: serial.iter().map(|b| format!("{b:02X}")).collect(),
+                    crl: check.source.clone(),
+                }));
+            }
+        }
         Ok(verified)
     }
 
@@ -306,6 +330,9 @@ pub(super) struct ServerVerifier {
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
     policy: LeafPolicy,
+    /// `crl-verify`: the CRLs (checked for every certificate of the chain, unknown status
+    /// refused, `nextUpdate` ignored, as on the server side) and their source for messages.
+    crl: Option<(Vec<webpki::CertRevocationList<'static>>, String)>,
 }
 
 impl ServerVerifier {
@@ -314,10 +341,12 @@ impl ServerVerifier {
         provider: Arc<CryptoProvider>,
         remote_cert_tls: Option<CertRole>,
         verify_x509_name: Option<(String, X509NameMatch)>,
+        crl: Option<(Vec<webpki::CertRevocationList<'static>>, String)>,
     ) -> Self {
         Self {
             roots,
             provider,
+            crl,
             policy: LeafPolicy {
                 remote_cert_tls,
                 verify_x509_name,
@@ -331,7 +360,54 @@ impl fmt::Debug for ServerVerifier {
         f.debug_struct("ServerVerifier")
             .field("roots", &self.roots.len())
             .field("policy", &self.policy)
+            .field("crl", &self.crl.as_ref().map(|(_, source)| source))
             .finish_non_exhaustive()
+    }
+}
+
+impl ServerVerifier {
+    /// The chain verified again by webpki, now with the CRLs (rustls offers revocation only
+    /// in its verifier that also checks the server name, which OpenVPN never does). The
+    /// chain itself already verified, so what fails here is revocation.
+    fn check_revocation(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        crls: &[webpki::CertRevocationList<'static>],
+    ) -> Result<(), rustls::Error> {
+        let refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+        let Ok(revocation) = webpki::RevocationOptionsBuilder::new(&refs) else {
+            // No CRL at all (the file held none): nothing can be revoked.
+            return Ok(());
+        };
+        let revocation = revocation
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build();
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        match cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            Some(revocation),
+            None,
+        ) {
+            Ok(_) => Ok(()),
+            Err(webpki::Error::CertRevoked) => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+            }
+            Err(webpki::Error::UnknownRevocationStatus) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownRevocationStatus,
+            )),
+            Err(e) => Err(rustls::Error::General(format!(
+                "crl-verify: the server certificate's revocation status cannot be checked: {e}"
+            ))),
+        }
     }
 }
 
@@ -352,6 +428,10 @@ impl ServerCertVerifier for ServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
+        if let Some((crls, source)) = &self.crl {
+            self.check_revocation(end_entity, intermediates, now, crls)
+                .map_err(|e| revocation_error(Some(source), end_entity, e))?;
+        }
         self.policy.check(end_entity).map_err(reject)?;
         Ok(ServerCertVerified::assertion())
     }
