@@ -5,7 +5,7 @@
 //!
 //! Framing (the u16 length prefix) is not this module's business: it moves bytes.
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -54,31 +54,8 @@ pub struct TcpListener {
 
 impl TcpListener {
     pub fn bind(b: &TcpBind) -> Result<TcpListener, TcpBindError> {
-        let (addr, v6only) = match (b.family, b.local) {
-            (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, b.port)), None),
-            (UdpFamily::V4 | UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => {
-                (SocketAddr::new(ip, b.port), None)
-            }
-            (UdpFamily::V4, Some(ip)) => {
-                return Err(TcpBindError::FamilyMismatch {
-                    local: ip,
-                    family: "IPv4",
-                });
-            }
-            (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => {
-                return Err(TcpBindError::FamilyMismatch {
-                    local: ip,
-                    family: "IPv6",
-                });
-            }
-            (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
-                (SocketAddr::new(ip, b.port), Some(false))
-            }
-            (UdpFamily::Any | UdpFamily::V6, None) => (
-                SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)),
-                Some(false),
-            ),
-        };
+        let (addr, v6only) = crate::udp::bind_target(b.family, b.local, b.port)
+            .map_err(|(local, family)| TcpBindError::FamilyMismatch { local, family })?;
         let sock = match Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)) {
             Ok(s) => s,
             Err(e)
@@ -226,6 +203,7 @@ fn normalize(a: SocketAddr) -> SocketAddr {
 mod tests {
     use super::*;
     use crate::{Interest, Poller};
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     #[test]

@@ -178,6 +178,30 @@ impl UdpSocket {
     }
 }
 
+/// Where a socket of `family` (with the optional `local` address) binds, and its
+/// `IPV6_V6ONLY` setting (`Some(false)`: a dual-stack IPv6 socket). Shared by UDP and TCP.
+/// `Err((local, family))`: `local` is not an address of that family.
+pub(crate) fn bind_target(
+    family: UdpFamily,
+    local: Option<IpAddr>,
+    port: u16,
+) -> Result<(SocketAddr, Option<bool>), (IpAddr, &'static str)> {
+    Ok(match (family, local) {
+        (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), None),
+        (UdpFamily::V4 | UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => {
+            (SocketAddr::new(ip, port), None)
+        }
+        (UdpFamily::V4, Some(ip)) => return Err((ip, "IPv4")),
+        (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => return Err((ip, "IPv6")),
+        (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
+            (SocketAddr::new(ip, port), Some(false))
+        }
+        (UdpFamily::Any | UdpFamily::V6, None) => {
+            (SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), Some(false))
+        }
+    })
+}
+
 /// Binds like [`UdpSocket::bind`] (same options, same errors), calling `before_bind` on
 /// the socket once its options are set and just before `bind(2)`: the place for
 /// `SO_REUSEPORT` and a reuseport program (`reuseport.rs`).
@@ -185,34 +209,13 @@ pub(crate) fn bind_with<E: From<BindError>>(
     b: &UdpBind,
     before_bind: &mut dyn FnMut(&Socket) -> Result<(), E>,
 ) -> Result<UdpSocket, E> {
-    let (addr, v6only) = match (b.family, b.local) {
-        (UdpFamily::V4, None) => (SocketAddr::from((Ipv4Addr::UNSPECIFIED, b.port)), None),
-        (UdpFamily::V4, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
-        (UdpFamily::V4, Some(ip)) => {
-            return Err(BindError::FamilyMismatch {
-                local: ip,
-                family: "IPv4",
-                proto: "udp4",
-            }
-            .into());
+    let (addr, v6only) = bind_target(b.family, b.local, b.port).map_err(|(local, family)| {
+        BindError::FamilyMismatch {
+            local,
+            family,
+            proto: if family == "IPv4" { "udp4" } else { "udp6" },
         }
-        (UdpFamily::V6, Some(ip @ IpAddr::V4(_))) => {
-            return Err(BindError::FamilyMismatch {
-                local: ip,
-                family: "IPv6",
-                proto: "udp6",
-            }
-            .into());
-        }
-        (UdpFamily::Any, Some(ip @ IpAddr::V4(_))) => (SocketAddr::new(ip, b.port), None),
-        (UdpFamily::Any | UdpFamily::V6, Some(ip @ IpAddr::V6(_))) => {
-            (SocketAddr::new(ip, b.port), Some(false))
-        }
-        (UdpFamily::Any | UdpFamily::V6, None) => (
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, b.port)),
-            Some(false),
-        ),
-    };
+    })?;
     let sock = match Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)) {
         Ok(s) => s,
         // `proto udp` on a host with IPv6 disabled: fall back to IPv4 like OpenVPN's
