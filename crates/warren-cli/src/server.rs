@@ -591,6 +591,7 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         tcp: args.tcp,
         listen: args.listen,
         network: (args.network.addr(), args.network.prefix_len()),
+        network6: None,
         dev: args.dev.clone(),
         push: args.push.clone(),
         client_to_client: args.client_to_client,

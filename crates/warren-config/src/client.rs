@@ -12,8 +12,8 @@ use crate::material::Material;
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
-    CertRole, ClientProto, DevType, KeyDerivationPolicy, PullFilterAction, Remote, ResolvRetry,
-    Route, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
+    CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, PullFilterAction, Remote,
+    ResolvRetry, Route, RouteIpv6, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
 };
 
 /// A client config (an ordinary `.ovpn` profile), lowered.
@@ -80,6 +80,14 @@ pub struct ClientConfig {
     pub pull_filters: Vec<(PullFilterAction, String)>,
     /// `route` lines in order.
     pub routes: Vec<Route>,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE`: a static IPv6 tunnel address (a pushed
+    /// `ifconfig-ipv6` replaces it).
+    pub ifconfig_ipv6: Option<(Ipv6Prefix, std::net::Ipv6Addr)>,
+    /// `route-ipv6` lines in order.
+    pub route_ipv6: Vec<RouteIpv6>,
+    /// `block-ipv6`: IPv6 packets read from the tun are answered with ICMPv6 "no
+    /// route" and not sent (also when pushed).
+    pub block_ipv6: bool,
     /// `dhcp-option TYPE [VALUE]` lines; the value is empty when absent.
     pub dhcp_options: Vec<(String, String)>,
     /// `keepalive`.
@@ -154,6 +162,7 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "mute-replay-warnings",
     "user",
     "group",
+    "block-ipv6",
 ];
 
 /// Reads and lowers a client config (`.ovpn`/`.conf`) file.
@@ -379,6 +388,9 @@ pub fn client_config_from_str(
         group: s.group,
         pull_filters: s.pull_filters,
         routes: s.routes,
+        ifconfig_ipv6: c.ifconfig_ipv6.as_ref().map(|(i, _)| *i),
+        route_ipv6: c.route_ipv6.clone(),
+        block_ipv6: s.block_ipv6,
         dhcp_options: s.dhcp_options,
         keepalive: c.keepalive.map(|(k, _)| k),
         ping: c.ping.map(|(p, _)| p),
@@ -522,6 +534,7 @@ struct ClientState {
     resolv_retry: Option<ResolvRetry>,
     mute_replay_warnings: bool,
     crl_verify: Option<(Material, Location)>,
+    block_ipv6: bool,
 }
 
 /// OpenVPN socket.c proto_names, client side: `tcp` means tcp-client.
@@ -711,6 +724,10 @@ impl ClientState {
             "mute-replay-warnings" => {
                 v.expect(0, 0, "no parameters")?;
                 self.mute_replay_warnings = true;
+            }
+            "block-ipv6" => {
+                v.expect(0, 0, "no parameters")?;
+                self.block_ipv6 = true;
             }
             _ => return Ok(false),
         }

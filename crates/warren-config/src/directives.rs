@@ -297,16 +297,6 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
         true,
     ),
     (
-        "ifconfig-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
-        true,
-    ),
-    (
-        "route-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
-        true,
-    ),
-    (
         "ifconfig-noexec",
         "warren always configures the tun device it creates",
         true,
@@ -469,16 +459,6 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ),
     ("server-bridge", "tap bridging is not supported yet", true),
     (
-        "server-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
-        true,
-    ),
-    (
-        "ifconfig-ipv6-pool",
-        "IPv6 inside the tunnel is not supported yet",
-        true,
-    ),
-    (
         "ifconfig-pool",
         "custom pools are not supported yet; the pool comes from `server`",
         true,
@@ -490,7 +470,7 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ),
     (
         "ifconfig-ipv6-push",
-        "IPv6 inside the tunnel is not supported yet",
+        "per-client config directories (ccd) are not supported yet",
         true,
     ),
     (
@@ -505,7 +485,7 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ),
     (
         "iroute-ipv6",
-        "IPv6 inside the tunnel is not supported yet",
+        "per-client config directories (ccd) are not supported yet",
         true,
     ),
     (
@@ -579,11 +559,6 @@ const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
         true,
     ),
     ("socks-proxy-retry", "proxies are not supported yet", true),
-    (
-        "block-ipv6",
-        "IPv6 leak blocking is not implemented yet; ignoring it could leak IPv6 traffic outside the tunnel",
-        true,
-    ),
     (
         "redirect-private",
         "not implemented yet; ignoring it would send that traffic outside the tunnel",

@@ -29,7 +29,11 @@
 //!    directive. Bad values are errors with
 //!    `file:line` and the offending value quoted. Repeated directives follow
 //!    OpenVPN: the last one wins, except `push`, `remote`, `route`,
-//!    `pull-filter` and `dhcp-option`, which accumulate.
+//!    `route-ipv6`, `pull-filter` and `dhcp-option`, which accumulate.
+//!    IPv6 inside the tunnel: `server-ipv6`, `ifconfig-ipv6`,
+//!    `ifconfig-ipv6-pool` and `route-ipv6` on a server (expanded by
+//!    [`ServerConfig::ipv6`]), `ifconfig-ipv6`, `route-ipv6` and `block-ipv6`
+//!    on a client.
 //! 2. **Ignored with a warning** (the allow-list below): directives whose
 //!    absence cannot weaken security or silently change how the tunnel
 //!    behaves for its users.
@@ -45,8 +49,9 @@
 //!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
 //!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,
 //!    `chroot`, `setcon`, `mlock`, `cd`, `config`, PKCS#11/12
-//!    and external keys, `fragment`, tap and IPv6-in-tunnel directives,
-//!    proxies, `block-ipv6`, `redirect-private` and `dns` on a client, and
+//!    and external keys, `fragment`, tap directives, the per-client
+//!    `iroute-ipv6` and `ifconfig-ipv6-push`,
+//!    proxies, `redirect-private` and `dns` on a client, and
 //!    client-only directives in a server config (and the reverse).
 //!    Scripts (`up`, `down`, `route-up`, `learn-address`…), TLS suite
 //!    restrictions (`tls-cipher`, `tls-ciphersuites`, `tls-groups`,
@@ -166,11 +171,11 @@ pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
 pub use material::{Material, resolve_path};
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
-pub use settings::{Session, defaults};
+pub use settings::{ServerIpv6, Session, defaults};
 pub use types::{
-    CertRole, ClientProto, DevType, KeyDerivationPolicy, NatConfig, Proto, PullFilterAction,
-    Remote, ResolvRetry, Route, StateDir, TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth,
-    VerifyClientCert, X509NameType,
+    CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto,
+    PullFilterAction, Remote, ResolvRetry, Route, RouteIpv6, StateDir, TlsCipherSuite, TlsGroup,
+    TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 pub use zero::{ZERO_CONFIG_ORIGIN, ZeroConfig};
 

@@ -3,7 +3,7 @@
 //! directives that server and client configs share.
 
 use std::borrow::Cow;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +13,8 @@ use crate::lex::{Directive, Spanned};
 use crate::material::{Material, resolve_path};
 use crate::tlsnames;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
+    CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, RouteIpv6, TlsCipherSuite, TlsGroup,
+    TlsVersion, X509NameType,
 };
 
 /// The AEAD data-channel ciphers warren implements, in OpenVPN 2.6's default
@@ -96,6 +97,76 @@ impl View<'_> {
         self.arg(i)
             .parse()
             .map_err(|_| self.invalid(i, "expected a dotted-quad IPv4 address"))
+    }
+
+    pub fn ipv6_at(&self, i: usize) -> Result<Ipv6Addr, ConfigError> {
+        self.arg(i)
+            .parse()
+            .map_err(|_| self.invalid(i, "expected an IPv6 address"))
+    }
+
+    /// `ADDR/BITS` with BITS in `bits`; a missing `/BITS` means /64, as in
+    /// OpenVPN's `get_ipv6_addr`.
+    pub fn ipv6_prefix_at(
+        &self,
+        i: usize,
+        bits: std::ops::RangeInclusive<u8>,
+    ) -> Result<Ipv6Prefix, ConfigError> {
+        let (addr, len) = self.arg(i).split_once('/').unwrap_or((self.arg(i), "64"));
+        let addr = addr
+            .parse::<Ipv6Addr>()
+            .map_err(|_| self.invalid(i, "expected ADDRESS/BITS with an IPv6 address"))?;
+        let len = len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| bits.contains(l))
+            .ok_or_else(|| {
+                self.invalid(
+                    i,
+                    format!(
+                        "the prefix length must be between /{} and /{}",
+                        bits.start(),
+                        bits.end()
+                    ),
+                )
+            })?;
+        Ok(Ipv6Prefix { addr, len })
+    }
+
+    /// `route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]` (OpenVPN options.c), on either side.
+    pub fn route_ipv6(&self) -> Result<RouteIpv6, ConfigError> {
+        self.expect(1, 3, "1 to 3 parameters (network/bits, gateway, metric)")?;
+        let p = self.ipv6_prefix_at(0, 0..=128)?;
+        let network = Ipv6Prefix {
+            addr: p.network(),
+            len: p.len,
+        };
+        if network.addr != p.addr {
+            return Err(self.invalid(0, format!("host bits are set; did you mean {network}?")));
+        }
+        let gateway = match self.args.get(1).map(|a| a.value.as_str()) {
+            None | Some("default") => None,
+            Some(_) => Some(self.ipv6_at(1)?),
+        };
+        let metric = match self.args.get(2).map(|a| a.value.as_str()) {
+            None | Some("default") => None,
+            Some(_) => Some(self.u32_at(2)?),
+        };
+        Ok(RouteIpv6 {
+            network,
+            gateway,
+            metric,
+        })
+    }
+
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE` (OpenVPN options.c: BITS from 64 to 124).
+    pub fn ifconfig_ipv6(&self) -> Result<(Ipv6Prefix, Ipv6Addr), ConfigError> {
+        self.expect(
+            2,
+            2,
+            "2 parameters (this end's address/bits and the remote address)",
+        )?;
+        Ok((self.ipv6_prefix_at(0, 64..=124)?, self.ipv6_at(1)?))
     }
 
     /// A file path or an inline block. `extra` more parameters may follow
@@ -368,6 +439,11 @@ pub(crate) struct Common {
     pub key_derivation: KeyDerivationPolicy,
     /// `warren-offload on|off`.
     pub offload: Option<bool>,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE`: this end's tunnel address (server: its tun
+    /// device; client: a static address, a pushed one wins).
+    pub ifconfig_ipv6: Option<((Ipv6Prefix, Ipv6Addr), Location)>,
+    /// `route-ipv6` lines in order (they accumulate).
+    pub route_ipv6: Vec<RouteIpv6>,
 }
 
 /// Names taken by [`Common::apply`].
@@ -415,6 +491,8 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "allow-compression",
     "warren-key-derivation",
     "warren-offload",
+    "ifconfig-ipv6",
+    "route-ipv6",
 ];
 
 impl Common {
@@ -750,6 +828,8 @@ impl Common {
                     _ => return Err(v.invalid(0, "expected `on` or `off`")),
                 };
             }
+            "ifconfig-ipv6" => self.ifconfig_ipv6 = Some((v.ifconfig_ipv6()?, v.loc.clone())),
+            "route-ipv6" => self.route_ipv6.push(v.route_ipv6()?),
             _ => return Ok(false),
         }
         Ok(true)

@@ -1,6 +1,6 @@
 //! Lowering into [`ServerConfig`].
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +12,8 @@ use crate::material::{Material, resolve_path};
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
-    CertRole, DevType, KeyDerivationPolicy, NatConfig, Proto, StateDir, TlsCipherSuite, TlsGroup,
-    TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
+    CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto, RouteIpv6, StateDir,
+    TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -54,6 +54,17 @@ pub struct ServerConfig {
     pub server: (Ipv4Addr, Ipv4Addr),
     /// `topology`. warren defaults to `subnet` (OpenVPN 2.6: `net30`).
     pub topology: Topology,
+    /// `server-ipv6 PREFIX/BITS` (64..=124): IPv6 inside the tunnel, expanded by
+    /// [`ServerConfig::ipv6`] as OpenVPN's helper does.
+    pub server_ipv6: Option<Ipv6Prefix>,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE`: the server tun's IPv6 address (without
+    /// `server-ipv6`).
+    pub ifconfig_ipv6: Option<(Ipv6Prefix, Ipv6Addr)>,
+    /// `ifconfig-ipv6-pool ADDR/BITS`: the first client address and the pool's bits
+    /// (without `server-ipv6`; needs `ifconfig-ipv6`).
+    pub ifconfig_ipv6_pool: Option<Ipv6Prefix>,
+    /// `route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]`: kernel routes into the server's tun.
+    pub route_ipv6: Vec<RouteIpv6>,
     /// `push "..."` contents, unquoted, in order.
     pub push: Vec<String>,
     /// `keepalive INTERVAL TIMEOUT`.
@@ -182,6 +193,8 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "warren-max-half-open-per-source",
     "warren-nat",
     "port-share",
+    "server-ipv6",
+    "ifconfig-ipv6-pool",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -321,6 +334,56 @@ pub(crate) fn lower_server(
         });
     }
 
+    // OpenVPN helper.c helper_client_server, options.c: `server-ipv6` stands for
+    // `ifconfig-ipv6` and `ifconfig-ipv6-pool`, and a pool needs the server's own address.
+    let conflict = |location: &Location, message: &'static str| ConfigError::Conflict {
+        location: location.clone(),
+        message: message.into(),
+    };
+    if s.server_ipv6.is_some() {
+        if let Some((_, loc)) = &s.ifconfig_ipv6_pool {
+            return Err(conflict(
+                loc,
+                "`server-ipv6` already defines the IPv6 pool (prefix + 0x1000); remove \
+                 `ifconfig-ipv6-pool`",
+            ));
+        }
+        if let Some((_, loc)) = &c.ifconfig_ipv6 {
+            return Err(conflict(
+                loc,
+                "`server-ipv6` already gives the server its IPv6 address (prefix + 1); remove \
+                 `ifconfig-ipv6`",
+            ));
+        }
+    }
+    if let Some((_, loc)) = &s.ifconfig_ipv6_pool
+        && c.ifconfig_ipv6.is_none()
+    {
+        return Err(conflict(
+            loc,
+            "`ifconfig-ipv6-pool` needs `ifconfig-ipv6 ADDR/BITS REMOTE` (the server's own \
+             address); or use `server-ipv6 PREFIX/BITS`, which sets both",
+        ));
+    }
+    if let Some(r) = c.route_ipv6.first() {
+        let loc = lw.file_location();
+        lw.warn(
+            &loc,
+            "route-ipv6",
+            format!(
+                "{} is routed into the tun, but warren hands such packets to a client only by its \
+                 own address: client networks (`iroute-ipv6` in a client-config-dir) are not \
+                 supported yet",
+                r.network
+            ),
+        );
+    }
+    let ipv6_loc = s
+        .server_ipv6
+        .as_ref()
+        .or(s.ifconfig_ipv6_pool.as_ref())
+        .map(|(_, l)| l.clone());
+
     let data_ciphers = c.data_ciphers();
     let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
@@ -340,6 +403,10 @@ pub(crate) fn lower_server(
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         server,
         topology: Topology::Subnet,
+        server_ipv6: s.server_ipv6.map(|(p, _)| p),
+        ifconfig_ipv6: c.ifconfig_ipv6.as_ref().map(|(i, _)| *i),
+        ifconfig_ipv6_pool: s.ifconfig_ipv6_pool.map(|(p, _)| p),
+        route_ipv6: c.route_ipv6.clone(),
         push: {
             let mut push = s.push;
             if s.tcp_nodelay {
@@ -393,6 +460,26 @@ pub(crate) fn lower_server(
         port_share: s.port_share.map(|(target, _)| target),
         source: PathBuf::from(origin),
     };
+    if let (Some(v6), Some(loc)) = (cfg.ipv6(), ipv6_loc) {
+        // OpenVPN pool.c ifconfig_pool_init: one index serves both families, so the
+        // smaller pool limits the clients.
+        let v4 = cfg.pool_size();
+        let size6 = v6.pool_size();
+        if size6 < v4 {
+            lw.warn(
+                &loc,
+                if cfg.server_ipv6.is_some() {
+                    "server-ipv6"
+                } else {
+                    "ifconfig-ipv6-pool"
+                },
+                format!(
+                    "the IPv4 pool has {v4} addresses, the IPv6 pool {size6}: only {size6} clients \
+                     can connect (OpenVPN warns about this too); use a larger IPv6 prefix"
+                ),
+            );
+        }
+    }
     Ok((cfg, lw.warnings))
 }
 
@@ -424,6 +511,8 @@ struct ServerState {
     crl_verify: Option<(Material, Location)>,
     port_share: Option<((String, u16), Location)>,
     crl_verify_dir: Option<(PathBuf, Location)>,
+    server_ipv6: Option<(Ipv6Prefix, Location)>,
+    ifconfig_ipv6_pool: Option<(Ipv6Prefix, Location)>,
 }
 
 impl ServerState {
@@ -711,6 +800,32 @@ impl ServerState {
                         self.crl_verify = None;
                     }
                 }
+            }
+            "server-ipv6" => {
+                // OpenVPN options.c: `server-ipv6 PREFIX/BITS`, 64 <= BITS <= 124.
+                v.expect(1, 1, "1 parameter (prefix/bits, e.g. fd00:8::/64)")?;
+                let p = v.ipv6_prefix_at(0, 64..=124)?;
+                if p.network() != p.addr {
+                    return Err(v.invalid(
+                        0,
+                        format!(
+                            "the prefix has host bits set; did you mean {}/{}?",
+                            p.network(),
+                            p.len
+                        ),
+                    ));
+                }
+                self.server_ipv6 = Some((p, v.loc.clone()));
+            }
+            "ifconfig-ipv6-pool" => {
+                // OpenVPN options.c: `ifconfig-ipv6-pool ADDR/BITS`, 64 <= BITS <= 124;
+                // ADDR is the first address handed out.
+                v.expect(
+                    1,
+                    1,
+                    "1 parameter (first address/bits, e.g. fd00:8::1000/64)",
+                )?;
+                self.ifconfig_ipv6_pool = Some((v.ipv6_prefix_at(0, 64..=124)?, v.loc.clone()));
             }
             "status-version" => {
                 v.expect(1, 1, "1 parameter (1, 2 or 3)")?;

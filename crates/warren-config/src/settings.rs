@@ -3,13 +3,14 @@
 //! expands, when `mssfix` clamps. Whoever builds engines from these only
 //! changes types.
 
+use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::client::ClientConfig;
 use crate::directives::Side;
 use crate::server::ServerConfig;
-use crate::types::{ResolvRetry, UserAuth, VerifyClientCert};
+use crate::types::{Ipv6Prefix, ResolvRetry, UserAuth, VerifyClientCert};
 
 /// OpenVPN 2.6's defaults (options.c `init_options`, mtu.h) for what a config
 /// leaves out, and warren's where OpenVPN has none.
@@ -149,10 +150,97 @@ fn mssfix(configured: Option<u16>, tun_mtu: u16) -> Option<u16> {
     }
 }
 
+/// IPv6 inside the tunnel on a server, `server-ipv6` expanded as OpenVPN's
+/// helper.c `helper_client_server` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerIpv6 {
+    /// The server tun's address and prefix length (`ifconfig-ipv6` ADDR/BITS;
+    /// `server-ipv6 P/B`: P+1/B). Clients are told this address as their remote.
+    pub local: Ipv6Prefix,
+    /// `ifconfig-ipv6`'s REMOTE (`server-ipv6`: P+2), a nominal peer address.
+    pub remote: Ipv6Addr,
+    /// The pool as `ifconfig-ipv6-pool` writes it: the first address and the
+    /// pool's bits (`server-ipv6 P/B`: P+0x1000/B below /112, else P+2/B).
+    /// `None`: the server has an IPv6 address but clients get none.
+    pub pool: Option<Ipv6Prefix>,
+    /// Push `tun-ipv6` first among the generated options (`server-ipv6` does).
+    pub push_tun_ipv6: bool,
+}
+
+impl ServerIpv6 {
+    /// The first address handed out: the pool start, moved up by one when its host
+    /// part (the last 32 bits, masked to the pool's bits) is zero, as OpenVPN pool.c
+    /// `ifconfig_pool_init` does.
+    pub fn pool_base(&self) -> Option<Ipv6Addr> {
+        let p = self.pool?;
+        let base = u128::from(p.addr);
+        Some(Ipv6Addr::from(if host32(p) == 0 {
+            base.wrapping_add(1)
+        } else {
+            base
+        }))
+    }
+
+    /// Addresses in the pool (OpenVPN pool.c: `2^(128-bits) - host` from /112 up,
+    /// else 65536, `IFCONFIG_POOL_MAX`); 0 without a pool.
+    pub fn pool_size(&self) -> u32 {
+        let Some(p) = self.pool else { return 0 };
+        if p.len >= 112 {
+            let host = host32(p).max(1);
+            (1u32 << (128 - u32::from(p.len))).saturating_sub(host)
+        } else {
+            65536
+        }
+    }
+}
+
+/// The host part of a pool start within its last 32 bits (pool.c).
+fn host32(p: Ipv6Prefix) -> u32 {
+    let low = (u128::from(p.addr) & 0xffff_ffff) as u32;
+    let bits = 128 - u32::from(p.len);
+    if bits < 32 {
+        low & ((1 << bits) - 1)
+    } else {
+        low
+    }
+}
+
 impl ServerConfig {
     /// Timers and sizes, defaults applied.
     pub fn session(&self) -> Session {
         session!(Side::Server, self)
+    }
+
+    /// IPv6 inside the tunnel: `server-ipv6` expanded, or `ifconfig-ipv6` with its
+    /// optional `ifconfig-ipv6-pool`; `None` for an IPv4-only tunnel.
+    pub fn ipv6(&self) -> Option<ServerIpv6> {
+        if let Some(p) = self.server_ipv6 {
+            return Some(ServerIpv6 {
+                local: Ipv6Prefix {
+                    addr: p.offset(1),
+                    len: p.len,
+                },
+                remote: p.offset(2),
+                pool: Some(Ipv6Prefix {
+                    addr: p.offset(if p.len < 112 { 0x1000 } else { 2 }),
+                    len: p.len,
+                }),
+                push_tun_ipv6: true,
+            });
+        }
+        let (local, remote) = self.ifconfig_ipv6?;
+        Some(ServerIpv6 {
+            local,
+            remote,
+            pool: self.ifconfig_ipv6_pool,
+            push_tun_ipv6: false,
+        })
+    }
+
+    /// Client addresses in the IPv4 pool: the `server` subnet without the network,
+    /// the server's `.1` and the broadcast address.
+    pub fn pool_size(&self) -> u32 {
+        (1u32 << (32 - u32::from(self.prefix_len()))).saturating_sub(3)
     }
 
     /// The prefix length of `server NETWORK NETMASK` (the lowering checked

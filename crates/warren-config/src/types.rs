@@ -1,6 +1,6 @@
 //! Small typed values used by the lowered configs.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// Server transport (`proto`).
@@ -168,6 +168,49 @@ pub struct Route {
     /// Gateway; `None` for absent or `default` (the VPN gateway).
     pub gateway: Option<String>,
     /// Metric; `None` for absent or `default`.
+    pub metric: Option<u32>,
+}
+
+/// An IPv6 address with a prefix length, `ADDR/BITS` as OpenVPN's IPv6
+/// directives write it (`server-ipv6`, `ifconfig-ipv6`, `route-ipv6`). The
+/// address is kept as written: host bits are meaningful in `ifconfig-ipv6`
+/// (the device's own address) and in `ifconfig-ipv6-pool` (the first address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Prefix {
+    pub addr: Ipv6Addr,
+    pub len: u8,
+}
+
+impl Ipv6Prefix {
+    /// The address with the host bits cleared.
+    pub fn network(&self) -> Ipv6Addr {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.len.min(128)))
+            .unwrap_or(0);
+        Ipv6Addr::from(u128::from(self.addr) & mask)
+    }
+
+    /// `addr + n`, as OpenVPN's `add_in6_addr` (wrapping at 2^128).
+    pub fn offset(&self, n: u128) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr).wrapping_add(n))
+    }
+}
+
+impl std::fmt::Display for Ipv6Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// `route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]`, on either side.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteIpv6 {
+    /// The destination, host bits cleared.
+    pub network: Ipv6Prefix,
+    /// `None` for absent or `default` (OpenVPN: the `ifconfig-ipv6` remote, which
+    /// matters only on tap devices).
+    pub gateway: Option<Ipv6Addr>,
+    /// `None` for absent or `default`.
     pub metric: Option<u32>,
 }
 

@@ -2,7 +2,7 @@
 //! file it stands for.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +44,10 @@ pub struct ZeroConfig {
     pub tcp: Option<u16>,
     pub listen: Option<IpAddr>,
     pub network: (Ipv4Addr, u8),
+    /// IPv6 inside the tunnel (`server-ipv6`): the CLI derives a unique local
+    /// /64 from the state directory, so it stays the same across restarts.
+    /// `None`: IPv4 only.
+    pub network6: Option<(Ipv6Addr, u8)>,
     pub dev: String,
     pub push: Vec<String>,
     pub client_to_client: bool,
@@ -161,6 +165,11 @@ impl ZeroConfig {
         }
         let (net, mask) = (net.to_string(), Ipv4Addr::from(mask).to_string());
         s.add(Some(flag), "server", &[&net, &mask]);
+        if let Some((addr, len)) = self.network6 {
+            let p = format!("{addr}/{len}");
+            let from = format!("--state-dir {} (IPv6 prefix)", self.state_dir.display());
+            s.add(Some(from), "server-ipv6", &[&p]);
+        }
         s.add(None, "topology", &["subnet"]);
 
         for p in &self.push {
@@ -282,6 +291,7 @@ mod tests {
             tcp: None,
             listen: None,
             network: (Ipv4Addr::new(10, 8, 0, 0), 24),
+            network6: None,
             dev: "tun".into(),
             push: Vec::new(),
             client_to_client: false,
@@ -311,6 +321,23 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(z, f);
         assert_eq!(z.session(), f.session());
+    }
+
+    #[test]
+    fn zero_config_ipv6_is_server_ipv6() {
+        let mut z = zero();
+        z.network6 = Some(("fd12:3456:789a::".parse().expect("ip"), 64));
+        let (c, w) = z.lower().expect("zero-config");
+        assert!(w.is_empty(), "{w:?}");
+        let text = EQUIVALENT.replace(
+            "topology subnet\n",
+            "server-ipv6 fd12:3456:789a::/64\ntopology subnet\n",
+        );
+        let (f, _) =
+            server_config_from_str(&text, ZERO_CONFIG_ORIGIN, Path::new(".")).expect("file");
+        assert_eq!(c, f);
+        let v6 = c.ipv6().expect("IPv6");
+        assert_eq!(v6.local.to_string(), "fd12:3456:789a::1/64");
     }
 
     #[test]

@@ -274,7 +274,6 @@ fn routing_and_dns() {
         "expected accept, ignore or reject",
     );
     err("redirect-private def1", "outside the tunnel");
-    err("block-ipv6", "leak");
     err("http-proxy proxy 8080", "bypassing the proxy");
 }
 
@@ -559,4 +558,31 @@ fn crl_verify() {
     assert!(e.to_string().contains("crl-verify crl.pem"), "{e}");
     err("crl-verify crl.pem file", "only second parameter is `dir`");
     err("crl-verify", "1 or 2 parameters");
+}
+
+#[test]
+fn ipv6_client_directives() {
+    let c = cfg("");
+    assert!(!c.block_ipv6 && c.ifconfig_ipv6.is_none() && c.route_ipv6.is_empty());
+    let c = cfg(
+        "block-ipv6\nifconfig-ipv6 fd00:8::99/64 fd00:8::1\nroute-ipv6 fd00:99::/64\nredirect-gateway ipv6 !ipv4",
+    );
+    assert!(c.block_ipv6);
+    let (p, remote) = c.ifconfig_ipv6.expect("ifconfig-ipv6");
+    assert_eq!(
+        (p.to_string(), remote.to_string()),
+        ("fd00:8::99/64".into(), "fd00:8::1".into())
+    );
+    assert_eq!(c.route_ipv6[0].network.to_string(), "fd00:99::/64");
+    assert_eq!(
+        c.redirect_gateway,
+        Some(vec!["ipv6".to_string(), "!ipv4".to_string()])
+    );
+    err("block-ipv6 yes", "no parameters");
+    err(
+        "ifconfig-ipv6 fd00:8::99 fd00:8::1/64",
+        "expected an IPv6 address",
+    );
+    err("route-ipv6 fd00:99::/64 fd00::1 x", "whole number");
+    err("server-ipv6 fd00:8::/64", "server directive");
 }

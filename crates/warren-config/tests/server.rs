@@ -1,7 +1,7 @@
 //! Server config lowering: every directive's happy path and errors, with the
 //! exact line numbers the admin will see.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use warren_config::{
@@ -878,7 +878,7 @@ fn refused_directives() {
     err("tls-crypt-v2 server.key", "use tls-crypt");
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");
-    err("server-ipv6 fd00::/64", "IPv6");
+    err("iroute-ipv6 fd00:77::/64", "per-client config directories");
     err("up /etc/openvpn/up.sh", "never runs external scripts");
     err("tls-cipher DEFAULT", "OpenSSL cipher-string syntax");
     err("tls-cert-profile suiteb", "security levels");
@@ -1233,4 +1233,118 @@ fn port_share() {
         NEXT + 1,
         "2 or 3 parameters",
     );
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().expect("IPv6 address")
+}
+
+#[test]
+fn server_ipv6_expands_like_openvpn_helper() {
+    // helper.c: server P+1, remote P+2, pool P+0x1000 below /112, P+2 from /112.
+    let c = cfg("server-ipv6 fd00:8::/64");
+    let x = c.ipv6().expect("IPv6");
+    assert_eq!(
+        (x.local.addr, x.local.len, x.remote),
+        (v6("fd00:8::1"), 64, v6("fd00:8::2"))
+    );
+    assert!(x.push_tun_ipv6);
+    assert_eq!(
+        (x.pool_base(), x.pool_size()),
+        (Some(v6("fd00:8::1000")), 65536)
+    );
+    let x = cfg("server-ipv6 fd00:12::/112").ipv6().expect("IPv6");
+    assert_eq!(
+        x.pool.map(|p| (p.addr, p.len)),
+        Some((v6("fd00:12::2"), 112))
+    );
+    assert_eq!(
+        (x.pool_base(), x.pool_size()),
+        (Some(v6("fd00:12::2")), 65534)
+    );
+    let x = cfg("server-ipv6 fd00:12::10/124").ipv6().expect("IPv6");
+    assert_eq!(
+        (x.pool_base(), x.pool_size()),
+        (Some(v6("fd00:12::12")), 14)
+    );
+    assert_eq!(cfg("").ipv6(), None, "IPv4 only by default");
+    // Without /BITS OpenVPN takes /64.
+    assert_eq!(
+        cfg("server-ipv6 fd00:8::").server_ipv6.map(|p| p.len),
+        Some(64)
+    );
+    // A smaller IPv6 pool limits the clients: warned, as OpenVPN does.
+    let (_, w) = ok("server 10.9.0.0 255.255.0.0\nserver-ipv6 fd00:12::/120");
+    assert!(warned(&w, "server-ipv6"), "{w:?}");
+    let (_, w) = ok("server-ipv6 fd00:12::/120");
+    assert!(!warned(&w, "server-ipv6"), "{w:?}");
+}
+
+#[test]
+fn ifconfig_ipv6_and_its_pool() {
+    let c = cfg("ifconfig-ipv6 fd00:9::1/64 fd00:9::2\nifconfig-ipv6-pool fd00:9::/64");
+    let x = c.ipv6().expect("IPv6");
+    assert_eq!((x.local.addr, x.local.len), (v6("fd00:9::1"), 64));
+    assert!(!x.push_tun_ipv6, "only server-ipv6 pushes tun-ipv6");
+    // pool.c: a pool starting at host part 0 starts at 1.
+    assert_eq!(x.pool_base(), Some(v6("fd00:9::1")));
+    let x = cfg("ifconfig-ipv6 fd00:9::1/64 fd00:9::2")
+        .ipv6()
+        .expect("IPv6");
+    assert_eq!(x.pool, None, "an address for the server, none for clients");
+    err(
+        "ifconfig-ipv6-pool fd00:9::1000/64",
+        "needs `ifconfig-ipv6 ADDR/BITS REMOTE`",
+    );
+    err_line(
+        "server-ipv6 fd00:8::/64\nifconfig-ipv6-pool fd00:9::/64",
+        NEXT + 1,
+        "already defines the IPv6 pool",
+    );
+    err_line(
+        "server-ipv6 fd00:8::/64\nifconfig-ipv6 fd00:8::1/64 fd00:8::2",
+        NEXT + 1,
+        "already gives the server its IPv6 address",
+    );
+    err("ifconfig-ipv6 fd00:9::1/64", "takes 2 parameters");
+    err(
+        "ifconfig-ipv6 fd00:9::1/48 fd00:9::2",
+        "between /64 and /124",
+    );
+    err(
+        "ifconfig-ipv6 fd00:9::1/64 10.0.0.1",
+        "expected an IPv6 address",
+    );
+}
+
+#[test]
+fn server_ipv6_errors_name_the_line() {
+    err("server-ipv6 fd00:8::/63", "between /64 and /124");
+    err("server-ipv6 fd00:8::/125", "between /64 and /124");
+    err("server-ipv6 fd00:8::1/64", "did you mean fd00:8::/64?");
+    err("server-ipv6 10.8.0.0/24", "IPv6 address");
+    err("server-ipv6", "takes 1 parameter");
+    err("ifconfig-ipv6-pool fd00::/60", "between /64 and /124");
+}
+
+#[test]
+fn route_ipv6_on_a_server() {
+    let (c, w) =
+        ok("server-ipv6 fd00:8::/64\nroute-ipv6 fd00:77::/64\nroute-ipv6 2001:db8::/48 default 5");
+    assert_eq!(c.route_ipv6.len(), 2);
+    assert_eq!(c.route_ipv6[0].network.to_string(), "fd00:77::/64");
+    assert_eq!(
+        (c.route_ipv6[1].gateway, c.route_ipv6[1].metric),
+        (None, Some(5))
+    );
+    assert!(
+        warned(&w, "route-ipv6"),
+        "client networks need iroute-ipv6: {w:?}"
+    );
+    err("route-ipv6 fd00:77::1/64", "did you mean fd00:77::/64?");
+    err("route-ipv6 fd00:77::/129", "between /0 and /128");
+    err("route-ipv6 fd00:77::/64 gw", "expected an IPv6 address");
+    // tun-ipv6 is accepted with a note, as OpenVPN 2.6 does.
+    let (_, w) = ok("tun-ipv6");
+    assert!(warned(&w, "tun-ipv6"), "{w:?}");
 }
