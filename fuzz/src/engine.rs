@@ -155,6 +155,7 @@ fn server_config(s: Setup) -> ServerConfig {
         wrap: s.wraps().0,
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
+        ipv6: None,
         push: vec!["route 192.168.77.0 255.255.255.0".into()],
         ping: Some(Duration::from_secs(10)),
         ping_restart: Some(Duration::from_secs(60)),
@@ -212,6 +213,7 @@ fn client_config(s: Setup) -> ClientConfig {
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1450),
+        block_ipv6: false,
         unix_time_at_zero: 1_790_000_000,
     }
 }

@@ -105,6 +105,7 @@ fn engine_config(profile: &std::path::Path, clock: &Clock) -> Result<ClientConfi
         explicit_exit_notify: false,
         tun_mtu: 1500,
         mssfix: None,
+        block_ipv6: false,
         unix_time_at_zero: clock.unix_time_at_zero(),
     })
 }

@@ -318,6 +318,7 @@ impl Plan {
             explicit_exit_notify: s.explicit_exit_notify,
             tun_mtu: s.tun_mtu,
             mssfix: s.mssfix,
+            block_ipv6: cfg.block_ipv6,
             unix_time_at_zero,
         };
 

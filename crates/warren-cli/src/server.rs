@@ -1137,6 +1137,12 @@ fn engine_config_with(
         )?,
         network: cfg.server.0,
         netmask: cfg.server.1,
+        ipv6: cfg.ipv6().map(|v| warren_openvpn::TunnelIpv6 {
+            local: v.local.addr,
+            netbits: v.local.len,
+            pool: v.pool_base().map(|base| (base, v.pool_size())),
+            push_tun_ipv6: v.push_tun_ipv6,
+        }),
         push: cfg.push.clone(),
         ping: s.ping,
         ping_restart: s.ping_restart,

@@ -880,11 +880,15 @@ fn log_event(ev: &ServerEvent) {
             common_name,
             addr,
             vpn_ip,
+            vpn_ip6,
             cipher,
             ekm,
         } => {
+            let v6 = vpn_ip6
+                .map(|ip| format!(" vpn_ip6={ip}"))
+                .unwrap_or_default();
             info!(
-                "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip} cipher={} peer_id={peer_id} key_derivation={}",
+                "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip}{v6} cipher={} peer_id={peer_id} key_derivation={}",
                 crate::cipher_name(*cipher),
                 if *ekm { "tls-ekm" } else { "tls1-prf" }
             );
@@ -976,6 +980,7 @@ pub fn snapshot(
             common_name: c.common_name.clone(),
             real_addr: c.real_addr,
             vpn_ip: c.vpn_ip,
+            vpn_ip6: c.vpn_ip6,
             bytes_received: c.bytes_received,
             bytes_sent: c.bytes_sent,
             connected_since: to_unix(c.connected_since),

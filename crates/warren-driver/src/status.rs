@@ -5,7 +5,7 @@
 //! warren's file unchanged. Rendering is pure; the driver writes the result atomically.
 use std::fmt::Write as _;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -39,6 +39,8 @@ pub struct StatusRow {
     pub common_name: String,
     pub real_addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
+    /// The client's IPv6 tunnel address (the CLIENT_LIST's "Virtual IPv6 Address").
+    pub vpn_ip6: Option<Ipv6Addr>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     /// Unix seconds.
@@ -81,6 +83,16 @@ fn real_addr(a: &SocketAddr) -> String {
             None => v6.ip().to_string(),
         },
     }
+}
+
+/// The ROUTING TABLE's entries: each client's IPv6 address, then its IPv4 address (the
+/// order the stock server's lab output shows, openvpn-ops.md §2.2).
+fn routes(clients: &[StatusRow]) -> impl Iterator<Item = (&StatusRow, IpAddr)> {
+    clients.iter().flat_map(|c| {
+        let v6 = c.vpn_ip6.map(|ip| (c, IpAddr::V6(ip)));
+        let v4 = c.vpn_ip.map(|ip| (c, IpAddr::V4(ip)));
+        v6.into_iter().chain(v4)
+    })
 }
 
 /// Status fields come from certificates and peers: keep a hostile CN from forging lines
@@ -127,18 +139,16 @@ pub fn render(
             }
             out.push_str("ROUTING TABLE\n");
             out.push_str("Virtual Address,Common Name,Real Address,Last Ref\n");
-            for c in &snap.clients {
-                if let Some(ip) = c.vpn_ip {
-                    ok &= writeln!(
-                        out,
-                        "{},{},{},{}",
-                        ip,
-                        clean(or_undef(Some(&c.common_name)), ','),
-                        real_addr(&c.real_addr),
-                        time(c.last_ref)
-                    )
-                    .is_ok();
-                }
+            for (c, ip) in routes(&snap.clients) {
+                ok &= writeln!(
+                    out,
+                    "{},{},{},{}",
+                    ip,
+                    clean(or_undef(Some(&c.common_name)), ','),
+                    real_addr(&c.real_addr),
+                    time(c.last_ref)
+                )
+                .is_ok();
             }
             out.push_str("GLOBAL STATS\n");
             // Server mode always has the bcast/mcast buffer (multi.c multi_init); warren
@@ -175,12 +185,14 @@ pub fn render(
             out.push('\n');
             for c in &snap.clients {
                 let vip = c.vpn_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                let vip6 = c.vpn_ip6.map(|ip| ip.to_string()).unwrap_or_default();
                 ok &= writeln!(
                     out,
-                    "CLIENT_LIST{s}{}{s}{}{s}{}{s}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}",
+                    "CLIENT_LIST{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}{s}{}",
                     clean(or_undef(Some(&c.common_name)), s),
                     real_addr(&c.real_addr),
                     vip,
+                    vip6,
                     c.bytes_received,
                     c.bytes_sent,
                     time(c.connected_since),
@@ -198,19 +210,17 @@ pub fn render(
                 "HEADER{s}ROUTING_TABLE{s}Virtual Address{s}Common Name{s}Real Address{s}Last Ref{s}Last Ref (time_t)"
             )
             .is_ok();
-            for c in &snap.clients {
-                if let Some(ip) = c.vpn_ip {
-                    ok &= writeln!(
-                        out,
-                        "ROUTING_TABLE{s}{}{s}{}{s}{}{s}{}{s}{}",
-                        ip,
-                        clean(or_undef(Some(&c.common_name)), s),
-                        real_addr(&c.real_addr),
-                        time(c.last_ref),
-                        c.last_ref
-                    )
-                    .is_ok();
-                }
+            for (c, ip) in routes(&snap.clients) {
+                ok &= writeln!(
+                    out,
+                    "ROUTING_TABLE{s}{}{s}{}{s}{}{s}{}{s}{}",
+                    ip,
+                    clean(or_undef(Some(&c.common_name)), s),
+                    real_addr(&c.real_addr),
+                    time(c.last_ref),
+                    c.last_ref
+                )
+                .is_ok();
             }
             ok &= writeln!(out, "GLOBAL_STATS{s}Max bcast/mcast queue length{s}0").is_ok();
             ok &= writeln!(out, "GLOBAL_STATS{s}dco_enabled{s}0").is_ok();
@@ -360,6 +370,7 @@ mod tests {
                     common_name: "alice".into(),
                     real_addr: "192.0.2.10:51234".parse().expect("addr"),
                     vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 2)),
+                    vpn_ip6: Some("fd00:8::1000".parse().expect("ip")),
                     bytes_received: 12345,
                     bytes_sent: 678,
                     connected_since: 1_704_067_200 + 60,
@@ -373,6 +384,7 @@ mod tests {
                     common_name: "bob".into(),
                     real_addr: "[2001:db8::7]:1194".parse().expect("addr"),
                     vpn_ip: None,
+                    vpn_ip6: None,
                     bytes_received: 0,
                     bytes_sent: 0,
                     connected_since: 1_704_067_200 + 120,
@@ -397,6 +409,7 @@ alice,192.0.2.10:51234,12345,678,2024-01-01 00:01:00
 bob,2001:db8::7,0,0,2024-01-01 00:02:00
 ROUTING TABLE
 Virtual Address,Common Name,Real Address,Last Ref
+fd00:8::1000,alice,192.0.2.10:51234,2024-01-01 00:59:59
 10.8.0.2,alice,192.0.2.10:51234,2024-01-01 00:59:59
 GLOBAL STATS
 Max bcast/mcast queue length,0
@@ -412,9 +425,10 @@ END
 TITLE,warren 0.1.0 x86_64-linux
 TIME,2024-01-01 01:00:00,1704070800
 HEADER,CLIENT_LIST,Common Name,Real Address,Virtual Address,Virtual IPv6 Address,Bytes Received,Bytes Sent,Connected Since,Connected Since (time_t),Username,Client ID,Peer ID,Data Channel Cipher
-CLIENT_LIST,alice,192.0.2.10:51234,10.8.0.2,,12345,678,2024-01-01 00:01:00,1704067260,UNDEF,0,0,AES-256-GCM
+CLIENT_LIST,alice,192.0.2.10:51234,10.8.0.2,fd00:8::1000,12345,678,2024-01-01 00:01:00,1704067260,UNDEF,0,0,AES-256-GCM
 CLIENT_LIST,bob,2001:db8::7,,,0,0,2024-01-01 00:02:00,1704067320,bob,1,1,none
 HEADER,ROUTING_TABLE,Virtual Address,Common Name,Real Address,Last Ref,Last Ref (time_t)
+ROUTING_TABLE,fd00:8::1000,alice,192.0.2.10:51234,2024-01-01 00:59:59,1704070799
 ROUTING_TABLE,10.8.0.2,alice,192.0.2.10:51234,2024-01-01 00:59:59,1704070799
 GLOBAL_STATS,Max bcast/mcast queue length,0
 GLOBAL_STATS,dco_enabled,0
@@ -432,7 +446,9 @@ END
         ));
         // The fields contain no commas or tabs, so swapping separators maps one onto the other.
         assert_eq!(v3.replace('\t', ","), v2);
-        assert!(v3.contains("CLIENT_LIST\talice\t192.0.2.10:51234\t10.8.0.2\t\t12345\t"));
+        assert!(
+            v3.contains("CLIENT_LIST\talice\t192.0.2.10:51234\t10.8.0.2\tfd00:8::1000\t12345\t")
+        );
     }
 
     #[test]

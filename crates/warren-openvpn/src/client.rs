@@ -11,7 +11,7 @@
 //! A `Client` is one connection attempt to one server address. Reconnecting (ping-restart,
 //! `RESTART` from the server, trying the next `remote`) is the driver's job: it builds a new
 //! `Client` and keeps the tun device and routes (`persist-tun`).
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +52,16 @@ pub struct ClientConfig {
     pub tun_mtu: u16,
     /// `mssfix` (None disables clamping).
     pub mssfix: Option<u16>,
+    /// `block-ipv6` in the profile (the server may push it too): IPv6 packets from the tun
+    /// are answered with ICMPv6 "no route" ([`Client::drain_tun_replies`]), never sent.
+    pub block_ipv6: bool,
     /// Unix time (seconds) at `Instant::ZERO`.
     pub unix_time_at_zero: u64,
 }
+
+/// Bytes of ICMPv6 replies held for the driver between two drains; beyond, blocked
+/// packets are dropped without one.
+const MAX_TUN_REPLIES: usize = 64 * 1024;
 
 /// What became of a datagram from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +103,13 @@ pub struct Client {
     extra_out: VecDeque<Vec<u8>>,
     mss: Option<u16>,
     closed: bool,
+    /// `block-ipv6` (configured or pushed), the source of its ICMPv6 replies (the pushed
+    /// `ifconfig-ipv6` remote, else `fe80::7`), and the replies not yet drained:
+    /// `[len: u16 BE][packet]` back to back.
+    block_ipv6: bool,
+    icmp6_from: Ipv6Addr,
+    tun_replies: Vec<u8>,
+    tun_mtu: u16,
 }
 
 impl std::fmt::Debug for Client {
@@ -164,6 +178,10 @@ impl Client {
             extra_out: VecDeque::new(),
             mss,
             closed: false,
+            block_ipv6: config.block_ipv6,
+            icmp6_from: crate::icmp6::FALLBACK_SOURCE,
+            tun_replies: Vec::new(),
+            tun_mtu: config.tun_mtu,
         })
     }
 
@@ -193,7 +211,7 @@ impl Client {
                             ClientDatagram::Consumed
                         } else {
                             if let Some(mss) = self.mss {
-                                crate::mss::clamp_ipv4(payload, mss);
+                                crate::mss::clamp(payload, mss);
                             }
                             ClientDatagram::Tun(range)
                         }
@@ -251,6 +269,10 @@ impl Client {
         {
             c.just_connected = false;
             if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
+                self.block_ipv6 |= config.block_ipv6;
+                if let Some((_, _, remote)) = config.ifconfig_ipv6 {
+                    self.icmp6_from = remote;
+                }
                 self.events.push_back(ClientEvent::Connected {
                     config,
                     cipher,
@@ -280,8 +302,14 @@ impl Client {
             self.ctx.count(DropReason::Malformed);
             return Err(DropReason::Malformed);
         }
+        if self.block_ipv6 && crate::icmp6::is_ipv6(&buf[DATA_HEADROOM..end]) {
+            // forward.c process_ip_header: answered locally, never sent.
+            self.reply_no_route(DATA_HEADROOM..end, buf);
+            self.ctx.count(DropReason::Ipv6Blocked);
+            return Err(DropReason::Ipv6Blocked);
+        }
         if let Some(mss) = self.mss {
-            crate::mss::clamp_ipv4(&mut buf[DATA_HEADROOM..end], mss);
+            crate::mss::clamp(&mut buf[DATA_HEADROOM..end], mss);
         }
         match self.session.seal_data(now, &mut buf[..end]) {
             Some(range) => Ok(range),
@@ -290,6 +318,42 @@ impl Client {
                 Err(DropReason::NoKey)
             }
         }
+    }
+
+    /// Queues the ICMPv6 no-route answer to the IPv6 packet at `buf[pkt]` for the tun.
+    fn reply_no_route(&mut self, pkt: Range<usize>, buf: &[u8]) {
+        let at = self.tun_replies.len();
+        // The reply is at most the tun MTU and 1328 bytes.
+        let room = 2 + usize::from(self.tun_mtu).min(1280 + 48);
+        if at + room > MAX_TUN_REPLIES {
+            return;
+        }
+        self.tun_replies.resize(at + room, 0);
+        match crate::icmp6::no_route_reply(
+            &buf[pkt],
+            self.icmp6_from,
+            self.tun_mtu,
+            &mut self.tun_replies[at + 2..],
+        ) {
+            Some(n) => {
+                self.tun_replies[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                self.tun_replies.truncate(at + 2 + n);
+            }
+            None => self.tun_replies.truncate(at),
+        }
+    }
+
+    /// Hands each ICMPv6 reply `block-ipv6` made since the last call to `write` (for the
+    /// tun), in order, and forgets them.
+    pub fn drain_tun_replies(&mut self, mut write: impl FnMut(&[u8])) {
+        let mut rest = self.tun_replies.as_slice();
+        while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+            let len = usize::from(u16::from_be_bytes(*len));
+            let Some(pkt) = tail.get(..len) else { break };
+            write(pkt);
+            rest = &tail[len..];
+        }
+        self.tun_replies.clear();
     }
 
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<SocketAddr> {

@@ -6,7 +6,14 @@
 //! with those changes, and seals and opens without the control side; the control side
 //! itself seals only its keepalive pings. The rules the data channel applies (sealing
 //! with a shared counter, authenticate-then-replay-check, ping and OCC recognition, the
-//! IPv4 check) are the functions below, which the client's single-peer path uses too.
+//! source check) are the functions below, which the client's single-peer path uses too.
+//!
+//! Both IP families travel the tunnel, told apart by the version nibble (openvpn-ops.md
+//! §3.5). A client may send from its IPv4 and its IPv6 tunnel address only; IPv6 packets
+//! from link-local addresses (its kernel's router solicitations) are dropped silently, as
+//! OpenVPN drops them (§3.4). Tun packets go to the peer that holds their destination;
+//! IPv6 multicast (`ff00::/8`) goes to every peer, which the driver does with
+//! [`DataPlane::is_multicast`] and [`DataPlane::seal_to`].
 //!
 //! * what is shared between the control side and every worker is immutable or atomic:
 //!   the [`DataKeys`] (`Arc`), each key's send counter ([`TxCounter`], one `fetch_add` per
@@ -26,7 +33,7 @@
 //! [`Server::poll_data_change`]: crate::Server::poll_data_change
 //! [`Server::handle_data_event`]: crate::Server::handle_data_event
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,15 +110,32 @@ pub(crate) fn classify(payload: &[u8]) -> Payload {
     }
 }
 
-/// The source and destination of an IPv4 packet, or `None` for anything else.
-pub(crate) fn ipv4_addrs(pkt: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    if pkt.len() < 20 || pkt[0] >> 4 != 4 {
-        return None;
+/// The source and destination of an IP packet, by its version nibble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Addrs {
+    V4(Ipv4Addr, Ipv4Addr),
+    V6(Ipv6Addr, Ipv6Addr),
+}
+
+/// The addresses of an IPv4 or IPv6 packet, or `None` for anything else (or too short).
+pub(crate) fn ip_addrs(pkt: &[u8]) -> Option<Addrs> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => Some(Addrs::V4(
+            Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
+            Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
+        )),
+        6 if pkt.len() >= 40 => {
+            let src: [u8; 16] = pkt[8..24].try_into().ok()?;
+            let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
+            Some(Addrs::V6(Ipv6Addr::from(src), Ipv6Addr::from(dst)))
+        }
+        _ => None,
     }
-    Some((
-        Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
-        Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
-    ))
+}
+
+/// `fe80::/10`.
+fn is_link_local(a: Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The send packet-id counter of one data key, shared by everything that seals with it.
@@ -234,6 +258,8 @@ pub struct PeerData {
     pub generation: u64,
     pub addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
+    /// The peer's IPv6 tunnel address, when the tunnel carries IPv6.
+    pub vpn_ip6: Option<Ipv6Addr>,
     /// Send P_DATA_V2 with the peer id (the client announced support), else P_DATA_V1.
     pub data_v2: bool,
     /// The peer is on a TCP connection (`Server::stream_opened`): its packets come only
@@ -313,6 +339,7 @@ pub struct DataPlane {
     config: DataPlaneConfig,
     peers: Vec<Option<PlanePeer>>,
     by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    by_vpn_ip6: HashMap<Ipv6Addr, u32>,
     /// For P_DATA_V1 and the undefined peer id (clients without a peer id).
     by_addr: HashMap<SocketAddr, u32>,
     events: VecDeque<DataEvent>,
@@ -335,6 +362,7 @@ impl DataPlane {
             config,
             peers: Vec::new(),
             by_vpn_ip: HashMap::new(),
+            by_vpn_ip6: HashMap::new(),
             by_addr: HashMap::new(),
             events: VecDeque::new(),
             dropped: 0,
@@ -418,6 +446,9 @@ impl DataPlane {
                 if let Some(ip) = data.vpn_ip {
                     self.by_vpn_ip.insert(ip, data.peer_id);
                 }
+                if let Some(ip) = data.vpn_ip6 {
+                    self.by_vpn_ip6.insert(ip, data.peer_id);
+                }
                 self.by_addr.insert(data.addr, data.peer_id);
                 self.peers[idx] = Some(PlanePeer {
                     data,
@@ -437,6 +468,11 @@ impl DataPlane {
         {
             self.by_vpn_ip.remove(&ip);
         }
+        if let Some(ip) = data.vpn_ip6
+            && self.by_vpn_ip6.get(&ip) == Some(&data.peer_id)
+        {
+            self.by_vpn_ip6.remove(&ip);
+        }
         if self.by_addr.get(&data.addr) == Some(&data.peer_id) {
             self.by_addr.remove(&data.addr);
         }
@@ -447,12 +483,27 @@ impl DataPlane {
         self.events.pop_front()
     }
 
-    /// The peer a tun packet (an IPv4 packet at `pkt`) is routed to, without sealing it.
+    /// The peer a tun packet (an IP packet at `pkt`) is routed to, without sealing it.
     /// A multi-core driver uses it to give the packet to the worker that seals for that
-    /// peer, so that one peer's packet ids go out in order.
+    /// peer, so that one peer's packet ids go out in order. Multicast routes to no single
+    /// peer (see [`DataPlane::is_multicast`]).
     pub fn route(&self, pkt: &[u8]) -> Option<u32> {
-        let (_, dst) = ipv4_addrs(pkt)?;
-        self.by_vpn_ip.get(&dst).copied()
+        match ip_addrs(pkt)? {
+            Addrs::V4(_, dst) => self.by_vpn_ip.get(&dst).copied(),
+            Addrs::V6(_, dst) => self.by_vpn_ip6.get(&dst).copied(),
+        }
+    }
+
+    /// Whether a tun packet goes to every peer: IPv6 multicast (`ff00::/8`), which
+    /// OpenVPN's server sends to every client (multi.c `multi_bcast`). Seal one copy per
+    /// peer of [`DataPlane::peers`] with [`DataPlane::seal_to`].
+    pub fn is_multicast(pkt: &[u8]) -> bool {
+        matches!(ip_addrs(pkt), Some(Addrs::V6(_, dst)) if dst.is_multicast())
+    }
+
+    /// Every peer known, in peer-id order.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerData> {
+        self.peers.iter().flatten().map(|p| &p.data)
     }
 
     /// A peer's published state.
@@ -523,7 +574,7 @@ impl DataPlane {
                 addr: from,
             });
         }
-        let vpn_ip = p.data.vpn_ip;
+        let (vpn_ip, vpn_ip6) = (p.data.vpn_ip, p.data.vpn_ip6);
         let generation = p.data.generation;
         let payload = &mut buf[range.clone()];
         match classify(payload) {
@@ -540,22 +591,31 @@ impl DataPlane {
             }
             Payload::Packet => {}
         }
-        let Some((src, dst)) = ipv4_addrs(payload) else {
-            return self.drop_packet(DropReason::NotIpv4);
+        // multi.c: "bad source address from client": no spoofing of other addresses.
+        let other = match ip_addrs(payload) {
+            None => return self.drop_packet(DropReason::NotIp),
+            Some(Addrs::V4(src, dst)) => {
+                if Some(src) != vpn_ip {
+                    return self.drop_packet(DropReason::BadSource);
+                }
+                self.by_vpn_ip.get(&dst)
+            }
+            Some(Addrs::V6(src, dst)) => {
+                if Some(src) != vpn_ip6 {
+                    return self.drop_packet(if is_link_local(src) {
+                        DropReason::LinkLocalSource
+                    } else {
+                        DropReason::BadSource
+                    });
+                }
+                self.by_vpn_ip6.get(&dst)
+            }
         };
-        if Some(src) != vpn_ip {
-            // multi.c: "bad source address from client": no spoofing of other addresses.
-            return self.drop_packet(DropReason::BadSource);
-        }
+        let to_other = other.is_some_and(|&o| o != peer_id);
         if let Some(mss) = self.config.mss {
-            crate::mss::clamp_ipv4(payload, mss);
+            crate::mss::clamp(payload, mss);
         }
-        if self.config.client_to_client
-            && self
-                .by_vpn_ip
-                .get(&dst)
-                .is_some_and(|&other| other != peer_id)
-        {
+        if self.config.client_to_client && to_other {
             return DatagramOutcome::ClientToClient(range);
         }
         DatagramOutcome::Tun(range)
@@ -576,15 +636,16 @@ impl DataPlane {
     }
 
     /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]`, an IP packet read from the tun, in
-    /// place for the peer its destination routes to.
+    /// place for the peer its destination routes to (multicast, which goes to every peer,
+    /// is the caller's to copy: see [`DataPlane::is_multicast`]).
     pub fn seal(&mut self, now: Instant, buf: &mut [u8], len: usize) -> EncapOutcome {
         let route = buf
             .get(DATA_HEADROOM..DATA_HEADROOM + len)
             .filter(|_| len >= 20)
-            .map(|pkt| ipv4_addrs(pkt).map(|(_, dst)| self.by_vpn_ip.get(&dst).copied()));
+            .map(|pkt| ip_addrs(pkt).map(|_| self.route(pkt)));
         match route {
             None => self.drop_seal(DropReason::Malformed),
-            Some(None) => self.drop_seal(DropReason::NotIpv4),
+            Some(None) => self.drop_seal(DropReason::NotIp),
             Some(Some(None)) => self.drop_seal(DropReason::NoRoute),
             Some(Some(Some(peer_id))) => self.seal_to(now, peer_id, buf, len),
         }
@@ -603,7 +664,7 @@ impl DataPlane {
             return self.drop_seal(DropReason::Malformed);
         };
         if let Some(mss) = self.config.mss {
-            crate::mss::clamp_ipv4(pkt, mss);
+            crate::mss::clamp(pkt, mss);
         }
         let Some(p) = self
             .peers
@@ -647,6 +708,7 @@ pub(crate) struct Published {
     pub generation: u64,
     pub addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
+    pub vpn_ip6: Option<Ipv6Addr>,
     pub data_v2: bool,
     pub stream: bool,
     /// Identity (pointer) and key id of the send key and of each receive key.
@@ -661,6 +723,7 @@ impl Published {
             generation: d.generation,
             addr: d.addr,
             vpn_ip: d.vpn_ip,
+            vpn_ip6: d.vpn_ip6,
             data_v2: d.data_v2,
             stream: d.stream,
             send: d.send.as_ref().map(id),
@@ -716,6 +779,7 @@ mod tests {
             generation: 9,
             addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
             vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
+            vpn_ip6: None,
             data_v2: true,
             stream: false,
             send: Some(key.clone()),
@@ -858,6 +922,134 @@ mod tests {
             plane.open(now, p.addr, &mut genuine.clone()),
             DatagramOutcome::Tun(_)
         ));
+    }
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// An IPv6/UDP packet (40 + 8 + 4 bytes) behind DATA_HEADROOM.
+    fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+        let mut buf = vec![0u8; DATA_HEADROOM + 52];
+        let p = &mut buf[DATA_HEADROOM..];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&12u16.to_be_bytes());
+        p[6] = 17;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        buf
+    }
+
+    /// `pkt` (behind DATA_HEADROOM) sealed by peer 3's client.
+    fn sealed_by_client(mut buf: Vec<u8>, pid: u32) -> Vec<u8> {
+        let keys = DataKeys::new(
+            CipherKind::Aes256Gcm,
+            &Key2::from_bytes([7; 256]),
+            Role::Client,
+        );
+        let header = DataHeader {
+            key_id: KeyId::ZERO,
+            peer_id: Some(3),
+        };
+        let range = keys.seal(header, pid, &mut buf);
+        buf[range].to_vec()
+    }
+
+    fn dual_stack(peer_id: u32, v4: [u8; 4], ip6: &str) -> PeerData {
+        let mut p = peer(TxCounter::new());
+        p.peer_id = peer_id;
+        p.addr = SocketAddr::from(([192, 0, 2, peer_id as u8], 1194));
+        p.vpn_ip = Some(Ipv4Addr::from(v4));
+        p.vpn_ip6 = Some(v6(ip6));
+        p
+    }
+
+    #[test]
+    fn ipv6_routes_by_destination_and_checks_the_source() {
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: true,
+            mss: None,
+        });
+        plane.apply(DataChange::Update(dual_stack(
+            3,
+            [10, 8, 0, 2],
+            "fd00:8::1000",
+        )));
+        plane.apply(DataChange::Update(dual_stack(
+            4,
+            [10, 8, 0, 3],
+            "fd00:8::1001",
+        )));
+        let server = v6("fd00:8::1");
+        // Tun to client, by the IPv6 destination.
+        let to = |d: &str| plane.route(&ipv6_packet(server, v6(d))[DATA_HEADROOM..]);
+        assert_eq!((to("fd00:8::1000"), to("fd00:8::1001")), (Some(3), Some(4)));
+        assert_eq!(to("fd00:8::1002"), None);
+        let mut buf = ipv6_packet(server, v6("fd00:8::1001"));
+        assert!(matches!(
+            plane.seal(Instant::ZERO, &mut buf, 52),
+            EncapOutcome::Send { dst, .. } if dst == SocketAddr::from(([192, 0, 2, 4], 1194))
+        ));
+        // Multicast routes to nobody by itself: the driver copies it to every peer.
+        let mcast = ipv6_packet(server, v6("ff02::1"));
+        assert!(DataPlane::is_multicast(&mcast[DATA_HEADROOM..]));
+        assert!(!DataPlane::is_multicast(
+            &ipv4_to(Ipv4Addr::new(224, 0, 0, 1))[DATA_HEADROOM..]
+        ));
+        assert_eq!(plane.route(&mcast[DATA_HEADROOM..]), None);
+        assert_eq!(plane.peers().map(|p| p.peer_id).collect::<Vec<_>>(), [3, 4]);
+
+        let now = Instant::from_secs(1);
+        let from = SocketAddr::from(([192, 0, 2, 3], 1194));
+        // From the client's own /128: to the tun, or to the other client (client-to-client).
+        let mut d = sealed_by_client(ipv6_packet(v6("fd00:8::1000"), server), 1);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Tun(_)
+        ));
+        let mut d = sealed_by_client(ipv6_packet(v6("fd00:8::1000"), v6("fd00:8::1001")), 2);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::ClientToClient(_)
+        ));
+        // Anti-spoofing: another client's address, an address outside the pool, a
+        // link-local source (silently, as OpenVPN), an IPv4 source that is not its own.
+        for (src, pid, reason) in [
+            ("fd00:8::1001", 3, DropReason::BadSource),
+            ("2001:db8::1", 4, DropReason::BadSource),
+            ("fe80::1234", 5, DropReason::LinkLocalSource),
+            ("febf::1", 6, DropReason::LinkLocalSource),
+        ] {
+            let mut d = sealed_by_client(ipv6_packet(v6(src), server), pid);
+            assert_eq!(
+                plane.open(now, from, &mut d),
+                DatagramOutcome::Dropped(reason),
+                "{src}"
+            );
+        }
+        // Neither IPv4 nor IPv6.
+        let mut junk = ipv6_packet(v6("fd00:8::1000"), server);
+        junk[DATA_HEADROOM] = 0x50;
+        let mut d = sealed_by_client(junk, 7);
+        assert_eq!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Dropped(DropReason::NotIp)
+        );
+        // A peer without an IPv6 address (an IPv4-only server) sends no IPv6.
+        let mut v4only = dual_stack(3, [10, 8, 0, 2], "fd00:8::1000");
+        v4only.vpn_ip6 = None;
+        plane.apply(DataChange::Update(v4only));
+        let mut d = sealed_by_client(ipv6_packet(v6("fd00:8::1000"), server), 8);
+        assert_eq!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Dropped(DropReason::BadSource)
+        );
+        assert_eq!(
+            plane.route(&ipv6_packet(server, v6("fd00:8::1000"))[DATA_HEADROOM..]),
+            None,
+            "its old IPv6 route is gone"
+        );
     }
 
     #[test]

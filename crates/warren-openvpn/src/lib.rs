@@ -24,6 +24,7 @@
 pub mod client;
 mod ctx;
 pub mod dataplane;
+pub mod icmp6;
 mod keystate;
 mod mss;
 mod push;
@@ -37,10 +38,10 @@ pub use client::{Client, ClientConfig, ClientDatagram, ClientEvent, ClientSetupE
 pub use dataplane::{
     Activity, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData, TxCounter,
 };
-pub use push::{PushedConfig, PushedRoute};
+pub use push::{PushedConfig, PushedRoute, PushedRouteIpv6};
 pub use server::{
     AuthDecision, AuthGrant, ClientStatus, HalfOpenLimits, KickTarget, OverloadKind, Password,
-    Server, ServerConfig, ServerCounters, ServerEvent,
+    Server, ServerConfig, ServerCounters, ServerEvent, TunnelIpv6,
 };
 pub use types::{
     ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,

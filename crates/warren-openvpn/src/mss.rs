@@ -1,8 +1,32 @@
-//! TCP MSS clamping (`mssfix`) for IPv4 packets crossing the tunnel.
+//! TCP MSS clamping (`mssfix`) for IPv4 and IPv6 packets crossing the tunnel.
 //!
 //! OpenVPN rewrites the MSS option of TCP SYN packets in both directions so that full-size
 //! segments still fit in one UDP datagram after encapsulation (OpenVPN mss.c). The checksum is
 //! updated incrementally (RFC 1624).
+
+/// Clamps a TCP SYN of either family: `max_mss` is the IPv4 value (an inner IPv4 + TCP
+/// header of 40 bytes); IPv6's header is 20 bytes longer, so its MSS is 20 lower (mss.c
+/// `mss_fixup_ipv6`).
+pub fn clamp(packet: &mut [u8], max_mss: u16) {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => clamp_ipv4(packet, max_mss),
+        Some(6) => clamp_ipv6(packet, max_mss.saturating_sub(20)),
+        _ => {}
+    }
+}
+
+/// Lowers the MSS option of an IPv6 TCP SYN to `max_mss` if it is larger. As OpenVPN does,
+/// only a whole packet whose first next header is TCP is looked at (no extension headers).
+pub fn clamp_ipv6(packet: &mut [u8], max_mss: u16) {
+    if packet.len() < 40 || packet[0] >> 4 != 6 || packet[6] != 6 {
+        return;
+    }
+    // mss.c: the payload length must match what we hold.
+    if usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 40 != packet.len() {
+        return;
+    }
+    clamp_tcp(&mut packet[40..], max_mss);
+}
 
 /// Lowers the MSS option of an IPv4 TCP SYN to `max_mss` if it is larger. Anything that is not
 /// a well-formed IPv4 TCP SYN is left alone.
@@ -19,6 +43,13 @@ pub fn clamp_ipv4(packet: &mut [u8], max_mss: u16) {
     let Some(tcp) = packet.get_mut(ihl..) else {
         return;
     };
+    clamp_tcp(tcp, max_mss);
+}
+
+/// The MSS option of a TCP SYN (`tcp`: the TCP header and what follows), family-independent
+/// as mss.c `mss_fixup_dowork` is. The TCP checksum's pseudo-header holds no MSS, so the
+/// incremental update is the same for both families.
+fn clamp_tcp(tcp: &mut [u8], max_mss: u16) {
     if tcp.len() < 20 {
         return;
     }
@@ -141,6 +172,72 @@ mod tests {
         assert_eq!(q, orig);
     }
 
+    /// An IPv6 TCP SYN with an MSS option and a valid checksum.
+    fn syn6(mss: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + 24];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&24u16.to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(
+            &"fd00:8::1000"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        p[24..40].copy_from_slice(&"fd00:8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        let t = &mut p[40..];
+        t[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = 6 << 4;
+        t[13] = 0x02;
+        t[20] = 2;
+        t[21] = 4;
+        t[22..24].copy_from_slice(&mss.to_be_bytes());
+        let c = tcp6_checksum(&p);
+        p[56..58].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn tcp6_checksum(pkt: &[u8]) -> u16 {
+        let tcp = &pkt[40..];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&pkt[8..40]);
+        pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        pseudo.extend_from_slice(tcp);
+        csum(&pseudo)
+    }
+
+    #[test]
+    fn ipv6_syns_are_clamped_20_lower() {
+        let mut p = syn6(1440);
+        clamp(&mut p, 1360);
+        assert_eq!(
+            u16::from_be_bytes([p[62], p[63]]),
+            1340,
+            "IPv4 value minus 20"
+        );
+        let stored = u16::from_be_bytes([p[56], p[57]]);
+        p[56] = 0;
+        p[57] = 0;
+        assert_eq!(stored, tcp6_checksum(&p));
+        // An IPv4 SYN through the same entry point: the IPv4 value.
+        let mut q = syn(1460);
+        clamp(&mut q, 1360);
+        assert_eq!(u16::from_be_bytes([q[42], q[43]]), 1360);
+        // A truncated packet (payload length disagrees) and a small MSS are left alone.
+        let mut r = syn6(1440);
+        r.push(0);
+        let orig = r.clone();
+        clamp(&mut r, 1360);
+        assert_eq!(r, orig);
+        let mut r = syn6(1200);
+        let orig = r.clone();
+        clamp(&mut r, 1360);
+        assert_eq!(r, orig);
+    }
+
     #[test]
     fn never_panics_on_garbage() {
         let mut rng = warren_core::TestRng::seed(1);
@@ -154,6 +251,17 @@ mod tests {
                 p[9] = 6;
             }
             clamp_ipv4(&mut p, 1300);
+            if let Some(b) = p.first_mut() {
+                *b = 0x60;
+            }
+            if p.len() > 6 {
+                p[6] = 6;
+            }
+            if p.len() >= 40 {
+                let l = (p.len() - 40) as u16;
+                p[4..6].copy_from_slice(&l.to_be_bytes());
+            }
+            clamp(&mut p, 1300);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Pushed options: a (reassembled) PUSH_REPLY parsed the way a 2.6 client applies it.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use warren_crypto::CipherKind;
 
@@ -12,11 +12,34 @@ pub struct PushedRoute {
     pub metric: Option<u32>,
 }
 
+/// A pushed or configured `route-ipv6 NETWORK/BITS [GATEWAY] [METRIC]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushedRouteIpv6 {
+    pub network: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
+    pub metric: Option<u32>,
+}
+
+/// `ADDR/BITS` (OpenVPN: a missing /BITS is /64).
+fn ipv6_prefix(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (a, b) = s.split_once('/').unwrap_or((s, "64"));
+    let bits = b.parse::<u8>().ok().filter(|b| *b <= 128)?;
+    Some((a.parse().ok()?, bits))
+}
+
 /// What the server pushed, parsed (push.c / options.c semantics for a 2.6 client).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PushedConfig {
     /// `ifconfig ADDR NETMASK` (topology subnet).
     pub ifconfig: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE`: this client's IPv6 address, its prefix length
+    /// and the server's tunnel address.
+    pub ifconfig_ipv6: Option<(Ipv6Addr, u8, Ipv6Addr)>,
+    /// `route-ipv6` options in order.
+    pub routes_ipv6: Vec<PushedRouteIpv6>,
+    /// `block-ipv6` (pushable: OPT_P_ROUTE).
+    pub block_ipv6: bool,
     pub route_gateway: Option<Ipv4Addr>,
     pub topology_subnet: bool,
     pub routes: Vec<PushedRoute>,
@@ -54,6 +77,29 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
                     p.ifconfig = Some((a, m));
                 }
             }
+            Some("ifconfig-ipv6") => {
+                // options.c: BITS from 64 to 124, a valid remote.
+                if let (Some((a, bits)), Some(r)) = (
+                    t.get(1).and_then(|s| ipv6_prefix(s)),
+                    t.get(2).and_then(|s| s.parse::<Ipv6Addr>().ok()),
+                ) && (64..=124).contains(&bits)
+                {
+                    p.ifconfig_ipv6 = Some((a, bits, r));
+                }
+            }
+            Some("route-ipv6") => {
+                if let Some((network, prefix)) = t.get(1).and_then(|s| ipv6_prefix(s)) {
+                    p.routes_ipv6.push(PushedRouteIpv6 {
+                        network,
+                        prefix,
+                        gateway: t.get(2).and_then(|g| g.parse().ok()),
+                        metric: t.get(3).and_then(|m| m.parse().ok()),
+                    });
+                }
+            }
+            Some("block-ipv6") => p.block_ipv6 = true,
+            // options.c: a no-op for 2.6 clients, accepted silently when pulled.
+            Some("tun-ipv6") => {}
             Some("route-gateway") => p.route_gateway = ip(t.get(1)),
             Some("topology") => p.topology_subnet = t.get(1) == Some(&"subnet"),
             Some("route") => {
@@ -155,5 +201,42 @@ mod tests {
         );
         assert_eq!(p.cipher, Some(CipherKind::Aes256Gcm));
         assert!(p.tls_ekm && p.cc_exit);
+        assert_eq!((p.ifconfig_ipv6, p.routes_ipv6.len()), (None, 0));
+    }
+
+    #[test]
+    fn parses_a_dual_stack_push_reply() {
+        // openvpn-ops.md §3.2, the stock 2.6.14 server's reply.
+        let msg = "PUSH_REPLY,route-ipv6 fd00:99::/64,redirect-gateway ipv6 !ipv4,tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 120,echo hello-from-ccd,ifconfig-ipv6 fd00:8::1000/64 fd00:8::1,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
+        let reply = warren_wire::parse_push_reply(msg).expect("push reply");
+        let p = parse_pushed(&reply.options);
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            p.ifconfig_ipv6,
+            Some((a("fd00:8::1000"), 64, a("fd00:8::1")))
+        );
+        assert_eq!(
+            p.routes_ipv6,
+            [PushedRouteIpv6 {
+                network: a("fd00:99::"),
+                prefix: 64,
+                gateway: None,
+                metric: None
+            }]
+        );
+        assert_eq!(
+            p.redirect_gateway,
+            Some(vec!["ipv6".to_string(), "!ipv4".to_string()])
+        );
+        assert!(p.ifconfig.is_some() && !p.block_ipv6);
+        let p = parse_pushed(&[
+            "block-ipv6".into(),
+            "ifconfig-ipv6 fd00::2/48 fd00::1".into(),
+        ]);
+        assert!(p.block_ipv6);
+        assert_eq!(
+            p.ifconfig_ipv6, None,
+            "/48 is refused as OpenVPN refuses it"
+        );
     }
 }

@@ -40,7 +40,7 @@
 //! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +61,9 @@ pub struct ServerConfig {
     /// `server NETWORK NETMASK`: the server takes `.1`, clients get `.2` upwards.
     pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
+    /// IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` with a pool); `None`:
+    /// IPv4 only.
+    pub ipv6: Option<TunnelIpv6>,
     /// User `push "..."` options, in order, without quotes.
     pub push: Vec<String>,
     /// Server's own ping interval and ping-restart timeout (`keepalive a b` gives a and 2b).
@@ -98,6 +101,22 @@ pub struct ServerConfig {
     pub external_auth: bool,
     /// Unix time (seconds) at `Instant::ZERO`; used for wrap replay timestamps and cookies.
     pub unix_time_at_zero: u64,
+}
+
+/// IPv6 inside the tunnel, as warren-config's `ServerIpv6` resolves it (openvpn-ops.md §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelIpv6 {
+    /// The server tun's address: pushed to every client as its remote (push.c).
+    pub local: Ipv6Addr,
+    /// The prefix length pushed with each client's address (`ifconfig-ipv6`'s bits).
+    pub netbits: u8,
+    /// The first client address and how many addresses the pool holds. A client's IPv6
+    /// address is this base plus the index of its IPv4 address in the IPv4 pool (pool.c:
+    /// one index for both families), so the smaller pool limits the clients. `None`: the
+    /// server has an IPv6 address, clients get none.
+    pub pool: Option<(Ipv6Addr, u32)>,
+    /// Push `tun-ipv6` before the generated options, as `server-ipv6` does (helper.c).
+    pub push_tun_ipv6: bool,
 }
 
 /// Bounds on half-open sessions: sessions that proved their address with the cookie but are
@@ -209,6 +228,8 @@ pub enum ServerEvent {
         common_name: String,
         addr: SocketAddr,
         vpn_ip: Ipv4Addr,
+        /// The client's IPv6 tunnel address, when the tunnel carries IPv6.
+        vpn_ip6: Option<Ipv6Addr>,
         cipher: CipherKind,
         ekm: bool,
     },
@@ -252,6 +273,7 @@ pub struct ClientStatus {
     pub common_name: String,
     pub real_addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
+    pub vpn_ip6: Option<Ipv6Addr>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub connected_since: Instant,
@@ -1159,10 +1181,11 @@ impl Server {
                 self.remove_session(d, DisconnectReason::Replaced);
             }
         }
-        let Some(ip) = grant
+        let Some((ip, ip6)) = grant
             .fixed_ip
             .and_then(|ip| self.allocate_specific(ip))
             .or_else(|| self.allocate_ip())
+            .and_then(|ip| self.with_ipv6(ip))
         else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
@@ -1177,7 +1200,14 @@ impl Server {
             return;
         };
         let cfg = &self.config;
+        // openvpn-ops.md §0.6, §3.2: the config's own pushes first, then what the helpers
+        // (`server-ipv6`, `server`, `keepalive`) added, then the per-client pushes, then the
+        // per-client options.
         let mut opts = Vec::new();
+        opts.extend(cfg.push.iter().cloned());
+        if cfg.ipv6.is_some_and(|v| v.push_tun_ipv6) {
+            opts.push("tun-ipv6".to_string());
+        }
         opts.push(format!("route-gateway {}", self.server_ip));
         opts.push("topology subnet".to_string());
         if let Some(p) = cfg.push_ping {
@@ -1186,8 +1216,11 @@ impl Server {
         if let Some(p) = cfg.push_ping_restart {
             opts.push(format!("ping-restart {p}"));
         }
-        opts.extend(cfg.push.iter().cloned());
         opts.extend(grant.push.iter().cloned());
+        if let (Some(ip6), Some(v6)) = (ip6, cfg.ipv6) {
+            // push.c prepare_push_reply: the server's own address is the remote.
+            opts.push(format!("ifconfig-ipv6 {ip6}/{} {}", v6.netbits, v6.local));
+        }
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
         if s.data_v2 {
@@ -1207,17 +1240,36 @@ impl Server {
             opts.push(format!("tun-mtu {}", cfg.tun_mtu));
         }
         s.vpn_ip = Some(ip);
+        s.vpn_ip6 = ip6;
         s.connected_since = now;
         let event = ServerEvent::Connected {
             peer_id: s.peer_id,
             common_name: cn,
             addr: s.addr,
             vpn_ip: ip,
+            vpn_ip6: ip6,
             cipher,
             ekm: s.ekm,
         };
         s.set_push_reply(&mut self.ctx, now, opts);
         self.events.push_back(event);
+    }
+
+    /// The IPv6 address that goes with the pool address `ip`: the IPv6 pool's base plus
+    /// `ip`'s index in the IPv4 pool (pool.c `ifconfig_pool_acquire`). `None` (and `ip`
+    /// released) when the IPv6 pool is too small for that index; `Some((ip, None))` when
+    /// the tunnel carries no IPv6 for clients.
+    fn with_ipv6(&mut self, ip: Ipv4Addr) -> Option<(Ipv4Addr, Option<Ipv6Addr>)> {
+        let Some((base, size)) = self.config.ipv6.and_then(|v| v.pool) else {
+            return Some((ip, None));
+        };
+        match ipv6_for(self.config.network, self.config.netmask, ip, base, size) {
+            Some(ip6) => Some((ip, Some(ip6))),
+            None => {
+                self.pool_used.remove(&u32::from(ip));
+                None
+            }
+        }
     }
 
     /// Takes `ip` if it is a usable pool address that nobody holds.
@@ -1370,6 +1422,7 @@ impl Server {
                 common_name: s.common_name.clone().unwrap_or_default(),
                 real_addr: s.addr,
                 vpn_ip: s.vpn_ip,
+                vpn_ip6: s.vpn_ip6,
                 bytes_received: s.activity.bytes_in(),
                 bytes_sent: s.activity.bytes_out(),
                 connected_since: s.connected_since,
@@ -1417,12 +1470,55 @@ impl PeerIdLimit {
     const MAX: usize = 0x00FF_FFFF;
 }
 
+/// The IPv6 pool address with the same index as the IPv4 pool address `ip` (the IPv4 pool
+/// starts at the network's `.2`), if the IPv6 pool (`base`, `size` addresses) has it.
+pub(crate) fn ipv6_for(
+    network: Ipv4Addr,
+    netmask: Ipv4Addr,
+    ip: Ipv4Addr,
+    base: Ipv6Addr,
+    size: u32,
+) -> Option<Ipv6Addr> {
+    let first = (u32::from(network) & u32::from(netmask)) + 2;
+    let index = u32::from(ip).checked_sub(first).filter(|i| *i < size)?;
+    Some(Ipv6Addr::from(
+        u128::from(base).wrapping_add(u128::from(index)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().expect("address")
+    }
+
+    #[test]
+    fn ipv6_addresses_follow_the_ipv4_pool_index() {
+        // openvpn-ops.md §3.1: 10.8.0.2 <-> fd00:8::1000, 10.8.0.3 <-> fd00:8::1001.
+        let (net, mask) = (
+            "10.8.0.0".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        );
+        let base: Ipv6Addr = "fd00:8::1000".parse().unwrap();
+        let v6 = |ip: &str, size| ipv6_for(net, mask, ip.parse().unwrap(), base, size);
+        assert_eq!(v6("10.8.0.2", 65536), Some("fd00:8::1000".parse().unwrap()));
+        assert_eq!(v6("10.8.0.3", 65536), Some("fd00:8::1001".parse().unwrap()));
+        assert_eq!(
+            v6("10.8.0.254", 65536),
+            Some("fd00:8::10fc".parse().unwrap())
+        );
+        // The IPv6 pool is smaller: the index past its end has no address.
+        assert_eq!(v6("10.8.0.15", 14), Some("fd00:8::100d".parse().unwrap()));
+        assert_eq!(v6("10.8.0.16", 14), None);
+        assert_eq!(v6("10.8.0.1", 65536), None, "the server's own address");
+        // A carry into the upper 64 bits is an ordinary 128-bit addition.
+        let top: Ipv6Addr = "fd00:8::ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(
+            ipv6_for(net, mask, "10.8.0.3".parse().unwrap(), top, 2),
+            Some("fd00:8:0:1::".parse().unwrap())
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! * the server is created after the client proved its address (the cookie), answers
 //!   key-method 2, and pushes. Address allocation and push contents are the server
 //!   endpoint's; the session raises [`Session::pending_connect`] when they are needed.
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +101,8 @@ pub(crate) struct Session {
     pub username: Option<String>,
     pub peer_info: Option<PeerInfo>,
     pub vpn_ip: Option<Ipv4Addr>,
+    /// The tunnel's IPv6 address of the client (server: from the pool; client: pushed).
+    pub vpn_ip6: Option<Ipv6Addr>,
     pub cipher: Option<CipherKind>,
     pub ekm: bool,
     /// Send P_DATA_V2 with `peer_id` (server: the client announced DATA_V2; client: the
@@ -175,6 +177,7 @@ impl Session {
             username: None,
             peer_info: None,
             vpn_ip: None,
+            vpn_ip6: None,
             cipher: None,
             ekm: false,
             data_v2: false,
@@ -801,6 +804,7 @@ impl Session {
             self.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
         }
         self.vpn_ip = pushed.ifconfig.map(|(ip, _)| ip);
+        self.vpn_ip6 = pushed.ifconfig_ipv6.map(|(ip, _, _)| ip);
         c.pushed = Some(pushed);
         c.push_request_at = None;
         let idx = self
@@ -1013,6 +1017,7 @@ impl Session {
             generation: self.generation,
             addr: self.addr,
             vpn_ip: self.vpn_ip,
+            vpn_ip6: self.vpn_ip6,
             data_v2: self.data_v2,
             // Known to the server only (`Server::refresh_data` sets it).
             stream: false,

@@ -71,11 +71,18 @@ pub enum DropReason {
     NoSession,
     NoKey,
     DecryptFailed,
-    NotIpv4,
+    /// A tunnelled packet that is neither IPv4 nor IPv6 (version nibble), or too short.
+    NotIp,
     NoRoute,
     TooManyClients,
     /// A tunnelled packet whose source is not the client's VPN address.
     BadSource,
+    /// An IPv6 packet from a client with a link-local source (`fe80::/10`, e.g. the
+    /// router solicitations its kernel sends on the tun): dropped silently, as OpenVPN
+    /// does (multi.c).
+    LinkLocalSource,
+    /// `block-ipv6`: an IPv6 packet answered with ICMPv6 "no route" instead of sent.
+    Ipv6Blocked,
     /// tls-crypt-v2 and other control packets we do not speak.
     Unsupported,
     /// The queue of stateless replies is full (a flood of resets).

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, Tl
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
     DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, KeyDerivation,
-    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, WrapConfig,
+    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, TunnelIpv6, WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -124,6 +124,9 @@ struct Setup {
     client_reneg: Option<Duration>,
     ping: Option<u32>,
     ping_restart: Option<u32>,
+    ipv6: Option<TunnelIpv6>,
+    /// The server's `push` lines; `None`: a route and a DNS server.
+    push: Option<Vec<String>>,
 }
 
 impl Default for Setup {
@@ -138,6 +141,8 @@ impl Default for Setup {
             client_reneg: None,
             ping: Some(10),
             ping_restart: Some(60),
+            ipv6: None,
+            push: None,
         }
     }
 }
@@ -182,10 +187,13 @@ fn server_config(s: &Setup) -> ServerConfig {
         wrap: wrap_configs(s.wrap).0,
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
-        push: vec![
-            "route 192.168.77.0 255.255.255.0".into(),
-            "dhcp-option DNS 10.8.0.1".into(),
-        ],
+        ipv6: s.ipv6,
+        push: s.push.clone().unwrap_or_else(|| {
+            vec![
+                "route 192.168.77.0 255.255.255.0".into(),
+                "dhcp-option DNS 10.8.0.1".into(),
+            ]
+        }),
         ping: s.ping.map(|p| Duration::from_secs(p.into())),
         ping_restart: s
             .ping_restart
@@ -244,6 +252,7 @@ fn client_config(s: &Setup, cert: &(String, String)) -> ClientConfig {
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1492),
+        block_ipv6: false,
         unix_time_at_zero: 1_790_000_000,
     }
 }
@@ -2085,4 +2094,200 @@ fn stream_admission_and_end_event() {
         "{:?}",
         w.server_events
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 inside the tunnel
+// ---------------------------------------------------------------------------------------------
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+/// `server-ipv6 fd00:8::/64` as warren-config expands it, with the pushes of the lab server
+/// in openvpn-ops.md §3.2 and `keepalive 10 120`.
+fn dual_stack() -> Setup {
+    Setup {
+        ipv6: Some(TunnelIpv6 {
+            local: v6("fd00:8::1"),
+            netbits: 64,
+            pool: Some((v6("fd00:8::1000"), 65536)),
+            push_tun_ipv6: true,
+        }),
+        push: Some(vec![
+            "route-ipv6 fd00:99::/64".into(),
+            "redirect-gateway ipv6 !ipv4".into(),
+            "route 192.168.77.0 255.255.255.0".into(),
+        ]),
+        ping: Some(10),
+        ping_restart: Some(120),
+        ..Setup::default()
+    }
+}
+
+fn pushed(w: &World) -> warren_openvpn::PushedConfig {
+    w.client_events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::Connected { config, .. } => Some(config.clone()),
+            _ => None,
+        })
+        .expect("connected")
+}
+
+fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut p = vec![0u8; 40 + len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[44..46].copy_from_slice(&(len as u16).to_be_bytes());
+    p[48..].copy_from_slice(payload);
+    p
+}
+
+impl World {
+    /// Puts `pkt` into the client's tun; whether it was sent.
+    fn client_tun_in(&mut self, pkt: &[u8]) -> Result<(), DropReason> {
+        let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
+        buf[DATA_HEADROOM..].copy_from_slice(pkt);
+        let r = self.client.encapsulate(self.now, &mut buf, pkt.len())?;
+        self.net
+            .send(self.now, addr(CLIENT), addr(SERVER), buf[r].to_vec());
+        Ok(())
+    }
+
+    /// Puts `pkt` into the server's tun; whether it was sealed for the client.
+    fn server_tun_in(&mut self, pkt: &[u8]) -> bool {
+        let mut buf = vec![0u8; DATA_HEADROOM + pkt.len()];
+        buf[DATA_HEADROOM..].copy_from_slice(pkt);
+        match self.plane.seal(self.now, &mut buf, pkt.len()) {
+            EncapOutcome::Send { dst, range } => {
+                self.net
+                    .send(self.now, addr(SERVER), dst, buf[range].to_vec());
+                true
+            }
+            EncapOutcome::Dropped(_) => false,
+        }
+    }
+}
+
+#[test]
+fn dual_stack_push_reply_has_the_stock_order() {
+    let mut w = World::new(&dual_stack(), 61, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let p = pushed(&w);
+    // openvpn-ops.md §3.2, the stock 2.6.14 server's reply to the same config (without the
+    // ccd echo and with warren's protocol-flags, which offer no dyn-tls-crypt).
+    assert_eq!(
+        p.raw.join(","),
+        "route-ipv6 fd00:99::/64,redirect-gateway ipv6 !ipv4,route 192.168.77.0 255.255.255.0,\
+         tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 120,\
+         ifconfig-ipv6 fd00:8::1000/64 fd00:8::1,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,\
+         cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500"
+    );
+    assert_eq!(
+        p.ifconfig_ipv6,
+        Some((v6("fd00:8::1000"), 64, v6("fd00:8::1")))
+    );
+    let status = w.server.clients();
+    assert_eq!(status[0].vpn_ip6, Some(v6("fd00:8::1000")));
+    assert!(w.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::Connected { vpn_ip6: Some(a), .. } if *a == v6("fd00:8::1000")
+    )));
+
+    // A /112 server without pushes of its own (the second reply of §3.2).
+    let mut setup = dual_stack();
+    setup.ipv6 = Some(TunnelIpv6 {
+        local: v6("fd00:12::1"),
+        netbits: 112,
+        pool: Some((v6("fd00:12::2"), 65534)),
+        push_tun_ipv6: true,
+    });
+    setup.push = Some(Vec::new());
+    let mut w = World::new(&setup, 62, Impair::default());
+    w.connect(Duration::from_secs(5));
+    assert_eq!(
+        pushed(&w).raw.join(","),
+        "tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 120,\
+         ifconfig-ipv6 fd00:12::2/112 fd00:12::1,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,\
+         cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500"
+    );
+
+    // IPv4 only: no IPv6 option, the config's pushes still first.
+    let mut w = World::new(&Setup::default(), 63, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let raw = pushed(&w).raw.join(",");
+    assert!(
+        raw.starts_with(
+            "route 192.168.77.0 255.255.255.0,dhcp-option DNS 10.8.0.1,route-gateway 10.8.0.1,"
+        ),
+        "{raw}"
+    );
+    assert!(!raw.contains("ipv6"), "{raw}");
+}
+
+#[test]
+fn ipv6_data_both_ways_with_anti_spoofing() {
+    let mut w = World::new(&dual_stack(), 64, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let (me, server) = (v6("fd00:8::1000"), v6("fd00:8::1"));
+    w.client_tun_in(&ipv6_udp(me, server, b"up6")).unwrap();
+    assert!(w.server_tun_in(&ipv6_udp(server, me, b"down6")));
+    assert!(
+        !w.server_tun_in(&ipv6_udp(server, v6("fd00:8::1001"), b"nobody")),
+        "no client holds fd00:8::1001"
+    );
+    // Spoofed and link-local sources are sent by the client but refused by the server.
+    w.client_tun_in(&ipv6_udp(v6("fd00:8::1001"), server, b"spoof"))
+        .unwrap();
+    w.client_tun_in(&ipv6_udp(v6("fe80::1"), v6("ff02::2"), b"rs"))
+        .unwrap();
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(w.server_tun.len(), 1, "{:?}", w.server_drops);
+    assert_eq!(&w.server_tun[0][48..], b"up6");
+    assert_eq!(w.client_tun.len(), 1);
+    assert_eq!(&w.client_tun[0][48..], b"down6");
+    assert_eq!(
+        w.server_drops,
+        [DropReason::BadSource, DropReason::LinkLocalSource]
+    );
+    // IPv4 still flows next to it.
+    assert!(w.client_sends(b"up4") && w.server_sends(b"down4"));
+    w.run_for(Duration::from_millis(200));
+    assert_eq!((w.server_tun.len(), w.client_tun.len()), (2, 2));
+}
+
+#[test]
+fn block_ipv6_answers_from_the_pushed_remote() {
+    let mut setup = dual_stack();
+    setup.push = Some(vec!["block-ipv6".into()]);
+    let mut w = World::new(&setup, 65, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let pkt = ipv6_udp(v6("fd00:8::1000"), v6("2001:db8::1"), b"leak?");
+    assert_eq!(w.client_tun_in(&pkt), Err(DropReason::Ipv6Blocked));
+    let mut replies = Vec::new();
+    w.client.drain_tun_replies(|r| replies.push(r.to_vec()));
+    assert_eq!(replies.len(), 1);
+    let r = &replies[0];
+    assert_eq!(r.len(), 48 + pkt.len());
+    assert_eq!((r[6], r[40], r[41]), (58, 1, 0), "ICMPv6 no route");
+    assert_eq!(
+        &r[8..24],
+        &v6("fd00:8::1").octets(),
+        "from the pushed remote"
+    );
+    assert_eq!(&r[24..40], &v6("fd00:8::1000").octets());
+    assert_eq!(&r[48..], &pkt[..]);
+    let mut again = Vec::new();
+    w.client.drain_tun_replies(|r| again.push(r.len()));
+    assert!(again.is_empty(), "drained once");
+    // IPv4 is not affected.
+    assert!(w.client_sends(b"up4"));
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.server_tun.len(), 1);
 }

@@ -104,6 +104,7 @@ fn server_config(cert: &(String, String), clock: &Arc<ManualClock>, anchor: u64)
         },
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
+        ipv6: None,
         push: vec![],
         ping: Some(Duration::from_secs(10)),
         ping_restart: Some(Duration::from_secs(120)),
@@ -163,6 +164,7 @@ fn client_config(
         explicit_exit_notify: true,
         tun_mtu: 1500,
         mssfix: Some(1492),
+        block_ipv6: false,
         unix_time_at_zero: anchor,
     }
 }

@@ -70,6 +70,7 @@ pub fn flood_main() -> Result<(), String> {
         explicit_exit_notify: false,
         tun_mtu: 1500,
         mssfix: None,
+        block_ipv6: false,
         unix_time_at_zero: unix_now,
     };
     let origin = Instant::now();
