@@ -16,6 +16,7 @@ mod pki;
 mod profile;
 mod server;
 mod state;
+mod ula;
 mod user;
 
 use std::path::PathBuf;

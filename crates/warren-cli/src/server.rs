@@ -322,6 +322,11 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     // Before anything can spawn a thread: the mask is inherited.
     let signals = Signals::new().context("setting up signal handling")?;
     let clock = Clock::new().context("reading the system clocks")?;
+    // Zero-config: the state directory's install id gives the tunnel its IPv6 /64.
+    let no_ipv6 = match &args.config {
+        None => crate::ula::ensure_install_id(&state_dir(args)).err(),
+        Some(_) => None,
+    };
     // Config errors already read "server.conf:12: ..."; no extra context in front.
     let (cfg, warnings) = match &args.config {
         Some(path) => warren_config::load_server_config(path),
@@ -335,6 +340,9 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     ));
     for w in &warnings {
         warn!("{w}");
+    }
+    if let Some(e) = no_ipv6 {
+        warn!("the tunnel carries IPv4 only: {e:#}");
     }
     if args.full_tunnel && !cfg.push.iter().any(|p| p.starts_with("dhcp-option DNS")) {
         warn!(
@@ -575,6 +583,7 @@ fn state_dir(args: &ServerArgs) -> PathBuf {
 fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
     let dir = state_dir(args);
     let layout = Layout::new(&dir);
+    let network6 = crate::ula::zero_config_prefix(&dir);
     warren_config::ZeroConfig {
         ca: layout.ca_crt(),
         cert: layout.server_crt(),
@@ -591,7 +600,7 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         tcp: args.tcp,
         listen: args.listen,
         network: (args.network.addr(), args.network.prefix_len()),
-        network6: None,
+        network6,
         dev: args.dev.clone(),
         push: args.push.clone(),
         client_to_client: args.client_to_client,
@@ -766,6 +775,10 @@ fn serve(
         multi_queue: threads > 1,
     })
     .with_context(|| format!("opening tun device `{}`", cfg.dev))?;
+    let ipv6 = cfg.ipv6();
+    if let Some(v6) = &ipv6 {
+        tun_ipv6(tun.name(), v6, &cfg.route_ipv6)?;
+    }
     let batched = offload_off.is_none();
     let (socket, workers) = match &bind {
         Some(bind) => {
@@ -834,11 +847,12 @@ fn serve(
         .collect();
     listening.extend(listeners.iter().map(|l| format!("tcp {}", l.local_addr())));
     info!(
-        "warren server listening on {}, tun {} {}/{}, {} clients max, {}, ciphers {}",
+        "warren server listening on {}, tun {} {}/{}{}, {} clients max, {}, ciphers {}",
         listening.join(", "),
         tun.name(),
         tun_addr,
         prefix,
+        ipv6.map(|v| format!(" {}", v.local)).unwrap_or_default(),
         engine.max_clients,
         wrap_name(&engine.wrap),
         engine
@@ -891,6 +905,37 @@ fn serve(
         warn!("NAT not fully undone at exit: {e}; the next start removes the rest");
     }
     result.map(|_| ())
+}
+
+/// IPv6 on the server's tun: its address (`server-ipv6` P+1/B, or `ifconfig-ipv6`) and the
+/// `route-ipv6` routes into it, as OpenVPN sets them (openvpn-ops.md §3.1). They go away
+/// with the device.
+fn tun_ipv6(
+    dev: &str,
+    v6: &warren_config::ServerIpv6,
+    routes: &[warren_config::RouteIpv6],
+) -> Result<()> {
+    warren_net::add_tun_address6(dev, v6.local.addr, v6.local.len).with_context(|| {
+        format!(
+            "giving tun {dev} its IPv6 address {} (is IPv6 disabled on this host? \
+             sysctl net.ipv6.conf.default.disable_ipv6)",
+            v6.local
+        )
+    })?;
+    for r in routes {
+        let net = warren_net::Ipv6Net {
+            addr: r.network.addr,
+            prefix: r.network.len,
+        };
+        match warren_net::add_tun_route6(dev, net, r.metric) {
+            Ok(()) => {}
+            Err(e @ warren_net::NetError::RouteExists { .. }) => warn!("route-ipv6: {e}"),
+            Err(e) => {
+                return Err(e).with_context(|| format!("route-ipv6 {}", r.network));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `warren-nat on` (`--full-tunnel`): masquerade the VPN network out of the uplink, with

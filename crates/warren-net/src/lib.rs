@@ -41,6 +41,7 @@ mod journal;
 mod nat;
 mod state;
 mod tunnel;
+mod v6;
 
 pub use dns::{DnsBackend, DnsSpec, system_nameservers};
 pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
@@ -51,3 +52,4 @@ pub use nat::{
 };
 pub use state::NetState;
 pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};
+pub use v6::{add_tun_address6, add_tun_route6};
