@@ -360,6 +360,18 @@ impl Plan {
             redirect: cfg.redirect_gateway.clone(),
             dns,
             dns_backend: DnsBackend::Auto,
+            ifconfig_ipv6: cfg.ifconfig_ipv6.map(|(p, _)| (p.addr, p.len)),
+            routes_ipv6: cfg
+                .route_ipv6
+                .iter()
+                .map(|r| {
+                    let net = warren_net::Ipv6Net {
+                        addr: r.network.addr,
+                        prefix: r.network.len,
+                    };
+                    (net, r.metric)
+                })
+                .collect(),
         };
         let retry = RetryPolicy {
             max_rounds: cfg.connect_retry_max,

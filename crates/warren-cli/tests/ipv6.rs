@@ -6,12 +6,17 @@
 //!   reaches the server's tun address (fd00:8::1) and, with client-to-client, the other
 //!   client; IPv4 keeps working;
 //! * the zero-config server (no config) gives its tunnel a unique local /64 and the stock
-//!   client with an exported, unchanged profile gets an IPv6 address and pings the server.
+//!   client with an exported, unchanged profile gets an IPv6 address and pings the server;
+//! * `warren client` against the stock server (and warren's) with `server-ipv6`: the pushed
+//!   address and routes (`redirect-gateway ipv6`: four routes) on its tun, ping6 both ways;
+//!   with `block-ipv6` its IPv6 packets are answered with ICMPv6 "no route", which the
+//!   client kernel accepts (so the checksum is right).
 //!
 //! Needs root (network namespaces) and `openvpn`, `ping`, `ip`.
 
 #![allow(clippy::disallowed_methods)]
 
+mod client_common;
 mod common;
 mod state_common;
 
@@ -176,6 +181,70 @@ mod cases {
         }
         lab.assert_server_running();
     }
+
+    /// `warren client` with a dual-stack server.
+    pub fn warren_client(kind: ServerKind) {
+        let mut lab = Lab::with_pki("ipv6-wclient", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut sc = lab.server_conf();
+        sc.extra = vec![
+            "server-ipv6 fd00:8::/64".into(),
+            "push \"route-ipv6 fd00:99::/64\"".into(),
+            "push \"redirect-gateway ipv6 !ipv4\"".into(),
+        ];
+        lab.start_server(&sc);
+        let cc = lab.client_conf(&lab.pki.clients[0].clone());
+        let mut client = client_common::connect_client(&mut lab, "wclient", cc, &[]);
+        let up = client
+            .proc
+            .wait_for_line(client_common::UP, Duration::from_secs(1))
+            .expect("up line");
+        assert!(up.contains("fd00:8::1000/64"), "{up}");
+        let a = ipv6_addr(&client.ns, &client.dev).expect("an IPv6 address on the tun");
+        assert_eq!(a, "fd00:8::1000");
+        let routes = client
+            .ns
+            .exec_ok(&["ip", "-6", "route", "show", "dev", &client.dev]);
+        for r in ["fd00:99::/64", "2000::/4", "3000::/4", "fc00::/7", "::/3"] {
+            assert!(routes.contains(r), "no route {r}:\n{routes}");
+        }
+        ping_ok(&client.ns, SERVER_TUN6, "warren client -> server (IPv6)");
+        ping_ok(&lab.server_ns, &a, "server -> warren client (IPv6)");
+        ping_ok(
+            &client.ns,
+            SERVER_TUN_ADDR,
+            "warren client -> server (IPv4)",
+        );
+        lab.assert_server_running();
+    }
+
+    /// `block-ipv6` in the profile: IPv6 into the tunnel is answered with ICMPv6 no-route
+    /// from the pushed remote (the server's tunnel address).
+    pub fn warren_client_block_ipv6(kind: ServerKind) {
+        let mut lab = Lab::with_pki("ipv6-block", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut sc = lab.server_conf();
+        sc.extra = vec!["server-ipv6 fd00:8::/64".into()];
+        lab.start_server(&sc);
+        let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
+        cc.extra.push("block-ipv6".into());
+        let client = client_common::connect_client(&mut lab, "wblock", cc, &[]);
+        let out = client.ns.exec(
+            &["ping", "-n", "-c", "2", "-W", "2", SERVER_TUN6],
+            Duration::from_secs(20),
+        );
+        assert!(
+            !out.success(),
+            "IPv6 got through block-ipv6:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("From fd00:8::1") && out.stdout.contains("No route"),
+            "expected ICMPv6 no route from fd00:8::1:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        ping_ok(&client.ns, SERVER_TUN_ADDR, "IPv4 is not blocked");
+        lab.assert_server_running();
+    }
 }
 
 mod openvpn_server {
@@ -185,6 +254,16 @@ mod openvpn_server {
     fn dual_stack_two_clients() {
         cases::dual_stack_two_clients(ServerKind::Openvpn);
     }
+
+    #[test]
+    fn warren_client() {
+        cases::warren_client(ServerKind::Openvpn);
+    }
+
+    #[test]
+    fn warren_client_block_ipv6() {
+        cases::warren_client_block_ipv6(ServerKind::Openvpn);
+    }
 }
 
 mod warren_server {
@@ -193,6 +272,11 @@ mod warren_server {
     #[test]
     fn dual_stack_two_clients() {
         cases::dual_stack_two_clients(ServerKind::Warren);
+    }
+
+    #[test]
+    fn warren_client() {
+        cases::warren_client(ServerKind::Warren);
     }
 }
 

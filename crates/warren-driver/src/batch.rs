@@ -61,15 +61,29 @@ pub(crate) trait DataPath {
 
     /// Seals the packet at `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place and returns
     /// where to send `buf[range]`, if anywhere (the path may hand the packet to another
-    /// thread instead, unless `handed`: it was handed to this one already).
+    /// thread instead, when it comes from this thread's tun: see [`Via`]).
     fn seal(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         len: usize,
-        handed: bool,
+        via: Via,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)>;
+}
+
+/// How a tun packet reached [`DataPath::seal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// Read from this thread's tun: the path may hand it (or copies of it) to the threads
+    /// that seal for its peers.
+    Tun,
+    /// Handed to this thread (by another thread, or client-to-client): seal it for the peer
+    /// its destination routes to.
+    Handed,
+    /// Handed to this thread for this peer (one copy of a multicast packet): seal it for
+    /// that peer.
+    Peer(u32),
 }
 
 /// Peers on TCP connections: what is sent to them is framed into their connection's
@@ -366,9 +380,13 @@ impl Pump {
         self.stats.tun_read_bad += c.bad as u64;
         for i in 0..c.packets {
             let len = self.tun_rx.sizes[i];
-            if let Some((dst, range)) =
-                path.seal(now, &mut self.tun_rx.slots[i], len, false, &mut self.stats)
-            {
+            if let Some((dst, range)) = path.seal(
+                now,
+                &mut self.tun_rx.slots[i],
+                len,
+                Via::Tun,
+                &mut self.stats,
+            ) {
                 self.udp_tx.push(dst, i, range);
             }
         }
@@ -381,17 +399,18 @@ impl Pump {
         Ok(())
     }
 
-    /// Seals packets handed to this thread (other threads' tun packets, client-to-client)
-    /// in the tun slots and sends them. Call it after [`Pump::tun_to_udp`].
+    /// Seals packets handed to this thread (other threads' tun packets, client-to-client,
+    /// multicast copies for one peer: `Some(peer id)`) in the tun slots and sends them.
+    /// Call it after [`Pump::tun_to_udp`].
     pub fn seal_packets<'a, P: DataPath>(
         &mut self,
         now: Instant,
-        pkts: impl IntoIterator<Item = &'a [u8]>,
+        pkts: impl IntoIterator<Item = (Option<u32>, &'a [u8])>,
         out: &mut Out<'_>,
         path: &mut P,
     ) {
         let mut n = 0;
-        for pkt in pkts {
+        for (peer, pkt) in pkts {
             if n == self.tun_rx.slots.len() {
                 self.flush_udp(now, out);
                 n = 0;
@@ -402,7 +421,8 @@ impl Pump {
                 continue;
             };
             room.copy_from_slice(pkt);
-            if let Some((dst, range)) = path.seal(now, slot, pkt.len(), true, &mut self.stats) {
+            let via = peer.map_or(Via::Handed, Via::Peer);
+            if let Some((dst, range)) = path.seal(now, slot, pkt.len(), via, &mut self.stats) {
                 self.udp_tx.push(dst, n, range);
                 n += 1;
             }

@@ -20,7 +20,7 @@
 //! into slots, sealed in place and sent with UDP GSO; `offload: false` (`--no-offload`)
 //! moves one packet per system call.
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
@@ -33,15 +33,15 @@ use warren_io::{
     TunConfig, UdpBind, UdpFamily,
 };
 use warren_net::{
-    DnsBackend, DnsSpec, Endpoint, NetError, NetState, Redirect, RouteRequest, TunnelNet,
-    TunnelSpec,
+    DnsBackend, DnsSpec, Endpoint, Ipv6Net, NetError, NetState, Redirect, RouteRequest, TunIpv6,
+    TunIpv6Spec, TunnelNet, TunnelSpec,
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
     DataPlane, DropReason, PushedConfig,
 };
 
-use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo};
+use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo, Via};
 use crate::tcp::TcpLink;
 
 const MAX_TRANSMITS_PER_TURN: usize = 1024;
@@ -136,6 +136,10 @@ pub struct NetOptions {
     /// `dhcp-option DNS|DOMAIN` of the profile (pushed ones are appended).
     pub dns: DnsSpec,
     pub dns_backend: DnsBackend,
+    /// `ifconfig-ipv6 ADDR/BITS REMOTE` of the profile (a pushed one replaces it).
+    pub ifconfig_ipv6: Option<(Ipv6Addr, u8)>,
+    /// `route-ipv6` lines of the profile.
+    pub routes_ipv6: Vec<(Ipv6Net, Option<u32>)>,
 }
 
 /// Reconnection limits besides each entry's own timing ([`RemoteSpec`]).
@@ -279,6 +283,7 @@ pub fn filter_pushed(
     let mut notes = Vec::new();
     if route_nopull {
         out.routes.clear();
+        out.routes_ipv6.clear();
         out.redirect_gateway = None;
         out.dns_servers.clear();
         out.search_domains.clear();
@@ -303,6 +308,13 @@ pub fn filter_pushed(
                             }
                         }
                     }
+                    Some("route-ipv6") => {
+                        let net = t.get(1).copied().unwrap_or("");
+                        out.routes_ipv6.retain(|r| {
+                            format!("{}/{}", r.network, r.prefix) != net
+                                && r.network.to_string() != net
+                        });
+                    }
                     Some("route-gateway") => out.route_gateway = None,
                     Some("redirect-gateway") => out.redirect_gateway = None,
                     Some("dhcp-option") => match (t.get(1).map(|s| s.to_ascii_uppercase()).as_deref(), t.get(2)) {
@@ -315,7 +327,7 @@ pub fn filter_pushed(
                         _ => {}
                     },
                     _ => notes.push(format!(
-                        "pull-filter ignore: `{opt}` is applied by the protocol engine and cannot be filtered out; only route, route-gateway, redirect-gateway and dhcp-option are"
+                        "pull-filter ignore: `{opt}` is applied by the protocol engine and cannot be filtered out; only route, route-ipv6, route-gateway, redirect-gateway and dhcp-option are"
                     )),
                 }
                 debug!("pushed option removed by filter: {opt}");
@@ -325,16 +337,11 @@ pub fn filter_pushed(
     Ok((out, notes))
 }
 
-/// `redirect-gateway` flags into what warren-net does, with notes for the flags it does not.
+/// `redirect-gateway` flags into what warren-net does for IPv4, with notes for the flags it
+/// does not (`ipv6` is [`tunnel_spec6`]'s, `!ipv4` leaves IPv4 alone).
 pub fn redirect_from_flags(flags: &[String]) -> (Option<Redirect>, Vec<String>) {
     let mut notes = Vec::new();
     if flags.iter().any(|f| f == "!ipv4") {
-        if flags.iter().any(|f| f == "ipv6") {
-            notes.push(
-                "redirect-gateway ipv6: IPv6 in the tunnel is not supported yet; ignored"
-                    .to_owned(),
-            );
-        }
         return (None, notes);
     }
     let mut r = Redirect::default();
@@ -342,7 +349,7 @@ pub fn redirect_from_flags(flags: &[String]) -> (Option<Redirect>, Vec<String>) 
         match f.as_str() {
             "def1" => r.def1 = true,
             "local" => r.local = true,
-            "autolocal" | "bypass-dhcp" => {}
+            "autolocal" | "bypass-dhcp" | "ipv6" => {}
             other => notes.push(format!(
                 "redirect-gateway {other}: not supported yet; ignored"
             )),
@@ -352,6 +359,66 @@ pub fn redirect_from_flags(flags: &[String]) -> (Option<Redirect>, Vec<String>) 
         notes.push("redirect-gateway without def1: warren adds 0.0.0.0/1 and 128.0.0.0/1 (as def1) rather than replacing the default route".to_owned());
     }
     (Some(r), notes)
+}
+
+/// `redirect-gateway ipv6` sends these through the tunnel rather than replacing the
+/// default route (OpenVPN init.c `do_init_route_ipv6_list`).
+const REDIRECT_IPV6: [(u16, u8); 4] = [(0, 3), (0x2000, 4), (0x3000, 4), (0xfc00, 7)];
+
+/// The tunnel's IPv6 settings from the filtered push and the profile: the pushed
+/// `ifconfig-ipv6` (else the profile's), the profile's and the pushed `route-ipv6`, and
+/// `redirect-gateway ipv6`'s four routes. Without an address nothing is routed.
+pub fn tunnel_spec6(
+    pushed: &PushedConfig,
+    net: &NetOptions,
+    server: IpAddr,
+) -> (TunIpv6Spec, Vec<String>) {
+    let mut notes = Vec::new();
+    let address = pushed
+        .ifconfig_ipv6
+        .map(|(a, p, _)| (a, p))
+        .or(net.ifconfig_ipv6);
+    let mut routes: Vec<(Ipv6Net, Option<u32>)> = Vec::new();
+    let mut add = |r: (Ipv6Net, Option<u32>)| {
+        if !routes.contains(&r) {
+            routes.push(r);
+        }
+    };
+    let flags = pushed.redirect_gateway.as_ref().or(net.redirect.as_ref());
+    if flags.is_some_and(|f| f.iter().any(|x| x == "ipv6")) {
+        for (top, prefix) in REDIRECT_IPV6 {
+            let addr = Ipv6Addr::new(top, 0, 0, 0, 0, 0, 0, 0);
+            add((Ipv6Net { addr, prefix }, None));
+        }
+        let over_v6 = matches!(server, IpAddr::V6(a) if a.to_ipv4_mapped().is_none());
+        if over_v6 {
+            notes.push(format!(
+                "redirect-gateway ipv6: the server {server} is reached over IPv6 and warren adds \
+                 no host route to it outside the tunnel yet; add one if it falls in the \
+                 redirected ranges"
+            ));
+        }
+    }
+    for &r in &net.routes_ipv6 {
+        add(r);
+    }
+    for r in &pushed.routes_ipv6 {
+        add((
+            Ipv6Net {
+                addr: r.network,
+                prefix: r.prefix,
+            },
+            r.metric,
+        ));
+    }
+    if address.is_none() && !routes.is_empty() {
+        notes.push(
+            "IPv6 routes without an IPv6 address on the tun (no `ifconfig-ipv6`): not added"
+                .to_owned(),
+        );
+        routes.clear();
+    }
+    (TunIpv6Spec { address, routes }, notes)
 }
 
 /// The tunnel's network settings from the filtered push and the profile.
@@ -440,7 +507,7 @@ impl DataPath for Option<Attempt> {
         now: Instant,
         buf: &mut [u8],
         len: usize,
-        _handed: bool,
+        _via: Via,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)> {
         let Some(a) = self.as_mut().filter(|a| a.connected) else {
@@ -482,6 +549,8 @@ struct Loop {
     tcp: Option<TcpLink>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
+    /// The tun's IPv6 address and routes.
+    net6: Option<TunIpv6>,
     remote_idx: usize,
     failures: u32,
     next_attempt_at: Option<Instant>,
@@ -525,6 +594,7 @@ pub fn run_client(
         tcp: None,
         tun: None,
         net: None,
+        net6: None,
         remote_idx: 0,
         failures: 0,
         next_attempt_at: None,
@@ -1036,7 +1106,17 @@ impl Loop {
             .map_err(|source| ClientLoopError::TunRead {
                 name: tun.name().to_owned(),
                 source,
-            })
+            })?;
+        // `block-ipv6`: the engine's ICMPv6 answers go back into the tun.
+        if let Some(a) = &mut self.attempt {
+            let stats = &mut self.pump.stats;
+            a.client
+                .drain_tun_replies(|pkt| match tun.send_batch(&[pkt]) {
+                    Ok(sum) => stats.tun_written += sum.packets as u64,
+                    Err(_) => stats.tun_write_errors += 1,
+                });
+        }
+        Ok(())
     }
 
     /// Timers, transmissions, then lifecycle events.
@@ -1240,6 +1320,14 @@ impl Loop {
         for n in notes {
             warn!("{n}");
         }
+        let (spec6, notes) = tunnel_spec6(&filtered, &self.opts.net, server.ip());
+        let net6 = self.net6.get_or_insert_with(|| TunIpv6::new(&spec.dev));
+        let notes6 = net6
+            .apply(&spec6)
+            .map_err(|e| Fatal::Net(ClientLoopError::Net(e)))?;
+        for n in notes.into_iter().chain(notes6) {
+            warn!("{n}");
+        }
         let routes: Vec<String> = net
             .routes()
             .iter()
@@ -1247,9 +1335,13 @@ impl Loop {
             .map(|r| r.dst.to_string())
             .collect();
         let mut s = format!(
-            "{}/{} on {} via server {server}{cn}, routes: {}",
+            "{}/{}{} on {} via server {server}{cn}, routes: {}",
             spec.address,
             spec.prefix,
+            spec6
+                .address
+                .map(|(a, p)| format!(" {a}/{p}"))
+                .unwrap_or_default(),
             spec.dev,
             if routes.is_empty() {
                 "none".to_owned()
@@ -1479,6 +1571,78 @@ mod tests {
         assert_eq!(s.routes.len(), 2);
         p.ifconfig = None;
         assert!(tunnel_spec("tun7", &p, &net, "203.0.113.1".parse().expect("ip"), 1500).is_err());
+    }
+
+    #[test]
+    fn ipv6_spec_from_push_and_profile() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
+        let net6 = |s: &str, prefix| Ipv6Net {
+            addr: v6(s),
+            prefix,
+        };
+        let mut p = pushed();
+        p.ifconfig_ipv6 = Some((v6("fd00:8::1000"), 64, v6("fd00:8::1")));
+        p.routes_ipv6 = vec![warren_openvpn::PushedRouteIpv6 {
+            network: v6("fd00:99::"),
+            prefix: 64,
+            gateway: None,
+            metric: Some(7),
+        }];
+        p.redirect_gateway = Some(vec!["ipv6".into(), "!ipv4".into()]);
+        let v4: IpAddr = "203.0.113.1".parse().expect("ip");
+        let mut net = NetOptions::default();
+        net.routes_ipv6 = vec![(net6("fd00:77::", 48), None)];
+        let (s, notes) = tunnel_spec6(&p, &net, v4);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(s.address, Some((v6("fd00:8::1000"), 64)));
+        // init.c: ::/3, 2000::/4, 3000::/4, fc00::/7 (openvpn-ops.md fact 7), then the
+        // profile's routes, then the pushed ones.
+        assert_eq!(
+            s.routes,
+            [
+                (net6("::", 3), None),
+                (net6("2000::", 4), None),
+                (net6("3000::", 4), None),
+                (net6("fc00::", 7), None),
+                (net6("fd00:77::", 48), None),
+                (net6("fd00:99::", 64), Some(7)),
+            ]
+        );
+        // `!ipv4` leaves IPv4 alone, without a note about IPv6.
+        assert_eq!(
+            redirect_from_flags(&["ipv6".into(), "!ipv4".into()]),
+            (None, vec![])
+        );
+        let (r, n) = redirect_from_flags(&["def1".into(), "ipv6".into()]);
+        assert!(r.is_some() && n.is_empty(), "{n:?}");
+        // The profile's address when nothing is pushed; no address, no routes.
+        p.ifconfig_ipv6 = None;
+        net.ifconfig_ipv6 = Some((v6("fd00:5::2"), 64));
+        assert_eq!(
+            tunnel_spec6(&p, &net, v4).0.address,
+            Some((v6("fd00:5::2"), 64))
+        );
+        net.ifconfig_ipv6 = None;
+        let (s, notes) = tunnel_spec6(&p, &net, v4);
+        assert_eq!((s.address, s.routes.len(), notes.len()), (None, 0, 1));
+        // A server reached over IPv6 gets a note (no host route for it yet).
+        p.ifconfig_ipv6 = Some((v6("fd00:8::1000"), 64, v6("fd00:8::1")));
+        let (_, notes) = tunnel_spec6(&p, &net, "2001:db8::1".parse().expect("ip"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // route-nopull and pull-filter take pushed IPv6 routes out.
+        let mut p = pushed();
+        p.routes_ipv6 = vec![warren_openvpn::PushedRouteIpv6 {
+            network: v6("fd00:99::"),
+            prefix: 64,
+            gateway: None,
+            metric: None,
+        }];
+        p.raw.push("route-ipv6 fd00:99::/64".into());
+        let (f, _) = filter_pushed(&p, true, &[]).expect("filtered");
+        assert!(f.routes_ipv6.is_empty());
+        let ignore = [(PullAction::Ignore, "route-ipv6".to_owned())];
+        let (f, notes) = filter_pushed(&p, false, &ignore).expect("filtered");
+        assert!(f.routes_ipv6.is_empty() && notes.is_empty(), "{notes:?}");
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
     ClientLoopError, ClientLoopOptions, ClientStats, DropAfterUp, NetOptions, PullAction,
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
-    tunnel_spec,
+    tunnel_spec, tunnel_spec6,
 };
 pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
 pub use server_loop::{

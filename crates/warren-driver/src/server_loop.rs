@@ -31,7 +31,7 @@ use warren_openvpn::{
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
-use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
+use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo, Via};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
@@ -226,10 +226,10 @@ impl DataPath for Control {
         now: Instant,
         buf: &mut [u8],
         len: usize,
-        handed: bool,
+        via: Via,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)> {
-        self.shard.seal(now, buf, len, handed, stats)
+        self.shard.seal(now, buf, len, via, stats)
     }
 }
 

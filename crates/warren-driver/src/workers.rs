@@ -40,7 +40,7 @@ use warren_openvpn::{
     EncapOutcome,
 };
 
-use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo};
+use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo, Via};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -65,14 +65,30 @@ pub(crate) fn owner(peer_id: u32, data_v2: bool, threads: usize) -> usize {
     }
 }
 
-/// Tun packets on their way to the thread that seals for their peer: `[len: u16 BE][packet]`
-/// back to back, one allocation per batch.
+/// Tun packets on their way to the thread that seals for their peer:
+/// `[peer: u32 BE][len: u16 BE][packet]` back to back, one allocation per batch. The peer
+/// is a peer id for a copy of a multicast packet, or [`ROUTED`] for a packet sealed for the
+/// peer its destination routes to.
 #[derive(Debug, Default)]
 pub(crate) struct PacketBatch(Vec<u8>);
 
+/// A batch entry routed by its destination (peer ids stop below 0x00FF_FFFF).
+const ROUTED: u32 = u32::MAX;
+
 impl PacketBatch {
+    /// A packet for the peer its destination routes to.
     pub fn push(&mut self, pkt: &[u8]) {
+        self.push_entry(ROUTED, pkt);
+    }
+
+    /// A packet for `peer_id`, whatever its destination.
+    pub fn push_to(&mut self, peer_id: u32, pkt: &[u8]) {
+        self.push_entry(peer_id, pkt);
+    }
+
+    fn push_entry(&mut self, peer: u32, pkt: &[u8]) {
         if let Ok(len) = u16::try_from(pkt.len()) {
+            self.0.extend_from_slice(&peer.to_be_bytes());
             self.0.extend_from_slice(&len.to_be_bytes());
             self.0.extend_from_slice(pkt);
         }
@@ -82,14 +98,17 @@ impl PacketBatch {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+    /// The entries: the peer they are for (`None`: routed by destination) and the packet.
+    pub fn iter(&self) -> impl Iterator<Item = (Option<u32>, &[u8])> {
         let mut rest = self.0.as_slice();
         std::iter::from_fn(move || {
-            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let (peer, tail) = rest.split_first_chunk::<4>()?;
+            let (len, tail) = tail.split_first_chunk::<2>()?;
             let len = usize::from(u16::from_be_bytes(*len));
             let pkt = tail.get(..len)?;
             rest = &tail[len..];
-            Some(pkt)
+            let peer = u32::from_be_bytes(*peer);
+            Some(((peer != ROUTED).then_some(peer), pkt))
         })
     }
 }
@@ -232,25 +251,43 @@ impl Shard {
     }
 
     /// Seals a tun packet for its peer, or hands it to the thread that owns the peer
-    /// (one route lookup either way).
+    /// (one route lookup either way). A multicast packet read from the tun is copied to
+    /// every peer (multi.c `multi_bcast`), each copy handed to its owner, this thread's own
+    /// sealed after the batch.
     pub fn seal(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         len: usize,
-        handed: bool,
+        via: Via,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)> {
-        let route = buf
-            .get(DATA_HEADROOM..DATA_HEADROOM + len)
-            .and_then(|pkt| Some((pkt, self.owner_of(pkt)?)));
+        if let Via::Peer(peer_id) = via {
+            return match self.plane.seal_to(now, peer_id, buf, len) {
+                EncapOutcome::Send { dst, range } => Some((dst, range)),
+                EncapOutcome::Dropped(reason) => {
+                    stats.engine_dropped += 1;
+                    trace!(?reason, "tun packet dropped");
+                    None
+                }
+            };
+        }
+        let pkt = buf.get(DATA_HEADROOM..DATA_HEADROOM + len)?;
+        if via == Via::Tun && DataPlane::is_multicast(pkt) {
+            for p in self.plane.peers() {
+                let o = owner(p.peer_id, p.data_v2 && !p.stream, self.threads);
+                self.outgoing[o].push_to(p.peer_id, pkt);
+            }
+            return None;
+        }
+        let route = self.owner_of(pkt);
         let outcome = match route {
-            Some((pkt, (_, o))) if o != self.index && !handed => {
+            Some((_, o)) if o != self.index && via == Via::Tun => {
                 stats.handed_off += 1;
                 self.outgoing[o].push(pkt);
                 return None;
             }
-            Some((_, (peer_id, _))) => self.plane.seal_to(now, peer_id, buf, len),
+            Some((peer_id, _)) => self.plane.seal_to(now, peer_id, buf, len),
             None => EncapOutcome::Dropped(DropReason::NoRoute),
         };
         match outcome {
@@ -329,10 +366,10 @@ impl DataPath for Shard {
         now: Instant,
         buf: &mut [u8],
         len: usize,
-        handed: bool,
+        via: Via,
         stats: &mut LoopStats,
     ) -> Option<(SocketAddr, Range<usize>)> {
-        Shard::seal(self, now, buf, len, handed, stats)
+        Shard::seal(self, now, buf, len, via, stats)
     }
 }
 
@@ -587,11 +624,119 @@ mod tests {
         b.push(&[1, 2, 3]);
         b.push(&[]);
         b.push(&[9; 1500]);
-        let v: Vec<&[u8]> = b.iter().collect();
-        assert_eq!(v.len(), 3);
-        assert_eq!(v[0], &[1, 2, 3]);
-        assert!(v[1].is_empty());
-        assert_eq!(v[2].len(), 1500);
+        b.push_to(7, &[4, 5]);
+        let v: Vec<(Option<u32>, &[u8])> = b.iter().collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0], (None, &[1u8, 2, 3][..]));
+        assert!(v[1].1.is_empty());
+        assert_eq!(v[2].1.len(), 1500);
+        assert_eq!(v[3], (Some(7), &[4u8, 5][..]));
+    }
+
+    /// An IPv6 packet from the server's tun to `dst` (behind DATA_HEADROOM).
+    fn ipv6_from_tun(dst: &str) -> Vec<u8> {
+        let mut buf = vec![0u8; DATA_HEADROOM + 48];
+        let p = &mut buf[DATA_HEADROOM..];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&8u16.to_be_bytes());
+        p[6] = 17;
+        p[7] = 1;
+        p[8..24].copy_from_slice(&"fd00:8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        buf
+    }
+
+    fn peer(peer_id: u32, ip6: &str) -> warren_openvpn::PeerData {
+        use std::sync::Arc;
+        use warren_crypto::{CipherKind, DataKeys, Key2, Role};
+        let key = warren_openvpn::DataKeyRef {
+            key_id: warren_core::KeyId::ZERO,
+            keys: Arc::new(DataKeys::new(
+                CipherKind::Aes256Gcm,
+                &Key2::from_bytes([7; 256]),
+                Role::Server,
+            )),
+            tx: Arc::new(warren_openvpn::TxCounter::default()),
+        };
+        warren_openvpn::PeerData {
+            peer_id,
+            generation: 1,
+            addr: SocketAddr::from(([192, 0, 2, peer_id as u8], 1194)),
+            vpn_ip: None,
+            vpn_ip6: Some(ip6.parse().unwrap()),
+            data_v2: true,
+            stream: false,
+            send: Some(key.clone()),
+            recv: vec![key],
+            activity: Arc::new(warren_openvpn::Activity::new(Instant::ZERO)),
+        }
+    }
+
+    #[test]
+    fn ipv6_multicast_from_the_tun_goes_to_every_peer() {
+        let threads = 2;
+        let mut shard = Shard::new(
+            0,
+            threads,
+            DataPlaneConfig {
+                client_to_client: false,
+                mss: None,
+            },
+        );
+        let ids: Vec<u32> = (1..=6).collect();
+        for &id in &ids {
+            shard.plane.apply(DataChange::Update(peer(
+                id,
+                &format!("fd00:8::{:x}", 0x1000 + id),
+            )));
+        }
+        let mut stats = LoopStats::default();
+        let mut buf = ipv6_from_tun("ff02::1");
+        assert_eq!(
+            shard.seal(Instant::ZERO, &mut buf, 48, Via::Tun, &mut stats),
+            None
+        );
+        // One copy per peer, each with its owner, each marked with its peer.
+        let mut got: Vec<(usize, u32)> = Vec::new();
+        for (t, batch) in shard.outgoing.iter().enumerate() {
+            for (peer, pkt) in batch.iter() {
+                assert_eq!(pkt, &buf[DATA_HEADROOM..]);
+                let id = peer.expect("a copy for one peer");
+                assert_eq!(t, owner(id, true, threads));
+                got.push((t, id));
+            }
+        }
+        got.sort_by_key(|&(_, id)| id);
+        assert_eq!(got.iter().map(|&(_, id)| id).collect::<Vec<_>>(), ids);
+        // The owner seals a copy for its peer; a unicast packet still routes.
+        let own = shard.take_own();
+        for (peer, pkt) in own.iter() {
+            let mut slot = vec![0u8; DATA_HEADROOM + pkt.len() + 64];
+            slot[DATA_HEADROOM..DATA_HEADROOM + pkt.len()].copy_from_slice(pkt);
+            let id = peer.expect("peer");
+            let sent = shard.seal(
+                Instant::ZERO,
+                &mut slot,
+                pkt.len(),
+                Via::Peer(id),
+                &mut stats,
+            );
+            assert_eq!(
+                sent.map(|(dst, _)| dst),
+                Some(SocketAddr::from(([192, 0, 2, id as u8], 1194)))
+            );
+        }
+        let id = own
+            .iter()
+            .next()
+            .and_then(|(p, _)| p)
+            .expect("one own copy at least");
+        let mut buf = ipv6_from_tun(&format!("fd00:8::{:x}", 0x1000 + id));
+        assert!(
+            shard
+                .seal(Instant::ZERO, &mut buf, 48, Via::Tun, &mut stats)
+                .is_some()
+        );
     }
 
     #[test]

@@ -52,4 +52,4 @@ pub use nat::{
 };
 pub use state::NetState;
 pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};
-pub use v6::{add_tun_address6, add_tun_route6};
+pub use v6::{TunIpv6, TunIpv6Spec, add_tun_address6, add_tun_route6};

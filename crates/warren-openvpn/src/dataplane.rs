@@ -148,8 +148,15 @@ pub struct TxCounter {
     next: AtomicU64,
 }
 
+impl Default for TxCounter {
+    fn default() -> Self {
+        TxCounter::new()
+    }
+}
+
 impl TxCounter {
-    pub(crate) fn new() -> Self {
+    /// A fresh counter: the first id is 1.
+    pub fn new() -> Self {
         TxCounter {
             next: AtomicU64::new(1),
         }
@@ -185,7 +192,8 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new(now: Instant) -> Self {
+    /// No traffic yet; both clocks at `now`.
+    pub fn new(now: Instant) -> Self {
         Activity {
             last_rx: AtomicU64::new(now.as_nanos()),
             last_tx: AtomicU64::new(now.as_nanos()),
