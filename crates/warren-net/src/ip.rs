@@ -1,4 +1,5 @@
-//! Running `ip` (iproute2), the route values it takes, and its errors.
+//! The route values warren-net takes, its errors, and running the system commands of the
+//! DNS backends (`resolvectl`, `resolvconf`).
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
@@ -11,10 +12,20 @@ use tracing::debug;
 /// Errors of the OS side, each saying what to do where there is something to do.
 #[derive(Debug, Error)]
 pub enum NetError {
-    #[error("the `ip` command (iproute2) was not found: install the iproute2 package")]
-    IpMissing,
     #[error("`{command}`: permission denied: changing routes needs CAP_NET_ADMIN (run as root)")]
     NeedsCapNetAdmin { command: String },
+    /// A netlink request the kernel refused; `op` is the `ip` command it stands for.
+    #[error(
+        "`{op}` (over netlink) failed: {source}{}",
+        .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    Kernel {
+        op: String,
+        source: io::Error,
+        detail: Option<String>,
+    },
+    #[error("there is no network device named {dev}")]
+    NoDevice { dev: String },
     #[error("`{command}` failed: {stderr}")]
     Command { command: String, stderr: String },
     #[error("running `{command}`: {source}")]
@@ -97,7 +108,8 @@ pub fn prefix_len(mask: Ipv4Addr) -> Result<u8, NetError> {
     Ok(u8::try_from(ones).unwrap_or(32))
 }
 
-/// One IPv4 route in the main table: `ip -4 route add DST [via GW] [dev DEV] [metric M]`.
+/// One IPv4 route in the main table, as `ip -4 route add DST [via GW] [dev DEV] [metric M]`
+/// would add it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RouteSpec {
     pub dst: Ipv4Net,
@@ -132,56 +144,12 @@ impl fmt::Display for RouteSpec {
     }
 }
 
-/// Where the kernel sends packets for an address (`ip -4 route get`).
+/// Where the kernel sends packets for an address (as `ip -4 route get` tells).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathInfo {
     /// The next hop, `None` when the address is on-link.
     pub gateway: Option<Ipv4Addr>,
     pub dev: String,
-}
-
-/// Parses `ip -4 route get` output: `8.8.8.8 via 10.0.0.1 dev eth0 src 10.0.0.2 uid 0`.
-pub(crate) fn parse_route_get(out: &str) -> Option<PathInfo> {
-    let first = out.lines().next()?;
-    let toks: Vec<&str> = first.split_whitespace().collect();
-    // Types such as `unreachable`, `blackhole`, `prohibit` lead the line; `local` and
-    // `broadcast` too. None of them is a usable path.
-    let lead = *toks.first()?;
-    if [
-        "unreachable",
-        "blackhole",
-        "prohibit",
-        "throw",
-        "local",
-        "broadcast",
-        "multicast",
-    ]
-    .contains(&lead)
-    {
-        return None;
-    }
-    let mut gateway = None;
-    let mut dev = None;
-    let mut it = toks.iter().skip(1);
-    while let Some(t) = it.next() {
-        match *t {
-            "via" => gateway = it.next().and_then(|g| g.parse::<Ipv4Addr>().ok()),
-            "dev" => dev = it.next().map(|d| (*d).to_owned()),
-            _ => {}
-        }
-    }
-    Some(PathInfo { gateway, dev: dev? })
-}
-
-/// The `ip` binary to run: `/usr/sbin/ip` or `/sbin/ip` if present, else `ip` from `PATH`.
-pub(crate) fn ip_binary() -> PathBuf {
-    for p in ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"] {
-        let p = PathBuf::from(p);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("ip")
 }
 
 /// Runs a system command to completion and returns its stdout, mapping failures.
@@ -199,15 +167,9 @@ pub(crate) fn run(program: &std::path::Path, args: &[String]) -> Result<String, 
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound && program.ends_with("ip") {
-                NetError::IpMissing
-            } else {
-                NetError::Spawn {
-                    command: command.clone(),
-                    source,
-                }
-            }
+        .map_err(|source| NetError::Spawn {
+            command: command.clone(),
+            source,
         })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
@@ -276,34 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn route_get_parsing() {
-        let p = parse_route_get("8.8.8.8 via 10.9.0.1 dev tt0 src 10.9.0.2 uid 0 \n    cache \n")
-            .expect("path");
-        assert_eq!(
-            p,
-            PathInfo {
-                gateway: Some(Ipv4Addr::new(10, 9, 0, 1)),
-                dev: "tt0".into()
-            }
-        );
-        let p = parse_route_get("10.9.0.1 dev tt0 src 10.9.0.2 uid 0 \n    cache").expect("path");
-        assert_eq!(
-            p,
-            PathInfo {
-                gateway: None,
-                dev: "tt0".into()
-            }
-        );
-        assert_eq!(
-            parse_route_get("local 127.0.0.1 dev lo src 127.0.0.1 uid 0"),
-            None
-        );
-        assert_eq!(parse_route_get("unreachable 1.2.3.4"), None);
-        assert_eq!(parse_route_get(""), None);
-        assert_eq!(parse_route_get("1.2.3.4 via 10.0.0.1"), None);
-    }
-
-    #[test]
     fn errors_name_the_fix() {
         let e = classify(
             "ip -4 route add 0.0.0.0/1".into(),
@@ -315,7 +249,16 @@ mod tests {
             "RTNETLINK answers: Network is unreachable".into(),
         );
         assert!(matches!(e, NetError::Command { .. }));
-        assert!(NetError::IpMissing.to_string().contains("iproute2"));
+        let e = NetError::Kernel {
+            op: "ip -4 route add 0.0.0.0/1 dev tun0".into(),
+            source: io::Error::from_raw_os_error(100),
+            detail: Some("Nexthop device is not up".into()),
+        };
+        assert!(
+            e.to_string()
+                .ends_with("failed: Network is down (os error 100): Nexthop device is not up"),
+            "{e}"
+        );
     }
 
     proptest::proptest! {

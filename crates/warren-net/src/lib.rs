@@ -15,13 +15,22 @@
 //! and on a reconnect re-applies only what differs from the last spec (`persist-tun`).
 //! Planning is pure ([`plan_routes`]) and unit-tested; only `NetState` touches the system.
 //!
-//! Routes go through the `ip` command (iproute2) rather than rtnetlink. A client changes
-//! routes a handful of times per connection, never on the data path, so a process spawn
-//! costs nothing that matters, while `ip` keeps the client free of an async runtime and of a
-//! netlink encoding layer, and every change it makes is the very command an admin would
-//! type to inspect or repeat it (each one is logged at debug). iproute2 is present wherever
-//! OpenVPN runs. Failures are turned into the fix where there is one (`EPERM` → needs
-//! `CAP_NET_ADMIN`, `ip` missing → install iproute2).
+//! Routes, addresses and links go to the kernel over rtnetlink (`netlink.rs`: the
+//! netlink-packet-route messages on a plain blocking netlink socket, opened per operation),
+//! not through the `ip` command: no process spawn, no output parsing, the kernel's own
+//! error numbers (and extended-ack messages), and the capability checked is the one this
+//! process holds (a client that dropped privileges keeping `CAP_NET_ADMIN` still removes
+//! its routes without passing the capability on to a child). Each request is built as
+//! iproute2 builds the equivalent command (table main, protocol `boot`, the same scope
+//! rules), so what warren adds is what an admin would have added, and each is logged at
+//! debug as that `ip` command, to inspect or repeat it. Failures are turned into the fix
+//! where there is one (`EPERM` → needs `CAP_NET_ADMIN`).
+//!
+//! This crate, not warren-io, holds the netlink code: warren-io is the driver's I/O (tun,
+//! sockets, poll, clock, signals, privileges) and the only crate with `unsafe`; host
+//! configuration (routes, addresses, nftables, sysctls, resolv.conf) is warren-net's, and
+//! its netlink socket comes from netlink-sys's safe API, so this crate stays
+//! `forbid(unsafe_code)`.
 //!
 //! DNS goes (outside a network namespace of its own; inside one, always to its own
 //! `/etc/resolv.conf`), in this order of preference, through systemd-resolved (`resolvectl dns|domain`
@@ -39,6 +48,7 @@ mod dns;
 mod ip;
 mod journal;
 mod nat;
+mod netlink;
 mod state;
 mod tunnel;
 

@@ -48,8 +48,10 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::ip::{self, Ipv4Net, NetError};
+use crate::ip::{Ipv4Net, NetError};
 use crate::journal::{self, Owner};
+use crate::netlink::Rtnl;
+use crate::state::kernel_error;
 
 const MAGIC: &str = "warren-nat-journal 1";
 const PREFIX: &str = "nat-";
@@ -221,28 +223,33 @@ impl NatSpec {
     }
 }
 
-/// The devices of the IPv4 default routes (`ip -4 route show default`), in order, without
-/// repeats; empty when there is none.
+/// The devices of the IPv4 default routes of the main table (`ip -4 route show default`),
+/// in order, without repeats (a multipath route gives each next hop's); empty when there
+/// is none.
 pub fn default_uplinks() -> Result<Vec<String>, NatError> {
-    let out = ip::run(
-        &ip::ip_binary(),
-        &["-4".into(), "route".into(), "show".into(), "default".into()],
-    )?;
-    Ok(parse_default_devs(&out))
+    default_devs(false)
 }
 
-fn parse_default_devs(out: &str) -> Vec<String> {
-    let mut devs: Vec<String> = Vec::new();
-    for line in out.lines() {
-        let toks: Vec<&str> = line.split_whitespace().collect();
-        // Multipath routes list `nexthop via X dev Y` on continuation lines: every `dev`.
-        for w in toks.windows(2) {
-            if w[0] == "dev" && !devs.iter().any(|d| d == w[1]) {
-                devs.push(w[1].to_owned());
+fn default_devs(v6: bool) -> Result<Vec<String>, NatError> {
+    let op = format!("ip {} route show default", if v6 { "-6" } else { "-4" });
+    let mut nl = Rtnl::open().map_err(|e| kernel_error(op.clone(), e))?;
+    let routes = nl.routes(v6).map_err(|e| kernel_error(op.clone(), e))?;
+    let mut indexes: Vec<u32> = Vec::new();
+    for r in routes.iter().filter(|r| r.prefix == 0) {
+        for &i in &r.oifs {
+            if !indexes.contains(&i) {
+                indexes.push(i);
             }
         }
     }
-    devs
+    let mut devs = Vec::new();
+    for i in indexes {
+        // A device that went away meanwhile is no uplink.
+        if let Some(name) = nl.link_name(i).map_err(|e| kernel_error(op.clone(), e))? {
+            devs.push(name);
+        }
+    }
+    Ok(devs)
 }
 
 /// One change made for NAT, with what is needed to take it back.
@@ -862,16 +869,6 @@ mod tests {
             sysctl_name(&paths[0]),
             "net.ipv4.conf.tun0.forwarding".to_owned()
         );
-    }
-
-    #[test]
-    fn default_route_devices() {
-        let out = "default via 192.0.2.2 dev eth0 proto static metric 100 \n\
-                   default via 198.51.100.1 dev wlan0 metric 600\n\
-                   default proto static metric 5 \n\tnexthop via 10.0.0.1 dev eth0 weight 1 \n\
-                   \tnexthop via 10.1.0.1 dev eth2 weight 1\n";
-        assert_eq!(parse_default_devs(out), vec!["eth0", "wlan0", "eth2"]);
-        assert!(parse_default_devs("").is_empty());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The journal of applied changes.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use netlink_packet_route::route::RouteType;
 use tracing::{debug, warn};
 
 use crate::dns::{self, DnsBackend, DnsSpec, DnsUndo};
-use crate::ip::{self, Ipv4Net, NetError, PathInfo, RouteSpec};
+use crate::ip::{Ipv4Net, NetError, PathInfo, RouteSpec};
 use crate::journal::{self, DEFAULT_JOURNAL_DIR, JournalFile};
+use crate::netlink::{self, NlError, Rtnl};
 
 /// One applied change, with what is needed to take it back.
 #[derive(Clone, Debug)]
@@ -34,7 +36,6 @@ impl Change {
 /// run undoes it with [`crate::recover_abandoned`].
 #[derive(Debug)]
 pub struct NetState {
-    ip: PathBuf,
     journal: Vec<Change>,
     store: Option<JournalFile>,
 }
@@ -55,7 +56,6 @@ impl NetState {
     /// written, a warning is logged and changes are still made and undone by this process.
     pub fn with_journal_dir(dir: &Path) -> NetState {
         NetState {
-            ip: ip::ip_binary(),
             journal: Vec::new(),
             store: Some(JournalFile::for_this_process(dir)),
         }
@@ -64,7 +64,6 @@ impl NetState {
     /// A state whose journal lives in memory only (nothing is recovered after a crash).
     pub fn in_memory() -> NetState {
         NetState {
-            ip: ip::ip_binary(),
             journal: Vec::new(),
             store: None,
         }
@@ -73,7 +72,6 @@ impl NetState {
     /// The journal of a dead client, to undo it.
     pub(crate) fn adopt(file: JournalFile, changes: Vec<Change>) -> NetState {
         NetState {
-            ip: ip::ip_binary(),
             journal: changes,
             store: Some(file),
         }
@@ -115,49 +113,61 @@ impl NetState {
         )
     }
 
-    fn ip(&self, args: &[&str]) -> Result<String, NetError> {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        ip::run(&self.ip, &args)
-    }
-
-    /// Checks that `ip` can be run (a clear error early rather than at the first route).
+    /// Checks that the kernel's routing interface can be reached (a clear error early
+    /// rather than at the first route). The name is historical: routes no longer go
+    /// through the `ip` command.
     pub fn check_ip(&self) -> Result<(), NetError> {
-        self.ip(&["-V"]).map(|_| ())
+        open("open a netlink route socket").map(drop)
     }
 
     /// Where the kernel sends packets for `dst` now (`ip -4 route get`); `None` when it has
     /// no usable route.
     pub fn route_get(&self, dst: Ipv4Addr) -> Result<Option<PathInfo>, NetError> {
-        match self.ip(&["-4", "route", "get", &dst.to_string()]) {
-            Ok(out) => Ok(ip::parse_route_get(&out)),
-            Err(NetError::Command { stderr, .. }) if stderr.contains("unreachable") => Ok(None),
-            Err(e) => Err(e),
+        let op = || format!("ip -4 route get {dst}");
+        let mut nl = open(&op())?;
+        let found = match nl.route_get(IpAddr::V4(dst)) {
+            Ok(l) => l,
+            // No route, or one that refuses: unreachable, prohibit, blackhole.
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL)
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(kernel_error(op(), e)),
+        };
+        // Local, broadcast, multicast: not a path out of this machine either.
+        if found.kind != RouteType::Unicast {
+            return Ok(None);
         }
+        let Some(oif) = found.oif else {
+            return Ok(None);
+        };
+        let Some(dev) = nl.link_name(oif).map_err(|e| kernel_error(op(), e))? else {
+            return Ok(None);
+        };
+        let gateway = match found.gateway {
+            Some(IpAddr::V4(g)) => Some(g),
+            _ => None,
+        };
+        Ok(Some(PathInfo { gateway, dev }))
     }
 
     /// Journals a route, then adds it.
     pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), NetError> {
-        let mut args = vec!["-4".to_owned(), "route".to_owned(), "add".to_owned()];
-        args.extend(r.args());
-        // Write-ahead: on disk before it exists. A crash before `ip` answers leaves an
-        // entry whose delete finds nothing, or finds a route that someone else added in
+        // Write-ahead: on disk before it exists. A crash before the kernel answers leaves
+        // an entry whose delete finds nothing, or finds a route that someone else added in
         // that instant; the first is harmless and the second very unlikely.
         self.journal.push(Change::Route(r.clone()));
         self.save();
-        let r2 = ip::run(&self.ip, &args);
-        if r2.is_err() {
+        let added = add_route(r);
+        if added.is_err() {
             self.journal.pop();
             self.save();
         }
-        match r2 {
-            Ok(_) => Ok(()),
-            Err(NetError::Command { stderr, .. }) if stderr.contains("File exists") => {
-                Err(NetError::RouteExists {
-                    route: r.to_string(),
-                })
-            }
-            Err(e) => Err(e),
-        }
+        added
     }
 
     /// Removes a route this state added (no-op for any other route).
@@ -169,26 +179,10 @@ impl NetState {
         else {
             return Ok(());
         };
-        self.delete_route(r)?;
+        delete_route(r)?;
         self.journal.remove(i);
         self.save();
         Ok(())
-    }
-
-    fn delete_route(&self, r: &RouteSpec) -> Result<(), NetError> {
-        let mut args = vec!["-4".to_owned(), "route".to_owned(), "del".to_owned()];
-        args.extend(r.args());
-        match ip::run(&self.ip, &args) {
-            Ok(_) => Ok(()),
-            // Gone already, typically with its tun device.
-            Err(NetError::Command { stderr, .. })
-                if stderr.contains("No such process") || stderr.contains("Cannot find device") =>
-            {
-                debug!("route {r} was already gone");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Removes every route of this state that goes through `dev` (they are re-added by the
@@ -288,16 +282,41 @@ impl NetState {
     /// Replaces the IPv4 address of a device this program owns (a tun device); not
     /// journaled, the device goes away with the program.
     pub fn set_address(&self, dev: &str, net: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
-        self.ip(&["-4", "addr", "flush", "dev", dev])?;
-        let cidr = format!("{net}/{}", Ipv4Net::new(net, prefix).prefix());
-        self.ip(&["-4", "addr", "add", &cidr, "dev", dev])?;
-        self.ip(&["link", "set", "dev", dev, "up"]).map(|_| ())
+        let prefix = Ipv4Net::new(net, prefix).prefix();
+        let op = format!("ip -4 addr replace {net}/{prefix} dev {dev}");
+        let mut nl = open(&op)?;
+        let index = device_index(&mut nl, dev, &op)?;
+        // `ip -4 addr flush dev DEV`, then `ip -4 addr add NET/PREFIX dev DEV`.
+        debug!("netlink: ip -4 addr flush dev {dev}");
+        let old = nl
+            .addresses(false, Some(index))
+            .map_err(|e| kernel_error(op.clone(), e))?;
+        for a in old {
+            match nl.addr_del(index, a.addr, a.prefix) {
+                // A secondary address goes with its primary.
+                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                r => r.map_err(|e| kernel_error(op.clone(), e))?,
+            }
+        }
+        debug!(
+            "netlink: {}",
+            netlink::addr_command("add", IpAddr::V4(net), prefix, dev, false)
+        );
+        nl.addr_add(index, IpAddr::V4(net), prefix, false)
+            .map_err(|e| kernel_error(op.clone(), e))?;
+        debug!("netlink: ip link set dev {dev} up");
+        nl.link_set(index, true, None)
+            .map_err(|e| kernel_error(op, e))
     }
 
     /// Sets a device's MTU (not journaled; see [`NetState::set_address`]).
     pub fn set_mtu(&self, dev: &str, mtu: u16) -> Result<(), NetError> {
-        self.ip(&["link", "set", "dev", dev, "mtu", &mtu.to_string()])
-            .map(|_| ())
+        let op = format!("ip link set dev {dev} mtu {mtu}");
+        debug!("netlink: {op}");
+        let mut nl = open(&op)?;
+        let index = device_index(&mut nl, dev, &op)?;
+        nl.link_set(index, false, Some(u32::from(mtu)))
+            .map_err(|e| kernel_error(op, e))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,7 +333,7 @@ impl NetState {
         while let Some(c) = self.journal.pop() {
             let what = c.describe();
             let r = match &c {
-                Change::Route(route) => self.delete_route(route),
+                Change::Route(route) => delete_route(route),
                 Change::Dns(u) => dns::undo(u),
             };
             match r {
@@ -338,5 +357,92 @@ impl Drop for NetState {
             // Errors were logged one by one.
             let _ = self.restore();
         }
+    }
+}
+
+/// Opens a netlink socket for `op` (the `ip` command it stands for, for the error).
+fn open(op: &str) -> Result<Rtnl, NetError> {
+    Rtnl::open().map_err(|e| kernel_error(op.to_owned(), e))
+}
+
+/// A failed netlink request as the error that names the fix.
+pub(crate) fn kernel_error(op: String, e: NlError) -> NetError {
+    match e.errno() {
+        Some(libc::EPERM) => NetError::NeedsCapNetAdmin { command: op },
+        _ => NetError::Kernel {
+            op,
+            source: e.source,
+            detail: e.detail,
+        },
+    }
+}
+
+/// The index of device `dev`, or [`NetError::NoDevice`].
+fn device_index(nl: &mut Rtnl, dev: &str, op: &str) -> Result<u32, NetError> {
+    nl.link_index(dev)
+        .map_err(|e| kernel_error(op.to_owned(), e))?
+        .ok_or_else(|| NetError::NoDevice {
+            dev: dev.to_owned(),
+        })
+}
+
+/// A route spec as a netlink request, with its device resolved; `None` when the device
+/// does not exist.
+fn request(nl: &mut Rtnl, r: &RouteSpec, op: &str) -> Result<Option<netlink::Route>, NetError> {
+    let oif = match &r.dev {
+        Some(d) => match nl
+            .link_index(d)
+            .map_err(|e| kernel_error(op.to_owned(), e))?
+        {
+            Some(i) => Some(i),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    Ok(Some(netlink::Route {
+        dst: IpAddr::V4(r.dst.addr()),
+        prefix: r.dst.prefix(),
+        via: r.via.map(IpAddr::V4),
+        oif,
+        metric: r.metric,
+    }))
+}
+
+/// `ip route add` for `r`.
+fn add_route(r: &RouteSpec) -> Result<(), NetError> {
+    let op = format!("ip -4 route add {r}");
+    debug!("netlink: {op}");
+    let mut nl = open(&op)?;
+    let Some(req) = request(&mut nl, r, &op)? else {
+        return Err(NetError::NoDevice {
+            dev: r.dev.clone().unwrap_or_default(),
+        });
+    };
+    match nl.route_add(&req) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(libc::EEXIST) => Err(NetError::RouteExists {
+            route: r.to_string(),
+        }),
+        Err(e) => Err(kernel_error(op, e)),
+    }
+}
+
+/// `ip route del` for `r`; a route that is gone already (typically with its tun device)
+/// is no error.
+fn delete_route(r: &RouteSpec) -> Result<(), NetError> {
+    let op = format!("ip -4 route del {r}");
+    debug!("netlink: {op}");
+    let mut nl = open(&op)?;
+    let Some(req) = request(&mut nl, r, &op)? else {
+        debug!("route {r} was already gone (no device)");
+        return Ok(());
+    };
+    match nl.route_del(&req) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.errno(), Some(libc::ESRCH | libc::ENODEV)) => {
+            debug!("route {r} was already gone");
+            Ok(())
+        }
+        Err(e) => Err(kernel_error(op, e)),
     }
 }
