@@ -404,6 +404,9 @@ pub fn tunnel_spec(
         routes,
         redirect,
         dns,
+        // IPv6 inside the tunnel (`ifconfig-ipv6`, `route-ipv6`, `redirect-gateway ipv6`)
+        // is not taken from the push yet.
+        ipv6: None,
     };
     Ok((spec, notes))
 }

@@ -13,7 +13,15 @@
 //! of it, [`TunnelNet`] turns a [`TunnelSpec`] (the tun address, the VPN gateway, routes,
 //! `redirect-gateway`, DNS: what the server pushed merged with the profile) into changes,
 //! and on a reconnect re-applies only what differs from the last spec (`persist-tun`).
-//! Planning is pure ([`plan_routes`]) and unit-tested; only `NetState` touches the system.
+//! Planning is pure ([`plan_routes`], [`plan_redirect_ipv6`]) and unit-tested; only
+//! `NetState` touches the system.
+//!
+//! Routes and addresses are of either family ([`IpNet`], [`RouteSpec`], [`DeviceAddress`]):
+//! the IPv6 side of a tunnel ([`TunnelSpec6`]) is its tun address (added with `nodad`,
+//! journaled, so a persistent tun gets it taken off again), `route-ipv6` interface routes
+//! through the tun, and `redirect-gateway ipv6`'s four routes after a host route to an
+//! IPv6 server through its original gateway (openvpn-ops.md §3.3). The IPv4 address of
+//! the tun is replaced in place and not journaled (the device goes with the program).
 //!
 //! Routes, addresses and links go to the kernel over rtnetlink (`netlink.rs`: the
 //! netlink-packet-route messages on a plain blocking netlink socket, opened per operation),
@@ -53,11 +61,14 @@ mod state;
 mod tunnel;
 
 pub use dns::{DnsBackend, DnsSpec, system_nameservers};
-pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
+pub use ip::{Family, IpNet, Ipv4Net, Ipv6Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use nat::{
-    Ipv6Net, Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat,
-    recover_abandoned_nat_in, undo_when_stdin_closes,
+    Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat, recover_abandoned_nat_in,
+    undo_when_stdin_closes,
 };
-pub use state::NetState;
-pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};
+pub use state::{DeviceAddress, NetState};
+pub use tunnel::{
+    Endpoint, REDIRECT_IPV6, Redirect, Route6Request, RouteRequest, TunnelNet, TunnelSpec,
+    TunnelSpec6, plan_redirect_ipv6, plan_routes,
+};

@@ -35,7 +35,6 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::io::Read;
-use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -48,7 +47,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::ip::{Ipv4Net, NetError};
+use crate::ip::{Ipv4Net, Ipv6Net, NetError};
 use crate::journal::{self, Owner};
 use crate::netlink::Rtnl;
 use crate::state::kernel_error;
@@ -102,13 +101,6 @@ pub enum NatError {
 
 /// How long [`Nat::restore`] waits for a helper (see [`Nat::delegate_undo`]).
 const HELPER_WAIT: Duration = Duration::from_secs(15);
-
-/// An IPv6 network (for the NAT rule of a future IPv6 pool).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Net {
-    pub addr: Ipv6Addr,
-    pub prefix: u8,
-}
 
 /// What to masquerade: the VPN networks, the tun they come in on, the uplinks they leave by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +167,7 @@ impl NatSpec {
             .chain(
                 self.v6
                     .iter()
-                    .map(|n| ("ip6", n.addr.to_string(), n.prefix)),
+                    .map(|n| ("ip6", n.addr().to_string(), n.prefix())),
             );
         for (proto, addr, len) in sources {
             for up in &self.uplinks {
@@ -427,7 +419,7 @@ impl Nat {
             spec.v4
                 .iter()
                 .map(ToString::to_string)
-                .chain(spec.v6.iter().map(|n| format!("{}/{}", n.addr, n.prefix)))
+                .chain(spec.v6.iter().map(ToString::to_string))
                 .collect::<Vec<_>>()
                 .join(", "),
             spec.uplinks.join(", "),
@@ -855,10 +847,7 @@ mod tests {
         let mut s = spec();
         s.uplinks.push("eth1".into());
         assert_eq!(s.forwarding_sysctls().len(), 3);
-        s.v6.push(Ipv6Net {
-            addr: "fd00:8::".parse().expect("v6"),
-            prefix: 64,
-        });
+        s.v6.push(Ipv6Net::new("fd00:8::".parse().expect("v6"), 64));
         let j = serde_json::to_string(&s.ruleset()).expect("json");
         assert_eq!(j.matches("\"masquerade\"").count(), 4, "{j}");
         assert!(j.contains("\"protocol\":\"ip6\""), "{j}");
