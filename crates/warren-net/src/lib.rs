@@ -64,8 +64,8 @@ pub use dns::{DnsBackend, DnsSpec, system_nameservers};
 pub use ip::{Family, IpNet, Ipv4Net, Ipv6Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use nat::{
-    Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat, recover_abandoned_nat_in,
-    undo_when_stdin_closes,
+    Nat, NatError, NatSpec, default_uplinks, default_uplinks_v6, recover_abandoned_nat,
+    recover_abandoned_nat_in, undo_when_stdin_closes,
 };
 pub use state::{DeviceAddress, NetState};
 pub use tunnel::{
