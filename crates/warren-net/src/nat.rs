@@ -942,7 +942,8 @@ mod tests {
                 prev: "0".into(),
                 written: "1".into(),
             };
-            let (_, back) = decode(&encode(&Owner::current(), &[c.clone()])).expect("decodes");
+            let (_, back) =
+                decode(&encode(&Owner::current(), std::slice::from_ref(&c))).expect("decodes");
             assert_eq!(back, vec![c]);
         }
     }
