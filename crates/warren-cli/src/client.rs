@@ -365,11 +365,10 @@ impl Plan {
                 .route_ipv6
                 .iter()
                 .map(|r| {
-                    let net = warren_net::Ipv6Net {
-                        addr: r.network.addr,
-                        prefix: r.network.len,
-                    };
-                    (net, r.metric)
+                    (
+                        warren_net::Ipv6Net::new(r.network.addr, r.network.len),
+                        r.metric,
+                    )
                 })
                 .collect(),
         };

@@ -776,9 +776,11 @@ fn serve(
     })
     .with_context(|| format!("opening tun device `{}`", cfg.dev))?;
     let ipv6 = cfg.ipv6();
-    if let Some(v6) = &ipv6 {
-        tun_ipv6(tun.name(), v6, &cfg.route_ipv6)?;
-    }
+    // Kept until the server ends.
+    let _tun_ipv6 = match &ipv6 {
+        Some(v6) => Some(tun_ipv6(tun.name(), v6, &cfg.route_ipv6)?),
+        None => None,
+    };
     let batched = offload_off.is_none();
     let (socket, workers) = match &bind {
         Some(bind) => {
@@ -907,27 +909,32 @@ fn serve(
     result.map(|_| ())
 }
 
-/// IPv6 on the server's tun: its address (`server-ipv6` P+1/B, or `ifconfig-ipv6`) and the
-/// `route-ipv6` routes into it, as OpenVPN sets them (openvpn-ops.md §3.1). They go away
-/// with the device.
+/// IPv6 on the server's tun: its address (`server-ipv6` P+1/B, or `ifconfig-ipv6`, without
+/// duplicate address detection, as OpenVPN adds it) and the `route-ipv6` routes into it
+/// (openvpn-ops.md §3.1). Both go with the device; the returned state (in memory) takes
+/// them off at exit if the device is still there.
 fn tun_ipv6(
     dev: &str,
     v6: &warren_config::ServerIpv6,
     routes: &[warren_config::RouteIpv6],
-) -> Result<()> {
-    warren_net::add_tun_address6(dev, v6.local.addr, v6.local.len).with_context(|| {
-        format!(
-            "giving tun {dev} its IPv6 address {} (is IPv6 disabled on this host? \
-             sysctl net.ipv6.conf.default.disable_ipv6)",
-            v6.local
-        )
-    })?;
+) -> Result<warren_net::NetState> {
+    let mut net = warren_net::NetState::in_memory();
+    net.add_address(dev, v6.local.addr.into(), v6.local.len, true)
+        .with_context(|| {
+            format!(
+                "giving tun {dev} its IPv6 address {} (is IPv6 disabled on this host? \
+                 sysctl net.ipv6.conf.default.disable_ipv6)",
+                v6.local
+            )
+        })?;
     for r in routes {
-        let net = warren_net::Ipv6Net {
-            addr: r.network.addr,
-            prefix: r.network.len,
+        let route = warren_net::RouteSpec {
+            dst: warren_net::IpNet::V6(warren_net::Ipv6Net::new(r.network.addr, r.network.len)),
+            via: None,
+            dev: Some(dev.to_owned()),
+            metric: r.metric,
         };
-        match warren_net::add_tun_route6(dev, net, r.metric) {
+        match net.add_route(&route) {
             Ok(()) => {}
             Err(e @ warren_net::NetError::RouteExists { .. }) => warn!("route-ipv6: {e}"),
             Err(e) => {
@@ -935,7 +942,7 @@ fn tun_ipv6(
             }
         }
     }
-    Ok(())
+    Ok(net)
 }
 
 /// `warren-nat on` (`--full-tunnel`): masquerade the VPN network out of the uplink, with
@@ -956,10 +963,26 @@ fn setup_nat(
         }
         return Ok(None);
     };
-    let uplinks = match &nat.uplink {
+    // IPv6 is masqueraded when clients are told to send theirs here
+    // (`push "redirect-gateway ... ipv6"`); otherwise the tunnel's IPv6 network stays
+    // inside, and the host's IPv6 forwarding is left alone.
+    let v6: Vec<warren_net::Ipv6Net> = match cfg.ipv6() {
+        Some(v) if v.pool.is_some() && pushes_ipv6_gateway(&cfg.push) => {
+            vec![warren_net::Ipv6Net::new(v.local.addr, v.local.len)]
+        }
+        _ => Vec::new(),
+    };
+    let mut uplinks = match &nat.uplink {
         Some(dev) => vec![dev.clone()],
         None => warren_net::default_uplinks().context("finding the uplink for NAT")?,
     };
+    if nat.uplink.is_none() && !v6.is_empty() {
+        for d in warren_net::default_uplinks_v6().context("finding the IPv6 uplink for NAT")? {
+            if !uplinks.contains(&d) {
+                uplinks.push(d);
+            }
+        }
+    }
     if uplinks.is_empty() {
         return Err(warren_net::NatError::NoUplink.into());
     }
@@ -967,8 +990,7 @@ fn setup_nat(
         tun: tun.to_owned(),
         uplinks,
         v4: vec![warren_net::Ipv4Net::new(cfg.server.0, prefix)],
-        // The server has no IPv6 pool yet; with one, its network goes here.
-        v6: Vec::new(),
+        v6,
     };
     let mut nat = warren_net::Nat::apply(&spec, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
         .context("setting up NAT (`warren-nat on`)")?;
@@ -982,6 +1004,14 @@ fn setup_nat(
             .context("starting the NAT undo helper")?;
     }
     Ok(Some(nat))
+}
+
+/// Whether `push` sends the clients' IPv6 into the tunnel (`redirect-gateway` with `ipv6`).
+fn pushes_ipv6_gateway(push: &[String]) -> bool {
+    push.iter().any(|p| {
+        let mut t = p.split_ascii_whitespace();
+        t.next() == Some("redirect-gateway") && t.any(|f| f == "ipv6")
+    })
 }
 
 /// `warren nat-undo --pid PID` (hidden): the privileged helper of a server that dropped
@@ -1553,6 +1583,21 @@ mod tests {
             .lower()
             .expect_err("comma");
         assert!(e.to_string().contains("cannot contain commas"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_is_masqueraded_only_when_clients_send_it_here() {
+        let p = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(pushes_ipv6_gateway(&p(&["redirect-gateway def1 ipv6"])));
+        assert!(pushes_ipv6_gateway(&p(&[
+            "route 10.0.0.0",
+            "redirect-gateway ipv6 !ipv4"
+        ])));
+        assert!(!pushes_ipv6_gateway(&p(&["redirect-gateway def1"])));
+        assert!(!pushes_ipv6_gateway(&p(&[
+            "route-ipv6 2000::/3",
+            "dhcp-option DNS6 ::1"
+        ])));
     }
 
     #[test]

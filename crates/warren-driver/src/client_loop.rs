@@ -33,8 +33,8 @@ use warren_io::{
     TunConfig, UdpBind, UdpFamily,
 };
 use warren_net::{
-    DnsBackend, DnsSpec, Endpoint, Ipv6Net, NetError, NetState, Redirect, RouteRequest, TunIpv6,
-    TunIpv6Spec, TunnelNet, TunnelSpec,
+    DnsBackend, DnsSpec, Endpoint, Ipv6Net, NetError, NetState, Redirect, Route6Request,
+    RouteRequest, TunnelNet, TunnelSpec, TunnelSpec6,
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
@@ -361,64 +361,52 @@ pub fn redirect_from_flags(flags: &[String]) -> (Option<Redirect>, Vec<String>) 
     (Some(r), notes)
 }
 
-/// `redirect-gateway ipv6` sends these through the tunnel rather than replacing the
-/// default route (OpenVPN init.c `do_init_route_ipv6_list`).
-const REDIRECT_IPV6: [(u16, u8); 4] = [(0, 3), (0x2000, 4), (0x3000, 4), (0xfc00, 7)];
-
 /// The tunnel's IPv6 settings from the filtered push and the profile: the pushed
 /// `ifconfig-ipv6` (else the profile's), the profile's and the pushed `route-ipv6`, and
-/// `redirect-gateway ipv6`'s four routes. Without an address nothing is routed.
-pub fn tunnel_spec6(
-    pushed: &PushedConfig,
-    net: &NetOptions,
-    server: IpAddr,
-) -> (TunIpv6Spec, Vec<String>) {
+/// `redirect-gateway ipv6` (warren-net plans its four routes). `None` without an address:
+/// OpenVPN sets up no IPv6 routes on a tun without one either.
+pub fn tunnel_spec6(pushed: &PushedConfig, net: &NetOptions) -> (Option<TunnelSpec6>, Vec<String>) {
     let mut notes = Vec::new();
+    let flags = pushed.redirect_gateway.as_ref().or(net.redirect.as_ref());
+    let redirect = flags
+        .filter(|f| f.iter().any(|x| x == "ipv6"))
+        .map(|f| Redirect {
+            def1: false,
+            local: f.iter().any(|x| x == "local"),
+        });
+    let mut routes: Vec<Route6Request> = Vec::new();
+    let wanted = net.routes_ipv6.iter().copied().chain(
+        pushed
+            .routes_ipv6
+            .iter()
+            .map(|r| (Ipv6Net::new(r.network, r.prefix), r.metric)),
+    );
+    for (network, metric) in wanted {
+        let r = Route6Request { network, metric };
+        if !routes.contains(&r) {
+            routes.push(r);
+        }
+    }
     let address = pushed
         .ifconfig_ipv6
         .map(|(a, p, _)| (a, p))
         .or(net.ifconfig_ipv6);
-    let mut routes: Vec<(Ipv6Net, Option<u32>)> = Vec::new();
-    let mut add = |r: (Ipv6Net, Option<u32>)| {
-        if !routes.contains(&r) {
-            routes.push(r);
+    let Some((address, prefix)) = address else {
+        if !routes.is_empty() || redirect.is_some() {
+            notes.push(
+                "IPv6 routes without an IPv6 address on the tun (no `ifconfig-ipv6`): not added"
+                    .to_owned(),
+            );
         }
+        return (None, notes);
     };
-    let flags = pushed.redirect_gateway.as_ref().or(net.redirect.as_ref());
-    if flags.is_some_and(|f| f.iter().any(|x| x == "ipv6")) {
-        for (top, prefix) in REDIRECT_IPV6 {
-            let addr = Ipv6Addr::new(top, 0, 0, 0, 0, 0, 0, 0);
-            add((Ipv6Net { addr, prefix }, None));
-        }
-        let over_v6 = matches!(server, IpAddr::V6(a) if a.to_ipv4_mapped().is_none());
-        if over_v6 {
-            notes.push(format!(
-                "redirect-gateway ipv6: the server {server} is reached over IPv6 and warren adds \
-                 no host route to it outside the tunnel yet; add one if it falls in the \
-                 redirected ranges"
-            ));
-        }
-    }
-    for &r in &net.routes_ipv6 {
-        add(r);
-    }
-    for r in &pushed.routes_ipv6 {
-        add((
-            Ipv6Net {
-                addr: r.network,
-                prefix: r.prefix,
-            },
-            r.metric,
-        ));
-    }
-    if address.is_none() && !routes.is_empty() {
-        notes.push(
-            "IPv6 routes without an IPv6 address on the tun (no `ifconfig-ipv6`): not added"
-                .to_owned(),
-        );
-        routes.clear();
-    }
-    (TunIpv6Spec { address, routes }, notes)
+    let spec = TunnelSpec6 {
+        address,
+        prefix,
+        routes,
+        redirect,
+    };
+    (Some(spec), notes)
 }
 
 /// The tunnel's network settings from the filtered push and the profile.
@@ -450,6 +438,8 @@ pub fn tunnel_spec(
         }
         None => None,
     };
+    let (ipv6, n) = tunnel_spec6(pushed, net);
+    notes.extend(n);
     let mut dns = net.dns.clone();
     for s in &pushed.dns_servers {
         if !dns.servers.contains(s) {
@@ -471,6 +461,7 @@ pub fn tunnel_spec(
         routes,
         redirect,
         dns,
+        ipv6,
     };
     Ok((spec, notes))
 }
@@ -549,8 +540,6 @@ struct Loop {
     tcp: Option<TcpLink>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
-    /// The tun's IPv6 address and routes.
-    net6: Option<TunIpv6>,
     remote_idx: usize,
     failures: u32,
     next_attempt_at: Option<Instant>,
@@ -594,7 +583,6 @@ pub fn run_client(
         tcp: None,
         tun: None,
         net: None,
-        net6: None,
         remote_idx: 0,
         failures: 0,
         next_attempt_at: None,
@@ -1320,14 +1308,7 @@ impl Loop {
         for n in notes {
             warn!("{n}");
         }
-        let (spec6, notes) = tunnel_spec6(&filtered, &self.opts.net, server.ip());
-        let net6 = self.net6.get_or_insert_with(|| TunIpv6::new(&spec.dev));
-        let notes6 = net6
-            .apply(&spec6)
-            .map_err(|e| Fatal::Net(ClientLoopError::Net(e)))?;
-        for n in notes.into_iter().chain(notes6) {
-            warn!("{n}");
-        }
+
         let routes: Vec<String> = net
             .routes()
             .iter()
@@ -1338,9 +1319,9 @@ impl Loop {
             "{}/{}{} on {} via server {server}{cn}, routes: {}",
             spec.address,
             spec.prefix,
-            spec6
-                .address
-                .map(|(a, p)| format!(" {a}/{p}"))
+            spec.ipv6
+                .as_ref()
+                .map(|v| format!(" {}/{}", v.address, v.prefix))
                 .unwrap_or_default(),
             spec.dev,
             if routes.is_empty() {
@@ -1576,9 +1557,9 @@ mod tests {
     #[test]
     fn ipv6_spec_from_push_and_profile() {
         let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
-        let net6 = |s: &str, prefix| Ipv6Net {
-            addr: v6(s),
-            prefix,
+        let r6 = |s: &str, prefix, metric| Route6Request {
+            network: Ipv6Net::new(v6(s), prefix),
+            metric,
         };
         let mut p = pushed();
         p.ifconfig_ipv6 = Some((v6("fd00:8::1000"), 64, v6("fd00:8::1")));
@@ -1589,24 +1570,23 @@ mod tests {
             metric: Some(7),
         }];
         p.redirect_gateway = Some(vec!["ipv6".into(), "!ipv4".into()]);
-        let v4: IpAddr = "203.0.113.1".parse().expect("ip");
         let mut net = NetOptions::default();
-        net.routes_ipv6 = vec![(net6("fd00:77::", 48), None)];
-        let (s, notes) = tunnel_spec6(&p, &net, v4);
+        net.routes_ipv6 = vec![(Ipv6Net::new(v6("fd00:77::"), 48), None)];
+        let (s, notes) = tunnel_spec6(&p, &net);
         assert!(notes.is_empty(), "{notes:?}");
-        assert_eq!(s.address, Some((v6("fd00:8::1000"), 64)));
-        // init.c: ::/3, 2000::/4, 3000::/4, fc00::/7 (openvpn-ops.md fact 7), then the
-        // profile's routes, then the pushed ones.
+        let s = s.expect("IPv6");
+        assert_eq!((s.address, s.prefix), (v6("fd00:8::1000"), 64));
+        // The profile's routes, then the pushed ones; redirect-gateway ipv6 for warren-net.
         assert_eq!(
             s.routes,
-            [
-                (net6("::", 3), None),
-                (net6("2000::", 4), None),
-                (net6("3000::", 4), None),
-                (net6("fc00::", 7), None),
-                (net6("fd00:77::", 48), None),
-                (net6("fd00:99::", 64), Some(7)),
-            ]
+            [r6("fd00:77::", 48, None), r6("fd00:99::", 64, Some(7))]
+        );
+        assert_eq!(
+            s.redirect,
+            Some(Redirect {
+                def1: false,
+                local: false
+            })
         );
         // `!ipv4` leaves IPv4 alone, without a note about IPv6.
         assert_eq!(
@@ -1615,20 +1595,18 @@ mod tests {
         );
         let (r, n) = redirect_from_flags(&["def1".into(), "ipv6".into()]);
         assert!(r.is_some() && n.is_empty(), "{n:?}");
-        // The profile's address when nothing is pushed; no address, no routes.
+        // It reaches the tunnel spec.
+        let (t, _) =
+            tunnel_spec("tun7", &p, &net, "203.0.113.1".parse().expect("ip"), 1500).expect("spec");
+        assert_eq!(t.ipv6, Some(s));
+        // The profile's address when nothing is pushed; no address, no IPv6 (with a note).
         p.ifconfig_ipv6 = None;
         net.ifconfig_ipv6 = Some((v6("fd00:5::2"), 64));
-        assert_eq!(
-            tunnel_spec6(&p, &net, v4).0.address,
-            Some((v6("fd00:5::2"), 64))
-        );
+        let (s, _) = tunnel_spec6(&p, &net);
+        assert_eq!(s.map(|s| s.address), Some(v6("fd00:5::2")));
         net.ifconfig_ipv6 = None;
-        let (s, notes) = tunnel_spec6(&p, &net, v4);
-        assert_eq!((s.address, s.routes.len(), notes.len()), (None, 0, 1));
-        // A server reached over IPv6 gets a note (no host route for it yet).
-        p.ifconfig_ipv6 = Some((v6("fd00:8::1000"), 64, v6("fd00:8::1")));
-        let (_, notes) = tunnel_spec6(&p, &net, "2001:db8::1".parse().expect("ip"));
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        let (s, notes) = tunnel_spec6(&p, &net);
+        assert_eq!((s, notes.len()), (None, 1));
         // route-nopull and pull-filter take pushed IPv6 routes out.
         let mut p = pushed();
         p.routes_ipv6 = vec![warren_openvpn::PushedRouteIpv6 {

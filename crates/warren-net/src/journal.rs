@@ -14,15 +14,15 @@
 //! still running) is never touched.
 use std::fs;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, info, warn};
 
 use crate::dns::DnsUndo;
-use crate::ip::{Ipv4Net, NetError, RouteSpec};
-use crate::state::{Change, NetState};
+use crate::ip::{IpNet, NetError, RouteSpec};
+use crate::state::{Change, DeviceAddress, NetState};
 
 /// Where `warren client` keeps its journals unless told otherwise.
 pub const DEFAULT_JOURNAL_DIR: &str = "/run/warren";
@@ -238,6 +238,12 @@ fn encode(owner: &Owner, changes: &[Change]) -> String {
                     .map_or_else(|| "-".to_owned(), |d| hex(d.as_bytes())),
                 opt(&r.metric)
             )),
+            Change::Address(a) => s.push_str(&format!(
+                "address {} {} {}\n",
+                a.addr,
+                a.prefix,
+                hex(a.dev.as_bytes())
+            )),
             Change::Dns(DnsUndo::Resolved { dev }) => {
                 s.push_str(&format!("dns-resolved {}\n", hex(dev.as_bytes())));
             }
@@ -273,7 +279,7 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
         let text_field = |s: &str| -> Option<String> { String::from_utf8(unhex(s)?).ok() };
         let change = match f.as_slice() {
             ["route", addr, prefix, via, dev, metric] => Change::Route(RouteSpec {
-                dst: Ipv4Net::new(addr.parse::<Ipv4Addr>().ok()?, prefix.parse().ok()?),
+                dst: IpNet::new(addr.parse::<IpAddr>().ok()?, prefix.parse().ok()?),
                 via: if *via == "-" {
                     None
                 } else {
@@ -289,6 +295,11 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
                 } else {
                     Some(metric.parse().ok()?)
                 },
+            }),
+            ["address", addr, prefix, dev] => Change::Address(DeviceAddress {
+                addr: addr.parse().ok()?,
+                prefix: prefix.parse().ok()?,
+                dev: text_field(dev)?,
             }),
             ["dns-resolved", dev] => Change::Dns(DnsUndo::Resolved {
                 dev: text_field(dev)?,
@@ -505,18 +516,36 @@ mod tests {
             start: 12345,
             netns: "net:[4026531840]".into(),
         };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let changes = vec![
             Change::Route(RouteSpec {
-                dst: Ipv4Net::new(Ipv4Addr::new(203, 0, 113, 10), 32),
-                via: Some(Ipv4Addr::new(198, 18, 0, 1)),
+                dst: IpNet::new(ip("203.0.113.10"), 32),
+                via: Some(ip("198.18.0.1")),
                 dev: Some("eth 0".into()),
                 metric: None,
             }),
             Change::Route(RouteSpec {
-                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 1),
+                dst: IpNet::new(ip("0.0.0.0"), 1),
                 via: None,
                 dev: None,
                 metric: Some(9),
+            }),
+            Change::Route(RouteSpec {
+                dst: IpNet::new(ip("2001:db8::7"), 128),
+                via: Some(ip("fe80::1")),
+                dev: Some("eth0".into()),
+                metric: None,
+            }),
+            Change::Route(RouteSpec {
+                dst: IpNet::new(ip("fc00::"), 7),
+                via: None,
+                dev: Some("tun0".into()),
+                metric: Some(1024),
+            }),
+            Change::Address(DeviceAddress {
+                dev: "tun0".into(),
+                addr: ip("fd00:8::1000"),
+                prefix: 64,
             }),
             Change::Dns(DnsUndo::Resolved { dev: "tun0".into() }),
             Change::Dns(DnsUndo::Resolvconf {
@@ -534,6 +563,23 @@ mod tests {
         assert_eq!(o, owner);
         assert_eq!(encode(&o, &c), text);
         assert_eq!(c.len(), changes.len());
+        assert_eq!(
+            c.iter().map(Change::describe).collect::<Vec<_>>()[..5],
+            [
+                "route 203.0.113.10/32 via 198.18.0.1 dev eth 0",
+                "route 0.0.0.0/1 metric 9",
+                "route 2001:db8::7/128 via fe80::1 dev eth0",
+                "route fc00::/7 dev tun0 metric 1024",
+                "address fd00:8::1000/64 dev tun0",
+            ]
+        );
+        // A journal of the IPv4-only format reads the same.
+        let old = format!(
+            "{MAGIC}\n{}\nroute 10.1.0.0 16 10.8.0.1 74756e30 -\n",
+            owner.line()
+        );
+        let (_, c) = decode(&old).expect("decodes");
+        assert_eq!(c[0].describe(), "route 10.1.0.0/16 via 10.8.0.1 dev tun0");
         assert!(decode("something else\n").is_none());
         assert!(decode(&text.replace("route 0.0.0.0", "route x")).is_none());
     }

@@ -13,15 +13,32 @@
 //! of it, [`TunnelNet`] turns a [`TunnelSpec`] (the tun address, the VPN gateway, routes,
 //! `redirect-gateway`, DNS: what the server pushed merged with the profile) into changes,
 //! and on a reconnect re-applies only what differs from the last spec (`persist-tun`).
-//! Planning is pure ([`plan_routes`]) and unit-tested; only `NetState` touches the system.
+//! Planning is pure ([`plan_routes`], [`plan_redirect_ipv6`]) and unit-tested; only
+//! `NetState` touches the system.
 //!
-//! Routes go through the `ip` command (iproute2) rather than rtnetlink. A client changes
-//! routes a handful of times per connection, never on the data path, so a process spawn
-//! costs nothing that matters, while `ip` keeps the client free of an async runtime and of a
-//! netlink encoding layer, and every change it makes is the very command an admin would
-//! type to inspect or repeat it (each one is logged at debug). iproute2 is present wherever
-//! OpenVPN runs. Failures are turned into the fix where there is one (`EPERM` → needs
-//! `CAP_NET_ADMIN`, `ip` missing → install iproute2).
+//! Routes and addresses are of either family ([`IpNet`], [`RouteSpec`], [`DeviceAddress`]):
+//! the IPv6 side of a tunnel ([`TunnelSpec6`]) is its tun address (added with `nodad`,
+//! journaled, so a persistent tun gets it taken off again), `route-ipv6` interface routes
+//! through the tun, and `redirect-gateway ipv6`'s four routes after a host route to an
+//! IPv6 server through its original gateway (openvpn-ops.md §3.3). The IPv4 address of
+//! the tun is replaced in place and not journaled (the device goes with the program).
+//!
+//! Routes, addresses and links go to the kernel over rtnetlink (`netlink.rs`: the
+//! netlink-packet-route messages on a plain blocking netlink socket, opened per operation),
+//! not through the `ip` command: no process spawn, no output parsing, the kernel's own
+//! error numbers (and extended-ack messages), and the capability checked is the one this
+//! process holds (a client that dropped privileges keeping `CAP_NET_ADMIN` still removes
+//! its routes without passing the capability on to a child). Each request is built as
+//! iproute2 builds the equivalent command (table main, protocol `boot`, the same scope
+//! rules), so what warren adds is what an admin would have added, and each is logged at
+//! debug as that `ip` command, to inspect or repeat it. Failures are turned into the fix
+//! where there is one (`EPERM` → needs `CAP_NET_ADMIN`).
+//!
+//! This crate, not warren-io, holds the netlink code: warren-io is the driver's I/O (tun,
+//! sockets, poll, clock, signals, privileges) and the only crate with `unsafe`; host
+//! configuration (routes, addresses, nftables, sysctls, resolv.conf) is warren-net's, and
+//! its netlink socket comes from netlink-sys's safe API, so this crate stays
+//! `forbid(unsafe_code)`.
 //!
 //! DNS goes (outside a network namespace of its own; inside one, always to its own
 //! `/etc/resolv.conf`), in this order of preference, through systemd-resolved (`resolvectl dns|domain`
@@ -39,17 +56,19 @@ mod dns;
 mod ip;
 mod journal;
 mod nat;
+mod netlink;
 mod state;
 mod tunnel;
-mod v6;
 
 pub use dns::{DnsBackend, DnsSpec, system_nameservers};
-pub use ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
+pub use ip::{Family, IpNet, Ipv4Net, Ipv6Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
 pub use nat::{
-    Ipv6Net, Nat, NatError, NatSpec, default_uplinks, recover_abandoned_nat,
+    Nat, NatError, NatSpec, default_uplinks, default_uplinks_v6, recover_abandoned_nat,
     recover_abandoned_nat_in, undo_when_stdin_closes,
 };
-pub use state::NetState;
-pub use tunnel::{Endpoint, Redirect, RouteRequest, TunnelNet, TunnelSpec, plan_routes};
-pub use v6::{TunIpv6, TunIpv6Spec, add_tun_address6, add_tun_route6};
+pub use state::{DeviceAddress, NetState};
+pub use tunnel::{
+    Endpoint, REDIRECT_IPV6, Redirect, Route6Request, RouteRequest, TunnelNet, TunnelSpec,
+    TunnelSpec6, plan_redirect_ipv6, plan_routes,
+};

@@ -6,8 +6,8 @@
 //! * one nftables table of warren's own, `inet warren-<tun>` (one per tun device, so two
 //!   servers in one network namespace never share one), holding a `nat` chain on the
 //!   `postrouting` hook (priority `srcnat`) with, for each VPN network and uplink,
-//!   `ip saddr <VPN network> oifname <uplink> counter masquerade` (the IPv6 rule is the same
-//!   with `ip6 saddr`, once the server has an IPv6 pool). Other tables are never read
+//!   `ip saddr <VPN network> oifname <uplink> counter masquerade`, and the same with
+//!   `ip6 saddr` for each IPv6 VPN network (the `inet` family holds both). Other tables are never read
 //!   for anything but the name check, nor changed. The table is created with `nft create`, so
 //!   a table of that name that is not warren's (or that a lost journal forgot) is refused,
 //!   never adopted;
@@ -15,10 +15,18 @@
 //!   packets) and each uplink (the replies). IPv4 forwarding is decided per *input*
 //!   device (`net.ipv4.conf.<dev>.forwarding`, kernel route.c `IN_DEV_FORWARD`);
 //!   `net.ipv4.ip_forward` is only the switch that sets every device's flag at once, and
-//!   warren leaves it alone, so other interfaces keep not forwarding. A flag that is already
-//!   1 is not touched (nor recorded); one that warren set to 1 is put back to its previous
-//!   value at exit, unless someone else changed it meanwhile, or a live warren server in the
-//!   same namespace still needs it.
+//!   warren leaves it alone, so other interfaces keep not forwarding. IPv6 is different:
+//!   `net.ipv6.conf.<dev>.forwarding` does not make a device forward (it only makes it act
+//!   as a router, which stops it taking router advertisements); the kernel forwards IPv6
+//!   when `net.ipv6.conf.all.forwarding` is 1 or, since Linux 6.17, when the input
+//!   device's `force_forwarding` is (ip6_output.c `ip6_forward`). So with an IPv6 VPN
+//!   network warren sets `net.ipv6.conf.<dev>.force_forwarding` on the same devices as
+//!   for IPv4 where the kernel has it, and only on older kernels the global
+//!   `net.ipv6.conf.all.forwarding` (as every OpenVPN howto does), with a warning about
+//!   what that switch also does. A flag that is already 1 is not touched (nor recorded);
+//!   one that warren set to 1 is put back to its previous value at exit, unless someone
+//!   else changed it meanwhile, or a live warren server in the same namespace still needs
+//!   it.
 //!
 //! Like the client's [`crate::NetState`], every change is written to a journal first
 //! (`/run/warren/nat-<pid>.journal`: owner pid, its start time and network namespace, then
@@ -35,7 +43,6 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::io::Read;
-use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -48,8 +55,10 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::ip::{self, Ipv4Net, NetError};
+use crate::ip::{Ipv4Net, Ipv6Net, NetError};
 use crate::journal::{self, Owner};
+use crate::netlink::Rtnl;
+use crate::state::kernel_error;
 
 const MAGIC: &str = "warren-nat-journal 1";
 const PREFIX: &str = "nat-";
@@ -98,15 +107,16 @@ pub enum NatError {
     Net(#[from] NetError),
 }
 
+/// The global IPv6 forwarding switch, for kernels without per-device `force_forwarding`.
+const IPV6_ALL_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Whether this kernel forwards IPv6 per input device (`force_forwarding`, Linux 6.17).
+fn ipv6_forwards_per_device() -> bool {
+    Path::new("/proc/sys/net/ipv6/conf/all/force_forwarding").exists()
+}
+
 /// How long [`Nat::restore`] waits for a helper (see [`Nat::delegate_undo`]).
 const HELPER_WAIT: Duration = Duration::from_secs(15);
-
-/// An IPv6 network (for the NAT rule of a future IPv6 pool).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Net {
-    pub addr: Ipv6Addr,
-    pub prefix: u8,
-}
 
 /// What to masquerade: the VPN networks, the tun they come in on, the uplinks they leave by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,7 +127,7 @@ pub struct NatSpec {
     pub uplinks: Vec<String>,
     /// The IPv4 VPN network(s).
     pub v4: Vec<Ipv4Net>,
-    /// The IPv6 VPN network(s) (none yet: the server has no IPv6 pool).
+    /// The IPv6 VPN network(s) (`server-ipv6`).
     pub v6: Vec<Ipv6Net>,
 }
 
@@ -128,19 +138,38 @@ impl NatSpec {
     }
 
     /// The sysctls that must read 1: forwarding on the tun and on every uplink, per
-    /// address family in use.
+    /// address family in use (for IPv6 per device where this kernel can, see the module
+    /// documentation).
     pub fn forwarding_sysctls(&self) -> Vec<PathBuf> {
+        self.forwarding_sysctls_for(ipv6_forwards_per_device())
+    }
+
+    /// [`NatSpec::forwarding_sysctls`] for a kernel with (`per_device6`) or without
+    /// `force_forwarding`.
+    fn forwarding_sysctls_for(&self, per_device6: bool) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let families = [("ipv4", !self.v4.is_empty()), ("ipv6", !self.v6.is_empty())];
-        for (fam, used) in families {
-            if !used {
-                continue;
+        let devs = || std::iter::once(&self.tun).chain(&self.uplinks);
+        let mut push = |p: PathBuf| {
+            if !out.contains(&p) {
+                out.push(p);
             }
-            for dev in std::iter::once(&self.tun).chain(&self.uplinks) {
-                let p = PathBuf::from(format!("/proc/sys/net/{fam}/conf/{dev}/forwarding"));
-                if !out.contains(&p) {
-                    out.push(p);
+        };
+        if !self.v4.is_empty() {
+            for dev in devs() {
+                push(PathBuf::from(format!(
+                    "/proc/sys/net/ipv4/conf/{dev}/forwarding"
+                )));
+            }
+        }
+        if !self.v6.is_empty() {
+            if per_device6 {
+                for dev in devs() {
+                    push(PathBuf::from(format!(
+                        "/proc/sys/net/ipv6/conf/{dev}/force_forwarding"
+                    )));
                 }
+            } else {
+                push(PathBuf::from(IPV6_ALL_FORWARDING));
             }
         }
         out
@@ -173,7 +202,7 @@ impl NatSpec {
             .chain(
                 self.v6
                     .iter()
-                    .map(|n| ("ip6", n.addr.to_string(), n.prefix)),
+                    .map(|n| ("ip6", n.addr().to_string(), n.prefix())),
             );
         for (proto, addr, len) in sources {
             for up in &self.uplinks {
@@ -221,28 +250,40 @@ impl NatSpec {
     }
 }
 
-/// The devices of the IPv4 default routes (`ip -4 route show default`), in order, without
-/// repeats; empty when there is none.
+/// The devices of the IPv4 default routes of the main table (`ip -4 route show default`),
+/// in order, without repeats (a multipath route gives each next hop's); empty when there
+/// is none.
 pub fn default_uplinks() -> Result<Vec<String>, NatError> {
-    let out = ip::run(
-        &ip::ip_binary(),
-        &["-4".into(), "route".into(), "show".into(), "default".into()],
-    )?;
-    Ok(parse_default_devs(&out))
+    default_devs(false)
 }
 
-fn parse_default_devs(out: &str) -> Vec<String> {
-    let mut devs: Vec<String> = Vec::new();
-    for line in out.lines() {
-        let toks: Vec<&str> = line.split_whitespace().collect();
-        // Multipath routes list `nexthop via X dev Y` on continuation lines: every `dev`.
-        for w in toks.windows(2) {
-            if w[0] == "dev" && !devs.iter().any(|d| d == w[1]) {
-                devs.push(w[1].to_owned());
+/// The devices of the IPv6 default routes of the main table (`ip -6 route show default`),
+/// like [`default_uplinks`]. A server masquerading both families puts the union of both
+/// lists in [`NatSpec::uplinks`].
+pub fn default_uplinks_v6() -> Result<Vec<String>, NatError> {
+    default_devs(true)
+}
+
+fn default_devs(v6: bool) -> Result<Vec<String>, NatError> {
+    let op = format!("ip {} route show default", if v6 { "-6" } else { "-4" });
+    let mut nl = Rtnl::open().map_err(|e| kernel_error(op.clone(), e))?;
+    let routes = nl.routes(v6).map_err(|e| kernel_error(op.clone(), e))?;
+    let mut indexes: Vec<u32> = Vec::new();
+    for r in routes.iter().filter(|r| r.prefix == 0) {
+        for &i in &r.oifs {
+            if !indexes.contains(&i) {
+                indexes.push(i);
             }
         }
     }
-    devs
+    let mut devs = Vec::new();
+    for i in indexes {
+        // A device that went away meanwhile is no uplink.
+        if let Some(name) = nl.link_name(i).map_err(|e| kernel_error(op.clone(), e))? {
+            devs.push(name);
+        }
+    }
+    Ok(devs)
 }
 
 /// One change made for NAT, with what is needed to take it back.
@@ -403,6 +444,14 @@ impl Nat {
         }
         for path in spec.forwarding_sysctls() {
             let prev = read_sysctl(&path)?;
+            if path == Path::new(IPV6_ALL_FORWARDING) && prev != "1" {
+                warn!(
+                    "this kernel has no per-device IPv6 forwarding (force_forwarding, Linux \
+                     6.17): setting net.ipv6.conf.all.forwarding=1, which makes every interface \
+                     forward IPv6 and stop taking router advertisements where accept_ra=1 (set \
+                     accept_ra=2 on an uplink configured by SLAAC); put back at exit"
+                );
+            }
             if prev == "1" {
                 debug!("{} is already 1", sysctl_name(&path));
                 continue;
@@ -420,7 +469,7 @@ impl Nat {
             spec.v4
                 .iter()
                 .map(ToString::to_string)
-                .chain(spec.v6.iter().map(|n| format!("{}/{}", n.addr, n.prefix)))
+                .chain(spec.v6.iter().map(ToString::to_string))
                 .collect::<Vec<_>>()
                 .join(", "),
             spec.uplinks.join(", "),
@@ -847,31 +896,56 @@ mod tests {
     fn ipv6_adds_a_rule_and_its_forwarding() {
         let mut s = spec();
         s.uplinks.push("eth1".into());
-        assert_eq!(s.forwarding_sysctls().len(), 3);
-        s.v6.push(Ipv6Net {
-            addr: "fd00:8::".parse().expect("v6"),
-            prefix: 64,
-        });
+        assert_eq!(s.forwarding_sysctls_for(true).len(), 3);
+        s.v6.push(Ipv6Net::new("fd00:8::".parse().expect("v6"), 64));
         let j = serde_json::to_string(&s.ruleset()).expect("json");
         assert_eq!(j.matches("\"masquerade\"").count(), 4, "{j}");
         assert!(j.contains("\"protocol\":\"ip6\""), "{j}");
-        let paths = s.forwarding_sysctls();
+        assert!(j.contains("\"addr\":\"fd00:8::\",\"len\":64"), "{j}");
+        // Per input device, like IPv4, where the kernel has force_forwarding ...
+        let paths = s.forwarding_sysctls_for(true);
         assert_eq!(paths.len(), 6);
-        assert!(paths.contains(&PathBuf::from("/proc/sys/net/ipv6/conf/eth1/forwarding")));
+        assert!(paths.contains(&PathBuf::from(
+            "/proc/sys/net/ipv6/conf/eth1/force_forwarding"
+        )));
+        assert!(paths.contains(&PathBuf::from(
+            "/proc/sys/net/ipv6/conf/tun0/force_forwarding"
+        )));
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.ends_with("ipv6/conf/eth1/forwarding"))
+        );
         assert_eq!(
             sysctl_name(&paths[0]),
             "net.ipv4.conf.tun0.forwarding".to_owned()
         );
-    }
-
-    #[test]
-    fn default_route_devices() {
-        let out = "default via 192.0.2.2 dev eth0 proto static metric 100 \n\
-                   default via 198.51.100.1 dev wlan0 metric 600\n\
-                   default proto static metric 5 \n\tnexthop via 10.0.0.1 dev eth0 weight 1 \n\
-                   \tnexthop via 10.1.0.1 dev eth2 weight 1\n";
-        assert_eq!(parse_default_devs(out), vec!["eth0", "wlan0", "eth2"]);
-        assert!(parse_default_devs("").is_empty());
+        // ... else the one global switch.
+        let paths = s.forwarding_sysctls_for(false);
+        assert_eq!(paths.len(), 4);
+        assert_eq!(paths[3], PathBuf::from(IPV6_ALL_FORWARDING));
+        // An IPv6-only server touches no IPv4 flag.
+        s.v4.clear();
+        assert!(
+            s.forwarding_sysctls_for(true)
+                .iter()
+                .all(|p| p.starts_with("/proc/sys/net/ipv6"))
+        );
+        // Every path passes the journal's own check.
+        for p in s
+            .forwarding_sysctls_for(true)
+            .iter()
+            .chain(&s.forwarding_sysctls_for(false))
+        {
+            let c = NatChange::Sysctl {
+                path: p.clone(),
+                prev: "0".into(),
+                written: "1".into(),
+            };
+            let (_, back) =
+                decode(&encode(&Owner::current(), std::slice::from_ref(&c))).expect("decodes");
+            assert_eq!(back, vec![c]);
+        }
     }
 
     #[test]

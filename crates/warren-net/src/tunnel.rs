@@ -1,10 +1,10 @@
 //! A client tunnel's network settings: planning (pure) and applying them as a diff.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracing::{debug, info, warn};
 
 use crate::dns::{DnsBackend, DnsSpec};
-use crate::ip::{Ipv4Net, NetError, PathInfo, RouteSpec, prefix_len};
+use crate::ip::{IpNet, Ipv4Net, Ipv6Net, NetError, PathInfo, RouteSpec, prefix_len};
 use crate::state::NetState;
 
 /// A route's network or gateway as OpenVPN's `route` directive names it.
@@ -54,8 +54,95 @@ pub struct TunnelSpec {
     /// The VPN server's underlay address (for the `redirect-gateway` host route).
     pub server: IpAddr,
     pub routes: Vec<RouteRequest>,
+    /// `redirect-gateway` for IPv4 (`None` also with `!ipv4`).
     pub redirect: Option<Redirect>,
     pub dns: DnsSpec,
+    /// IPv6 inside the tunnel, when the server pushed `ifconfig-ipv6`.
+    pub ipv6: Option<TunnelSpec6>,
+}
+
+/// The IPv6 side of a tunnel (openvpn-ops.md §3.3): the tun's address, added without
+/// duplicate address detection, and interface routes through the tun. On a tun device
+/// gateways do not matter (OpenVPN adds `route-ipv6` routes as `via ::`), so there are
+/// none here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelSpec6 {
+    /// `ifconfig-ipv6 ADDRESS/PREFIX REMOTE`: the address and its prefix length.
+    pub address: Ipv6Addr,
+    pub prefix: u8,
+    /// `route-ipv6` networks, pushed or from the profile.
+    pub routes: Vec<Route6Request>,
+    /// `redirect-gateway ipv6`: the four routes of [`plan_redirect_ipv6`]. `local` is
+    /// honoured (no host route to the server); `def1` means nothing for IPv6.
+    pub redirect: Option<Redirect>,
+}
+
+/// `route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]`: through the tun (the gateway is not
+/// used on a tun device).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route6Request {
+    pub network: Ipv6Net,
+    pub metric: Option<u32>,
+}
+
+/// The networks `redirect-gateway ipv6` sends into the tunnel: OpenVPN init.c adds these
+/// four rather than `::/0` (openvpn-ops.md §0 fact 7): together they cover global unicast
+/// (2000::/3, also as 2000::/4 + 3000::/4 to win over a default route learnt from router
+/// advertisements), ULA and the rest of the low space, and leave out link-local and
+/// multicast.
+pub const REDIRECT_IPV6: [(Ipv6Addr, u8); 4] = [
+    (Ipv6Addr::UNSPECIFIED, 3),
+    (Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 4),
+    (Ipv6Addr::new(0x3000, 0, 0, 0, 0, 0, 0, 0), 4),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+];
+
+/// A v4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        IpAddr::V4(_) => a,
+    }
+}
+
+/// The routes of `redirect-gateway ipv6` for tun `dev`, in the order to add them, and notes.
+/// When the VPN server is reached over IPv6 (and not `local`), a host route to it through
+/// the path it was reached by (`net_path`, from [`NetState::route_get`] before the tunnel)
+/// comes first, so the tunnel's own packets do not go into the tunnel.
+pub fn plan_redirect_ipv6(
+    dev: &str,
+    server: IpAddr,
+    net_path: Option<&PathInfo>,
+    local: bool,
+) -> (Vec<RouteSpec>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    if let IpAddr::V6(s) = canonical(server)
+        && !local
+    {
+        match net_path {
+            Some(p) if p.dev != dev && p.gateway.is_none_or(|g| g.is_ipv6()) => {
+                out.push(RouteSpec {
+                    dst: IpNet::V6(Ipv6Net::host(s)),
+                    via: p.gateway,
+                    dev: Some(p.dev.clone()),
+                    metric: None,
+                });
+            }
+            _ => notes.push(format!(
+                "redirect-gateway ipv6: no route to the server {s} outside the tunnel is known; not adding a host route for it"
+            )),
+        }
+    }
+    for (net, len) in REDIRECT_IPV6 {
+        out.push(RouteSpec {
+            dst: IpNet::V6(Ipv6Net::new(net, len)),
+            via: None,
+            dev: Some(dev.to_owned()),
+            metric: None,
+        });
+    }
+    (out, notes)
 }
 
 /// The routes `spec` needs, in the order to add them, and notes about requests that
@@ -63,6 +150,8 @@ pub struct TunnelSpec {
 ///
 /// OpenVPN route.c `redirect_default_route_to_vpn`: the host route to the server through
 /// the old gateway comes first, then 0.0.0.0/1 and 128.0.0.0/1 through the VPN gateway.
+/// IPv6 routes follow the IPv4 ones: `redirect-gateway ipv6` ([`plan_redirect_ipv6`]),
+/// then `route-ipv6` networks through the tun.
 pub fn plan_routes(
     spec: &TunnelSpec,
     net_path: Option<&PathInfo>,
@@ -70,13 +159,19 @@ pub fn plan_routes(
     let mut out: Vec<RouteSpec> = Vec::new();
     let mut notes = Vec::new();
     let tun_net = Ipv4Net::new(spec.address, spec.prefix);
-    let server4 = match spec.server {
+    let server4 = match canonical(spec.server) {
         IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
+        IpAddr::V6(_) => None,
+    };
+    // The path to an IPv4 server is the IPv4 path out (for `net_gateway` too).
+    let path4 = net_path.filter(|p| server4.is_some() && p.gateway.is_none_or(|g| g.is_ipv4()));
+    let gateway4 = |p: &PathInfo| match p.gateway {
+        Some(IpAddr::V4(g)) => Some(g),
+        _ => None,
     };
     let via_vpn = |dst: Ipv4Net, metric| RouteSpec {
-        dst,
-        via: spec.vpn_gateway,
+        dst: dst.into(),
+        via: spec.vpn_gateway.map(IpAddr::V4),
         dev: Some(spec.dev.clone()),
         metric,
     };
@@ -88,10 +183,10 @@ pub fn plan_routes(
 
     if let Some(rd) = &spec.redirect {
         if !rd.local {
-            match (server4, net_path) {
+            match (server4, path4) {
                 (Some(s), Some(p)) if p.dev != spec.dev => push(
                     &mut out,
-                    RouteSpec { dst: Ipv4Net::host(s), via: p.gateway, dev: Some(p.dev.clone()), metric: None },
+                    RouteSpec { dst: Ipv4Net::host(s).into(), via: p.gateway, dev: Some(p.dev.clone()), metric: None },
                 ),
                 (Some(s), _) => notes.push(format!(
                     "redirect-gateway: no route to the server {s} outside the tunnel is known; not adding a host route for it"
@@ -114,7 +209,7 @@ pub fn plan_routes(
             match e {
                 Endpoint::Ip(a) => Some(*a),
                 Endpoint::VpnGateway => spec.vpn_gateway,
-                Endpoint::NetGateway => net_path.and_then(|p| p.gateway),
+                Endpoint::NetGateway => path4.and_then(gateway4),
                 Endpoint::RemoteHost => server4,
             }
         };
@@ -135,9 +230,9 @@ pub fn plan_routes(
         let route = match &req.gateway {
             None | Some(Endpoint::VpnGateway) => via_vpn(dst, req.metric),
             Some(Endpoint::NetGateway) => {
-                match net_path {
+                match path4 {
                     Some(p) if p.dev != spec.dev => RouteSpec {
-                        dst,
+                        dst: dst.into(),
                         via: p.gateway,
                         dev: Some(p.dev.clone()),
                         metric: req.metric,
@@ -150,14 +245,14 @@ pub fn plan_routes(
             }
             Some(g) => match resolve(g) {
                 Some(gw) if tun_net.contains(gw) => RouteSpec {
-                    dst,
-                    via: Some(gw),
+                    dst: dst.into(),
+                    via: Some(IpAddr::V4(gw)),
                     dev: Some(spec.dev.clone()),
                     metric: req.metric,
                 },
                 Some(gw) => RouteSpec {
-                    dst,
-                    via: Some(gw),
+                    dst: dst.into(),
+                    via: Some(IpAddr::V4(gw)),
                     dev: None,
                     metric: req.metric,
                 },
@@ -171,8 +266,33 @@ pub fn plan_routes(
         };
         push(&mut out, route);
     }
+
+    if let Some(v6) = &spec.ipv6 {
+        if let Some(rd) = &v6.redirect {
+            let (routes, n) = plan_redirect_ipv6(&spec.dev, spec.server, net_path, rd.local);
+            notes.extend(n);
+            for r in routes {
+                push(&mut out, r);
+            }
+        }
+        for req in &v6.routes {
+            push(
+                &mut out,
+                RouteSpec {
+                    dst: IpNet::V6(req.network),
+                    via: None,
+                    dev: Some(spec.dev.clone()),
+                    metric: req.metric,
+                },
+            );
+        }
+    }
     Ok((out, notes))
 }
+
+/// The smallest MTU IPv6 allows on a link (RFC 8200 §5); below it Linux disables IPv6 on
+/// the device.
+const MIN_IPV6_MTU: u16 = 1280;
 
 /// The applied network side of one tun device, kept across reconnects.
 #[derive(Debug)]
@@ -182,6 +302,8 @@ pub struct TunnelNet {
     dev: String,
     /// Address, prefix and MTU the device has now.
     device: (Ipv4Addr, u8, u16),
+    /// The IPv6 address and prefix this added to the device (journaled).
+    device6: Option<(Ipv6Addr, u8)>,
     /// The last known path to a server that does not go through the tunnel.
     net_path: Option<PathInfo>,
     current: Option<TunnelSpec>,
@@ -202,6 +324,7 @@ impl TunnelNet {
             backend,
             dev: dev.to_owned(),
             device: (address, prefix, mtu),
+            device6: None,
             net_path: None,
             current: None,
         }
@@ -222,7 +345,7 @@ impl TunnelNet {
     /// sent into the tunnel it is trying to bring up. The next [`TunnelNet::apply`] keeps or
     /// removes that route as its plan says.
     pub fn prepare_remote(&mut self, server: IpAddr) -> Result<(), NetError> {
-        let IpAddr::V4(s) = server else { return Ok(()) };
+        let s = canonical(server);
         let Some(path) = self.state.route_get(s)? else {
             return Ok(());
         };
@@ -230,12 +353,17 @@ impl TunnelNet {
             self.net_path = Some(path);
             return Ok(());
         }
-        let Some(old) = self.net_path.clone() else {
+        // Only a path of the server's own family can be pinned.
+        let Some(old) = self
+            .net_path
+            .clone()
+            .filter(|p| p.gateway.is_none_or(|g| g.is_ipv4() == s.is_ipv4()))
+        else {
             warn!("the server {s} is routed into the tunnel and no other path is known");
             return Ok(());
         };
         let r = RouteSpec {
-            dst: Ipv4Net::host(s),
+            dst: IpNet::host(s),
             via: old.gateway,
             dev: Some(old.dev),
             metric: None,
@@ -271,10 +399,43 @@ impl TunnelNet {
             self.state.set_mtu(&self.dev, spec.mtu)?;
             self.device.2 = spec.mtu;
         }
+        let mut notes = Vec::new();
+        let mut spec6 = spec.ipv6.as_ref();
+        if spec6.is_some() && spec.mtu < MIN_IPV6_MTU {
+            notes.push(format!(
+                "tun-mtu {} is below IPv6's minimum of {MIN_IPV6_MTU}: the kernel turns IPv6 off \
+                 on {}; IPv6 is left out of the tunnel",
+                spec.mtu, self.dev
+            ));
+            spec6 = None;
+        }
+        let want6 = spec6.map(|v| (v.address, v.prefix.min(128)));
+        if want6 != self.device6 {
+            if let Some((a, p)) = self.device6.take() {
+                self.state.remove_address(&self.dev, IpAddr::V6(a), p)?;
+            }
+            if let Some((a, p)) = want6 {
+                info!("tun {} IPv6 address {a}/{p}", self.dev);
+                match self.state.add_address(&self.dev, IpAddr::V6(a), p, true) {
+                    Ok(()) => {}
+                    Err(e @ NetError::AddressExists { .. }) => notes.push(e.to_string()),
+                    Err(e) => return Err(e),
+                }
+                self.device6 = Some((a, p));
+            }
+        }
         if self.net_path.is_none() {
             self.prepare_remote(spec.server)?;
         }
-        let (planned, mut notes) = plan_routes(spec, self.net_path.as_ref())?;
+        let planned = if spec6.is_none() && spec.ipv6.is_some() {
+            let mut without6 = spec.clone();
+            without6.ipv6 = None;
+            plan_routes(&without6, self.net_path.as_ref())
+        } else {
+            plan_routes(spec, self.net_path.as_ref())
+        };
+        let (planned, plan_notes) = planned?;
+        notes.extend(plan_notes);
         let stale: Vec<RouteSpec> = self
             .state
             .routes()
@@ -292,11 +453,14 @@ impl TunnelNet {
                 Err(e) => return Err(e),
             }
         }
-        let full_tunnel = spec.redirect.is_some();
+        let full_tunnel = spec.redirect.is_some() || spec6.is_some_and(|v| v.redirect.is_some());
+        let was_full = |c: &TunnelSpec| {
+            c.redirect.is_some() || c.ipv6.as_ref().is_some_and(|v| v.redirect.is_some())
+        };
         let dns_changed = self
             .current
             .as_ref()
-            .is_none_or(|c| c.dns != spec.dns || c.redirect.is_some() != full_tunnel);
+            .is_none_or(|c| c.dns != spec.dns || was_full(c) != full_tunnel);
         if dns_changed {
             if spec.dns.is_empty() {
                 self.state.clear_dns()?;
@@ -312,6 +476,7 @@ impl TunnelNet {
     /// Undoes everything (also done on drop).
     pub fn restore(&mut self) -> Result<(), NetError> {
         self.current = None;
+        self.device6 = None;
         self.state.restore()
     }
 
@@ -340,14 +505,144 @@ mod tests {
             routes: Vec::new(),
             redirect: None,
             dns: DnsSpec::default(),
+            ipv6: None,
         }
     }
 
     fn eth() -> PathInfo {
         PathInfo {
-            gateway: Some(ip("192.168.1.1")),
+            gateway: Some(IpAddr::V4(ip("192.168.1.1"))),
             dev: "eth0".into(),
         }
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().expect("ip6")
+    }
+
+    fn spec6() -> TunnelSpec6 {
+        TunnelSpec6 {
+            address: ip6("fd00:8::1000"),
+            prefix: 64,
+            routes: Vec::new(),
+            redirect: None,
+        }
+    }
+
+    #[test]
+    fn redirect_ipv6_is_four_routes_after_the_server_host_route() {
+        let eth6 = PathInfo {
+            gateway: Some(IpAddr::V6(ip6("fe80::1"))),
+            dev: "eth0".into(),
+        };
+        let server = IpAddr::V6(ip6("2001:db8::5"));
+        let (r, notes) = plan_redirect_ipv6("tun0", server, Some(&eth6), false);
+        assert_eq!(
+            strs(&r),
+            [
+                "2001:db8::5/128 via fe80::1 dev eth0",
+                "::/3 dev tun0",
+                "2000::/4 dev tun0",
+                "3000::/4 dev tun0",
+                "fc00::/7 dev tun0",
+            ]
+        );
+        assert!(notes.is_empty());
+        // `local`, or a server reached over IPv4: no host route.
+        assert_eq!(
+            plan_redirect_ipv6("tun0", server, Some(&eth6), true)
+                .0
+                .len(),
+            4
+        );
+        let v4 = IpAddr::V4(ip("203.0.113.5"));
+        let (r, notes) = plan_redirect_ipv6("tun0", v4, Some(&eth()), false);
+        assert_eq!(r.len(), 4);
+        assert!(notes.is_empty());
+        // A v4-mapped server address is an IPv4 server.
+        let mapped = IpAddr::V6(ip("203.0.113.5").to_ipv6_mapped());
+        assert_eq!(plan_redirect_ipv6("tun0", mapped, None, false).0.len(), 4);
+        // IPv6 server without a known path: a note, still redirected.
+        let (r, notes) = plan_redirect_ipv6("tun0", server, None, false);
+        assert_eq!(r.len(), 4);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // A path into the tunnel itself is no path.
+        let into_tun = PathInfo {
+            gateway: None,
+            dev: "tun0".into(),
+        };
+        assert_eq!(
+            plan_redirect_ipv6("tun0", server, Some(&into_tun), false)
+                .1
+                .len(),
+            1
+        );
+        // On-link server: host route without a gateway.
+        let onlink = PathInfo {
+            gateway: None,
+            dev: "veth1".into(),
+        };
+        let (r, _) = plan_redirect_ipv6("tun0", server, Some(&onlink), false);
+        assert_eq!(r[0].to_string(), "2001:db8::5/128 dev veth1");
+    }
+
+    #[test]
+    fn dual_stack_plan() {
+        // `redirect-gateway def1 ipv6` to an IPv6 server, with a pushed route-ipv6.
+        let mut s = spec();
+        s.server = IpAddr::V6(ip6("2001:db8::5"));
+        s.redirect = Some(Redirect {
+            def1: true,
+            local: false,
+        });
+        let mut v6 = spec6();
+        v6.redirect = Some(Redirect::default());
+        v6.routes.push(Route6Request {
+            network: Ipv6Net::new(ip6("fd00:99::"), 64),
+            metric: Some(5),
+        });
+        // Also in the redirect: kept once.
+        v6.routes.push(Route6Request {
+            network: Ipv6Net::new(ip6("fc00::"), 7),
+            metric: None,
+        });
+        s.ipv6 = Some(v6);
+        let eth6 = PathInfo {
+            gateway: Some(IpAddr::V6(ip6("fe80::1"))),
+            dev: "eth0".into(),
+        };
+        // `net_gateway` (IPv4) is not known from an IPv6 server's path.
+        s.routes.push(RouteRequest {
+            network: Endpoint::Ip(ip("172.16.0.0")),
+            netmask: ip("255.240.0.0"),
+            gateway: Some(Endpoint::NetGateway),
+            metric: None,
+        });
+        let (r, notes) = plan_routes(&s, Some(&eth6)).expect("plan");
+        assert_eq!(
+            strs(&r),
+            [
+                "0.0.0.0/1 via 10.8.0.1 dev tun0",
+                "128.0.0.0/1 via 10.8.0.1 dev tun0",
+                "2001:db8::5/128 via fe80::1 dev eth0",
+                "::/3 dev tun0",
+                "2000::/4 dev tun0",
+                "3000::/4 dev tun0",
+                "fc00::/7 dev tun0",
+                "fd00:99::/64 dev tun0 metric 5",
+            ]
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("net_gateway"), "{notes:?}");
+        // `redirect-gateway ipv6 !ipv4` to an IPv4 server: the IPv4 side is untouched, and
+        // the IPv4 host route is not needed.
+        s.redirect = None;
+        s.server = IpAddr::V4(ip("203.0.113.5"));
+        s.routes.clear();
+        let (r, notes) = plan_routes(&s, Some(&eth())).expect("plan");
+        assert_eq!(r.len(), 5, "{:?}", strs(&r));
+        assert!(r.iter().all(|r| r.family() == crate::Family::V6));
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     fn strs(rs: &[RouteSpec]) -> Vec<String> {

@@ -86,6 +86,7 @@ fn spec() -> TunnelSpec {
             servers: vec!["10.8.0.1".parse().expect("ip")],
             domains: vec!["vpn.example".into()],
         },
+        ipv6: None,
     }
 }
 
