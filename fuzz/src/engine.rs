@@ -156,6 +156,7 @@ fn server_config(s: Setup) -> ServerConfig {
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
         ipv6: None,
+        block_ipv6: None,
         push: vec!["route 192.168.77.0 255.255.255.0".into()],
         ping: Some(Duration::from_secs(10)),
         ping_restart: Some(Duration::from_secs(60)),

@@ -1218,6 +1218,7 @@ fn engine_config_with(
             pool: v.pool_base().map(|base| (base, v.pool_size())),
             push_tun_ipv6: v.push_tun_ipv6,
         }),
+        block_ipv6: cfg.block_ipv6_from(),
         push: cfg.push.clone(),
         ping: s.ping,
         ping_restart: s.ping_restart,

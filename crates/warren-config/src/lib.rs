@@ -31,8 +31,8 @@
 //!    OpenVPN: the last one wins, except `push`, `remote`, `route`,
 //!    `route-ipv6`, `pull-filter` and `dhcp-option`, which accumulate.
 //!    IPv6 inside the tunnel: `server-ipv6`, `ifconfig-ipv6`,
-//!    `ifconfig-ipv6-pool` and `route-ipv6` on a server (expanded by
-//!    [`ServerConfig::ipv6`]), `ifconfig-ipv6`, `route-ipv6` and `block-ipv6`
+//!    `ifconfig-ipv6-pool`, `route-ipv6` and `block-ipv6` on a server (expanded
+//!    by [`ServerConfig::ipv6`]), `ifconfig-ipv6`, `route-ipv6` and `block-ipv6`
 //!    on a client.
 //! 2. **Ignored with a warning** (the allow-list below): directives whose
 //!    absence cannot weaken security or silently change how the tunnel

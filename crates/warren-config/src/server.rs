@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub ifconfig_ipv6_pool: Option<Ipv6Prefix>,
     /// `route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]`: kernel routes into the server's tun.
     pub route_ipv6: Vec<RouteIpv6>,
+    /// `block-ipv6`: IPv6 packets from clients are answered with ICMPv6 "no route"
+    /// ([`ServerConfig::block_ipv6_from`]).
+    pub block_ipv6: bool,
     /// `push "..."` contents, unquoted, in order.
     pub push: Vec<String>,
     /// `keepalive INTERVAL TIMEOUT`.
@@ -195,6 +198,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "port-share",
     "server-ipv6",
     "ifconfig-ipv6-pool",
+    "block-ipv6",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -378,6 +382,17 @@ pub(crate) fn lower_server(
             ),
         );
     }
+    if let (Some(loc), Some(_)) = (
+        &s.block_ipv6,
+        s.ifconfig_ipv6_pool.as_ref().or(s.server_ipv6.as_ref()),
+    ) {
+        lw.warn(
+            loc,
+            "block-ipv6",
+            "every IPv6 packet from a client is answered with \"no route\", so the clients' \
+             IPv6 addresses from the pool carry nothing to the server",
+        );
+    }
     let ipv6_loc = s
         .server_ipv6
         .as_ref()
@@ -407,6 +422,7 @@ pub(crate) fn lower_server(
         ifconfig_ipv6: c.ifconfig_ipv6.as_ref().map(|(i, _)| *i),
         ifconfig_ipv6_pool: s.ifconfig_ipv6_pool.map(|(p, _)| p),
         route_ipv6: c.route_ipv6.clone(),
+        block_ipv6: s.block_ipv6.is_some(),
         push: {
             let mut push = s.push;
             if s.tcp_nodelay {
@@ -513,6 +529,7 @@ struct ServerState {
     crl_verify_dir: Option<(PathBuf, Location)>,
     server_ipv6: Option<(Ipv6Prefix, Location)>,
     ifconfig_ipv6_pool: Option<(Ipv6Prefix, Location)>,
+    block_ipv6: Option<Location>,
 }
 
 impl ServerState {
@@ -816,6 +833,10 @@ impl ServerState {
                     ));
                 }
                 self.server_ipv6 = Some((p, v.loc.clone()));
+            }
+            "block-ipv6" => {
+                v.expect(0, 0, "no parameters")?;
+                self.block_ipv6 = Some(v.loc.clone());
             }
             "ifconfig-ipv6-pool" => {
                 // OpenVPN options.c: `ifconfig-ipv6-pool ADDR/BITS`, 64 <= BITS <= 124;

@@ -237,6 +237,15 @@ impl ServerConfig {
         })
     }
 
+    /// `block-ipv6`: the source of the ICMPv6 answers, the `ifconfig-ipv6` remote (or
+    /// `server-ipv6`'s P+2), else `fe80::7` (OpenVPN forward.c).
+    pub fn block_ipv6_from(&self) -> Option<Ipv6Addr> {
+        self.block_ipv6.then(|| {
+            self.ipv6()
+                .map_or(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 7), |v| v.remote)
+        })
+    }
+
     /// Client addresses in the IPv4 pool: the `server` subnet without the network,
     /// the server's `.1` and the broadcast address.
     pub fn pool_size(&self) -> u32 {

@@ -1344,6 +1344,13 @@ fn route_ipv6_on_a_server() {
     err("route-ipv6 fd00:77::1/64", "did you mean fd00:77::/64?");
     err("route-ipv6 fd00:77::/129", "between /0 and /128");
     err("route-ipv6 fd00:77::/64 gw", "expected an IPv6 address");
+    // block-ipv6: answers from fe80::7 without an IPv6 address, else from the remote.
+    assert_eq!(cfg("").block_ipv6_from(), None);
+    assert_eq!(cfg("block-ipv6").block_ipv6_from(), Some(v6("fe80::7")));
+    let (c, w) = ok("server-ipv6 fd00:8::/64\nblock-ipv6");
+    assert_eq!(c.block_ipv6_from(), Some(v6("fd00:8::2")));
+    assert!(warned(&w, "block-ipv6"), "{w:?}");
+    err("block-ipv6 now", "no parameters");
     // tun-ipv6 is accepted with a note, as OpenVPN 2.6 does.
     let (_, w) = ok("tun-ipv6");
     assert!(warned(&w, "tun-ipv6"), "{w:?}");

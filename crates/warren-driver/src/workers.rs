@@ -216,6 +216,17 @@ impl Shard {
                 }
                 None
             }
+            DatagramOutcome::Reply { peer_id } => {
+                // Sealed by the owner of the sender, like client-to-client.
+                match self.plane.peer(peer_id) {
+                    Some(p) => {
+                        let o = owner(peer_id, p.data_v2 && !p.stream, self.threads);
+                        self.outgoing[o].push_to(peer_id, self.plane.reply());
+                    }
+                    None => stats.engine_dropped += 1,
+                }
+                None
+            }
             DatagramOutcome::Consumed => None,
             DatagramOutcome::Dropped(reason) => {
                 stats.engine_dropped += 1;
@@ -681,6 +692,7 @@ mod tests {
             DataPlaneConfig {
                 client_to_client: false,
                 mss: None,
+                block_ipv6: None,
             },
         );
         let ids: Vec<u32> = (1..=6).collect();

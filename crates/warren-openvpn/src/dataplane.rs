@@ -309,6 +309,18 @@ pub struct DataPlaneConfig {
     pub client_to_client: bool,
     /// MSS clamp (`mssfix`) applied to TCP SYNs in both directions.
     pub mss: Option<u16>,
+    /// `block-ipv6` on the server: IPv6 packets from clients are answered with ICMPv6 "no
+    /// route" ([`DatagramOutcome::Reply`]) instead of delivered.
+    pub block_ipv6: Option<BlockIpv6>,
+}
+
+/// How `block-ipv6` answers (OpenVPN forward.c `ipv6_send_icmp_unreachable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockIpv6 {
+    /// The answer's source: the `ifconfig-ipv6` remote, else `fe80::7`.
+    pub from: Ipv6Addr,
+    /// The answer is at most this long (and 1328 bytes).
+    pub tun_mtu: u16,
 }
 
 struct RecvKey {
@@ -336,7 +348,9 @@ struct PlanePeer {
 /// ```
 /// use warren_openvpn::dataplane::{DataPlane, DataPlaneConfig};
 /// use warren_openvpn::{DatagramOutcome, DropReason};
-/// let mut plane = DataPlane::new(DataPlaneConfig { client_to_client: false, mss: None });
+/// let mut plane = DataPlane::new(DataPlaneConfig {
+///     client_to_client: false, mss: None, block_ipv6: None,
+/// });
 /// // No peer published yet: a P_DATA_V2 datagram for peer 5 is dropped.
 /// let mut dgram = [0x48, 0, 0, 5, 0, 0, 0, 1];
 /// let from = "192.0.2.7:1194".parse().unwrap();
@@ -352,6 +366,8 @@ pub struct DataPlane {
     by_addr: HashMap<SocketAddr, u32>,
     events: VecDeque<DataEvent>,
     dropped: u64,
+    /// The last [`DatagramOutcome::Reply`]'s packet.
+    reply: Vec<u8>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -374,7 +390,14 @@ impl DataPlane {
             by_addr: HashMap::new(),
             events: VecDeque::new(),
             dropped: 0,
+            reply: Vec::new(),
         }
+    }
+
+    /// The answer of the last [`DatagramOutcome::Reply`] (an IP packet), until the next
+    /// datagram is opened.
+    pub fn reply(&self) -> &[u8] {
+        &self.reply
     }
 
     /// Packets dropped so far (any reason).
@@ -599,6 +622,25 @@ impl DataPlane {
             }
             Payload::Packet => {}
         }
+        if let Some(block) = self.config.block_ipv6
+            && crate::icmp6::is_ipv6(payload)
+        {
+            // forward.c process_ip_header: answered over the link, never delivered.
+            self.reply.resize(1280 + 48, 0);
+            return match crate::icmp6::no_route_reply(
+                payload,
+                block.from,
+                block.tun_mtu,
+                &mut self.reply,
+            ) {
+                Some(n) => {
+                    self.reply.truncate(n);
+                    self.dropped += 1;
+                    DatagramOutcome::Reply { peer_id }
+                }
+                None => self.drop_packet(DropReason::Ipv6Blocked),
+            };
+        }
         // multi.c: "bad source address from client": no spoofing of other addresses.
         let other = match ip_addrs(payload) {
             None => return self.drop_packet(DropReason::NotIp),
@@ -811,6 +853,7 @@ mod tests {
         let mut plane = DataPlane::new(DataPlaneConfig {
             client_to_client: false,
             mss: None,
+            block_ipv6: None,
         });
         plane.apply(DataChange::Update(peer(counter_at(
             u64::from(PACKET_ID_WRAP_TRIGGER) - 1,
@@ -838,6 +881,7 @@ mod tests {
         let mut plane = DataPlane::new(DataPlaneConfig {
             client_to_client: false,
             mss: None,
+            block_ipv6: None,
         });
         let p = peer(TxCounter::new());
         plane.apply(DataChange::Update(p.clone()));
@@ -896,6 +940,7 @@ mod tests {
         let mut plane = DataPlane::new(DataPlaneConfig {
             client_to_client: false,
             mss: None,
+            block_ipv6: None,
         });
         let mut p = peer(TxCounter::new());
         p.data_v2 = false;
@@ -978,6 +1023,7 @@ mod tests {
         let mut plane = DataPlane::new(DataPlaneConfig {
             client_to_client: true,
             mss: None,
+            block_ipv6: None,
         });
         plane.apply(DataChange::Update(dual_stack(
             3,

@@ -36,7 +36,8 @@ mod types;
 
 pub use client::{Client, ClientConfig, ClientDatagram, ClientEvent, ClientSetupError};
 pub use dataplane::{
-    Activity, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData, TxCounter,
+    Activity, BlockIpv6, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData,
+    TxCounter,
 };
 pub use push::{PushedConfig, PushedRoute, PushedRouteIpv6};
 pub use server::{

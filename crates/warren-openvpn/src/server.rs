@@ -64,6 +64,9 @@ pub struct ServerConfig {
     /// IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` with a pool); `None`:
     /// IPv4 only.
     pub ipv6: Option<TunnelIpv6>,
+    /// `block-ipv6`: IPv6 packets from clients are answered with ICMPv6 "no route" from
+    /// this address (the `ifconfig-ipv6` remote, else `fe80::7`) instead of delivered.
+    pub block_ipv6: Option<Ipv6Addr>,
     /// User `push "..."` options, in order, without quotes.
     pub push: Vec<String>,
     /// Server's own ping interval and ping-restart timeout (`keepalive a b` gives a and 2b).
@@ -937,6 +940,13 @@ impl Server {
         DataPlaneConfig {
             client_to_client: self.config.client_to_client,
             mss: self.mss,
+            block_ipv6: self
+                .config
+                .block_ipv6
+                .map(|from| crate::dataplane::BlockIpv6 {
+                    from,
+                    tun_mtu: self.config.tun_mtu,
+                }),
         }
     }
 

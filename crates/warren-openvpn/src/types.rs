@@ -44,6 +44,9 @@ pub enum DatagramOutcome {
     ClientToClient(Range<usize>),
     /// Control traffic, a ping or similar: nothing for the tun. Drain `poll_transmit`.
     Consumed,
+    /// The packet was answered instead (`block-ipv6`: ICMPv6 "no route"): seal
+    /// `DataPlane::reply` for `peer_id` with `DataPlane::seal_to`.
+    Reply { peer_id: u32 },
     /// Counted and dropped.
     Dropped(DropReason),
 }

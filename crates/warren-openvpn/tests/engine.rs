@@ -125,6 +125,7 @@ struct Setup {
     ping: Option<u32>,
     ping_restart: Option<u32>,
     ipv6: Option<TunnelIpv6>,
+    block_ipv6: Option<Ipv6Addr>,
     /// The server's `push` lines; `None`: a route and a DNS server.
     push: Option<Vec<String>>,
 }
@@ -142,6 +143,7 @@ impl Default for Setup {
             ping: Some(10),
             ping_restart: Some(60),
             ipv6: None,
+            block_ipv6: None,
             push: None,
         }
     }
@@ -188,6 +190,7 @@ fn server_config(s: &Setup) -> ServerConfig {
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
         ipv6: s.ipv6,
+        block_ipv6: s.block_ipv6,
         push: s.push.clone().unwrap_or_else(|| {
             vec![
                 "route 192.168.77.0 255.255.255.0".into(),
@@ -489,6 +492,17 @@ impl World {
                     self.server_tun.push(pkt[r].to_vec())
                 }
                 DatagramOutcome::Dropped(d) => self.server_drops.push(d),
+                DatagramOutcome::Reply { peer_id } => {
+                    let reply = self.plane.reply().to_vec();
+                    let mut buf = vec![0u8; DATA_HEADROOM + reply.len()];
+                    buf[DATA_HEADROOM..].copy_from_slice(&reply);
+                    if let EncapOutcome::Send { dst, range } =
+                        self.plane.seal_to(self.now, peer_id, &mut buf, reply.len())
+                    {
+                        self.net
+                            .send(self.now, addr(SERVER), dst, buf[range].to_vec());
+                    }
+                }
                 DatagramOutcome::Consumed => {}
             }
         } else if self.stalled.contains(&to) {
@@ -2287,6 +2301,32 @@ fn block_ipv6_answers_from_the_pushed_remote() {
     w.client.drain_tun_replies(|r| again.push(r.len()));
     assert!(again.is_empty(), "drained once");
     // IPv4 is not affected.
+    assert!(w.client_sends(b"up4"));
+    w.run_for(Duration::from_millis(100));
+    assert_eq!(w.server_tun.len(), 1);
+}
+
+/// `block-ipv6` on a server (the man page's example: no IPv6 on the server): every IPv6
+/// packet from a client is answered over the link with ICMPv6 "no route" from `fe80::7`.
+#[test]
+fn server_block_ipv6_answers_over_the_link() {
+    let setup = Setup {
+        block_ipv6: Some(v6("fe80::7")),
+        ..Setup::default()
+    };
+    let mut w = World::new(&setup, 66, Impair::default());
+    w.connect(Duration::from_secs(5));
+    let pkt = ipv6_udp(v6("fd15:53b6:dead::2"), v6("2001:db8::1"), b"leak?");
+    w.client_tun_in(&pkt).unwrap();
+    w.run_for(Duration::from_millis(200));
+    assert!(w.server_tun.is_empty(), "nothing reaches the server's tun");
+    assert_eq!(w.client_tun.len(), 1, "server drops: {:?}", w.server_drops);
+    let r = &w.client_tun[0];
+    assert_eq!((r[0] >> 4, r[6], r[40], r[41]), (6, 58, 1, 0));
+    assert_eq!(&r[8..24], &v6("fe80::7").octets());
+    assert_eq!(&r[24..40], &v6("fd15:53b6:dead::2").octets());
+    assert_eq!(&r[48..], &pkt[..]);
+    // IPv4 still flows.
     assert!(w.client_sends(b"up4"));
     w.run_for(Duration::from_millis(100));
     assert_eq!(w.server_tun.len(), 1);

@@ -105,6 +105,7 @@ fn server_config(cert: &(String, String), clock: &Arc<ManualClock>, anchor: u64)
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
         ipv6: None,
+        block_ipv6: None,
         push: vec![],
         ping: Some(Duration::from_secs(10)),
         ping_restart: Some(Duration::from_secs(120)),
@@ -273,7 +274,8 @@ impl World {
                 DatagramOutcome::Dropped(_)
                 | DatagramOutcome::Consumed
                 | DatagramOutcome::Tun(_)
-                | DatagramOutcome::ClientToClient(_) => {}
+                | DatagramOutcome::ClientToClient(_)
+                | DatagramOutcome::Reply { .. } => {}
             }
         } else {
             match self.client.handle_datagram(self.now, from, &mut pkt) {
