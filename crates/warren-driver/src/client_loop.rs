@@ -1570,8 +1570,10 @@ mod tests {
             metric: Some(7),
         }];
         p.redirect_gateway = Some(vec!["ipv6".into(), "!ipv4".into()]);
-        let mut net = NetOptions::default();
-        net.routes_ipv6 = vec![(Ipv6Net::new(v6("fd00:77::"), 48), None)];
+        let mut net = NetOptions {
+            routes_ipv6: vec![(Ipv6Net::new(v6("fd00:77::"), 48), None)],
+            ..NetOptions::default()
+        };
         let (s, notes) = tunnel_spec6(&p, &net);
         assert!(notes.is_empty(), "{notes:?}");
         let s = s.expect("IPv6");

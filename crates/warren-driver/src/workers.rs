@@ -652,8 +652,13 @@ mod tests {
         p[4..6].copy_from_slice(&8u16.to_be_bytes());
         p[6] = 17;
         p[7] = 1;
-        p[8..24].copy_from_slice(&"fd00:8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[8..24].copy_from_slice(
+            &"fd00:8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .expect("ip")
+                .octets(),
+        );
+        p[24..40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().expect("ip").octets());
         buf
     }
 
@@ -674,7 +679,7 @@ mod tests {
             generation: 1,
             addr: SocketAddr::from(([192, 0, 2, peer_id as u8], 1194)),
             vpn_ip: None,
-            vpn_ip6: Some(ip6.parse().unwrap()),
+            vpn_ip6: Some(ip6.parse().expect("ip")),
             data_v2: true,
             stream: false,
             send: Some(key.clone()),

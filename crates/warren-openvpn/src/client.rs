@@ -78,7 +78,8 @@ pub enum ClientDatagram {
 pub enum ClientEvent {
     /// The tunnel is up: apply `config` to the tun device (address, routes, DNS).
     Connected {
-        config: PushedConfig,
+        /// Boxed: the pushed options are large next to the other events.
+        config: Box<PushedConfig>,
         cipher: CipherKind,
         ekm: bool,
         server_cn: Option<String>,
@@ -274,7 +275,7 @@ impl Client {
                     self.icmp6_from = remote;
                 }
                 self.events.push_back(ClientEvent::Connected {
-                    config,
+                    config: Box::new(config),
                     cipher,
                     ekm: self.session.ekm,
                     server_cn: c.server_cn.clone(),

@@ -88,6 +88,7 @@ fn checksum(src: &[u8; 16], dst: &[u8; 16], next: u8, body: &[u8]) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// An IPv6/UDP packet of `len` bytes from `src` to `dst`.

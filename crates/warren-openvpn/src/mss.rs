@@ -99,6 +99,7 @@ fn checksum_adjust(sum: u16, old: u16, new: u16) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn csum(data: &[u8]) -> u16 {

@@ -210,7 +210,7 @@ mod tests {
         let msg = "PUSH_REPLY,route-ipv6 fd00:99::/64,redirect-gateway ipv6 !ipv4,tun-ipv6,route-gateway 10.8.0.1,topology subnet,ping 10,ping-restart 120,echo hello-from-ccd,ifconfig-ipv6 fd00:8::1000/64 fd00:8::1,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500";
         let reply = warren_wire::parse_push_reply(msg).expect("push reply");
         let p = parse_pushed(&reply.options);
-        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let a = |s: &str| s.parse::<Ipv6Addr>().expect("ip");
         assert_eq!(
             p.ifconfig_ipv6,
             Some((a("fd00:8::1000"), 64, a("fd00:8::1")))

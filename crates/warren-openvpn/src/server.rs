@@ -1508,26 +1508,35 @@ mod tests {
     fn ipv6_addresses_follow_the_ipv4_pool_index() {
         // openvpn-ops.md §3.1: 10.8.0.2 <-> fd00:8::1000, 10.8.0.3 <-> fd00:8::1001.
         let (net, mask) = (
-            "10.8.0.0".parse().unwrap(),
-            "255.255.255.0".parse().unwrap(),
+            "10.8.0.0".parse().expect("ip"),
+            "255.255.255.0".parse().expect("ip"),
         );
-        let base: Ipv6Addr = "fd00:8::1000".parse().unwrap();
-        let v6 = |ip: &str, size| ipv6_for(net, mask, ip.parse().unwrap(), base, size);
-        assert_eq!(v6("10.8.0.2", 65536), Some("fd00:8::1000".parse().unwrap()));
-        assert_eq!(v6("10.8.0.3", 65536), Some("fd00:8::1001".parse().unwrap()));
+        let base: Ipv6Addr = "fd00:8::1000".parse().expect("ip");
+        let v6 = |ip: &str, size| ipv6_for(net, mask, ip.parse().expect("ip"), base, size);
+        assert_eq!(
+            v6("10.8.0.2", 65536),
+            Some("fd00:8::1000".parse().expect("ip"))
+        );
+        assert_eq!(
+            v6("10.8.0.3", 65536),
+            Some("fd00:8::1001".parse().expect("ip"))
+        );
         assert_eq!(
             v6("10.8.0.254", 65536),
-            Some("fd00:8::10fc".parse().unwrap())
+            Some("fd00:8::10fc".parse().expect("ip"))
         );
         // The IPv6 pool is smaller: the index past its end has no address.
-        assert_eq!(v6("10.8.0.15", 14), Some("fd00:8::100d".parse().unwrap()));
+        assert_eq!(
+            v6("10.8.0.15", 14),
+            Some("fd00:8::100d".parse().expect("ip"))
+        );
         assert_eq!(v6("10.8.0.16", 14), None);
         assert_eq!(v6("10.8.0.1", 65536), None, "the server's own address");
         // A carry into the upper 64 bits is an ordinary 128-bit addition.
-        let top: Ipv6Addr = "fd00:8::ffff:ffff:ffff:ffff".parse().unwrap();
+        let top: Ipv6Addr = "fd00:8::ffff:ffff:ffff:ffff".parse().expect("ip");
         assert_eq!(
-            ipv6_for(net, mask, "10.8.0.3".parse().unwrap(), top, 2),
-            Some("fd00:8:0:1::".parse().unwrap())
+            ipv6_for(net, mask, "10.8.0.3".parse().expect("ip"), top, 2),
+            Some("fd00:8:0:1::".parse().expect("ip"))
         );
     }
 

@@ -2143,7 +2143,7 @@ fn pushed(w: &World) -> warren_openvpn::PushedConfig {
     w.client_events
         .iter()
         .find_map(|e| match e {
-            ClientEvent::Connected { config, .. } => Some(config.clone()),
+            ClientEvent::Connected { config, .. } => Some(config.as_ref().clone()),
             _ => None,
         })
         .expect("connected")
