@@ -260,7 +260,7 @@ impl Client {
             }
         }
         if !self.closed
-            && let Some(End::Client(reason)) = self.session.dead.clone()
+            && let Some(End::Client(reason)) = self.session.state.end().cloned()
         {
             self.closed = true;
             self.events.push_back(ClientEvent::Disconnected { reason });
@@ -322,7 +322,7 @@ impl Client {
 
     /// True once connected (keys installed and pushed config received).
     pub fn is_connected(&self) -> bool {
-        self.session.connected && !self.closed
+        self.session.state.is_connected() && !self.closed
     }
 
     /// True when the session is over (after a `Disconnected` event).

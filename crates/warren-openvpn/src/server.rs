@@ -50,7 +50,7 @@ use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::session::{End, Session};
+use crate::session::{End, Session, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
@@ -868,7 +868,7 @@ impl Server {
     fn after_session_input(&mut self, now: Instant, slot: usize) {
         if self.sessions[slot]
             .as_ref()
-            .is_some_and(|s| s.pending_connect && !s.awaiting_auth)
+            .is_some_and(|s| s.state.is(Stage::PendingConnect))
         {
             if self.config.external_auth {
                 self.request_auth(slot);
@@ -876,7 +876,10 @@ impl Server {
                 self.finish_connect(now, slot, AuthGrant::default());
             }
         }
-        if let Some(end) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
+        if let Some(end) = self.sessions[slot]
+            .as_ref()
+            .and_then(|s| s.state.end().cloned())
+        {
             let reason = match end {
                 End::Server(r) => r,
                 End::Client(_) => DisconnectReason::Shutdown,
@@ -1014,7 +1017,7 @@ impl Server {
         let Some(s) = self.sessions[slot].as_mut() else {
             return;
         };
-        s.awaiting_auth = true;
+        s.state.auth_requested();
         let password = s
             .pending_password
             .take()
@@ -1040,14 +1043,12 @@ impl Server {
         let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if !s.awaiting_auth || !s.pending_connect {
+        if !s.state.auth_answered() {
             return;
         }
-        s.awaiting_auth = false;
         match decision {
             AuthDecision::Accept(grant) => self.finish_connect(now, slot, grant),
             AuthDecision::Reject { reason } => {
-                s.pending_connect = false;
                 let msg = match reason {
                     Some(r) => format!("AUTH_FAILED,{r}"),
                     None => "AUTH_FAILED".to_string(),
@@ -1149,8 +1150,9 @@ impl Server {
                 .enumerate()
                 .filter(|(i, s)| {
                     *i != slot
-                        && s.as_ref()
-                            .is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn))
+                        && s.as_ref().is_some_and(|s| {
+                            s.state.is_connected() && s.common_name.as_deref() == Some(&cn)
+                        })
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -1166,7 +1168,6 @@ impl Server {
         else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.pending_connect = false;
                 s.send_control_message(
                     &mut self.ctx,
                     now,
@@ -1278,7 +1279,7 @@ impl Server {
             self.events
                 .push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
-        if s.connected || s.awaiting_auth {
+        if s.state.announced() {
             self.events.push_back(ServerEvent::Disconnected {
                 peer_id: s.peer_id,
                 common_name: s.common_name.clone().unwrap_or_default(),
@@ -1364,7 +1365,7 @@ impl Server {
         self.sessions
             .iter()
             .flatten()
-            .filter(|s| s.connected)
+            .filter(|s| s.state.is_connected())
             .map(|s| ClientStatus {
                 peer_id: s.peer_id,
                 common_name: s.common_name.clone().unwrap_or_default(),
@@ -1398,7 +1399,7 @@ impl Server {
         }
         for slot in 0..self.sessions.len() {
             if let Some(s) = self.sessions[slot].as_mut()
-                && s.connected
+                && s.state.is_connected()
             {
                 // multi.c: with explicit-exit-notify the server tells clients to reconnect.
                 s.send_control_message(&mut self.ctx, now, "RESTART");

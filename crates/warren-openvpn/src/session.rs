@@ -12,7 +12,7 @@
 //!   keys only once PUSH_REPLY has told it the cipher and the key derivation (push.c);
 //! * the server is created after the client proved its address (the cookie), answers
 //!   key-method 2, and pushes. Address allocation and push contents are the server
-//!   endpoint's; the session raises [`Session::pending_connect`] when they are needed.
+//!   endpoint's; the session waits in [`Stage::PendingConnect`] while they are decided.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +48,138 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub(crate) enum End {
     Server(DisconnectReason),
     Client(ClientDisconnect),
+}
+
+/// How far a session got: the open stages of [`Lifecycle`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// TLS handshake and key-method 2 of key id 0 (a client: until PUSH_REPLY).
+    Handshaking,
+    /// Server: key-method 2 of key id 0 is done; the endpoint authorises the client,
+    /// allocates its address and calls [`Session::set_push_reply`].
+    PendingConnect,
+    /// Server with external authentication: an `AuthRequest` is out, no decision yet.
+    AwaitingAuth,
+    Connected,
+}
+
+/// Where a session is in its life. Only the transitions below change it. A closing or dead
+/// session keeps the stage it had reached, which decides what the endpoint reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lifecycle<E> {
+    Open(Stage),
+    /// Lingering until `until` so that a last message or alert goes out.
+    Closing {
+        until: Instant,
+        end: E,
+        stage: Stage,
+    },
+    /// Over: the endpoint removes the session.
+    Dead {
+        end: E,
+        stage: Stage,
+    },
+}
+
+impl<E> Lifecycle<E> {
+    /// The stage reached (the one it left, once closing).
+    pub fn stage(&self) -> Stage {
+        match self {
+            Lifecycle::Open(s)
+            | Lifecycle::Closing { stage: s, .. }
+            | Lifecycle::Dead { stage: s, .. } => *s,
+        }
+    }
+
+    /// Open at `stage`.
+    pub fn is(&self, stage: Stage) -> bool {
+        matches!(self, Lifecycle::Open(s) if *s == stage)
+    }
+
+    /// Connected, or closing after it was.
+    pub fn is_connected(&self) -> bool {
+        self.stage() == Stage::Connected
+    }
+
+    /// The driver was told about the peer (an authentication request or a connect) and must
+    /// hear of its end.
+    pub fn announced(&self) -> bool {
+        matches!(self.stage(), Stage::AwaitingAuth | Stage::Connected)
+    }
+
+    /// Closing or dead.
+    pub fn is_closing(&self) -> bool {
+        !matches!(self, Lifecycle::Open(_))
+    }
+
+    /// Why it ended, once dead.
+    pub fn end(&self) -> Option<&E> {
+        match self {
+            Lifecycle::Dead { end, .. } => Some(end),
+            _ => None,
+        }
+    }
+
+    /// Moves an open session from stage `from` to `to`; false (and no change) otherwise.
+    fn advance(&mut self, from: Stage, to: Stage) -> bool {
+        let ok = self.is(from);
+        if ok {
+            *self = Lifecycle::Open(to);
+        }
+        ok
+    }
+
+    /// Server: key-method 2 of key id 0 is done.
+    pub fn keys_done(&mut self) {
+        self.advance(Stage::Handshaking, Stage::PendingConnect);
+    }
+
+    /// Server: the endpoint asked the driver for a decision.
+    pub fn auth_requested(&mut self) {
+        self.advance(Stage::PendingConnect, Stage::AwaitingAuth);
+    }
+
+    /// Server: the driver's decision arrived. False when none was awaited.
+    pub fn auth_answered(&mut self) -> bool {
+        self.advance(Stage::AwaitingAuth, Stage::PendingConnect)
+    }
+
+    /// The tunnel is up (a client from the handshake, a server once the endpoint decided).
+    pub fn connect(&mut self) {
+        if !self.advance(Stage::PendingConnect, Stage::Connected) {
+            self.advance(Stage::Handshaking, Stage::Connected);
+        }
+    }
+
+    /// Starts the linger that ends in `Dead`; nothing changes once closing.
+    pub fn close(&mut self, until: Instant, end: E) {
+        if let Lifecycle::Open(stage) = *self {
+            *self = Lifecycle::Closing { until, end, stage };
+        }
+    }
+
+    /// Ends the session at once (a dead session keeps its first reason).
+    pub fn die(&mut self, end: E) {
+        if !matches!(self, Lifecycle::Dead { .. }) {
+            let stage = self.stage();
+            *self = Lifecycle::Dead { end, stage };
+        }
+    }
+
+    /// A closing session whose linger is over dies.
+    fn linger_over(&mut self, now: Instant)
+    where
+        E: Clone,
+    {
+        if let Lifecycle::Closing { until, end, stage } = self
+            && now >= *until
+        {
+            *self = Lifecycle::Dead {
+                end: end.clone(),
+                stage: *stage,
+            };
+        }
+    }
 }
 
 /// Role-specific session state.
@@ -108,15 +240,10 @@ pub(crate) struct Session {
     pub data_v2: bool,
     pub request_push: bool,
     pub cc_exit: bool,
-    /// Server: key-method 2 of key id 0 is done; the endpoint allocates an address and
-    /// calls [`Session::set_push_reply`].
-    pub pending_connect: bool,
-    /// Server with external authentication: an `AuthRequest` is out, no decision yet.
-    pub awaiting_auth: bool,
+    pub state: Lifecycle<End>,
     /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
     /// for an authentication decision.
     pub pending_password: Option<String>,
-    pub connected: bool,
     ping: Option<Duration>,
     ping_restart: Option<Duration>,
     messages: ControlMessageReader,
@@ -125,10 +252,6 @@ pub(crate) struct Session {
     pub activity: Arc<Activity>,
     ping_due: bool,
     reneg_at: Option<Instant>,
-    /// Lingering before removal (a final message or alert is being flushed).
-    closing: Option<(Instant, End)>,
-    /// The endpoint removes the session when this is set.
-    pub dead: Option<End>,
     /// The earliest deadline the server's timer heap holds for this session.
     pub scheduled: Option<Instant>,
     scratch: Vec<u8>,
@@ -180,10 +303,8 @@ impl Session {
             data_v2: false,
             request_push: false,
             cc_exit: false,
-            pending_connect: false,
-            awaiting_auth: false,
+            state: Lifecycle::Open(Stage::Handshaking),
             pending_password: None,
-            connected: false,
             ping: ctx.ping,
             ping_restart: ctx.ping_restart,
             messages: ControlMessageReader::new(),
@@ -191,8 +312,6 @@ impl Session {
             activity: Arc::new(Activity::new(now)),
             ping_due: false,
             reneg_at: None,
-            closing: None,
-            dead: None,
             scheduled: None,
             scratch: Vec::new(),
             acks: Vec::new(),
@@ -331,7 +450,7 @@ impl Session {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_some() || self.dead.is_some()
+        self.state.is_closing()
     }
 
     fn write_client_km2(&mut self, ctx: &mut Ctx, idx: usize) {
@@ -439,7 +558,7 @@ impl Session {
     }
 
     fn fail(&mut self, ctx: &mut Ctx, now: Instant, reason: String) {
-        if self.common_name.is_none() && !self.connected {
+        if self.common_name.is_none() && !self.state.is_connected() {
             ctx.handshake_failed(self.addr, reason.clone());
         } else {
             tracing::warn!(peer_id = self.peer_id, "session failed: {reason}");
@@ -611,7 +730,7 @@ impl Session {
         ks.remote_km2 = Some(km2);
         self.derive_keys(idx)?;
         if first {
-            self.pending_connect = true;
+            self.state.keys_done();
         } else {
             let key_id = self.keys[idx].key_id.get();
             tracing::debug!(peer_id = self.peer_id, key_id, "renegotiated");
@@ -703,7 +822,7 @@ impl Session {
                     }
                 } else if msg == "EXIT" {
                     // explicit-exit-notify with cc-exit: free the session at once.
-                    self.dead = Some(End::Server(DisconnectReason::ExitNotify));
+                    self.state.die(End::Server(DisconnectReason::ExitNotify));
                 } else {
                     tracing::debug!(peer_id = self.peer_id, "ignoring control message {msg:?}");
                 }
@@ -757,7 +876,7 @@ impl Session {
             None
         };
         if let Some(end) = end {
-            self.dead = Some(End::Client(end));
+            self.state.die(End::Client(end));
         }
         Ok(())
     }
@@ -810,7 +929,7 @@ impl Session {
             .ok_or("key id 0 is gone")?;
         self.derive_keys(idx)?;
         self.activate(ctx, now, idx);
-        self.connected = true;
+        self.state.connect();
         self.connected_since = now;
         if let Side::Client(c) = &mut self.side {
             c.just_connected = true;
@@ -821,8 +940,7 @@ impl Session {
 
     /// Server: called once the address is allocated and the options decided.
     pub fn set_push_reply(&mut self, ctx: &mut Ctx, now: Instant, options: Vec<String>) {
-        self.pending_connect = false;
-        self.connected = true;
+        self.state.connect();
         if let Side::Server(srv) = &mut self.side {
             srv.push_options = Some(options);
         }
@@ -870,16 +988,14 @@ impl Session {
 
     /// Ends the session after a short linger that lets a last message or alert go out.
     pub fn close(&mut self, now: Instant, end: End) {
-        if self.closing.is_none() {
-            self.closing = Some((now + CLOSE_LINGER, end));
-        }
+        self.state.close(now + CLOSE_LINGER, end);
     }
 
     /// Client: leave, telling the server (explicit-exit-notify): `EXIT` when cc-exit was
     /// negotiated, an OCC EXIT data packet otherwise (occ.c).
     pub fn client_exit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<Vec<u8>>) {
         let notify = matches!(&self.side, Side::Client(c) if c.explicit_exit_notify);
-        if notify && self.connected {
+        if notify && self.state.is_connected() {
             if self.cc_exit {
                 self.send_control_message(ctx, now, "EXIT");
             } else {
@@ -890,10 +1006,11 @@ impl Session {
                 }
             }
         }
-        self.close(now, End::Client(ClientDisconnect::Closed));
-        if !notify || !self.cc_exit {
+        if notify && self.cc_exit {
+            self.close(now, End::Client(ClientDisconnect::Closed));
+        } else {
             // Nothing to wait for.
-            self.closing = Some((now, End::Client(ClientDisconnect::Closed)));
+            self.state.die(End::Client(ClientDisconnect::Closed));
         }
     }
 
@@ -939,7 +1056,8 @@ impl Session {
         if ks.phase == Phase::KeysReady
             && ks.reliable.all_acked()
             && !ks.has_unsent_tls()
-            && !self.pending_connect
+            && !self.state.is(Stage::PendingConnect)
+            && !self.state.is(Stage::AwaitingAuth)
         {
             self.activate(ctx, now, idx);
         }
@@ -958,7 +1076,7 @@ impl Session {
             .iter()
             .position(|k| k.phase == Phase::Active && k.data.is_some())
             .or_else(|| {
-                if !self.connected || self.pending_connect {
+                if !self.state.is_connected() {
                     return None;
                 }
                 self.keys
@@ -1030,7 +1148,7 @@ impl Session {
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        if self.dead.is_some() {
+        if self.state.end().is_some() {
             return None;
         }
         let mut t: Option<Instant> = None;
@@ -1039,8 +1157,8 @@ impl Session {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        if let Some((at, _)) = &self.closing {
-            consider(Some(*at));
+        if let Lifecycle::Closing { until, .. } = &self.state {
+            consider(Some(*until));
         }
         for ks in &self.keys {
             consider(ks.reliable.poll_timeout());
@@ -1049,8 +1167,8 @@ impl Session {
             }
             consider(ks.expires);
         }
-        if self.closing.is_none() {
-            if self.connected {
+        if let Lifecycle::Open(stage) = self.state {
+            if stage == Stage::Connected {
                 if let Some(p) = self.ping {
                     consider(Some(self.activity.last_sent() + p));
                 }
@@ -1067,16 +1185,14 @@ impl Session {
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx, now: Instant) {
-        if let Some((at, end)) = &self.closing {
-            if now >= *at {
-                self.dead = Some(end.clone());
-            }
+        if self.state.is_closing() {
+            self.state.linger_over(now);
             return;
         }
         if let Some(pr) = self.ping_restart
             && now >= self.activity.last_received() + pr
         {
-            self.dead = Some(match self.side {
+            self.state.die(match self.side {
                 Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
                 Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
             });
@@ -1088,13 +1204,13 @@ impl Session {
             if ks.phase != Phase::Active && now >= ks.handshake_deadline {
                 if ks.key_id == KeyId::ZERO || self.keys.len() == 1 {
                     // ssl.c: "TLS key negotiation failed to occur within 60 seconds".
-                    if !self.connected {
+                    if !self.state.is_connected() {
                         ctx.handshake_failed(
                             self.addr,
                             "TLS handshake did not finish within hand-window".into(),
                         );
                     }
-                    self.dead = Some(match self.side {
+                    self.state.die(match self.side {
                         Side::Server(_) => End::Server(DisconnectReason::HandshakeTimeout),
                         Side::Client(_) => End::Client(ClientDisconnect::HandshakeTimeout),
                     });
@@ -1123,7 +1239,7 @@ impl Session {
                 c.push_request_at = Some(now + PUSH_REQUEST_INTERVAL);
             }
         }
-        if self.connected {
+        if self.state.is_connected() {
             if let Some(p) = self.ping
                 && now >= self.activity.last_sent() + p
             {
@@ -1149,7 +1265,7 @@ impl Session {
     /// Writes the next datagram for this session into `out`. Returns false when there is
     /// nothing more to send now.
     pub fn poll_transmit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<u8>) -> bool {
-        if self.dead.is_some() {
+        if self.state.end().is_some() {
             return false;
         }
         // Control packets due (first transmissions and retransmissions), newest key first.
