@@ -50,7 +50,7 @@ use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::session::{End, Session, Stage};
+use crate::session::{End, Session, SessionError, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
@@ -1049,12 +1049,7 @@ impl Server {
         match decision {
             AuthDecision::Accept(grant) => self.finish_connect(now, slot, grant),
             AuthDecision::Reject { reason } => {
-                let msg = match reason {
-                    Some(r) => format!("AUTH_FAILED,{r}"),
-                    None => "AUTH_FAILED".to_string(),
-                };
-                s.send_control_message(&mut self.ctx, now, &msg);
-                s.close(now, End::Server(DisconnectReason::AuthFailed));
+                s.fail(&mut self.ctx, now, SessionError::Refused(reason));
                 self.events.push_back(ServerEvent::AuthRejected {
                     peer_id: s.peer_id,
                     addr: s.addr,
@@ -1168,12 +1163,7 @@ impl Server {
         else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.send_control_message(
-                    &mut self.ctx,
-                    now,
-                    "AUTH_FAILED,no free address in the pool",
-                );
-                s.close(now, End::Server(DisconnectReason::Shutdown));
+                s.fail(&mut self.ctx, now, SessionError::PoolExhausted);
             }
             return;
         };

@@ -26,7 +26,7 @@ use warren_wire::{
 
 use crate::ctx::{Ctx, SessionEvent};
 use crate::dataplane::{Activity, DataKeyRef, PeerData, open_with, seal_with};
-use crate::keystate::{KeyState, Phase};
+use crate::keystate::{KeyState, KeyStateError, Phase};
 use crate::push::{PushedConfig, parse_pushed};
 use crate::types::{ClientDisconnect, DisconnectReason, DropReason, KeyDerivation};
 
@@ -178,6 +178,77 @@ impl<E> Lifecycle<E> {
                 end: end.clone(),
                 stage: *stage,
             };
+        }
+    }
+}
+
+/// What goes on the wire when a session meets an error (house style: a bad packet is
+/// counted and dropped, a session-fatal error ends that session with a reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WireAction {
+    /// Count the packet as dropped; the session goes on.
+    Drop(DropReason),
+    /// End the session after the linger that flushes a TLS alert; the peer starts over.
+    Reset,
+    /// Send `AUTH_FAILED` (with the reason, when there is one), then end as `Reset` does.
+    AuthFailed(Option<String>),
+}
+
+/// An error inside the engine. [`SessionError::action`] says what it means on the wire and
+/// [`Session::fail`] acts on that, in one place.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// A packet the session cannot use (never logged: the sender controls the volume).
+    #[error("packet dropped: {0:?}")]
+    Dropped(DropReason),
+    #[error(transparent)]
+    KeyState(#[from] KeyStateError),
+    #[error("bad key-method 2 message: {0}")]
+    BadKeyMethod2(WireError),
+    #[error("cannot encode key-method 2 reply: {0}")]
+    EncodeKeyMethod2(WireError),
+    #[error("client certificate has no common name")]
+    NoCommonName,
+    #[error("common name changed during renegotiation from {old:?} to {new:?}")]
+    CommonNameChanged { old: String, new: String },
+    #[error("client certificate changed during renegotiation")]
+    CertificateChanged,
+    #[error("no common data cipher: client offers {offered}, server allows {allowed}")]
+    NoCommonCipher { offered: String, allowed: String },
+    #[error("client announced no ciphers and no data-ciphers-fallback is set")]
+    NoFallbackCipher,
+    #[error("no data cipher negotiated")]
+    NoCipher,
+    #[error("peer session id unknown")]
+    NoPeerSessionId,
+    #[error("TLS exporter failed: {0}")]
+    Exporter(rustls::Error),
+    #[error("key-method 2 exchange incomplete")]
+    KeyMethod2Incomplete,
+    #[error("client key-method 2 lacks the pre-master secret")]
+    NoPreMaster,
+    #[error("server pushed cipher {} which is not in our data-ciphers", .0.name())]
+    PushedCipherNotOurs(CipherKind),
+    #[error("server pushed no cipher and no data-ciphers-fallback is set")]
+    PushedNoCipher,
+    #[error("server pushed tls-ekm key derivation which we did not offer")]
+    PushedEkmNotOffered,
+    #[error("key id 0 is gone")]
+    KeyZeroGone,
+    /// The driver refused the client (`AuthDecision::Reject`), with an optional reason.
+    #[error("authentication refused")]
+    Refused(Option<String>),
+    #[error("no free address in the pool")]
+    PoolExhausted,
+}
+
+impl SessionError {
+    pub fn action(&self) -> WireAction {
+        match self {
+            SessionError::Dropped(reason) => WireAction::Drop(*reason),
+            SessionError::Refused(reason) => WireAction::AuthFailed(reason.clone()),
+            SessionError::PoolExhausted => WireAction::AuthFailed(Some(self.to_string())),
+            _ => WireAction::Reset,
         }
     }
 }
@@ -490,45 +561,67 @@ impl Session {
         stamp: Option<ReplayStamp>,
         pkt: &ControlPacket<'_>,
     ) {
-        if self.remote_sid.is_none() && !self.accept_server_reset(ctx, pkt) {
+        let idx = match self.key_for(ctx, now, stamp, pkt) {
+            Ok(Some(idx)) => idx,
+            Ok(None) => return,
+            Err(e) => return self.fail(ctx, now, e),
+        };
+        self.activity.received(now, 0);
+        if let Err(e) = self.receive(ctx, now, idx, pkt) {
+            self.fail(ctx, now, e);
+            // Flush what is queued (a TLS alert tells the peer why).
+            self.keys[idx].queue_tls_output(now, ctx.max_payload);
             return;
         }
+        self.update_phase(ctx, now, idx);
+    }
+
+    /// Checks a control packet against the session (session ids, the wrap replay window)
+    /// and finds its key state, starting one for the peer's soft reset. `None` once closing.
+    fn key_for(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        stamp: Option<ReplayStamp>,
+        pkt: &ControlPacket<'_>,
+    ) -> Result<Option<usize>, SessionError> {
+        if self.remote_sid.is_none() {
+            self.accept_server_reset(pkt)?;
+        }
         if self.remote_sid != Some(pkt.session_id) {
-            ctx.count(DropReason::NoSession);
-            return;
+            return Err(SessionError::Dropped(DropReason::NoSession));
         }
         if let Some(st) = stamp {
             // OpenVPN checks the wrap packet-id after authentication (tls_crypt.c, ssl_pkt.c).
-            if self.wrap_rx.check_and_update(st.id, st.time, now).is_err() {
-                ctx.count(DropReason::Replay);
-                return;
-            }
+            self.wrap_rx
+                .check_and_update(st.id, st.time, now)
+                .map_err(|_| SessionError::Dropped(DropReason::Replay))?;
         }
         if !pkt.acks.ids.is_empty() && pkt.acks.remote_session != Some(self.local_sid) {
             // reliable.c reliable_ack_read: "ACK read BAD SESSION-ID".
-            ctx.count(DropReason::Malformed);
-            return;
+            return Err(SessionError::Dropped(DropReason::Malformed));
         }
         if self.is_closing() {
-            return;
+            return Ok(None);
         }
-        let idx = match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
-            Some(i) => i,
-            None if pkt.opcode == Opcode::ControlSoftResetV1 => {
-                match self.accept_soft_reset(ctx, now, pkt.key_id) {
-                    Some(i) => i,
-                    None => {
-                        ctx.count(DropReason::NoKey);
-                        return;
-                    }
-                }
-            }
-            None => {
-                ctx.count(DropReason::NoKey);
-                return;
-            }
-        };
-        self.activity.received(now, 0);
+        match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
+            Some(i) => Ok(Some(i)),
+            None if pkt.opcode == Opcode::ControlSoftResetV1 => self
+                .accept_soft_reset(ctx, now, pkt.key_id)
+                .map(Some)
+                .ok_or(SessionError::Dropped(DropReason::NoKey)),
+            None => Err(SessionError::Dropped(DropReason::NoKey)),
+        }
+    }
+
+    /// Takes a control packet's ACKs and payload into key state `idx`, then what TLS gives.
+    fn receive(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+        pkt: &ControlPacket<'_>,
+    ) -> Result<(), SessionError> {
         let ks = &mut self.keys[idx];
         ks.reliable.process_acks(&pkt.acks.ids);
         if let Some(msg_id) = pkt.msg_id {
@@ -542,37 +635,46 @@ impl Session {
             // Reset payloads (early-negotiation TLVs) only matter for tls-crypt-v2, which is
             // not offered; soft resets carry nothing.
         }
-        if let Err(e) = tls_result {
-            let reason = match &e {
-                crate::keystate::KeyStateError::Tls(t) => crate::tls::describe_tls_error(t),
-                other => other.to_string(),
-            };
-            self.fail(ctx, now, reason);
-            self.keys[idx].queue_tls_output(now, ctx.max_payload);
-            return;
-        }
-        if let Err(reason) = self.process_plaintext(ctx, now, idx) {
-            self.fail(ctx, now, reason);
-        }
-        self.update_phase(ctx, now, idx);
+        tls_result?;
+        self.process_plaintext(ctx, now, idx)
     }
 
-    fn fail(&mut self, ctx: &mut Ctx, now: Instant, reason: String) {
-        if self.common_name.is_none() && !self.state.is_connected() {
-            ctx.handshake_failed(self.addr, reason.clone());
-        } else {
-            tracing::warn!(peer_id = self.peer_id, "session failed: {reason}");
-        }
-        let end = match self.side {
-            Side::Server(_) => End::Server(DisconnectReason::TlsError(reason)),
-            Side::Client(_) => End::Client(ClientDisconnect::TlsError(reason)),
+    /// Acts on an error as its [`WireAction`] says.
+    pub fn fail(&mut self, ctx: &mut Ctx, now: Instant, err: SessionError) {
+        let end = match err.action() {
+            WireAction::Drop(reason) => return ctx.count(reason),
+            WireAction::Reset => {
+                let reason = err.to_string();
+                if self.common_name.is_none() && !self.state.is_connected() {
+                    ctx.handshake_failed(self.addr, reason.clone());
+                } else {
+                    tracing::warn!(peer_id = self.peer_id, "session failed: {reason}");
+                }
+                match self.side {
+                    Side::Server(_) => End::Server(DisconnectReason::TlsError(reason)),
+                    Side::Client(_) => End::Client(ClientDisconnect::TlsError(reason)),
+                }
+            }
+            WireAction::AuthFailed(reason) => {
+                let msg = match &reason {
+                    Some(r) => format!("AUTH_FAILED,{r}"),
+                    None => "AUTH_FAILED".to_string(),
+                };
+                self.send_control_message(ctx, now, &msg);
+                match self.side {
+                    Side::Server(_) => End::Server(DisconnectReason::AuthFailed),
+                    Side::Client(_) => {
+                        End::Client(ClientDisconnect::AuthFailed(reason.unwrap_or_default()))
+                    }
+                }
+            }
         };
         self.close(now, end);
     }
 
     /// Client: the first packet we accept is the server's reset that acknowledges ours; it
     /// tells us the server's session id (ssl.c:3850 "TLS: Initial packet from").
-    fn accept_server_reset(&mut self, ctx: &mut Ctx, pkt: &ControlPacket<'_>) -> bool {
+    fn accept_server_reset(&mut self, pkt: &ControlPacket<'_>) -> Result<(), SessionError> {
         let ok = matches!(self.side, Side::Client(_))
             && pkt.opcode == Opcode::ControlHardResetServerV2
             && pkt.key_id == KeyId::ZERO
@@ -580,18 +682,16 @@ impl Session {
             && pkt.acks.remote_session == Some(self.local_sid)
             && !pkt.session_id.is_zero();
         if !ok {
-            ctx.count(DropReason::NoSession);
-            return false;
+            return Err(SessionError::Dropped(DropReason::NoSession));
         }
         // ssl.c:2702: the 2.6 client parses the reset payload as TLVs and aborts on bad ones.
         if warren_wire::parse_tlvs(pkt.payload).is_err() {
-            ctx.count(DropReason::Malformed);
-            return false;
+            return Err(SessionError::Dropped(DropReason::Malformed));
         }
         self.remote_sid = Some(pkt.session_id);
         // S_START: now the TLS client may talk (its ClientHello becomes msg-id 1).
         self.keys[0].tls_enabled = true;
-        true
+        Ok(())
     }
 
     /// Peer-initiated renegotiation: a soft reset on the next key id (ssl.c:3850).
@@ -630,7 +730,12 @@ impl Session {
         Some(())
     }
 
-    fn process_plaintext(&mut self, ctx: &mut Ctx, now: Instant, idx: usize) -> Result<(), String> {
+    fn process_plaintext(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+    ) -> Result<(), SessionError> {
         let from_client = matches!(self.side, Side::Server(_));
         let ks = &mut self.keys[idx];
         if ks.is_handshaking() {
@@ -648,7 +753,7 @@ impl Session {
                     }
                 }
                 Err(WireError::Truncated) => return Ok(()),
-                Err(e) => return Err(format!("bad key-method 2 message: {e}")),
+                Err(e) => return Err(SessionError::BadKeyMethod2(e)),
             }
         }
         let ks = &mut self.keys[idx];
@@ -662,13 +767,18 @@ impl Session {
         Ok(())
     }
 
-    fn on_client_km2(&mut self, ctx: &mut Ctx, idx: usize, km2: KeyMethod2) -> Result<(), String> {
+    fn on_client_km2(
+        &mut self,
+        ctx: &mut Ctx,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError> {
         let ks = &self.keys[idx];
         let cn = ks
             .peer_certificates()
             .and_then(crate::tls::peer_common_name)
             .or_else(|| (!km2.username.is_empty()).then(|| km2.username.clone()))
-            .ok_or_else(|| "client certificate has no common name".to_string())?;
+            .ok_or(SessionError::NoCommonName)?;
         let serial = ks.peer_certificates().and_then(crate::tls::peer_serial);
         let first = self.common_name.is_none();
         if first {
@@ -693,14 +803,14 @@ impl Session {
             self.pending_password = Some(km2.password.clone());
         } else if self.common_name.as_deref() != Some(cn.as_str()) {
             // ssl_verify.c: the common name must not change across renegotiations.
-            return Err(format!(
-                "common name changed during renegotiation from {:?} to {cn:?}",
-                self.common_name.as_deref().unwrap_or("")
-            ));
+            return Err(SessionError::CommonNameChanged {
+                old: self.common_name.clone().unwrap_or_default(),
+                new: cn,
+            });
         } else if serial != self.cert_serial {
             // ssl_verify.c `tls_lock_cert_hash_set`/`cert_hash_compare`: nor may the
             // certificate (what was authorised, and what revocation looks for, is the first).
-            return Err("client certificate changed during renegotiation".to_string());
+            return Err(SessionError::CertificateChanged);
         }
 
         // Our key-method 2 reply (ssl.c key_method_2_write): no pre-master from the server.
@@ -722,7 +832,7 @@ impl Session {
         let mut buf = Vec::with_capacity(256);
         reply
             .write(&mut buf)
-            .map_err(|e| format!("cannot encode key-method 2 reply: {e}"))?;
+            .map_err(SessionError::EncodeKeyMethod2)?;
         let ks = &mut self.keys[idx];
         ks.write_record(&buf);
         ks.km2_sent = true;
@@ -748,7 +858,7 @@ impl Session {
         now: Instant,
         idx: usize,
         km2: KeyMethod2,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let cn = self.keys[idx]
             .peer_certificates()
             .and_then(crate::tls::peer_common_name);
@@ -774,14 +884,13 @@ impl Session {
     }
 
     /// Data-channel keys for key state `idx` (ssl.c:1520-1716): tls-ekm or the TLS1-PRF.
-    fn derive_keys(&mut self, idx: usize) -> Result<(), String> {
-        let cipher = self.cipher.ok_or("no data cipher negotiated")?;
+    fn derive_keys(&mut self, idx: usize) -> Result<(), SessionError> {
+        let cipher = self.cipher.ok_or(SessionError::NoCipher)?;
         let role = self.role();
-        let remote_sid = self.remote_sid.ok_or("peer session id unknown")?;
+        let remote_sid = self.remote_sid.ok_or(SessionError::NoPeerSessionId)?;
         let ks = &mut self.keys[idx];
         let key2 = if self.ekm {
-            ks.export_key2()
-                .map_err(|e| format!("TLS exporter failed: {e}"))?
+            ks.export_key2().map_err(SessionError::Exporter)?
         } else {
             let (local, remote) = (ks.local_km2.as_ref(), ks.remote_km2.as_ref());
             let (client, server, client_sid, server_sid) = match role {
@@ -790,10 +899,8 @@ impl Session {
             };
             let (client, server) = client
                 .zip(server)
-                .ok_or("key-method 2 exchange incomplete")?;
-            let pre_master = client
-                .pre_master
-                .ok_or("client key-method 2 lacks the pre-master secret")?;
+                .ok_or(SessionError::KeyMethod2Incomplete)?;
+            let pre_master = client.pre_master.ok_or(SessionError::NoPreMaster)?;
             warren_crypto::openvpn_prf_key2(
                 &pre_master,
                 &client.random1,
@@ -812,7 +919,12 @@ impl Session {
         Ok(())
     }
 
-    fn on_control_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) -> Result<(), String> {
+    fn on_control_message(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError> {
         match &mut self.side {
             Side::Server(srv) => {
                 if msg == "PUSH_REQUEST" {
@@ -833,7 +945,12 @@ impl Session {
     }
 
     /// Client: PUSH_REPLY, AUTH_FAILED, RESTART, HALT, INFO, EXIT (forward.c:234).
-    fn on_server_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) -> Result<(), String> {
+    fn on_server_message(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError> {
         let reason = |m: &str, prefix: &str| {
             m.strip_prefix(prefix)
                 .unwrap_or("")
@@ -887,24 +1004,19 @@ impl Session {
         ctx: &mut Ctx,
         now: Instant,
         pushed: PushedConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), SessionError> {
         let Side::Client(c) = &mut self.side else {
             return Ok(());
         };
         let cipher = match pushed.cipher {
             Some(p) if ctx.data_ciphers.contains(&p) => p,
-            Some(p) => {
-                return Err(format!(
-                    "server pushed cipher {} which is not in our data-ciphers",
-                    p.name()
-                ));
-            }
+            Some(p) => return Err(SessionError::PushedCipherNotOurs(p)),
             None => ctx
                 .data_ciphers_fallback
-                .ok_or("server pushed no cipher and no data-ciphers-fallback is set")?,
+                .ok_or(SessionError::PushedNoCipher)?,
         };
         if pushed.tls_ekm && !c.offered_ekm {
-            return Err("server pushed tls-ekm key derivation which we did not offer".into());
+            return Err(SessionError::PushedEkmNotOffered);
         }
         self.cipher = Some(cipher);
         self.ekm = pushed.tls_ekm;
@@ -926,7 +1038,7 @@ impl Session {
             .keys
             .iter()
             .position(|k| k.key_id == KeyId::ZERO)
-            .ok_or("key id 0 is gone")?;
+            .ok_or(SessionError::KeyZeroGone)?;
         self.derive_keys(idx)?;
         self.activate(ctx, now, idx);
         self.state.connect();
@@ -1364,7 +1476,7 @@ fn server_occ(client: &str) -> Option<String> {
 
 /// NCP (ssl_ncp.c:248): the first of our `data-ciphers` the client lists in IV_CIPHERS; for
 /// clients without IV_CIPHERS, their OCC `cipher` if we allow it, else `data-ciphers-fallback`.
-fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind, String> {
+fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind, SessionError> {
     let ours = &ctx.data_ciphers;
     if !info.ciphers.is_empty() {
         for c in ours {
@@ -1376,11 +1488,10 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
                 return Ok(*c);
             }
         }
-        return Err(format!(
-            "no common data cipher: client offers {}, server allows {}",
-            info.ciphers.join(":"),
-            ours.iter().map(|c| c.name()).collect::<Vec<_>>().join(":")
-        ));
+        return Err(SessionError::NoCommonCipher {
+            offered: info.ciphers.join(":"),
+            allowed: ours.iter().map(|c| c.name()).collect::<Vec<_>>().join(":"),
+        });
     }
     let occ_cipher = occ
         .split(',')
@@ -1389,7 +1500,6 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
     if let Some(c) = occ_cipher.filter(|c| ours.contains(c)) {
         return Ok(c);
     }
-    ctx.data_ciphers_fallback.ok_or_else(|| {
-        "client announced no ciphers and no data-ciphers-fallback is set".to_string()
-    })
+    ctx.data_ciphers_fallback
+        .ok_or(SessionError::NoFallbackCipher)
 }
