@@ -182,6 +182,73 @@ impl<E> Lifecycle<E> {
     }
 }
 
+/// A session's deadlines, in one small table. The rows of one key state (retransmission
+/// after tls-timeout, the hand-window, a lame duck's expiry) live with that key state and
+/// end with it; [`Timers::next_deadline`] folds them in, and the linger of a closing
+/// session, so the server's heap and the client's driver schedule by one instant.
+#[derive(Debug)]
+pub(crate) struct Timers {
+    /// `ping`: a keepalive goes out when nothing was sent for this long (once connected).
+    ping: Option<Duration>,
+    /// `ping-restart`: the session ends when nothing arrived for this long.
+    ping_restart: Option<Duration>,
+    /// A keepalive is due; the next `poll_transmit` sends it.
+    ping_due: bool,
+    /// The next renegotiation (`reneg-sec`, or at once when the packet ids are spent).
+    reneg: Option<Instant>,
+    /// Client: the next PUSH_REQUEST.
+    push_request: Option<Instant>,
+}
+
+impl Timers {
+    fn new(ping: Option<Duration>, ping_restart: Option<Duration>) -> Self {
+        Timers {
+            ping,
+            ping_restart,
+            ping_due: false,
+            reneg: None,
+            push_request: None,
+        }
+    }
+
+    /// The earliest deadline of a session in `state` with `keys`, whose traffic clock is
+    /// `activity`; `None` once it is dead.
+    pub fn next_deadline<E>(
+        &self,
+        state: &Lifecycle<E>,
+        keys: &[KeyState],
+        activity: &Activity,
+    ) -> Option<Instant> {
+        let (linger, stage) = match state {
+            Lifecycle::Dead { .. } => return None,
+            Lifecycle::Closing { until, .. } => (Some(*until), None),
+            Lifecycle::Open(stage) => (None, Some(*stage)),
+        };
+        let key_rows = keys.iter().flat_map(|ks| {
+            let handshake = (ks.phase != Phase::Active).then_some(ks.handshake_deadline);
+            [ks.reliable.poll_timeout(), handshake, ks.expires]
+        });
+        // The session's own rows run while it is open; ping and reneg once connected.
+        let connected = stage == Some(Stage::Connected);
+        let rows = [
+            self.ping
+                .filter(|_| connected)
+                .map(|p| activity.last_sent() + p),
+            self.reneg.filter(|_| connected),
+            self.ping_restart
+                .filter(|_| stage.is_some())
+                .map(|p| activity.last_received() + p),
+            self.push_request.filter(|_| stage.is_some()),
+        ];
+        [linger]
+            .into_iter()
+            .chain(key_rows)
+            .chain(rows)
+            .flatten()
+            .min()
+    }
+}
+
 /// What goes on the wire when a session meets an error (house style: a bad packet is
 /// counted and dropped, a session-fatal error ends that session with a reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +341,6 @@ pub(crate) struct ClientSide {
     offered_ekm: bool,
     push_parts: Vec<String>,
     pub pushed: Option<PushedConfig>,
-    push_request_at: Option<Instant>,
     pub server_cn: Option<String>,
     /// Set when the tunnel came up; the client endpoint turns it into an event.
     pub just_connected: bool,
@@ -315,14 +381,11 @@ pub(crate) struct Session {
     /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
     /// for an authentication decision.
     pub pending_password: Option<String>,
-    ping: Option<Duration>,
-    ping_restart: Option<Duration>,
+    timers: Timers,
     messages: ControlMessageReader,
     pub connected_since: Instant,
     /// Last packet in/out and byte counters, shared with data workers.
     pub activity: Arc<Activity>,
-    ping_due: bool,
-    reneg_at: Option<Instant>,
     /// The earliest deadline the server's timer heap holds for this session.
     pub scheduled: Option<Instant>,
     scratch: Vec<u8>,
@@ -376,13 +439,10 @@ impl Session {
             cc_exit: false,
             state: Lifecycle::Open(Stage::Handshaking),
             pending_password: None,
-            ping: ctx.ping,
-            ping_restart: ctx.ping_restart,
+            timers: Timers::new(ctx.ping, ctx.ping_restart),
             messages: ControlMessageReader::new(),
             connected_since: now,
             activity: Arc::new(Activity::new(now)),
-            ping_due: false,
-            reneg_at: None,
             scheduled: None,
             scratch: Vec::new(),
             acks: Vec::new(),
@@ -503,7 +563,6 @@ impl Session {
             offered_ekm,
             push_parts: Vec::new(),
             pushed: None,
-            push_request_at: None,
             server_cn: None,
             just_connected: false,
             explicit_exit_notify,
@@ -722,7 +781,7 @@ impl Session {
             self.keys.pop();
         }
         self.keys.insert(0, ks);
-        self.reneg_at = None;
+        self.timers.reneg = None;
         if matches!(self.side, Side::Client(_)) {
             // The client re-sends key-method 2 (with credentials) on every key (ssl.c:2220).
             self.write_client_km2(ctx, 0);
@@ -869,7 +928,7 @@ impl Session {
         if c.pushed.is_none() {
             // Key id 0: the cipher and key derivation come with PUSH_REPLY (push.c).
             c.server_cn = cn;
-            c.push_request_at = Some(now + PUSH_REQUEST_FIRST);
+            self.timers.push_request = Some(now + PUSH_REQUEST_FIRST);
             return Ok(());
         }
         self.derive_keys(idx)?;
@@ -1026,14 +1085,14 @@ impl Session {
             self.data_v2 = true;
         }
         if let Some(p) = pushed.ping {
-            self.ping = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+            self.timers.ping = (p > 0).then(|| Duration::from_secs(u64::from(p)));
         }
         if let Some(p) = pushed.ping_restart {
-            self.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+            self.timers.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
         }
         self.vpn_ip = pushed.ifconfig.map(|(ip, _)| ip);
         c.pushed = Some(pushed);
-        c.push_request_at = None;
+        self.timers.push_request = None;
         let idx = self
             .keys
             .iter()
@@ -1135,7 +1194,7 @@ impl Session {
                 Side::Server(_) => u64::from(ctx.rng.next_u32()) % (secs / 10 + 1),
                 Side::Client(_) => 0,
             };
-            self.reneg_at = Some(now + Duration::from_secs(secs - jitter));
+            self.timers.reneg = Some(now + Duration::from_secs(secs - jitter));
         }
     }
 
@@ -1254,46 +1313,14 @@ impl Session {
 
     /// A data worker spent the send key up to the wrap trigger: renegotiate now.
     pub fn force_renegotiation(&mut self, now: Instant) {
-        if self.reneg_at.is_none_or(|t| t > now) {
-            self.reneg_at = Some(now);
+        if self.timers.reneg.is_none_or(|t| t > now) {
+            self.timers.reneg = Some(now);
         }
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        if self.state.end().is_some() {
-            return None;
-        }
-        let mut t: Option<Instant> = None;
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
-        if let Lifecycle::Closing { until, .. } = &self.state {
-            consider(Some(*until));
-        }
-        for ks in &self.keys {
-            consider(ks.reliable.poll_timeout());
-            if ks.phase != Phase::Active {
-                consider(Some(ks.handshake_deadline));
-            }
-            consider(ks.expires);
-        }
-        if let Lifecycle::Open(stage) = self.state {
-            if stage == Stage::Connected {
-                if let Some(p) = self.ping {
-                    consider(Some(self.activity.last_sent() + p));
-                }
-                consider(self.reneg_at);
-            }
-            if let Some(pr) = self.ping_restart {
-                consider(Some(self.activity.last_received() + pr));
-            }
-            if let Side::Client(c) = &self.side {
-                consider(c.push_request_at);
-            }
-        }
-        t
+        self.timers
+            .next_deadline(&self.state, &self.keys, &self.activity)
     }
 
     pub fn handle_timeout(&mut self, ctx: &mut Ctx, now: Instant) {
@@ -1301,7 +1328,7 @@ impl Session {
             self.state.linger_over(now);
             return;
         }
-        if let Some(pr) = self.ping_restart
+        if let Some(pr) = self.timers.ping_restart
             && now >= self.activity.last_received() + pr
         {
             self.state.die(match self.side {
@@ -1343,22 +1370,18 @@ impl Session {
             }
             i += 1;
         }
-        let push_due =
-            matches!(&self.side, Side::Client(c) if c.push_request_at.is_some_and(|t| now >= t));
-        if push_due {
+        if self.timers.push_request.is_some_and(|t| now >= t) {
             self.send_control_message(ctx, now, "PUSH_REQUEST");
-            if let Side::Client(c) = &mut self.side {
-                c.push_request_at = Some(now + PUSH_REQUEST_INTERVAL);
-            }
+            self.timers.push_request = Some(now + PUSH_REQUEST_INTERVAL);
         }
         if self.state.is_connected() {
-            if let Some(p) = self.ping
+            if let Some(p) = self.timers.ping
                 && now >= self.activity.last_sent() + p
             {
-                self.ping_due = true;
+                self.timers.ping_due = true;
             }
-            if self.reneg_at.is_some_and(|t| now >= t) {
-                self.reneg_at = None;
+            if self.timers.reneg.is_some_and(|t| now >= t) {
+                self.timers.reneg = None;
                 let busy = self.keys.first().is_some_and(|k| k.phase != Phase::Active);
                 if !busy && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
                     tracing::debug!(
@@ -1414,8 +1437,8 @@ impl Session {
                 }
             }
         }
-        if self.ping_due {
-            self.ping_due = false;
+        if self.timers.ping_due {
+            self.timers.ping_due = false;
             out.clear();
             out.resize(DATA_HEADROOM + PING_MAGIC.len(), 0);
             out[DATA_HEADROOM..].copy_from_slice(&PING_MAGIC);
