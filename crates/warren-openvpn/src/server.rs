@@ -50,7 +50,7 @@ use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::session::{End, Session, SessionError, Stage};
+use crate::session::{ServerSide, Session, SessionError, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
@@ -394,7 +394,7 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     counters: ServerCounters,
     /// Index = peer id.
-    sessions: Vec<Option<Session>>,
+    sessions: Vec<Option<Session<ServerSide>>>,
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
@@ -880,11 +880,7 @@ impl Server {
             .as_ref()
             .and_then(|s| s.state.end().cloned())
         {
-            let reason = match end {
-                End::Server(r) => r,
-                End::Client(_) => DisconnectReason::Shutdown,
-            };
-            self.remove_session(slot, reason);
+            self.remove_session(slot, end);
             return;
         }
         self.refresh_data(slot);
@@ -948,7 +944,7 @@ impl Server {
             .sessions
             .get(peer_id)
             .and_then(Option::as_ref)
-            .is_none_or(|s| s.generation != generation)
+            .is_none_or(|s| s.side.generation != generation)
         {
             return;
         }
@@ -986,7 +982,7 @@ impl Server {
         {
             return false;
         }
-        tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+        tracing::info!(peer_id = s.side.peer_id, old = %s.addr, new = %from, "client floated to a new address");
         self.by_addr.remove(&s.addr);
         self.by_addr.insert(from, slot);
         s.addr = from;
@@ -1005,9 +1001,9 @@ impl Server {
             return;
         };
         let Some(t) = s.next_timeout() else { return };
-        if s.scheduled.is_none_or(|old| t < old) {
-            s.scheduled = Some(t);
-            self.timers.push(Reverse((t, slot, s.generation)));
+        if s.side.scheduled.is_none_or(|old| t < old) {
+            s.side.scheduled = Some(t);
+            self.timers.push(Reverse((t, slot, s.side.generation)));
         }
     }
 
@@ -1019,19 +1015,20 @@ impl Server {
         };
         s.state.auth_requested();
         let password = s
+            .side
             .pending_password
             .take()
             .filter(|p| !p.is_empty())
             .map(|p| Password(zeroize::Zeroizing::new(p)));
         self.events.push_back(ServerEvent::AuthRequest {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             addr: s.addr,
-            common_name: s.common_name.clone().unwrap_or_default(),
+            common_name: s.side.common_name.clone().unwrap_or_default(),
             certificate: s
                 .keys
                 .iter()
                 .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
-            username: s.username.clone(),
+            username: s.side.username.clone(),
             password,
         });
     }
@@ -1051,7 +1048,7 @@ impl Server {
             AuthDecision::Reject { reason } => {
                 s.fail(&mut self.ctx, now, SessionError::Refused(reason));
                 self.events.push_back(ServerEvent::AuthRejected {
-                    peer_id: s.peer_id,
+                    peer_id: s.side.peer_id,
                     addr: s.addr,
                 });
             }
@@ -1077,17 +1074,17 @@ impl Server {
                 continue;
             };
             let hit = match target {
-                KickTarget::Identity(id) => s.common_name.as_deref() == Some(id.as_str()),
+                KickTarget::Identity(id) => s.side.common_name.as_deref() == Some(id.as_str()),
                 KickTarget::CertSerial(serial) => {
                     let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
-                    s.cert_serial.as_deref() == Some(&serial[start..])
+                    s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
             };
             if !hit || s.is_closing() {
                 continue;
             }
             s.send_control_message(&mut self.ctx, now, message);
-            s.close(now, End::Server(DisconnectReason::Kicked));
+            s.close(now, DisconnectReason::Kicked);
             n += 1;
             self.mark_dirty(slot);
             self.schedule(slot);
@@ -1130,11 +1127,11 @@ impl Server {
         if let Some(identity) = grant.identity.clone()
             && let Some(s) = self.sessions[slot].as_mut()
         {
-            s.common_name = Some(identity);
+            s.side.common_name = Some(identity);
         }
         let Some(cn) = self.sessions[slot]
             .as_ref()
-            .and_then(|s| s.common_name.clone())
+            .and_then(|s| s.side.common_name.clone())
         else {
             return;
         };
@@ -1146,7 +1143,7 @@ impl Server {
                 .filter(|(i, s)| {
                     *i != slot
                         && s.as_ref().is_some_and(|s| {
-                            s.state.is_connected() && s.common_name.as_deref() == Some(&cn)
+                            s.state.is_connected() && s.side.common_name.as_deref() == Some(&cn)
                         })
                 })
                 .map(|(i, _)| i)
@@ -1181,8 +1178,8 @@ impl Server {
         opts.extend(grant.push.iter().cloned());
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
-        if s.data_v2 {
-            opts.push(format!("peer-id {}", s.peer_id));
+        if let Some(peer_id) = s.data_v2 {
+            opts.push(format!("peer-id {peer_id}"));
         }
         let cipher = s
             .cipher
@@ -1194,13 +1191,13 @@ impl Server {
             (false, true) => opts.push("key-derivation tls-ekm".into()),
             (false, false) => {}
         }
-        if s.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
+        if s.side.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
             opts.push(format!("tun-mtu {}", cfg.tun_mtu));
         }
-        s.vpn_ip = Some(ip);
+        s.side.vpn_ip = Some(ip);
         s.connected_since = now;
         let event = ServerEvent::Connected {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             common_name: cn,
             addr: s.addr,
             vpn_ip: ip,
@@ -1255,14 +1252,14 @@ impl Server {
             .is_some()
         {
             self.data_changes.push_back(DataChange::Remove {
-                peer_id: s.peer_id,
-                generation: s.generation,
+                peer_id: s.side.peer_id,
+                generation: s.side.generation,
             });
         }
         if self.by_addr.get(&s.addr) == Some(&slot) {
             self.by_addr.remove(&s.addr);
         }
-        if let Some(ip) = s.vpn_ip {
+        if let Some(ip) = s.side.vpn_ip {
             self.pool_used.remove(&u32::from(ip));
         }
         if self.streams.contains(&s.addr) {
@@ -1271,8 +1268,8 @@ impl Server {
         }
         if s.state.announced() {
             self.events.push_back(ServerEvent::Disconnected {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
                 reason,
             });
@@ -1319,11 +1316,11 @@ impl Server {
             let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if s.generation != generation {
+            if s.side.generation != generation {
                 continue;
             }
-            if s.scheduled == Some(t) {
-                s.scheduled = None;
+            if s.side.scheduled == Some(t) {
+                s.side.scheduled = None;
             }
             if !due.contains(&slot) {
                 due.push(slot);
@@ -1343,9 +1340,12 @@ impl Server {
                 SessionEvent::HandshakeFailed { addr, reason } => {
                     ServerEvent::HandshakeFailed { addr, reason }
                 }
-                SessionEvent::Renegotiated { peer_id, key_id } => {
-                    ServerEvent::Renegotiated { peer_id, key_id }
-                }
+                SessionEvent::Renegotiated {
+                    peer_id: Some(peer_id),
+                    key_id,
+                } => ServerEvent::Renegotiated { peer_id, key_id },
+                // Every server session has a peer id.
+                SessionEvent::Renegotiated { peer_id: None, .. } => continue,
             });
         }
         self.events.pop_front()
@@ -1357,15 +1357,15 @@ impl Server {
             .flatten()
             .filter(|s| s.state.is_connected())
             .map(|s| ClientStatus {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 real_addr: s.addr,
-                vpn_ip: s.vpn_ip,
+                vpn_ip: s.side.vpn_ip,
                 bytes_received: s.activity.bytes_in(),
                 bytes_sent: s.activity.bytes_out(),
                 connected_since: s.connected_since,
                 last_activity: s.activity.last_received(),
-                username: s.username.clone(),
+                username: s.side.username.clone(),
                 cipher: s.cipher,
             })
             .collect()

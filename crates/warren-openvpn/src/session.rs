@@ -6,6 +6,8 @@
 //! keepalive pings, ping-restart and renegotiation (`reneg-sec`, the packet-id wrap trigger, or
 //! a soft reset from the peer).
 //!
+//! The shared mechanics are [`Session`]; what only one role has and does is its `side`, a
+//! [`ServerSide`] or a [`ClientSide`] (the [`Side`] trait is how the shared code asks it).
 //! Role differences, as in OpenVPN:
 //! * the client starts with a hard reset and learns the server's session id from its reply;
 //!   it writes key-method 2 first (with the pre-master secret) and derives the key-id-0 data
@@ -43,11 +45,38 @@ const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a closing session lingers to flush a last message (AUTH_FAILED, EXIT, alert).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Why a session ended, in the terms of either role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum End {
-    Server(DisconnectReason),
-    Client(ClientDisconnect),
+/// What one role adds to the shared mechanics of a [`Session`]: its own state, and its
+/// answers where the shared code cannot decide.
+pub(crate) trait Side: Sized {
+    /// Why a session of this role ended, in the endpoint's terms.
+    type End: Clone;
+    const ROLE: Role;
+    const PING_TIMEOUT: Self::End;
+    const HANDSHAKE_TIMEOUT: Self::End;
+    /// The end of a session that `err` closes.
+    fn end_for(err: &SessionError) -> Self::End;
+    /// The peer id to log with, once there is one.
+    fn peer_id(s: &Session<Self>) -> Option<u32>;
+    /// Whether the peer has an identity yet (a server: the client's common name). An error
+    /// before that, and before the session connected, is a failed handshake.
+    fn identified(&self) -> bool;
+    /// The peer's key-method 2 message of key state `idx` arrived.
+    fn on_key_method_2(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError>;
+    /// A control message (`PUSH_REQUEST`, `PUSH_REPLY`, `AUTH_FAILED`, `EXIT`...).
+    fn on_message(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError>;
+    /// A new key state was started at index 0 (a renegotiation).
+    fn on_new_key(_s: &mut Session<Self>, _ctx: &mut Ctx) {}
 }
 
 /// How far a session got: the open stages of [`Lifecycle`], in order.
@@ -320,37 +349,8 @@ impl SessionError {
     }
 }
 
-/// Role-specific session state.
-#[derive(Debug)]
-pub(crate) enum Side {
-    Server(ServerSide),
-    Client(Box<ClientSide>),
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct ServerSide {
-    push_options: Option<Vec<String>>,
-    push_sent: Option<Instant>,
-}
-
-#[derive(Debug)]
-pub(crate) struct ClientSide {
-    /// Our IV_* lines for key-method 2.
-    peer_info: String,
-    credentials: Option<(String, String)>,
-    offered_ekm: bool,
-    push_parts: Vec<String>,
-    pub pushed: Option<PushedConfig>,
-    pub server_cn: Option<String>,
-    /// Set when the tunnel came up; the client endpoint turns it into an event.
-    pub just_connected: bool,
-    explicit_exit_notify: bool,
-}
-
-pub(crate) struct Session {
-    pub peer_id: u32,
-    /// Bumped each time a server slot is reused, so stale timer entries are recognised.
-    pub generation: u64,
+/// One peer's control session: the mechanics both roles share, and the role's own part.
+pub(crate) struct Session<S: Side> {
     pub addr: SocketAddr,
     pub local_sid: SessionId,
     /// The peer's session id; a client learns it from the server's reset.
@@ -360,65 +360,46 @@ pub(crate) struct Session {
     wrap_rx: ReplayWindow,
     /// Newest first.
     pub keys: Vec<KeyState>,
-    pub side: Side,
-    pub common_name: Option<String>,
-    /// The serial number of the client's certificate (big-endian, leading zero bytes
-    /// removed), fixed by the first key: revocation ends the session of one certificate
-    /// even when several share a common name (`duplicate-cn`).
-    pub cert_serial: Option<Vec<u8>>,
-    /// The username from key-method 2 (`auth-user-pass`), if the client sent one.
-    pub username: Option<String>,
-    pub peer_info: Option<PeerInfo>,
-    pub vpn_ip: Option<Ipv4Addr>,
+    messages: ControlMessageReader,
+    pub state: Lifecycle<S::End>,
+    timers: Timers,
     pub cipher: Option<CipherKind>,
     pub ekm: bool,
-    /// Send P_DATA_V2 with `peer_id` (server: the client announced DATA_V2; client: the
-    /// server pushed a peer-id).
-    pub data_v2: bool,
-    pub request_push: bool,
+    /// Send P_DATA_V2 with this peer id (server: the client announced DATA_V2; client: the
+    /// server pushed a peer-id); P_DATA_V1 without.
+    pub data_v2: Option<u32>,
     pub cc_exit: bool,
-    pub state: Lifecycle<End>,
-    /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
-    /// for an authentication decision.
-    pub pending_password: Option<String>,
-    timers: Timers,
-    messages: ControlMessageReader,
     pub connected_since: Instant,
     /// Last packet in/out and byte counters, shared with data workers.
     pub activity: Arc<Activity>,
-    /// The earliest deadline the server's timer heap holds for this session.
-    pub scheduled: Option<Instant>,
     scratch: Vec<u8>,
     acks: Vec<u32>,
+    pub side: S,
 }
 
-impl std::fmt::Debug for Session {
+impl<S: Side> std::fmt::Debug for Session<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("peer_id", &self.peer_id)
+            .field("peer_id", &S::peer_id(self))
             .field("addr", &self.addr)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
 
-impl Session {
+impl<S: Side> Session<S> {
     #[allow(clippy::too_many_arguments)]
-    fn base(
+    fn new(
         ctx: &Ctx,
         now: Instant,
-        peer_id: u32,
-        generation: u64,
         addr: SocketAddr,
         local_sid: SessionId,
         remote_sid: Option<SessionId>,
         ks: KeyState,
-        side: Side,
+        side: S,
         wrap_tx_id: u32,
     ) -> Self {
         Session {
-            peer_id,
-            generation,
             addr,
             local_sid,
             remote_sid,
@@ -426,190 +407,27 @@ impl Session {
             wrap_tx_time: ctx.unix_now(now),
             wrap_rx: ReplayWindow::new(),
             keys: vec![ks],
-            side,
-            common_name: None,
-            cert_serial: None,
-            username: None,
-            peer_info: None,
-            vpn_ip: None,
+            messages: ControlMessageReader::new(),
+            state: Lifecycle::Open(Stage::Handshaking),
+            timers: Timers::new(ctx.ping, ctx.ping_restart),
             cipher: None,
             ekm: false,
-            data_v2: false,
-            request_push: false,
+            data_v2: None,
             cc_exit: false,
-            state: Lifecycle::Open(Stage::Handshaking),
-            pending_password: None,
-            timers: Timers::new(ctx.ping, ctx.ping_restart),
-            messages: ControlMessageReader::new(),
             connected_since: now,
             activity: Arc::new(Activity::new(now)),
-            scheduled: None,
             scratch: Vec::new(),
             acks: Vec::new(),
-        }
-    }
-
-    /// Server: creates the session once the client has proven its address with the cookie
-    /// (ssl.c:2676 session_skip_to_pre_start): our reset (msg-id 0, whose session id was the
-    /// cookie) counts as sent and acknowledged, the client's reset (msg-id 0) as received, and
-    /// our wrap replay counter continues after the stateless reset's id 1.
-    #[allow(clippy::too_many_arguments)]
-    pub fn server_from_cookie(
-        ctx: &mut Ctx,
-        now: Instant,
-        peer_id: u32,
-        generation: u64,
-        addr: SocketAddr,
-        local_sid: SessionId,
-        remote_sid: SessionId,
-        tls: rustls::Connection,
-    ) -> Self {
-        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
-        ks.tls_enabled = true;
-        ks.reliable
-            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
-        ks.reliable.process_acks(&[0]);
-        ks.reliable
-            .receive(0, Opcode::ControlHardResetClientV2, &[]);
-        while ks.reliable.pop_in_order().is_some() {}
-        // The stateless reply acked the client's reset; ack it again with the first packet we
-        // send (harmless, and it helps when that reply was lost).
-        ks.reliable
-            .receive(0, Opcode::ControlHardResetClientV2, &[]);
-        let side = Side::Server(ServerSide::default());
-        Session::base(
-            ctx,
-            now,
-            peer_id,
-            generation,
-            addr,
-            local_sid,
-            Some(remote_sid),
-            ks,
             side,
-            2,
-        )
-    }
-
-    /// Server over TCP (fact sheet §9; OpenVPN mtcp.c, no cookie): the session exists from
-    /// the client's first reset, with a random session id of ours. Our reset (msg-id 0) is
-    /// queued on the reliability layer, retransmitted until the client acknowledges it, and
-    /// carries the ACK of the client's reset; our wrap replay counter starts at 1.
-    #[allow(clippy::too_many_arguments)]
-    pub fn server_stateful(
-        ctx: &mut Ctx,
-        now: Instant,
-        peer_id: u32,
-        generation: u64,
-        addr: SocketAddr,
-        remote_sid: SessionId,
-        tls: rustls::Connection,
-    ) -> Self {
-        let local_sid = SessionId::random(ctx.rng.as_mut());
-        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
-        // A TLS server only answers the ClientHello, which the client sends (msg-id 1) once
-        // it has our reset: nothing to hold back.
-        ks.tls_enabled = true;
-        ks.reliable
-            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
-        ks.reliable
-            .receive(0, Opcode::ControlHardResetClientV2, &[]);
-        while ks.reliable.pop_in_order().is_some() {}
-        let side = Side::Server(ServerSide::default());
-        Session::base(
-            ctx,
-            now,
-            peer_id,
-            generation,
-            addr,
-            local_sid,
-            Some(remote_sid),
-            ks,
-            side,
-            1,
-        )
-    }
-
-    /// Client: a new session that sends its hard reset at once and writes key-method 2 into
-    /// the TLS connection (rustls holds it until the handshake is done).
-    pub fn client_new(
-        ctx: &mut Ctx,
-        now: Instant,
-        addr: SocketAddr,
-        credentials: Option<(String, String)>,
-        explicit_exit_notify: bool,
-        tun_mtu: u16,
-    ) -> Result<Self, rustls::Error> {
-        let local_sid = SessionId::random(ctx.rng.as_mut());
-        let tls = ctx.tls.connect()?;
-        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
-        ks.reliable
-            .queue(now, Opcode::ControlHardResetClientV2, Vec::new());
-        let offered_ekm = ctx.key_derivation == KeyDerivation::Auto;
-        let mut proto = iv_proto::DATA_V2 | iv_proto::REQUEST_PUSH | iv_proto::CC_EXIT_NOTIFY;
-        if offered_ekm {
-            proto |= iv_proto::TLS_KEY_EXPORT;
         }
-        let ciphers: Vec<&str> = ctx.data_ciphers.iter().map(|c| c.name()).collect();
-        let peer_info = format!(
-            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU={}\nIV_NCP=2\nIV_CIPHERS={}\nIV_PROTO={proto}\nIV_GUI_VER=warren_{}\n",
-            u32::from(tun_mtu) + 100,
-            ciphers.join(":"),
-            env!("CARGO_PKG_VERSION"),
-        );
-        let side = Side::Client(Box::new(ClientSide {
-            peer_info,
-            credentials,
-            offered_ekm,
-            push_parts: Vec::new(),
-            pushed: None,
-            server_cn: None,
-            just_connected: false,
-            explicit_exit_notify,
-        }));
-        let mut s = Session::base(ctx, now, u32::MAX, 0, addr, local_sid, None, ks, side, 1);
-        s.write_client_km2(ctx, 0);
-        Ok(s)
     }
 
     pub fn role(&self) -> Role {
-        match self.side {
-            Side::Server(_) => Role::Server,
-            Side::Client(_) => Role::Client,
-        }
+        S::ROLE
     }
 
     pub fn is_closing(&self) -> bool {
         self.state.is_closing()
-    }
-
-    fn write_client_km2(&mut self, ctx: &mut Ctx, idx: usize) {
-        let Side::Client(c) = &self.side else { return };
-        let mut pre_master = [0u8; 48];
-        let mut random1 = [0u8; 32];
-        let mut random2 = [0u8; 32];
-        ctx.rng.fill(&mut pre_master);
-        ctx.rng.fill(&mut random1);
-        ctx.rng.fill(&mut random2);
-        let (username, password) = c.credentials.clone().unwrap_or_default();
-        let km2 = KeyMethod2 {
-            pre_master: Some(pre_master),
-            random1,
-            random2,
-            options: ctx.occ.clone(),
-            username,
-            password,
-            peer_info: c.peer_info.clone(),
-        };
-        let mut buf = Vec::with_capacity(512);
-        if let Err(e) = km2.write(&mut buf) {
-            tracing::error!("cannot encode key-method 2: {e}");
-            return;
-        }
-        let ks = &mut self.keys[idx];
-        ks.write_record(&buf);
-        ks.local_km2 = Some(km2);
-        ks.km2_sent = true;
     }
 
     /// Handles an authenticated, parsed control packet that belongs to this session.
@@ -700,18 +518,14 @@ impl Session {
 
     /// Acts on an error as its [`WireAction`] says.
     pub fn fail(&mut self, ctx: &mut Ctx, now: Instant, err: SessionError) {
-        let end = match err.action() {
+        match err.action() {
             WireAction::Drop(reason) => return ctx.count(reason),
             WireAction::Reset => {
                 let reason = err.to_string();
-                if self.common_name.is_none() && !self.state.is_connected() {
-                    ctx.handshake_failed(self.addr, reason.clone());
+                if !self.side.identified() && !self.state.is_connected() {
+                    ctx.handshake_failed(self.addr, reason);
                 } else {
-                    tracing::warn!(peer_id = self.peer_id, "session failed: {reason}");
-                }
-                match self.side {
-                    Side::Server(_) => End::Server(DisconnectReason::TlsError(reason)),
-                    Side::Client(_) => End::Client(ClientDisconnect::TlsError(reason)),
+                    tracing::warn!(peer_id = S::peer_id(self), "session failed: {reason}");
                 }
             }
             WireAction::AuthFailed(reason) => {
@@ -720,21 +534,15 @@ impl Session {
                     None => "AUTH_FAILED".to_string(),
                 };
                 self.send_control_message(ctx, now, &msg);
-                match self.side {
-                    Side::Server(_) => End::Server(DisconnectReason::AuthFailed),
-                    Side::Client(_) => {
-                        End::Client(ClientDisconnect::AuthFailed(reason.unwrap_or_default()))
-                    }
-                }
             }
-        };
-        self.close(now, end);
+        }
+        self.close(now, S::end_for(&err));
     }
 
     /// Client: the first packet we accept is the server's reset that acknowledges ours; it
     /// tells us the server's session id (ssl.c:3850 "TLS: Initial packet from").
     fn accept_server_reset(&mut self, pkt: &ControlPacket<'_>) -> Result<(), SessionError> {
-        let ok = matches!(self.side, Side::Client(_))
+        let ok = S::ROLE == Role::Client
             && pkt.opcode == Opcode::ControlHardResetServerV2
             && pkt.key_id == KeyId::ZERO
             && pkt.msg_id == Some(0)
@@ -782,10 +590,7 @@ impl Session {
         }
         self.keys.insert(0, ks);
         self.timers.reneg = None;
-        if matches!(self.side, Side::Client(_)) {
-            // The client re-sends key-method 2 (with credentials) on every key (ssl.c:2220).
-            self.write_client_km2(ctx, 0);
-        }
+        S::on_new_key(self, ctx);
         Some(())
     }
 
@@ -795,7 +600,7 @@ impl Session {
         now: Instant,
         idx: usize,
     ) -> Result<(), SessionError> {
-        let from_client = matches!(self.side, Side::Server(_));
+        let from_client = S::ROLE == Role::Server;
         let ks = &mut self.keys[idx];
         if ks.is_handshaking() {
             return Ok(());
@@ -805,11 +610,7 @@ impl Session {
                 Ok((km2, used)) => {
                     ks.plain_in.drain(..used);
                     ks.km2_received = true;
-                    if from_client {
-                        self.on_client_km2(ctx, idx, km2)?;
-                    } else {
-                        self.on_server_km2(ctx, now, idx, km2)?;
-                    }
+                    S::on_key_method_2(self, ctx, now, idx, km2)?;
                 }
                 Err(WireError::Truncated) => return Ok(()),
                 Err(e) => return Err(SessionError::BadKeyMethod2(e)),
@@ -820,125 +621,9 @@ impl Session {
             let bytes = std::mem::take(&mut ks.plain_in);
             self.messages.push(&bytes);
             while let Some(msg) = self.messages.next_message() {
-                self.on_control_message(ctx, now, &msg)?;
+                S::on_message(self, ctx, now, &msg)?;
             }
         }
-        Ok(())
-    }
-
-    fn on_client_km2(
-        &mut self,
-        ctx: &mut Ctx,
-        idx: usize,
-        km2: KeyMethod2,
-    ) -> Result<(), SessionError> {
-        let ks = &self.keys[idx];
-        let cn = ks
-            .peer_certificates()
-            .and_then(crate::tls::peer_common_name)
-            .or_else(|| (!km2.username.is_empty()).then(|| km2.username.clone()))
-            .ok_or(SessionError::NoCommonName)?;
-        let serial = ks.peer_certificates().and_then(crate::tls::peer_serial);
-        let first = self.common_name.is_none();
-        if first {
-            self.cert_serial = serial;
-            let info = PeerInfo::parse(&km2.peer_info);
-            self.data_v2 = info.proto & iv_proto::DATA_V2 != 0;
-            self.request_push = info.proto & iv_proto::REQUEST_PUSH != 0;
-            self.cc_exit = info.proto & iv_proto::CC_EXIT_NOTIFY != 0;
-            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0
-                && ctx.key_derivation == KeyDerivation::Auto;
-            self.cipher = Some(negotiate_cipher(ctx, &info, &km2.options)?);
-            tracing::debug!(
-                peer_id = self.peer_id,
-                version = info.version.as_deref().unwrap_or("?"),
-                platform = info.platform.as_deref().unwrap_or("?"),
-                proto = info.proto,
-                "peer info"
-            );
-            self.peer_info = Some(info);
-            self.common_name = Some(cn);
-            self.username = (!km2.username.is_empty()).then(|| km2.username.clone());
-            self.pending_password = Some(km2.password.clone());
-        } else if self.common_name.as_deref() != Some(cn.as_str()) {
-            // ssl_verify.c: the common name must not change across renegotiations.
-            return Err(SessionError::CommonNameChanged {
-                old: self.common_name.clone().unwrap_or_default(),
-                new: cn,
-            });
-        } else if serial != self.cert_serial {
-            // ssl_verify.c `tls_lock_cert_hash_set`/`cert_hash_compare`: nor may the
-            // certificate (what was authorised, and what revocation looks for, is the first).
-            return Err(SessionError::CertificateChanged);
-        }
-
-        // Our key-method 2 reply (ssl.c key_method_2_write): no pre-master from the server.
-        let mut random1 = [0u8; 32];
-        let mut random2 = [0u8; 32];
-        ctx.rng.fill(&mut random1);
-        ctx.rng.fill(&mut random2);
-        let reply = KeyMethod2 {
-            pre_master: None,
-            random1,
-            random2,
-            // OCC options string (occ.c): informational; mirroring the client's own string
-            // (with our role) avoids spurious "used inconsistently" warnings in its log.
-            options: server_occ(&km2.options).unwrap_or_else(|| ctx.occ.clone()),
-            username: String::new(),
-            password: String::new(),
-            peer_info: String::new(),
-        };
-        let mut buf = Vec::with_capacity(256);
-        reply
-            .write(&mut buf)
-            .map_err(SessionError::EncodeKeyMethod2)?;
-        let ks = &mut self.keys[idx];
-        ks.write_record(&buf);
-        ks.km2_sent = true;
-        ks.local_km2 = Some(reply);
-        ks.remote_km2 = Some(km2);
-        self.derive_keys(idx)?;
-        if first {
-            self.state.keys_done();
-        } else {
-            let key_id = self.keys[idx].key_id.get();
-            tracing::debug!(peer_id = self.peer_id, key_id, "renegotiated");
-            ctx.events.push_back(SessionEvent::Renegotiated {
-                peer_id: self.peer_id,
-                key_id,
-            });
-        }
-        Ok(())
-    }
-
-    fn on_server_km2(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        idx: usize,
-        km2: KeyMethod2,
-    ) -> Result<(), SessionError> {
-        let cn = self.keys[idx]
-            .peer_certificates()
-            .and_then(crate::tls::peer_common_name);
-        self.keys[idx].remote_km2 = Some(km2);
-        let Side::Client(c) = &mut self.side else {
-            return Ok(());
-        };
-        if c.pushed.is_none() {
-            // Key id 0: the cipher and key derivation come with PUSH_REPLY (push.c).
-            c.server_cn = cn;
-            self.timers.push_request = Some(now + PUSH_REQUEST_FIRST);
-            return Ok(());
-        }
-        self.derive_keys(idx)?;
-        // The server derived its keys when it sent key-method 2: we may use ours at once.
-        self.activate(ctx, now, idx);
-        let key_id = self.keys[idx].key_id.get();
-        ctx.events.push_back(SessionEvent::Renegotiated {
-            peer_id: self.peer_id,
-            key_id,
-        });
         Ok(())
     }
 
@@ -978,169 +663,6 @@ impl Session {
         Ok(())
     }
 
-    fn on_control_message(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        msg: &str,
-    ) -> Result<(), SessionError> {
-        match &mut self.side {
-            Side::Server(srv) => {
-                if msg == "PUSH_REQUEST" {
-                    let recently = srv.push_sent.is_some_and(|t| now < t + PUSH_REPLY_INTERVAL);
-                    if !recently {
-                        self.send_push_reply(ctx, now);
-                    }
-                } else if msg == "EXIT" {
-                    // explicit-exit-notify with cc-exit: free the session at once.
-                    self.state.die(End::Server(DisconnectReason::ExitNotify));
-                } else {
-                    tracing::debug!(peer_id = self.peer_id, "ignoring control message {msg:?}");
-                }
-            }
-            Side::Client(_) => self.on_server_message(ctx, now, msg)?,
-        }
-        Ok(())
-    }
-
-    /// Client: PUSH_REPLY, AUTH_FAILED, RESTART, HALT, INFO, EXIT (forward.c:234).
-    fn on_server_message(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        msg: &str,
-    ) -> Result<(), SessionError> {
-        let reason = |m: &str, prefix: &str| {
-            m.strip_prefix(prefix)
-                .unwrap_or("")
-                .trim_start_matches(',')
-                .to_string()
-        };
-        if let Some(reply) = warren_wire::parse_push_reply(msg) {
-            let Side::Client(c) = &mut self.side else {
-                return Ok(());
-            };
-            if c.pushed.is_some() {
-                return Ok(()); // a repeated reply to a repeated request
-            }
-            let more = reply.more_follows();
-            c.push_parts.extend(reply.options);
-            if more {
-                return Ok(());
-            }
-            let pushed = parse_pushed(&std::mem::take(&mut c.push_parts));
-            return self.apply_push(ctx, now, pushed);
-        }
-        let end = if msg.starts_with("AUTH_FAILED") {
-            Some(ClientDisconnect::AuthFailed(reason(msg, "AUTH_FAILED")))
-        } else if msg.starts_with("RESTART") {
-            Some(ClientDisconnect::Restart(reason(msg, "RESTART")))
-        } else if msg.starts_with("HALT") {
-            Some(ClientDisconnect::Halt(reason(msg, "HALT")))
-        } else if msg == "EXIT" {
-            Some(ClientDisconnect::Restart("server exited".into()))
-        } else {
-            if msg.starts_with("INFO") {
-                tracing::info!("server says: {msg}");
-            } else if msg.starts_with("AUTH_PENDING") {
-                for ks in &mut self.keys {
-                    ks.handshake_deadline = ks.handshake_deadline.max(now + ctx.hand_window);
-                }
-            } else {
-                tracing::debug!("ignoring control message {msg:?}");
-            }
-            None
-        };
-        if let Some(end) = end {
-            self.state.die(End::Client(end));
-        }
-        Ok(())
-    }
-
-    /// Client: the options that finish the key-id-0 setup (push.c, ssl_ncp.c).
-    fn apply_push(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        pushed: PushedConfig,
-    ) -> Result<(), SessionError> {
-        let Side::Client(c) = &mut self.side else {
-            return Ok(());
-        };
-        let cipher = match pushed.cipher {
-            Some(p) if ctx.data_ciphers.contains(&p) => p,
-            Some(p) => return Err(SessionError::PushedCipherNotOurs(p)),
-            None => ctx
-                .data_ciphers_fallback
-                .ok_or(SessionError::PushedNoCipher)?,
-        };
-        if pushed.tls_ekm && !c.offered_ekm {
-            return Err(SessionError::PushedEkmNotOffered);
-        }
-        self.cipher = Some(cipher);
-        self.ekm = pushed.tls_ekm;
-        self.cc_exit = pushed.cc_exit;
-        if let Some(id) = pushed.peer_id {
-            self.peer_id = id;
-            self.data_v2 = true;
-        }
-        if let Some(p) = pushed.ping {
-            self.timers.ping = (p > 0).then(|| Duration::from_secs(u64::from(p)));
-        }
-        if let Some(p) = pushed.ping_restart {
-            self.timers.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
-        }
-        self.vpn_ip = pushed.ifconfig.map(|(ip, _)| ip);
-        c.pushed = Some(pushed);
-        self.timers.push_request = None;
-        let idx = self
-            .keys
-            .iter()
-            .position(|k| k.key_id == KeyId::ZERO)
-            .ok_or(SessionError::KeyZeroGone)?;
-        self.derive_keys(idx)?;
-        self.activate(ctx, now, idx);
-        self.state.connect();
-        self.connected_since = now;
-        if let Side::Client(c) = &mut self.side {
-            c.just_connected = true;
-        }
-        self.schedule_reneg(ctx, now);
-        Ok(())
-    }
-
-    /// Server: called once the address is allocated and the options decided.
-    pub fn set_push_reply(&mut self, ctx: &mut Ctx, now: Instant, options: Vec<String>) {
-        self.state.connect();
-        if let Side::Server(srv) = &mut self.side {
-            srv.push_options = Some(options);
-        }
-        if self.request_push {
-            self.send_push_reply(ctx, now);
-        }
-        self.schedule_reneg(ctx, now);
-    }
-
-    fn send_push_reply(&mut self, ctx: &mut Ctx, now: Instant) {
-        let Side::Server(srv) = &mut self.side else {
-            return;
-        };
-        let Some(options) = &srv.push_options else {
-            return;
-        };
-        let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else {
-            return;
-        };
-        let mut buf = Vec::new();
-        for msg in warren_wire::build_push_replies(options) {
-            buf.clear();
-            encode_control_message(&msg, &mut buf);
-            self.keys[idx].write_record(&buf);
-        }
-        self.keys[idx].queue_tls_output(now, ctx.max_payload);
-        srv.push_sent = Some(now);
-    }
-
     /// Sends a control message (`RESTART`, `AUTH_FAILED`, `EXIT`, `PUSH_REQUEST`) on the newest
     /// key whose TLS session is up.
     pub fn send_control_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) {
@@ -1158,41 +680,18 @@ impl Session {
     }
 
     /// Ends the session after a short linger that lets a last message or alert go out.
-    pub fn close(&mut self, now: Instant, end: End) {
+    pub fn close(&mut self, now: Instant, end: S::End) {
         self.state.close(now + CLOSE_LINGER, end);
-    }
-
-    /// Client: leave, telling the server (explicit-exit-notify): `EXIT` when cc-exit was
-    /// negotiated, an OCC EXIT data packet otherwise (occ.c).
-    pub fn client_exit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<Vec<u8>>) {
-        let notify = matches!(&self.side, Side::Client(c) if c.explicit_exit_notify);
-        if notify && self.state.is_connected() {
-            if self.cc_exit {
-                self.send_control_message(ctx, now, "EXIT");
-            } else {
-                let mut buf = vec![0u8; DATA_HEADROOM];
-                warren_wire::encode_occ_exit(&mut buf);
-                if let Some(range) = self.seal_data(now, &mut buf) {
-                    out.push(buf[range].to_vec());
-                }
-            }
-        }
-        if notify && self.cc_exit {
-            self.close(now, End::Client(ClientDisconnect::Closed));
-        } else {
-            // Nothing to wait for.
-            self.state.die(End::Client(ClientDisconnect::Closed));
-        }
     }
 
     fn schedule_reneg(&mut self, ctx: &mut Ctx, now: Instant) {
         if let Some(reneg) = ctx.reneg {
             let secs = reneg.as_secs().max(1);
-            let jitter = match self.side {
+            let jitter = match S::ROLE {
                 // The server subtracts up to 10% jitter so it usually renegotiates first
                 // (ssl.c tls_session_init).
-                Side::Server(_) => u64::from(ctx.rng.next_u32()) % (secs / 10 + 1),
-                Side::Client(_) => 0,
+                Role::Server => u64::from(ctx.rng.next_u32()) % (secs / 10 + 1),
+                Role::Client => 0,
             };
             self.timers.reneg = Some(now + Duration::from_secs(secs - jitter));
         }
@@ -1260,7 +759,7 @@ impl Session {
     /// client's data). Returns the packet's range.
     pub fn seal_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<std::ops::Range<usize>> {
         let idx = self.send_key_index()?;
-        let peer_id = self.data_v2.then_some(self.peer_id);
+        let peer_id = self.data_v2;
         let ks = &self.keys[idx];
         let (range, past_trigger) = seal_with(ks.key_id, ks.data.as_ref()?, &ks.tx, peer_id, buf)?;
         if past_trigger {
@@ -1288,29 +787,6 @@ impl Session {
         Ok(range)
     }
 
-    /// This session's data-channel state as data workers need it.
-    pub fn peer_data(&self) -> PeerData {
-        let key_ref = |ks: &KeyState| {
-            ks.data.as_ref().map(|keys| DataKeyRef {
-                key_id: ks.key_id,
-                keys: keys.clone(),
-                tx: ks.tx.clone(),
-            })
-        };
-        PeerData {
-            peer_id: self.peer_id,
-            generation: self.generation,
-            addr: self.addr,
-            vpn_ip: self.vpn_ip,
-            data_v2: self.data_v2,
-            // Known to the server only (`Server::refresh_data` sets it).
-            stream: false,
-            send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
-            recv: self.keys.iter().filter_map(key_ref).collect(),
-            activity: self.activity.clone(),
-        }
-    }
-
     /// A data worker spent the send key up to the wrap trigger: renegotiate now.
     pub fn force_renegotiation(&mut self, now: Instant) {
         if self.timers.reneg.is_none_or(|t| t > now) {
@@ -1331,10 +807,7 @@ impl Session {
         if let Some(pr) = self.timers.ping_restart
             && now >= self.activity.last_received() + pr
         {
-            self.state.die(match self.side {
-                Side::Server(_) => End::Server(DisconnectReason::PingTimeout),
-                Side::Client(_) => End::Client(ClientDisconnect::PingTimeout),
-            });
+            self.state.die(S::PING_TIMEOUT);
             return;
         }
         let mut i = 0;
@@ -1349,14 +822,11 @@ impl Session {
                             "TLS handshake did not finish within hand-window".into(),
                         );
                     }
-                    self.state.die(match self.side {
-                        Side::Server(_) => End::Server(DisconnectReason::HandshakeTimeout),
-                        Side::Client(_) => End::Client(ClientDisconnect::HandshakeTimeout),
-                    });
+                    self.state.die(S::HANDSHAKE_TIMEOUT);
                     return;
                 }
                 tracing::warn!(
-                    peer_id = self.peer_id,
+                    peer_id = S::peer_id(self),
                     key_id = ks.key_id.get(),
                     "renegotiation timed out"
                 );
@@ -1385,7 +855,7 @@ impl Session {
                 let busy = self.keys.first().is_some_and(|k| k.phase != Phase::Active);
                 if !busy && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
                     tracing::debug!(
-                        peer_id = self.peer_id,
+                        peer_id = S::peer_id(self),
                         key_id = next.get(),
                         "starting renegotiation"
                     );
@@ -1492,6 +962,597 @@ impl Session {
     }
 }
 
+/// The server's part of a session: the client's identity, what the endpoint decided for it,
+/// and the endpoint's bookkeeping. (No `Debug`: it holds the password until it is asked
+/// about.)
+pub(crate) struct ServerSide {
+    pub peer_id: u32,
+    /// Bumped each time a server slot is reused, so stale timer entries are recognised.
+    pub generation: u64,
+    /// The earliest deadline the server's timer heap holds for this session.
+    pub scheduled: Option<Instant>,
+    pub common_name: Option<String>,
+    /// The serial number of the client's certificate (big-endian, leading zero bytes
+    /// removed), fixed by the first key: revocation ends the session of one certificate
+    /// even when several share a common name (`duplicate-cn`).
+    pub cert_serial: Option<Vec<u8>>,
+    /// The username from key-method 2 (`auth-user-pass`), if the client sent one.
+    pub username: Option<String>,
+    pub peer_info: Option<PeerInfo>,
+    pub vpn_ip: Option<Ipv4Addr>,
+    /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
+    /// for an authentication decision.
+    pub pending_password: Option<String>,
+    /// The client asked for the push reply without a PUSH_REQUEST (IV_PROTO_REQUEST_PUSH).
+    pub request_push: bool,
+    push_options: Option<Vec<String>>,
+    push_sent: Option<Instant>,
+}
+
+impl ServerSide {
+    fn new(peer_id: u32, generation: u64) -> Self {
+        ServerSide {
+            peer_id,
+            generation,
+            scheduled: None,
+            common_name: None,
+            cert_serial: None,
+            username: None,
+            peer_info: None,
+            vpn_ip: None,
+            pending_password: None,
+            request_push: false,
+            push_options: None,
+            push_sent: None,
+        }
+    }
+}
+
+impl Side for ServerSide {
+    type End = DisconnectReason;
+    const ROLE: Role = Role::Server;
+    const PING_TIMEOUT: DisconnectReason = DisconnectReason::PingTimeout;
+    const HANDSHAKE_TIMEOUT: DisconnectReason = DisconnectReason::HandshakeTimeout;
+
+    fn end_for(err: &SessionError) -> DisconnectReason {
+        match err.action() {
+            WireAction::AuthFailed(_) => DisconnectReason::AuthFailed,
+            _ => DisconnectReason::TlsError(err.to_string()),
+        }
+    }
+
+    fn peer_id(s: &Session<Self>) -> Option<u32> {
+        Some(s.side.peer_id)
+    }
+
+    fn identified(&self) -> bool {
+        self.common_name.is_some()
+    }
+
+    fn on_key_method_2(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        _now: Instant,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError> {
+        s.on_client_km2(ctx, idx, km2)
+    }
+
+    fn on_message(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError> {
+        s.on_client_message(ctx, now, msg);
+        Ok(())
+    }
+}
+
+impl Session<ServerSide> {
+    /// Server: creates the session once the client has proven its address with the cookie
+    /// (ssl.c:2676 session_skip_to_pre_start): our reset (msg-id 0, whose session id was the
+    /// cookie) counts as sent and acknowledged, the client's reset (msg-id 0) as received, and
+    /// our wrap replay counter continues after the stateless reset's id 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn server_from_cookie(
+        ctx: &mut Ctx,
+        now: Instant,
+        peer_id: u32,
+        generation: u64,
+        addr: SocketAddr,
+        local_sid: SessionId,
+        remote_sid: SessionId,
+        tls: rustls::Connection,
+    ) -> Self {
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        ks.tls_enabled = true;
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
+        ks.reliable.process_acks(&[0]);
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
+        while ks.reliable.pop_in_order().is_some() {}
+        // The stateless reply acked the client's reset; ack it again with the first packet we
+        // send (harmless, and it helps when that reply was lost).
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
+        let side = ServerSide::new(peer_id, generation);
+        Session::new(ctx, now, addr, local_sid, Some(remote_sid), ks, side, 2)
+    }
+
+    /// Server over TCP (fact sheet §9; OpenVPN mtcp.c, no cookie): the session exists from
+    /// the client's first reset, with a random session id of ours. Our reset (msg-id 0) is
+    /// queued on the reliability layer, retransmitted until the client acknowledges it, and
+    /// carries the ACK of the client's reset; our wrap replay counter starts at 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn server_stateful(
+        ctx: &mut Ctx,
+        now: Instant,
+        peer_id: u32,
+        generation: u64,
+        addr: SocketAddr,
+        remote_sid: SessionId,
+        tls: rustls::Connection,
+    ) -> Self {
+        let local_sid = SessionId::random(ctx.rng.as_mut());
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        // A TLS server only answers the ClientHello, which the client sends (msg-id 1) once
+        // it has our reset: nothing to hold back.
+        ks.tls_enabled = true;
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetServerV2, Vec::new());
+        ks.reliable
+            .receive(0, Opcode::ControlHardResetClientV2, &[]);
+        while ks.reliable.pop_in_order().is_some() {}
+        let side = ServerSide::new(peer_id, generation);
+        Session::new(ctx, now, addr, local_sid, Some(remote_sid), ks, side, 1)
+    }
+
+    fn on_client_km2(
+        &mut self,
+        ctx: &mut Ctx,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError> {
+        let ks = &self.keys[idx];
+        let cn = ks
+            .peer_certificates()
+            .and_then(crate::tls::peer_common_name)
+            .or_else(|| (!km2.username.is_empty()).then(|| km2.username.clone()))
+            .ok_or(SessionError::NoCommonName)?;
+        let serial = ks.peer_certificates().and_then(crate::tls::peer_serial);
+        let first = self.side.common_name.is_none();
+        if first {
+            self.side.cert_serial = serial;
+            let info = PeerInfo::parse(&km2.peer_info);
+            self.data_v2 = (info.proto & iv_proto::DATA_V2 != 0).then_some(self.side.peer_id);
+            self.side.request_push = info.proto & iv_proto::REQUEST_PUSH != 0;
+            self.cc_exit = info.proto & iv_proto::CC_EXIT_NOTIFY != 0;
+            self.ekm = info.proto & iv_proto::TLS_KEY_EXPORT != 0
+                && ctx.key_derivation == KeyDerivation::Auto;
+            self.cipher = Some(negotiate_cipher(ctx, &info, &km2.options)?);
+            tracing::debug!(
+                peer_id = self.side.peer_id,
+                version = info.version.as_deref().unwrap_or("?"),
+                platform = info.platform.as_deref().unwrap_or("?"),
+                proto = info.proto,
+                "peer info"
+            );
+            self.side.peer_info = Some(info);
+            self.side.common_name = Some(cn);
+            self.side.username = (!km2.username.is_empty()).then(|| km2.username.clone());
+            self.side.pending_password = Some(km2.password.clone());
+        } else if self.side.common_name.as_deref() != Some(cn.as_str()) {
+            // ssl_verify.c: the common name must not change across renegotiations.
+            return Err(SessionError::CommonNameChanged {
+                old: self.side.common_name.clone().unwrap_or_default(),
+                new: cn,
+            });
+        } else if serial != self.side.cert_serial {
+            // ssl_verify.c `tls_lock_cert_hash_set`/`cert_hash_compare`: nor may the
+            // certificate (what was authorised, and what revocation looks for, is the first).
+            return Err(SessionError::CertificateChanged);
+        }
+
+        // Our key-method 2 reply (ssl.c key_method_2_write): no pre-master from the server.
+        let mut random1 = [0u8; 32];
+        let mut random2 = [0u8; 32];
+        ctx.rng.fill(&mut random1);
+        ctx.rng.fill(&mut random2);
+        let reply = KeyMethod2 {
+            pre_master: None,
+            random1,
+            random2,
+            // OCC options string (occ.c): informational; mirroring the client's own string
+            // (with our role) avoids spurious "used inconsistently" warnings in its log.
+            options: server_occ(&km2.options).unwrap_or_else(|| ctx.occ.clone()),
+            username: String::new(),
+            password: String::new(),
+            peer_info: String::new(),
+        };
+        let mut buf = Vec::with_capacity(256);
+        reply
+            .write(&mut buf)
+            .map_err(SessionError::EncodeKeyMethod2)?;
+        let ks = &mut self.keys[idx];
+        ks.write_record(&buf);
+        ks.km2_sent = true;
+        ks.local_km2 = Some(reply);
+        ks.remote_km2 = Some(km2);
+        self.derive_keys(idx)?;
+        if first {
+            self.state.keys_done();
+        } else {
+            let key_id = self.keys[idx].key_id.get();
+            tracing::debug!(peer_id = self.side.peer_id, key_id, "renegotiated");
+            ctx.events.push_back(SessionEvent::Renegotiated {
+                peer_id: Some(self.side.peer_id),
+                key_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Server: PUSH_REQUEST and EXIT from the client.
+    fn on_client_message(&mut self, ctx: &mut Ctx, now: Instant, msg: &str) {
+        if msg == "PUSH_REQUEST" {
+            let recently = self
+                .side
+                .push_sent
+                .is_some_and(|t| now < t + PUSH_REPLY_INTERVAL);
+            if !recently {
+                self.send_push_reply(ctx, now);
+            }
+        } else if msg == "EXIT" {
+            // explicit-exit-notify with cc-exit: free the session at once.
+            self.state.die(DisconnectReason::ExitNotify);
+        } else {
+            tracing::debug!(
+                peer_id = self.side.peer_id,
+                "ignoring control message {msg:?}"
+            );
+        }
+    }
+
+    /// Server: called once the address is allocated and the options decided.
+    pub fn set_push_reply(&mut self, ctx: &mut Ctx, now: Instant, options: Vec<String>) {
+        self.state.connect();
+        self.side.push_options = Some(options);
+        if self.side.request_push {
+            self.send_push_reply(ctx, now);
+        }
+        self.schedule_reneg(ctx, now);
+    }
+
+    fn send_push_reply(&mut self, ctx: &mut Ctx, now: Instant) {
+        let Some(options) = &self.side.push_options else {
+            return;
+        };
+        let Some(idx) = self.keys.iter().position(|k| k.km2_sent) else {
+            return;
+        };
+        let mut buf = Vec::new();
+        for msg in warren_wire::build_push_replies(options) {
+            buf.clear();
+            encode_control_message(&msg, &mut buf);
+            self.keys[idx].write_record(&buf);
+        }
+        self.keys[idx].queue_tls_output(now, ctx.max_payload);
+        self.side.push_sent = Some(now);
+    }
+
+    /// This session's data-channel state as data workers need it.
+    pub fn peer_data(&self) -> PeerData {
+        let key_ref = |ks: &KeyState| {
+            ks.data.as_ref().map(|keys| DataKeyRef {
+                key_id: ks.key_id,
+                keys: keys.clone(),
+                tx: ks.tx.clone(),
+            })
+        };
+        PeerData {
+            peer_id: self.side.peer_id,
+            generation: self.side.generation,
+            addr: self.addr,
+            vpn_ip: self.side.vpn_ip,
+            data_v2: self.data_v2.is_some(),
+            // Known to the server only (`Server::refresh_data` sets it).
+            stream: false,
+            send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
+            recv: self.keys.iter().filter_map(key_ref).collect(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+/// The client's part of a session: what it offers in key-method 2 and what the server
+/// pushed. (No `Debug`: it holds the credentials.)
+pub(crate) struct ClientSide {
+    /// Our IV_* lines for key-method 2.
+    peer_info: String,
+    credentials: Option<(String, String)>,
+    offered_ekm: bool,
+    push_parts: Vec<String>,
+    pub pushed: Option<PushedConfig>,
+    pub server_cn: Option<String>,
+    /// Set when the tunnel came up; the client endpoint turns it into an event.
+    pub just_connected: bool,
+    explicit_exit_notify: bool,
+}
+
+impl Side for ClientSide {
+    type End = ClientDisconnect;
+    const ROLE: Role = Role::Client;
+    const PING_TIMEOUT: ClientDisconnect = ClientDisconnect::PingTimeout;
+    const HANDSHAKE_TIMEOUT: ClientDisconnect = ClientDisconnect::HandshakeTimeout;
+
+    fn end_for(err: &SessionError) -> ClientDisconnect {
+        match err.action() {
+            WireAction::AuthFailed(reason) => {
+                ClientDisconnect::AuthFailed(reason.unwrap_or_default())
+            }
+            _ => ClientDisconnect::TlsError(err.to_string()),
+        }
+    }
+
+    fn peer_id(s: &Session<Self>) -> Option<u32> {
+        s.data_v2
+    }
+
+    fn identified(&self) -> bool {
+        false
+    }
+
+    fn on_key_method_2(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError> {
+        s.on_server_km2(ctx, now, idx, km2)
+    }
+
+    fn on_message(
+        s: &mut Session<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError> {
+        s.on_server_message(ctx, now, msg)
+    }
+
+    fn on_new_key(s: &mut Session<Self>, ctx: &mut Ctx) {
+        // The client re-sends key-method 2 (with credentials) on every key (ssl.c:2220).
+        s.write_client_km2(ctx, 0);
+    }
+}
+
+impl Session<ClientSide> {
+    /// Client: a new session that sends its hard reset at once and writes key-method 2 into
+    /// the TLS connection (rustls holds it until the handshake is done).
+    pub fn client_new(
+        ctx: &mut Ctx,
+        now: Instant,
+        addr: SocketAddr,
+        credentials: Option<(String, String)>,
+        explicit_exit_notify: bool,
+        tun_mtu: u16,
+    ) -> Result<Self, rustls::Error> {
+        let local_sid = SessionId::random(ctx.rng.as_mut());
+        let tls = ctx.tls.connect()?;
+        let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
+        ks.reliable
+            .queue(now, Opcode::ControlHardResetClientV2, Vec::new());
+        let offered_ekm = ctx.key_derivation == KeyDerivation::Auto;
+        let mut proto = iv_proto::DATA_V2 | iv_proto::REQUEST_PUSH | iv_proto::CC_EXIT_NOTIFY;
+        if offered_ekm {
+            proto |= iv_proto::TLS_KEY_EXPORT;
+        }
+        let ciphers: Vec<&str> = ctx.data_ciphers.iter().map(|c| c.name()).collect();
+        let peer_info = format!(
+            "IV_VER=2.6.14\nIV_PLAT=linux\nIV_TCPNL=1\nIV_MTU={}\nIV_NCP=2\nIV_CIPHERS={}\nIV_PROTO={proto}\nIV_GUI_VER=warren_{}\n",
+            u32::from(tun_mtu) + 100,
+            ciphers.join(":"),
+            env!("CARGO_PKG_VERSION"),
+        );
+        let side = ClientSide {
+            peer_info,
+            credentials,
+            offered_ekm,
+            push_parts: Vec::new(),
+            pushed: None,
+            server_cn: None,
+            just_connected: false,
+            explicit_exit_notify,
+        };
+        let mut s = Session::new(ctx, now, addr, local_sid, None, ks, side, 1);
+        s.write_client_km2(ctx, 0);
+        Ok(s)
+    }
+
+    fn write_client_km2(&mut self, ctx: &mut Ctx, idx: usize) {
+        let c = &self.side;
+        let mut pre_master = [0u8; 48];
+        let mut random1 = [0u8; 32];
+        let mut random2 = [0u8; 32];
+        ctx.rng.fill(&mut pre_master);
+        ctx.rng.fill(&mut random1);
+        ctx.rng.fill(&mut random2);
+        let (username, password) = c.credentials.clone().unwrap_or_default();
+        let km2 = KeyMethod2 {
+            pre_master: Some(pre_master),
+            random1,
+            random2,
+            options: ctx.occ.clone(),
+            username,
+            password,
+            peer_info: c.peer_info.clone(),
+        };
+        let mut buf = Vec::with_capacity(512);
+        if let Err(e) = km2.write(&mut buf) {
+            tracing::error!("cannot encode key-method 2: {e}");
+            return;
+        }
+        let ks = &mut self.keys[idx];
+        ks.write_record(&buf);
+        ks.local_km2 = Some(km2);
+        ks.km2_sent = true;
+    }
+
+    fn on_server_km2(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        idx: usize,
+        km2: KeyMethod2,
+    ) -> Result<(), SessionError> {
+        let cn = self.keys[idx]
+            .peer_certificates()
+            .and_then(crate::tls::peer_common_name);
+        self.keys[idx].remote_km2 = Some(km2);
+        let c = &mut self.side;
+        if c.pushed.is_none() {
+            // Key id 0: the cipher and key derivation come with PUSH_REPLY (push.c).
+            c.server_cn = cn;
+            self.timers.push_request = Some(now + PUSH_REQUEST_FIRST);
+            return Ok(());
+        }
+        self.derive_keys(idx)?;
+        // The server derived its keys when it sent key-method 2: we may use ours at once.
+        self.activate(ctx, now, idx);
+        let key_id = self.keys[idx].key_id.get();
+        ctx.events.push_back(SessionEvent::Renegotiated {
+            peer_id: self.data_v2,
+            key_id,
+        });
+        Ok(())
+    }
+
+    /// Client: PUSH_REPLY, AUTH_FAILED, RESTART, HALT, INFO, EXIT (forward.c:234).
+    fn on_server_message(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        msg: &str,
+    ) -> Result<(), SessionError> {
+        let reason = |m: &str, prefix: &str| {
+            m.strip_prefix(prefix)
+                .unwrap_or("")
+                .trim_start_matches(',')
+                .to_string()
+        };
+        if let Some(reply) = warren_wire::parse_push_reply(msg) {
+            let c = &mut self.side;
+            if c.pushed.is_some() {
+                return Ok(()); // a repeated reply to a repeated request
+            }
+            let more = reply.more_follows();
+            c.push_parts.extend(reply.options);
+            if more {
+                return Ok(());
+            }
+            let pushed = parse_pushed(&std::mem::take(&mut c.push_parts));
+            return self.apply_push(ctx, now, pushed);
+        }
+        let end = if msg.starts_with("AUTH_FAILED") {
+            Some(ClientDisconnect::AuthFailed(reason(msg, "AUTH_FAILED")))
+        } else if msg.starts_with("RESTART") {
+            Some(ClientDisconnect::Restart(reason(msg, "RESTART")))
+        } else if msg.starts_with("HALT") {
+            Some(ClientDisconnect::Halt(reason(msg, "HALT")))
+        } else if msg == "EXIT" {
+            Some(ClientDisconnect::Restart("server exited".into()))
+        } else {
+            if msg.starts_with("INFO") {
+                tracing::info!("server says: {msg}");
+            } else if msg.starts_with("AUTH_PENDING") {
+                for ks in &mut self.keys {
+                    ks.handshake_deadline = ks.handshake_deadline.max(now + ctx.hand_window);
+                }
+            } else {
+                tracing::debug!("ignoring control message {msg:?}");
+            }
+            None
+        };
+        if let Some(end) = end {
+            self.state.die(end);
+        }
+        Ok(())
+    }
+
+    /// Client: the options that finish the key-id-0 setup (push.c, ssl_ncp.c).
+    fn apply_push(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        pushed: PushedConfig,
+    ) -> Result<(), SessionError> {
+        let c = &mut self.side;
+        let cipher = match pushed.cipher {
+            Some(p) if ctx.data_ciphers.contains(&p) => p,
+            Some(p) => return Err(SessionError::PushedCipherNotOurs(p)),
+            None => ctx
+                .data_ciphers_fallback
+                .ok_or(SessionError::PushedNoCipher)?,
+        };
+        if pushed.tls_ekm && !c.offered_ekm {
+            return Err(SessionError::PushedEkmNotOffered);
+        }
+        self.cipher = Some(cipher);
+        self.ekm = pushed.tls_ekm;
+        self.cc_exit = pushed.cc_exit;
+        if let Some(id) = pushed.peer_id {
+            self.data_v2 = Some(id);
+        }
+        if let Some(p) = pushed.ping {
+            self.timers.ping = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+        }
+        if let Some(p) = pushed.ping_restart {
+            self.timers.ping_restart = (p > 0).then(|| Duration::from_secs(u64::from(p)));
+        }
+        c.pushed = Some(pushed);
+        self.timers.push_request = None;
+        let idx = self
+            .keys
+            .iter()
+            .position(|k| k.key_id == KeyId::ZERO)
+            .ok_or(SessionError::KeyZeroGone)?;
+        self.derive_keys(idx)?;
+        self.activate(ctx, now, idx);
+        self.state.connect();
+        self.connected_since = now;
+        self.side.just_connected = true;
+        self.schedule_reneg(ctx, now);
+        Ok(())
+    }
+
+    /// Client: leave, telling the server (explicit-exit-notify): `EXIT` when cc-exit was
+    /// negotiated, an OCC EXIT data packet otherwise (occ.c).
+    pub fn client_exit(&mut self, ctx: &mut Ctx, now: Instant, out: &mut Vec<Vec<u8>>) {
+        let notify = self.side.explicit_exit_notify;
+        if notify && self.state.is_connected() {
+            if self.cc_exit {
+                self.send_control_message(ctx, now, "EXIT");
+            } else {
+                let mut buf = vec![0u8; DATA_HEADROOM];
+                warren_wire::encode_occ_exit(&mut buf);
+                if let Some(range) = self.seal_data(now, &mut buf) {
+                    out.push(buf[range].to_vec());
+                }
+            }
+        }
+        if notify && self.cc_exit {
+            self.close(now, ClientDisconnect::Closed);
+        } else {
+            // Nothing to wait for.
+            self.state.die(ClientDisconnect::Closed);
+        }
+    }
+}
+
 fn server_occ(client: &str) -> Option<String> {
     let base = client.strip_suffix("tls-client")?;
     (client.starts_with("V4,") && client.len() < 500).then(|| format!("{base}tls-server"))
@@ -1525,4 +1586,76 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
     }
     ctx.data_ciphers_fallback
         .ok_or(SessionError::NoFallbackCipher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Life = Lifecycle<DisconnectReason>;
+
+    #[test]
+    fn a_refused_session_is_not_announced_and_a_kicked_one_is() {
+        let t = Instant::from_secs(5);
+        // External auth refused: the driver heard AuthRejected, not Disconnected.
+        let mut refused = Life::Open(Stage::Handshaking);
+        refused.keys_done();
+        refused.auth_requested();
+        assert!(refused.announced());
+        assert!(refused.auth_answered() && !refused.auth_answered());
+        refused.close(t, DisconnectReason::AuthFailed);
+        assert!(!refused.announced() && refused.is_closing());
+        // Kicked while the decision is out: the driver must hear of its end.
+        let mut kicked = Life::Open(Stage::PendingConnect);
+        kicked.auth_requested();
+        kicked.close(t, DisconnectReason::Kicked);
+        assert!(kicked.announced() && !kicked.auth_answered());
+        kicked.connect();
+        assert!(!kicked.is_connected(), "a closing session never connects");
+    }
+
+    #[test]
+    fn closing_lingers_then_dies_with_its_first_reason() {
+        let t = Instant::from_secs(5);
+        let mut s = Life::Open(Stage::Handshaking);
+        s.connect();
+        s.close(t, DisconnectReason::Kicked);
+        s.close(t, DisconnectReason::Shutdown);
+        s.linger_over(Instant::from_secs(4));
+        assert_eq!(s.end(), None);
+        assert!(s.is_connected(), "closing keeps the stage reached");
+        s.linger_over(t);
+        assert_eq!(s.end(), Some(&DisconnectReason::Kicked));
+        s.die(DisconnectReason::PingTimeout);
+        assert_eq!(s.end(), Some(&DisconnectReason::Kicked));
+    }
+
+    #[test]
+    fn errors_map_to_wire_actions() {
+        assert_eq!(
+            SessionError::Dropped(DropReason::Replay).action(),
+            WireAction::Drop(DropReason::Replay)
+        );
+        assert_eq!(
+            SessionError::KeyState(KeyStateError::PlaintextOverflow).action(),
+            WireAction::Reset
+        );
+        assert_eq!(SessionError::NoCommonName.action(), WireAction::Reset);
+        assert_eq!(
+            SessionError::Refused(Some("expired".into())).action(),
+            WireAction::AuthFailed(Some("expired".into()))
+        );
+        assert_eq!(
+            SessionError::PoolExhausted.action(),
+            WireAction::AuthFailed(Some("no free address in the pool".into()))
+        );
+        assert_eq!(
+            ServerSide::end_for(&SessionError::Refused(None)),
+            DisconnectReason::AuthFailed
+        );
+        assert_eq!(
+            ClientSide::end_for(&SessionError::NoCipher),
+            ClientDisconnect::TlsError("no data cipher negotiated".into())
+        );
+    }
 }
