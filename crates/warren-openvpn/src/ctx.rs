@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, Rng};
+use warren_core::{Instant, PeerId, Rng};
 use warren_crypto::{CipherKind, ControlWrap, Role};
 
 use crate::reliable::ReliableConfig;
@@ -44,7 +44,7 @@ pub(crate) enum SessionEvent {
     },
     /// A key after the first is ready (`peer_id`: the server's, or the pushed one).
     Renegotiated {
-        peer_id: Option<u32>,
+        peer_id: Option<PeerId>,
         key_id: u8,
     },
 }

@@ -44,7 +44,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, KeyId, Rng, SessionId};
+use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
 use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
@@ -189,7 +189,7 @@ pub struct AuthGrant {
 pub enum ServerEvent {
     /// With `external_auth`: decide with [`Server::authorize`] within the hand-window.
     AuthRequest {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
         /// The certificate's common name, or the username when there is no certificate.
         common_name: String,
@@ -201,11 +201,11 @@ pub enum ServerEvent {
     },
     /// [`Server::authorize`] refused a client (`AUTH_FAILED` was sent).
     AuthRejected {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
     },
     Connected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         vpn_ip: Ipv4Addr,
@@ -213,11 +213,11 @@ pub enum ServerEvent {
         ekm: bool,
     },
     Renegotiated {
-        peer_id: u32,
+        peer_id: PeerId,
         key_id: u8,
     },
     Disconnected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         reason: DisconnectReason,
@@ -248,7 +248,7 @@ pub enum ServerEvent {
 /// One connected client, for `status` files.
 #[derive(Debug, Clone)]
 pub struct ClientStatus {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     pub common_name: String,
     pub real_addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
@@ -821,7 +821,8 @@ impl Server {
         let slot = match self.sessions.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                if self.sessions.len() >= PeerIdLimit::MAX {
+                // Peer ids are 24 bit; the last one means "none".
+                if self.sessions.len() >= PeerId::UNDEFINED_WIRE as usize {
                     return None;
                 }
                 self.sessions.push(None);
@@ -832,7 +833,8 @@ impl Server {
         };
         self.generations[slot] += 1;
         let tls = rustls::Connection::Server(tls);
-        let (peer_id, generation) = (slot as u32, self.generations[slot]);
+        let peer_id = PeerId::new(slot as u32).expect("slots stay below the undefined peer id");
+        let generation = self.generations[slot];
         let session = match cookie {
             Some(cookie) => Session::server_from_cookie(
                 &mut self.ctx,
@@ -938,7 +940,7 @@ impl Server {
             | DataEvent::KeyExhausted {
                 peer_id,
                 generation,
-            } => (*peer_id as usize, *generation),
+            } => (peer_id.get() as usize, *generation),
         };
         if self
             .sessions
@@ -982,7 +984,7 @@ impl Server {
         {
             return false;
         }
-        tracing::info!(peer_id = s.side.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+        tracing::info!(peer_id = %s.side.peer_id, old = %s.addr, new = %from, "client floated to a new address");
         self.by_addr.remove(&s.addr);
         self.by_addr.insert(from, slot);
         s.addr = from;
@@ -1035,8 +1037,8 @@ impl Server {
 
     /// Answers an [`ServerEvent::AuthRequest`]. Unknown or already-decided peer ids are
     /// ignored (the client may have gone meanwhile).
-    pub fn authorize(&mut self, now: Instant, peer_id: u32, decision: AuthDecision) {
-        let slot = peer_id as usize;
+    pub fn authorize(&mut self, now: Instant, peer_id: PeerId, decision: AuthDecision) {
+        let slot = peer_id.get() as usize;
         let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -1401,12 +1403,6 @@ impl Server {
 
 /// Data-channel overhead of a P_DATA_V2 AEAD packet: header 8 + tag 16.
 const DATA_OVERHEAD: usize = 24;
-
-/// Peer ids are 24 bit; 0xFFFFFF means "none".
-struct PeerIdLimit;
-impl PeerIdLimit {
-    const MAX: usize = 0x00FF_FFFF;
-}
 
 #[cfg(test)]
 mod tests {

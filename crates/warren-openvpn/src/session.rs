@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, KeyId, SessionId};
+use warren_core::{Instant, KeyId, PeerId, SessionId};
 use warren_crypto::{CipherKind, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role};
 use warren_wire::{
     AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
@@ -56,7 +56,7 @@ pub(crate) trait Side: Sized {
     /// The end of a session that `err` closes.
     fn end_for(err: &SessionError) -> Self::End;
     /// The peer id to log with, once there is one.
-    fn peer_id(s: &Session<Self>) -> Option<u32>;
+    fn peer_id(s: &Session<Self>) -> Option<PeerId>;
     /// Whether the peer has an identity yet (a server: the client's common name). An error
     /// before that, and before the session connected, is a failed handshake.
     fn identified(&self) -> bool;
@@ -367,7 +367,7 @@ pub(crate) struct Session<S: Side> {
     pub ekm: bool,
     /// Send P_DATA_V2 with this peer id (server: the client announced DATA_V2; client: the
     /// server pushed a peer-id); P_DATA_V1 without.
-    pub data_v2: Option<u32>,
+    pub data_v2: Option<PeerId>,
     pub cc_exit: bool,
     pub connected_since: Instant,
     /// Last packet in/out and byte counters, shared with data workers.
@@ -525,7 +525,10 @@ impl<S: Side> Session<S> {
                 if !self.side.identified() && !self.state.is_connected() {
                     ctx.handshake_failed(self.addr, reason);
                 } else {
-                    tracing::warn!(peer_id = S::peer_id(self), "session failed: {reason}");
+                    tracing::warn!(
+                        peer_id = S::peer_id(self).map(PeerId::get),
+                        "session failed: {reason}"
+                    );
                 }
             }
             WireAction::AuthFailed(reason) => {
@@ -826,7 +829,7 @@ impl<S: Side> Session<S> {
                     return;
                 }
                 tracing::warn!(
-                    peer_id = S::peer_id(self),
+                    peer_id = S::peer_id(self).map(PeerId::get),
                     key_id = ks.key_id.get(),
                     "renegotiation timed out"
                 );
@@ -855,7 +858,7 @@ impl<S: Side> Session<S> {
                 let busy = self.keys.first().is_some_and(|k| k.phase != Phase::Active);
                 if !busy && let Some(next) = self.keys.first().map(|k| k.key_id.next()) {
                     tracing::debug!(
-                        peer_id = S::peer_id(self),
+                        peer_id = S::peer_id(self).map(PeerId::get),
                         key_id = next.get(),
                         "starting renegotiation"
                     );
@@ -966,7 +969,7 @@ impl<S: Side> Session<S> {
 /// and the endpoint's bookkeeping. (No `Debug`: it holds the password until it is asked
 /// about.)
 pub(crate) struct ServerSide {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     /// Bumped each time a server slot is reused, so stale timer entries are recognised.
     pub generation: u64,
     /// The earliest deadline the server's timer heap holds for this session.
@@ -990,7 +993,7 @@ pub(crate) struct ServerSide {
 }
 
 impl ServerSide {
-    fn new(peer_id: u32, generation: u64) -> Self {
+    fn new(peer_id: PeerId, generation: u64) -> Self {
         ServerSide {
             peer_id,
             generation,
@@ -1021,7 +1024,7 @@ impl Side for ServerSide {
         }
     }
 
-    fn peer_id(s: &Session<Self>) -> Option<u32> {
+    fn peer_id(s: &Session<Self>) -> Option<PeerId> {
         Some(s.side.peer_id)
     }
 
@@ -1059,7 +1062,7 @@ impl Session<ServerSide> {
     pub fn server_from_cookie(
         ctx: &mut Ctx,
         now: Instant,
-        peer_id: u32,
+        peer_id: PeerId,
         generation: u64,
         addr: SocketAddr,
         local_sid: SessionId,
@@ -1090,7 +1093,7 @@ impl Session<ServerSide> {
     pub fn server_stateful(
         ctx: &mut Ctx,
         now: Instant,
-        peer_id: u32,
+        peer_id: PeerId,
         generation: u64,
         addr: SocketAddr,
         remote_sid: SessionId,
@@ -1134,7 +1137,7 @@ impl Session<ServerSide> {
                 && ctx.key_derivation == KeyDerivation::Auto;
             self.cipher = Some(negotiate_cipher(ctx, &info, &km2.options)?);
             tracing::debug!(
-                peer_id = self.side.peer_id,
+                peer_id = %self.side.peer_id,
                 version = info.version.as_deref().unwrap_or("?"),
                 platform = info.platform.as_deref().unwrap_or("?"),
                 proto = info.proto,
@@ -1186,7 +1189,7 @@ impl Session<ServerSide> {
             self.state.keys_done();
         } else {
             let key_id = self.keys[idx].key_id.get();
-            tracing::debug!(peer_id = self.side.peer_id, key_id, "renegotiated");
+            tracing::debug!(peer_id = %self.side.peer_id, key_id, "renegotiated");
             ctx.events.push_back(SessionEvent::Renegotiated {
                 peer_id: Some(self.side.peer_id),
                 key_id,
@@ -1210,7 +1213,7 @@ impl Session<ServerSide> {
             self.state.die(DisconnectReason::ExitNotify);
         } else {
             tracing::debug!(
-                peer_id = self.side.peer_id,
+                peer_id = %self.side.peer_id,
                 "ignoring control message {msg:?}"
             );
         }
@@ -1297,7 +1300,7 @@ impl Side for ClientSide {
         }
     }
 
-    fn peer_id(s: &Session<Self>) -> Option<u32> {
+    fn peer_id(s: &Session<Self>) -> Option<PeerId> {
         s.data_v2
     }
 
