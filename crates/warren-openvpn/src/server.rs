@@ -1082,7 +1082,7 @@ impl Server {
                     s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
             };
-            if !hit || s.is_closing() {
+            if !hit || s.state.is_closing() {
                 continue;
             }
             s.send_control_message(&mut self.ctx, now, message);
@@ -1185,7 +1185,7 @@ impl Server {
         }
         let cipher = s
             .cipher
-            .expect("cipher is negotiated before pending_connect is set");
+            .expect("cipher is negotiated before the session reaches PendingConnect");
         opts.push(format!("cipher {}", cipher.name()));
         match (s.cc_exit, s.ekm) {
             (true, true) => opts.push("protocol-flags cc-exit tls-ekm".into()),

@@ -422,14 +422,6 @@ impl<S: Side> Session<S> {
         }
     }
 
-    pub fn role(&self) -> Role {
-        S::ROLE
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.state.is_closing()
-    }
-
     /// Handles an authenticated, parsed control packet that belongs to this session.
     pub fn on_control(
         &mut self,
@@ -478,7 +470,7 @@ impl<S: Side> Session<S> {
             // reliable.c reliable_ack_read: "ACK read BAD SESSION-ID".
             return Err(SessionError::Dropped(DropReason::Malformed));
         }
-        if self.is_closing() {
+        if self.state.is_closing() {
             return Ok(None);
         }
         match self.keys.iter().position(|k| k.key_id == pkt.key_id) {
@@ -633,7 +625,7 @@ impl<S: Side> Session<S> {
     /// Data-channel keys for key state `idx` (ssl.c:1520-1716): tls-ekm or the TLS1-PRF.
     fn derive_keys(&mut self, idx: usize) -> Result<(), SessionError> {
         let cipher = self.cipher.ok_or(SessionError::NoCipher)?;
-        let role = self.role();
+        let role = S::ROLE;
         let remote_sid = self.remote_sid.ok_or(SessionError::NoPeerSessionId)?;
         let ks = &mut self.keys[idx];
         let key2 = if self.ekm {
