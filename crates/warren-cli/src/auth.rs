@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use ipnet::{IpNet, Ipv4Net};
 use tracing::{error, info, warn};
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_driver::{AuthRequest, Authenticator, Kick, PasswordCheck, Step, Verified};
 use warren_openvpn::{AuthDecision, AuthGrant, KickTarget};
 use warren_pki::Serial;
@@ -149,7 +149,7 @@ pub struct StoreAuth {
     mode: AuthMode,
     pool: Pool,
     limiter: AuthRateLimiter,
-    peers: HashMap<u32, Peer>,
+    peers: HashMap<PeerId, Peer>,
     /// Logins whose password check runs on the pool, by ticket.
     pending: HashMap<u64, (LoginMeta, PendingLogin)>,
     /// Password checks running per address, and per (address, user).
@@ -203,7 +203,7 @@ struct PendingLogin {
 
 /// What the log lines of a login need.
 struct LoginMeta {
-    peer_id: u32,
+    peer_id: PeerId,
     addr: std::net::SocketAddr,
     who: String,
 }
@@ -617,7 +617,7 @@ impl Authenticator for StoreAuth {
         self.conclude(&meta, result)
     }
 
-    fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr) {
+    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
         if let Some(p) = self.peers.get_mut(&peer_id) {
             p.ip = Some(vpn_ip);
         }
@@ -637,7 +637,7 @@ impl Authenticator for StoreAuth {
         let _ = now;
     }
 
-    fn disconnected(&mut self, _now: Instant, peer_id: u32) {
+    fn disconnected(&mut self, _now: Instant, peer_id: PeerId) {
         self.peers.remove(&peer_id);
     }
 
@@ -805,15 +805,19 @@ mod tests {
             .to_vec()
     }
 
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).expect("peer id")
+    }
+
     fn req(
-        peer_id: u32,
+        peer: u32,
         cn: &str,
         cert: Option<Vec<u8>>,
         user: Option<&str>,
         pw: Option<&str>,
     ) -> AuthRequest {
         AuthRequest {
-            peer_id,
+            peer_id: pid(peer),
             addr: "192.0.2.7:40000".parse().expect("addr"),
             common_name: cn.into(),
             certificate: cert,
@@ -999,20 +1003,20 @@ mod tests {
             accepted(&g).and_then(|g| g.fixed_ip),
             Some(Ipv4Addr::new(10, 8, 0, 3))
         );
-        a.connected(t, 1, "alice", Ipv4Addr::new(10, 8, 0, 3));
+        a.connected(t, pid(1), "alice", Ipv4Addr::new(10, 8, 0, 3));
         let g = a.authenticate(t, req(2, "bob", Some(bob.clone()), None, None));
         assert_eq!(
             accepted(&g).and_then(|g| g.fixed_ip),
             Some(Ipv4Addr::new(10, 8, 0, 4))
         );
-        a.connected(t, 2, "bob", Ipv4Addr::new(10, 8, 0, 4));
+        a.connected(t, pid(2), "bob", Ipv4Addr::new(10, 8, 0, 4));
         let g = a.authenticate(t, req(3, "carol", Some(carol.clone()), None, None));
         let g = accepted(&g).expect("carol").clone();
         assert_eq!(g.fixed_ip, Some(Ipv4Addr::new(10, 8, 0, 2)));
         assert_eq!(g.push, ["route 192.168.5.0 255.255.255.0"]);
         assert_eq!(g.identity.as_deref(), Some("carol"));
-        a.disconnected(t, 1);
-        a.disconnected(t, 2);
+        a.disconnected(t, pid(1));
+        a.disconnected(t, pid(2));
         // A new authenticator (a server restart): bob first still gets his lease back.
         let mut a = w.auth(AuthMode::Cert);
         let g = a.authenticate(t, req(1, "bob", Some(bob), None, None));
@@ -1044,7 +1048,7 @@ mod tests {
                 accepted(&a.authenticate(t, req(peer, n, Some((*c).clone()), None, None)))
                     .is_some()
             );
-            a.connected(t, peer, n, Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+            a.connected(t, pid(peer), n, Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
         }
         assert!(a.recheck(t).is_empty());
         assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
@@ -1106,7 +1110,12 @@ mod tests {
                 accepted(&a.authenticate(t, req(peer, "alice", Some(c.clone()), None, None)))
                     .is_some()
             );
-            a.connected(t, peer, "alice", Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+            a.connected(
+                t,
+                pid(peer),
+                "alice",
+                Ipv4Addr::new(10, 8, 0, 10 + peer as u8),
+            );
         }
         assert!(a.recheck(t).is_empty());
         let serial = |d: &[u8]| warren_pki::inspect_der(d, "x").expect("der").serial;
@@ -1201,7 +1210,7 @@ mod tests {
             accepted(&g).and_then(|g| g.identity.as_deref()),
             Some("bob")
         );
-        assert!(a.peers.contains_key(&31) && !a.peers.contains_key(&14));
+        assert!(a.peers.contains_key(&pid(31)) && !a.peers.contains_key(&pid(14)));
     }
 
     /// SIGHUP's reload checks every session at once, also for what changes with time alone
@@ -1223,7 +1232,7 @@ mod tests {
         let t = w.t;
         let mut a = w.auth(AuthMode::Cert);
         assert!(accepted(&a.authenticate(t, req(1, "dave", Some(cert), None, None))).is_some());
-        a.connected(t, 1, "dave", Ipv4Addr::new(10, 8, 0, 9));
+        a.connected(t, pid(1), "dave", Ipv4Addr::new(10, 8, 0, 9));
         assert!(a.recheck(t).is_empty());
         // Until dave has expired (bounded: the expiry is 2 s away).
         for _ in 0..60 {

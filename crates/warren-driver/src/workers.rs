@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{debug, trace, warn};
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_io::{Clock, Interest, OffloadTun, Poller};
 use warren_openvpn::{
     DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, DropReason,
@@ -58,10 +58,11 @@ pub struct WorkerIo {
 
 /// Which thread seals and opens for a peer: `steered_index(peer_id, n)` for P_DATA_V2
 /// peers, the control thread (0) for the rest.
-pub(crate) fn owner(peer_id: u32, data_v2: bool, threads: usize) -> usize {
-    match warren_core::PeerId::new(peer_id) {
-        Some(p) if data_v2 && threads > 1 => warren_io::steered_index(p, threads),
-        _ => 0,
+pub(crate) fn owner(peer_id: PeerId, data_v2: bool, threads: usize) -> usize {
+    if data_v2 && threads > 1 {
+        warren_io::steered_index(peer_id, threads)
+    } else {
+        0
     }
 }
 
@@ -217,11 +218,12 @@ impl Shard {
         let [_, a, b, c, ..] = *dgram else {
             return false;
         };
-        let id = u32::from_be_bytes([0, a, b, c]);
-        self.plane.peer(id).is_some_and(|p| p.stream)
+        PeerId::new(u32::from_be_bytes([0, a, b, c]))
+            .and_then(|id| self.plane.peer(id))
+            .is_some_and(|p| p.stream)
     }
 
-    fn owner_of(&self, pkt: &[u8]) -> Option<(u32, usize)> {
+    fn owner_of(&self, pkt: &[u8]) -> Option<(PeerId, usize)> {
         let peer_id = self.plane.route(pkt)?;
         let p = self.plane.peer(peer_id)?;
         // A TCP peer belongs to the control thread, which reads and writes its connection.
@@ -597,10 +599,10 @@ mod tests {
     #[test]
     fn owners_follow_the_steering_and_v1_peers_stay_on_the_control_thread() {
         for id in 0..100 {
-            let p = warren_core::PeerId::new(id).expect("a defined peer id");
-            assert_eq!(owner(id, true, 3), warren_io::steered_index(p, 3));
-            assert_eq!(owner(id, false, 3), 0);
-            assert_eq!(owner(id, true, 1), 0);
+            let p = PeerId::new(id).expect("a defined peer id");
+            assert_eq!(owner(p, true, 3), warren_io::steered_index(p, 3));
+            assert_eq!(owner(p, false, 3), 0);
+            assert_eq!(owner(p, true, 1), 0);
         }
     }
 }

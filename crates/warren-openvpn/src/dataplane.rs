@@ -31,7 +31,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use warren_core::{Instant, KeyId};
+use warren_core::{Instant, KeyId, PeerId};
 use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
 use warren_wire::Opcode;
 
@@ -39,9 +39,6 @@ use crate::types::{DatagramOutcome, DropReason, EncapOutcome};
 
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
 pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
-
-/// The P_DATA_V2 peer id meaning "none assigned" (ssl_pkt.h MAX_PEER_ID / 0xFFFFFF).
-pub const UNDEFINED_PEER_ID: u32 = 0x00FF_FFFF;
 
 // The data channel's rules, shared by every path that moves data (the [`DataPlane`], the
 // client, and the control side's pings and OCC messages).
@@ -53,10 +50,11 @@ pub(crate) fn seal_with(
     key_id: KeyId,
     keys: &DataKeys,
     tx: &TxCounter,
-    peer_id: Option<u32>,
+    peer_id: Option<PeerId>,
     buf: &mut [u8],
 ) -> Option<(Range<usize>, bool)> {
     let pid = tx.reserve(1)?;
+    let peer_id = peer_id.map(PeerId::get);
     let range = keys.seal(DataHeader { key_id, peer_id }, pid, buf);
     Some((range, pid >= PACKET_ID_WRAP_TRIGGER))
 }
@@ -229,7 +227,7 @@ impl DataKeyRef {
 /// What a worker needs to move one peer's data, as published by the control side.
 #[derive(Debug, Clone)]
 pub struct PeerData {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     /// Tells a session apart from an earlier one that had the same peer id.
     pub generation: u64,
     pub addr: SocketAddr,
@@ -251,7 +249,7 @@ pub struct PeerData {
 #[derive(Debug, Clone)]
 pub enum DataChange {
     Update(PeerData),
-    Remove { peer_id: u32, generation: u64 },
+    Remove { peer_id: PeerId, generation: u64 },
 }
 
 /// What a worker saw that only the control side may act on.
@@ -259,14 +257,14 @@ pub enum DataChange {
 pub enum DataEvent {
     /// An authenticated packet came from a new address (float, mudp.c:188).
     Float {
-        peer_id: u32,
+        peer_id: PeerId,
         generation: u64,
         addr: SocketAddr,
     },
     /// The peer sent OCC EXIT (explicit-exit-notify).
-    ExitNotify { peer_id: u32, generation: u64 },
+    ExitNotify { peer_id: PeerId, generation: u64 },
     /// The send key passed the wrap trigger: renegotiate now.
-    KeyExhausted { peer_id: u32, generation: u64 },
+    KeyExhausted { peer_id: PeerId, generation: u64 },
 }
 
 /// Routing and filtering rules the workers apply like the server does.
@@ -312,9 +310,9 @@ struct PlanePeer {
 pub struct DataPlane {
     config: DataPlaneConfig,
     peers: Vec<Option<PlanePeer>>,
-    by_vpn_ip: HashMap<Ipv4Addr, u32>,
+    by_vpn_ip: HashMap<Ipv4Addr, PeerId>,
     /// For P_DATA_V1 and the undefined peer id (clients without a peer id).
-    by_addr: HashMap<SocketAddr, u32>,
+    by_addr: HashMap<SocketAddr, PeerId>,
     events: VecDeque<DataEvent>,
     dropped: u64,
 }
@@ -359,7 +357,7 @@ impl DataPlane {
                 peer_id,
                 generation,
             } => {
-                let idx = peer_id as usize;
+                let idx = peer_id.get() as usize;
                 if self
                     .peers
                     .get(idx)
@@ -371,10 +369,7 @@ impl DataPlane {
                 }
             }
             DataChange::Update(data) => {
-                let idx = data.peer_id as usize;
-                if idx >= UNDEFINED_PEER_ID as usize {
-                    return;
-                }
+                let idx = data.peer_id.get() as usize;
                 if self.peers.len() <= idx {
                     self.peers.resize_with(idx + 1, || None);
                 }
@@ -450,15 +445,15 @@ impl DataPlane {
     /// The peer a tun packet (an IPv4 packet at `pkt`) is routed to, without sealing it.
     /// A multi-core driver uses it to give the packet to the worker that seals for that
     /// peer, so that one peer's packet ids go out in order.
-    pub fn route(&self, pkt: &[u8]) -> Option<u32> {
+    pub fn route(&self, pkt: &[u8]) -> Option<PeerId> {
         let (_, dst) = ipv4_addrs(pkt)?;
         self.by_vpn_ip.get(&dst).copied()
     }
 
     /// A peer's published state.
-    pub fn peer(&self, peer_id: u32) -> Option<&PeerData> {
+    pub fn peer(&self, peer_id: PeerId) -> Option<&PeerData> {
         self.peers
-            .get(peer_id as usize)
+            .get(peer_id.get() as usize)
             .and_then(Option::as_ref)
             .map(|p| &p.data)
     }
@@ -482,16 +477,16 @@ impl DataPlane {
             Ok(h) => h,
             Err(_) => return self.drop_packet(DropReason::Malformed),
         };
-        let peer_id = match header.peer_id {
-            Some(id) if id != UNDEFINED_PEER_ID => id,
-            _ => match self.by_addr.get(&from) {
+        let peer_id = match header.peer_id.and_then(PeerId::new) {
+            Some(id) => id,
+            None => match self.by_addr.get(&from) {
                 Some(&id) => id,
                 None => return self.drop_packet(DropReason::NoSession),
             },
         };
         let Some(p) = self
             .peers
-            .get_mut(peer_id as usize)
+            .get_mut(peer_id.get() as usize)
             .and_then(Option::as_mut)
         else {
             return self.drop_packet(DropReason::NoSession);
@@ -572,7 +567,7 @@ impl DataPlane {
     /// defined peer id. Everything else (control packets, P_DATA_V1, the undefined peer
     /// id) belongs to the control thread (its engine, or its plane for P_DATA_V1).
     pub fn wants(dgram: &[u8]) -> bool {
-        matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if id != UNDEFINED_PEER_ID)
+        matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if PeerId::new(id).is_some())
     }
 
     /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]`, an IP packet read from the tun, in
@@ -594,7 +589,7 @@ impl DataPlane {
     pub fn seal_to(
         &mut self,
         now: Instant,
-        peer_id: u32,
+        peer_id: PeerId,
         buf: &mut [u8],
         len: usize,
     ) -> EncapOutcome {
@@ -607,7 +602,7 @@ impl DataPlane {
         }
         let Some(p) = self
             .peers
-            .get_mut(peer_id as usize)
+            .get_mut(peer_id.get() as usize)
             .and_then(Option::as_mut)
         else {
             return self.drop_seal(DropReason::NoRoute);
@@ -675,6 +670,10 @@ mod tests {
     use super::*;
     use warren_crypto::{CipherKind, Key2, Role};
 
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).unwrap()
+    }
+
     fn counter_at(next: u64) -> TxCounter {
         TxCounter {
             next: AtomicU64::new(next),
@@ -712,7 +711,7 @@ mod tests {
             tx: Arc::new(tx),
         };
         PeerData {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 9,
             addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
             vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
@@ -754,7 +753,7 @@ mod tests {
         assert_eq!(
             plane.poll_event(),
             Some(DataEvent::KeyExhausted {
-                peer_id: 3,
+                peer_id: pid(3),
                 generation: 9
             })
         );
@@ -771,11 +770,11 @@ mod tests {
         plane.apply(DataChange::Update(p.clone()));
         assert_eq!(
             plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]),
-            Some(3)
+            Some(pid(3))
         );
         // A stale removal (an earlier session with the same peer id) changes nothing.
         plane.apply(DataChange::Remove {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 8,
         });
         assert_eq!(plane.peer_count(), 1);
@@ -789,10 +788,10 @@ mod tests {
         );
         assert_eq!(
             plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]),
-            Some(3)
+            Some(pid(3))
         );
         plane.apply(DataChange::Remove {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 9,
         });
         assert_eq!(plane.peer_count(), 0);
@@ -829,7 +828,7 @@ mod tests {
         p.data_v2 = false;
         plane.apply(DataChange::Update(p.clone()));
         let mut other = peer(TxCounter::new());
-        other.peer_id = 4;
+        other.peer_id = pid(4);
         other.addr = SocketAddr::from(([192, 0, 2, 9], 1194));
         other.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 7));
         plane.apply(DataChange::Update(other.clone()));

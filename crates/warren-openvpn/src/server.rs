@@ -44,13 +44,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, KeyId, Rng, SessionId};
+use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
 use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::session::{End, Session};
+use crate::session::{ServerSide, Session, SessionError, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
@@ -189,7 +189,7 @@ pub struct AuthGrant {
 pub enum ServerEvent {
     /// With `external_auth`: decide with [`Server::authorize`] within the hand-window.
     AuthRequest {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
         /// The certificate's common name, or the username when there is no certificate.
         common_name: String,
@@ -201,11 +201,11 @@ pub enum ServerEvent {
     },
     /// [`Server::authorize`] refused a client (`AUTH_FAILED` was sent).
     AuthRejected {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
     },
     Connected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         vpn_ip: Ipv4Addr,
@@ -213,11 +213,11 @@ pub enum ServerEvent {
         ekm: bool,
     },
     Renegotiated {
-        peer_id: u32,
+        peer_id: PeerId,
         key_id: u8,
     },
     Disconnected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         reason: DisconnectReason,
@@ -248,7 +248,7 @@ pub enum ServerEvent {
 /// One connected client, for `status` files.
 #[derive(Debug, Clone)]
 pub struct ClientStatus {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     pub common_name: String,
     pub real_addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
@@ -394,7 +394,7 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     counters: ServerCounters,
     /// Index = peer id.
-    sessions: Vec<Option<Session>>,
+    sessions: Vec<Option<Session<ServerSide>>>,
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
@@ -821,7 +821,8 @@ impl Server {
         let slot = match self.sessions.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                if self.sessions.len() >= PeerIdLimit::MAX {
+                // Peer ids are 24 bit; the last one means "none".
+                if self.sessions.len() >= PeerId::UNDEFINED_WIRE as usize {
                     return None;
                 }
                 self.sessions.push(None);
@@ -832,7 +833,8 @@ impl Server {
         };
         self.generations[slot] += 1;
         let tls = rustls::Connection::Server(tls);
-        let (peer_id, generation) = (slot as u32, self.generations[slot]);
+        let peer_id = PeerId::new(slot as u32).expect("slots stay below the undefined peer id");
+        let generation = self.generations[slot];
         let session = match cookie {
             Some(cookie) => Session::server_from_cookie(
                 &mut self.ctx,
@@ -868,7 +870,7 @@ impl Server {
     fn after_session_input(&mut self, now: Instant, slot: usize) {
         if self.sessions[slot]
             .as_ref()
-            .is_some_and(|s| s.pending_connect && !s.awaiting_auth)
+            .is_some_and(|s| s.state.is(Stage::PendingConnect))
         {
             if self.config.external_auth {
                 self.request_auth(slot);
@@ -876,12 +878,11 @@ impl Server {
                 self.finish_connect(now, slot, AuthGrant::default());
             }
         }
-        if let Some(end) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
-            let reason = match end {
-                End::Server(r) => r,
-                End::Client(_) => DisconnectReason::Shutdown,
-            };
-            self.remove_session(slot, reason);
+        if let Some(end) = self.sessions[slot]
+            .as_ref()
+            .and_then(|s| s.state.end().cloned())
+        {
+            self.remove_session(slot, end);
             return;
         }
         self.refresh_data(slot);
@@ -939,13 +940,13 @@ impl Server {
             | DataEvent::KeyExhausted {
                 peer_id,
                 generation,
-            } => (*peer_id as usize, *generation),
+            } => (peer_id.get() as usize, *generation),
         };
         if self
             .sessions
             .get(peer_id)
             .and_then(Option::as_ref)
-            .is_none_or(|s| s.generation != generation)
+            .is_none_or(|s| s.side.generation != generation)
         {
             return;
         }
@@ -983,7 +984,7 @@ impl Server {
         {
             return false;
         }
-        tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+        tracing::info!(peer_id = %s.side.peer_id, old = %s.addr, new = %from, "client floated to a new address");
         self.by_addr.remove(&s.addr);
         self.by_addr.insert(from, slot);
         s.addr = from;
@@ -1002,9 +1003,9 @@ impl Server {
             return;
         };
         let Some(t) = s.next_timeout() else { return };
-        if s.scheduled.is_none_or(|old| t < old) {
-            s.scheduled = Some(t);
-            self.timers.push(Reverse((t, slot, s.generation)));
+        if s.side.scheduled.is_none_or(|old| t < old) {
+            s.side.scheduled = Some(t);
+            self.timers.push(Reverse((t, slot, s.side.generation)));
         }
     }
 
@@ -1014,48 +1015,42 @@ impl Server {
         let Some(s) = self.sessions[slot].as_mut() else {
             return;
         };
-        s.awaiting_auth = true;
+        s.state.auth_requested();
         let password = s
+            .side
             .pending_password
             .take()
             .filter(|p| !p.is_empty())
             .map(|p| Password(zeroize::Zeroizing::new(p)));
         self.events.push_back(ServerEvent::AuthRequest {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             addr: s.addr,
-            common_name: s.common_name.clone().unwrap_or_default(),
+            common_name: s.side.common_name.clone().unwrap_or_default(),
             certificate: s
                 .keys
                 .iter()
                 .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
-            username: s.username.clone(),
+            username: s.side.username.clone(),
             password,
         });
     }
 
     /// Answers an [`ServerEvent::AuthRequest`]. Unknown or already-decided peer ids are
     /// ignored (the client may have gone meanwhile).
-    pub fn authorize(&mut self, now: Instant, peer_id: u32, decision: AuthDecision) {
-        let slot = peer_id as usize;
+    pub fn authorize(&mut self, now: Instant, peer_id: PeerId, decision: AuthDecision) {
+        let slot = peer_id.get() as usize;
         let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if !s.awaiting_auth || !s.pending_connect {
+        if !s.state.auth_answered() {
             return;
         }
-        s.awaiting_auth = false;
         match decision {
             AuthDecision::Accept(grant) => self.finish_connect(now, slot, grant),
             AuthDecision::Reject { reason } => {
-                s.pending_connect = false;
-                let msg = match reason {
-                    Some(r) => format!("AUTH_FAILED,{r}"),
-                    None => "AUTH_FAILED".to_string(),
-                };
-                s.send_control_message(&mut self.ctx, now, &msg);
-                s.close(now, End::Server(DisconnectReason::AuthFailed));
+                s.fail(&mut self.ctx, now, SessionError::Refused(reason));
                 self.events.push_back(ServerEvent::AuthRejected {
-                    peer_id: s.peer_id,
+                    peer_id: s.side.peer_id,
                     addr: s.addr,
                 });
             }
@@ -1081,17 +1076,17 @@ impl Server {
                 continue;
             };
             let hit = match target {
-                KickTarget::Identity(id) => s.common_name.as_deref() == Some(id.as_str()),
+                KickTarget::Identity(id) => s.side.common_name.as_deref() == Some(id.as_str()),
                 KickTarget::CertSerial(serial) => {
                     let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
-                    s.cert_serial.as_deref() == Some(&serial[start..])
+                    s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
             };
-            if !hit || s.is_closing() {
+            if !hit || s.state.is_closing() {
                 continue;
             }
             s.send_control_message(&mut self.ctx, now, message);
-            s.close(now, End::Server(DisconnectReason::Kicked));
+            s.close(now, DisconnectReason::Kicked);
             n += 1;
             self.mark_dirty(slot);
             self.schedule(slot);
@@ -1134,11 +1129,11 @@ impl Server {
         if let Some(identity) = grant.identity.clone()
             && let Some(s) = self.sessions[slot].as_mut()
         {
-            s.common_name = Some(identity);
+            s.side.common_name = Some(identity);
         }
         let Some(cn) = self.sessions[slot]
             .as_ref()
-            .and_then(|s| s.common_name.clone())
+            .and_then(|s| s.side.common_name.clone())
         else {
             return;
         };
@@ -1149,8 +1144,9 @@ impl Server {
                 .enumerate()
                 .filter(|(i, s)| {
                     *i != slot
-                        && s.as_ref()
-                            .is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn))
+                        && s.as_ref().is_some_and(|s| {
+                            s.state.is_connected() && s.side.common_name.as_deref() == Some(&cn)
+                        })
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -1166,13 +1162,7 @@ impl Server {
         else {
             tracing::warn!(cn = %cn, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.pending_connect = false;
-                s.send_control_message(
-                    &mut self.ctx,
-                    now,
-                    "AUTH_FAILED,no free address in the pool",
-                );
-                s.close(now, End::Server(DisconnectReason::Shutdown));
+                s.fail(&mut self.ctx, now, SessionError::PoolExhausted);
             }
             return;
         };
@@ -1190,12 +1180,12 @@ impl Server {
         opts.extend(grant.push.iter().cloned());
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
-        if s.data_v2 {
-            opts.push(format!("peer-id {}", s.peer_id));
+        if let Some(peer_id) = s.data_v2 {
+            opts.push(format!("peer-id {peer_id}"));
         }
         let cipher = s
             .cipher
-            .expect("cipher is negotiated before pending_connect is set");
+            .expect("cipher is negotiated before the session reaches PendingConnect");
         opts.push(format!("cipher {}", cipher.name()));
         match (s.cc_exit, s.ekm) {
             (true, true) => opts.push("protocol-flags cc-exit tls-ekm".into()),
@@ -1203,13 +1193,13 @@ impl Server {
             (false, true) => opts.push("key-derivation tls-ekm".into()),
             (false, false) => {}
         }
-        if s.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
+        if s.side.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
             opts.push(format!("tun-mtu {}", cfg.tun_mtu));
         }
-        s.vpn_ip = Some(ip);
+        s.side.vpn_ip = Some(ip);
         s.connected_since = now;
         let event = ServerEvent::Connected {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             common_name: cn,
             addr: s.addr,
             vpn_ip: ip,
@@ -1264,24 +1254,24 @@ impl Server {
             .is_some()
         {
             self.data_changes.push_back(DataChange::Remove {
-                peer_id: s.peer_id,
-                generation: s.generation,
+                peer_id: s.side.peer_id,
+                generation: s.side.generation,
             });
         }
         if self.by_addr.get(&s.addr) == Some(&slot) {
             self.by_addr.remove(&s.addr);
         }
-        if let Some(ip) = s.vpn_ip {
+        if let Some(ip) = s.side.vpn_ip {
             self.pool_used.remove(&u32::from(ip));
         }
         if self.streams.contains(&s.addr) {
             self.events
                 .push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
-        if s.connected || s.awaiting_auth {
+        if s.state.announced() {
             self.events.push_back(ServerEvent::Disconnected {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
                 reason,
             });
@@ -1328,11 +1318,11 @@ impl Server {
             let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if s.generation != generation {
+            if s.side.generation != generation {
                 continue;
             }
-            if s.scheduled == Some(t) {
-                s.scheduled = None;
+            if s.side.scheduled == Some(t) {
+                s.side.scheduled = None;
             }
             if !due.contains(&slot) {
                 due.push(slot);
@@ -1352,9 +1342,12 @@ impl Server {
                 SessionEvent::HandshakeFailed { addr, reason } => {
                     ServerEvent::HandshakeFailed { addr, reason }
                 }
-                SessionEvent::Renegotiated { peer_id, key_id } => {
-                    ServerEvent::Renegotiated { peer_id, key_id }
-                }
+                SessionEvent::Renegotiated {
+                    peer_id: Some(peer_id),
+                    key_id,
+                } => ServerEvent::Renegotiated { peer_id, key_id },
+                // Every server session has a peer id.
+                SessionEvent::Renegotiated { peer_id: None, .. } => continue,
             });
         }
         self.events.pop_front()
@@ -1364,17 +1357,17 @@ impl Server {
         self.sessions
             .iter()
             .flatten()
-            .filter(|s| s.connected)
+            .filter(|s| s.state.is_connected())
             .map(|s| ClientStatus {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 real_addr: s.addr,
-                vpn_ip: s.vpn_ip,
+                vpn_ip: s.side.vpn_ip,
                 bytes_received: s.activity.bytes_in(),
                 bytes_sent: s.activity.bytes_out(),
                 connected_since: s.connected_since,
                 last_activity: s.activity.last_received(),
-                username: s.username.clone(),
+                username: s.side.username.clone(),
                 cipher: s.cipher,
             })
             .collect()
@@ -1398,7 +1391,7 @@ impl Server {
         }
         for slot in 0..self.sessions.len() {
             if let Some(s) = self.sessions[slot].as_mut()
-                && s.connected
+                && s.state.is_connected()
             {
                 // multi.c: with explicit-exit-notify the server tells clients to reconnect.
                 s.send_control_message(&mut self.ctx, now, "RESTART");
@@ -1410,12 +1403,6 @@ impl Server {
 
 /// Data-channel overhead of a P_DATA_V2 AEAD packet: header 8 + tag 16.
 const DATA_OVERHEAD: usize = 24;
-
-/// Peer ids are 24 bit; 0xFFFFFF means "none".
-struct PeerIdLimit;
-impl PeerIdLimit {
-    const MAX: usize = 0x00FF_FFFF;
-}
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use warren_core::{Instant, Rng, TestRng};
+use warren_core::{Instant, PeerId, Rng, TestRng};
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
@@ -1393,7 +1393,7 @@ fn auth_world(seed: u64, credentials: Option<(&str, &str)>, with_cert: bool) -> 
     w
 }
 
-fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Option<String>) {
+fn take_auth_request(w: &mut World) -> (PeerId, String, bool, Option<String>, Option<String>) {
     for _ in 0..100 {
         w.run_for(Duration::from_millis(50));
         if let Some(pos) = w
