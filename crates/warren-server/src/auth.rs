@@ -40,53 +40,16 @@ use warren_store::{
     AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store, password,
 };
 
+use warren_config::UserAuth;
+
 use crate::state::wall_now;
 
-/// How the server authenticates clients (`--auth`, or `warren-auth` in a server.conf).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AuthMode {
-    /// A client certificate from the CA; users that have a password must also give it.
-    #[default]
-    Cert,
-    /// A client certificate and the user's password, for every user.
-    #[value(name = "cert+password")]
-    CertPassword,
-    /// User name and password only; no client certificate is asked for.
-    Password,
-}
-
-impl AuthMode {
-    /// The spelling on the command line and in `warren-auth`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Cert => "cert",
-            AuthMode::CertPassword => "cert+password",
-            AuthMode::Password => "password",
-        }
-    }
-
-    /// Parses the `warren-auth` argument.
-    pub fn parse(s: &str) -> Option<AuthMode> {
-        match s {
-            "cert" => Some(AuthMode::Cert),
-            "cert+password" => Some(AuthMode::CertPassword),
-            "password" => Some(AuthMode::Password),
-            _ => None,
-        }
-    }
-
-    /// Whether TLS asks for a client certificate.
-    pub fn wants_certificate(self) -> bool {
-        self != AuthMode::Password
-    }
-
-    /// One line for the startup log.
-    pub fn describe(self) -> &'static str {
-        match self {
-            AuthMode::Cert => "client certificate; plus the password for users that have one",
-            AuthMode::CertPassword => "client certificate and password",
-            AuthMode::Password => "user name and password (no client certificate)",
-        }
+/// One line for the startup log: what `warren-auth` (`--auth`) asks of clients.
+pub fn describe(mode: UserAuth) -> &'static str {
+    match mode {
+        UserAuth::Cert => "client certificate; plus the password for users that have one",
+        UserAuth::CertPassword => "client certificate and password",
+        UserAuth::Password => "user name and password (no client certificate)",
     }
 }
 
@@ -146,7 +109,7 @@ struct Peer {
 /// The store-backed login policy (see the module docs).
 pub struct StoreAuth {
     store: Arc<dyn Store>,
-    mode: AuthMode,
+    mode: UserAuth,
     pool: Pool,
     limiter: AuthRateLimiter,
     peers: HashMap<u32, Peer>,
@@ -211,7 +174,7 @@ struct LoginMeta {
 impl StoreAuth {
     pub fn new(
         store: Arc<dyn Store>,
-        mode: AuthMode,
+        mode: UserAuth,
         pool: Pool,
         limits: RateLimitConfig,
     ) -> StoreAuth {
@@ -247,7 +210,7 @@ impl StoreAuth {
                 warren_pki::inspect_der(der, "client certificate")
                     .map_err(|e| Refusal(format!("unreadable client certificate: {e}")))?,
             ),
-            None if self.mode.wants_certificate() => {
+            None if self.mode != UserAuth::Password => {
                 return Err(Refusal("no client certificate".into()));
             }
             None => None,
@@ -267,11 +230,11 @@ impl StoreAuth {
 
         // 2. The identity.
         let identity = match self.mode {
-            AuthMode::Password => match req.username.as_deref() {
+            UserAuth::Password => match req.username.as_deref() {
                 Some(u) if !u.is_empty() => u.to_owned(),
                 _ => return Err(Refusal("no user name (auth-user-pass)".into())),
             },
-            AuthMode::Cert | AuthMode::CertPassword => {
+            UserAuth::Cert | UserAuth::CertPassword => {
                 if let Some(u) = req.username.as_deref()
                     && !u.is_empty()
                     && u != req.common_name
@@ -288,8 +251,8 @@ impl StoreAuth {
         // 3. The user, and the password when one is needed.
         let user = self.store.user(&identity).map_err(db)?;
         let needs_password = match self.mode {
-            AuthMode::CertPassword | AuthMode::Password => true,
-            AuthMode::Cert => user.as_ref().is_some_and(|u| u.password_hash.is_some()),
+            UserAuth::CertPassword | UserAuth::Password => true,
+            UserAuth::Cert => user.as_ref().is_some_and(|u| u.password_hash.is_some()),
         };
         if !needs_password {
             let outcome = self.store.check_user(&identity, wall).map_err(db)?;
@@ -474,8 +437,8 @@ impl StoreAuth {
 
     fn meta(&self, req: &AuthRequest) -> LoginMeta {
         let who = match (self.mode, req.username.as_deref()) {
-            (AuthMode::Password, Some(u)) => u,
-            (AuthMode::Password, None) => "",
+            (UserAuth::Password, Some(u)) => u,
+            (UserAuth::Password, None) => "",
             _ => req.common_name.as_str(),
         };
         LoginMeta {
@@ -786,7 +749,7 @@ mod tests {
             der(&issued.cert_pem)
         }
 
-        fn auth(&self, mode: AuthMode) -> StoreAuth {
+        fn auth(&self, mode: UserAuth) -> StoreAuth {
             StoreAuth::new(
                 self.store.clone(),
                 mode,
@@ -836,7 +799,7 @@ mod tests {
         let bob = w.user("bob", Some("pw-bob"));
         let t = w.t;
 
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         assert!(
             accepted(&a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None)))
                 .is_some()
@@ -873,7 +836,7 @@ mod tests {
                 .is_none()
         );
 
-        let mut a = w.auth(AuthMode::CertPassword);
+        let mut a = w.auth(UserAuth::CertPassword);
         assert!(
             accepted(&a.authenticate(
                 t,
@@ -889,7 +852,7 @@ mod tests {
             .is_some()
         );
 
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         assert!(
             accepted(&a.authenticate(t, req(1, "bob", None, Some("bob"), Some("pw-bob"))))
                 .is_some()
@@ -909,7 +872,7 @@ mod tests {
         let mut w = World::new();
         w.user("bob", Some("right"));
         w.user("carol", Some("carols"));
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         let t = w.t;
         for i in 0..5 {
             assert!(
@@ -940,7 +903,7 @@ mod tests {
     fn a_stranger_cannot_lock_out_a_user_elsewhere() {
         let mut w = World::new();
         w.user("bob", Some("right"));
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         let t = w.t;
         let from = |r: AuthRequest, addr: &str| AuthRequest {
             addr: addr.parse().expect("addr"),
@@ -992,7 +955,7 @@ mod tests {
             )
             .expect("update");
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         // .2 is carol's fixed address even while she is away.
         let g = a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None));
         assert_eq!(
@@ -1014,7 +977,7 @@ mod tests {
         a.disconnected(t, 1);
         a.disconnected(t, 2);
         // A new authenticator (a server restart): bob first still gets his lease back.
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         let g = a.authenticate(t, req(1, "bob", Some(bob), None, None));
         assert_eq!(
             accepted(&g).and_then(|g| g.fixed_ip),
@@ -1034,7 +997,7 @@ mod tests {
         let bob = w.user("bob", None);
         let carol = w.user("carol", None);
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         for (i, (n, c)) in [("alice", &alice), ("bob", &bob), ("carol", &carol)]
             .iter()
             .enumerate()
@@ -1100,7 +1063,7 @@ mod tests {
         let laptop = w.user("alice", None);
         let phone = w.another_cert("alice");
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         for (peer, c) in [(1u32, &laptop), (2, &phone)] {
             assert!(
                 accepted(&a.authenticate(t, req(peer, "alice", Some(c.clone()), None, None)))
@@ -1143,7 +1106,7 @@ mod tests {
         let alice = w.user("alice", None);
         let bob = w.user("bob", Some("right"));
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         match a.begin(t, 1, req(1, "alice", Some(alice), None, None)) {
             Step::Done(d) => assert!(accepted(&d).is_some()),
             Step::Verify(_) => panic!("a certificate-only login went to the pool"),
@@ -1221,7 +1184,7 @@ mod tests {
             .expect("add");
         let cert = der(&issued.cert_pem);
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         assert!(accepted(&a.authenticate(t, req(1, "dave", Some(cert), None, None))).is_some());
         a.connected(t, 1, "dave", Ipv4Addr::new(10, 8, 0, 9));
         assert!(a.recheck(t).is_empty());

@@ -40,6 +40,14 @@ pub struct TlsInputs {
     pub opts: ServerTlsOptions,
 }
 
+impl std::fmt::Debug for TlsInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsInputs")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 impl TlsInputs {
     pub fn build(&self) -> Result<Arc<rustls::ServerConfig>> {
         warren_openvpn::tls::server_config(&self.ca, &self.cert, &self.key, &self.opts)
@@ -49,7 +57,7 @@ impl TlsInputs {
 
 /// The TLS inputs in force and the CRL in force, shared by startup, SIGHUP's reload and the
 /// CRL watcher.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct LiveTls {
     pub inputs: Option<TlsInputs>,
     pub crl: Option<CrlCheck>,

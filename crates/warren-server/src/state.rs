@@ -32,29 +32,57 @@
 //! result.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use warren_crypto::StaticKey;
 use warren_io::OsRng;
-use warren_pki::{
-    CaOptions, Issued, KeyAlgorithm, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem,
-};
+use warren_pki::{CaOptions, Issued, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem};
 use warren_store::{CertRecord, SqliteStore, Store, StoreError};
 
 /// Where the state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/warren";
 
-/// The `--state-dir` option shared by `pki`, `user` and `profile`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StateDirArg {
-    /// The state directory (PKI, tls-crypt key, user database).
-    #[arg(long, value_name = "DIR", env = "WARREN_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
-    pub state_dir: PathBuf,
+/// How the state directory speaks to the person running the command: notices (waiting for
+/// another process, an unsafe directory mode) and slow work (key generation). The binary
+/// installs its own with [`set_console`]; without one, notices go to stderr and slow work
+/// shows nothing.
+pub trait Console: Send + Sync {
+    fn notice(&self, line: &str);
+    /// Runs `work` (once) while showing `what`.
+    fn slow(&self, what: &str, work: &mut dyn FnMut());
+}
+
+static CONSOLE: OnceLock<&'static dyn Console> = OnceLock::new();
+
+/// Installs the process's [`Console`] (the first call wins).
+pub fn set_console(console: &'static dyn Console) {
+    let _ = CONSOLE.set(console);
+}
+
+fn notice(line: &str) {
+    match CONSOLE.get() {
+        Some(c) => c.notice(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Runs `f`, shown by the console as `what` when it is `slow`.
+fn slow_work<T>(what: &str, slow: bool, f: impl FnOnce() -> T) -> T {
+    let Some(console) = CONSOLE.get().filter(|_| slow) else {
+        return f();
+    };
+    let (mut f, mut out) = (Some(f), None);
+    console.slow(what, &mut || out = f.take().map(|f| f()));
+    match (out, f) {
+        (Some(o), _) => o,
+        (None, Some(f)) => f(),
+        (None, None) => unreachable!("the work ran and returned"),
+    }
 }
 
 /// What to create when the state directory is new.
@@ -209,10 +237,10 @@ pub fn lock_state(layout: &Layout) -> Result<StateLock> {
     let got = warren_io::flock::try_lock_exclusive(&file)
         .with_context(|| format!("locking {}", path.display()))?;
     if !got {
-        eprintln!(
+        notice(&format!(
             "waiting for another warren process using {}",
             layout.dir.display()
-        );
+        ));
         warren_io::flock::lock_exclusive(&file)
             .with_context(|| format!("locking {}", path.display()))?;
     }
@@ -226,13 +254,13 @@ fn warn_if_world_writable(layout: &Layout) {
         if let Ok(m) = fs::metadata(&d)
             && m.permissions().mode() & 0o002 != 0
         {
-            eprintln!(
+            notice(&format!(
                 "warning: {} is writable by every user (mode {:o}): anyone on this machine can \
                  replace its keys or its database; fix it with `chmod 700 {}`",
                 d.display(),
                 m.permissions().mode() & 0o7777,
                 d.display()
-            );
+            ));
         }
     }
 }
@@ -490,7 +518,7 @@ fn ensure_state_locked(
         let mut rng =
             OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
         let leaf = opts.server;
-        let issued = with_spinner(
+        let issued = slow_work(
             &format!("generating the server key ({})", leaf.algorithm),
             leaf.algorithm.is_slow(),
             || pki.issue_server(&opts.server_name, &leaf, now, &mut rng),
@@ -552,7 +580,7 @@ fn generate_ca(layout: &Layout, opts: &CaOptions, now: SystemTime) -> Result<Pki
         warren_core::Rng::fill(&mut rng, &mut tag);
         ca.common_name = format!("warren CA {}", hex4(&tag));
     }
-    let pki = with_spinner(
+    let pki = slow_work(
         &format!("generating the CA key ({})", ca.algorithm),
         ca.algorithm.is_slow(),
         || Pki::generate(&ca, now, &mut rng),
@@ -731,11 +759,11 @@ impl State {
         Layout::new(&self.dir)
     }
 
-    /// Issues a client certificate for `name` (with a spinner for slow keys). The caller
+    /// Issues a client certificate for `name` (slow keys are shown by the [`Console`]). The caller
     /// records it ([`CertRecord::from_issued`]), usually in the same transaction as the user.
     pub fn issue_client(&self, name: &str, leaf: &LeafOptions, now: SystemTime) -> Result<Issued> {
         let mut rng = OsRng::new().context("getrandom")?;
-        let issued = with_spinner(
+        let issued = slow_work(
             &format!("generating a {} key for {name}", leaf.algorithm),
             leaf.algorithm.is_slow(),
             || self.pki.issue_client(name, leaf, now, &mut rng),
@@ -913,19 +941,6 @@ fn hex4(b: &[u8; 4]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs `f`, with a spinner on stderr when `slow` and stderr is a terminal.
-pub fn with_spinner<T>(msg: &str, slow: bool, f: impl FnOnce() -> T) -> T {
-    if !slow || !std::io::stderr().is_terminal() {
-        return f();
-    }
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_message(msg.to_owned());
-    pb.enable_steady_tick(Duration::from_millis(100));
-    let out = f();
-    pb.finish_and_clear();
-    out
-}
-
 /// `2028-03-01` (UTC).
 pub fn fmt_date(t: SystemTime) -> String {
     let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
@@ -933,78 +948,9 @@ pub fn fmt_date(t: SystemTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// `2028-03-01T12:00:00Z`.
-pub fn fmt_rfc3339(t: SystemTime) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
-}
-
-/// Parses `YYYY-MM-DD` (midnight UTC at the start of that day) or `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn parse_date(s: &str) -> Result<SystemTime> {
-    let bad =
-        || anyhow::anyhow!("invalid date {s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
-    let (date, time_part) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let mut it = date.splitn(3, '-');
-    let y: i32 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let m: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let d: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).map_err(|_| bad())?, d)
-        .map_err(|_| bad())?;
-    let t = match time_part {
-        None => time::Time::MIDNIGHT,
-        Some(tp) => {
-            let mut it = tp.splitn(3, ':');
-            let h: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            let mi: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            let se: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            time::Time::from_hms(h, mi, se).map_err(|_| bad())?
-        }
-    };
-    Ok(warren_pki::from_unix(
-        time::PrimitiveDateTime::new(date, t)
-            .assume_utc()
-            .unix_timestamp(),
-    ))
-}
-
-/// The CLI spelling of a key algorithm argument.
-pub fn parse_algo(s: &str) -> Result<KeyAlgorithm, String> {
-    s.parse::<KeyAlgorithm>().map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        let t = parse_date("2027-01-02").expect("date");
-        assert_eq!(fmt_date(t), "2027-01-02");
-        assert_eq!(fmt_rfc3339(t), "2027-01-02T00:00:00Z");
-        let t = parse_date("2027-01-02T03:04:05Z").expect("date");
-        assert_eq!(fmt_rfc3339(t), "2027-01-02T03:04:05Z");
-        for bad in [
-            "2027-13-01",
-            "2027-01",
-            "x",
-            "2027-01-02T03:04:05",
-            "2027-02-30",
-        ] {
-            assert!(parse_date(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn bootstrap_is_idempotent_and_private() {
