@@ -31,11 +31,12 @@ use warren_config::UserAuth;
 use warren_io::{
     Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind, UdpFamily,
 };
+use warren_openvpn::pool::Pool;
 use warren_openvpn::tls::{ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{HalfOpenLimits, Server, ServerConfig};
 use warren_store::{RateLimitConfig, SqliteStore, Store};
 
-use crate::auth::{Pool, StoreAuth};
+use crate::auth::StoreAuth;
 use crate::convert::{
     cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
     wrap_name, x509_match,
@@ -527,10 +528,10 @@ fn serve(
 
     let auth = match &store {
         Some(sb) => {
-            let pool = Pool::new(engine.network, engine.netmask)
-                .ok_or_else(|| anyhow!("invalid VPN network"))?;
+            let pool = Pool::new(engine.network, engine.netmask);
             let store: Arc<dyn Store> = sb.store.clone();
-            let a = StoreAuth::new(store, sb.mode, pool, RateLimitConfig::default());
+            let limits = RateLimitConfig::default();
+            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, limits);
             let opts = warren_driver::AuthOptions::default();
             info!(
                 "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
