@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     warren_server::state::set_console(&args::Terminal);
     let result = match cli.command {
         Command::Server(args) if !args.internal_key_reader.is_empty() => {
-            warren_server::key_reader_main(&args.internal_key_reader)
+            warren_server::key_reader_main(&args.internal_key_reader).map_err(Into::into)
         }
         Command::Server(args) => server_args::run(&args, cli.verbose, cli.quiet),
         Command::Client(ClientArgs {

@@ -379,7 +379,7 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         signals,
         clock,
     };
-    warren_server::run(&cfg, launch)
+    Ok(warren_server::run(&cfg, launch)?)
 }
 
 /// Who the command line asks the server to run as.
@@ -395,7 +395,7 @@ fn account(args: &ServerArgs) -> Account {
 /// its privileges with NAT on.
 pub fn nat_undo_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
     logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
-    warren_server::nat_undo_helper(pid)
+    Ok(warren_server::nat_undo_helper(pid)?)
 }
 
 #[cfg(test)]

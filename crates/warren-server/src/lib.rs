@@ -14,9 +14,11 @@
 pub mod auth;
 pub mod convert;
 pub mod crl;
+mod error;
 pub mod serve;
 pub mod state;
 
+pub use error::{Error, Result};
 pub use serve::{
     Account, ConfigSource, Launch, StoreBacked, engine_config, key_reader_main, nat_undo_helper,
     open_state, run, run_as,

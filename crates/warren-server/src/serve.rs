@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Context, Error, Result};
 use tracing::{info, warn};
 use warren_config::UserAuth;
 use warren_io::{
@@ -224,17 +224,15 @@ fn reloader(
             inline_files(&mut load, f);
         }
         let engine = live_engine_config(&load, unix_time_at_zero, &live).map_err(|e| {
-            let denied = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-            }) || format!("{e:#}").contains("Permission denied");
+            let text = e.report();
+            let denied = e.is_permission_denied() || text.contains("Permission denied");
             if denied && !warren_io::is_root() {
                 format!(
-                    "{e:#}; the server runs unprivileged now and the key files are root's: \
+                    "{text}; the server runs unprivileged now and the key files are root's: \
                      restart it to load new keys"
                 )
             } else {
-                format!("{e:#}")
+                text
             }
         })?;
         server.set_tls_config(engine.tls);
@@ -375,16 +373,17 @@ pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
             Ok(0) | Err(_) => return Ok(()),
             Ok(_) => {}
         }
-        for f in files {
-            match std::fs::read(f) {
-                Ok(bytes) => {
-                    writeln!(stdout, "OK {}", bytes.len())?;
-                    stdout.write_all(&bytes)?;
-                }
-                Err(e) => writeln!(stdout, "ERR {e}")?,
+        let mut answer = |f| match std::fs::read(f) {
+            Ok(bytes) => {
+                writeln!(stdout, "OK {}", bytes.len()).and_then(|()| stdout.write_all(&bytes))
             }
-        }
-        stdout.flush()?;
+            Err(e) => writeln!(stdout, "ERR {e}"),
+        };
+        files
+            .iter()
+            .try_for_each(&mut answer)
+            .and_then(|()| stdout.flush())
+            .context("answering the server")?;
     }
 }
 
@@ -392,10 +391,7 @@ pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
 pub fn open_state(sd: &warren_config::StateDir) -> Result<StoreBacked> {
     let layout = Layout::new(&sd.dir);
     if !layout.db().exists() {
-        bail!(
-            "`warren-state-dir {}`: no warren state there; create it with `warren pki init --state-dir {0}` or `warren pki import DIR --state-dir {0}`",
-            sd.dir.display()
-        );
+        return Err(Error::NoState(sd.dir.clone()));
     }
     let store = SqliteStore::open(&layout.db())
         .with_context(|| format!("opening {}", layout.db().display()))?;
@@ -446,12 +442,7 @@ fn serve(
                 .context("opening the `status` file")?,
             interval,
             version: warren_driver::status::StatusVersion::from_number(cfg.status_version)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "status-version {} is not supported (use 1, 2 or 3)",
-                        cfg.status_version
-                    )
-                })?,
+                .ok_or(Error::StatusVersion(cfg.status_version))?,
         }),
         None => None,
     };
@@ -633,7 +624,7 @@ fn setup_nat(
         None => warren_net::default_uplinks().context("finding the uplink for NAT")?,
     };
     if uplinks.is_empty() {
-        return Err(warren_net::NatError::NoUplink.into());
+        return Err(warren_net::NatError::NoUplink).context("setting up NAT (`warren-nat on`)");
     }
     let spec = warren_net::NatSpec {
         tun: tun.to_owned(),
@@ -737,15 +728,11 @@ fn refuse_overlapping_network(network: Ipv4Addr, netmask: Ipv4Addr, dev: &str) -
     };
     let vpn_prefix = u32::from(netmask).count_ones() as u8;
     if let Some(clash) = overlapping_interface(network, vpn_prefix, dev, &addrs) {
-        bail!(
-            "the VPN network {network}/{vpn_prefix} overlaps {}/{} on interface {}: \
-             clients and this host would route the same addresses two ways; choose a \
-             network this host is not on (`--network 10.9.0.0/24`, or `server 10.9.0.0 \
-             255.255.255.0` in server.conf)",
-            clash.addr,
-            clash.prefix,
-            clash.interface
-        );
+        return Err(Error::NetworkOverlap {
+            network,
+            prefix: vpn_prefix,
+            clash: clash.clone(),
+        });
     }
     Ok(())
 }
@@ -898,7 +885,7 @@ fn port_share_target(cfg: &warren_config::ServerConfig) -> Result<Option<std::ne
         .to_socket_addrs()
         .with_context(|| format!("port-share: resolving {host}"))?
         .find(|a| a.is_ipv4())
-        .ok_or_else(|| anyhow!("port-share: {host} has no IPv4 address (port-share relays over IPv4, as OpenVPN does)"))?;
+        .ok_or_else(|| Error::PortShareNoIpv4(host.clone()))?;
     info!("port-share: non-OpenVPN connections are relayed to {addr}");
     Ok(Some(addr))
 }
@@ -953,7 +940,7 @@ fn udp_bind(
         warren_config::Proto::TcpServer
         | warren_config::Proto::Tcp4Server
         | warren_config::Proto::Tcp6Server => {
-            bail!("internal: `proto tcp-server` has no UDP socket")
+            return Err(Error::NoUdpSocket);
         }
     };
     let local = match local {
@@ -984,7 +971,7 @@ fn resolve_local(s: &str, family: UdpFamily) -> Result<IpAddr> {
             UdpFamily::V6 => ip.is_ipv6(),
             UdpFamily::Any => true,
         })
-        .ok_or_else(|| anyhow!("`local {s}`: no address of the right family"))
+        .ok_or_else(|| Error::LocalFamily(s.to_owned()))
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Error, Result};
 use warren_crypto::StaticKey;
 use warren_io::OsRng;
 use warren_pki::{CaOptions, Issued, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem};
@@ -336,15 +336,11 @@ fn store_is_empty(store: &SqliteStore) -> Result<bool> {
 }
 
 /// The complaint about a state directory that lost pieces after its initialisation.
-fn missing_report(layout: &Layout, problems: &[String]) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the state directory {} is incomplete:\n  - {}\nwarren never creates key material \
-         over an existing state (clients and exported profiles depend on it). Restore the \
-         missing files from a backup. Only if nothing from this directory was ever used, move \
-         it away and start afresh.",
-        layout.dir.display(),
-        problems.join("\n  - ")
-    )
+fn missing_report(layout: &Layout, problems: &[String]) -> Error {
+    Error::StateIncomplete {
+        dir: layout.dir.clone(),
+        problems: problems.to_vec(),
+    }
 }
 
 /// Checks that an initialised state directory still has everything (files only; the database
@@ -441,12 +437,7 @@ fn ensure_state_locked(
         Some(b) => Some(b),
         None if is_fresh(layout)? => {
             if !may_init {
-                bail!(
-                    "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run \
-                     `warren server` once)",
-                    layout.dir.display(),
-                    layout.dir.display()
-                );
+                return Err(Error::NoPki(layout.dir.clone()));
             }
             create_private_dir(&layout.pki())?;
             write_marker(layout, Building::Init)?;
@@ -482,10 +473,7 @@ fn ensure_state_locked(
     } else {
         match building {
             Some(Building::Init) => {}
-            Some(Building::Import) => bail!(
-                "{} holds an interrupted `warren pki import` (no CA yet): run the import again",
-                layout.dir.display()
-            ),
+            Some(Building::Import) => return Err(Error::ImportInterrupted(layout.dir.clone())),
             None => unreachable!("check_complete guarantees the CA files"),
         }
         let pki = generate_ca(layout, &opts.ca, now)?;
@@ -600,11 +588,7 @@ fn generate_ca(layout: &Layout, opts: &CaOptions, now: SystemTime) -> Result<Pki
 pub fn open_state(dir: &Path) -> Result<State> {
     let layout = Layout::new(dir);
     if !dir.exists() {
-        bail!(
-            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren server` once)",
-            layout.dir.display(),
-            layout.dir.display()
-        );
+        return Err(Error::NoPki(layout.dir.clone()));
     }
     let lock = lock_state(&layout)?;
     ensure_state_locked(&layout, &StateOptions::default(), &lock, false)
@@ -622,20 +606,9 @@ pub fn open_state_for_reading(dir: &Path) -> Result<State> {
     }
     match lock_state(&layout) {
         Ok(lock) => ensure_state_locked(&layout, &StateOptions::default(), &lock, false),
-        Err(e) if is_read_only_error(&e) => open_state_read_only(&layout),
+        Err(e) if e.is_permission_denied() => open_state_read_only(&layout),
         Err(e) => Err(e),
     }
-}
-
-fn is_read_only_error(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-            )
-        })
 }
 
 /// [`open_state_for_reading`] on a directory that cannot be written.
@@ -649,13 +622,9 @@ fn open_state_read_only(layout: &Layout) -> Result<State> {
         }
         Err(_) => None,
     };
-    let needs_writer = |what: &str| {
-        anyhow::anyhow!(
-            "{} {what}, which needs write access to finish; run `warren pki init --state-dir {}` \
-             as a user who can write it (read-only commands cannot)",
-            layout.dir.display(),
-            layout.dir.display()
-        )
+    let needs_writer = |why| Error::NeedsWriter {
+        dir: layout.dir.clone(),
+        why,
     };
     if read_marker(layout)?.is_some() {
         return Err(needs_writer("holds an unfinished first initialisation"));
@@ -664,12 +633,7 @@ fn open_state_read_only(layout: &Layout) -> Result<State> {
         return Err(needs_writer("holds an interrupted certificate switch"));
     }
     if is_fresh_read_only(layout)? {
-        bail!(
-            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren \
-             server` once)",
-            layout.dir.display(),
-            layout.dir.display()
-        );
+        return Err(Error::NoPki(layout.dir.clone()));
     }
     if check_complete(layout)? {
         return Err(missing_report(
@@ -728,19 +692,19 @@ pub fn begin_import(dir: &Path) -> Result<StateLock> {
     let layout = Layout::new(dir);
     let lock = lock_state(&layout)?;
     if layout.ca_crt().exists() {
-        bail!(
-            "{} already has a CA; import into a new state directory (--state-dir DIR), or move \
-             the old one away first",
-            dir.display()
-        );
+        return Err(Error::ImportTarget {
+            dir: dir.to_owned(),
+            why: "has a CA; import into a new state directory (--state-dir DIR), or move the \
+                  old one away first",
+        });
     }
     // An interrupted first run or import made nothing that was ever used: import over it.
     if read_marker(&layout)?.is_none() && !is_fresh(&layout)? {
-        bail!(
-            "{} already holds state (a database or keys) but no CA; import into a new state \
-             directory (--state-dir DIR)",
-            dir.display()
-        );
+        return Err(Error::ImportTarget {
+            dir: dir.to_owned(),
+            why: "holds state (a database or keys) but no CA; import into a new state \
+                  directory (--state-dir DIR)",
+        });
     }
     create_private_dir(&layout.pki())?;
     write_marker(&layout, Building::Import)?;
@@ -1035,10 +999,9 @@ mod tests {
         let d3 = dir.path().join("lost");
         create_private_dir(&d3.join("pki")).expect("mkdir");
         fs::write(d3.join("pki/ca.key"), "precious").expect("write");
-        let err = format!(
-            "{:#}",
-            ensure_state(&d3, &StateOptions::default()).expect_err("must refuse")
-        );
+        let err = ensure_state(&d3, &StateOptions::default())
+            .expect_err("must refuse")
+            .report();
         assert!(err.contains("ca.crt is missing"), "{err}");
         assert_eq!(
             fs::read_to_string(d3.join("pki/ca.key")).expect("read"),
@@ -1076,13 +1039,12 @@ mod tests {
                     .iter()
                     .map(|f| (f.to_string(), fs::read(d.join(f)).ok()))
                     .collect();
-            let err = format!(
-                "{:#}",
-                ensure_state(&d, &StateOptions::default()).expect_err(what)
-            );
+            let err = ensure_state(&d, &StateOptions::default())
+                .expect_err(what)
+                .report();
             assert!(err.contains(what), "{what}: {err}");
             assert!(err.contains("backup"), "{what}: {err}");
-            let err = format!("{:#}", open_state(&d).expect_err(what));
+            let err = open_state(&d).expect_err(what).report();
             assert!(err.contains(what), "{what}: {err}");
             for (f, before) in &keep {
                 assert_eq!(&fs::read(d.join(f)).ok(), before, "{what}: {f} changed");
@@ -1104,10 +1066,9 @@ mod tests {
             let _ = fs::remove_file(d.join(f));
         }
         fs::write(d.join("warren.db"), "").expect("truncate");
-        let err = format!(
-            "{:#}",
-            ensure_state(&d, &StateOptions::default()).expect_err("empty db")
-        );
+        let err = ensure_state(&d, &StateOptions::default())
+            .expect_err("empty db")
+            .report();
         assert!(err.contains("warren.db"), "{err}");
 
         // A server pair missing as a whole is re-issued by the same CA.
