@@ -9,74 +9,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Doing `what` failed (see [`Context`]).
     #[error("{what}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("{what}")]
-    Config {
-        what: String,
-        source: warren_config::ConfigError,
-    },
-    #[error("{what}")]
-    Store {
-        what: String,
-        source: warren_store::StoreError,
-    },
-    #[error("{what}")]
-    Pki {
-        what: String,
-        source: warren_pki::PkiError,
-    },
-    #[error("{what}")]
-    Key {
-        what: String,
-        source: warren_crypto::StaticKeyError,
-    },
-    #[error("{what}")]
-    Tls {
-        what: String,
-        source: warren_openvpn::tls::TlsSetupError,
-    },
-    #[error("{what}")]
-    Driver {
-        what: String,
-        source: warren_driver::DriverError,
-    },
-    #[error("{what}")]
-    Nat {
-        what: String,
-        source: warren_net::NatError,
-    },
-    #[error("{what}")]
-    Privileges {
-        what: String,
-        source: warren_io::PrivilegeError,
-    },
-    #[error("{what}")]
-    Status {
-        what: String,
-        source: warren_driver::status::StatusWriteError,
-    },
-    #[error("{what}")]
-    Tun {
-        what: String,
-        source: warren_io::TunError,
-    },
-    #[error("{what}")]
-    Socket {
-        what: String,
-        source: warren_io::BindError,
-    },
-    #[error("{what}")]
-    Listener {
-        what: String,
-        source: warren_io::TcpBindError,
-    },
-    /// More context around an error of this crate.
-    #[error("{what}")]
-    Within { what: String, source: Box<Error> },
+    Failed { what: String, source: Cause },
     #[error(transparent)]
     ConfigFailed(#[from] warren_config::ConfigError),
     #[error(transparent)]
@@ -182,59 +117,60 @@ impl Error {
     /// Whether the operating system refused it for permissions or a read-only file system
     /// (somewhere in the chain).
     pub fn is_permission_denied(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && matches!(
-                    io.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-                )
-            {
-                return true;
-            }
-            cause = e.source();
+        match self {
+            Error::Failed {
+                source: Cause::Io(e),
+                ..
+            } => matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            Error::Failed {
+                source: Cause::Within(e),
+                ..
+            } => e.is_permission_denied(),
+            _ => false,
         }
-        false
     }
 }
 
-/// An error from below that [`Context`] wraps with what was being done.
-pub trait Cause {
-    fn within(self, what: String) -> Error;
+/// What failed below: an error of the crate the server application drives (or its own).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] warren_config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] warren_store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] warren_pki::PkiError),
+    #[error(transparent)]
+    Key(#[from] warren_crypto::StaticKeyError),
+    #[error(transparent)]
+    Tls(#[from] warren_openvpn::tls::TlsSetupError),
+    #[error(transparent)]
+    Driver(#[from] warren_driver::DriverError),
+    #[error(transparent)]
+    Status(#[from] warren_driver::status::StatusWriteError),
+    #[error(transparent)]
+    Nat(#[from] warren_net::NatError),
+    #[error(transparent)]
+    Privileges(#[from] warren_io::PrivilegeError),
+    #[error(transparent)]
+    Tun(#[from] warren_io::TunError),
+    #[error(transparent)]
+    Socket(#[from] warren_io::BindError),
+    #[error(transparent)]
+    Listener(#[from] warren_io::TcpBindError),
+    #[error(transparent)]
+    Within(Box<Error>),
 }
 
-macro_rules! causes {
-    ($($ty:ty => $variant:ident),* $(,)?) => {$(
-        impl Cause for $ty {
-            fn within(self, what: String) -> Error {
-                Error::$variant { what, source: self }
-            }
-        }
-    )*};
-}
-
-causes! {
-    std::io::Error => Io,
-    warren_config::ConfigError => Config,
-    warren_store::StoreError => Store,
-    warren_pki::PkiError => Pki,
-    warren_crypto::StaticKeyError => Key,
-    warren_openvpn::tls::TlsSetupError => Tls,
-    warren_driver::DriverError => Driver,
-    warren_net::NatError => Nat,
-    warren_io::PrivilegeError => Privileges,
-    warren_driver::status::StatusWriteError => Status,
-    warren_io::TunError => Tun,
-    warren_io::BindError => Socket,
-    warren_io::TcpBindError => Listener,
-}
-
-impl Cause for Error {
-    fn within(self, what: String) -> Error {
-        Error::Within {
-            what,
-            source: Box::new(self),
-        }
+impl From<Error> for Cause {
+    fn from(e: Error) -> Cause {
+        Cause::Within(Box::new(e))
     }
 }
 
@@ -244,13 +180,16 @@ pub trait Context<T> {
     fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
 }
 
-impl<T, E: Cause> Context<T> for std::result::Result<T, E> {
+impl<T, E: Into<Cause>> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|e| e.within(what.into()))
+        self.with_context(|| what)
     }
 
     fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|e| e.within(what().into()))
+        self.map_err(|e| Error::Failed {
+            what: what().into(),
+            source: e.into(),
+        })
     }
 }
 
