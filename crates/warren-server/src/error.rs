@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Doing `what` failed (see [`Context`]).
+    /// Doing `what` failed because of `source`.
     #[error("{what}")]
     Failed { what: String, source: Cause },
     #[error(transparent)]

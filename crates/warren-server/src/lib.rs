@@ -18,7 +18,7 @@ mod error;
 pub mod serve;
 pub mod state;
 
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Result};
 pub use serve::{
     Account, ConfigSource, Launch, StoreBacked, engine_config, key_reader_main, nat_undo_helper,
     open_state, run, run_as,

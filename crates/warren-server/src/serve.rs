@@ -360,7 +360,8 @@ impl KeyReader {
     }
 }
 
-/// `warren server --internal-key-reader FILE...`: the [`KeyReader`] helper.
+/// `warren server --internal-key-reader FILE...`: the root helper that reads key files for
+/// a server that gave up root (`KeyReader`).
 pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
     use std::io::{Read, Write};
     // SIGINT/SIGTERM/SIGHUP blocked, never read: it ends with the server's pipe.
