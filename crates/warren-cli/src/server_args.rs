@@ -337,10 +337,14 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
     // Before anything can spawn a thread: the mask is inherited.
     let signals = Signals::new().context("setting up signal handling")?;
     let clock = Clock::new().context("reading the system clocks")?;
+    let source = match &args.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::Zero(Box::new(zero_config(args))),
+    };
     // Config errors already read "server.conf:12: ..."; no extra context in front.
-    let (cfg, warnings) = match &args.config {
-        Some(path) => warren_config::load_server_config(path),
-        None => zero_config(args).lower(),
+    let (cfg, warnings) = match &source {
+        ConfigSource::File(path) => warren_config::load_server_config(path),
+        ConfigSource::Zero(zero) => zero.lower(),
     }
     .map_err(anyhow::Error::new)?;
     logging::init(logging::adjust(
@@ -368,10 +372,7 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         (flag, _) => data_threads(flag)?,
     };
     let launch = Launch {
-        source: match &args.config {
-            Some(path) => ConfigSource::File(path.clone()),
-            None => ConfigSource::Zero(Box::new(zero_config(args))),
-        },
+        source,
         store,
         account: account(args),
         threads,

@@ -1169,7 +1169,7 @@ impl Server {
             None => self.pool.take_lowest(),
         };
         let Some(ip) = index.and_then(|i| self.pool.pool().address(i)) else {
-            tracing::warn!(cn = %cn, "address pool exhausted");
+            tracing::warn!(cn = %cn, given = ?grant.fixed_ip, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
                 s.pending_connect = false;
                 s.send_control_message(

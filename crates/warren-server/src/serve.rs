@@ -84,7 +84,7 @@ pub struct Launch {
 }
 
 /// The dedicated account zero-config runs as when it exists.
-pub const SERVICE_USER: &str = "warren";
+const SERVICE_USER: &str = "warren";
 
 /// Who to become after the setup: `user`/`group` of a server.conf, or for zero-config the
 /// `--user`/`--group` options, else `warren` when it exists, else `nobody`. `None`: stay
