@@ -39,7 +39,7 @@
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,7 @@ use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
+use crate::pool::{Held, Pool};
 use crate::session::{ServerSide, Session, SessionError, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
@@ -178,7 +179,9 @@ pub enum KickTarget {
 pub struct AuthGrant {
     /// Replaces the identity (common name) used for logs, status and duplicate-cn.
     pub identity: Option<String>,
-    /// A fixed address (must be inside the pool and free; otherwise the pool decides).
+    /// The client's address, from an authenticator that owns the pool (see
+    /// [`crate::pool`]): a pool address nobody holds, or the client is refused as when the
+    /// pool is exhausted. `None`: the lowest free address.
     pub fixed_ip: Option<Ipv4Addr>,
     /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`).
     pub push: Vec<String>,
@@ -400,7 +403,8 @@ pub struct Server {
     by_addr: HashMap<SocketAddr, usize>,
     /// Peers on TCP connections (see [`Server::stream_opened`]).
     streams: HashSet<SocketAddr>,
-    pool_used: BTreeSet<u32>,
+    /// Who holds which pool address.
+    pool: Held,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: VecDeque<usize>,
     dirty_flag: Vec<bool>,
@@ -464,6 +468,7 @@ impl Server {
             rng,
         );
         let max = config.max_clients.max(1);
+        let pool = Held::new(Pool::new(config.network, config.netmask));
         Server {
             ctx,
             config,
@@ -474,7 +479,7 @@ impl Server {
             live: 0,
             by_addr: HashMap::new(),
             streams: HashSet::new(),
-            pool_used: BTreeSet::new(),
+            pool,
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
             dirty_flag: Vec::with_capacity(max),
@@ -1155,12 +1160,12 @@ impl Server {
                 self.remove_session(d, DisconnectReason::Replaced);
             }
         }
-        let Some(ip) = grant
-            .fixed_ip
-            .and_then(|ip| self.allocate_specific(ip))
-            .or_else(|| self.allocate_ip())
-        else {
-            tracing::warn!(cn = %cn, "address pool exhausted");
+        let index = match grant.fixed_ip {
+            Some(ip) => self.pool.take(ip),
+            None => self.pool.take_lowest(),
+        };
+        let Some(ip) = index.and_then(|i| self.pool.pool().address(i)) else {
+            tracing::warn!(cn = %cn, given = ?grant.fixed_ip, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
                 s.fail(&mut self.ctx, now, SessionError::PoolExhausted);
             }
@@ -1210,37 +1215,6 @@ impl Server {
         self.events.push_back(event);
     }
 
-    /// Takes `ip` if it is a usable pool address that nobody holds.
-    fn allocate_specific(&mut self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
-        let broadcast = net | !u32::from(self.config.netmask);
-        let v = u32::from(ip);
-        if v < net + 2 || v >= broadcast || self.pool_used.contains(&v) {
-            return None;
-        }
-        self.pool_used.insert(v);
-        Some(ip)
-    }
-
-    fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
-        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
-        let broadcast = net | !u32::from(self.config.netmask);
-        let first = net + 2;
-        let last = broadcast.checked_sub(1)?;
-        let mut candidate = first;
-        for &used in self.pool_used.range(first..=last) {
-            if used != candidate {
-                break;
-            }
-            candidate += 1;
-        }
-        if candidate > last {
-            return None;
-        }
-        self.pool_used.insert(candidate);
-        Some(Ipv4Addr::from(candidate))
-    }
-
     fn remove_session(&mut self, slot: usize, reason: DisconnectReason) {
         let Some(s) = self.sessions[slot].take() else {
             return;
@@ -1262,7 +1236,7 @@ impl Server {
             self.by_addr.remove(&s.addr);
         }
         if let Some(ip) = s.side.vpn_ip {
-            self.pool_used.remove(&u32::from(ip));
+            self.pool.release(ip);
         }
         if self.streams.contains(&s.addr) {
             self.events
