@@ -25,7 +25,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use warren_core::{Instant, TestRng};
+use warren_core::{Instant, PeerId, TestRng};
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions};
@@ -258,7 +258,7 @@ struct World {
     client_accepted: HashSet<Vec<u8>>,
     /// Recent datagrams to the server, for replays.
     history: VecDeque<(SocketAddr, Vec<u8>)>,
-    pending_auth: VecDeque<u32>,
+    pending_auth: VecDeque<PeerId>,
     /// The client's tunnel address, from its push.
     client_ip: Ipv4Addr,
 }
@@ -619,7 +619,7 @@ pub fn run_engine(data: &[u8]) -> EngineRun {
                     w.server.authorize(w.now, peer_id, decision);
                 } else {
                     // A decision for a peer that does not exist (or no longer does).
-                    let peer_id = u32::from(ops.arg());
+                    let peer_id = PeerId::new(u32::from(ops.arg())).expect("8 bits fit a peer id");
                     w.server
                         .authorize(w.now, peer_id, AuthDecision::Reject { reason: None });
                 }

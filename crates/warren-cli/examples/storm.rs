@@ -25,10 +25,7 @@ use warren_io::{Clock, Interest, OsRng, Poller, UdpBind, UdpFamily, UdpSocket};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientEvent, DATA_HEADROOM, KeyDerivation,
 };
-
-#[path = "../src/convert.rs"]
-#[allow(dead_code)]
-mod convert;
+use warren_server::convert;
 
 struct Args {
     server: SocketAddr,

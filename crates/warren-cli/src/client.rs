@@ -20,11 +20,11 @@ use warren_net::{DnsBackend, DnsSpec, Endpoint, RouteRequest};
 use warren_openvpn::tls::ClientTlsOptions;
 use warren_openvpn::{ClientConfig, KeyDerivation};
 
-use crate::convert::{
+use crate::logging;
+use warren_server::convert::{
     cert_role, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config, wrap_name,
     x509_match,
 };
-use crate::logging;
 
 /// How long explicit-exit-notify gets after SIGINT/SIGTERM.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
     for note in &plan.notes {
         warn!("{note}");
     }
-    let (offload, offload_off) = crate::server::offload_choice(flags.no_offload, cfg.offload);
+    let (offload, offload_off) = crate::server_args::offload_choice(flags.no_offload, cfg.offload);
     if let Some(why) = offload_off {
         info!("offloads off ({why}): one packet per system call");
     }
@@ -288,7 +288,7 @@ impl Plan {
             crl: cfg
                 .crl_verify
                 .as_ref()
-                .map(|(m, loc)| crate::crl::client_check(m, loc, &ca))
+                .map(|(m, loc)| warren_server::crl::client_check(m, loc, &ca))
                 .transpose()?,
         };
         let tls =
@@ -559,8 +559,8 @@ mod tests {
     #[test]
     fn debug_redacts_credentials_and_keys() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let state =
-            crate::state::ensure_state(&tmp.path().join("s"), &Default::default()).expect("state");
+        let state = warren_server::state::ensure_state(&tmp.path().join("s"), &Default::default())
+            .expect("state");
         let tc = state.tls_crypt.to_pem();
         let text = format!(
             "client\nremote 192.0.2.1\nremote-cert-tls server\nauth-user-pass\n<ca>\n{}\n</ca>\n<tls-crypt>\n{}\n</tls-crypt>\n",

@@ -1,21 +1,18 @@
 //! The `warren` binary: an OpenVPN-compatible VPN server.
 //!
 //! The binary is thin: it parses the command line, loads OpenVPN-syntax configs with
-//! `warren-config`, turns them into engine configs, opens the OS resources through
-//! `warren-io`, and hands everything to a `warren-driver` loop. Errors are `anyhow` chains
+//! `warren-config`, sets up logging and output, and hands the server to `warren-server`
+//! (the client still turns its profile into an engine and a `warren-driver` loop here). Errors are `anyhow` chains
 //! printed as one `error: ...` line (config errors lead with `file:line`), exit status 1.
 #![forbid(unsafe_code)]
 
-mod auth;
+mod args;
 mod client;
-mod convert;
-mod crl;
 mod demo;
 mod logging;
 mod pki;
 mod profile;
-mod server;
-mod state;
+mod server_args;
 mod ula;
 mod user;
 
@@ -44,7 +41,7 @@ enum Command {
     /// Run a VPN server: with no options, from the state directory (created on the first run:
     /// CA, server certificate, tls-crypt key, user database); or from an OpenVPN-style
     /// server config (--config).
-    Server(server::ServerArgs),
+    Server(server_args::ServerArgs),
     /// Connect to an OpenVPN or warren server with an ordinary `.ovpn` client profile.
     Client(ClientArgs),
     /// Show warren end to end on this machine (as root): two network namespaces, a
@@ -106,11 +103,12 @@ struct DemoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    warren_server::state::set_console(&args::Terminal);
     let result = match cli.command {
         Command::Server(args) if !args.internal_key_reader.is_empty() => {
-            server::key_reader_main(&args.internal_key_reader)
+            warren_server::key_reader_main(&args.internal_key_reader).map_err(Into::into)
         }
-        Command::Server(args) => server::run(&args, cli.verbose, cli.quiet),
+        Command::Server(args) => server_args::run(&args, cli.verbose, cli.quiet),
         Command::Client(ClientArgs {
             internal_restore_after: Some(pid),
             ..
@@ -141,7 +139,7 @@ fn main() -> ExitCode {
         Command::Pki(args) => pki::run(args),
         Command::User(args) => user::run(args),
         Command::Profile(args) => profile::run(args),
-        Command::NatUndo { pid } => server::nat_undo_helper(pid, cli.verbose, cli.quiet),
+        Command::NatUndo { pid } => server_args::nat_undo_helper(pid, cli.verbose, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

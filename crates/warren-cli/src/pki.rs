@@ -12,11 +12,12 @@ use warren_pki::{
 };
 use warren_store::{CertFilter, CertRecord, ImportBatch, NewUser, Revocation, Store};
 
-use crate::state::{
-    Layout, StateDirArg, StateOptions, begin_import, ensure_state, finish_import, fmt_date,
-    fmt_rfc3339, open_state, open_state_for_reading, open_store, parse_algo, wall_now,
-    write_atomic,
+use warren_server::state::{
+    Layout, StateOptions, begin_import, ensure_state, finish_import, fmt_date, open_state,
+    open_state_for_reading, open_store, wall_now, write_atomic,
 };
+
+use crate::args::{StateDirArg, fmt_rfc3339, parse_algo, with_spinner};
 
 /// `warren pki ...`
 #[derive(Debug, Args)]
@@ -243,7 +244,7 @@ fn issue(dir: &std::path::Path, cmd: IssueCommand) -> Result<()> {
         } => {
             let opts = leaf.options(&state.pki);
             let mut rng = warren_io::OsRng::new()?;
-            let issued = crate::state::with_spinner(
+            let issued = with_spinner(
                 &format!("generating a {} key", opts.algorithm),
                 opts.algorithm.is_slow(),
                 || state.pki.issue_server(&name, &opts, now, &mut rng),
@@ -367,7 +368,7 @@ fn renew(dir: &std::path::Path, a: RenewArgs) -> Result<()> {
     let is_server = a.name.is_none() || name == server_info.common_name;
     let issued = if is_server {
         let mut rng = warren_io::OsRng::new()?;
-        let issued = crate::state::with_spinner(
+        let issued = with_spinner(
             &format!("generating a {} key", opts.algorithm),
             opts.algorithm.is_slow(),
             || state.pki.issue_server(&name, &opts, now, &mut rng),

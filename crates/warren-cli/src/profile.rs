@@ -16,7 +16,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use warren_pki::CertKind;
 use warren_store::{CertFilter, CertRecord, Store};
 
-use crate::state::{State, StateDirArg, fmt_date, open_state_for_reading, wall_now, write_atomic};
+use warren_server::state::{State, fmt_date, open_state_for_reading, wall_now, write_atomic};
+
+use crate::args::StateDirArg;
 
 /// The default OpenVPN port.
 pub const DEFAULT_PORT: u16 = 1194;
@@ -333,8 +335,8 @@ fn export(dir: &Path, a: ExportArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{StateOptions, ensure_state};
     use warren_pki::LeafOptions;
+    use warren_server::state::{StateOptions, ensure_state};
     use warren_store::NewUser;
 
     #[test]

@@ -14,11 +14,12 @@ use warren_store::{
 };
 use zeroize::Zeroizing;
 
-use crate::pki::{LeafArgs, print_table};
-use crate::state::{
-    StateDirArg, StateOptions, ensure_state, fmt_date, fmt_rfc3339, open_state,
-    open_state_for_reading, parse_date, wall_now,
+use warren_server::state::{
+    StateOptions, ensure_state, fmt_date, open_state, open_state_for_reading, wall_now,
 };
+
+use crate::args::{StateDirArg, fmt_rfc3339, parse_date};
+use crate::pki::{LeafArgs, print_table};
 
 /// `warren user ...`
 #[derive(Debug, Args)]

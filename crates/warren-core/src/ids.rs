@@ -82,6 +82,19 @@ impl PeerId {
     }
 }
 
+/// The number, as OpenVPN logs it and pushes it (`peer-id 3`).
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<PeerId> for u32 {
+    fn from(id: PeerId) -> u32 {
+        id.0
+    }
+}
+
 /// A data-channel packet id (32 bit, starts at 1, never wraps).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug, PartialOrd, Ord)]
 pub struct PacketId(pub u32);

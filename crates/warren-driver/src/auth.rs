@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_io::Clock;
 use warren_openvpn::{AuthDecision, KickTarget};
 use zeroize::Zeroizing;
@@ -48,7 +48,7 @@ use zeroize::Zeroizing;
 /// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form.
 pub struct AuthRequest {
     /// The engine's peer id (a slot; reused after the client leaves).
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     /// The client's address.
     pub addr: SocketAddr,
     /// The certificate's common name, or the user name when there is no certificate.
@@ -151,9 +151,9 @@ pub trait Authenticator: Send + 'static {
         AuthDecision::Reject { reason: None }
     }
     /// A client the authenticator accepted got its address.
-    fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr);
+    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr);
     /// A client (accepted or still waiting) left.
-    fn disconnected(&mut self, now: Instant, peer_id: u32);
+    fn disconnected(&mut self, now: Instant, peer_id: PeerId);
     /// Called about every [`AuthOptions::recheck_every`]: identities whose sessions must end
     /// now (revoked, disabled, deleted, expired).
     fn recheck(&mut self, now: Instant) -> Vec<Kick>;
@@ -198,12 +198,12 @@ enum ToWorker {
         request: AuthRequest,
     },
     Connected {
-        peer_id: u32,
+        peer_id: PeerId,
         identity: String,
         vpn_ip: Ipv4Addr,
     },
     Disconnected {
-        peer_id: u32,
+        peer_id: PeerId,
     },
     /// SIGHUP: [`Authenticator::reload`] now.
     Reload,
@@ -228,7 +228,7 @@ struct Job {
 pub(crate) enum FromWorker {
     Decision {
         ticket: u64,
-        peer_id: u32,
+        peer_id: PeerId,
         decision: AuthDecision,
     },
     Kick(Kick),
@@ -242,7 +242,7 @@ pub struct AuthWorker {
     wake: UnixStream,
     thread: Option<JoinHandle<()>>,
     /// Decisions not yet answered: peer id → ticket.
-    pending: std::collections::HashMap<u32, u64>,
+    pending: std::collections::HashMap<PeerId, u64>,
     next_ticket: u64,
 }
 
@@ -324,7 +324,7 @@ impl AuthWorker {
 
     pub(crate) fn connected(
         &mut self,
-        peer_id: u32,
+        peer_id: PeerId,
         identity: &str,
         vpn_ip: Ipv4Addr,
     ) -> Result<(), WorkerGone> {
@@ -337,7 +337,7 @@ impl AuthWorker {
             .map_err(|_| WorkerGone)
     }
 
-    pub(crate) fn disconnected(&mut self, peer_id: u32) -> Result<(), WorkerGone> {
+    pub(crate) fn disconnected(&mut self, peer_id: PeerId) -> Result<(), WorkerGone> {
         self.pending.remove(&peer_id);
         self.to
             .send(ToWorker::Disconnected { peer_id })
@@ -445,9 +445,9 @@ struct Worker {
     /// Checks handed to the pool and not yet back (never more than the pool's threads).
     running: usize,
     /// Every check queued or running: ticket → (peer id, client still there).
-    checks: HashMap<u64, (u32, bool)>,
+    checks: HashMap<u64, (PeerId, bool)>,
     /// The peer's outstanding check.
-    by_peer: HashMap<u32, u64>,
+    by_peer: HashMap<PeerId, u64>,
 }
 
 impl Worker {
@@ -614,11 +614,11 @@ mod tests {
                 AuthDecision::Reject { reason: None }
             }
         }
-        fn connected(&mut self, _now: Instant, peer_id: u32, identity: &str, ip: Ipv4Addr) {
+        fn connected(&mut self, _now: Instant, peer_id: PeerId, identity: &str, ip: Ipv4Addr) {
             let mut l = self.0.lock().expect("lock");
             l.events.push(format!("up {peer_id} {identity} {ip}"));
         }
-        fn disconnected(&mut self, _now: Instant, peer_id: u32) {
+        fn disconnected(&mut self, _now: Instant, peer_id: PeerId) {
             let mut l = self.0.lock().expect("lock");
             l.events.push(format!("down {peer_id}"));
         }
@@ -637,15 +637,19 @@ mod tests {
         }
     }
 
-    fn req(peer_id: u32, name: &str, pw: &str) -> AuthRequest {
+    fn req(peer: u32, name: &str, pw: &str) -> AuthRequest {
         AuthRequest {
-            peer_id,
+            peer_id: pid(peer),
             addr: "192.0.2.1:1194".parse().expect("addr"),
             common_name: name.into(),
             certificate: None,
             username: Some(name.into()),
             password: Some(Zeroizing::new(pw.into())),
         }
+    }
+
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).expect("peer id")
     }
 
     fn wait_for(w: &mut AuthWorker, n: usize) -> Vec<FromWorker> {
@@ -675,7 +679,7 @@ mod tests {
         .expect("spawn");
         // Peer 3 asks, leaves, and a new client takes slot 3: only the second answer counts.
         w.request(req(3, "alice", "good")).expect("send");
-        w.disconnected(3).expect("send");
+        w.disconnected(pid(3)).expect("send");
         w.request(req(3, "mallory", "bad")).expect("send");
         w.request(req(4, "bob", "good")).expect("send");
         let out = wait_for(&mut w, 2);
@@ -688,13 +692,13 @@ mod tests {
             .filter_map(|m| match m {
                 FromWorker::Decision {
                     peer_id, decision, ..
-                } => Some((*peer_id, matches!(decision, AuthDecision::Accept(_)))),
+                } => Some((peer_id.get(), matches!(decision, AuthDecision::Accept(_)))),
                 FromWorker::Kick(_) => None,
             })
             .collect();
         assert_eq!(decisions, [(3, false), (4, true)]);
 
-        w.connected(4, "bob", Ipv4Addr::new(10, 8, 0, 2))
+        w.connected(pid(4), "bob", Ipv4Addr::new(10, 8, 0, 2))
             .expect("send");
         log.lock().expect("lock").kick_next = Some("bob".into());
         let out = wait_for(&mut w, 1);
@@ -751,8 +755,8 @@ mod tests {
             fn authenticate(&mut self, _: Instant, _: AuthRequest) -> AuthDecision {
                 panic!("test: the authenticator panics");
             }
-            fn connected(&mut self, _: Instant, _: u32, _: &str, _: Ipv4Addr) {}
-            fn disconnected(&mut self, _: Instant, _: u32) {}
+            fn connected(&mut self, _: Instant, _: PeerId, _: &str, _: Ipv4Addr) {}
+            fn disconnected(&mut self, _: Instant, _: PeerId) {}
             fn recheck(&mut self, _: Instant) -> Vec<Kick> {
                 Vec::new()
             }
@@ -825,8 +829,8 @@ mod tests {
                 },
             }
         }
-        fn connected(&mut self, _: Instant, _: u32, _: &str, _: Ipv4Addr) {}
-        fn disconnected(&mut self, _: Instant, _: u32) {}
+        fn connected(&mut self, _: Instant, _: PeerId, _: &str, _: Ipv4Addr) {}
+        fn disconnected(&mut self, _: Instant, _: PeerId) {}
         fn recheck(&mut self, _: Instant) -> Vec<Kick> {
             Vec::new()
         }
@@ -838,7 +842,7 @@ mod tests {
                 FromWorker::Decision {
                     peer_id, decision, ..
                 } => Some((
-                    *peer_id,
+                    peer_id.get(),
                     match decision {
                         AuthDecision::Accept(_) => "accept".to_owned(),
                         AuthDecision::Reject { reason: None } => "reject".to_owned(),
@@ -948,8 +952,8 @@ mod tests {
         w.request(req(1, "a", "good")).expect("send");
         w.request(req(2, "b", "good")).expect("send");
         w.request(req(3, "c", "good")).expect("send");
-        w.disconnected(1).expect("send");
-        w.disconnected(2).expect("send");
+        w.disconnected(pid(1)).expect("send");
+        w.disconnected(pid(2)).expect("send");
         std::thread::sleep(Duration::from_millis(50));
         g.open.store(true, SeqCst);
         let out = wait_for(&mut w, 1);

@@ -27,7 +27,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use tracing::{trace, warn};
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_io::{
     BatchMeta, BatchUdp, BatchUdpError, BindError, GRO_BUFFER, OffloadTun, RecvMeta, SendSummary,
     TUN_RECV_BATCH, TunBatchError, UDP_RECV_BATCH, UdpBind, UdpSocket,
@@ -83,7 +83,7 @@ pub(crate) enum Via {
     Handed,
     /// Handed to this thread for this peer (one copy of a multicast packet): seal it for
     /// that peer.
-    Peer(u32),
+    Peer(PeerId),
 }
 
 /// Peers on TCP connections: what is sent to them is framed into their connection's
@@ -405,7 +405,7 @@ impl Pump {
     pub fn seal_packets<'a, P: DataPath>(
         &mut self,
         now: Instant,
-        pkts: impl IntoIterator<Item = (Option<u32>, &'a [u8])>,
+        pkts: impl IntoIterator<Item = (Option<PeerId>, &'a [u8])>,
         out: &mut Out<'_>,
         path: &mut P,
     ) {

@@ -986,7 +986,7 @@ pub fn snapshot(
             connected_since: to_unix(c.connected_since),
             last_ref: to_unix(c.last_activity),
             username: c.username.clone(),
-            client_id: u64::from(c.peer_id),
+            client_id: u64::from(c.peer_id.get()),
             peer_id: c.peer_id,
             cipher: c.cipher.map(|k| crate::cipher_name(k).to_owned()),
         })

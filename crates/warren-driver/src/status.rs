@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+use warren_core::PeerId;
 
 /// Which layout (`status-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub struct StatusRow {
     pub username: Option<String>,
     /// OpenVPN's management client id (`cid`).
     pub client_id: u64,
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     /// OpenVPN name of the data-channel cipher (`AES-256-GCM`), if negotiated.
     pub cipher: Option<String>,
 }
@@ -377,7 +378,7 @@ mod tests {
                     last_ref: 1_704_067_200 + 3599,
                     username: None,
                     client_id: 0,
-                    peer_id: 0,
+                    peer_id: PeerId::new(0).expect("peer id"),
                     cipher: Some("AES-256-GCM".into()),
                 },
                 StatusRow {
@@ -391,7 +392,7 @@ mod tests {
                     last_ref: 1_704_067_200 + 120,
                     username: Some("bob".into()),
                     client_id: 1,
-                    peer_id: 1,
+                    peer_id: PeerId::new(1).expect("peer id"),
                     cipher: None,
                 },
             ],

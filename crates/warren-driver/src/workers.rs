@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{debug, trace, warn};
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_io::{Clock, Interest, OffloadTun, Poller};
 use warren_openvpn::{
     DATA_HEADROOM, DataChange, DataEvent, DataPlane, DataPlaneConfig, DatagramOutcome, DropReason,
@@ -58,10 +58,11 @@ pub struct WorkerIo {
 
 /// Which thread seals and opens for a peer: `steered_index(peer_id, n)` for P_DATA_V2
 /// peers, the control thread (0) for the rest.
-pub(crate) fn owner(peer_id: u32, data_v2: bool, threads: usize) -> usize {
-    match warren_core::PeerId::new(peer_id) {
-        Some(p) if data_v2 && threads > 1 => warren_io::steered_index(p, threads),
-        _ => 0,
+pub(crate) fn owner(peer_id: PeerId, data_v2: bool, threads: usize) -> usize {
+    if data_v2 && threads > 1 {
+        warren_io::steered_index(peer_id, threads)
+    } else {
+        0
     }
 }
 
@@ -82,8 +83,8 @@ impl PacketBatch {
     }
 
     /// A packet for `peer_id`, whatever its destination.
-    pub fn push_to(&mut self, peer_id: u32, pkt: &[u8]) {
-        self.push_entry(peer_id, pkt);
+    pub fn push_to(&mut self, peer_id: PeerId, pkt: &[u8]) {
+        self.push_entry(peer_id.get(), pkt);
     }
 
     fn push_entry(&mut self, peer: u32, pkt: &[u8]) {
@@ -99,7 +100,7 @@ impl PacketBatch {
     }
 
     /// The entries: the peer they are for (`None`: routed by destination) and the packet.
-    pub fn iter(&self) -> impl Iterator<Item = (Option<u32>, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (Option<PeerId>, &[u8])> {
         let mut rest = self.0.as_slice();
         std::iter::from_fn(move || {
             let (peer, tail) = rest.split_first_chunk::<4>()?;
@@ -108,7 +109,7 @@ impl PacketBatch {
             let pkt = tail.get(..len)?;
             rest = &tail[len..];
             let peer = u32::from_be_bytes(*peer);
-            Some(((peer != ROUTED).then_some(peer), pkt))
+            Some((PeerId::new(peer), pkt))
         })
     }
 }
@@ -247,11 +248,12 @@ impl Shard {
         let [_, a, b, c, ..] = *dgram else {
             return false;
         };
-        let id = u32::from_be_bytes([0, a, b, c]);
-        self.plane.peer(id).is_some_and(|p| p.stream)
+        PeerId::new(u32::from_be_bytes([0, a, b, c]))
+            .and_then(|id| self.plane.peer(id))
+            .is_some_and(|p| p.stream)
     }
 
-    fn owner_of(&self, pkt: &[u8]) -> Option<(u32, usize)> {
+    fn owner_of(&self, pkt: &[u8]) -> Option<(PeerId, usize)> {
         let peer_id = self.plane.route(pkt)?;
         let p = self.plane.peer(peer_id)?;
         // A TCP peer belongs to the control thread, which reads and writes its connection.
@@ -635,13 +637,14 @@ mod tests {
         b.push(&[1, 2, 3]);
         b.push(&[]);
         b.push(&[9; 1500]);
-        b.push_to(7, &[4, 5]);
-        let v: Vec<(Option<u32>, &[u8])> = b.iter().collect();
+        let seven = PeerId::new(7).expect("peer id");
+        b.push_to(seven, &[4, 5]);
+        let v: Vec<(Option<PeerId>, &[u8])> = b.iter().collect();
         assert_eq!(v.len(), 4);
         assert_eq!(v[0], (None, &[1u8, 2, 3][..]));
         assert!(v[1].1.is_empty());
         assert_eq!(v[2].1.len(), 1500);
-        assert_eq!(v[3], (Some(7), &[4u8, 5][..]));
+        assert_eq!(v[3], (Some(seven), &[4u8, 5][..]));
     }
 
     /// An IPv6 packet from the server's tun to `dst` (behind DATA_HEADROOM).
@@ -675,7 +678,7 @@ mod tests {
             tx: Arc::new(warren_openvpn::TxCounter::default()),
         };
         warren_openvpn::PeerData {
-            peer_id,
+            peer_id: PeerId::new(peer_id).expect("peer id"),
             generation: 1,
             addr: SocketAddr::from(([192, 0, 2, peer_id as u8], 1194)),
             vpn_ip: None,
@@ -720,7 +723,7 @@ mod tests {
                 assert_eq!(pkt, &buf[DATA_HEADROOM..]);
                 let id = peer.expect("a copy for one peer");
                 assert_eq!(t, owner(id, true, threads));
-                got.push((t, id));
+                got.push((t, id.get()));
             }
         }
         got.sort_by_key(|&(_, id)| id);
@@ -740,7 +743,7 @@ mod tests {
             );
             assert_eq!(
                 sent.map(|(dst, _)| dst),
-                Some(SocketAddr::from(([192, 0, 2, id as u8], 1194)))
+                Some(SocketAddr::from(([192, 0, 2, id.get() as u8], 1194)))
             );
         }
         let id = own
@@ -748,7 +751,7 @@ mod tests {
             .next()
             .and_then(|(p, _)| p)
             .expect("one own copy at least");
-        let mut buf = ipv6_from_tun(&format!("fd00:8::{:x}", 0x1000 + id));
+        let mut buf = ipv6_from_tun(&format!("fd00:8::{:x}", 0x1000 + id.get()));
         assert!(
             shard
                 .seal(Instant::ZERO, &mut buf, 48, Via::Tun, &mut stats)
@@ -759,10 +762,10 @@ mod tests {
     #[test]
     fn owners_follow_the_steering_and_v1_peers_stay_on_the_control_thread() {
         for id in 0..100 {
-            let p = warren_core::PeerId::new(id).expect("a defined peer id");
-            assert_eq!(owner(id, true, 3), warren_io::steered_index(p, 3));
-            assert_eq!(owner(id, false, 3), 0);
-            assert_eq!(owner(id, true, 1), 0);
+            let p = PeerId::new(id).expect("a defined peer id");
+            assert_eq!(owner(p, true, 3), warren_io::steered_index(p, 3));
+            assert_eq!(owner(p, false, 3), 0);
+            assert_eq!(owner(p, true, 1), 0);
         }
     }
 }

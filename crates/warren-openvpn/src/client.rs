@@ -25,7 +25,7 @@ use warren_wire::{ControlPacket, Opcode};
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{Payload, classify};
 use crate::push::PushedConfig;
-use crate::session::{End, Session, Side};
+use crate::session::{ClientSide, Session};
 use crate::types::{ClientDisconnect, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the client engine needs; built by the CLI from a `.ovpn` profile.
@@ -96,7 +96,7 @@ pub enum ClientEvent {
 /// The client engine. See the module docs for the call order.
 pub struct Client {
     ctx: Ctx,
-    session: Session,
+    session: Session<ClientSide>,
     server: SocketAddr,
     body: Vec<u8>,
     events: VecDeque<ClientEvent>,
@@ -265,9 +265,8 @@ impl Client {
                 }
             }
         }
-        if let Side::Client(c) = &mut self.session.side
-            && c.just_connected
-        {
+        let c = &mut self.session.side;
+        if c.just_connected {
             c.just_connected = false;
             if let (Some(config), Some(cipher)) = (c.pushed.clone(), self.session.cipher) {
                 self.block_ipv6 |= config.block_ipv6;
@@ -283,7 +282,7 @@ impl Client {
             }
         }
         if !self.closed
-            && let Some(End::Client(reason)) = self.session.dead.clone()
+            && let Some(reason) = self.session.state.end().cloned()
         {
             self.closed = true;
             self.events.push_back(ClientEvent::Disconnected { reason });
@@ -387,7 +386,7 @@ impl Client {
 
     /// True once connected (keys installed and pushed config received).
     pub fn is_connected(&self) -> bool {
-        self.session.connected && !self.closed
+        self.session.state.is_connected() && !self.closed
     }
 
     /// True when the session is over (after a `Disconnected` event).

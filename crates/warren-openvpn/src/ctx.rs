@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, Rng};
+use warren_core::{Instant, PeerId, Rng};
 use warren_crypto::{CipherKind, ControlWrap, Role};
 
 use crate::reliable::ReliableConfig;
@@ -38,8 +38,15 @@ impl TlsFactory {
 /// Session-level happenings the endpoint turns into its own events.
 #[derive(Debug, Clone)]
 pub(crate) enum SessionEvent {
-    HandshakeFailed { addr: SocketAddr, reason: String },
-    Renegotiated { peer_id: u32, key_id: u8 },
+    HandshakeFailed {
+        addr: SocketAddr,
+        reason: String,
+    },
+    /// A key after the first is ready (`peer_id`: the server's, or the pushed one).
+    Renegotiated {
+        peer_id: Option<PeerId>,
+        key_id: u8,
+    },
 }
 
 pub(crate) struct Ctx {

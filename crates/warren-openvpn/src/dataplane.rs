@@ -38,7 +38,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use warren_core::{Instant, KeyId};
+use warren_core::{Instant, KeyId, PeerId};
 use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
 use warren_wire::Opcode;
 
@@ -46,9 +46,6 @@ use crate::types::{DatagramOutcome, DropReason, EncapOutcome};
 
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
 pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
-
-/// The P_DATA_V2 peer id meaning "none assigned" (ssl_pkt.h MAX_PEER_ID / 0xFFFFFF).
-pub const UNDEFINED_PEER_ID: u32 = 0x00FF_FFFF;
 
 // The data channel's rules, shared by every path that moves data (the [`DataPlane`], the
 // client, and the control side's pings and OCC messages).
@@ -60,10 +57,11 @@ pub(crate) fn seal_with(
     key_id: KeyId,
     keys: &DataKeys,
     tx: &TxCounter,
-    peer_id: Option<u32>,
+    peer_id: Option<PeerId>,
     buf: &mut [u8],
 ) -> Option<(Range<usize>, bool)> {
     let pid = tx.reserve(1)?;
+    let peer_id = peer_id.map(PeerId::get);
     let range = keys.seal(DataHeader { key_id, peer_id }, pid, buf);
     Some((range, pid >= PACKET_ID_WRAP_TRIGGER))
 }
@@ -261,7 +259,7 @@ impl DataKeyRef {
 /// What a worker needs to move one peer's data, as published by the control side.
 #[derive(Debug, Clone)]
 pub struct PeerData {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     /// Tells a session apart from an earlier one that had the same peer id.
     pub generation: u64,
     pub addr: SocketAddr,
@@ -285,7 +283,7 @@ pub struct PeerData {
 #[derive(Debug, Clone)]
 pub enum DataChange {
     Update(PeerData),
-    Remove { peer_id: u32, generation: u64 },
+    Remove { peer_id: PeerId, generation: u64 },
 }
 
 /// What a worker saw that only the control side may act on.
@@ -293,14 +291,14 @@ pub enum DataChange {
 pub enum DataEvent {
     /// An authenticated packet came from a new address (float, mudp.c:188).
     Float {
-        peer_id: u32,
+        peer_id: PeerId,
         generation: u64,
         addr: SocketAddr,
     },
     /// The peer sent OCC EXIT (explicit-exit-notify).
-    ExitNotify { peer_id: u32, generation: u64 },
+    ExitNotify { peer_id: PeerId, generation: u64 },
     /// The send key passed the wrap trigger: renegotiate now.
-    KeyExhausted { peer_id: u32, generation: u64 },
+    KeyExhausted { peer_id: PeerId, generation: u64 },
 }
 
 /// Routing and filtering rules the workers apply like the server does.
@@ -360,10 +358,10 @@ struct PlanePeer {
 pub struct DataPlane {
     config: DataPlaneConfig,
     peers: Vec<Option<PlanePeer>>,
-    by_vpn_ip: HashMap<Ipv4Addr, u32>,
-    by_vpn_ip6: HashMap<Ipv6Addr, u32>,
+    by_vpn_ip: HashMap<Ipv4Addr, PeerId>,
+    by_vpn_ip6: HashMap<Ipv6Addr, PeerId>,
     /// For P_DATA_V1 and the undefined peer id (clients without a peer id).
-    by_addr: HashMap<SocketAddr, u32>,
+    by_addr: HashMap<SocketAddr, PeerId>,
     events: VecDeque<DataEvent>,
     dropped: u64,
     /// The last [`DatagramOutcome::Reply`]'s packet.
@@ -418,7 +416,7 @@ impl DataPlane {
                 peer_id,
                 generation,
             } => {
-                let idx = peer_id as usize;
+                let idx = peer_id.get() as usize;
                 if self
                     .peers
                     .get(idx)
@@ -430,10 +428,7 @@ impl DataPlane {
                 }
             }
             DataChange::Update(data) => {
-                let idx = data.peer_id as usize;
-                if idx >= UNDEFINED_PEER_ID as usize {
-                    return;
-                }
+                let idx = data.peer_id.get() as usize;
                 if self.peers.len() <= idx {
                     self.peers.resize_with(idx + 1, || None);
                 }
@@ -518,7 +513,7 @@ impl DataPlane {
     /// A multi-core driver uses it to give the packet to the worker that seals for that
     /// peer, so that one peer's packet ids go out in order. Multicast routes to no single
     /// peer (see [`DataPlane::is_multicast`]).
-    pub fn route(&self, pkt: &[u8]) -> Option<u32> {
+    pub fn route(&self, pkt: &[u8]) -> Option<PeerId> {
         match ip_addrs(pkt)? {
             Addrs::V4(_, dst) => self.by_vpn_ip.get(&dst).copied(),
             Addrs::V6(_, dst) => self.by_vpn_ip6.get(&dst).copied(),
@@ -538,9 +533,9 @@ impl DataPlane {
     }
 
     /// A peer's published state.
-    pub fn peer(&self, peer_id: u32) -> Option<&PeerData> {
+    pub fn peer(&self, peer_id: PeerId) -> Option<&PeerData> {
         self.peers
-            .get(peer_id as usize)
+            .get(peer_id.get() as usize)
             .and_then(Option::as_ref)
             .map(|p| &p.data)
     }
@@ -564,16 +559,16 @@ impl DataPlane {
             Ok(h) => h,
             Err(_) => return self.drop_packet(DropReason::Malformed),
         };
-        let peer_id = match header.peer_id {
-            Some(id) if id != UNDEFINED_PEER_ID => id,
-            _ => match self.by_addr.get(&from) {
+        let peer_id = match header.peer_id.and_then(PeerId::new) {
+            Some(id) => id,
+            None => match self.by_addr.get(&from) {
                 Some(&id) => id,
                 None => return self.drop_packet(DropReason::NoSession),
             },
         };
         let Some(p) = self
             .peers
-            .get_mut(peer_id as usize)
+            .get_mut(peer_id.get() as usize)
             .and_then(Option::as_mut)
         else {
             return self.drop_packet(DropReason::NoSession);
@@ -682,7 +677,7 @@ impl DataPlane {
     /// defined peer id. Everything else (control packets, P_DATA_V1, the undefined peer
     /// id) belongs to the control thread (its engine, or its plane for P_DATA_V1).
     pub fn wants(dgram: &[u8]) -> bool {
-        matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if id != UNDEFINED_PEER_ID)
+        matches!(DataHeader::parse(dgram), Ok(DataHeader { peer_id: Some(id), .. }) if PeerId::new(id).is_some())
     }
 
     /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]`, an IP packet read from the tun, in
@@ -705,7 +700,7 @@ impl DataPlane {
     pub fn seal_to(
         &mut self,
         now: Instant,
-        peer_id: u32,
+        peer_id: PeerId,
         buf: &mut [u8],
         len: usize,
     ) -> EncapOutcome {
@@ -718,7 +713,7 @@ impl DataPlane {
         }
         let Some(p) = self
             .peers
-            .get_mut(peer_id as usize)
+            .get_mut(peer_id.get() as usize)
             .and_then(Option::as_mut)
         else {
             return self.drop_seal(DropReason::NoRoute);
@@ -788,6 +783,10 @@ mod tests {
     use super::*;
     use warren_crypto::{CipherKind, Key2, Role};
 
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).unwrap()
+    }
+
     fn counter_at(next: u64) -> TxCounter {
         TxCounter {
             next: AtomicU64::new(next),
@@ -825,7 +824,7 @@ mod tests {
             tx: Arc::new(tx),
         };
         PeerData {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 9,
             addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
             vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
@@ -869,7 +868,7 @@ mod tests {
         assert_eq!(
             plane.poll_event(),
             Some(DataEvent::KeyExhausted {
-                peer_id: 3,
+                peer_id: pid(3),
                 generation: 9
             })
         );
@@ -887,11 +886,11 @@ mod tests {
         plane.apply(DataChange::Update(p.clone()));
         assert_eq!(
             plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 6))[DATA_HEADROOM..]),
-            Some(3)
+            Some(pid(3))
         );
         // A stale removal (an earlier session with the same peer id) changes nothing.
         plane.apply(DataChange::Remove {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 8,
         });
         assert_eq!(plane.peer_count(), 1);
@@ -905,10 +904,10 @@ mod tests {
         );
         assert_eq!(
             plane.route(&ipv4_to(Ipv4Addr::new(10, 8, 0, 10))[DATA_HEADROOM..]),
-            Some(3)
+            Some(pid(3))
         );
         plane.apply(DataChange::Remove {
-            peer_id: 3,
+            peer_id: pid(3),
             generation: 9,
         });
         assert_eq!(plane.peer_count(), 0);
@@ -946,7 +945,7 @@ mod tests {
         p.data_v2 = false;
         plane.apply(DataChange::Update(p.clone()));
         let mut other = peer(TxCounter::new());
-        other.peer_id = 4;
+        other.peer_id = pid(4);
         other.addr = SocketAddr::from(([192, 0, 2, 9], 1194));
         other.vpn_ip = Some(Ipv4Addr::new(10, 8, 0, 7));
         plane.apply(DataChange::Update(other.clone()));
@@ -1011,7 +1010,7 @@ mod tests {
 
     fn dual_stack(peer_id: u32, v4: [u8; 4], ip6: &str) -> PeerData {
         let mut p = peer(TxCounter::new());
-        p.peer_id = peer_id;
+        p.peer_id = pid(peer_id);
         p.addr = SocketAddr::from(([192, 0, 2, peer_id as u8], 1194));
         p.vpn_ip = Some(Ipv4Addr::from(v4));
         p.vpn_ip6 = Some(v6(ip6));
@@ -1038,7 +1037,10 @@ mod tests {
         let server = v6("fd00:8::1");
         // Tun to client, by the IPv6 destination.
         let to = |d: &str| plane.route(&ipv6_packet(server, v6(d))[DATA_HEADROOM..]);
-        assert_eq!((to("fd00:8::1000"), to("fd00:8::1001")), (Some(3), Some(4)));
+        assert_eq!(
+            (to("fd00:8::1000"), to("fd00:8::1001")),
+            (Some(pid(3)), Some(pid(4)))
+        );
         assert_eq!(to("fd00:8::1002"), None);
         let mut buf = ipv6_packet(server, v6("fd00:8::1001"));
         assert!(matches!(
@@ -1052,7 +1054,10 @@ mod tests {
             &ipv4_to(Ipv4Addr::new(224, 0, 0, 1))[DATA_HEADROOM..]
         ));
         assert_eq!(plane.route(&mcast[DATA_HEADROOM..]), None);
-        assert_eq!(plane.peers().map(|p| p.peer_id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            plane.peers().map(|p| p.peer_id).collect::<Vec<_>>(),
+            [pid(3), pid(4)]
+        );
 
         let now = Instant::from_secs(1);
         let from = SocketAddr::from(([192, 0, 2, 3], 1194));

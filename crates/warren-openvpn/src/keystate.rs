@@ -34,7 +34,8 @@ pub(crate) enum Phase {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KeyStateError {
-    #[error("TLS error: {0}")]
+    /// Logged as [`describe_tls_error`](crate::tls::describe_tls_error) words it.
+    #[error("{}", crate::tls::describe_tls_error(.0))]
     Tls(#[from] rustls::Error),
     #[error("peer sent more than {MAX_PLAINTEXT_BUFFER} bytes of unparsed control-channel data")]
     PlaintextOverflow,

@@ -14,7 +14,8 @@
 //!   published per-peer state ([`PeerData`]), a per-worker [`DataPlane`] replica that seals
 //!   and opens with its own replay windows, shared atomic packet-id counters and activity.
 //! * [`server`]: the UDP server endpoint: stateless HMAC-cookie handshake, demultiplexing by
-//!   peer-id and address, the address pool, and routing tun packets to peers.
+//!   peer-id and address, and routing tun packets to peers.
+//! * [`pool`]: the client address pool, and who decides which client gets which address.
 //!
 //! Data-channel keys ([`warren_crypto::DataKeys`]) are immutable and `Send + Sync` so that a
 //! multi-core driver can seal and open on any thread while packet-id assignment and replay
@@ -27,6 +28,7 @@ pub mod dataplane;
 pub mod icmp6;
 mod keystate;
 mod mss;
+pub mod pool;
 mod push;
 pub mod reliable;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Pushed options: a (reassembled) PUSH_REPLY parsed the way a 2.6 client applies it.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use warren_core::PeerId;
 use warren_crypto::CipherKind;
 
 /// A route pushed or configured: `route NETWORK NETMASK [GATEWAY] [METRIC]`.
@@ -51,7 +52,7 @@ pub struct PushedConfig {
     pub tun_mtu: Option<u16>,
     pub ping: Option<u32>,
     pub ping_restart: Option<u32>,
-    pub peer_id: Option<u32>,
+    pub peer_id: Option<PeerId>,
     pub cipher: Option<CipherKind>,
     /// `protocol-flags ... tls-ekm` or `key-derivation tls-ekm`.
     pub tls_ekm: bool,
@@ -148,10 +149,7 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
             Some("ping") => p.ping = t.get(1).and_then(|v| v.parse().ok()),
             Some("ping-restart") => p.ping_restart = t.get(1).and_then(|v| v.parse().ok()),
             Some("peer-id") => {
-                p.peer_id = t
-                    .get(1)
-                    .and_then(|v| v.parse().ok())
-                    .filter(|&v: &u32| v < 0x00FF_FFFF)
+                p.peer_id = t.get(1).and_then(|v| v.parse().ok()).and_then(PeerId::new)
             }
             Some("cipher") => p.cipher = t.get(1).and_then(|c| CipherKind::from_name(c)),
             Some("protocol-flags") => {
@@ -197,7 +195,7 @@ mod tests {
         assert_eq!(p.search_domains, vec!["corp.example".to_string()]);
         assert_eq!(
             (p.ping, p.ping_restart, p.peer_id, p.tun_mtu),
-            (Some(10), Some(120), Some(0), Some(1500))
+            (Some(10), Some(120), PeerId::new(0), Some(1500))
         );
         assert_eq!(p.cipher, Some(CipherKind::Aes256Gcm));
         assert!(p.tls_ekm && p.cc_exit);

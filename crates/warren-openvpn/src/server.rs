@@ -39,18 +39,19 @@
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_core::{Instant, KeyId, Rng, SessionId};
+use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
 use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::session::{End, Session};
+use crate::pool::{Held, Pool};
+use crate::session::{ServerSide, Session, SessionError, Stage};
 use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
@@ -200,7 +201,9 @@ pub enum KickTarget {
 pub struct AuthGrant {
     /// Replaces the identity (common name) used for logs, status and duplicate-cn.
     pub identity: Option<String>,
-    /// A fixed address (must be inside the pool and free; otherwise the pool decides).
+    /// The client's address, from an authenticator that owns the pool (see
+    /// [`crate::pool`]): a pool address nobody holds, or the client is refused as when the
+    /// pool is exhausted. `None`: the lowest free address.
     pub fixed_ip: Option<Ipv4Addr>,
     /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`).
     pub push: Vec<String>,
@@ -211,7 +214,7 @@ pub struct AuthGrant {
 pub enum ServerEvent {
     /// With `external_auth`: decide with [`Server::authorize`] within the hand-window.
     AuthRequest {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
         /// The certificate's common name, or the username when there is no certificate.
         common_name: String,
@@ -223,11 +226,11 @@ pub enum ServerEvent {
     },
     /// [`Server::authorize`] refused a client (`AUTH_FAILED` was sent).
     AuthRejected {
-        peer_id: u32,
+        peer_id: PeerId,
         addr: SocketAddr,
     },
     Connected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         vpn_ip: Ipv4Addr,
@@ -237,11 +240,11 @@ pub enum ServerEvent {
         ekm: bool,
     },
     Renegotiated {
-        peer_id: u32,
+        peer_id: PeerId,
         key_id: u8,
     },
     Disconnected {
-        peer_id: u32,
+        peer_id: PeerId,
         common_name: String,
         addr: SocketAddr,
         reason: DisconnectReason,
@@ -272,7 +275,7 @@ pub enum ServerEvent {
 /// One connected client, for `status` files.
 #[derive(Debug, Clone)]
 pub struct ClientStatus {
-    pub peer_id: u32,
+    pub peer_id: PeerId,
     pub common_name: String,
     pub real_addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
@@ -419,13 +422,14 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     counters: ServerCounters,
     /// Index = peer id.
-    sessions: Vec<Option<Session>>,
+    sessions: Vec<Option<Session<ServerSide>>>,
     generations: Vec<u64>,
     live: usize,
     by_addr: HashMap<SocketAddr, usize>,
     /// Peers on TCP connections (see [`Server::stream_opened`]).
     streams: HashSet<SocketAddr>,
-    pool_used: BTreeSet<u32>,
+    /// Who holds which pool address.
+    pool: Held,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     dirty: VecDeque<usize>,
     dirty_flag: Vec<bool>,
@@ -489,6 +493,7 @@ impl Server {
             rng,
         );
         let max = config.max_clients.max(1);
+        let pool = Held::new(Pool::new(config.network, config.netmask));
         Server {
             ctx,
             config,
@@ -499,7 +504,7 @@ impl Server {
             live: 0,
             by_addr: HashMap::new(),
             streams: HashSet::new(),
-            pool_used: BTreeSet::new(),
+            pool,
             timers: BinaryHeap::new(),
             dirty: VecDeque::new(),
             dirty_flag: Vec::with_capacity(max),
@@ -846,7 +851,8 @@ impl Server {
         let slot = match self.sessions.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                if self.sessions.len() >= PeerIdLimit::MAX {
+                // Peer ids are 24 bit; the last one means "none".
+                if self.sessions.len() >= PeerId::UNDEFINED_WIRE as usize {
                     return None;
                 }
                 self.sessions.push(None);
@@ -857,7 +863,8 @@ impl Server {
         };
         self.generations[slot] += 1;
         let tls = rustls::Connection::Server(tls);
-        let (peer_id, generation) = (slot as u32, self.generations[slot]);
+        let peer_id = PeerId::new(slot as u32).expect("slots stay below the undefined peer id");
+        let generation = self.generations[slot];
         let session = match cookie {
             Some(cookie) => Session::server_from_cookie(
                 &mut self.ctx,
@@ -893,7 +900,7 @@ impl Server {
     fn after_session_input(&mut self, now: Instant, slot: usize) {
         if self.sessions[slot]
             .as_ref()
-            .is_some_and(|s| s.pending_connect && !s.awaiting_auth)
+            .is_some_and(|s| s.state.is(Stage::PendingConnect))
         {
             if self.config.external_auth {
                 self.request_auth(slot);
@@ -901,12 +908,11 @@ impl Server {
                 self.finish_connect(now, slot, AuthGrant::default());
             }
         }
-        if let Some(end) = self.sessions[slot].as_ref().and_then(|s| s.dead.clone()) {
-            let reason = match end {
-                End::Server(r) => r,
-                End::Client(_) => DisconnectReason::Shutdown,
-            };
-            self.remove_session(slot, reason);
+        if let Some(end) = self.sessions[slot]
+            .as_ref()
+            .and_then(|s| s.state.end().cloned())
+        {
+            self.remove_session(slot, end);
             return;
         }
         self.refresh_data(slot);
@@ -971,13 +977,13 @@ impl Server {
             | DataEvent::KeyExhausted {
                 peer_id,
                 generation,
-            } => (*peer_id as usize, *generation),
+            } => (peer_id.get() as usize, *generation),
         };
         if self
             .sessions
             .get(peer_id)
             .and_then(Option::as_ref)
-            .is_none_or(|s| s.generation != generation)
+            .is_none_or(|s| s.side.generation != generation)
         {
             return;
         }
@@ -1015,7 +1021,7 @@ impl Server {
         {
             return false;
         }
-        tracing::info!(peer_id = s.peer_id, old = %s.addr, new = %from, "client floated to a new address");
+        tracing::info!(peer_id = %s.side.peer_id, old = %s.addr, new = %from, "client floated to a new address");
         self.by_addr.remove(&s.addr);
         self.by_addr.insert(from, slot);
         s.addr = from;
@@ -1034,9 +1040,9 @@ impl Server {
             return;
         };
         let Some(t) = s.next_timeout() else { return };
-        if s.scheduled.is_none_or(|old| t < old) {
-            s.scheduled = Some(t);
-            self.timers.push(Reverse((t, slot, s.generation)));
+        if s.side.scheduled.is_none_or(|old| t < old) {
+            s.side.scheduled = Some(t);
+            self.timers.push(Reverse((t, slot, s.side.generation)));
         }
     }
 
@@ -1046,48 +1052,42 @@ impl Server {
         let Some(s) = self.sessions[slot].as_mut() else {
             return;
         };
-        s.awaiting_auth = true;
+        s.state.auth_requested();
         let password = s
+            .side
             .pending_password
             .take()
             .filter(|p| !p.is_empty())
             .map(|p| Password(zeroize::Zeroizing::new(p)));
         self.events.push_back(ServerEvent::AuthRequest {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             addr: s.addr,
-            common_name: s.common_name.clone().unwrap_or_default(),
+            common_name: s.side.common_name.clone().unwrap_or_default(),
             certificate: s
                 .keys
                 .iter()
                 .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned())),
-            username: s.username.clone(),
+            username: s.side.username.clone(),
             password,
         });
     }
 
     /// Answers an [`ServerEvent::AuthRequest`]. Unknown or already-decided peer ids are
     /// ignored (the client may have gone meanwhile).
-    pub fn authorize(&mut self, now: Instant, peer_id: u32, decision: AuthDecision) {
-        let slot = peer_id as usize;
+    pub fn authorize(&mut self, now: Instant, peer_id: PeerId, decision: AuthDecision) {
+        let slot = peer_id.get() as usize;
         let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if !s.awaiting_auth || !s.pending_connect {
+        if !s.state.auth_answered() {
             return;
         }
-        s.awaiting_auth = false;
         match decision {
             AuthDecision::Accept(grant) => self.finish_connect(now, slot, grant),
             AuthDecision::Reject { reason } => {
-                s.pending_connect = false;
-                let msg = match reason {
-                    Some(r) => format!("AUTH_FAILED,{r}"),
-                    None => "AUTH_FAILED".to_string(),
-                };
-                s.send_control_message(&mut self.ctx, now, &msg);
-                s.close(now, End::Server(DisconnectReason::AuthFailed));
+                s.fail(&mut self.ctx, now, SessionError::Refused(reason));
                 self.events.push_back(ServerEvent::AuthRejected {
-                    peer_id: s.peer_id,
+                    peer_id: s.side.peer_id,
                     addr: s.addr,
                 });
             }
@@ -1113,17 +1113,17 @@ impl Server {
                 continue;
             };
             let hit = match target {
-                KickTarget::Identity(id) => s.common_name.as_deref() == Some(id.as_str()),
+                KickTarget::Identity(id) => s.side.common_name.as_deref() == Some(id.as_str()),
                 KickTarget::CertSerial(serial) => {
                     let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
-                    s.cert_serial.as_deref() == Some(&serial[start..])
+                    s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
             };
-            if !hit || s.is_closing() {
+            if !hit || s.state.is_closing() {
                 continue;
             }
             s.send_control_message(&mut self.ctx, now, message);
-            s.close(now, End::Server(DisconnectReason::Kicked));
+            s.close(now, DisconnectReason::Kicked);
             n += 1;
             self.mark_dirty(slot);
             self.schedule(slot);
@@ -1166,11 +1166,11 @@ impl Server {
         if let Some(identity) = grant.identity.clone()
             && let Some(s) = self.sessions[slot].as_mut()
         {
-            s.common_name = Some(identity);
+            s.side.common_name = Some(identity);
         }
         let Some(cn) = self.sessions[slot]
             .as_ref()
-            .and_then(|s| s.common_name.clone())
+            .and_then(|s| s.side.common_name.clone())
         else {
             return;
         };
@@ -1181,8 +1181,9 @@ impl Server {
                 .enumerate()
                 .filter(|(i, s)| {
                     *i != slot
-                        && s.as_ref()
-                            .is_some_and(|s| s.connected && s.common_name.as_deref() == Some(&cn))
+                        && s.as_ref().is_some_and(|s| {
+                            s.state.is_connected() && s.side.common_name.as_deref() == Some(&cn)
+                        })
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -1191,21 +1192,27 @@ impl Server {
                 self.remove_session(d, DisconnectReason::Replaced);
             }
         }
-        let Some((ip, ip6)) = grant
-            .fixed_ip
-            .and_then(|ip| self.allocate_specific(ip))
-            .or_else(|| self.allocate_ip())
-            .and_then(|ip| self.with_ipv6(ip))
-        else {
-            tracing::warn!(cn = %cn, "address pool exhausted");
+        let index = match grant.fixed_ip {
+            Some(ip) => self.pool.take(ip),
+            None => self.pool.take_lowest(),
+        };
+        // pool.c: one index names both addresses; an IPv6 pool too small for it leaves the
+        // client without any (the smaller pool limits the clients).
+        let v6_pool = self.config.ipv6.and_then(|v| v.pool);
+        let addrs = index.and_then(|i| {
+            let ip = self.pool.pool().address(i)?;
+            match v6_pool {
+                None => Some((ip, None)),
+                Some((base, size)) => ipv6_at(base, size, i).map(|a| (ip, Some(a))),
+            }
+        });
+        let Some((ip, ip6)) = addrs else {
+            if let Some(ip) = index.and_then(|i| self.pool.pool().address(i)) {
+                self.pool.release(ip);
+            }
+            tracing::warn!(cn = %cn, given = ?grant.fixed_ip, "address pool exhausted");
             if let Some(s) = self.sessions[slot].as_mut() {
-                s.pending_connect = false;
-                s.send_control_message(
-                    &mut self.ctx,
-                    now,
-                    "AUTH_FAILED,no free address in the pool",
-                );
-                s.close(now, End::Server(DisconnectReason::Shutdown));
+                s.fail(&mut self.ctx, now, SessionError::PoolExhausted);
             }
             return;
         };
@@ -1233,12 +1240,12 @@ impl Server {
         }
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
-        if s.data_v2 {
-            opts.push(format!("peer-id {}", s.peer_id));
+        if let Some(peer_id) = s.data_v2 {
+            opts.push(format!("peer-id {peer_id}"));
         }
         let cipher = s
             .cipher
-            .expect("cipher is negotiated before pending_connect is set");
+            .expect("cipher is negotiated before the session reaches PendingConnect");
         opts.push(format!("cipher {}", cipher.name()));
         match (s.cc_exit, s.ekm) {
             (true, true) => opts.push("protocol-flags cc-exit tls-ekm".into()),
@@ -1246,14 +1253,14 @@ impl Server {
             (false, true) => opts.push("key-derivation tls-ekm".into()),
             (false, false) => {}
         }
-        if s.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
+        if s.side.peer_info.as_ref().is_some_and(|i| i.mtu.is_some()) {
             opts.push(format!("tun-mtu {}", cfg.tun_mtu));
         }
-        s.vpn_ip = Some(ip);
-        s.vpn_ip6 = ip6;
+        s.side.vpn_ip = Some(ip);
+        s.side.vpn_ip6 = ip6;
         s.connected_since = now;
         let event = ServerEvent::Connected {
-            peer_id: s.peer_id,
+            peer_id: s.side.peer_id,
             common_name: cn,
             addr: s.addr,
             vpn_ip: ip,
@@ -1263,54 +1270,6 @@ impl Server {
         };
         s.set_push_reply(&mut self.ctx, now, opts);
         self.events.push_back(event);
-    }
-
-    /// The IPv6 address that goes with the pool address `ip`: the IPv6 pool's base plus
-    /// `ip`'s index in the IPv4 pool (pool.c `ifconfig_pool_acquire`). `None` (and `ip`
-    /// released) when the IPv6 pool is too small for that index; `Some((ip, None))` when
-    /// the tunnel carries no IPv6 for clients.
-    fn with_ipv6(&mut self, ip: Ipv4Addr) -> Option<(Ipv4Addr, Option<Ipv6Addr>)> {
-        let Some((base, size)) = self.config.ipv6.and_then(|v| v.pool) else {
-            return Some((ip, None));
-        };
-        match ipv6_for(self.config.network, self.config.netmask, ip, base, size) {
-            Some(ip6) => Some((ip, Some(ip6))),
-            None => {
-                self.pool_used.remove(&u32::from(ip));
-                None
-            }
-        }
-    }
-
-    /// Takes `ip` if it is a usable pool address that nobody holds.
-    fn allocate_specific(&mut self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
-        let broadcast = net | !u32::from(self.config.netmask);
-        let v = u32::from(ip);
-        if v < net + 2 || v >= broadcast || self.pool_used.contains(&v) {
-            return None;
-        }
-        self.pool_used.insert(v);
-        Some(ip)
-    }
-
-    fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
-        let net = u32::from(self.config.network) & u32::from(self.config.netmask);
-        let broadcast = net | !u32::from(self.config.netmask);
-        let first = net + 2;
-        let last = broadcast.checked_sub(1)?;
-        let mut candidate = first;
-        for &used in self.pool_used.range(first..=last) {
-            if used != candidate {
-                break;
-            }
-            candidate += 1;
-        }
-        if candidate > last {
-            return None;
-        }
-        self.pool_used.insert(candidate);
-        Some(Ipv4Addr::from(candidate))
     }
 
     fn remove_session(&mut self, slot: usize, reason: DisconnectReason) {
@@ -1326,24 +1285,24 @@ impl Server {
             .is_some()
         {
             self.data_changes.push_back(DataChange::Remove {
-                peer_id: s.peer_id,
-                generation: s.generation,
+                peer_id: s.side.peer_id,
+                generation: s.side.generation,
             });
         }
         if self.by_addr.get(&s.addr) == Some(&slot) {
             self.by_addr.remove(&s.addr);
         }
-        if let Some(ip) = s.vpn_ip {
-            self.pool_used.remove(&u32::from(ip));
+        if let Some(ip) = s.side.vpn_ip {
+            self.pool.release(ip);
         }
         if self.streams.contains(&s.addr) {
             self.events
                 .push_back(ServerEvent::StreamEnded { addr: s.addr });
         }
-        if s.connected || s.awaiting_auth {
+        if s.state.announced() {
             self.events.push_back(ServerEvent::Disconnected {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
                 reason,
             });
@@ -1390,11 +1349,11 @@ impl Server {
             let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            if s.generation != generation {
+            if s.side.generation != generation {
                 continue;
             }
-            if s.scheduled == Some(t) {
-                s.scheduled = None;
+            if s.side.scheduled == Some(t) {
+                s.side.scheduled = None;
             }
             if !due.contains(&slot) {
                 due.push(slot);
@@ -1414,9 +1373,12 @@ impl Server {
                 SessionEvent::HandshakeFailed { addr, reason } => {
                     ServerEvent::HandshakeFailed { addr, reason }
                 }
-                SessionEvent::Renegotiated { peer_id, key_id } => {
-                    ServerEvent::Renegotiated { peer_id, key_id }
-                }
+                SessionEvent::Renegotiated {
+                    peer_id: Some(peer_id),
+                    key_id,
+                } => ServerEvent::Renegotiated { peer_id, key_id },
+                // Every server session has a peer id.
+                SessionEvent::Renegotiated { peer_id: None, .. } => continue,
             });
         }
         self.events.pop_front()
@@ -1426,18 +1388,18 @@ impl Server {
         self.sessions
             .iter()
             .flatten()
-            .filter(|s| s.connected)
+            .filter(|s| s.state.is_connected())
             .map(|s| ClientStatus {
-                peer_id: s.peer_id,
-                common_name: s.common_name.clone().unwrap_or_default(),
+                peer_id: s.side.peer_id,
+                common_name: s.side.common_name.clone().unwrap_or_default(),
                 real_addr: s.addr,
-                vpn_ip: s.vpn_ip,
-                vpn_ip6: s.vpn_ip6,
+                vpn_ip: s.side.vpn_ip,
+                vpn_ip6: s.side.vpn_ip6,
                 bytes_received: s.activity.bytes_in(),
                 bytes_sent: s.activity.bytes_out(),
                 connected_since: s.connected_since,
                 last_activity: s.activity.last_received(),
-                username: s.username.clone(),
+                username: s.side.username.clone(),
                 cipher: s.cipher,
             })
             .collect()
@@ -1461,7 +1423,7 @@ impl Server {
         }
         for slot in 0..self.sessions.len() {
             if let Some(s) = self.sessions[slot].as_mut()
-                && s.connected
+                && s.state.is_connected()
             {
                 // multi.c: with explicit-exit-notify the server tells clients to reconnect.
                 s.send_control_message(&mut self.ctx, now, "RESTART");
@@ -1474,26 +1436,10 @@ impl Server {
 /// Data-channel overhead of a P_DATA_V2 AEAD packet: header 8 + tag 16.
 const DATA_OVERHEAD: usize = 24;
 
-/// Peer ids are 24 bit; 0xFFFFFF means "none".
-struct PeerIdLimit;
-impl PeerIdLimit {
-    const MAX: usize = 0x00FF_FFFF;
-}
-
-/// The IPv6 pool address with the same index as the IPv4 pool address `ip` (the IPv4 pool
-/// starts at the network's `.2`), if the IPv6 pool (`base`, `size` addresses) has it.
-pub(crate) fn ipv6_for(
-    network: Ipv4Addr,
-    netmask: Ipv4Addr,
-    ip: Ipv4Addr,
-    base: Ipv6Addr,
-    size: u32,
-) -> Option<Ipv6Addr> {
-    let first = (u32::from(network) & u32::from(netmask)) + 2;
-    let index = u32::from(ip).checked_sub(first).filter(|i| *i < size)?;
-    Some(Ipv6Addr::from(
-        u128::from(base).wrapping_add(u128::from(index)),
-    ))
+/// The IPv6 pool address with pool index `index` (the IPv6 pool holds `size` addresses
+/// from `base`), if there is one: OpenVPN pool.c `add_in6_addr(base, index)`.
+pub(crate) fn ipv6_at(base: Ipv6Addr, size: u32, index: u32) -> Option<Ipv6Addr> {
+    (index < size).then(|| Ipv6Addr::from(u128::from(base).wrapping_add(u128::from(index))))
 }
 
 #[cfg(test)]
@@ -1507,12 +1453,15 @@ mod tests {
     #[test]
     fn ipv6_addresses_follow_the_ipv4_pool_index() {
         // openvpn-ops.md §3.1: 10.8.0.2 <-> fd00:8::1000, 10.8.0.3 <-> fd00:8::1001.
-        let (net, mask) = (
+        let pool = crate::pool::Pool::new(
             "10.8.0.0".parse().expect("ip"),
             "255.255.255.0".parse().expect("ip"),
         );
         let base: Ipv6Addr = "fd00:8::1000".parse().expect("ip");
-        let v6 = |ip: &str, size| ipv6_for(net, mask, ip.parse().expect("ip"), base, size);
+        let v6 = |ip: &str, size| {
+            let index = pool.index_of(ip.parse().expect("ip"))?;
+            ipv6_at(base, size, index)
+        };
         assert_eq!(
             v6("10.8.0.2", 65536),
             Some("fd00:8::1000".parse().expect("ip"))
@@ -1535,7 +1484,7 @@ mod tests {
         // A carry into the upper 64 bits is an ordinary 128-bit addition.
         let top: Ipv6Addr = "fd00:8::ffff:ffff:ffff:ffff".parse().expect("ip");
         assert_eq!(
-            ipv6_for(net, mask, "10.8.0.3".parse().expect("ip"), top, 2),
+            ipv6_at(top, 2, 1),
             Some("fd00:8:0:1::".parse().expect("ip"))
         );
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use warren_core::PeerId;
 use warren_crypto::{Digest, KeyDirection, StaticKey};
 
 /// Bytes the driver must leave free in front of a tun packet sealed in place:
@@ -46,7 +47,7 @@ pub enum DatagramOutcome {
     Consumed,
     /// The packet was answered instead (`block-ipv6`: ICMPv6 "no route"): seal
     /// `DataPlane::reply` for `peer_id` with `DataPlane::seal_to`.
-    Reply { peer_id: u32 },
+    Reply { peer_id: PeerId },
     /// Counted and dropped.
     Dropped(DropReason),
 }

@@ -12,7 +12,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use warren_core::{Instant, Rng, TestRng};
+use warren_core::{Instant, PeerId, Rng, TestRng};
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
@@ -1416,7 +1416,7 @@ fn auth_world(seed: u64, credentials: Option<(&str, &str)>, with_cert: bool) -> 
     w
 }
 
-fn take_auth_request(w: &mut World) -> (u32, String, bool, Option<String>, Option<String>) {
+fn take_auth_request(w: &mut World) -> (PeerId, String, bool, Option<String>, Option<String>) {
     for _ in 0..100 {
         w.run_for(Duration::from_millis(50));
         if let Some(pos) = w
@@ -1523,6 +1523,34 @@ fn external_auth_reject_sends_auth_failed() {
         w.client_events
     );
     assert_eq!(w.server.session_count(), 0);
+}
+
+/// The authenticator owns the pool: an address it gives that the engine cannot take (not a
+/// pool address here; one held by another client alike) refuses the client as an exhausted
+/// pool does, and never silently becomes another address.
+#[test]
+fn external_auth_address_that_cannot_be_taken_is_refused() {
+    let mut w = auth_world(25, None, true);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    let now = w.now;
+    let grant = warren_openvpn::AuthGrant {
+        fixed_ip: Some(Ipv4Addr::new(10, 8, 1, 9)),
+        ..Default::default()
+    };
+    let accept = warren_openvpn::AuthDecision::Accept(grant);
+    w.server.authorize(now, peer_id, accept);
+    w.run_for(Duration::from_secs(3));
+    assert!(!w.client.is_connected());
+    assert!(
+        w.client_events.iter().any(|e| matches!(
+            e,
+            ClientEvent::Disconnected {
+                reason: ClientDisconnect::AuthFailed(why)
+            } if why.contains("no free address in the pool")
+        )),
+        "{:?}",
+        w.client_events
+    );
 }
 
 #[test]

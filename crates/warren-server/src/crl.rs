@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Error, Result};
 use tracing::{info, warn};
 use warren_config::Material;
 use warren_openvpn::KickTarget;
@@ -40,6 +40,14 @@ pub struct TlsInputs {
     pub opts: ServerTlsOptions,
 }
 
+impl std::fmt::Debug for TlsInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsInputs")
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 impl TlsInputs {
     pub fn build(&self) -> Result<Arc<rustls::ServerConfig>> {
         warren_openvpn::tls::server_config(&self.ca, &self.cert, &self.key, &self.opts)
@@ -49,7 +57,7 @@ impl TlsInputs {
 
 /// The TLS inputs in force and the CRL in force, shared by startup, SIGHUP's reload and the
 /// CRL watcher.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct LiveTls {
     pub inputs: Option<TlsInputs>,
     pub crl: Option<CrlCheck>,
@@ -65,11 +73,10 @@ pub fn initial(cfg: &warren_config::ServerConfig) -> Result<SharedTls> {
         let meta = fs::metadata(dir)
             .with_context(|| format!("{loc}: crl-verify {} dir", dir.display()))?;
         if !meta.is_dir() {
-            anyhow::bail!(
-                "{loc}: crl-verify {} dir: not a directory (the directory form names a directory \
-                 holding one file per revoked serial; for a CRL file drop `dir`)",
-                dir.display()
-            );
+            return Err(Error::CrlDirNotADirectory {
+                loc: loc.clone(),
+                dir: dir.clone(),
+            });
         }
         info!(
             "crl-verify {} dir: a client certificate is refused when a file named after its \
@@ -263,8 +270,9 @@ impl Watch {
             Err(e) => {
                 inputs.opts.crl = previous;
                 warn!(
-                    "crl-verify {}: the changed CRL is refused, the last good one stays: {e:#}",
-                    self.name
+                    "crl-verify {}: the changed CRL is refused, the last good one stays: {}",
+                    self.name,
+                    e.report()
                 );
                 return;
             }

@@ -1,6 +1,6 @@
 //! Conversions from parsed OpenVPN directives (`warren-config`) to engine settings, shared by
 //! `warren server` and `warren client`.
-use anyhow::{Context, Result, anyhow};
+use crate::error::{Context, Error, Result};
 use warren_config::Material;
 use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
 use warren_openvpn::WrapConfig;
@@ -20,14 +20,10 @@ pub fn wrap_config(
     if let Some((m, dir)) = tls_auth {
         let text = Zeroizing::new(m.load_for("tls-auth")?);
         let key = StaticKey::parse(&text).context("`tls-auth` key")?;
-        let digest = Digest::from_name(digest_name).ok_or_else(|| {
-            anyhow!("`auth {digest_name}`: unsupported digest (use SHA1, SHA256 or SHA512)")
-        })?;
+        let digest =
+            Digest::from_name(digest_name).ok_or_else(|| Error::Digest(digest_name.to_owned()))?;
         let direction = match dir {
-            Some(d) => Some(
-                KeyDirection::from_arg(*d)
-                    .ok_or_else(|| anyhow!("tls-auth key direction {d}: expected 0 or 1"))?,
-            ),
+            Some(d) => Some(KeyDirection::from_arg(*d).ok_or(Error::KeyDirection(*d))?),
             None => None,
         };
         return Ok(WrapConfig::TlsAuth {
@@ -54,9 +50,7 @@ pub fn data_ciphers(names: &[String]) -> Result<Vec<CipherKind>> {
 }
 
 pub fn cipher_kind(name: &str) -> Result<CipherKind> {
-    CipherKind::from_name(name).ok_or_else(|| {
-        anyhow!("`data-ciphers`: {name} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)")
-    })
+    CipherKind::from_name(name).ok_or_else(|| Error::Cipher(name.to_owned()))
 }
 
 pub fn key_derivation(p: warren_config::KeyDerivationPolicy) -> warren_openvpn::KeyDerivation {

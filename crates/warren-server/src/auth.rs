@@ -14,15 +14,20 @@
 //!    at the password. Failures from one address never refuse a login from another (the
 //!    policy is logged once at startup).
 //!
-//! An accepted client gets its user's fixed address, else the address it had last time (the
-//! lease, kept across restarts), else the lowest pool address nobody holds, is leased to, or
-//! has as a fixed address; and its user's extra routes pushed. When the store's revision
+//! The address pool has one owner here: every client's address is decided below and the
+//! engine takes it ([`warren_openvpn::pool`]). An accepted client gets its user's fixed
+//! address, else the address it had last time (the lease, kept across restarts), else the
+//! lowest pool address nobody holds, is leased to, or has as a fixed address, else the
+//! lowest one nobody holds (a lease of someone away); and its user's extra routes pushed.
+//! Addresses held by the identity's other sessions count as free without `duplicate-cn`
+//! (the new session replaces them). With every address held, the login is refused with
+//! `AUTH_FAILED,no free address in the pool`. When the store's revision
 //! moves (any write, from any process, e.g. `warren pki revoke` or `warren user disable`)
 //! and every 30 s regardless, the connected identities are checked again, and those that
 //! would now be refused are kicked with `RESTART`, so the client reconnects and meets the
 //! refusal (`AUTH_FAILED`).
 //!
-//! Refusals answer a plain `AUTH_FAILED` (no reason on the wire, so a guesser learns
+//! Other refusals answer a plain `AUTH_FAILED` (no reason on the wire, so a guesser learns
 //! nothing); the reason is logged at warn with the address and the user.
 
 use std::collections::{HashMap, HashSet};
@@ -30,63 +35,27 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use tracing::{error, info, warn};
-use warren_core::Instant;
+use warren_core::{Instant, PeerId};
 use warren_driver::{AuthRequest, Authenticator, Kick, PasswordCheck, Step, Verified};
+use warren_openvpn::pool::Pool;
 use warren_openvpn::{AuthDecision, AuthGrant, KickTarget};
 use warren_pki::Serial;
 use warren_store::{
     AuthOutcome, AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig, Store, password,
 };
 
+use warren_config::UserAuth;
+
 use crate::state::wall_now;
 
-/// How the server authenticates clients (`--auth`, or `warren-auth` in a server.conf).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AuthMode {
-    /// A client certificate from the CA; users that have a password must also give it.
-    #[default]
-    Cert,
-    /// A client certificate and the user's password, for every user.
-    #[value(name = "cert+password")]
-    CertPassword,
-    /// User name and password only; no client certificate is asked for.
-    Password,
-}
-
-impl AuthMode {
-    /// The spelling on the command line and in `warren-auth`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Cert => "cert",
-            AuthMode::CertPassword => "cert+password",
-            AuthMode::Password => "password",
-        }
-    }
-
-    /// Parses the `warren-auth` argument.
-    pub fn parse(s: &str) -> Option<AuthMode> {
-        match s {
-            "cert" => Some(AuthMode::Cert),
-            "cert+password" => Some(AuthMode::CertPassword),
-            "password" => Some(AuthMode::Password),
-            _ => None,
-        }
-    }
-
-    /// Whether TLS asks for a client certificate.
-    pub fn wants_certificate(self) -> bool {
-        self != AuthMode::Password
-    }
-
-    /// One line for the startup log.
-    pub fn describe(self) -> &'static str {
-        match self {
-            AuthMode::Cert => "client certificate; plus the password for users that have one",
-            AuthMode::CertPassword => "client certificate and password",
-            AuthMode::Password => "user name and password (no client certificate)",
-        }
+/// One line for the startup log: what `warren-auth` (`--auth`) asks of clients.
+pub fn describe(mode: UserAuth) -> &'static str {
+    match mode {
+        UserAuth::Cert => "client certificate; plus the password for users that have one",
+        UserAuth::CertPassword => "client certificate and password",
+        UserAuth::Password => "user name and password (no client certificate)",
     }
 }
 
@@ -99,38 +68,9 @@ const DB_WARN_EVERY: Duration = Duration::from_secs(30);
 /// `server_pushed_signal`: `RESTART` makes the client restart like SIGUSR1.
 const KICK_MESSAGE: &str = "RESTART";
 
-/// The client address pool: `.2` up to the last address before the broadcast (`.1` is the
-/// server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pool {
-    net: Ipv4Net,
-}
-
-impl Pool {
-    pub fn new(network: Ipv4Addr, netmask: Ipv4Addr) -> Option<Pool> {
-        Ipv4Net::with_netmask(network, netmask)
-            .ok()
-            .map(|n| Pool { net: n.trunc() })
-    }
-
-    fn first(&self) -> u32 {
-        u32::from(self.net.network()) + 2
-    }
-
-    fn last(&self) -> u32 {
-        u32::from(self.net.broadcast()).saturating_sub(1)
-    }
-
-    /// A usable client address.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let v = u32::from(ip);
-        v >= self.first() && v <= self.last()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = Ipv4Addr> {
-        (self.first()..=self.last()).map(Ipv4Addr::from)
-    }
-}
+/// Why a client with a free pool address still gets none: what `AUTH_FAILED` says (the
+/// client passed authentication, so this is no secret).
+const POOL_EXHAUSTED: &str = "no free address in the pool";
 
 /// A client this authenticator let in (or is letting in).
 #[derive(Debug, Clone)]
@@ -138,18 +78,20 @@ struct Peer {
     identity: String,
     serial: Option<Serial>,
     cert_not_after: Option<SystemTime>,
-    /// The address asked for, then the one given.
-    ip: Option<Ipv4Addr>,
+    /// The address it was given.
+    ip: Ipv4Addr,
     kicked: bool,
 }
 
 /// The store-backed login policy (see the module docs).
 pub struct StoreAuth {
     store: Arc<dyn Store>,
-    mode: AuthMode,
+    mode: UserAuth,
     pool: Pool,
+    /// `duplicate-cn`: an identity's sessions stay side by side (else a new one replaces).
+    duplicate_cn: bool,
     limiter: AuthRateLimiter,
-    peers: HashMap<u32, Peer>,
+    peers: HashMap<PeerId, Peer>,
     /// Logins whose password check runs on the pool, by ticket.
     pending: HashMap<u64, (LoginMeta, PendingLogin)>,
     /// Password checks running per address, and per (address, user).
@@ -203,7 +145,7 @@ struct PendingLogin {
 
 /// What the log lines of a login need.
 struct LoginMeta {
-    peer_id: u32,
+    peer_id: PeerId,
     addr: std::net::SocketAddr,
     who: String,
 }
@@ -211,8 +153,9 @@ struct LoginMeta {
 impl StoreAuth {
     pub fn new(
         store: Arc<dyn Store>,
-        mode: AuthMode,
+        mode: UserAuth,
         pool: Pool,
+        duplicate_cn: bool,
         limits: RateLimitConfig,
     ) -> StoreAuth {
         info!("login rate limits: {limits}");
@@ -220,6 +163,7 @@ impl StoreAuth {
             store,
             mode,
             pool,
+            duplicate_cn,
             limiter: AuthRateLimiter::new(limits),
             peers: HashMap::new(),
             pending: HashMap::new(),
@@ -247,7 +191,7 @@ impl StoreAuth {
                 warren_pki::inspect_der(der, "client certificate")
                     .map_err(|e| Refusal(format!("unreadable client certificate: {e}")))?,
             ),
-            None if self.mode.wants_certificate() => {
+            None if self.mode != UserAuth::Password => {
                 return Err(Refusal("no client certificate".into()));
             }
             None => None,
@@ -267,11 +211,11 @@ impl StoreAuth {
 
         // 2. The identity.
         let identity = match self.mode {
-            AuthMode::Password => match req.username.as_deref() {
+            UserAuth::Password => match req.username.as_deref() {
                 Some(u) if !u.is_empty() => u.to_owned(),
                 _ => return Err(Refusal("no user name (auth-user-pass)".into())),
             },
-            AuthMode::Cert | AuthMode::CertPassword => {
+            UserAuth::Cert | UserAuth::CertPassword => {
                 if let Some(u) = req.username.as_deref()
                     && !u.is_empty()
                     && u != req.common_name
@@ -288,8 +232,8 @@ impl StoreAuth {
         // 3. The user, and the password when one is needed.
         let user = self.store.user(&identity).map_err(db)?;
         let needs_password = match self.mode {
-            AuthMode::CertPassword | AuthMode::Password => true,
-            AuthMode::Cert => user.as_ref().is_some_and(|u| u.password_hash.is_some()),
+            UserAuth::CertPassword | UserAuth::Password => true,
+            UserAuth::Cert => user.as_ref().is_some_and(|u| u.password_hash.is_some()),
         };
         if !needs_password {
             let outcome = self.store.check_user(&identity, wall).map_err(db)?;
@@ -425,7 +369,10 @@ impl StoreAuth {
             .user(&identity)
             .map_err(db)?
             .ok_or_else(|| Refusal(AuthOutcome::UnknownUser.reason().to_owned()))?;
-        let ip = self.choose_address(&identity, user.fixed_ip).map_err(db)?;
+        let ip = self
+            .choose_address(&identity, user.fixed_ip)
+            .map_err(db)?
+            .ok_or_else(|| Refusal(POOL_EXHAUSTED.to_owned()))?;
         let mut push = Vec::new();
         for r in &user.routes {
             match r {
@@ -448,7 +395,7 @@ impl StoreAuth {
         };
         let grant = AuthGrant {
             identity: Some(identity.clone()),
-            fixed_ip: ip,
+            fixed_ip: Some(ip),
             push,
         };
         Ok((identity, peer, grant, method))
@@ -467,15 +414,16 @@ impl StoreAuth {
             }
             Err(Refusal(why)) => {
                 warn!("login refused user={:?} addr={}: {why}", req.who, req.addr);
-                AuthDecision::Reject { reason: None }
+                let reason = (why == POOL_EXHAUSTED).then_some(why);
+                AuthDecision::Reject { reason }
             }
         }
     }
 
     fn meta(&self, req: &AuthRequest) -> LoginMeta {
         let who = match (self.mode, req.username.as_deref()) {
-            (AuthMode::Password, Some(u)) => u,
-            (AuthMode::Password, None) => "",
+            (UserAuth::Password, Some(u)) => u,
+            (UserAuth::Password, None) => "",
             _ => req.common_name.as_str(),
         };
         LoginMeta {
@@ -485,28 +433,29 @@ impl StoreAuth {
         }
     }
 
-    /// The address for `identity` (see the module docs); `None` lets the engine pick.
+    /// The address for `identity` (see the module docs); `None`: every one is held.
     fn choose_address(
         &self,
         identity: &str,
         fixed: Option<Ipv4Addr>,
     ) -> Result<Option<Ipv4Addr>, warren_store::StoreError> {
-        if let Some(ip) = fixed {
-            if self.pool.contains(ip) {
-                return Ok(Some(ip));
-            }
-            warn!(
-                "fixed address {ip} of user {identity:?} is outside the pool {}; using the pool",
-                self.pool.net
-            );
-        }
-        // Addresses of other connected (or connecting) clients.
+        // Addresses of other connected (or connecting) sessions.
         let in_use: HashSet<Ipv4Addr> = self
             .peers
             .values()
-            .filter(|p| p.identity != identity)
-            .filter_map(|p| p.ip)
+            .filter(|p| self.duplicate_cn || p.identity != identity)
+            .map(|p| p.ip)
             .collect();
+        if let Some(ip) = fixed {
+            if !self.pool.contains(ip) {
+                warn!(
+                    "fixed address {ip} of user {identity:?} is outside the pool {}; using the pool",
+                    self.pool
+                );
+            } else if !in_use.contains(&ip) {
+                return Ok(Some(ip));
+            }
+        }
         let fixed_elsewhere: HashSet<Ipv4Addr> = self
             .store
             .users()?
@@ -522,10 +471,11 @@ impl StoreAuth {
             return Ok(Some(lease.ip));
         }
         let leased: HashSet<Ipv4Addr> = self.store.leases()?.into_iter().map(|l| l.ip).collect();
-        Ok(self
+        let unclaimed = self
             .pool
             .iter()
-            .find(|a| !in_use.contains(a) && !leased.contains(a) && !fixed_elsewhere.contains(a)))
+            .find(|a| !in_use.contains(a) && !leased.contains(a) && !fixed_elsewhere.contains(a));
+        Ok(unclaimed.or_else(|| self.pool.iter().find(|a| !in_use.contains(a))))
     }
 
     /// Why a connected peer must go now, and which of the identity's sessions go with it:
@@ -617,9 +567,9 @@ impl Authenticator for StoreAuth {
         self.conclude(&meta, result)
     }
 
-    fn connected(&mut self, now: Instant, peer_id: u32, identity: &str, vpn_ip: Ipv4Addr) {
+    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
         if let Some(p) = self.peers.get_mut(&peer_id) {
-            p.ip = Some(vpn_ip);
+            p.ip = vpn_ip;
         }
         // Our own write moves the revision; do not take it for someone else's change.
         let before = self.store.revision().ok();
@@ -637,7 +587,7 @@ impl Authenticator for StoreAuth {
         let _ = now;
     }
 
-    fn disconnected(&mut self, _now: Instant, peer_id: u32) {
+    fn disconnected(&mut self, _now: Instant, peer_id: PeerId) {
         self.peers.remove(&peer_id);
     }
 
@@ -786,12 +736,12 @@ mod tests {
             der(&issued.cert_pem)
         }
 
-        fn auth(&self, mode: AuthMode) -> StoreAuth {
+        fn auth(&self, mode: UserAuth) -> StoreAuth {
             StoreAuth::new(
                 self.store.clone(),
                 mode,
-                Pool::new(Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0))
-                    .expect("pool"),
+                Pool::new(Ipv4Addr::new(10, 8, 0, 0), Ipv4Addr::new(255, 255, 255, 0)),
+                false,
                 RateLimitConfig::default(),
             )
         }
@@ -805,15 +755,19 @@ mod tests {
             .to_vec()
     }
 
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).expect("peer id")
+    }
+
     fn req(
-        peer_id: u32,
+        peer: u32,
         cn: &str,
         cert: Option<Vec<u8>>,
         user: Option<&str>,
         pw: Option<&str>,
     ) -> AuthRequest {
         AuthRequest {
-            peer_id,
+            peer_id: pid(peer),
             addr: "192.0.2.7:40000".parse().expect("addr"),
             common_name: cn.into(),
             certificate: cert,
@@ -836,7 +790,7 @@ mod tests {
         let bob = w.user("bob", Some("pw-bob"));
         let t = w.t;
 
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         assert!(
             accepted(&a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None)))
                 .is_some()
@@ -873,7 +827,7 @@ mod tests {
                 .is_none()
         );
 
-        let mut a = w.auth(AuthMode::CertPassword);
+        let mut a = w.auth(UserAuth::CertPassword);
         assert!(
             accepted(&a.authenticate(
                 t,
@@ -889,7 +843,7 @@ mod tests {
             .is_some()
         );
 
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         assert!(
             accepted(&a.authenticate(t, req(1, "bob", None, Some("bob"), Some("pw-bob"))))
                 .is_some()
@@ -909,7 +863,7 @@ mod tests {
         let mut w = World::new();
         w.user("bob", Some("right"));
         w.user("carol", Some("carols"));
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         let t = w.t;
         for i in 0..5 {
             assert!(
@@ -940,7 +894,7 @@ mod tests {
     fn a_stranger_cannot_lock_out_a_user_elsewhere() {
         let mut w = World::new();
         w.user("bob", Some("right"));
-        let mut a = w.auth(AuthMode::Password);
+        let mut a = w.auth(UserAuth::Password);
         let t = w.t;
         let from = |r: AuthRequest, addr: &str| AuthRequest {
             addr: addr.parse().expect("addr"),
@@ -992,29 +946,29 @@ mod tests {
             )
             .expect("update");
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         // .2 is carol's fixed address even while she is away.
         let g = a.authenticate(t, req(1, "alice", Some(alice.clone()), None, None));
         assert_eq!(
             accepted(&g).and_then(|g| g.fixed_ip),
             Some(Ipv4Addr::new(10, 8, 0, 3))
         );
-        a.connected(t, 1, "alice", Ipv4Addr::new(10, 8, 0, 3));
+        a.connected(t, pid(1), "alice", Ipv4Addr::new(10, 8, 0, 3));
         let g = a.authenticate(t, req(2, "bob", Some(bob.clone()), None, None));
         assert_eq!(
             accepted(&g).and_then(|g| g.fixed_ip),
             Some(Ipv4Addr::new(10, 8, 0, 4))
         );
-        a.connected(t, 2, "bob", Ipv4Addr::new(10, 8, 0, 4));
+        a.connected(t, pid(2), "bob", Ipv4Addr::new(10, 8, 0, 4));
         let g = a.authenticate(t, req(3, "carol", Some(carol.clone()), None, None));
         let g = accepted(&g).expect("carol").clone();
         assert_eq!(g.fixed_ip, Some(Ipv4Addr::new(10, 8, 0, 2)));
         assert_eq!(g.push, ["route 192.168.5.0 255.255.255.0"]);
         assert_eq!(g.identity.as_deref(), Some("carol"));
-        a.disconnected(t, 1);
-        a.disconnected(t, 2);
+        a.disconnected(t, pid(1));
+        a.disconnected(t, pid(2));
         // A new authenticator (a server restart): bob first still gets his lease back.
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         let g = a.authenticate(t, req(1, "bob", Some(bob), None, None));
         assert_eq!(
             accepted(&g).and_then(|g| g.fixed_ip),
@@ -1027,6 +981,77 @@ mod tests {
         );
     }
 
+    /// The lease table owns the pool (issue 9): a fixed address another session holds is not
+    /// given twice, duplicate-cn keeps an identity's sessions apart (without it a new session
+    /// takes the old one's address, which it replaces), a lease of someone away is reused only
+    /// when nothing else is left, and a full pool refuses with the reason on the wire.
+    #[test]
+    fn the_lease_table_owns_the_pool() {
+        let mut w = World::new();
+        let [a, b, c, e] = ["a", "b", "c", "e"].map(|n| w.user(n, None));
+        let ip = |d: u8| Ipv4Addr::new(10, 8, 0, d);
+        w.store.record_lease("d", ip(2), wall_now()).expect("lease");
+        let t = w.t;
+        // .2 to .6.
+        let pool = Pool::new(ip(0), Ipv4Addr::new(255, 255, 255, 248));
+        let auth = |dup| {
+            StoreAuth::new(
+                w.store.clone(),
+                UserAuth::Cert,
+                pool,
+                dup,
+                RateLimitConfig::default(),
+            )
+        };
+        let mut x = auth(true);
+        let login = |x: &mut StoreAuth, peer: u32, n: &str, cert: &[u8]| {
+            let d = x.authenticate(t, req(peer, n, Some(cert.to_vec()), None, None));
+            let got = accepted(&d).and_then(|g| g.fixed_ip);
+            if let Some(v) = got {
+                x.connected(t, pid(peer), n, v);
+            }
+            (got, d)
+        };
+        assert_eq!(
+            login(&mut x, 1, "a", &a).0,
+            Some(ip(3)),
+            "d's lease skipped"
+        );
+        let fixed_b = UserChange {
+            fixed_ip: Some(Some(ip(3))),
+            ..Default::default()
+        };
+        w.store.update_user("b", &fixed_b).expect("fixed");
+        assert_eq!(
+            login(&mut x, 2, "b", &b).0,
+            Some(ip(4)),
+            "b's fixed .3 is held"
+        );
+        assert_eq!(login(&mut x, 3, "a", &a).0, Some(ip(5)), "duplicate-cn");
+        assert_eq!(login(&mut x, 4, "c", &c).0, Some(ip(6)));
+        assert_eq!(
+            login(&mut x, 5, "e", &e).0,
+            Some(ip(2)),
+            "d's lease, d away"
+        );
+        match login(&mut x, 6, "c", &c).1 {
+            AuthDecision::Reject { reason } => {
+                assert_eq!(reason.as_deref(), Some("no free address in the pool"))
+            }
+            other => panic!("a full pool accepted: {other:?}"),
+        }
+        x.disconnected(t, pid(1));
+        assert_eq!(
+            login(&mut x, 7, "b", &b).0,
+            Some(ip(3)),
+            "b's fixed, free again"
+        );
+        // Without duplicate-cn a's new session replaces the old one, address and all.
+        let mut x = auth(false);
+        assert_eq!(login(&mut x, 1, "a", &a).0, Some(ip(5)), "a's lease");
+        assert_eq!(login(&mut x, 2, "a", &a).0, Some(ip(5)));
+    }
+
     #[test]
     fn revocation_and_disable_kick() {
         let mut w = World::new();
@@ -1034,7 +1059,7 @@ mod tests {
         let bob = w.user("bob", None);
         let carol = w.user("carol", None);
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         for (i, (n, c)) in [("alice", &alice), ("bob", &bob), ("carol", &carol)]
             .iter()
             .enumerate()
@@ -1044,7 +1069,7 @@ mod tests {
                 accepted(&a.authenticate(t, req(peer, n, Some((*c).clone()), None, None)))
                     .is_some()
             );
-            a.connected(t, peer, n, Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+            a.connected(t, pid(peer), n, Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
         }
         assert!(a.recheck(t).is_empty());
         assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
@@ -1100,13 +1125,18 @@ mod tests {
         let laptop = w.user("alice", None);
         let phone = w.another_cert("alice");
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         for (peer, c) in [(1u32, &laptop), (2, &phone)] {
             assert!(
                 accepted(&a.authenticate(t, req(peer, "alice", Some(c.clone()), None, None)))
                     .is_some()
             );
-            a.connected(t, peer, "alice", Ipv4Addr::new(10, 8, 0, 10 + peer as u8));
+            a.connected(
+                t,
+                pid(peer),
+                "alice",
+                Ipv4Addr::new(10, 8, 0, 10 + peer as u8),
+            );
         }
         assert!(a.recheck(t).is_empty());
         let serial = |d: &[u8]| warren_pki::inspect_der(d, "x").expect("der").serial;
@@ -1143,7 +1173,7 @@ mod tests {
         let alice = w.user("alice", None);
         let bob = w.user("bob", Some("right"));
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         match a.begin(t, 1, req(1, "alice", Some(alice), None, None)) {
             Step::Done(d) => assert!(accepted(&d).is_some()),
             Step::Verify(_) => panic!("a certificate-only login went to the pool"),
@@ -1201,7 +1231,7 @@ mod tests {
             accepted(&g).and_then(|g| g.identity.as_deref()),
             Some("bob")
         );
-        assert!(a.peers.contains_key(&31) && !a.peers.contains_key(&14));
+        assert!(a.peers.contains_key(&pid(31)) && !a.peers.contains_key(&pid(14)));
     }
 
     /// SIGHUP's reload checks every session at once, also for what changes with time alone
@@ -1221,9 +1251,9 @@ mod tests {
             .expect("add");
         let cert = der(&issued.cert_pem);
         let t = w.t;
-        let mut a = w.auth(AuthMode::Cert);
+        let mut a = w.auth(UserAuth::Cert);
         assert!(accepted(&a.authenticate(t, req(1, "dave", Some(cert), None, None))).is_some());
-        a.connected(t, 1, "dave", Ipv4Addr::new(10, 8, 0, 9));
+        a.connected(t, pid(1), "dave", Ipv4Addr::new(10, 8, 0, 9));
         assert!(a.recheck(t).is_empty());
         // Until dave has expired (bounded: the expiry is 2 s away).
         for _ in 0..60 {

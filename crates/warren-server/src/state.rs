@@ -32,29 +32,57 @@
 //! result.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Error, Result};
 use warren_crypto::StaticKey;
 use warren_io::OsRng;
-use warren_pki::{
-    CaOptions, Issued, KeyAlgorithm, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem,
-};
+use warren_pki::{CaOptions, Issued, LeafOptions, Pki, PrivateKeyPem, check_key_pair, inspect_pem};
 use warren_store::{CertRecord, SqliteStore, Store, StoreError};
 
 /// Where the state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/warren";
 
-/// The `--state-dir` option shared by `pki`, `user` and `profile`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StateDirArg {
-    /// The state directory (PKI, tls-crypt key, user database).
-    #[arg(long, value_name = "DIR", env = "WARREN_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
-    pub state_dir: PathBuf,
+/// How the state directory speaks to the person running the command: notices (waiting for
+/// another process, an unsafe directory mode) and slow work (key generation). The binary
+/// installs its own with [`set_console`]; without one, notices go to stderr and slow work
+/// shows nothing.
+pub trait Console: Send + Sync {
+    fn notice(&self, line: &str);
+    /// Runs `work` (once) while showing `what`.
+    fn slow(&self, what: &str, work: &mut dyn FnMut());
+}
+
+static CONSOLE: OnceLock<&'static dyn Console> = OnceLock::new();
+
+/// Installs the process's [`Console`] (the first call wins).
+pub fn set_console(console: &'static dyn Console) {
+    let _ = CONSOLE.set(console);
+}
+
+fn notice(line: &str) {
+    match CONSOLE.get() {
+        Some(c) => c.notice(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Runs `f`, shown by the console as `what` when it is `slow`.
+fn slow_work<T>(what: &str, slow: bool, f: impl FnOnce() -> T) -> T {
+    let Some(console) = CONSOLE.get().filter(|_| slow) else {
+        return f();
+    };
+    let (mut f, mut out) = (Some(f), None);
+    console.slow(what, &mut || out = f.take().map(|f| f()));
+    match (out, f) {
+        (Some(o), _) => o,
+        (None, Some(f)) => f(),
+        (None, None) => unreachable!("the work ran and returned"),
+    }
 }
 
 /// What to create when the state directory is new.
@@ -209,10 +237,10 @@ pub fn lock_state(layout: &Layout) -> Result<StateLock> {
     let got = warren_io::flock::try_lock_exclusive(&file)
         .with_context(|| format!("locking {}", path.display()))?;
     if !got {
-        eprintln!(
+        notice(&format!(
             "waiting for another warren process using {}",
             layout.dir.display()
-        );
+        ));
         warren_io::flock::lock_exclusive(&file)
             .with_context(|| format!("locking {}", path.display()))?;
     }
@@ -226,13 +254,13 @@ fn warn_if_world_writable(layout: &Layout) {
         if let Ok(m) = fs::metadata(&d)
             && m.permissions().mode() & 0o002 != 0
         {
-            eprintln!(
+            notice(&format!(
                 "warning: {} is writable by every user (mode {:o}): anyone on this machine can \
                  replace its keys or its database; fix it with `chmod 700 {}`",
                 d.display(),
                 m.permissions().mode() & 0o7777,
                 d.display()
-            );
+            ));
         }
     }
 }
@@ -308,15 +336,11 @@ fn store_is_empty(store: &SqliteStore) -> Result<bool> {
 }
 
 /// The complaint about a state directory that lost pieces after its initialisation.
-fn missing_report(layout: &Layout, problems: &[String]) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the state directory {} is incomplete:\n  - {}\nwarren never creates key material \
-         over an existing state (clients and exported profiles depend on it). Restore the \
-         missing files from a backup. Only if nothing from this directory was ever used, move \
-         it away and start afresh.",
-        layout.dir.display(),
-        problems.join("\n  - ")
-    )
+fn missing_report(layout: &Layout, problems: &[String]) -> Error {
+    Error::StateIncomplete {
+        dir: layout.dir.clone(),
+        problems: problems.to_vec(),
+    }
 }
 
 /// Checks that an initialised state directory still has everything (files only; the database
@@ -413,12 +437,7 @@ fn ensure_state_locked(
         Some(b) => Some(b),
         None if is_fresh(layout)? => {
             if !may_init {
-                bail!(
-                    "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run \
-                     `warren server` once)",
-                    layout.dir.display(),
-                    layout.dir.display()
-                );
+                return Err(Error::NoPki(layout.dir.clone()));
             }
             create_private_dir(&layout.pki())?;
             write_marker(layout, Building::Init)?;
@@ -454,10 +473,7 @@ fn ensure_state_locked(
     } else {
         match building {
             Some(Building::Init) => {}
-            Some(Building::Import) => bail!(
-                "{} holds an interrupted `warren pki import` (no CA yet): run the import again",
-                layout.dir.display()
-            ),
+            Some(Building::Import) => return Err(Error::ImportInterrupted(layout.dir.clone())),
             None => unreachable!("check_complete guarantees the CA files"),
         }
         let pki = generate_ca(layout, &opts.ca, now)?;
@@ -490,7 +506,7 @@ fn ensure_state_locked(
         let mut rng =
             OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
         let leaf = opts.server;
-        let issued = with_spinner(
+        let issued = slow_work(
             &format!("generating the server key ({})", leaf.algorithm),
             leaf.algorithm.is_slow(),
             || pki.issue_server(&opts.server_name, &leaf, now, &mut rng),
@@ -552,7 +568,7 @@ fn generate_ca(layout: &Layout, opts: &CaOptions, now: SystemTime) -> Result<Pki
         warren_core::Rng::fill(&mut rng, &mut tag);
         ca.common_name = format!("warren CA {}", hex4(&tag));
     }
-    let pki = with_spinner(
+    let pki = slow_work(
         &format!("generating the CA key ({})", ca.algorithm),
         ca.algorithm.is_slow(),
         || Pki::generate(&ca, now, &mut rng),
@@ -572,11 +588,7 @@ fn generate_ca(layout: &Layout, opts: &CaOptions, now: SystemTime) -> Result<Pki
 pub fn open_state(dir: &Path) -> Result<State> {
     let layout = Layout::new(dir);
     if !dir.exists() {
-        bail!(
-            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren server` once)",
-            layout.dir.display(),
-            layout.dir.display()
-        );
+        return Err(Error::NoPki(layout.dir.clone()));
     }
     let lock = lock_state(&layout)?;
     ensure_state_locked(&layout, &StateOptions::default(), &lock, false)
@@ -594,20 +606,9 @@ pub fn open_state_for_reading(dir: &Path) -> Result<State> {
     }
     match lock_state(&layout) {
         Ok(lock) => ensure_state_locked(&layout, &StateOptions::default(), &lock, false),
-        Err(e) if is_read_only_error(&e) => open_state_read_only(&layout),
+        Err(e) if e.is_permission_denied() => open_state_read_only(&layout),
         Err(e) => Err(e),
     }
-}
-
-fn is_read_only_error(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-            )
-        })
 }
 
 /// [`open_state_for_reading`] on a directory that cannot be written.
@@ -621,13 +622,9 @@ fn open_state_read_only(layout: &Layout) -> Result<State> {
         }
         Err(_) => None,
     };
-    let needs_writer = |what: &str| {
-        anyhow::anyhow!(
-            "{} {what}, which needs write access to finish; run `warren pki init --state-dir {}` \
-             as a user who can write it (read-only commands cannot)",
-            layout.dir.display(),
-            layout.dir.display()
-        )
+    let needs_writer = |why| Error::NeedsWriter {
+        dir: layout.dir.clone(),
+        why,
     };
     if read_marker(layout)?.is_some() {
         return Err(needs_writer("holds an unfinished first initialisation"));
@@ -636,12 +633,7 @@ fn open_state_read_only(layout: &Layout) -> Result<State> {
         return Err(needs_writer("holds an interrupted certificate switch"));
     }
     if is_fresh_read_only(layout)? {
-        bail!(
-            "{} has no PKI yet; create it with `warren pki init --state-dir {}` (or run `warren \
-             server` once)",
-            layout.dir.display(),
-            layout.dir.display()
-        );
+        return Err(Error::NoPki(layout.dir.clone()));
     }
     if check_complete(layout)? {
         return Err(missing_report(
@@ -700,19 +692,19 @@ pub fn begin_import(dir: &Path) -> Result<StateLock> {
     let layout = Layout::new(dir);
     let lock = lock_state(&layout)?;
     if layout.ca_crt().exists() {
-        bail!(
-            "{} already has a CA; import into a new state directory (--state-dir DIR), or move \
-             the old one away first",
-            dir.display()
-        );
+        return Err(Error::ImportTarget {
+            dir: dir.to_owned(),
+            why: "has a CA; import into a new state directory (--state-dir DIR), or move the \
+                  old one away first",
+        });
     }
     // An interrupted first run or import made nothing that was ever used: import over it.
     if read_marker(&layout)?.is_none() && !is_fresh(&layout)? {
-        bail!(
-            "{} already holds state (a database or keys) but no CA; import into a new state \
-             directory (--state-dir DIR)",
-            dir.display()
-        );
+        return Err(Error::ImportTarget {
+            dir: dir.to_owned(),
+            why: "holds state (a database or keys) but no CA; import into a new state \
+                  directory (--state-dir DIR)",
+        });
     }
     create_private_dir(&layout.pki())?;
     write_marker(&layout, Building::Import)?;
@@ -731,11 +723,11 @@ impl State {
         Layout::new(&self.dir)
     }
 
-    /// Issues a client certificate for `name` (with a spinner for slow keys). The caller
+    /// Issues a client certificate for `name` (slow keys are shown by the [`Console`]). The caller
     /// records it ([`CertRecord::from_issued`]), usually in the same transaction as the user.
     pub fn issue_client(&self, name: &str, leaf: &LeafOptions, now: SystemTime) -> Result<Issued> {
         let mut rng = OsRng::new().context("getrandom")?;
-        let issued = with_spinner(
+        let issued = slow_work(
             &format!("generating a {} key for {name}", leaf.algorithm),
             leaf.algorithm.is_slow(),
             || self.pki.issue_client(name, leaf, now, &mut rng),
@@ -913,19 +905,6 @@ fn hex4(b: &[u8; 4]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Runs `f`, with a spinner on stderr when `slow` and stderr is a terminal.
-pub fn with_spinner<T>(msg: &str, slow: bool, f: impl FnOnce() -> T) -> T {
-    if !slow || !std::io::stderr().is_terminal() {
-        return f();
-    }
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.set_message(msg.to_owned());
-    pb.enable_steady_tick(Duration::from_millis(100));
-    let out = f();
-    pb.finish_and_clear();
-    out
-}
-
 /// `2028-03-01` (UTC).
 pub fn fmt_date(t: SystemTime) -> String {
     let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
@@ -933,78 +912,9 @@ pub fn fmt_date(t: SystemTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// `2028-03-01T12:00:00Z`.
-pub fn fmt_rfc3339(t: SystemTime) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(warren_pki::to_unix(t))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
-}
-
-/// Parses `YYYY-MM-DD` (midnight UTC at the start of that day) or `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn parse_date(s: &str) -> Result<SystemTime> {
-    let bad =
-        || anyhow::anyhow!("invalid date {s:?}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
-    let (date, time_part) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let mut it = date.splitn(3, '-');
-    let y: i32 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let m: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let d: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).map_err(|_| bad())?, d)
-        .map_err(|_| bad())?;
-    let t = match time_part {
-        None => time::Time::MIDNIGHT,
-        Some(tp) => {
-            let mut it = tp.splitn(3, ':');
-            let h: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            let mi: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            let se: u8 = it.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-            time::Time::from_hms(h, mi, se).map_err(|_| bad())?
-        }
-    };
-    Ok(warren_pki::from_unix(
-        time::PrimitiveDateTime::new(date, t)
-            .assume_utc()
-            .unix_timestamp(),
-    ))
-}
-
-/// The CLI spelling of a key algorithm argument.
-pub fn parse_algo(s: &str) -> Result<KeyAlgorithm, String> {
-    s.parse::<KeyAlgorithm>().map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        let t = parse_date("2027-01-02").expect("date");
-        assert_eq!(fmt_date(t), "2027-01-02");
-        assert_eq!(fmt_rfc3339(t), "2027-01-02T00:00:00Z");
-        let t = parse_date("2027-01-02T03:04:05Z").expect("date");
-        assert_eq!(fmt_rfc3339(t), "2027-01-02T03:04:05Z");
-        for bad in [
-            "2027-13-01",
-            "2027-01",
-            "x",
-            "2027-01-02T03:04:05",
-            "2027-02-30",
-        ] {
-            assert!(parse_date(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn bootstrap_is_idempotent_and_private() {
@@ -1089,10 +999,9 @@ mod tests {
         let d3 = dir.path().join("lost");
         create_private_dir(&d3.join("pki")).expect("mkdir");
         fs::write(d3.join("pki/ca.key"), "precious").expect("write");
-        let err = format!(
-            "{:#}",
-            ensure_state(&d3, &StateOptions::default()).expect_err("must refuse")
-        );
+        let err = ensure_state(&d3, &StateOptions::default())
+            .expect_err("must refuse")
+            .report();
         assert!(err.contains("ca.crt is missing"), "{err}");
         assert_eq!(
             fs::read_to_string(d3.join("pki/ca.key")).expect("read"),
@@ -1130,13 +1039,12 @@ mod tests {
                     .iter()
                     .map(|f| (f.to_string(), fs::read(d.join(f)).ok()))
                     .collect();
-            let err = format!(
-                "{:#}",
-                ensure_state(&d, &StateOptions::default()).expect_err(what)
-            );
+            let err = ensure_state(&d, &StateOptions::default())
+                .expect_err(what)
+                .report();
             assert!(err.contains(what), "{what}: {err}");
             assert!(err.contains("backup"), "{what}: {err}");
-            let err = format!("{:#}", open_state(&d).expect_err(what));
+            let err = open_state(&d).expect_err(what).report();
             assert!(err.contains(what), "{what}: {err}");
             for (f, before) in &keep {
                 assert_eq!(&fs::read(d.join(f)).ok(), before, "{what}: {f} changed");
@@ -1158,10 +1066,9 @@ mod tests {
             let _ = fs::remove_file(d.join(f));
         }
         fs::write(d.join("warren.db"), "").expect("truncate");
-        let err = format!(
-            "{:#}",
-            ensure_state(&d, &StateOptions::default()).expect_err("empty db")
-        );
+        let err = ensure_state(&d, &StateOptions::default())
+            .expect_err("empty db")
+            .report();
         assert!(err.contains("warren.db"), "{err}");
 
         // A server pair missing as a whole is re-issued by the same CA.

@@ -1,160 +1,86 @@
-//! `warren server`: from the state directory (zero-config) or a `server.conf` to a running
-//! loop.
+//! Running a server: from a lowered [`warren_config::ServerConfig`] to a running loop.
 //!
-//! Two ways in:
+//! Two ways in, both ending in the same `ServerConfig` (the binary lowers it):
 //!
-//! * **Zero-config** (no `--config`): the state directory (`--state-dir`, default
-//!   `/var/lib/warren`) is opened, and on the first run filled with a CA, a server certificate
-//!   and a tls-crypt key; then warren serves on UDP 1194 with a 10.8.0.0/24 pool, OpenVPN
-//!   2.6's default data ciphers, `keepalive 10 120`, `explicit-exit-notify` and
-//!   `topology subnet`. Users, revocations and address leases come from the state's
-//!   database, checked off the packet loop by [`crate::auth::StoreAuth`].
-//! * **`--config server.conf`**: as with `openvpn --config`. Two warren directives connect
-//!   such a server to a state directory: `warren-state-dir DIR` (users, revocations and
-//!   leases from DIR's database, exactly as in zero-config mode) and `warren-auth
+//! * **Zero-config**: the state directory (default `/var/lib/warren`), filled on the first
+//!   run with a CA, a server certificate and a tls-crypt key ([`crate::state`]); warren
+//!   serves on UDP 1194 with a 10.8.0.0/24 pool, OpenVPN 2.6's default data ciphers,
+//!   `keepalive 10 120`, `explicit-exit-notify` and `topology subnet`. Users, revocations and
+//!   address leases come from the state's database, checked off the packet loop by
+//!   [`crate::auth::StoreAuth`].
+//! * **A `server.conf`**, as with `openvpn --config`. Two warren directives connect such a
+//!   server to a state directory: `warren-state-dir DIR` (users, revocations and leases from
+//!   DIR's database, exactly as in zero-config mode) and `warren-auth
 //!   cert|cert+password|password`. Stock OpenVPN refuses unknown directives, so a file shared
 //!   with `openvpn` puts `ignore-unknown-option warren-state-dir warren-auth` before them.
 //!
-//! Both ways end in the same [`warren_config::ServerConfig`]: zero-config is the
-//! [`warren_config::ZeroConfig`] that the options stand for, lowered like a file, so every
-//! default and check lives in warren-config and this module only changes types.
-//!
-//! The order matters: the signal descriptor first (before any thread exists), then the
-//! config or state, logging, the engine, the privileged resources (tun, socket, database),
-//! NAT (`warren-nat on`, `--full-tunnel`; after undoing what a killed server left), the
-//! privilege drop (to `user`/`group`, or for zero-config to `warren` or `nobody`, keeping
-//! only CAP_NET_ADMIN), the auth worker, and finally the loop; NAT is undone after it.
+//! The order matters: the binary sets up signals (before any thread exists), the config,
+//! logging and the state; then [`run`] builds the engine, opens the privileged resources (tun,
+//! socket, database), sets up NAT (`warren-nat on`, `--full-tunnel`; after undoing what a
+//! killed server left), drops privileges (to `user`/`group`, or for zero-config to `warren`
+//! or `nobody`, keeping only CAP_NET_ADMIN), starts the auth worker, and finally runs the
+//! loop; NAT is undone after it.
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use ipnet::Ipv4Net;
+use crate::error::{Context, Error, Result};
 use tracing::{info, warn};
 use warren_config::UserAuth;
 use warren_io::{
     Clock, OffloadMode, OffloadTun, OffloadTunConfig, OsRng, Signals, TunConfig, UdpBind, UdpFamily,
 };
+use warren_openvpn::pool::Pool;
 use warren_openvpn::tls::{ClientCertMode, ServerTlsOptions};
 use warren_openvpn::{HalfOpenLimits, Server, ServerConfig};
-use warren_pki::{CaOptions, KeyAlgorithm, LeafOptions};
 use warren_store::{RateLimitConfig, SqliteStore, Store};
 
-use crate::auth::{AuthMode, Pool, StoreAuth};
+use crate::auth::StoreAuth;
 use crate::convert::{
     cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
     wrap_name, x509_match,
 };
-use crate::logging;
-use crate::state::{DEFAULT_STATE_DIR, Layout, StateOptions, ensure_state, parse_algo};
+use crate::state::Layout;
 
 /// How long the loop keeps running after SIGTERM to deliver exit notifications.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// `warren server` options. Without `--config` the others describe the zero-config server;
-/// with it they are refused (the config file says everything).
-#[derive(Debug, clap::Args)]
-pub struct ServerArgs {
-    /// Run from an OpenVPN `server.conf` instead of the built-in defaults. Two warren
-    /// directives in it connect it to a state directory: `warren-state-dir DIR` (users,
-    /// revocations and address leases from DIR, checked as in zero-config mode) and
-    /// `warren-auth cert|cert+password|password`. To share the file with `openvpn`, put
-    /// `ignore-unknown-option warren-state-dir warren-auth` on a line before them.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The state directory (PKI, tls-crypt key, users) [env: WARREN_STATE_DIR] [default:
-    /// /var/lib/warren]. Created on the first run.
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
-    pub state_dir: Option<PathBuf>,
-    /// How clients authenticate: `cert` (a client certificate, plus the password for users
-    /// that have one), `cert+password` (both, for every user), `password` (user name and
-    /// password, no client certificate).
-    #[arg(long, value_enum, default_value_t = AuthMode::Cert, conflicts_with = "config")]
-    pub auth: AuthMode,
-    /// Key type of the CA and server certificate made on the first run: ecdsa-p256,
-    /// ecdsa-p384, rsa2048, rsa3072, rsa4096, ed25519.
-    #[arg(long, value_name = "ALGO", value_parser = parse_algo, conflicts_with = "config")]
-    pub algo: Option<KeyAlgorithm>,
-    /// UDP port.
-    #[arg(long, default_value_t = warren_config::defaults::PORT, conflicts_with = "config")]
-    pub port: u16,
-    /// `udp` (IPv6 and IPv4), `udp4` or `udp6`.
-    #[arg(long, value_enum, default_value_t = ProtoArg::Udp, conflicts_with = "config")]
-    pub proto: ProtoArg,
-    /// Also listen for OpenVPN over TCP on this port (`proto tcp-client` clients), in
-    /// the same process: same users, address pool and status.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "config")]
-    pub tcp: Option<u16>,
-    /// Listen on this address only (default: all).
-    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
-    pub listen: Option<IpAddr>,
-    /// The VPN network: the server takes .1, clients get addresses from the rest.
-    #[arg(
-        long,
-        value_name = "CIDR",
-        default_value = "10.8.0.0/24",
-        value_parser = crate::parse_vpn_network,
-        conflicts_with = "config"
-    )]
-    pub network: Ipv4Net,
-    /// The tun device (`tun`: the first free tunN).
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "tun",
-        conflicts_with = "config"
-    )]
-    pub dev: String,
-    /// An option pushed to every client, as in `push "..."` (repeatable), e.g.
-    /// --push "route 192.168.1.0 255.255.255.0".
-    #[arg(long = "push", value_name = "OPTION", conflicts_with = "config")]
-    pub push: Vec<String>,
-    /// Relay traffic between clients inside the server.
-    #[arg(long, conflicts_with = "config")]
-    pub client_to_client: bool,
-    /// Send all the clients' traffic through the VPN: pushes `redirect-gateway def1` and DNS
-    /// servers (--dns, else this machine's own), and turns NAT on (see --nat).
-    #[arg(long, conflicts_with = "config")]
-    pub full_tunnel: bool,
-    /// A DNS server pushed to clients (`dhcp-option DNS`; repeatable).
-    #[arg(long = "dns", value_name = "ADDR", conflicts_with = "config")]
-    pub dns: Vec<IpAddr>,
-    /// Masquerade the VPN network out of the uplink (an nftables table of warren's own and
-    /// forwarding on the tun and the uplink, all undone at exit). Default: on with
-    /// --full-tunnel, else off. In a server.conf: `warren-nat on|off`.
-    #[arg(long, value_enum, value_name = "on|off", conflicts_with = "config")]
-    pub nat: Option<OnOff>,
-    /// The device NAT sends traffic out of (default: the device of the default route).
-    #[arg(long, value_name = "DEV", conflicts_with = "config")]
-    pub nat_uplink: Option<String>,
-    /// At most this many clients at once.
-    #[arg(long, value_name = "N", default_value_t = warren_config::defaults::MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
-    pub max_clients: u32,
-    /// Write an OpenVPN status file (version 2) every 60 seconds.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
-    pub status: Option<PathBuf>,
-    /// Move one packet per system call: no tun offloads, no UDP GRO/GSO (also
-    /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in server.conf). For kernels or
-    /// networks where the offloads misbehave; much slower.
-    #[arg(long)]
-    pub no_offload: bool,
-    /// Threads moving data: the main thread plus N-1 data workers, each with its own tun
-    /// queue and UDP socket (also WARREN_WORKERS). Default: one per CPU core, at most 4.
-    /// 1 keeps everything on one thread.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub workers: Option<u16>,
-    /// Run as this user once the tun device, the socket and the state are open, keeping
-    /// only CAP_NET_ADMIN. Default: `warren` when that user exists, else `nobody`. `root`
-    /// keeps root and every capability.
-    #[arg(long, value_name = "USER", conflicts_with = "config")]
+/// Where the running configuration came from; SIGHUP reads it again from there.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A `server.conf` (`--config FILE`).
+    File(PathBuf),
+    /// Zero-config: the configuration the command-line options stand for.
+    Zero(Box<warren_config::ZeroConfig>),
+}
+
+/// Who the command line asks the server to run as (see [`run_as`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// A zero-config server (a server.conf says it with `user`/`group`).
+    pub zero_config: bool,
+    /// `--user`.
     pub user: Option<String>,
-    /// The group to run as (default: the user's primary group; `nogroup` for `nobody`).
-    #[arg(long, value_name = "GROUP", conflicts_with = "config")]
+    /// `--group`.
     pub group: Option<String>,
-    /// The root helper that reads FILEs for SIGHUP reloads of an unprivileged server.
-    #[arg(long, hide = true, num_args = 1.., value_name = "FILE")]
-    pub internal_key_reader: Vec<PathBuf>,
+}
+
+/// What [`run`] needs besides the configuration.
+#[derive(Debug)]
+pub struct Launch {
+    /// Where the configuration came from.
+    pub source: ConfigSource,
+    /// The user database (zero-config, `warren-state-dir`).
+    pub store: Option<StoreBacked>,
+    pub account: Account,
+    /// Threads moving data (the main thread included).
+    pub threads: usize,
+    /// Why tun offloads and batched UDP are off, when they are.
+    pub offload_off: Option<&'static str>,
+    /// Made before any thread existed.
+    pub signals: Signals,
+    pub clock: Clock,
 }
 
 /// The dedicated account zero-config runs as when it exists.
@@ -168,26 +94,26 @@ const SERVICE_USER: &str = "warren";
 /// `/etc/passwd` (that is the package's job, and it would outlive `rm -r` of the state
 /// directory); the fallback `nobody` owns no files, so nothing of warren's becomes readable
 /// to it: every later write goes through a descriptor opened before the drop.
-fn run_as(
-    args: &ServerArgs,
+pub fn run_as(
+    account: &Account,
     cfg: &warren_config::ServerConfig,
     root: bool,
     exists: &dyn Fn(&str, bool) -> bool,
 ) -> Option<(Option<String>, Option<String>)> {
-    if args.config.is_some() {
+    if !account.zero_config {
         return (cfg.user.is_some() || cfg.group.is_some())
             .then(|| (cfg.user.clone(), cfg.group.clone()));
     }
     if !root {
         return None;
     }
-    let user = match args.user.as_deref() {
+    let user = match account.user.as_deref() {
         Some("root" | "0") => return None,
         Some(u) => u.to_owned(),
         None if exists(SERVICE_USER, false) => SERVICE_USER.to_owned(),
         None => "nobody".to_owned(),
     };
-    let group = match &args.group {
+    let group = match &account.group {
         Some(g) => Some(g.clone()),
         // `nobody`'s primary group varies (nogroup on Debian, nobody on Fedora).
         None if user == "nobody" => ["nogroup", "nobody"]
@@ -198,7 +124,6 @@ fn run_as(
     };
     Some((Some(user), group))
 }
-
 /// Becomes the `run_as` user, keeping CAP_NET_ADMIN, and logs it.
 fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<()> {
     let d = warren_io::drop_privileges(user, group, warren_io::KeepCaps::NetAdmin).with_context(
@@ -231,140 +156,36 @@ fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Most data threads chosen automatically.
-const AUTO_MAX_THREADS: usize = 4;
-
-/// Data threads: `--workers N`, else `WARREN_WORKERS`, else one per core up to 4.
-pub(crate) fn data_threads(flag: Option<u16>) -> Result<usize> {
-    let env = std::env::var("WARREN_WORKERS").ok();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    data_threads_from(flag, env.as_deref(), cores)
-}
-
-fn data_threads_from(flag: Option<u16>, env: Option<&str>, cores: usize) -> Result<usize> {
-    if let Some(n) = flag {
-        return Ok(usize::from(n));
-    }
-    match env.map(str::trim).filter(|v| !v.is_empty()) {
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=warren_io::MAX_STEERED_SOCKETS).contains(&n) => Ok(n),
-            _ => Err(anyhow!(
-                "WARREN_WORKERS={v}: expected a number of threads from 1 to {}",
-                warren_io::MAX_STEERED_SOCKETS
-            )),
-        },
-        None => Ok(cores.clamp(1, AUTO_MAX_THREADS)),
-    }
-}
-
-/// Whether to use tun offloads and batched UDP: not with `--no-offload`,
-/// `WARREN_NO_OFFLOAD=1` or `warren-offload off`. Returns the choice and, when off, why.
-pub(crate) fn offload_choice(flag: bool, config: bool) -> (bool, Option<&'static str>) {
-    let env = std::env::var("WARREN_NO_OFFLOAD").ok();
-    offload_choice_from(flag, config, env.as_deref())
-}
-
-fn offload_choice_from(
-    flag: bool,
-    config: bool,
-    env: Option<&str>,
-) -> (bool, Option<&'static str>) {
-    let env_off = env.is_some_and(|v| {
-        !matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "" | "0" | "false" | "no" | "off"
-        )
-    });
-    if flag {
-        (false, Some("--no-offload"))
-    } else if env_off {
-        (false, Some("WARREN_NO_OFFLOAD"))
-    } else if !config {
-        (false, Some("warren-offload off"))
-    } else {
-        (true, None)
-    }
-}
-
-/// `--nat on|off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
-/// `--proto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProtoArg {
-    Udp,
-    Udp4,
-    Udp6,
-}
-
-impl ProtoArg {
-    fn config_proto(self) -> warren_config::Proto {
-        match self {
-            ProtoArg::Udp => warren_config::Proto::Udp,
-            ProtoArg::Udp4 => warren_config::Proto::Udp4,
-            ProtoArg::Udp6 => warren_config::Proto::Udp6,
-        }
-    }
-}
-
 /// The user database behind a server, and how it is used.
-struct StoreBacked {
-    store: Arc<SqliteStore>,
-    mode: AuthMode,
-    dir: PathBuf,
+#[derive(Debug)]
+pub struct StoreBacked {
+    pub store: Arc<SqliteStore>,
+    pub mode: UserAuth,
+    pub dir: PathBuf,
 }
 
-pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
-    // Before anything can spawn a thread: the mask is inherited.
-    let signals = Signals::new().context("setting up signal handling")?;
-    let clock = Clock::new().context("reading the system clocks")?;
-    // Zero-config: the state directory's install id gives the tunnel its IPv6 /64.
-    let no_ipv6 = match &args.config {
-        None => crate::ula::ensure_install_id(&state_dir(args)).err(),
-        Some(_) => None,
-    };
-    // Config errors already read "server.conf:12: ..."; no extra context in front.
-    let (cfg, warnings) = match &args.config {
-        Some(path) => warren_config::load_server_config(path),
-        None => zero_config(args).lower(),
-    }
-    .map_err(anyhow::Error::new)?;
-    logging::init(logging::adjust(
-        logging::level_for_verb(cfg.verb),
-        verbose,
-        quiet,
-    ));
-    for w in &warnings {
-        warn!("{w}");
-    }
-    if let Some(e) = no_ipv6 {
-        warn!("the tunnel carries IPv4 only: {e:#}");
-    }
-    if args.full_tunnel && !cfg.push.iter().any(|p| p.starts_with("dhcp-option DNS")) {
-        warn!(
-            "--full-tunnel: no DNS server to push (none usable in /etc/resolv.conf); clients keep \
-             their own resolvers, which may answer outside the tunnel: add --dns ADDR"
-        );
-    }
-    let store = match &cfg.state {
-        None => None,
-        Some(sd) if args.config.is_none() => Some(prepare_state(args, sd)?),
-        Some(sd) => Some(open_state(sd)?),
-    };
+/// Runs the server until SIGINT/SIGTERM (see the module docs for the order).
+pub fn run(cfg: &warren_config::ServerConfig, launch: Launch) -> Result<()> {
     // A server that will give up root keeps a root helper that reads its key files on
     // SIGHUP (the state directory and key files stay root's).
-    let keys = if warren_io::is_root() && run_as(args, &cfg, true, &account_exists).is_some() {
-        Some(KeyReader::spawn(reload_files(args, &cfg)).context("starting the key reader")?)
+    let drops = run_as(&launch.account, cfg, true, &account_exists).is_some();
+    let keys = if warren_io::is_root() && drops {
+        Some(
+            KeyReader::spawn(reload_files(&launch.source, cfg))
+                .context("starting the key reader")?,
+        )
     } else {
         None
     };
-    let live = crate::crl::initial(&cfg)?;
-    let reload = reloader(args, &cfg, clock.unix_time_at_zero(), keys, live.clone());
-    serve(&cfg, store, args, signals, clock, reload, &live)
+    let live = crate::crl::initial(cfg)?;
+    let reload = reloader(
+        &launch.source,
+        cfg,
+        launch.clock.unix_time_at_zero(),
+        keys,
+        live.clone(),
+    );
+    serve(cfg, launch, reload, &live)
 }
 
 /// SIGHUP: read the configuration again (the file, or the state directory's PKI files in
@@ -372,16 +193,13 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
 /// which new handshakes and renegotiations use. Other changes need a restart; the log says
 /// so. After a privilege drop the key may no longer be readable: then nothing changes.
 fn reloader(
-    args: &ServerArgs,
+    source: &ConfigSource,
     running: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
     mut keys: Option<KeyReader>,
     live: crate::crl::SharedTls,
 ) -> warren_driver::Reloader {
-    let source = match &args.config {
-        Some(path) => Err(path.clone()),
-        None => Ok(zero_config(args)),
-    };
+    let source = source.clone();
     let running = running.clone();
     warren_driver::Reloader(Box::new(move |server| {
         // Unprivileged: the files come from the root key reader (the paths of startup).
@@ -390,7 +208,7 @@ fn reloader(
             _ => None,
         };
         let (cfg, _) = match &source {
-            Err(path) => match fetched.as_ref().and_then(|f| f.get(path)) {
+            ConfigSource::File(path) => match fetched.as_ref().and_then(|f| f.get(path)) {
                 Some(text) => warren_config::server_config_from_str(
                     text,
                     &path.display().to_string(),
@@ -398,7 +216,7 @@ fn reloader(
                 ),
                 None => warren_config::load_server_config(path),
             },
-            Ok(zero) => zero.lower(),
+            ConfigSource::Zero(zero) => zero.lower(),
         }
         .map_err(|e| e.to_string())?;
         let mut load = cfg.clone();
@@ -406,25 +224,23 @@ fn reloader(
             inline_files(&mut load, f);
         }
         let engine = live_engine_config(&load, unix_time_at_zero, &live).map_err(|e| {
-            let denied = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-            }) || format!("{e:#}").contains("Permission denied");
+            let text = e.report();
+            let denied = e.is_permission_denied() || text.contains("Permission denied");
             if denied && !warren_io::is_root() {
                 format!(
-                    "{e:#}; the server runs unprivileged now and the key files are root's: \
+                    "{text}; the server runs unprivileged now and the key files are root's: \
                      restart it to load new keys"
                 )
             } else {
-                format!("{e:#}")
+                text
             }
         })?;
         server.set_tls_config(engine.tls);
         let mut lines = vec![format!(
             "TLS configuration (ca, cert, key) from {}; new handshakes and renegotiations use it",
             match &source {
-                Err(path) => path.display().to_string(),
-                Ok(zero) => zero.state_dir.display().to_string(),
+                ConfigSource::File(path) => path.display().to_string(),
+                ConfigSource::Zero(zero) => zero.state_dir.display().to_string(),
             }
         )];
         let mut rest = cfg.clone();
@@ -450,8 +266,11 @@ fn account_exists(name: &str, group: bool) -> bool {
 
 /// The files a reload reads: the config file (server.conf mode), then the key material
 /// that comes from files.
-fn reload_files(args: &ServerArgs, cfg: &warren_config::ServerConfig) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = args.config.iter().cloned().collect();
+fn reload_files(source: &ConfigSource, cfg: &warren_config::ServerConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match source {
+        ConfigSource::File(path) => vec![path.clone()],
+        ConfigSource::Zero(_) => Vec::new(),
+    };
     let mut material = vec![&cfg.ca, &cfg.cert, &cfg.key];
     material.extend(cfg.tls_crypt.as_ref());
     material.extend(cfg.tls_auth.as_ref().map(|(m, _)| m));
@@ -541,7 +360,8 @@ impl KeyReader {
     }
 }
 
-/// `warren server --internal-key-reader FILE...`: the [`KeyReader`] helper.
+/// `warren server --internal-key-reader FILE...`: the root helper that reads key files for
+/// a server that gave up root (`KeyReader`).
 pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
     use std::io::{Read, Write};
     // SIGINT/SIGTERM/SIGHUP blocked, never read: it ends with the server's pipe.
@@ -554,161 +374,52 @@ pub fn key_reader_main(files: &[PathBuf]) -> Result<()> {
             Ok(0) | Err(_) => return Ok(()),
             Ok(_) => {}
         }
-        for f in files {
-            match std::fs::read(f) {
-                Ok(bytes) => {
-                    writeln!(stdout, "OK {}", bytes.len())?;
-                    stdout.write_all(&bytes)?;
-                }
-                Err(e) => writeln!(stdout, "ERR {e}")?,
+        let mut answer = |f| match std::fs::read(f) {
+            Ok(bytes) => {
+                writeln!(stdout, "OK {}", bytes.len()).and_then(|()| stdout.write_all(&bytes))
             }
-        }
-        stdout.flush()?;
+            Err(e) => writeln!(stdout, "ERR {e}"),
+        };
+        files
+            .iter()
+            .try_for_each(&mut answer)
+            .and_then(|()| stdout.flush())
+            .context("answering the server")?;
     }
-}
-
-/// The state directory: `--state-dir`, else `WARREN_STATE_DIR`, else `/var/lib/warren`.
-fn state_dir(args: &ServerArgs) -> PathBuf {
-    if let Some(d) = &args.state_dir {
-        return d.clone();
-    }
-    match std::env::var_os("WARREN_STATE_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(DEFAULT_STATE_DIR),
-    }
-}
-
-/// The config the zero-config options stand for: the state's PKI and tls-crypt key, the
-/// command-line options; warren-config supplies the rest.
-fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
-    let dir = state_dir(args);
-    let layout = Layout::new(&dir);
-    let network6 = crate::ula::zero_config_prefix(&dir);
-    warren_config::ZeroConfig {
-        ca: layout.ca_crt(),
-        cert: layout.server_crt(),
-        key: layout.server_key(),
-        tls_crypt: layout.tls_crypt(),
-        state_dir: dir,
-        auth: match args.auth {
-            AuthMode::Cert => UserAuth::Cert,
-            AuthMode::CertPassword => UserAuth::CertPassword,
-            AuthMode::Password => UserAuth::Password,
-        },
-        port: args.port,
-        proto: args.proto.config_proto(),
-        tcp: args.tcp,
-        listen: args.listen,
-        network: (args.network.addr(), args.network.prefix_len()),
-        network6,
-        dev: args.dev.clone(),
-        push: args.push.clone(),
-        client_to_client: args.client_to_client,
-        max_clients: args.max_clients,
-        status: args.status.clone(),
-        full_tunnel: args.full_tunnel,
-        // A full tunnel sends DNS queries through the VPN too: by default to the resolvers
-        // this machine uses (a loopback stub is left out; clients cannot reach it).
-        dns: if args.dns.is_empty() && args.full_tunnel {
-            warren_net::system_nameservers()
-        } else {
-            args.dns.clone()
-        },
-        nat: args.nat.map(|n| n == OnOff::On),
-        nat_uplink: args.nat_uplink.clone(),
-    }
-}
-
-/// `warren-auth` as the authentication worker's mode (the same three spellings).
-fn auth_mode(a: UserAuth) -> AuthMode {
-    AuthMode::parse(a.as_str()).unwrap_or_default()
-}
-
-/// Zero-config: the state directory, filled with a CA, a server certificate and a tls-crypt
-/// key on the first run.
-fn prepare_state(args: &ServerArgs, sd: &warren_config::StateDir) -> Result<StoreBacked> {
-    let dir = &sd.dir;
-    let algo = args.algo.unwrap_or_default();
-    let had_ca = Layout::new(dir).ca_crt().exists();
-    let opts = StateOptions {
-        ca: CaOptions {
-            common_name: String::new(),
-            algorithm: algo,
-            ..CaOptions::default()
-        },
-        server_name: "server".to_owned(),
-        server: LeafOptions {
-            algorithm: algo,
-            ..LeafOptions::default()
-        },
-    };
-    let state = ensure_state(dir, &opts)
-        .with_context(|| format!("preparing the state directory {}", dir.display()))?;
-    if !state.created.is_empty() {
-        eprint!("{}", first_run_text(dir, &state.created));
-    }
-    if had_ca && args.algo.is_some() {
-        warn!(
-            "--algo only applies when the CA is created; {} already has one ({})",
-            dir.display(),
-            state.pki.info().key_description
-        );
-    }
-    Ok(StoreBacked {
-        store: state.store.clone(),
-        mode: auth_mode(sd.auth),
-        dir: dir.clone(),
-    })
 }
 
 /// `warren-state-dir` in a server.conf: an existing state's database.
-fn open_state(sd: &warren_config::StateDir) -> Result<StoreBacked> {
+pub fn open_state(sd: &warren_config::StateDir) -> Result<StoreBacked> {
     let layout = Layout::new(&sd.dir);
     if !layout.db().exists() {
-        bail!(
-            "`warren-state-dir {}`: no warren state there; create it with `warren pki init --state-dir {0}` or `warren pki import DIR --state-dir {0}`",
-            sd.dir.display()
-        );
+        return Err(Error::NoState(sd.dir.clone()));
     }
     let store = SqliteStore::open(&layout.db())
         .with_context(|| format!("opening {}", layout.db().display()))?;
     Ok(StoreBacked {
         store: Arc::new(store),
-        mode: auth_mode(sd.auth),
+        mode: sd.auth,
         dir: sd.dir.clone(),
     })
-}
-
-/// What the first run prints: what was made, and the two commands that come next.
-fn first_run_text(dir: &Path, created: &[String]) -> String {
-    let mut out = String::from("warren: first run, created:\n");
-    for line in created {
-        out.push_str("  ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    let flag = if dir == Path::new(DEFAULT_STATE_DIR) {
-        String::new()
-    } else {
-        format!(" --state-dir {}", dir.display())
-    };
-    out.push_str("Next, add a user and export their client profile:\n");
-    out.push_str(&format!("  warren user add NAME{flag}\n"));
-    out.push_str(&format!("  warren profile export NAME{flag} > NAME.ovpn\n"));
-    out
 }
 
 /// Builds the engine, opens the OS resources, drops privileges, starts the auth worker and
 /// runs the loop.
 fn serve(
     cfg: &warren_config::ServerConfig,
-    store: Option<StoreBacked>,
-    args: &ServerArgs,
-    signals: Signals,
-    clock: Clock,
+    launch: Launch,
     reload: warren_driver::Reloader,
     live: &crate::crl::SharedTls,
 ) -> Result<()> {
+    let Launch {
+        store,
+        account,
+        threads,
+        offload_off,
+        signals,
+        clock,
+        ..
+    } = launch;
     let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
     refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
     let bind = if cfg.proto.is_tcp() {
@@ -732,24 +443,13 @@ fn serve(
                 .context("opening the `status` file")?,
             interval,
             version: warren_driver::status::StatusVersion::from_number(cfg.status_version)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "status-version {} is not supported (use 1, 2 or 3)",
-                        cfg.status_version
-                    )
-                })?,
+                .ok_or(Error::StatusVersion(cfg.status_version))?,
         }),
         None => None,
     };
-    let offload_off = offload_choice(args.no_offload, cfg.offload).1;
-    // The command line wins over the config file, which wins over WARREN_WORKERS.
     // TCP peers' packets are opened and sealed by the main thread, which reads and
     // writes their connections; the data workers move UDP peers' data (and hand TCP
     // peers' tun packets to the main thread).
-    let threads = match (args.workers, cfg.workers) {
-        (None, Some(n)) => usize::from(n),
-        (flag, _) => data_threads(flag)?,
-    };
 
     // A server killed before it could undo its NAT (kill -9, a crash) left its table and
     // forwarding flags behind: undo them first, whether or not this run uses NAT.
@@ -801,14 +501,14 @@ fn serve(
             .revision()
             .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
     }
-    let run_as_who = run_as(args, cfg, warren_io::is_root(), &account_exists);
+    let run_as_who = run_as(&account, cfg, warren_io::is_root(), &account_exists);
     // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
     // Undone after the loop, or by `Drop` on an error path; after a drop, by a helper
     // process started here that keeps root (see `setup_nat`).
     let nat = setup_nat(cfg, tun.name(), prefix, run_as_who.is_some())?;
     match run_as_who {
         Some((user, group)) => {
-            if args.config.is_none() && args.user.is_none() && user.as_deref() == Some("nobody") {
+            if account.zero_config && account.user.is_none() && user.as_deref() == Some("nobody") {
                 info!(
                     "no `{SERVICE_USER}` user on this system: running as nobody (a dedicated \
                      user is better: useradd --system --no-create-home --shell \
@@ -817,7 +517,7 @@ fn serve(
             }
             drop_to(user.as_deref(), group.as_deref())?;
         }
-        None if args.config.is_none() && warren_io::is_root() => warn!(
+        None if account.zero_config && warren_io::is_root() => warn!(
             "running as root with every capability (--user root); without it warren runs as \
              `{SERVICE_USER}` or nobody, keeping only CAP_NET_ADMIN"
         ),
@@ -826,10 +526,10 @@ fn serve(
 
     let auth = match &store {
         Some(sb) => {
-            let pool = Pool::new(engine.network, engine.netmask)
-                .ok_or_else(|| anyhow!("invalid VPN network"))?;
+            let pool = Pool::new(engine.network, engine.netmask);
             let store: Arc<dyn Store> = sb.store.clone();
-            let a = StoreAuth::new(store, sb.mode, pool, RateLimitConfig::default());
+            let limits = RateLimitConfig::default();
+            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, limits);
             let opts = warren_driver::AuthOptions::default();
             info!(
                 "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
@@ -867,7 +567,7 @@ fn serve(
     if let Some(sb) = &store {
         info!(
             "authentication: {} (--auth {}); users, revocations and leases from {}",
-            sb.mode.describe(),
+            crate::auth::describe(sb.mode),
             sb.mode.as_str(),
             sb.dir.display()
         );
@@ -945,6 +645,14 @@ fn tun_ipv6(
     Ok(net)
 }
 
+/// Whether `push` sends the clients' IPv6 into the tunnel (`redirect-gateway` with `ipv6`).
+fn pushes_ipv6_gateway(push: &[String]) -> bool {
+    push.iter().any(|p| {
+        let mut t = p.split_ascii_whitespace();
+        t.next() == Some("redirect-gateway") && t.any(|f| f == "ipv6")
+    })
+}
+
 /// `warren-nat on` (`--full-tunnel`): masquerade the VPN network out of the uplink, with
 /// forwarding on the tun and the uplink. `None` when NAT is off (a hint is logged if the
 /// clients are told to send everything here all the same).
@@ -984,7 +692,7 @@ fn setup_nat(
         }
     }
     if uplinks.is_empty() {
-        return Err(warren_net::NatError::NoUplink.into());
+        return Err(warren_net::NatError::NoUplink).context("setting up NAT (`warren-nat on`)");
     }
     let spec = warren_net::NatSpec {
         tun: tun.to_owned(),
@@ -1006,21 +714,12 @@ fn setup_nat(
     Ok(Some(nat))
 }
 
-/// Whether `push` sends the clients' IPv6 into the tunnel (`redirect-gateway` with `ipv6`).
-fn pushes_ipv6_gateway(push: &[String]) -> bool {
-    push.iter().any(|p| {
-        let mut t = p.split_ascii_whitespace();
-        t.next() == Some("redirect-gateway") && t.any(|f| f == "ipv6")
-    })
-}
-
 /// `warren nat-undo --pid PID` (hidden): the privileged helper of a server that dropped
 /// its privileges with NAT on.
-pub fn nat_undo_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
+pub fn nat_undo_helper(pid: u32) -> Result<()> {
     // SIGTERM, SIGINT, ... blocked (never read): a `systemctl stop` that signals the whole
     // cgroup must not end the helper before the server it cleans up after.
     let _signals = Signals::new().context("setting up signal handling")?;
-    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
     let undone =
         warren_net::undo_when_stdin_closes(pid, Path::new(warren_net::DEFAULT_JOURNAL_DIR))
             .with_context(|| format!("undoing the NAT of warren server {pid}"))?;
@@ -1082,8 +781,6 @@ fn data_io(
     Ok((main, workers))
 }
 
-/// The engine's config from the lowered one: types only, every default and derived value
-/// comes from warren-config.
 /// A VPN network that overlaps a network the server is already on breaks routing both ways
 /// (the kernel has two routes for the same addresses; clients cannot reach the LAN, or the
 /// LAN loses the server), so it is refused before anything is set up. `dev` (a leftover tun
@@ -1098,15 +795,11 @@ fn refuse_overlapping_network(network: Ipv4Addr, netmask: Ipv4Addr, dev: &str) -
     };
     let vpn_prefix = u32::from(netmask).count_ones() as u8;
     if let Some(clash) = overlapping_interface(network, vpn_prefix, dev, &addrs) {
-        bail!(
-            "the VPN network {network}/{vpn_prefix} overlaps {}/{} on interface {}: \
-             clients and this host would route the same addresses two ways; choose a \
-             network this host is not on (`--network 10.9.0.0/24`, or `server 10.9.0.0 \
-             255.255.255.0` in server.conf)",
-            clash.addr,
-            clash.prefix,
-            clash.interface
-        );
+        return Err(Error::NetworkOverlap {
+            network,
+            prefix: vpn_prefix,
+            clash: clash.clone(),
+        });
     }
     Ok(())
 }
@@ -1151,8 +844,9 @@ fn live_engine_config(
     Ok(engine)
 }
 
-#[cfg(test)]
-fn engine_config(
+/// The engine's config from the lowered one (without a CRL): types only, every default and
+/// derived value comes from warren-config.
+pub fn engine_config(
     cfg: &warren_config::ServerConfig,
     unix_time_at_zero: u64,
 ) -> Result<ServerConfig> {
@@ -1265,7 +959,7 @@ fn port_share_target(cfg: &warren_config::ServerConfig) -> Result<Option<std::ne
         .to_socket_addrs()
         .with_context(|| format!("port-share: resolving {host}"))?
         .find(|a| a.is_ipv4())
-        .ok_or_else(|| anyhow!("port-share: {host} has no IPv4 address (port-share relays over IPv4, as OpenVPN does)"))?;
+        .ok_or_else(|| Error::PortShareNoIpv4(host.clone()))?;
     info!("port-share: non-OpenVPN connections are relayed to {addr}");
     Ok(Some(addr))
 }
@@ -1320,7 +1014,7 @@ fn udp_bind(
         warren_config::Proto::TcpServer
         | warren_config::Proto::Tcp4Server
         | warren_config::Proto::Tcp6Server => {
-            bail!("internal: `proto tcp-server` has no UDP socket")
+            return Err(Error::NoUdpSocket);
         }
     };
     let local = match local {
@@ -1351,12 +1045,27 @@ fn resolve_local(s: &str, family: UdpFamily) -> Result<IpAddr> {
             UdpFamily::V6 => ip.is_ipv6(),
             UdpFamily::Any => true,
         })
-        .ok_or_else(|| anyhow!("`local {s}`: no address of the right family"))
+        .ok_or_else(|| Error::LocalFamily(s.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_is_masqueraded_only_when_clients_send_it_here() {
+        let p = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(pushes_ipv6_gateway(&p(&["redirect-gateway def1 ipv6"])));
+        assert!(pushes_ipv6_gateway(&p(&[
+            "route 10.0.0.0",
+            "redirect-gateway ipv6 !ipv4"
+        ])));
+        assert!(!pushes_ipv6_gateway(&p(&["redirect-gateway def1"])));
+        assert!(!pushes_ipv6_gateway(&p(&[
+            "route-ipv6 2000::/3",
+            "dhcp-option DNS6 ::1"
+        ])));
+    }
 
     #[test]
     #[allow(clippy::unwrap_used)]
@@ -1394,37 +1103,6 @@ mod tests {
     }
 
     #[test]
-    fn data_thread_choice() {
-        assert_eq!(data_threads_from(Some(3), Some("5"), 2).ok(), Some(3));
-        assert_eq!(data_threads_from(None, Some("5"), 2).ok(), Some(5));
-        assert_eq!(data_threads_from(None, Some(" "), 2).ok(), Some(2));
-        assert_eq!(data_threads_from(None, None, 16).ok(), Some(4));
-        assert_eq!(data_threads_from(None, None, 1).ok(), Some(1));
-        assert!(data_threads_from(None, Some("0"), 2).is_err());
-        assert!(data_threads_from(None, Some("many"), 2).is_err());
-        assert!(data_threads_from(None, Some("65"), 2).is_err());
-    }
-
-    #[test]
-    fn offload_switches() {
-        assert_eq!(offload_choice_from(false, true, None), (true, None));
-        assert_eq!(offload_choice_from(false, true, Some("0")), (true, None));
-        assert_eq!(offload_choice_from(false, true, Some("")), (true, None));
-        assert_eq!(
-            offload_choice_from(true, true, None),
-            (false, Some("--no-offload"))
-        );
-        assert_eq!(
-            offload_choice_from(false, true, Some("1")),
-            (false, Some("WARREN_NO_OFFLOAD"))
-        );
-        assert_eq!(
-            offload_choice_from(false, false, Some("no")),
-            (false, Some("warren-offload off"))
-        );
-    }
-
-    #[test]
     fn socket_plans() {
         use warren_config::Proto;
         let b = udp_bind(Proto::Udp, None, 1194, None, Some(0)).expect("ok");
@@ -1448,177 +1126,5 @@ mod tests {
             resolve_local("localhost", UdpFamily::V4).expect("resolves"),
             IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
         );
-    }
-
-    #[test]
-    fn first_run_names_the_next_commands() {
-        let t = first_run_text(Path::new(DEFAULT_STATE_DIR), &["CA \"x\"".into()]);
-        assert!(t.contains("  CA \"x\"\n"), "{t}");
-        assert!(t.contains("  warren user add NAME\n"), "{t}");
-        assert!(
-            t.contains("  warren profile export NAME > NAME.ovpn\n"),
-            "{t}"
-        );
-        let t = first_run_text(Path::new("/srv/w"), &[]);
-        assert!(
-            t.contains("warren user add NAME --state-dir /srv/w\n"),
-            "{t}"
-        );
-    }
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        server: ServerArgs,
-    }
-
-    fn args(argv: &[&str]) -> ServerArgs {
-        use clap::Parser;
-        Cli::parse_from(std::iter::once("server").chain(argv.iter().copied())).server
-    }
-
-    #[test]
-    fn who_the_server_runs_as() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().join("state");
-        ensure_state(&dir, &StateOptions::default()).expect("state");
-        let d = dir.to_str().expect("utf8");
-        let (cfg, _) = zero_config(&args(&["--state-dir", d]))
-            .lower()
-            .expect("zero");
-        let debian = |n: &str, group: bool| {
-            if group { n == "nogroup" } else { n == "nobody" }
-        };
-        let with_warren = |n: &str, group: bool| !group && (n == "warren" || n == "nobody");
-        let s = |v: &str| Some(v.to_owned());
-        let a = args(&["--state-dir", d]);
-        assert_eq!(
-            run_as(&a, &cfg, true, &debian),
-            Some((s("nobody"), s("nogroup")))
-        );
-        assert_eq!(
-            run_as(&a, &cfg, true, &with_warren),
-            Some((s("warren"), None))
-        );
-        // Not root: nothing to drop.
-        assert_eq!(run_as(&a, &cfg, false, &debian), None);
-        let a = args(&["--state-dir", d, "--user", "root"]);
-        assert_eq!(run_as(&a, &cfg, true, &debian), None);
-        let a = args(&["--state-dir", d, "--user", "svc", "--group", "vpn"]);
-        assert_eq!(run_as(&a, &cfg, true, &debian), Some((s("svc"), s("vpn"))));
-        // A server.conf says it itself: no `user`/`group`, no drop.
-        let conf = tmp.path().join("server.conf");
-        std::fs::write(&conf, "dev tun\n").expect("write");
-        let a = args(&["--config", conf.to_str().expect("utf8")]);
-        assert_eq!(run_as(&a, &cfg, true, &with_warren), None);
-        let mut with_user = cfg.clone();
-        with_user.user = s("nobody");
-        assert_eq!(
-            run_as(&a, &with_user, true, &debian),
-            Some((s("nobody"), None))
-        );
-    }
-
-    #[test]
-    fn zero_config_engine_matches_openvpn_defaults() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().join("state");
-        ensure_state(&dir, &StateOptions::default()).expect("state");
-        let dir_arg = dir.to_str().expect("utf8");
-        let (cfg, w) = zero_config(&args(&["--state-dir", dir_arg]))
-            .lower()
-            .expect("zero");
-        assert!(w.is_empty(), "{w:?}");
-        let e = engine_config(&cfg, 0).expect("engine config");
-        let secs = Duration::from_secs;
-        assert_eq!(
-            (e.ping, e.ping_restart, e.push_ping, e.push_ping_restart),
-            (Some(secs(10)), Some(secs(240)), Some(10), Some(120))
-        );
-        assert_eq!(
-            (e.reneg, e.hand_window, e.tls_timeout),
-            (Some(secs(3600)), secs(60), secs(2))
-        );
-        assert_eq!(
-            (e.tun_mtu, e.mssfix, e.max_clients),
-            (1500, Some(1492), 1024)
-        );
-        assert_eq!(
-            e.half_open,
-            HalfOpenLimits {
-                per_source: 16,
-                total: 1024
-            }
-        );
-        assert!(
-            e.explicit_exit_notify && e.external_auth && !e.duplicate_cn && !e.client_to_client
-        );
-        assert_eq!((wrap_name(&e.wrap), e.data_ciphers.len()), ("tls-crypt", 3));
-        assert_eq!(
-            (e.netmask.to_string(), cfg.prefix_len(), cfg.verb),
-            ("255.255.255.0".into(), 24, 3)
-        );
-
-        let a = [
-            "--state-dir",
-            dir_arg,
-            "--auth",
-            "password",
-            "--network",
-            "10.9.0.0/16",
-        ];
-        // (`--network 10.9.0.7/16`, host bits set, is refused by the argument parser.)
-        let (cfg, _) = zero_config(&args(&a)).lower().expect("zero-config");
-        assert_eq!(cfg.client_cert(), warren_config::VerifyClientCert::None);
-        assert_eq!(
-            engine_config(&cfg, 0).expect("engine").network.to_string(),
-            "10.9.0.0"
-        );
-        for m in [AuthMode::Cert, AuthMode::CertPassword, AuthMode::Password] {
-            assert_eq!(
-                auth_mode(zero_config(&args(&["--auth", m.as_str()])).auth),
-                m
-            );
-        }
-        let e = zero_config(&args(&["--push", "route a,b"]))
-            .lower()
-            .expect_err("comma");
-        assert!(e.to_string().contains("cannot contain commas"), "{e}");
-    }
-
-    #[test]
-    fn ipv6_is_masqueraded_only_when_clients_send_it_here() {
-        let p = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert!(pushes_ipv6_gateway(&p(&["redirect-gateway def1 ipv6"])));
-        assert!(pushes_ipv6_gateway(&p(&[
-            "route 10.0.0.0",
-            "redirect-gateway ipv6 !ipv4"
-        ])));
-        assert!(!pushes_ipv6_gateway(&p(&["redirect-gateway def1"])));
-        assert!(!pushes_ipv6_gateway(&p(&[
-            "route-ipv6 2000::/3",
-            "dhcp-option DNS6 ::1"
-        ])));
-    }
-
-    #[test]
-    fn full_tunnel_flags() {
-        let (c, _) = zero_config(&args(&["--full-tunnel", "--dns", "192.0.2.53"]))
-            .lower()
-            .expect("zero-config");
-        assert_eq!(
-            c.push,
-            ["redirect-gateway def1", "dhcp-option DNS 192.0.2.53"]
-        );
-        assert_eq!(c.nat, Some(warren_config::NatConfig::default()));
-        let a = ["--full-tunnel", "--dns", "192.0.2.53", "--nat", "off"];
-        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
-        assert_eq!((c.nat, c.push.len()), (None, 2));
-        let a = ["--nat", "on", "--nat-uplink", "eth1"];
-        let (c, _) = zero_config(&args(&a)).lower().expect("zero-config");
-        assert_eq!(c.nat.and_then(|n| n.uplink).as_deref(), Some("eth1"));
-        assert!(c.push.is_empty(), "NAT alone pushes nothing");
-        let (c, _) = zero_config(&args(&[])).lower().expect("zero-config");
-        assert_eq!(c.nat, None, "split tunnel, no NAT by default");
     }
 }
