@@ -932,8 +932,8 @@ impl Loop {
                 }
             };
             // OpenVPN bounds the proxy handshake by the server-poll-timeout too.
-            let deadline = now + remote.poll_timeout.unwrap_or(PROXY_TIMEOUT);
-            link = link.via_proxy(proxy.name(), handshake, deadline, target.clone());
+            let timeout = remote.poll_timeout.unwrap_or(PROXY_TIMEOUT);
+            link = link.via_proxy(proxy.name(), handshake, now, timeout, target.clone());
             via = Some(format!("{target} through {} {server}", proxy.name()));
         }
         self.pump.fit_tun(self.mtu);
@@ -946,10 +946,11 @@ impl Loop {
             .local_addr()
             .map_or_else(|| "an unbound socket".to_owned(), |a| a.to_string());
         match (&remote.proxy, &via) {
-            (Some(p), Some(via)) => info!(
+            (Some(p), Some(via)) if p.host.parse::<IpAddr>().is_err() => info!(
                 "connecting to {via} ({}:{}) over TCP from {from}",
                 p.host, p.port
             ),
+            (Some(_), Some(via)) => info!("connecting to {via} over TCP from {from}"),
             _ => info!("connecting to {server} ({target}) over TCP from {from}"),
         }
         self.tcp = Some(link);

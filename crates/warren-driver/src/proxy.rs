@@ -409,8 +409,10 @@ impl Handshake {
         }
         match status {
             Some(200) => {}
-            Some(407) if self.sent_auth => return Err(ProxyError::HttpAuthRefused(text)),
-            Some(407) => return Err(ProxyError::HttpAuthRequired(text)),
+            // 407 is the proxy's "authentication required"; tinyproxy answers wrong
+            // credentials with 401.
+            Some(401 | 407) if self.sent_auth => return Err(ProxyError::HttpAuthRefused(text)),
+            Some(401 | 407) => return Err(ProxyError::HttpAuthRequired(text)),
             Some(_) => return Err(ProxyError::HttpStatus(text)),
             None => return Err(ProxyError::HttpGarbage(text)),
         }
@@ -658,6 +660,8 @@ mod tests {
             b"HTTP/1.0 407 Proxy Authentication Required\r\n",
         )
         .expect_err("407");
+        assert!(matches!(e, ProxyError::HttpAuthRefused(_)), "{e}");
+        let e = run(Some(("alice", "wrong")), b"HTTP/1.0 401 Unauthorized\r\n").expect_err("401");
         assert!(matches!(e, ProxyError::HttpAuthRefused(_)), "{e}");
         let e = run(None, b"SSH-2.0-OpenSSH_9.2\r\n").expect_err("not http");
         assert!(matches!(e, ProxyError::HttpGarbage(_)), "{e}");

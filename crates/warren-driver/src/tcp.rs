@@ -614,6 +614,7 @@ struct ProxyPhase {
     handshake: Handshake,
     /// The handshake (with the TCP connect to the proxy) must be done by then.
     deadline: Instant,
+    timeout: Duration,
     /// The server, as the proxy is asked for it (`host:port`).
     target: String,
 }
@@ -650,18 +651,20 @@ impl TcpLink {
     }
 
     /// Goes through a proxy (`peer` is the proxy, `name` says which kind): `handshake`
-    /// runs first and must end by `deadline`.
+    /// runs first and must end within `timeout` from `now`.
     pub fn via_proxy(
         mut self,
         name: &str,
         handshake: Handshake,
-        deadline: Instant,
+        now: Instant,
+        timeout: Duration,
         target: String,
     ) -> TcpLink {
         self.label = format!("{name} {}", self.peer);
         self.proxy = Some(ProxyPhase {
             handshake,
-            deadline,
+            deadline: now + timeout,
+            timeout,
             target,
         });
         self
@@ -697,13 +700,14 @@ impl TcpLink {
         if let Some(p) = &self.proxy
             && now >= p.deadline
         {
+            let secs = p.timeout.as_secs();
             self.failed = Some(if self.established {
                 format!(
-                    "{}: no complete answer to the CONNECT to {} in time",
+                    "{}: no complete answer to the CONNECT to {} within {secs} s",
                     self.label, p.target
                 )
             } else {
-                format!("TCP connect to {} timed out", self.label)
+                format!("TCP connect to {} timed out after {secs} s", self.label)
             });
         }
     }
