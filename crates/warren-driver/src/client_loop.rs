@@ -1060,7 +1060,7 @@ impl Loop {
         }
         warn!(
             "no answer from {} within {} s (server-poll-timeout): trying the next connection",
-            a.server,
+            a.via.clone().unwrap_or_else(|| a.server.to_string()),
             limit.as_secs()
         );
         self.fail_attempt(now, Next::Advance, false)
