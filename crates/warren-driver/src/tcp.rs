@@ -1073,6 +1073,150 @@ mod tests {
         assert_eq!(t.stats.write_calls, 1);
     }
 
+    /// Records the frames the link opens.
+    #[derive(Default)]
+    struct Frames(Vec<(SocketAddr, Vec<u8>)>);
+
+    impl DataPath for Frames {
+        fn open(
+            &mut self,
+            _now: Instant,
+            from: SocketAddr,
+            dgram: &mut [u8],
+            _stats: &mut crate::batch::LoopStats,
+        ) -> Option<Range<usize>> {
+            self.0.push((from, dgram.to_vec()));
+            None
+        }
+
+        fn seal(
+            &mut self,
+            _now: Instant,
+            _buf: &mut [u8],
+            _len: usize,
+            _handed: bool,
+            _stats: &mut crate::batch::LoopStats,
+        ) -> Option<(SocketAddr, Range<usize>)> {
+            None
+        }
+    }
+
+    fn turn(link: &mut TcpLink, now: Instant, pump: &mut Pump, path: &mut Frames) {
+        let mut poller = Poller::new();
+        let t = link.register(&mut poller);
+        poller.wait(Some(Duration::from_millis(200))).expect("poll");
+        link.on_ready(now, &poller, t, pump, None, path);
+    }
+
+    /// Through an HTTP proxy: nothing but the CONNECT leaves before the proxy's 200; then
+    /// the frames queued meanwhile go out, and a frame that arrived with the proxy's
+    /// headers is opened.
+    #[test]
+    fn proxy_handshake_holds_frames_and_keeps_the_lookahead() {
+        use crate::proxy::{ProxyKind, ProxySpec};
+        use std::io::{Read, Write};
+        let now = Instant::from_secs(100);
+        let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let paddr = proxy.local_addr().expect("addr");
+        let spec = ProxySpec {
+            host: "127.0.0.1".into(),
+            port: paddr.port(),
+            kind: ProxyKind::Http {
+                version: "1.0",
+                agent: None,
+                headers: vec![],
+                auth: None,
+            },
+        };
+        let hs = Handshake::new(&spec, "vpn.example", 443).expect("handshake");
+        let mut link = TcpLink::connect(paddr, None, 2048)
+            .expect("connect")
+            .via_proxy(
+                "HTTP proxy",
+                hs,
+                now,
+                Duration::from_secs(5),
+                "vpn.example:443".into(),
+            );
+        assert!(link.send(paddr, &[0x38, 1, 2, 3]), "queued");
+        let (mut s, _) = proxy.accept().expect("accept");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut pump = Pump::new(false);
+        let mut path = Frames::default();
+        let want = b"CONNECT vpn.example:443 HTTP/1.0\r\nHost: vpn.example\r\n\r\n";
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            turn(&mut link, now, &mut pump, &mut path);
+            link.flush();
+            s.set_nonblocking(true).expect("nb");
+            let mut buf = [0u8; 512];
+            if let Ok(n) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.set_nonblocking(false).expect("blocking");
+            if got.len() >= want.len() {
+                break;
+            }
+        }
+        assert_eq!(got, want, "only the CONNECT before the answer");
+        assert_eq!(link.deadline(), Some(now + Duration::from_secs(5)));
+        // The answer, with the server's first frame right behind the headers.
+        s.write_all(
+            b"HTTP/1.0 200 Connection established\r\nProxy-agent: test\r\n\r\n\x00\x03\x40\x41\x42",
+        )
+        .expect("write");
+        for _ in 0..50 {
+            turn(&mut link, now, &mut pump, &mut path);
+            if !path.0.is_empty() {
+                break;
+            }
+        }
+        assert!(link.failed().is_none(), "{:?}", link.failed());
+        assert_eq!(link.deadline(), None, "through the proxy");
+        assert_eq!(path.0, [(paddr, vec![0x40, 0x41, 0x42])]);
+        // The frame queued before the answer leaves now.
+        let mut frame = [0u8; 6];
+        s.read_exact(&mut frame).expect("the queued frame");
+        assert_eq!(frame, [0, 4, 0x38, 1, 2, 3]);
+    }
+
+    /// A proxy that accepts and never answers fails the link at the deadline.
+    #[test]
+    fn a_silent_proxy_fails_at_the_deadline() {
+        use crate::proxy::{ProxyKind, ProxySpec};
+        let now = Instant::from_secs(100);
+        let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let paddr = proxy.local_addr().expect("addr");
+        let spec = ProxySpec {
+            host: "127.0.0.1".into(),
+            port: paddr.port(),
+            kind: ProxyKind::Socks5 { auth: None },
+        };
+        let hs = Handshake::new(&spec, "vpn.example", 443).expect("handshake");
+        let mut link = TcpLink::connect(paddr, None, 2048)
+            .expect("connect")
+            .via_proxy(
+                "SOCKS proxy",
+                hs,
+                now,
+                Duration::from_secs(3),
+                "vpn.example:443".into(),
+            );
+        let _s = proxy.accept().expect("accept");
+        let mut pump = Pump::new(false);
+        let mut path = Frames::default();
+        turn(&mut link, now, &mut pump, &mut path);
+        link.check_deadline(now + Duration::from_millis(2999));
+        assert!(link.failed().is_none());
+        link.check_deadline(now + Duration::from_secs(3));
+        let why = link.failed().expect("failed");
+        assert!(
+            why.contains("SOCKS proxy 127.0.0.1:") && why.contains("within 3 s"),
+            "{why}"
+        );
+    }
+
     /// A peer whose socket takes nothing for [`STALL`] while its queue holds data is
     /// disconnected at the next attempt to write to it.
     #[test]
