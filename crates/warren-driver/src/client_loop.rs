@@ -916,8 +916,10 @@ impl Loop {
         let mut link = match TcpLink::connect(server, local, max_frame) {
             Ok(l) => l,
             Err(e) => {
-                let what = remote.proxy.as_ref().map_or("", |p| p.name());
-                warn!("TCP connect to {what} {server} failed: {e}");
+                match &remote.proxy {
+                    Some(p) => warn!("TCP connect to {} {server} failed: {e}", p.name()),
+                    None => warn!("TCP connect to {server} failed: {e}"),
+                }
                 return self.fail_attempt(now, Next::Advance, true);
             }
         };
