@@ -51,7 +51,6 @@
 //!    Scripts (`up`, `down`, `route-up`, `learn-address`…), TLS suite
 //!    restrictions (`tls-cipher`, `tls-ciphersuites`, `tls-groups`,
 //!    `ecdh-curve`, `tls-cert-profile`: warren's fixed rustls set is used),
-//!    `management`,
 //!    `route` on a server, `inactive`, `ping-exit`, `bind`, `mark` and other
 //!    not-yet-implemented behaviour are refused but may be skipped with
 //!    `ignore-unknown-option`, which stock OpenVPN ignores for directives it
@@ -147,6 +146,7 @@ mod directives;
 mod error;
 mod lex;
 mod lower;
+mod management;
 mod material;
 mod server;
 mod settings;
@@ -164,6 +164,7 @@ pub use connection::{
 pub use error::{ConfigError, Location, SyntaxError, Warning};
 pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
+pub use management::{DEFAULT_LOG_CACHE, ManagementConfig, ManagementListen};
 pub use material::{Material, resolve_path};
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{Session, defaults};
