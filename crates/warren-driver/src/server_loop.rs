@@ -897,6 +897,7 @@ fn log_event(ev: &ServerEvent) {
             common_name,
             addr,
             reason,
+            ..
         } => {
             info!(
                 "client disconnected cn={common_name} addr={addr} peer_id={peer_id} reason={}",

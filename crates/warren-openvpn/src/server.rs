@@ -172,6 +172,8 @@ pub enum KickTarget {
     /// The sessions whose client certificate has this serial number (big-endian; leading
     /// zero bytes are ignored).
     CertSerial(Vec<u8>),
+    /// The session of this peer id (the management interface's `client-kill`).
+    Peer(PeerId),
 }
 
 /// What an accepted client gets beyond the server's defaults.
@@ -224,6 +226,9 @@ pub enum ServerEvent {
         common_name: String,
         addr: SocketAddr,
         reason: DisconnectReason,
+        /// Link bytes from and to this client over the session's life (status counters).
+        bytes_received: u64,
+        bytes_sent: u64,
     },
     HandshakeFailed {
         addr: SocketAddr,
@@ -1086,6 +1091,7 @@ impl Server {
                     let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
                     s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
+                KickTarget::Peer(p) => s.side.peer_id == *p,
             };
             if !hit || s.state.is_closing() {
                 continue;
@@ -1248,6 +1254,8 @@ impl Server {
                 common_name: s.side.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
                 reason,
+                bytes_received: s.activity.bytes_in(),
+                bytes_sent: s.activity.bytes_out(),
             });
         }
     }
@@ -1345,6 +1353,16 @@ impl Server {
                 cipher: s.cipher,
             })
             .collect()
+    }
+
+    /// The peer info (`IV_*`) a session's client sent in key-method 2, while the session
+    /// lives (the management interface's `>CLIENT:` environment).
+    pub fn peer_info(&self, peer_id: PeerId) -> Option<&warren_wire::PeerInfo> {
+        self.sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id)
+            .and_then(|s| s.side.peer_info.as_ref())
     }
 
     pub fn counters(&self) -> ServerCounters {
