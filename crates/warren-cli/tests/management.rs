@@ -20,14 +20,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
-use common::process::{poll_until, run_bounded};
+use common::conf::ServerConf;
+use common::lab::{Client, Lab, SERVER_TUN_ADDR, ServerKind};
+use common::process::{Proc, poll_until, run_bounded};
 
 /// Not a test: the traffic helper process (see `common::helper`). A no-op in a normal run.
 #[test]
@@ -177,36 +178,213 @@ impl Mgmt {
     }
 }
 
-#[test]
-fn probe_stock() {
-    let mut lab = Lab::new("mgmt-probe", ServerKind::Openvpn);
-    let sock = lab.dir().join("mgmt.sock");
+
+/// The management socket of a lab (in its test directory).
+fn socket(lab: &Lab) -> PathBuf {
+    lab.dir().join("mgmt.sock")
+}
+
+/// The default server config with a management unix socket and `extra` lines.
+fn mgmt_conf(lab: &Lab, extra: &[&str]) -> ServerConf {
     let mut conf = lab.server_conf();
-    conf.extra.push(format!("management {} unix", sock.display()));
+    conf.extra
+        .push(format!("management {} unix", socket(lab).display()));
+    conf.extra.extend(extra.iter().map(|l| (*l).to_owned()));
+    conf
+}
+
+/// A client config that also sends a user name and password (`auth-user-pass`), which
+/// `management-client-auth` requires.
+fn client_with_password(lab: &Lab, index: usize, user: &str) -> common::conf::ClientConf {
+    let pass = lab.dir().join(format!("{user}.pass"));
+    std::fs::write(&pass, format!("{user}\nsecret-{user}\n")).expect("write auth file");
+    let mut cc = lab.client_conf(&lab.pki.clients[index]);
+    cc.extra.push(format!("auth-user-pass {}", pass.display()));
+    cc
+}
+
+/// Replaces every run of digits with `0`, so times, ids, counters, ports and addresses
+/// compare by shape.
+fn shape(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut digits = false;
+    for c in line.chars() {
+        if c.is_ascii_digit() {
+            if !digits {
+                out.push('0');
+            }
+            digits = true;
+        } else {
+            out.push(c);
+            digits = false;
+        }
+    }
+    out
+}
+
+/// What the differential script saw from one server.
+#[derive(Debug, Default)]
+struct Transcript {
+    version: Vec<String>,
+    help_first: String,
+    help_last: String,
+    pid: String,
+    state: Vec<String>,
+    state_all: Vec<String>,
+    load_stats: String,
+    /// `status 2` and `status 3` without TITLE/TIME (their values are the server's own).
+    status: Vec<Vec<String>>,
+    status_v1: Vec<String>,
+    /// Replies compared by shape.
+    replies: Vec<(String, Vec<String>)>,
+    bytecount: String,
+    client_kill: Vec<String>,
+    sigterm: Vec<String>,
+    exited: bool,
+}
+
+/// Runs the same command script against `kind` with one stock client connected.
+fn differential_run(kind: ServerKind) -> Transcript {
+    let mut lab = Lab::new("mgmt-diff", kind);
+    let conf = mgmt_conf(&lab, &[]);
     lab.start_server(&conf);
-    let cert = lab.pki.clients[0].clone();
-    let cc = lab.client_conf(&cert);
-    let _c = lab.connect_client("c1", cc);
-    let mut m = Mgmt::connect(&sock);
-    let mut out = String::new();
+    let cc = lab.client_conf(&lab.pki.clients[0]);
+    let mut client = lab.connect_client("c1", cc);
+    // Traffic, so the counters have something to count.
+    assert!(client.ns.ping(SERVER_TUN_ADDR, 3, 2).success());
+    let mut m = Mgmt::connect(&socket(&lab));
+    let mut t = Transcript {
+        version: m.cmd("version"),
+        ..Transcript::default()
+    };
+    let help = m.cmd("help");
+    t.help_first = help.first().cloned().unwrap_or_default();
+    t.help_last = help.last().cloned().unwrap_or_default();
+    t.pid = m.cmd("pid").join("");
+    t.state = m.cmd("state");
+    t.state_all = m.cmd("state all");
+    t.load_stats = m.cmd("load-stats").join("");
+    t.status_v1 = m.cmd("status 1");
+    for v in ["status 2", "status 3"] {
+        let lines: Vec<String> = m
+            .cmd(v)
+            .into_iter()
+            .filter(|l| !l.starts_with("TITLE") && !l.starts_with("TIME"))
+            .collect();
+        t.status.push(lines);
+    }
     for c in [
-        "version", "help", "pid", "state", "state all", "load-stats", "status", "status 2", "status 3", "status 4",
-        "hold", "verb", "mute", "echo all", "log 3", "kill nobody", "kill 1.2.3.4:5", "kill 1.2.3.4:99999", "kill x:y",
-        "client-kill 99", "client-kill x", "client-auth 0 1\nEND", "client-deny 0 1 x", "client-pending-auth 0 1 x 30",
-        "bytecount 1", "nonsense", "kill", "client-deny 1",
+        "status 4",
+        "hold",
+        "mute",
+        "echo all",
+        "state on",
+        "state off",
+        "log on",
+        "log off",
+        "kill nobody",
+        "kill 198.18.1.2:1",
+        "kill 1.2.3.4:99999",
+        "kill x:y",
+        "kill",
+        "client-kill 99",
+        "client-kill x",
+        "client-kill",
+        "client-deny 1",
+        "signal SIGFOO",
+        "nonsense",
     ] {
         let r = m.cmd(c);
-        out.push_str(&format!("=== {c}\n{}\n", r.join("\n")));
+        t.replies.push((c.to_owned(), r));
     }
-    std::fs::write("/tmp/probe-stock.txt", &out).ok();
-    std::thread::sleep(Duration::from_millis(2500));
-    let r = m.cmd("bytecount 0");
-    eprintln!("=== bytecount 0\n{}\nEVENTS {:?}", r.join("\n"), m.events);
-    let r = m.cmd("client-kill 0");
-    eprintln!("=== client-kill 0\n{}", r.join("\n"));
-    let r = m.cmd("signal SIGTERM");
-    eprintln!("=== signal SIGTERM\n{}", r.join("\n"));
-    std::thread::sleep(Duration::from_millis(500));
-    while let Some(l) = m.line(Duration::from_millis(500)) { eprintln!("after: {l}"); }
-    eprintln!("mode {:o}", std::fs::metadata(&sock).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0));
+    let r = m.cmd("bytecount 1");
+    t.replies.push(("bytecount 1".into(), r));
+    t.bytecount = m
+        .wait_event(">BYTECOUNT_CLI:", Duration::from_secs(5))
+        .unwrap_or_default();
+    t.replies.push(("bytecount 0".into(), m.cmd("bytecount 0")));
+    // The stock client is told to reconnect (RESTART) and comes back.
+    t.client_kill = m.cmd("client-kill 0");
+    client
+        .proc
+        .wait_for_line("server-pushed-connection-reset", Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{}: client-kill did not reach the client: {e}", kind.label()));
+    t.sigterm = m.cmd("signal SIGTERM");
+    t.exited = lab.server().wait_exit(Duration::from_secs(15)).is_some();
+    drop(m);
+    t
+}
+
+#[test]
+fn differential() {
+    let stock = differential_run(ServerKind::Openvpn);
+    let warren = differential_run(ServerKind::Warren);
+    eprintln!("stock: {stock:#?}\nwarren: {warren:#?}");
+    for t in [&stock, &warren] {
+        // §1.6: exactly three lines, `OpenVPN 2.6.14 ...`, management version 5.
+        assert_eq!(t.version.len(), 3, "{:?}", t.version);
+        assert!(
+            t.version[0].starts_with("OpenVPN Version: OpenVPN 2.6.14 "),
+            "{:?}",
+            t.version
+        );
+        assert_eq!(t.version[1], "Management Version: 5");
+        assert_eq!(t.version[2], "END");
+        assert!(t.help_first.starts_with("Management Interface for OpenVPN 2.6.14 "));
+        assert_eq!(t.help_last, "END");
+        assert!(t.pid.starts_with("SUCCESS: pid="), "{}", t.pid);
+        assert!(t.exited, "the server exits after `signal SIGTERM`");
+    }
+    assert!(warren.version[0].contains(" warren-"), "{:?}", warren.version);
+    // state: the last line, 8 fields, CONNECTED,SUCCESS with the tunnel address.
+    for t in [&stock, &warren] {
+        assert_eq!(t.state.len(), 2, "{:?}", t.state);
+        let f: Vec<&str> = t.state[0].split(',').collect();
+        assert_eq!(f.len(), 8, "{:?}", t.state);
+        assert_eq!(&f[1..4], ["CONNECTED", "SUCCESS", SERVER_TUN_ADDR]);
+    }
+    let shapes = |v: &[String]| v.iter().map(|l| shape(l)).collect::<Vec<_>>();
+    assert_eq!(shapes(&warren.state_all), shapes(&stock.state_all));
+    // load-stats: the same keys.
+    let keys = |s: &str| {
+        s.trim_start_matches("SUCCESS: ")
+            .split(',')
+            .map(|kv| kv.split('=').next().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&warren.load_stats), ["nclients", "bytesin", "bytesout"]);
+    assert_eq!(keys(&warren.load_stats), keys(&stock.load_stats));
+    assert!(warren.load_stats.starts_with("SUCCESS: nclients=1,"));
+    // status 1: the same lines by shape.
+    assert_eq!(shapes(&warren.status_v1), shapes(&stock.status_v1));
+    // status 2/3: the same headers and global lines; CLIENT_LIST with as many fields.
+    for (w, s) in warren.status.iter().zip(&stock.status) {
+        let sep = if w.iter().any(|l| l.contains('\t')) { '\t' } else { ',' };
+        let fixed = |v: &[String]| {
+            v.iter()
+                .filter(|l| l.starts_with("HEADER") || l.starts_with("GLOBAL") || *l == "END")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fixed(w), fixed(s));
+        let fields = |v: &[String]| {
+            v.iter()
+                .filter(|l| l.starts_with("CLIENT_LIST"))
+                .map(|l| l.split(sep).count())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fields(w), fields(s));
+        assert_eq!(fields(w), [13]);
+        assert_eq!(shapes(w), shapes(s), "status by shape");
+    }
+    // Errors and one-line replies: the same text, ids and numbers aside.
+    for ((c, w), (_, s)) in warren.replies.iter().zip(&stock.replies) {
+        assert_eq!(shapes(w), shapes(s), "reply to {c:?}");
+    }
+    assert_eq!(shape(&warren.bytecount), shape(&stock.bytecount));
+    assert!(warren.bytecount.starts_with(">BYTECOUNT_CLI:0,"), "{}", warren.bytecount);
+    assert_eq!(warren.client_kill, ["SUCCESS: client-kill command succeeded"]);
+    assert_eq!(warren.client_kill, stock.client_kill);
+    assert_eq!(warren.sigterm, ["SUCCESS: signal SIGTERM thrown"]);
+    assert_eq!(warren.sigterm, stock.sigterm);
 }

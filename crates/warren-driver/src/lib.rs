@@ -28,11 +28,15 @@
 //! to the UDP socket or framed into that connection's bounded queue (`batch::Out`). TCP
 //! peers belong to the main thread. The client loop uses one connection instead of its
 //! UDP socket for a `tcp-client` remote.
+//!
+//! The management interface (`management`) is served by the server loop too: its
+//! listener and connection are polled with the loop's descriptors, its output is bounded.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 mod batch;
 mod client_loop;
+pub mod management;
 mod portshare;
 mod server_loop;
 pub mod status;

@@ -1340,19 +1340,37 @@ impl Server {
             .iter()
             .flatten()
             .filter(|s| s.state.is_connected())
-            .map(|s| ClientStatus {
-                peer_id: s.side.peer_id,
-                common_name: s.side.common_name.clone().unwrap_or_default(),
-                real_addr: s.addr,
-                vpn_ip: s.side.vpn_ip,
-                bytes_received: s.activity.bytes_in(),
-                bytes_sent: s.activity.bytes_out(),
-                connected_since: s.connected_since,
-                last_activity: s.activity.last_received(),
-                username: s.side.username.clone(),
-                cipher: s.cipher,
-            })
+            .map(client_status)
             .collect()
+    }
+
+    /// One connected client (`None`: no connected session has this peer id).
+    pub fn client(&self, peer_id: PeerId) -> Option<ClientStatus> {
+        self.sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id && s.state.is_connected())
+            .map(client_status)
+    }
+
+    /// The verified leaf certificate a session's client presented, while the session lives.
+    pub fn peer_certificate(
+        &self,
+        peer_id: PeerId,
+    ) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let s = self
+            .sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id)?;
+        s.keys
+            .iter()
+            .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned()))
+    }
+
+    /// The netmask of the client address pool (`server NETWORK NETMASK`).
+    pub fn netmask(&self) -> Ipv4Addr {
+        self.config.netmask
     }
 
     /// The peer info (`IV_*`) a session's client sent in key-method 2, while the session
@@ -1390,6 +1408,21 @@ impl Server {
                 self.mark_dirty(slot);
             }
         }
+    }
+}
+
+fn client_status(s: &Session<ServerSide>) -> ClientStatus {
+    ClientStatus {
+        peer_id: s.side.peer_id,
+        common_name: s.side.common_name.clone().unwrap_or_default(),
+        real_addr: s.addr,
+        vpn_ip: s.side.vpn_ip,
+        bytes_received: s.activity.bytes_in(),
+        bytes_sent: s.activity.bytes_out(),
+        connected_since: s.connected_since,
+        last_activity: s.activity.last_received(),
+        username: s.side.username.clone(),
+        cipher: s.cipher,
     }
 }
 
