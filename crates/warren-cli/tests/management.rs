@@ -388,3 +388,93 @@ fn differential() {
     assert_eq!(warren.sigterm, ["SUCCESS: signal SIGTERM thrown"]);
     assert_eq!(warren.sigterm, stock.sigterm);
 }
+
+/// `management-client-auth`: client1 is accepted with an extra pushed route, client2 is
+/// denied and sees `AUTH_FAILED` with the client reason.
+fn client_auth_run(kind: ServerKind) {
+    let mut lab = Lab::new("mgmt-auth", kind);
+    let conf = mgmt_conf(&lab, &["management-client-auth"]);
+    lab.start_server(&conf);
+    let mut m = Mgmt::connect(&socket(&lab));
+    let label = kind.label();
+
+    let c1 = client_with_password(&lab, 0, "alice");
+    let mut client1 = lab.start_client("c1", c1);
+    let connect = m
+        .wait_event(">CLIENT:CONNECT,", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{label}: no >CLIENT:CONNECT; {}", m.transcript));
+    let ids: Vec<&str> = connect[">CLIENT:CONNECT,".len()..].split(',').collect();
+    assert_eq!(ids.len(), 2, "{connect}");
+    let (cid, kid) = (ids[0].to_owned(), ids[1].to_owned());
+    let env = m.env_block();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(env.first().map(|(k, _)| k.as_str()), Some("n_clients"), "{env:?}");
+    assert_eq!(get("common_name"), Some("client1"), "{label}: {env:?}");
+    assert_eq!(get("username"), Some("alice"), "{label}: {env:?}");
+    assert_eq!(get("password"), Some("secret-alice"), "{label}: {env:?}");
+    assert_eq!(get("untrusted_ip"), Some(client1.client_underlay.as_str()));
+    assert_eq!(get("X509_0_CN"), Some("client1"), "{label}: {env:?}");
+    assert!(get("IV_VER").is_some() && get("tls_serial_0").is_some(), "{label}: {env:?}");
+    m.send(&format!("client-auth {cid} {kid}"));
+    m.send("push \"route 10.66.0.0 255.255.0.0\"");
+    let r = m.cmd("END");
+    assert_eq!(r, ["SUCCESS: client-auth command succeeded"], "{label}");
+    let addr = m
+        .wait_event(&format!(">CLIENT:ADDRESS,{cid},"), Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{label}: no >CLIENT:ADDRESS; {}", m.transcript));
+    assert!(addr.ends_with(",1"), "{addr}");
+    m.wait_event(&format!(">CLIENT:ESTABLISHED,{cid}"), Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{label}: no >CLIENT:ESTABLISHED; {}", m.transcript));
+    let env = m.env_block();
+    assert!(env.iter().all(|(k, _)| k != "password"), "{env:?}");
+    assert!(env.iter().any(|(k, v)| k == "ifconfig_pool_remote_ip" && v.starts_with("10.8.0.")));
+    client1
+        .wait_connected(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{label}: client1 did not connect: {e}"));
+    let log = client1.log();
+    let reply = log
+        .lines()
+        .find(|l| l.contains("PUSH_REPLY"))
+        .unwrap_or_else(|| panic!("{label}: no PUSH_REPLY in the client log"));
+    assert!(reply.contains("route 10.66.0.0 255.255.0.0"), "{reply}");
+    let routes = client1.ns.exec_ok(&["ip", "-4", "route", "show"]);
+    assert!(routes.contains("10.66.0.0/16"), "{label}: {routes}");
+    assert!(client1.ns.ping(SERVER_TUN_ADDR, 3, 2).success(), "{label}: ping");
+
+    // Wrong KID, then the denial.
+    let c2 = client_with_password(&lab, 1, "bob");
+    let mut client2 = lab.start_client("c2", c2);
+    let connect = m
+        .wait_event(">CLIENT:CONNECT,", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{label}: no second >CLIENT:CONNECT; {}", m.transcript));
+    let ids: Vec<String> = connect[">CLIENT:CONNECT,".len()..]
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let env = m.env_block();
+    assert!(env.iter().any(|(k, v)| k == "common_name" && v == "client2"));
+    assert_ne!(ids[0], cid, "a new CID");
+    let bad = m.cmd(&format!("client-deny {} 999 wrong-kid", ids[0]));
+    assert_eq!(bad, ["ERROR: client-deny command failed"]);
+    let r = m.cmd(&format!(
+        "client-deny {} {} \"bad password\" \"Sorry, no\"",
+        ids[0], ids[1]
+    ));
+    assert_eq!(r, ["SUCCESS: client-deny command succeeded"]);
+    client2
+        .proc
+        .wait_for_line("AUTH_FAILED", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{label}: client2 was not refused: {e}"));
+    assert!(client2.log().contains("Sorry, no"), "{label}: client reason");
+    m.wait_event(&format!(">CLIENT:DISCONNECT,{}", ids[0]), Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{label}: no DISCONNECT for the denied client; {}", m.transcript));
+    assert!(m.env_block().is_empty(), "{label}: a denied client's DISCONNECT has no env");
+    // client1 still works.
+    assert!(client1.ns.ping(SERVER_TUN_ADDR, 2, 2).success(), "{label}: ping after");
+}
+
+#[test]
+fn client_auth() {
+    client_auth_run(ServerKind::Openvpn);
+    client_auth_run(ServerKind::Warren);
+}
