@@ -478,3 +478,94 @@ fn client_auth() {
     client_auth_run(ServerKind::Openvpn);
     client_auth_run(ServerKind::Warren);
 }
+
+/// The Go library's source as Debian installs it (golang-github-apparentlymart-go-openvpn-mgmt-dev).
+const GO_LIB: &str = "/usr/share/gocode/src/github.com/apparentlymart/go-openvpn-mgmt/openvpn";
+
+/// Builds `tests/go/mgmtclient.go` offline against Debian's copy of the library
+/// (GOPATH mode, no module proxy). `None` when `go` or the library is missing.
+fn build_go_client(dir: &Path) -> Option<PathBuf> {
+    let go_ok = run_bounded(Command::new("go").arg("version"), Duration::from_secs(20)).success();
+    if !go_ok || !Path::new(GO_LIB).is_dir() {
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/mgmtclient.go");
+    let out = dir.join("mgmtclient");
+    let cache = dir.join("gocache");
+    let r = run_bounded(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .env("GOCACHE", &cache)
+            .env("HOME", dir),
+        Duration::from_secs(300),
+    );
+    assert!(r.success(), "go build failed:\n{}\n{}", r.stdout, r.stderr);
+    Some(out)
+}
+
+/// The third-party client against one server: it must see the state and pid, the
+/// connect (answered with client-auth-nt), the byte count and the disconnect after its
+/// `client-kill CID HALT`.
+fn go_client_run(kind: ServerKind, prog: &Path) {
+    let mut lab = Lab::new("mgmt-go", kind);
+    let label = kind.label();
+    let mut conf = lab.server_conf();
+    conf.extra
+        .extend(["management 127.0.0.1 7505", "management-client-auth"].map(str::to_owned));
+    lab.start_server(&conf);
+    let log = lab.dir().join("go.log");
+    let mut go = lab.server_ns.spawn_env(
+        "mgmtclient",
+        &[prog.to_str().expect("UTF-8"), "127.0.0.1:7505"],
+        &[],
+        lab.dir(),
+        &log,
+    );
+    go.wait_for_line("READY", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let cc = client_with_password(&lab, 0, "carol");
+    let mut client = lab.start_client("c1", cc);
+    let st = go.wait_exit(Duration::from_secs(60));
+    let out = go.log();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{label}: Go client failed ({st:?}):\n{out}"
+    );
+    let server_pid = lab.server().pid();
+    assert!(out.contains(&format!("PID {server_pid}\n")), "{label}: {out}");
+    assert!(out.contains(&format!("STATE CONNECTED SUCCESS {SERVER_TUN_ADDR}\n")), "{label}: {out}");
+    for want in [
+        "CONNECT 0\n",
+        "AUTH SUCCESS: client-auth command succeeded\n",
+        "ESTABLISHED 0\n",
+        "ENV common_name=client1\n",
+        "BYTECOUNT 0\n",
+        "KILL SUCCESS: client-kill command succeeded\n",
+        "DISCONNECT 0\n",
+    ] {
+        assert!(out.contains(want), "{label}: no {want:?} in:\n{out}");
+    }
+    // HALT: the stock client stops.
+    client
+        .proc
+        .wait_for_line("server-pushed-halt", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+}
+
+#[test]
+fn go_openvpn_mgmt() {
+    let dir = common::lab::TestDir::new("mgmt-go-build");
+    let Some(prog) = build_go_client(dir.path()) else {
+        // .ci/run installs golang-go and the library; a developer machine may lack them.
+        eprintln!("skipped: `go` or {GO_LIB} missing (apt-get install golang-go golang-github-apparentlymart-go-openvpn-mgmt-dev)");
+        return;
+    };
+    go_client_run(ServerKind::Openvpn, &prog);
+    go_client_run(ServerKind::Warren, &prog);
+}

@@ -8,6 +8,11 @@
 // `client-kill CID HALT` and exits after its >CLIENT:DISCONNECT. The library has no
 // client-auth or client-kill call: those go through rawConn, which hands their one-line
 // replies back here and everything else to the library. Every wait is bounded.
+//
+// The library passes bufio.Scanner's buffer on without copying (demux.go), so an event's
+// bytes may be overwritten by the next lines before the reader looks at them. rawConn
+// therefore gives the library one line per Read and, after an event line, waits until
+// the event was copied (ack) before reading on.
 package main
 
 import (
@@ -31,9 +36,19 @@ type rawConn struct {
 	pending int
 	replies chan string
 	left    []byte
+	needAck bool
+	ack     chan struct{}
 }
 
 func (c *rawConn) Read(p []byte) (int, error) {
+	if c.needAck && len(c.left) == 0 {
+		c.needAck = false
+		select {
+		case <-c.ack:
+		case <-time.After(30 * time.Second):
+			fail("event not taken")
+		}
+	}
 	for len(c.left) == 0 {
 		line, err := c.r.ReadBytes('\n')
 		if len(line) == 0 && err != nil {
@@ -50,6 +65,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 			continue
 		}
 		c.left = line
+		c.needAck = line[0] == '>'
 	}
 	n := copy(p, c.left)
 	c.left = c.left[n:]
@@ -82,9 +98,28 @@ func main() {
 	if err != nil {
 		fail("dial: %v", err)
 	}
-	raw := &rawConn{Conn: conn, r: bufio.NewReader(conn), replies: make(chan string, 4)}
-	events := make(chan openvpn.Event, 1024)
-	c := openvpn.NewClient(raw, events)
+	raw := &rawConn{Conn: conn, r: bufio.NewReader(conn), replies: make(chan string, 4), ack: make(chan struct{}, 1)}
+	libEvents := make(chan openvpn.Event)
+	c := openvpn.NewClient(raw, libEvents)
+	// Copies each event at once, then lets rawConn read on.
+	type event struct{ kind, client, body string }
+	events := make(chan event, 4096)
+	go func() {
+		for e := range libEvents {
+			var ev event
+			switch x := e.(type) {
+			case *openvpn.ByteCountEvent:
+				ev = event{kind: "BYTECOUNT_CLI", client: x.ClientId()}
+			case *openvpn.UnknownEvent:
+				ev = event{kind: x.Type(), body: x.Body()}
+			default:
+				ev = event{kind: "other", body: e.String()}
+			}
+			raw.ack <- struct{}{}
+			events <- ev
+		}
+		close(events)
+	}()
 	pid, err := c.Pid()
 	if err != nil {
 		fail("pid: %v", err)
@@ -109,22 +144,19 @@ func main() {
 		select {
 		case <-deadline:
 			fail("timed out")
-		case e, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				fail("connection closed")
 			}
-			switch ev := e.(type) {
-			case *openvpn.ByteCountEvent:
-				if cid != "" && ev.ClientId() == cid && !counted {
+			switch ev.kind {
+			case "BYTECOUNT_CLI":
+				if cid != "" && ev.client == cid && !counted {
 					counted = true
-					fmt.Printf("BYTECOUNT %s\n", ev.ClientId())
+					fmt.Printf("BYTECOUNT %s\n", ev.client)
 					fmt.Printf("KILL %s\n", raw.command("client-kill "+cid+" HALT"))
 				}
-			case *openvpn.UnknownEvent:
-				if ev.Type() != "CLIENT" {
-					continue
-				}
-				f := strings.SplitN(ev.Body(), ",", 3)
+			case "CLIENT":
+				f := strings.SplitN(ev.body, ",", 3)
 				switch f[0] {
 				case "CONNECT":
 					fmt.Printf("CONNECT %s\n", f[1])
