@@ -130,7 +130,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TapLayer {
         mute == 0 || last.1 <= mute
     }
 
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut text = Text(String::new());
         event.record(&mut text);
         let flag = match *event.metadata().level() {

@@ -27,8 +27,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::conf::ServerConf;
-use common::lab::{Client, Lab, SERVER_TUN_ADDR, ServerKind};
-use common::process::{Proc, poll_until, run_bounded};
+use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind};
+use common::process::{poll_until, run_bounded};
 
 /// Not a test: the traffic helper process (see `common::helper`). A no-op in a normal run.
 #[test]
@@ -178,7 +178,6 @@ impl Mgmt {
     }
 }
 
-
 /// The management socket of a lab (in its test directory).
 fn socket(lab: &Lab) -> PathBuf {
     lab.dir().join("mgmt.sock")
@@ -308,7 +307,12 @@ fn differential_run(kind: ServerKind) -> Transcript {
     client
         .proc
         .wait_for_line("server-pushed-connection-reset", Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{}: client-kill did not reach the client: {e}", kind.label()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: client-kill did not reach the client: {e}",
+                kind.label()
+            )
+        });
     t.sigterm = m.cmd("signal SIGTERM");
     t.exited = lab.server().wait_exit(Duration::from_secs(15)).is_some();
     drop(m);
@@ -330,12 +334,19 @@ fn differential() {
         );
         assert_eq!(t.version[1], "Management Version: 5");
         assert_eq!(t.version[2], "END");
-        assert!(t.help_first.starts_with("Management Interface for OpenVPN 2.6.14 "));
+        assert!(
+            t.help_first
+                .starts_with("Management Interface for OpenVPN 2.6.14 ")
+        );
         assert_eq!(t.help_last, "END");
         assert!(t.pid.starts_with("SUCCESS: pid="), "{}", t.pid);
         assert!(t.exited, "the server exits after `signal SIGTERM`");
     }
-    assert!(warren.version[0].contains(" warren-"), "{:?}", warren.version);
+    assert!(
+        warren.version[0].contains(" warren-"),
+        "{:?}",
+        warren.version
+    );
     // state: the last line, 8 fields, CONNECTED,SUCCESS with the tunnel address.
     for t in [&stock, &warren] {
         assert_eq!(t.state.len(), 2, "{:?}", t.state);
@@ -352,14 +363,21 @@ fn differential() {
             .map(|kv| kv.split('=').next().unwrap_or("").to_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(keys(&warren.load_stats), ["nclients", "bytesin", "bytesout"]);
+    assert_eq!(
+        keys(&warren.load_stats),
+        ["nclients", "bytesin", "bytesout"]
+    );
     assert_eq!(keys(&warren.load_stats), keys(&stock.load_stats));
     assert!(warren.load_stats.starts_with("SUCCESS: nclients=1,"));
     // status 1: the same lines by shape.
     assert_eq!(shapes(&warren.status_v1), shapes(&stock.status_v1));
     // status 2/3: the same headers and global lines; CLIENT_LIST with as many fields.
     for (w, s) in warren.status.iter().zip(&stock.status) {
-        let sep = if w.iter().any(|l| l.contains('\t')) { '\t' } else { ',' };
+        let sep = if w.iter().any(|l| l.contains('\t')) {
+            '\t'
+        } else {
+            ','
+        };
         let fixed = |v: &[String]| {
             v.iter()
                 .filter(|l| l.starts_with("HEADER") || l.starts_with("GLOBAL") || *l == "END")
@@ -382,8 +400,15 @@ fn differential() {
         assert_eq!(shapes(w), shapes(s), "reply to {c:?}");
     }
     assert_eq!(shape(&warren.bytecount), shape(&stock.bytecount));
-    assert!(warren.bytecount.starts_with(">BYTECOUNT_CLI:0,"), "{}", warren.bytecount);
-    assert_eq!(warren.client_kill, ["SUCCESS: client-kill command succeeded"]);
+    assert!(
+        warren.bytecount.starts_with(">BYTECOUNT_CLI:0,"),
+        "{}",
+        warren.bytecount
+    );
+    assert_eq!(
+        warren.client_kill,
+        ["SUCCESS: client-kill command succeeded"]
+    );
     assert_eq!(warren.client_kill, stock.client_kill);
     assert_eq!(warren.sigterm, ["SUCCESS: signal SIGTERM thrown"]);
     assert_eq!(warren.sigterm, stock.sigterm);
@@ -408,13 +433,20 @@ fn client_auth_run(kind: ServerKind) {
     let (cid, kid) = (ids[0].to_owned(), ids[1].to_owned());
     let env = m.env_block();
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    assert_eq!(env.first().map(|(k, _)| k.as_str()), Some("n_clients"), "{env:?}");
+    assert_eq!(
+        env.first().map(|(k, _)| k.as_str()),
+        Some("n_clients"),
+        "{env:?}"
+    );
     assert_eq!(get("common_name"), Some("client1"), "{label}: {env:?}");
     assert_eq!(get("username"), Some("alice"), "{label}: {env:?}");
     assert_eq!(get("password"), Some("secret-alice"), "{label}: {env:?}");
     assert_eq!(get("untrusted_ip"), Some(client1.client_underlay.as_str()));
     assert_eq!(get("X509_0_CN"), Some("client1"), "{label}: {env:?}");
-    assert!(get("IV_VER").is_some() && get("tls_serial_0").is_some(), "{label}: {env:?}");
+    assert!(
+        get("IV_VER").is_some() && get("tls_serial_0").is_some(),
+        "{label}: {env:?}"
+    );
     m.send(&format!("client-auth {cid} {kid}"));
     m.send("push \"route 10.66.0.0 255.255.0.0\"");
     let r = m.cmd("END");
@@ -423,11 +455,17 @@ fn client_auth_run(kind: ServerKind) {
         .wait_event(&format!(">CLIENT:ADDRESS,{cid},"), Duration::from_secs(20))
         .unwrap_or_else(|| panic!("{label}: no >CLIENT:ADDRESS; {}", m.transcript));
     assert!(addr.ends_with(",1"), "{addr}");
-    m.wait_event(&format!(">CLIENT:ESTABLISHED,{cid}"), Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("{label}: no >CLIENT:ESTABLISHED; {}", m.transcript));
+    m.wait_event(
+        &format!(">CLIENT:ESTABLISHED,{cid}"),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("{label}: no >CLIENT:ESTABLISHED; {}", m.transcript));
     let env = m.env_block();
     assert!(env.iter().all(|(k, _)| k != "password"), "{env:?}");
-    assert!(env.iter().any(|(k, v)| k == "ifconfig_pool_remote_ip" && v.starts_with("10.8.0.")));
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "ifconfig_pool_remote_ip" && v.starts_with("10.8.0."))
+    );
     client1
         .wait_connected(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{label}: client1 did not connect: {e}"));
@@ -439,7 +477,10 @@ fn client_auth_run(kind: ServerKind) {
     assert!(reply.contains("route 10.66.0.0 255.255.0.0"), "{reply}");
     let routes = client1.ns.exec_ok(&["ip", "-4", "route", "show"]);
     assert!(routes.contains("10.66.0.0/16"), "{label}: {routes}");
-    assert!(client1.ns.ping(SERVER_TUN_ADDR, 3, 2).success(), "{label}: ping");
+    assert!(
+        client1.ns.ping(SERVER_TUN_ADDR, 3, 2).success(),
+        "{label}: ping"
+    );
 
     // Wrong KID, then the denial.
     let c2 = client_with_password(&lab, 1, "bob");
@@ -452,7 +493,10 @@ fn client_auth_run(kind: ServerKind) {
         .map(str::to_owned)
         .collect();
     let env = m.env_block();
-    assert!(env.iter().any(|(k, v)| k == "common_name" && v == "client2"));
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "common_name" && v == "client2")
+    );
     assert_ne!(ids[0], cid, "a new CID");
     let bad = m.cmd(&format!("client-deny {} 999 wrong-kid", ids[0]));
     assert_eq!(bad, ["ERROR: client-deny command failed"]);
@@ -465,12 +509,29 @@ fn client_auth_run(kind: ServerKind) {
         .proc
         .wait_for_line("AUTH_FAILED", Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{label}: client2 was not refused: {e}"));
-    assert!(client2.log().contains("Sorry, no"), "{label}: client reason");
-    m.wait_event(&format!(">CLIENT:DISCONNECT,{}", ids[0]), Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("{label}: no DISCONNECT for the denied client; {}", m.transcript));
-    assert!(m.env_block().is_empty(), "{label}: a denied client's DISCONNECT has no env");
+    assert!(
+        client2.log().contains("Sorry, no"),
+        "{label}: client reason"
+    );
+    m.wait_event(
+        &format!(">CLIENT:DISCONNECT,{}", ids[0]),
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "{label}: no DISCONNECT for the denied client; {}",
+            m.transcript
+        )
+    });
+    assert!(
+        m.env_block().is_empty(),
+        "{label}: a denied client's DISCONNECT has no env"
+    );
     // client1 still works.
-    assert!(client1.ns.ping(SERVER_TUN_ADDR, 2, 2).success(), "{label}: ping after");
+    assert!(
+        client1.ns.ping(SERVER_TUN_ADDR, 2, 2).success(),
+        "{label}: ping after"
+    );
 }
 
 #[test]
@@ -538,8 +599,14 @@ fn go_client_run(kind: ServerKind, prog: &Path) {
         "{label}: Go client failed ({st:?}):\n{out}"
     );
     let server_pid = lab.server().pid();
-    assert!(out.contains(&format!("PID {server_pid}\n")), "{label}: {out}");
-    assert!(out.contains(&format!("STATE CONNECTED SUCCESS {SERVER_TUN_ADDR}\n")), "{label}: {out}");
+    assert!(
+        out.contains(&format!("PID {server_pid}\n")),
+        "{label}: {out}"
+    );
+    assert!(
+        out.contains(&format!("STATE CONNECTED SUCCESS {SERVER_TUN_ADDR}\n")),
+        "{label}: {out}"
+    );
     for want in [
         "CONNECT 0\n",
         "AUTH SUCCESS: client-auth command succeeded\n",
@@ -563,9 +630,113 @@ fn go_openvpn_mgmt() {
     let dir = common::lab::TestDir::new("mgmt-go-build");
     let Some(prog) = build_go_client(dir.path()) else {
         // .ci/run installs golang-go and the library; a developer machine may lack them.
-        eprintln!("skipped: `go` or {GO_LIB} missing (apt-get install golang-go golang-github-apparentlymart-go-openvpn-mgmt-dev)");
+        eprintln!(
+            "skipped: `go` or {GO_LIB} missing (apt-get install golang-go golang-github-apparentlymart-go-openvpn-mgmt-dev)"
+        );
         return;
     };
     go_client_run(ServerKind::Openvpn, &prog);
     go_client_run(ServerKind::Warren, &prog);
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A management client that turns on every notification, then floods the server with
+/// commands (each logged, each answered) and never reads. The server disconnects it when
+/// its output queue is full; meanwhile a stock client's ping through the tunnel keeps
+/// getting answers and the server's memory stays bounded.
+#[test]
+fn stuck_client() {
+    let mut lab = Lab::new("mgmt-stuck", ServerKind::Warren);
+    // verb 4: every management command is logged (debug), so the flood is a log flood too.
+    let conf = mgmt_conf(&lab, &["management-log-cache 1000"]);
+    lab.start_server(&conf);
+    let cc = lab.client_conf(&lab.pki.clients[0]);
+    let client = lab.connect_client("c1", cc);
+    let pid = lab.server().pid();
+    let rss_before = rss_kib(pid);
+
+    let stuck = poll_until(Duration::from_secs(10), || {
+        UnixStream::connect(socket(&lab)).ok()
+    })
+    .expect("connect");
+    stuck
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    // Ping for 8 s while the flood runs.
+    let ns_name = client.ns.name().to_owned();
+    let pinger = std::thread::spawn(move || {
+        run_bounded(
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &ns_name,
+                "ping",
+                "-n",
+                "-c",
+                "40",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                SERVER_TUN_ADDR,
+            ]),
+            Duration::from_secs(30),
+        )
+    });
+    let mut w = &stuck;
+    let _ = w.write_all(b"log on all\nstate on\nbytecount 1\n");
+    let flood_until = Instant::now() + Duration::from_secs(6);
+    let mut sent = 0u64;
+    let mut refused = false;
+    while Instant::now() < flood_until {
+        match w.write_all(b"help\nstatus 3\nload-stats\n") {
+            Ok(()) => sent += 1,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                // Disconnected by the server.
+                refused = true;
+                break;
+            }
+        }
+    }
+    let ping = pinger.join().expect("ping thread");
+    let received = ping
+        .stdout
+        .lines()
+        .find(|l| l.contains("received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    let log = lab.server_log();
+    assert!(
+        log.contains("output queue is full"),
+        "the stuck client was not disconnected (sent {sent} batches, refused={refused}):\n{}",
+        common::process::tail(&log, 30)
+    );
+    assert!(received >= 38, "ping during the flood: {}", ping.stdout);
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "server memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // The interface serves the next client.
+    drop(stuck);
+    let mut m = Mgmt::connect(&socket(&lab));
+    assert!(m.cmd("load-stats")[0].starts_with("SUCCESS: nclients=1,"));
+    lab.assert_server_running();
 }

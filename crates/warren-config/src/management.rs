@@ -173,7 +173,10 @@ impl ManagementState {
             };
         };
         let unix = matches!(listen, ManagementListen::Unix(_));
-        for (_, loc) in [&self.client_user, &self.client_group].into_iter().flatten() {
+        for (_, loc) in [&self.client_user, &self.client_group]
+            .into_iter()
+            .flatten()
+        {
             if !unix {
                 // OpenVPN options.c: "--management-client-(user|group) can be only used
                 // on unix domain sockets".
@@ -206,14 +209,15 @@ mod tests {
         let text = format!(
             "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\ntopology subnet\n{extra}\n"
         );
-        crate::server_config_from_str(&text, "s.conf", Path::new("."))
-            .map(|(c, _)| c.management)
+        crate::server_config_from_str(&text, "s.conf", Path::new(".")).map(|(c, _)| c.management)
     }
 
     #[test]
     fn management_directives() {
         assert_eq!(lower("").expect("ok"), None);
-        let m = lower("management 127.0.0.1 7505").expect("ok").expect("some");
+        let m = lower("management 127.0.0.1 7505")
+            .expect("ok")
+            .expect("some");
         assert_eq!(
             m.listen,
             ManagementListen::Tcp {

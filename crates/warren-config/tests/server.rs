@@ -869,7 +869,10 @@ fn refused_directives() {
         "management-client 127.0.0.1 7505",
         "connecting out to a management client is not supported",
     );
-    err("management-hold", "the management interface, which is not enabled");
+    err(
+        "management-hold",
+        "the management interface, which is not enabled",
+    );
     err("secret static.key", "static-key mode");
     err(
         "auth-user-pass-verify /bin/check via-file",
@@ -895,9 +898,7 @@ fn ignore_unknown_option_rules() {
         NEXT,
         "unknown directive",
     );
-    let (_, w) = ok(
-        "ignore-unknown-option frobnicate --inactive\nfrobnicate 1 2\ninactive 3600",
-    );
+    let (_, w) = ok("ignore-unknown-option frobnicate --inactive\nfrobnicate 1 2\ninactive 3600");
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!(w[0].location.line, Some(NEXT + 1));
     assert!(w[0].message.contains("ignore-unknown-option"), "{}", w[0]);

@@ -31,8 +31,8 @@ use warren_openvpn::{
 };
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
-use crate::management::{self, ClientIds, ConnectInfo, Management, ManagementOptions};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
+use crate::management::{self, ClientIds, ConnectInfo, Management, ManagementOptions};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
@@ -643,7 +643,13 @@ impl Loop {
                 // OpenVPN sig.c prints "SIGTERM[hard,] received, process exiting".
                 info!("{}[hard,] received, server exiting", sig.name());
                 if let Some(m) = self.mgmt.as_mut() {
-                    m.set_state(self.opts.clock.unix_now(), "EXITING", sig.name(), false, false);
+                    m.set_state(
+                        self.opts.clock.unix_now(),
+                        "EXITING",
+                        sig.name(),
+                        false,
+                        false,
+                    );
                 }
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
@@ -652,7 +658,13 @@ impl Loop {
             Signal::User1 => {
                 self.soft_restart(now);
                 if let Some(m) = self.mgmt.as_mut() {
-                    m.set_state(self.opts.clock.unix_now(), "RECONNECTING", "SIGUSR1", false, false);
+                    m.set_state(
+                        self.opts.clock.unix_now(),
+                        "RECONNECTING",
+                        "SIGUSR1",
+                        false,
+                        false,
+                    );
                     // manage.c: the hold flag holds the daemon again at every restart.
                     m.hold_again(1);
                 }
@@ -974,7 +986,9 @@ impl Loop {
             _ => {}
         }
         let Some(m) = self.mgmt.as_mut() else {
-            if let ServerEvent::Disconnected { peer_id, .. } | ServerEvent::AuthRejected { peer_id, .. } = ev {
+            if let ServerEvent::Disconnected { peer_id, .. }
+            | ServerEvent::AuthRejected { peer_id, .. } = ev
+            {
                 self.cids.release(*peer_id);
             }
             return false;
@@ -1007,7 +1021,12 @@ impl Loop {
                     // The user database first, then the management client.
                     m.defer(*peer_id, info);
                 } else {
-                    m.client_connect(*peer_id, info, warren_openvpn::AuthGrant::default(), &mut ctx);
+                    m.client_connect(
+                        *peer_id,
+                        info,
+                        warren_openvpn::AuthGrant::default(),
+                        &mut ctx,
+                    );
                     decided = true;
                 }
             }
@@ -1024,7 +1043,12 @@ impl Loop {
                 bytes_sent,
                 ..
             } => {
-                m.client_gone(*peer_id, ctx.cids.get(*peer_id), (*bytes_received, *bytes_sent), unix);
+                m.client_gone(
+                    *peer_id,
+                    ctx.cids.get(*peer_id),
+                    (*bytes_received, *bytes_sent),
+                    unix,
+                );
                 self.cids.release(*peer_id);
             }
             ServerEvent::AuthRejected { peer_id, .. } => {

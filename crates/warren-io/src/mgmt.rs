@@ -22,13 +22,13 @@ const LISTEN_BACKLOG: i32 = 8;
 pub enum MgmtBindError {
     #[error("management: creating the socket: {0}")]
     Create(#[source] io::Error),
-    #[error("management: binding tcp {addr}: address already in use (is another openvpn or warren running?)")]
+    #[error(
+        "management: binding tcp {addr}: address already in use (is another openvpn or warren running?)"
+    )]
     InUse { addr: SocketAddr, source: io::Error },
     #[error("management: binding tcp {addr}: {source}")]
     BindTcp { addr: SocketAddr, source: io::Error },
-    #[error(
-        "management: {path} exists and is not a socket; remove it or choose another path"
-    )]
+    #[error("management: {path} exists and is not a socket; remove it or choose another path")]
     NotASocket { path: PathBuf },
     #[error("management: binding unix socket {path}: {source}")]
     BindUnix { path: PathBuf, source: io::Error },
@@ -59,8 +59,7 @@ impl MgmtListener {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
             .map_err(MgmtBindError::Create)?;
         // OpenVPN manage.c man_listen: SO_REUSEADDR (a restart while a connection lingers).
-        sock.set_reuse_address(true)
-            .map_err(MgmtBindError::Setup)?;
+        sock.set_reuse_address(true).map_err(MgmtBindError::Setup)?;
         sock.bind(&addr.into()).map_err(|source| {
             if source.kind() == io::ErrorKind::AddrInUse {
                 MgmtBindError::InUse { addr, source }
@@ -116,7 +115,9 @@ impl MgmtListener {
             unix: Some((path.to_owned(), id)),
             local: path.display().to_string(),
         };
-        l.sock.listen(LISTEN_BACKLOG).map_err(MgmtBindError::Setup)?;
+        l.sock
+            .listen(LISTEN_BACKLOG)
+            .map_err(MgmtBindError::Setup)?;
         l.sock.set_nonblocking(true).map_err(MgmtBindError::Setup)?;
         l.sock.set_cloexec(true).map_err(MgmtBindError::Setup)?;
         Ok(l)

@@ -65,10 +65,9 @@ pub fn options(m: &ManagementConfig, facts: ServerFacts<'_>) -> Result<Managemen
     let password = match &m.password_file {
         None => None,
         Some(path) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the management password file {}", path.display()))?,
-            );
+            let text = Zeroizing::new(std::fs::read_to_string(path).with_context(|| {
+                format!("reading the management password file {}", path.display())
+            })?);
             let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
             if first.is_empty() {
                 return Err(Error::ManagementPassword(path.clone()));
@@ -78,20 +77,28 @@ pub fn options(m: &ManagementConfig, facts: ServerFacts<'_>) -> Result<Managemen
     };
     let allowed_uid = match &m.client_user {
         None => None,
-        Some(u) => Some(warren_io::user_id(u).ok_or_else(|| Error::ManagementAccount {
-            kind: "user",
-            name: u.clone(),
-        })?),
+        Some(u) => Some(
+            warren_io::user_id(u).ok_or_else(|| Error::ManagementAccount {
+                kind: "user",
+                name: u.clone(),
+            })?,
+        ),
     };
     let allowed_gid = match &m.client_group {
         None => None,
-        Some(g) => Some(warren_io::group_id(g).ok_or_else(|| Error::ManagementAccount {
-            kind: "group",
-            name: g.clone(),
-        })?),
+        Some(g) => Some(
+            warren_io::group_id(g).ok_or_else(|| Error::ManagementAccount {
+                kind: "group",
+                name: g.clone(),
+            })?,
+        ),
     };
     let cfg = facts.cfg;
-    let proto = if cfg.proto.is_tcp() { "tcp-server" } else { "udp" };
+    let proto = if cfg.proto.is_tcp() {
+        "tcp-server"
+    } else {
+        "udp"
+    };
     let mut daemon_env: Vec<Var> = vec![
         ("remote_port_1".into(), cfg.port.to_string()),
         ("local_port_1".into(), cfg.port.to_string()),

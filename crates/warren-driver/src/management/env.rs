@@ -66,15 +66,13 @@ pub fn certificate(der: &[u8]) -> Vec<Var> {
     let mut v = vec![
         var("tls_serial_hex_0", colon_hex(tbs.raw_serial())),
         var("tls_serial_0", tbs.serial.to_string()),
-        var(
-            "tls_digest_sha256_0",
-            colon_hex(&sha2::Sha256::digest(der)),
-        ),
+        var("tls_digest_sha256_0", colon_hex(&sha2::Sha256::digest(der))),
         var("tls_digest_0", colon_hex(&sha1::Sha1::digest(der))),
         var("tls_id_0", clean(&tbs.subject.to_string())),
     ];
     for attr in tbs.subject.iter_attributes() {
-        if let (Some(name), Ok(value)) = (field_name(&attr.attr_type().to_id_string()), attr.as_str())
+        if let (Some(name), Ok(value)) =
+            (field_name(&attr.attr_type().to_id_string()), attr.as_str())
         {
             v.push(var(format!("X509_0_{name}"), clean(value)));
         }
@@ -152,7 +150,9 @@ mod tests {
             address(true, &"[2001:db8::1]:5".parse().expect("addr"))[0],
             var("trusted_ip6", "2001:db8::1")
         );
-        let pi = PeerInfo::parse("IV_VER=2.6.14\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM\nIV_GUI_VER=x\nbad key=1\n");
+        let pi = PeerInfo::parse(
+            "IV_VER=2.6.14\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM:AES-128-GCM\nIV_GUI_VER=x\nbad key=1\n",
+        );
         let v = peer_info(&pi);
         assert!(v.contains(&var("IV_VER", "2.6.14")));
         assert!(v.contains(&var("IV_PROTO", "990")));

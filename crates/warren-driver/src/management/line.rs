@@ -62,8 +62,14 @@ mod tests {
             tokenize(r#"client-deny 1 2 "bad password" 'Sorry, no'"#),
             ["client-deny", "1", "2", "bad password", "Sorry, no"]
         );
-        assert_eq!(tokenize(r#"push "route 10.1.0.0 255.255.0.0""#), ["push", "route 10.1.0.0 255.255.0.0"]);
-        assert_eq!(tokenize(r#"echo a\ b \"q\" 'x\y'"#), ["echo", "a b", "\"q\"", "x\\y"]);
+        assert_eq!(
+            tokenize(r#"push "route 10.1.0.0 255.255.0.0""#),
+            ["push", "route 10.1.0.0 255.255.0.0"]
+        );
+        assert_eq!(
+            tokenize(r#"echo a\ b \"q\" 'x\y'"#),
+            ["echo", "a b", "\"q\"", "x\\y"]
+        );
         assert_eq!(tokenize(r#"x """#), ["x", ""]);
         assert!(tokenize("   ").is_empty());
         let many = "a ".repeat(40);

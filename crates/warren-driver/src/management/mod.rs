@@ -167,7 +167,9 @@ pub struct Ctx<'a> {
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("now", &self.now).finish_non_exhaustive()
+        f.debug_struct("Ctx")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
     }
 }
 
@@ -322,7 +324,10 @@ impl Management {
     pub fn describe(&self) -> String {
         match self.opts.listener.local_addr() {
             Some(a) => format!("management interface on tcp {a}"),
-            None => format!("management interface on unix socket {}", self.opts.listener.local()),
+            None => format!(
+                "management interface on unix socket {}",
+                self.opts.listener.local()
+            ),
         }
     }
 
@@ -845,7 +850,13 @@ impl Management {
                 }
             }
             "log" => {
-                for l in self.opts.log.as_ref().map(|t| t.last(n)).unwrap_or_default() {
+                for l in self
+                    .opts
+                    .log
+                    .as_ref()
+                    .map(|t| t.last(n))
+                    .unwrap_or_default()
+                {
                     let _ = writeln!(out, "{}", l.render());
                 }
             }
@@ -944,8 +955,12 @@ impl Management {
         if !c.authed {
             return;
         }
-        let size: usize =
-            head.len() + env.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>() + 20;
+        let size: usize = head.len()
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 16)
+                .sum::<usize>()
+            + 20;
         if c.out.len() + size > OUTPUT_LIMIT {
             c.closing = Some("its output queue is full (it stopped reading)");
             return;
@@ -1120,10 +1135,7 @@ impl Management {
         env.push(("ifconfig_pool_netmask".into(), netmask.to_string()));
         env.push(("ifconfig_pool_remote_ip".into(), vpn_ip.to_string()));
         env.push(("time_unix".into(), unix.to_string()));
-        env.push((
-            "time_ascii".into(),
-            warren_io::format_local_time(unix),
-        ));
+        env.push(("time_ascii".into(), warren_io::format_local_time(unix)));
         env.extend(env::address(true, &client.real_addr));
         env.push(("common_name".into(), client.common_name.clone()));
         if let Some(u) = &client.username {
@@ -1153,13 +1165,7 @@ impl Management {
 
     /// A client left: with client-auth, `>CLIENT:DISCONNECT` with its environment (empty
     /// for one that never connected).
-    pub fn client_gone(
-        &mut self,
-        peer: PeerId,
-        cid: Option<u64>,
-        bytes: (u64, u64),
-        unix: u64,
-    ) {
+    pub fn client_gone(&mut self, peer: PeerId, cid: Option<u64>, bytes: (u64, u64), unix: u64) {
         self.gone_bytes.0 += bytes.0;
         self.gone_bytes.1 += bytes.1;
         self.deferred.remove(&peer);
@@ -1226,7 +1232,9 @@ fn client_auth_line(l: &str) -> Result<Option<BlockLine>, &'static str> {
             .parse()
             .map(|ip| Some(BlockLine::IfconfigPush(ip)))
             .map_err(|_| "`ifconfig-push` needs an IPv4 address"),
-        Some(_) => Err("only `push \"...\"` and `ifconfig-push IP MASK` are supported in a client-auth block"),
+        Some(_) => Err(
+            "only `push \"...\"` and `ifconfig-push IP MASK` are supported in a client-auth block",
+        ),
         None => Ok(None),
     }
 }
@@ -1253,8 +1261,12 @@ fn need(p: &[String], n: usize, at_least: bool) -> Result<(), String> {
 }
 
 fn parse_ids(cid: &str, kid: &str) -> Result<(u64, u64), String> {
-    let cid = cid.parse().map_err(|_| "ERROR: cannot parse CID".to_owned())?;
-    let kid = kid.parse().map_err(|_| "ERROR: cannot parse KID".to_owned())?;
+    let cid = cid
+        .parse()
+        .map_err(|_| "ERROR: cannot parse CID".to_owned())?;
+    let kid = kid
+        .parse()
+        .map_err(|_| "ERROR: cannot parse KID".to_owned())?;
     Ok((cid, kid))
 }
 
