@@ -740,3 +740,96 @@ fn stuck_client() {
     assert!(m.cmd("load-stats")[0].starts_with("SUCCESS: nclients=1,"));
     lab.assert_server_running();
 }
+
+/// Password prompt and `management-hold`: `ENTER PASSWORD:` without a line end, a wrong
+/// password prompts again, the right one gives SUCCESS, the banner and `>HOLD:`; no client
+/// gets in before `hold release`, one does after.
+fn password_hold_run(kind: ServerKind) {
+    let mut lab = Lab::new("mgmt-hold", kind);
+    let label = kind.label();
+    let pw = lab.dir().join("mgmt.pw");
+    std::fs::write(&pw, "s3cret\n").expect("password file");
+    let mut conf = lab.server_conf();
+    conf.extra.push(format!(
+        "management {} unix {}",
+        socket(&lab).display(),
+        pw.display()
+    ));
+    conf.extra.push("management-hold".into());
+    // A held server may not have bound its port yet (stock binds after the release):
+    // wait for the socket file instead.
+    let path = lab.dir().join("server.conf");
+    conf.write(&path);
+    let argv_kind = kind;
+    let log = lab.dir().join("server.log");
+    let dir = lab.dir().to_path_buf();
+    let conf_s = path.to_str().expect("UTF-8").to_owned();
+    let argv: Vec<&str> = match argv_kind {
+        ServerKind::Openvpn => vec!["openvpn", "--config", &conf_s],
+        ServerKind::Warren => vec![common::lab::WARREN_BIN, "server", "--config", &conf_s],
+    };
+    let mut server = lab.server_ns.spawn_env(label, &argv, &[], &dir, &log);
+    let s = poll_until(Duration::from_secs(15), || {
+        UnixStream::connect(socket(&lab)).ok()
+    })
+    .unwrap_or_else(|| panic!("{label}: no management socket:\n{}", server.log_tail(20)));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut w = s;
+    let mut prompt = [0u8; 15];
+    std::io::Read::read_exact(&mut r, &mut prompt).expect("prompt");
+    assert_eq!(&prompt, b"ENTER PASSWORD:", "{label}");
+    w.write_all(b"wrong\n").expect("write");
+    std::io::Read::read_exact(&mut r, &mut prompt).expect("prompt again");
+    assert_eq!(
+        &prompt, b"ENTER PASSWORD:",
+        "{label}: a wrong password prompts again"
+    );
+    w.write_all(b"s3cret\n").expect("write");
+    let mut line = String::new();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        line.clear();
+        r.read_line(&mut line).expect("line");
+        lines.push(line.clone());
+    }
+    assert_eq!(
+        lines[0], "SUCCESS: password is correct\r\n",
+        "{label}: {lines:?}"
+    );
+    assert_eq!(lines[1], format!("{BANNER}\r\n"), "{label}: {lines:?}");
+    assert!(
+        lines[2].starts_with(">HOLD:Waiting for hold release:"),
+        "{label}: {lines:?}"
+    );
+    // Held: a client does not get in.
+    let cc = lab.client_conf(&lab.pki.clients[0]);
+    let mut client = lab.start_client("c1", cc);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        client.count("Initialization Sequence Completed"),
+        0,
+        "{label}: connected while held"
+    );
+    w.write_all(b"hold\n").expect("write");
+    line.clear();
+    r.read_line(&mut line).expect("hold reply");
+    assert_eq!(line, "SUCCESS: hold=1\r\n", "{label}");
+    w.write_all(b"hold release\n").expect("write");
+    line.clear();
+    r.read_line(&mut line).expect("release reply");
+    assert_eq!(line, "SUCCESS: hold release succeeded\r\n", "{label}");
+    client
+        .wait_connected(Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("{label}: no connection after the release: {e}"));
+    server.terminate(Duration::from_secs(10));
+}
+
+const BANNER: &str = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info";
+
+#[test]
+fn password_and_hold() {
+    password_hold_run(ServerKind::Openvpn);
+    password_hold_run(ServerKind::Warren);
+}
