@@ -237,6 +237,7 @@ struct Transcript {
     /// Replies compared by shape.
     replies: Vec<(String, Vec<String>)>,
     bytecount: String,
+    log_line: String,
     client_kill: Vec<String>,
     sigterm: Vec<String>,
     exited: bool,
@@ -296,6 +297,16 @@ fn differential_run(kind: ServerKind) -> Transcript {
         let r = m.cmd(c);
         t.replies.push((c.to_owned(), r));
     }
+    // Real-time log: the next command's log line (verb 4 logs every command).
+    let r = m.cmd("log on");
+    t.replies.push(("log on".into(), r));
+    let r = m.cmd("pid");
+    t.replies.push(("pid".into(), r));
+    t.log_line = m
+        .wait_event(">LOG:", Duration::from_secs(5))
+        .unwrap_or_default();
+    let r = m.cmd("log off");
+    t.replies.push(("log off".into(), r));
     let r = m.cmd("bytecount 1");
     t.replies.push(("bytecount 1".into(), r));
     t.bytecount = m
@@ -400,6 +411,15 @@ fn differential() {
         assert_eq!(shapes(w), shapes(s), "reply to {c:?}");
     }
     assert_eq!(shape(&warren.bytecount), shape(&stock.bytecount));
+    // The same form (stock may show the next command's line first).
+    let form = |l: &str| shape(l).split('\'').next().unwrap_or("").to_owned();
+    assert_eq!(form(&warren.log_line), form(&stock.log_line), "log line");
+    assert_eq!(form(&warren.log_line), ">LOG:0,D,MANAGEMENT: CMD ");
+    assert!(
+        warren.log_line.ends_with(",D,MANAGEMENT: CMD 'pid'"),
+        "{}",
+        warren.log_line
+    );
     assert!(
         warren.bytecount.starts_with(">BYTECOUNT_CLI:0,"),
         "{}",
