@@ -354,11 +354,17 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         ConfigSource::Zero(zero) => zero.lower(),
     }
     .map_err(anyhow::Error::new)?;
-    logging::init(logging::adjust(
-        logging::level_for_verb(cfg.verb),
-        verbose,
-        quiet,
-    ));
+    // The management interface's log cache (`log`, `>LOG:`, `verb`, `mute`).
+    let log = match &cfg.management {
+        Some(_) => Some(
+            warren_driver::management::LogTap::new(clock).context("setting up the log cache")?,
+        ),
+        None => None,
+    };
+    logging::init_with_tap(
+        logging::adjust(logging::level_for_verb(cfg.verb), verbose, quiet),
+        log.as_ref(),
+    );
     for w in &warnings {
         warn!("{w}");
     }
@@ -389,6 +395,7 @@ pub fn run(args: &ServerArgs, verbose: u8, quiet: u8) -> Result<()> {
         offload_off: offload_choice(args.no_offload, cfg.offload).1,
         signals,
         clock,
+        log,
     };
     Ok(warren_server::run(&cfg, launch)?)
 }

@@ -111,7 +111,18 @@ pub(crate) const IGNORED_SERVER: &[(&str, &str)] = &[
         "only affects resolving `remote`, which a server does not have",
     ),
     ("push-peer-info", "only a client sends peer info"),
+    (
+        "management-query-passwords",
+        "on a server it only asks for the private key's passphrase, and warren reads no encrypted keys",
+    ),
+    ("management-query-proxy", MGMT_CLIENT_SIDE),
+    ("management-query-remote", MGMT_CLIENT_SIDE),
+    ("management-signal", MGMT_CLIENT_SIDE),
+    ("management-up-down", MGMT_CLIENT_SIDE),
+    ("management-forget-disconnect", MGMT_CLIENT_SIDE),
 ];
+
+const MGMT_CLIENT_SIDE: &str = "a client-side management option; no effect on a server";
 
 /// Ignored with a warning in client configs only.
 pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
@@ -319,62 +330,62 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
     ("tls-export-cert", SCRIPT, false),
     (
         "management",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-client",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-client-user",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-client-group",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-hold",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-log-cache",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-query-passwords",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-query-proxy",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-query-remote",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-signal",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-up-down",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     (
         "management-forget-disconnect",
-        "the management interface is not implemented yet",
+        "the management interface of `warren client` is not implemented yet (`warren server` has one)",
         false,
     ),
     ("link-mtu", "link-mtu is deprecated; use tun-mtu", false),
@@ -436,7 +447,12 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ("username-as-common-name", NO_USER_AUTH, true),
     ("auth-gen-token", NO_USER_AUTH, true),
     ("auth-gen-token-secret", NO_USER_AUTH, true),
-    ("management-client-auth", NO_USER_AUTH, true),
+    (
+        "management-client",
+        "warren's management interface listens (`management IP PORT` or `management PATH unix`); \
+         connecting out to a management client is not supported",
+        true,
+    ),
     (
         "client-cert-not-required",
         "removed in OpenVPN 2.5 (`verify-client-cert none`), and certificate-less clients are not supported",

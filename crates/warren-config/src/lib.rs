@@ -56,7 +56,6 @@
 //!    Scripts (`up`, `down`, `route-up`, `learn-address`…), TLS suite
 //!    restrictions (`tls-cipher`, `tls-ciphersuites`, `tls-groups`,
 //!    `ecdh-curve`, `tls-cert-profile`: warren's fixed rustls set is used),
-//!    `management`,
 //!    `route` on a server, `inactive`, `ping-exit`, `bind`, `mark` and other
 //!    not-yet-implemented behaviour are refused but may be skipped with
 //!    `ignore-unknown-option`, which stock OpenVPN ignores for directives it
@@ -152,6 +151,7 @@ mod directives;
 mod error;
 mod lex;
 mod lower;
+mod management;
 mod material;
 mod proxy;
 mod server;
@@ -170,6 +170,7 @@ pub use connection::{
 pub use error::{ConfigError, Location, SyntaxError, Warning};
 pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
+pub use management::{DEFAULT_LOG_CACHE, ManagementConfig, ManagementListen};
 pub use material::{Material, resolve_path};
 pub use proxy::{
     DEFAULT_SOCKS_PORT, HttpProxy, HttpVersion, MAX_CUSTOM_HEADERS, Proxy, ProxyCredentials,

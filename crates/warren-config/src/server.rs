@@ -8,6 +8,7 @@ use crate::directives::Side;
 use crate::error::{ConfigError, Location, Warning};
 use crate::lex::{Directive, parse_str};
 use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
+use crate::management::{MANAGEMENT_DIRECTIVES, ManagementConfig, ManagementState};
 use crate::material::{Material, resolve_path};
 use crate::read_config_text;
 use crate::settings::defaults;
@@ -164,6 +165,8 @@ pub struct ServerConfig {
     /// `port-share HOST PORT`: TCP connections that do not start with an OpenVPN
     /// client reset are relayed to HOST:PORT (HOST is resolved to IPv4, as OpenVPN does).
     pub port_share: Option<(String, u16)>,
+    /// `management ...` and its modifiers (`None`: no management interface).
+    pub management: Option<ManagementConfig>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -229,18 +232,21 @@ pub(crate) fn lower_server(
     let mut lw = Lowerer::new(Arc::from(origin), base_dir);
     let mut c = Common::default();
     let mut s = ServerState::default();
+    let mut mgmt = ManagementState::default();
     let supported: Vec<&'static str> = SERVER_DIRECTIVES
         .iter()
+        .chain(MANAGEMENT_DIRECTIVES)
         .chain(COMMON_DIRECTIVES)
         .copied()
         .collect();
 
     lw.run(directives, Side::Server, &supported, |lw, v| {
-        if c.apply(lw, v)? {
+        if c.apply(lw, v)? || mgmt.apply(v)? {
             return Ok(true);
         }
         s.apply(lw, v)
     })?;
+    let management = mgmt.finish()?;
     c.check()?;
     c.notes(&mut lw);
 
@@ -474,6 +480,7 @@ pub(crate) fn lower_server(
         state,
         nat: s.nat,
         port_share: s.port_share.map(|(target, _)| target),
+        management,
         source: PathBuf::from(origin),
     };
     if let (Some(v6), Some(loc)) = (cfg.ipv6(), ipv6_loc) {

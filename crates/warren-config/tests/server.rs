@@ -866,8 +866,12 @@ fn refused_directives() {
     err("allow-compression yes", "compression is refused");
     cfg("allow-compression no");
     err(
-        "management 127.0.0.1 7505",
-        "the management interface is not implemented yet",
+        "management-client 127.0.0.1 7505",
+        "connecting out to a management client is not supported",
+    );
+    err(
+        "management-hold",
+        "the management interface, which is not enabled",
     );
     err("secret static.key", "static-key mode");
     err(
@@ -894,13 +898,11 @@ fn ignore_unknown_option_rules() {
         NEXT,
         "unknown directive",
     );
-    let (_, w) = ok(
-        "ignore-unknown-option frobnicate --management\nfrobnicate 1 2\nmanagement 127.0.0.1 7505",
-    );
+    let (_, w) = ok("ignore-unknown-option frobnicate --inactive\nfrobnicate 1 2\ninactive 3600");
     assert_eq!(w.len(), 2, "{w:?}");
     assert_eq!(w[0].location.line, Some(NEXT + 1));
     assert!(w[0].message.contains("ignore-unknown-option"), "{}", w[0]);
-    assert_eq!(w[1].directive, "management");
+    assert_eq!(w[1].directive, "inactive");
     // Non-strict refusals (TLS certificate profiles) can be skipped on purpose.
     let (_, w) = ok("ignore-unknown-option tls-cert-profile\ntls-cert-profile preferred");
     assert_eq!((w.len(), w[0].location.line), (1, Some(NEXT + 1)), "{w:?}");
@@ -948,7 +950,7 @@ fn setenv_rules() {
     let (_, w) = ok("setenv FOO bar");
     assert!(w[0].message.contains("scripts"));
     err("setenv GENERIC_CONFIG 1", "generic configuration");
-    let (_, w) = ok("setenv FORWARD_COMPATIBLE 1\nfrobnicate\nmanagement x 1");
+    let (_, w) = ok("setenv FORWARD_COMPATIBLE 1\nfrobnicate\ninactive 3600");
     assert_eq!(w.len(), 2, "{w:?}");
     err_line(
         "setenv FORWARD_COMPATIBLE 1\nsecret x.key",

@@ -29,11 +29,15 @@
 //! peers belong to the main thread. The client loop uses one connection instead of its
 //! UDP socket for a `tcp-client` remote, first through an HTTP or SOCKS5 proxy when the
 //! entry names one (`proxy`).
+//!
+//! The management interface (`management`) is served by the server loop too: its
+//! listener and connection are polled with the loop's descriptors, its output is bounded.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 mod batch;
 mod client_loop;
+pub mod management;
 mod portshare;
 mod proxy;
 mod server_loop;

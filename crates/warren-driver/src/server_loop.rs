@@ -32,6 +32,7 @@ use warren_openvpn::{
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo, Via};
+use crate::management::{self, ClientIds, ConnectInfo, Management, ManagementOptions};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
@@ -78,6 +79,8 @@ pub struct ServerLoopOptions {
     pub tcp: Option<TcpOptions>,
     /// Checked every [`Watcher::interval`] on this thread (today: the `crl-verify` file).
     pub watch: Option<Watcher>,
+    /// The management interface (`management ...`), served by this thread.
+    pub management: Option<ManagementOptions>,
 }
 
 /// A periodic check of files a running server follows, such as the `crl-verify` CRL that
@@ -158,6 +161,12 @@ struct Loop {
     auth_msgs: Vec<FromWorker>,
     /// A worker failed; the loop stops with this.
     worker_failed: Option<String>,
+    /// The management interface, if configured.
+    mgmt: Option<Management>,
+    /// Management client ids (also the status "Client ID" column).
+    cids: ClientIds,
+    /// A soft restart happened this turn (the management hold and state lines follow).
+    restarted: bool,
 }
 
 /// The control thread's data path: the engine, this thread's shard (control datagrams go
@@ -284,6 +293,10 @@ pub fn run_server(
         None => pump.fit_tun(mtu),
     }
     let tcp = opts.tcp.take().map(TcpServer::new);
+    let mgmt = opts.management.take().map(Management::new);
+    if let Some(m) = &mgmt {
+        info!("{}", m.describe());
+    }
     info!(
         "data path: {}; {}{}; {} data thread(s)",
         batch::describe_tun(&tun),
@@ -312,8 +325,16 @@ pub fn run_server(
         auth_gone: false,
         auth_msgs: Vec::new(),
         worker_failed: None,
+        mgmt,
+        cids: ClientIds::default(),
+        restarted: false,
     };
     let result = l.run();
+    if let Some(m) = l.mgmt.as_mut() {
+        m.set_state(l.opts.clock.unix_now(), "EXITING", "SIGTERM", false, false);
+        m.after(l.opts.clock.now());
+        m.shutdown();
+    }
     if let Some(w) = l.ctl.workers.take() {
         w.stop(&mut l.pump.stats);
     }
@@ -385,18 +406,28 @@ impl Loop {
         let fixed = poller.len();
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
+        if self.hold()? {
+            return Ok(());
+        }
+        self.announce_up();
         self.after_input(now);
         loop {
             let now = self.opts.clock.now();
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(now));
+            poller.truncate(fixed);
             if let Some(tcp) = &mut self.tcp {
-                poller.truncate(fixed);
                 tcp.register(&mut poller);
+            }
+            if let Some(m) = &mut self.mgmt {
+                m.register(&mut poller);
             }
             poller.wait(timeout).map_err(DriverError::Poll)?;
             let now = self.opts.clock.now();
+            if self.on_management(now, &poller)? {
+                return Ok(());
+            }
 
             if poller.is_readable(t_sig) {
                 while let Some(sig) = self.opts.signals.read().map_err(DriverError::Signal)? {
@@ -404,6 +435,14 @@ impl Loop {
                         return Ok(());
                     }
                 }
+            }
+            if std::mem::take(&mut self.restarted) {
+                // RESTART to every client goes out before a hold.
+                self.after_input(now);
+                if self.hold()? {
+                    return Ok(());
+                }
+                self.announce_up();
             }
             if let (Some(t), Some(udp)) = (t_udp, &self.udp)
                 && poller.is_readable(t)
@@ -486,6 +525,91 @@ impl Loop {
         }
     }
 
+    /// The state lines of a server that is up (OpenVPN's server: CONNECTING, ASSIGN_IP,
+    /// CONNECTED).
+    fn announce_up(&mut self) {
+        let Some(m) = self.mgmt.as_mut() else { return };
+        let unix = self.opts.clock.unix_now();
+        m.set_state(unix, "CONNECTING", "", false, false);
+        m.set_state(unix, "ASSIGN_IP", "", true, false);
+        m.set_state(unix, "CONNECTED", "SUCCESS", true, true);
+        m.after(self.opts.clock.now());
+    }
+
+    /// `management-hold`: serves only the management interface and signals until `hold
+    /// release` (datagrams wait in the socket). Returns `true` when a signal stops the
+    /// server meanwhile.
+    fn hold(&mut self) -> Result<bool, DriverError> {
+        if !self.mgmt.as_ref().is_some_and(Management::is_held) {
+            return Ok(false);
+        }
+        info!("Need hold release from management interface, waiting...");
+        loop {
+            let mut poller = Poller::new();
+            let t_sig = poller.add(
+                std::os::fd::AsFd::as_fd(&self.opts.signals),
+                Interest::Readable,
+            );
+            if let Some(m) = self.mgmt.as_mut() {
+                m.register(&mut poller);
+            }
+            let now = self.opts.clock.now();
+            let timeout = self
+                .mgmt
+                .as_ref()
+                .and_then(Management::next_deadline)
+                .map(|d| d.saturating_duration_since(now));
+            poller.wait(timeout).map_err(DriverError::Poll)?;
+            let now = self.opts.clock.now();
+            if poller.is_readable(t_sig) {
+                while let Some(sig) = self.opts.signals.read().map_err(DriverError::Signal)? {
+                    if matches!(sig, Signal::Interrupt | Signal::Terminate) {
+                        info!("{}[hard,] received while held, server exiting", sig.name());
+                        return Ok(true);
+                    }
+                    info!("received {} while held: ignored", sig.name());
+                }
+            }
+            if self.on_management(now, &poller)? {
+                return Ok(true);
+            }
+            if !self.mgmt.as_ref().is_some_and(Management::is_held) {
+                info!("hold released: serving");
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The management interface's I/O, its timer and what its commands asked the loop to
+    /// do. Returns `true` when the loop must stop now.
+    fn on_management(&mut self, now: Instant, poller: &Poller) -> Result<bool, DriverError> {
+        let Some(m) = self.mgmt.as_mut() else {
+            return Ok(false);
+        };
+        let mut ctx = management::Ctx {
+            server: &mut self.ctl.server,
+            now,
+            clock: self.opts.clock,
+            title: &self.opts.title,
+            cids: &self.cids,
+        };
+        m.ready(poller, &mut ctx);
+        if m.next_deadline().is_some_and(|t| t <= now) {
+            m.handle_timeout(&mut ctx);
+        }
+        let actions = m.take_actions();
+        for a in actions {
+            match a {
+                management::Action::Signal(sig) => {
+                    if self.on_signal(now, sig) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The earliest of the engine's timer, the status timer and the shutdown deadline.
     fn next_deadline(&self) -> Option<Instant> {
         [
@@ -494,6 +618,7 @@ impl Loop {
             self.next_watch,
             self.shutdown_deadline,
             self.tcp.as_ref().and_then(TcpServer::next_deadline),
+            self.mgmt.as_ref().and_then(Management::next_deadline),
         ]
         .into_iter()
         .flatten()
@@ -517,11 +642,34 @@ impl Loop {
             Signal::Interrupt | Signal::Terminate => {
                 // OpenVPN sig.c prints "SIGTERM[hard,] received, process exiting".
                 info!("{}[hard,] received, server exiting", sig.name());
+                if let Some(m) = self.mgmt.as_mut() {
+                    m.set_state(
+                        self.opts.clock.unix_now(),
+                        "EXITING",
+                        sig.name(),
+                        false,
+                        false,
+                    );
+                }
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
             Signal::User2 => self.log_status(now),
-            Signal::User1 => self.soft_restart(now),
+            Signal::User1 => {
+                self.soft_restart(now);
+                if let Some(m) = self.mgmt.as_mut() {
+                    m.set_state(
+                        self.opts.clock.unix_now(),
+                        "RECONNECTING",
+                        "SIGUSR1",
+                        false,
+                        false,
+                    );
+                    // manage.c: the hold flag holds the daemon again at every restart.
+                    m.hold_again(1);
+                }
+                self.restarted = true;
+            }
             Signal::Hangup => self.reload(now),
         }
         false
@@ -544,6 +692,7 @@ impl Loop {
             .status
             .as_ref()
             .map_or(StatusVersion::V1, |s| s.version);
+        let snap = with_cids(snap, &self.cids);
         info!("SIGUSR2 received: status report follows");
         let text = status::render(version, &snap, &warren_io::format_local_time);
         for line in text.lines() {
@@ -669,6 +818,9 @@ impl Loop {
             tcp.flush(now);
         }
         self.tcp_closed(now);
+        if let Some(m) = self.mgmt.as_mut() {
+            m.after(now);
+        }
     }
 
     /// Closes TCP connections whose hand-window or closing grace is over.
@@ -776,6 +928,9 @@ impl Loop {
 
     /// Lifecycle events the auth worker needs: requests, addresses given, departures.
     fn forward_to_auth(&mut self, now: Instant, ev: ServerEvent) {
+        if self.management_event(now, &ev) {
+            return;
+        }
         let Some(auth) = self.opts.auth.as_mut() else {
             if let ServerEvent::AuthRequest { peer_id, .. } = ev {
                 warn!("refusing client peer_id={peer_id}: no authentication worker");
@@ -816,6 +971,95 @@ impl Loop {
         }
     }
 
+    /// Client ids and the management interface's view of a lifecycle event. Returns `true`
+    /// when the management client decides the login (no auth worker to ask first).
+    fn management_event(&mut self, now: Instant, ev: &ServerEvent) -> bool {
+        let unix = self.opts.clock.unix_now();
+        let cids = &mut self.cids;
+        match ev {
+            ServerEvent::AuthRequest { peer_id, .. } => {
+                cids.assign(*peer_id);
+            }
+            ServerEvent::Connected { peer_id, .. } => {
+                cids.get_or_assign(*peer_id);
+            }
+            _ => {}
+        }
+        let Some(m) = self.mgmt.as_mut() else {
+            if let ServerEvent::Disconnected { peer_id, .. }
+            | ServerEvent::AuthRejected { peer_id, .. } = ev
+            {
+                self.cids.release(*peer_id);
+            }
+            return false;
+        };
+        let mut ctx = management::Ctx {
+            server: &mut self.ctl.server,
+            now,
+            clock: self.opts.clock,
+            title: &self.opts.title,
+            cids: &self.cids,
+        };
+        let mut decided = false;
+        match ev {
+            ServerEvent::AuthRequest {
+                peer_id,
+                addr,
+                common_name,
+                certificate,
+                username,
+                password,
+            } if m.client_auth_enabled() => {
+                let info = ConnectInfo {
+                    addr: *addr,
+                    common_name: common_name.clone(),
+                    username: username.clone(),
+                    password: password.clone().map(|p| p.into_inner()),
+                    certificate: certificate.as_ref().map(|c| c.as_ref().to_vec()),
+                };
+                if self.opts.auth.is_some() {
+                    // The user database first, then the management client.
+                    m.defer(*peer_id, info);
+                } else {
+                    m.client_connect(
+                        *peer_id,
+                        info,
+                        warren_openvpn::AuthGrant::default(),
+                        &mut ctx,
+                    );
+                    decided = true;
+                }
+            }
+            ServerEvent::Connected {
+                peer_id, vpn_ip, ..
+            } => {
+                if let Some(cid) = ctx.cids.get(*peer_id) {
+                    m.client_established(*peer_id, cid, *vpn_ip, &mut ctx);
+                }
+            }
+            ServerEvent::Disconnected {
+                peer_id,
+                bytes_received,
+                bytes_sent,
+                ..
+            } => {
+                m.client_gone(
+                    *peer_id,
+                    ctx.cids.get(*peer_id),
+                    (*bytes_received, *bytes_sent),
+                    unix,
+                );
+                self.cids.release(*peer_id);
+            }
+            ServerEvent::AuthRejected { peer_id, .. } => {
+                m.client_gone(*peer_id, ctx.cids.get(*peer_id), (0, 0), unix);
+                self.cids.release(*peer_id);
+            }
+            _ => {}
+        }
+        decided
+    }
+
     /// Decisions and kicks from the auth worker.
     fn on_auth_messages(&mut self, now: Instant) {
         let Some(auth) = self.opts.auth.as_mut() else {
@@ -830,7 +1074,19 @@ impl Loop {
             match m {
                 FromWorker::Decision {
                     peer_id, decision, ..
-                } => self.ctl.server.authorize(now, peer_id, decision),
+                } => match self.mgmt.as_mut() {
+                    Some(m) if m.is_deferred(peer_id) => {
+                        let mut ctx = management::Ctx {
+                            server: &mut self.ctl.server,
+                            now,
+                            clock: self.opts.clock,
+                            title: &self.opts.title,
+                            cids: &self.cids,
+                        };
+                        m.database_decided(peer_id, decision, &mut ctx);
+                    }
+                    _ => self.ctl.server.authorize(now, peer_id, decision),
+                },
                 FromWorker::Kick(k) => {
                     let n = self.ctl.server.kick_target(now, &k.target, &k.message);
                     if n > 0 {
@@ -856,6 +1112,7 @@ impl Loop {
             clock.unix_time_at_zero(),
             &self.ctl.server.clients(),
         );
+        let snap = with_cids(snap, &self.cids);
         let text = status::render(st.version, &snap, &warren_io::format_local_time);
         match st.file.write(&text) {
             Ok(()) if self.status_failing => {
@@ -901,6 +1158,7 @@ fn log_event(ev: &ServerEvent) {
             common_name,
             addr,
             reason,
+            ..
         } => {
             info!(
                 "client disconnected cn={common_name} addr={addr} peer_id={peer_id} reason={}",
@@ -964,6 +1222,16 @@ fn disconnect_reason(r: &DisconnectReason) -> String {
         DisconnectReason::ConnectionClosed => "connection-closed".into(),
         other => format!("{other:?}"),
     }
+}
+
+/// The management client ids as the status "Client ID" column.
+fn with_cids(mut snap: StatusSnapshot, cids: &ClientIds) -> StatusSnapshot {
+    for r in &mut snap.clients {
+        if let Some(cid) = cids.get(r.peer_id) {
+            r.client_id = cid;
+        }
+    }
+    snap
 }
 
 /// The engine's client list in status-file terms.

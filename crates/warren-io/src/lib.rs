@@ -15,6 +15,7 @@
 //! * [`UdpSocket`]: the underlay socket (`proto udp`/`udp4`/`udp6`), with buffer sizing,
 //!   a batch-shaped receive call and IPv4-mapped IPv6 addresses normalised to plain IPv4.
 //! * [`TcpListener`], [`TcpConn`]: OpenVPN over TCP, non-blocking, `TCP_NODELAY`.
+//! * [`MgmtListener`], [`MgmtConn`]: the management interface's TCP or unix socket.
 //! * [`Poller`]: `poll(2)` over a handful of descriptors with a timeout.
 //! * [`Clock`]: `CLOCK_BOOTTIME` as [`warren_core::Instant`] (suspended time counts, so a
 //!   machine that slept does not keep stale keys), plus the Unix time of its origin.
@@ -31,6 +32,7 @@
 mod clock;
 pub mod flock;
 mod ifaddrs;
+mod mgmt;
 mod poll;
 mod privs;
 mod rng;
@@ -41,10 +43,11 @@ mod udp;
 
 pub use clock::{Clock, format_local_time};
 pub use ifaddrs::{InterfaceAddr, ipv4_interface_addrs};
+pub use mgmt::{MgmtBindError, MgmtConn, MgmtListener, PeerCred};
 pub use poll::{Interest, Poller, Token};
 pub use privs::{
     CAP_NET_ADMIN, Dropped, KeepCaps, PrivilegeError, current_user_name, drop_privileges,
-    effective_capabilities, group_exists, group_name, is_root, user_exists,
+    effective_capabilities, group_exists, group_id, group_name, is_root, user_exists, user_id,
 };
 pub use rng::OsRng;
 pub use signals::{Signal, Signals};

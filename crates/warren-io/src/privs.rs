@@ -266,6 +266,16 @@ pub fn group_exists(name: &str) -> bool {
     lookup_group(name).is_ok()
 }
 
+/// The uid of a user name (`management-client-user`).
+pub fn user_id(name: &str) -> Option<u32> {
+    lookup_user(name).ok().map(|(uid, _)| uid)
+}
+
+/// The gid of a group name (`management-client-group`).
+pub fn group_id(name: &str) -> Option<u32> {
+    lookup_group(name).ok()
+}
+
 /// `(uid, primary gid)` of a user name, or a numeric id.
 fn lookup_user(name: &str) -> Result<(u32, u32), PrivilegeError> {
     let c = CString::new(name).map_err(|_| PrivilegeError::BadName(name.to_owned()))?;

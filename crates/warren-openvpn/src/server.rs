@@ -194,6 +194,8 @@ pub enum KickTarget {
     /// The sessions whose client certificate has this serial number (big-endian; leading
     /// zero bytes are ignored).
     CertSerial(Vec<u8>),
+    /// The session of this peer id (the management interface's `client-kill`).
+    Peer(PeerId),
 }
 
 /// What an accepted client gets beyond the server's defaults.
@@ -248,6 +250,9 @@ pub enum ServerEvent {
         common_name: String,
         addr: SocketAddr,
         reason: DisconnectReason,
+        /// Link bytes from and to this client over the session's life (status counters).
+        bytes_received: u64,
+        bytes_sent: u64,
     },
     HandshakeFailed {
         addr: SocketAddr,
@@ -1118,6 +1123,7 @@ impl Server {
                     let start = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
                     s.side.cert_serial.as_deref() == Some(&serial[start..])
                 }
+                KickTarget::Peer(p) => s.side.peer_id == *p,
             };
             if !hit || s.state.is_closing() {
                 continue;
@@ -1305,6 +1311,8 @@ impl Server {
                 common_name: s.side.common_name.clone().unwrap_or_default(),
                 addr: s.addr,
                 reason,
+                bytes_received: s.activity.bytes_in(),
+                bytes_sent: s.activity.bytes_out(),
             });
         }
     }
@@ -1389,20 +1397,47 @@ impl Server {
             .iter()
             .flatten()
             .filter(|s| s.state.is_connected())
-            .map(|s| ClientStatus {
-                peer_id: s.side.peer_id,
-                common_name: s.side.common_name.clone().unwrap_or_default(),
-                real_addr: s.addr,
-                vpn_ip: s.side.vpn_ip,
-                vpn_ip6: s.side.vpn_ip6,
-                bytes_received: s.activity.bytes_in(),
-                bytes_sent: s.activity.bytes_out(),
-                connected_since: s.connected_since,
-                last_activity: s.activity.last_received(),
-                username: s.side.username.clone(),
-                cipher: s.cipher,
-            })
+            .map(client_status)
             .collect()
+    }
+
+    /// One connected client (`None`: no connected session has this peer id).
+    pub fn client(&self, peer_id: PeerId) -> Option<ClientStatus> {
+        self.sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id && s.state.is_connected())
+            .map(client_status)
+    }
+
+    /// The verified leaf certificate a session's client presented, while the session lives.
+    pub fn peer_certificate(
+        &self,
+        peer_id: PeerId,
+    ) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        let s = self
+            .sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id)?;
+        s.keys
+            .iter()
+            .find_map(|k| k.peer_certificates().and_then(|c| c.first().cloned()))
+    }
+
+    /// The netmask of the client address pool (`server NETWORK NETMASK`).
+    pub fn netmask(&self) -> Ipv4Addr {
+        self.config.netmask
+    }
+
+    /// The peer info (`IV_*`) a session's client sent in key-method 2, while the session
+    /// lives (the management interface's `>CLIENT:` environment).
+    pub fn peer_info(&self, peer_id: PeerId) -> Option<&warren_wire::PeerInfo> {
+        self.sessions
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+            .filter(|s| s.side.peer_id == peer_id)
+            .and_then(|s| s.side.peer_info.as_ref())
     }
 
     pub fn counters(&self) -> ServerCounters {
@@ -1430,6 +1465,22 @@ impl Server {
                 self.mark_dirty(slot);
             }
         }
+    }
+}
+
+fn client_status(s: &Session<ServerSide>) -> ClientStatus {
+    ClientStatus {
+        peer_id: s.side.peer_id,
+        common_name: s.side.common_name.clone().unwrap_or_default(),
+        real_addr: s.addr,
+        vpn_ip: s.side.vpn_ip,
+        vpn_ip6: s.side.vpn_ip6,
+        bytes_received: s.activity.bytes_in(),
+        bytes_sent: s.activity.bytes_out(),
+        connected_since: s.connected_since,
+        last_activity: s.activity.last_received(),
+        username: s.side.username.clone(),
+        cipher: s.cipher,
     }
 }
 

@@ -676,6 +676,7 @@ fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: &K) {
 fn kicks(target: &KickTarget, p: &Peer) -> bool {
     match target {
         KickTarget::Identity(id) => *id == p.identity,
+        KickTarget::Peer(_) => false,
         KickTarget::CertSerial(s) => p
             .serial
             .as_ref()

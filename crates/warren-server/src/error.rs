@@ -81,6 +81,15 @@ pub enum Error {
         d = .0.display()
     )]
     NoState(PathBuf),
+    /// `management-client-user`/`-group` names nobody on this system.
+    #[error("`management-client-{kind} {name}`: no such {kind} on this system")]
+    ManagementAccount { kind: &'static str, name: String },
+    /// The management password file has no password on its first line.
+    #[error("management password file {}: the first line is empty (it must hold the password)", .0.display())]
+    ManagementPassword(PathBuf),
+    /// `management HOST PORT` did not resolve.
+    #[error("`management {0}`: the address does not resolve")]
+    ManagementAddress(String),
     /// The VPN network is one this host is already on.
     #[error(
         "the VPN network {network}/{prefix} overlaps {}/{} on interface {}: clients and this \
@@ -166,6 +175,8 @@ pub enum Cause {
     Socket(#[from] warren_io::BindError),
     #[error(transparent)]
     Listener(#[from] warren_io::TcpBindError),
+    #[error(transparent)]
+    Management(#[from] warren_io::MgmtBindError),
     #[error(transparent)]
     Within(Box<Error>),
 }

@@ -8,6 +8,7 @@
 //! * [`crl`]: `crl-verify`, and its reload while the server runs.
 //! * [`serve`]: from a lowered `ServerConfig` to a running loop ([`run`]): engine, tun,
 //!   sockets, NAT, privilege drop, SIGHUP reloads.
+//! * [`management`]: the management interface's socket and settings from `management ...`.
 //! * [`convert`]: directive values as engine types (shared with the client).
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod convert;
 pub mod crl;
 mod error;
+pub mod management;
 pub mod serve;
 pub mod state;
 

@@ -81,6 +81,9 @@ pub struct Launch {
     /// Made before any thread existed.
     pub signals: Signals,
     pub clock: Clock,
+    /// The log cache the logger fills, for the management interface (`log`, `>LOG:`,
+    /// `verb`, `mute`).
+    pub log: Option<warren_driver::management::LogTap>,
 }
 
 /// The dedicated account zero-config runs as when it exists.
@@ -418,6 +421,7 @@ fn serve(
         offload_off,
         signals,
         clock,
+        log,
         ..
     } = launch;
     let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
@@ -501,6 +505,31 @@ fn serve(
             .revision()
             .with_context(|| format!("reading the database in {}", sb.dir.display()))?;
     }
+    // Bound before the privilege drop, as OpenVPN does (a unix socket in a root-owned
+    // directory, a port below 1024).
+    let management = match &cfg.management {
+        None => None,
+        Some(m) => Some(crate::management::options(
+            m,
+            crate::management::ServerFacts {
+                cfg,
+                dev: tun.name(),
+                tun_ip: tun_addr,
+                netmask: engine.netmask,
+                tun_mtu: engine.tun_mtu,
+                local: socket
+                    .as_ref()
+                    .map(|s| s.local_addr())
+                    .or_else(|| listeners.first().map(|l| l.local_addr())),
+                start_unix: clock.unix_now(),
+                status_version: warren_driver::status::StatusVersion::from_number(
+                    cfg.status_version,
+                )
+                .ok_or(Error::StatusVersion(cfg.status_version))?,
+                log,
+            },
+        )?),
+    };
     let run_as_who = run_as(&account, cfg, warren_io::is_root(), &account_exists);
     // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
     // Undone after the loop, or by `Drop` on an error path; after a drop, by a helper
@@ -587,6 +616,7 @@ fn serve(
         workers,
         reload: Some(reload),
         watch: crate::crl::watcher(cfg, live),
+        management,
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
@@ -934,7 +964,10 @@ fn engine_config_with(
         tun_mtu: s.tun_mtu,
         mssfix: s.mssfix,
         key_derivation: key_derivation(cfg.key_derivation),
-        external_auth: cfg.state.is_some(),
+        // The user database and the management client (`management-client-auth`) decide
+        // logins off the packet loop.
+        external_auth: cfg.state.is_some()
+            || cfg.management.as_ref().is_some_and(|m| m.client_auth),
         unix_time_at_zero,
     })
 }
