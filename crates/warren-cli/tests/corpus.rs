@@ -178,10 +178,7 @@ fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
                 client.to_str().expect("utf8"),
             ],
         ] {
-            let out = run_bounded(
-                Command::new("openvpn").args(&argv),
-                Duration::from_secs(20),
-            );
+            let out = run_bounded(Command::new("openvpn").args(&argv), Duration::from_secs(20));
             assert!(out.success(), "openvpn {argv:?}: {}", out.stderr);
         }
     }

@@ -528,6 +528,39 @@ cw2UCoo6SNIC+pfIkNyjukuF9VLNj824Wk/zfLODlC9wFz9odW+NoBPHvdpEYOn8
 -----END OpenVPN tls-crypt-v2 client key-----
 ";
 
+    /// Debian's openvpn 2.6.14 client with [`LAB_CLIENT_KEY`] talking to the stock server
+    /// with [`LAB_SERVER_KEY`] (captured on loopback in a namespace): its V3 reset, the
+    /// server's stateless reply and its P_CONTROL_WKC_V1 (ClientHello + WKc).
+    const STOCK_V3_RESET: &[&str] = &[
+        "50d9d17dc524aa8d3a0f0000016b11a213ec85de89e1fdb4525ec37cfbb7728ab121c97523c6df388cf69fcc",
+        "636fd3f800c9424b6b2d344cf9873b2b79460ef6f8c5964adca036383274d6413c3c53ed186d13c662f1db42",
+        "15aaa98f4003add2a79154798955d21b11a1e99b78cae449cdcca2647db2ba99ca2b0be48061bf97a24c7278",
+        "02b7ed748bd8ea6ce3c6c3cd3853263898390bd6966b2e58a7c296b771658bc1e8834bc817411648c1a20a20",
+        "ecf26c6e6f3fe817777cb270352222f796944505de7c78bc2d5303ff189a666c04a02809ef27aa3ee811db23",
+        "42f4cd652eadc8bd715b9192ce58b7415377e3daae8e33095220bf113284905dcaa11aa6d5cd7ee29ab508df",
+        "27522f3c5f502387b64a43db9af3730d940a8a3a48d202fa97c890dca3ba4b85f552cd8fcdb85a4ff37cb383",
+        "942f70173f68756f8da013c7bdda4460e9fcf5f93312bc65cae2306a1535deae8d5b5217610f4938f9ef1093",
+        "f6fc012e",
+    ];
+    const STOCK_SERVER_RESET: &str = "4041e03c229235ec86000000016b11a21351f28e73c1efc267bf94c62df8ab346c044ef02c24e5edfacba7930e4b105ffc9d9c3660c89159ff19a9e9e1a0831d6d2cdf89f9b95dac";
+    const STOCK_WKC_V1: &[&str] = &[
+        "58d9d17dc524aa8d3a0f0000026b11a213d6228075c134ee915b01dfb9d9f6d0dc4d5adc1a616c26fa64ae99",
+        "3c1e4153fa2e5ba13fb2e554aeba40a7f042eb45663f32cabdc849af38cf426c32002e232a87635e5fdb71c3",
+        "0d19f02c32dcd465b76c0ea51d489ab35332f5bd4dcc080c89f6df3a0b5d2aa140397ffc8adcdf1bb11f7d92",
+        "28ac2617e17296ae45f7edfcc98479e557e05dcaf644d083293d8648bc9b1bd10758fe1ff2bc38c348f100c0",
+        "8d2356a59f5bebb0a3feafa20a42306d90578f7d120144225fdb0123e8fe8a8fe2e09ae2ccaa0c862eb5951d",
+        "7d88f0fcf85352f0dae0535576083512847bcaf8656452bd249b33c0e783dd82e6552a47d29d4da9f6715084",
+        "f6d5255973646b9cc35f5ea19a275d6187c07e782cd3397a4ddbf06081d522f6edf666fc8512d8914c212fd9",
+        "5d75eaa0190fe418d95e7af8e468aa41c6137471edfc5b4c3137ee681e35f1a2dad068344cf9873b2b79460e",
+        "f6f8c5964adca036383274d6413c3c53ed186d13c662f1db4215aaa98f4003add2a79154798955d21b11a1e9",
+        "9b78cae449cdcca2647db2ba99ca2b0be48061bf97a24c727802b7ed748bd8ea6ce3c6c3cd3853263898390b",
+        "d6966b2e58a7c296b771658bc1e8834bc817411648c1a20a20ecf26c6e6f3fe817777cb270352222f7969445",
+        "05de7c78bc2d5303ff189a666c04a02809ef27aa3ee811db2342f4cd652eadc8bd715b9192ce58b7415377e3",
+        "daae8e33095220bf113284905dcaa11aa6d5cd7ee29ab508df27522f3c5f502387b64a43db9af3730d940a8a",
+        "3a48d202fa97c890dca3ba4b85f552cd8fcdb85a4ff37cb383942f70173f68756f8da013c7bdda4460e9fcf5",
+        "f93312bc65cae2306a1535deae8d5b5217610f4938f9ef1093f6fc012e",
+    ];
+
     /// Made by `openvpn --genkey tls-crypt-v2-server` / `--genkey tls-crypt-v2-client`
     /// (Debian 2.6.14) with the default TIMESTAMP metadata; throwaway.
     const STOCK_SERVER_KEY: &str = "-----BEGIN OpenVPN tls-crypt-v2 server key-----
@@ -582,6 +615,53 @@ R+hbyuSMRChMAu1apCmMb9bvyfccyvgFOQEr
         // Wrapping Kc with the same metadata again gives OpenVPN's WKc (SIV: deterministic).
         let again = server.wrapper().wrap_client_key(&kc, &meta).expect("wraps");
         assert_eq!(again, client.wkc());
+    }
+
+    #[test]
+    fn stock_client_packets_unwrap() {
+        let server = lab_server().wrapper();
+        let client = TlsCryptV2ClientKey::parse(LAB_CLIENT_KEY).expect("client key");
+        let v3 = h(&STOCK_V3_RESET.concat());
+        let (pkt, wkc) = split_wkc(&v3).expect("split");
+        assert_eq!(wkc, client.wkc());
+        assert_eq!(pkt.len(), 54);
+        let (kc, meta) = server.unwrap_client_key(wkc).expect("unwrap");
+        assert_eq!(meta, Metadata::User(b"serial=1234".to_vec()));
+        let srv = ControlWrap::tls_crypt(&kc, Role::Server);
+        let cli = ControlWrap::tls_crypt(&kc, Role::Client);
+        let mut body = Vec::new();
+        let stamp = srv
+            .unwrap(pkt, &mut body)
+            .expect("tls-crypt")
+            .expect("stamp");
+        // Early negotiation: the wrap packet id starts at 0x0f000000 (fact sheet §3.3).
+        assert_eq!(stamp.id, 0x0f00_0001);
+        assert_eq!(body, [0, 0, 0, 0, 0]);
+        // The stock server's reply: acks msg-id 0 of the client's session, RESEND_WKC.
+        let reply = h(STOCK_SERVER_RESET);
+        assert_eq!(reply[0], 0x40);
+        let stamp = cli
+            .unwrap(&reply, &mut body)
+            .expect("reply")
+            .expect("stamp");
+        assert_eq!(stamp.id, 1);
+        assert_eq!(body[..5], [1, 0, 0, 0, 0]);
+        assert_eq!(body[5..13], v3[1..9]);
+        assert_eq!(body[13..], [0, 0, 0, 0, 0, 1, 0, 2, 0, 1]);
+        // Then msg-id 1 as P_CONTROL_WKC_V1: ACK of the reply, ClientHello, WKc again.
+        let wkc_v1 = h(&STOCK_WKC_V1.concat());
+        assert_eq!(wkc_v1[0], 0x58);
+        let (pkt, wkc) = split_wkc(&wkc_v1).expect("split");
+        assert_eq!(wkc, client.wkc());
+        let stamp = srv
+            .unwrap(pkt, &mut body)
+            .expect("tls-crypt")
+            .expect("stamp");
+        assert_eq!(stamp.id, 0x0f00_0002);
+        assert_eq!(body[..5], [1, 0, 0, 0, 0]);
+        assert_eq!(body[5..13], reply[1..9]);
+        assert_eq!(body[13..17], [0, 0, 0, 1]);
+        assert_eq!(body[17..19], [0x16, 0x03], "a TLS handshake record");
     }
 
     #[test]

@@ -1442,6 +1442,50 @@ fn tls_crypt_v2_reset_with_and_without_early_negotiation() {
     assert_eq!(server.session_count(), 1);
 }
 
+/// The stock client's V3 reset (Debian's openvpn 2.6.14 with the ops sheet's lab client
+/// key, captured on loopback): a warren server with the lab server key answers it with the
+/// stateless reset that asks for the key again, and keeps no state.
+#[test]
+fn tls_crypt_v2_stock_client_reset_gets_the_resend_wkc_reply() {
+    let pem = include_str!("../../../fuzz/corpus/tls_crypt_v2/lab_server_key");
+    let client_pem = include_str!("../../../fuzz/corpus/tls_crypt_v2/lab_client_key");
+    let stock_reset = include_bytes!("../../../fuzz/corpus/tls_crypt_v2/stock_v3_reset");
+    let key = TlsCryptV2ServerKey::parse(pem).unwrap();
+    let client_key = TlsCryptV2ClientKey::parse(client_pem).unwrap();
+    let setup = Setup {
+        server_wrap: Some(WrapConfig::TlsCryptV2Server(TlsCryptV2Settings {
+            key,
+            force_cookie: true,
+            max_age_days: None,
+            others: Box::new(WrapConfig::None),
+        })),
+        ..Setup::default()
+    };
+    let mut server = Server::new(server_config(&setup), Box::new(TestRng::seed(1)));
+    let now = Instant::from_secs(1000);
+    let mut pkt = stock_reset.to_vec();
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut pkt),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(server.session_count(), 0);
+    let mut out = Vec::new();
+    assert_eq!(server.poll_transmit(now, &mut out), Some(addr(CLIENT)));
+    let client_side = ControlWrap::tls_crypt(client_key.kc(), Role::Client);
+    let (op, id, msg, acks, payload) = open_control(&client_side, &out);
+    assert_eq!((op, id, msg, acks), (8, 1, Some(0), vec![0]));
+    assert_eq!(payload, RESEND_WKC_TLV);
+    let mut body = Vec::new();
+    client_side.unwrap(&out, &mut body).unwrap();
+    assert_eq!(
+        body[5..13],
+        stock_reset[1..9],
+        "acks the stock client's session"
+    );
+    // OpenVPN's reply is 72 bytes too (tls-crypt reset + the 6-byte TLV).
+    assert_eq!(out.len(), 72);
+}
+
 #[test]
 fn tls_crypt_v2_over_tcp() {
     let (setup, _) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
