@@ -35,6 +35,15 @@
 //! [`ServerEvent::Disconnected`], so the driver drops the stale request. Every refusal and eviction is counted in
 //! [`ServerCounters`] and reported as a rate-limited [`ServerEvent::Overload`].
 //!
+//! # tls-crypt-v2
+//!
+//! A tls-crypt-v2 client brings its own tls-crypt key, wrapped by the server key (WKc),
+//! at the tail of its `P_CONTROL_HARD_RESET_CLIENT_V3` and, asked by the stateless reply
+//! (early negotiation, RESEND_WKC), of the `P_CONTROL_WKC_V1` that returns the cookie
+//! (ops sheet §7.3). The server unwraps WKc for each such packet and forgets it again;
+//! only the session created by the cookie check keeps the key ([`crate::WrapConfig`]).
+//! The admission above is the same for every wrapping.
+//!
 //! [`DataPlane::is_data`]: crate::DataPlane::is_data
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
