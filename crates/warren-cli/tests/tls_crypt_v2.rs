@@ -9,6 +9,7 @@
 //!   key), and against `warren server` with keys made by `openvpn --genkey` (warren loads
 //!   OpenVPN's client key).
 //! * A client key wrapped by another server key gets no tunnel; the server keeps running.
+//! * Over TCP: `warren client` to the stock server, the stock client to warren server.
 //!
 //! Needs root: network namespaces (see `common`).
 #![allow(clippy::disallowed_methods)]
@@ -259,6 +260,37 @@ fn foreign_key(kind: ServerKind) {
     ping_ok(&ok.ns, SERVER_TUN_ADDR, "client -> server");
 }
 
+/// Over TCP (no cookie: the V3 reset creates the session, no early negotiation): `warren
+/// client` to the stock server, and the stock client to warren server.
+fn over_tcp(kind: ServerKind) {
+    let mut lab = lab("tcv2-tcp", kind);
+    let dir = lab.dir().to_path_buf();
+    let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
+    let key = client_key(Maker::Openvpn, &srv, &dir, "v2-client.key", None);
+    let mut sc = lab.server_conf();
+    sc.wrap = TlsWrap::None;
+    sc.extra.push("proto tcp-server".into());
+    sc.extra.push(format!("tls-crypt-v2 {}", p(&srv)));
+    lab.start_server(&sc);
+    let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
+    cc.wrap = TlsWrap::None;
+    cc.extra.push("proto tcp-client".into());
+    cc.extra.push(format!("tls-crypt-v2 {}", p(&key)));
+    match kind {
+        ServerKind::Openvpn => {
+            let client = client_common::connect_client(&mut lab, "client1", cc, &[]);
+            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
+            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+        }
+        ServerKind::Warren => {
+            let client = lab.connect_client("client1", cc);
+            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
+            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+        }
+    }
+    lab.assert_server_running();
+}
+
 mod openvpn_server {
     use super::*;
 
@@ -275,6 +307,11 @@ mod openvpn_server {
     #[test]
     fn client_key_of_another_server_is_dropped() {
         foreign_key(ServerKind::Openvpn);
+    }
+
+    #[test]
+    fn warren_client_over_tcp() {
+        over_tcp(ServerKind::Openvpn);
     }
 }
 
@@ -294,5 +331,10 @@ mod warren_server {
     #[test]
     fn client_key_of_another_server_is_dropped() {
         foreign_key(ServerKind::Warren);
+    }
+
+    #[test]
+    fn stock_client_over_tcp() {
+        over_tcp(ServerKind::Warren);
     }
 }
