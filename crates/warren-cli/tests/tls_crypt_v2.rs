@@ -291,6 +291,86 @@ fn over_tcp(kind: ServerKind) {
     lab.assert_server_running();
 }
 
+/// `warren pki genkey` checks (no network): OpenVPN's file formats, never over an existing
+/// file, a client key needs the server key, metadata must be base64; OpenVPN's own syntax
+/// (`--tls-crypt-v2 FILE`, metadata as a second argument) works too.
+#[test]
+fn genkey_formats_and_refusals() {
+    let dir = common::lab::TestDir::new("tcv2-genkey");
+    let d = dir.path();
+    let srv = server_key(Maker::Warren, d, "srv.key");
+    let text = std::fs::read_to_string(&srv).expect("server key");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(lines[0], "-----BEGIN OpenVPN tls-crypt-v2 server key-----");
+    assert_eq!(lines[4], "-----END OpenVPN tls-crypt-v2 server key-----");
+    assert_eq!(lines[1].len(), 64);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&srv).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // A client key as OpenVPN's syntax asks for it: 555 bytes of base64 in 14 lines.
+    let cli = d.join("cli.key");
+    run_ok(&[
+        WARREN_BIN,
+        "pki",
+        "genkey",
+        "tls-crypt-v2-client",
+        p(&cli),
+        "--tls-crypt-v2",
+        p(&srv),
+    ]);
+    let text = std::fs::read_to_string(&cli).expect("client key");
+    assert_eq!(text.lines().count(), 14, "{text}");
+    // Stock openvpn loads warren's server key to make a client key of its own.
+    client_key(Maker::Openvpn, &srv, d, "by-openvpn.key", None);
+    let run = |args: &[&str]| {
+        let mut argv = vec![WARREN_BIN, "pki", "genkey"];
+        argv.extend_from_slice(args);
+        common::process::run_bounded(
+            std::process::Command::new(argv[0]).args(&argv[1..]),
+            Duration::from_secs(20),
+        )
+    };
+    let out = run(&["tls-crypt-v2-server", p(&srv)]);
+    assert!(
+        !out.success() && out.stderr.contains("exists"),
+        "{}",
+        out.stderr
+    );
+    let other = d.join("x.key");
+    let out = run(&["tls-crypt-v2-client", p(&other)]);
+    assert!(
+        !out.success() && out.stderr.contains("--server-key"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["tls-crypt-v2-client", p(&other), "--server-key", p(&cli)]);
+    assert!(
+        !out.success() && out.stderr.contains("not a tls-crypt-v2 server key"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&[
+        "tls-crypt-v2-client",
+        p(&other),
+        "--server-key",
+        p(&srv),
+        "--metadata",
+        "%%%",
+    ]);
+    assert!(
+        !out.success() && out.stderr.contains("base64"),
+        "{}",
+        out.stderr
+    );
+    assert!(!other.exists());
+    // Printed without a file, as `openvpn --genkey` does.
+    let out = run(&["tls-crypt"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("-----BEGIN OpenVPN Static key V1-----"));
+}
+
 mod openvpn_server {
     use super::*;
 
