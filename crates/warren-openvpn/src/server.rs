@@ -998,7 +998,7 @@ impl Server {
         let tls = rustls::Connection::Server(tls);
         let peer_id = PeerId::new(slot as u32).expect("slots stay below the undefined peer id");
         let generation = self.generations[slot];
-        let mut session = match cookie {
+        let session = match cookie {
             Some(cookie) => Session::server_from_cookie(
                 &mut self.ctx,
                 now,
@@ -1022,9 +1022,9 @@ impl Server {
             ),
         };
         if let Some(key) = &client_key {
+            // What `tls-crypt-v2-verify` scripts would see (not supported yet).
             tracing::debug!(peer_id = peer_id.get(), %addr, "tls-crypt-v2 client key: {key}");
         }
-        session.side.tls_crypt_v2 = client_key;
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
         self.half_open

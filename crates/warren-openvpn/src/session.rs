@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use warren_core::{Instant, KeyId, PeerId, SessionId};
 use warren_crypto::{
-    CipherKind, ControlWrap, DATA_HEADROOM, DataKeys, Metadata, ReplayStamp, ReplayWindow, Role,
+    CipherKind, ControlWrap, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role,
 };
 use warren_wire::{
     AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
@@ -1016,8 +1016,6 @@ pub(crate) struct ServerSide {
     pub pending_password: Option<String>,
     /// The client asked for the push reply without a PUSH_REQUEST (IV_PROTO_REQUEST_PUSH).
     pub request_push: bool,
-    /// The metadata of a tls-crypt-v2 client's key.
-    pub tls_crypt_v2: Option<Metadata>,
     push_options: Option<Vec<String>>,
     push_sent: Option<Instant>,
 }
@@ -1035,7 +1033,6 @@ impl ServerSide {
             vpn_ip: None,
             pending_password: None,
             request_push: false,
-            tls_crypt_v2: None,
             push_options: None,
             push_sent: None,
         }
