@@ -15,12 +15,14 @@
 # Usage (as root; needs openvpn, iperf3, iproute2, iputils-ping, openssl, jq; wg from
 # wireguard-tools for the boringtun row):
 #   bench/dataplane-bench.sh [--warren PATH] [--boringtun PATH] [--time SECONDS] [--runs N]
-#       [--only openvpn,warren,boringtun] [--no-offload] [--soak [SECONDS]] [--perf DIR]
+#       [--only openvpn,warren,boringtun] [--baseline PATH] [--no-offload] [--soak [SECONDS]] [--perf DIR]
 #   --warren PATH     warren binary (default target/release/warren: cargo build --release -p warren-cli)
 #   --boringtun PATH  the boringtun-cli binary, or a cache directory holding bin/boringtun-cli;
 #                     if absent it is built there on first use (cargo install boringtun-cli,
 #                     several minutes). Default: target/bench-tools. No build, no row.
 #   --time SECONDS    length of each iperf3 run (default 10); --runs N runs each (default 3)
+#   --baseline PATH   also run a second warren binary (e.g. a build of an older commit) as the
+#                     "baseline" column, interleaved with the others: before/after in one run
 #   --no-offload      pass --no-offload to both warren ends (one packet per system call)
 #   --soak [SECONDS]  then a single-stream run of SECONDS (default 60) through warren with the
 #                     server's VmRSS sampled every 5 s: peak, and growth after the first 10 s
@@ -44,9 +46,11 @@ ONLY="openvpn,warren,boringtun"
 NO_OFFLOAD=0
 SOAK=0
 PERF_DIR=""
+BASELINE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --warren) WARREN="$2"; shift 2 ;;
+        --baseline) BASELINE="$2"; shift 2 ;;
         --boringtun) BT_ARG="$2"; shift 2 ;;
         --time) SECS="$2"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
@@ -66,8 +70,12 @@ done
 [ "$SECS" -ge 2 ] && [ "$RUNS" -ge 1 ] || { echo "--time >= 2 and --runs >= 1" >&2; exit 2; }
 [ "$SOAK" = 0 ] || [ "$SOAK" -ge 15 ] || { echo "--soak needs at least 15 s" >&2; exit 2; }
 bench_require openvpn iperf3 ip ping openssl ss jq awk timeout
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "--baseline: $BASELINE is not an executable" >&2; exit 2; }
+    ONLY="$ONLY,baseline"
+fi
 KINDS=()
-for k in openvpn warren boringtun; do
+for k in openvpn warren baseline boringtun; do
     case ",$ONLY," in *",$k,"*) KINDS+=("$k") ;; esac
 done
 [ ${#KINDS[@]} -gt 0 ] || { echo "--only takes openvpn,warren,boringtun" >&2; exit 2; }
@@ -168,7 +176,7 @@ if want boringtun; then
     fi
 fi
 KINDS=()
-for k in openvpn warren boringtun; do if want "$k"; then KINDS+=("$k"); fi; done
+for k in openvpn warren baseline boringtun; do if want "$k"; then KINDS+=("$k"); fi; done
 [ ${#KINDS[@]} -gt 0 ] || { echo "nothing to run" >&2; exit 1; }
 
 # ---- PKI (easy-rsa 3.1 style extensions), tls-crypt key, WireGuard keys ----
@@ -217,7 +225,9 @@ HZ=$(getconf CLK_TCK)
 cpu_us() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 
 declare -A NSS NSC SPID CPID TIP R
-letter() { case $1 in openvpn) echo o ;; warren) echo w ;; boringtun) echo b ;; esac; }
+letter() { case $1 in openvpn) echo o ;; warren) echo w ;; baseline) echo x ;; boringtun) echo b ;; esac; }
+# The warren binary of a kind: the baseline column runs --baseline PATH.
+wbin() { if [ "$1" = baseline ]; then echo "$BASELINE"; else echo "$WARREN"; fi; }
 
 # Namespaces and veth for one tunnel: server side 198.18.0.1, client side 198.18.0.2.
 make_ns() {
@@ -244,7 +254,7 @@ start_server() {
     local k=$1 ns=${NSS[$1]} pid ok=0 port=1194 i
     case $k in
         openvpn) ip netns exec "$ns" openvpn --config "$WORK/server.conf" >"$WORK/server-$k.log" 2>&1 & ;;
-        warren) ip netns exec "$ns" "$WARREN" server --config "$WORK/server.conf" "${WOPT[@]}" \
+        warren|baseline) ip netns exec "$ns" "$(wbin "$k")" server --config "$WORK/server.conf" "${WOPT[@]}" \
                     >"$WORK/server-$k.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" env -u WG_SUDO "$BT" --foreground --disable-drop-privileges "$WG_S" \
                        >"$WORK/server-$k.log" 2>&1 & ;;
@@ -275,7 +285,7 @@ start_client() {
     local k=$1 ns=${NSC[$1]} pid
     case $k in
         openvpn) ip netns exec "$ns" openvpn --config "$WORK/client.conf" >"$WORK/client-$k.log" 2>&1 & ;;
-        warren) ip netns exec "$ns" "$WARREN" client "${WOPT[@]}" "$WORK/client.conf" >"$WORK/client-$k.log" 2>&1 & ;;
+        warren|baseline) ip netns exec "$ns" "$(wbin "$k")" client "${WOPT[@]}" "$WORK/client.conf" >"$WORK/client-$k.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" env -u WG_SUDO "$BT" --foreground --disable-drop-privileges "$WG_C" \
                        >"$WORK/client-$k.log" 2>&1 & ;;
     esac
@@ -502,10 +512,16 @@ ratio() {   # ratio KEY OTHER: warren / OTHER
 }
 W=40
 row() {   # row LABEL KEY [noratio]
-    local ro rb
-    if [ "${3:-}" = noratio ]; then ro=""; rb=""; else ro=$(ratio "$2" openvpn); rb=$(ratio "$2" boringtun); fi
-    printf "%-${W}s %12s %12s %12s %10s %10s\n" "$1" "${R[openvpn,$2]:--}" "${R[warren,$2]:--}" \
-        "${R[boringtun,$2]:--}" "$ro" "$rb"
+    local ro rb rx
+    if [ "${3:-}" = noratio ]; then ro=""; rb=""; rx=""; else
+        ro=$(ratio "$2" openvpn); rb=$(ratio "$2" boringtun); rx=$(ratio "$2" baseline); fi
+    if [ -n "$BASELINE" ]; then
+        printf "%-${W}s %12s %12s %12s %12s %10s %10s %10s\n" "$1" "${R[openvpn,$2]:--}" "${R[warren,$2]:--}" \
+            "${R[baseline,$2]:--}" "${R[boringtun,$2]:--}" "$ro" "$rb" "$rx"
+    else
+        printf "%-${W}s %12s %12s %12s %10s %10s\n" "$1" "${R[openvpn,$2]:--}" "${R[warren,$2]:--}" \
+            "${R[boringtun,$2]:--}" "$ro" "$rb"
+    fi
 }
 
 echo
@@ -515,7 +531,13 @@ echo "openvpn: $(openvpn --version | head -n 1 | cut -d' ' -f1-2); boringtun: $(
 if want warren; then
     echo "warren: ${WARREN_SRC:-$WARREN} (modified $WARREN_BUILT; repo at $git_rev), offloads $( [ ${#WOPT[@]} -gt 0 ] && echo "off (--no-offload)" || echo "on (default)")"
 fi
-printf "\n%-${W}s %12s %12s %12s %10s %10s\n" "metric" "openvpn" "warren" "boringtun" "w/openvpn" "w/boringtun"
+if [ -n "$BASELINE" ]; then
+    echo "baseline: $BASELINE (modified $(date -r "$BASELINE" '+%Y-%m-%d %H:%M'))"
+    printf "\n%-${W}s %12s %12s %12s %12s %10s %10s %10s\n" "metric" "openvpn" "warren" "baseline" "boringtun" \
+        "w/openvpn" "w/boringtun" "w/baseline"
+else
+    printf "\n%-${W}s %12s %12s %12s %10s %10s\n" "metric" "openvpn" "warren" "boringtun" "w/openvpn" "w/boringtun"
+fi
 row "time to first ping (ms)" ping
 for n in 1 4; do
     s="$n stream"; [ $n = 1 ] || s="$n streams"

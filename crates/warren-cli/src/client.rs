@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use tracing::{info, warn};
 use warren_config::KeyDerivationPolicy;
-use warren_config::{ClientProto, PullFilterAction};
+use warren_config::{ClientProto, Proxy, ProxyCredentials, PullFilterAction};
 use warren_driver::{
-    ClientLoopOptions, NetOptions, PullAction, RemoteFamily, RemoteSpec, RetryPolicy,
+    ClientLoopOptions, NetOptions, ProxyAuth, ProxyKind, ProxySpec, PullAction, RemoteFamily,
+    RemoteSpec, RetryPolicy,
 };
 use warren_io::{Clock, Signals};
 use warren_net::{DnsBackend, DnsSpec, Endpoint, RouteRequest};
@@ -62,7 +63,14 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
 
     let clock = Clock::new().context("reading the system clocks")?;
     let credentials = credentials(&cfg)?;
-    let plan = Plan::from_config(&cfg, flags, clock.unix_time_at_zero(), credentials)?;
+    let proxy_auths = proxy_credentials(&cfg)?;
+    let plan = Plan::from_config(
+        &cfg,
+        flags,
+        clock.unix_time_at_zero(),
+        credentials,
+        &proxy_auths,
+    )?;
     for note in &plan.notes {
         warn!("{note}");
     }
@@ -223,6 +231,73 @@ fn credentials(cfg: &warren_config::ClientConfig) -> Result<Option<(String, Stri
     }
 }
 
+/// The usernames and passwords of the profile's proxies, each source read (or asked for)
+/// once.
+#[derive(Debug, Default)]
+struct ProxyAuths(Vec<(ProxyCredentials, ProxyAuth)>);
+
+impl ProxyAuths {
+    fn get(&self, c: &ProxyCredentials) -> Option<ProxyAuth> {
+        self.0.iter().find(|(k, _)| k == c).map(|(_, a)| a.clone())
+    }
+}
+
+/// Reads every proxy credentials file of the profile, and asks on the terminal for
+/// `stdin` (OpenVPN's prompts: "Enter HTTP Proxy Username:"). A file holds the username
+/// on its first line and the password on the second; without a second line the password
+/// is asked for, as OpenVPN does.
+fn proxy_credentials(cfg: &warren_config::ClientConfig) -> Result<ProxyAuths> {
+    let mut out = ProxyAuths::default();
+    for r in &cfg.remotes {
+        let (source, directive, kind) = match &r.proxy {
+            Some(Proxy::Http(h)) => (h.basic_auth.as_ref(), "http-proxy", "HTTP Proxy"),
+            Some(Proxy::Socks(s)) => (s.credentials.as_ref(), "socks-proxy", "SOCKS Proxy"),
+            None => continue,
+        };
+        let Some(source) = source else { continue };
+        if out.get(source).is_some() {
+            continue;
+        }
+        let ask_for = |what: &str, echo| {
+            warren_io::prompt_tty(&format!("Enter {kind} {what}: "), echo).with_context(|| {
+                format!(
+                    "the `{directive}` credentials are asked on the terminal, and there is none; \
+                     write the username and password on two lines of a file and name it in \
+                     `{directive}`"
+                )
+            })
+        };
+        let auth = match source {
+            ProxyCredentials::Prompt => ProxyAuth {
+                user: ask_for("Username", true)?,
+                pass: ask_for("Password", false)?,
+            },
+            ProxyCredentials::Material(m) => {
+                let text = m
+                    .load_for(directive)
+                    .with_context(|| format!("reading the `{directive}` credentials"))?;
+                let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
+                let user = lines.next().unwrap_or("").to_owned();
+                if user.is_empty() {
+                    bail!(
+                        "`{directive}` credentials{}: the first line must be the username",
+                        m.path()
+                            .map(|p| format!(" file {}", p.display()))
+                            .unwrap_or_default()
+                    );
+                }
+                let pass = match lines.next() {
+                    Some(p) => p.to_owned(),
+                    None => ask_for("Password", false)?,
+                };
+                ProxyAuth { user, pass }
+            }
+        };
+        out.0.push((source.clone(), auth));
+    }
+    Ok(out)
+}
+
 fn ask(prompt: &str, echo: bool) -> Result<String> {
     warren_io::prompt_tty(prompt, echo).context(
         "`auth-user-pass` without a file asks on the terminal, and there is none; \
@@ -260,8 +335,9 @@ impl Plan {
         flags: &ClientFlags,
         unix_time_at_zero: u64,
         credentials: Option<(String, String)>,
+        proxy_auths: &ProxyAuths,
     ) -> Result<Plan> {
-        let (mut remotes, mut notes) = remotes(&cfg.remotes);
+        let (mut remotes, mut notes) = remotes(&cfg.remotes, proxy_auths);
         if remotes.is_empty() {
             bail!("no usable `remote`: warren connects over UDP only for now (`proto udp`)");
         }
@@ -379,8 +455,32 @@ impl Plan {
     }
 }
 
+/// An entry's proxy for the loop, with its credentials from `auths`.
+fn proxy_spec(p: &Proxy, auths: &ProxyAuths) -> ProxySpec {
+    let (host, port) = p.address();
+    let kind = match p {
+        Proxy::Http(h) => ProxyKind::Http {
+            version: h.version.as_str(),
+            agent: h.agent.clone(),
+            headers: h.custom_headers.clone(),
+            auth: h.basic_auth.as_ref().and_then(|c| auths.get(c)),
+        },
+        Proxy::Socks(s) => ProxyKind::Socks5 {
+            auth: s.credentials.as_ref().and_then(|c| auths.get(c)),
+        },
+    };
+    ProxySpec {
+        host: host.to_owned(),
+        port,
+        kind,
+    }
+}
+
 /// `remote` lines as the loop tries them, each with its own protocol.
-fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
+fn remotes(
+    list: &[warren_config::Remote],
+    proxy_auths: &ProxyAuths,
+) -> (Vec<RemoteSpec>, Vec<String>) {
     let mut out = Vec::new();
     let notes = Vec::new();
     for r in list {
@@ -400,6 +500,7 @@ fn remotes(list: &[warren_config::Remote]) -> (Vec<RemoteSpec>, Vec<String>) {
             retry_max,
             lport: r.entry.bind_port(),
             explicit_exit_notify: r.entry.explicit_exit_notify.is_some_and(|n| n > 0),
+            proxy: r.proxy.as_ref().map(|p| proxy_spec(p, proxy_auths)),
         });
     }
     (out, notes)
@@ -513,7 +614,7 @@ mod tests {
     #[test]
     fn remote_protocols() {
         let cfg = profile("remote 192.0.2.4 993 tcp6\n");
-        let (r, notes) = remotes(&cfg.remotes);
+        let (r, notes) = remotes(&cfg.remotes, &ProxyAuths::default());
         let spec = RemoteSpec::new;
         assert_eq!(
             r,
@@ -532,7 +633,7 @@ mod tests {
              </connection>\n<connection>\nremote 192.0.2.7 443 tcp\nconnect-retry 2 8\n\
              server-poll-timeout 0\n</connection>\nconnect-retry-max 4\n",
         );
-        let (r, _) = remotes(&cfg.remotes);
+        let (r, _) = remotes(&cfg.remotes, &ProxyAuths::default());
         let udp = RemoteSpec {
             poll_timeout: Some(Duration::from_secs(3)),
             explicit_exit_notify: true,
@@ -549,6 +650,75 @@ mod tests {
     }
 
     #[test]
+    fn proxies_with_their_credentials() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let http_auth = tmp.path().join("http.auth");
+        std::fs::write(&http_auth, "alice\r\ns3cret\r\n").expect("write");
+        let socks_auth = tmp.path().join("socks.auth");
+        std::fs::write(&socks_auth, "bob\n\n").expect("write");
+        let empty = tmp.path().join("empty.auth");
+        std::fs::write(&empty, "\n").expect("write");
+        let cfg = profile(&format!(
+            "<connection>\nremote 192.0.2.7 443 tcp\nhttp-proxy 192.0.2.8 3128 {} basic\n\
+             http-proxy-option AGENT a/1\n</connection>\n\
+             <connection>\nremote vpn.example 443 tcp\nsocks-proxy 192.0.2.9 1080 {}\n</connection>\n\
+             <connection>\nremote 192.0.2.7 443 tcp\nsocks-proxy 192.0.2.9\n</connection>\n",
+            http_auth.display(),
+            socks_auth.display()
+        ));
+        let auths = proxy_credentials(&cfg).expect("credentials");
+        let (r, _) = remotes(&cfg.remotes, &auths);
+        let proxies: Vec<_> = r.iter().map(|r| r.proxy.clone()).collect();
+        assert_eq!(
+            proxies,
+            [
+                Some(ProxySpec {
+                    host: "192.0.2.8".into(),
+                    port: 3128,
+                    kind: ProxyKind::Http {
+                        version: "1.0",
+                        agent: Some("a/1".into()),
+                        headers: vec![],
+                        auth: Some(ProxyAuth {
+                            user: "alice".into(),
+                            pass: "s3cret".into()
+                        }),
+                    },
+                }),
+                Some(ProxySpec {
+                    host: "192.0.2.9".into(),
+                    port: 1080,
+                    kind: ProxyKind::Socks5 {
+                        // An empty second line is an empty password (no prompt).
+                        auth: Some(ProxyAuth {
+                            user: "bob".into(),
+                            pass: String::new()
+                        }),
+                    },
+                }),
+                Some(ProxySpec {
+                    host: "192.0.2.9".into(),
+                    port: 1080,
+                    kind: ProxyKind::Socks5 { auth: None },
+                }),
+            ]
+        );
+        assert_eq!(r[1].host, "vpn.example");
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+
+        let cfg = profile(&format!(
+            "<connection>\nremote 192.0.2.7 443 tcp\nsocks-proxy 192.0.2.9 1080 {}\n</connection>\n",
+            empty.display()
+        ));
+        let e = proxy_credentials(&cfg).expect_err("no username");
+        assert!(
+            e.to_string().contains("first line must be the username"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn debug_redacts_credentials_and_keys() {
         let tmp = tempfile::tempdir().expect("tmp");
         let state = warren_server::state::ensure_state(&tmp.path().join("s"), &Default::default())
@@ -562,7 +732,14 @@ mod tests {
         let (cfg, _) = warren_config::client_config_from_str(&text, "t.ovpn", Path::new("."))
             .expect("profile parses");
         let creds = Some(("alice".to_owned(), "hunter2secret".to_owned()));
-        let plan = Plan::from_config(&cfg, &ClientFlags::default(), 0, creds).expect("plan");
+        let plan = Plan::from_config(
+            &cfg,
+            &ClientFlags::default(),
+            0,
+            creds,
+            &ProxyAuths::default(),
+        )
+        .expect("plan");
         let dbg = format!("{plan:?} {cfg:?}");
         assert!(!dbg.contains("hunter2secret"), "{dbg}");
         for line in tc

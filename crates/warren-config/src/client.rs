@@ -9,6 +9,7 @@ use crate::error::{ConfigError, Location, Warning};
 use crate::lex::parse_str;
 use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
 use crate::material::Material;
+use crate::proxy::{self, ProxyState};
 use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
@@ -156,6 +157,13 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "mute-replay-warnings",
     "user",
     "group",
+    "http-proxy",
+    "http-proxy-option",
+    "http-proxy-retry",
+    "http-proxy-timeout",
+    "http-proxy-user-pass",
+    "socks-proxy",
+    "socks-proxy-retry",
 ];
 
 /// Reads and lowers a client config (`.ovpn`/`.conf`) file.
@@ -177,6 +185,10 @@ pub fn client_config_from_str(
     let mut c = Common::default();
     let mut s = ClientState::default();
     let mut timing = Timing::default();
+    let mut proxies = ProxyState::default();
+    // `http-proxy-user-pass`, and the `http-proxy HOST PORT "" basic` lines that need it.
+    let mut proxy_user_pass: Option<(Material, Location)> = None;
+    let mut needs_user_pass: Vec<Location> = Vec::new();
     let mut blocks: Vec<Remote> = Vec::new();
     let mut connect_retry_max = None;
     let supported: Vec<&'static str> = CLIENT_DIRECTIVES
@@ -195,8 +207,14 @@ pub fn client_config_from_str(
                         "write a <connection> ... </connection> block with one `remote` inside",
                     ));
                 }
-                let entry = lower_block(lw, v, (&c, &s, &timing), &mut connect_retry_max)?;
+                let (entry, needs) =
+                    lower_block(lw, v, (&c, &s, &timing, &proxies), &mut connect_retry_max)?;
+                needs_user_pass.extend(needs);
                 blocks.push(entry);
+                return Ok(true);
+            }
+            "http-proxy-user-pass" => {
+                proxy_user_pass = Some((proxy::user_pass(lw, v)?, v.loc.clone()));
                 return Ok(true);
             }
             "connect-retry-max" => {
@@ -215,6 +233,9 @@ pub fn client_config_from_str(
             _ => {}
         }
         if timing.apply(v)? {
+            return Ok(true);
+        }
+        if proxies.apply(lw, v)? {
             return Ok(true);
         }
         if c.apply(lw, v)? {
@@ -315,15 +336,22 @@ pub fn client_config_from_str(
             lport: c.local_port,
             block_line: None,
         };
+        if let Some(loc) = proxies.needs_user_pass() {
+            needs_user_pass.push(loc.clone());
+        }
         s.remotes
             .iter()
-            .map(|r| Remote {
-                host: r.host.clone(),
-                port: r.port.unwrap_or(default_port),
-                proto: r.proto.unwrap_or(proto),
-                entry,
+            .map(|r| {
+                let proto = r.proto.unwrap_or(proto);
+                Ok(Remote {
+                    host: r.host.clone(),
+                    port: r.port.unwrap_or(default_port),
+                    proto,
+                    entry,
+                    proxy: proxies.finish(proto)?,
+                })
             })
-            .collect::<Vec<_>>()
+            .collect::<Result<Vec<_>, ConfigError>>()?
     } else {
         for r in &s.remotes {
             lw.warn(
@@ -335,6 +363,31 @@ pub fn client_config_from_str(
         }
         blocks
     };
+    let mut remotes = remotes;
+    match (&proxy_user_pass, needs_user_pass.first()) {
+        (Some((up, loc)), _) => {
+            let mut all: Vec<_> = remotes.iter_mut().map(|r| &mut r.proxy).collect();
+            if !proxy::apply_user_pass(&mut all, up) {
+                lw.warn(
+                    loc,
+                    "http-proxy-user-pass",
+                    "has no effect: no `http-proxy` uses Basic authentication; write \
+                     `http-proxy HOST PORT \"\" basic` to use these credentials",
+                );
+            }
+        }
+        (None, Some(loc)) => {
+            return Err(ConfigError::InvalidValue {
+                location: loc.clone(),
+                directive: "http-proxy".into(),
+                value: String::new(),
+                reason: "an empty credentials file needs an inline <http-proxy-user-pass> \
+                         block (username and password on two lines), or name the file here"
+                    .into(),
+            });
+        }
+        (None, None) => {}
+    }
 
     let whole = lw.file_location();
     match c.remote_cert_tls {
@@ -439,13 +492,15 @@ struct PendingRemote {
 
 /// One `<connection>` block: an entry that starts from the per-connection directives
 /// seen so far (`defaults`), see [`connection`].
+/// Also returns the block's `http-proxy HOST PORT "" basic` line, which needs
+/// `http-proxy-user-pass`.
 fn lower_block(
     lw: &mut Lowerer<'_>,
     v: &View<'_>,
-    defaults: (&Common, &ClientState, &Timing),
+    defaults: (&Common, &ClientState, &Timing, &ProxyState),
     connect_retry_max: &mut Option<u32>,
-) -> Result<Remote, ConfigError> {
-    let (c, s, t) = defaults;
+) -> Result<(Remote, Option<Location>), ConfigError> {
+    let (c, s, t, p) = defaults;
     let mut bc = Common {
         remote_port: c.remote_port,
         local_port: c.local_port,
@@ -459,6 +514,7 @@ fn lower_block(
         ..ClientState::default()
     };
     let mut bt = t.clone();
+    let mut bp = p.clone();
     for d in &connection::block_directives(v)? {
         let view = View {
             name: &d.name.value,
@@ -475,6 +531,7 @@ fn lower_block(
                 true
             }
             "connect-retry" | "connect-timeout" | "server-poll-timeout" => bt.apply(&view)?,
+            name if proxy::PROXY_DIRECTIVES.contains(&name) => bp.apply(lw, &view)?,
             "connect-retry-max" => {
                 // Global in OpenVPN even inside a block.
                 *connect_retry_max = Some(connection::connect_retry_max(&view)?);
@@ -506,13 +563,15 @@ fn lower_block(
                 .into(),
         });
     };
-    Ok(Remote {
+    let proto = r.proto.or(bs.proto).unwrap_or_default();
+    let remote = Remote {
         host: r.host,
         port: r
             .port
             .or(bc.remote_port)
             .unwrap_or(crate::settings::defaults::PORT),
-        proto: r.proto.or(bs.proto).unwrap_or_default(),
+        proto,
+        proxy: bp.finish(proto)?,
         entry: EntryOptions {
             connect_timeout: bt.connect_timeout,
             connect_retry: bt.connect_retry,
@@ -521,7 +580,8 @@ fn lower_block(
             lport: bc.local_port,
             block_line: v.loc.line,
         },
-    })
+    };
+    Ok((remote, bp.needs_user_pass().cloned()))
 }
 
 #[derive(Default)]

@@ -14,9 +14,11 @@
 //!   `ce.connect_timeout` for both): how long an attempt may go without a packet from
 //!   the server before the next entry is tried. `connect-retry-max` is global even
 //!   inside a block.
+//! * `http-proxy`, `http-proxy-option` and `socks-proxy` are per-connection too (see
+//!   [`crate::proxy`]).
 //! * Directives OpenVPN allows in a block that warren does not take there
-//!   (`http-proxy`, `socks-proxy`, `fragment`, `link-mtu`, `tun-mtu`, …) are refused
-//!   with `file:line`; anything else in a block is refused as OpenVPN refuses it.
+//!   (`fragment`, `link-mtu`, `tun-mtu`, …) are refused with `file:line`; anything else
+//!   in a block is refused as OpenVPN refuses it.
 
 use std::time::Duration;
 
@@ -114,19 +116,16 @@ pub(crate) const ENTRY_DIRECTIVES: &[&str] = &[
     "connect-timeout",
     "server-poll-timeout",
     "float",
+    "http-proxy",
+    "http-proxy-option",
+    "http-proxy-retry",
+    "http-proxy-timeout",
+    "socks-proxy",
+    "socks-proxy-retry",
 ];
 
 /// Allowed in a block by OpenVPN (`OPT_P_CONNECTION`) but not taken there by warren.
 const BLOCK_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "http-proxy",
-        "HTTP proxies are not supported yet; ignoring this would connect directly, bypassing the proxy",
-    ),
-    ("http-proxy-option", "HTTP proxies are not supported yet"),
-    (
-        "socks-proxy",
-        "SOCKS proxies are not supported yet; ignoring this would connect directly",
-    ),
     (
         "local",
         "a per-connection `local` is not supported yet; put `local` before the first <connection> block",
@@ -289,6 +288,12 @@ pub(crate) const BLOCK_DIRECTIVES: &[&str] = &[
     "connect-timeout",
     "server-poll-timeout",
     "float",
+    "http-proxy",
+    "http-proxy-option",
+    "http-proxy-retry",
+    "http-proxy-timeout",
+    "socks-proxy",
+    "socks-proxy-retry",
 ];
 
 #[cfg(test)]
@@ -400,10 +405,11 @@ mod tests {
 
     #[test]
     fn block_errors_name_the_line() {
-        assert_eq!(
-            err("<connection>\nremote a.example\nhttp-proxy proxy.example 3128\n</connection>\n"),
-            "c.ovpn:7: `http-proxy` is not supported by warren: HTTP proxies are not supported yet; ignoring \
-             this would connect directly, bypassing the proxy"
+        let e =
+            err("<connection>\nremote a.example\nhttp-proxy proxy.example 3128\n</connection>\n");
+        assert!(
+            e.starts_with("c.ovpn:7:") && e.contains("`http-proxy` needs TCP"),
+            "{e}"
         );
         let e = err(
             "<connection>\nremote a.example\n</connection>\n<connection>\nremote b\nsocks-proxy 127.0.0.1 1080\n</connection>\n",

@@ -556,25 +556,11 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
 /// Refused in client configs.
 const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
     (
-        "http-proxy",
-        "proxies are not supported yet; ignoring this would connect directly, bypassing the proxy",
+        "http-proxy-override",
+        "not supported; write the proxy as `http-proxy HOST PORT` in the profile (or in each \
+         <connection> block)",
         true,
     ),
-    ("http-proxy-option", "proxies are not supported yet", true),
-    (
-        "http-proxy-user-pass",
-        "proxies are not supported yet",
-        true,
-    ),
-    ("http-proxy-retry", "proxies are not supported yet", true),
-    ("http-proxy-timeout", "proxies are not supported yet", true),
-    ("http-proxy-override", "proxies are not supported yet", true),
-    (
-        "socks-proxy",
-        "proxies are not supported yet; ignoring this would connect directly",
-        true,
-    ),
-    ("socks-proxy-retry", "proxies are not supported yet", true),
     (
         "block-ipv6",
         "IPv6 leak blocking is not implemented yet; ignoring it could leak IPv6 traffic outside the tunnel",

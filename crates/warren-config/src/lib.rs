@@ -149,6 +149,7 @@ mod error;
 mod lex;
 mod lower;
 mod material;
+mod proxy;
 mod server;
 mod settings;
 mod tlsnames;
@@ -166,6 +167,10 @@ pub use error::{ConfigError, Location, SyntaxError, Warning};
 pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
 pub use material::{Material, resolve_path};
+pub use proxy::{
+    DEFAULT_SOCKS_PORT, HttpProxy, HttpVersion, MAX_CUSTOM_HEADERS, Proxy, ProxyCredentials,
+    SocksProxy,
+};
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{Session, defaults};
 pub use types::{

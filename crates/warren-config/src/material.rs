@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 /// `auth-user-pass`: either an inline `<tag>` block or a file path.
 ///
 /// `Debug` never prints inline contents (they are usually private keys).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Material {
     /// The body of an inline block, each line ending in `\n`.
     Inline(String),

@@ -158,6 +158,9 @@ pub struct Remote {
     /// from its `<connection>` block and the directives before the first block, or, for
     /// a `remote` line, from the whole file.
     pub entry: crate::connection::EntryOptions,
+    /// `http-proxy` or `socks-proxy` for this entry: the TCP connection goes to the proxy,
+    /// which connects on to `host`:`port` (the name is not resolved locally).
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// A client-side `route NETWORK [NETMASK [GATEWAY [METRIC]]]`.

@@ -56,6 +56,7 @@ fn defaults() {
             port: 1194,
             proto: ClientProto::Udp,
             entry: Default::default(),
+            proxy: None,
         }]
     );
     assert_eq!(c.proto, ClientProto::Udp);
@@ -275,7 +276,7 @@ fn routing_and_dns() {
     );
     err("redirect-private def1", "outside the tunnel");
     err("block-ipv6", "leak");
-    err("http-proxy proxy 8080", "bypassing the proxy");
+    err("http-proxy proxy 8080", "`http-proxy` needs TCP");
 }
 
 #[test]

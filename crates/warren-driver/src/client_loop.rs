@@ -42,9 +42,13 @@ use warren_openvpn::{
 };
 
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo};
+use crate::proxy::{Handshake, ProxySpec};
 use crate::tcp::TcpLink;
 
 const MAX_TRANSMITS_PER_TURN: usize = 1024;
+/// How long the TCP connect to a proxy and its handshake may take when the entry has no
+/// `server-poll-timeout` (`0`); otherwise that timeout bounds them, as in OpenVPN.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Address family of a `remote` (`proto udp|udp4|udp6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,9 @@ pub struct RemoteSpec {
     pub lport: u16,
     /// `explicit-exit-notify` on this entry (UDP only).
     pub explicit_exit_notify: bool,
+    /// `http-proxy` / `socks-proxy` (TCP only): the connection goes to the proxy, which
+    /// is asked for `host`:`port`; `host` is not resolved here.
+    pub proxy: Option<ProxySpec>,
 }
 
 impl RemoteSpec {
@@ -90,6 +97,7 @@ impl RemoteSpec {
             retry_max: Duration::from_secs(300),
             lport: 0,
             explicit_exit_notify: false,
+            proxy: None,
         }
     }
 
@@ -111,7 +119,11 @@ impl RemoteSpec {
     }
 
     fn proto_name(&self) -> &'static str {
-        if self.tcp { "tcp" } else { "udp" }
+        match (&self.proxy, self.tcp) {
+            (Some(p), _) => p.name(),
+            (None, true) => "tcp",
+            (None, false) => "udp",
+        }
     }
 }
 
@@ -214,6 +226,8 @@ pub enum ClientLoopError {
     },
     #[error("no usable `remote`")]
     NoRemote,
+    #[error("`{host}`: a proxy needs a TCP connection (`proto tcp-client`)")]
+    ProxyNeedsTcp { host: String },
     #[error(
         "all {remotes} connection(s) failed {rounds} time(s) in a row (connect-retry-max {rounds}); giving up"
     )]
@@ -464,7 +478,10 @@ impl DataPath for Option<Attempt> {
 /// One connection attempt: an engine (its socket is [`Loop::socket`]).
 struct Attempt {
     client: Client,
+    /// Where the socket connects: the server, or its proxy.
     server: SocketAddr,
+    /// With a proxy: the server as the proxy was asked for it, and the proxy.
+    via: Option<String>,
     started: Instant,
     /// The entry's `server-poll-timeout`.
     poll_timeout: Option<Duration>,
@@ -517,6 +534,11 @@ pub fn run_client(
 ) -> Result<ClientStats, ClientLoopError> {
     if opts.remotes.is_empty() {
         return Err(ClientLoopError::NoRemote);
+    }
+    if let Some(r) = opts.remotes.iter().find(|r| r.proxy.is_some() && !r.tcp) {
+        return Err(ClientLoopError::ProxyNeedsTcp {
+            host: r.host.clone(),
+        });
     }
     let mtu = opts.tun_mtu;
     let mut l = Loop {
@@ -683,10 +705,12 @@ impl Loop {
         } else {
             None
         };
+        let proxy = self.tcp.as_ref().and_then(TcpLink::deadline);
         [
             engine,
             connect,
             next,
+            proxy,
             self.shutdown_deadline,
             self.restart_deadline,
         ]
@@ -796,7 +820,12 @@ impl Loop {
     fn start_attempt(&mut self, now: Instant) -> Result<(), ClientLoopError> {
         let n = self.opts.remotes.len();
         let remote = self.opts.remotes[self.remote_idx % n].clone();
-        let server = match resolve(&remote) {
+        // Through a proxy, the proxy's name is resolved here and the server's by the proxy.
+        let (what, host, port) = match &remote.proxy {
+            Some(p) => (p.name(), p.host.as_str(), p.port),
+            None => ("remote", remote.host.as_str(), remote.port),
+        };
+        let server = match resolve(host, port, remote.family) {
             Ok(a) => {
                 self.resolve_failing_since = None;
                 a
@@ -807,12 +836,12 @@ impl Loop {
                     && now.saturating_duration_since(since) >= limit
                 {
                     return Err(ClientLoopError::Resolve {
-                        host: remote.host,
+                        host: host.to_owned(),
                         secs: limit.as_secs(),
                         last: e,
                     });
                 }
-                warn!("cannot resolve remote `{}`: {e}", remote.host);
+                warn!("cannot resolve {what} `{host}`: {e}");
                 return self.fail_attempt(now, Next::Advance, true);
             }
         };
@@ -865,6 +894,7 @@ impl Loop {
         self.attempt = Some(Attempt {
             client,
             server,
+            via: None,
             started: now,
             poll_timeout: remote.poll_timeout,
             heard: false,
@@ -886,30 +916,53 @@ impl Loop {
         local: Option<IpAddr>,
     ) -> Result<(), ClientLoopError> {
         let max_frame = (usize::from(self.mtu.max(self.opts.tun_mtu)) + 512).max(2048);
-        let link = match TcpLink::connect(server, local, max_frame) {
+        let mut link = match TcpLink::connect(server, local, max_frame) {
             Ok(l) => l,
             Err(e) => {
-                warn!("TCP connect to {server} failed: {e}");
+                match &remote.proxy {
+                    Some(p) => warn!("TCP connect to {} {server} failed: {e}", p.name()),
+                    None => warn!("TCP connect to {server} failed: {e}"),
+                }
                 return self.fail_attempt(now, Next::Advance, true);
             }
         };
+        let target = format!("{}:{}", remote.host, remote.port);
+        let mut via = None;
+        if let Some(proxy) = &remote.proxy {
+            let handshake = match Handshake::new(proxy, &remote.host, remote.port) {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!("{} {server}: {e}", proxy.name());
+                    return self.fail_attempt(now, Next::Advance, true);
+                }
+            };
+            // OpenVPN bounds the proxy handshake by the server-poll-timeout too.
+            let timeout = remote.poll_timeout.unwrap_or(PROXY_TIMEOUT);
+            link = link.via_proxy(proxy.name(), handshake, now, timeout, target.clone());
+            via = Some(format!("{target} through {} {server}", proxy.name()));
+        }
         self.pump.fit_tun(self.mtu);
         let mut engine = self.engine.clone();
         engine.explicit_exit_notify = false;
         let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
         let client =
             Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
-        info!(
-            "connecting to {server} ({}:{}) over TCP from {}",
-            remote.host,
-            remote.port,
-            link.local_addr()
-                .map_or_else(|| "an unbound socket".to_owned(), |a| a.to_string())
-        );
+        let from = link
+            .local_addr()
+            .map_or_else(|| "an unbound socket".to_owned(), |a| a.to_string());
+        match (&remote.proxy, &via) {
+            (Some(p), Some(via)) if p.host.parse::<IpAddr>().is_err() => info!(
+                "connecting to {via} ({}:{}) over TCP from {from}",
+                p.host, p.port
+            ),
+            (Some(_), Some(via)) => info!("connecting to {via} over TCP from {from}"),
+            _ => info!("connecting to {server} ({target}) over TCP from {from}"),
+        }
         self.tcp = Some(link);
         self.attempt = Some(Attempt {
             client,
             server,
+            via,
             started: now,
             poll_timeout: remote.poll_timeout,
             heard: false,
@@ -923,6 +976,9 @@ impl Loop {
     /// A TCP connection that failed or ended ends the attempt (or the client, during
     /// shutdown); a session that was up starts again from the first entry.
     fn check_tcp(&mut self, now: Instant) -> Result<Flow, ClientLoopError> {
+        if let Some(link) = &mut self.tcp {
+            link.check_deadline(now);
+        }
         let Some(why) = self
             .tcp
             .as_ref()
@@ -1009,7 +1065,7 @@ impl Loop {
         }
         warn!(
             "no answer from {} within {} s (server-poll-timeout): trying the next connection",
-            a.server,
+            a.via.clone().unwrap_or_else(|| a.server.to_string()),
             limit.as_secs()
         );
         self.fail_attempt(now, Next::Advance, false)
@@ -1086,11 +1142,13 @@ impl Loop {
                 ekm,
                 server_cn,
             } => {
-                let Some(server) = self.attempt.as_ref().map(|a| a.server) else {
+                let Some((server, via)) = self.attempt.as_ref().map(|a| (a.server, a.via.clone()))
+                else {
                     return Ok(Flow::Continue);
                 };
                 let cn = server_cn.map(|c| format!(" (CN {c})")).unwrap_or_default();
-                match self.on_connected(&config, server, &cn) {
+                let peer = via.unwrap_or_else(|| server.to_string());
+                match self.on_connected(&config, server, &peer, &cn) {
                     Ok(summary) => {
                         if let Some(a) = &mut self.attempt {
                             a.connected = true;
@@ -1155,11 +1213,13 @@ impl Loop {
     }
 
     /// Opens the tun device the first time and applies the network settings. Returns the
-    /// summary for the "up" line.
+    /// summary for the "up" line. `server` is where the socket goes (the server, or its
+    /// proxy: the route kept outside the tunnel), `peer` how to name the server.
     fn on_connected(
         &mut self,
         pushed: &PushedConfig,
         server: SocketAddr,
+        peer: &str,
         cn: &str,
     ) -> Result<String, Fatal> {
         let (filtered, notes) = filter_pushed(
@@ -1250,7 +1310,7 @@ impl Loop {
             .map(|r| r.dst.to_string())
             .collect();
         let mut s = format!(
-            "{}/{} on {} via server {server}{cn}, routes: {}",
+            "{}/{} on {} via server {peer}{cn}, routes: {}",
             spec.address,
             spec.prefix,
             spec.dev,
@@ -1345,14 +1405,12 @@ enum Fatal {
     Retry(String),
 }
 
-/// Resolves a remote with the system resolver, honouring `udp4`/`udp6`.
-fn resolve(r: &RemoteSpec) -> Result<SocketAddr, String> {
-    let addrs = (r.host.as_str(), r.port)
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?;
+/// Resolves a remote (or its proxy) with the system resolver, honouring `udp4`/`udp6`.
+fn resolve(host: &str, port: u16, family: RemoteFamily) -> Result<SocketAddr, String> {
+    let addrs = (host, port).to_socket_addrs().map_err(|e| e.to_string())?;
     let mut fallback = None;
     for a in addrs {
-        match (r.family, a) {
+        match (family, a) {
             (RemoteFamily::V4, SocketAddr::V4(_)) | (RemoteFamily::V6, SocketAddr::V6(_)) => {
                 return Ok(a);
             }
@@ -1515,12 +1573,10 @@ mod tests {
 
     #[test]
     fn resolves_literals_by_family() {
-        let r = RemoteSpec::new("127.0.0.1", 1194, RemoteFamily::Any, false);
         assert_eq!(
-            resolve(&r).expect("ok"),
+            resolve("127.0.0.1", 1194, RemoteFamily::Any).expect("ok"),
             "127.0.0.1:1194".parse::<SocketAddr>().expect("addr")
         );
-        let r = RemoteSpec::new("127.0.0.1", 1194, RemoteFamily::V6, false);
-        assert!(resolve(&r).is_err());
+        assert!(resolve("127.0.0.1", 1194, RemoteFamily::V6).is_err());
     }
 }

@@ -27,13 +27,15 @@
 //! known to the engine by its remote address; what the loops send goes, per destination,
 //! to the UDP socket or framed into that connection's bounded queue (`batch::Out`). TCP
 //! peers belong to the main thread. The client loop uses one connection instead of its
-//! UDP socket for a `tcp-client` remote.
+//! UDP socket for a `tcp-client` remote, first through an HTTP or SOCKS5 proxy when the
+//! entry names one (`proxy`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
 mod batch;
 mod client_loop;
 mod portshare;
+mod proxy;
 mod server_loop;
 pub mod status;
 mod tcp;
@@ -49,6 +51,7 @@ pub use client_loop::{
     tunnel_spec,
 };
 pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
+pub use proxy::{MAX_REPLY, ProxyAuth, ProxyError, ProxyKind, ProxySpec};
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
     snapshot,

@@ -39,6 +39,7 @@ use warren_wire::FrameBuf;
 
 use crate::batch::{DataPath, Pump, Streams};
 use crate::portshare::{PortShare, PortShareOptions, SNIFF_TIMEOUT, Sniff, sniff};
+use crate::proxy::{Handshake, Progress};
 
 /// Bytes queued for one connection beyond which its data frames are dropped.
 pub const QUEUE_SOFT: usize = 256 * 1024;
@@ -586,9 +587,17 @@ impl Streams for TcpServer {
 
 /// A client's connection to its server (`proto tcp-client`): the same framing and
 /// bounded queue as a server connection, for one peer.
+///
+/// Through a proxy (`http-proxy`, `socks-proxy`), `peer` is the proxy: once connected,
+/// the link first runs the proxy's [`Handshake`] (bounded by a deadline), and only then
+/// sends the frames queued meanwhile; what followed the proxy's reply is read as the start
+/// of the server's stream.
 pub(crate) struct TcpLink {
     io: TcpConn,
     peer: SocketAddr,
+    /// What `peer` is, for messages: the address, or `HTTP proxy ADDR`.
+    label: String,
+    proxy: Option<ProxyPhase>,
     /// The TCP handshake finished (the socket became writable without an error).
     established: bool,
     rx: FrameBuf,
@@ -598,6 +607,16 @@ pub(crate) struct TcpLink {
     /// Why the connection is unusable (the attempt fails).
     failed: Option<String>,
     pub queue_dropped: u64,
+}
+
+/// A proxy handshake under way.
+struct ProxyPhase {
+    handshake: Handshake,
+    /// The handshake (with the TCP connect to the proxy) must be done by then.
+    deadline: Instant,
+    timeout: Duration,
+    /// The server, as the proxy is asked for it (`host:port`).
+    target: String,
 }
 
 impl std::fmt::Debug for TcpLink {
@@ -619,6 +638,8 @@ impl TcpLink {
         Ok(TcpLink {
             io: TcpConn::connect(peer, local)?,
             peer,
+            label: peer.to_string(),
+            proxy: None,
             established: false,
             rx: FrameBuf::new(RECV_BUFFER, max_frame),
             tx: Vec::new(),
@@ -629,16 +650,65 @@ impl TcpLink {
         })
     }
 
+    /// Goes through a proxy (`peer` is the proxy, `name` says which kind): `handshake`
+    /// runs first and must end within `timeout` from `now`.
+    pub fn via_proxy(
+        mut self,
+        name: &str,
+        handshake: Handshake,
+        now: Instant,
+        timeout: Duration,
+        target: String,
+    ) -> TcpLink {
+        self.label = format!("{name} {}", self.peer);
+        self.proxy = Some(ProxyPhase {
+            handshake,
+            deadline: now + timeout,
+            timeout,
+            target,
+        });
+        self
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.io.local_addr()
     }
 
     /// What to wait for: writability while connecting or while bytes are queued.
     pub fn interest(&self) -> Interest {
-        if !self.established || self.tx_off < self.tx.len() {
+        let queued = match &self.proxy {
+            Some(p) => !p.handshake.to_send().is_empty(),
+            None => self.tx_off < self.tx.len(),
+        };
+        if !self.established || queued {
             Interest::Both
         } else {
             Interest::Readable
+        }
+    }
+
+    /// When the proxy handshake times out, while it runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.proxy.as_ref().map(|p| p.deadline)
+    }
+
+    /// Fails the link if the proxy handshake is past its deadline.
+    pub fn check_deadline(&mut self, now: Instant) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(p) = &self.proxy
+            && now >= p.deadline
+        {
+            let secs = p.timeout.as_secs();
+            self.failed = Some(if self.established {
+                format!(
+                    "{}: no complete answer to the CONNECT to {} within {secs} s",
+                    self.label, p.target
+                )
+            } else {
+                format!("TCP connect to {} timed out after {secs} s", self.label)
+            });
         }
     }
 
@@ -673,9 +743,18 @@ impl TcpLink {
             match self.io.take_error() {
                 Ok(None) => self.established = true,
                 Ok(Some(e)) | Err(e) => {
-                    self.failed = Some(format!("TCP connect to {} failed: {e}", self.peer));
+                    self.failed = Some(format!("TCP connect to {} failed: {e}", self.label));
                     return;
                 }
+            }
+        }
+        if self.proxy.is_some() {
+            if !self.drive_proxy() {
+                return;
+            }
+            // Through: what followed the proxy's reply is the server's.
+            if self.rx.buffered() > 0 && !self.open_buffered(now, pump, tun.as_deref_mut(), path) {
+                return;
             }
         }
         if readable {
@@ -684,7 +763,7 @@ impl TcpLink {
                 let room = spare.len();
                 let n = match self.io.read(spare) {
                     Ok(0) => {
-                        self.failed = Some(format!("{} closed the TCP connection", self.peer));
+                        self.failed = Some(format!("{} closed the TCP connection", self.label));
                         return;
                     }
                     Ok(n) => n,
@@ -696,31 +775,7 @@ impl TcpLink {
                     }
                 };
                 self.rx.commit(n);
-                self.frames.clear();
-                let bad = loop {
-                    match self.rx.next_frame() {
-                        Ok(Some(r)) => self.frames.push(r),
-                        Ok(None) => break None,
-                        Err(e) => break Some(e),
-                    }
-                };
-                let peer = self.peer;
-                if pump.open_frames(
-                    now,
-                    peer,
-                    self.rx.bytes_mut(),
-                    &self.frames,
-                    tun.as_deref_mut(),
-                    path,
-                ) {
-                    self.failed = Some(format!(
-                        "a data packet from {} failed authentication (fatal over TCP)",
-                        self.peer
-                    ));
-                    return;
-                }
-                if let Some(e) = bad {
-                    self.failed = Some(format!("TCP stream from {}: {e}", self.peer));
+                if !self.open_buffered(now, pump, tun.as_deref_mut(), path) {
                     return;
                 }
                 if n < room {
@@ -731,9 +786,95 @@ impl TcpLink {
         self.flush();
     }
 
+    /// Opens every complete frame in the receive buffer; `false` when the link failed.
+    fn open_buffered<P: DataPath>(
+        &mut self,
+        now: Instant,
+        pump: &mut Pump,
+        tun: Option<&mut OffloadTun>,
+        path: &mut P,
+    ) -> bool {
+        self.frames.clear();
+        let bad = loop {
+            match self.rx.next_frame() {
+                Ok(Some(r)) => self.frames.push(r),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        let peer = self.peer;
+        if pump.open_frames(now, peer, self.rx.bytes_mut(), &self.frames, tun, path) {
+            self.failed = Some(format!(
+                "a data packet from {} failed authentication (fatal over TCP)",
+                self.label
+            ));
+            return false;
+        }
+        if let Some(e) = bad {
+            self.failed = Some(format!("TCP stream from {}: {e}", self.label));
+            return false;
+        }
+        true
+    }
+
+    /// Runs the proxy handshake as far as the socket allows: writes the pending request,
+    /// reads the proxy's answer. `true` once the tunnel through the proxy is open (the
+    /// bytes after the reply are in `rx`); on failure `failed` says why.
+    fn drive_proxy(&mut self) -> bool {
+        let Some(p) = &mut self.proxy else {
+            return true;
+        };
+        // Each round writes what the handshake has to say and reads one answer; a SOCKS
+        // handshake has three rounds.
+        for _ in 0..2 * MAX_READS_PER_WAKE {
+            while !p.handshake.to_send().is_empty() {
+                match self.io.write(p.handshake.to_send()) {
+                    Ok(0) => {
+                        self.failed = Some(format!("{}: write failed", self.label));
+                        return false;
+                    }
+                    Ok(n) => p.handshake.sent(n),
+                    Err(e) if warren_io::is_would_block(&e) => return false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.failed = Some(format!("{}: {e}", self.label));
+                        return false;
+                    }
+                }
+            }
+            let n = match self.io.read(p.handshake.spare()) {
+                Ok(n) => n,
+                Err(e) if warren_io::is_would_block(&e) => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failed = Some(format!("{}: {e}", self.label));
+                    return false;
+                }
+            };
+            match p.handshake.received(n) {
+                Ok(Progress::More) => {}
+                Ok(Progress::Done) => {
+                    let ahead = p.handshake.lookahead();
+                    let spare = self.rx.spare();
+                    let k = ahead.len().min(spare.len());
+                    spare[..k].copy_from_slice(&ahead[..k]);
+                    self.rx.commit(k);
+                    info!("{}: connected through to {}", self.label, p.target);
+                    self.proxy = None;
+                    return true;
+                }
+                Err(e) => {
+                    self.failed = Some(format!("{} (CONNECT to {}): {e}", self.label, p.target));
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
     /// Writes the queue (all frames in one `write` when the socket takes them).
     pub fn flush(&mut self) {
-        if !self.established || self.failed.is_some() {
+        if !self.established || self.failed.is_some() || self.proxy.is_some() {
             return;
         }
         while self.tx_off < self.tx.len() {
@@ -930,6 +1071,150 @@ mod tests {
         t.flush(now);
         assert_eq!(t.conns[&other].pending(), 0);
         assert_eq!(t.stats.write_calls, 1);
+    }
+
+    /// Records the frames the link opens.
+    #[derive(Default)]
+    struct Frames(Vec<(SocketAddr, Vec<u8>)>);
+
+    impl DataPath for Frames {
+        fn open(
+            &mut self,
+            _now: Instant,
+            from: SocketAddr,
+            dgram: &mut [u8],
+            _stats: &mut crate::batch::LoopStats,
+        ) -> Option<Range<usize>> {
+            self.0.push((from, dgram.to_vec()));
+            None
+        }
+
+        fn seal(
+            &mut self,
+            _now: Instant,
+            _buf: &mut [u8],
+            _len: usize,
+            _handed: bool,
+            _stats: &mut crate::batch::LoopStats,
+        ) -> Option<(SocketAddr, Range<usize>)> {
+            None
+        }
+    }
+
+    fn turn(link: &mut TcpLink, now: Instant, pump: &mut Pump, path: &mut Frames) {
+        let mut poller = Poller::new();
+        let t = link.register(&mut poller);
+        poller.wait(Some(Duration::from_millis(200))).expect("poll");
+        link.on_ready(now, &poller, t, pump, None, path);
+    }
+
+    /// Through an HTTP proxy: nothing but the CONNECT leaves before the proxy's 200; then
+    /// the frames queued meanwhile go out, and a frame that arrived with the proxy's
+    /// headers is opened.
+    #[test]
+    fn proxy_handshake_holds_frames_and_keeps_the_lookahead() {
+        use crate::proxy::{ProxyKind, ProxySpec};
+        use std::io::{Read, Write};
+        let now = Instant::from_secs(100);
+        let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let paddr = proxy.local_addr().expect("addr");
+        let spec = ProxySpec {
+            host: "127.0.0.1".into(),
+            port: paddr.port(),
+            kind: ProxyKind::Http {
+                version: "1.0",
+                agent: None,
+                headers: vec![],
+                auth: None,
+            },
+        };
+        let hs = Handshake::new(&spec, "vpn.example", 443).expect("handshake");
+        let mut link = TcpLink::connect(paddr, None, 2048)
+            .expect("connect")
+            .via_proxy(
+                "HTTP proxy",
+                hs,
+                now,
+                Duration::from_secs(5),
+                "vpn.example:443".into(),
+            );
+        assert!(link.send(paddr, &[0x38, 1, 2, 3]), "queued");
+        let (mut s, _) = proxy.accept().expect("accept");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut pump = Pump::new(false);
+        let mut path = Frames::default();
+        let want = b"CONNECT vpn.example:443 HTTP/1.0\r\nHost: vpn.example\r\n\r\n";
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            turn(&mut link, now, &mut pump, &mut path);
+            link.flush();
+            s.set_nonblocking(true).expect("nb");
+            let mut buf = [0u8; 512];
+            if let Ok(n) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.set_nonblocking(false).expect("blocking");
+            if got.len() >= want.len() {
+                break;
+            }
+        }
+        assert_eq!(got, want, "only the CONNECT before the answer");
+        assert_eq!(link.deadline(), Some(now + Duration::from_secs(5)));
+        // The answer, with the server's first frame right behind the headers.
+        s.write_all(
+            b"HTTP/1.0 200 Connection established\r\nProxy-agent: test\r\n\r\n\x00\x03\x40\x41\x42",
+        )
+        .expect("write");
+        for _ in 0..50 {
+            turn(&mut link, now, &mut pump, &mut path);
+            if !path.0.is_empty() {
+                break;
+            }
+        }
+        assert!(link.failed().is_none(), "{:?}", link.failed());
+        assert_eq!(link.deadline(), None, "through the proxy");
+        assert_eq!(path.0, [(paddr, vec![0x40, 0x41, 0x42])]);
+        // The frame queued before the answer leaves now.
+        let mut frame = [0u8; 6];
+        s.read_exact(&mut frame).expect("the queued frame");
+        assert_eq!(frame, [0, 4, 0x38, 1, 2, 3]);
+    }
+
+    /// A proxy that accepts and never answers fails the link at the deadline.
+    #[test]
+    fn a_silent_proxy_fails_at_the_deadline() {
+        use crate::proxy::{ProxyKind, ProxySpec};
+        let now = Instant::from_secs(100);
+        let proxy = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let paddr = proxy.local_addr().expect("addr");
+        let spec = ProxySpec {
+            host: "127.0.0.1".into(),
+            port: paddr.port(),
+            kind: ProxyKind::Socks5 { auth: None },
+        };
+        let hs = Handshake::new(&spec, "vpn.example", 443).expect("handshake");
+        let mut link = TcpLink::connect(paddr, None, 2048)
+            .expect("connect")
+            .via_proxy(
+                "SOCKS proxy",
+                hs,
+                now,
+                Duration::from_secs(3),
+                "vpn.example:443".into(),
+            );
+        let _s = proxy.accept().expect("accept");
+        let mut pump = Pump::new(false);
+        let mut path = Frames::default();
+        turn(&mut link, now, &mut pump, &mut path);
+        link.check_deadline(now + Duration::from_millis(2999));
+        assert!(link.failed().is_none());
+        link.check_deadline(now + Duration::from_secs(3));
+        let why = link.failed().expect("failed");
+        assert!(
+            why.contains("SOCKS proxy 127.0.0.1:") && why.contains("within 3 s"),
+            "{why}"
+        );
     }
 
     /// A peer whose socket takes nothing for [`STALL`] while its queue holds data is
