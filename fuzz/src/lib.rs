@@ -21,7 +21,7 @@ pub use engine::{EngineRun, engine, run_engine};
 use warren_core::{Instant, KeyId};
 use warren_crypto::{
     CipherKind, ControlWrap, DATA_HEADROOM, DataHeader, DataKeys, Digest, Key2, KeyDirection,
-    ReplayStamp, Role, StaticKey,
+    Metadata, ReplayStamp, Role, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey, split_wkc,
 };
 use warren_openvpn::reliable::{Reliable, ReliableConfig};
 use warren_wire::{
@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reliable", reliable),
     ("static_key", static_key),
     ("control_wrap", control_wrap),
+    ("tls_crypt_v2", tls_crypt_v2),
     ("data_open", data_open),
     ("config_server", config_server),
     ("config_client", config_client),
@@ -366,6 +367,64 @@ pub fn control_wrap(data: &[u8]) {
         assert_eq!(got, Some(stamp));
         assert_eq!(body, rest);
         let _ = ControlPacket::parse(head, &body);
+    }
+}
+
+/// The tls-crypt-v2 server key of the lab (ops sheet §7.5), which wrapped the seeds' client
+/// key.
+pub const LAB_TLS_CRYPT_V2_SERVER_KEY: &str = "-----BEGIN OpenVPN tls-crypt-v2 server key-----
+YoN1JKo7O9mWcz2vvGSEI7NjtRT0JCdOxzbktig7Kd0wSz9VKUzTe4pz+FI31iKe
+k3F5Ts7uxOAXRac8mD1TLct421DkXm8i8ABB9nui1Pcek6YFUAHbILnwl6dbABmF
+xUrPyPf/qWq9gDENrVx0wEtbO52AnlCBqCpCOuBXo8Y=
+-----END OpenVPN tls-crypt-v2 server key-----
+";
+
+/// tls-crypt-v2: the input as key files (what parses prints back to the same key), and as
+/// a `P_CONTROL_HARD_RESET_CLIENT_V3` / `P_CONTROL_WKC_V1` packet for the lab server key
+/// (WKc from the tail, unwrapped, then the packet with Kc, then the control parser). The
+/// way past the MACs: the input as USER metadata wrapped into a client key, which must
+/// unwrap to the same metadata, and the input's tail as an appended "WKc".
+pub fn tls_crypt_v2(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(k) = TlsCryptV2ServerKey::parse(&text) {
+        let again = TlsCryptV2ServerKey::parse(&k.to_pem()).expect("printed key parses");
+        assert_eq!(again, k);
+    }
+    if let Ok(k) = TlsCryptV2ClientKey::parse(&text) {
+        let again = TlsCryptV2ClientKey::parse(&k.to_pem()).expect("printed key parses");
+        assert_eq!(again, k);
+    }
+    let server_key =
+        TlsCryptV2ServerKey::parse(LAB_TLS_CRYPT_V2_SERVER_KEY).expect("lab server key");
+    let server = server_key.wrapper();
+    let mut body = Vec::new();
+    if let Ok((packet, wkc)) = split_wkc(data) {
+        assert!(packet.len() >= 9 && wkc.len() + packet.len() == data.len());
+        if let Ok((kc, meta)) = server.unwrap_client_key(wkc) {
+            assert!(meta.to_bytes().len() <= warren_crypto::TLS_CRYPT_V2_MAX_METADATA_LEN);
+            let wrap = ControlWrap::tls_crypt(&kc, Role::Server);
+            if wrap.unwrap(packet, &mut body).is_ok()
+                && let Some(head) = packet.get(..9).and_then(|h| <&[u8; 9]>::try_from(h).ok())
+            {
+                let _ = ControlPacket::parse(head, &body);
+            }
+        }
+    }
+    // No-security path: a client key whose metadata is the input.
+    let meta = Metadata::User(data.to_vec());
+    let mut rng = warren_core::TestRng::seed(data.len() as u64);
+    match TlsCryptV2ClientKey::generate(&server_key, &meta, &mut rng) {
+        Ok(k) => {
+            let (kc, back) = server.unwrap_client_key(k.wkc()).expect("own key unwraps");
+            assert_eq!(&kc, k.kc());
+            assert_eq!(back, meta);
+            let mut packet = data.to_vec();
+            packet.extend_from_slice(k.wkc());
+            let (p, w) = split_wkc(&packet).expect("appended WKc splits off");
+            assert_eq!(w, k.wkc());
+            assert_eq!(p, data);
+        }
+        Err(_) => assert!(data.len() >= warren_crypto::TLS_CRYPT_V2_MAX_METADATA_LEN),
     }
 }
 

@@ -99,4 +99,17 @@ fn lab_seeds_authenticate() {
     let (pid, range) = keys.open(&mut pkt).expect("lab data packet opens");
     assert_eq!(pid, 1);
     assert!(warren_wire::is_ping(&pkt[range]));
+
+    // tls-crypt-v2: the stock client's packets unwrap with the lab server key.
+    let v2 = warren_crypto::TlsCryptV2ServerKey::parse(warren_fuzz::LAB_TLS_CRYPT_V2_SERVER_KEY)
+        .expect("lab server key")
+        .wrapper();
+    for seed in ["stock_v3_reset", "stock_wkc_v1"] {
+        let pkt = read("tls_crypt_v2", seed);
+        let (packet, wkc) = warren_crypto::split_wkc(&pkt).expect(seed);
+        let (kc, _) = v2.unwrap_client_key(wkc).expect(seed);
+        ControlWrap::tls_crypt(&kc, Role::Server)
+            .unwrap(packet, &mut body)
+            .expect(seed);
+    }
 }

@@ -23,8 +23,8 @@ use warren_openvpn::{ClientConfig, KeyDerivation};
 
 use crate::logging;
 use warren_server::convert::{
-    cert_role, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config, wrap_name,
-    x509_match,
+    cert_role, data_ciphers, key_derivation, tls_algorithms, tls_crypt_v2_client, tls_version,
+    wrap_config, wrap_name, x509_match,
 };
 
 /// How long explicit-exit-notify gets after SIGINT/SIGTERM.
@@ -374,11 +374,15 @@ impl Plan {
         let s = cfg.session();
         let engine = ClientConfig {
             tls,
-            wrap: wrap_config(
-                cfg.tls_crypt.as_ref(),
-                cfg.tls_auth.as_ref(),
-                cfg.hmac_digest(),
-            )?,
+            // warren-config allows one of tls-crypt-v2, tls-crypt and tls-auth.
+            wrap: match &cfg.tls_crypt_v2 {
+                Some(v2) => tls_crypt_v2_client(v2)?,
+                None => wrap_config(
+                    cfg.tls_crypt.as_ref(),
+                    cfg.tls_auth.as_ref(),
+                    cfg.hmac_digest(),
+                )?,
+            },
             data_ciphers: data_ciphers(&cfg.data_ciphers)?,
             ping: s.ping,
             ping_restart: s.ping_restart,

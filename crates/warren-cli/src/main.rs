@@ -9,6 +9,7 @@
 mod args;
 mod client;
 mod demo;
+mod genkey;
 mod logging;
 mod pki;
 mod profile;
@@ -47,7 +48,8 @@ enum Command {
     /// Show warren end to end on this machine (as root): two network namespaces, a
     /// throwaway PKI, a server, a client, ping and throughput; everything is removed after.
     Demo(DemoArgs),
-    /// The built-in certificate authority: init, issue, revoke, renew, list, crl, import.
+    /// The built-in certificate authority: init, issue, revoke, renew, list, crl, import;
+    /// genkey makes tls-crypt(-v2) key files.
     Pki(pki::PkiArgs),
     /// VPN users: add, list, show, passwd, set, disable, enable, del.
     User(user::UserArgs),

@@ -48,6 +48,9 @@ pub enum PkiCommand {
     /// Import an easy-rsa PKI (its CA, issued certificates and keys, and revocations) into a
     /// state directory that has no CA yet.
     Import(ImportArgs),
+    /// Make a key file as `openvpn --genkey` does: tls-crypt-v2-server, tls-crypt-v2-client
+    /// (with --server-key), tls-crypt. Not tied to the state directory.
+    Genkey(crate::genkey::GenkeyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +190,7 @@ pub fn run(args: PkiArgs) -> Result<()> {
             Ok(())
         }
         PkiCommand::Import(a) => import(dir, a),
+        PkiCommand::Genkey(a) => crate::genkey::run(a),
     }
 }
 

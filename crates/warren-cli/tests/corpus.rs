@@ -48,6 +48,9 @@ struct Generator {
     ec: bool,
     /// The tls-crypt key file the server.conf names.
     tls_key: &'static str,
+    /// `tls_key` is a tls-crypt-v2 server key (`openvpn --genkey tls-crypt-v2-server`), and
+    /// the profile holds a client key made from it (`@tls-crypt-v2-client.key@`).
+    tls_crypt_v2: bool,
     /// Easy-RSA 3.2 wrote the tls-crypt key (`gen-tls-crypt-key`), with its label line.
     easyrsa_tls_key: bool,
     /// The profile is `grep -v '^#'` of what was pasted together (Nyr).
@@ -71,6 +74,7 @@ const ANGRISTAN: Generator = Generator {
     server_name: "server_Ab3dE5gH7jK9mN1p",
     ec: true,
     tls_key: "tls-crypt.key",
+    tls_crypt_v2: false,
     easyrsa_tls_key: false,
     strip_comments: false,
     refused: &["client-config-dir", "management"],
@@ -80,11 +84,29 @@ const ANGRISTAN: Generator = Generator {
     server_warnings: &["secp521r1", "ifconfig-pool-persist"],
 };
 
+/// angristan's default, `--tls-sig crypt-v2`: the same files but for the control-channel
+/// key (a tls-crypt-v2 server key, and a client key per profile).
+const ANGRISTAN_CRYPT_V2: Generator = Generator {
+    dir: "angristan-crypt-v2",
+    tls_key: "tls-crypt-v2.key",
+    tls_crypt_v2: true,
+    server_warnings: &[
+        "secp521r1",
+        "ifconfig-pool-persist",
+        "tls-crypt-v2 (clients without it are refused)",
+    ],
+    ..ANGRISTAN
+};
+
+/// The client key file of a tls-crypt-v2 generator's profile.
+const TLS_CRYPT_V2_CLIENT_KEY: &str = "tls-crypt-v2-client.key";
+
 const NYR: Generator = Generator {
     dir: "nyr",
     server_name: "server",
     ec: false,
     tls_key: "tc.key",
+    tls_crypt_v2: false,
     easyrsa_tls_key: true,
     strip_comments: true,
     refused: &[],
@@ -141,6 +163,25 @@ fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
     easyrsa(&er, &["build-client-full", "client", "nopass"]);
     easyrsa(&er, &["gen-crl"]);
     let pki = er.join("pki");
+    if g.tls_crypt_v2 {
+        // openvpn-install.sh: the server key at install time, a client key per profile.
+        let server = dir.join(g.tls_key);
+        let client = dir.join(TLS_CRYPT_V2_CLIENT_KEY);
+        let server_s = server.to_str().expect("utf8");
+        for argv in [
+            vec!["--genkey", "tls-crypt-v2-server", server_s],
+            vec![
+                "--tls-crypt-v2",
+                server_s,
+                "--genkey",
+                "tls-crypt-v2-client",
+                client.to_str().expect("utf8"),
+            ],
+        ] {
+            let out = run_bounded(Command::new("openvpn").args(&argv), Duration::from_secs(20));
+            assert!(out.success(), "openvpn {argv:?}: {}", out.stderr);
+        }
+    }
     let tls = pki.join("private/easyrsa-tls.key");
     let raw = dir.join("genkey.tmp");
     let out = run_bounded(
@@ -169,7 +210,9 @@ fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
         &format!("{}.key", g.server_name),
     );
     copy(pki.join("crl.pem"), "crl.pem");
-    copy(tls, g.tls_key);
+    if !g.tls_crypt_v2 {
+        copy(tls, g.tls_key);
+    }
     pki
 }
 
@@ -185,7 +228,7 @@ fn client_profile(g: &Generator, pki: &Path, dir: &Path, server_addr: &str) -> S
     let mut out = String::new();
     for line in corpus(g, "client.ovpn").lines() {
         if let Some(rel) = line.strip_prefix('@').and_then(|l| l.strip_suffix('@')) {
-            let path = if rel == g.tls_key {
+            let path = if rel == g.tls_key || rel == TLS_CRYPT_V2_CLIENT_KEY {
                 dir.join(rel)
             } else {
                 pki.join(rel)
@@ -475,6 +518,16 @@ fn angristan_warren_client() {
 }
 
 #[test]
+fn angristan_crypt_v2_warren_server() {
+    warren_server(&ANGRISTAN_CRYPT_V2);
+}
+
+#[test]
+fn angristan_crypt_v2_warren_client() {
+    warren_client(&ANGRISTAN_CRYPT_V2);
+}
+
+#[test]
 fn nyr_warren_server() {
     warren_server(&NYR);
 }
@@ -490,7 +543,7 @@ fn nyr_warren_client() {
 fn corpus_files_lower() {
     use warren_config::{TlsCipherSuite as S, TlsGroup};
     let base = Path::new("/nonexistent");
-    for g in [&ANGRISTAN, &NYR] {
+    for g in [&ANGRISTAN, &ANGRISTAN_CRYPT_V2, &NYR] {
         let text = corpus(g, "server.conf");
         let lowered = warren_config::server_config_from_str(&text, "server.conf", base);
         match g.refused.first() {
@@ -519,7 +572,10 @@ fn corpus_files_lower() {
         let (c, _) =
             warren_config::client_config_from_str(&corpus(g, "client.ovpn"), "client.ovpn", base)
                 .unwrap_or_else(|e| panic!("{}: {e}", g.dir));
-        if g.dir == "angristan" {
+        assert_eq!(s.tls_crypt_v2.is_some(), g.tls_crypt_v2, "{}", g.dir);
+        assert_eq!(c.tls_crypt_v2.is_some(), g.tls_crypt_v2, "{}", g.dir);
+        assert_eq!(s.tls_crypt.is_some(), !g.tls_crypt_v2, "{}", g.dir);
+        if g.dir.starts_with("angristan") {
             let groups = Some(vec![TlsGroup::X25519, TlsGroup::P256, TlsGroup::P384]);
             assert_eq!(s.tls_groups, groups);
             assert_eq!(s.tls_cipher, Some(vec![S::EcdheEcdsaAes128GcmSha256]));

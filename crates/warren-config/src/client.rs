@@ -14,7 +14,7 @@ use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
     CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, PullFilterAction, Remote,
-    ResolvRetry, Route, RouteIpv6, TlsCipherSuite, TlsGroup, TlsVersion, X509NameType,
+    ResolvRetry, Route, RouteIpv6, TlsCipherSuite, TlsCryptV2, TlsGroup, TlsVersion, X509NameType,
 };
 
 /// A client config (an ordinary `.ovpn` profile), lowered.
@@ -51,6 +51,8 @@ pub struct ClientConfig {
     pub tls_crypt: Option<Material>,
     /// `tls-auth` with its key direction.
     pub tls_auth: Option<(Material, Option<u8>)>,
+    /// `tls-crypt-v2`: the client's own key (Kc and its wrapped form).
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     /// `auth`, normalised.
     pub auth: Option<String>,
     /// `remote-cert-tls`.
@@ -258,6 +260,25 @@ pub fn client_config_from_str(
     })?;
     c.check()?;
     c.notes(&mut lw);
+    if let Some(v2) = &c.tls_crypt_v2 {
+        // OpenVPN options.c:3042: "--tls-crypt-v2, --tls-auth and --tls-crypt are mutually
+        // exclusive in client mode".
+        if c.tls_crypt.is_some() || c.tls_auth.is_some() {
+            return Err(ConfigError::Conflict {
+                location: v2.location.clone(),
+                message: "a client uses one of `tls-crypt-v2`, `tls-crypt` and `tls-auth`; keep \
+                          `tls-crypt-v2`"
+                    .into(),
+            });
+        }
+        if v2.force_cookie {
+            lw.warn(
+                &v2.location,
+                "tls-crypt-v2",
+                "`force-cookie` only means something to a server; a client ignores it",
+            );
+        }
+    }
 
     let file = Arc::clone(&lw.file);
     let missing = |directive, why| ConfigError::Missing {
@@ -427,6 +448,7 @@ pub fn client_config_from_str(
         key: c.key.clone(),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
+        tls_crypt_v2: c.tls_crypt_v2.clone(),
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         remote_cert_tls: c.remote_cert_tls,
         verify_x509_name: c.verify_x509_name.clone(),

@@ -158,6 +158,10 @@ const BLOCK_UNSUPPORTED: &[(&str, &str)] = &[
         "tls-crypt",
         "a per-connection `tls-crypt` key is not supported yet; put it before the first <connection> block",
     ),
+    (
+        "tls-crypt-v2",
+        "a per-connection `tls-crypt-v2` key is not supported yet; put it before the first <connection> block",
+    ),
 ];
 
 impl Timing {

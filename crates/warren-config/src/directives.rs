@@ -185,13 +185,9 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
         true,
     ),
     (
-        "tls-crypt-v2",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
-        true,
-    ),
-    (
         "tls-crypt-v2-verify",
-        "tls-crypt-v2 is not supported yet; use tls-crypt",
+        "not supported yet: warren runs no script before the TLS handshake; refuse old client keys \
+         with `tls-crypt-v2-max-age DAYS`, or revoke the client's certificate",
         true,
     ),
     ("tls-verify", SCRIPT, true),
@@ -597,6 +593,8 @@ const REFUSED_CLIENT: &[(&str, &str, bool)] = &[
     ("learn-address", SERVER_ONLY, true),
     ("username-as-common-name", SERVER_ONLY, true),
     ("port-share", SERVER_ONLY, true),
+    ("tls-crypt-v2-verify", SERVER_ONLY, true),
+    ("tls-crypt-v2-max-age", SERVER_ONLY, true),
 ];
 
 /// Every directive name OpenVPN 2.6.14 accepts (options.c `add_option`), so
@@ -876,6 +874,8 @@ pub(crate) const OPENVPN_DIRECTIVES: &[&str] = &[
     "tls-client",
     "tls-crypt",
     "tls-crypt-v2",
+    // OpenVPN 2.7; listed so that a client config naming it learns it is a server's.
+    "tls-crypt-v2-max-age",
     "tls-crypt-v2-verify",
     "tls-exit",
     "tls-export-cert",

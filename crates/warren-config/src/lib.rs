@@ -22,7 +22,8 @@
 //!    `warren-auth cert|cert+password|password` (users, revocations and
 //!    leases from warren's state; `warren-auth` needs `warren-state-dir`),
 //!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
-//!    (bounds on sessions still in the handshake). In a client config,
+//!    (bounds on sessions still in the handshake), and OpenVPN 2.7's
+//!    `tls-crypt-v2-max-age DAYS`. In a client config,
 //!    `<connection>` blocks and `connect-retry`, `connect-retry-max`,
 //!    `connect-timeout`/`server-poll-timeout` (see [`EntryOptions`]).
 //!    A warren extension of the other side is refused like a not-implemented
@@ -44,7 +45,7 @@
 //!    these then become warnings. Directives whose absence would weaken
 //!    security or break the tunnel are *strict* and stay errors regardless:
 //!    compression (`comp-lzo`, `compress`, even `comp-lzo no`, which still
-//!    changes the framing), `secret`, `tls-crypt-v2`, `crl-verify DIR dir`,
+//!    changes the framing), `secret`, `tls-crypt-v2-verify`, `crl-verify DIR dir`,
 //!    `tls-verify`, `plugin`, `auth-user-pass-verify`, `client-connect`,
 //!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
 //!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,
@@ -107,7 +108,7 @@
 //!
 //! ## Paths
 //!
-//! `ca`, `cert`, `key`, `dh`, `tls-crypt`, `tls-auth` and (client)
+//! `ca`, `cert`, `key`, `dh`, `tls-crypt`, `tls-auth`, `tls-crypt-v2` and (client)
 //! `auth-user-pass` take a file or an inline block ([`Material`]). Relative
 //! paths resolve against the current directory first, as OpenVPN does, then
 //! against the config file's directory.
@@ -180,8 +181,8 @@ pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{ServerIpv6, Session, defaults};
 pub use types::{
     CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto,
-    PullFilterAction, Remote, ResolvRetry, Route, RouteIpv6, StateDir, TlsCipherSuite, TlsGroup,
-    TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
+    PullFilterAction, Remote, ResolvRetry, Route, RouteIpv6, StateDir, TlsCipherSuite, TlsCryptV2,
+    TlsGroup, TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
 };
 pub use zero::{ZERO_CONFIG_ORIGIN, ZeroConfig};
 

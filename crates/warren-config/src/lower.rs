@@ -13,8 +13,8 @@ use crate::lex::{Directive, Spanned};
 use crate::material::{Material, resolve_path};
 use crate::tlsnames;
 use crate::types::{
-    CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, RouteIpv6, TlsCipherSuite, TlsGroup,
-    TlsVersion, X509NameType,
+    CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, RouteIpv6, TlsCipherSuite, TlsCryptV2,
+    TlsGroup, TlsVersion, X509NameType,
 };
 
 /// The AEAD data-channel ciphers warren implements, in OpenVPN 2.6's default
@@ -403,6 +403,7 @@ pub(crate) struct Common {
     pub cert: Option<Material>,
     pub key: Option<Material>,
     pub tls_crypt: Option<(Material, Location)>,
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     pub tls_auth: Option<(Material, Location)>,
     pub key_direction: Option<u8>,
     pub auth: Option<(String, Location)>,
@@ -457,6 +458,7 @@ pub(crate) const COMMON_DIRECTIVES: &[&str] = &[
     "cert",
     "key",
     "tls-crypt",
+    "tls-crypt-v2",
     "tls-auth",
     "key-direction",
     "auth",
@@ -538,6 +540,39 @@ impl Common {
             "cert" => self.cert = Some(v.material(lw.base_dir, 0)?),
             "key" => self.key = Some(v.material(lw.base_dir, 0)?),
             "tls-crypt" => self.tls_crypt = Some((v.material(lw.base_dir, 0)?, v.loc.clone())),
+            "tls-crypt-v2" => {
+                // OpenVPN options.c "tls-crypt-v2": FILE, then (server) the cookie policy.
+                let mut force_cookie = false;
+                let key = if v.inline.is_some() {
+                    v.material(lw.base_dir, 0)?
+                } else {
+                    v.expect(
+                        1,
+                        2,
+                        "1 or 2 parameters (a file, and `force-cookie` or `allow-noncookie`) or an \
+                         inline block",
+                    )?;
+                    match v.arg(1) {
+                        "" | "allow-noncookie" => {}
+                        "force-cookie" => force_cookie = true,
+                        _ => {
+                            return Err(
+                                v.invalid(1, "expected `force-cookie` or `allow-noncookie`")
+                            );
+                        }
+                    }
+                    if v.arg(0).is_empty() {
+                        return Err(v.invalid(0, "empty file name"));
+                    }
+                    Material::File(crate::material::resolve_path(v.arg(0), lw.base_dir))
+                };
+                self.tls_crypt_v2 = Some(TlsCryptV2 {
+                    key,
+                    location: v.loc.clone(),
+                    force_cookie,
+                    max_age_days: None,
+                });
+            }
             "tls-auth" => {
                 let m = v.material(lw.base_dir, 1)?;
                 // OpenVPN options.c "tls-auth": the optional second parameter

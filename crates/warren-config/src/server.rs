@@ -14,7 +14,8 @@ use crate::read_config_text;
 use crate::settings::defaults;
 use crate::types::{
     CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto, RouteIpv6, StateDir,
-    TlsCipherSuite, TlsGroup, TlsVersion, Topology, UserAuth, VerifyClientCert, X509NameType,
+    TlsCipherSuite, TlsCryptV2, TlsGroup, TlsVersion, Topology, UserAuth, VerifyClientCert,
+    X509NameType,
 };
 
 /// A server config, lowered from OpenVPN directives.
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     /// `tls-auth` with its key direction (from `tls-auth FILE DIR` or
     /// `key-direction`; `None` is bidirectional).
     pub tls_auth: Option<(Material, Option<u8>)>,
+    /// `tls-crypt-v2` (with `tls-crypt-v2-max-age`): clients with their own
+    /// wrapped keys, beside the `tls-crypt` or `tls-auth` clients if one of
+    /// those is set too.
+    pub tls_crypt_v2: Option<TlsCryptV2>,
     /// `auth`, normalised (`SHA256`...). Used for tls-auth's HMAC.
     pub auth: Option<String>,
     /// `server NETWORK NETMASK`.
@@ -202,6 +207,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "server-ipv6",
     "ifconfig-ipv6-pool",
     "block-ipv6",
+    "tls-crypt-v2-max-age",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -405,6 +411,19 @@ pub(crate) fn lower_server(
         .or(s.ifconfig_ipv6_pool.as_ref())
         .map(|(_, l)| l.clone());
 
+    let tls_crypt_v2 = match (c.tls_crypt_v2.clone(), s.tls_crypt_v2_max_age) {
+        (Some(v2), max_age) => Some(TlsCryptV2 {
+            max_age_days: max_age.map(|(d, _)| d),
+            ..v2
+        }),
+        (None, Some((_, loc))) => {
+            return Err(ConfigError::Conflict {
+                location: loc,
+                message: "`tls-crypt-v2-max-age` needs `tls-crypt-v2 FILE` (the server key)".into(),
+            });
+        }
+        (None, None) => None,
+    };
     let data_ciphers = c.data_ciphers();
     let tls_groups = c.groups();
     let tls_auth = c.tls_auth();
@@ -421,6 +440,7 @@ pub(crate) fn lower_server(
         dh: s.dh.and_then(|(m, _)| m),
         tls_crypt: c.tls_crypt.as_ref().map(|(m, _)| m.clone()),
         tls_auth,
+        tls_crypt_v2,
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         server,
         topology: Topology::Subnet,
@@ -509,6 +529,8 @@ pub(crate) fn lower_server(
 #[derive(Default)]
 struct ServerState {
     proto: Option<Proto>,
+    /// `tls-crypt-v2-max-age DAYS`.
+    tls_crypt_v2_max_age: Option<(u32, Location)>,
     server: Option<(Ipv4Addr, Ipv4Addr)>,
     topology_seen: bool,
     push: Vec<String>,
@@ -542,6 +564,15 @@ struct ServerState {
 impl ServerState {
     fn apply(&mut self, lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<bool, ConfigError> {
         match v.name {
+            "tls-crypt-v2-max-age" => {
+                // OpenVPN 2.7 options.c: days, 1 to INT_MAX.
+                v.expect(1, 1, "1 parameter (days)")?;
+                let days = v.u32_at(0)?;
+                if days == 0 || days > i32::MAX as u32 {
+                    return Err(v.invalid(0, "expected a number of days from 1"));
+                }
+                self.tls_crypt_v2_max_age = Some((days, v.loc.clone()));
+            }
             "proto" => {
                 v.expect(1, 1, "1 parameter (udp, udp4, udp6 or tcp-server)")?;
                 // OpenVPN socket.c proto_names; in server mode `tcp` means

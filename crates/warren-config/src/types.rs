@@ -3,6 +3,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::error::Location;
+use crate::material::Material;
+
 /// Server transport (`proto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Proto {
@@ -305,4 +308,20 @@ pub struct NatConfig {
     /// The device to masquerade out of; `None`: the devices of the IPv4
     /// default routes.
     pub uplink: Option<String>,
+}
+
+/// `tls-crypt-v2 FILE [force-cookie|allow-noncookie]` (or an inline
+/// `<tls-crypt-v2>` block): a server key in a server config, the client's own
+/// key in a client config (ops sheet §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCryptV2 {
+    pub key: Material,
+    /// Where it was named, for errors about the file's contents.
+    pub location: Location,
+    /// Server: `force-cookie` ignores clients without early negotiation
+    /// (OpenVPN 2.5 and older); `allow-noncookie`, the default, serves them.
+    pub force_cookie: bool,
+    /// Server: `tls-crypt-v2-max-age DAYS` (OpenVPN 2.7): refuse client keys
+    /// older than this, or without a timestamp.
+    pub max_age_days: Option<u32>,
 }

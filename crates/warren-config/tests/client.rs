@@ -587,3 +587,38 @@ fn ipv6_client_directives() {
     err("route-ipv6 fd00:99::/64 fd00::1 x", "whole number");
     err("server-ipv6 fd00:8::/64", "server directive");
 }
+
+#[test]
+fn tls_crypt_v2() {
+    let (c, w) = ok("tls-crypt-v2 client-v2.key");
+    assert!(w.is_empty(), "{w:?}");
+    let v2 = c.tls_crypt_v2.expect("tls-crypt-v2");
+    assert_eq!(v2.key, Material::File(PathBuf::from("client-v2.key")));
+    assert_eq!(v2.location.line, Some(NEXT));
+    let c = cfg(
+        "<tls-crypt-v2>\n-----BEGIN OpenVPN tls-crypt-v2 client key-----\nAAAA\n</tls-crypt-v2>",
+    );
+    assert!(matches!(
+        c.tls_crypt_v2.expect("v2").key,
+        Material::Inline(_)
+    ));
+    // One wrapping per client (OpenVPN options.c: mutually exclusive in client mode).
+    err(
+        "tls-crypt-v2 c.key\ntls-crypt ta.key",
+        "keep `tls-crypt-v2`",
+    );
+    err_line(
+        "tls-auth ta.key 1\ntls-crypt-v2 c.key",
+        NEXT + 1,
+        "one of `tls-crypt-v2`",
+    );
+    let (_, w) = ok("tls-crypt-v2 c.key force-cookie");
+    assert!(w.iter().any(|w| w.directive == "tls-crypt-v2"), "{w:?}");
+    err("tls-crypt-v2-max-age 3", "server directive");
+    err("tls-crypt-v2-verify /bin/true", "server directive");
+    err_line(
+        "<connection>\nremote a.example.org\ntls-crypt-v2 c.key\n</connection>",
+        NEXT + 2,
+        "per-connection `tls-crypt-v2`",
+    );
+}

@@ -879,7 +879,7 @@ fn refused_directives() {
         "username/password checks",
     );
     err("client-config-dir ccd", "per-client config");
-    err("tls-crypt-v2 server.key", "use tls-crypt");
+    err("tls-crypt-v2-verify /bin/check", "runs no script");
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");
     err("iroute-ipv6 fd00:77::/64", "per-client config directories");
@@ -1356,4 +1356,57 @@ fn route_ipv6_on_a_server() {
     // tun-ipv6 is accepted with a note, as OpenVPN 2.6 does.
     let (_, w) = ok("tun-ipv6");
     assert!(warned(&w, "tun-ipv6"), "{w:?}");
+}
+
+#[test]
+fn tls_crypt_v2() {
+    let c = cfg("tls-crypt-v2 v2.key");
+    let v2 = c.tls_crypt_v2.expect("tls-crypt-v2");
+    assert_eq!(v2.key, Material::File(PathBuf::from("v2.key")));
+    assert_eq!(v2.location.line, Some(NEXT));
+    assert!(!v2.force_cookie);
+    assert_eq!(v2.max_age_days, None);
+    assert!(c.tls_crypt.is_none());
+    let v2 = cfg("tls-crypt-v2 v2.key force-cookie\ntls-crypt-v2-max-age 30")
+        .tls_crypt_v2
+        .expect("tls-crypt-v2");
+    assert!(v2.force_cookie);
+    assert_eq!(v2.max_age_days, Some(30));
+    assert!(
+        !cfg("tls-crypt-v2 v2.key allow-noncookie")
+            .tls_crypt_v2
+            .expect("v2")
+            .force_cookie
+    );
+    // Beside tls-crypt or tls-auth (each client uses one of them).
+    let c = cfg("tls-crypt ta.key\ntls-crypt-v2 v2.key");
+    assert!(c.tls_crypt.is_some() && c.tls_crypt_v2.is_some());
+    let c = cfg("tls-auth ta.key 0\ntls-crypt-v2 v2.key");
+    assert!(c.tls_auth.is_some() && c.tls_crypt_v2.is_some());
+    // Inline.
+    let c = cfg(
+        "<tls-crypt-v2>\n-----BEGIN OpenVPN tls-crypt-v2 server key-----\nAAAA\n</tls-crypt-v2>",
+    );
+    assert!(matches!(
+        c.tls_crypt_v2.expect("v2").key,
+        Material::Inline(ref s) if s.starts_with("-----BEGIN OpenVPN tls-crypt-v2 server key")
+    ));
+    err("tls-crypt-v2 v2.key sometimes", "force-cookie");
+    err("tls-crypt-v2", "1 or 2 parameters");
+    err("tls-crypt-v2-max-age 30", "needs `tls-crypt-v2");
+    err_line(
+        "tls-crypt-v2 v2.key\ntls-crypt-v2-max-age 0",
+        NEXT + 1,
+        "days from 1",
+    );
+    err(
+        "tls-crypt-v2-verify /usr/local/bin/check-key",
+        "tls-crypt-v2-max-age",
+    );
+    // Not skippable: dropping the check would let clients in that the admin refused.
+    err_line(
+        "ignore-unknown-option tls-crypt-v2-verify\ntls-crypt-v2-verify /bin/check",
+        NEXT + 1,
+        "runs no script",
+    );
 }

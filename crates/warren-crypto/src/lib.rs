@@ -23,6 +23,7 @@ mod data;
 mod prf;
 mod replay;
 mod static_key;
+mod tls_crypt_v2;
 mod wrap;
 
 pub use cookie::{COOKIE_SLOTS_ACCEPTED, CookieKey};
@@ -34,6 +35,12 @@ pub use prf::{openvpn_prf_key2, tls1_prf};
 pub use replay::{REPLAY_TIME_BACKTRACK, REPLAY_WINDOW_LEN, ReplayError, ReplayWindow};
 pub use static_key::{
     KeyDirection, STATIC_KEY_FOOTER, STATIC_KEY_HEADER, STATIC_KEY_LEN, StaticKey, StaticKeyError,
+};
+pub use tls_crypt_v2::{
+    METADATA_TYPE_TIMESTAMP, METADATA_TYPE_USER, Metadata, TLS_CRYPT_V2_CLIENT_PEM_NAME,
+    TLS_CRYPT_V2_MAX_METADATA_LEN, TLS_CRYPT_V2_MAX_WKC_LEN, TLS_CRYPT_V2_SERVER_KEY_LEN,
+    TLS_CRYPT_V2_SERVER_PEM_NAME, TlsCryptV2ClientKey, TlsCryptV2KeyError, TlsCryptV2Server,
+    TlsCryptV2ServerKey, WkcError, split_wkc,
 };
 pub use wrap::{
     ControlWrap, Digest, HEAD_LEN, ReplayStamp, Role, STAMP_LEN, TLS_CRYPT_OVERHEAD,

@@ -148,9 +148,10 @@ pub enum WrapError {
     BadTag,
 }
 
-/// One direction of tls-crypt: AES-256-CTR key Ke and HMAC-SHA256 key Ka.
+/// One direction of tls-crypt: AES-256-CTR key Ke and HMAC-SHA256 key Ka. (Also the
+/// tls-crypt-v2 server key, which wraps client keys the same way.)
 #[derive(Clone)]
-struct CryptKeys {
+pub(crate) struct CryptKeys {
     cipher: Zeroizing<[u8; TLS_CRYPT_KEY_LEN]>,
     auth: hmac::Key,
 }
@@ -159,17 +160,23 @@ impl CryptKeys {
     fn from_slot(key2: &[u8; STATIC_KEY_LEN], slot: usize) -> Self {
         // struct key2 layout: keys[slot] = cipher[64] || hmac[64].
         let base = slot * 128;
+        Self::from_key(&key2[base..base + 128])
+    }
+
+    /// From one `struct key` (`cipher[64] || hmac[64]`): Ke = `cipher[0..32]`, Ka =
+    /// `hmac[0..32]` (tls_crypt.c tls_crypt_kt: AES-256-CTR and HMAC-SHA256 keys).
+    ///
+    /// # Panics
+    /// If `key` is shorter than 96 bytes (a programming error: callers pass 128).
+    pub(crate) fn from_key(key: &[u8]) -> Self {
         let mut cipher = Zeroizing::new([0u8; TLS_CRYPT_KEY_LEN]);
-        cipher.copy_from_slice(&key2[base..base + TLS_CRYPT_KEY_LEN]);
-        let auth = hmac::Key::new(
-            hmac::HMAC_SHA256,
-            &key2[base + 64..base + 64 + TLS_CRYPT_KEY_LEN],
-        );
+        cipher.copy_from_slice(&key[..TLS_CRYPT_KEY_LEN]);
+        let auth = hmac::Key::new(hmac::HMAC_SHA256, &key[64..64 + TLS_CRYPT_KEY_LEN]);
         CryptKeys { cipher, auth }
     }
 
     /// tag = HMAC-SHA256(Ka, header(17) || plaintext) (tls_crypt.c tls_crypt_wrap).
-    fn tag(&self, header: &[u8], plaintext: &[u8]) -> hmac::Tag {
+    pub(crate) fn tag(&self, header: &[u8], plaintext: &[u8]) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.auth);
         ctx.update(header);
         ctx.update(plaintext);
@@ -179,7 +186,7 @@ impl CryptKeys {
     /// AES-256-CTR with the whole 16-byte IV as the initial counter block, incremented
     /// as a 128-bit big-endian number (OpenSSL EVP aes-256-ctr semantics). Encryption and
     /// decryption are the same operation.
-    fn ctr(&self, iv: &[u8; 16], data: &mut [u8]) {
+    pub(crate) fn ctr(&self, iv: &[u8; 16], data: &mut [u8]) {
         if data.is_empty() {
             return;
         }

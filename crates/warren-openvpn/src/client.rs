@@ -236,7 +236,7 @@ impl Client {
         if warren_wire::parse_control_head(buf).is_err() {
             return self.drop(DropReason::Malformed);
         }
-        let stamp = match self.ctx.wrap.unwrap(buf, &mut self.body) {
+        let stamp = match self.session.wrap.unwrap(buf, &mut self.body) {
             Ok(s) => s,
             Err(_) => return self.drop(DropReason::WrapAuthFailed),
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, PeerId, Rng};
-use warren_crypto::{CipherKind, ControlWrap, Role};
+use warren_crypto::{CipherKind, ControlWrap, Role, TLS_CRYPT_OVERHEAD, TlsCryptV2Server};
 
 use crate::reliable::ReliableConfig;
 use crate::types::{DropReason, KeyDerivation, WrapConfig};
@@ -49,10 +49,25 @@ pub(crate) enum SessionEvent {
     },
 }
 
+/// A server's tls-crypt-v2 key and policy (`WrapConfig::TlsCryptV2Server`).
+#[derive(Debug)]
+pub(crate) struct TlsCryptV2Policy {
+    pub server: TlsCryptV2Server,
+    pub force_cookie: bool,
+    pub max_age_days: Option<u32>,
+}
+
 pub(crate) struct Ctx {
     pub role: Role,
     pub tls: TlsFactory,
-    pub wrap: ControlWrap,
+    /// The wrap of sessions that bring no key of their own (every session but a
+    /// tls-crypt-v2 server's). `None`: a server with only tls-crypt-v2, which refuses
+    /// other clients.
+    pub wrap: Option<Arc<ControlWrap>>,
+    /// A tls-crypt-v2 client's wrapped key (WKc), appended to its V3 reset and WKC_V1.
+    pub wkc: Option<Arc<[u8]>>,
+    /// A tls-crypt-v2 server's key and policy.
+    pub tls_crypt_v2: Option<TlsCryptV2Policy>,
     pub rng: Box<dyn Rng + Send>,
     pub reliable: ReliableConfig,
     /// Largest TLS payload per control packet.
@@ -97,22 +112,43 @@ pub(crate) struct CtxParams {
 
 impl Ctx {
     pub fn new(p: CtxParams, wrap: &WrapConfig, rng: Box<dyn Rng + Send>) -> Self {
+        let mut wkc = None;
+        let mut tls_crypt_v2 = None;
         let wrap = match wrap {
-            WrapConfig::None => ControlWrap::none(),
-            WrapConfig::TlsAuth {
-                key,
-                digest,
-                direction,
-            } => ControlWrap::tls_auth(key, *digest, *direction),
-            WrapConfig::TlsCrypt { key } => ControlWrap::tls_crypt(key, p.role),
+            WrapConfig::TlsCryptV2Server(v2) => {
+                tls_crypt_v2 = Some(TlsCryptV2Policy {
+                    server: v2.key.wrapper(),
+                    force_cookie: v2.force_cookie,
+                    max_age_days: v2.max_age_days,
+                });
+                match &*v2.others {
+                    // tls-crypt-v2 beside nothing (or beside itself): others are refused.
+                    WrapConfig::None
+                    | WrapConfig::TlsCryptV2Server(_)
+                    | WrapConfig::TlsCryptV2Client { .. } => None,
+                    other => Some(plain_wrap(other, p.role)),
+                }
+            }
+            WrapConfig::TlsCryptV2Client { key } => {
+                wkc = Some(Arc::from(key.wkc()));
+                Some(ControlWrap::tls_crypt(key.kc(), p.role))
+            }
+            other => Some(plain_wrap(other, p.role)),
         };
         // ssl.c:347: payload = tls-mtu - IPv6/UDP header - opcode/sid - ack block (4 acks +
-        // peer sid) - msg id - wrap overhead (plus tls-crypt's slack).
-        let overhead = 48 + 1 + 8 + (1 + 4 * 4 + 8) + 4 + wrap.overhead() + 16;
+        // peer sid) - msg id - wrap overhead (plus tls-crypt's slack). A tls-crypt-v2
+        // server's own sessions use tls-crypt whatever the other clients use.
+        let mut wrap_overhead = wrap.as_ref().map_or(0, ControlWrap::overhead);
+        if tls_crypt_v2.is_some() {
+            wrap_overhead = wrap_overhead.max(TLS_CRYPT_OVERHEAD);
+        }
+        let overhead = 48 + 1 + 8 + (1 + 4 * 4 + 8) + 4 + wrap_overhead + 16;
         Ctx {
             role: p.role,
             tls: p.tls,
-            wrap,
+            wrap: wrap.map(Arc::new),
+            wkc,
+            tls_crypt_v2,
             rng,
             reliable: ReliableConfig {
                 send_window: 6,
@@ -145,5 +181,19 @@ impl Ctx {
     pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String) {
         self.events
             .push_back(SessionEvent::HandshakeFailed { addr, reason });
+    }
+}
+
+/// none, tls-auth or tls-crypt (the tls-crypt-v2 settings are taken apart by the caller).
+fn plain_wrap(wrap: &WrapConfig, role: Role) -> ControlWrap {
+    match wrap {
+        WrapConfig::TlsAuth {
+            key,
+            digest,
+            direction,
+        } => ControlWrap::tls_auth(key, *digest, *direction),
+        WrapConfig::TlsCrypt { key } => ControlWrap::tls_crypt(key, role),
+        WrapConfig::TlsCryptV2Client { key } => ControlWrap::tls_crypt(key.kc(), role),
+        WrapConfig::None | WrapConfig::TlsCryptV2Server(_) => ControlWrap::none(),
     }
 }

@@ -51,6 +51,11 @@ pub(crate) struct KeyState {
     tls_out: Vec<u8>,
     /// TLS plaintext received and not yet consumed by the session.
     pub plain_in: Vec<u8>,
+    /// A tls-crypt-v2 client whose server asked for the wrapped key again (early
+    /// negotiation, fact sheet §3.3): msg-id 1 goes out as `P_CONTROL_WKC_V1` with WKc
+    /// (this many bytes) appended, so its payload leaves room for it (ssl.c
+    /// control_packet_needs_wkc).
+    pub wkc_first: Option<usize>,
     /// May TLS output go on the wire? A client holds its ClientHello until the server's
     /// reset arrived (S_START), so that it carries the ACK the server's cookie check wants.
     pub tls_enabled: bool,
@@ -100,6 +105,7 @@ impl KeyState {
             tls_out: Vec::new(),
             plain_in: Vec::new(),
             tls_enabled: false,
+            wkc_first: None,
             local_km2: None,
             remote_km2: None,
             km2_received: false,
@@ -184,12 +190,26 @@ impl KeyState {
         }
         let mut offset = 0;
         while offset < self.tls_out.len() && self.reliable.can_queue() {
-            let end = (offset + max_payload).min(self.tls_out.len());
+            let (opcode, room) = match self.needs_wkc() {
+                // ssl.c write_outgoing_tls_ciphertext: at least 16 bytes of payload, even
+                // with the largest wrapped key.
+                Some(wkc_len) => (
+                    Opcode::ControlWkcV1,
+                    max_payload.saturating_sub(wkc_len).max(16),
+                ),
+                None => (Opcode::ControlV1, max_payload),
+            };
+            let end = (offset + room).min(self.tls_out.len());
             self.reliable
-                .queue(now, Opcode::ControlV1, self.tls_out[offset..end].to_vec());
+                .queue(now, opcode, self.tls_out[offset..end].to_vec());
             offset = end;
         }
         self.tls_out.drain(..offset);
+    }
+
+    /// The length of WKc if the next packet queued (msg-id 1) must carry it.
+    pub fn needs_wkc(&self) -> Option<usize> {
+        self.wkc_first.filter(|_| self.reliable.next_msg_id() == 1)
     }
 
     pub fn has_unsent_tls(&self) -> bool {

@@ -35,6 +35,15 @@
 //! [`ServerEvent::Disconnected`], so the driver drops the stale request. Every refusal and eviction is counted in
 //! [`ServerCounters`] and reported as a rate-limited [`ServerEvent::Overload`].
 //!
+//! # tls-crypt-v2
+//!
+//! A tls-crypt-v2 client brings its own tls-crypt key, wrapped by the server key (WKc),
+//! at the tail of its `P_CONTROL_HARD_RESET_CLIENT_V3` and, asked by the stateless reply
+//! (early negotiation, RESEND_WKC), of the `P_CONTROL_WKC_V1` that returns the cookie
+//! (ops sheet §7.3). The server unwraps WKc for each such packet and forgets it again;
+//! only the session created by the cookie check keeps the key ([`crate::WrapConfig`]).
+//! The admission above is the same for every wrapping.
+//!
 //! [`DataPlane::is_data`]: crate::DataPlane::is_data
 //! [`DataPlane::open`]: crate::DataPlane::open
 //! [`DataPlane::seal`]: crate::DataPlane::seal
@@ -45,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
-use warren_crypto::{CipherKind, CookieKey, ReplayStamp, Role};
+use warren_crypto::{CipherKind, ControlWrap, CookieKey, Metadata, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
@@ -420,6 +429,24 @@ impl HalfOpen {
 /// Upper bound on queued stateless replies (cookie resets); beyond it resets are dropped.
 const MAX_STATELESS_QUEUE: usize = 1024;
 
+/// The early-negotiation TLV a stateless reset carries for a tls-crypt-v2 client:
+/// flags = RESEND_WKC (fact sheet §3.3, ssl_pkt.c tls_reset_standalone).
+const RESEND_WKC_TLV: [u8; 6] = [0x00, 0x01, 0x00, 0x02, 0x00, 0x01];
+
+/// A control packet that passed its wrap, with what the server learnt on the way.
+struct Authenticated {
+    opcode: Opcode,
+    key_id: KeyId,
+    sid: SessionId,
+    stamp: Option<ReplayStamp>,
+    /// The session it belongs to (same address, same session id).
+    slot: Option<usize>,
+    /// The wrap that authenticated it: a new session keeps it.
+    wrap: Arc<ControlWrap>,
+    /// A tls-crypt-v2 client's key metadata, when its wrapped key was unwrapped.
+    client_key: Option<Metadata>,
+}
+
 /// The server engine. See the module docs for the call order.
 pub struct Server {
     ctx: Ctx,
@@ -573,130 +600,250 @@ impl Server {
         let Ok((opcode, key_id, sid)) = warren_wire::parse_control_head(buf) else {
             return self.drop(DropReason::Malformed);
         };
+        // The session the packet belongs to, if any: its key authenticates the packet.
+        let slot = self.by_addr.get(&from).copied().filter(|&slot| {
+            self.sessions[slot]
+                .as_ref()
+                .is_some_and(|s| s.remote_sid == Some(sid))
+        });
+        let session_wrap = slot
+            .and_then(|slot| self.sessions[slot].as_ref())
+            .map(|s| s.wrap.clone());
+        let mut client_key = None;
+        let (packet, wrap) = if matches!(
+            opcode,
+            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1
+        ) {
+            // tls-crypt-v2 (ops sheet §7.3): the client's wrapped key rides at the tail.
+            let Some(v2) = &self.ctx.tls_crypt_v2 else {
+                return self.drop(DropReason::Unsupported);
+            };
+            let Ok((packet, wkc)) = warren_crypto::split_wkc(buf) else {
+                return self.drop(DropReason::BadClientKey);
+            };
+            match session_wrap {
+                // A session has its key already: WKc (of a retransmitted WKC_V1) is ignored
+                // (tls_crypt.c "control channel security already setup").
+                Some(w) => (packet, w),
+                // Stateless: unwrapped for this packet only, kept once a session exists.
+                None => match v2.server.unwrap_client_key(wkc) {
+                    Ok((kc, metadata)) => {
+                        client_key = Some(metadata);
+                        (packet, Arc::new(ControlWrap::tls_crypt(&kc, Role::Server)))
+                    }
+                    Err(_) => return self.drop(DropReason::BadClientKey),
+                },
+            }
+        } else {
+            match session_wrap.or_else(|| self.ctx.wrap.clone()) {
+                Some(w) => (&buf[..], w),
+                // Only tls-crypt-v2 is configured: OpenVPN requires some wrapping beside it.
+                None => return self.drop(DropReason::Unsupported),
+            }
+        };
         // Authenticate before anything else; no state is touched for unauthenticated input.
-        let stamp = match self.ctx.wrap.unwrap(buf, &mut self.body) {
+        let stamp = match wrap.unwrap(packet, &mut self.body) {
             Ok(s) => s,
             Err(_) => return self.drop(DropReason::WrapAuthFailed),
         };
         let mut head = [0u8; 9];
-        head.copy_from_slice(&buf[..9]);
+        head.copy_from_slice(&packet[..9]);
         let body = std::mem::take(&mut self.body);
         let outcome = match ControlPacket::parse(&head, &body) {
-            Ok(pkt) => self.dispatch_control(now, from, opcode, key_id, sid, stamp, &pkt),
+            Ok(mut pkt) => {
+                // Without its key, a WKC_V1 is a CONTROL_V1 (tls_crypt.c).
+                if pkt.opcode == Opcode::ControlWkcV1 {
+                    pkt.opcode = Opcode::ControlV1;
+                }
+                let auth = Authenticated {
+                    opcode,
+                    key_id,
+                    sid,
+                    stamp,
+                    slot,
+                    wrap,
+                    client_key,
+                };
+                self.dispatch_control(now, from, auth, &pkt)
+            }
             Err(_) => self.drop(DropReason::Malformed),
         };
         self.body = body;
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dispatch_control(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        opcode: Opcode,
-        key_id: KeyId,
-        sid: SessionId,
-        stamp: Option<ReplayStamp>,
+        auth: Authenticated,
         pkt: &ControlPacket<'_>,
     ) -> DatagramOutcome {
-        if sid.is_zero() {
+        if auth.sid.is_zero() {
             return self.drop(DropReason::Malformed);
         }
-        if let Some(&slot) = self.by_addr.get(&from) {
-            let belongs = self.sessions[slot]
-                .as_ref()
-                .is_some_and(|s| s.remote_sid == Some(sid));
-            if belongs {
-                if let Some(s) = self.sessions[slot].as_mut() {
-                    s.on_control(&mut self.ctx, now, stamp, pkt);
-                }
-                self.after_session_input(now, slot);
-                return DatagramOutcome::Consumed;
+        if let Some(slot) = auth.slot {
+            if let Some(s) = self.sessions[slot].as_mut() {
+                s.on_control(&mut self.ctx, now, auth.stamp, pkt);
             }
-            // A different session id from a known address: the client restarted. It goes
-            // through the cookie exchange like a new client; the old session is replaced
-            // only once the new one proves its address.
+            self.after_session_input(now, slot);
+            return DatagramOutcome::Consumed;
         }
+        // A different session id from a known address: the client restarted. It goes
+        // through the cookie exchange like a new client; the old session is replaced only
+        // once the new one proves its address.
         if self.streams.contains(&from) {
-            return self.stream_reset(now, from, opcode, key_id, sid, stamp, pkt);
+            return self.stream_reset(now, from, auth, pkt);
         }
-        match opcode {
+        let key_zero = auth.key_id == KeyId::ZERO;
+        match auth.opcode {
             _ if self.shutting_down => self.drop(DropReason::Overloaded),
-            Opcode::ControlHardResetClientV2 if key_id == KeyId::ZERO => {
+            Opcode::ControlHardResetClientV2 if key_zero => {
                 if pkt.msg_id != Some(0) {
                     return self.drop(DropReason::Malformed);
                 }
-                self.send_cookie_reset(now, from, sid);
+                self.send_cookie_reset(now, from, auth.sid, &auth.wrap, false);
                 DatagramOutcome::Consumed
             }
-            Opcode::ControlV1 | Opcode::AckV1 if key_id == KeyId::ZERO => {
-                let Some(cookie) = self.check_cookie(now, from, sid, pkt) else {
+            Opcode::ControlHardResetClientV3 if key_zero => {
+                if pkt.msg_id != Some(0) {
+                    return self.drop(DropReason::Malformed);
+                }
+                // mudp.c do_pre_decrypt_check: a client that starts its wrap packet ids at
+                // EARLY_NEG_START sends its key again with the cookie, so the reply keeps
+                // no state either; it asks for the key with the RESEND_WKC flag.
+                let early_neg = auth.stamp.is_some_and(|st| {
+                    st.id & warren_wire::EARLY_NEG_MASK == warren_wire::EARLY_NEG_START
+                });
+                if early_neg {
+                    self.send_cookie_reset(now, from, auth.sid, &auth.wrap, true);
+                    return DatagramOutcome::Consumed;
+                }
+                if self
+                    .ctx
+                    .tls_crypt_v2
+                    .as_ref()
+                    .is_some_and(|v2| v2.force_cookie)
+                {
+                    return self.drop(DropReason::Unsupported);
+                }
+                // allow-noncookie: an older client cannot send its key again, so its reset
+                // creates the session at once, as on TCP.
+                self.session_from_reset(now, from, auth, pkt)
+            }
+            Opcode::ControlV1 | Opcode::AckV1 | Opcode::ControlWkcV1 if key_zero => {
+                let Some(cookie) = self.check_cookie(now, from, auth.sid, pkt) else {
                     return self.drop(DropReason::BadCookie);
                 };
+                if let Err(reason) = self.check_client_key(now, auth.client_key.as_ref()) {
+                    return self.drop(reason);
+                }
                 if let Some(&old) = self.by_addr.get(&from) {
                     self.remove_session(old, DisconnectReason::Replaced);
                 }
                 if let Err(reason) = self.admit(now, from) {
                     return self.drop(reason);
                 }
-                let Some(slot) = self.create_session(now, from, Some(cookie), sid) else {
+                let Some(slot) = self.create_session(
+                    now,
+                    from,
+                    Some(cookie),
+                    auth.sid,
+                    auth.wrap,
+                    auth.client_key,
+                ) else {
                     return self.drop(DropReason::TooManyClients);
                 };
                 if let Some(s) = self.sessions[slot].as_mut() {
-                    s.on_control(&mut self.ctx, now, stamp, pkt);
+                    s.on_control(&mut self.ctx, now, auth.stamp, pkt);
                 }
                 self.after_session_input(now, slot);
                 DatagramOutcome::Consumed
-            }
-            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1 => {
-                self.drop(DropReason::Unsupported)
             }
             _ => self.drop(DropReason::NoSession),
         }
     }
 
     /// A control packet from a TCP peer without a session (fact sheet §9, OpenVPN
-    /// mtcp.c): no cookie; the client's hard reset creates the session at once, anything
-    /// else is dropped. One connection carries one session: a second reset with another
-    /// session id while one lives is dropped (a restarting stock client reconnects).
-    #[allow(clippy::too_many_arguments)]
+    /// mtcp.c): no cookie; the client's hard reset (V2, or V3 with its tls-crypt-v2 key)
+    /// creates the session at once, anything else is dropped. One connection carries one
+    /// session: a second reset with another session id while one lives is dropped (a
+    /// restarting stock client reconnects).
     fn stream_reset(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        opcode: Opcode,
-        key_id: KeyId,
-        sid: SessionId,
-        stamp: Option<ReplayStamp>,
+        auth: Authenticated,
         pkt: &ControlPacket<'_>,
     ) -> DatagramOutcome {
         if self.shutting_down {
             return self.drop(DropReason::Overloaded);
         }
-        if opcode != Opcode::ControlHardResetClientV2
-            || key_id != KeyId::ZERO
+        if !matches!(
+            auth.opcode,
+            Opcode::ControlHardResetClientV2 | Opcode::ControlHardResetClientV3
+        ) || auth.key_id != KeyId::ZERO
             || self.by_addr.contains_key(&from)
         {
             return self.drop(DropReason::NoSession);
         }
+        self.session_from_reset(now, from, auth, pkt)
+    }
+
+    /// A session created by the client's hard reset itself, without the cookie exchange
+    /// (TCP; tls-crypt-v2 clients without early negotiation).
+    fn session_from_reset(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        auth: Authenticated,
+        pkt: &ControlPacket<'_>,
+    ) -> DatagramOutcome {
         if pkt.msg_id != Some(0) {
             return self.drop(DropReason::Malformed);
         }
-        // The same admission as UDP: max-clients, then the half-open bounds.
+        if let Err(reason) = self.check_client_key(now, auth.client_key.as_ref()) {
+            return self.drop(reason);
+        }
+        // A UDP client that restarted (TCP connections hold one session each).
+        if let Some(&old) = self.by_addr.get(&from) {
+            self.remove_session(old, DisconnectReason::Replaced);
+        }
+        // The same admission as the cookie path: max-clients, then the half-open bounds.
         if let Err(reason) = self.admit(now, from) {
             return self.drop(reason);
         }
-        let Some(slot) = self.create_session(now, from, None, sid) else {
+        let Some(slot) = self.create_session(now, from, None, auth.sid, auth.wrap, auth.client_key)
+        else {
             return self.drop(DropReason::TooManyClients);
         };
         if let Some(s) = self.sessions[slot].as_mut() {
             // The reset again, through the session: its wrap packet-id starts the replay
             // window (the msg-id is a duplicate by now, only acknowledged).
-            s.on_control(&mut self.ctx, now, stamp, pkt);
+            s.on_control(&mut self.ctx, now, auth.stamp, pkt);
         }
         self.after_session_input(now, slot);
         DatagramOutcome::Consumed
+    }
+
+    /// tls-crypt-v2 key policy, checked when a session is created (OpenVPN runs it with
+    /// the verify script there, not in the stateless reply): `tls-crypt-v2-max-age`.
+    fn check_client_key(&self, now: Instant, key: Option<&Metadata>) -> Result<(), DropReason> {
+        let (Some(v2), Some(key)) = (&self.ctx.tls_crypt_v2, key) else {
+            return Ok(());
+        };
+        if let Some(days) = v2.max_age_days {
+            // OpenVPN 2.7 tls_crypt_v2_check_client_key_age: no timestamp, or older than
+            // the limit, is refused; a timestamp in the future is not.
+            let unix_now = self.config.unix_time_at_zero + now.as_secs();
+            let fresh = key
+                .timestamp()
+                .is_some_and(|t| unix_now.saturating_sub(t) <= u64::from(days) * 86_400);
+            if !fresh {
+                return Err(DropReason::ClientKeyRefused);
+            }
+        }
+        Ok(())
     }
 
     /// The driver accepted a TCP connection from `addr`: control packets from there create
@@ -732,7 +879,16 @@ impl Server {
     }
 
     /// The stateless reply to a client's hard reset (mudp.c:42): our session id is the cookie.
-    fn send_cookie_reset(&mut self, now: Instant, to: SocketAddr, client_sid: SessionId) {
+    /// `wrap` is the client's (a tls-crypt-v2 client's own key); `resend_wkc` asks a
+    /// tls-crypt-v2 client for its wrapped key again (ssl_pkt.c tls_reset_standalone).
+    fn send_cookie_reset(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        client_sid: SessionId,
+        wrap: &ControlWrap,
+        resend_wkc: bool,
+    ) {
         if self.stateless_out.len() >= MAX_STATELESS_QUEUE {
             self.ctx.count(DropReason::Overloaded);
             return;
@@ -747,7 +903,7 @@ impl Server {
                 remote_session: Some(client_sid),
             },
             msg_id: Some(0),
-            payload: &[],
+            payload: if resend_wkc { &RESEND_WKC_TLV } else { &[] },
         };
         let mut body = Vec::with_capacity(32);
         pkt.write_body(&mut body);
@@ -756,7 +912,7 @@ impl Server {
             id: 1,
             time: self.ctx.unix_now(now),
         };
-        self.ctx.wrap.wrap(&pkt.head(), stamp, &body, &mut out);
+        wrap.wrap(&pkt.head(), stamp, &body, &mut out);
         self.stateless_out.push_back((to, out));
     }
 
@@ -845,6 +1001,8 @@ impl Server {
         addr: SocketAddr,
         cookie: Option<SessionId>,
         client_sid: SessionId,
+        wrap: Arc<ControlWrap>,
+        client_key: Option<Metadata>,
     ) -> Option<usize> {
         let tls = match rustls::ServerConnection::new(self.config.tls.clone()) {
             Ok(t) => t,
@@ -880,6 +1038,7 @@ impl Server {
                 cookie,
                 client_sid,
                 tls,
+                wrap,
             ),
             None => Session::server_stateful(
                 &mut self.ctx,
@@ -889,8 +1048,13 @@ impl Server {
                 addr,
                 client_sid,
                 tls,
+                wrap,
             ),
         };
+        if let Some(key) = &client_key {
+            // What `tls-crypt-v2-verify` scripts would see (not supported yet).
+            tracing::debug!(peer_id = peer_id.get(), %addr, "tls-crypt-v2 client key: {key}");
+        }
         self.sessions[slot] = Some(session);
         self.by_addr.insert(addr, slot);
         self.half_open

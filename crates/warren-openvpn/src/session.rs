@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warren_core::{Instant, KeyId, PeerId, SessionId};
-use warren_crypto::{CipherKind, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role};
+use warren_crypto::{
+    CipherKind, ControlWrap, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role,
+};
 use warren_wire::{
     AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
     WireError, encode_control_message, iv_proto,
@@ -355,6 +357,8 @@ pub(crate) struct Session<S: Side> {
     pub local_sid: SessionId,
     /// The peer's session id; a client learns it from the server's reset.
     pub remote_sid: Option<SessionId>,
+    /// The control-channel wrapping: the endpoint's, or a tls-crypt-v2 client's own key.
+    pub wrap: Arc<ControlWrap>,
     wrap_tx_id: u32,
     wrap_tx_time: u32,
     wrap_rx: ReplayWindow,
@@ -397,12 +401,14 @@ impl<S: Side> Session<S> {
         remote_sid: Option<SessionId>,
         ks: KeyState,
         side: S,
+        wrap: Arc<ControlWrap>,
         wrap_tx_id: u32,
     ) -> Self {
         Session {
             addr,
             local_sid,
             remote_sid,
+            wrap,
             wrap_tx_id,
             wrap_tx_time: ctx.unix_now(now),
             wrap_rx: ReplayWindow::new(),
@@ -455,7 +461,7 @@ impl<S: Side> Session<S> {
         pkt: &ControlPacket<'_>,
     ) -> Result<Option<usize>, SessionError> {
         if self.remote_sid.is_none() {
-            self.accept_server_reset(pkt)?;
+            self.accept_server_reset(ctx, pkt)?;
         }
         if self.remote_sid != Some(pkt.session_id) {
             return Err(SessionError::Dropped(DropReason::NoSession));
@@ -501,8 +507,9 @@ impl<S: Side> Session<S> {
             if op == Opcode::ControlV1 && tls_result.is_ok() {
                 tls_result = ks.receive_tls(&payload);
             }
-            // Reset payloads (early-negotiation TLVs) only matter for tls-crypt-v2, which is
-            // not offered; soft resets carry nothing.
+            // Reset payloads (early-negotiation TLVs) were read when the server's reset was
+            // accepted (accept_server_reset); soft resets carry nothing. The server turns a
+            // WKC_V1 into CONTROL_V1 before it gets here.
         }
         tls_result?;
         self.process_plaintext(ctx, now, idx)
@@ -536,7 +543,11 @@ impl<S: Side> Session<S> {
 
     /// Client: the first packet we accept is the server's reset that acknowledges ours; it
     /// tells us the server's session id (ssl.c:3850 "TLS: Initial packet from").
-    fn accept_server_reset(&mut self, pkt: &ControlPacket<'_>) -> Result<(), SessionError> {
+    fn accept_server_reset(
+        &mut self,
+        ctx: &Ctx,
+        pkt: &ControlPacket<'_>,
+    ) -> Result<(), SessionError> {
         let ok = S::ROLE == Role::Client
             && pkt.opcode == Opcode::ControlHardResetServerV2
             && pkt.key_id == KeyId::ZERO
@@ -547,8 +558,15 @@ impl<S: Side> Session<S> {
             return Err(SessionError::Dropped(DropReason::NoSession));
         }
         // ssl.c:2702: the 2.6 client parses the reset payload as TLVs and aborts on bad ones.
-        if warren_wire::parse_tlvs(pkt.payload).is_err() {
+        let Ok(flags) = warren_wire::early_neg_flags(pkt.payload) else {
             return Err(SessionError::Dropped(DropReason::Malformed));
+        };
+        // The server keeps no state, so a tls-crypt-v2 client sends its wrapped key again
+        // with msg-id 1 (fact sheet §3.3).
+        if flags & warren_wire::EARLY_NEG_FLAG_RESEND_WKC != 0
+            && let Some(wkc) = &ctx.wkc
+        {
+            self.keys[0].wkc_first = Some(wkc.len());
         }
         self.remote_sid = Some(pkt.session_id);
         // S_START: now the TLS client may talk (its ClientHello becomes msg-id 1).
@@ -888,6 +906,15 @@ impl<S: Side> Session<S> {
         if self.remote_sid.is_some() {
             for idx in 0..self.keys.len() {
                 if self.keys[idx].reliable.needs_ack() {
+                    if self.keys[idx].needs_wkc().is_some() && self.keys[idx].reliable.can_queue() {
+                        // ssl.c:3148: a tls-crypt-v2 client that owes the server its wrapped
+                        // key sends an empty WKC_V1 (msg-id 1, retransmitted until acked)
+                        // instead of a bare ACK, which would not carry WKc.
+                        self.keys[idx]
+                            .reliable
+                            .queue(now, Opcode::ControlWkcV1, Vec::new());
+                        return self.poll_transmit(ctx, now, out);
+                    }
                     self.emit_control(
                         ctx,
                         now,
@@ -952,7 +979,16 @@ impl<S: Side> Session<S> {
             time: self.wrap_tx_time,
         };
         self.wrap_tx_id = self.wrap_tx_id.wrapping_add(1);
-        ctx.wrap.wrap(&pkt.head(), stamp, &body, out);
+        self.wrap.wrap(&pkt.head(), stamp, &body, out);
+        // tls-crypt-v2 (fact sheet §1.8): WKc follows the wrapped packet, outside the
+        // encryption. Only a tls-crypt-v2 client sends these opcodes.
+        if matches!(
+            opcode,
+            Opcode::ControlHardResetClientV3 | Opcode::ControlWkcV1
+        ) && let Some(wkc) = &ctx.wkc
+        {
+            out.extend_from_slice(wkc);
+        }
         self.activity.sent(now, 0);
     }
 }
@@ -1063,6 +1099,7 @@ impl Session<ServerSide> {
         local_sid: SessionId,
         remote_sid: SessionId,
         tls: rustls::Connection,
+        wrap: Arc<ControlWrap>,
     ) -> Self {
         let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
         ks.tls_enabled = true;
@@ -1077,7 +1114,17 @@ impl Session<ServerSide> {
         ks.reliable
             .receive(0, Opcode::ControlHardResetClientV2, &[]);
         let side = ServerSide::new(peer_id, generation);
-        Session::new(ctx, now, addr, local_sid, Some(remote_sid), ks, side, 2)
+        Session::new(
+            ctx,
+            now,
+            addr,
+            local_sid,
+            Some(remote_sid),
+            ks,
+            side,
+            wrap,
+            2,
+        )
     }
 
     /// Server over TCP (fact sheet §9; OpenVPN mtcp.c, no cookie): the session exists from
@@ -1093,6 +1140,7 @@ impl Session<ServerSide> {
         addr: SocketAddr,
         remote_sid: SessionId,
         tls: rustls::Connection,
+        wrap: Arc<ControlWrap>,
     ) -> Self {
         let local_sid = SessionId::random(ctx.rng.as_mut());
         let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
@@ -1105,7 +1153,17 @@ impl Session<ServerSide> {
             .receive(0, Opcode::ControlHardResetClientV2, &[]);
         while ks.reliable.pop_in_order().is_some() {}
         let side = ServerSide::new(peer_id, generation);
-        Session::new(ctx, now, addr, local_sid, Some(remote_sid), ks, side, 1)
+        Session::new(
+            ctx,
+            now,
+            addr,
+            local_sid,
+            Some(remote_sid),
+            ks,
+            side,
+            wrap,
+            1,
+        )
     }
 
     fn on_client_km2(
@@ -1343,8 +1401,21 @@ impl Session<ClientSide> {
         let local_sid = SessionId::random(ctx.rng.as_mut());
         let tls = ctx.tls.connect()?;
         let mut ks = KeyState::new(KeyId::ZERO, tls, ctx.reliable, now, ctx.hand_window);
-        ks.reliable
-            .queue(now, Opcode::ControlHardResetClientV2, Vec::new());
+        // ssl.c tls_session_init: a tls-crypt-v2 client resets with V3 and starts its wrap
+        // packet id at EARLY_NEG_START, which tells the server it can send its wrapped key
+        // again (early negotiation, fact sheet §3.3).
+        let (reset, wrap_tx_id) = match ctx.wkc {
+            Some(_) => (
+                Opcode::ControlHardResetClientV3,
+                warren_wire::EARLY_NEG_START + 1,
+            ),
+            None => (Opcode::ControlHardResetClientV2, 1),
+        };
+        ks.reliable.queue(now, reset, Vec::new());
+        let wrap = ctx
+            .wrap
+            .clone()
+            .expect("invariant: a client always has a wrap (none at least)");
         let offered_ekm = ctx.key_derivation == KeyDerivation::Auto;
         let mut proto = iv_proto::DATA_V2 | iv_proto::REQUEST_PUSH | iv_proto::CC_EXIT_NOTIFY;
         if offered_ekm {
@@ -1367,7 +1438,7 @@ impl Session<ClientSide> {
             just_connected: false,
             explicit_exit_notify,
         };
-        let mut s = Session::new(ctx, now, addr, local_sid, None, ks, side, 1);
+        let mut s = Session::new(ctx, now, addr, local_sid, None, ks, side, wrap, wrap_tx_id);
         s.write_client_km2(ctx, 0);
         Ok(s)
     }

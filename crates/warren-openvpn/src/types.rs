@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use warren_core::PeerId;
-use warren_crypto::{Digest, KeyDirection, StaticKey};
+use warren_crypto::{Digest, KeyDirection, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey};
 
 /// Bytes the driver must leave free in front of a tun packet sealed in place:
 /// opcode/key-id (1) + peer-id (3) + packet-id (4) + AEAD tag (16).
 pub const DATA_HEADROOM: usize = 24;
 
-/// How control packets are wrapped (`tls-auth`, `tls-crypt`, or neither).
+/// How control packets are wrapped (`tls-auth`, `tls-crypt`, `tls-crypt-v2`, or neither).
 #[derive(Clone, Debug)]
 pub enum WrapConfig {
     None,
@@ -23,6 +23,35 @@ pub enum WrapConfig {
     TlsCrypt {
         key: StaticKey,
     },
+    /// A client's `tls-crypt-v2 FILE`: its packets are tls-crypt with the client key Kc;
+    /// the wrapped key WKc goes with the `P_CONTROL_HARD_RESET_CLIENT_V3` reset and, when
+    /// the server asks (early negotiation), with the first packet after it.
+    TlsCryptV2Client {
+        key: TlsCryptV2ClientKey,
+    },
+    /// A server's `tls-crypt-v2 FILE`: every client brings its own key, wrapped by this
+    /// one (ops sheet §7).
+    TlsCryptV2Server(TlsCryptV2Settings),
+}
+
+/// A server's tls-crypt-v2 settings.
+#[derive(Clone, Debug)]
+pub struct TlsCryptV2Settings {
+    /// The server key: it unwraps each client's key from its packets.
+    pub key: TlsCryptV2ServerKey,
+    /// `tls-crypt-v2 FILE force-cookie`: ignore the V3 resets of clients without early
+    /// negotiation (OpenVPN 2.5 and older). Otherwise (`allow-noncookie`, OpenVPN's
+    /// default) such a reset creates a session at once, as on TCP, since those clients
+    /// cannot send their key again with the cookie.
+    pub force_cookie: bool,
+    /// `tls-crypt-v2-max-age DAYS`: refuse client keys made longer ago than this, or
+    /// without a timestamp (OpenVPN 2.7 tls_crypt.c tls_crypt_v2_check_client_key_age).
+    pub max_age_days: Option<u32>,
+    /// How clients without tls-crypt-v2 (`P_CONTROL_HARD_RESET_CLIENT_V2`) are wrapped:
+    /// the `tls-crypt` or `tls-auth` configured beside `tls-crypt-v2`. `WrapConfig::None`
+    /// (or another tls-crypt-v2 setting) refuses them, as OpenVPN does: beside tls-crypt-v2
+    /// it requires *some* wrapping (ssl_pkt.c read_control_auth).
+    pub others: Box<WrapConfig>,
 }
 
 /// How data-channel keys are derived.
@@ -87,8 +116,13 @@ pub enum DropReason {
     LinkLocalSource,
     /// `block-ipv6`: an IPv6 packet answered with ICMPv6 "no route" instead of sent.
     Ipv6Blocked,
-    /// tls-crypt-v2 and other control packets we do not speak.
+    /// Control packets we do not speak or were not configured for (tls-crypt-v2 packets
+    /// without `tls-crypt-v2`, tls-crypt-v1/tls-auth packets with only `tls-crypt-v2`).
     Unsupported,
+    /// A tls-crypt-v2 packet whose wrapped client key does not unwrap with the server key.
+    BadClientKey,
+    /// A tls-crypt-v2 client key refused by policy (`tls-crypt-v2-max-age`).
+    ClientKeyRefused,
     /// The queue of stateless replies is full (a flood of resets).
     Overloaded,
     /// The source already holds its share of half-open sessions

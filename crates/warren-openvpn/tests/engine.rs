@@ -13,13 +13,17 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use warren_core::{Instant, PeerId, Rng, TestRng};
-use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
+use warren_crypto::{
+    CipherKind, ControlWrap, Digest, KeyDirection, Metadata, Role, StaticKey, TlsCryptV2ClientKey,
+    TlsCryptV2ServerKey,
+};
 use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
     DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, KeyDerivation,
-    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, TunnelIpv6, WrapConfig,
+    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, TlsCryptV2Settings, TunnelIpv6,
+    WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -128,6 +132,9 @@ struct Setup {
     block_ipv6: Option<Ipv6Addr>,
     /// The server's `push` lines; `None`: a route and a DNS server.
     push: Option<Vec<String>>,
+    /// Instead of `wrap`'s (tls-crypt-v2 tests).
+    server_wrap: Option<WrapConfig>,
+    client_wrap: Option<WrapConfig>,
 }
 
 impl Default for Setup {
@@ -145,6 +152,8 @@ impl Default for Setup {
             ipv6: None,
             block_ipv6: None,
             push: None,
+            server_wrap: None,
+            client_wrap: None,
         }
     }
 }
@@ -186,7 +195,10 @@ fn server_config(s: &Setup) -> ServerConfig {
     .unwrap();
     ServerConfig {
         tls,
-        wrap: wrap_configs(s.wrap).0,
+        wrap: s
+            .server_wrap
+            .clone()
+            .unwrap_or_else(|| wrap_configs(s.wrap).0),
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
         ipv6: s.ipv6,
@@ -239,7 +251,10 @@ fn client_config(s: &Setup, cert: &(String, String)) -> ClientConfig {
     .unwrap();
     ClientConfig {
         tls,
-        wrap: wrap_configs(s.wrap).1,
+        wrap: s
+            .client_wrap
+            .clone()
+            .unwrap_or_else(|| wrap_configs(s.wrap).1),
         data_ciphers: vec![
             CipherKind::Aes256Gcm,
             CipherKind::Aes128Gcm,
@@ -1136,6 +1151,413 @@ fn wrong_tls_crypt_key_gets_no_answer_and_no_state() {
             .all(|d| *d == DropReason::WrapAuthFailed)
     );
     assert_eq!(w.server.session_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tls-crypt-v2
+// ---------------------------------------------------------------------------------------------
+
+/// The early-negotiation TLV of the server's stateless reset (fact sheet §3.3).
+const RESEND_WKC_TLV: [u8; 6] = [0, 1, 0, 2, 0, 1];
+
+fn v2_server_key(seed: u64) -> TlsCryptV2ServerKey {
+    TlsCryptV2ServerKey::generate(&mut TestRng::seed(seed))
+}
+
+fn v2_client_key(server: &TlsCryptV2ServerKey, meta: Metadata, seed: u64) -> TlsCryptV2ClientKey {
+    TlsCryptV2ClientKey::generate(server, &meta, &mut TestRng::seed(seed)).unwrap()
+}
+
+/// A tls-crypt-v2 server (key seed 0x22, tls-crypt clients beside it with `others`) and a
+/// client whose key it wrapped with `meta`.
+fn v2_setup(others: WrapConfig, meta: Metadata) -> (Setup, TlsCryptV2ClientKey) {
+    let server = v2_server_key(0x22);
+    let client = v2_client_key(&server, meta, 0x23);
+    let setup = Setup {
+        server_wrap: Some(WrapConfig::TlsCryptV2Server(TlsCryptV2Settings {
+            key: server,
+            force_cookie: false,
+            max_age_days: None,
+            others: Box::new(others),
+        })),
+        client_wrap: Some(WrapConfig::TlsCryptV2Client {
+            key: client.clone(),
+        }),
+        ..Setup::default()
+    };
+    (setup, client)
+}
+
+fn v2_settings(setup: &mut Setup) -> &mut TlsCryptV2Settings {
+    match setup.server_wrap.as_mut() {
+        Some(WrapConfig::TlsCryptV2Server(v2)) => v2,
+        _ => panic!("not a tls-crypt-v2 setup"),
+    }
+}
+
+/// A control packet unwrapped with `wrap`: its opcode, stamp id, msg id, acks and payload.
+fn open_control(wrap: &ControlWrap, pkt: &[u8]) -> (u8, u32, Option<u32>, Vec<u32>, Vec<u8>) {
+    let mut body = Vec::new();
+    let stamp = wrap.unwrap(pkt, &mut body).unwrap().unwrap();
+    let head: [u8; 9] = pkt[..9].try_into().unwrap();
+    let p = warren_wire::ControlPacket::parse(&head, &body).unwrap();
+    (
+        pkt[0] >> 3,
+        stamp.id,
+        p.msg_id,
+        p.acks.ids,
+        p.payload.to_vec(),
+    )
+}
+
+/// A V3 reset as a tls-crypt-v2 client sends it, with wrap packet id `id` (0x0f000001
+/// announces early negotiation; 1 is a client without it, OpenVPN 2.5).
+fn v3_reset(key: &TlsCryptV2ClientKey, sid: u8, id: u32) -> Vec<u8> {
+    let wrap = ControlWrap::tls_crypt(key.kc(), Role::Client);
+    let head = [0x50, sid, 2, 3, 4, 5, 6, 7, 8];
+    let mut out = Vec::new();
+    wrap.wrap(
+        &head,
+        warren_crypto::ReplayStamp {
+            id,
+            time: 1_790_000_100,
+        },
+        &[0, 0, 0, 0, 0],
+        &mut out,
+    );
+    out.extend_from_slice(key.wkc());
+    out
+}
+
+#[test]
+fn tls_crypt_v2_handshake_on_the_wire_and_data() {
+    let (setup, key) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
+    let mut w = World::new(&setup, 31, Impair::default());
+    w.connect(Duration::from_secs(5));
+    for i in 0..20u32 {
+        assert!(w.client_sends(format!("up {i}").as_bytes()));
+        assert!(w.server_sends(format!("down {i}").as_bytes()));
+    }
+    w.run_for(Duration::from_millis(200));
+    assert_eq!(w.server_tun.len(), 20);
+    assert_eq!(w.client_tun.len(), 20);
+    assert!(w.server_drops.is_empty(), "{:?}", w.server_drops);
+    assert!(w.client_drops.is_empty(), "{:?}", w.client_drops);
+
+    let server_side = ControlWrap::tls_crypt(key.kc(), Role::Server);
+    let client_side = ControlWrap::tls_crypt(key.kc(), Role::Client);
+    let wkc = key.wkc();
+    let from_client: Vec<&Vec<u8>> = w
+        .net
+        .log
+        .iter()
+        .filter(|(f, _, p)| *f == addr(CLIENT) && p[0] >> 3 != 9)
+        .map(|(_, _, p)| p)
+        .collect();
+    let from_server: Vec<&Vec<u8>> = w
+        .net
+        .log
+        .iter()
+        .filter(|(f, _, p)| *f == addr(SERVER) && p[0] >> 3 != 9)
+        .map(|(_, _, p)| p)
+        .collect();
+    // 1. P_CONTROL_HARD_RESET_CLIENT_V3: tls-crypt with Kc, WKc appended, wrap id 0x0f000001.
+    let reset = from_client[0];
+    assert!(reset.ends_with(wkc));
+    assert_eq!(reset.len(), 54 + wkc.len());
+    let (op, id, msg, acks, _) = open_control(&server_side, &reset[..reset.len() - wkc.len()]);
+    assert_eq!((op, id, msg, acks), (10, 0x0f00_0001, Some(0), vec![]));
+    // 2. The stateless reply asks for the key again.
+    let (op, id, msg, acks, payload) = open_control(&client_side, from_server[0]);
+    assert_eq!((op, id, msg, acks), (8, 1, Some(0), vec![0]));
+    assert_eq!(payload, RESEND_WKC_TLV);
+    // 3. msg-id 1 goes as P_CONTROL_WKC_V1 with WKc; nothing after it carries WKc.
+    let second = from_client[1];
+    assert!(second.ends_with(wkc));
+    let (op, id, msg, acks, payload) =
+        open_control(&server_side, &second[..second.len() - wkc.len()]);
+    assert_eq!((op, id, msg, acks), (11, 0x0f00_0002, Some(1), vec![0]));
+    assert!(!payload.is_empty(), "the ClientHello starts in it");
+    assert!(
+        second.len() <= 1250 - 48,
+        "within tls-mtu: {}",
+        second.len()
+    );
+    for p in &from_client[2..] {
+        assert!(matches!(p[0] >> 3, 4 | 5), "opcode {}", p[0] >> 3);
+        open_control(&server_side, p);
+    }
+    for p in &from_server[1..] {
+        open_control(&client_side, p);
+    }
+}
+
+#[test]
+fn tls_crypt_v2_survives_loss_and_renegotiates() {
+    let (mut setup, _) = v2_setup(WrapConfig::None, Metadata::User(b"serial=1".to_vec()));
+    setup.server_reneg = Some(Duration::from_secs(60));
+    let impair = Impair {
+        loss: 0.1,
+        dup: 0.05,
+        jitter_ms: 20,
+    };
+    for seed in 40..44 {
+        let mut w = World::new(&setup, seed, impair);
+        w.connect(Duration::from_secs(120));
+    }
+    renegotiation_in(World::new(&setup, 45, Impair::default()), true);
+}
+
+#[test]
+fn tls_crypt_v2_and_tls_crypt_clients_share_a_server() {
+    let (setup, _) = v2_setup(
+        WrapConfig::TlsCrypt {
+            key: static_key(99),
+        },
+        Metadata::Timestamp(1_789_000_000),
+    );
+    let mut w = World::new(&setup, 33, Impair::default());
+    // Both clients hold the same certificate.
+    let mut cfg = server_config(&setup);
+    cfg.duplicate_cn = true;
+    w.server = Server::new(cfg, Box::new(TestRng::seed(33)));
+    w.plane = DataPlane::new(w.server.data_plane_config());
+    let v1 = add_client(&mut w, "192.0.2.50:4000", 34);
+    w.connect(Duration::from_secs(5));
+    w.run_for(Duration::from_secs(2));
+    let (_, c) = w.others.iter().find(|(a, _)| *a == v1).unwrap();
+    assert!(c.is_connected(), "the tls-crypt client connects too");
+    assert_eq!(w.server.clients().len(), 2);
+}
+
+#[test]
+fn tls_crypt_v2_only_refuses_other_clients() {
+    let (setup, _) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
+    let mut w = World::new(&setup, 35, Impair::default());
+    // A tls-crypt client (and an unwrapped one) gets nothing: OpenVPN requires some wrapping.
+    add_client(&mut w, "192.0.2.51:4000", 36);
+    let mut plain = [0x38, 9, 9, 9, 9, 9, 9, 9, 9, 0, 0, 0, 0, 0];
+    assert_eq!(
+        w.server
+            .handle_datagram(w.now, addr("192.0.2.52:4000"), &mut plain),
+        DatagramOutcome::Dropped(DropReason::Unsupported)
+    );
+    w.connect(Duration::from_secs(5));
+    w.run_for(Duration::from_secs(5));
+    assert!(!w.others[0].1.is_connected());
+    assert_eq!(w.server.clients().len(), 1);
+    assert!(
+        w.net
+            .log
+            .iter()
+            .all(|(_, to, _)| *to != addr("192.0.2.51:4000")),
+        "no answer to the tls-crypt client"
+    );
+}
+
+#[test]
+fn tls_crypt_v2_wrong_server_key_gets_no_answer_and_no_state() {
+    let (setup, _) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
+    let mut w = World::new(&setup, 37, Impair::default());
+    // A client key that another server key wrapped.
+    let foreign = v2_client_key(&v2_server_key(0x99), Metadata::Timestamp(1), 5);
+    let mut cfg = client_config(&setup, &pki().client);
+    cfg.wrap = WrapConfig::TlsCryptV2Client {
+        key: foreign.clone(),
+    };
+    w.client = Client::new(cfg, addr(SERVER), Box::new(TestRng::seed(9)), w.now).unwrap();
+    w.run_for(Duration::from_secs(20));
+    assert!(
+        w.net.log.iter().all(|(from, _, _)| *from == addr(CLIENT)),
+        "the server must not answer"
+    );
+    assert!(!w.server_drops.is_empty());
+    assert!(
+        w.server_drops
+            .iter()
+            .all(|d| *d == DropReason::BadClientKey),
+        "{:?}",
+        w.server_drops
+    );
+    assert_eq!(w.server.session_count(), 0);
+    // Tampered WKc, a truncated one, a wrong length field, and the V3/WKC_V1 opcodes
+    // without any key: counted and dropped, never a panic.
+    let mut reset = v3_reset(&foreign, 1, 0x0f00_0001);
+    let n = reset.len();
+    for cut in [0, 1, 2, 9, 60, n - 300, n - 2, n - 1] {
+        let mut p = reset[..cut].to_vec();
+        let _ = w.server.handle_datagram(w.now, addr(CLIENT), &mut p);
+    }
+    reset[n - 1] ^= 0xff;
+    assert!(matches!(
+        w.server.handle_datagram(w.now, addr(CLIENT), &mut reset),
+        DatagramOutcome::Dropped(DropReason::BadClientKey)
+    ));
+    let mut wkc_v1 = v3_reset(&foreign, 1, 0x0f00_0002);
+    wkc_v1[0] = 0x58;
+    assert!(matches!(
+        w.server.handle_datagram(w.now, addr(CLIENT), &mut wkc_v1),
+        DatagramOutcome::Dropped(DropReason::BadClientKey)
+    ));
+    assert_eq!(w.server.session_count(), 0);
+    let mut out = Vec::new();
+    assert_eq!(w.server.poll_transmit(w.now, &mut out), None);
+
+    // A server without tls-crypt-v2 drops its packets as unsupported.
+    let mut plain_server =
+        Server::new(server_config(&Setup::default()), Box::new(TestRng::seed(3)));
+    let mut p = v3_reset(&foreign, 1, 0x0f00_0001);
+    assert_eq!(
+        plain_server.handle_datagram(w.now, addr(CLIENT), &mut p),
+        DatagramOutcome::Dropped(DropReason::Unsupported)
+    );
+}
+
+/// The reset of a client with early negotiation gets a stateless reply; one without it
+/// (OpenVPN 2.5) a session at once, unless `force-cookie`.
+#[test]
+fn tls_crypt_v2_reset_with_and_without_early_negotiation() {
+    let (mut setup, key) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
+    let now = Instant::from_secs(1000);
+    let client_side = ControlWrap::tls_crypt(key.kc(), Role::Client);
+    let mut out = Vec::new();
+
+    let mut server = Server::new(server_config(&setup), Box::new(TestRng::seed(1)));
+    let mut p = v3_reset(&key, 1, 0x0f00_0001);
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut p),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(server.session_count(), 0, "stateless");
+    assert_eq!(server.poll_transmit(now, &mut out), Some(addr(CLIENT)));
+    let (op, _, _, acks, payload) = open_control(&client_side, &out);
+    assert_eq!((op, acks, payload), (8, vec![0], RESEND_WKC_TLV.to_vec()));
+
+    let mut p = v3_reset(&key, 2, 1);
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut p),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(server.session_count(), 1, "an old client's session at once");
+    if server.poll_timeout().is_some_and(|t| t <= now) {
+        server.handle_timeout(now);
+    }
+    assert_eq!(server.poll_transmit(now, &mut out), Some(addr(CLIENT)));
+    let (op, _, msg, acks, payload) = open_control(&client_side, &out);
+    assert_eq!((op, msg, acks), (8, Some(0), vec![0]));
+    assert!(payload.is_empty(), "no early negotiation for it");
+
+    v2_settings(&mut setup).force_cookie = true;
+    let mut server = Server::new(server_config(&setup), Box::new(TestRng::seed(1)));
+    let mut p = v3_reset(&key, 2, 1);
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut p),
+        DatagramOutcome::Dropped(DropReason::Unsupported)
+    );
+    assert_eq!(server.session_count(), 0);
+    assert_eq!(server.poll_transmit(now, &mut out), None);
+    // Over TCP there is no cookie: the V3 reset creates the session.
+    assert!(server.stream_opened(addr(CLIENT)));
+    let mut p = v3_reset(&key, 3, 0x0f00_0001);
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut p),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(server.session_count(), 1);
+}
+
+/// The stock client's V3 reset (Debian's openvpn 2.6.14 with the ops sheet's lab client
+/// key, captured on loopback): a warren server with the lab server key answers it with the
+/// stateless reset that asks for the key again, and keeps no state.
+#[test]
+fn tls_crypt_v2_stock_client_reset_gets_the_resend_wkc_reply() {
+    let pem = include_str!("../../../fuzz/corpus/tls_crypt_v2/lab_server_key");
+    let client_pem = include_str!("../../../fuzz/corpus/tls_crypt_v2/lab_client_key");
+    let stock_reset = include_bytes!("../../../fuzz/corpus/tls_crypt_v2/stock_v3_reset");
+    let key = TlsCryptV2ServerKey::parse(pem).unwrap();
+    let client_key = TlsCryptV2ClientKey::parse(client_pem).unwrap();
+    let setup = Setup {
+        server_wrap: Some(WrapConfig::TlsCryptV2Server(TlsCryptV2Settings {
+            key,
+            force_cookie: true,
+            max_age_days: None,
+            others: Box::new(WrapConfig::None),
+        })),
+        ..Setup::default()
+    };
+    let mut server = Server::new(server_config(&setup), Box::new(TestRng::seed(1)));
+    let now = Instant::from_secs(1000);
+    let mut pkt = stock_reset.to_vec();
+    assert_eq!(
+        server.handle_datagram(now, addr(CLIENT), &mut pkt),
+        DatagramOutcome::Consumed
+    );
+    assert_eq!(server.session_count(), 0);
+    let mut out = Vec::new();
+    assert_eq!(server.poll_transmit(now, &mut out), Some(addr(CLIENT)));
+    let client_side = ControlWrap::tls_crypt(client_key.kc(), Role::Client);
+    let (op, id, msg, acks, payload) = open_control(&client_side, &out);
+    assert_eq!((op, id, msg, acks), (8, 1, Some(0), vec![0]));
+    assert_eq!(payload, RESEND_WKC_TLV);
+    let mut body = Vec::new();
+    client_side.unwrap(&out, &mut body).unwrap();
+    assert_eq!(
+        body[5..13],
+        stock_reset[1..9],
+        "acks the stock client's session"
+    );
+    // OpenVPN's reply is 72 bytes too (tls-crypt reset + the 6-byte TLV).
+    assert_eq!(out.len(), 72);
+}
+
+#[test]
+fn tls_crypt_v2_over_tcp() {
+    let (setup, _) = v2_setup(WrapConfig::None, Metadata::Timestamp(1_789_000_000));
+    let mut w = World::new(&setup, 39, Impair::default());
+    assert!(w.server.stream_opened(addr(CLIENT)));
+    w.connect(Duration::from_secs(5));
+    assert!(w.client_sends(b"up"));
+    assert!(w.server_sends(b"down"));
+    w.run_for(Duration::from_millis(100));
+    assert_eq!((w.server_tun.len(), w.client_tun.len()), (1, 1));
+    // No early negotiation on a connection: the server's reset had no TLV, so the client
+    // never sent WKC_V1.
+    assert!(
+        w.net
+            .log
+            .iter()
+            .all(|(from, _, p)| *from != addr(CLIENT) || p[0] >> 3 != 11)
+    );
+}
+
+/// `tls-crypt-v2-max-age`: a key older than the limit, or without a timestamp, gets the
+/// stateless reply (its age is not looked at there) but never a session.
+#[test]
+fn tls_crypt_v2_max_age() {
+    // The engine's clock starts at Unix time 1_790_000_000 + 1000 s.
+    let day = 86_400;
+    for (meta, ok) in [
+        (Metadata::Timestamp(1_790_000_000 - 9 * day), true),
+        (Metadata::Timestamp(1_790_000_000 + 9 * day), true),
+        (Metadata::Timestamp(1_790_000_000 - 11 * day), false),
+        (Metadata::User(b"serial=7".to_vec()), false),
+    ] {
+        let (mut setup, _) = v2_setup(WrapConfig::None, meta.clone());
+        v2_settings(&mut setup).max_age_days = Some(10);
+        let mut w = World::new(&setup, 41, Impair::default());
+        if ok {
+            w.connect(Duration::from_secs(5));
+            continue;
+        }
+        w.run_for(Duration::from_secs(10));
+        assert!(!w.client.is_connected(), "{meta:?}");
+        assert_eq!(w.server.session_count(), 0, "{meta:?}");
+        assert!(
+            w.server_drops.contains(&DropReason::ClientKeyRefused),
+            "{meta:?}: {:?}",
+            w.server_drops
+        );
+    }
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Conversions from parsed OpenVPN directives (`warren-config`) to engine settings, shared by
 //! `warren server` and `warren client`.
 use crate::error::{Context, Error, Result};
-use warren_config::Material;
-use warren_crypto::{CipherKind, Digest, KeyDirection, StaticKey};
-use warren_openvpn::WrapConfig;
+use warren_config::{Material, TlsCryptV2};
+use warren_crypto::{
+    CipherKind, Digest, KeyDirection, StaticKey, TlsCryptV2ClientKey, TlsCryptV2ServerKey,
+};
+use warren_openvpn::{TlsCryptV2Settings, WrapConfig};
 use zeroize::Zeroizing;
 
 /// `tls-crypt` / `tls-auth`, the latter with the HMAC digest the config settled on.
@@ -35,12 +37,50 @@ pub fn wrap_config(
     Ok(WrapConfig::None)
 }
 
+/// A server's `tls-crypt-v2` (ops sheet §7): its key, and `others`, the wrapping of the
+/// clients without tls-crypt-v2 (`tls-crypt` or `tls-auth` beside it, or none: refused).
+pub fn tls_crypt_v2_server(v2: &TlsCryptV2, others: WrapConfig) -> Result<WrapConfig> {
+    let loc = &v2.location;
+    let text = Zeroizing::new(
+        v2.key
+            .load_for("tls-crypt-v2")
+            .with_context(|| format!("{loc}: tls-crypt-v2"))?,
+    );
+    let key = TlsCryptV2ServerKey::parse(&text)
+        .with_context(|| format!("{loc}: `tls-crypt-v2` needs the server key"))?;
+    Ok(WrapConfig::TlsCryptV2Server(TlsCryptV2Settings {
+        key,
+        force_cookie: v2.force_cookie,
+        max_age_days: v2.max_age_days,
+        others: Box::new(others),
+    }))
+}
+
+/// A client's `tls-crypt-v2`: its own key (Kc and the wrapped WKc).
+pub fn tls_crypt_v2_client(v2: &TlsCryptV2) -> Result<WrapConfig> {
+    let loc = &v2.location;
+    let text = Zeroizing::new(
+        v2.key
+            .load_for("tls-crypt-v2")
+            .with_context(|| format!("{loc}: tls-crypt-v2"))?,
+    );
+    let key = TlsCryptV2ClientKey::parse(&text)
+        .with_context(|| format!("{loc}: `tls-crypt-v2` needs a client key"))?;
+    Ok(WrapConfig::TlsCryptV2Client { key })
+}
+
 /// For log lines.
 pub fn wrap_name(w: &WrapConfig) -> &'static str {
     match w {
         WrapConfig::None => "no tls-auth/tls-crypt",
         WrapConfig::TlsAuth { .. } => "tls-auth",
         WrapConfig::TlsCrypt { .. } => "tls-crypt",
+        WrapConfig::TlsCryptV2Client { .. } => "tls-crypt-v2",
+        WrapConfig::TlsCryptV2Server(v2) => match &*v2.others {
+            WrapConfig::TlsAuth { .. } => "tls-crypt-v2 (and tls-auth for other clients)",
+            WrapConfig::TlsCrypt { .. } => "tls-crypt-v2 (and tls-crypt for other clients)",
+            _ => "tls-crypt-v2 (clients without it are refused)",
+        },
     }
 }
 

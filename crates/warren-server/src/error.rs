@@ -158,6 +158,8 @@ pub enum Cause {
     #[error(transparent)]
     Key(#[from] warren_crypto::StaticKeyError),
     #[error(transparent)]
+    TlsCryptV2Key(#[from] warren_crypto::TlsCryptV2KeyError),
+    #[error(transparent)]
     Tls(#[from] warren_openvpn::tls::TlsSetupError),
     #[error(transparent)]
     Driver(#[from] warren_driver::DriverError),

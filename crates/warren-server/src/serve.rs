@@ -38,8 +38,8 @@ use warren_store::{RateLimitConfig, SqliteStore, Store};
 
 use crate::auth::StoreAuth;
 use crate::convert::{
-    cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_version, wrap_config,
-    wrap_name, x509_match,
+    cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_crypt_v2_server,
+    tls_version, wrap_config, wrap_name, x509_match,
 };
 use crate::state::Layout;
 
@@ -277,6 +277,7 @@ fn reload_files(source: &ConfigSource, cfg: &warren_config::ServerConfig) -> Vec
     let mut material = vec![&cfg.ca, &cfg.cert, &cfg.key];
     material.extend(cfg.tls_crypt.as_ref());
     material.extend(cfg.tls_auth.as_ref().map(|(m, _)| m));
+    material.extend(cfg.tls_crypt_v2.as_ref().map(|v2| &v2.key));
     for m in material {
         if let warren_config::Material::File(p) = m {
             files.push(p.clone());
@@ -293,6 +294,7 @@ fn inline_files(
     let mut material = vec![&mut cfg.ca, &mut cfg.cert, &mut cfg.key];
     material.extend(cfg.tls_crypt.as_mut());
     material.extend(cfg.tls_auth.as_mut().map(|(m, _)| m));
+    material.extend(cfg.tls_crypt_v2.as_mut().map(|v2| &mut v2.key));
     for m in material {
         if let warren_config::Material::File(p) = m
             && let Some(t) = texts.get(p)
@@ -929,11 +931,17 @@ fn engine_config_with(
     let s = cfg.session();
     Ok(ServerConfig {
         tls,
-        wrap: wrap_config(
-            cfg.tls_crypt.as_ref(),
-            cfg.tls_auth.as_ref(),
-            cfg.hmac_digest(),
-        )?,
+        wrap: {
+            let wrap = wrap_config(
+                cfg.tls_crypt.as_ref(),
+                cfg.tls_auth.as_ref(),
+                cfg.hmac_digest(),
+            )?;
+            match &cfg.tls_crypt_v2 {
+                Some(v2) => tls_crypt_v2_server(v2, wrap)?,
+                None => wrap,
+            }
+        },
         network: cfg.server.0,
         netmask: cfg.server.1,
         ipv6: cfg.ipv6().map(|v| warren_openvpn::TunnelIpv6 {

@@ -836,7 +836,11 @@ fn next_name(path: &Path) -> PathBuf {
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
 /// rename, fsync of the directory. `mode` applies to the new file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // A bare file name's parent is "", which cannot be opened for the directory fsync.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
