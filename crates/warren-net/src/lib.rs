@@ -57,6 +57,7 @@ mod ip;
 mod journal;
 mod nat;
 mod netlink;
+mod nft;
 mod state;
 mod tunnel;
 
