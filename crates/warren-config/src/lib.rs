@@ -23,7 +23,8 @@
 //!    leases from warren's state; `warren-auth` needs `warren-state-dir`),
 //!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
 //!    (bounds on sessions still in the handshake). In a client config,
-//!    `<connection>` blocks and `connect-retry`, `connect-retry-max`,
+//!    `warren-kill-switch on|off` (nothing leaves outside the tunnel while the
+//!    client runs), `<connection>` blocks and `connect-retry`, `connect-retry-max`,
 //!    `connect-timeout`/`server-poll-timeout` (see [`EntryOptions`]).
 //!    A warren extension of the other side is refused like a not-implemented
 //!    directive. Bad values are errors with
