@@ -34,6 +34,7 @@
 pub mod auth;
 mod batch;
 mod client_loop;
+mod kill_switch;
 mod portshare;
 mod proxy;
 mod server_loop;
