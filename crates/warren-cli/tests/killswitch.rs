@@ -312,6 +312,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
         panic!("{e}\nrestarted server log:\n{}", server2.log_tail(30));
     }
     ping_tunnel(&client.ns);
+    assert!(server2.is_running(), "{}", server2.log_tail(20));
     std::thread::sleep(Duration::from_secs(1));
     let rounds = probe.stop();
     assert!(rounds >= 5, "the probe ran only {rounds} rounds");

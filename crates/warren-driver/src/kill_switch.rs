@@ -18,6 +18,9 @@ use warren_net::{KillSwitch, KillSwitchError, KillSwitchSpec, Transport, TunnelE
 
 use crate::client_loop::{ClientLoopError, RemoteFamily, RemoteSpec, pick};
 
+/// The answer of a background lookup: the new addresses of targets, by index.
+type Lookups = Vec<(usize, Vec<IpAddr>)>;
+
 /// The most addresses kept for one name.
 const MAX_ADDRESSES: usize = 16;
 
@@ -113,7 +116,7 @@ pub(crate) struct Guard {
     /// The endpoint of the connection that is up.
     current: Option<TunnelEndpoint>,
     /// A background lookup of the names, under way.
-    refresh: Option<Receiver<Vec<(usize, Vec<IpAddr>)>>>,
+    refresh: Option<Receiver<Lookups>>,
 }
 
 impl Guard {
@@ -218,7 +221,7 @@ impl Guard {
         let spawned = std::thread::Builder::new()
             .name("kill-switch-dns".into())
             .spawn(move || {
-                let found: Vec<(usize, Vec<IpAddr>)> = names
+                let found: Lookups = names
                     .into_iter()
                     .filter_map(
                         |(i, host, port, family)| match lookup(&host, port, family) {
