@@ -295,13 +295,13 @@ impl KillSwitchSpec {
             accept(),
             "IPv6 neighbour discovery".into(),
         );
-        let counted_drop = |what: &str| (Statement::Drop(None), what.to_owned());
-        let (drop, what) = counted_drop("everything else");
+        // Counted, so `nft list table inet warren-killswitch` shows what was held back.
+        let counter = || vec![Statement::Counter(Counter::Anonymous(None))];
         rule(
             OUTPUT,
-            vec![Statement::Counter(Counter::Anonymous(None))],
-            drop,
-            what,
+            counter(),
+            Statement::Drop(None),
+            "everything else".into(),
         );
         if let Some(tun) = &s.tun {
             rule(
@@ -317,12 +317,11 @@ impl KillSwitchSpec {
                 "forwarded out of the tunnel".into(),
             );
         }
-        let (drop, what) = counted_drop("everything else forwarded");
         rule(
             FORWARD,
-            vec![Statement::Counter(Counter::Anonymous(None))],
-            drop,
-            what,
+            counter(),
+            Statement::Drop(None),
+            "everything else forwarded".into(),
         );
         out
     }
