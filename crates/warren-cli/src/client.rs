@@ -38,6 +38,8 @@ pub struct ClientFlags {
     pub no_tls_ekm: bool,
     /// `--no-offload`: one packet per system call (no tun offloads, no UDP GRO/GSO).
     pub no_offload: bool,
+    /// `--kill-switch`: nothing leaves outside the tunnel while the client runs.
+    pub kill_switch: bool,
     pub verbose: u8,
     pub quiet: u8,
 }
@@ -59,6 +61,18 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
     // First, before any change: undo the routes and DNS a killed earlier client left behind.
     if let Err(e) = warren_net::recover_abandoned() {
         warn!("could not undo everything an earlier warren client left behind: {e}");
+    }
+    let kill_switch = flags.kill_switch || cfg.kill_switch;
+    // A kill switch a killed client left on goes now; with the switch on, the loop
+    // replaces it with its own in one transaction instead (no moment without one).
+    if !kill_switch {
+        match warren_net::recover_abandoned_kill_switch() {
+            Ok(r) if r.removed => {
+                info!("removed the kill switch an earlier warren client left on");
+            }
+            Ok(_) => {}
+            Err(e) => warn!("could not remove the kill switch an earlier client left on: {e}"),
+        }
     }
 
     let clock = Clock::new().context("reading the system clocks")?;
@@ -92,6 +106,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         exit_grace: EXIT_GRACE,
         offload,
         drop_after_up: drop_after_up(&cfg),
+        kill_switch,
     };
     info!(
         "warren client {}: {} remote(s), {}, data ciphers {}{}",
@@ -197,6 +212,31 @@ pub fn restore_helper(pid: u32, verbose: u8, quiet: u8) -> Result<()> {
         .with_context(|| format!("undoing the network changes of warren client {pid}"))?;
     if !r.is_empty() {
         info!("warren client {pid} ended: undid {}", r.undone.join(", "));
+    }
+    // Its kill switch: the journal goes if the client removed the table itself (a clean
+    // exit); a switch still on after a crash stays on (for `--kill-switch-off`).
+    warren_net::tidy_kill_switch_journals()
+        .with_context(|| format!("tidying the kill switch journal of warren client {pid}"))?;
+    Ok(())
+}
+
+/// `warren client --kill-switch-off`: removes the kill switch, routes and DNS settings a
+/// client in this network namespace left behind when it was killed or crashed.
+pub fn kill_switch_off(verbose: u8, quiet: u8) -> Result<()> {
+    logging::init(logging::adjust(logging::level_for_verb(3), verbose, quiet));
+    let r = warren_net::recover_abandoned()
+        .context("undoing the routes and DNS settings of clients that are gone")?;
+    if !r.is_empty() {
+        info!("undid {}", r.undone.join(", "));
+    }
+    let k = warren_net::kill_switch_off().context("removing the kill switch")?;
+    if k.removed {
+        info!(
+            "kill switch off (nftables table inet {} removed)",
+            warren_net::KILL_SWITCH_TABLE
+        );
+    } else {
+        info!("no kill switch was on");
     }
     Ok(())
 }
@@ -418,14 +458,15 @@ impl Plan {
         let mut dns = DnsSpec::default();
         for (kind, value) in &cfg.dhcp_options {
             match kind.to_ascii_uppercase().as_str() {
-                "DNS" => dns.servers.push(
+                k @ ("DNS" | "DNS6") => dns.servers.push(
                     value
                         .parse::<IpAddr>()
-                        .map_err(|_| anyhow!("`dhcp-option DNS {value}`: not an IP address"))?,
+                        .map_err(|_| anyhow!("`dhcp-option {k} {value}`: not an IP address"))?,
                 ),
                 "DOMAIN" | "DOMAIN-SEARCH" => dns.domains.push(value.clone()),
                 other => notes.push(format!(
-                    "dhcp-option {other}: only DNS and DOMAIN are applied on Linux; ignored"
+                    "dhcp-option {other}: only DNS, DNS6, DOMAIN and DOMAIN-SEARCH are applied on \
+                     Linux; ignored"
                 )),
             }
         }

@@ -69,7 +69,7 @@ struct ClientArgs {
     /// The client profile (`.ovpn`, OpenVPN syntax).
     #[arg(
         value_name = "PROFILE",
-        required_unless_present_any = ["config", "internal_restore_after"],
+        required_unless_present_any = ["config", "internal_restore_after", "kill_switch_off"],
         conflicts_with = "config"
     )]
     profile: Option<PathBuf>,
@@ -83,6 +83,15 @@ struct ClientArgs {
     /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in the profile).
     #[arg(long)]
     no_offload: bool,
+    /// While the client runs, also while it reconnects, let nothing leave this machine
+    /// outside the tunnel but the tunnel's own packets to its servers (an nftables table of
+    /// its own, removed when the client exits; also `warren-kill-switch on` in the profile).
+    #[arg(long)]
+    kill_switch: bool,
+    /// Remove the kill switch (and the routes and DNS settings) that a client left behind
+    /// when it was killed or crashed, then exit.
+    #[arg(long, conflicts_with_all = ["profile", "config", "kill_switch"])]
+    kill_switch_off: bool,
     /// The root helper of a client that dropped privileges (`user`/`group`): undo the
     /// network changes of client PID once it is gone.
     #[arg(long, hide = true, value_name = "PID")]
@@ -115,10 +124,15 @@ fn main() -> ExitCode {
             internal_restore_after: Some(pid),
             ..
         }) => client::restore_helper(pid, cli.verbose, cli.quiet),
+        Command::Client(ClientArgs {
+            kill_switch_off: true,
+            ..
+        }) => client::kill_switch_off(cli.verbose, cli.quiet),
         Command::Client(args) => {
             let flags = client::ClientFlags {
                 no_tls_ekm: args.no_tls_ekm,
                 no_offload: args.no_offload,
+                kill_switch: args.kill_switch,
                 verbose: cli.verbose,
                 quiet: cli.quiet,
             };

@@ -140,6 +140,10 @@ pub struct ClientConfig {
     pub key_derivation: KeyDerivationPolicy,
     /// `warren-offload on|off`: tun offloads and batched UDP (GRO/GSO). Default on.
     pub offload: bool,
+    /// `warren-kill-switch on|off`: while the client runs, nothing leaves the machine
+    /// outside the tunnel but the tunnel's own packets to its servers. Default off
+    /// (`warren client --kill-switch` turns it on too).
+    pub kill_switch: bool,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -173,6 +177,7 @@ pub(crate) const CLIENT_DIRECTIVES: &[&str] = &[
     "http-proxy-user-pass",
     "socks-proxy",
     "socks-proxy-retry",
+    "warren-kill-switch",
 ];
 
 /// Reads and lowers a client config (`.ovpn`/`.conf`) file.
@@ -490,6 +495,7 @@ pub fn client_config_from_str(
         rcvbuf: c.rcvbuf,
         key_derivation: c.key_derivation,
         offload: c.offload.unwrap_or(true),
+        kill_switch: s.kill_switch,
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))
@@ -617,6 +623,7 @@ struct ClientState {
     mute_replay_warnings: bool,
     crl_verify: Option<(Material, Location)>,
     block_ipv6: bool,
+    kill_switch: bool,
 }
 
 /// OpenVPN socket.c proto_names, client side: `tcp` means tcp-client.
@@ -702,6 +709,15 @@ impl ClientState {
             "remote-random" => {
                 v.expect(0, 0, "no parameters")?;
                 self.remote_random = true;
+            }
+            "warren-kill-switch" => {
+                // Done by the driver through warren-net: an nftables table of warren's own.
+                v.expect(1, 1, "1 parameter (on or off)")?;
+                self.kill_switch = match v.arg(0) {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(v.invalid(0, "expected `on` or `off`")),
+                };
             }
             "user" => {
                 v.expect(1, 1, "1 parameter (a user name)")?;

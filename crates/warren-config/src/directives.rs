@@ -1005,6 +1005,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-max-half-open-per-source", Some(Side::Server)),
     // Masquerading VPN clients out of the uplink.
     ("warren-nat", Some(Side::Server)),
+    // Nothing leaves the client outside the tunnel while it runs.
+    ("warren-kill-switch", Some(Side::Client)),
 ];
 
 /// Levenshtein distance over characters.

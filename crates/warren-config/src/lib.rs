@@ -24,7 +24,8 @@
 //!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
 //!    (bounds on sessions still in the handshake), and OpenVPN 2.7's
 //!    `tls-crypt-v2-max-age DAYS`. In a client config,
-//!    `<connection>` blocks and `connect-retry`, `connect-retry-max`,
+//!    `warren-kill-switch on|off` (nothing leaves outside the tunnel while the
+//!    client runs), `<connection>` blocks and `connect-retry`, `connect-retry-max`,
 //!    `connect-timeout`/`server-poll-timeout` (see [`EntryOptions`]).
 //!    A warren extension of the other side is refused like a not-implemented
 //!    directive. Bad values are errors with

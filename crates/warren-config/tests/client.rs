@@ -286,6 +286,15 @@ fn offload_extension() {
 }
 
 #[test]
+fn kill_switch_extension() {
+    assert!(!cfg("").kill_switch);
+    assert!(cfg("warren-kill-switch on").kill_switch);
+    assert!(!cfg("warren-kill-switch on\nwarren-kill-switch off").kill_switch);
+    err("warren-kill-switch yes", "expected `on` or `off`");
+    err("warren-kill-switch", "1 parameter");
+}
+
+#[test]
 fn misc_client_directives() {
     let c = cfg(
         "nobind\nresolv-retry infinite\npersist-key\npersist-tun\nmute-replay-warnings\nverb 3\n\

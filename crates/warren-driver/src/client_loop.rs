@@ -23,6 +23,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -33,8 +34,8 @@ use warren_io::{
     TunConfig, UdpBind, UdpFamily,
 };
 use warren_net::{
-    DnsBackend, DnsSpec, Endpoint, Ipv6Net, NetError, NetState, Redirect, Route6Request,
-    RouteRequest, TunnelNet, TunnelSpec, TunnelSpec6,
+    DnsBackend, DnsSpec, Endpoint, Ipv6Net, KillSwitchError, NetError, NetState, Redirect,
+    Route6Request, RouteRequest, TunnelNet, TunnelSpec, TunnelSpec6,
 };
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, ClientSetupError,
@@ -42,6 +43,7 @@ use warren_openvpn::{
 };
 
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, Streams, UdpIo, Via};
+use crate::kill_switch::Guard;
 use crate::proxy::{Handshake, ProxySpec};
 use crate::tcp::TcpLink;
 
@@ -192,6 +194,10 @@ pub struct ClientLoopOptions {
     /// `user`/`group`: once the first connection is up, become this user (see
     /// [`DropAfterUp`]).
     pub drop_after_up: Option<DropAfterUp>,
+    /// `--kill-switch` / `warren-kill-switch on`: from before the first attempt until the
+    /// loop ends, nothing leaves outside the tunnel but its packets to the servers (see
+    /// [`crate::kill_switch`]).
+    pub kill_switch: bool,
 }
 
 /// `user`/`group` for the client. Like OpenVPN, the client drops privileges once the
@@ -259,6 +265,14 @@ pub enum ClientLoopError {
     Privileges(#[source] warren_io::PrivilegeError),
     #[error("configuring the network: {0}")]
     Net(#[source] NetError),
+    #[error("the kill switch: {0}")]
+    KillSwitch(#[source] KillSwitchError),
+    #[error(
+        "the kill switch: no server resolves ({hosts}); the switch lets no DNS out but through \
+         the tunnel, so the servers are looked up before it goes on: check the names, or use \
+         addresses in `remote`"
+    )]
+    KillSwitchResolve { hosts: String },
 }
 
 fn fmt_reason(r: &str) -> String {
@@ -301,6 +315,7 @@ pub fn filter_pushed(
         out.redirect_gateway = None;
         out.dns_servers.clear();
         out.search_domains.clear();
+        out.dns_resolve_domains.clear();
     }
     for opt in &cfg.raw {
         let action = filters
@@ -460,10 +475,17 @@ pub fn tunnel_spec(
             dns.servers.push(*s);
         }
     }
-    for d in &pushed.search_domains {
-        if !dns.domains.contains(d) {
-            dns.domains.push(d.clone());
+    // `dns server N resolve-domains`: only resolved there (`~domain`, see DnsSpec).
+    let route_only = pushed.dns_resolve_domains.iter().map(|d| format!("~{d}"));
+    for d in pushed.search_domains.iter().cloned().chain(route_only) {
+        if !dns.domains.contains(&d) {
+            dns.domains.push(d);
         }
+    }
+    if pushed.raw.iter().any(|o| o.trim() == "block-outside-dns") {
+        // OpenVPN's Windows client filters DNS outside the tunnel with WFP; on Linux the
+        // kill switch (`--kill-switch`) does that.
+        debug!("pushed block-outside-dns: Windows-only; ignored");
     }
     let spec = TunnelSpec {
         dev: dev.to_owned(),
@@ -557,6 +579,8 @@ struct Loop {
     tcp: Option<TcpLink>,
     tun: Option<OffloadTun>,
     net: Option<TunnelNet>,
+    /// The kill switch, when on.
+    ks: Option<Guard>,
     remote_idx: usize,
     failures: u32,
     next_attempt_at: Option<Instant>,
@@ -595,6 +619,14 @@ pub fn run_client(
             host: r.host.clone(),
         });
     }
+    let ks = if opts.kill_switch {
+        Some(Guard::engage(
+            &opts.remotes,
+            Path::new(warren_net::DEFAULT_JOURNAL_DIR),
+        )?)
+    } else {
+        None
+    };
     let mtu = opts.tun_mtu;
     let mut l = Loop {
         engine,
@@ -605,6 +637,7 @@ pub fn run_client(
         tcp: None,
         tun: None,
         net: None,
+        ks,
         remote_idx: 0,
         failures: 0,
         next_attempt_at: None,
@@ -628,6 +661,14 @@ pub fn run_client(
         warn!("restoring the network: {e}");
     }
     l.tun = None;
+    // Last: until here nothing could leak.
+    if let Some(ks) = l.ks.take()
+        && let Err(e) = ks.release()
+    {
+        warn!(
+            "the kill switch is still on ({e}); remove it with `warren client --kill-switch-off`"
+        );
+    }
     l.stats.io = l.pump.stats.clone();
     let s = &l.stats.io;
     info!(
@@ -694,6 +735,9 @@ impl Loop {
             }
             if let (Some(t), Some(link)) = (t_tcp, &self.tcp) {
                 poller.set_interest(t, link.interest());
+            }
+            if let Some(ks) = &mut self.ks {
+                ks.poll();
             }
             let now = self.opts.clock.now();
             let timeout = self
@@ -880,7 +924,12 @@ impl Loop {
             Some(p) => (p.name(), p.host.as_str(), p.port),
             None => ("remote", remote.host.as_str(), remote.port),
         };
-        let server = match resolve(host, port, remote.family) {
+        // With the kill switch, among the addresses it lets out (no DNS while reconnecting).
+        let resolved = match &self.ks {
+            Some(ks) => ks.address_for(&remote),
+            None => resolve(host, port, remote.family),
+        };
+        let server = match resolved {
             Ok(a) => {
                 self.resolve_failing_since = None;
                 a
@@ -1229,6 +1278,9 @@ impl Loop {
                             summary,
                             crate::cipher_name(cipher)
                         );
+                        if let Some(ks) = &mut self.ks {
+                            ks.connected(server, self.tcp.is_some());
+                        }
                         if let Some(d) = self.opts.drop_after_up.take() {
                             self.drop_privileges(d)?;
                         }
@@ -1255,6 +1307,9 @@ impl Loop {
         // The journal's last write, as root; from here the helper owns the DNS undo.
         if let Some(net) = &mut self.net {
             net.hand_over();
+        }
+        if let Some(ks) = &mut self.ks {
+            ks.hand_over();
         }
         let done = warren_io::drop_privileges(
             d.user.as_deref(),
@@ -1336,6 +1391,10 @@ impl Loop {
             // verify TCP/UDP checksums before coalescing (see `set_trust_checksums`).
             tun.set_trust_checksums(true);
             spec.dev = tun.name().to_owned();
+            if let Some(ks) = &mut self.ks {
+                ks.tun_opened(tun.name())
+                    .map_err(|e| Fatal::Net(ClientLoopError::KillSwitch(e)))?;
+            }
             self.net = Some(TunnelNet::new(
                 NetState::new(),
                 self.opts.net.dns_backend.clone(),
@@ -1478,22 +1537,30 @@ enum Fatal {
 /// Resolves a remote (or its proxy) with the system resolver, honouring `udp4`/`udp6`.
 fn resolve(host: &str, port: u16, family: RemoteFamily) -> Result<SocketAddr, String> {
     let addrs = (host, port).to_socket_addrs().map_err(|e| e.to_string())?;
+    pick(addrs, family).ok_or_else(|| "no address of the requested family".to_owned())
+}
+
+/// The address to connect to among `addrs` (in the resolver's order) for `family`.
+pub(crate) fn pick(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    family: RemoteFamily,
+) -> Option<SocketAddr> {
     let mut fallback = None;
     for a in addrs {
         match (family, a) {
             (RemoteFamily::V4, SocketAddr::V4(_)) | (RemoteFamily::V6, SocketAddr::V6(_)) => {
-                return Ok(a);
+                return Some(a);
             }
             // `udp`: OpenVPN 2.6 tries the addresses in getaddrinfo order; IPv4 first keeps
             // single-stack hosts working.
-            (RemoteFamily::Any, SocketAddr::V4(_)) => return Ok(a),
+            (RemoteFamily::Any, SocketAddr::V4(_)) => return Some(a),
             (RemoteFamily::Any, SocketAddr::V6(_)) => {
                 fallback.get_or_insert(a);
             }
             _ => {}
         }
     }
-    fallback.ok_or_else(|| "no address of the requested family".to_owned())
+    fallback
 }
 
 #[cfg(test)]
@@ -1592,6 +1659,7 @@ mod tests {
         net.redirect = Some(vec!["def1".into(), "bypass-dns".into()]);
         let mut p = pushed();
         p.redirect_gateway = None;
+        p.dns_resolve_domains = vec!["corp.example".into()];
         let (s, notes) =
             tunnel_spec("tun7", &p, &net, "203.0.113.1".parse().expect("ip"), 1500).expect("spec");
         assert_eq!(
@@ -1599,6 +1667,7 @@ mod tests {
             (Ipv4Addr::new(10, 8, 0, 2), 24, 1500)
         );
         assert_eq!(s.dns.servers.len(), 2);
+        assert_eq!(s.dns.domains, ["vpn.example", "~corp.example"]);
         assert_eq!(
             s.redirect,
             Some(Redirect {

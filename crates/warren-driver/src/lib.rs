@@ -37,6 +37,7 @@
 pub mod auth;
 mod batch;
 mod client_loop;
+mod kill_switch;
 pub mod management;
 mod portshare;
 mod proxy;

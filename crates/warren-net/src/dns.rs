@@ -10,16 +10,28 @@ use tracing::{debug, warn};
 
 use crate::ip::{NetError, run};
 
-/// `dhcp-option DNS` and `dhcp-option DOMAIN` values, in order.
+/// The tunnel's DNS: `dhcp-option DNS`/`DNS6` servers and `dhcp-option
+/// DOMAIN`/`DOMAIN-SEARCH` domains (and the 2.6 `dns` options), in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsSpec {
     pub servers: Vec<IpAddr>,
+    /// Domains to search, whose names the tunnel's servers resolve. An entry written
+    /// `~domain` (systemd-resolved's notation, from `dns server N resolve-domains`) is only
+    /// resolved there, not searched: it matters to systemd-resolved alone.
     pub domains: Vec<String>,
 }
 
 impl DnsSpec {
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty() && self.domains.is_empty()
+    }
+
+    /// The domains to search (those not written `~domain`).
+    pub fn search_domains(&self) -> impl Iterator<Item = &str> {
+        self.domains
+            .iter()
+            .map(String::as_str)
+            .filter(|d| !d.starts_with('~'))
     }
 }
 
@@ -163,18 +175,18 @@ pub(crate) fn perform(undo: &DnsUndo, spec: &DnsSpec, full_tunnel: bool) -> Resu
     match undo {
         DnsUndo::Resolved { dev } => {
             let bin = find_binary("resolvectl").unwrap_or_else(|| PathBuf::from("resolvectl"));
-            if !spec.servers.is_empty() {
-                let mut a = vec!["dns".to_owned(), dev.clone()];
-                a.extend(spec.servers.iter().map(|s| s.to_string()));
-                run(&bin, &a)?;
-            }
-            let mut d = vec!["domain".to_owned(), dev.clone()];
-            if full_tunnel {
-                d.push("~.".to_owned());
-            }
-            d.extend(spec.domains.iter().cloned());
-            if d.len() > 2 {
-                run(&bin, &d)?;
+            for args in resolved_commands(dev, spec, full_tunnel) {
+                match run(&bin, &args) {
+                    Ok(_) => {}
+                    // systemd < 240 has no per-link default route; the domains still route.
+                    Err(e) if args[0] == "default-route" => {
+                        warn!(
+                            "`resolvectl {}` failed ({e}); left as it was",
+                            args.join(" ")
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok(())
         }
@@ -220,6 +232,38 @@ pub(crate) fn perform(undo: &DnsUndo, spec: &DnsSpec, full_tunnel: bool) -> Resu
             })
         }
     }
+}
+
+/// The `resolvectl` commands (arguments) that give link `dev` the tunnel's DNS: its
+/// servers; its domains, each searched and routed to those servers (`~domain` only
+/// routed); and which queries go there. A full tunnel (`redirect-gateway`) takes every
+/// query (`~.`, and the link is a default route); a split tunnel with domains takes only
+/// queries for its domains (not a default route), so other names are still resolved
+/// where they were (split DNS); a split tunnel without domains is left to resolved's
+/// default (a default route).
+pub(crate) fn resolved_commands(dev: &str, spec: &DnsSpec, full_tunnel: bool) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    if !spec.servers.is_empty() {
+        let mut a = vec!["dns".to_owned(), dev.to_owned()];
+        a.extend(spec.servers.iter().map(|s| s.to_string()));
+        out.push(a);
+    }
+    let mut d = vec!["domain".to_owned(), dev.to_owned()];
+    if full_tunnel {
+        d.push("~.".to_owned());
+    }
+    d.extend(spec.domains.iter().cloned());
+    if d.len() > 2 {
+        out.push(d);
+    }
+    if !spec.servers.is_empty() && (full_tunnel || !spec.domains.is_empty()) {
+        out.push(vec![
+            "default-route".to_owned(),
+            dev.to_owned(),
+            full_tunnel.to_string(),
+        ]);
+    }
+    out
 }
 
 fn prepare_file(path: &Path, dev: &str, spec: &DnsSpec) -> Result<DnsUndo, NetError> {
@@ -366,8 +410,9 @@ pub(crate) fn undo(u: &DnsUndo) -> Result<(), NetError> {
 /// The `resolvconf -a` input: nameserver and search lines only.
 fn render_fragment(spec: &DnsSpec) -> String {
     let mut s = String::new();
-    if !spec.domains.is_empty() {
-        s.push_str(&format!("search {}\n", spec.domains.join(" ")));
+    let search: Vec<&str> = spec.search_domains().collect();
+    if !search.is_empty() {
+        s.push_str(&format!("search {}\n", search.join(" ")));
     }
     for n in &spec.servers {
         s.push_str(&format!("nameserver {n}\n"));
@@ -388,7 +433,8 @@ pub(crate) fn render_resolv_conf(original: &str, dev: &str, spec: &DnsSpec) -> S
             .map(str::to_owned)
             .unwrap_or_default()
     };
-    if spec.domains.is_empty() {
+    let search: Vec<&str> = spec.search_domains().collect();
+    if search.is_empty() {
         for l in original
             .lines()
             .filter(|l| matches!(keyword(l).as_str(), "search" | "domain"))
@@ -397,7 +443,7 @@ pub(crate) fn render_resolv_conf(original: &str, dev: &str, spec: &DnsSpec) -> S
             s.push('\n');
         }
     } else {
-        s.push_str(&format!("search {}\n", spec.domains.join(" ")));
+        s.push_str(&format!("search {}\n", search.join(" ")));
     }
     if spec.servers.is_empty() {
         for l in original.lines().filter(|l| keyword(l) == "nameserver") {
@@ -542,8 +588,54 @@ mod tests {
     #[test]
     fn fragment_for_resolvconf() {
         assert_eq!(
-            render_fragment(&spec(&["10.8.0.1"], &["a", "b"])),
+            render_fragment(&spec(&["10.8.0.1"], &["a", "b", "~c"])),
             "search a b\nnameserver 10.8.0.1\n"
         );
+    }
+
+    #[test]
+    fn resolved_split_and_full_tunnel() {
+        let cmds = |s: &DnsSpec, full| -> Vec<String> {
+            resolved_commands("tun0", s, full)
+                .iter()
+                .map(|c| c.join(" "))
+                .collect()
+        };
+        let s = spec(
+            &["10.8.0.1", "fd00:8::1"],
+            &["vpn.example", "~corp.example"],
+        );
+        // Split tunnel: only the pushed domains go to the tunnel's servers.
+        assert_eq!(
+            cmds(&s, false),
+            [
+                "dns tun0 10.8.0.1 fd00:8::1",
+                "domain tun0 vpn.example ~corp.example",
+                "default-route tun0 false",
+            ]
+        );
+        // Full tunnel: every query.
+        assert_eq!(
+            cmds(&s, true),
+            [
+                "dns tun0 10.8.0.1 fd00:8::1",
+                "domain tun0 ~. vpn.example ~corp.example",
+                "default-route tun0 true",
+            ]
+        );
+        // Servers without domains on a split tunnel: resolved's default.
+        assert_eq!(
+            cmds(&spec(&["10.8.0.1"], &[]), false),
+            ["dns tun0 10.8.0.1"]
+        );
+        // Domains without servers: nothing to route them to but the domains themselves.
+        assert_eq!(
+            cmds(&spec(&[], &["a.example"]), false),
+            ["domain tun0 a.example"]
+        );
+        // resolv.conf searches only the searched domains.
+        let out = render_resolv_conf("nameserver 192.0.2.1\n", "tun0", &s);
+        assert!(out.contains("search vpn.example\n"), "{out}");
+        assert!(out.contains("nameserver fd00:8::1\n"), "{out}");
     }
 }

@@ -50,19 +50,33 @@
 //! The server's side lives here too: [`Nat`] masquerades VPN clients out of the uplink
 //! (an nftables table of warren's own plus per-device forwarding), journaled the same way
 //! (`/run/warren/nat-<pid>.journal`) and undone by [`recover_abandoned_nat`] after a crash.
+//!
+//! The client's kill switch is the same kind of thing: [`KillSwitch`], one nftables table
+//! of warren's own (`inet warren-killswitch`) that drops everything leaving outside the
+//! tunnel but the tunnel's own packets to its server, journaled
+//! (`/run/warren/killswitch-<pid>.journal`). Unlike routes and NAT it is *not* undone after
+//! a crash by the client's own helper: a client that died leaves it on, and the next
+//! client start or `warren client --kill-switch-off` ([`kill_switch_off`]) removes it.
 #![forbid(unsafe_code)]
 
 mod dns;
 mod ip;
 mod journal;
+mod killswitch;
 mod nat;
 mod netlink;
+mod nft;
 mod state;
 mod tunnel;
 
 pub use dns::{DnsBackend, DnsSpec, system_nameservers};
 pub use ip::{Family, IpNet, Ipv4Net, Ipv6Net, NetError, PathInfo, RouteSpec, prefix_len};
 pub use journal::{DEFAULT_JOURNAL_DIR, Recovery, recover_abandoned, recover_abandoned_in};
+pub use killswitch::{
+    KILL_SWITCH_TABLE, KillSwitch, KillSwitchError, KillSwitchRecovery, KillSwitchSpec, Transport,
+    TunnelEndpoint, kill_switch_off, kill_switch_off_in, recover_abandoned_kill_switch,
+    recover_abandoned_kill_switch_in, tidy_kill_switch_journals,
+};
 pub use nat::{
     Nat, NatError, NatSpec, default_uplinks, default_uplinks_v6, recover_abandoned_nat,
     recover_abandoned_nat_in, undo_when_stdin_closes,

@@ -48,7 +48,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::helper::NftablesError;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
 use nftables::stmt::{Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -58,6 +57,7 @@ use tracing::{debug, info, warn};
 use crate::ip::{Ipv4Net, Ipv6Net, NetError};
 use crate::journal::{self, Owner};
 use crate::netlink::Rtnl;
+use crate::nft::{Nft, NftFailure};
 use crate::state::kernel_error;
 
 const MAGIC: &str = "warren-nat-journal 1";
@@ -395,7 +395,7 @@ fn journals(dir: &Path) -> Vec<(PathBuf, Owner, Vec<NatChange>)> {
 /// The NAT of one server: created by [`Nat::apply`], undone by [`Nat::restore`] or on drop.
 #[derive(Debug)]
 pub struct Nat {
-    nft: PathBuf,
+    nft: Nft,
     dir: PathBuf,
     file: PathBuf,
     owner: Owner,
@@ -412,7 +412,7 @@ impl Nat {
     pub fn apply(spec: &NatSpec, dir: &Path) -> Result<Nat, NatError> {
         let owner = Owner::current();
         let mut nat = Nat {
-            nft: nft_binary(),
+            nft: Nft::find(),
             dir: dir.to_path_buf(),
             file: dir.join(format!("{PREFIX}{}{SUFFIX}", owner.pid())),
             owner,
@@ -430,16 +430,7 @@ impl Nat {
             name: table.clone(),
         });
         nat.save();
-        let batch = spec.ruleset();
-        debug!(
-            "nft -j -f - <<< {}",
-            serde_json::to_string(&batch).unwrap_or_default()
-        );
-        if let Err(e) = nftables::helper::apply_ruleset_with_args(
-            &batch,
-            Some(&nat.nft),
-            nftables::helper::DEFAULT_ARGS,
-        ) {
+        if let Err(e) = nat.nft.apply(&spec.ruleset()) {
             return Err(nft_error(e, "creating warren's NAT table"));
         }
         for path in spec.forwarding_sysctls() {
@@ -618,40 +609,16 @@ impl Nat {
     }
 
     fn table_exists(&self, name: &str) -> Result<bool, NatError> {
-        let tables =
-            nftables::helper::get_current_ruleset_with_args(Some(&self.nft), &["list", "tables"])
-                .map_err(|e| nft_error(e, "listing tables"))?;
-        Ok(tables.objects.iter().any(|o| {
-            matches!(o, NfObject::ListObject(NfListObject::Table(t))
-                if t.family == NfFamily::INet && t.name == name)
-        }))
+        self.nft
+            .inet_table_exists(name)
+            .map_err(|e| nft_error(e, "listing tables"))
     }
 
+    /// Never created (died before `nft` ran) or deleted by hand: nothing to undo.
     fn delete_table(&self, name: &str) -> Result<(), NatError> {
-        let batch = Nftables {
-            objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Delete(
-                NfListObject::Table(Table {
-                    family: NfFamily::INet,
-                    name: Cow::Owned(name.to_owned()),
-                    handle: None,
-                }),
-            ))]),
-        };
-        match nftables::helper::apply_ruleset_with_args(
-            &batch,
-            Some(&self.nft),
-            nftables::helper::DEFAULT_ARGS,
-        ) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e = nft_error(e, "deleting warren's NAT table");
-                // Never created (died before `nft` ran) or deleted by hand: nothing to undo.
-                match self.table_exists(name) {
-                    Ok(false) => Ok(()),
-                    _ => Err(e),
-                }
-            }
-        }
+        self.nft
+            .delete_inet_table(name)
+            .map_err(|e| nft_error(e, "deleting warren's NAT table"))
     }
 
     fn save(&mut self) {
@@ -723,7 +690,7 @@ pub fn undo_when_stdin_closes(pid: u32, dir: &Path) -> Result<Vec<String>, NatEr
     }
     let undone = changes.iter().rev().map(ToString::to_string).collect();
     let mut nat = Nat {
-        nft: nft_binary(),
+        nft: Nft::find(),
         dir: dir.to_path_buf(),
         file,
         owner,
@@ -770,7 +737,7 @@ pub fn recover_abandoned_nat_in(dir: &Path) -> Result<Vec<String>, NatError> {
         );
         undone.extend(changes.iter().rev().map(ToString::to_string));
         let mut nat = Nat {
-            nft: nft_binary(),
+            nft: Nft::find(),
             dir: dir.to_path_buf(),
             file: file.clone(),
             owner,
@@ -816,43 +783,16 @@ fn write_sysctl(path: &Path, value: &str) -> Result<(), NatError> {
     })
 }
 
-/// The `nft` binary: `/usr/sbin/nft` or `/sbin/nft` if present, else `nft` from `PATH`.
-fn nft_binary() -> PathBuf {
-    for p in ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"] {
-        let p = PathBuf::from(p);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("nft")
-}
-
-fn nft_error(e: NftablesError, action: &str) -> NatError {
-    match e {
-        NftablesError::NftExecution { inner, .. } if inner.kind() == io::ErrorKind::NotFound => {
-            NatError::NftMissing
-        }
-        NftablesError::NftFailed { stderr, stdout, .. } => {
-            let detail = if stderr.trim().is_empty() {
-                stdout.trim().to_owned()
-            } else {
-                stderr.trim().to_owned()
-            };
-            let low = detail.to_ascii_lowercase();
-            if low.contains("operation not permitted") || low.contains("permission denied") {
-                NatError::NeedsCapNetAdmin {
-                    action: action.to_owned(),
-                }
-            } else {
-                NatError::Nft {
-                    action: action.to_owned(),
-                    detail,
-                }
-            }
-        }
-        other => NatError::Nft {
+/// An `nft` failure in the words of NAT.
+fn nft_error(e: impl Into<NftFailure>, action: &str) -> NatError {
+    match e.into() {
+        NftFailure::Missing => NatError::NftMissing,
+        NftFailure::Permission => NatError::NeedsCapNetAdmin {
             action: action.to_owned(),
-            detail: other.to_string(),
+        },
+        NftFailure::Failed(detail) => NatError::Nft {
+            action: action.to_owned(),
+            detail,
         },
     }
 }
@@ -860,6 +800,8 @@ fn nft_error(e: NftablesError, action: &str) -> NatError {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+
+    use nftables::helper::NftablesError;
 
     use super::*;
 

@@ -46,9 +46,14 @@ pub struct PushedConfig {
     pub routes: Vec<PushedRoute>,
     /// `redirect-gateway` flags, e.g. `["def1", "bypass-dhcp"]`; None when not pushed.
     pub redirect_gateway: Option<Vec<String>>,
-    /// `dhcp-option DNS x` and `dhcp-option DOMAIN d` (and `dns server ...` mapped to them).
+    /// `dhcp-option DNS x` and `DNS6 x`, and the addresses of `dns server N address ...`.
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// `dhcp-option DOMAIN d` (first), `dhcp-option DOMAIN-SEARCH d`, `dns search-domains
+    /// d...`: domains to search and to resolve through the tunnel's servers.
     pub search_domains: Vec<String>,
+    /// `dns server N resolve-domains d...`: domains only to resolve through the tunnel's
+    /// servers (split DNS), not to search.
+    pub dns_resolve_domains: Vec<String>,
     pub tun_mtu: Option<u16>,
     pub ping: Option<u32>,
     pub ping_restart: Option<u32>,
@@ -70,6 +75,9 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
         ..PushedConfig::default()
     };
     let ip = |s: Option<&&str>| s.and_then(|s| s.parse::<Ipv4Addr>().ok());
+    // `DOMAIN` is the connection's own domain: searched first (as OpenVPN's resolv.conf
+    // scripts write it), before `DOMAIN-SEARCH` and `dns search-domains`.
+    let mut more_domains = Vec::new();
     for opt in options {
         let t: Vec<&str> = opt.split_whitespace().collect();
         match t.first().copied() {
@@ -127,22 +135,31 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
                         p.dns_servers.push(a);
                     }
                 }
-                (Some("DOMAIN"), Some(d)) | (Some("DOMAIN-SEARCH"), Some(d)) => {
-                    p.search_domains.push(d.to_string())
-                }
+                (Some("DOMAIN"), Some(d)) => p.search_domains.push(d.to_string()),
+                (Some("DOMAIN-SEARCH"), Some(d)) => more_domains.push(d.to_string()),
+                // NTP, WINS, NBT, proxy settings: Windows DHCP options, nothing to do on
+                // Linux.
                 _ => {}
             },
             Some("dns") => match (t.get(1).copied(), t.get(3).copied()) {
                 (Some("server"), Some("address")) => {
-                    p.dns_servers.extend(
-                        t[4..]
-                            .iter()
-                            .filter_map(|a| a.parse::<std::net::IpAddr>().ok()),
-                    );
+                    // `ADDR`, `ADDR:PORT` or `[ADDR6]:PORT`: a server on another port than
+                    // 53 cannot be named in resolv.conf, and is left out.
+                    p.dns_servers.extend(t[4..].iter().filter_map(|a| {
+                        a.parse::<std::net::IpAddr>().ok().or_else(|| {
+                            a.parse::<std::net::SocketAddr>()
+                                .ok()
+                                .filter(|s| s.port() == 53)
+                                .map(|s| s.ip())
+                        })
+                    }));
                 }
-                (Some("search-domains"), _) => p
-                    .search_domains
-                    .extend(t[2..].iter().map(|s| s.to_string())),
+                (Some("server"), Some("resolve-domains")) => p
+                    .dns_resolve_domains
+                    .extend(t[4..].iter().map(|s| s.to_string())),
+                (Some("search-domains"), _) => {
+                    more_domains.extend(t[2..].iter().map(|s| s.to_string()))
+                }
                 _ => {}
             },
             Some("tun-mtu") => p.tun_mtu = t.get(1).and_then(|v| v.parse().ok()),
@@ -160,8 +177,23 @@ pub(crate) fn parse_pushed(options: &[String]) -> PushedConfig {
             _ => {}
         }
     }
-    p.dns_servers.dedup();
+    p.search_domains.extend(more_domains);
+    dedup_in_order(&mut p.dns_servers);
+    dedup_in_order(&mut p.search_domains);
+    dedup_in_order(&mut p.dns_resolve_domains);
     p
+}
+
+/// Removes repeats, keeping the first of each.
+fn dedup_in_order<T: PartialEq + Clone>(v: &mut Vec<T>) {
+    let mut seen: Vec<T> = Vec::with_capacity(v.len());
+    v.retain(|x| {
+        let new = !seen.contains(x);
+        if new {
+            seen.push(x.clone());
+        }
+        new
+    });
 }
 
 #[cfg(test)]
@@ -236,5 +268,35 @@ mod tests {
             p.ifconfig_ipv6, None,
             "/48 is refused as OpenVPN refuses it"
         );
+    }
+
+    #[test]
+    fn dns_options_of_both_kinds() {
+        let opts: Vec<String> = [
+            "dhcp-option DOMAIN-SEARCH corp.example",
+            "dhcp-option DNS6 fd00:8::1",
+            "dhcp-option domain vpn.example",
+            "dhcp-option DNS 10.8.0.1",
+            "block-outside-dns",
+            "dhcp-option WINS 10.8.0.9",
+            "dns search-domains a.example corp.example",
+            "dns server 0 address 10.8.0.1 [fd00:8::53]:53 10.8.0.2:5353",
+            "dns server 0 resolve-domains internal.example",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let p = parse_pushed(&opts);
+        assert_eq!(
+            p.dns_servers,
+            ["fd00:8::1", "10.8.0.1", "fd00:8::53"]
+                .map(|a| a.parse::<std::net::IpAddr>().expect("ip"))
+        );
+        // DOMAIN first, repeats once.
+        assert_eq!(
+            p.search_domains,
+            ["vpn.example", "corp.example", "a.example"]
+        );
+        assert_eq!(p.dns_resolve_domains, ["internal.example"]);
     }
 }
