@@ -882,6 +882,7 @@ fn log_event(ev: &ServerEvent) {
             vpn_ip,
             cipher,
             ekm,
+            ..
         } => {
             info!(
                 "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip} cipher={} peer_id={peer_id} key_derivation={}",
@@ -907,7 +908,7 @@ fn log_event(ev: &ServerEvent) {
         ServerEvent::AuthRejected { addr, .. } => {
             debug!("client refused addr={addr}: AUTH_FAILED sent");
         }
-        ServerEvent::HandshakeFailed { addr, reason } => {
+        ServerEvent::HandshakeFailed { addr, reason, .. } => {
             warn!("handshake failed addr={addr} reason={reason}");
         }
         ServerEvent::AuthRequest {

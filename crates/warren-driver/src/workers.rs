@@ -175,11 +175,12 @@ impl Shard {
             if self.forward.len() < MAX_FORWARD_PER_WAKE {
                 self.forward.push((dest, from, dgram.to_vec()));
             } else {
-                stats.engine_dropped += 1;
+                stats.drop_for(DropReason::Overloaded);
             }
             return None;
         }
-        let outcome = if DataPlane::is_data(dgram) {
+        let data = DataPlane::is_data(dgram);
+        let outcome = if data {
             self.plane.open(now, from, dgram)
         } else {
             control(&mut self.plane, dgram)
@@ -194,16 +195,19 @@ impl Shard {
                     .and_then(|pkt| Some((pkt, self.owner_of(pkt)?.1)));
                 match owner {
                     Some((pkt, o)) => self.outgoing[o].push(pkt),
-                    None => stats.engine_dropped += 1,
+                    None => stats.drop_for(DropReason::NoRoute),
                 }
                 None
             }
             DatagramOutcome::Consumed => None,
             DatagramOutcome::Dropped(reason) => {
-                stats.engine_dropped += 1;
-                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
-                    && DataPlane::is_data(dgram)
-                {
+                if data {
+                    stats.drop_for(reason);
+                } else {
+                    // The engine counted it (`Server::counters`).
+                    stats.engine_dropped += 1;
+                }
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay) && data {
                     stats.data_auth_failed += 1;
                 }
                 trace!(%from, ?reason, "datagram dropped");
@@ -258,7 +262,7 @@ impl Shard {
         match outcome {
             EncapOutcome::Send { dst, range } => Some((dst, range)),
             EncapOutcome::Dropped(reason) => {
-                stats.engine_dropped += 1;
+                stats.drop_for(reason);
                 trace!(?reason, "tun packet dropped");
                 None
             }

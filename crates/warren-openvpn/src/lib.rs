@@ -46,7 +46,7 @@ pub use server::{
 };
 pub use types::{
     ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,
-    KeyDerivation, WrapConfig,
+    HandshakeFailure, KeyDerivation, WrapConfig,
 };
 
 /// `docs/architecture.md`: its example of the engine's call order is compiled and run as a
