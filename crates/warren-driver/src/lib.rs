@@ -34,6 +34,8 @@
 pub mod auth;
 mod batch;
 mod client_loop;
+mod metrics;
+mod metrics_http;
 mod portshare;
 mod proxy;
 mod server_loop;
@@ -57,6 +59,7 @@ pub use server_loop::{
     snapshot,
 };
 pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
+pub use metrics_http::MetricsListener;
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

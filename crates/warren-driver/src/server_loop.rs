@@ -32,6 +32,8 @@ use warren_openvpn::{
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
+use crate::metrics::{Metrics, ThreadPublisher};
+use crate::metrics_http::{MetricsListener, MetricsServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
@@ -78,6 +80,8 @@ pub struct ServerLoopOptions {
     pub tcp: Option<TcpOptions>,
     /// Checked every [`Watcher::interval`] on this thread (today: the `crl-verify` file).
     pub watch: Option<Watcher>,
+    /// `warren-metrics ADDR`: the Prometheus endpoint's socket (see [`crate::metrics`]).
+    pub metrics: Option<MetricsListener>,
 }
 
 /// A periodic check of files a running server follows, such as the `crl-verify` CRL that
@@ -133,6 +137,8 @@ pub enum DriverError {
     StartWorkers(#[source] io::Error),
     #[error("data worker failed: {0}")]
     Worker(String),
+    #[error("starting the metrics endpoint: {0}")]
+    StartMetrics(#[source] io::Error),
 }
 
 struct Loop {
@@ -158,6 +164,8 @@ struct Loop {
     auth_msgs: Vec<FromWorker>,
     /// A worker failed; the loop stops with this.
     worker_failed: Option<String>,
+    /// With `warren-metrics`: the engine's and this thread's counters for the endpoint.
+    metrics: Option<(Metrics, ThreadPublisher)>,
 }
 
 /// The control thread's data path: the engine, this thread's shard (control datagrams go
@@ -268,10 +276,26 @@ pub fn run_server(
         io.tun.set_trust_checksums(true);
     }
     let config = server.data_plane_config();
+    let start = opts.clock.now();
+    let (metrics, http) = match opts.metrics.take() {
+        Some(listener) => {
+            let (m, registry) = Metrics::new(ios.len() + 1, start);
+            let addr = listener.local_addr().ok();
+            let http = MetricsServer::start(listener, registry, opts.clock)
+                .map_err(DriverError::StartMetrics)?;
+            if let Some(addr) = addr {
+                info!("Prometheus metrics on http://{addr}/metrics");
+            }
+            let own = m.thread(0, start);
+            (Some((m, own)), Some(http))
+        }
+        None => (None, None),
+    };
     let workers = if ios.is_empty() {
         None
     } else {
-        Some(Workers::start(ios, config, opts.clock).map_err(DriverError::StartWorkers)?)
+        let m = metrics.as_ref().map(|(m, _)| m);
+        Some(Workers::start(ios, config, opts.clock, m).map_err(DriverError::StartWorkers)?)
     };
     let threads = workers.as_ref().map_or(1, Workers::threads);
     let mtu = tun.mtu();
@@ -312,8 +336,12 @@ pub fn run_server(
         auth_gone: false,
         auth_msgs: Vec::new(),
         worker_failed: None,
+        metrics,
     };
     let result = l.run();
+    if let Some(http) = http {
+        http.stop();
+    }
     if let Some(w) = l.ctl.workers.take() {
         w.stop(&mut l.pump.stats);
     }
@@ -473,6 +501,7 @@ impl Loop {
                     .map_or(Duration::from_secs(60), |s| s.interval);
                 self.next_status = Some(now + interval);
             }
+            self.publish_metrics(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if now >= deadline {
                     debug!("shutdown grace period over");
@@ -494,6 +523,7 @@ impl Loop {
             self.next_watch,
             self.shutdown_deadline,
             self.tcp.as_ref().and_then(TcpServer::next_deadline),
+            self.metrics.as_ref().map(|(m, _)| m.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -658,6 +688,9 @@ impl Loop {
                 break;
             };
             log_event(&ev);
+            if let Some((m, _)) = &self.metrics {
+                m.on_event(&ev, &self.ctl.server);
+            }
             self.tcp_event(now, &ev);
             self.forward_to_auth(now, ev);
         }
@@ -779,6 +812,9 @@ impl Loop {
         let Some(auth) = self.opts.auth.as_mut() else {
             if let ServerEvent::AuthRequest { peer_id, .. } = ev {
                 warn!("refusing client peer_id={peer_id}: no authentication worker");
+                if let Some((m, _)) = &self.metrics {
+                    m.auth(false);
+                }
                 self.ctl
                     .server
                     .authorize(now, peer_id, AuthDecision::Reject { reason: None });
@@ -830,7 +866,12 @@ impl Loop {
             match m {
                 FromWorker::Decision {
                     peer_id, decision, ..
-                } => self.ctl.server.authorize(now, peer_id, decision),
+                } => {
+                    if let Some((m, _)) = &self.metrics {
+                        m.auth(matches!(decision, AuthDecision::Accept(_)));
+                    }
+                    self.ctl.server.authorize(now, peer_id, decision);
+                }
                 FromWorker::Kick(k) => {
                     let n = self.ctl.server.kick_target(now, &k.target, &k.message);
                     if n > 0 {
@@ -843,6 +884,21 @@ impl Loop {
             }
         }
         self.auth_msgs = msgs;
+    }
+
+    /// With `warren-metrics`: adds this wake-up's work (from `woke`) to thread 0's busy
+    /// time and publishes its counters and the engine's when they are due.
+    fn publish_metrics(&mut self, woke: Instant) {
+        let Some((m, own)) = &mut self.metrics else {
+            return;
+        };
+        let end = self.opts.clock.now();
+        own.worked(woke, end);
+        own.maybe_publish(end, &self.pump.stats);
+        if m.engine_due(end) {
+            let tcp = self.tcp.as_ref().map(|t| &t.stats);
+            m.publish_engine(end, &self.ctl.server, tcp);
+        }
     }
 
     fn write_status(&mut self) {

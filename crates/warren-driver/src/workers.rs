@@ -41,6 +41,7 @@ use warren_openvpn::{
 };
 
 use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo};
+use crate::metrics::{Metrics, ThreadPublisher};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -402,8 +403,14 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`.
-    pub fn start(ios: Vec<WorkerIo>, config: DataPlaneConfig, clock: Clock) -> io::Result<Workers> {
+    /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`, and publishes its
+    /// counters to `metrics` when given.
+    pub fn start(
+        ios: Vec<WorkerIo>,
+        config: DataPlaneConfig,
+        clock: Clock,
+        metrics: Option<&Metrics>,
+    ) -> io::Result<Workers> {
         let threads = ios.len() + 1;
         let (mailboxes, mut inboxes): (Vec<_>, Vec<_>) = (0..threads)
             .map(|_| mailbox::<Msg>())
@@ -416,7 +423,8 @@ impl Workers {
                 .iter()
                 .map(Mailbox::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
-            let worker = Worker::new(index, threads, io, config, inbox, all);
+            let mut worker = Worker::new(index, threads, io, config, inbox, all);
+            worker.publisher = metrics.map(|m| m.thread(index, clock.now()));
             let handle = std::thread::Builder::new()
                 .name(format!("warren-data-{index}"))
                 .spawn(move || worker.run(clock))?;
@@ -476,6 +484,8 @@ struct Worker {
     incoming: Vec<PacketBatch>,
     /// Datagrams of this worker's peers that arrived elsewhere.
     strays: Vec<(SocketAddr, Vec<u8>)>,
+    /// Where its counters go for the metrics endpoint, if there is one.
+    publisher: Option<ThreadPublisher>,
 }
 
 impl Worker {
@@ -500,6 +510,7 @@ impl Worker {
             mailboxes,
             incoming: Vec::new(),
             strays: Vec::new(),
+            publisher: None,
         }
     }
 
@@ -557,6 +568,11 @@ impl Worker {
             self.shard.put_own(own);
             // Events, handoffs and forwarded datagrams go out once per wake-up.
             self.shard.flush(&self.mailboxes);
+            if let Some(p) = &mut self.publisher {
+                let end = clock.now();
+                p.worked(now, end);
+                p.maybe_publish(end, &self.pump.stats);
+            }
         }
         debug!(worker = self.index, "data worker stopped");
         self.pump.stats
