@@ -1014,6 +1014,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-max-half-open-per-source", Some(Side::Server)),
     // Masquerading VPN clients out of the uplink.
     ("warren-nat", Some(Side::Server)),
+    // The Prometheus metrics endpoint.
+    ("warren-metrics", Some(Side::Server)),
 ];
 
 /// Levenshtein distance over characters.

@@ -396,7 +396,7 @@ impl Collector for Scrape {
         gauge_family(
             &mut enc,
             "sessions",
-            "Client sessions: connected, or still in the handshake or authentication",
+            "Client sessions: connected, or not (yet): in the handshake or authentication, or closing after a failure",
             &[
                 ([("state", "connected")], gauge(&e.connected)),
                 ([("state", "handshaking")], gauge(&e.handshaking)),

@@ -434,6 +434,13 @@ fn serve(
         )?)
     };
     let listeners = tcp_listeners(cfg)?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(
+            warren_driver::MetricsListener::bind(addr)
+                .with_context(|| format!("opening the metrics endpoint `warren-metrics {addr}`"))?,
+        ),
+        None => None,
+    };
     let port_share = port_share_target(cfg)?;
     let prefix = cfg.prefix_len();
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
@@ -580,6 +587,7 @@ fn serve(
         workers,
         reload: Some(reload),
         watch: crate::crl::watcher(cfg, live),
+        metrics,
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
