@@ -39,6 +39,7 @@ mod metrics_http;
 mod portshare;
 mod proxy;
 mod server_loop;
+mod systemd;
 pub mod status;
 mod tcp;
 mod workers;
@@ -60,6 +61,7 @@ pub use server_loop::{
 };
 pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use metrics_http::MetricsListener;
+pub use systemd::Systemd;
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

@@ -33,6 +33,7 @@ use warren_openvpn::{
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
 use crate::metrics::{Metrics, ThreadPublisher};
+use crate::systemd::Systemd;
 use crate::metrics_http::{MetricsListener, MetricsServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
 use crate::tcp::{TcpOptions, TcpServer};
@@ -82,6 +83,8 @@ pub struct ServerLoopOptions {
     pub watch: Option<Watcher>,
     /// `warren-metrics ADDR`: the Prometheus endpoint's socket (see [`crate::metrics`]).
     pub metrics: Option<MetricsListener>,
+    /// Started by systemd with `Type=notify` (see [`crate::systemd`]).
+    pub systemd: Option<Systemd>,
 }
 
 /// A periodic check of files a running server follows, such as the `crl-verify` CRL that
@@ -414,6 +417,10 @@ impl Loop {
         // Anything the engine queued at start (nothing today) goes out before the first wait.
         let now = self.opts.clock.now();
         self.after_input(now);
+        let clients = self.connected();
+        if let Some(s) = &mut self.opts.systemd {
+            s.ready(now, clients);
+        }
         loop {
             let now = self.opts.clock.now();
             let timeout = self
@@ -502,6 +509,10 @@ impl Loop {
                 self.next_status = Some(now + interval);
             }
             self.publish_metrics(now);
+            let clients = self.connected();
+            if let Some(s) = &mut self.opts.systemd {
+                s.tick(self.opts.clock.now(), clients);
+            }
             if let Some(deadline) = self.shutdown_deadline {
                 if now >= deadline {
                     debug!("shutdown grace period over");
@@ -524,6 +535,7 @@ impl Loop {
             self.shutdown_deadline,
             self.tcp.as_ref().and_then(TcpServer::next_deadline),
             self.metrics.as_ref().map(|(m, _)| m.next_deadline()),
+            self.opts.systemd.as_ref().and_then(Systemd::deadline),
         ]
         .into_iter()
         .flatten()
@@ -547,12 +559,24 @@ impl Loop {
             Signal::Interrupt | Signal::Terminate => {
                 // OpenVPN sig.c prints "SIGTERM[hard,] received, process exiting".
                 info!("{}[hard,] received, server exiting", sig.name());
+                if let Some(s) = &mut self.opts.systemd {
+                    s.stopping();
+                }
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
             Signal::User2 => self.log_status(now),
             Signal::User1 => self.soft_restart(now),
-            Signal::Hangup => self.reload(now),
+            Signal::Hangup => {
+                if let Some(s) = &mut self.opts.systemd {
+                    s.reloading();
+                }
+                self.reload(now);
+                let clients = self.connected();
+                if let Some(s) = &mut self.opts.systemd {
+                    s.reloaded(clients);
+                }
+            }
         }
         false
     }
@@ -884,6 +908,12 @@ impl Loop {
             }
         }
         self.auth_msgs = msgs;
+    }
+
+    /// Clients connected now (sessions past the handshake and authentication).
+    fn connected(&self) -> usize {
+        let s = &self.ctl.server;
+        s.session_count().saturating_sub(s.half_open_count())
     }
 
     /// With `warren-metrics`: adds this wake-up's work (from `woke`) to thread 0's busy

@@ -441,6 +441,8 @@ fn serve(
         ),
         None => None,
     };
+    // Connected before the privilege drop: the socket's path may be root's.
+    let systemd = warren_driver::Systemd::from_env();
     let port_share = port_share_target(cfg)?;
     let prefix = cfg.prefix_len();
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
@@ -588,6 +590,7 @@ fn serve(
         reload: Some(reload),
         watch: crate::crl::watcher(cfg, live),
         metrics,
+        systemd,
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
