@@ -203,8 +203,10 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     w.add_user("bob", &[]);
 
     // Before any client: the families are there, with zeros.
-    let first = poll_until(Duration::from_secs(10), || scrape(&lab, &script, "text").ok())
-        .expect("the metrics endpoint answers");
+    let first = poll_until(Duration::from_secs(10), || {
+        scrape(&lab, &script, "text").ok()
+    })
+    .expect("the metrics endpoint answers");
     assert!(
         first.content_type.starts_with("text/plain; version=0.0.4"),
         "{}",
@@ -220,8 +222,13 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     // alice connects and sends 3 MB through the tunnel.
     let alice = connect(&mut lab, &server, &w, "alice", "alice", None, &[]);
     const SENT: u64 = 3_000_000;
-    lab.transfer(&alice.ns, &lab.server_ns, SERVER_VPN_IP, &Transfer::bytes(SENT))
-        .assert_intact();
+    lab.transfer(
+        &alice.ns,
+        &lab.server_ns,
+        SERVER_VPN_IP,
+        &Transfer::bytes(SENT),
+    )
+    .assert_intact();
 
     // bob is disabled: the user database rejects him.
     let (ns_b, srv_b, _) = lab.new_peer_ns();
@@ -246,7 +253,10 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     // The counters are published once a second: scrape until they show all of it.
     let want = |s: &Scrape| {
         s.sum("warren_sessions", &[("state", "connected")]) == 1.0
-            && s.sum("warren_handshake_failures_total", &[("reason", "certificate")]) >= 1.0
+            && s.sum(
+                "warren_handshake_failures_total",
+                &[("reason", "certificate")],
+            ) >= 1.0
             && s.sum("warren_tun_bytes_total", &[("direction", "tx")]) >= SENT as f64
             && s.sum("warren_auth_total", &[("result", "rejected")]) >= 1.0
     };
@@ -289,12 +299,21 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         "{}",
         msg()
     );
-    assert_eq!(text.sum("warren_handshakes_completed_total", &[]), 1.0, "{}", msg());
+    assert_eq!(
+        text.sum("warren_handshakes_completed_total", &[]),
+        1.0,
+        "{}",
+        msg()
+    );
     // Bytes: alice's 3 MB arrived over the link (with OpenVPN's overhead) and went into the
     // tun; her TCP acknowledgements went the other way.
     let link_rx = text.sum("warren_link_bytes_total", &[("direction", "rx")]);
     let tun_tx = text.sum("warren_tun_bytes_total", &[("direction", "tx")]);
-    assert!(link_rx > tun_tx && tun_tx >= SENT as f64, "link rx {link_rx}, tun tx {tun_tx}: {}", msg());
+    assert!(
+        link_rx > tun_tx && tun_tx >= SENT as f64,
+        "link rx {link_rx}, tun tx {tun_tx}: {}",
+        msg()
+    );
     assert!(text.sum("warren_link_packets_total", &[("direction", "rx")]) > 0.0);
     assert!(text.sum("warren_link_bytes_total", &[("direction", "tx")]) > 0.0);
     assert!(text.sum("warren_tun_bytes_total", &[("direction", "rx")]) > 0.0);
@@ -302,14 +321,22 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     assert!(
         text.samples
             .iter()
-            .any(|(n, l, _)| n == "warren_link_bytes_total" && l.get("thread").is_some_and(|t| t == "0")),
+            .any(|(n, l, _)| n == "warren_link_bytes_total"
+                && l.get("thread").is_some_and(|t| t == "0")),
         "{}",
         msg()
     );
-    assert!(text.sum("warren_thread_busy_seconds_total", &[]) > 0.0, "{}", msg());
+    assert!(
+        text.sum("warren_thread_busy_seconds_total", &[]) > 0.0,
+        "{}",
+        msg()
+    );
     // The failure by reason, and nothing else failed.
     assert!(
-        text.sum("warren_handshake_failures_total", &[("reason", "certificate")]) >= 1.0,
+        text.sum(
+            "warren_handshake_failures_total",
+            &[("reason", "certificate")]
+        ) >= 1.0,
         "{}",
         msg()
     );
@@ -320,8 +347,18 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         msg()
     );
     // Authentication: alice accepted, bob rejected (the stock client does not retry).
-    assert_eq!(text.sum("warren_auth_total", &[("result", "accepted")]), 1.0, "{}", msg());
-    assert_eq!(text.sum("warren_auth_total", &[("result", "rejected")]), 1.0, "{}", msg());
+    assert_eq!(
+        text.sum("warren_auth_total", &[("result", "accepted")]),
+        1.0,
+        "{}",
+        msg()
+    );
+    assert_eq!(
+        text.sum("warren_auth_total", &[("result", "rejected")]),
+        1.0,
+        "{}",
+        msg()
+    );
     // The histogram: one connection observed, and its buckets are cumulative.
     assert_eq!(
         text.sum("warren_handshake_duration_seconds_count", &[]),
@@ -330,7 +367,10 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         msg()
     );
     assert_eq!(
-        text.sum("warren_handshake_duration_seconds_bucket", &[("le", "+Inf")]),
+        text.sum(
+            "warren_handshake_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ),
         1.0,
         "{}",
         msg()
@@ -354,9 +394,16 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         "{}",
         om.content_type
     );
-    assert_eq!(om.family_type("warren_link_bytes"), Some("counter"), "{}", om.raw);
     assert_eq!(
-        om.families.get("warren_link_bytes").map(|(_, u)| u.as_str()),
+        om.family_type("warren_link_bytes"),
+        Some("counter"),
+        "{}",
+        om.raw
+    );
+    assert_eq!(
+        om.families
+            .get("warren_link_bytes")
+            .map(|(_, u)| u.as_str()),
         Some("bytes"),
         "{}",
         om.raw
@@ -368,7 +415,11 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         om.raw
     );
     assert_eq!(om.sum("warren_sessions", &[("state", "connected")]), 1.0);
-    assert!(om.has("warren_handshake_duration_seconds_count"), "{}", om.raw);
+    assert!(
+        om.has("warren_handshake_duration_seconds_count"),
+        "{}",
+        om.raw
+    );
 
     // Anything but GET /metrics is refused; the server is unharmed.
     let other = lab.server_ns.exec(
@@ -380,7 +431,13 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
         ],
         Duration::from_secs(20),
     );
-    assert_eq!(other.stdout.trim(), "404", "{}{}", other.stdout, other.stderr);
+    assert_eq!(
+        other.stdout.trim(),
+        "404",
+        "{}{}",
+        other.stdout,
+        other.stderr
+    );
     assert!(server.proc.is_running(), "{}", tail(&server.log(), 30));
     drop(alice);
     server.stop();

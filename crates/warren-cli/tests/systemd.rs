@@ -67,8 +67,11 @@ fn units_pass_systemd_analyze_verify() {
         ("warren-server@.service", "warren-server@test.service"),
     ] {
         let text = std::fs::read_to_string(units.join(n)).expect("unit file");
-        std::fs::write(dir.join(as_name), text.replace("/usr/bin/warren", WARREN_BIN))
-            .expect("write unit");
+        std::fs::write(
+            dir.join(as_name),
+            text.replace("/usr/bin/warren", WARREN_BIN),
+        )
+        .expect("write unit");
     }
     let out = run_bounded(
         Command::new("systemd-analyze")
@@ -134,9 +137,7 @@ impl Notifications {
 
 fn kill(pid: u32, sig: &str) {
     let out = run_bounded(
-        Command::new("kill")
-            .args(["-s", sig])
-            .arg(pid.to_string()),
+        Command::new("kill").args(["-s", sig]).arg(pid.to_string()),
         Duration::from_secs(5),
     );
     assert!(out.success(), "kill -s {sig}: {}", out.stderr);
@@ -144,7 +145,12 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn notify_ready_watchdog_status_reload_and_stopping() {
-    let mut lab = Lab::with_pki("sdnotify", ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::with_pki(
+        "sdnotify",
+        ServerKind::Warren,
+        KeyType::P256,
+        KeyFormat::Pkcs8,
+    );
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let sock_path = lab.dir().join("notify.sock");
@@ -171,7 +177,10 @@ fn notify_ready_watchdog_status_reload_and_stopping() {
     ];
     let env = [
         ("RUST_LOG", "info".to_string()),
-        ("NOTIFY_SOCKET", sock_path.to_str().expect("UTF-8").to_string()),
+        (
+            "NOTIFY_SOCKET",
+            sock_path.to_str().expect("UTF-8").to_string(),
+        ),
         // Pings every 500 ms.
         ("WATCHDOG_USEC", "1000000".to_string()),
     ];
@@ -190,7 +199,9 @@ fn notify_ready_watchdog_status_reload_and_stopping() {
         tail(&server_log(), 30)
     );
     assert!(
-        n.got.iter().any(|m| m.contains("STATUS=serving, 0 clients connected")),
+        n.got
+            .iter()
+            .any(|m| m.contains("STATUS=serving, 0 clients connected")),
         "{:?}",
         n.got
     );

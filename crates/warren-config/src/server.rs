@@ -685,7 +685,11 @@ impl ServerState {
             }
             "warren-metrics" => {
                 // Served by the driver on a thread of its own (warren-driver metrics.rs).
-                v.expect(1, 1, "1 parameter (an address and port, e.g. 127.0.0.1:9586)")?;
+                v.expect(
+                    1,
+                    1,
+                    "1 parameter (an address and port, e.g. 127.0.0.1:9586)",
+                )?;
                 let arg = v.arg(0);
                 let addr = match (arg.parse::<SocketAddr>(), arg.parse::<IpAddr>()) {
                     (Ok(a), _) => a,
@@ -861,11 +865,13 @@ mod tests {
             addr("warren-metrics [::1]:1"),
             "[::1]:1".parse().expect("addr")
         );
-        let text = "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\nwarren-metrics 0.0.0.0:9586\n";
+        let text =
+            "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\nwarren-metrics 0.0.0.0:9586\n";
         let (c, w) = server_config_from_str(text, "s.conf", Path::new(".")).expect("ok");
         assert_eq!(c.metrics, Some("0.0.0.0:9586".parse().expect("addr")));
         assert!(
-            w.iter().any(|w| w.to_string().contains("without authentication")),
+            w.iter()
+                .any(|w| w.to_string().contains("without authentication")),
             "{w:?}"
         );
         for bad in [

@@ -1032,11 +1032,7 @@ impl TunTx {
 
     /// Writes the queued packets (lying in `region`) with one `send_batch` and empties the
     /// queue; also returns the bytes it was given. `Err` only when the device failed.
-    pub fn flush(
-        &mut self,
-        tun: &mut OffloadTun,
-        region: &[u8],
-    ) -> io::Result<(SendSummary, u64)> {
+    pub fn flush(&mut self, tun: &mut OffloadTun, region: &[u8]) -> io::Result<(SendSummary, u64)> {
         if self.ranges.is_empty() {
             return Ok((SendSummary::default(), 0));
         }

@@ -39,8 +39,8 @@ mod metrics_http;
 mod portshare;
 mod proxy;
 mod server_loop;
-mod systemd;
 pub mod status;
+mod systemd;
 mod tcp;
 mod workers;
 
@@ -53,15 +53,15 @@ pub use client_loop::{
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
     tunnel_spec,
 };
+pub use metrics_http::MetricsListener;
 pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
 pub use proxy::{MAX_REPLY, ProxyAuth, ProxyError, ProxyKind, ProxySpec};
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
     snapshot,
 };
-pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
-pub use metrics_http::MetricsListener;
 pub use systemd::Systemd;
+pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;
 
 /// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.

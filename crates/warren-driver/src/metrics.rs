@@ -114,17 +114,16 @@ impl ThreadCounters {
         self.link_rx_packets
             .store(s.udp_received + s.tcp_received, Relaxed);
         self.link_rx_bytes.store(s.link_rx_bytes, Relaxed);
-        self.link_tx_packets.store(s.udp_sent + s.tcp_framed, Relaxed);
+        self.link_tx_packets
+            .store(s.udp_sent + s.tcp_framed, Relaxed);
         self.link_tx_bytes.store(s.link_tx_bytes, Relaxed);
         self.tun_rx_packets.store(s.tun_read, Relaxed);
         self.tun_rx_bytes.store(s.tun_read_bytes, Relaxed);
         self.tun_tx_packets.store(s.tun_written, Relaxed);
         self.tun_tx_bytes.store(s.tun_written_bytes, Relaxed);
         self.handed_off.store(s.handed_off, Relaxed);
-        self.busy_ns.store(
-            u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
+        self.busy_ns
+            .store(u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX), Relaxed);
         for (a, v) in self.dropped.iter().zip(s.dropped) {
             a.store(v, Relaxed);
         }

@@ -231,8 +231,13 @@ fn respond(head: &[u8], overflow: bool, registry: &Registry) -> Option<Vec<u8>> 
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| head.windows(2).position(|w| w == b"\n\n"));
     let Some(end) = end else {
-        return (overflow || head.len() >= MAX_REQUEST)
-            .then(|| plain(431, "Request Header Fields Too Large", "request too large\n"));
+        return (overflow || head.len() >= MAX_REQUEST).then(|| {
+            plain(
+                431,
+                "Request Header Fields Too Large",
+                "request too large\n",
+            )
+        });
     };
     let Ok(text) = std::str::from_utf8(&head[..end]) else {
         return Some(plain(400, "Bad Request", "bad request\n"));
@@ -324,7 +329,11 @@ mod tests {
     fn answers_get_metrics_in_the_format_asked_for() {
         let reg = registry();
         assert!(respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n", false, &reg).is_none());
-        let r = text(respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", false, &reg));
+        let r = text(respond(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            false,
+            &reg,
+        ));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("text/plain; version=0.0.4"), "{r}");
         assert!(r.contains("# TYPE warren_things_total counter\nwarren_things_total 3\n"));
@@ -337,7 +346,10 @@ mod tests {
         assert!(r.contains("# TYPE warren_things counter\nwarren_things_total 3\n"));
         assert!(r.ends_with("# EOF\n"), "{r}");
         let r = text(respond(b"HEAD /metrics HTTP/1.0\n\n", false, &reg));
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
         let len: usize = r
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: "))

@@ -33,9 +33,9 @@ use warren_openvpn::{
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo};
 use crate::metrics::{Metrics, ThreadPublisher};
-use crate::systemd::Systemd;
 use crate::metrics_http::{MetricsListener, MetricsServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
+use crate::systemd::Systemd;
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;

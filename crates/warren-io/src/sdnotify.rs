@@ -108,9 +108,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
 
         let name = format!("warren-sdnotify-test-{}", std::process::id());
-        let rx =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
-                .unwrap();
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+            .unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let n = Notifier::connect(&format!("@{name}")).unwrap();
         n.notify("WATCHDOG=1").unwrap();

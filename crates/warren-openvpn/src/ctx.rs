@@ -44,10 +44,7 @@ pub(crate) enum SessionEvent {
         kind: HandshakeFailure,
     },
     /// A key after the first is ready (`peer_id`: the server's, or the pushed one).
-    Renegotiated {
-        peer_id: Option<PeerId>,
-        key_id: u8,
-    },
+    Renegotiated { peer_id: Option<PeerId>, key_id: u8 },
 }
 
 pub(crate) struct Ctx {

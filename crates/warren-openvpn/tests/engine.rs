@@ -18,9 +18,8 @@ use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
-    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits,
-    HandshakeFailure, KeyDerivation, KickTarget, OverloadKind, Server, ServerConfig, ServerEvent,
-    WrapConfig,
+    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, HandshakeFailure,
+    KeyDerivation, KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
