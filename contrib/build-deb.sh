@@ -25,5 +25,6 @@ echo "+ warren man-pages $target_dir/release/man"
 rm -rf "$target_dir/release/man"
 "$target_dir/release/warren" man-pages "$target_dir/release/man"
 
-echo "+ cargo deb -p warren-cli --no-build"
-cargo deb -p warren-cli --no-build "$@"
+# The release profile keeps line tables for backtraces; the package ships a stripped binary.
+echo "+ cargo deb -p warren-cli --no-build --strip"
+cargo deb -p warren-cli --no-build --strip "$@"
