@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -344,16 +346,13 @@ impl Metrics {
 struct Scrape(Arc<Shared>);
 
 /// One counter family: its rows of (labels, value).
-fn counter_family<S: EncodeLabelSet, V: prometheus_client::encoding::EncodeCounterValue>(
+fn counter_family<S: EncodeLabelSet, V: EncodeCounterValue + Copy>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
     rows: &[(S, V)],
-) -> fmt::Result
-where
-    V: Copy,
-{
+) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
     for (labels, v) in rows {
         ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
