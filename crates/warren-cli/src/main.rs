@@ -24,7 +24,12 @@ use clap::{Parser, Subcommand};
 
 /// An OpenVPN-compatible VPN, written in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "warren", version, about, propagate_version = true)]
+#[command(
+    name = "warren",
+    version,
+    about = "A VPN server and client that speaks the OpenVPN 2.6 protocol",
+    propagate_version = true
+)]
 struct Cli {
     /// More log output (repeatable): raises the level set by the config's `verb`.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -61,6 +66,13 @@ enum Command {
     NatUndo {
         #[arg(long)]
         pid: u32,
+    },
+    /// Packaging: writes the man pages (warren.1, warren-server.1, ...), generated from
+    /// these argument definitions, into DIR.
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -156,6 +168,7 @@ fn main() -> ExitCode {
         Command::User(args) => user::run(args),
         Command::Profile(args) => profile::run(args),
         Command::NatUndo { pid } => server_args::nat_undo_helper(pid, cli.verbose, cli.quiet),
+        Command::ManPages { dir } => man_pages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +177,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `warren man-pages DIR`: one page per visible command, from the clap definitions.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+    println!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 /// The error chain on one line, "what we did: why it failed", skipping a cause whose text
@@ -228,6 +252,24 @@ pub(crate) fn parse_vpn_network(s: &str) -> Result<ipnet::Ipv4Net, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn man_pages_come_from_the_argument_definitions() {
+        let dir = std::env::temp_dir().join(format!("warren-man-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        man_pages(&dir).unwrap();
+        let server = std::fs::read_to_string(dir.join("warren-server.1")).unwrap();
+        assert!(server.starts_with(".ie"), "roff: {}", &server[..80]);
+        assert!(server.contains("metrics"), "--metrics is documented");
+        let top = std::fs::read_to_string(dir.join("warren.1")).unwrap();
+        assert!(top.contains("warren\\-server(1)"), "{top}");
+        // Hidden commands get no page.
+        assert!(!dir.join("warren-nat-undo.1").exists());
+        assert!(!dir.join("warren-man-pages.1").exists());
+        assert!(dir.join("warren-user-add.1").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn vpn_networks() {

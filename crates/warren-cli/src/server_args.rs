@@ -122,6 +122,10 @@ pub struct ServerArgs {
     /// The device NAT sends traffic out of (default: the device of the default route).
     #[arg(long, value_name = "DEV", conflicts_with = "config")]
     pub nat_uplink: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9586; the port
+    /// defaults to 9586). Off by default. In a server.conf: `warren-metrics ADDR`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub metrics: Option<String>,
     /// At most this many clients at once.
     #[arg(long, value_name = "N", default_value_t = warren_config::defaults::MAX_CLIENTS, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "config")]
     pub max_clients: u32,
@@ -276,6 +280,7 @@ fn zero_config(args: &ServerArgs) -> warren_config::ZeroConfig {
         },
         nat: args.nat.map(|n| n == OnOff::On),
         nat_uplink: args.nat_uplink.clone(),
+        metrics: args.metrics.clone(),
     }
 }
 

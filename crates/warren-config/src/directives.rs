@@ -1007,6 +1007,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-nat", Some(Side::Server)),
     // Nothing leaves the client outside the tunnel while it runs.
     ("warren-kill-switch", Some(Side::Client)),
+    // The Prometheus metrics endpoint.
+    ("warren-metrics", Some(Side::Server)),
 ];
 
 /// Levenshtein distance over characters.

@@ -1,6 +1,6 @@
 //! Lowering into [`ServerConfig`].
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,6 +172,11 @@ pub struct ServerConfig {
     pub port_share: Option<(String, u16)>,
     /// `management ...` and its modifiers (`None`: no management interface).
     pub management: Option<ManagementConfig>,
+    /// `warren-metrics ADDR[:PORT]`: serve Prometheus metrics over HTTP on ADDR (port
+    /// [`defaults::METRICS_PORT`] unless given). `None`: no metrics endpoint, the default.
+    ///
+    /// [`defaults::METRICS_PORT`]: crate::defaults::METRICS_PORT
+    pub metrics: Option<SocketAddr>,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -203,6 +208,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "warren-max-half-open",
     "warren-max-half-open-per-source",
     "warren-nat",
+    "warren-metrics",
     "port-share",
     "server-ipv6",
     "ifconfig-ipv6-pool",
@@ -501,6 +507,7 @@ pub(crate) fn lower_server(
         nat: s.nat,
         port_share: s.port_share.map(|(target, _)| target),
         management,
+        metrics: s.metrics,
         source: PathBuf::from(origin),
     };
     if let (Some(v6), Some(loc)) = (cfg.ipv6(), ipv6_loc) {
@@ -555,6 +562,7 @@ struct ServerState {
     status_version: Option<u8>,
     crl_verify: Option<(Material, Location)>,
     port_share: Option<((String, u16), Location)>,
+    metrics: Option<SocketAddr>,
     crl_verify_dir: Option<(PathBuf, Location)>,
     server_ipv6: Option<(Ipv6Prefix, Location)>,
     ifconfig_ipv6_pool: Option<(Ipv6Prefix, Location)>,
@@ -819,6 +827,41 @@ impl ServerState {
                 };
                 self.status = Some((PathBuf::from(v.arg(0)), secs));
             }
+            "warren-metrics" => {
+                // Served by the driver on a thread of its own (warren-driver metrics.rs).
+                v.expect(
+                    1,
+                    1,
+                    "1 parameter (an address and port, e.g. 127.0.0.1:9586)",
+                )?;
+                let arg = v.arg(0);
+                let addr = match (arg.parse::<SocketAddr>(), arg.parse::<IpAddr>()) {
+                    (Ok(a), _) => a,
+                    (_, Ok(ip)) => SocketAddr::new(ip, defaults::METRICS_PORT),
+                    _ => {
+                        return Err(v.invalid(
+                            0,
+                            "expected ADDRESS:PORT or ADDRESS, e.g. 127.0.0.1:9586 (IPv6 in \
+                             brackets: [::1]:9586)",
+                        ));
+                    }
+                };
+                if addr.port() == 0 {
+                    return Err(v.invalid(0, "expected a port from 1 to 65535"));
+                }
+                if !addr.ip().is_loopback() {
+                    lw.warn(
+                        &v.loc,
+                        "warren-metrics",
+                        format!(
+                            "metrics are served without authentication on {addr}: anyone who \
+                             can reach it sees client counts and traffic; prefer a loopback \
+                             address or firewall the port"
+                        ),
+                    );
+                }
+                self.metrics = Some(addr);
+            }
             "port-share" => {
                 // OpenVPN options.c: `port-share HOST PORT [DIR]`.
                 v.expect(
@@ -978,6 +1021,43 @@ mod tests {
             "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\ntopology subnet\n{extra}\n"
         );
         server_config_from_str(&text, "s.conf", Path::new(".")).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn warren_metrics() {
+        assert_eq!(lower("").expect("ok").metrics, None);
+        let addr = |s: &str| lower(s).expect("ok").metrics.expect("an address");
+        assert_eq!(
+            addr("warren-metrics 127.0.0.1:9100"),
+            "127.0.0.1:9100".parse().expect("addr")
+        );
+        assert_eq!(
+            addr("warren-metrics ::1"),
+            "[::1]:9586".parse().expect("addr")
+        );
+        assert_eq!(
+            addr("warren-metrics [::1]:1"),
+            "[::1]:1".parse().expect("addr")
+        );
+        let text =
+            "ca a\ncert b\nkey c\nserver 10.8.0.0 255.255.255.0\nwarren-metrics 0.0.0.0:9586\n";
+        let (c, w) = server_config_from_str(text, "s.conf", Path::new(".")).expect("ok");
+        assert_eq!(c.metrics, Some("0.0.0.0:9586".parse().expect("addr")));
+        assert!(
+            w.iter()
+                .any(|w| w.to_string().contains("without authentication")),
+            "{w:?}"
+        );
+        for bad in [
+            "warren-metrics",
+            "warren-metrics localhost:9586",
+            "warren-metrics 127.0.0.1:0",
+            "warren-metrics 127.0.0.1:9586 extra",
+            "warren-metrics 127.0.0.1:70000",
+        ] {
+            let e = lower(bad).expect_err(bad).to_string();
+            assert!(e.contains("warren-metrics"), "{bad}: {e}");
+        }
     }
 
     #[test]

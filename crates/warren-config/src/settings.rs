@@ -17,6 +17,9 @@ use crate::types::{Ipv6Prefix, ResolvRetry, UserAuth, VerifyClientCert};
 pub mod defaults {
     /// `port`.
     pub const PORT: u16 = 1194;
+    /// The port of `warren-metrics ADDR` when ADDR has none (the port registered for
+    /// an OpenVPN exporter in Prometheus's default-port allocations).
+    pub const METRICS_PORT: u16 = 9586;
     /// `reneg-sec`.
     pub const RENEG_SEC: u32 = 3600;
     /// `hand-window`.

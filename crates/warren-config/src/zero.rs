@@ -62,6 +62,8 @@ pub struct ZeroConfig {
     pub nat: Option<bool>,
     /// `--nat-uplink DEV`: the device to masquerade out of.
     pub nat_uplink: Option<String>,
+    /// `--metrics ADDR` (`warren-metrics`): the Prometheus endpoint.
+    pub metrics: Option<String>,
 }
 
 /// Builds directives that stand for command-line options: no line number, the
@@ -231,6 +233,9 @@ impl ZeroConfig {
         if self.client_to_client {
             s.add(Some("--client-to-client".into()), "client-to-client", &[]);
         }
+        if let Some(addr) = &self.metrics {
+            s.add(Some(format!("--metrics {addr}")), "warren-metrics", &[addr]);
+        }
         let max = self.max_clients.clamp(1, 0x00FF_FFFE).to_string();
         s.add(Some(format!("--max-clients {max}")), "max-clients", &[&max]);
         if let Some(path) = &self.status {
@@ -301,6 +306,7 @@ mod tests {
             dns: Vec::new(),
             nat: None,
             nat_uplink: None,
+            metrics: None,
         }
     }
 
@@ -370,6 +376,20 @@ mod tests {
             (c.local.as_deref(), c.proto),
             (Some("192.0.2.1"), Proto::Udp4)
         );
+    }
+
+    #[test]
+    fn metrics_flag_is_the_warren_metrics_directive() {
+        let mut z = zero();
+        assert_eq!(z.lower().expect("ok").0.metrics, None);
+        z.metrics = Some("127.0.0.1:9586".into());
+        assert_eq!(
+            z.lower().expect("ok").0.metrics,
+            Some("127.0.0.1:9586".parse().expect("addr"))
+        );
+        z.metrics = Some("nowhere".into());
+        let e = z.lower().expect_err("a bad address").to_string();
+        assert!(e.starts_with("--metrics nowhere: "), "{e}");
     }
 
     #[test]

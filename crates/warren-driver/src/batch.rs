@@ -32,7 +32,7 @@ use warren_io::{
     BatchMeta, BatchUdp, BatchUdpError, BindError, GRO_BUFFER, OffloadTun, RecvMeta, SendSummary,
     TUN_RECV_BATCH, TunBatchError, UDP_RECV_BATCH, UdpBind, UdpSocket,
 };
-use warren_openvpn::DATA_HEADROOM;
+use warren_openvpn::{DATA_HEADROOM, DropReason};
 
 /// What a [`Pump`] opens datagrams and seals tun packets with.
 pub(crate) trait DataPath {
@@ -117,6 +117,7 @@ impl<'a> Out<'a> {
             && st.send(dst, dgram)
         {
             sum.framed += 1;
+            sum.bytes += dgram.len() as u64;
             return;
         }
         match self.udp {
@@ -164,6 +165,17 @@ pub struct LoopStats {
     /// Data packets that failed authentication or the replay check (fatal for a TCP
     /// connection: fact sheet §9).
     pub data_auth_failed: u64,
+    /// Bytes of the OpenVPN packets received (UDP datagrams, TCP frames).
+    pub link_rx_bytes: u64,
+    /// Bytes of the OpenVPN packets sent (UDP datagrams, frames queued on TCP connections).
+    pub link_tx_bytes: u64,
+    /// Bytes of the packets read from the tun.
+    pub tun_read_bytes: u64,
+    /// Bytes of the packets written to the tun.
+    pub tun_written_bytes: u64,
+    /// Packets this thread's data path dropped, by reason (index [`DropReason::index`]);
+    /// what the server engine drops it counts itself.
+    pub dropped: [u64; DropReason::ALL.len()],
 }
 
 impl LoopStats {
@@ -190,6 +202,19 @@ impl LoopStats {
         self.dropped_while_down += o.dropped_while_down;
         self.tcp_framed += o.tcp_framed;
         self.data_auth_failed += o.data_auth_failed;
+        self.link_rx_bytes += o.link_rx_bytes;
+        self.link_tx_bytes += o.link_tx_bytes;
+        self.tun_read_bytes += o.tun_read_bytes;
+        self.tun_written_bytes += o.tun_written_bytes;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+    }
+
+    /// Counts a packet the data path dropped for `reason`.
+    pub(crate) fn drop_for(&mut self, reason: DropReason) {
+        self.engine_dropped += 1;
+        self.dropped[reason.index()] += 1;
     }
 }
 
@@ -303,6 +328,7 @@ impl Pump {
             let (meta, base, buf) = self.udp_rx.buffer_mut(i);
             for r in meta.ranges() {
                 self.stats.udp_received += 1;
+                self.stats.link_rx_bytes += r.len() as u64;
                 let Some(dgram) = buf.get_mut(r.clone()) else {
                     continue;
                 };
@@ -338,17 +364,27 @@ impl Pump {
         path: &mut P,
     ) {
         self.stats.udp_received += 1;
+        self.stats.link_rx_bytes += dgram.len() as u64;
         if let Some(range) = path.open(now, from, dgram, &mut self.stats)
             && let Some(pkt) = dgram.get(range)
         {
-            let result = tun.send_batch(&[pkt]);
+            let result = tun.send_batch(&[pkt]).map(|s| (s, pkt.len() as u64));
             self.account_tun(now, tun, result);
         }
     }
 
-    fn account_tun(&mut self, now: Instant, tun: &OffloadTun, result: io::Result<SendSummary>) {
+    /// Counts a tun write: its summary and the bytes of the packets it was given.
+    fn account_tun(
+        &mut self,
+        now: Instant,
+        tun: &OffloadTun,
+        result: io::Result<(SendSummary, u64)>,
+    ) {
         match result {
-            Ok(sum) => {
+            Ok((sum, bytes)) => {
+                // Refused packets (rare) are taken out at the batch's average size.
+                let given = (sum.packets + sum.dropped).max(1) as u64;
+                self.stats.tun_written_bytes += bytes * sum.packets as u64 / given;
                 self.stats.tun_written += sum.packets as u64;
                 self.stats.tun_write_calls += sum.writes as u64;
                 self.stats.tun_write_errors += sum.dropped as u64;
@@ -380,6 +416,7 @@ impl Pump {
         self.stats.tun_read_bad += c.bad as u64;
         for i in 0..c.packets {
             let len = self.tun_rx.sizes[i];
+            self.stats.tun_read_bytes += len as u64;
             if let Some((dst, range)) = path.seal(
                 now,
                 &mut self.tun_rx.slots[i],
@@ -417,7 +454,7 @@ impl Pump {
             }
             let slot = &mut self.tun_rx.slots[n];
             let Some(room) = slot.get_mut(DATA_HEADROOM..DATA_HEADROOM + pkt.len()) else {
-                self.stats.engine_dropped += 1;
+                self.stats.drop_for(DropReason::Malformed);
                 continue;
             };
             room.copy_from_slice(pkt);
@@ -458,6 +495,7 @@ impl Pump {
         let failed_before = self.stats.data_auth_failed;
         for r in frames {
             self.stats.tcp_received += 1;
+            self.stats.link_rx_bytes += r.len() as u64;
             let Some(dgram) = buf.get_mut(r.clone()) else {
                 continue;
             };
@@ -486,6 +524,7 @@ impl Pump {
         self.stats.udp_send_would_block += sum.would_block;
         self.stats.udp_send_errors += sum.errors;
         self.stats.tcp_framed += sum.framed;
+        self.stats.link_tx_bytes += sum.bytes;
         if let Some((dst, e)) = sum.first_error {
             self.warn_send.report(
                 self.loud,
@@ -794,6 +833,8 @@ pub(crate) struct TxSummary {
     pub errors: u64,
     /// Datagrams handed to TCP connections instead.
     pub framed: u64,
+    /// Bytes of the datagrams sent or framed.
+    pub bytes: u64,
     /// The first hard error, for the (rate-limited) warning.
     pub first_error: Option<(SocketAddr, io::Error)>,
 }
@@ -862,6 +903,7 @@ impl TxQueue {
                     first = false;
                     self.done[j] = true;
                     sum.framed += 1;
+                    sum.bytes += dgram.len() as u64;
                 }
             }
         }
@@ -925,7 +967,10 @@ impl TxQueue {
 fn send_one(udp: &UdpIo, dgram: &[u8], dst: SocketAddr, sum: &mut TxSummary) {
     sum.calls += 1;
     match udp.send_to(dgram, dst) {
-        Ok(_) => sum.sent += 1,
+        Ok(_) => {
+            sum.sent += 1;
+            sum.bytes += dgram.len() as u64;
+        }
         Err(e) if warren_io::is_would_block(&e) => sum.would_block += 1,
         Err(e) => {
             sum.errors += 1;
@@ -959,6 +1004,11 @@ fn send_run(
         Ok(k) => {
             let k = (k as u64).min(total);
             sum.sent += k;
+            sum.bytes += if k == total {
+                buf.len() as u64
+            } else {
+                k * seg as u64
+            };
             sum.would_block += total - k;
         }
         Err(e) if warren_io::is_would_block(&e) => sum.would_block += total,
@@ -1001,15 +1051,16 @@ impl TunTx {
     }
 
     /// Writes the queued packets (lying in `region`) with one `send_batch` and empties the
-    /// queue. `Err` only when the device failed.
-    pub fn flush(&mut self, tun: &mut OffloadTun, region: &[u8]) -> io::Result<SendSummary> {
+    /// queue; also returns the bytes it was given. `Err` only when the device failed.
+    pub fn flush(&mut self, tun: &mut OffloadTun, region: &[u8]) -> io::Result<(SendSummary, u64)> {
         if self.ranges.is_empty() {
-            return Ok(SendSummary::default());
+            return Ok((SendSummary::default(), 0));
         }
         let mut pkts: Vec<&[u8]> = recycle(std::mem::take(&mut self.scratch));
         pkts.extend(self.ranges.iter().filter_map(|r| region.get(r.clone())));
         self.ranges.clear();
-        let result = tun.send_batch(&pkts);
+        let bytes = pkts.iter().map(|p| p.len() as u64).sum();
+        let result = tun.send_batch(&pkts).map(|s| (s, bytes));
         self.scratch = recycle(pkts);
         result
     }

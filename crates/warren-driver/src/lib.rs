@@ -39,10 +39,13 @@ mod batch;
 mod client_loop;
 mod kill_switch;
 pub mod management;
+mod metrics;
+mod metrics_http;
 mod portshare;
 mod proxy;
 mod server_loop;
 pub mod status;
+mod systemd;
 mod tcp;
 mod workers;
 
@@ -55,12 +58,14 @@ pub use client_loop::{
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
     tunnel_spec, tunnel_spec6,
 };
+pub use metrics_http::MetricsListener;
 pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
 pub use proxy::{MAX_REPLY, ProxyAuth, ProxyError, ProxyKind, ProxySpec};
 pub use server_loop::{
     BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
     snapshot,
 };
+pub use systemd::Systemd;
 pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;
 

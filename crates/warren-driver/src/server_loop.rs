@@ -33,7 +33,10 @@ use warren_openvpn::{
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo, Via};
 use crate::management::{self, ClientIds, ConnectInfo, Management, ManagementOptions};
+use crate::metrics::{Metrics, ThreadPublisher};
+use crate::metrics_http::{MetricsListener, MetricsServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
+use crate::systemd::Systemd;
 use crate::tcp::{TcpOptions, TcpServer};
 use crate::workers::{Msg, PacketBatch, Shard, WorkerIo, Workers};
 use std::os::fd::AsFd;
@@ -81,6 +84,10 @@ pub struct ServerLoopOptions {
     pub watch: Option<Watcher>,
     /// The management interface (`management ...`), served by this thread.
     pub management: Option<ManagementOptions>,
+    /// `warren-metrics ADDR`: the Prometheus endpoint's socket (see [`crate::metrics`]).
+    pub metrics: Option<MetricsListener>,
+    /// Started by systemd with `Type=notify` (see [`crate::systemd`]).
+    pub systemd: Option<Systemd>,
 }
 
 /// A periodic check of files a running server follows, such as the `crl-verify` CRL that
@@ -136,6 +143,8 @@ pub enum DriverError {
     StartWorkers(#[source] io::Error),
     #[error("data worker failed: {0}")]
     Worker(String),
+    #[error("starting the metrics endpoint: {0}")]
+    StartMetrics(#[source] io::Error),
 }
 
 struct Loop {
@@ -167,6 +176,8 @@ struct Loop {
     cids: ClientIds,
     /// A soft restart happened this turn (the management hold and state lines follow).
     restarted: bool,
+    /// With `warren-metrics`: the engine's and this thread's counters for the endpoint.
+    metrics: Option<(Metrics, ThreadPublisher)>,
 }
 
 /// The control thread's data path: the engine, this thread's shard (control datagrams go
@@ -277,10 +288,26 @@ pub fn run_server(
         io.tun.set_trust_checksums(true);
     }
     let config = server.data_plane_config();
+    let start = opts.clock.now();
+    let (metrics, http) = match opts.metrics.take() {
+        Some(listener) => {
+            let (m, registry) = Metrics::new(ios.len() + 1, start);
+            let addr = listener.local_addr().ok();
+            let http = MetricsServer::start(listener, registry, opts.clock)
+                .map_err(DriverError::StartMetrics)?;
+            if let Some(addr) = addr {
+                info!("Prometheus metrics on http://{addr}/metrics");
+            }
+            let own = m.thread(0, start);
+            (Some((m, own)), Some(http))
+        }
+        None => (None, None),
+    };
     let workers = if ios.is_empty() {
         None
     } else {
-        Some(Workers::start(ios, config, opts.clock).map_err(DriverError::StartWorkers)?)
+        let m = metrics.as_ref().map(|(m, _)| m);
+        Some(Workers::start(ios, config, opts.clock, m).map_err(DriverError::StartWorkers)?)
     };
     let threads = workers.as_ref().map_or(1, Workers::threads);
     let mtu = tun.mtu();
@@ -328,8 +355,12 @@ pub fn run_server(
         mgmt,
         cids: ClientIds::default(),
         restarted: false,
+        metrics,
     };
     let result = l.run();
+    if let Some(http) = http {
+        http.stop();
+    }
     if let Some(m) = l.mgmt.as_mut() {
         m.set_state(l.opts.clock.unix_now(), "EXITING", "SIGTERM", false, false);
         m.after(l.opts.clock.now());
@@ -411,6 +442,10 @@ impl Loop {
         }
         self.announce_up();
         self.after_input(now);
+        let clients = self.connected();
+        if let Some(s) = &mut self.opts.systemd {
+            s.ready(now, clients);
+        }
         loop {
             let now = self.opts.clock.now();
             let timeout = self
@@ -511,6 +546,11 @@ impl Loop {
                     .as_ref()
                     .map_or(Duration::from_secs(60), |s| s.interval);
                 self.next_status = Some(now + interval);
+            }
+            self.publish_metrics(now);
+            let clients = self.connected();
+            if let Some(s) = &mut self.opts.systemd {
+                s.tick(self.opts.clock.now(), clients);
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if now >= deadline {
@@ -619,6 +659,8 @@ impl Loop {
             self.shutdown_deadline,
             self.tcp.as_ref().and_then(TcpServer::next_deadline),
             self.mgmt.as_ref().and_then(Management::next_deadline),
+            self.metrics.as_ref().map(|(m, _)| m.next_deadline()),
+            self.opts.systemd.as_ref().and_then(Systemd::deadline),
         ]
         .into_iter()
         .flatten()
@@ -651,6 +693,9 @@ impl Loop {
                         false,
                     );
                 }
+                if let Some(s) = &mut self.opts.systemd {
+                    s.stopping();
+                }
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
@@ -670,7 +715,16 @@ impl Loop {
                 }
                 self.restarted = true;
             }
-            Signal::Hangup => self.reload(now),
+            Signal::Hangup => {
+                if let Some(s) = &mut self.opts.systemd {
+                    s.reloading();
+                }
+                self.reload(now);
+                let clients = self.connected();
+                if let Some(s) = &mut self.opts.systemd {
+                    s.reloaded(clients);
+                }
+            }
         }
         false
     }
@@ -807,6 +861,9 @@ impl Loop {
                 break;
             };
             log_event(&ev);
+            if let Some((m, _)) = &self.metrics {
+                m.on_event(&ev, &self.ctl.server);
+            }
             self.tcp_event(now, &ev);
             self.forward_to_auth(now, ev);
         }
@@ -934,6 +991,9 @@ impl Loop {
         let Some(auth) = self.opts.auth.as_mut() else {
             if let ServerEvent::AuthRequest { peer_id, .. } = ev {
                 warn!("refusing client peer_id={peer_id}: no authentication worker");
+                if let Some((m, _)) = &self.metrics {
+                    m.auth(false);
+                }
                 self.ctl
                     .server
                     .authorize(now, peer_id, AuthDecision::Reject { reason: None });
@@ -1074,19 +1134,24 @@ impl Loop {
             match m {
                 FromWorker::Decision {
                     peer_id, decision, ..
-                } => match self.mgmt.as_mut() {
-                    Some(m) if m.is_deferred(peer_id) => {
-                        let mut ctx = management::Ctx {
-                            server: &mut self.ctl.server,
-                            now,
-                            clock: self.opts.clock,
-                            title: &self.opts.title,
-                            cids: &self.cids,
-                        };
-                        m.database_decided(peer_id, decision, &mut ctx);
+                } => {
+                    if let Some((m, _)) = &self.metrics {
+                        m.auth(matches!(decision, AuthDecision::Accept(_)));
                     }
-                    _ => self.ctl.server.authorize(now, peer_id, decision),
-                },
+                    match self.mgmt.as_mut() {
+                        Some(m) if m.is_deferred(peer_id) => {
+                            let mut ctx = management::Ctx {
+                                server: &mut self.ctl.server,
+                                now,
+                                clock: self.opts.clock,
+                                title: &self.opts.title,
+                                cids: &self.cids,
+                            };
+                            m.database_decided(peer_id, decision, &mut ctx);
+                        }
+                        _ => self.ctl.server.authorize(now, peer_id, decision),
+                    }
+                }
                 FromWorker::Kick(k) => {
                     let n = self.ctl.server.kick_target(now, &k.target, &k.message);
                     if n > 0 {
@@ -1099,6 +1164,27 @@ impl Loop {
             }
         }
         self.auth_msgs = msgs;
+    }
+
+    /// Clients connected now (sessions past the handshake and authentication).
+    fn connected(&self) -> usize {
+        let s = &self.ctl.server;
+        s.session_count().saturating_sub(s.half_open_count())
+    }
+
+    /// With `warren-metrics`: adds this wake-up's work (from `woke`) to thread 0's busy
+    /// time and publishes its counters and the engine's when they are due.
+    fn publish_metrics(&mut self, woke: Instant) {
+        let Some((m, own)) = &mut self.metrics else {
+            return;
+        };
+        let end = self.opts.clock.now();
+        own.worked(woke, end);
+        own.maybe_publish(end, &self.pump.stats);
+        if m.engine_due(end) {
+            let tcp = self.tcp.as_ref().map(|t| &t.stats);
+            m.publish_engine(end, &self.ctl.server, tcp);
+        }
     }
 
     fn write_status(&mut self) {
@@ -1140,6 +1226,7 @@ fn log_event(ev: &ServerEvent) {
             vpn_ip6,
             cipher,
             ekm,
+            ..
         } => {
             let v6 = vpn_ip6
                 .map(|ip| format!(" vpn_ip6={ip}"))
@@ -1169,7 +1256,7 @@ fn log_event(ev: &ServerEvent) {
         ServerEvent::AuthRejected { addr, .. } => {
             debug!("client refused addr={addr}: AUTH_FAILED sent");
         }
-        ServerEvent::HandshakeFailed { addr, reason } => {
+        ServerEvent::HandshakeFailed { addr, reason, .. } => {
             warn!("handshake failed addr={addr} reason={reason}");
         }
         ServerEvent::AuthRequest {

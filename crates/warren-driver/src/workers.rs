@@ -41,6 +41,7 @@ use warren_openvpn::{
 };
 
 use crate::batch::{DataPath, LoopStats, Out, Pump, UdpIo, Via};
+use crate::metrics::{Metrics, ThreadPublisher};
 
 /// Longest pause of a worker's `poll` (it also wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -194,11 +195,12 @@ impl Shard {
             if self.forward.len() < MAX_FORWARD_PER_WAKE {
                 self.forward.push((dest, from, dgram.to_vec()));
             } else {
-                stats.engine_dropped += 1;
+                stats.drop_for(DropReason::Overloaded);
             }
             return None;
         }
-        let outcome = if DataPlane::is_data(dgram) {
+        let data = DataPlane::is_data(dgram);
+        let outcome = if data {
             self.plane.open(now, from, dgram)
         } else {
             control(&mut self.plane, dgram)
@@ -213,7 +215,7 @@ impl Shard {
                     .and_then(|pkt| Some((pkt, self.owner_of(pkt)?.1)));
                 match owner {
                     Some((pkt, o)) => self.outgoing[o].push(pkt),
-                    None => stats.engine_dropped += 1,
+                    None => stats.drop_for(DropReason::NoRoute),
                 }
                 None
             }
@@ -230,10 +232,13 @@ impl Shard {
             }
             DatagramOutcome::Consumed => None,
             DatagramOutcome::Dropped(reason) => {
-                stats.engine_dropped += 1;
-                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay)
-                    && DataPlane::is_data(dgram)
-                {
+                if data {
+                    stats.drop_for(reason);
+                } else {
+                    // The engine counted it (`Server::counters`).
+                    stats.engine_dropped += 1;
+                }
+                if matches!(reason, DropReason::DecryptFailed | DropReason::Replay) && data {
                     stats.data_auth_failed += 1;
                 }
                 trace!(%from, ?reason, "datagram dropped");
@@ -306,7 +311,7 @@ impl Shard {
         match outcome {
             EncapOutcome::Send { dst, range } => Some((dst, range)),
             EncapOutcome::Dropped(reason) => {
-                stats.engine_dropped += 1;
+                stats.drop_for(reason);
                 trace!(?reason, "tun packet dropped");
                 None
             }
@@ -446,8 +451,14 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`.
-    pub fn start(ios: Vec<WorkerIo>, config: DataPlaneConfig, clock: Clock) -> io::Result<Workers> {
+    /// Starts one thread per [`WorkerIo`]. Thread `i + 1` gets `ios[i]`, and publishes its
+    /// counters to `metrics` when given.
+    pub fn start(
+        ios: Vec<WorkerIo>,
+        config: DataPlaneConfig,
+        clock: Clock,
+        metrics: Option<&Metrics>,
+    ) -> io::Result<Workers> {
         let threads = ios.len() + 1;
         let (mailboxes, mut inboxes): (Vec<_>, Vec<_>) = (0..threads)
             .map(|_| mailbox::<Msg>())
@@ -460,7 +471,8 @@ impl Workers {
                 .iter()
                 .map(Mailbox::try_clone)
                 .collect::<io::Result<Vec<_>>>()?;
-            let worker = Worker::new(index, threads, io, config, inbox, all);
+            let mut worker = Worker::new(index, threads, io, config, inbox, all);
+            worker.publisher = metrics.map(|m| m.thread(index, clock.now()));
             let handle = std::thread::Builder::new()
                 .name(format!("warren-data-{index}"))
                 .spawn(move || worker.run(clock))?;
@@ -520,6 +532,8 @@ struct Worker {
     incoming: Vec<PacketBatch>,
     /// Datagrams of this worker's peers that arrived elsewhere.
     strays: Vec<(SocketAddr, Vec<u8>)>,
+    /// Where its counters go for the metrics endpoint, if there is one.
+    publisher: Option<ThreadPublisher>,
 }
 
 impl Worker {
@@ -544,6 +558,7 @@ impl Worker {
             mailboxes,
             incoming: Vec::new(),
             strays: Vec::new(),
+            publisher: None,
         }
     }
 
@@ -601,6 +616,11 @@ impl Worker {
             self.shard.put_own(own);
             // Events, handoffs and forwarded datagrams go out once per wake-up.
             self.shard.flush(&self.mailboxes);
+            if let Some(p) = &mut self.publisher {
+                let end = clock.now();
+                p.worked(now, end);
+                p.maybe_publish(end, &self.pump.stats);
+            }
         }
         debug!(worker = self.index, "data worker stopped");
         self.pump.stats

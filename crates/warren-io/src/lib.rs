@@ -23,6 +23,7 @@
 //! * [`Signals`]: SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 as a readable `signalfd`.
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
 //! * [`flock`]: advisory file locks (the state directory's lock file).
+//! * [`Notifier`]: systemd's `sd_notify` protocol over `$NOTIFY_SOCKET`.
 //! * [`ipv4_interface_addrs`]: the host's IPv4 interface addresses (`getifaddrs`).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The only OpenVPN knowledge here is
@@ -36,6 +37,7 @@ mod mgmt;
 mod poll;
 mod privs;
 mod rng;
+mod sdnotify;
 mod signals;
 mod tcp;
 mod tun;
@@ -50,6 +52,7 @@ pub use privs::{
     effective_capabilities, group_exists, group_id, group_name, is_root, user_exists, user_id,
 };
 pub use rng::OsRng;
+pub use sdnotify::{Notifier, watchdog_interval};
 pub use signals::{Signal, Signals};
 pub use tcp::{TcpBind, TcpBindError, TcpConn, TcpListener};
 pub use tun::{Tun, TunConfig, TunError};

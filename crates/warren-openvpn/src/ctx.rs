@@ -9,7 +9,7 @@ use warren_core::{Instant, PeerId, Rng};
 use warren_crypto::{CipherKind, ControlWrap, Role, TLS_CRYPT_OVERHEAD, TlsCryptV2Server};
 
 use crate::reliable::ReliableConfig;
-use crate::types::{DropReason, KeyDerivation, WrapConfig};
+use crate::types::{DropReason, HandshakeFailure, KeyDerivation, WrapConfig};
 
 /// Largest control packet we send, IP and UDP headers included (OpenVPN `tls-mtu` 1250).
 pub(crate) const TLS_MTU: usize = 1250;
@@ -41,12 +41,10 @@ pub(crate) enum SessionEvent {
     HandshakeFailed {
         addr: SocketAddr,
         reason: String,
+        kind: HandshakeFailure,
     },
     /// A key after the first is ready (`peer_id`: the server's, or the pushed one).
-    Renegotiated {
-        peer_id: Option<PeerId>,
-        key_id: u8,
-    },
+    Renegotiated { peer_id: Option<PeerId>, key_id: u8 },
 }
 
 /// A server's tls-crypt-v2 key and policy (`WrapConfig::TlsCryptV2Server`).
@@ -178,9 +176,9 @@ impl Ctx {
         (self.unix_time_at_zero + now.as_secs()) as u32
     }
 
-    pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String) {
+    pub fn handshake_failed(&mut self, addr: SocketAddr, reason: String, kind: HandshakeFailure) {
         self.events
-            .push_back(SessionEvent::HandshakeFailed { addr, reason });
+            .push_back(SessionEvent::HandshakeFailed { addr, reason, kind });
     }
 }
 

@@ -48,7 +48,7 @@ pub use server::{
 };
 pub use types::{
     ClientDisconnect, DATA_HEADROOM, DatagramOutcome, DisconnectReason, DropReason, EncapOutcome,
-    KeyDerivation, TlsCryptV2Settings, WrapConfig,
+    HandshakeFailure, KeyDerivation, TlsCryptV2Settings, WrapConfig,
 };
 
 /// `docs/architecture.md`: its example of the engine's call order is compiled and run as a

@@ -61,7 +61,9 @@ use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::pool::{Held, Pool};
 use crate::session::{ServerSide, Session, SessionError, Stage};
-use crate::types::{DatagramOutcome, DisconnectReason, DropReason, KeyDerivation, WrapConfig};
+use crate::types::{
+    DatagramOutcome, DisconnectReason, DropReason, HandshakeFailure, KeyDerivation, WrapConfig,
+};
 
 /// Everything the server engine needs; built by the CLI from `server.conf`.
 #[derive(Clone, Debug)]
@@ -249,6 +251,9 @@ pub enum ServerEvent {
         vpn_ip6: Option<Ipv6Addr>,
         cipher: CipherKind,
         ekm: bool,
+        /// From the session's creation (the client's first packet after the address check)
+        /// to this event: TLS, key exchange and authentication.
+        handshake: Duration,
     },
     Renegotiated {
         peer_id: PeerId,
@@ -266,6 +271,8 @@ pub enum ServerEvent {
     HandshakeFailed {
         addr: SocketAddr,
         reason: String,
+        /// What kind of failure `reason` describes.
+        kind: HandshakeFailure,
     },
     /// New sessions were refused, or half-open ones evicted, to protect the server. An
     /// attacker controls how often this happens, so it is rate-limited: at most one per
@@ -1428,6 +1435,8 @@ impl Server {
         }
         s.side.vpn_ip = Some(ip);
         s.side.vpn_ip6 = ip6;
+        // Until now `connected_since` is when the session was created.
+        let handshake = now.saturating_duration_since(s.connected_since);
         s.connected_since = now;
         let event = ServerEvent::Connected {
             peer_id: s.side.peer_id,
@@ -1437,6 +1446,7 @@ impl Server {
             vpn_ip6: ip6,
             cipher,
             ekm: s.ekm,
+            handshake,
         };
         s.set_push_reply(&mut self.ctx, now, opts);
         self.events.push_back(event);
@@ -1542,8 +1552,8 @@ impl Server {
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         while let Some(e) = self.ctx.events.pop_front() {
             self.events.push_back(match e {
-                SessionEvent::HandshakeFailed { addr, reason } => {
-                    ServerEvent::HandshakeFailed { addr, reason }
+                SessionEvent::HandshakeFailed { addr, reason, kind } => {
+                    ServerEvent::HandshakeFailed { addr, reason, kind }
                 }
                 SessionEvent::Renegotiated {
                     peer_id: Some(peer_id),

@@ -32,7 +32,9 @@ use crate::ctx::{Ctx, SessionEvent};
 use crate::dataplane::{Activity, DataKeyRef, PeerData, open_with, seal_with};
 use crate::keystate::{KeyState, KeyStateError, Phase};
 use crate::push::{PushedConfig, parse_pushed};
-use crate::types::{ClientDisconnect, DisconnectReason, DropReason, KeyDerivation};
+use crate::types::{
+    ClientDisconnect, DisconnectReason, DropReason, HandshakeFailure, KeyDerivation,
+};
 
 /// The most key states kept at once (primary, lame duck, and one being negotiated).
 const MAX_KEY_STATES: usize = 3;
@@ -349,6 +351,36 @@ impl SessionError {
             _ => WireAction::Reset,
         }
     }
+
+    /// The kind of handshake failure this error stands for (a metrics label).
+    pub fn failure_kind(&self) -> HandshakeFailure {
+        match self {
+            SessionError::KeyState(KeyStateError::Tls(e)) => match e {
+                rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::InvalidCertRevocationList(_) => HandshakeFailure::Certificate,
+                rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::UnsupportedCertificate
+                    | rustls::AlertDescription::CertificateRevoked
+                    | rustls::AlertDescription::CertificateExpired
+                    | rustls::AlertDescription::CertificateUnknown
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateRequired,
+                ) => HandshakeFailure::Certificate,
+                _ => HandshakeFailure::Tls,
+            },
+            SessionError::NoCommonName
+            | SessionError::CommonNameChanged { .. }
+            | SessionError::CertificateChanged => HandshakeFailure::Certificate,
+            SessionError::NoCommonCipher { .. }
+            | SessionError::NoFallbackCipher
+            | SessionError::NoCipher
+            | SessionError::PushedCipherNotOurs(_)
+            | SessionError::PushedNoCipher => HandshakeFailure::Cipher,
+            _ => HandshakeFailure::Protocol,
+        }
+    }
 }
 
 /// One peer's control session: the mechanics both roles share, and the role's own part.
@@ -522,7 +554,7 @@ impl<S: Side> Session<S> {
             WireAction::Reset => {
                 let reason = err.to_string();
                 if !self.side.identified() && !self.state.is_connected() {
-                    ctx.handshake_failed(self.addr, reason);
+                    ctx.handshake_failed(self.addr, reason, err.failure_kind());
                 } else {
                     tracing::warn!(
                         peer_id = S::peer_id(self).map(PeerId::get),
@@ -833,6 +865,7 @@ impl<S: Side> Session<S> {
                         ctx.handshake_failed(
                             self.addr,
                             "TLS handshake did not finish within hand-window".into(),
+                            HandshakeFailure::Timeout,
                         );
                     }
                     self.state.die(S::HANDSHAKE_TIMEOUT);

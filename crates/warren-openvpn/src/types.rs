@@ -130,6 +130,99 @@ pub enum DropReason {
     TooManyHandshakes,
 }
 
+impl DropReason {
+    /// Every reason, in declaration order (for per-reason counter arrays and metrics).
+    pub const ALL: [DropReason; 19] = [
+        DropReason::Malformed,
+        DropReason::UnknownOpcode,
+        DropReason::WrapAuthFailed,
+        DropReason::Replay,
+        DropReason::BadCookie,
+        DropReason::NoSession,
+        DropReason::NoKey,
+        DropReason::DecryptFailed,
+        DropReason::NotIp,
+        DropReason::NoRoute,
+        DropReason::TooManyClients,
+        DropReason::BadSource,
+        DropReason::LinkLocalSource,
+        DropReason::Ipv6Blocked,
+        DropReason::Unsupported,
+        DropReason::BadClientKey,
+        DropReason::ClientKeyRefused,
+        DropReason::Overloaded,
+        DropReason::TooManyHandshakes,
+    ];
+
+    /// The position of this reason in [`DropReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name (a metrics label value).
+    pub const fn label(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownOpcode => "unknown_opcode",
+            DropReason::WrapAuthFailed => "wrap_auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::NoSession => "no_session",
+            DropReason::NoKey => "no_key",
+            DropReason::DecryptFailed => "decrypt_failed",
+            DropReason::NotIp => "not_ip",
+            DropReason::NoRoute => "no_route",
+            DropReason::TooManyClients => "too_many_clients",
+            DropReason::BadSource => "bad_source",
+            DropReason::LinkLocalSource => "link_local_source",
+            DropReason::Ipv6Blocked => "ipv6_blocked",
+            DropReason::Unsupported => "unsupported",
+            DropReason::BadClientKey => "bad_client_key",
+            DropReason::ClientKeyRefused => "client_key_refused",
+            DropReason::Overloaded => "overloaded",
+            DropReason::TooManyHandshakes => "too_many_handshakes",
+        }
+    }
+}
+
+/// Why a handshake failed before the client was identified and connected, in a few
+/// kinds an operator acts on differently (the event's text has the details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// The client's certificate was refused (unknown CA, expired, revoked, wrong usage,
+    /// no common name) or it presented none.
+    Certificate,
+    /// Any other TLS failure (version or cipher-suite mismatch, an alert, bad records).
+    Tls,
+    /// No data-channel cipher both sides allow.
+    Cipher,
+    /// The handshake did not finish within hand-window.
+    Timeout,
+    /// Key-method 2 or other control-channel protocol errors.
+    Protocol,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 5] = [
+        HandshakeFailure::Certificate,
+        HandshakeFailure::Tls,
+        HandshakeFailure::Cipher,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Protocol,
+    ];
+
+    /// A stable snake_case name (a metrics label value).
+    pub const fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Certificate => "certificate",
+            HandshakeFailure::Tls => "tls",
+            HandshakeFailure::Cipher => "cipher",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Protocol => "protocol",
+        }
+    }
+}
+
 /// Why the server ended a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -150,6 +243,24 @@ pub enum DisconnectReason {
     ConnectionClosed,
 }
 
+impl DisconnectReason {
+    /// A stable snake_case name without the details (a metrics label value).
+    pub fn label(&self) -> &'static str {
+        match self {
+            DisconnectReason::ExitNotify => "exit_notify",
+            DisconnectReason::PingTimeout => "ping_timeout",
+            DisconnectReason::HandshakeTimeout => "handshake_timeout",
+            DisconnectReason::TlsError(_) => "tls_error",
+            DisconnectReason::Replaced => "replaced",
+            DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::AuthFailed => "auth_failed",
+            DisconnectReason::Kicked => "kicked",
+            DisconnectReason::Overloaded => "overloaded",
+            DisconnectReason::ConnectionClosed => "connection_closed",
+        }
+    }
+}
+
 /// Why a client session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -165,4 +276,24 @@ pub enum ClientDisconnect {
     TlsError(String),
     /// We closed it (`Client::close`).
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_listed_in_index_order_with_distinct_labels() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let mut labels: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+        let mut kinds: Vec<&str> = HandshakeFailure::ALL.iter().map(|k| k.label()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), HandshakeFailure::ALL.len());
+    }
 }

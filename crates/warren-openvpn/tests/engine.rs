@@ -21,9 +21,9 @@ use warren_openvpn::dataplane::DataPlane;
 use warren_openvpn::tls::{self, CertRole, ClientTlsOptions, ServerTlsOptions, TlsVersion};
 use warren_openvpn::{
     Client, ClientConfig, ClientDatagram, ClientDisconnect, ClientEvent, DATA_HEADROOM,
-    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, KeyDerivation,
-    KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, TlsCryptV2Settings, TunnelIpv6,
-    WrapConfig,
+    DatagramOutcome, DisconnectReason, DropReason, EncapOutcome, HalfOpenLimits, HandshakeFailure,
+    KeyDerivation, KickTarget, OverloadKind, Server, ServerConfig, ServerEvent, TlsCryptV2Settings,
+    TunnelIpv6, WrapConfig,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -721,8 +721,24 @@ fn udp_payload(ip: &[u8]) -> &[u8] {
 #[test]
 fn handshake_push_and_data_both_ways() {
     let mut w = World::new(&Setup::default(), 1, Impair::default());
+    let start = w.now;
     w.connect(Duration::from_secs(5));
     assert_eq!(w.client_ip(), Ipv4Addr::new(10, 8, 0, 2));
+    // From the session's creation (the client's first packet after the cookie, carrying
+    // its ClientHello) to key-method 2: at least one round trip of 5 ms each way, and no
+    // longer than the run.
+    let took = w
+        .server_events
+        .iter()
+        .find_map(|e| match e {
+            ServerEvent::Connected { handshake, .. } => Some(*handshake),
+            _ => None,
+        })
+        .expect("Connected");
+    assert!(
+        took >= Duration::from_millis(10) && took <= w.now.saturating_duration_since(start),
+        "handshake {took:?}"
+    );
     let ClientEvent::Connected {
         config,
         cipher,
@@ -1110,9 +1126,13 @@ fn client_from_another_ca_is_refused() {
     w.run_for(Duration::from_secs(10));
     assert!(!w.client.is_connected());
     assert!(
-        w.server_events
-            .iter()
-            .any(|e| matches!(e, ServerEvent::HandshakeFailed { .. })),
+        w.server_events.iter().any(|e| matches!(
+            e,
+            ServerEvent::HandshakeFailed {
+                kind: HandshakeFailure::Certificate,
+                ..
+            }
+        )),
         "{:?}",
         w.server_events
     );

@@ -440,6 +440,15 @@ fn serve(
         )?)
     };
     let listeners = tcp_listeners(cfg)?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(
+            warren_driver::MetricsListener::bind(addr)
+                .with_context(|| format!("opening the metrics endpoint `warren-metrics {addr}`"))?,
+        ),
+        None => None,
+    };
+    // Connected before the privilege drop: the socket's path may be root's.
+    let systemd = warren_driver::Systemd::from_env();
     let port_share = port_share_target(cfg)?;
     let prefix = cfg.prefix_len();
     // Opened before the privilege drop, like OpenVPN, so `user nobody` can still update it.
@@ -619,6 +628,8 @@ fn serve(
         reload: Some(reload),
         watch: crate::crl::watcher(cfg, live),
         management,
+        metrics,
+        systemd,
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
