@@ -703,6 +703,7 @@ mod tests {
             addr: SocketAddr::from(([192, 0, 2, peer_id as u8], 1194)),
             vpn_ip: None,
             vpn_ip6: Some(ip6.parse().expect("ip")),
+            iroutes: Vec::new(),
             data_v2: true,
             stream: false,
             send: Some(key.clone()),

@@ -15,6 +15,13 @@
 //! IPv6 multicast (`ff00::/8`) goes to every peer, which the driver does with
 //! [`DataPlane::is_multicast`] and [`DataPlane::seal_to`].
 //!
+//! A peer may also own client networks ([`Iroute`], `iroute` / `iroute-ipv6` in a
+//! client-config-dir, or a user's subnets): tun packets for an address inside one go to
+//! that peer (longest prefix wins; a tunnel address beats any network), and the peer may
+//! send from addresses inside its own networks (openvpn-ops.md §3.4, §6.4). The networks
+//! live in one small table per family, sorted longest prefix first, so a lookup is a hash
+//! probe and then a scan that allocates nothing.
+//!
 //! * what is shared between the control side and every worker is immutable or atomic:
 //!   the [`DataKeys`] (`Arc`), each key's send counter ([`TxCounter`], one `fetch_add` per
 //!   packet, so ids stay unique whoever seals) and each peer's [`Activity`] (last packet
@@ -134,6 +141,111 @@ pub(crate) fn ip_addrs(pkt: &[u8]) -> Option<Addrs> {
 /// `fe80::/10`.
 fn is_link_local(a: Ipv6Addr) -> bool {
     a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// A client network: packets for it go to the client that owns it, and that client may
+/// send from addresses inside it (OpenVPN `iroute NET MASK` / `iroute-ipv6 P/B`).
+///
+/// The constructors clear host bits, so `network` is always the first address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Iroute {
+    V4 { network: Ipv4Addr, len: u8 },
+    V6 { network: Ipv6Addr, len: u8 },
+}
+
+impl Iroute {
+    /// `addr/len` with host bits cleared; `None` when `len` > 32.
+    pub fn v4(addr: Ipv4Addr, len: u8) -> Option<Iroute> {
+        (len <= 32).then(|| Iroute::V4 {
+            network: Ipv4Addr::from(u32::from(addr) & mask4(len)),
+            len,
+        })
+    }
+
+    /// `addr/len` with host bits cleared; `None` when `len` > 128.
+    pub fn v6(addr: Ipv6Addr, len: u8) -> Option<Iroute> {
+        (len <= 128).then(|| Iroute::V6 {
+            network: Ipv6Addr::from(u128::from(addr) & mask6(len)),
+            len,
+        })
+    }
+
+    /// Whether the IPv4 address `a` is inside this network.
+    pub fn contains_v4(&self, a: Ipv4Addr) -> bool {
+        match *self {
+            Iroute::V4 { network, len } => u32::from(a) & mask4(len) == u32::from(network),
+            Iroute::V6 { .. } => false,
+        }
+    }
+
+    /// Whether the IPv6 address `a` is inside this network.
+    pub fn contains_v6(&self, a: Ipv6Addr) -> bool {
+        match *self {
+            Iroute::V6 { network, len } => u128::from(a) & mask6(len) == u128::from(network),
+            Iroute::V4 { .. } => false,
+        }
+    }
+
+    /// The prefix length.
+    pub fn len(&self) -> u8 {
+        match *self {
+            Iroute::V4 { len, .. } | Iroute::V6 { len, .. } => len,
+        }
+    }
+}
+
+impl std::fmt::Display for Iroute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Iroute::V4 { network, len } => write!(f, "{network}/{len}"),
+            Iroute::V6 { network, len } => write!(f, "{network}/{len}"),
+        }
+    }
+}
+
+fn mask4(len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
+}
+
+fn mask6(len: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0)
+}
+
+/// One family's client networks, longest prefix first: `(network, mask, len, peer)`.
+#[derive(Debug)]
+struct PrefixTable<T> {
+    entries: Vec<(T, T, u8, PeerId)>,
+}
+
+impl<T> Default for PrefixTable<T> {
+    fn default() -> Self {
+        PrefixTable {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::ops::BitAnd<Output = T>> PrefixTable<T> {
+    fn insert(&mut self, network: T, mask: T, len: u8, peer: PeerId) {
+        // A network another peer claimed is taken over (the newest owner wins, as a
+        // client that re-learns a route in OpenVPN's vhash does).
+        self.entries.retain(|e| !(e.0 == network && e.2 == len));
+        let at = self.entries.partition_point(|e| e.2 >= len);
+        self.entries.insert(at, (network, mask, len, peer));
+    }
+
+    fn remove_peer(&mut self, peer: PeerId) {
+        self.entries.retain(|e| e.3 != peer);
+    }
+
+    /// The peer owning the longest prefix that holds `a`.
+    fn lookup(&self, a: T) -> Option<PeerId> {
+        self.entries.iter().find(|e| a & e.1 == e.0).map(|e| e.3)
+    }
 }
 
 /// The send packet-id counter of one data key, shared by everything that seals with it.
@@ -266,6 +378,8 @@ pub struct PeerData {
     pub vpn_ip: Option<Ipv4Addr>,
     /// The peer's IPv6 tunnel address, when the tunnel carries IPv6.
     pub vpn_ip6: Option<Ipv6Addr>,
+    /// The client networks this peer owns (`iroute`, `iroute-ipv6`, a user's subnets).
+    pub iroutes: Vec<Iroute>,
     /// Send P_DATA_V2 with the peer id (the client announced support), else P_DATA_V1.
     pub data_v2: bool,
     /// The peer is on a TCP connection (`Server::stream_opened`): its packets come only
@@ -360,6 +474,9 @@ pub struct DataPlane {
     peers: Vec<Option<PlanePeer>>,
     by_vpn_ip: HashMap<Ipv4Addr, PeerId>,
     by_vpn_ip6: HashMap<Ipv6Addr, PeerId>,
+    /// The peers' client networks ([`Iroute`]), longest prefix first.
+    routes4: PrefixTable<u32>,
+    routes6: PrefixTable<u128>,
     /// For P_DATA_V1 and the undefined peer id (clients without a peer id).
     by_addr: HashMap<SocketAddr, PeerId>,
     events: VecDeque<DataEvent>,
@@ -385,6 +502,8 @@ impl DataPlane {
             peers: Vec::new(),
             by_vpn_ip: HashMap::new(),
             by_vpn_ip6: HashMap::new(),
+            routes4: PrefixTable::default(),
+            routes6: PrefixTable::default(),
             by_addr: HashMap::new(),
             events: VecDeque::new(),
             dropped: 0,
@@ -475,6 +594,18 @@ impl DataPlane {
                 if let Some(ip) = data.vpn_ip6 {
                     self.by_vpn_ip6.insert(ip, data.peer_id);
                 }
+                for r in &data.iroutes {
+                    match *r {
+                        Iroute::V4 { network, len } => {
+                            self.routes4
+                                .insert(u32::from(network), mask4(len), len, data.peer_id)
+                        }
+                        Iroute::V6 { network, len } => {
+                            self.routes6
+                                .insert(u128::from(network), mask6(len), len, data.peer_id)
+                        }
+                    }
+                }
                 self.by_addr.insert(data.addr, data.peer_id);
                 self.peers[idx] = Some(PlanePeer {
                     data,
@@ -502,6 +633,42 @@ impl DataPlane {
         if self.by_addr.get(&data.addr) == Some(&data.peer_id) {
             self.by_addr.remove(&data.addr);
         }
+        if !data.iroutes.is_empty() {
+            self.routes4.remove_peer(data.peer_id);
+            self.routes6.remove_peer(data.peer_id);
+        }
+    }
+
+    /// Whether `a`'s source is inside one of `peer_id`'s client networks.
+    fn owns_source(&self, peer_id: PeerId, a: &Addrs) -> bool {
+        let Some(p) = self
+            .peers
+            .get(peer_id.get() as usize)
+            .and_then(Option::as_ref)
+        else {
+            return false;
+        };
+        p.data.iroutes.iter().any(|r| match *a {
+            Addrs::V4(src, _) => r.contains_v4(src),
+            Addrs::V6(src, _) => r.contains_v6(src),
+        })
+    }
+
+    /// The peer for IPv4 destination `dst`: the one with that tunnel address, else the
+    /// owner of the longest client network holding it.
+    fn lookup_v4(&self, dst: Ipv4Addr) -> Option<PeerId> {
+        match self.by_vpn_ip.get(&dst) {
+            Some(&p) => Some(p),
+            None => self.routes4.lookup(u32::from(dst)),
+        }
+    }
+
+    /// [`Self::lookup_v4`] for IPv6.
+    fn lookup_v6(&self, dst: Ipv6Addr) -> Option<PeerId> {
+        match self.by_vpn_ip6.get(&dst) {
+            Some(&p) => Some(p),
+            None => self.routes6.lookup(u128::from(dst)),
+        }
     }
 
     /// The next event for the control side.
@@ -515,8 +682,8 @@ impl DataPlane {
     /// peer (see [`DataPlane::is_multicast`]).
     pub fn route(&self, pkt: &[u8]) -> Option<PeerId> {
         match ip_addrs(pkt)? {
-            Addrs::V4(_, dst) => self.by_vpn_ip.get(&dst).copied(),
-            Addrs::V6(_, dst) => self.by_vpn_ip6.get(&dst).copied(),
+            Addrs::V4(_, dst) => self.lookup_v4(dst),
+            Addrs::V6(_, dst) => self.lookup_v6(dst),
         }
     }
 
@@ -637,26 +804,27 @@ impl DataPlane {
             };
         }
         // multi.c: "bad source address from client": no spoofing of other addresses.
+        // The source must be the peer's tunnel address or inside one of its networks.
         let other = match ip_addrs(payload) {
             None => return self.drop_packet(DropReason::NotIp),
-            Some(Addrs::V4(src, dst)) => {
-                if Some(src) != vpn_ip {
+            Some(a @ Addrs::V4(src, dst)) => {
+                if Some(src) != vpn_ip && !self.owns_source(peer_id, &a) {
                     return self.drop_packet(DropReason::BadSource);
                 }
-                self.by_vpn_ip.get(&dst)
+                self.lookup_v4(dst)
             }
-            Some(Addrs::V6(src, dst)) => {
-                if Some(src) != vpn_ip6 {
+            Some(a @ Addrs::V6(src, dst)) => {
+                if Some(src) != vpn_ip6 && !self.owns_source(peer_id, &a) {
                     return self.drop_packet(if is_link_local(src) {
                         DropReason::LinkLocalSource
                     } else {
                         DropReason::BadSource
                     });
                 }
-                self.by_vpn_ip6.get(&dst)
+                self.lookup_v6(dst)
             }
         };
-        let to_other = other.is_some_and(|&o| o != peer_id);
+        let to_other = other.is_some_and(|o| o != peer_id);
         if let Some(mss) = self.config.mss {
             crate::mss::clamp(payload, mss);
         }
@@ -754,6 +922,7 @@ pub(crate) struct Published {
     pub addr: SocketAddr,
     pub vpn_ip: Option<Ipv4Addr>,
     pub vpn_ip6: Option<Ipv6Addr>,
+    pub iroutes: Vec<Iroute>,
     pub data_v2: bool,
     pub stream: bool,
     /// Identity (pointer) and key id of the send key and of each receive key.
@@ -769,6 +938,7 @@ impl Published {
             addr: d.addr,
             vpn_ip: d.vpn_ip,
             vpn_ip6: d.vpn_ip6,
+            iroutes: d.iroutes.clone(),
             data_v2: d.data_v2,
             stream: d.stream,
             send: d.send.as_ref().map(id),
@@ -829,6 +999,7 @@ mod tests {
             addr: SocketAddr::from(([192, 0, 2, 5], 1194)),
             vpn_ip: Some(Ipv4Addr::new(10, 8, 0, 6)),
             vpn_ip6: None,
+            iroutes: Vec::new(),
             data_v2: true,
             stream: false,
             send: Some(key.clone()),
@@ -1109,6 +1280,124 @@ mod tests {
             None,
             "its old IPv6 route is gone"
         );
+    }
+
+    fn net(s: &str) -> Iroute {
+        let (a, l) = s.split_once('/').unwrap();
+        let len = l.parse().unwrap();
+        match a.parse::<std::net::IpAddr>().unwrap() {
+            std::net::IpAddr::V4(a) => Iroute::v4(a, len).unwrap(),
+            std::net::IpAddr::V6(a) => Iroute::v6(a, len).unwrap(),
+        }
+    }
+
+    #[test]
+    fn iroutes_clear_host_bits_and_contain() {
+        assert_eq!(net("192.168.50.7/24").to_string(), "192.168.50.0/24");
+        assert_eq!(net("fd00:77::1/64").to_string(), "fd00:77::/64");
+        assert!(net("10.0.0.0/8").contains_v4(Ipv4Addr::new(10, 255, 1, 1)));
+        assert!(!net("10.0.0.0/8").contains_v4(Ipv4Addr::new(11, 0, 0, 1)));
+        assert!(net("0.0.0.0/0").contains_v4(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(net("1.2.3.4/32").contains_v4(Ipv4Addr::new(1, 2, 3, 4)));
+        assert!(!net("1.2.3.4/32").contains_v4(Ipv4Addr::new(1, 2, 3, 5)));
+        assert!(net("fd00:77::/64").contains_v6(v6("fd00:77::abcd")));
+        assert!(!net("fd00:77::/64").contains_v6(v6("fd00:78::1")));
+        assert!(net("::/0").contains_v6(v6("2001:db8::1")));
+        assert!(
+            !net("10.0.0.0/8").contains_v6(v6("::a00:1")),
+            "families never mix"
+        );
+        assert_eq!(Iroute::v4(Ipv4Addr::LOCALHOST, 33), None);
+        assert_eq!(Iroute::v6(Ipv6Addr::LOCALHOST, 129), None);
+    }
+
+    fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        let mut buf = ipv4_to(dst);
+        buf[DATA_HEADROOM + 12..DATA_HEADROOM + 16].copy_from_slice(&src.octets());
+        buf
+    }
+
+    #[test]
+    fn client_networks_route_by_longest_prefix_and_pass_the_source_check() {
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: true,
+            mss: None,
+            block_ipv6: None,
+        });
+        let mut a = dual_stack(3, [10, 8, 0, 2], "fd00:8::1000");
+        a.iroutes = vec![net("192.168.0.0/16"), net("fd00:77::/32")];
+        let mut b = dual_stack(4, [10, 8, 0, 3], "fd00:8::1001");
+        b.iroutes = vec![net("192.168.50.0/24"), net("fd00:77:1::/64")];
+        plane.apply(DataChange::Update(a.clone()));
+        plane.apply(DataChange::Update(b.clone()));
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let to4 =
+            |p: &DataPlane, d: &str| p.route(&ipv4_packet(ip("10.8.0.1"), ip(d))[DATA_HEADROOM..]);
+        let to6 =
+            |p: &DataPlane, d: &str| p.route(&ipv6_packet(v6("fd00:8::1"), v6(d))[DATA_HEADROOM..]);
+        assert_eq!(to4(&plane, "192.168.1.1"), Some(pid(3)));
+        assert_eq!(
+            to4(&plane, "192.168.50.9"),
+            Some(pid(4)),
+            "the longer prefix wins"
+        );
+        assert_eq!(
+            to4(&plane, "10.8.0.3"),
+            Some(pid(4)),
+            "tunnel addresses still route"
+        );
+        assert_eq!(to4(&plane, "172.16.0.1"), None);
+        assert_eq!(to6(&plane, "fd00:77:2::1"), Some(pid(3)));
+        assert_eq!(to6(&plane, "fd00:77:1::1"), Some(pid(4)));
+        assert_eq!(to6(&plane, "fd00:78::1"), None);
+
+        // Peer 3 sends from its networks: accepted, to the tun or to peer 4's network.
+        let now = Instant::from_secs(1);
+        let from = a.addr;
+        let mut d = sealed_by_client(ipv4_packet(ip("192.168.7.7"), ip("10.8.0.1")), 1);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Tun(_)
+        ));
+        let mut d = sealed_by_client(ipv4_packet(ip("192.168.7.7"), ip("192.168.50.1")), 2);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::ClientToClient(_)
+        ));
+        let mut d = sealed_by_client(ipv6_packet(v6("fd00:77:5::9"), v6("fd00:8::1")), 3);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Tun(_)
+        ));
+        // Anything outside them is still dropped.
+        for (i, pkt) in [
+            ipv4_packet(ip("172.16.0.1"), ip("10.8.0.1")),
+            ipv4_packet(ip("10.8.0.3"), ip("10.8.0.1")),
+            ipv6_packet(v6("fd00:78::1"), v6("fd00:8::1")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut d = sealed_by_client(pkt, 10 + i as u32);
+            assert_eq!(
+                plane.open(now, from, &mut d),
+                DatagramOutcome::Dropped(DropReason::BadSource),
+                "packet {i}"
+            );
+        }
+
+        // Peer 4 leaves: its networks fall back to peer 3's shorter prefix.
+        plane.apply(DataChange::Remove {
+            peer_id: pid(4),
+            generation: b.generation,
+        });
+        assert_eq!(to4(&plane, "192.168.50.9"), Some(pid(3)));
+        assert_eq!(to6(&plane, "fd00:77:1::1"), Some(pid(3)));
+        // Peer 3 loses its networks on an update: gone from the table.
+        a.iroutes.clear();
+        plane.apply(DataChange::Update(a));
+        assert_eq!(to4(&plane, "192.168.1.1"), None);
+        assert_eq!(to6(&plane, "fd00:77:2::1"), None);
     }
 
     #[test]

@@ -38,8 +38,8 @@ mod types;
 
 pub use client::{Client, ClientConfig, ClientDatagram, ClientEvent, ClientSetupError};
 pub use dataplane::{
-    Activity, BlockIpv6, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, PeerData,
-    TxCounter,
+    Activity, BlockIpv6, DataChange, DataEvent, DataKeyRef, DataPlane, DataPlaneConfig, Iroute,
+    PeerData, TxCounter,
 };
 pub use push::{PushedConfig, PushedRoute, PushedRouteIpv6};
 pub use server::{

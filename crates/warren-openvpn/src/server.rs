@@ -218,8 +218,58 @@ pub struct AuthGrant {
     /// [`crate::pool`]): a pool address nobody holds, or the client is refused as when the
     /// pool is exhausted. `None`: the lowest free address.
     pub fixed_ip: Option<Ipv4Addr>,
-    /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`).
+    /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`), after the
+    /// server's own (a client-config-dir's `push` lines, a user's pushes).
     pub push: Vec<String>,
+    /// `push-reset`: the server config's `push` lines are not sent to this client (the
+    /// options the server generates, `route-gateway`, `topology`, `ping`, stay).
+    pub push_reset: bool,
+    /// `ifconfig-ipv6-push ADDR/BITS`: this client's IPv6 address and the bits pushed with
+    /// it, instead of the IPv6 pool's (only when the tunnel carries IPv6).
+    pub fixed_ip6: Option<(Ipv6Addr, u8)>,
+    /// The client's networks (`iroute`, `iroute-ipv6`, a user's subnets): packets for them
+    /// go to this client and it may send from them. A server `push "route ..."` (or
+    /// `route-ipv6`) for exactly one of them is not pushed to this client (openvpn-ops.md
+    /// §6.4), so a site does not route its own network into the tunnel.
+    pub iroutes: Vec<crate::dataplane::Iroute>,
+}
+
+/// Whether `opt` is `route NET [MASK]` or `route-ipv6 P/B` (no gateway) naming exactly one
+/// of `iroutes` (OpenVPN multi.c `remove_iroutes_from_push_route_list`).
+fn pushes_own_iroute(opt: &str, iroutes: &[crate::dataplane::Iroute]) -> bool {
+    use crate::dataplane::Iroute;
+    if iroutes.is_empty() {
+        return false;
+    }
+    let t: Vec<&str> = opt.split_ascii_whitespace().collect();
+    let net = match t.as_slice() {
+        ["route", net] | ["route", net, "255.255.255.255"] => {
+            net.parse::<Ipv4Addr>().ok().and_then(|n| {
+                Iroute::v4(n, 32).filter(|r| {
+                    *r == Iroute::V4 {
+                        network: n,
+                        len: 32,
+                    }
+                })
+            })
+        }
+        ["route", net, mask] => match (net.parse::<Ipv4Addr>(), mask.parse::<Ipv4Addr>()) {
+            (Ok(n), Ok(m)) => {
+                let len = u32::from(m).leading_ones() as u8;
+                (u32::from(m).checked_shl(u32::from(len)).unwrap_or(0) == 0)
+                    .then(|| Iroute::v4(n, len))
+                    .flatten()
+                    .filter(|r| *r == Iroute::V4 { network: n, len })
+            }
+            _ => None,
+        },
+        ["route-ipv6", p] => p.split_once('/').and_then(|(a, b)| {
+            let (a, len) = (a.parse::<Ipv6Addr>().ok()?, b.parse::<u8>().ok()?);
+            Iroute::v6(a, len).filter(|r| *r == Iroute::V6 { network: a, len })
+        }),
+        _ => None,
+    };
+    net.is_some_and(|n| iroutes.contains(&n))
 }
 
 #[derive(Debug, Clone)]
@@ -1398,7 +1448,14 @@ impl Server {
         // (`server-ipv6`, `server`, `keepalive`) added, then the per-client pushes, then the
         // per-client options.
         let mut opts = Vec::new();
-        opts.extend(cfg.push.iter().cloned());
+        if !grant.push_reset {
+            opts.extend(
+                cfg.push
+                    .iter()
+                    .filter(|o| !pushes_own_iroute(o, &grant.iroutes))
+                    .cloned(),
+            );
+        }
         if cfg.ipv6.is_some_and(|v| v.push_tun_ipv6) {
             opts.push("tun-ipv6".to_string());
         }
@@ -1410,10 +1467,21 @@ impl Server {
         if let Some(p) = cfg.push_ping_restart {
             opts.push(format!("ping-restart {p}"));
         }
-        opts.extend(grant.push.iter().cloned());
+        opts.extend(
+            grant
+                .push
+                .iter()
+                .filter(|o| !pushes_own_iroute(o, &grant.iroutes))
+                .cloned(),
+        );
+        // `ifconfig-ipv6-push` replaces the pool's IPv6 address (multi.c).
+        let (ip6, netbits6) = match (grant.fixed_ip6, cfg.ipv6) {
+            (Some((a, bits)), Some(_)) => (Some(a), bits),
+            (_, v6) => (ip6, v6.map(|v| v.netbits).unwrap_or(64)),
+        };
         if let (Some(ip6), Some(v6)) = (ip6, cfg.ipv6) {
             // push.c prepare_push_reply: the server's own address is the remote.
-            opts.push(format!("ifconfig-ipv6 {ip6}/{} {}", v6.netbits, v6.local));
+            opts.push(format!("ifconfig-ipv6 {ip6}/{netbits6} {}", v6.local));
         }
         opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
@@ -1435,6 +1503,7 @@ impl Server {
         }
         s.side.vpn_ip = Some(ip);
         s.side.vpn_ip6 = ip6;
+        s.side.iroutes = grant.iroutes;
         // Until now `connected_since` is when the session was created.
         let handshake = now.saturating_duration_since(s.connected_since);
         s.connected_since = now;
@@ -1673,6 +1742,33 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().expect("address")
+    }
+
+    #[test]
+    fn a_client_is_not_pushed_routes_to_its_own_networks() {
+        use crate::dataplane::Iroute;
+        let own = [
+            Iroute::v4(Ipv4Addr::new(192, 168, 77, 0), 24).expect("net"),
+            Iroute::v4(Ipv4Addr::new(10, 9, 9, 9), 32).expect("net"),
+            Iroute::v6("fd00:77::".parse().expect("ip"), 64).expect("net"),
+        ];
+        for (opt, removed) in [
+            ("route 192.168.77.0 255.255.255.0", true),
+            ("route  192.168.77.0   255.255.255.0", true),
+            ("route 10.9.9.9", true),
+            ("route 10.9.9.9 255.255.255.255", true),
+            ("route-ipv6 fd00:77::/64", true),
+            // Only the exact network, and only without a gateway (OpenVPN multi.c).
+            ("route 192.168.0.0 255.255.0.0", false),
+            ("route 192.168.77.0 255.255.255.0 10.8.0.1", false),
+            ("route-ipv6 fd00:77::/48", false),
+            ("route-ipv6 fd00:77::/64 fd00:8::1", false),
+            ("route 192.168.78.0 255.255.255.0", false),
+            ("dhcp-option DNS 192.168.77.1", false),
+        ] {
+            assert_eq!(pushes_own_iroute(opt, &own), removed, "{opt}");
+        }
+        assert!(!pushes_own_iroute("route 192.168.77.0 255.255.255.0", &[]));
     }
 
     #[test]

@@ -1046,6 +1046,8 @@ pub(crate) struct ServerSide {
     pub vpn_ip: Option<Ipv4Addr>,
     /// The client's IPv6 tunnel address (from the IPv6 pool).
     pub vpn_ip6: Option<Ipv6Addr>,
+    /// The client networks it owns (`iroute`, `iroute-ipv6`).
+    pub iroutes: Vec<crate::dataplane::Iroute>,
     /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
     /// for an authentication decision.
     pub pending_password: Option<String>,
@@ -1067,6 +1069,7 @@ impl ServerSide {
             peer_info: None,
             vpn_ip: None,
             vpn_ip6: None,
+            iroutes: Vec::new(),
             pending_password: None,
             request_push: false,
             push_options: None,
@@ -1347,6 +1350,7 @@ impl Session<ServerSide> {
             addr: self.addr,
             vpn_ip: self.side.vpn_ip,
             vpn_ip6: self.side.vpn_ip6,
+            iroutes: self.side.iroutes.clone(),
             data_v2: self.data_v2.is_some(),
             // Known to the server only (`Server::refresh_data` sets it).
             stream: false,
