@@ -155,6 +155,7 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
 
 const PUSHED_ONLY: &str = "this is pushed by the server, never set in a config file";
 const CLIENT_ONLY: &str = "this is a client directive; it has no place in a server config";
+const CCD_ONLY: &str = "these belong in a client-config-dir file (`client-config-dir DIR`, one file per client), not in the server config";
 const SERVER_ONLY: &str = "this is a server directive; it has no place in a client config";
 const SCRIPT: &str = "warren never runs external scripts; remove it, or add `ignore-unknown-option <name>` \
     before it to skip it on purpose (OpenVPN itself is not affected by that line)";
@@ -458,58 +459,22 @@ const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     ("client-disconnect", SCRIPT, false),
     ("client-crresponse", SCRIPT, true),
     ("learn-address", SCRIPT, false),
-    (
-        "client-config-dir",
-        "per-client config directories are not supported yet; ignoring it would give clients the wrong \
-         settings",
-        true,
-    ),
-    (
-        "ccd-exclusive",
-        "per-client config directories are not supported yet",
-        true,
-    ),
     ("server-bridge", "tap bridging is not supported yet", true),
     (
         "ifconfig-pool",
         "custom pools are not supported yet; the pool comes from `server`",
         true,
     ),
-    (
-        "ifconfig-push",
-        "static client addresses (ccd) are not supported yet",
-        true,
-    ),
-    (
-        "ifconfig-ipv6-push",
-        "per-client config directories (ccd) are not supported yet",
-        true,
-    ),
+    ("ifconfig-push", CCD_ONLY, true),
+    ("ifconfig-ipv6-push", CCD_ONLY, true),
     (
         "ifconfig-push-constraint",
         "static client addresses (ccd) are not supported yet",
         true,
     ),
-    (
-        "iroute",
-        "client subnets (ccd iroute) are not supported yet",
-        true,
-    ),
-    (
-        "iroute-ipv6",
-        "per-client config directories (ccd) are not supported yet",
-        true,
-    ),
-    (
-        "route",
-        "server-side routes to client networks are not supported yet",
-        false,
-    ),
-    (
-        "push-reset",
-        "per-client push changes (ccd) are not supported yet",
-        true,
-    ),
+    ("iroute", CCD_ONLY, true),
+    ("iroute-ipv6", CCD_ONLY, true),
+    ("push-reset", CCD_ONLY, true),
     (
         "push-remove",
         "per-client push changes (ccd) are not supported yet",

@@ -147,6 +147,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod ccd;
 mod client;
 mod connection;
 mod directives;
@@ -165,6 +166,7 @@ mod zero;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use ccd::{ClientOptions, ccd_file_name, client_options_from_str, load_client_options};
 pub use client::{ClientConfig, client_config_from_str, load_client_config};
 pub use connection::{
     DEFAULT_CONNECT_RETRY, DEFAULT_CONNECT_RETRY_MAX, DEFAULT_SERVER_POLL_TIMEOUT, EntryOptions,
@@ -178,7 +180,7 @@ pub use proxy::{
     DEFAULT_SOCKS_PORT, HttpProxy, HttpVersion, MAX_CUSTOM_HEADERS, Proxy, ProxyCredentials,
     SocksProxy,
 };
-pub use server::{ServerConfig, load_server_config, server_config_from_str};
+pub use server::{ServerConfig, ServerRoute, load_server_config, server_config_from_str};
 pub use settings::{ServerIpv6, Session, defaults};
 pub use types::{
     CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto,

@@ -74,6 +74,14 @@ pub struct ServerConfig {
     /// `block-ipv6`: IPv6 packets from clients are answered with ICMPv6 "no route"
     /// ([`ServerConfig::block_ipv6_from`]).
     pub block_ipv6: bool,
+    /// `route NETWORK [NETMASK [GATEWAY [METRIC]]]`: kernel routes into the server's tun
+    /// (for client networks, `iroute` in a client-config-dir).
+    pub routes: Vec<ServerRoute>,
+    /// `client-config-dir DIR`: per-client option files ([`crate::ClientOptions`]), read
+    /// when each client connects.
+    pub client_config_dir: Option<PathBuf>,
+    /// `ccd-exclusive`: refuse clients without their own file in `client_config_dir`.
+    pub ccd_exclusive: bool,
     /// `push "..."` contents, unquoted, in order.
     pub push: Vec<String>,
     /// `keepalive INTERVAL TIMEOUT`.
@@ -181,6 +189,21 @@ pub struct ServerConfig {
     pub source: PathBuf,
 }
 
+/// A server `route` line: an IPv4 network routed into the tun (the gateway OpenVPN
+/// computes does not matter on a tun, openvpn-ops.md §6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerRoute {
+    pub network: Ipv4Addr,
+    pub len: u8,
+    pub metric: Option<u32>,
+}
+
+impl std::fmt::Display for ServerRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.len)
+    }
+}
+
 /// Directives [`ServerConfig`] lowering takes (besides `setenv` and
 /// `ignore-unknown-option`).
 pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
@@ -214,6 +237,9 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "ifconfig-ipv6-pool",
     "block-ipv6",
     "tls-crypt-v2-max-age",
+    "route",
+    "client-config-dir",
+    "ccd-exclusive",
 ];
 
 /// Reads and lowers a server config file. Relative paths inside resolve
@@ -317,6 +343,13 @@ pub(crate) fn lower_server(
             "DH parameters are not used: warren negotiates ECDHE only; `dh none` says so explicitly",
         );
     }
+    if let (Some(loc), None) = (&s.ccd_exclusive, &s.client_config_dir) {
+        return Err(ConfigError::Conflict {
+            location: loc.clone(),
+            message: "`ccd-exclusive` needs `client-config-dir DIR` (the files clients must have)"
+                .into(),
+        });
+    }
     let state = match (s.state_dir, s.auth) {
         (Some(dir), auth) => Some(StateDir {
             dir,
@@ -387,18 +420,35 @@ pub(crate) fn lower_server(
              address); or use `server-ipv6 PREFIX/BITS`, which sets both",
         ));
     }
-    if let Some(r) = c.route_ipv6.first() {
+    let first_route = c
+        .route_ipv6
+        .first()
+        .map(|r| ("route-ipv6", r.network.to_string()))
+        .or_else(|| s.routes.first().map(|r| ("route", r.to_string())));
+    if let Some((name, net)) = first_route
+        && s.client_config_dir.is_none()
+        && state.is_none()
+    {
         let loc = lw.file_location();
         lw.warn(
             &loc,
-            "route-ipv6",
+            name,
             format!(
-                "{} is routed into the tun, but warren hands such packets to a client only by its \
-                 own address: client networks (`iroute-ipv6` in a client-config-dir) are not \
-                 supported yet",
-                r.network
+                "{net} is routed into the tun, but no client owns it: give a client the network \
+                 with `iroute`/`iroute-ipv6` in a `client-config-dir` file (or `warren user set \
+                 NAME --subnet` with a state directory); until then its packets are dropped"
             ),
         );
+    }
+    if let (Some((_, loc)), Some(m)) = (&s.client_config_dir, &management)
+        && m.client_auth
+    {
+        return Err(ConfigError::Conflict {
+            location: loc.clone(),
+            message: "`client-config-dir` together with `management-client-auth` is not \
+                      supported yet; use one of them"
+                .into(),
+        });
     }
     if let (Some(loc), Some(_)) = (
         &s.block_ipv6,
@@ -455,6 +505,9 @@ pub(crate) fn lower_server(
         ifconfig_ipv6_pool: s.ifconfig_ipv6_pool.map(|(p, _)| p),
         route_ipv6: c.route_ipv6.clone(),
         block_ipv6: s.block_ipv6.is_some(),
+        routes: s.routes,
+        client_config_dir: s.client_config_dir.map(|(d, _)| d),
+        ccd_exclusive: s.ccd_exclusive.is_some(),
         push: {
             let mut push = s.push;
             if s.tcp_nodelay {
@@ -567,6 +620,9 @@ struct ServerState {
     server_ipv6: Option<(Ipv6Prefix, Location)>,
     ifconfig_ipv6_pool: Option<(Ipv6Prefix, Location)>,
     block_ipv6: Option<Location>,
+    routes: Vec<ServerRoute>,
+    client_config_dir: Option<(PathBuf, Location)>,
+    ccd_exclusive: Option<Location>,
 }
 
 impl ServerState {
@@ -918,6 +974,56 @@ impl ServerState {
             "block-ipv6" => {
                 v.expect(0, 0, "no parameters")?;
                 self.block_ipv6 = Some(v.loc.clone());
+            }
+            "route" => {
+                // OpenVPN options.c: `route NETWORK [NETMASK] [GATEWAY] [METRIC]`.
+                v.expect(
+                    1,
+                    4,
+                    "1 to 4 parameters (network, netmask, gateway, metric)",
+                )?;
+                let net = v.ipv4_at(0).map_err(|_| {
+                    v.invalid(
+                        0,
+                        "a server route needs an IPv4 network (names and vpn_gateway are not \
+                         supported here)",
+                    )
+                })?;
+                let len = match v.args.get(1).map(|a| a.value.as_str()) {
+                    None | Some("default") => 32,
+                    Some(_) => crate::ccd::mask_len(v.ipv4_at(1)?).ok_or_else(|| {
+                        v.invalid(1, "the netmask is not contiguous (like 255.255.255.0)")
+                    })?,
+                };
+                let network = Ipv4Addr::from(
+                    u32::from(net) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0),
+                );
+                if network != net {
+                    return Err(v.invalid(
+                        0,
+                        format!("host bits are set for this netmask; did you mean {network}?"),
+                    ));
+                }
+                let metric = match v.args.get(3).map(|a| a.value.as_str()) {
+                    None | Some("default") => None,
+                    Some(_) => Some(v.u32_at(3)?),
+                };
+                self.routes.push(ServerRoute {
+                    network,
+                    len,
+                    metric,
+                });
+            }
+            "client-config-dir" => {
+                v.expect(1, 1, "1 parameter (a directory)")?;
+                self.client_config_dir = Some((
+                    crate::material::resolve_path(v.arg(0), lw.base_dir),
+                    v.loc.clone(),
+                ));
+            }
+            "ccd-exclusive" => {
+                v.expect(0, 0, "no parameters")?;
+                self.ccd_exclusive = Some(v.loc.clone());
             }
             "ifconfig-ipv6-pool" => {
                 // OpenVPN options.c: `ifconfig-ipv6-pool ADDR/BITS`, 64 <= BITS <= 124;

@@ -878,11 +878,17 @@ fn refused_directives() {
         "auth-user-pass-verify /bin/check via-file",
         "username/password checks",
     );
-    err("client-config-dir ccd", "per-client config");
     err("tls-crypt-v2-verify /bin/check", "runs no script");
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");
-    err("iroute-ipv6 fd00:77::/64", "per-client config directories");
+    err(
+        "iroute-ipv6 fd00:77::/64",
+        "belong in a client-config-dir file",
+    );
+    err(
+        "ifconfig-push 10.8.0.5 255.255.255.0",
+        "belong in a client-config-dir file",
+    );
     err("up /etc/openvpn/up.sh", "never runs external scripts");
     err("tls-cipher DEFAULT", "OpenSSL cipher-string syntax");
     err("tls-cert-profile suiteb", "security levels");
@@ -1327,6 +1333,45 @@ fn server_ipv6_errors_name_the_line() {
     err("server-ipv6 10.8.0.0/24", "IPv6 address");
     err("server-ipv6", "takes 1 parameter");
     err("ifconfig-ipv6-pool fd00::/60", "between /64 and /124");
+}
+
+#[test]
+fn client_config_dir_and_server_routes() {
+    let (c, w) = ok(
+        "route 192.168.77.0 255.255.255.0\nroute 10.9.9.9\nroute 172.16.0.0 255.240.0.0 default 7",
+    );
+    assert_eq!(
+        c.routes
+            .iter()
+            .map(|r| (r.to_string(), r.metric))
+            .collect::<Vec<_>>(),
+        [
+            ("192.168.77.0/24".to_string(), None),
+            ("10.9.9.9/32".to_string(), None),
+            ("172.16.0.0/12".to_string(), Some(7))
+        ]
+    );
+    assert!(warned(&w, "route"), "no client owns the network: {w:?}");
+    assert_eq!(
+        (c.client_config_dir.as_ref(), c.ccd_exclusive),
+        (None, false)
+    );
+    let (c, w) =
+        ok("client-config-dir /etc/openvpn/ccd\nccd-exclusive\nroute 192.168.77.0 255.255.255.0");
+    assert_eq!(
+        c.client_config_dir.as_deref(),
+        Some(std::path::Path::new("/etc/openvpn/ccd"))
+    );
+    assert!(c.ccd_exclusive);
+    assert!(!warned(&w, "route"), "{w:?}");
+    err(
+        "route 192.168.77.1 255.255.255.0",
+        "did you mean 192.168.77.0?",
+    );
+    err("route 192.168.77.0 255.0.255.0", "not contiguous");
+    err("route vpn_gateway", "IPv4 network");
+    err("ccd-exclusive", "needs `client-config-dir");
+    err("client-config-dir", "takes 1 parameter");
 }
 
 #[test]
