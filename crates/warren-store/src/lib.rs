@@ -31,7 +31,7 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     AuthOutcome, CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser,
-    Revocation, User, UserChange,
+    Revocation, User, UserChange, UserSite,
 };
 pub use ratelimit::{AuthRateLimiter, LimitedBy, RateDecision, RateLimitConfig};
 pub use sqlite::SqliteStore;

@@ -43,6 +43,23 @@ impl fmt::Debug for User {
     }
 }
 
+/// A user's own networks and pushes (`warren user set NAME --subnet NET --push OPT`): what a
+/// client-config-dir file's `iroute`/`iroute-ipv6` and `push` lines give a client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSite {
+    /// Networks behind this user's client: routed to it (the server also routes them into
+    /// its tun), and it may send from them.
+    pub subnets: Vec<IpNet>,
+    /// Options pushed to this user only, after the server's own.
+    pub push: Vec<String>,
+}
+
+impl UserSite {
+    pub fn is_empty(&self) -> bool {
+        self.subnets.is_empty() && self.push.is_empty()
+    }
+}
+
 impl User {
     /// `true` when the user has expired at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {

@@ -25,7 +25,7 @@ use warren_pki::{
 use crate::error::StoreError;
 use crate::model::{
     CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser, Revocation,
-    User, UserChange,
+    User, UserChange, UserSite,
 };
 use crate::store::Store;
 
@@ -63,6 +63,12 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
      ) STRICT;
      INSERT INTO meta (key, value) VALUES ('revision', 0), ('crl_number', 0);",
+    // 2: users' own networks and pushes (`warren user set --subnet/--push`).
+    "CREATE TABLE user_sites (
+        name TEXT PRIMARY KEY NOT NULL,
+        subnets TEXT NOT NULL DEFAULT '',
+        push TEXT NOT NULL DEFAULT ''
+     ) STRICT;",
 ];
 
 /// How long a writer waits for another process's transaction.
@@ -245,6 +251,20 @@ fn corrupt(what: &'static str, value: impl Into<String>) -> StoreError {
         what,
         value: value.into(),
     }
+}
+
+fn site_from_row(row: &Row<'_>) -> rusqlite::Result<Result<(String, UserSite), StoreError>> {
+    let name: String = row.get(0)?;
+    let subnets: String = row.get(1)?;
+    let push: String = row.get(2)?;
+    Ok(routes_from_text(&subnets).map(|subnets| {
+        let push = push
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (name, UserSite { subnets, push })
+    }))
 }
 
 fn routes_to_text(routes: &[IpNet]) -> String {
@@ -503,6 +523,7 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NoSuchUser(name.to_owned()));
             }
+            tx.execute("DELETE FROM user_sites WHERE name = ?1", [name])?;
             let serials: Vec<String> = {
                 let mut st = tx.prepare(
                     "SELECT serial FROM certs WHERE cn = ?1 AND kind = 'client' AND revoked_at IS NULL",
@@ -729,6 +750,45 @@ impl Store for SqliteStore {
         let mut v = collect(rows)?;
         v.sort_by_key(|l| l.ip);
         Ok(v)
+    }
+
+    fn user_site(&self, name: &str) -> Result<UserSite, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT name, subnets, push FROM user_sites WHERE name = ?1",
+                [name],
+                site_from_row,
+            )
+            .optional()?;
+        Ok(row.transpose()?.map(|(_, s)| s).unwrap_or_default())
+    }
+
+    fn set_user_site(&self, name: &str, site: &UserSite) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM users WHERE name = ?1", [name], |r| r.get(0))
+                .optional()?;
+            if exists.is_none() {
+                return Err(StoreError::NoSuchUser(name.to_owned()));
+            }
+            if site.is_empty() {
+                tx.execute("DELETE FROM user_sites WHERE name = ?1", [name])?;
+            } else {
+                tx.execute(
+                    "INSERT OR REPLACE INTO user_sites (name, subnets, push) VALUES (?1, ?2, ?3)",
+                    params![name, routes_to_text(&site.subnets), site.push.join("\n")],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn user_sites(&self) -> Result<Vec<(String, UserSite)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare("SELECT name, subnets, push FROM user_sites ORDER BY name")?;
+        let rows = st.query_map([], site_from_row)?;
+        collect(rows)
     }
 
     fn revision(&self) -> Result<u64, StoreError> {

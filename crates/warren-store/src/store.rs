@@ -9,7 +9,7 @@ use warren_pki::{RevocationReason, Revoked, Serial};
 use crate::error::StoreError;
 use crate::model::{
     AuthOutcome, CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser,
-    User, UserChange,
+    User, UserChange, UserSite,
 };
 use crate::password;
 
@@ -88,6 +88,16 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// All leases, sorted by address.
     fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+
+    /// The user's networks and pushes (empty when it has none, or no such user).
+    fn user_site(&self, name: &str) -> Result<UserSite, StoreError>;
+
+    /// Replaces the user's networks and pushes; [`StoreError::NoSuchUser`] when there is no
+    /// such user. Deleting the user deletes them.
+    fn set_user_site(&self, name: &str, site: &UserSite) -> Result<(), StoreError>;
+
+    /// Every user that has networks or pushes, by name.
+    fn user_sites(&self) -> Result<Vec<(String, UserSite)>, StoreError>;
 
     /// A counter that grows with every change, made by this process or another. A server polls
     /// it (cheaply) and re-checks its sessions when it moves.

@@ -11,7 +11,7 @@ use warren_core::TestRng;
 use warren_pki::{CaOptions, CertKind, LeafOptions, Pki, RevocationReason, Serial};
 use warren_store::{
     AuthOutcome, CertFilter, CertRecord, ImportBatch, NewUser, Revocation, SqliteStore, Store,
-    StoreError, UserChange, password,
+    StoreError, UserChange, UserSite, password,
 };
 
 fn t(secs: u64) -> SystemTime {
@@ -295,6 +295,49 @@ fn certificates_revocation_and_delete() {
 }
 
 #[test]
+fn user_sites_follow_their_user() {
+    let s = SqliteStore::open_in_memory().expect("open");
+    s.add_user(&NewUser::named("office"), None, t(NOW))
+        .expect("add");
+    assert_eq!(s.user_site("office").expect("site"), UserSite::default());
+    let site = UserSite {
+        subnets: vec![
+            "192.168.50.0/24".parse().expect("net"),
+            "fd00:50::/64".parse().expect("net"),
+        ],
+        push: vec![
+            "route 10.20.0.0 255.255.0.0".into(),
+            "dhcp-option DNS 10.20.0.1".into(),
+        ],
+    };
+    let rev = s.revision().expect("rev");
+    s.set_user_site("office", &site).expect("set");
+    assert!(
+        s.revision().expect("rev") > rev,
+        "a change moves the revision"
+    );
+    assert_eq!(s.user_site("office").expect("site"), site);
+    assert_eq!(
+        s.user_sites().expect("sites"),
+        [("office".to_string(), site.clone())]
+    );
+    assert!(matches!(
+        s.set_user_site("nobody", &site),
+        Err(StoreError::NoSuchUser(_))
+    ));
+    // Emptied: gone from the list.
+    s.set_user_site("office", &UserSite::default())
+        .expect("clear");
+    assert!(s.user_sites().expect("sites").is_empty());
+    // Deleting the user deletes its site; a new user of that name starts empty.
+    s.set_user_site("office", &site).expect("set");
+    s.delete_user("office", t(NOW)).expect("delete");
+    s.add_user(&NewUser::named("office"), None, t(NOW))
+        .expect("add");
+    assert_eq!(s.user_site("office").expect("site"), UserSite::default());
+}
+
+#[test]
 fn leases() {
     let s = SqliteStore::open_in_memory().expect("open");
     let ip6 = Ipv4Addr::new(10, 8, 0, 6);
@@ -358,7 +401,7 @@ fn newer_schema_is_refused() {
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 1,
+            supported: 2,
         }) => {}
         other => panic!("{other:?}"),
     }
