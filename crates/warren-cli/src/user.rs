@@ -1,4 +1,5 @@
-//! `warren user`: VPN users (password, fixed address, routes, expiry, enabled).
+//! `warren user`: VPN users (password, fixed address, routes, expiry, enabled, own networks
+//! and pushes).
 
 use std::io::{BufRead, IsTerminal};
 use std::net::Ipv4Addr;
@@ -10,7 +11,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use warren_pki::validate_name;
 use warren_store::{
-    CertFilter, CertRecord, NewUser, RateLimitConfig, Store, User, UserChange, password,
+    CertFilter, CertRecord, NewUser, RateLimitConfig, Store, User, UserChange, UserSite, password,
 };
 use zeroize::Zeroizing;
 
@@ -119,6 +120,66 @@ pub struct SetArgs {
     /// Remove the expiry.
     #[arg(long)]
     pub no_expiry: bool,
+    #[command(flatten)]
+    pub site: SiteArgs,
+}
+
+/// A user's own networks and pushes (site-to-site): `warren user set NAME --subnet ...`.
+#[derive(Debug, Args)]
+pub struct SiteArgs {
+    /// A network behind this user's client, IPv4 or IPv6 (repeatable; replaces the list),
+    /// e.g. 192.168.50.0/24: the server routes it to this client (and into its tun), and
+    /// accepts it as the client's source addresses.
+    #[arg(long = "subnet", value_name = "CIDR", conflicts_with = "no_subnets")]
+    pub subnets: Vec<IpNet>,
+    /// Remove all of the user's networks.
+    #[arg(long)]
+    pub no_subnets: bool,
+    /// An option pushed to this user only (repeatable; replaces the list), e.g.
+    /// --push "route 192.168.1.0 255.255.255.0".
+    #[arg(long = "push", value_name = "OPTION", conflicts_with = "no_push")]
+    pub push: Vec<String>,
+    /// Remove all of the user's own pushes.
+    #[arg(long)]
+    pub no_push: bool,
+}
+
+impl SiteArgs {
+    /// The user's new site, from `old`; `None` when no site flag was given.
+    fn apply(&self, old: &UserSite) -> Result<Option<UserSite>> {
+        if self.subnets.is_empty() && !self.no_subnets && self.push.is_empty() && !self.no_push {
+            return Ok(None);
+        }
+        let mut site = old.clone();
+        if self.no_subnets {
+            site.subnets.clear();
+        } else if !self.subnets.is_empty() {
+            for n in &self.subnets {
+                if n.trunc() != *n {
+                    bail!("--subnet {n}: host bits are set; did you mean {}?", n.trunc());
+                }
+            }
+            site.subnets = self.subnets.clone();
+        }
+        if self.no_push {
+            site.push.clear();
+        } else if !self.push.is_empty() {
+            for p in &self.push {
+                let p = p.trim();
+                if p.is_empty() || p.len() > 255 || p.contains(['\n', '\r']) {
+                    bail!(
+                        "--push {p:?}: expected one option of at most 255 characters on one line"
+                    );
+                }
+                let first = p.split_ascii_whitespace().next().unwrap_or("");
+                if matches!(first, "comp-lzo" | "compress") {
+                    bail!("--push {p:?}: compression is refused (VORACLE)");
+                }
+            }
+            site.push = self.push.iter().map(|p| p.trim().to_owned()).collect();
+        }
+        Ok(Some(site))
+    }
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
@@ -284,10 +345,16 @@ fn set(dir: &Path, a: SetArgs) -> Result<()> {
         },
         ..Default::default()
     };
-    if change == UserChange::default() {
+    let site = a.site.apply(&state.store.user_site(&a.name)?)?;
+    if change == UserChange::default() && site.is_none() {
         bail!("nothing to change (see `warren user set --help`)");
     }
-    state.store.update_user(&a.name, &change)?;
+    if change != UserChange::default() {
+        state.store.update_user(&a.name, &change)?;
+    }
+    if let Some(site) = &site {
+        state.store.set_user_site(&a.name, site)?;
+    }
     eprintln!("updated user \"{}\"", a.name);
     Ok(())
 }
@@ -410,6 +477,10 @@ struct CertBrief {
 struct UserDetail {
     #[serde(flatten)]
     user: UserView,
+    /// Networks behind this user's client (`--subnet`).
+    subnets: Vec<String>,
+    /// Options pushed to this user only (`--push`).
+    push: Vec<String>,
     certificates: Vec<CertBrief>,
     /// The server's failed-login policy (its counters live in the running server only).
     login_limits: String,
@@ -436,9 +507,12 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
             not_after: fmt_rfc3339(c.not_after),
         })
         .collect();
+    let site = state.store.user_site(name)?;
     if json {
         let d = UserDetail {
             user: v,
+            subnets: site.subnets.iter().map(|n| n.to_string()).collect(),
+            push: site.push.clone(),
             certificates: certs,
             login_limits: RateLimitConfig::default().to_string(),
         };
@@ -473,6 +547,18 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
             v.routes.join(", ")
         }
     );
+    println!(
+        "subnets:     {}",
+        if site.subnets.is_empty() {
+            "-".to_owned()
+        } else {
+            let s: Vec<String> = site.subnets.iter().map(|n| n.to_string()).collect();
+            s.join(", ")
+        }
+    );
+    for p in &site.push {
+        println!("push:        \"{p}\"");
+    }
     println!("lease:       {}", v.lease.as_deref().unwrap_or("-"));
     println!("created:     {}", v.created_at);
     if certs.is_empty() {
