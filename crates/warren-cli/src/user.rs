@@ -156,7 +156,10 @@ impl SiteArgs {
         } else if !self.subnets.is_empty() {
             for n in &self.subnets {
                 if n.trunc() != *n {
-                    bail!("--subnet {n}: host bits are set; did you mean {}?", n.trunc());
+                    bail!(
+                        "--subnet {n}: host bits are set; did you mean {}?",
+                        n.trunc()
+                    );
                 }
             }
             site.subnets = self.subnets.clone();

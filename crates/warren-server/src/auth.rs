@@ -101,6 +101,10 @@ pub struct StoreAuth {
     checked_revision: Option<u64>,
     next_full_check: Option<Instant>,
     last_db_warning: Option<Instant>,
+    /// `client-config-dir`: per-client files read at each login.
+    ccd: Option<crate::ccd::CcdDir>,
+    /// The kernel routes for the users' subnets, synced when the store changes.
+    subnet_routes: Option<crate::ccd::SubnetRoutes>,
 }
 
 impl std::fmt::Debug for StoreAuth {
@@ -172,7 +176,24 @@ impl StoreAuth {
             checked_revision: None,
             next_full_check: None,
             last_db_warning: None,
+            ccd: None,
+            subnet_routes: None,
         }
+    }
+
+    /// Also applies `client-config-dir` files (after the user's own settings; the file's
+    /// `ifconfig-push` beats the user's fixed address).
+    pub fn with_ccd(mut self, ccd: Option<crate::ccd::CcdDir>) -> StoreAuth {
+        self.ccd = ccd;
+        self
+    }
+
+    /// Routes the users' subnets into `dev` (added now, then kept in step with the store).
+    pub fn with_subnet_routes(mut self, dev: &str) -> StoreAuth {
+        let mut r = crate::ccd::SubnetRoutes::new(dev);
+        r.sync(&*self.store);
+        self.subnet_routes = Some(r);
+        self
     }
 
     /// The quick part of a login, on the worker thread: certificate, identity, user, rate
@@ -369,10 +390,19 @@ impl StoreAuth {
             .user(&identity)
             .map_err(db)?
             .ok_or_else(|| Refusal(AuthOutcome::UnknownUser.reason().to_owned()))?;
+        let options = match &self.ccd {
+            Some(ccd) => ccd.lookup(&identity).map_err(Refusal)?,
+            None => None,
+        };
+        let fixed = options
+            .as_ref()
+            .and_then(|o| o.ifconfig_push.map(|(ip, _)| ip))
+            .or(user.fixed_ip);
         let ip = self
-            .choose_address(&identity, user.fixed_ip)
+            .choose_address(&identity, fixed)
             .map_err(db)?
             .ok_or_else(|| Refusal(POOL_EXHAUSTED.to_owned()))?;
+        let site = self.store.user_site(&identity).map_err(db)?;
         let mut push = Vec::new();
         for r in &user.routes {
             match r {
@@ -399,6 +429,13 @@ impl StoreAuth {
             push,
             ..Default::default()
         };
+        let mut grant = grant;
+        crate::ccd::apply_site(&site, &mut grant);
+        if let Some(o) = &options {
+            crate::ccd::apply_options(o, &mut grant).map_err(Refusal)?;
+            // The address was chosen above (and is the pool's owner's to give).
+            grant.fixed_ip = Some(ip);
+        }
         Ok((identity, peer, grant, method))
     }
 
@@ -603,6 +640,11 @@ impl Authenticator for StoreAuth {
         };
         if !full && self.checked_revision == Some(revision) {
             return Vec::new();
+        }
+        if self.checked_revision != Some(revision)
+            && let Some(r) = &mut self.subnet_routes
+        {
+            r.sync(&*self.store);
         }
         if full {
             self.next_full_check = Some(now + FULL_RECHECK);

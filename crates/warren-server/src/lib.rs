@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod ccd;
 pub mod convert;
 pub mod crl;
 mod error;

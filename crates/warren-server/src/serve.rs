@@ -496,6 +496,8 @@ fn serve(
         Some(v6) => Some(tun_ipv6(tun.name(), v6, &cfg.route_ipv6)?),
         None => None,
     };
+    // Kept until the server ends.
+    let _tun_routes = tun_routes(tun.name(), &cfg.routes)?;
     let batched = offload_off.is_none();
     let (socket, workers) = match &bind {
         Some(bind) => {
@@ -569,7 +571,9 @@ fn serve(
             let pool = Pool::new(engine.network, engine.netmask);
             let store: Arc<dyn Store> = sb.store.clone();
             let limits = RateLimitConfig::default();
-            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, limits);
+            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, limits)
+                .with_ccd(crate::ccd::CcdDir::from_config(cfg))
+                .with_subnet_routes(tun.name());
             let opts = warren_driver::AuthOptions::default();
             info!(
                 "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
@@ -580,7 +584,17 @@ fn serve(
                     .context("starting the authentication threads")?,
             )
         }
-        None => None,
+        None => match crate::ccd::CcdDir::from_config(cfg) {
+            Some(ccd) => Some(
+                warren_driver::AuthWorker::spawn(
+                    Box::new(crate::ccd::CcdAuth::new(ccd)),
+                    clock,
+                    warren_driver::AuthOptions::default(),
+                )
+                .context("starting the client-config-dir thread")?,
+            ),
+            None => None,
+        },
     };
 
     let mut listening: Vec<String> = socket
@@ -683,6 +697,26 @@ fn tun_ipv6(
             Err(e) => {
                 return Err(e).with_context(|| format!("route-ipv6 {}", r.network));
             }
+        }
+    }
+    Ok(net)
+}
+
+/// The server's `route` lines: kernel routes into its tun, for client networks (`iroute`
+/// in a client-config-dir). Like OpenVPN with a tun, no gateway (openvpn-ops.md §6.4).
+fn tun_routes(dev: &str, routes: &[warren_config::ServerRoute]) -> Result<warren_net::NetState> {
+    let mut net = warren_net::NetState::in_memory();
+    for r in routes {
+        let route = warren_net::RouteSpec {
+            dst: warren_net::IpNet::V4(warren_net::Ipv4Net::new(r.network, r.len)),
+            via: None,
+            dev: Some(dev.to_owned()),
+            metric: r.metric,
+        };
+        match net.add_route(&route) {
+            Ok(()) => {}
+            Err(e @ warren_net::NetError::RouteExists { .. }) => warn!("route: {e}"),
+            Err(e) => return Err(e).with_context(|| format!("route {r}")),
         }
     }
     Ok(net)
@@ -986,6 +1020,7 @@ fn engine_config_with(
         // The user database and the management client (`management-client-auth`) decide
         // logins off the packet loop.
         external_auth: cfg.state.is_some()
+            || cfg.client_config_dir.is_some()
             || cfg.management.as_ref().is_some_and(|m| m.client_auth),
         unix_time_at_zero,
     })
