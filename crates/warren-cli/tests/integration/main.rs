@@ -33,6 +33,7 @@ mod proxy;
 mod revocation;
 mod server_interop;
 mod signals;
+mod site_to_site;
 mod state_hardening;
 mod systemd;
 mod tcp;
