@@ -74,18 +74,18 @@ fn two_site_server(lab: &mut Lab, extra: &[&str]) {
     let ccd = lab.dir().join("ccd");
     fs::create_dir_all(&ccd).expect("ccd dir");
     fs::write(
-        ccd.join("client0"),
+        ccd.join("client1"),
         format!("# site A\niroute {SITE_A_LAN}.0 255.255.255.0\n"),
     )
     .expect("ccd file");
     fs::write(
-        ccd.join("client1"),
+        ccd.join("client2"),
         format!("iroute {SITE_B_LAN}.0 255.255.255.0\n"),
     )
     .expect("ccd file");
     // A file warren cannot use entirely refuses its client.
     fs::write(
-        ccd.join("client2"),
+        ccd.join("client3"),
         "push \"route 10.99.0.0 255.255.0.0\"\niroute 192.168.103.1 255.255.255.0\n",
     )
     .expect("ccd file");
@@ -165,7 +165,7 @@ fn stock_clients_connect_two_sites_and_the_server_lan() {
     }
     let server_log = lab.server_log();
     assert!(
-        server_log.contains("ccd/client2:2"),
+        server_log.contains("ccd/client3:2"),
         "the refusal names the file and line:\n{server_log}"
     );
     lab.assert_server_running();
