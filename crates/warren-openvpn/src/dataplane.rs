@@ -187,7 +187,7 @@ impl Iroute {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         match *self {
             Iroute::V4 { len, .. } | Iroute::V6 { len, .. } => len,
         }

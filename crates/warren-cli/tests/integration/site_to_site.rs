@@ -43,7 +43,14 @@ fn lan_behind(gw: &Netns, prefix: &str) -> Netns {
         &format!("{prefix}.1/24"),
         &format!("{prefix}.2/24"),
     );
-    host.exec_ok(&["ip", "route", "add", "default", "via", &format!("{prefix}.1")]);
+    host.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{prefix}.1"),
+    ]);
     gw.sysctl("net.ipv4.ip_forward", "1");
     host
 }
@@ -145,11 +152,36 @@ fn stock_clients_connect_two_sites_and_the_server_lan() {
         )
     };
     // The server's LAN and site A, both ways; then site to site, both ways.
-    assert_ping(&lan_a, "site A -> server LAN", &format!("{SERVER_LAN}.2"), &logs);
-    assert_ping(&server_lan, "server LAN -> site A", &format!("{SITE_A_LAN}.2"), &logs);
-    assert_ping(&lan_b, "site B -> server LAN", &format!("{SERVER_LAN}.2"), &logs);
-    assert_ping(&lan_a, "site A -> site B", &format!("{SITE_B_LAN}.2"), &logs);
-    assert_ping(&lan_b, "site B -> site A", &format!("{SITE_A_LAN}.2"), &logs);
+    assert_ping(
+        &lan_a,
+        "site A -> server LAN",
+        &format!("{SERVER_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &server_lan,
+        "server LAN -> site A",
+        &format!("{SITE_A_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &lan_b,
+        "site B -> server LAN",
+        &format!("{SERVER_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &lan_a,
+        "site A -> site B",
+        &format!("{SITE_B_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &lan_b,
+        "site B -> site A",
+        &format!("{SITE_A_LAN}.2"),
+        &logs,
+    );
 
     // A bad line in a client's file: refused, and the log names the file and line.
     let conf = lab.client_conf(&lab.pki.clients[2].clone());
@@ -183,7 +215,8 @@ fn warren_client_as_a_site() {
     let (b, lan_b) = stock_site(&mut lab, "site-b", 1, SITE_B_LAN);
     // warren client installed the pushed routes to the server LAN and site B.
     for net in [SERVER_LAN, SITE_B_LAN] {
-        let r = a.ns.exec_ok(&["ip", "route", "show", &format!("{net}.0/24")]);
+        let r =
+            a.ns.exec_ok(&["ip", "route", "show", &format!("{net}.0/24")]);
         assert!(r.contains(&a.dev), "route {net}.0/24 on site A: {r:?}");
     }
     let logs = || {
@@ -194,10 +227,30 @@ fn warren_client_as_a_site() {
             b.proc.log_tail(20)
         )
     };
-    assert_ping(&lan_a, "site A -> server LAN", &format!("{SERVER_LAN}.2"), &logs);
-    assert_ping(&server_lan, "server LAN -> site A", &format!("{SITE_A_LAN}.2"), &logs);
-    assert_ping(&lan_a, "site A -> site B", &format!("{SITE_B_LAN}.2"), &logs);
-    assert_ping(&lan_b, "site B -> site A", &format!("{SITE_A_LAN}.2"), &logs);
+    assert_ping(
+        &lan_a,
+        "site A -> server LAN",
+        &format!("{SERVER_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &server_lan,
+        "server LAN -> site A",
+        &format!("{SITE_A_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &lan_a,
+        "site A -> site B",
+        &format!("{SITE_B_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &lan_b,
+        "site B -> site A",
+        &format!("{SITE_A_LAN}.2"),
+        &logs,
+    );
 }
 
 #[test]
@@ -236,9 +289,25 @@ fn user_database_subnets_with_the_zero_config_server() {
     let c = state_common::connect(&mut lab, &server, &w, "office", "office", None, &[]);
     assert!(push_reply(&c.log()).contains(&push), "{}", c.log());
     let lan_a = lan_behind(&c.ns, SITE_A_LAN);
-    let logs = || format!("server:\n{}\nclient:\n{}", server.log(), c.proc.log_tail(20));
-    assert_ping(&lan_a, "office LAN -> server LAN", &format!("{SERVER_LAN}.2"), &logs);
-    assert_ping(&server_lan, "server LAN -> office LAN", &format!("{SITE_A_LAN}.2"), &logs);
+    let logs = || {
+        format!(
+            "server:\n{}\nclient:\n{}",
+            server.log(),
+            c.proc.log_tail(20)
+        )
+    };
+    assert_ping(
+        &lan_a,
+        "office LAN -> server LAN",
+        &format!("{SERVER_LAN}.2"),
+        &logs,
+    );
+    assert_ping(
+        &server_lan,
+        "server LAN -> office LAN",
+        &format!("{SITE_A_LAN}.2"),
+        &logs,
+    );
 
     // Removing the subnet takes the kernel route away.
     w.ok(&["user", "set", "office", "--no-subnets"]);
