@@ -318,3 +318,94 @@ fn user_database_subnets_with_the_zero_config_server() {
     drop(c);
     server.stop();
 }
+
+/// Like [`lan_behind`], with IPv6 too: `P6::1/64` on the gateway, `P6::2/64` on the host.
+fn dual_lan_behind(gw: &Netns, prefix: &str, p6: &str) -> Netns {
+    let host = Netns::new();
+    let (gw_dev, host_dev) = link(
+        gw,
+        &host,
+        &format!("{prefix}.1/24"),
+        &format!("{prefix}.2/24"),
+    );
+    gw.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{p6}::1/64"),
+        "dev",
+        &gw_dev,
+        "nodad",
+    ]);
+    host.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{p6}::2/64"),
+        "dev",
+        &host_dev,
+        "nodad",
+    ]);
+    host.exec_ok(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{prefix}.1"),
+    ]);
+    host.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("{p6}::1"),
+    ]);
+    gw.sysctl("net.ipv4.ip_forward", "1");
+    gw.sysctl("net.ipv6.conf.all.forwarding", "1");
+    host
+}
+
+#[test]
+fn ipv6_site_with_iroute_ipv6() {
+    let mut lab = lab("s2s-ipv6");
+    let server_lan = dual_lan_behind(&lab.server_ns, SERVER_LAN, "fd00:100");
+    let ccd = lab.dir().join("ccd");
+    fs::create_dir_all(&ccd).expect("ccd dir");
+    fs::write(ccd.join("client1"), "iroute-ipv6 fd00:101::/64\n").expect("ccd file");
+    let mut conf = lab.server_conf();
+    conf.extra = vec![
+        "server-ipv6 fd00:8::/64".into(),
+        format!("client-config-dir {}", ccd.display()),
+        "route-ipv6 fd00:101::/64".into(),
+        "push \"route-ipv6 fd00:100::/64\"".into(),
+        "push \"route-ipv6 fd00:101::/64\"".into(),
+    ];
+    lab.start_server(&conf);
+    let cconf = lab.client_conf(&lab.pki.clients[0].clone());
+    let a = lab.connect_client("site-a", cconf);
+    let lan_a = dual_lan_behind(&a.ns, SITE_A_LAN, "fd00:101");
+    let reply = push_reply(&a.log());
+    assert!(
+        reply.contains("route-ipv6 fd00:100::/64") && !reply.contains("route-ipv6 fd00:101::/64"),
+        "{reply}"
+    );
+    let logs = || {
+        format!(
+            "server:\n{}\nsite A:\n{}",
+            lab.server_log(),
+            a.proc.log_tail(20)
+        )
+    };
+    assert_ping(&lan_a, "site A -> server LAN (IPv6)", "fd00:100::2", &logs);
+    assert_ping(
+        &server_lan,
+        "server LAN -> site A (IPv6)",
+        "fd00:101::2",
+        &logs,
+    );
+}
