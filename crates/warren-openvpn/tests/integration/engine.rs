@@ -2802,3 +2802,51 @@ fn server_block_ipv6_answers_over_the_link() {
     w.run_for(Duration::from_millis(100));
     assert_eq!(w.server_tun.len(), 1);
 }
+
+/// The routes a connected client was pushed.
+fn pushed_routes(w: &World) -> Vec<Ipv4Addr> {
+    w.client_events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::Connected { config, .. } => {
+                Some(config.routes.iter().map(|r| r.network).collect())
+            }
+            _ => None,
+        })
+        .expect("connected")
+}
+
+#[test]
+fn client_networks_and_push_reset_shape_the_push_reply() {
+    for (seed, push_reset) in [(31, false), (32, true)] {
+        let mut w = auth_world(seed, None, true);
+        let setup = Setup::default();
+        let mut scfg = server_config(&setup);
+        scfg.external_auth = true;
+        scfg.push = vec![
+            "route 192.168.77.0 255.255.255.0".into(),
+            "route 192.168.88.0 255.255.255.0".into(),
+        ];
+        w.server = Server::new(scfg, Box::new(TestRng::seed(seed ^ 0x77)));
+        let (peer_id, ..) = take_auth_request(&mut w);
+        let now = w.now;
+        let grant = warren_openvpn::AuthGrant {
+            push: vec!["route 192.168.99.0 255.255.255.0".into()],
+            push_reset,
+            iroutes: vec![warren_openvpn::Iroute::v4(Ipv4Addr::new(192, 168, 77, 0), 24).unwrap()],
+            ..Default::default()
+        };
+        w.server
+            .authorize(now, peer_id, warren_openvpn::AuthDecision::Accept(grant));
+        w.connect(Duration::from_secs(10));
+        let routes = pushed_routes(&w);
+        let has = |n: u8| routes.contains(&Ipv4Addr::new(192, 168, n, 0));
+        assert!(!has(77), "its own network is never pushed: {routes:?}");
+        assert!(has(99), "its own pushes: {routes:?}");
+        assert_eq!(
+            has(88),
+            !push_reset,
+            "push-reset drops the server's: {routes:?}"
+        );
+    }
+}
