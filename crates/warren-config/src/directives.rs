@@ -156,8 +156,9 @@ pub(crate) const IGNORED_CLIENT: &[(&str, &str)] = &[
 const PUSHED_ONLY: &str = "this is pushed by the server, never set in a config file";
 const CLIENT_ONLY: &str = "this is a client directive; it has no place in a server config";
 const SERVER_ONLY: &str = "this is a server directive; it has no place in a client config";
-const SCRIPT: &str = "warren never runs external scripts; remove it, or add `ignore-unknown-option <name>` \
-    before it to skip it on purpose (OpenVPN itself is not affected by that line)";
+const SCRIPT: &str = "warren does not run this script hook (it runs up, down, route-up, client-connect, \
+    client-disconnect, learn-address and auth-user-pass-verify); remove it, or add \
+    `ignore-unknown-option <name>` before it to skip it on purpose (OpenVPN itself is not affected by that line)";
 const NOT_YET: &str = "not implemented yet; remove it, or add `ignore-unknown-option <name>` before it to \
     skip it on purpose (OpenVPN itself is not affected by that line)";
 const COMPRESSION: &str = "compression is refused: compressing before encryption leaks plaintext lengths \
@@ -435,8 +436,7 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
 const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     (
         "auth-user-pass-verify",
-        "username/password checks are not implemented yet; ignoring this would let any holder of a \
-         client certificate in",
+        "skipping the username/password script would let any holder of a client certificate in",
         true,
     ),
     ("auth-user-pass-optional", NO_USER_AUTH, true),

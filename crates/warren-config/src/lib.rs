@@ -150,12 +150,14 @@
 mod client;
 mod connection;
 mod directives;
+mod dynamic;
 mod error;
 mod lex;
 mod lower;
 mod management;
 mod material;
 mod proxy;
+mod scripts;
 mod server;
 mod settings;
 mod tlsnames;
@@ -169,6 +171,7 @@ pub use client::{ClientConfig, client_config_from_str, load_client_config};
 pub use connection::{
     DEFAULT_CONNECT_RETRY, DEFAULT_CONNECT_RETRY_MAX, DEFAULT_SERVER_POLL_TIMEOUT, EntryOptions,
 };
+pub use dynamic::{ClientOptions, parse_client_options};
 pub use error::{ConfigError, Location, SyntaxError, Warning};
 pub use lex::{Directive, Span, Spanned, parse_str};
 pub use lower::SUPPORTED_DATA_CIPHERS;
@@ -177,6 +180,9 @@ pub use material::{Material, resolve_path};
 pub use proxy::{
     DEFAULT_SOCKS_PORT, HttpProxy, HttpVersion, MAX_CUSTOM_HEADERS, Proxy, ProxyCredentials,
     SocksProxy,
+};
+pub use scripts::{
+    AuthVia, DEFAULT_SCRIPT_SECURITY, DEFAULT_SCRIPT_TIMEOUT, ScriptCommand, Scripts, split_command,
 };
 pub use server::{ServerConfig, load_server_config, server_config_from_str};
 pub use settings::{ServerIpv6, Session, defaults};
