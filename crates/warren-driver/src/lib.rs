@@ -43,6 +43,7 @@ mod metrics;
 mod metrics_http;
 mod portshare;
 mod proxy;
+pub mod scripts;
 mod server_loop;
 pub mod status;
 mod systemd;

@@ -220,6 +220,10 @@ pub struct AuthGrant {
     pub fixed_ip: Option<Ipv4Addr>,
     /// Extra options pushed to this client (e.g. `route 10.1.0.0 255.255.0.0`).
     pub push: Vec<String>,
+    /// `push-reset` in a client-connect file: the config's `push` list is not sent to this
+    /// client (the options warren derives itself, such as `route-gateway`, `topology` and
+    /// the keepalive timers, still are).
+    pub push_reset: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1398,7 +1402,9 @@ impl Server {
         // (`server-ipv6`, `server`, `keepalive`) added, then the per-client pushes, then the
         // per-client options.
         let mut opts = Vec::new();
-        opts.extend(cfg.push.iter().cloned());
+        if !grant.push_reset {
+            opts.extend(cfg.push.iter().cloned());
+        }
         if cfg.ipv6.is_some_and(|v| v.push_tun_ipv6) {
             opts.push("tun-ipv6".to_string());
         }
