@@ -619,6 +619,70 @@ impl Drop for ScriptHooks {
     }
 }
 
+/// The tunnel facts `up` and `down` get (init.c `run_up_down`).
+#[derive(Debug, Clone)]
+pub struct TunFacts {
+    /// The device name (`dev`, and the first argument).
+    pub dev: String,
+    pub tun_mtu: u16,
+    /// `ifconfig_local`.
+    pub local: String,
+    /// The netmask in `topology subnet` (or the remote end of a point-to-point tunnel).
+    pub remote_or_netmask: String,
+}
+
+/// Runs `up`, `down` or another tunnel script as OpenVPN's `run_up_down` does: the
+/// arguments `DEV TUN_MTU 0 LOCAL NETMASK|REMOTE init`, and `env` plus `script_context`,
+/// `tun_mtu`, `dev`, `dev_type`, `script_type` (and `signal` for `down`). Returns whether it
+/// exited 0 in time.
+pub fn run_up_down(
+    name: &str,
+    cmd: &[String],
+    script_type: &str,
+    env: &[Var],
+    tun: &TunFacts,
+    signal: Option<&str>,
+    timeout: Duration,
+) -> bool {
+    let mut e: Vec<Var> = env
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "script_context" | "tun_mtu" | "dev" | "dev_type" | "script_type" | "signal"
+            )
+        })
+        .cloned()
+        .collect();
+    if let Some(s) = signal {
+        e.push(("signal".into(), s.into()));
+    }
+    e.extend([
+        ("script_context".to_owned(), "init".to_owned()),
+        ("tun_mtu".into(), tun.tun_mtu.to_string()),
+        ("dev".into(), tun.dev.clone()),
+        ("dev_type".into(), "tun".into()),
+        ("script_type".into(), script_type.into()),
+    ]);
+    let args = [
+        tun.dev.clone(),
+        tun.tun_mtu.to_string(),
+        "0".into(),
+        tun.local.clone(),
+        tun.remote_or_netmask.clone(),
+        "init".into(),
+    ];
+    let mut full = cmd.to_vec();
+    full.extend(args);
+    info!("{}", full.join(" "));
+    run(name, &full, &[], &e, timeout)
+}
+
+/// Runs `route-up` (init.c `do_route`): no arguments, `script_type=route-up`.
+pub fn run_route_up(cmd: &[String], env: &[Var], timeout: Duration) -> bool {
+    run("--route-up", cmd, &[], &with_type(env.to_vec(), "route-up"), timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,99 @@
+//! The server config's scripts as the driver runs them ([`warren_driver::scripts`]): the
+//! settings gathered, the client-connect file parser (warren-config's) handed over, and
+//! `up`/`route-up`/`down` around the server's life.
+use std::sync::Arc;
+
+use tracing::info;
+use warren_driver::scripts::{
+    ConnectOptions, ParseFn, ServerScripts, TunFacts, run_route_up, run_up_down,
+};
+
+use crate::error::{Error, Result};
+use crate::management::{ServerFacts, daemon_env};
+
+/// The server's script settings with the server's own variables.
+pub fn server_scripts(facts: &ServerFacts<'_>) -> Arc<ServerScripts> {
+    let s = &facts.cfg.scripts;
+    let env = daemon_env(facts);
+    Arc::new(ServerScripts {
+        client_connect: s.client_connect.as_ref().map(|c| c.argv.clone()),
+        client_disconnect: s.client_disconnect.as_ref().map(|c| c.argv.clone()),
+        learn_address: s.learn_address.as_ref().map(|c| c.argv.clone()),
+        auth_user_pass_verify: s
+            .auth_user_pass_verify
+            .as_ref()
+            .map(|(c, via)| (c.argv.clone(), *via == warren_config::AuthVia::File)),
+        security: s.security,
+        timeout: s.timeout,
+        daemon_env: env,
+        tmp_dir: std::env::temp_dir(),
+        netmask: facts.netmask,
+    })
+}
+
+/// warren-config's client-connect file parser, for the driver.
+pub fn parse_fn() -> ParseFn {
+    Arc::new(|text: &str, origin: &str| {
+        warren_config::parse_client_options(text, origin)
+            .map(|o| ConnectOptions {
+                push: o.push,
+                push_reset: o.push_reset,
+                ifconfig_push: o.ifconfig_push,
+                disable: o.disable,
+            })
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn tun_facts(facts: &ServerFacts<'_>) -> TunFacts {
+    TunFacts {
+        dev: facts.dev.to_owned(),
+        tun_mtu: facts.tun_mtu,
+        local: facts.tun_ip.to_string(),
+        remote_or_netmask: facts.netmask.to_string(),
+    }
+}
+
+/// `up` then `route-up`, once the tun device is configured; a failing `up` stops the
+/// server as in OpenVPN (S_FATAL), a failing `route-up` is only logged.
+pub fn run_up(facts: &ServerFacts<'_>, scripts: &ServerScripts) -> Result<()> {
+    let s = &facts.cfg.scripts;
+    if let Some(up) = &s.up {
+        if !run_up_down(
+            "--up",
+            &up.argv,
+            "up",
+            &scripts.daemon_env,
+            &tun_facts(facts),
+            None,
+            s.timeout,
+        ) {
+            return Err(Error::Script(format!(
+                "{}: the `up` script failed; stopping as OpenVPN does",
+                up.location
+            )));
+        }
+    }
+    if let Some(r) = &s.route_up
+        && run_route_up(&r.argv, &scripts.daemon_env, s.timeout)
+    {
+        info!("route-up script ran");
+    }
+    Ok(())
+}
+
+/// `down`, after the loop ended (`signal` names why, as OpenVPN's `signal` variable).
+pub fn run_down(facts: &ServerFacts<'_>, scripts: &ServerScripts, signal: &str) {
+    let s = &facts.cfg.scripts;
+    if let Some(down) = &s.down {
+        run_up_down(
+            "--up/--down",
+            &down.argv,
+            "down",
+            &scripts.daemon_env,
+            &tun_facts(facts),
+            Some(signal),
+            s.timeout,
+        );
+    }
+}
