@@ -205,6 +205,9 @@ pub fn client_env(
     e.push(("time_unix".into(), time_unix.to_string()));
     e.push(("time_ascii".into(), warren_io::format_local_time(time_unix)));
     e.extend(env::address(true, addr));
+    // The TLS stage's `untrusted_*` stay in OpenVPN's environment (ssl_verify.c
+    // `setenv_untrusted`), so later scripts see both.
+    e.extend(env::address(false, addr));
     e.push(("common_name".into(), common_name.to_owned()));
     if let Some(u) = username {
         e.push(("username".into(), u.to_owned()));
@@ -756,7 +759,7 @@ mod tests {
         assert!(e.contains(&("trusted_port".into(), "40000".into())));
         assert!(e.contains(&("ifconfig_pool_remote_ip".into(), "10.8.0.2".into())));
         assert!(e.contains(&("time_unix".into(), "1796280933".into())));
-        assert!(!keys(&e).contains(&"untrusted_ip"));
+        assert!(keys(&e).contains(&"untrusted_ip"));
         let e = with_type(with_type(e, "a"), "client-connect");
         assert_eq!(keys(&e).iter().filter(|k| **k == "script_type").count(), 1);
     }
