@@ -54,6 +54,14 @@ fn tun_facts(facts: &ServerFacts<'_>) -> TunFacts {
     }
 }
 
+/// The environment of `up`/`down`: the daemon's, without what OpenVPN only sets once
+/// routes are added (`redirect_gateway`).
+fn tun_env(scripts: &ServerScripts) -> Vec<warren_driver::scripts::Var> {
+    let mut e = scripts.daemon_env.clone();
+    e.retain(|(k, _)| k != "redirect_gateway");
+    e
+}
+
 /// `up` then `route-up`, once the tun device is configured; a failing `up` stops the
 /// server as in OpenVPN (S_FATAL), a failing `route-up` is only logged.
 pub fn run_up(facts: &ServerFacts<'_>, scripts: &ServerScripts) -> Result<()> {
@@ -63,7 +71,7 @@ pub fn run_up(facts: &ServerFacts<'_>, scripts: &ServerScripts) -> Result<()> {
             "--up",
             &up.argv,
             "up",
-            &scripts.daemon_env,
+            &tun_env(scripts),
             &tun_facts(facts),
             None,
             s.timeout,
