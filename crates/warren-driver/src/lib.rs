@@ -55,7 +55,7 @@ pub use auth::{
 };
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientStats, DropAfterUp, NetOptions, PullAction,
+    ClientLoopError, ClientLoopOptions, ClientScripts, ClientStats, DropAfterUp, NetOptions, PullAction,
     RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
     tunnel_spec, tunnel_spec6,
 };
