@@ -58,7 +58,10 @@ pub fn parse_client_options(text: &str, origin: &str) -> Result<ClientOptions, C
                 count(1, 1, "1 parameter (a quoted option)")?;
                 let opt = arg(0).trim();
                 if opt.is_empty() || opt.len() > 255 {
-                    return Err(invalid(opt, "a pushed option must have 1 to 255 characters"));
+                    return Err(invalid(
+                        opt,
+                        "a pushed option must have 1 to 255 characters",
+                    ));
                 }
                 let first = opt.split_ascii_whitespace().next().unwrap_or("");
                 if matches!(first, "comp-lzo" | "compress") {
@@ -119,7 +122,10 @@ mod tests {
         assert_eq!(o.push, ["b"]);
         assert!(o.push_reset && o.disable);
 
-        assert_eq!(parse_client_options("", "cc").expect("empty"), ClientOptions::default());
+        assert_eq!(
+            parse_client_options("", "cc").expect("empty"),
+            ClientOptions::default()
+        );
     }
 
     #[test]

@@ -259,10 +259,7 @@ pub(crate) fn lower_server(
         .collect();
 
     lw.run(directives, Side::Server, &supported, |lw, v| {
-        if c.apply(lw, v)?
-            || mgmt.apply(v)?
-            || scripts.apply(v, SERVER_SCRIPT_DIRECTIVES, lw)?
-        {
+        if c.apply(lw, v)? || mgmt.apply(v)? || scripts.apply(v, SERVER_SCRIPT_DIRECTIVES, lw)? {
             return Ok(true);
         }
         s.apply(lw, v)

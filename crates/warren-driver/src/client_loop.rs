@@ -730,7 +730,11 @@ fn route_env(spec: &TunnelSpec, installed: &[warren_net::RouteSpec]) -> Vec<crat
             continue;
         };
         i += 1;
-        let mask = std::net::Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(n.prefix())).unwrap_or(0));
+        let mask = std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(n.prefix()))
+                .unwrap_or(0),
+        );
         e.push((format!("route_network_{i}"), n.addr().to_string()));
         e.push((format!("route_netmask_{i}"), mask.to_string()));
         let gw = match r.via {
@@ -747,21 +751,26 @@ fn route_env(spec: &TunnelSpec, installed: &[warren_net::RouteSpec]) -> Vec<crat
 
 impl Loop {
     /// `up`, once the new tun device has its address (init.c `do_open_tun`).
-    fn run_up(&mut self, spec: &TunnelSpec, pushed: &PushedConfig) -> Result<(), Fatal> {
+    fn run_up(
+        &mut self,
+        spec: &TunnelSpec,
+        pushed: &PushedConfig,
+        server: SocketAddr,
+    ) -> Result<(), Fatal> {
         let Some(sc) = &self.opts.scripts else {
             return Ok(());
         };
         let netmask = std::net::Ipv4Addr::from(
-            u32::MAX.checked_shl(32 - u32::from(spec.prefix)).unwrap_or(0),
+            u32::MAX
+                .checked_shl(32 - u32::from(spec.prefix))
+                .unwrap_or(0),
         );
         let mut env = sc.env.clone();
         env.push(("ifconfig_local".into(), spec.address.to_string()));
         env.push(("ifconfig_netmask".into(), netmask.to_string()));
-        let bcast = u32::from(spec.address) | !u32::from(netmask);
-        env.push((
-            "ifconfig_broadcast".into(),
-            std::net::Ipv4Addr::from(bcast).to_string(),
-        ));
+        // socket.c setenv_trusted / ssl_verify.c setenv_untrusted: the server's address.
+        env.extend(crate::management::env::address(true, &server));
+        env.extend(crate::management::env::address(false, &server));
         if let Some(v6) = &spec.ipv6 {
             env.push(("ifconfig_ipv6_local".into(), v6.address.to_string()));
             env.push(("ifconfig_ipv6_netbits".into(), v6.prefix.to_string()));
@@ -778,6 +787,9 @@ impl Loop {
             local: spec.address.to_string(),
             remote_or_netmask: netmask.to_string(),
         };
+        // init.c run_up_down: these stay in the environment of later scripts.
+        env.push(("tun_mtu".into(), tun.tun_mtu.to_string()));
+        env.push(("dev".into(), tun.dev.clone()));
         self.up_env = env;
         if let Some(cmd) = &sc.up
             && !crate::scripts::run_up_down(
@@ -803,7 +815,12 @@ impl Loop {
         };
         if let Some(cmd) = &sc.down {
             let mut e = self.up_env.clone();
-            e.extend(sc.env.iter().filter(|(k, _)| k.starts_with("route_")).cloned());
+            e.extend(
+                sc.env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("route_"))
+                    .cloned(),
+            );
             crate::scripts::run_up_down(
                 "--up/--down",
                 cmd,
@@ -1492,6 +1509,7 @@ impl Loop {
         for n in notes {
             warn!("{n}");
         }
+        let mut newly_opened = false;
         if self.tun.is_none() {
             let mut tun = OffloadTun::open(&OffloadTunConfig {
                 tun: TunConfig {
@@ -1541,7 +1559,7 @@ impl Loop {
             );
             self.tun = Some(tun);
             self.fds_changed = true;
-            self.run_up(&spec, &filtered)?;
+            newly_opened = true;
         } else {
             self.size_buffers(spec.mtu);
         }
@@ -1562,13 +1580,24 @@ impl Loop {
             .map(|r| r.dst.to_string())
             .collect();
         if let Some(sc) = &mut self.opts.scripts {
-            // init.c do_route: route_* variables once the routes are in.
+            // route.c setenv_routes: route_* variables (OpenVPN sets them before `up`).
             let mut env = route_env(&spec, &installed);
             sc.env.retain(|(k, _)| !k.starts_with("route_"));
             sc.env.extend(env.drain(..));
+        }
+        if newly_opened {
+            // Unlike OpenVPN, after the routes: warren adds them with the address.
+            self.run_up(&spec, &filtered, server)?;
+        }
+        if let Some(sc) = &self.opts.scripts {
             if let Some(cmd) = &sc.route_up {
                 let mut e = self.up_env.clone();
-                e.extend(sc.env.iter().cloned());
+                e.extend(
+                    sc.env
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("route_"))
+                        .cloned(),
+                );
                 crate::scripts::run_route_up(cmd, &e, sc.timeout);
             }
         }

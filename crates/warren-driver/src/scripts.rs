@@ -362,7 +362,10 @@ fn decide(
         let text = match std::fs::read_to_string(&file.0) {
             Ok(t) => t,
             Err(e) => {
-                warn!("client-connect for {}: cannot read {path}: {e}", req.common_name);
+                warn!(
+                    "client-connect for {}: cannot read {path}: {e}",
+                    req.common_name
+                );
                 return refuse;
             }
         };
@@ -438,9 +441,19 @@ impl Authenticator for ScriptAuth {
         }))
     }
 
-    fn finish(&mut self, _now: Instant, ticket: u64, verified: Verified, live: bool) -> AuthDecision {
+    fn finish(
+        &mut self,
+        _now: Instant,
+        ticket: u64,
+        verified: Verified,
+        live: bool,
+    ) -> AuthDecision {
         self.reserved.remove(&ticket);
-        let d = self.outcomes.lock().ok().and_then(|mut m| m.remove(&ticket));
+        let d = self
+            .outcomes
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&ticket));
         match (verified, d, live) {
             (Verified::Match, Some(d), true) => d,
             (Verified::Busy, ..) => {
@@ -683,7 +696,13 @@ pub fn run_up_down(
 
 /// Runs `route-up` (init.c `do_route`): no arguments, `script_type=route-up`.
 pub fn run_route_up(cmd: &[String], env: &[Var], timeout: Duration) -> bool {
-    run("--route-up", cmd, &[], &with_type(env.to_vec(), "route-up"), timeout)
+    run(
+        "--route-up",
+        cmd,
+        &[],
+        &with_type(env.to_vec(), "route-up"),
+        timeout,
+    )
 }
 
 #[cfg(test)]
@@ -805,10 +824,8 @@ mod tests {
         s.auth_user_pass_verify = None;
         s.client_connect = Some(sh("exit 1"));
         assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
-        s.client_connect = Some(sh(
-            "test \"$ifconfig_pool_remote_ip\" = 10.8.0.2 && \
-             printf 'push \"route 192.0.2.0 255.255.255.0\"\\nifconfig-push 10.8.0.9 255.255.255.0\\n' > \"$1\"",
-        ));
+        s.client_connect = Some(sh("test \"$ifconfig_pool_remote_ip\" = 10.8.0.2 && \
+             printf 'push \"route 192.0.2.0 255.255.255.0\"\\nifconfig-push 10.8.0.9 255.255.255.0\\n' > \"$1\""));
         match decide(&s, &parse_fn(), &request(), ip, 1) {
             AuthDecision::Accept(g) => {
                 assert_eq!(g.push, ["route 192.0.2.0 255.255.255.0"]);

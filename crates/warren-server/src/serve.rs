@@ -628,8 +628,8 @@ fn serve(
         }
         None => None,
     };
-    let script_hooks =
-        warren_driver::scripts::ScriptHooks::spawn(scripts.clone()).context("starting the script thread")?;
+    let script_hooks = warren_driver::scripts::ScriptHooks::spawn(scripts.clone())
+        .context("starting the script thread")?;
 
     let mut listening: Vec<String> = socket
         .iter()

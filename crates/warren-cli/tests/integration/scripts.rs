@@ -193,7 +193,11 @@ fn server_run(kind: ServerKind) -> Run {
         kind.label()
     );
     if kind == ServerKind::Warren {
-        assert!(learned.contains("delete 10.8.0.2"), "{}: {learned}", kind.label());
+        assert!(
+            learned.contains("delete 10.8.0.2"),
+            "{}: {learned}",
+            kind.label()
+        );
     }
     drop((bob, carol));
     lab.server().terminate(Duration::from_secs(10));
@@ -218,18 +222,41 @@ fn server_run(kind: ServerKind) -> Run {
 /// Variables stock OpenVPN sets that warren does not (yet), by name or prefix.
 const NOT_YET: &[&str] = &[
     // Peer info (IV_VER, IV_PLAT, ...) and the CA's certificate (depth 1).
-    "IV_", "UV_", "X509_1_", "tls_id_1", "tls_digest_1", "tls_digest_sha256_1",
-    "tls_serial_1", "tls_serial_hex_1",
+    "IV_",
+    "UV_",
+    "X509_1_",
+    "tls_id_1",
+    "tls_digest_1",
+    "tls_digest_sha256_1",
+    "tls_serial_1",
+    "tls_serial_hex_1",
     // IPv6-pool and route variables of a server without them, set by OpenVPN anyway.
-    "ifconfig_pool_local_ip", "ifconfig_broadcast", "link_mtu", "route_",
-    "remote_1", "local_1", "time_duration", "session_id", "session_state",
-    "auth_control_file", "auth_pending_file", "auth_failed_reason_file",
-    "client_connect_config_file", "client_connect_deferred_file", "n_clients",
-    "signal", "redirect_gateway", "tun_ipv6", "common_name", "username",
+    "ifconfig_pool_local_ip",
+    "ifconfig_broadcast",
+    "link_mtu",
+    "route_",
+    "remote_1",
+    "local_1",
+    "time_duration",
+    "session_id",
+    "session_state",
+    "auth_control_file",
+    "auth_pending_file",
+    "auth_failed_reason_file",
+    "client_connect_config_file",
+    "client_connect_deferred_file",
+    "n_clients",
+    "signal",
+    "redirect_gateway",
+    "tun_ipv6",
+    "common_name",
+    "username",
 ];
 
 fn not_yet(k: &str) -> bool {
-    NOT_YET.iter().any(|p| k == *p || (p.ends_with('_') && k.starts_with(p)))
+    NOT_YET
+        .iter()
+        .any(|p| k == *p || (p.ends_with('_') && k.starts_with(p)))
 }
 
 #[test]
@@ -305,7 +332,10 @@ fn server_scripts() {
         let w = env_keys(&warren.out.join(file));
         for k in *must {
             assert!(s.contains(*k), "stock {file} lacks {k}: {s:?}");
-            assert!(w.contains(*k), "warren {file} lacks {k} (stock has it): {w:?}");
+            assert!(
+                w.contains(*k),
+                "warren {file} lacks {k} (stock has it): {w:?}"
+            );
         }
         let extra: Vec<&String> = w.difference(&s).collect();
         if !extra.is_empty() {
@@ -399,4 +429,149 @@ fn script_security_is_checked_at_start() {
         err.contains(&format!("server.conf:{line}:")) && err.contains("script-security 2"),
         "{err}"
     );
+}
+
+/// Client variables stock OpenVPN sets that warren does not (yet), by name or prefix.
+const CLIENT_NOT_YET: &[&str] = &[
+    // The server's certificate chain and name, the default gateway outside the tunnel.
+    "X509_",
+    "tls_",
+    "common_name",
+    "route_net_gateway",
+    "redirect_gateway",
+    // Not in this scenario, but set by OpenVPN in others.
+    "link_mtu",
+    "foreign_option_",
+    "ifconfig_ipv6_",
+    "route_ipv6_",
+    "peer_id",
+    "dev_idx",
+];
+
+fn client_not_yet(k: &str) -> bool {
+    CLIENT_NOT_YET
+        .iter()
+        .any(|p| k == *p || (p.ends_with('_') && k.starts_with(p)))
+}
+
+/// Writes up/route-up/down scripts dumping to `out/<tag>-<script>.env` and returns the
+/// profile lines naming them.
+fn client_scripts(dir: &Path, out: &Path, tag: &str) -> Vec<String> {
+    let o = out.display();
+    let mut lines = vec!["script-security 2".to_owned()];
+    for (directive, name) in [("up", "up"), ("route-up", "route-up"), ("down", "down")] {
+        let s = script(
+            dir,
+            &format!("{tag}-{name}.sh"),
+            &format!("env > {o}/{tag}-{name}.env\necho \"$@\" > {o}/{tag}-{name}.args"),
+        );
+        lines.push(format!("{directive} {}", s.display()));
+    }
+    lines
+}
+
+#[test]
+fn client_up_down() {
+    let mut lab = Lab::new("scripts-client", ServerKind::Openvpn);
+    let d = lab.dir().to_path_buf();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let mut conf = lab.server_conf();
+    conf.extra
+        .push("push \"route 192.0.2.0 255.255.255.0\"".into());
+    lab.start_server(&conf);
+
+    // The stock client with the same scripts, for the variable names.
+    let mut cc = lab.client_conf(&lab.pki.clients[0]);
+    cc.extra.extend(client_scripts(&d, &out, "stock"));
+    let mut stock = lab.connect_client("stock", cc);
+    assert!(wait_file(
+        &out.join("stock-route-up.env"),
+        Duration::from_secs(10)
+    ));
+    stock.proc.terminate(Duration::from_secs(10));
+    assert!(wait_file(
+        &out.join("stock-down.env"),
+        Duration::from_secs(10)
+    ));
+
+    let mut cc = lab.client_conf(&lab.pki.clients[1]);
+    cc.extra.extend(client_scripts(&d, &out, "warren"));
+    let mut w = crate::client_common::connect_client(&mut lab, "warren", cc, &[]);
+    assert!(wait_file(
+        &out.join("warren-up.env"),
+        Duration::from_secs(10)
+    ));
+    assert!(wait_file(
+        &out.join("warren-route-up.env"),
+        Duration::from_secs(10)
+    ));
+    assert!(w.stop(Duration::from_secs(10)), "{}", w.proc.log_tail(20));
+    assert!(wait_file(
+        &out.join("warren-down.env"),
+        Duration::from_secs(10)
+    ));
+
+    // Arguments: DEV TUN_MTU 0 LOCAL NETMASK init, for up and down alike.
+    for script in ["up", "down"] {
+        let args =
+            std::fs::read_to_string(out.join(format!("warren-{script}.args"))).expect("args");
+        let a: Vec<&str> = args.split_whitespace().collect();
+        assert_eq!(a.len(), 6, "{script}: {args}");
+        assert_eq!(a[0], w.dev, "{script}: {args}");
+        assert_eq!(&a[1..3], ["1500", "0"], "{script}: {args}");
+        assert_eq!(a[3], w.addr(), "{script}: {args}");
+        assert_eq!(&a[4..], ["255.255.255.0", "init"], "{script}: {args}");
+    }
+    let route_up = out.join("warren-route-up.env");
+    assert_eq!(
+        env_value(&route_up, "route_network_1").as_deref(),
+        Some("192.0.2.0")
+    );
+    assert_eq!(
+        env_value(&route_up, "route_netmask_1").as_deref(),
+        Some("255.255.255.0")
+    );
+    assert_eq!(
+        env_value(&route_up, "route_vpn_gateway").as_deref(),
+        Some("10.8.0.1")
+    );
+    assert_eq!(
+        env_value(&out.join("warren-down.env"), "script_type").as_deref(),
+        Some("down")
+    );
+
+    let mut problems = Vec::new();
+    let mut report = String::new();
+    for script in ["up", "route-up", "down"] {
+        let s = env_keys(&out.join(format!("stock-{script}.env")));
+        let w = env_keys(&out.join(format!("warren-{script}.env")));
+        for k in [
+            "dev",
+            "tun_mtu",
+            "ifconfig_local",
+            "ifconfig_netmask",
+            "script_type",
+            "config",
+        ] {
+            assert!(s.contains(k), "stock {script} lacks {k}");
+            assert!(w.contains(k), "warren {script} lacks {k}: {w:?}");
+        }
+        let extra: Vec<&String> = w.difference(&s).collect();
+        if !extra.is_empty() {
+            problems.push(format!(
+                "warren {script} sets what stock does not: {extra:?}"
+            ));
+        }
+        let missing: Vec<&String> = s.difference(&w).filter(|k| !client_not_yet(k)).collect();
+        if !missing.is_empty() {
+            problems.push(format!("warren {script} lacks: {missing:?}"));
+        }
+        report.push_str(&format!(
+            "{script}: not yet {:?}\n",
+            s.difference(&w).collect::<Vec<_>>()
+        ));
+    }
+    eprintln!("{report}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

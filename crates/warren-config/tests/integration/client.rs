@@ -340,8 +340,14 @@ fn server_directives_refused_in_client() {
     err("server 10.8.0.0 255.255.255.0", "server directive");
     err("push \"route 1.2.3.0 255.255.255.0\"", "server directive");
     err("duplicate-cn", "server directive");
-    err("up /etc/openvpn/update-resolv-conf", "add `script-security 2`");
-    err("client-connect /bin/cc\nscript-security 2", "server directive");
+    err(
+        "up /etc/openvpn/update-resolv-conf",
+        "add `script-security 2`",
+    );
+    err(
+        "client-connect /bin/cc\nscript-security 2",
+        "server directive",
+    );
     let c = cfg("script-security 2\nup /bin/up\ndown /bin/down\nroute-up /bin/ru");
     assert!(c.scripts.up.is_some() && c.scripts.down.is_some() && c.scripts.route_up.is_some());
     // The documented escape hatch for scripts.

@@ -882,7 +882,10 @@ fn refused_directives() {
     err("remote vpn.example.org", "client directive");
     err("client", "client directive");
     err("iroute-ipv6 fd00:77::/64", "per-client config directories");
-    err("up /etc/openvpn/up.sh", "cannot run with script-security 1 (the default)");
+    err(
+        "up /etc/openvpn/up.sh",
+        "cannot run with script-security 1 (the default)",
+    );
     err("tls-verify /bin/check", "does not run this script hook");
     err("tls-cipher DEFAULT", "OpenSSL cipher-string syntax");
     err("tls-cert-profile suiteb", "security levels");
@@ -1423,11 +1426,17 @@ fn scripts() {
     assert_eq!(s.timeout, std::time::Duration::from_secs(5));
     assert_eq!(
         s.up.as_ref().map(|u| u.argv.clone()),
-        Some(vec!["/etc/openvpn/up.sh".to_owned(), "a".into(), "b c".into()])
+        Some(vec![
+            "/etc/openvpn/up.sh".to_owned(),
+            "a".into(),
+            "b c".into()
+        ])
     );
     assert_eq!(s.up.as_ref().and_then(|u| u.location.line), Some(NEXT + 1));
     assert_eq!(
-        s.auth_user_pass_verify.as_ref().map(|(c, via)| (c.argv[0].as_str(), *via)),
+        s.auth_user_pass_verify
+            .as_ref()
+            .map(|(c, via)| (c.argv[0].as_str(), *via)),
         Some(("/bin/check", warren_config::AuthVia::File))
     );
     assert!(s.client_connect.is_some() && s.client_disconnect.is_some());
@@ -1442,7 +1451,10 @@ fn scripts() {
     );
     err("learn-address /bin/la", "add `script-security 2`");
     err("script-security 4", "expected 0, 1, 2 or 3");
-    err("auth-user-pass-verify /bin/x via-pipe", "via-env or via-file");
+    err(
+        "auth-user-pass-verify /bin/x via-pipe",
+        "via-env or via-file",
+    );
     err("up", "1 parameter");
     err("warren-script-timeout 0", "1 to 3600");
     // The old escape hatch still skips a script on purpose.
