@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_apply() {
-        let e = parse_client_options("iroute 10.9.0.0 255.255.255.0\n", "cc:x").unwrap_err();
+        let e =
+            parse_client_options("iroute 10.9.0.0 255.255.255.0\n", "cc:x").expect_err("iroute");
         assert!(e.to_string().contains("cc:x:1"), "{e}");
         assert!(parse_client_options("ifconfig-push nope 255.0.0.0\n", "cc").is_err());
         assert!(parse_client_options("push \"comp-lzo no\"\n", "cc").is_err());

@@ -1583,23 +1583,23 @@ impl Loop {
             // route.c setenv_routes: route_* variables (OpenVPN sets them before `up`).
             let mut env = route_env(&spec, &installed);
             sc.env.retain(|(k, _)| !k.starts_with("route_"));
-            sc.env.extend(env.drain(..));
+            sc.env.append(&mut env);
         }
         if newly_opened {
             // Unlike OpenVPN, after the routes: warren adds them with the address.
             self.run_up(&spec, &filtered, server)?;
         }
-        if let Some(sc) = &self.opts.scripts {
-            if let Some(cmd) = &sc.route_up {
-                let mut e = self.up_env.clone();
-                e.extend(
-                    sc.env
-                        .iter()
-                        .filter(|(k, _)| k.starts_with("route_"))
-                        .cloned(),
-                );
-                crate::scripts::run_route_up(cmd, &e, sc.timeout);
-            }
+        if let Some(sc) = &self.opts.scripts
+            && let Some(cmd) = &sc.route_up
+        {
+            let mut e = self.up_env.clone();
+            e.extend(
+                sc.env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("route_"))
+                    .cloned(),
+            );
+            crate::scripts::run_route_up(cmd, &e, sc.timeout);
         }
         let mut s = format!(
             "{}/{}{} on {} via server {peer}{cn}, routes: {}",

@@ -66,8 +66,8 @@ fn tun_env(scripts: &ServerScripts) -> Vec<warren_driver::scripts::Var> {
 /// server as in OpenVPN (S_FATAL), a failing `route-up` is only logged.
 pub fn run_up(facts: &ServerFacts<'_>, scripts: &ServerScripts) -> Result<()> {
     let s = &facts.cfg.scripts;
-    if let Some(up) = &s.up {
-        if !run_up_down(
+    if let Some(up) = &s.up
+        && !run_up_down(
             "--up",
             &up.argv,
             "up",
@@ -75,12 +75,12 @@ pub fn run_up(facts: &ServerFacts<'_>, scripts: &ServerScripts) -> Result<()> {
             &tun_facts(facts),
             None,
             s.timeout,
-        ) {
-            return Err(Error::Script(format!(
-                "{}: the `up` script failed; stopping as OpenVPN does",
-                up.location
-            )));
-        }
+        )
+    {
+        return Err(Error::Script(format!(
+            "{}: the `up` script failed; stopping as OpenVPN does",
+            up.location
+        )));
     }
     if let Some(r) = &s.route_up
         && run_route_up(&r.argv, &scripts.daemon_env, s.timeout)

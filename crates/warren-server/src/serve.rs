@@ -431,8 +431,7 @@ fn serve(
             "auth-user-pass-verify and client-connect scripts cannot be combined with \
              warren-state-dir (the user database) yet: use one of them"
                 .into(),
-        )
-        .into());
+        ));
     }
     let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
     refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
