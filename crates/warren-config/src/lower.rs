@@ -321,7 +321,8 @@ impl<'a> Lowerer<'a> {
             }
             name => {
                 let msg = format!(
-                    "ignored: `{name}` would only be passed to scripts, which warren does not run"
+                    "ignored: `{name}` would only be passed to scripts, and warren does not pass \
+                     `setenv` variables to them yet"
                 );
                 self.warn(&v.loc, "setenv", msg);
             }

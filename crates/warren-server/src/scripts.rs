@@ -15,6 +15,17 @@ use crate::management::{ServerFacts, daemon_env};
 pub fn server_scripts(facts: &ServerFacts<'_>) -> Arc<ServerScripts> {
     let s = &facts.cfg.scripts;
     let env = daemon_env(facts);
+    if let Some((c, warren_config::AuthVia::Env)) = &s.auth_user_pass_verify
+        && s.security < 3
+    {
+        // env_set.c env_allowed: OpenVPN drops `password` from script environments below 3.
+        tracing::warn!(
+            "{}: auth-user-pass-verify via-env gets no `password` variable with script-security \
+             {} (OpenVPN passes it only with script-security 3); use via-file, or set 3",
+            c.location,
+            s.security
+        );
+    }
     Arc::new(ServerScripts {
         client_connect: s.client_connect.as_ref().map(|c| c.argv.clone()),
         client_disconnect: s.client_disconnect.as_ref().map(|c| c.argv.clone()),
