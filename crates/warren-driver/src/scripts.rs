@@ -552,7 +552,7 @@ impl ScriptHooks {
             } => {
                 let username = server.client(*peer_id).and_then(|c| c.username);
                 let cert = server.peer_certificate(*peer_id);
-                let env = client_env(
+                let mut env = client_env(
                     &self.scripts,
                     addr,
                     common_name,
@@ -561,6 +561,10 @@ impl ScriptHooks {
                     Some(*vpn_ip),
                     unix,
                 );
+                // ssl.c output_peer_info_env: IV_VER, IV_PLAT, ... of the client.
+                if let Some(pi) = server.peer_info(*peer_id) {
+                    env.extend(env::peer_info(pi));
+                }
                 if let Some(cmd) = &self.scripts.learn_address {
                     // multi.c learn_address_script: "add ADDR CN" with the client's env.
                     self.queue(Job {
