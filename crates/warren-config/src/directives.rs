@@ -1009,6 +1009,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-kill-switch", Some(Side::Client)),
     // The Prometheus metrics endpoint.
     ("warren-metrics", Some(Side::Server)),
+    // How long a user script may run before it is killed.
+    ("warren-script-timeout", None),
 ];
 
 /// Levenshtein distance over characters.

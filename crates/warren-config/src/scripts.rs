@@ -149,7 +149,12 @@ impl ScriptState {
     ) -> Result<bool, ConfigError> {
         // `ignore-unknown-option up` before `up ...` skips the script on purpose (the
         // advice warren gave before it ran scripts); the caller then warns.
-        if !allowed.contains(&v.name) || lw.ignores(v.name) {
+        if !allowed.contains(&v.name) {
+            return Ok(false);
+        }
+        // (Only OpenVPN's own script directives: `ignore-unknown-option
+        // warren-script-timeout` is how a file shared with stock OpenVPN carries it.)
+        if v.name != "warren-script-timeout" && v.name != "script-security" && lw.ignores(v.name) {
             return Ok(false);
         }
         let base_dir = lw.base_dir;

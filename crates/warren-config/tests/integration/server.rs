@@ -1457,6 +1457,9 @@ fn scripts() {
     );
     err("up", "1 parameter");
     err("warren-script-timeout 0", "1 to 3600");
+    // A file shared with stock OpenVPN names warren's own directive first.
+    let c = cfg("ignore-unknown-option warren-script-timeout\nwarren-script-timeout 7");
+    assert_eq!(c.scripts.timeout, std::time::Duration::from_secs(7));
     // The old escape hatch still skips a script on purpose.
     let (c, w) = ok("ignore-unknown-option up\nup /bin/up");
     assert!(c.scripts.up.is_none());
