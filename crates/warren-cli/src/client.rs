@@ -107,6 +107,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         offload,
         drop_after_up: drop_after_up(&cfg),
         kill_switch,
+        scripts: client_scripts(&cfg, profile, clock.unix_now()),
     };
     info!(
         "warren client {}: {} remote(s), {}, data ciphers {}{}",
@@ -127,6 +128,46 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
     );
     warren_driver::run_client(plan.engine, opts).map_err(|e| anyhow!(e))?;
     Ok(())
+}
+
+/// `up`, `route-up` and `down` with the client's own variables (OpenVPN's `es` of a
+/// client: init.c, options.c, socket.c `setenv_link_socket`), or `None` without scripts.
+fn client_scripts(
+    cfg: &warren_config::ClientConfig,
+    profile: &Path,
+    start_unix: u64,
+) -> Option<warren_driver::ClientScripts> {
+    let s = &cfg.scripts;
+    if s.up.is_none() && s.route_up.is_none() && s.down.is_none() {
+        return None;
+    }
+    let mut env = vec![
+        ("config".to_owned(), profile.display().to_string()),
+        ("daemon".into(), "0".into()),
+        ("daemon_log_redirect".into(), "0".into()),
+        ("daemon_pid".into(), std::process::id().to_string()),
+        ("daemon_start_time".into(), start_unix.to_string()),
+        ("verb".into(), cfg.verb.to_string()),
+        ("script_context".into(), "init".into()),
+        ("dev_type".into(), "tun".into()),
+    ];
+    for (i, r) in cfg.remotes.iter().enumerate() {
+        env.push((format!("remote_{}", i + 1), r.host.clone()));
+        env.push((format!("remote_port_{}", i + 1), r.port.to_string()));
+        use warren_config::ClientProto as P;
+        let proto = match r.proto {
+            P::Udp | P::Udp4 | P::Udp6 => "udp",
+            P::TcpClient | P::Tcp4Client | P::Tcp6Client => "tcp-client",
+        };
+        env.push((format!("proto_{}", i + 1), proto.to_owned()));
+    }
+    Some(warren_driver::ClientScripts {
+        up: s.up.as_ref().map(|c| c.argv.clone()),
+        route_up: s.route_up.as_ref().map(|c| c.argv.clone()),
+        down: s.down.as_ref().map(|c| c.argv.clone()),
+        timeout: s.timeout,
+        env,
+    })
 }
 
 /// `user`/`group` in the profile: the drop once the tunnel is up, with the restore helper

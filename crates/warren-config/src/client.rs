@@ -11,6 +11,7 @@ use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
 use crate::material::Material;
 use crate::proxy::{self, ProxyState};
 use crate::read_config_text;
+use crate::scripts::{CLIENT_SCRIPT_DIRECTIVES, ScriptState, Scripts};
 use crate::settings::defaults;
 use crate::types::{
     CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, PullFilterAction, Remote,
@@ -144,6 +145,8 @@ pub struct ClientConfig {
     /// outside the tunnel but the tunnel's own packets to its servers. Default off
     /// (`warren client --kill-switch` turns it on too).
     pub kill_switch: bool,
+    /// `script-security`, `up`, `down`, `route-up` and `warren-script-timeout`.
+    pub scripts: Scripts,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -205,8 +208,10 @@ pub fn client_config_from_str(
     let mut needs_user_pass: Vec<Location> = Vec::new();
     let mut blocks: Vec<Remote> = Vec::new();
     let mut connect_retry_max = None;
+    let mut scripts = ScriptState::default();
     let supported: Vec<&'static str> = CLIENT_DIRECTIVES
         .iter()
+        .chain(CLIENT_SCRIPT_DIRECTIVES)
         .chain(COMMON_DIRECTIVES)
         .chain(connection::CONNECTION_DIRECTIVES)
         .copied()
@@ -245,6 +250,9 @@ pub fn client_config_from_str(
                 return Ok(true);
             }
             _ => {}
+        }
+        if scripts.apply(v, CLIENT_SCRIPT_DIRECTIVES, lw)? {
+            return Ok(true);
         }
         if timing.apply(v)? {
             return Ok(true);
@@ -496,6 +504,7 @@ pub fn client_config_from_str(
         key_derivation: c.key_derivation,
         offload: c.offload.unwrap_or(true),
         kill_switch: s.kill_switch,
+        scripts: scripts.finish()?,
         source: PathBuf::from(origin),
     };
     Ok((cfg, lw.warnings))

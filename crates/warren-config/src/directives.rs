@@ -157,8 +157,9 @@ const PUSHED_ONLY: &str = "this is pushed by the server, never set in a config f
 const CLIENT_ONLY: &str = "this is a client directive; it has no place in a server config";
 const CCD_ONLY: &str = "these belong in a client-config-dir file (`client-config-dir DIR`, one file per client), not in the server config";
 const SERVER_ONLY: &str = "this is a server directive; it has no place in a client config";
-const SCRIPT: &str = "warren never runs external scripts; remove it, or add `ignore-unknown-option <name>` \
-    before it to skip it on purpose (OpenVPN itself is not affected by that line)";
+const SCRIPT: &str = "warren does not run this script hook (it runs up, down, route-up, client-connect, \
+    client-disconnect, learn-address and auth-user-pass-verify); remove it, or add \
+    `ignore-unknown-option <name>` before it to skip it on purpose (OpenVPN itself is not affected by that line)";
 const NOT_YET: &str = "not implemented yet; remove it, or add `ignore-unknown-option <name>` before it to \
     skip it on purpose (OpenVPN itself is not affected by that line)";
 const COMPRESSION: &str = "compression is refused: compressing before encryption leaks plaintext lengths \
@@ -436,8 +437,7 @@ const REFUSED_BOTH: &[(&str, &str, bool)] = &[
 const REFUSED_SERVER: &[(&str, &str, bool)] = &[
     (
         "auth-user-pass-verify",
-        "username/password checks are not implemented yet; ignoring this would let any holder of a \
-         client certificate in",
+        "skipping the username/password script would let any holder of a client certificate in",
         true,
     ),
     ("auth-user-pass-optional", NO_USER_AUTH, true),
@@ -974,6 +974,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-kill-switch", Some(Side::Client)),
     // The Prometheus metrics endpoint.
     ("warren-metrics", Some(Side::Server)),
+    // How long a user script may run before it is killed.
+    ("warren-script-timeout", None),
 ];
 
 /// Levenshtein distance over characters.

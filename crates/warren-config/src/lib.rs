@@ -47,7 +47,7 @@
 //!    security or break the tunnel are *strict* and stay errors regardless:
 //!    compression (`comp-lzo`, `compress`, even `comp-lzo no`, which still
 //!    changes the framing), `secret`, `tls-crypt-v2-verify`, `crl-verify DIR dir`,
-//!    `tls-verify`, `plugin`, `auth-user-pass-verify`, `client-connect`,
+//!    `tls-verify`, `plugin`, `client-crresponse`,
 //!    `client-config-dir`, `verify-x509-name` on a server, `remote-cert-eku`/
 //!    `-ku`, `ns-cert-type`, `no-replay`, `reneg-bytes`/`-pkts`,
 //!    `chroot`, `setcon`, `mlock`, `cd`, `config`, PKCS#11/12
@@ -55,7 +55,8 @@
 //!    `iroute-ipv6` and `ifconfig-ipv6-push`,
 //!    proxies, `redirect-private` and `dns` on a client, and
 //!    client-only directives in a server config (and the reverse).
-//!    Scripts (`up`, `down`, `route-up`, `learn-address`…), TLS suite
+//!    Script hooks warren does not run (`down-pre`, `route-pre-down`,
+//!    `ipchange`, `up-delay`…), TLS suite
 //!    restrictions (`tls-cipher`, `tls-ciphersuites`, `tls-groups`,
 //!    `ecdh-curve`, `tls-cert-profile`: warren's fixed rustls set is used),
 //!    `route` on a server, `inactive`, `ping-exit`, `bind`, `mark` and other
@@ -68,11 +69,21 @@
 //!    `setenv FORWARD_COMPATIBLE 1` covers it.
 //!
 //! `setenv NAME VALUE` (other than `opt`, `FORWARD_COMPATIBLE` and
-//! `GENERIC_CONFIG`) is ignored with a warning: it only feeds scripts.
+//! `GENERIC_CONFIG`) is ignored with a warning: it only feeds scripts, and
+//! warren does not pass it to them yet.
+//!
+//! ## Scripts
+//!
+//! `script-security`, `up`, `down`, `route-up` (both sides), `client-connect`,
+//! `client-disconnect`, `learn-address`, `auth-user-pass-verify CMD via-env|via-file`
+//! (server) and `warren-script-timeout SECONDS` are lowered into [`Scripts`]; a
+//! script with `script-security` below 2 is refused at start with its line
+//! (`scripts.rs`). The file a `client-connect` script writes is read like a
+//! client-config-dir file, with [`client_options_from_str`] (`ccd.rs`).
 //!
 //! ## Allow-list: ignored with a warning, server and client
 //!
-//! `mute`, `script-security`, `log`, `log-append`, `syslog`, `daemon` (warren
+//! `mute`, `log`, `log-append`, `syslog`, `daemon` (warren
 //! stays in the foreground; use a service manager), `writepid`, `fast-io`,
 //! `tun-mtu-extra`, `tun-ipv6`, `suppress-timestamps`,
 //! `machine-readable-output`, `errors-to-stderr`, `disable-dco`, `nice`,
@@ -157,6 +168,7 @@ mod lower;
 mod management;
 mod material;
 mod proxy;
+mod scripts;
 mod server;
 mod settings;
 mod tlsnames;
@@ -179,6 +191,9 @@ pub use material::{Material, resolve_path};
 pub use proxy::{
     DEFAULT_SOCKS_PORT, HttpProxy, HttpVersion, MAX_CUSTOM_HEADERS, Proxy, ProxyCredentials,
     SocksProxy,
+};
+pub use scripts::{
+    AuthVia, DEFAULT_SCRIPT_SECURITY, DEFAULT_SCRIPT_TIMEOUT, ScriptCommand, Scripts, split_command,
 };
 pub use server::{ServerConfig, ServerRoute, load_server_config, server_config_from_str};
 pub use settings::{ServerIpv6, Session, defaults};

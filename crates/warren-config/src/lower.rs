@@ -208,6 +208,11 @@ pub(crate) struct Lowerer<'a> {
 }
 
 impl<'a> Lowerer<'a> {
+    /// Whether an `ignore-unknown-option` line before this point names `name`.
+    pub fn ignores(&self, name: &str) -> bool {
+        self.ignore_unknown.iter().any(|n| n == name)
+    }
+
     pub fn new(file: Arc<str>, base_dir: &'a Path) -> Self {
         Lowerer {
             file,
@@ -316,7 +321,8 @@ impl<'a> Lowerer<'a> {
             }
             name => {
                 let msg = format!(
-                    "ignored: `{name}` would only be passed to scripts, which warren does not run"
+                    "ignored: `{name}` would only be passed to scripts, and warren does not pass \
+                     `setenv` variables to them yet"
                 );
                 self.warn(&v.loc, "setenv", msg);
             }

@@ -11,6 +11,7 @@ use crate::lower::{COMMON_DIRECTIVES, Common, Lowerer, View};
 use crate::management::{MANAGEMENT_DIRECTIVES, ManagementConfig, ManagementState};
 use crate::material::{Material, resolve_path};
 use crate::read_config_text;
+use crate::scripts::{SERVER_SCRIPT_DIRECTIVES, ScriptState, Scripts};
 use crate::settings::defaults;
 use crate::types::{
     CertRole, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto, RouteIpv6, StateDir,
@@ -185,6 +186,9 @@ pub struct ServerConfig {
     ///
     /// [`defaults::METRICS_PORT`]: crate::defaults::METRICS_PORT
     pub metrics: Option<SocketAddr>,
+    /// `script-security`, `up`, `down`, `route-up`, `client-connect`, `client-disconnect`,
+    /// `learn-address`, `auth-user-pass-verify` and `warren-script-timeout`.
+    pub scripts: Scripts,
     /// The config file, or the origin name.
     pub source: PathBuf,
 }
@@ -271,20 +275,23 @@ pub(crate) fn lower_server(
     let mut c = Common::default();
     let mut s = ServerState::default();
     let mut mgmt = ManagementState::default();
+    let mut scripts = ScriptState::default();
     let supported: Vec<&'static str> = SERVER_DIRECTIVES
         .iter()
         .chain(MANAGEMENT_DIRECTIVES)
+        .chain(SERVER_SCRIPT_DIRECTIVES)
         .chain(COMMON_DIRECTIVES)
         .copied()
         .collect();
 
     lw.run(directives, Side::Server, &supported, |lw, v| {
-        if c.apply(lw, v)? || mgmt.apply(v)? {
+        if c.apply(lw, v)? || mgmt.apply(v)? || scripts.apply(v, SERVER_SCRIPT_DIRECTIVES, lw)? {
             return Ok(true);
         }
         s.apply(lw, v)
     })?;
     let management = mgmt.finish()?;
+    let scripts = scripts.finish()?;
     c.check()?;
     c.notes(&mut lw);
 
@@ -561,6 +568,7 @@ pub(crate) fn lower_server(
         port_share: s.port_share.map(|(target, _)| target),
         management,
         metrics: s.metrics,
+        scripts,
         source: PathBuf::from(origin),
     };
     if let (Some(v6), Some(loc)) = (cfg.ipv6(), ipv6_loc) {

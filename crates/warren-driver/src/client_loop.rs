@@ -198,6 +198,21 @@ pub struct ClientLoopOptions {
     /// loop ends, nothing leaves outside the tunnel but its packets to the servers (see
     /// [`crate::kill_switch`]).
     pub kill_switch: bool,
+    /// `up`, `route-up` and `down` (see [`ClientScripts`]).
+    pub scripts: Option<ClientScripts>,
+}
+
+/// The client's scripts, run as OpenVPN runs them (init.c `do_open_tun`, `do_route`,
+/// `do_close_tun`): `up` once the tun device has its address (a failure stops the client),
+/// `route-up` after the routes of each connection, `down` when the tun device goes.
+#[derive(Debug, Clone, Default)]
+pub struct ClientScripts {
+    pub up: Option<Vec<String>>,
+    pub route_up: Option<Vec<String>>,
+    pub down: Option<Vec<String>>,
+    pub timeout: Duration,
+    /// The client's own variables (`config`, `daemon`, `verb`, `remote_1`, ...).
+    pub env: Vec<crate::scripts::Var>,
 }
 
 /// `user`/`group` for the client. Like OpenVPN, the client drops privileges once the
@@ -259,6 +274,8 @@ pub enum ClientLoopError {
     },
     #[error("reading from tun device {name}: {source}")]
     TunRead { name: String, source: io::Error },
+    #[error("the `up` script failed; stopping as OpenVPN does")]
+    UpScript,
     #[error("starting the restore helper for `user`/`group`: {0}")]
     RestoreHelper(#[source] io::Error),
     #[error("dropping privileges (`user`/`group`): {0}")]
@@ -597,6 +614,10 @@ struct Loop {
     mtu: u16,
     /// The "up" line was printed once; later connections print "reconnected".
     announced: bool,
+    /// The tunnel variables of the `up` script, kept for `route-up` and `down`.
+    up_env: Vec<crate::scripts::Var>,
+    /// The tunnel `up` ran for (`down` gets the same arguments).
+    up_tun: Option<crate::scripts::TunFacts>,
 }
 
 /// What a turn of the loop decided.
@@ -650,6 +671,8 @@ pub fn run_client(
         tx_buf: Vec::with_capacity(2048),
         mtu: 0,
         announced: false,
+        up_env: Vec::new(),
+        up_tun: None,
     };
     l.size_buffers(mtu);
     let result = l.run();
@@ -660,6 +683,7 @@ pub fn run_client(
     {
         warn!("restoring the network: {e}");
     }
+    l.run_down(if result.is_ok() { "sigterm" } else { "error" });
     l.tun = None;
     // Last: until here nothing could leak.
     if let Some(ks) = l.ks.take()
@@ -689,7 +713,126 @@ pub fn run_client(
     result.map(|()| l.stats)
 }
 
+/// OpenVPN's route variables (route.c `setenv_routes`): `route_vpn_gateway`,
+/// `route_net_gateway`, and `route_network_N`/`route_netmask_N`/`route_gateway_N`
+/// (`route_metric_N` when set) for the IPv4 routes into the tun.
+fn route_env(spec: &TunnelSpec, installed: &[warren_net::RouteSpec]) -> Vec<crate::scripts::Var> {
+    let mut e = Vec::new();
+    if let Some(g) = spec.vpn_gateway {
+        e.push(("route_vpn_gateway".to_owned(), g.to_string()));
+    }
+    let mut i = 0;
+    for r in installed
+        .iter()
+        .filter(|r| r.dev.as_deref() == Some(spec.dev.as_str()))
+    {
+        let warren_net::IpNet::V4(n) = r.dst else {
+            continue;
+        };
+        i += 1;
+        let mask = std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(n.prefix()))
+                .unwrap_or(0),
+        );
+        e.push((format!("route_network_{i}"), n.addr().to_string()));
+        e.push((format!("route_netmask_{i}"), mask.to_string()));
+        let gw = match r.via {
+            Some(IpAddr::V4(g)) => g.to_string(),
+            _ => spec.vpn_gateway.map(|g| g.to_string()).unwrap_or_default(),
+        };
+        e.push((format!("route_gateway_{i}"), gw));
+        if let Some(m) = r.metric {
+            e.push((format!("route_metric_{i}"), m.to_string()));
+        }
+    }
+    e
+}
+
 impl Loop {
+    /// `up`, once the new tun device has its address (init.c `do_open_tun`).
+    fn run_up(
+        &mut self,
+        spec: &TunnelSpec,
+        pushed: &PushedConfig,
+        server: SocketAddr,
+    ) -> Result<(), Fatal> {
+        let Some(sc) = &self.opts.scripts else {
+            return Ok(());
+        };
+        let netmask = std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(spec.prefix))
+                .unwrap_or(0),
+        );
+        let mut env = sc.env.clone();
+        env.push(("ifconfig_local".into(), spec.address.to_string()));
+        env.push(("ifconfig_netmask".into(), netmask.to_string()));
+        // socket.c setenv_trusted / ssl_verify.c setenv_untrusted: the server's address.
+        env.extend(crate::management::env::address(true, &server));
+        env.extend(crate::management::env::address(false, &server));
+        if let Some(v6) = &spec.ipv6 {
+            env.push(("ifconfig_ipv6_local".into(), v6.address.to_string()));
+            env.push(("ifconfig_ipv6_netbits".into(), v6.prefix.to_string()));
+        }
+        // options.c: pushed dhcp-options reach scripts as foreign_option_N.
+        let mut n = 0;
+        for o in pushed.raw.iter().filter(|o| o.starts_with("dhcp-option ")) {
+            n += 1;
+            env.push((format!("foreign_option_{n}"), o.clone()));
+        }
+        let tun = crate::scripts::TunFacts {
+            dev: spec.dev.clone(),
+            tun_mtu: spec.mtu,
+            local: spec.address.to_string(),
+            remote_or_netmask: netmask.to_string(),
+        };
+        // init.c run_up_down: these stay in the environment of later scripts.
+        env.push(("tun_mtu".into(), tun.tun_mtu.to_string()));
+        env.push(("dev".into(), tun.dev.clone()));
+        self.up_env = env;
+        if let Some(cmd) = &sc.up
+            && !crate::scripts::run_up_down(
+                "--up/--down",
+                cmd,
+                "up",
+                &self.up_env,
+                &tun,
+                None,
+                sc.timeout,
+            )
+        {
+            return Err(Fatal::Net(ClientLoopError::UpScript));
+        }
+        self.up_tun = Some(tun);
+        Ok(())
+    }
+
+    /// `down`, as the tun device goes (init.c `do_close_tun`).
+    fn run_down(&mut self, signal: &str) {
+        let (Some(sc), Some(tun)) = (&self.opts.scripts, &self.up_tun) else {
+            return;
+        };
+        if let Some(cmd) = &sc.down {
+            let mut e = self.up_env.clone();
+            e.extend(
+                sc.env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("route_"))
+                    .cloned(),
+            );
+            crate::scripts::run_up_down(
+                "--up/--down",
+                cmd,
+                "down",
+                &e,
+                tun,
+                Some(signal),
+                sc.timeout,
+            );
+        }
+    }
+
     fn size_buffers(&mut self, mtu: u16) {
         if mtu <= self.mtu {
             return;
@@ -1366,6 +1509,7 @@ impl Loop {
         for n in notes {
             warn!("{n}");
         }
+        let mut newly_opened = false;
         if self.tun.is_none() {
             let mut tun = OffloadTun::open(&OffloadTunConfig {
                 tun: TunConfig {
@@ -1415,6 +1559,7 @@ impl Loop {
             );
             self.tun = Some(tun);
             self.fds_changed = true;
+            newly_opened = true;
         } else {
             self.size_buffers(spec.mtu);
         }
@@ -1428,12 +1573,34 @@ impl Loop {
             warn!("{n}");
         }
 
-        let routes: Vec<String> = net
-            .routes()
+        let installed = net.routes();
+        let routes: Vec<String> = installed
             .iter()
             .filter(|r| r.dev.as_deref() == Some(spec.dev.as_str()))
             .map(|r| r.dst.to_string())
             .collect();
+        if let Some(sc) = &mut self.opts.scripts {
+            // route.c setenv_routes: route_* variables (OpenVPN sets them before `up`).
+            let mut env = route_env(&spec, &installed);
+            sc.env.retain(|(k, _)| !k.starts_with("route_"));
+            sc.env.append(&mut env);
+        }
+        if newly_opened {
+            // Unlike OpenVPN, after the routes: warren adds them with the address.
+            self.run_up(&spec, &filtered, server)?;
+        }
+        if let Some(sc) = &self.opts.scripts
+            && let Some(cmd) = &sc.route_up
+        {
+            let mut e = self.up_env.clone();
+            e.extend(
+                sc.env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("route_"))
+                    .cloned(),
+            );
+            crate::scripts::run_route_up(cmd, &e, sc.timeout);
+        }
         let mut s = format!(
             "{}/{}{} on {} via server {peer}{cn}, routes: {}",
             spec.address,

@@ -43,6 +43,7 @@ mod metrics;
 mod metrics_http;
 mod portshare;
 mod proxy;
+pub mod scripts;
 mod server_loop;
 pub mod status;
 mod systemd;
@@ -54,9 +55,9 @@ pub use auth::{
 };
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientStats, DropAfterUp, NetOptions, PullAction,
-    RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags, run_client,
-    tunnel_spec, tunnel_spec6,
+    ClientLoopError, ClientLoopOptions, ClientScripts, ClientStats, DropAfterUp, NetOptions,
+    PullAction, RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags,
+    run_client, tunnel_spec, tunnel_spec6,
 };
 pub use metrics_http::MetricsListener;
 pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};

@@ -88,6 +88,8 @@ pub struct ServerLoopOptions {
     pub metrics: Option<MetricsListener>,
     /// Started by systemd with `Type=notify` (see [`crate::systemd`]).
     pub systemd: Option<Systemd>,
+    /// `learn-address` and `client-disconnect` (see [`crate::scripts`]).
+    pub scripts: Option<crate::scripts::ScriptHooks>,
 }
 
 /// A periodic check of files a running server follows, such as the `crl-verify` CRL that
@@ -865,6 +867,9 @@ impl Loop {
                 m.on_event(&ev, &self.ctl.server);
             }
             self.tcp_event(now, &ev);
+            if let Some(h) = self.opts.scripts.as_mut() {
+                h.on_event(&ev, &self.ctl.server, self.opts.clock.unix_now());
+            }
             self.forward_to_auth(now, ev);
         }
         if self.opts.auth.is_none() {

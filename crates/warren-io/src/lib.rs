@@ -24,6 +24,8 @@
 //! * [`drop_privileges`]: `user`/`group` after the privileged setup.
 //! * [`flock`]: advisory file locks (the state directory's lock file).
 //! * [`Notifier`]: systemd's `sd_notify` protocol over `$NOTIFY_SOCKET`.
+//! * [`run_script`]: a user script (`up`, `client-connect`, ...) with its environment and a
+//!   timeout.
 //! * [`ipv4_interface_addrs`]: the host's IPv4 interface addresses (`getifaddrs`).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment. The only OpenVPN knowledge here is
@@ -37,6 +39,7 @@ mod mgmt;
 mod poll;
 mod privs;
 mod rng;
+mod script;
 mod sdnotify;
 mod signals;
 mod tcp;
@@ -52,6 +55,7 @@ pub use privs::{
     effective_capabilities, group_exists, group_id, group_name, is_root, user_exists, user_id,
 };
 pub use rng::OsRng;
+pub use script::{ScriptStatus, run_script};
 pub use sdnotify::{Notifier, watchdog_interval};
 pub use signals::{Signal, Signals};
 pub use tcp::{TcpBind, TcpBindError, TcpConn, TcpListener};

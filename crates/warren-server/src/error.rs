@@ -22,6 +22,9 @@ pub enum Error {
         "`data-ciphers`: {0} is not supported (use AES-256-GCM, AES-128-GCM, CHACHA20-POLY1305)"
     )]
     Cipher(String),
+    /// A script the config names failed, or cannot run with the rest of the config.
+    #[error("{0}")]
+    Script(String),
     #[error("`auth {0}`: unsupported digest (use SHA1, SHA256 or SHA512)")]
     Digest(String),
     #[error("tls-auth key direction {0}: expected 0 or 1")]

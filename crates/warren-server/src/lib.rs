@@ -18,6 +18,7 @@ pub mod convert;
 pub mod crl;
 mod error;
 pub mod management;
+pub mod scripts;
 pub mod serve;
 pub mod state;
 

@@ -93,6 +93,30 @@ pub fn options(m: &ManagementConfig, facts: ServerFacts<'_>) -> Result<Managemen
             })?,
         ),
     };
+    let daemon_env = daemon_env(&facts);
+    let cfg = facts.cfg;
+    Ok(ManagementOptions {
+        listener,
+        password,
+        client_auth: m.client_auth,
+        hold: m.hold,
+        log_cache: usize::try_from(m.log_cache).unwrap_or(usize::MAX),
+        allowed_uid,
+        allowed_gid,
+        log: facts.log,
+        version: version_line(),
+        daemon_env,
+        tun_ip: facts.tun_ip,
+        local: facts.local.filter(|a| !a.ip().is_unspecified()),
+        status_version: facts.status_version,
+        verb: cfg.verb,
+    })
+}
+
+/// The variables of the server itself that every client environment (management
+/// `>CLIENT:` blocks, scripts) ends with: OpenVPN's `es` after start-up (`dev`,
+/// `ifconfig_local`, `config`, `daemon`, `verb`, `local_port_1`, ...).
+pub fn daemon_env(facts: &ServerFacts<'_>) -> Vec<Var> {
     let cfg = facts.cfg;
     let proto = if cfg.proto.is_tcp() {
         "tcp-server"
@@ -121,20 +145,5 @@ pub fn options(m: &ManagementConfig, facts: ServerFacts<'_>) -> Result<Managemen
         ("dev_type".into(), "tun".into()),
         ("redirect_gateway".into(), "0".into()),
     ]);
-    Ok(ManagementOptions {
-        listener,
-        password,
-        client_auth: m.client_auth,
-        hold: m.hold,
-        log_cache: usize::try_from(m.log_cache).unwrap_or(usize::MAX),
-        allowed_uid,
-        allowed_gid,
-        log: facts.log,
-        version: version_line(),
-        daemon_env,
-        tun_ip: facts.tun_ip,
-        local: facts.local.filter(|a| !a.ip().is_unspecified()),
-        status_version: facts.status_version,
-        verb: cfg.verb,
-    })
+    daemon_env
 }

@@ -426,6 +426,13 @@ fn serve(
         log,
         ..
     } = launch;
+    if store.is_some() && cfg.scripts.decide_logins() {
+        return Err(Error::Script(
+            "auth-user-pass-verify and client-connect scripts cannot be combined with \
+             warren-state-dir (the user database) yet: use one of them"
+                .into(),
+        ));
+    }
     let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
     refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
     let bind = if cfg.proto.is_tcp() {
@@ -543,6 +550,26 @@ fn serve(
             },
         )?),
     };
+    // Scripts: `up` and `route-up` now, with the tun configured and before the privilege
+    // drop, as OpenVPN runs them.
+    let dev_name = tun.name().to_owned();
+    let script_facts = crate::management::ServerFacts {
+        cfg,
+        dev: &dev_name,
+        tun_ip: tun_addr,
+        netmask: engine.netmask,
+        tun_mtu: engine.tun_mtu,
+        local: socket
+            .as_ref()
+            .map(|s| s.local_addr())
+            .or_else(|| listeners.first().map(|l| l.local_addr())),
+        start_unix: clock.unix_now(),
+        status_version: warren_driver::status::StatusVersion::from_number(cfg.status_version)
+            .ok_or(Error::StatusVersion(cfg.status_version))?,
+        log: None,
+    };
+    let scripts = crate::scripts::server_scripts(&script_facts);
+    crate::scripts::run_up(&script_facts, &scripts)?;
     let run_as_who = run_as(&account, cfg, warren_io::is_root(), &account_exists);
     // NAT before the privilege drop: `nft` and the forwarding sysctls need CAP_NET_ADMIN.
     // Undone after the loop, or by `Drop` on an error path; after a drop, by a helper
@@ -584,6 +611,24 @@ fn serve(
                     .context("starting the authentication threads")?,
             )
         }
+        None if cfg.scripts.decide_logins() => {
+            let a = warren_driver::scripts::ScriptAuth::new(
+                scripts.clone(),
+                crate::scripts::parse_fn(crate::ccd::CcdDir::from_config(cfg)),
+                clock,
+                Pool::new(engine.network, engine.netmask),
+            );
+            // Script runs wait on a child, not the CPU: one thread each, so a slow script
+            // holds up only its own client.
+            let opts = warren_driver::AuthOptions {
+                verify_threads: SCRIPT_THREADS,
+                ..warren_driver::AuthOptions::default()
+            };
+            Some(
+                warren_driver::AuthWorker::spawn(Box::new(a), clock, opts)
+                    .context("starting the script threads")?,
+            )
+        }
         None => match crate::ccd::CcdDir::from_config(cfg) {
             Some(ccd) => Some(
                 warren_driver::AuthWorker::spawn(
@@ -596,6 +641,8 @@ fn serve(
             None => None,
         },
     };
+    let script_hooks = warren_driver::scripts::ScriptHooks::spawn(scripts.clone())
+        .context("starting the script thread")?;
 
     let mut listening: Vec<String> = socket
         .iter()
@@ -644,6 +691,7 @@ fn serve(
         management,
         metrics,
         systemd,
+        scripts: script_hooks,
         tcp: (!listeners.is_empty()).then(|| warren_driver::TcpOptions {
             listeners,
             // Handshaking connections come on top of the connected clients.
@@ -658,6 +706,11 @@ fn serve(
         }),
     };
     let result = warren_driver::run_server(server, tun, socket, opts).context("server loop");
+    crate::scripts::run_down(
+        &script_facts,
+        &scripts,
+        if result.is_ok() { "sigterm" } else { "error" },
+    );
     if let Some(mut nat) = nat
         && let Err(e) = nat.restore()
     {
@@ -1021,10 +1074,15 @@ fn engine_config_with(
         // logins off the packet loop.
         external_auth: cfg.state.is_some()
             || cfg.client_config_dir.is_some()
-            || cfg.management.as_ref().is_some_and(|m| m.client_auth),
+            || cfg.management.as_ref().is_some_and(|m| m.client_auth)
+            || cfg.scripts.decide_logins(),
         unix_time_at_zero,
     })
 }
+
+/// Threads running `auth-user-pass-verify` and `client-connect` at once (each waits on its
+/// script; more logins queue).
+const SCRIPT_THREADS: usize = 32;
 
 /// Connections beyond `max-clients` a TCP listener accepts (handshakes in progress,
 /// clients reconnecting before their old connection is gone).

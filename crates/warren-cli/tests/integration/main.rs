@@ -31,6 +31,7 @@ mod portshare;
 mod privileges;
 mod proxy;
 mod revocation;
+mod scripts;
 mod server_interop;
 mod signals;
 mod site_to_site;

@@ -327,7 +327,7 @@ fn user_and_group() {
 
 #[test]
 fn harmless_client_directives_warn() {
-    for l in ["mute 10", "script-security 2", "auth-nocache", "float"] {
+    for l in ["mute 10", "auth-nocache", "float"] {
         let (_, w) = ok(l);
         assert_eq!(w.len(), 1, "{l}: {w:?}");
         assert_eq!(w[0].location.line, Some(NEXT));
@@ -342,8 +342,14 @@ fn server_directives_refused_in_client() {
     err("duplicate-cn", "server directive");
     err(
         "up /etc/openvpn/update-resolv-conf",
-        "never runs external scripts",
+        "add `script-security 2`",
     );
+    err(
+        "client-connect /bin/cc\nscript-security 2",
+        "server directive",
+    );
+    let c = cfg("script-security 2\nup /bin/up\ndown /bin/down\nroute-up /bin/ru");
+    assert!(c.scripts.up.is_some() && c.scripts.down.is_some() && c.scripts.route_up.is_some());
     // The documented escape hatch for scripts.
     let (_, w) = ok(
         "ignore-unknown-option up down\nup /etc/openvpn/update-resolv-conf\ndown /etc/openvpn/update-resolv-conf",

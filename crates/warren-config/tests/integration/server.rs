@@ -833,7 +833,6 @@ fn allow_listed_directives_warn() {
     let lines = [
         "mute 20",
         "mute-replay-warnings",
-        "script-security 2",
         "ifconfig-pool-persist ipp.txt",
         "log /var/log/openvpn.log",
         "log-append /var/log/openvpn.log",
@@ -876,7 +875,7 @@ fn refused_directives() {
     err("secret static.key", "static-key mode");
     err(
         "auth-user-pass-verify /bin/check via-file",
-        "username/password checks",
+        "add `script-security 2`",
     );
     err("tls-crypt-v2-verify /bin/check", "runs no script");
     err("remote vpn.example.org", "client directive");
@@ -889,7 +888,11 @@ fn refused_directives() {
         "ifconfig-push 10.8.0.5 255.255.255.0",
         "belong in a client-config-dir file",
     );
-    err("up /etc/openvpn/up.sh", "never runs external scripts");
+    err(
+        "up /etc/openvpn/up.sh",
+        "cannot run with script-security 1 (the default)",
+    );
+    err("tls-verify /bin/check", "does not run this script hook");
     err("tls-cipher DEFAULT", "OpenSSL cipher-string syntax");
     err("tls-cert-profile suiteb", "security levels");
     // An OpenVPN directive with no specific entry.
@@ -945,7 +948,7 @@ fn ignore_unknown_option_rules() {
 #[test]
 fn setenv_rules() {
     let (_, w) =
-        ok("setenv opt block-outside-dns\nsetenv opt frobnicate 1\nsetenv opt up /bin/true");
+        ok("setenv opt block-outside-dns\nsetenv opt frobnicate 1\nsetenv opt ipchange /bin/true");
     assert_eq!(w.len(), 3, "{w:?}");
     assert!(w[1].message.contains("setenv opt"), "{}", w[1]);
     // setenv opt on a known directive applies it.
@@ -1454,4 +1457,56 @@ fn tls_crypt_v2() {
         NEXT + 1,
         "runs no script",
     );
+}
+
+#[test]
+fn scripts() {
+    let c = cfg(
+        "script-security 2\nup \"/etc/openvpn/up.sh a 'b c'\"\nclient-connect /bin/cc\n\
+         client-disconnect /bin/cd\nlearn-address /bin/la\nauth-user-pass-verify /bin/check via-file\n\
+         down /bin/down\nroute-up /bin/ru\nwarren-script-timeout 5",
+    );
+    let s = &c.scripts;
+    assert_eq!(s.security, 2);
+    assert_eq!(s.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        s.up.as_ref().map(|u| u.argv.clone()),
+        Some(vec![
+            "/etc/openvpn/up.sh".to_owned(),
+            "a".into(),
+            "b c".into()
+        ])
+    );
+    assert_eq!(s.up.as_ref().and_then(|u| u.location.line), Some(NEXT + 1));
+    assert_eq!(
+        s.auth_user_pass_verify
+            .as_ref()
+            .map(|(c, via)| (c.argv[0].as_str(), *via)),
+        Some(("/bin/check", warren_config::AuthVia::File))
+    );
+    assert!(s.client_connect.is_some() && s.client_disconnect.is_some());
+    assert!(s.learn_address.is_some() && s.down.is_some() && s.route_up.is_some());
+    assert!(s.decide_logins());
+    assert_eq!(cfg("").scripts, warren_config::Scripts::default());
+    // script-security below 2 refuses the script's own line, wherever the level is set.
+    err_line(
+        "client-connect /bin/cc\nscript-security 1",
+        NEXT,
+        "`client-connect` cannot run with script-security 1 (set in the config)",
+    );
+    err("learn-address /bin/la", "add `script-security 2`");
+    err("script-security 4", "expected 0, 1, 2 or 3");
+    err(
+        "auth-user-pass-verify /bin/x via-pipe",
+        "via-env or via-file",
+    );
+    err("up", "1 parameter");
+    err("warren-script-timeout 0", "1 to 3600");
+    // A file shared with stock OpenVPN names warren's own directive first.
+    let c = cfg("ignore-unknown-option warren-script-timeout\nwarren-script-timeout 7");
+    assert_eq!(c.scripts.timeout, std::time::Duration::from_secs(7));
+    // The old escape hatch still skips a script on purpose.
+    let (c, w) = ok("ignore-unknown-option up\nup /bin/up");
+    assert!(c.scripts.up.is_none());
+    assert_eq!(w.len(), 1, "{w:?}");
 }

@@ -20,7 +20,7 @@
 //! authentication) until the management client answers `client-auth`, `client-auth-nt` or
 //! `client-deny` for its CID and KID; the push lines of a `client-auth` block are added to
 //! that client's PUSH_REPLY.
-mod env;
+pub(crate) mod env;
 mod line;
 mod log;
 
