@@ -22,23 +22,17 @@ use std::time::{Duration, Instant};
 use client_common::{
     BgTransfer, RECONNECTED, UP, net_snapshot, prepare_client, spawn_client, start_client,
 };
-use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
+use common::lab::{Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
 use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
 
-const MB: u64 = 1024 * 1024;
 const INTERNET_HOST: &str = "192.0.2.2";
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 mod cases {
     use super::*;
 
     pub fn redirect_gateway_and_exact_restore(kind: ServerKind) {
-        let mut lab = lab("redirect", kind);
+        let mut lab = Lab::p256("redirect", kind);
         // A third namespace, "the internet", reachable only from the server namespace, which
         // forwards; the internet host knows the way back to the VPN subnet only.
         let inet = Netns::new();
@@ -134,7 +128,7 @@ mod cases {
     }
 
     pub fn server_killed_and_restarted(kind: ServerKind) {
-        let mut lab = lab("restart", kind);
+        let mut lab = Lab::p256("restart", kind);
         let mut sc = lab.server_conf();
         // Pushes ping 1 / ping-restart 5: the client notices a dead server within 5 s.
         sc.extra.push("keepalive 1 5".into());
@@ -223,7 +217,7 @@ mod cases {
 
     /// The client trusts another CA than the one that issued the server certificate.
     pub fn server_from_another_ca_refused(kind: ServerKind) {
-        let mut lab = lab("other-ca", kind);
+        let mut lab = Lab::p256("other-ca", kind);
         let sc = lab.server_conf();
         lab.start_server(&sc);
         let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
@@ -233,7 +227,7 @@ mod cases {
 
     /// The server certificate is from the right CA but lacks EKU serverAuth.
     pub fn server_without_server_auth_refused(kind: ServerKind) {
-        let mut lab = lab("no-eku", kind);
+        let mut lab = Lab::p256("no-eku", kind);
         let mut sc = lab.server_conf();
         sc.cert = lab.pki.server_no_server_auth.crt.clone();
         sc.key = lab.pki.server_no_server_auth.key.clone();
@@ -273,7 +267,7 @@ mod cases {
 /// after the connect timeout and the next one is used.
 #[test]
 fn next_remote_after_a_dead_one() {
-    let mut lab = lab("failover", ServerKind::Warren);
+    let mut lab = Lab::p256("failover", ServerKind::Warren);
     let sc = lab.server_conf();
     lab.start_server(&sc);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
@@ -305,7 +299,7 @@ fn next_remote_after_a_dead_one() {
 /// exits with a clear AUTH_FAILED error instead of retrying forever, network restored.
 #[test]
 fn auth_failed_exits_with_a_clear_error() {
-    let mut lab = lab("auth-failed", ServerKind::Openvpn);
+    let mut lab = Lab::p256("auth-failed", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("script-security 2".into());
     sc.extra

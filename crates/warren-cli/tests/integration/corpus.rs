@@ -27,6 +27,7 @@ use std::time::Duration;
 use common::lab::{
     CONNECT_TIMEOUT, Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN,
 };
+use common::netns::ping_ok;
 use common::pki::{KeyFormat, KeyType};
 use common::process::run_bounded;
 
@@ -282,16 +283,6 @@ fn setup(g: &Generator, lab: &Lab) -> PathBuf {
         fs::write(dir.join("dh.pem"), corpus(g, "dh.pem")).expect("dh.pem");
     }
     pki
-}
-
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
 }
 
 /// `warren server` stopped at `first`, naming its line in their server.conf.

@@ -21,7 +21,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind};
-use common::pki::{KeyFormat, KeyType};
 
 /// Stalled handshakes the flooder makes, all from one address.
 const FLOOD: u64 = 3000;
@@ -53,12 +52,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn stalled_handshake_flood_from_one_address_does_not_lock_out_a_stock_client() {
-    let mut lab = Lab::with_pki(
-        "handshake_flood",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("handshake_flood", ServerKind::Warren);
     let sc = lab.server_conf();
     lab.start_server(&sc);
     let pid = lab.server().pid();
@@ -153,7 +147,7 @@ const REFUSED_FOR: Duration = Duration::from_secs(7);
 /// (on UDP OpenVPN sends the refused client nothing) and the server logs OpenVPN's line;
 /// warren once for all the client's retries, OpenVPN once per retry.
 fn max_clients_refusal(kind: ServerKind) {
-    let mut lab = Lab::with_pki("max_clients", kind, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::p256("max_clients", kind);
     let mut sc = lab.server_conf();
     sc.extra.push("max-clients 1".into());
     lab.start_server(&sc);

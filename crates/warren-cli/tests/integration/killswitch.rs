@@ -27,7 +27,6 @@ use std::time::Duration;
 use client_common::{RECONNECTED, UP, UP_TIMEOUT, net_snapshot, prepare_client, spawn_client};
 use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
 use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{Proc, poll_until, run_ok, tail};
 
 /// The client's end and the far end of the link to the host outside the tunnel.
@@ -37,10 +36,6 @@ const NEAR6: &str = "2001:db8:7::1";
 const FAR6: &str = "2001:db8:7::2";
 /// The line `warren client` logs once the switch is on.
 const SWITCH_ON: &str = "kill switch on:";
-
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Openvpn, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 fn ruleset(ns: &Netns) -> String {
     ns.exec_ok(&["nft", "list", "ruleset"])
@@ -223,7 +218,7 @@ fn ping_tunnel(ns: &Netns) {
 
 #[test]
 fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
-    let mut lab = lab("ks-restart");
+    let mut lab = Lab::p256("ks-restart", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     // Pushes ping 1 / ping-restart 5: the client notices the dead server within 5 s.
     sc.extra.push("keepalive 1 5".into());
@@ -337,7 +332,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
 
 #[test]
 fn a_killed_client_leaves_the_switch_on_until_removed() {
-    let mut lab = lab("ks-killed");
+    let mut lab = Lab::p256("ks-killed", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);
@@ -423,7 +418,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
 
 #[test]
 fn kill_switch_with_a_privilege_drop() {
-    let mut lab = lab("ks-user");
+    let mut lab = Lab::p256("ks-user", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);

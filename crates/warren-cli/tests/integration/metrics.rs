@@ -22,7 +22,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::lab::{Lab, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
 use state_common::{
     SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_openvpn, write_profile,
@@ -167,12 +166,7 @@ fn with_foreign_cert(profile: &str, cert: &Path, key: &Path) -> String {
 #[test]
 fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     // The lab's own PKI is the "other CA": the zero-config server has its own.
-    let mut lab = Lab::with_pki(
-        "metrics",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("metrics", ServerKind::Warren);
     let python_ok = lab.server_ns.exec(
         &[
             "/usr/bin/python3",

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use common::conf::TlsWrap;
 use common::lab::{CONNECTED, Client, Lab, ServerKind};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
@@ -68,10 +67,6 @@ fn assert_unprivileged(pid: u32, log: &str) {
     assert_eq!(bnd, NET_ADMIN_ONLY, "CapBnd");
 }
 
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
-
 fn ping_ok(c: &Client) {
     let out = c.ns.ping(SERVER_VPN_IP, 3, 2);
     assert!(
@@ -85,7 +80,7 @@ fn ping_ok(c: &Client) {
 
 #[test]
 fn zero_config_server_drops_root_and_still_serves_and_kicks() {
-    let mut lab = lab("privs-zero");
+    let mut lab = Lab::p256("privs-zero", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);
@@ -210,7 +205,7 @@ fn start(lab: &mut Lab, name: &str, profile: &str) -> Client {
 /// ends that session only.
 #[test]
 fn duplicate_cn_revocation_kicks_only_that_certificate() {
-    let mut lab = lab("privs-dupcn");
+    let mut lab = Lab::p256("privs-dupcn", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     w.ok(&["pki", "init"]);
@@ -351,12 +346,7 @@ client log:
 #[test]
 fn client_drops_after_up_and_the_network_is_restored() {
     use common::lab::SERVER_TUN_ADDR;
-    let mut lab = Lab::with_pki(
-        "privs-client",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("privs-client", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);

@@ -36,8 +36,7 @@ use std::time::Duration;
 use client_common::{NsEtc, Prepared, WarrenClient, spawn_client};
 use common::conf::ClientConf;
 use common::lab::{Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind};
-use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
+use common::netns::{Netns, link, ping_ok};
 use common::process::{Proc, poll_until, run_bounded};
 
 /// The proxies' address: on the proxy namespace's loopback, reached through a gateway.
@@ -48,21 +47,11 @@ const SOCKS_PORT: u16 = 1080;
 const FORBIDDEN_PORT: u16 = 1195;
 
 fn lab(test: &str, kind: ServerKind) -> Lab {
-    let mut lab = Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::p256(test, kind);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     lab.start_server(&sc);
     lab
-}
-
-fn ping_ok(from: &Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
 }
 
 /// Fails loudly when a proxy program is missing: CI installs it (`.ci/run`).

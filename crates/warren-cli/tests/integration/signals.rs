@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use client_common::{NS_RESOLV_CONF, RECONNECTED, UP, net_snapshot, prepare_client, spawn_client};
 use common::lab::{CONNECTED, Client, Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{Proc, poll_until, run_bounded, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after,
@@ -79,12 +78,7 @@ fn ping_ok(c: &Client, to: &str, what: &str) {
 
 #[test]
 fn warren_server_signals_with_stock_clients() {
-    let mut lab = Lab::with_pki(
-        "sig-server",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-server", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let mut server = ZeroServer::start(&lab, &state, &[]);
@@ -183,12 +177,7 @@ fn warren_server_signals_with_stock_clients() {
 
 #[test]
 fn warren_client_signals_against_stock_server() {
-    let mut lab = Lab::with_pki(
-        "sig-client",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-client", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     sc.extra
@@ -303,12 +292,7 @@ fn warren_client_signals_against_stock_server() {
 
 #[test]
 fn killed_client_is_cleaned_up_by_the_next_run() {
-    let mut lab = Lab::with_pki(
-        "sig-kill9",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-kill9", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     sc.extra
@@ -380,12 +364,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
 /// SIGHUP re-reads the TLS files named in the config and keeps the session.
 #[test]
 fn config_file_server_status_and_reload() {
-    let mut lab = Lab::with_pki(
-        "sig-conf",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-conf", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push("status-version 2".into());
     lab.start_server(&sc);

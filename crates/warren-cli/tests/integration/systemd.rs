@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use common::lab::{Lab, ServerKind, WARREN_BIN};
 use common::netns::unique_name;
-use common::pki::{KeyFormat, KeyType};
 use common::process::{run_bounded, tail};
 use state_common::{PORT, Warren, ZeroServer, connect};
 
@@ -138,12 +137,7 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn notify_ready_watchdog_status_reload_and_stopping() {
-    let mut lab = Lab::with_pki(
-        "sdnotify",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sdnotify", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let sock_path = lab.dir().join("notify.sock");

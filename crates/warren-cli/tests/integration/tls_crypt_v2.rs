@@ -22,12 +22,8 @@ use std::time::Duration;
 
 use common::conf::TlsWrap;
 use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
+use common::netns::ping_ok;
 use common::process::run_ok;
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
@@ -83,21 +79,11 @@ fn client_key(maker: Maker, server: &Path, dir: &Path, name: &str, meta: Option<
     path
 }
 
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// Stock clients: two with tls-crypt-v2 (keys by openvpn and by warren, both wrapped by a
 /// server key from `openvpn --genkey`) and one with tls-crypt, connected at once to a server
 /// that has both `tls-crypt` and `tls-crypt-v2`.
 fn stock_clients(kind: ServerKind) {
-    let mut lab = lab("tcv2-stock-clients", kind);
+    let mut lab = Lab::p256("tcv2-stock-clients", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let by_openvpn = client_key(Maker::Openvpn, &srv, &dir, "v2-client1.key", None);
@@ -175,7 +161,7 @@ fn stock_clients(kind: ServerKind) {
 /// `warren client` with tls-crypt-v2. Against the stock server the keys are warren's; against
 /// warren server they are OpenVPN's.
 fn warren_client(kind: ServerKind) {
-    let mut lab = lab("tcv2-warren-client", kind);
+    let mut lab = Lab::p256("tcv2-warren-client", kind);
     let dir = lab.dir().to_path_buf();
     let maker = match kind {
         ServerKind::Openvpn => Maker::Warren,
@@ -220,7 +206,7 @@ fn warren_client(kind: ServerKind) {
 /// A stock client whose key another server key wrapped: no tunnel, the server lives on, and
 /// a good client still connects.
 fn foreign_key(kind: ServerKind) {
-    let mut lab = lab("tcv2-foreign-key", kind);
+    let mut lab = Lab::p256("tcv2-foreign-key", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let other = server_key(Maker::Openvpn, &dir, "v2-other-server.key");
@@ -257,7 +243,7 @@ fn foreign_key(kind: ServerKind) {
 /// Over TCP (no cookie: the V3 reset creates the session, no early negotiation): `warren
 /// client` to the stock server, and the stock client to warren server.
 fn over_tcp(kind: ServerKind) {
-    let mut lab = lab("tcv2-tcp", kind);
+    let mut lab = Lab::p256("tcv2-tcp", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let key = client_key(Maker::Openvpn, &srv, &dir, "v2-client.key", None);

@@ -23,25 +23,20 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Lab, ServerKind, Transfer, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{CONNECTED, Lab, MB, ServerKind, Transfer, WARREN_BIN};
 use common::process::{poll_until, run_bounded};
 use state_common::{
     SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_client, start_openvpn,
     write_profile,
 };
 
-const MB: u64 = 1024 * 1024;
 const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
 
 /// A lab whose own test PKI is small (the state directory brings its own).
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 #[test]
 fn fresh_state_stock_client_and_warren_client() {
-    let mut lab = lab("zero-fresh");
+    let mut lab = Lab::p256("zero-fresh", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
 
@@ -118,7 +113,7 @@ fn fresh_state_stock_client_and_warren_client() {
 
 #[test]
 fn leases_survive_restarts_and_fixed_addresses_hold() {
-    let mut lab = lab("zero-lease");
+    let mut lab = Lab::p256("zero-lease", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);
@@ -188,7 +183,7 @@ fn only_file(dir: &Path, ext: &str) -> PathBuf {
 
 #[test]
 fn imported_easy_rsa_clients_connect_and_revoked_ones_do_not() {
-    let mut lab = lab("zero-easyrsa");
+    let mut lab = Lab::p256("zero-easyrsa", ServerKind::Warren);
     let er = lab.dir().join("easyrsa");
     fs::create_dir(&er).expect("mkdir");
     easyrsa(&er, &["init-pki"]);
@@ -239,12 +234,7 @@ fn imported_easy_rsa_clients_connect_and_revoked_ones_do_not() {
 
 #[test]
 fn server_conf_with_a_state_dir_checks_users_and_stays_openvpn_compatible() {
-    let mut lab = Lab::with_pki(
-        "zero-conf",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("zero-conf", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     w.ok(&["pki", "init"]);
@@ -284,12 +274,7 @@ fn server_conf_with_a_state_dir_checks_users_and_stays_openvpn_compatible() {
     );
 
     // The same server.conf under stock openvpn: the warren lines are skipped.
-    let mut olab = Lab::with_pki(
-        "zero-conf-ovpn",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut olab = Lab::p256("zero-conf-ovpn", ServerKind::Openvpn);
     let mut oconf = conf.clone();
     oconf.status = Some(olab.dir().join("status.txt"));
     olab.start_server(&oconf);
@@ -305,7 +290,7 @@ fn killed_first_run_never_breaks_the_state() {
     // The server is killed at random moments of its first run (RSA key generation makes it
     // long enough to hit every step); after each kill the state loads, or nothing usable
     // was made yet and the next run completes it.
-    let lab = lab("zero-crash");
+    let lab = Lab::p256("zero-crash", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let mut seed = 0x5eed_u64;
@@ -365,7 +350,7 @@ fn killed_first_run_never_breaks_the_state() {
 /// refused at startup, naming the interface, before any tun device or port is set up.
 #[test]
 fn vpn_network_overlapping_the_host_is_refused() {
-    let mut lab = lab("zero-overlap");
+    let mut lab = Lab::p256("zero-overlap", ServerKind::Warren);
     // The server namespace gets 198.18.1.1/24 on the veth towards this peer.
     let (_peer, server_addr, _) = lab.new_peer_ns();
     let state = lab.dir().join("state");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::conf::{ClientConf, ServerConf, TlsWrap};
 use super::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use super::netns::{Netns, link, unique_name};
+use super::netns::{Netns, link, ping_ok, unique_name};
 use super::pki::{CertKey, KeyFormat, KeyType, Pki};
 use super::process::{Proc, poll_until, tail};
 
@@ -40,6 +40,7 @@ pub const SERVER_TUN_ADDR: &str = "10.8.0.1";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the stock client prints when the tunnel is up.
 pub const CONNECTED: &str = "Initialization Sequence Completed";
+pub const MB: u64 = 1024 * 1024;
 
 static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -233,6 +234,11 @@ impl Lab {
         Lab::with_pki(test, kind, KeyType::Rsa2048, KeyFormat::Pkcs8)
     }
 
+    /// P-256 PKI with PKCS#8 keys: made in a fraction of a second.
+    pub fn p256(test: &str, kind: ServerKind) -> Lab {
+        Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
+    }
+
     pub fn with_pki(test: &str, kind: ServerKind, key_type: KeyType, format: KeyFormat) -> Lab {
         let dir = TestDir::new(&format!("{test}-{}", kind.label()));
         let pki = Pki::generate_with(&dir.path().join("pki"), key_type, format, 3);
@@ -347,6 +353,23 @@ impl Lab {
         let server = self.server();
         if let Some(st) = server.exited() {
             panic!("{kind} server exited ({st}); log:\n{}", server.log_tail(40));
+        }
+    }
+
+    /// Pings both ways between the server and a client in `ns` with tunnel address `addr`,
+    /// then moves `up` bytes to the server and `down` bytes back (0: none), SHA-256-checked.
+    pub fn check_tunnel(&self, ns: &Netns, addr: &str, up: u64, down: u64) {
+        ping_ok(ns, SERVER_TUN_ADDR, "client -> server");
+        ping_ok(&self.server_ns, addr, "server -> client");
+        if up > 0 {
+            let spec = Transfer::bytes(up);
+            self.transfer(ns, &self.server_ns, SERVER_TUN_ADDR, &spec)
+                .assert_intact();
+        }
+        if down > 0 {
+            let spec = Transfer::bytes(down);
+            self.transfer(&self.server_ns, ns, addr, &spec)
+                .assert_intact();
         }
     }
 

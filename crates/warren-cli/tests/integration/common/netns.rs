@@ -232,6 +232,17 @@ impl Netns {
     }
 }
 
+/// Pings `to` from `from` (3 echoes, 2 s each); panics with ping's output if none came back.
+pub fn ping_ok(from: &Netns, to: &str, what: &str) {
+    let out = from.ping(to, 3, 2);
+    assert!(
+        out.success(),
+        "ping {what} ({to}) failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Interfaces in the namespace (veth ends, tun devices whose processes are gone)
