@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::conf::ClientConf;
-use crate::common::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use crate::common::lab::{Lab, Transfer, TransferReport, WARREN_BIN};
+use crate::common::helper::SINK_READY;
+use crate::common::lab::{Lab, Transfer, TransferReport, WARREN_BIN, read_kv, spawn_helper};
 use crate::common::netns::Netns;
 use crate::common::process::{Proc, poll_until};
 
@@ -173,36 +173,6 @@ pub struct BgTransfer {
     limit: Duration,
 }
 
-fn helper(
-    dir: &Path,
-    ns: &Netns,
-    name: &str,
-    mode: &str,
-    args: &[(&str, String)],
-) -> (Proc, PathBuf) {
-    let result = dir.join(format!("{name}.result"));
-    let log = dir.join(format!("{name}.log"));
-    let mut env: Vec<(String, String)> = vec![(MODE_VAR.to_owned(), mode.to_owned())];
-    env.extend(
-        args.iter()
-            .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone())),
-    );
-    env.push((
-        "WARREN_IT_RESULT".into(),
-        result.to_str().expect("UTF-8").into(),
-    ));
-    let env_ref: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let argv = vec![
-        format!("/proc/{}/exe", std::process::id()),
-        "--exact".into(),
-        HELPER_TEST.into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ];
-    let proc = ns.spawn_env(name, &argv, &env_ref, dir, &log);
-    (proc, result)
-}
-
 impl BgTransfer {
     /// A paced transfer (`Transfer::timed`) from `from` to `to_addr:port` in `to`.
     pub fn start(
@@ -218,7 +188,7 @@ impl BgTransfer {
         let rate_bps = spec.rate_bps.expect("a paced transfer");
         let limit = duration + Duration::from_secs(40);
         let deadline_ms = limit.as_millis().to_string();
-        let (mut sink, sink_result) = helper(
+        let (mut sink, sink_result) = spawn_helper(
             dir,
             to,
             &format!("{tag}-sink"),
@@ -231,7 +201,7 @@ impl BgTransfer {
         if let Err(e) = sink.wait_for_line(SINK_READY, Duration::from_secs(15)) {
             panic!("transfer sink did not start: {e}");
         }
-        let (source, source_result) = helper(
+        let (source, source_result) = spawn_helper(
             dir,
             from,
             &format!("{tag}-source"),
@@ -270,8 +240,8 @@ impl BgTransfer {
                 self.sink.log_tail(20)
             );
         }
-        let s = read_kv(&self.source_result);
-        let r = read_kv(&self.sink_result);
+        let s = read_kv(&self.source_result).unwrap_or_else(|e| panic!("{e}"));
+        let r = read_kv(&self.sink_result).unwrap_or_else(|e| panic!("{e}"));
         let num = |m: &BTreeMap<String, String>, k: &str| {
             m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         };
@@ -285,14 +255,6 @@ impl BgTransfer {
             elapsed: Duration::from_millis(num(&r, "elapsed_ms")),
         }
     }
-}
-
-fn read_kv(path: &Path) -> BTreeMap<String, String> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
 }
 
 /// `ip route show table all` and `ip -4 addr` of a namespace, for before/after checks.

@@ -161,7 +161,43 @@ pub struct ProbeReport {
     pub first_reply_hex: String,
 }
 
-fn read_kv(path: &Path) -> Result<BTreeMap<String, String>, String> {
+/// Starts the traffic helper (a copy of this test binary, see `helper`) in `mode` in
+/// namespace `ns`, working in `dir` (log `<name>.log`); returns it and the path of its
+/// result file. `args` become `WARREN_IT_<key>` variables.
+pub fn spawn_helper(
+    dir: &Path,
+    ns: &Netns,
+    name: &str,
+    mode: &str,
+    args: &[(&str, String)],
+) -> (Proc, PathBuf) {
+    let result = dir.join(format!("{name}.result"));
+    let log = dir.join(format!("{name}.log"));
+    let owned: Vec<(String, String)> = args
+        .iter()
+        .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
+        .chain([(
+            "WARREN_IT_RESULT".to_string(),
+            result.to_str().expect("UTF-8").to_string(),
+        )])
+        .collect();
+    let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
+    env.extend(owned.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    // /proc/PID/exe rather than the path: it still executes this very binary when a
+    // concurrent `cargo build` has replaced or deleted the file meanwhile.
+    let argv = [
+        format!("/proc/{}/exe", std::process::id()),
+        "--exact".into(),
+        HELPER_TEST.into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ];
+    let proc = ns.spawn_env(name, &argv, &env, dir, &log);
+    (proc, result)
+}
+
+/// The `key=value` lines of a helper's result file.
+pub fn read_kv(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     Ok(text
         .lines()
@@ -463,18 +499,6 @@ impl Lab {
         c
     }
 
-    fn helper_argv() -> Vec<String> {
-        // /proc/PID/exe rather than the path: it still executes this very binary when a
-        // concurrent `cargo build` has replaced or deleted the file meanwhile.
-        vec![
-            format!("/proc/{}/exe", std::process::id()),
-            "--exact".into(),
-            HELPER_TEST.into(),
-            "--nocapture".into(),
-            "--test-threads=1".into(),
-        ]
-    }
-
     /// Starts the traffic helper in `mode` in namespace `ns` (log `<name>.log`); returns
     /// it and the path of its result file.
     pub fn helper(
@@ -484,23 +508,7 @@ impl Lab {
         mode: &str,
         args: &[(&str, String)],
     ) -> (Proc, PathBuf) {
-        let result = self.dir().join(format!("{name}.result"));
-        let log = self.dir().join(format!("{name}.log"));
-        let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
-        let mut owned: Vec<(String, String)> = args
-            .iter()
-            .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
-            .collect();
-        owned.push((
-            "WARREN_IT_RESULT".into(),
-            result.to_str().expect("UTF-8").into(),
-        ));
-        for (k, v) in &owned {
-            env.push((k.as_str(), v.clone()));
-        }
-        let dir = self.dir().to_path_buf();
-        let proc = ns.spawn_env(name, &Self::helper_argv(), &env, &dir, &log);
-        (proc, result)
+        spawn_helper(self.dir(), ns, name, mode, args)
     }
 
     /// Sends `spec` over TCP from namespace `from` to `to_addr` (listening in namespace

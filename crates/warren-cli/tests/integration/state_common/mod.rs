@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use crate::common::lab::{CONNECTED, Client, Lab, WARREN_BIN};
+use crate::common::helper::SINK_READY;
+use crate::common::lab::{CONNECTED, Client, Lab, WARREN_BIN, read_kv, spawn_helper};
 use crate::common::netns::{Netns, unique_name};
 use crate::common::process::{CmdOutput, Proc, poll_until, run_bounded};
 
@@ -370,39 +370,6 @@ pub struct BgTransfer {
     source_result: PathBuf,
 }
 
-/// One background helper process (see `common::helper`).
-fn helper(
-    lab: &Lab,
-    ns: &Netns,
-    name: &str,
-    mode: &str,
-    args: &[(&str, String)],
-) -> (Proc, PathBuf) {
-    let result = lab.dir().join(format!("{name}.result"));
-    let log = lab.dir().join(format!("{name}.log"));
-    let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
-    let owned: Vec<(String, String)> = args
-        .iter()
-        .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
-        .chain([(
-            "WARREN_IT_RESULT".to_string(),
-            result.to_str().expect("UTF-8").to_string(),
-        )])
-        .collect();
-    for (k, v) in &owned {
-        env.push((k.as_str(), v.clone()));
-    }
-    let argv = [
-        format!("/proc/{}/exe", std::process::id()),
-        "--exact".into(),
-        HELPER_TEST.into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ];
-    let proc = ns.spawn_env(name, &argv, &env, lab.dir(), &log);
-    (proc, result)
-}
-
 impl BgTransfer {
     #[allow(clippy::too_many_arguments)]
     /// Sends for `duration` at `rate_bps` from `from` to `to_addr:port` (a sink in `to`).
@@ -417,8 +384,8 @@ impl BgTransfer {
         rate_bps: u64,
     ) -> BgTransfer {
         let deadline_ms = (duration + Duration::from_secs(20)).as_millis().to_string();
-        let (mut sink, sink_result) = helper(
-            lab,
+        let (mut sink, sink_result) = spawn_helper(
+            lab.dir(),
             to,
             &format!("{tag}-sink"),
             "sink",
@@ -430,8 +397,8 @@ impl BgTransfer {
         if let Err(e) = sink.wait_for_line(SINK_READY, Duration::from_secs(15)) {
             panic!("sink did not start: {e}");
         }
-        let (source, source_result) = helper(
-            lab,
+        let (source, source_result) = spawn_helper(
+            lab.dir(),
             from,
             &format!("{tag}-source"),
             "source",
@@ -468,7 +435,10 @@ impl BgTransfer {
             "sink failed ({snk:?}):\n{}",
             self.sink.log_tail(20)
         );
-        (read_kv(&self.source_result), read_kv(&self.sink_result))
+        (
+            read_kv(&self.source_result).unwrap_or_default(),
+            read_kv(&self.sink_result).unwrap_or_default(),
+        )
     }
 
     /// Waits for the transfer and checks every byte arrived unchanged.
@@ -482,15 +452,6 @@ impl BgTransfer {
         assert_eq!(s.get("bytes"), r.get("bytes"), "byte counts: {s:?} {r:?}");
         assert_eq!(s.get("sha256"), r.get("sha256"), "hashes: {s:?} {r:?}");
     }
-}
-
-fn read_kv(path: &Path) -> BTreeMap<String, String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// The lines of `log` containing `pattern`, joined (for messages).
