@@ -28,10 +28,9 @@ use common::lab::{
     CONNECT_TIMEOUT, Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN,
 };
 use common::netns::ping_ok;
+use common::pki::easyrsa;
 use common::pki::{KeyFormat, KeyType};
 use common::process::run_bounded;
-
-const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
 
 /// One generator of the corpus.
 struct Generator {
@@ -119,31 +118,12 @@ fn corpus(g: &Generator, file: &str) -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn easyrsa(dir: &Path, args: &[&str]) {
-    assert!(
-        Path::new(EASYRSA).exists(),
-        "{EASYRSA} is missing: install Debian's easy-rsa package"
-    );
-    let mut cmd = Command::new(EASYRSA);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("EASYRSA_BATCH", "1")
-        .env_remove("EASYRSA_PKI");
-    let out = run_bounded(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.success(),
-        "easyrsa {args:?}:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// The generator's PKI in `<dir>/easy-rsa/pki`, and the server's files copied into `dir`
 /// the way the script copies them into /etc/openvpn/server.
 fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
     let er = dir.join("easy-rsa");
     fs::create_dir_all(&er).expect("mkdir easy-rsa");
-    easyrsa(&er, &["init-pki"]);
+    easyrsa(&er, &["init-pki"], &[]);
     if g.ec {
         // angristan writes `set_var EASYRSA_ALGO ec` / `set_var EASYRSA_CURVE prime256v1`
         // to `vars`; easy-rsa 3.1 wants it in the PKI directory.
@@ -153,10 +133,10 @@ fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
         )
         .expect("vars");
     }
-    easyrsa(&er, &["build-ca", "nopass"]);
-    easyrsa(&er, &["build-server-full", g.server_name, "nopass"]);
-    easyrsa(&er, &["build-client-full", "client", "nopass"]);
-    easyrsa(&er, &["gen-crl"]);
+    easyrsa(&er, &["build-ca", "nopass"], &[]);
+    easyrsa(&er, &["build-server-full", g.server_name, "nopass"], &[]);
+    easyrsa(&er, &["build-client-full", "client", "nopass"], &[]);
+    easyrsa(&er, &["gen-crl"], &[]);
     let pki = er.join("pki");
     if g.tls_crypt_v2 {
         // openvpn-install.sh: the server key at install time, a client key per profile.

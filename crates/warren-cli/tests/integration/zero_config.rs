@@ -19,20 +19,16 @@ use crate::state_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::conf::TlsWrap;
 use common::lab::{CONNECTED, Lab, MB, ServerKind, Transfer, WARREN_BIN};
-use common::process::{poll_until, run_bounded};
+use common::pki::easyrsa_pki;
+use common::process::poll_until;
 use state_common::{
     SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_client, start_openvpn,
     write_profile,
 };
-
-const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
-
-/// A lab whose own test PKI is small (the state directory brings its own).
 
 #[test]
 fn fresh_state_stock_client_and_warren_client() {
@@ -147,29 +143,6 @@ fn leases_survive_restarts_and_fixed_addresses_hold() {
     assert!(out.success(), "{}", out.stdout);
 }
 
-fn easyrsa(dir: &Path, args: &[&str]) {
-    assert!(
-        Path::new(EASYRSA).exists(),
-        "{EASYRSA} is missing: install Debian's easy-rsa package (apt-get install easy-rsa)"
-    );
-    let out = run_bounded(
-        Command::new(EASYRSA)
-            .args(args)
-            .current_dir(dir)
-            .env("EASYRSA_BATCH", "1")
-            .env("EASYRSA_ALGO", "ec")
-            .env("EASYRSA_CURVE", "prime256v1")
-            .env_remove("EASYRSA_PKI"),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.success(),
-        "easyrsa {args:?}:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// The only file in `dir`.
 fn only_file(dir: &Path, ext: &str) -> PathBuf {
     let files: Vec<PathBuf> = fs::read_dir(dir)
@@ -185,14 +158,10 @@ fn only_file(dir: &Path, ext: &str) -> PathBuf {
 fn imported_easy_rsa_clients_connect_and_revoked_ones_do_not() {
     let mut lab = Lab::p256("zero-easyrsa", ServerKind::Warren);
     let er = lab.dir().join("easyrsa");
-    fs::create_dir(&er).expect("mkdir");
-    easyrsa(&er, &["init-pki"]);
-    easyrsa(&er, &["build-ca", "nopass"]);
-    easyrsa(&er, &["build-server-full", "server", "nopass"]);
-    easyrsa(&er, &["build-client-full", "alice", "nopass"]);
-    easyrsa(&er, &["build-client-full", "bob", "nopass"]);
-    easyrsa(&er, &["revoke", "bob"]);
-    easyrsa(&er, &["gen-crl"]);
+    easyrsa_pki(
+        &er,
+        &[("EASYRSA_ALGO", "ec"), ("EASYRSA_CURVE", "prime256v1")],
+    );
 
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
