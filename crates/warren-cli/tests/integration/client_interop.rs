@@ -78,11 +78,7 @@ fn run_case(kind: ServerKind, case: Case) {
     lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 4 * MB);
 
     // SIGTERM: explicit-exit-notify, network restored, exit status 0.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 

@@ -95,21 +95,8 @@ mod cases {
             "{resolv}"
         );
 
-        assert!(
-            client.stop(Duration::from_secs(5)),
-            "client did not exit cleanly:\n{}",
-            client.proc.log_tail(20)
-        );
-        assert_eq!(
-            net_snapshot(&client.ns),
-            routes_before,
-            "routing table not restored"
-        );
-        assert_eq!(
-            client.etc.resolv_conf(),
-            resolv_before,
-            "resolv.conf not restored byte for byte"
-        );
+        client.stop_cleanly();
+        client.assert_restored(&routes_before, &resolv_before);
         assert!(!client.ns.ping(INTERNET_HOST, 1, 1).success());
         // explicit-exit-notify: the server learns at once that the client left.
         // openvpn 2.6.3 logs "Exit message received by peer", 2.6.14 "exit message received".
@@ -254,11 +241,7 @@ mod cases {
             client.ns.ipv4_addr(&client.dev).is_none(),
             "no tun device for a refused server"
         );
-        assert!(
-            client.stop(Duration::from_secs(5)),
-            "client did not exit cleanly:\n{}",
-            client.proc.log_tail(20)
-        );
+        client.stop_cleanly();
         let _ = fs::metadata(client.profile.as_path());
     }
 }

@@ -27,7 +27,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
+use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN, nobody_group};
 use common::netns::ping_ok;
 use common::process::{poll_until, run_ok, tail};
 
@@ -239,15 +239,7 @@ fn crl_verify_after_the_privilege_drop() {
     let ca = openssl_ca(&pki, "ca");
     gencrl(&ca, &crl);
     fs::set_permissions(&crl, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     let mut conf = lab.server_conf();
     conf.extra = vec![
         format!("crl-verify {}", s(&crl)),

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use client_common::{RECONNECTED, UP, UP_TIMEOUT, net_snapshot, prepare_client, spawn_client};
-use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
+use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN, nobody_group};
 use common::netns::{Netns, link};
 use common::process::{Proc, poll_until, run_ok, tail};
 
@@ -39,19 +39,6 @@ const SWITCH_ON: &str = "kill switch on:";
 
 fn ruleset(ns: &Netns) -> String {
     ns.exec_ok(&["nft", "list", "ruleset"])
-}
-
-/// `nobody`'s group on this system.
-fn nobody_group() -> &'static str {
-    if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    }
 }
 
 /// One round of probes from the client namespace to the outside host: ICMP echo and UDP
@@ -314,11 +301,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
     assert!(client.proc.is_running());
 
     // A clean exit takes the switch off, exactly.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     assert_eq!(
         ruleset(&client.ns),
         rules_before,
@@ -440,11 +423,7 @@ fn kill_switch_with_a_privilege_drop() {
         .wait_for_line(&dropped, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     ping_tunnel(&c.ns);
-    assert!(
-        c.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        c.proc.log_tail(20)
-    );
+    c.stop_cleanly();
     assert_eq!(ruleset(&c.ns), rules_before, "nft ruleset not restored");
     let gone = poll_until(Duration::from_secs(10), || {
         (!journal_of(c.proc.pid()).exists()).then_some(())

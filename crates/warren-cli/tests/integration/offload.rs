@@ -161,11 +161,7 @@ fn warren_pair(offload: bool, threads: Option<u16>) {
     );
 
     lab.assert_server_running();
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     check_batching("client", &client.proc, "client stopped", offload);
     lab.server().terminate(Duration::from_secs(5));
     check_batching("server", lab.server(), "server stopped", offload);

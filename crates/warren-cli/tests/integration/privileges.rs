@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Client, Lab, ServerKind};
+use common::lab::{CONNECTED, Client, Lab, ServerKind, nobody_group};
 use common::process::{poll_until, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
@@ -237,15 +237,7 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     );
     assert_ne!(first, second);
 
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     let mut conf = lab.server_conf();
     conf.ca = state.join("pki/ca.crt");
     conf.cert = state.join("pki/server.crt");
@@ -350,15 +342,7 @@ fn client_drops_after_up_and_the_network_is_restored() {
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     for (round, how) in ["SIGTERM", "SIGKILL"].into_iter().enumerate() {
         let mut cc = lab.client_conf(&lab.pki.clients[round].clone());
         cc.extra.push("redirect-gateway def1".into());
@@ -395,11 +379,7 @@ fn client_drops_after_up_and_the_network_is_restored() {
         assert!(now.contains("nameserver 10.8.0.1"), "{now}");
 
         if how == "SIGTERM" {
-            assert!(
-                c.stop(Duration::from_secs(5)),
-                "client did not exit cleanly:\n{}",
-                c.proc.log_tail(20)
-            );
+            c.stop_cleanly();
         } else {
             c.proc.kill();
         }

@@ -247,11 +247,7 @@ fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via
         "the server has no connection from the proxy ({}): {conns}",
         net.on_server_link
     );
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 

@@ -261,21 +261,8 @@ fn warren_client_signals_against_stock_server() {
     assert_eq!(client.count(UP), 1, "one `up` line, then `reconnected`");
 
     // SIGTERM: exit 0, everything as before.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
-    assert_eq!(
-        net_snapshot(&client.ns),
-        routes_before,
-        "routing table not restored"
-    );
-    assert_eq!(
-        client.etc.resolv_conf(),
-        resolv_before,
-        "resolv.conf not restored byte for byte"
-    );
+    client.stop_cleanly();
+    client.assert_restored(&routes_before, &resolv_before);
     assert_eq!(resolv_before, NS_RESOLV_CONF.as_bytes());
     let seen = poll_until(Duration::from_secs(5), || {
         lab.server_log()

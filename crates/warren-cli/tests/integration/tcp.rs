@@ -135,11 +135,7 @@ fn warren_client_tcp(kind: ServerKind) {
         client.client_underlay
     );
     lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 4 * MB);
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 

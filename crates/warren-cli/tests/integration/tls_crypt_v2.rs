@@ -195,11 +195,7 @@ fn warren_client(kind: ServerKind) {
             common::process::tail(&log, 30)
         );
     }
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 

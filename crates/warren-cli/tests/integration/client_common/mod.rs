@@ -93,6 +93,26 @@ impl WarrenClient {
         self.proc.terminate(grace);
         self.proc.exited().is_some_and(|s| s.success())
     }
+
+    /// SIGTERM; panics unless it exits with status 0 within 5 s.
+    pub fn stop_cleanly(&mut self) {
+        assert!(
+            self.stop(Duration::from_secs(5)),
+            "client did not exit cleanly:\n{}",
+            self.proc.log_tail(20)
+        );
+    }
+
+    /// Panics unless the namespace's routes and rules equal `routes` (a [`net_snapshot`])
+    /// and its resolv.conf is `resolv` byte for byte.
+    pub fn assert_restored(&self, routes: &str, resolv: &[u8]) {
+        assert_eq!(net_snapshot(&self.ns), routes, "routing table not restored");
+        assert_eq!(
+            self.etc.resolv_conf(),
+            resolv,
+            "resolv.conf not restored byte for byte"
+        );
+    }
 }
 
 /// A client namespace linked to the server with its resolv.conf and profile, before

@@ -210,6 +210,19 @@ fn kv_u64(m: &BTreeMap<String, String>, k: &str) -> u64 {
     m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// `nobody`'s group on this system.
+pub fn nobody_group() -> &'static str {
+    if fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("nogroup:"))
+    {
+        "nogroup"
+    } else {
+        "nobody"
+    }
+}
+
 /// A stock `openvpn` client in its own namespace. The process is killed before the
 /// namespace is deleted (field order).
 #[derive(Debug)]
