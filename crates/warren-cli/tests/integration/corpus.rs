@@ -427,14 +427,7 @@ fn warren_client(g: &Generator) {
     let etc = client_common::NsEtc::new(&ns);
     let profile = dir.join("client.ovpn");
     fs::write(&profile, client_profile(g, &pki, &dir, &srv)).expect("write profile");
-    let log = dir.join("client.log");
-    let proc = ns.spawn_env(
-        "client",
-        &[WARREN_BIN, "client", profile.to_str().expect("utf8")],
-        &[],
-        &dir,
-        &log,
-    );
+    let proc = client_common::spawn_profile(&lab, &ns, "client", &profile, &[]);
     let mut client = client_common::WarrenClient {
         proc,
         ns,

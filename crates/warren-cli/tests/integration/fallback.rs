@@ -20,7 +20,7 @@ use crate::state_common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::lab::{Client, Lab, ServerKind, WARREN_BIN};
+use common::lab::{Client, Lab, ServerKind};
 use common::netns::{Netns, ping_ok};
 use state_common::{PORT, SERVER_VPN_IP, Warren, ZeroServer};
 
@@ -98,15 +98,8 @@ fn warren_client_falls_back_to_tcp_and_back_to_udp() {
     let (profile, dev) = fallback_profile(&lab, &w, "alice", &srv);
     block_udp(&ns, PORT);
 
-    let log = lab.dir().join("alice-warren.log");
     let started = Instant::now();
-    let mut client = ns.spawn_env(
-        "warren client",
-        &[WARREN_BIN, "client", profile.to_str().expect("UTF-8")],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut client = client_common::spawn_profile(&lab, &ns, "alice-warren", &profile, &[]);
     let up = client
         .wait_for_line(client_common::UP, POLL_TIMEOUT + TCP_BOUND)
         .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));

@@ -21,7 +21,7 @@ use crate::client_common;
 use crate::common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use client_common::{RECONNECTED, UP, UP_TIMEOUT, net_snapshot, prepare_client, spawn_client};
@@ -166,15 +166,6 @@ impl Probe {
         self.proc.kill();
         self.proc.log().lines().filter(|l| *l == "round").count()
     }
-}
-
-/// `warren client PROFILE ARGS...` in namespace `ns` (for a second client in the same
-/// namespace as a [`client_common::WarrenClient`]).
-fn spawn_in(lab: &Lab, ns: &Netns, name: &str, profile: &Path, args: &[&str]) -> Proc {
-    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8")];
-    argv.extend_from_slice(args);
-    let dir = lab.dir().to_path_buf();
-    ns.spawn_env(name, &argv, &[], &dir, &dir.join(format!("{name}.log")))
 }
 
 fn wait_up(p: &mut Proc, lab: &Lab) {
@@ -345,7 +336,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
     assert!(journal_of(a.proc.pid()).exists());
 
     // B: replaces A's switch in one transaction; killed too.
-    let mut b = spawn_in(&lab, ns, "client-b", &a.profile, &["--kill-switch"]);
+    let mut b = client_common::spawn_profile(&lab, ns, "client-b", &a.profile, &["--kill-switch"]);
     wait_up(&mut b, &lab);
     let log = b.log();
     assert!(
@@ -376,11 +367,11 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
     assert!(ok && out.contains("no kill switch was on"), "{out}");
 
     // C leaves a switch behind; D, without the switch, removes it as it starts.
-    let mut c = spawn_in(&lab, ns, "client-c", &a.profile, &[]);
+    let mut c = client_common::spawn_profile(&lab, ns, "client-c", &a.profile, &[]);
     wait_up(&mut c, &lab);
     c.kill();
     assert!(ruleset(ns).contains("warren-killswitch"));
-    let mut d = spawn_in(&lab, ns, "client-d", &plain_profile, &[]);
+    let mut d = client_common::spawn_profile(&lab, ns, "client-d", &plain_profile, &[]);
     wait_up(&mut d, &lab);
     assert!(
         d.log()
@@ -438,7 +429,8 @@ fn kill_switch_with_a_privilege_drop() {
 
     // SIGKILL: the helper puts DNS back but leaves the switch on.
     let ns = &c.ns;
-    let mut k = spawn_in(&lab, ns, "client-kill", &c.profile, &["--kill-switch"]);
+    let mut k =
+        client_common::spawn_profile(&lab, ns, "client-kill", &c.profile, &["--kill-switch"]);
     wait_up(&mut k, &lab);
     k.wait_for_line(&dropped, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use client_common::{NS_RESOLV_CONF, RECONNECTED, UP, net_snapshot, prepare_client, spawn_client};
-use common::lab::{CONNECTED, Client, Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
+use common::lab::{CONNECTED, Client, Lab, SERVER_TUN_ADDR, ServerKind};
 use common::process::{Proc, poll_until, run_bounded, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after,
@@ -313,15 +313,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
     );
     assert!(text.contains(" 1195"), "profile rewrite failed:\n{text}");
     std::fs::write(&dead_profile, text).expect("write profile");
-    let dead = dead_profile.to_str().expect("UTF-8");
-    let log = lab.dir().join("client2.log");
-    let mut second = client.ns.spawn_env(
-        "client2",
-        &[WARREN_BIN, "client", dead],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut second = client_common::spawn_profile(&lab, &client.ns, "client2", &dead_profile, &[]);
     let line = second
         .wait_for_line("that ended without cleaning up", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));

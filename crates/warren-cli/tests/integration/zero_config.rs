@@ -79,14 +79,7 @@ fn fresh_state_stock_client_and_warren_client() {
     // `warren client` with the same profile.
     let (ns, srv, _) = lab.new_peer_ns();
     let (prof, _) = write_profile(&lab, "alice-warren", &w.export("alice", &srv, &[]), None);
-    let log = lab.dir().join("alice-warren.log");
-    let mut wc = ns.spawn_env(
-        "warren client",
-        &[WARREN_BIN, "client", prof.to_str().expect("utf8")],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut wc = crate::client_common::spawn_profile(&lab, &ns, "alice-warren", &prof, &[]);
     match wc.wait_for_line("warren client up:", Duration::from_secs(20)) {
         Ok(_) => {
             let r = lab.transfer(&ns, &lab.server_ns, SERVER_VPN_IP, &Transfer::bytes(4 * MB));

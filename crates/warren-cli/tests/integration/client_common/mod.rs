@@ -142,15 +142,20 @@ pub fn prepare_client(lab: &mut Lab, mut conf: ClientConf) -> Prepared {
     }
 }
 
+/// `warren client PROFILE ARGS...` in namespace `ns`, working in the lab directory (log
+/// `<name>.log`); does not wait.
+pub fn spawn_profile(lab: &Lab, ns: &Netns, name: &str, profile: &Path, args: &[&str]) -> Proc {
+    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8 path")];
+    argv.extend_from_slice(args);
+    let log = lab.dir().join(format!("{name}.log"));
+    ns.spawn_env(name, &argv, &[], lab.dir(), &log)
+}
+
 /// Writes the profile and starts `warren client PROFILE ARGS...` in the namespace.
 pub fn spawn_client(lab: &Lab, name: &str, p: Prepared, args: &[&str]) -> WarrenClient {
     let profile = lab.dir().join(format!("{name}.ovpn"));
     p.conf.write(&profile);
-    let log = lab.dir().join(format!("{name}.log"));
-    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8 path")];
-    argv.extend_from_slice(args);
-    let dir = lab.dir().to_path_buf();
-    let proc = p.ns.spawn_env(name, &argv, &[], &dir, &log);
+    let proc = spawn_profile(lab, &p.ns, name, &profile, args);
     WarrenClient {
         proc,
         ns: p.ns,
