@@ -208,17 +208,6 @@ mod cases {
     }
 }
 
-macro_rules! against_both {
-    ($($case:ident),* $(,)?) => {
-        mod openvpn_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Openvpn) } )*
-        }
-        mod warren_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Warren) } )*
-        }
-    };
-}
-
 against_both!(
     aes256gcm_tls_crypt_tls13_ekm,
     aes128gcm_tls_auth_tls12_prf,

@@ -307,17 +307,6 @@ fn auth_failed_exits_with_a_clear_error() {
     );
 }
 
-macro_rules! against_both {
-    ($($case:ident),* $(,)?) => {
-        mod openvpn_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Openvpn) } )*
-        }
-        mod warren_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Warren) } )*
-        }
-    };
-}
-
 against_both!(
     redirect_gateway_and_exact_restore,
     server_killed_and_restarted,
