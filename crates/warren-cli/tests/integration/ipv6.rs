@@ -32,25 +32,7 @@ const SERVER_TUN6: &str = "fd00:8::1";
 
 /// The global IPv6 address of `dev` in `ns` (without the prefix length), waiting up to 5 s.
 fn ipv6_addr(ns: &Netns, dev: &str) -> Option<String> {
-    poll_until(Duration::from_secs(5), || {
-        let out = ns.exec(
-            &[
-                "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
-            ],
-            Duration::from_secs(10),
-        );
-        // "7: tun0    inet6 fd00:8::1000/64 scope global ..."
-        let mut it = out.stdout.split_whitespace();
-        while let Some(tok) = it.next() {
-            if tok == "inet6" {
-                return it
-                    .next()
-                    .and_then(|a| a.split('/').next())
-                    .map(String::from);
-            }
-        }
-        None
-    })
+    poll_until(Duration::from_secs(5), || ns.ipv6_addr(dev))
 }
 
 /// The PUSH_REPLY the stock client logged (verb 4 shows the whole message).
