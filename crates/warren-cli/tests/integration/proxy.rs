@@ -66,16 +66,6 @@ fn require(cmd: &str, package: &str) {
     );
 }
 
-/// The established TCP connections in the server namespace to the server port.
-fn server_connections(lab: &Lab) -> String {
-    lab.server_ns
-        .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
-        .lines()
-        .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// How many of `conns` come from `addr` (`ss` shows v4-mapped peers as `[::ffff:a.b.c.d]`).
 fn from_addr(conns: &str, addr: &str) -> usize {
     conns
@@ -239,9 +229,8 @@ fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via
     );
     let log = client.log();
     assert!(log.contains(": connected through to"), "{log}");
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    let conns = server_connections(lab);
+    lab.check_tunnel(&client.ns, client.addr(), 0, 0);
+    let conns = lab.tcp_connections();
     assert!(
         from_addr(&conns, &net.on_server_link) == 1,
         "the server has no connection from the proxy ({}): {conns}",
@@ -412,7 +401,7 @@ fn stock_client_through_both_proxies_to_warren_server() {
         ping_ok(&c.ns, SERVER_TUN_ADDR, &format!("{} -> server", c.name));
         ping_ok(&lab.server_ns, c.addr(), &format!("server -> {}", c.name));
     }
-    let conns = server_connections(&lab);
+    let conns = lab.tcp_connections();
     assert_eq!(
         from_addr(&conns, &net.on_server_link),
         2,

@@ -34,17 +34,6 @@ fn tcp_client(lab: &Lab, i: usize, wrap: &TlsWrap) -> ClientConf {
     cc
 }
 
-/// The established TCP connections to the server port, as `ss` in the server namespace
-/// lists them.
-fn tcp_connections(lab: &Lab) -> String {
-    lab.server_ns
-        .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
-        .lines()
-        .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The status file lists every `want` string (within 5 s).
 fn status_lists(lab: &Lab, want: &[&str]) {
     let status = lab.dir().join("status.txt");
@@ -79,7 +68,7 @@ fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
         "the stock client did not use TCP:\n{}",
         common::process::tail(&client.log(), 30)
     );
-    let conns = tcp_connections(&lab);
+    let conns = lab.tcp_connections();
     assert!(
         conns.contains(&client.client_underlay),
         "no TCP connection from {}: {conns}",
@@ -128,7 +117,7 @@ fn warren_client_tcp(kind: ServerKind) {
         "{}",
         common::process::tail(&client.log(), 20)
     );
-    let conns = tcp_connections(&lab);
+    let conns = lab.tcp_connections();
     assert!(
         conns.contains(&client.client_underlay),
         "no TCP connection from {}: {conns}",

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
+use common::lab::{Lab, MB, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
 use common::netns::ping_ok;
 use common::process::run_ok;
 
@@ -178,15 +178,7 @@ fn warren_client(kind: ServerKind) {
     cc.wrap = TlsWrap::None;
     cc.extra.push(format!("tls-crypt-v2 {}", p(&key)));
     let mut client = client_common::connect_client(&mut lab, "client1", cc, &[]);
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    lab.transfer(
-        &lab.server_ns,
-        &client.ns,
-        client.addr(),
-        &Transfer::bytes(1024 * 1024),
-    )
-    .assert_intact();
+    lab.check_tunnel(&client.ns, client.addr(), 0, MB);
     if kind == ServerKind::Openvpn {
         let log = lab.server_log();
         assert!(
@@ -255,13 +247,11 @@ fn over_tcp(kind: ServerKind) {
     match kind {
         ServerKind::Openvpn => {
             let client = client_common::connect_client(&mut lab, "client1", cc, &[]);
-            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+            lab.check_tunnel(&client.ns, client.addr(), 0, 0);
         }
         ServerKind::Warren => {
             let client = lab.connect_client("client1", cc);
-            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+            lab.check_tunnel(&client.ns, client.addr(), 0, 0);
         }
     }
     lab.assert_server_running();

@@ -396,6 +396,17 @@ impl Lab {
         self.server.as_ref().map(|p| p.log()).unwrap_or_default()
     }
 
+    /// The established TCP connections to the server port, as `ss` in the server namespace
+    /// lists them.
+    pub fn tcp_connections(&self) -> String {
+        self.server_ns
+            .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
+            .lines()
+            .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Panics unless the server process is still running.
     pub fn assert_server_running(&mut self) {
         let kind = self.kind.label();
