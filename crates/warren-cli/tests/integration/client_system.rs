@@ -66,9 +66,7 @@ mod cases {
         );
 
         let mut client = spawn_client(&lab, "client1", p, &[]);
-        if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-        }
+        client.expect_up(&lab, client_common::UP_TIMEOUT);
         let get = client.ns.exec_ok(&["ip", "route", "get", INTERNET_HOST]);
         assert!(
             get.contains(&format!("dev {}", client.dev)),
@@ -122,9 +120,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let mut client = start_client(&mut lab, "client1", cc, &[]);
-        if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-        }
+        client.expect_up(&lab, client_common::UP_TIMEOUT);
         let addr = client.addr().to_owned();
         let xfer = BgTransfer::start(
             lab.dir(),

@@ -224,9 +224,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
         .wait_for_line(SWITCH_ON, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     let base = outside.counts();
-    if let Err(e) = client.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, UP_TIMEOUT);
     let rules = ruleset(&client.ns);
     for want in [
         "table inet warren-killswitch".to_owned(),
@@ -324,9 +322,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
 
     // A: the profile's directive; killed.
     let mut a = spawn_client(&lab, "client-a", p, &[]);
-    if let Err(e) = a.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-    }
+    a.expect_up(&lab, UP_TIMEOUT);
     let ns = &a.ns;
     a.proc.kill();
     let base = outside.counts();
@@ -407,9 +403,7 @@ fn kill_switch_with_a_privilege_drop() {
 
     // A clean exit: the unprivileged client removes its table; the root helper the journal.
     let mut c = spawn_client(&lab, "client-term", p, &["--kill-switch"]);
-    if let Err(e) = c.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-    }
+    c.expect_up(&lab, UP_TIMEOUT);
     c.proc
         .wait_for_line(&dropped, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));

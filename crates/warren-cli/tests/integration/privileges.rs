@@ -354,9 +354,7 @@ fn client_drops_after_up_and_the_network_is_restored() {
         let routes = client_common::net_snapshot(&p.ns);
         let resolv = p.etc.resolv_conf();
         let mut c = client_common::spawn_client(&lab, &format!("client-{how}"), p, &[]);
-        if let Err(e) = c.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-        }
+        c.expect_up(&lab, client_common::UP_TIMEOUT);
         c.proc
             .wait_for_line(
                 &format!("dropped privileges to nobody:{group}, keeping CAP_NET_ADMIN"),

@@ -202,16 +202,6 @@ fn warren_client(lab: &Lab, net: &mut ProxyNet, name: &str, mut conf: ClientConf
     spawn_client(lab, name, p, &[])
 }
 
-fn up(lab: &Lab, client: &mut WarrenClient, timeout: Duration) -> String {
-    client.wait_up(timeout).unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{} server log:\n{}",
-            lab.kind.label(),
-            common::process::tail(&lab.server_log(), 30)
-        )
-    })
-}
-
 /// `warren client` through `proxy_lines` to the lab's server: up through the proxy,
 /// ping, the server sees the proxy's connection, clean exit.
 fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via: &str) {
@@ -219,7 +209,7 @@ fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via
     conf.extra.push("proto tcp-client".into());
     conf.extra.extend(proxy_lines.iter().cloned());
     let mut client = warren_client(lab, net, "client1", conf);
-    let line = up(lab, &mut client, Duration::from_secs(20));
+    let line = client.expect_up(lab, Duration::from_secs(20));
     let srv = &net.srv;
     assert!(
         line.contains(&format!(
@@ -319,7 +309,7 @@ fn redirect_gateway_keeps_the_proxy_outside_the_tunnel() {
         .push(format!("http-proxy {PROXY_IP} {HTTP_PORT}"));
     conf.extra.push("redirect-gateway def1".into());
     let mut client = warren_client(&lab, &mut net, "client1", conf);
-    let line = up(&lab, &mut client, Duration::from_secs(20));
+    let line = client.expect_up(&lab, Duration::from_secs(20));
     assert!(line.contains("0.0.0.0/1"), "{line}");
     let gw = net.gateway();
     let to_proxy = client.ns.exec_ok(&["ip", "-4", "route", "get", PROXY_IP]);
@@ -469,7 +459,7 @@ fn refusing_proxies_move_to_the_next_connection() {
         &format!("http-proxy {PROXY_IP} {HTTP_PORT} {good} basic\n"),
     ));
     let mut client = warren_client(&lab, &mut net, "client1", conf);
-    let line = up(&lab, &mut client, Duration::from_secs(40));
+    let line = client.expect_up(&lab, Duration::from_secs(40));
     assert!(
         line.contains(&format!(
             "via server {srv}:{SERVER_PORT} through HTTP proxy"

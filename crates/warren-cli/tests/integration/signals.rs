@@ -191,9 +191,7 @@ fn warren_client_signals_against_stock_server() {
     let routes_before = net_snapshot(&p.ns);
     let resolv_before = p.etc.resolv_conf();
     let mut client = spawn_client(&lab, "client1", p, &[]);
-    if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, client_common::UP_TIMEOUT);
     let pushed_dns = |c: &client_common::WarrenClient| {
         let r = String::from_utf8_lossy(&c.etc.resolv_conf()).into_owned();
         r.contains("nameserver 10.8.0.1") && r.contains("vpn.example")
@@ -290,9 +288,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
     let routes_before = net_snapshot(&p.ns);
     let resolv_before = p.etc.resolv_conf();
     let mut client = spawn_client(&lab, "client1", p, &[]);
-    if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, client_common::UP_TIMEOUT);
     let killed_pid = client.proc.pid();
     client.proc.kill();
     // Nothing ran at exit: warren's resolv.conf is still there.

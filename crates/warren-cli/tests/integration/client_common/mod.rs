@@ -76,6 +76,17 @@ impl WarrenClient {
         Ok(line)
     }
 
+    /// Like [`WarrenClient::wait_up`], but panics with the tail of the server log.
+    pub fn expect_up(&mut self, lab: &Lab, timeout: Duration) -> String {
+        self.wait_up(timeout).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{} server log:\n{}",
+                lab.kind.label(),
+                crate::common::process::tail(&lab.server_log(), 40)
+            )
+        })
+    }
+
     pub fn addr(&self) -> &str {
         self.tun_addr.as_deref().expect("client is up")
     }
