@@ -23,7 +23,7 @@ use common::lab::{CONNECTED, Client, Lab, ServerKind, nobody_group};
 use common::process::{poll_until, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
-    start_openvpn, write_profile,
+    start_profile,
 };
 
 /// `CapEff` with CAP_NET_ADMIN (bit 12) alone, as /proc prints it.
@@ -184,22 +184,6 @@ fn with_identity(profile: &str, cert: &str, key: &str) -> String {
     out
 }
 
-fn start(lab: &mut Lab, name: &str, profile: &str) -> Client {
-    let (ns, srv, cli) = lab.new_peer_ns();
-    let text = profile.replace("warren-placeholder.invalid", &srv);
-    let (path, dev) = write_profile(lab, name, &text, None);
-    let proc = start_openvpn(lab, &ns, name, &path);
-    Client {
-        proc,
-        ns,
-        name: name.to_owned(),
-        dev,
-        server_underlay: srv,
-        client_underlay: cli,
-        tun_addr: None,
-    }
-}
-
 /// A server.conf server with `user nobody`/`group nogroup` and `duplicate-cn`: it keeps
 /// CAP_NET_ADMIN too, and revoking one of alice's two certificates (`pki revoke --serial`)
 /// ends that session only.
@@ -266,8 +250,12 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     );
     assert_unprivileged(pid, &log);
 
-    let mut laptop = start(&mut lab, "laptop", &first);
-    let mut phone = start(&mut lab, "phone", &second);
+    let mut laptop = start_profile(&mut lab, "laptop", None, |srv| {
+        first.replace("warren-placeholder.invalid", srv)
+    });
+    let mut phone = start_profile(&mut lab, "phone", None, |srv| {
+        second.replace("warren-placeholder.invalid", srv)
+    });
     for c in [&mut laptop, &mut phone] {
         if let Err(e) = c.wait_connected(Duration::from_secs(20)) {
             panic!("{e}\nserver:\n{}", tail(&lab.server_log(), 40));

@@ -293,9 +293,21 @@ pub fn start_client(
     credentials: Option<(&str, &str)>,
     export_extra: &[&str],
 ) -> Client {
+    start_profile(lab, name, credentials, |srv| {
+        w.export(user, srv, export_extra)
+    })
+}
+
+/// A stock client in a new namespace with the profile `profile(server address)`, written
+/// by [`write_profile`] (does not wait).
+pub fn start_profile(
+    lab: &mut Lab,
+    name: &str,
+    credentials: Option<(&str, &str)>,
+    profile: impl FnOnce(&str) -> String,
+) -> Client {
     let (ns, srv, cli) = lab.new_peer_ns();
-    let profile = w.export(user, &srv, export_extra);
-    let (path, dev) = write_profile(lab, name, &profile, credentials);
+    let (path, dev) = write_profile(lab, name, &profile(&srv), credentials);
     let proc = start_openvpn(lab, &ns, name, &path);
     Client {
         proc,
