@@ -316,22 +316,8 @@ fn vpn_network_overlapping_the_host_is_refused() {
     // The server namespace gets 198.18.1.1/24 on the veth towards this peer.
     let (_peer, server_addr, _) = lab.new_peer_ns();
     let state = lab.dir().join("state");
-    let dev = common::netns::unique_name("tun", 's');
-    let log = lab.dir().join("overlap-server.log");
-    let argv = [
-        WARREN_BIN,
-        "server",
-        "--state-dir",
-        state.to_str().expect("UTF-8 path"),
-        "--dev",
-        &dev,
-        "--network",
-        "198.18.0.0/16",
-    ];
-    let env = [("RUST_LOG", "info".to_string())];
-    let mut proc = lab
-        .server_ns
-        .spawn_env("warren server", &argv, &env, lab.dir(), &log);
+    let server = ZeroServer::spawn(&lab, &state, &["--network", "198.18.0.0/16"], &[]);
+    let mut proc = server.proc;
     let status = poll_until(Duration::from_secs(60), || proc.exited())
         .unwrap_or_else(|| panic!("still running after 60 s:\n{}", proc.log_tail(20)));
     assert!(!status.success(), "the server must refuse to start");

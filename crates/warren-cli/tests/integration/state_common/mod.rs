@@ -159,25 +159,8 @@ impl ZeroServer {
     /// Starts the server with `extra` options and waits until its UDP port is bound (at most
     /// 60 s: the first run may generate keys). Panics with the log if it exits.
     pub fn start(lab: &Lab, state: &Path, extra: &[&str]) -> ZeroServer {
-        let dev = unique_name("tun", 's');
-        let log = lab.dir().join(format!("{dev}-server.log"));
-        let port = PORT.to_string();
-        let mut argv: Vec<&str> = vec![
-            WARREN_BIN,
-            "server",
-            "--state-dir",
-            state.to_str().expect("UTF-8 path"),
-            "--dev",
-            &dev,
-            "--port",
-            &port,
-        ];
-        argv.extend_from_slice(extra);
-        let env = [("RUST_LOG", "info".to_string())];
-        let mut proc = lab
-            .server_ns
-            .spawn_env("warren server", &argv, &env, lab.dir(), &log);
-        let ns = &lab.server_ns;
+        let mut server = ZeroServer::spawn(lab, state, extra, &[]);
+        let (proc, ns) = (&mut server.proc, &lab.server_ns);
         poll_until(Duration::from_secs(60), || {
             (proc.exited().is_some() || ns.udp_port_bound(PORT)).then_some(())
         });
@@ -192,6 +175,31 @@ impl ZeroServer {
             "warren server did not bind UDP {PORT}:\n{}",
             proc.log_tail(40)
         );
+        server
+    }
+
+    /// Starts `warren server --state-dir STATE --dev DEV --port PORT EXTRA...` with
+    /// `RUST_LOG=info` and `env` (log `<dev>-server.log`); does not wait.
+    pub fn spawn(lab: &Lab, state: &Path, extra: &[&str], env: &[(&str, String)]) -> ZeroServer {
+        let dev = unique_name("tun", 's');
+        let log = lab.dir().join(format!("{dev}-server.log"));
+        let port = PORT.to_string();
+        let mut argv: Vec<&str> = vec![
+            WARREN_BIN,
+            "server",
+            "--state-dir",
+            state.to_str().expect("UTF-8 path"),
+            "--dev",
+            &dev,
+            "--port",
+            &port,
+        ];
+        argv.extend_from_slice(extra);
+        let mut env_all = vec![("RUST_LOG", "info".to_string())];
+        env_all.extend_from_slice(env);
+        let proc = lab
+            .server_ns
+            .spawn_env("warren server", &argv, &env_all, lab.dir(), &log);
         ZeroServer { proc, dev }
     }
 
