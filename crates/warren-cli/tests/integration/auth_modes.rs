@@ -23,20 +23,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Lab, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{CONNECTED, Lab, MB, ServerKind, Transfer};
 use common::process::run_bounded;
 use state_common::{
     SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, lines_with, start_client,
     start_openvpn, write_profile,
 };
 
-const MB: u64 = 1024 * 1024;
 const REFUSED: Duration = Duration::from_secs(30);
-
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 fn assert_logged(server: &ZeroServer, what: &[&str]) {
     let log = server.log();
@@ -49,7 +43,7 @@ fn assert_logged(server: &ZeroServer, what: &[&str]) {
 
 #[test]
 fn cert_mode_asks_a_password_only_of_users_that_have_one() {
-    let mut lab = lab("auth-cert");
+    let mut lab = Lab::p256("auth-cert", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);
@@ -217,7 +211,7 @@ fn expired_cert(dir: &Path, state: &Path, cn: &str) -> (std::path::PathBuf, std:
 
 #[test]
 fn cert_and_password_mode_needs_both() {
-    let mut lab = lab("auth-certpw");
+    let mut lab = Lab::p256("auth-certpw", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &["--auth", "cert+password"]);
@@ -271,7 +265,7 @@ fn cert_and_password_mode_needs_both() {
 
 #[test]
 fn password_mode_with_a_burst_of_wrong_passwords() {
-    let mut lab = lab("auth-pw");
+    let mut lab = Lab::p256("auth-pw", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &["--auth", "password"]);

@@ -20,15 +20,7 @@ use std::time::Duration;
 
 use client_common::{UP, connect_client};
 use common::conf::TlsWrap;
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
-
-const MB: u64 = 1024 * 1024;
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    // P-256 keys: the PKI is made in a fraction of a second.
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
+use common::lab::{Lab, MB, SERVER_TUN_ADDR, ServerKind, Transfer};
 
 /// One point of the matrix.
 struct Case {
@@ -40,7 +32,7 @@ struct Case {
 }
 
 fn run_case(kind: ServerKind, case: Case) {
-    let mut lab = lab(case.name, kind);
+    let mut lab = Lab::p256(case.name, kind);
     let mut sc = lab.server_conf();
     sc.wrap = case.wrap.clone();
     sc.data_ciphers = Some(case.cipher.to_owned());
@@ -83,47 +75,16 @@ fn run_case(kind: ServerKind, case: Case) {
         );
     }
 
-    let out = client.ns.ping(SERVER_TUN_ADDR, 3, 2);
-    assert!(
-        out.success(),
-        "ping client -> server: {}{}",
-        out.stdout,
-        out.stderr
-    );
-    let out = lab.server_ns.ping(client.addr(), 3, 2);
-    assert!(
-        out.success(),
-        "ping server -> client: {}{}",
-        out.stdout,
-        out.stderr
-    );
-    lab.transfer(
-        &client.ns,
-        &lab.server_ns,
-        SERVER_TUN_ADDR,
-        &Transfer::bytes(8 * MB),
-    )
-    .assert_intact();
-    lab.transfer(
-        &lab.server_ns,
-        &client.ns,
-        client.addr(),
-        &Transfer::bytes(4 * MB),
-    )
-    .assert_intact();
+    lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 4 * MB);
 
     // SIGTERM: explicit-exit-notify, network restored, exit status 0.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 
 /// Renegotiation during a 30 s paced transfer, started by `by` ("server" or "client").
 fn run_reneg(kind: ServerKind, by: &str) {
-    let mut lab = lab(&format!("reneg-{by}"), kind);
+    let mut lab = Lab::p256(&format!("reneg-{by}"), kind);
     let mut sc = lab.server_conf();
     let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
     if by == "server" {
@@ -245,17 +206,6 @@ mod cases {
     pub fn renegotiation_by_client(kind: ServerKind) {
         run_reneg(kind, "client");
     }
-}
-
-macro_rules! against_both {
-    ($($case:ident),* $(,)?) => {
-        mod openvpn_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Openvpn) } )*
-        }
-        mod warren_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Warren) } )*
-        }
-    };
 }
 
 against_both!(

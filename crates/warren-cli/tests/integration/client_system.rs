@@ -22,23 +22,17 @@ use std::time::{Duration, Instant};
 use client_common::{
     BgTransfer, RECONNECTED, UP, net_snapshot, prepare_client, spawn_client, start_client,
 };
-use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
+use common::lab::{Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
 use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
 
-const MB: u64 = 1024 * 1024;
 const INTERNET_HOST: &str = "192.0.2.2";
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 mod cases {
     use super::*;
 
     pub fn redirect_gateway_and_exact_restore(kind: ServerKind) {
-        let mut lab = lab("redirect", kind);
+        let mut lab = Lab::p256("redirect", kind);
         // A third namespace, "the internet", reachable only from the server namespace, which
         // forwards; the internet host knows the way back to the VPN subnet only.
         let inet = Netns::new();
@@ -72,9 +66,7 @@ mod cases {
         );
 
         let mut client = spawn_client(&lab, "client1", p, &[]);
-        if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-        }
+        client.expect_up(&lab, client_common::UP_TIMEOUT);
         let get = client.ns.exec_ok(&["ip", "route", "get", INTERNET_HOST]);
         assert!(
             get.contains(&format!("dev {}", client.dev)),
@@ -101,21 +93,8 @@ mod cases {
             "{resolv}"
         );
 
-        assert!(
-            client.stop(Duration::from_secs(5)),
-            "client did not exit cleanly:\n{}",
-            client.proc.log_tail(20)
-        );
-        assert_eq!(
-            net_snapshot(&client.ns),
-            routes_before,
-            "routing table not restored"
-        );
-        assert_eq!(
-            client.etc.resolv_conf(),
-            resolv_before,
-            "resolv.conf not restored byte for byte"
-        );
+        client.stop_cleanly();
+        client.assert_restored(&routes_before, &resolv_before);
         assert!(!client.ns.ping(INTERNET_HOST, 1, 1).success());
         // explicit-exit-notify: the server learns at once that the client left.
         // openvpn 2.6.3 logs "Exit message received by peer", 2.6.14 "exit message received".
@@ -134,16 +113,14 @@ mod cases {
     }
 
     pub fn server_killed_and_restarted(kind: ServerKind) {
-        let mut lab = lab("restart", kind);
+        let mut lab = Lab::p256("restart", kind);
         let mut sc = lab.server_conf();
         // Pushes ping 1 / ping-restart 5: the client notices a dead server within 5 s.
         sc.extra.push("keepalive 1 5".into());
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let mut client = start_client(&mut lab, "client1", cc, &[]);
-        if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-        }
+        client.expect_up(&lab, client_common::UP_TIMEOUT);
         let addr = client.addr().to_owned();
         let xfer = BgTransfer::start(
             lab.dir(),
@@ -223,7 +200,7 @@ mod cases {
 
     /// The client trusts another CA than the one that issued the server certificate.
     pub fn server_from_another_ca_refused(kind: ServerKind) {
-        let mut lab = lab("other-ca", kind);
+        let mut lab = Lab::p256("other-ca", kind);
         let sc = lab.server_conf();
         lab.start_server(&sc);
         let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
@@ -233,7 +210,7 @@ mod cases {
 
     /// The server certificate is from the right CA but lacks EKU serverAuth.
     pub fn server_without_server_auth_refused(kind: ServerKind) {
-        let mut lab = lab("no-eku", kind);
+        let mut lab = Lab::p256("no-eku", kind);
         let mut sc = lab.server_conf();
         sc.cert = lab.pki.server_no_server_auth.crt.clone();
         sc.key = lab.pki.server_no_server_auth.key.clone();
@@ -260,11 +237,7 @@ mod cases {
             client.ns.ipv4_addr(&client.dev).is_none(),
             "no tun device for a refused server"
         );
-        assert!(
-            client.stop(Duration::from_secs(5)),
-            "client did not exit cleanly:\n{}",
-            client.proc.log_tail(20)
-        );
+        client.stop_cleanly();
         let _ = fs::metadata(client.profile.as_path());
     }
 }
@@ -273,7 +246,7 @@ mod cases {
 /// after the connect timeout and the next one is used.
 #[test]
 fn next_remote_after_a_dead_one() {
-    let mut lab = lab("failover", ServerKind::Warren);
+    let mut lab = Lab::p256("failover", ServerKind::Warren);
     let sc = lab.server_conf();
     lab.start_server(&sc);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
@@ -305,7 +278,7 @@ fn next_remote_after_a_dead_one() {
 /// exits with a clear AUTH_FAILED error instead of retrying forever, network restored.
 #[test]
 fn auth_failed_exits_with_a_clear_error() {
-    let mut lab = lab("auth-failed", ServerKind::Openvpn);
+    let mut lab = Lab::p256("auth-failed", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("script-security 2".into());
     sc.extra
@@ -328,17 +301,6 @@ fn auth_failed_exits_with_a_clear_error() {
         client.ns.ipv4_addr(&client.dev).is_none(),
         "tun left behind"
     );
-}
-
-macro_rules! against_both {
-    ($($case:ident),* $(,)?) => {
-        mod openvpn_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Openvpn) } )*
-        }
-        mod warren_server {
-            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Warren) } )*
-        }
-    };
 }
 
 against_both!(

@@ -27,10 +27,10 @@ use std::time::Duration;
 use common::lab::{
     CONNECT_TIMEOUT, Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN,
 };
+use common::netns::ping_ok;
+use common::pki::easyrsa;
 use common::pki::{KeyFormat, KeyType};
 use common::process::run_bounded;
-
-const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
 
 /// One generator of the corpus.
 struct Generator {
@@ -118,31 +118,12 @@ fn corpus(g: &Generator, file: &str) -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn easyrsa(dir: &Path, args: &[&str]) {
-    assert!(
-        Path::new(EASYRSA).exists(),
-        "{EASYRSA} is missing: install Debian's easy-rsa package"
-    );
-    let mut cmd = Command::new(EASYRSA);
-    cmd.args(args)
-        .current_dir(dir)
-        .env("EASYRSA_BATCH", "1")
-        .env_remove("EASYRSA_PKI");
-    let out = run_bounded(&mut cmd, Duration::from_secs(120));
-    assert!(
-        out.success(),
-        "easyrsa {args:?}:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// The generator's PKI in `<dir>/easy-rsa/pki`, and the server's files copied into `dir`
 /// the way the script copies them into /etc/openvpn/server.
 fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
     let er = dir.join("easy-rsa");
     fs::create_dir_all(&er).expect("mkdir easy-rsa");
-    easyrsa(&er, &["init-pki"]);
+    easyrsa(&er, &["init-pki"], &[]);
     if g.ec {
         // angristan writes `set_var EASYRSA_ALGO ec` / `set_var EASYRSA_CURVE prime256v1`
         // to `vars`; easy-rsa 3.1 wants it in the PKI directory.
@@ -152,10 +133,10 @@ fn make_pki(g: &Generator, dir: &Path) -> PathBuf {
         )
         .expect("vars");
     }
-    easyrsa(&er, &["build-ca", "nopass"]);
-    easyrsa(&er, &["build-server-full", g.server_name, "nopass"]);
-    easyrsa(&er, &["build-client-full", "client", "nopass"]);
-    easyrsa(&er, &["gen-crl"]);
+    easyrsa(&er, &["build-ca", "nopass"], &[]);
+    easyrsa(&er, &["build-server-full", g.server_name, "nopass"], &[]);
+    easyrsa(&er, &["build-client-full", "client", "nopass"], &[]);
+    easyrsa(&er, &["gen-crl"], &[]);
     let pki = er.join("pki");
     if g.tls_crypt_v2 {
         // openvpn-install.sh: the server key at install time, a client key per profile.
@@ -284,16 +265,6 @@ fn setup(g: &Generator, lab: &Lab) -> PathBuf {
     pki
 }
 
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// `warren server` stopped at `first`, naming its line in their server.conf.
 fn assert_refused(out: common::process::CmdOutput, g: &Generator, first: &str, conf: &Path) {
     assert!(
@@ -380,8 +351,7 @@ fn warren_server(g: &Generator) {
             common::process::tail(&lab.server_log(), 40)
         );
     }
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
+    lab.check_tunnel(&client.ns, client.addr(), 0, 0);
     lab.assert_server_running();
     // The stock client saw the generator's key type, and warren said what it skipped.
     let clog = client.log();
@@ -456,14 +426,7 @@ fn warren_client(g: &Generator) {
     let etc = client_common::NsEtc::new(&ns);
     let profile = dir.join("client.ovpn");
     fs::write(&profile, client_profile(g, &pki, &dir, &srv)).expect("write profile");
-    let log = dir.join("client.log");
-    let proc = ns.spawn_env(
-        "client",
-        &[WARREN_BIN, "client", profile.to_str().expect("utf8")],
-        &[],
-        &dir,
-        &log,
-    );
+    let proc = client_common::spawn_profile(&lab, &ns, "client", &profile, &[]);
     let mut client = client_common::WarrenClient {
         proc,
         ns,
@@ -483,8 +446,7 @@ fn warren_client(g: &Generator) {
             common::process::tail(&lab.server_log(), 40)
         );
     }
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
+    lab.check_tunnel(&client.ns, client.addr(), 0, 0);
     lab.assert_server_running();
     let up = up.unwrap_or_default();
     assert!(up.contains(&format!("cipher {}", g.data_cipher)), "{up}");

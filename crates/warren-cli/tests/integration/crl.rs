@@ -27,8 +27,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN, nobody_group};
+use common::netns::ping_ok;
 use common::process::{poll_until, run_ok, tail};
 
 /// From the CRL write to the server's log line (checks every second).
@@ -86,19 +86,9 @@ fn serial_hex(crt: &Path) -> String {
     trimmed.to_uppercase()
 }
 
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 #[test]
 fn crl_verify_kicks_revoked_clients_and_refuses_them() {
-    let mut lab = Lab::with_pki("crl", ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::p256("crl", ServerKind::Warren);
     let pki = lab.pki.dir.clone();
     let dir = lab.dir().to_path_buf();
     let crl = dir.join("crl.pem");
@@ -242,27 +232,14 @@ fn crl_verify_kicks_revoked_clients_and_refuses_them() {
 #[test]
 fn crl_verify_after_the_privilege_drop() {
     use std::os::unix::fs::PermissionsExt;
-    let mut lab = Lab::with_pki(
-        "crl-drop",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("crl-drop", ServerKind::Warren);
     let pki = lab.pki.dir.clone();
     let dir = lab.dir().to_path_buf();
     let crl = dir.join("crl.pem");
     let ca = openssl_ca(&pki, "ca");
     gencrl(&ca, &crl);
     fs::set_permissions(&crl, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     let mut conf = lab.server_conf();
     conf.extra = vec![
         format!("crl-verify {}", s(&crl)),
@@ -337,12 +314,7 @@ fn crl_verify_after_the_privilege_drop() {
 /// Client side, against the stock `openvpn` server (see the module docs).
 #[test]
 fn warren_client_crl_verify_refuses_a_revoked_server() {
-    let mut lab = Lab::with_pki(
-        "crl-client",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("crl-client", ServerKind::Openvpn);
     let pki = lab.pki.dir.clone();
     let dir = lab.dir().to_path_buf();
     let server_crt = lab.pki.server.crt.clone();
@@ -439,12 +411,7 @@ fn warren_client_crl_verify_refuses_a_revoked_server() {
 /// `crl-verify DIR dir` on a warren server, against stock clients (see the module docs).
 #[test]
 fn crl_verify_dir_refuses_listed_serials() {
-    let mut lab = Lab::with_pki(
-        "crl-dir",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("crl-dir", ServerKind::Warren);
     let revoked_dir = lab.dir().join("revoked");
     fs::create_dir(&revoked_dir).expect("mkdir");
     let c1 = lab.pki.clients[0].clone();

@@ -20,9 +20,8 @@ use crate::state_common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::lab::{Client, Lab, ServerKind, WARREN_BIN};
-use common::netns::Netns;
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{Client, Lab, ServerKind};
+use common::netns::{Netns, ping_ok};
 use state_common::{PORT, SERVER_VPN_IP, Warren, ZeroServer};
 
 const TCP_PORT: u16 = 1443;
@@ -30,20 +29,6 @@ const TCP_PORT: u16 = 1443;
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the TCP attempt may take once UDP is given up (handshake, push, tun).
 const TCP_BOUND: Duration = Duration::from_secs(15);
-
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
-
-fn ping_ok(from: &Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
 
 /// Drops every UDP datagram the namespace sends to `port` (nftables table `warren_fb`,
 /// gone with the namespace).
@@ -106,22 +91,15 @@ fn fallback_profile(lab: &Lab, w: &Warren, name: &str, srv: &str) -> (std::path:
 
 #[test]
 fn warren_client_falls_back_to_tcp_and_back_to_udp() {
-    let mut lab = lab("fb-warren");
+    let mut lab = Lab::p256("fb-warren", ServerKind::Warren);
     let (w, server) = server(&lab);
     let (ns, srv, _cli) = lab.new_peer_ns();
     let _etc = client_common::NsEtc::new(&ns);
     let (profile, dev) = fallback_profile(&lab, &w, "alice", &srv);
     block_udp(&ns, PORT);
 
-    let log = lab.dir().join("alice-warren.log");
     let started = Instant::now();
-    let mut client = ns.spawn_env(
-        "warren client",
-        &[WARREN_BIN, "client", profile.to_str().expect("UTF-8")],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut client = client_common::spawn_profile(&lab, &ns, "alice-warren", &profile, &[]);
     let up = client
         .wait_for_line(client_common::UP, POLL_TIMEOUT + TCP_BOUND)
         .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
@@ -176,7 +154,7 @@ fn warren_client_falls_back_to_tcp_and_back_to_udp() {
 
 #[test]
 fn stock_client_falls_back_to_tcp_with_the_same_profile() {
-    let mut lab = lab("fb-stock");
+    let mut lab = Lab::p256("fb-stock", ServerKind::Warren);
     let (w, server) = server(&lab);
     let (ns, srv, cli) = lab.new_peer_ns();
     let (profile, dev) = fallback_profile(&lab, &w, "alice", &srv);

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind};
-use common::pki::{KeyFormat, KeyType};
+use common::process::rss_kib;
 
 /// Stalled handshakes the flooder makes, all from one address.
 const FLOOD: u64 = 3000;
@@ -41,28 +41,13 @@ fn read_kv(path: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn stalled_handshake_flood_from_one_address_does_not_lock_out_a_stock_client() {
-    let mut lab = Lab::with_pki(
-        "handshake_flood",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("handshake_flood", ServerKind::Warren);
     let sc = lab.server_conf();
     lab.start_server(&sc);
     let pid = lab.server().pid();
-    let rss_before = rss_kb(pid);
+    let rss_before = rss_kib(pid).expect("VmRSS");
 
     let (flood_ns, server_addr, _) = lab.new_peer_ns();
     let (mut flooder, result) = lab.helper(
@@ -89,7 +74,7 @@ fn stalled_handshake_flood_from_one_address_does_not_lock_out_a_stock_client() {
     // nearly every fake client sent the packet that creates a session.
     assert!(r["completed"] >= FLOOD * 95 / 100, "{r:?}");
     lab.assert_server_running();
-    let rss_flooded = rss_kb(pid);
+    let rss_flooded = rss_kib(pid).expect("VmRSS");
 
     // A stock client from elsewhere, while the flood's sessions still stall (hand-window
     // 60 s).
@@ -132,7 +117,7 @@ fn stalled_handshake_flood_from_one_address_does_not_lock_out_a_stock_client() {
         !log.contains("maximum number of clients"),
         "max-clients was never reached"
     );
-    let rss_after = rss_kb(pid);
+    let rss_after = rss_kib(pid).expect("VmRSS");
     eprintln!(
         "server RSS: {rss_before} kB before, {rss_flooded} kB flooded, {rss_after} kB with the client"
     );
@@ -153,7 +138,7 @@ const REFUSED_FOR: Duration = Duration::from_secs(7);
 /// (on UDP OpenVPN sends the refused client nothing) and the server logs OpenVPN's line;
 /// warren once for all the client's retries, OpenVPN once per retry.
 fn max_clients_refusal(kind: ServerKind) {
-    let mut lab = Lab::with_pki("max_clients", kind, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::p256("max_clients", kind);
     let mut sc = lab.server_conf();
     sc.extra.push("max-clients 1".into());
     lab.start_server(&sc);

@@ -24,8 +24,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use common::lab::{Client, Lab, SERVER_TUN_ADDR, ServerKind};
-use common::netns::Netns;
-use common::pki::{KeyFormat, KeyType};
+use common::netns::{Netns, ping_ok};
 use common::process::poll_until;
 use state_common::{SERVER_VPN_IP, Warren, ZeroServer, connect};
 
@@ -33,35 +32,7 @@ const SERVER_TUN6: &str = "fd00:8::1";
 
 /// The global IPv6 address of `dev` in `ns` (without the prefix length), waiting up to 5 s.
 fn ipv6_addr(ns: &Netns, dev: &str) -> Option<String> {
-    poll_until(Duration::from_secs(5), || {
-        let out = ns.exec(
-            &[
-                "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
-            ],
-            Duration::from_secs(10),
-        );
-        // "7: tun0    inet6 fd00:8::1000/64 scope global ..."
-        let mut it = out.stdout.split_whitespace();
-        while let Some(tok) = it.next() {
-            if tok == "inet6" {
-                return it
-                    .next()
-                    .and_then(|a| a.split('/').next())
-                    .map(String::from);
-            }
-        }
-        None
-    })
-}
-
-fn ping_ok(from: &Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
+    poll_until(Duration::from_secs(5), || ns.ipv6_addr(dev))
 }
 
 /// The PUSH_REPLY the stock client logged (verb 4 shows the whole message).
@@ -85,7 +56,7 @@ mod cases {
     use super::*;
 
     pub fn dual_stack_two_clients(kind: ServerKind) {
-        let mut lab = Lab::with_pki("ipv6-dual", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut lab = Lab::p256("ipv6-dual", kind);
         let mut sc = lab.server_conf();
         sc.client_to_client = true;
         sc.extra = vec![
@@ -178,7 +149,7 @@ mod cases {
 
     /// `warren client` with a dual-stack server.
     pub fn warren_client(kind: ServerKind) {
-        let mut lab = Lab::with_pki("ipv6-wclient", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut lab = Lab::p256("ipv6-wclient", kind);
         let mut sc = lab.server_conf();
         sc.extra = vec![
             "server-ipv6 fd00:8::/64".into(),
@@ -214,7 +185,7 @@ mod cases {
     /// `block-ipv6` in the profile: IPv6 into the tunnel is answered with ICMPv6 no-route
     /// from the pushed remote (the server's tunnel address).
     pub fn warren_client_block_ipv6(kind: ServerKind) {
-        let mut lab = Lab::with_pki("ipv6-block", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut lab = Lab::p256("ipv6-block", kind);
         let mut sc = lab.server_conf();
         sc.extra = vec!["server-ipv6 fd00:8::/64".into()];
         lab.start_server(&sc);
@@ -251,7 +222,7 @@ mod cases {
     /// warren answers as documented, which is what the brief and openvpn-ops.md §3.3 ask;
     /// the stock run checks that difference rather than hiding it.
     pub fn server_block_ipv6(kind: ServerKind) {
-        let mut lab = Lab::with_pki("ipv6-sblock", kind, KeyType::P256, KeyFormat::Pkcs8);
+        let mut lab = Lab::p256("ipv6-sblock", kind);
         let mut sc = lab.server_conf();
         sc.extra = vec![
             "push \"ifconfig-ipv6 fd15:53b6:dead::2/64 fd15:53b6:dead::1\"".into(),
@@ -331,12 +302,7 @@ mod warren_server {
 /// directory; the stock client with an exported profile uses it unchanged.
 #[test]
 fn zero_config_stock_client_gets_ipv6() {
-    let mut lab = Lab::with_pki(
-        "ipv6-zero",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("ipv6-zero", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);

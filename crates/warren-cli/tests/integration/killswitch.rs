@@ -21,13 +21,12 @@ use crate::client_common;
 use crate::common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use client_common::{RECONNECTED, UP, UP_TIMEOUT, net_snapshot, prepare_client, spawn_client};
-use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
+use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, WARREN_BIN, nobody_group};
 use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{Proc, poll_until, run_ok, tail};
 
 /// The client's end and the far end of the link to the host outside the tunnel.
@@ -38,25 +37,8 @@ const FAR6: &str = "2001:db8:7::2";
 /// The line `warren client` logs once the switch is on.
 const SWITCH_ON: &str = "kill switch on:";
 
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Openvpn, KeyType::P256, KeyFormat::Pkcs8)
-}
-
 fn ruleset(ns: &Netns) -> String {
     ns.exec_ok(&["nft", "list", "ruleset"])
-}
-
-/// `nobody`'s group on this system.
-fn nobody_group() -> &'static str {
-    if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    }
 }
 
 /// One round of probes from the client namespace to the outside host: ICMP echo and UDP
@@ -186,15 +168,6 @@ impl Probe {
     }
 }
 
-/// `warren client PROFILE ARGS...` in namespace `ns` (for a second client in the same
-/// namespace as a [`client_common::WarrenClient`]).
-fn spawn_in(lab: &Lab, ns: &Netns, name: &str, profile: &Path, args: &[&str]) -> Proc {
-    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8")];
-    argv.extend_from_slice(args);
-    let dir = lab.dir().to_path_buf();
-    ns.spawn_env(name, &argv, &[], &dir, &dir.join(format!("{name}.log")))
-}
-
 fn wait_up(p: &mut Proc, lab: &Lab) {
     if let Err(e) = p.wait_for_line(UP, UP_TIMEOUT) {
         panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
@@ -223,7 +196,7 @@ fn ping_tunnel(ns: &Netns) {
 
 #[test]
 fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
-    let mut lab = lab("ks-restart");
+    let mut lab = Lab::p256("ks-restart", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     // Pushes ping 1 / ping-restart 5: the client notices the dead server within 5 s.
     sc.extra.push("keepalive 1 5".into());
@@ -251,9 +224,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
         .wait_for_line(SWITCH_ON, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     let base = outside.counts();
-    if let Err(e) = client.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, UP_TIMEOUT);
     let rules = ruleset(&client.ns);
     for want in [
         "table inet warren-killswitch".to_owned(),
@@ -319,11 +290,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
     assert!(client.proc.is_running());
 
     // A clean exit takes the switch off, exactly.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     assert_eq!(
         ruleset(&client.ns),
         rules_before,
@@ -337,7 +304,7 @@ fn kill_switch_holds_through_a_server_restart_and_goes_on_exit() {
 
 #[test]
 fn a_killed_client_leaves_the_switch_on_until_removed() {
-    let mut lab = lab("ks-killed");
+    let mut lab = Lab::p256("ks-killed", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);
@@ -355,9 +322,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
 
     // A: the profile's directive; killed.
     let mut a = spawn_client(&lab, "client-a", p, &[]);
-    if let Err(e) = a.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-    }
+    a.expect_up(&lab, UP_TIMEOUT);
     let ns = &a.ns;
     a.proc.kill();
     let base = outside.counts();
@@ -367,7 +332,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
     assert!(journal_of(a.proc.pid()).exists());
 
     // B: replaces A's switch in one transaction; killed too.
-    let mut b = spawn_in(&lab, ns, "client-b", &a.profile, &["--kill-switch"]);
+    let mut b = client_common::spawn_profile(&lab, ns, "client-b", &a.profile, &["--kill-switch"]);
     wait_up(&mut b, &lab);
     let log = b.log();
     assert!(
@@ -398,11 +363,11 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
     assert!(ok && out.contains("no kill switch was on"), "{out}");
 
     // C leaves a switch behind; D, without the switch, removes it as it starts.
-    let mut c = spawn_in(&lab, ns, "client-c", &a.profile, &[]);
+    let mut c = client_common::spawn_profile(&lab, ns, "client-c", &a.profile, &[]);
     wait_up(&mut c, &lab);
     c.kill();
     assert!(ruleset(ns).contains("warren-killswitch"));
-    let mut d = spawn_in(&lab, ns, "client-d", &plain_profile, &[]);
+    let mut d = client_common::spawn_profile(&lab, ns, "client-d", &plain_profile, &[]);
     wait_up(&mut d, &lab);
     assert!(
         d.log()
@@ -423,7 +388,7 @@ fn a_killed_client_leaves_the_switch_on_until_removed() {
 
 #[test]
 fn kill_switch_with_a_privilege_drop() {
-    let mut lab = lab("ks-user");
+    let mut lab = Lab::p256("ks-user", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);
@@ -438,18 +403,12 @@ fn kill_switch_with_a_privilege_drop() {
 
     // A clean exit: the unprivileged client removes its table; the root helper the journal.
     let mut c = spawn_client(&lab, "client-term", p, &["--kill-switch"]);
-    if let Err(e) = c.wait_up(UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-    }
+    c.expect_up(&lab, UP_TIMEOUT);
     c.proc
         .wait_for_line(&dropped, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     ping_tunnel(&c.ns);
-    assert!(
-        c.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        c.proc.log_tail(20)
-    );
+    c.stop_cleanly();
     assert_eq!(ruleset(&c.ns), rules_before, "nft ruleset not restored");
     let gone = poll_until(Duration::from_secs(10), || {
         (!journal_of(c.proc.pid()).exists()).then_some(())
@@ -464,7 +423,8 @@ fn kill_switch_with_a_privilege_drop() {
 
     // SIGKILL: the helper puts DNS back but leaves the switch on.
     let ns = &c.ns;
-    let mut k = spawn_in(&lab, ns, "client-kill", &c.profile, &["--kill-switch"]);
+    let mut k =
+        client_common::spawn_profile(&lab, ns, "client-kill", &c.profile, &["--kill-switch"]);
     wait_up(&mut k, &lab);
     k.wait_for_line(&dropped, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));

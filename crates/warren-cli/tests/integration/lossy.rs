@@ -22,12 +22,10 @@ use std::time::{Duration, Instant};
 
 use client_common::{WarrenClient, prepare_client, spawn_client};
 use common::conf::ClientConf;
-use common::lab::{Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::lab::{Client, Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
 use common::netns::Netns;
-use common::pki::{KeyFormat, KeyType};
 use common::relay::{Impairment, Relay, RelaySpec};
 
-const MB: u64 = 1024 * 1024;
 /// Bytes moved through every lossy tunnel.
 const TRANSFER_BYTES: u64 = 20 * MB;
 /// The relay's port in the server namespace (the server itself is on `SERVER_PORT`).
@@ -41,11 +39,6 @@ const LOSSY_CONNECT: Duration = Duration::from_secs(60);
 /// `hand-window` (60 s), so a handshake that had to start over once still passes, but
 /// finite, so one that cannot complete fails.
 const HANDSHAKE_BOUND: Duration = Duration::from_secs(100);
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    // P-256 keys: a small PKI, quick to make, and fewer control packets to lose.
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 /// Starts the server and a relay in front of it, in the server namespace.
 fn start_server_and_relay(lab: &mut Lab, imp: Impairment, seed: u64) -> Relay {
@@ -185,7 +178,7 @@ fn after_lossy_handshake(lab: &mut Lab, client_ns: &Netns, relay: Relay, took: D
 
 #[test]
 fn stock_client_warren_server_lossy_transfer() {
-    let mut lab = lab("lossy-stock-warren", ServerKind::Warren);
+    let mut lab = Lab::p256("lossy-stock-warren", ServerKind::Warren);
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0001);
     let (client, took) = stock_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("stock client connected through the lossy relay after {took:?}");
@@ -200,7 +193,7 @@ fn stock_client_warren_server_lossy_transfer() {
 
 #[test]
 fn warren_client_warren_server_lossy_transfer() {
-    let mut lab = lab("lossy-warren-warren", ServerKind::Warren);
+    let mut lab = Lab::p256("lossy-warren-warren", ServerKind::Warren);
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0002);
     let (client, took) = warren_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("warren client connected through the lossy relay after {took:?}");
@@ -215,7 +208,7 @@ fn warren_client_warren_server_lossy_transfer() {
 
 #[test]
 fn warren_client_stock_server_lossy_transfer() {
-    let mut lab = lab("lossy-warren-stock", ServerKind::Openvpn);
+    let mut lab = Lab::p256("lossy-warren-stock", ServerKind::Openvpn);
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0003);
     let (client, took) = warren_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("warren client connected through the lossy relay after {took:?}");
@@ -230,7 +223,7 @@ fn warren_client_stock_server_lossy_transfer() {
 
 #[test]
 fn stock_client_warren_server_handshake_30pct_loss() {
-    let mut lab = lab("loss30-stock-warren", ServerKind::Warren);
+    let mut lab = Lab::p256("loss30-stock-warren", ServerKind::Warren);
     let relay = start_server_and_relay(&mut lab, very_lossy(), 0x1055_0004);
     let (client, took) = stock_client(&mut lab, &relay, HANDSHAKE_BOUND);
     after_lossy_handshake(&mut lab, &client.ns, relay, took);
@@ -238,7 +231,7 @@ fn stock_client_warren_server_handshake_30pct_loss() {
 
 #[test]
 fn warren_client_warren_server_handshake_30pct_loss() {
-    let mut lab = lab("loss30-warren-warren", ServerKind::Warren);
+    let mut lab = Lab::p256("loss30-warren-warren", ServerKind::Warren);
     let relay = start_server_and_relay(&mut lab, very_lossy(), 0x1055_0006);
     let (client, took) = warren_client(&mut lab, &relay, HANDSHAKE_BOUND);
     after_lossy_handshake(&mut lab, &client.ns, relay, took);
@@ -246,7 +239,7 @@ fn warren_client_warren_server_handshake_30pct_loss() {
 
 #[test]
 fn warren_client_stock_server_handshake_30pct_loss() {
-    let mut lab = lab("loss30-warren-stock", ServerKind::Openvpn);
+    let mut lab = Lab::p256("loss30-warren-stock", ServerKind::Openvpn);
     let relay = start_server_and_relay(&mut lab, very_lossy(), 0x1055_0005);
     let (client, took) = warren_client(&mut lab, &relay, HANDSHAKE_BOUND);
     after_lossy_handshake(&mut lab, &client.ns, relay, took);
@@ -255,7 +248,7 @@ fn warren_client_stock_server_handshake_30pct_loss() {
 /// Validates the transfer test itself: stock client and stock server.
 #[test]
 fn stock_client_stock_server_lossy_transfer() {
-    let mut lab = lab("lossy-stock-stock", ServerKind::Openvpn);
+    let mut lab = Lab::p256("lossy-stock-stock", ServerKind::Openvpn);
     let relay = start_server_and_relay(&mut lab, Impairment::LOSSY, 0x1055_0007);
     let (client, took) = stock_client(&mut lab, &relay, LOSSY_CONNECT);
     eprintln!("stock client connected through the lossy relay after {took:?}");
@@ -271,7 +264,7 @@ fn stock_client_stock_server_lossy_transfer() {
 /// Validates the 30 % test itself: stock client and stock server.
 #[test]
 fn stock_client_stock_server_handshake_30pct_loss() {
-    let mut lab = lab("loss30-stock-stock", ServerKind::Openvpn);
+    let mut lab = Lab::p256("loss30-stock-stock", ServerKind::Openvpn);
     let relay = start_server_and_relay(&mut lab, very_lossy(), 0x1055_0004);
     let (client, took) = stock_client(&mut lab, &relay, HANDSHAKE_BOUND);
     after_lossy_handshake(&mut lab, &client.ns, relay, took);

@@ -9,6 +9,19 @@ mod client_common;
 mod common;
 mod state_common;
 
+/// A test per case against each server kind: `SUITE::openvpn_server::CASE` and
+/// `SUITE::warren_server::CASE` call `SUITE::cases::CASE(kind)`.
+macro_rules! against_both {
+    ($($case:ident),* $(,)?) => {
+        mod openvpn_server {
+            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Openvpn) } )*
+        }
+        mod warren_server {
+            $( #[test] fn $case() { super::cases::$case(super::ServerKind::Warren) } )*
+        }
+    };
+}
+
 mod auth_modes;
 mod client_interop;
 mod client_system;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::conf::ServerConf;
 use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind};
-use common::process::{poll_until, run_bounded};
+use common::process::{poll_until, rss_kib, run_bounded};
 
 /// How long one reply may take.
 const REPLY: Duration = Duration::from_secs(10);
@@ -653,19 +653,6 @@ fn go_openvpn_mgmt() {
     go_client_run(ServerKind::Warren, &prog);
 }
 
-/// VmRSS of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// A management client that turns on every notification, then floods the server with
 /// commands (each logged, each answered) and never reads. The server disconnects it when
 /// its output queue is full; meanwhile a stock client's ping through the tunnel keeps
@@ -679,7 +666,7 @@ fn stuck_client() {
     let cc = lab.client_conf(&lab.pki.clients[0]);
     let client = lab.connect_client("c1", cc);
     let pid = lab.server().pid();
-    let rss_before = rss_kib(pid);
+    let rss_before = rss_kib(pid).unwrap_or(0);
 
     let stuck = poll_until(Duration::from_secs(10), || {
         UnixStream::connect(socket(&lab)).ok()
@@ -743,7 +730,7 @@ fn stuck_client() {
         common::process::tail(&log, 30)
     );
     assert!(received >= 38, "ping during the flood: {}", ping.stdout);
-    let rss_after = rss_kib(pid);
+    let rss_after = rss_kib(pid).unwrap_or(0);
     assert!(
         rss_after < rss_before + 64 * 1024,
         "server memory grew from {rss_before} KiB to {rss_after} KiB"

@@ -22,11 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::lab::{Lab, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{poll_until, tail};
-use state_common::{
-    SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_openvpn, write_profile,
-};
+use state_common::{SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_profile};
 
 const METRICS_ADDR: &str = "127.0.0.1:9586";
 
@@ -167,12 +164,7 @@ fn with_foreign_cert(profile: &str, cert: &Path, key: &Path) -> String {
 #[test]
 fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     // The lab's own PKI is the "other CA": the zero-config server has its own.
-    let mut lab = Lab::with_pki(
-        "metrics",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("metrics", ServerKind::Warren);
     let python_ok = lab.server_ns.exec(
         &[
             "/usr/bin/python3",
@@ -224,24 +216,20 @@ fn metrics_scraped_and_parsed_by_the_reference_parsers() {
     .assert_intact();
 
     // bob is disabled: the user database rejects him.
-    let (ns_b, srv_b, _) = lab.new_peer_ns();
-    let profile_b = w.export("bob", &srv_b, &[]);
-    w.ok(&["user", "disable", "bob"]);
-    let (path_b, _) = write_profile(&lab, "bob", &profile_b, None);
-    let mut bob = start_openvpn(&lab, &ns_b, "bob", &path_b);
-    expect_auth_failed(&mut bob, Duration::from_secs(30));
+    let mut bob = start_profile(&mut lab, "bob", None, |srv| {
+        let profile = w.export("bob", srv, &[]);
+        w.ok(&["user", "disable", "bob"]);
+        profile
+    });
+    expect_auth_failed(&mut bob.proc, Duration::from_secs(30));
 
     // mallory presents a certificate of another CA: the TLS handshake fails.
-    let (ns_m, srv_m, _) = lab.new_peer_ns();
-    let profile_m = with_foreign_cert(
-        &w.export("alice", &srv_m, &[]),
-        &lab.pki.clients[0].crt,
-        &lab.pki.clients[0].key,
-    );
-    let (path_m, _) = write_profile(&lab, "mallory", &profile_m, None);
-    let mut mallory = start_openvpn(&lab, &ns_m, "mallory", &path_m);
+    let foreign = lab.pki.clients[0].clone();
+    let mut mallory = start_profile(&mut lab, "mallory", None, |srv| {
+        with_foreign_cert(&w.export("alice", srv, &[]), &foreign.crt, &foreign.key)
+    });
     server.wait_for("handshake failed", Duration::from_secs(30));
-    mallory.kill();
+    mallory.proc.kill();
 
     // The counters are published once a second: scrape until they show all of it.
     let want = |s: &Scrape| {

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use common::lab::{CONNECTED, Lab, ServerKind, Transfer, WARREN_BIN};
 use common::netns::{Netns, link, unique_name};
-use common::pki::{KeyFormat, KeyType};
 use common::process::{Proc, poll_until};
 use state_common::{PORT, Warren, ZeroServer, start_openvpn, write_profile};
 
@@ -29,10 +28,6 @@ use state_common::{PORT, Warren, ZeroServer, start_openvpn, write_profile};
 const UPLINK_ADDR: &str = "192.0.2.1";
 const FAR_ADDR: &str = "192.0.2.2";
 const JOURNAL_DIR: &str = "/run/warren";
-
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 /// The "internet": a namespace behind the server's uplink, with no route to 10.8.0.0/24,
 /// counting the echo requests it receives by source. The server namespace's default route
@@ -112,7 +107,7 @@ fn journal(pid: u32) -> PathBuf {
 
 #[test]
 fn full_tunnel_client_reaches_the_internet_masqueraded_and_all_is_undone() {
-    let mut lab = lab("nat-full");
+    let mut lab = Lab::p256("nat-full", ServerKind::Warren);
     let (inet, uplink) = internet(&lab);
     // The client's namespace (and its link to the server) before the snapshot, so the
     // snapshot covers the client's link too. Its default route (to the server) is what
@@ -230,7 +225,7 @@ fn start_config_server(lab: &Lab, conf: &Path, tag: &str) -> Proc {
 
 #[test]
 fn split_tunnel_adds_nothing_and_a_killed_servers_nat_is_removed_by_the_next_start() {
-    let lab = lab("nat-kill");
+    let lab = Lab::p256("nat-kill", ServerKind::Warren);
     let (_inet, uplink) = internet(&lab);
     let before = snapshot(&lab.server_ns);
 
@@ -300,7 +295,7 @@ fn split_tunnel_adds_nothing_and_a_killed_servers_nat_is_removed_by_the_next_sta
 
 #[test]
 fn after_a_privilege_drop_a_helper_undoes_the_nat_on_exit_and_on_sigkill() {
-    let lab = lab("nat-user");
+    let lab = Lab::p256("nat-user", ServerKind::Warren);
     let (_inet, _uplink) = internet(&lab);
     let before = snapshot(&lab.server_ns);
 

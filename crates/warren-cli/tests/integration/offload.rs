@@ -17,21 +17,14 @@ use crate::common;
 use std::time::Duration;
 
 use client_common::connect_client as connect_warren_client;
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::lab::{Lab, MB, SERVER_TUN_ADDR, ServerKind, Transfer};
 use common::netns::Netns;
-use common::pki::{KeyFormat, KeyType};
 use common::process::{Proc, tail};
 
-const MB: u64 = 1024 * 1024;
 /// Bytes moved each way per case.
 const BULK: u64 = 64 * MB;
 /// The line both loops log once their tun and socket are open.
 const DATA_PATH: &str = "data path:";
-
-fn lab(test: &str) -> Lab {
-    // P-256 keys: the PKI is made in a fraction of a second.
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 /// Starts `warren server` with the tests' server.conf, offloads on or off
 /// (`warren-offload off`), `threads` data threads (`warren-workers`; `None`: the default,
@@ -146,7 +139,7 @@ fn warren_pair(offload: bool, threads: Option<u16>) {
         Some(n) => format!("{}-t{n}", if offload { "on" } else { "off" }),
         None => (if offload { "on" } else { "off" }).to_owned(),
     };
-    let mut lab = lab(&format!("offload-ww-{tag}"));
+    let mut lab = Lab::p256(&format!("offload-ww-{tag}"), ServerKind::Warren);
     start_server(&mut lab, offload, threads);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
     let args: &[&str] = if offload { &[] } else { &["--no-offload"] };
@@ -168,11 +161,7 @@ fn warren_pair(offload: bool, threads: Option<u16>) {
     );
 
     lab.assert_server_running();
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     check_batching("client", &client.proc, "client stopped", offload);
     lab.server().terminate(Duration::from_secs(5));
     check_batching("server", lab.server(), "server stopped", offload);
@@ -182,7 +171,7 @@ fn warren_pair(offload: bool, threads: Option<u16>) {
 
 fn openvpn_client(offload: bool) {
     let tag = if offload { "on" } else { "off" };
-    let mut lab = lab(&format!("offload-ow-{tag}"));
+    let mut lab = Lab::p256(&format!("offload-ow-{tag}"), ServerKind::Warren);
     start_server(&mut lab, offload, None);
     let cc = lab.client_conf(&lab.pki.clients[0].clone());
     let mut client = lab.connect_client("client1", cc);

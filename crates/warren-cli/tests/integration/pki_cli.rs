@@ -9,8 +9,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::common::pki::easyrsa_pki;
+
 const WARREN: &str = env!("CARGO_BIN_EXE_warren");
-const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
 
 struct Run {
     ok: bool,
@@ -425,26 +426,6 @@ fn commands_on_a_missing_state_say_how_to_create_it() {
     assert!(r.stderr.contains("created CA"), "{}", r.stderr);
 }
 
-fn easyrsa(dir: &Path, args: &[&str]) {
-    assert!(
-        Path::new(EASYRSA).exists(),
-        "{EASYRSA} is missing: install Debian's easy-rsa package (apt-get install easy-rsa)"
-    );
-    let out = Command::new(EASYRSA)
-        .args(args)
-        .current_dir(dir)
-        .env("EASYRSA_BATCH", "1")
-        .env_remove("EASYRSA_PKI")
-        .output()
-        .expect("easyrsa");
-    assert!(
-        out.status.success(),
-        "easyrsa {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The PEM block of an easy-rsa certificate file (which starts with a text dump).
 fn pem_part(path: &Path) -> String {
     let text = fs::read_to_string(path).expect("read");
@@ -457,14 +438,7 @@ fn import_easyrsa_pki() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = tmp.path();
     let er: PathBuf = d.join("easyrsa");
-    fs::create_dir(&er).expect("mkdir");
-    easyrsa(&er, &["init-pki"]);
-    easyrsa(&er, &["build-ca", "nopass"]);
-    easyrsa(&er, &["build-server-full", "server", "nopass"]);
-    easyrsa(&er, &["build-client-full", "alice", "nopass"]);
-    easyrsa(&er, &["build-client-full", "bob", "nopass"]);
-    easyrsa(&er, &["revoke", "bob"]);
-    easyrsa(&er, &["gen-crl"]);
+    easyrsa_pki(&er, &[]);
 
     let s = d.join("state");
     let r = ok(&s, &["pki", "import", er.to_str().expect("utf8")]);

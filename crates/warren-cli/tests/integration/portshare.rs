@@ -16,21 +16,10 @@ use std::time::Duration;
 
 use common::conf::TlsWrap;
 use common::lab::{Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind};
-use common::netns::Netns;
-use common::pki::{KeyFormat, KeyType};
+use common::netns::{Netns, ping_ok};
 use common::process::{Proc, poll_until, run_ok};
 
 const WEB_PORT: u16 = 8443;
-
-fn ping_ok(from: &Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
 
 /// Starts an HTTPS server serving `root` on 127.0.0.1:WEB_PORT in `ns` (killed by its PID
 /// when the guard drops); returns once the port is bound (at most 15 s).
@@ -107,12 +96,7 @@ fn curl(ns: &Netns, url: &str, out: &std::path::Path) {
 
 #[test]
 fn https_and_openvpn_share_one_tcp_port() {
-    let mut lab = Lab::with_pki(
-        "portshare",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("portshare", ServerKind::Warren);
     let www = lab.dir().join("www");
     fs::create_dir_all(&www).expect("www");
     let page = format!(

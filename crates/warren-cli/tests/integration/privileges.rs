@@ -19,12 +19,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Client, Lab, ServerKind};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{CONNECTED, Client, Lab, ServerKind, nobody_group};
 use common::process::{poll_until, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
-    start_openvpn, write_profile,
+    start_profile,
 };
 
 /// `CapEff` with CAP_NET_ADMIN (bit 12) alone, as /proc prints it.
@@ -68,10 +67,6 @@ fn assert_unprivileged(pid: u32, log: &str) {
     assert_eq!(bnd, NET_ADMIN_ONLY, "CapBnd");
 }
 
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
-
 fn ping_ok(c: &Client) {
     let out = c.ns.ping(SERVER_VPN_IP, 3, 2);
     assert!(
@@ -85,7 +80,7 @@ fn ping_ok(c: &Client) {
 
 #[test]
 fn zero_config_server_drops_root_and_still_serves_and_kicks() {
-    let mut lab = lab("privs-zero");
+    let mut lab = Lab::p256("privs-zero", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);
@@ -189,28 +184,12 @@ fn with_identity(profile: &str, cert: &str, key: &str) -> String {
     out
 }
 
-fn start(lab: &mut Lab, name: &str, profile: &str) -> Client {
-    let (ns, srv, cli) = lab.new_peer_ns();
-    let text = profile.replace("warren-placeholder.invalid", &srv);
-    let (path, dev) = write_profile(lab, name, &text, None);
-    let proc = start_openvpn(lab, &ns, name, &path);
-    Client {
-        proc,
-        ns,
-        name: name.to_owned(),
-        dev,
-        server_underlay: srv,
-        client_underlay: cli,
-        tun_addr: None,
-    }
-}
-
 /// A server.conf server with `user nobody`/`group nogroup` and `duplicate-cn`: it keeps
 /// CAP_NET_ADMIN too, and revoking one of alice's two certificates (`pki revoke --serial`)
 /// ends that session only.
 #[test]
 fn duplicate_cn_revocation_kicks_only_that_certificate() {
-    let mut lab = lab("privs-dupcn");
+    let mut lab = Lab::p256("privs-dupcn", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     w.ok(&["pki", "init"]);
@@ -242,15 +221,7 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     );
     assert_ne!(first, second);
 
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     let mut conf = lab.server_conf();
     conf.ca = state.join("pki/ca.crt");
     conf.cert = state.join("pki/server.crt");
@@ -279,8 +250,12 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
     );
     assert_unprivileged(pid, &log);
 
-    let mut laptop = start(&mut lab, "laptop", &first);
-    let mut phone = start(&mut lab, "phone", &second);
+    let mut laptop = start_profile(&mut lab, "laptop", None, |srv| {
+        first.replace("warren-placeholder.invalid", srv)
+    });
+    let mut phone = start_profile(&mut lab, "phone", None, |srv| {
+        second.replace("warren-placeholder.invalid", srv)
+    });
     for c in [&mut laptop, &mut phone] {
         if let Err(e) = c.wait_connected(Duration::from_secs(20)) {
             panic!("{e}\nserver:\n{}", tail(&lab.server_log(), 40));
@@ -351,24 +326,11 @@ client log:
 #[test]
 fn client_drops_after_up_and_the_network_is_restored() {
     use common::lab::SERVER_TUN_ADDR;
-    let mut lab = Lab::with_pki(
-        "privs-client",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("privs-client", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     lab.start_server(&sc);
-    let group = if fs::read_to_string("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("nogroup:"))
-    {
-        "nogroup"
-    } else {
-        "nobody"
-    };
+    let group = nobody_group();
     for (round, how) in ["SIGTERM", "SIGKILL"].into_iter().enumerate() {
         let mut cc = lab.client_conf(&lab.pki.clients[round].clone());
         cc.extra.push("redirect-gateway def1".into());
@@ -380,9 +342,7 @@ fn client_drops_after_up_and_the_network_is_restored() {
         let routes = client_common::net_snapshot(&p.ns);
         let resolv = p.etc.resolv_conf();
         let mut c = client_common::spawn_client(&lab, &format!("client-{how}"), p, &[]);
-        if let Err(e) = c.wait_up(client_common::UP_TIMEOUT) {
-            panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 30));
-        }
+        c.expect_up(&lab, client_common::UP_TIMEOUT);
         c.proc
             .wait_for_line(
                 &format!("dropped privileges to nobody:{group}, keeping CAP_NET_ADMIN"),
@@ -405,11 +365,7 @@ fn client_drops_after_up_and_the_network_is_restored() {
         assert!(now.contains("nameserver 10.8.0.1"), "{now}");
 
         if how == "SIGTERM" {
-            assert!(
-                c.stop(Duration::from_secs(5)),
-                "client did not exit cleanly:\n{}",
-                c.proc.log_tail(20)
-            );
+            c.stop_cleanly();
         } else {
             c.proc.kill();
         }

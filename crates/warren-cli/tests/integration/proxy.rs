@@ -36,8 +36,7 @@ use std::time::Duration;
 use client_common::{NsEtc, Prepared, WarrenClient, spawn_client};
 use common::conf::ClientConf;
 use common::lab::{Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind};
-use common::netns::{Netns, link};
-use common::pki::{KeyFormat, KeyType};
+use common::netns::{Netns, link, ping_ok};
 use common::process::{Proc, poll_until, run_bounded};
 
 /// The proxies' address: on the proxy namespace's loopback, reached through a gateway.
@@ -48,21 +47,11 @@ const SOCKS_PORT: u16 = 1080;
 const FORBIDDEN_PORT: u16 = 1195;
 
 fn lab(test: &str, kind: ServerKind) -> Lab {
-    let mut lab = Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8);
+    let mut lab = Lab::p256(test, kind);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     lab.start_server(&sc);
     lab
-}
-
-fn ping_ok(from: &Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
 }
 
 /// Fails loudly when a proxy program is missing: CI installs it (`.ci/run`).
@@ -75,16 +64,6 @@ fn require(cmd: &str, package: &str) {
         out.success(),
         "`{cmd}` is not installed: `apt-get install {package}` (the CI script installs it)"
     );
-}
-
-/// The established TCP connections in the server namespace to the server port.
-fn server_connections(lab: &Lab) -> String {
-    lab.server_ns
-        .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
-        .lines()
-        .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// How many of `conns` come from `addr` (`ss` shows v4-mapped peers as `[::ffff:a.b.c.d]`).
@@ -223,16 +202,6 @@ fn warren_client(lab: &Lab, net: &mut ProxyNet, name: &str, mut conf: ClientConf
     spawn_client(lab, name, p, &[])
 }
 
-fn up(lab: &Lab, client: &mut WarrenClient, timeout: Duration) -> String {
-    client.wait_up(timeout).unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{} server log:\n{}",
-            lab.kind.label(),
-            common::process::tail(&lab.server_log(), 30)
-        )
-    })
-}
-
 /// `warren client` through `proxy_lines` to the lab's server: up through the proxy,
 /// ping, the server sees the proxy's connection, clean exit.
 fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via: &str) {
@@ -240,7 +209,7 @@ fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via
     conf.extra.push("proto tcp-client".into());
     conf.extra.extend(proxy_lines.iter().cloned());
     let mut client = warren_client(lab, net, "client1", conf);
-    let line = up(lab, &mut client, Duration::from_secs(20));
+    let line = client.expect_up(lab, Duration::from_secs(20));
     let srv = &net.srv;
     assert!(
         line.contains(&format!(
@@ -250,19 +219,14 @@ fn warren_through(lab: &mut Lab, net: &mut ProxyNet, proxy_lines: &[String], via
     );
     let log = client.log();
     assert!(log.contains(": connected through to"), "{log}");
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    let conns = server_connections(lab);
+    lab.check_tunnel(&client.ns, client.addr(), 0, 0);
+    let conns = lab.tcp_connections();
     assert!(
         from_addr(&conns, &net.on_server_link) == 1,
         "the server has no connection from the proxy ({}): {conns}",
         net.on_server_link
     );
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 
@@ -345,7 +309,7 @@ fn redirect_gateway_keeps_the_proxy_outside_the_tunnel() {
         .push(format!("http-proxy {PROXY_IP} {HTTP_PORT}"));
     conf.extra.push("redirect-gateway def1".into());
     let mut client = warren_client(&lab, &mut net, "client1", conf);
-    let line = up(&lab, &mut client, Duration::from_secs(20));
+    let line = client.expect_up(&lab, Duration::from_secs(20));
     assert!(line.contains("0.0.0.0/1"), "{line}");
     let gw = net.gateway();
     let to_proxy = client.ns.exec_ok(&["ip", "-4", "route", "get", PROXY_IP]);
@@ -427,7 +391,7 @@ fn stock_client_through_both_proxies_to_warren_server() {
         ping_ok(&c.ns, SERVER_TUN_ADDR, &format!("{} -> server", c.name));
         ping_ok(&lab.server_ns, c.addr(), &format!("server -> {}", c.name));
     }
-    let conns = server_connections(&lab);
+    let conns = lab.tcp_connections();
     assert_eq!(
         from_addr(&conns, &net.on_server_link),
         2,
@@ -495,7 +459,7 @@ fn refusing_proxies_move_to_the_next_connection() {
         &format!("http-proxy {PROXY_IP} {HTTP_PORT} {good} basic\n"),
     ));
     let mut client = warren_client(&lab, &mut net, "client1", conf);
-    let line = up(&lab, &mut client, Duration::from_secs(40));
+    let line = client.expect_up(&lab, Duration::from_secs(40));
     assert!(
         line.contains(&format!(
             "via server {srv}:{SERVER_PORT} through HTTP proxy"

@@ -14,7 +14,6 @@ use crate::state_common;
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
 use state_common::{
     BgTransfer, PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after,
     lines_with,
@@ -44,12 +43,7 @@ fn kick_latency(w: &Warren, server: &ZeroServer, args: &[&str], user: &str) -> D
 
 #[test]
 fn revoke_disable_and_delete_end_sessions_at_once() {
-    let mut lab = Lab::with_pki(
-        "revoke",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("revoke", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);

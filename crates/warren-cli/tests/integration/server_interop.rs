@@ -16,42 +16,16 @@ use std::fs;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::lab::{CONNECTED, Client, Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::netns::ping_ok;
 use common::pki::{KeyFormat, KeyType};
 use common::process::poll_until;
-
-const MB: u64 = 1024 * 1024;
 
 /// A plain (no tls-auth/tls-crypt) `P_CONTROL_HARD_RESET_CLIENT_V2`: opcode 7, key id 0,
 /// session id, empty ACK array, message id 0 (openvpn-protocol.md §1).
 const PLAIN_HARD_RESET: [u8; 14] = [
     0x38, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
-
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
-/// Pings both ways and moves `bytes` from the client to the server with a SHA-256 check.
-fn check_tunnel(lab: &Lab, client: &Client, bytes: u64) {
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    if bytes > 0 {
-        let r = lab.transfer(
-            &client.ns,
-            &lab.server_ns,
-            SERVER_TUN_ADDR,
-            &Transfer::bytes(bytes),
-        );
-        r.assert_intact();
-    }
-}
 
 fn log_has(client: &Client, pat: &str) -> bool {
     client.log().lines().any(|l| l.contains(pat))
@@ -77,7 +51,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&lab, &client, 50 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 50 * MB, 0);
         // Download direction.
         let r = lab.transfer(
             &lab.server_ns,
@@ -187,7 +161,7 @@ mod cases {
         let client = lab.connect_client("client1", cc);
         let want = format!("Data Channel: cipher '{cipher}'");
         assert!(log_has(&client, &want), "client log lacks {want:?}");
-        check_tunnel(&lab, &client, 8 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
     }
 
     /// A wrapping mode on both sides. Also checks that an unwrapped reset gets a reply only
@@ -200,7 +174,7 @@ mod cases {
         let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
         cc.wrap = wrap.clone();
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&lab, &client, 8 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
         let (probe_ns, srv, _) = lab.new_peer_ns();
         let r = lab.udp_probe(
             &probe_ns,
@@ -230,7 +204,7 @@ mod cases {
         let client = lab.connect_client("client1", cc);
         let want = format!("Control Channel: {expect}");
         assert!(log_has(&client, &want), "client log lacks {want:?}");
-        check_tunnel(&lab, &client, 8 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
     }
 
     /// Default key derivation: TLS-EKM is pushed.
@@ -243,7 +217,7 @@ mod cases {
         let push = push_reply(&client);
         // 2.6 clients get `protocol-flags ... tls-ekm ...`; older ones `key-derivation tls-ekm`.
         assert!(push.contains("tls-ekm"), "PUSH_REPLY: {push}");
-        check_tunnel(&lab, &client, 8 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
     }
 
     /// `warren-key-derivation prf` forces the TLS1-PRF derivation on warren; openvpn ignores
@@ -265,7 +239,7 @@ mod cases {
                 "warren pushed tls-ekm despite `warren-key-derivation prf`: {push}"
             );
         }
-        check_tunnel(&lab, &client, 8 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
     }
 
     /// `reneg-sec 10` on the client or the server during a 30 s paced transfer: at least two
@@ -337,7 +311,7 @@ mod cases {
         let c2 = lab.pki.clients[1].clone();
         let cc = lab.client_conf(&c2);
         let client2 = lab.connect_client("client2", cc);
-        check_tunnel(&lab, &client2, 4 * MB);
+        lab.check_tunnel(&client2.ns, client2.addr(), 4 * MB, 0);
         lab.assert_server_running();
     }
 
@@ -384,7 +358,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        check_tunnel(&lab, &client, 4 * MB);
+        lab.check_tunnel(&client.ns, client.addr(), 4 * MB, 0);
     }
 }
 

@@ -23,8 +23,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use client_common::{NS_RESOLV_CONF, RECONNECTED, UP, net_snapshot, prepare_client, spawn_client};
-use common::lab::{CONNECTED, Client, Lab, SERVER_TUN_ADDR, ServerKind, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{CONNECTED, Client, Lab, SERVER_TUN_ADDR, ServerKind};
 use common::process::{Proc, poll_until, run_bounded, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after,
@@ -79,12 +78,7 @@ fn ping_ok(c: &Client, to: &str, what: &str) {
 
 #[test]
 fn warren_server_signals_with_stock_clients() {
-    let mut lab = Lab::with_pki(
-        "sig-server",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-server", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let mut server = ZeroServer::start(&lab, &state, &[]);
@@ -183,12 +177,7 @@ fn warren_server_signals_with_stock_clients() {
 
 #[test]
 fn warren_client_signals_against_stock_server() {
-    let mut lab = Lab::with_pki(
-        "sig-client",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-client", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     sc.extra
@@ -202,9 +191,7 @@ fn warren_client_signals_against_stock_server() {
     let routes_before = net_snapshot(&p.ns);
     let resolv_before = p.etc.resolv_conf();
     let mut client = spawn_client(&lab, "client1", p, &[]);
-    if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, client_common::UP_TIMEOUT);
     let pushed_dns = |c: &client_common::WarrenClient| {
         let r = String::from_utf8_lossy(&c.etc.resolv_conf()).into_owned();
         r.contains("nameserver 10.8.0.1") && r.contains("vpn.example")
@@ -272,21 +259,8 @@ fn warren_client_signals_against_stock_server() {
     assert_eq!(client.count(UP), 1, "one `up` line, then `reconnected`");
 
     // SIGTERM: exit 0, everything as before.
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
-    assert_eq!(
-        net_snapshot(&client.ns),
-        routes_before,
-        "routing table not restored"
-    );
-    assert_eq!(
-        client.etc.resolv_conf(),
-        resolv_before,
-        "resolv.conf not restored byte for byte"
-    );
+    client.stop_cleanly();
+    client.assert_restored(&routes_before, &resolv_before);
     assert_eq!(resolv_before, NS_RESOLV_CONF.as_bytes());
     let seen = poll_until(Duration::from_secs(5), || {
         lab.server_log()
@@ -303,12 +277,7 @@ fn warren_client_signals_against_stock_server() {
 
 #[test]
 fn killed_client_is_cleaned_up_by_the_next_run() {
-    let mut lab = Lab::with_pki(
-        "sig-kill9",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-kill9", ServerKind::Openvpn);
     let mut sc = lab.server_conf();
     sc.extra.push("push \"dhcp-option DNS 10.8.0.1\"".into());
     sc.extra
@@ -319,9 +288,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
     let routes_before = net_snapshot(&p.ns);
     let resolv_before = p.etc.resolv_conf();
     let mut client = spawn_client(&lab, "client1", p, &[]);
-    if let Err(e) = client.wait_up(client_common::UP_TIMEOUT) {
-        panic!("{e}\nserver log:\n{}", tail(&lab.server_log(), 40));
-    }
+    client.expect_up(&lab, client_common::UP_TIMEOUT);
     let killed_pid = client.proc.pid();
     client.proc.kill();
     // Nothing ran at exit: warren's resolv.conf is still there.
@@ -342,15 +309,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
     );
     assert!(text.contains(" 1195"), "profile rewrite failed:\n{text}");
     std::fs::write(&dead_profile, text).expect("write profile");
-    let dead = dead_profile.to_str().expect("UTF-8");
-    let log = lab.dir().join("client2.log");
-    let mut second = client.ns.spawn_env(
-        "client2",
-        &[WARREN_BIN, "client", dead],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut second = client_common::spawn_profile(&lab, &client.ns, "client2", &dead_profile, &[]);
     let line = second
         .wait_for_line("that ended without cleaning up", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -380,12 +339,7 @@ fn killed_client_is_cleaned_up_by_the_next_run() {
 /// SIGHUP re-reads the TLS files named in the config and keeps the session.
 #[test]
 fn config_file_server_status_and_reload() {
-    let mut lab = Lab::with_pki(
-        "sig-conf",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sig-conf", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push("status-version 2".into());
     lab.start_server(&sc);

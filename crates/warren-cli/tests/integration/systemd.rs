@@ -24,8 +24,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, ServerKind, WARREN_BIN};
-use common::netns::unique_name;
-use common::pki::{KeyFormat, KeyType};
 use common::process::{run_bounded, tail};
 use state_common::{PORT, Warren, ZeroServer, connect};
 
@@ -138,12 +136,7 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn notify_ready_watchdog_status_reload_and_stopping() {
-    let mut lab = Lab::with_pki(
-        "sdnotify",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("sdnotify", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let sock_path = lab.dir().join("notify.sock");
@@ -155,21 +148,7 @@ fn notify_ready_watchdog_status_reload_and_stopping() {
         got: Vec::new(),
     };
 
-    let dev = unique_name("tun", 's');
-    let log = lab.dir().join("server.log");
-    let port = PORT.to_string();
-    let argv = [
-        WARREN_BIN,
-        "server",
-        "--state-dir",
-        state.to_str().expect("UTF-8"),
-        "--dev",
-        &dev,
-        "--port",
-        &port,
-    ];
     let env = [
-        ("RUST_LOG", "info".to_string()),
         (
             "NOTIFY_SOCKET",
             sock_path.to_str().expect("UTF-8").to_string(),
@@ -177,11 +156,8 @@ fn notify_ready_watchdog_status_reload_and_stopping() {
         // Pings every 500 ms.
         ("WATCHDOG_USEC", "1000000".to_string()),
     ];
-    let proc = lab
-        .server_ns
-        .spawn_env("warren server", &argv, &env, lab.dir(), &log);
-    let log_path = log;
-    let mut server = ZeroServer { proc, dev };
+    let mut server = ZeroServer::spawn(&lab, &state, &[], &env);
+    let log_path = lab.dir().join(format!("{}-server.log", server.dev));
     let server_log = move || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // READY=1 once the server listens (the first run makes its keys first).

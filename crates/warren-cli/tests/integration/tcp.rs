@@ -22,26 +22,9 @@ use std::fs;
 use std::time::Duration;
 
 use common::conf::{ClientConf, TlsWrap};
-use common::lab::{Client, Lab, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::netns::ping_ok;
 use common::process::poll_until;
-
-const MB: u64 = 1024 * 1024;
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    // P-256 keys: the PKI is made in a fraction of a second.
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
-
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
 
 /// A stock client profile that connects over TCP.
 fn tcp_client(lab: &Lab, i: usize, wrap: &TlsWrap) -> ClientConf {
@@ -49,17 +32,6 @@ fn tcp_client(lab: &Lab, i: usize, wrap: &TlsWrap) -> ClientConf {
     cc.wrap = wrap.clone();
     cc.extra.push("proto tcp-client".into());
     cc
-}
-
-/// The established TCP connections to the server port, as `ss` in the server namespace
-/// lists them.
-fn tcp_connections(lab: &Lab) -> String {
-    lab.server_ns
-        .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
-        .lines()
-        .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The status file lists every `want` string (within 5 s).
@@ -79,7 +51,7 @@ fn status_lists(lab: &Lab, want: &[&str]) {
 /// Stock client over TCP to a warren `proto tcp-server` with `wrap`: ping both ways,
 /// SHA-256-checked transfers both ways, listed in the status file with its TCP address.
 fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
-    let mut lab = lab(name, ServerKind::Warren);
+    let mut lab = Lab::p256(name, ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.wrap = wrap.clone();
     sc.extra.push("proto tcp-server".into());
@@ -96,7 +68,7 @@ fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
         "the stock client did not use TCP:\n{}",
         common::process::tail(&client.log(), 30)
     );
-    let conns = tcp_connections(&lab);
+    let conns = lab.tcp_connections();
     assert!(
         conns.contains(&client.client_underlay),
         "no TCP connection from {}: {conns}",
@@ -110,28 +82,9 @@ fn stock_client_to_warren(name: &str, wrap: TlsWrap) {
         "{}",
         common::process::tail(&client.log(), 30)
     );
-    check_tunnel(&lab, &client, 8 * MB, 4 * MB);
+    lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 4 * MB);
     status_lists(&lab, &[&client.client_underlay, client.addr()]);
     lab.assert_server_running();
-}
-
-fn check_tunnel(lab: &Lab, client: &Client, up: u64, down: u64) {
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    lab.transfer(
-        &client.ns,
-        &lab.server_ns,
-        SERVER_TUN_ADDR,
-        &Transfer::bytes(up),
-    )
-    .assert_intact();
-    lab.transfer(
-        &lab.server_ns,
-        &client.ns,
-        client.addr(),
-        &Transfer::bytes(down),
-    )
-    .assert_intact();
 }
 
 #[test]
@@ -153,7 +106,7 @@ fn stock_client_tcp_tls_auth() {
 /// `warren client` with `proto tcp-client` to a `proto tcp-server` server: ping both ways,
 /// transfers both ways with SHA-256, clean exit.
 fn warren_client_tcp(kind: ServerKind) {
-    let mut lab = lab("wclient-tcp", kind);
+    let mut lab = Lab::p256("wclient-tcp", kind);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     lab.start_server(&sc);
@@ -164,33 +117,14 @@ fn warren_client_tcp(kind: ServerKind) {
         "{}",
         common::process::tail(&client.log(), 20)
     );
-    let conns = tcp_connections(&lab);
+    let conns = lab.tcp_connections();
     assert!(
         conns.contains(&client.client_underlay),
         "no TCP connection from {}: {conns}",
         client.client_underlay
     );
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    lab.transfer(
-        &client.ns,
-        &lab.server_ns,
-        SERVER_TUN_ADDR,
-        &Transfer::bytes(8 * MB),
-    )
-    .assert_intact();
-    lab.transfer(
-        &lab.server_ns,
-        &client.ns,
-        client.addr(),
-        &Transfer::bytes(4 * MB),
-    )
-    .assert_intact();
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 4 * MB);
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 
@@ -208,7 +142,7 @@ fn warren_client_tcp_to_warren_server() {
 /// stock TCP client at once share the pool (distinct addresses) and the status list.
 #[test]
 fn udp_and_tcp_in_one_server() {
-    let mut lab = lab("udp-tcp", ServerKind::Warren);
+    let mut lab = Lab::p256("udp-tcp", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push(format!("warren-listen tcp {SERVER_PORT}"));
     // Two data threads: the UDP peer's data may move on either, the TCP peer's on the
@@ -235,19 +169,7 @@ fn udp_and_tcp_in_one_server() {
         "addresses must differ"
     );
     for c in [&udp_client, &tcp_client] {
-        ping_ok(&c.ns, SERVER_TUN_ADDR, &format!("{} -> server", c.name));
-        ping_ok(&lab.server_ns, c.addr(), &format!("server -> {}", c.name));
-    }
-    for c in [&udp_client, &tcp_client] {
-        lab.transfer(
-            &c.ns,
-            &lab.server_ns,
-            SERVER_TUN_ADDR,
-            &Transfer::bytes(4 * MB),
-        )
-        .assert_intact();
-        lab.transfer(&lab.server_ns, &c.ns, c.addr(), &Transfer::bytes(4 * MB))
-            .assert_intact();
+        lab.check_tunnel(&c.ns, c.addr(), 4 * MB, 4 * MB);
     }
     let log = lab.server_log();
     assert!(
@@ -272,7 +194,7 @@ fn udp_and_tcp_in_one_server() {
 /// hand-window.
 #[test]
 fn bad_and_silent_connections_are_closed() {
-    let mut lab = lab("tcp-abuse", ServerKind::Warren);
+    let mut lab = Lab::p256("tcp-abuse", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     sc.extra.push("hand-window 5".into());
@@ -322,7 +244,7 @@ fn bad_and_silent_connections_are_closed() {
 /// exported with `--proto tcp --port PORT`, both authenticated by the state's database.
 #[test]
 fn zero_config_tcp_listener() {
-    let mut lab = lab("zero-tcp", ServerKind::Warren);
+    let mut lab = Lab::p256("zero-tcp", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = state_common::Warren::new(&state);
     let server = state_common::ZeroServer::start(&lab, &state, &["--tcp", "1443"]);
@@ -368,7 +290,7 @@ fn zero_config_tcp_listener() {
 /// listens is refused at once, and the next one, over UDP, comes up.
 #[test]
 fn warren_client_tries_remotes_with_their_protocols() {
-    let mut lab = lab("remotes", ServerKind::Warren);
+    let mut lab = Lab::p256("remotes", ServerKind::Warren);
     let sc = lab.server_conf();
     lab.start_server(&sc);
     let mut cc = lab.client_conf(&lab.pki.clients[0].clone());
@@ -406,7 +328,7 @@ fn warren_client_tries_remotes_with_their_protocols() {
 /// restarted server (same tun address) and carries traffic again.
 #[test]
 fn warren_client_reconnects_over_tcp_after_a_server_restart() {
-    let mut lab = lab("tcp-restart", ServerKind::Warren);
+    let mut lab = Lab::p256("tcp-restart", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     lab.start_server(&sc);
@@ -464,7 +386,7 @@ fn warren_client_reconnects_over_tcp_after_a_server_restart() {
 /// packet that failed to open would close it: fact sheet §9).
 #[test]
 fn renegotiation_over_tcp_keeps_the_connection() {
-    let mut lab = lab("tcp-reneg", ServerKind::Warren);
+    let mut lab = Lab::p256("tcp-reneg", ServerKind::Warren);
     let mut sc = lab.server_conf();
     sc.extra.push("proto tcp-server".into());
     sc.reneg_sec = Some(8);

@@ -21,13 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
+use common::lab::{Lab, MB, SERVER_TUN_ADDR, ServerKind, Transfer, WARREN_BIN};
+use common::netns::ping_ok;
 use common::process::run_ok;
-
-fn lab(test: &str, kind: ServerKind) -> Lab {
-    Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
@@ -83,21 +79,11 @@ fn client_key(maker: Maker, server: &Path, dir: &Path, name: &str, meta: Option<
     path
 }
 
-fn ping_ok(from: &common::netns::Netns, to: &str, what: &str) {
-    let out = from.ping(to, 3, 2);
-    assert!(
-        out.success(),
-        "ping {what} ({to}) failed:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// Stock clients: two with tls-crypt-v2 (keys by openvpn and by warren, both wrapped by a
 /// server key from `openvpn --genkey`) and one with tls-crypt, connected at once to a server
 /// that has both `tls-crypt` and `tls-crypt-v2`.
 fn stock_clients(kind: ServerKind) {
-    let mut lab = lab("tcv2-stock-clients", kind);
+    let mut lab = Lab::p256("tcv2-stock-clients", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let by_openvpn = client_key(Maker::Openvpn, &srv, &dir, "v2-client1.key", None);
@@ -175,7 +161,7 @@ fn stock_clients(kind: ServerKind) {
 /// `warren client` with tls-crypt-v2. Against the stock server the keys are warren's; against
 /// warren server they are OpenVPN's.
 fn warren_client(kind: ServerKind) {
-    let mut lab = lab("tcv2-warren-client", kind);
+    let mut lab = Lab::p256("tcv2-warren-client", kind);
     let dir = lab.dir().to_path_buf();
     let maker = match kind {
         ServerKind::Openvpn => Maker::Warren,
@@ -192,15 +178,7 @@ fn warren_client(kind: ServerKind) {
     cc.wrap = TlsWrap::None;
     cc.extra.push(format!("tls-crypt-v2 {}", p(&key)));
     let mut client = client_common::connect_client(&mut lab, "client1", cc, &[]);
-    ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-    ping_ok(&lab.server_ns, client.addr(), "server -> client");
-    lab.transfer(
-        &lab.server_ns,
-        &client.ns,
-        client.addr(),
-        &Transfer::bytes(1024 * 1024),
-    )
-    .assert_intact();
+    lab.check_tunnel(&client.ns, client.addr(), 0, MB);
     if kind == ServerKind::Openvpn {
         let log = lab.server_log();
         assert!(
@@ -209,18 +187,14 @@ fn warren_client(kind: ServerKind) {
             common::process::tail(&log, 30)
         );
     }
-    assert!(
-        client.stop(Duration::from_secs(5)),
-        "client did not exit cleanly:\n{}",
-        client.proc.log_tail(20)
-    );
+    client.stop_cleanly();
     lab.assert_server_running();
 }
 
 /// A stock client whose key another server key wrapped: no tunnel, the server lives on, and
 /// a good client still connects.
 fn foreign_key(kind: ServerKind) {
-    let mut lab = lab("tcv2-foreign-key", kind);
+    let mut lab = Lab::p256("tcv2-foreign-key", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let other = server_key(Maker::Openvpn, &dir, "v2-other-server.key");
@@ -257,7 +231,7 @@ fn foreign_key(kind: ServerKind) {
 /// Over TCP (no cookie: the V3 reset creates the session, no early negotiation): `warren
 /// client` to the stock server, and the stock client to warren server.
 fn over_tcp(kind: ServerKind) {
-    let mut lab = lab("tcv2-tcp", kind);
+    let mut lab = Lab::p256("tcv2-tcp", kind);
     let dir = lab.dir().to_path_buf();
     let srv = server_key(Maker::Openvpn, &dir, "v2-server.key");
     let key = client_key(Maker::Openvpn, &srv, &dir, "v2-client.key", None);
@@ -273,13 +247,11 @@ fn over_tcp(kind: ServerKind) {
     match kind {
         ServerKind::Openvpn => {
             let client = client_common::connect_client(&mut lab, "client1", cc, &[]);
-            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+            lab.check_tunnel(&client.ns, client.addr(), 0, 0);
         }
         ServerKind::Warren => {
             let client = lab.connect_client("client1", cc);
-            ping_ok(&client.ns, SERVER_TUN_ADDR, "client -> server");
-            ping_ok(&lab.server_ns, client.addr(), "server -> client");
+            lab.check_tunnel(&client.ns, client.addr(), 0, 0);
         }
     }
     lab.assert_server_running();

@@ -19,29 +19,20 @@ use crate::state_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Lab, ServerKind, Transfer, WARREN_BIN};
-use common::pki::{KeyFormat, KeyType};
-use common::process::{poll_until, run_bounded};
+use common::lab::{CONNECTED, Lab, MB, ServerKind, Transfer, WARREN_BIN};
+use common::pki::easyrsa_pki;
+use common::process::poll_until;
 use state_common::{
     SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed, start_client, start_openvpn,
     write_profile,
 };
 
-const MB: u64 = 1024 * 1024;
-const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
-
-/// A lab whose own test PKI is small (the state directory brings its own).
-fn lab(test: &str) -> Lab {
-    Lab::with_pki(test, ServerKind::Warren, KeyType::P256, KeyFormat::Pkcs8)
-}
-
 #[test]
 fn fresh_state_stock_client_and_warren_client() {
-    let mut lab = lab("zero-fresh");
+    let mut lab = Lab::p256("zero-fresh", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
 
@@ -88,14 +79,7 @@ fn fresh_state_stock_client_and_warren_client() {
     // `warren client` with the same profile.
     let (ns, srv, _) = lab.new_peer_ns();
     let (prof, _) = write_profile(&lab, "alice-warren", &w.export("alice", &srv, &[]), None);
-    let log = lab.dir().join("alice-warren.log");
-    let mut wc = ns.spawn_env(
-        "warren client",
-        &[WARREN_BIN, "client", prof.to_str().expect("utf8")],
-        &[],
-        lab.dir(),
-        &log,
-    );
+    let mut wc = crate::client_common::spawn_profile(&lab, &ns, "alice-warren", &prof, &[]);
     match wc.wait_for_line("warren client up:", Duration::from_secs(20)) {
         Ok(_) => {
             let r = lab.transfer(&ns, &lab.server_ns, SERVER_VPN_IP, &Transfer::bytes(4 * MB));
@@ -118,7 +102,7 @@ fn fresh_state_stock_client_and_warren_client() {
 
 #[test]
 fn leases_survive_restarts_and_fixed_addresses_hold() {
-    let mut lab = lab("zero-lease");
+    let mut lab = Lab::p256("zero-lease", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let server = ZeroServer::start(&lab, &state, &[]);
@@ -152,29 +136,6 @@ fn leases_survive_restarts_and_fixed_addresses_hold() {
     assert!(out.success(), "{}", out.stdout);
 }
 
-fn easyrsa(dir: &Path, args: &[&str]) {
-    assert!(
-        Path::new(EASYRSA).exists(),
-        "{EASYRSA} is missing: install Debian's easy-rsa package (apt-get install easy-rsa)"
-    );
-    let out = run_bounded(
-        Command::new(EASYRSA)
-            .args(args)
-            .current_dir(dir)
-            .env("EASYRSA_BATCH", "1")
-            .env("EASYRSA_ALGO", "ec")
-            .env("EASYRSA_CURVE", "prime256v1")
-            .env_remove("EASYRSA_PKI"),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.success(),
-        "easyrsa {args:?}:\n{}{}",
-        out.stdout,
-        out.stderr
-    );
-}
-
 /// The only file in `dir`.
 fn only_file(dir: &Path, ext: &str) -> PathBuf {
     let files: Vec<PathBuf> = fs::read_dir(dir)
@@ -188,16 +149,12 @@ fn only_file(dir: &Path, ext: &str) -> PathBuf {
 
 #[test]
 fn imported_easy_rsa_clients_connect_and_revoked_ones_do_not() {
-    let mut lab = lab("zero-easyrsa");
+    let mut lab = Lab::p256("zero-easyrsa", ServerKind::Warren);
     let er = lab.dir().join("easyrsa");
-    fs::create_dir(&er).expect("mkdir");
-    easyrsa(&er, &["init-pki"]);
-    easyrsa(&er, &["build-ca", "nopass"]);
-    easyrsa(&er, &["build-server-full", "server", "nopass"]);
-    easyrsa(&er, &["build-client-full", "alice", "nopass"]);
-    easyrsa(&er, &["build-client-full", "bob", "nopass"]);
-    easyrsa(&er, &["revoke", "bob"]);
-    easyrsa(&er, &["gen-crl"]);
+    easyrsa_pki(
+        &er,
+        &[("EASYRSA_ALGO", "ec"), ("EASYRSA_CURVE", "prime256v1")],
+    );
 
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
@@ -239,12 +196,7 @@ fn imported_easy_rsa_clients_connect_and_revoked_ones_do_not() {
 
 #[test]
 fn server_conf_with_a_state_dir_checks_users_and_stays_openvpn_compatible() {
-    let mut lab = Lab::with_pki(
-        "zero-conf",
-        ServerKind::Warren,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut lab = Lab::p256("zero-conf", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     w.ok(&["pki", "init"]);
@@ -284,12 +236,7 @@ fn server_conf_with_a_state_dir_checks_users_and_stays_openvpn_compatible() {
     );
 
     // The same server.conf under stock openvpn: the warren lines are skipped.
-    let mut olab = Lab::with_pki(
-        "zero-conf-ovpn",
-        ServerKind::Openvpn,
-        KeyType::P256,
-        KeyFormat::Pkcs8,
-    );
+    let mut olab = Lab::p256("zero-conf-ovpn", ServerKind::Openvpn);
     let mut oconf = conf.clone();
     oconf.status = Some(olab.dir().join("status.txt"));
     olab.start_server(&oconf);
@@ -305,7 +252,7 @@ fn killed_first_run_never_breaks_the_state() {
     // The server is killed at random moments of its first run (RSA key generation makes it
     // long enough to hit every step); after each kill the state loads, or nothing usable
     // was made yet and the next run completes it.
-    let lab = lab("zero-crash");
+    let lab = Lab::p256("zero-crash", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
     let mut seed = 0x5eed_u64;
@@ -365,26 +312,12 @@ fn killed_first_run_never_breaks_the_state() {
 /// refused at startup, naming the interface, before any tun device or port is set up.
 #[test]
 fn vpn_network_overlapping_the_host_is_refused() {
-    let mut lab = lab("zero-overlap");
+    let mut lab = Lab::p256("zero-overlap", ServerKind::Warren);
     // The server namespace gets 198.18.1.1/24 on the veth towards this peer.
     let (_peer, server_addr, _) = lab.new_peer_ns();
     let state = lab.dir().join("state");
-    let dev = common::netns::unique_name("tun", 's');
-    let log = lab.dir().join("overlap-server.log");
-    let argv = [
-        WARREN_BIN,
-        "server",
-        "--state-dir",
-        state.to_str().expect("UTF-8 path"),
-        "--dev",
-        &dev,
-        "--network",
-        "198.18.0.0/16",
-    ];
-    let env = [("RUST_LOG", "info".to_string())];
-    let mut proc = lab
-        .server_ns
-        .spawn_env("warren server", &argv, &env, lab.dir(), &log);
+    let server = ZeroServer::spawn(&lab, &state, &["--network", "198.18.0.0/16"], &[]);
+    let mut proc = server.proc;
     let status = poll_until(Duration::from_secs(60), || proc.exited())
         .unwrap_or_else(|| panic!("still running after 60 s:\n{}", proc.log_tail(20)));
     assert!(!status.success(), "the server must refuse to start");

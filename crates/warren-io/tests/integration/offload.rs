@@ -78,17 +78,7 @@ struct ReflectStats {
 
 /// Moves 8 MiB over TCP through the reflector and checks every byte.
 fn tcp_through_reflector(mode: OffloadMode) -> (ReflectStats, bool, bool) {
-    let mut tun = OffloadTun::open(&OffloadTunConfig {
-        tun: TunConfig {
-            name: "tun".into(),
-            address: LOCAL,
-            prefix: 24,
-            mtu: 1500,
-        },
-        offload: mode,
-        multi_queue: false,
-    })
-    .expect("open tun");
+    let mut tun = open_tun("tun", mode, false);
     let offload = tun.offload();
     run("ip", &["route", "add", "198.18.21.0/24", "dev", tun.name()]);
     let listener = TcpListener::bind((LOCAL, 5201)).expect("listen");
@@ -183,6 +173,21 @@ fn tcp_through_reflector(mode: OffloadMode) -> (ReflectStats, bool, bool) {
     (stats, offload.tcp, tun.coalescing())
 }
 
+/// A tun on LOCAL/24 (MTU 1500) named `name`, with `offload` and `multi_queue`.
+fn open_tun(name: &str, offload: OffloadMode, multi_queue: bool) -> OffloadTun {
+    OffloadTun::open(&OffloadTunConfig {
+        tun: TunConfig {
+            name: name.into(),
+            address: LOCAL,
+            prefix: 24,
+            mtu: 1500,
+        },
+        offload,
+        multi_queue,
+    })
+    .expect("open tun")
+}
+
 #[test]
 fn tcp_stream_through_offload_tun() {
     let ns = Netns::new("tso");
@@ -223,17 +228,7 @@ fn tcp_stream_through_plain_tun() {
 fn udp_gso_into_tun_is_split() {
     let ns = Netns::new("uso");
     ns.run(Duration::from_secs(20), || {
-        let mut tun = OffloadTun::open(&OffloadTunConfig {
-            tun: TunConfig {
-                name: "wof%d".into(),
-                address: LOCAL,
-                prefix: 24,
-                mtu: 1500,
-            },
-            offload: OffloadMode::Auto,
-            multi_queue: true,
-        })
-        .expect("open tun");
+        let mut tun = open_tun("wof%d", OffloadMode::Auto, true);
         assert!(tun.name().starts_with("wof"));
         // A second queue opens (every queue needs a reader in a real driver).
         let q2 = tun.open_queue().expect("second queue");
@@ -297,17 +292,7 @@ fn udp_gso_into_tun_is_split() {
 fn udp_packets_coalesced_into_tun_reach_a_socket() {
     let ns = Netns::new("uro");
     ns.run(Duration::from_secs(20), || {
-        let mut tun = OffloadTun::open(&OffloadTunConfig {
-            tun: TunConfig {
-                name: "tun".into(),
-                address: LOCAL,
-                prefix: 24,
-                mtu: 1500,
-            },
-            offload: OffloadMode::Auto,
-            multi_queue: false,
-        })
-        .expect("open tun");
+        let mut tun = open_tun("tun", OffloadMode::Auto, false);
         let sock = std::net::UdpSocket::bind((LOCAL, 0)).expect("bind");
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");

@@ -8,9 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::netns::{TempDir, wait_for_marker};
 use warren_net::{DnsBackend, DnsSpec, NetError, NetState, recover_abandoned_in};
 
 const MODE: &str = "WARREN_NET_JOURNAL_HELPER";
@@ -19,35 +19,21 @@ const HELPER: &str = "journal::journal_helper_process";
 /// Bytes a user might have, without a final newline, to catch any re-rendering.
 const ORIGINAL: &[u8] = b"# mine\nnameserver 192.0.2.53\nsearch lan.example\noptions edns0";
 
-static N: AtomicU32 = AtomicU32::new(0);
-
-struct TempDir(PathBuf);
+/// A temp dir with an empty `journal/` and a `resolv.conf` holding [`ORIGINAL`].
+fn temp_dir(tag: &str) -> TempDir {
+    let d = TempDir::new(&format!("journal-{tag}"));
+    fs::create_dir_all(d.journal()).expect("mkdir");
+    fs::write(d.resolv(), ORIGINAL).expect("write");
+    d
+}
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "warren-net-journal-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(p.join("journal")).expect("mkdir");
-        fs::write(p.join("resolv.conf"), ORIGINAL).expect("write");
-        TempDir(p)
-    }
-
     fn journal(&self) -> PathBuf {
         self.0.join("journal")
     }
 
     fn resolv(&self) -> PathBuf {
         self.0.join("resolv.conf")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -107,18 +93,7 @@ fn run_and_kill(dir: &TempDir) -> u32 {
         .spawn()
         .expect("spawn");
     let marker = dir.0.join("applied");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        if let Some(st) = child.try_wait().expect("wait") {
-            panic!("child ended before applying: {st}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child did not apply in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_marker(&mut child, &marker, "child");
     let pid = child.id();
     child.kill().expect("SIGKILL");
     let status = child.wait().expect("wait");
@@ -128,7 +103,7 @@ fn run_and_kill(dir: &TempDir) -> u32 {
 
 #[test]
 fn dns_of_a_killed_run_is_restored_byte_for_byte() {
-    let dir = TempDir::new("kill");
+    let dir = temp_dir("kill");
     let pid = run_and_kill(&dir);
     let left = fs::read(dir.resolv()).expect("read");
     assert!(
@@ -162,7 +137,7 @@ fn dns_of_a_killed_run_is_restored_byte_for_byte() {
 
 #[test]
 fn a_file_changed_after_the_crash_is_left_alone() {
-    let dir = TempDir::new("changed");
+    let dir = temp_dir("changed");
     let pid = run_and_kill(&dir);
     // The admin (or DHCP) wrote a new file meanwhile: recovery must not overwrite it.
     fs::write(dir.resolv(), b"nameserver 203.0.113.9\n").expect("write");
@@ -178,7 +153,7 @@ fn a_file_changed_after_the_crash_is_left_alone() {
 
 #[test]
 fn a_live_clients_journal_is_not_recovered() {
-    let dir = TempDir::new("live");
+    let dir = temp_dir("live");
     let mut state = NetState::with_journal_dir(&dir.journal());
     state
         .set_dns(&DnsBackend::File(dir.resolv()), "tunJ", &spec(), false)
@@ -217,7 +192,7 @@ fn a_live_clients_journal_is_not_recovered() {
 
 #[test]
 fn warrens_own_file_is_never_taken_for_the_original() {
-    let dir = TempDir::new("orphan");
+    let dir = temp_dir("orphan");
     let pid = run_and_kill(&dir);
     let left = fs::read(dir.resolv()).expect("read");
     // The journal is lost (say, /run was cleaned by hand): nothing can be recovered, and a

@@ -11,8 +11,8 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -423,10 +423,11 @@ fn panic_restores() {
 }
 
 /// A temporary directory for one test's journals; removed on drop.
-struct TempDir(PathBuf);
+/// A fresh directory under the temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    pub fn new(tag: &str) -> TempDir {
         let p = std::env::temp_dir().join(format!(
             "warren-net-{tag}-{}-{}",
             std::process::id(),
@@ -444,6 +445,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Waits (at most 60 s) until the helper `child` has written `marker` after applying;
+/// panics, naming it `what`, when it ends first or takes longer (then it is killed).
+pub fn wait_for_marker(child: &mut Child, marker: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        if let Some(st) = child.try_wait().expect("wait") {
+            panic!("{what} ended before applying: {st}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not apply in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_run_killed_with_sigkill_is_undone_by_the_next_run() {
     let Some(ns) = Ns::new() else {
@@ -456,18 +474,7 @@ fn a_run_killed_with_sigkill_is_undone_by_the_next_run() {
     // First run: apply, then SIGKILL (no destructor, no signal handler runs).
     let mut child = ns.spawn_helper("apply-and-hang", Some(&dir.0));
     let marker = dir.0.join("applied");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        if let Some(st) = child.try_wait().expect("wait") {
-            panic!("first run ended before applying: {st}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("first run did not apply in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_marker(&mut child, &marker, "first run");
     // `ip netns exec` execs the program: the child is the helper itself.
     let pid: u32 = fs::read_to_string(&marker)
         .expect("marker")
@@ -515,18 +522,7 @@ fn journal_of_a_deleted_namespace_is_dropped_without_touching_this_one() {
     let dir = TempDir::new("gone");
     let mut child = ns.spawn_helper("apply-and-hang", Some(&dir.0));
     let marker = dir.0.join("applied");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !marker.exists() {
-        if let Some(st) = child.try_wait().expect("wait") {
-            panic!("first run ended before applying: {st}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("first run did not apply in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_marker(&mut child, &marker, "first run");
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let pid: u32 = fs::read_to_string(&marker)

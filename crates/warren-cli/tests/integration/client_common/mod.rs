@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::conf::ClientConf;
-use crate::common::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use crate::common::lab::{Lab, Transfer, TransferReport, WARREN_BIN};
+use crate::common::helper::SINK_READY;
+use crate::common::lab::{Lab, Transfer, TransferReport, WARREN_BIN, read_kv, spawn_helper};
 use crate::common::netns::Netns;
 use crate::common::process::{Proc, poll_until};
 
@@ -76,6 +76,17 @@ impl WarrenClient {
         Ok(line)
     }
 
+    /// Like [`WarrenClient::wait_up`], but panics with the tail of the server log.
+    pub fn expect_up(&mut self, lab: &Lab, timeout: Duration) -> String {
+        self.wait_up(timeout).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{} server log:\n{}",
+                lab.kind.label(),
+                crate::common::process::tail(&lab.server_log(), 40)
+            )
+        })
+    }
+
     pub fn addr(&self) -> &str {
         self.tun_addr.as_deref().expect("client is up")
     }
@@ -92,6 +103,26 @@ impl WarrenClient {
     pub fn stop(&mut self, grace: Duration) -> bool {
         self.proc.terminate(grace);
         self.proc.exited().is_some_and(|s| s.success())
+    }
+
+    /// SIGTERM; panics unless it exits with status 0 within 5 s.
+    pub fn stop_cleanly(&mut self) {
+        assert!(
+            self.stop(Duration::from_secs(5)),
+            "client did not exit cleanly:\n{}",
+            self.proc.log_tail(20)
+        );
+    }
+
+    /// Panics unless the namespace's routes and rules equal `routes` (a [`net_snapshot`])
+    /// and its resolv.conf is `resolv` byte for byte.
+    pub fn assert_restored(&self, routes: &str, resolv: &[u8]) {
+        assert_eq!(net_snapshot(&self.ns), routes, "routing table not restored");
+        assert_eq!(
+            self.etc.resolv_conf(),
+            resolv,
+            "resolv.conf not restored byte for byte"
+        );
     }
 }
 
@@ -122,15 +153,20 @@ pub fn prepare_client(lab: &mut Lab, mut conf: ClientConf) -> Prepared {
     }
 }
 
+/// `warren client PROFILE ARGS...` in namespace `ns`, working in the lab directory (log
+/// `<name>.log`); does not wait.
+pub fn spawn_profile(lab: &Lab, ns: &Netns, name: &str, profile: &Path, args: &[&str]) -> Proc {
+    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8 path")];
+    argv.extend_from_slice(args);
+    let log = lab.dir().join(format!("{name}.log"));
+    ns.spawn_env(name, &argv, &[], lab.dir(), &log)
+}
+
 /// Writes the profile and starts `warren client PROFILE ARGS...` in the namespace.
 pub fn spawn_client(lab: &Lab, name: &str, p: Prepared, args: &[&str]) -> WarrenClient {
     let profile = lab.dir().join(format!("{name}.ovpn"));
     p.conf.write(&profile);
-    let log = lab.dir().join(format!("{name}.log"));
-    let mut argv: Vec<&str> = vec![WARREN_BIN, "client", profile.to_str().expect("UTF-8 path")];
-    argv.extend_from_slice(args);
-    let dir = lab.dir().to_path_buf();
-    let proc = p.ns.spawn_env(name, &argv, &[], &dir, &log);
+    let proc = spawn_profile(lab, &p.ns, name, &profile, args);
     WarrenClient {
         proc,
         ns: p.ns,
@@ -173,36 +209,6 @@ pub struct BgTransfer {
     limit: Duration,
 }
 
-fn helper(
-    dir: &Path,
-    ns: &Netns,
-    name: &str,
-    mode: &str,
-    args: &[(&str, String)],
-) -> (Proc, PathBuf) {
-    let result = dir.join(format!("{name}.result"));
-    let log = dir.join(format!("{name}.log"));
-    let mut env: Vec<(String, String)> = vec![(MODE_VAR.to_owned(), mode.to_owned())];
-    env.extend(
-        args.iter()
-            .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone())),
-    );
-    env.push((
-        "WARREN_IT_RESULT".into(),
-        result.to_str().expect("UTF-8").into(),
-    ));
-    let env_ref: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let argv = vec![
-        format!("/proc/{}/exe", std::process::id()),
-        "--exact".into(),
-        HELPER_TEST.into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ];
-    let proc = ns.spawn_env(name, &argv, &env_ref, dir, &log);
-    (proc, result)
-}
-
 impl BgTransfer {
     /// A paced transfer (`Transfer::timed`) from `from` to `to_addr:port` in `to`.
     pub fn start(
@@ -218,7 +224,7 @@ impl BgTransfer {
         let rate_bps = spec.rate_bps.expect("a paced transfer");
         let limit = duration + Duration::from_secs(40);
         let deadline_ms = limit.as_millis().to_string();
-        let (mut sink, sink_result) = helper(
+        let (mut sink, sink_result) = spawn_helper(
             dir,
             to,
             &format!("{tag}-sink"),
@@ -231,7 +237,7 @@ impl BgTransfer {
         if let Err(e) = sink.wait_for_line(SINK_READY, Duration::from_secs(15)) {
             panic!("transfer sink did not start: {e}");
         }
-        let (source, source_result) = helper(
+        let (source, source_result) = spawn_helper(
             dir,
             from,
             &format!("{tag}-source"),
@@ -270,8 +276,8 @@ impl BgTransfer {
                 self.sink.log_tail(20)
             );
         }
-        let s = read_kv(&self.source_result);
-        let r = read_kv(&self.sink_result);
+        let s = read_kv(&self.source_result).unwrap_or_else(|e| panic!("{e}"));
+        let r = read_kv(&self.sink_result).unwrap_or_else(|e| panic!("{e}"));
         let num = |m: &BTreeMap<String, String>, k: &str| {
             m.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
         };
@@ -285,14 +291,6 @@ impl BgTransfer {
             elapsed: Duration::from_millis(num(&r, "elapsed_ms")),
         }
     }
-}
-
-fn read_kv(path: &Path) -> BTreeMap<String, String> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
 }
 
 /// `ip route show table all` and `ip -4 addr` of a namespace, for before/after checks.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::conf::{ClientConf, ServerConf, TlsWrap};
 use super::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use super::netns::{Netns, link, unique_name};
+use super::netns::{Netns, link, ping_ok, unique_name};
 use super::pki::{CertKey, KeyFormat, KeyType, Pki};
 use super::process::{Proc, poll_until, tail};
 
@@ -40,6 +40,7 @@ pub const SERVER_TUN_ADDR: &str = "10.8.0.1";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The line the stock client prints when the tunnel is up.
 pub const CONNECTED: &str = "Initialization Sequence Completed";
+pub const MB: u64 = 1024 * 1024;
 
 static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -160,7 +161,43 @@ pub struct ProbeReport {
     pub first_reply_hex: String,
 }
 
-fn read_kv(path: &Path) -> Result<BTreeMap<String, String>, String> {
+/// Starts the traffic helper (a copy of this test binary, see `helper`) in `mode` in
+/// namespace `ns`, working in `dir` (log `<name>.log`); returns it and the path of its
+/// result file. `args` become `WARREN_IT_<key>` variables.
+pub fn spawn_helper(
+    dir: &Path,
+    ns: &Netns,
+    name: &str,
+    mode: &str,
+    args: &[(&str, String)],
+) -> (Proc, PathBuf) {
+    let result = dir.join(format!("{name}.result"));
+    let log = dir.join(format!("{name}.log"));
+    let owned: Vec<(String, String)> = args
+        .iter()
+        .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
+        .chain([(
+            "WARREN_IT_RESULT".to_string(),
+            result.to_str().expect("UTF-8").to_string(),
+        )])
+        .collect();
+    let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
+    env.extend(owned.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    // /proc/PID/exe rather than the path: it still executes this very binary when a
+    // concurrent `cargo build` has replaced or deleted the file meanwhile.
+    let argv = [
+        format!("/proc/{}/exe", std::process::id()),
+        "--exact".into(),
+        HELPER_TEST.into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ];
+    let proc = ns.spawn_env(name, &argv, &env, dir, &log);
+    (proc, result)
+}
+
+/// The `key=value` lines of a helper's result file.
+pub fn read_kv(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     Ok(text
         .lines()
@@ -171,6 +208,19 @@ fn read_kv(path: &Path) -> Result<BTreeMap<String, String>, String> {
 
 fn kv_u64(m: &BTreeMap<String, String>, k: &str) -> u64 {
     m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// `nobody`'s group on this system.
+pub fn nobody_group() -> &'static str {
+    if fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("nogroup:"))
+    {
+        "nogroup"
+    } else {
+        "nobody"
+    }
 }
 
 /// A stock `openvpn` client in its own namespace. The process is killed before the
@@ -231,6 +281,11 @@ impl Lab {
     /// RSA-2048 PKI with PKCS#8 keys.
     pub fn new(test: &str, kind: ServerKind) -> Lab {
         Lab::with_pki(test, kind, KeyType::Rsa2048, KeyFormat::Pkcs8)
+    }
+
+    /// P-256 PKI with PKCS#8 keys: made in a fraction of a second.
+    pub fn p256(test: &str, kind: ServerKind) -> Lab {
+        Lab::with_pki(test, kind, KeyType::P256, KeyFormat::Pkcs8)
     }
 
     pub fn with_pki(test: &str, kind: ServerKind, key_type: KeyType, format: KeyFormat) -> Lab {
@@ -341,12 +396,40 @@ impl Lab {
         self.server.as_ref().map(|p| p.log()).unwrap_or_default()
     }
 
+    /// The established TCP connections to the server port, as `ss` in the server namespace
+    /// lists them.
+    pub fn tcp_connections(&self) -> String {
+        self.server_ns
+            .exec_ok(&["ss", "-H", "-t", "-n", "state", "established"])
+            .lines()
+            .filter(|l| l.contains(&format!(":{SERVER_PORT} ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Panics unless the server process is still running.
     pub fn assert_server_running(&mut self) {
         let kind = self.kind.label();
         let server = self.server();
         if let Some(st) = server.exited() {
             panic!("{kind} server exited ({st}); log:\n{}", server.log_tail(40));
+        }
+    }
+
+    /// Pings both ways between the server and a client in `ns` with tunnel address `addr`,
+    /// then moves `up` bytes to the server and `down` bytes back (0: none), SHA-256-checked.
+    pub fn check_tunnel(&self, ns: &Netns, addr: &str, up: u64, down: u64) {
+        ping_ok(ns, SERVER_TUN_ADDR, "client -> server");
+        ping_ok(&self.server_ns, addr, "server -> client");
+        if up > 0 {
+            let spec = Transfer::bytes(up);
+            self.transfer(ns, &self.server_ns, SERVER_TUN_ADDR, &spec)
+                .assert_intact();
+        }
+        if down > 0 {
+            let spec = Transfer::bytes(down);
+            self.transfer(&self.server_ns, ns, addr, &spec)
+                .assert_intact();
         }
     }
 
@@ -440,18 +523,6 @@ impl Lab {
         c
     }
 
-    fn helper_argv() -> Vec<String> {
-        // /proc/PID/exe rather than the path: it still executes this very binary when a
-        // concurrent `cargo build` has replaced or deleted the file meanwhile.
-        vec![
-            format!("/proc/{}/exe", std::process::id()),
-            "--exact".into(),
-            HELPER_TEST.into(),
-            "--nocapture".into(),
-            "--test-threads=1".into(),
-        ]
-    }
-
     /// Starts the traffic helper in `mode` in namespace `ns` (log `<name>.log`); returns
     /// it and the path of its result file.
     pub fn helper(
@@ -461,23 +532,7 @@ impl Lab {
         mode: &str,
         args: &[(&str, String)],
     ) -> (Proc, PathBuf) {
-        let result = self.dir().join(format!("{name}.result"));
-        let log = self.dir().join(format!("{name}.log"));
-        let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
-        let mut owned: Vec<(String, String)> = args
-            .iter()
-            .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
-            .collect();
-        owned.push((
-            "WARREN_IT_RESULT".into(),
-            result.to_str().expect("UTF-8").into(),
-        ));
-        for (k, v) in &owned {
-            env.push((k.as_str(), v.clone()));
-        }
-        let dir = self.dir().to_path_buf();
-        let proc = ns.spawn_env(name, &Self::helper_argv(), &env, &dir, &log);
-        (proc, result)
+        spawn_helper(self.dir(), ns, name, mode, args)
     }
 
     /// Sends `spec` over TCP from namespace `from` to `to_addr` (listening in namespace

@@ -159,17 +159,27 @@ impl Netns {
 
     /// The IPv4 address (without prefix length) of `dev`, if it has one.
     pub fn ipv4_addr(&self, dev: &str) -> Option<String> {
-        let out = self.exec(
-            &["ip", "-4", "-o", "addr", "show", "dev", dev],
-            Duration::from_secs(10),
-        );
+        self.first_addr(&["ip", "-4", "-o", "addr", "show", "dev", dev], "inet")
+    }
+
+    /// The global IPv6 address (without prefix length) of `dev`, if it has one.
+    pub fn ipv6_addr(&self, dev: &str) -> Option<String> {
+        let argv = [
+            "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+        ];
+        self.first_addr(&argv, "inet6")
+    }
+
+    /// The address after the first `family` token of `ip -o addr` output
+    /// ("5: tun0    inet 10.8.0.2/24 scope global tun0 ...").
+    fn first_addr(&self, argv: &[&str], family: &str) -> Option<String> {
+        let out = self.exec(argv, Duration::from_secs(10));
         if !out.success() {
             return None;
         }
-        // "5: tun0    inet 10.8.0.2/24 scope global tun0 ..."
         let mut it = out.stdout.split_whitespace();
         while let Some(tok) = it.next() {
-            if tok == "inet" {
+            if tok == family {
                 return it
                     .next()
                     .and_then(|a| a.split('/').next())
@@ -230,6 +240,17 @@ impl Netns {
             Duration::from_secs(u64::from(count) * u64::from(wait_s) + 10),
         )
     }
+}
+
+/// Pings `to` from `from` (3 echoes, 2 s each); panics with ping's output if none came back.
+pub fn ping_ok(from: &Netns, to: &str, what: &str) {
+    let out = from.ping(to, 3, 2);
+    assert!(
+        out.success(),
+        "ping {what} ({to}) failed:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 impl Drop for Netns {

@@ -4,8 +4,48 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use super::process::run_ok;
+use super::process::{run_bounded, run_ok};
+
+/// Debian's easy-rsa 3 script.
+pub const EASYRSA: &str = "/usr/share/easy-rsa/easyrsa";
+
+/// `easyrsa ARGS` in `dir`, in batch mode with the extra environment `env` (at most
+/// 120 s); panics with its output when it fails.
+pub fn easyrsa(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    assert!(
+        Path::new(EASYRSA).exists(),
+        "{EASYRSA} is missing: install Debian's easy-rsa package (apt-get install easy-rsa)"
+    );
+    let mut cmd = Command::new(EASYRSA);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("EASYRSA_BATCH", "1")
+        .envs(env.iter().copied())
+        .env_remove("EASYRSA_PKI");
+    let out = run_bounded(&mut cmd, Duration::from_secs(120));
+    assert!(
+        out.success(),
+        "easyrsa {args:?}:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// An easy-rsa PKI made in the new directory `er` (with the extra environment `env`): a
+/// CA, `server`, the clients `alice` and `bob`, `bob` revoked, and a CRL.
+pub fn easyrsa_pki(er: &Path, env: &[(&str, &str)]) {
+    fs::create_dir(er).expect("mkdir");
+    easyrsa(er, &["init-pki"], env);
+    easyrsa(er, &["build-ca", "nopass"], env);
+    easyrsa(er, &["build-server-full", "server", "nopass"], env);
+    easyrsa(er, &["build-client-full", "alice", "nopass"], env);
+    easyrsa(er, &["build-client-full", "bob", "nopass"], env);
+    easyrsa(er, &["revoke", "bob"], env);
+    easyrsa(er, &["gen-crl"], env);
+}
 
 /// Key algorithm of every key in a [`Pki`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::helper::{HELPER_TEST, MODE_VAR, SINK_READY};
-use crate::common::lab::{CONNECTED, Client, Lab, WARREN_BIN};
+use crate::common::helper::SINK_READY;
+use crate::common::lab::{CONNECTED, Client, Lab, WARREN_BIN, read_kv, spawn_helper};
 use crate::common::netns::{Netns, unique_name};
 use crate::common::process::{CmdOutput, Proc, poll_until, run_bounded};
 
@@ -159,25 +159,8 @@ impl ZeroServer {
     /// Starts the server with `extra` options and waits until its UDP port is bound (at most
     /// 60 s: the first run may generate keys). Panics with the log if it exits.
     pub fn start(lab: &Lab, state: &Path, extra: &[&str]) -> ZeroServer {
-        let dev = unique_name("tun", 's');
-        let log = lab.dir().join(format!("{dev}-server.log"));
-        let port = PORT.to_string();
-        let mut argv: Vec<&str> = vec![
-            WARREN_BIN,
-            "server",
-            "--state-dir",
-            state.to_str().expect("UTF-8 path"),
-            "--dev",
-            &dev,
-            "--port",
-            &port,
-        ];
-        argv.extend_from_slice(extra);
-        let env = [("RUST_LOG", "info".to_string())];
-        let mut proc = lab
-            .server_ns
-            .spawn_env("warren server", &argv, &env, lab.dir(), &log);
-        let ns = &lab.server_ns;
+        let mut server = ZeroServer::spawn(lab, state, extra, &[]);
+        let (proc, ns) = (&mut server.proc, &lab.server_ns);
         poll_until(Duration::from_secs(60), || {
             (proc.exited().is_some() || ns.udp_port_bound(PORT)).then_some(())
         });
@@ -192,6 +175,31 @@ impl ZeroServer {
             "warren server did not bind UDP {PORT}:\n{}",
             proc.log_tail(40)
         );
+        server
+    }
+
+    /// Starts `warren server --state-dir STATE --dev DEV --port PORT EXTRA...` with
+    /// `RUST_LOG=info` and `env` (log `<dev>-server.log`); does not wait.
+    pub fn spawn(lab: &Lab, state: &Path, extra: &[&str], env: &[(&str, String)]) -> ZeroServer {
+        let dev = unique_name("tun", 's');
+        let log = lab.dir().join(format!("{dev}-server.log"));
+        let port = PORT.to_string();
+        let mut argv: Vec<&str> = vec![
+            WARREN_BIN,
+            "server",
+            "--state-dir",
+            state.to_str().expect("UTF-8 path"),
+            "--dev",
+            &dev,
+            "--port",
+            &port,
+        ];
+        argv.extend_from_slice(extra);
+        let mut env_all = vec![("RUST_LOG", "info".to_string())];
+        env_all.extend_from_slice(env);
+        let proc = lab
+            .server_ns
+            .spawn_env("warren server", &argv, &env_all, lab.dir(), &log);
         ZeroServer { proc, dev }
     }
 
@@ -293,9 +301,21 @@ pub fn start_client(
     credentials: Option<(&str, &str)>,
     export_extra: &[&str],
 ) -> Client {
+    start_profile(lab, name, credentials, |srv| {
+        w.export(user, srv, export_extra)
+    })
+}
+
+/// A stock client in a new namespace with the profile `profile(server address)`, written
+/// by [`write_profile`] (does not wait).
+pub fn start_profile(
+    lab: &mut Lab,
+    name: &str,
+    credentials: Option<(&str, &str)>,
+    profile: impl FnOnce(&str) -> String,
+) -> Client {
     let (ns, srv, cli) = lab.new_peer_ns();
-    let profile = w.export(user, &srv, export_extra);
-    let (path, dev) = write_profile(lab, name, &profile, credentials);
+    let (path, dev) = write_profile(lab, name, &profile(&srv), credentials);
     let proc = start_openvpn(lab, &ns, name, &path);
     Client {
         proc,
@@ -370,39 +390,6 @@ pub struct BgTransfer {
     source_result: PathBuf,
 }
 
-/// One background helper process (see `common::helper`).
-fn helper(
-    lab: &Lab,
-    ns: &Netns,
-    name: &str,
-    mode: &str,
-    args: &[(&str, String)],
-) -> (Proc, PathBuf) {
-    let result = lab.dir().join(format!("{name}.result"));
-    let log = lab.dir().join(format!("{name}.log"));
-    let mut env: Vec<(&str, String)> = vec![(MODE_VAR, mode.to_string())];
-    let owned: Vec<(String, String)> = args
-        .iter()
-        .map(|(k, v)| (format!("WARREN_IT_{k}"), v.clone()))
-        .chain([(
-            "WARREN_IT_RESULT".to_string(),
-            result.to_str().expect("UTF-8").to_string(),
-        )])
-        .collect();
-    for (k, v) in &owned {
-        env.push((k.as_str(), v.clone()));
-    }
-    let argv = [
-        format!("/proc/{}/exe", std::process::id()),
-        "--exact".into(),
-        HELPER_TEST.into(),
-        "--nocapture".into(),
-        "--test-threads=1".into(),
-    ];
-    let proc = ns.spawn_env(name, &argv, &env, lab.dir(), &log);
-    (proc, result)
-}
-
 impl BgTransfer {
     #[allow(clippy::too_many_arguments)]
     /// Sends for `duration` at `rate_bps` from `from` to `to_addr:port` (a sink in `to`).
@@ -417,8 +404,8 @@ impl BgTransfer {
         rate_bps: u64,
     ) -> BgTransfer {
         let deadline_ms = (duration + Duration::from_secs(20)).as_millis().to_string();
-        let (mut sink, sink_result) = helper(
-            lab,
+        let (mut sink, sink_result) = spawn_helper(
+            lab.dir(),
             to,
             &format!("{tag}-sink"),
             "sink",
@@ -430,8 +417,8 @@ impl BgTransfer {
         if let Err(e) = sink.wait_for_line(SINK_READY, Duration::from_secs(15)) {
             panic!("sink did not start: {e}");
         }
-        let (source, source_result) = helper(
-            lab,
+        let (source, source_result) = spawn_helper(
+            lab.dir(),
             from,
             &format!("{tag}-source"),
             "source",
@@ -468,7 +455,10 @@ impl BgTransfer {
             "sink failed ({snk:?}):\n{}",
             self.sink.log_tail(20)
         );
-        (read_kv(&self.source_result), read_kv(&self.sink_result))
+        (
+            read_kv(&self.source_result).unwrap_or_default(),
+            read_kv(&self.sink_result).unwrap_or_default(),
+        )
     }
 
     /// Waits for the transfer and checks every byte arrived unchanged.
@@ -482,15 +472,6 @@ impl BgTransfer {
         assert_eq!(s.get("bytes"), r.get("bytes"), "byte counts: {s:?} {r:?}");
         assert_eq!(s.get("sha256"), r.get("sha256"), "hashes: {s:?} {r:?}");
     }
-}
-
-fn read_kv(path: &Path) -> BTreeMap<String, String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// The lines of `log` containing `pattern`, joined (for messages).
