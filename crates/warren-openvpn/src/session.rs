@@ -1046,6 +1046,8 @@ pub(crate) struct ServerSide {
     pub vpn_ip: Option<Ipv4Addr>,
     /// The client's IPv6 tunnel address (from the IPv6 pool).
     pub vpn_ip6: Option<Ipv6Addr>,
+    /// The identity's access rules (`None`: everything allowed).
+    pub access: Option<Arc<crate::access::AccessRules>>,
     /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
     /// for an authentication decision.
     pub pending_password: Option<String>,
@@ -1067,6 +1069,7 @@ impl ServerSide {
             peer_info: None,
             vpn_ip: None,
             vpn_ip6: None,
+            access: None,
             pending_password: None,
             request_push: false,
             push_options: None,
@@ -1353,6 +1356,7 @@ impl Session<ServerSide> {
             send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
             recv: self.keys.iter().filter_map(key_ref).collect(),
             activity: self.activity.clone(),
+            access: self.side.access.clone(),
         }
     }
 }

@@ -397,6 +397,7 @@ impl StoreAuth {
             identity: Some(identity.clone()),
             fixed_ip: Some(ip),
             push,
+            access: None,
         };
         Ok((identity, peer, grant, method))
     }

@@ -1906,6 +1906,7 @@ fn external_auth_accept_with_fixed_address_and_extra_routes() {
             identity: Some("alice".into()),
             fixed_ip: Some(Ipv4Addr::new(10, 8, 0, 42)),
             push: vec!["route 10.99.0.0 255.255.0.0".into()],
+            access: None,
         }),
     );
     w.connect(Duration::from_secs(10));
