@@ -358,8 +358,8 @@ fn newer_schema_is_refused() {
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 1,
-        }) => {}
+            supported,
+        }) if (1..99).contains(&supported) => {}
         other => panic!("{other:?}"),
     }
 }
