@@ -57,7 +57,11 @@ pub enum UserCommand {
         #[arg(long, conflicts_with_all = ["password_stdin", "no_password"])]
         clear: bool,
     },
-    /// Change a user's fixed address, routes or expiry.
+    /// Change a user's fixed address, routes, expiry, access rules or groups.
+    #[command(long_about = format!(
+        "Change a user's fixed address, routes, expiry, access rules or groups.\n\n{}",
+        crate::access::RULES_HELP
+    ))]
     Set(SetArgs),
     /// Refuse the user from now on; running servers drop their sessions.
     Disable { name: String },
@@ -119,6 +123,10 @@ pub struct SetArgs {
     /// Remove the expiry.
     #[arg(long)]
     pub no_expiry: bool,
+    #[command(flatten)]
+    pub access: crate::access::AccessArgs,
+    #[command(flatten)]
+    pub membership: crate::access::MembershipArgs,
 }
 
 pub fn run(args: UserArgs) -> Result<()> {
@@ -284,10 +292,16 @@ fn set(dir: &Path, a: SetArgs) -> Result<()> {
         },
         ..Default::default()
     };
-    if change == UserChange::default() {
+    let access = !a.access.is_empty() || !a.membership.is_empty();
+    if change == UserChange::default() && !access {
         bail!("nothing to change (see `warren user set --help`)");
     }
-    state.store.update_user(&a.name, &change)?;
+    if change != UserChange::default() {
+        state.store.update_user(&a.name, &change)?;
+    }
+    if access {
+        crate::access::set_user(&*state.store, &a.name, &a.access, &a.membership)?;
+    }
     eprintln!("updated user \"{}\"", a.name);
     Ok(())
 }
@@ -474,6 +488,9 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
         }
     );
     println!("lease:       {}", v.lease.as_deref().unwrap_or("-"));
+    for line in crate::access::describe_user(&*state.store, name)? {
+        println!("{line}");
+    }
     println!("created:     {}", v.created_at);
     if certs.is_empty() {
         println!("certificates: none");

@@ -210,8 +210,12 @@ impl FromStr for AccessRule {
 
 impl fmt::Display for AccessRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A host is written without its prefix length (an IPv6 host with a port in
+        // brackets), so that the text parses back to the same rule.
         match (self.addr, self.ports) {
             (IpAddr::V6(a), Some(_)) if self.prefix == 128 => write!(f, "[{a}]")?,
+            (IpAddr::V6(a), None) if self.prefix == 128 => write!(f, "{a}")?,
+            (IpAddr::V4(a), _) if self.prefix == 32 => write!(f, "{a}")?,
             (a, _) => write!(f, "{a}/{}", self.prefix)?,
         }
         match self.ports {
@@ -550,11 +554,14 @@ mod tests {
         // Display round-trips.
         for s in [
             "10.0.0.0/24",
-            "192.168.1.10/32:443/tcp",
+            "192.168.1.10:443/tcp",
+            "fd00::7",
+            "fd00::7/icmp",
             "10.1.0.0/16:5000-5100/udp",
             "fd00:1::/64:53/udp",
             "[fd00::7]:22/tcp",
-            "10.2.0.5/32/icmp",
+            "10.2.0.5/icmp",
+            "10.2.0.5",
         ] {
             assert_eq!(rule(s).to_string(), s);
             assert_eq!(rule(&rule(s).to_string()), rule(s));
