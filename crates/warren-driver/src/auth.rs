@@ -718,7 +718,7 @@ mod tests {
                 FromWorker::Decision {
                     peer_id, decision, ..
                 } => Some((peer_id.get(), matches!(decision, AuthDecision::Accept(_)))),
-                FromWorker::Kick(_) => None,
+                FromWorker::Kick(_) | FromWorker::Access(_) => None,
             })
             .collect();
         assert_eq!(decisions, [(3, false), (4, true)]);
@@ -874,7 +874,7 @@ mod tests {
                         AuthDecision::Reject { reason: Some(r) } => r.clone(),
                     },
                 )),
-                FromWorker::Kick(_) => None,
+                FromWorker::Kick(_) | FromWorker::Access(_) => None,
             })
             .collect()
     }
