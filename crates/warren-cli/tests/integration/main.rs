@@ -9,6 +9,7 @@ mod client_common;
 mod common;
 mod state_common;
 
+mod access;
 mod auth_modes;
 mod client_interop;
 mod client_system;
