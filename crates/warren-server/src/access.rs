@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use tracing::warn;
 use warren_openvpn::access::{AccessEntry, AccessList, AccessRule, AccessRules, Action};
+use warren_config::AccessDirective;
 use warren_store::AccessRecord;
+
+use crate::error::Context;
 
 /// The list of stored records. A record that does not parse (a hand-edited database)
 /// makes the list deny everything, with a warning: failing closed.
@@ -40,17 +43,21 @@ pub fn compile(list: &AccessList) -> Option<Arc<AccessRules>> {
     list.compile().map(Arc::new)
 }
 
-/// `warren-access IDENTITY allow|deny RULE` lines (in order) as the engine's static rules.
-pub fn from_directives(
-    lines: &[(String, String, String)],
-) -> Result<HashMap<String, Arc<AccessRules>>, warren_openvpn::access::AccessRuleError> {
+/// `warren-access IDENTITY allow|deny RULE` lines (in order) as the engine's static rules;
+/// a bad rule is an error naming its file and line.
+pub fn from_directives(lines: &[AccessDirective]) -> crate::Result<HashMap<String, Arc<AccessRules>>> {
     let mut lists: HashMap<String, AccessList> = HashMap::new();
-    for (identity, action, rule) in lines {
-        let entry = AccessEntry {
-            action: action.parse()?,
-            rule: rule.parse()?,
-        };
-        lists.entry(identity.clone()).or_default().0.push(entry);
+    for d in lines {
+        let rule = d
+            .rule
+            .parse::<AccessRule>()
+            .with_context(|| format!("{}: warren-access", d.location))?;
+        let action = if d.allow { Action::Allow } else { Action::Deny };
+        lists
+            .entry(d.identity.clone())
+            .or_default()
+            .0
+            .push(AccessEntry { action, rule });
     }
     Ok(lists
         .into_iter()
@@ -82,18 +89,34 @@ mod tests {
         assert_eq!(ok.default_action(), Action::Deny);
     }
 
+    fn directive(identity: &str, allow: bool, rule: &str, line: u32) -> AccessDirective {
+        AccessDirective {
+            identity: identity.into(),
+            allow,
+            rule: rule.into(),
+            location: warren_config::Location {
+                file: "server.conf".into(),
+                line: Some(line),
+            },
+        }
+    }
+
     #[test]
     fn directives_group_by_identity_in_order() {
         let lines = [
-            ("alice".to_owned(), "allow".to_owned(), "10.0.0.1:22/tcp".to_owned()),
-            ("bob".to_owned(), "deny".to_owned(), "10.0.0.0/8".to_owned()),
-            ("alice".to_owned(), "deny".to_owned(), "10.0.0.0/8".to_owned()),
+            directive("alice", true, "10.0.0.1:22/tcp", 1),
+            directive("bob", false, "10.0.0.0/8", 2),
+            directive("alice", false, "10.0.0.0/8", 3),
         ];
         let m = from_directives(&lines).expect("rules");
         assert_eq!(m.len(), 2);
         assert_eq!(m["alice"].list().0.len(), 2);
         assert_eq!(m["alice"].list().0[0].action, Action::Allow);
-        let bad = [("a".to_owned(), "permit".to_owned(), "10.0.0.1".to_owned())];
-        assert!(from_directives(&bad).is_err());
+        let bad = [directive("a", true, "10.0.0.1:99999", 7)];
+        let e = from_directives(&bad).expect_err("bad rule").report();
+        assert!(
+            e.contains("server.conf:7") && e.contains("\"10.0.0.1:99999\"") && e.contains("expected CIDR"),
+            "{e}"
+        );
     }
 }
