@@ -50,7 +50,8 @@ mod tcp;
 mod workers;
 
 pub use auth::{
-    AccessUpdate, AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step, Verified,
+    AccessUpdate, AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step,
+    Verified,
 };
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{

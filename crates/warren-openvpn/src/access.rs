@@ -611,12 +611,21 @@ mod tests {
 
     #[test]
     fn ports_and_protocols() {
-        let r = list(&[("allow", "192.168.1.10:443/tcp"), ("allow", "10.1.0.0/16:5000-5100")]);
+        let r = list(&[
+            ("allow", "192.168.1.10:443/tcp"),
+            ("allow", "10.1.0.0/16:5000-5100"),
+        ]);
         assert!(r.allows(&v4([192, 168, 1, 10], 6, 443)));
         assert!(!r.allows(&v4([192, 168, 1, 10], 17, 443)), "udp");
         assert!(!r.allows(&v4([192, 168, 1, 10], 6, 444)));
         assert!(!r.allows(&v4([192, 168, 1, 11], 6, 443)));
-        for (port, ok) in [(4999, false), (5000, true), (5050, true), (5100, true), (5101, false)] {
+        for (port, ok) in [
+            (4999, false),
+            (5000, true),
+            (5050, true),
+            (5100, true),
+            (5101, false),
+        ] {
             assert_eq!(r.allows(&v4([10, 1, 2, 3], 6, port)), ok, "tcp {port}");
             assert_eq!(r.allows(&v4([10, 1, 2, 3], 17, port)), ok, "udp {port}");
         }
@@ -664,8 +673,14 @@ mod tests {
         assert!(r.allows(&v6("fd00:2::7", 6, 22)));
         assert!(!r.allows(&v6("fd00:2::8", 6, 22)));
         assert!(r.allows(&v6("fd00:3:0:5::1", 58, 0)), "icmpv6");
-        assert!(!r.allows(&v6("fd00:3::1", 1, 0)), "protocol 1 is not ICMPv6");
-        assert!(!r.allows(&v6("::ffff:10.0.0.1", 17, 53)), "v4 rules never match v6");
+        assert!(
+            !r.allows(&v6("fd00:3::1", 1, 0)),
+            "protocol 1 is not ICMPv6"
+        );
+        assert!(
+            !r.allows(&v6("::ffff:10.0.0.1", 17, 53)),
+            "v4 rules never match v6"
+        );
         // Hop-by-hop options (8 bytes) before UDP.
         let mut p = v6("fd00:1::9", 0, 0);
         p[40] = 17;

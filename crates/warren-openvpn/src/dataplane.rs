@@ -1149,7 +1149,10 @@ mod tests {
             .map(Arc::new)
         };
         let mut p = dual_stack(3, [10, 8, 0, 2], "fd00:8::1000");
-        p.access = rules(&[(Action::Allow, "fd00:8::1"), (Action::Allow, "10.8.0.1/32:53")]);
+        p.access = rules(&[
+            (Action::Allow, "fd00:8::1"),
+            (Action::Allow, "10.8.0.1/32:53"),
+        ]);
         plane.apply(DataChange::Update(p.clone()));
         plane.apply(DataChange::Update(dual_stack(
             4,

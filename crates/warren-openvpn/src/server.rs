@@ -57,8 +57,8 @@ use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
 use warren_crypto::{CipherKind, ControlWrap, CookieKey, Metadata, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
-use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::access::AccessRules;
+use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::pool::{Held, Pool};
 use crate::session::{ServerSide, Session, SessionError, Stage};

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::warn;
-use warren_openvpn::access::{AccessEntry, AccessList, AccessRule, AccessRules, Action};
 use warren_config::AccessDirective;
+use warren_openvpn::access::{AccessEntry, AccessList, AccessRule, AccessRules, Action};
 use warren_store::AccessRecord;
 
 use crate::error::Context;
@@ -45,7 +45,9 @@ pub fn compile(list: &AccessList) -> Option<Arc<AccessRules>> {
 
 /// `warren-access IDENTITY allow|deny RULE` lines (in order) as the engine's static rules;
 /// a bad rule is an error naming its file and line.
-pub fn from_directives(lines: &[AccessDirective]) -> crate::Result<HashMap<String, Arc<AccessRules>>> {
+pub fn from_directives(
+    lines: &[AccessDirective],
+) -> crate::Result<HashMap<String, Arc<AccessRules>>> {
     let mut lists: HashMap<String, AccessList> = HashMap::new();
     for d in lines {
         let rule = d
@@ -115,7 +117,9 @@ mod tests {
         let bad = [directive("a", true, "10.0.0.1:99999", 7)];
         let e = from_directives(&bad).expect_err("bad rule").report();
         assert!(
-            e.contains("server.conf:7") && e.contains("\"10.0.0.1:99999\"") && e.contains("expected CIDR"),
+            e.contains("server.conf:7")
+                && e.contains("\"10.0.0.1:99999\"")
+                && e.contains("expected CIDR"),
             "{e}"
         );
     }

@@ -531,8 +531,7 @@ impl StoreAuth {
             .map(|p| p.identity.clone())
             .collect();
         for identity in identities {
-            let list =
-                crate::access::list_of(&identity, &self.store.effective_access(&identity)?);
+            let list = crate::access::list_of(&identity, &self.store.effective_access(&identity)?);
             let mut changed = false;
             for p in self.peers.values_mut().filter(|p| p.identity == identity) {
                 if p.access != list {
@@ -1141,7 +1140,11 @@ mod tests {
         // A group joined: its rules come after alice's own.
         w.store.add_group("ops").expect("group");
         w.store
-            .set_access_rules(&AccessOwner::Group("ops".into()), false, &[allow("fd00::/64")])
+            .set_access_rules(
+                &AccessOwner::Group("ops".into()),
+                false,
+                &[allow("fd00::/64")],
+            )
             .expect("group rules");
         w.store
             .set_user_groups("alice", false, &["ops".into()])

@@ -115,18 +115,17 @@ pub(crate) fn set_rules(
             params![owner.kind(), owner.name()],
         )?;
     }
-    let mut pos: i64 = tx.query_row(
+    let first: i64 = tx.query_row(
         "SELECT COALESCE(MAX(pos), -1) + 1 FROM access_rules WHERE owner_kind = ?1 AND owner = ?2",
         params![owner.kind(), owner.name()],
         |r| r.get(0),
     )?;
-    for r in append {
+    for (pos, r) in (first..).zip(append) {
         tx.execute(
             "INSERT INTO access_rules (owner_kind, owner, pos, allow, rule)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![owner.kind(), owner.name(), pos, r.allow, r.rule],
         )?;
-        pos += 1;
     }
     Ok(())
 }

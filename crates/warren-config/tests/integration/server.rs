@@ -1416,7 +1416,11 @@ fn warren_access_lines_keep_their_order_and_location() {
     let c = cfg("warren-access alice allow 10.0.0.0/24\nwarren-access alice deny 0.0.0.0/0");
     assert_eq!(c.access.len(), 2);
     assert_eq!(
-        (c.access[0].identity.as_str(), c.access[0].allow, c.access[0].rule.as_str()),
+        (
+            c.access[0].identity.as_str(),
+            c.access[0].allow,
+            c.access[0].rule.as_str()
+        ),
         ("alice", true, "10.0.0.0/24")
     );
     assert!(!c.access[1].allow);
