@@ -6,7 +6,8 @@
 //! there. The user may reach 192.0.2.2 on TCP ports 5000-5999 only: a TCP transfer there
 //! passes byte for byte, a ping to the same host and one to the other host do not. Then
 //! `warren user set` on the state directory changes the rules of the connected client, and
-//! the new rules hold within a second, without a reconnection.
+//! the new rules hold within a second, without a reconnection. IPv6 (to the server's own
+//! tunnel address) is checked by the same rules.
 //!
 //! Needs root (network namespaces), `openvpn`, `nft` (nftables) and `ping`.
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use common::lab::{CONNECTED, Lab, ServerKind, Transfer};
 use common::netns::{Netns, link};
 use common::pki::{KeyFormat, KeyType};
+use common::process::poll_until;
 use state_common::{Warren, ZeroServer, start_openvpn, write_profile};
 
 const UPLINK_ADDR: &str = "192.0.2.1";
@@ -56,6 +58,38 @@ fn internet(lab: &Lab) -> Netns {
     .expect("write nft file");
     inet.exec_ok(&["nft", "-f", rules.to_str().expect("utf8")]);
     inet
+}
+
+/// The server's global IPv6 tunnel address (the zero-config server's own ULA /64).
+fn server_ipv6(lab: &Lab, dev: &str) -> String {
+    poll_until(Duration::from_secs(5), || {
+        let out = lab.server_ns.exec(
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+            ],
+            Duration::from_secs(10),
+        );
+        let mut it = out.stdout.split_whitespace();
+        while let Some(tok) = it.next() {
+            if tok == "inet6" {
+                return it
+                    .next()
+                    .and_then(|a| a.split('/').next())
+                    .map(String::from);
+            }
+        }
+        None
+    })
+    .expect("the server's tun has a global IPv6 address")
+}
+
+/// One ICMPv6 echo from `ns` to `dst`, answered within a second.
+fn ping6(ns: &Netns, dst: &str) -> bool {
+    ns.exec(
+        &["ping", "-6", "-n", "-c", "1", "-W", "1", dst],
+        Duration::from_secs(10),
+    )
+    .success()
 }
 
 /// Echo requests the far end received for `dst`.
@@ -115,7 +149,10 @@ fn rules_limit_destinations_and_live_changes_apply_without_reconnecting() {
     // Allowed: TCP to host A's ports, every byte checked.
     lab.transfer(&ns, &inet, HOST_A, &Transfer::bytes(256 * 1024))
         .assert_intact();
-    // Refused: ICMP to host A (not TCP), anything to host B (default deny).
+    // Refused: ICMP to host A (not TCP), anything to host B (default deny), and IPv6 to
+    // the server (the rules allow no IPv6 destination).
+    let srv6 = server_ipv6(&lab, &server.dev);
+    assert!(!ping6(&ns, &srv6), "IPv6 refused by the default");
     assert!(!ns.ping(HOST_A, 2, 1).success());
     assert!(!ns.ping(HOST_B, 2, 1).success());
     assert_eq!(pings_at(&inet, HOST_A), 0, "no echo request reached host A");
@@ -146,10 +183,13 @@ fn rules_limit_destinations_and_live_changes_apply_without_reconnecting() {
     assert!(pings_at(&inet, HOST_B) >= b_before + 2);
     assert!(!ns.ping(HOST_A, 2, 1).success());
     assert_eq!(pings_at(&inet, HOST_A), 0);
+    assert!(ping6(&ns, &srv6), "IPv6 passes by default now");
 
-    // Everything allowed again.
-    w.ok(&["user", "set", "alice", "--clear-groups"]);
+    // Out of the group, one IPv6 rule: ICMPv6 to the server refused, the rest allowed.
+    let rule6 = format!("{srv6}/icmp");
+    w.ok(&["user", "set", "alice", "--clear-groups", "--deny", &rule6]);
     std::thread::sleep(Duration::from_secs(1));
+    assert!(!ping6(&ns, &srv6), "the IPv6 deny rule holds");
     assert!(ns.ping(HOST_A, 2, 1).success());
     assert!(pings_at(&inet, HOST_A) >= 2);
 
