@@ -1315,10 +1315,12 @@ impl Server {
         n
     }
 
-    /// Replaces the access rules of every session of `identity` (`None`: everything
-    /// allowed); the data planes get them with the next [`Server::poll_data_change`].
-    /// Returns how many sessions changed.
+    /// Replaces the access rules of every session of `identity` (`None`: the static rules
+    /// of [`Server::set_static_access`] for it, if any, else everything allowed); the data
+    /// planes get them with the next [`Server::poll_data_change`]. Returns how many
+    /// sessions changed.
     pub fn set_access(&mut self, identity: &str, rules: Option<Arc<AccessRules>>) -> usize {
+        let rules = rules.or_else(|| self.static_access.get(identity).cloned());
         let mut n = 0;
         for slot in 0..self.sessions.len() {
             let Some(s) = self.sessions[slot].as_mut() else {
