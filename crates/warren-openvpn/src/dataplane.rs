@@ -11,7 +11,9 @@
 //! Both IP families travel the tunnel, told apart by the version nibble (openvpn-ops.md
 //! §3.5). A client may send from its IPv4 and its IPv6 tunnel address only; IPv6 packets
 //! from link-local addresses (its kernel's router solicitations) are dropped silently, as
-//! OpenVPN drops them (§3.4). Tun packets go to the peer that holds their destination;
+//! OpenVPN drops them (§3.4). A peer's packets that pass the source check are then checked
+//! against its identity's access rules ([`PeerData::access`], [`crate::access`]), whether
+//! they go to the tun or to another client. Tun packets go to the peer that holds their destination;
 //! IPv6 multicast (`ff00::/8`) goes to every peer, which the driver does with
 //! [`DataPlane::is_multicast`] and [`DataPlane::seal_to`].
 //!
