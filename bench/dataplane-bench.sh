@@ -16,6 +16,7 @@
 # wireguard-tools for the boringtun row):
 #   bench/dataplane-bench.sh [--warren PATH] [--boringtun PATH] [--time SECONDS] [--runs N]
 #       [--only openvpn,warren,boringtun] [--baseline PATH] [--no-offload] [--soak [SECONDS]] [--perf DIR]
+#       [--access-rules N]
 #   --warren PATH     warren binary (default target/release/warren: cargo build --release -p warren-cli)
 #   --boringtun PATH  the boringtun-cli binary, or a cache directory holding bin/boringtun-cli;
 #                     if absent it is built there on first use (cargo install boringtun-cli,
@@ -28,6 +29,10 @@
 #                     server's VmRSS sampled every 5 s: peak, and growth after the first 10 s
 #   --perf DIR        then one more single-stream run through warren under `perf record -g`
 #                     (cpu-clock) of the server and of the client; data and reports kept in DIR
+#   --access-rules N  the warren server checks every packet of the bench client against N
+#                     access rules that never match (deny, TCP ports 1-1024 of hosts outside
+#                     the tunnel) and a final allow (`warren-access client ...` lines); the
+#                     baseline column runs without them
 #
 # Everything that sends traffic runs in namespaces made here (dp<pid><o|w|b><s|c>); the tun
 # devices are made inside them. Every wait is bounded; on exit (also on error or Ctrl-C) the
@@ -47,6 +52,7 @@ NO_OFFLOAD=0
 SOAK=0
 PERF_DIR=""
 BASELINE=""
+ACCESS_RULES=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --warren) WARREN="$2"; shift 2 ;;
@@ -60,12 +66,13 @@ while [ $# -gt 0 ]; do
             SOAK=60; shift
             case "${1:-}" in ''|-*) ;; *) SOAK="$1"; shift ;; esac ;;
         --perf) PERF_DIR="$2"; shift 2 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        --access-rules) ACCESS_RULES="$2"; shift 2 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
-for v in "$SECS" "$RUNS" "$SOAK"; do
-    case "$v" in ''|*[!0-9]*) echo "--time, --runs and --soak take whole numbers" >&2; exit 2 ;; esac
+for v in "$SECS" "$RUNS" "$SOAK" "$ACCESS_RULES"; do
+    case "$v" in ''|*[!0-9]*) echo "--time, --runs, --soak and --access-rules take whole numbers" >&2; exit 2 ;; esac
 done
 [ "$SECS" -ge 2 ] && [ "$RUNS" -ge 1 ] || { echo "--time >= 2 and --runs >= 1" >&2; exit 2; }
 [ "$SOAK" = 0 ] || [ "$SOAK" -ge 15 ] || { echo "--soak needs at least 15 s" >&2; exit 2; }
@@ -205,6 +212,16 @@ keepalive 10 60
 explicit-exit-notify 1
 verb 3
 CONF
+# The warren server's config: the same, plus --access-rules N rules for the client's
+# certificate (CN "client") that never match its traffic, and a final allow.
+cp "$WORK/server.conf" "$WORK/server-warren.conf"
+if [ "$ACCESS_RULES" -gt 0 ]; then
+    awk -v n="$ACCESS_RULES" 'BEGIN {
+        for (i = 0; i < n; i++)
+            printf "warren-access client deny 172.%d.%d.%d:1-1024/tcp\n", 16 + int(i / 65536) % 16, int(i / 256) % 256, i % 256
+        print "warren-access client allow 0.0.0.0/0"
+    }' >> "$WORK/server-warren.conf"
+fi
 cat > "$WORK/client.conf" <<CONF
 client
 dev tunbenchc
@@ -228,6 +245,8 @@ declare -A NSS NSC SPID CPID TIP R
 letter() { case $1 in openvpn) echo o ;; warren) echo w ;; baseline) echo x ;; boringtun) echo b ;; esac; }
 # The warren binary of a kind: the baseline column runs --baseline PATH.
 wbin() { if [ "$1" = baseline ]; then echo "$BASELINE"; else echo "$WARREN"; fi; }
+# Its server config: the baseline runs without --access-rules (an older build may not know them).
+wconf() { if [ "$1" = baseline ]; then echo "$WORK/server.conf"; else echo "$WORK/server-warren.conf"; fi; }
 
 # Namespaces and veth for one tunnel: server side 198.18.0.1, client side 198.18.0.2.
 make_ns() {
@@ -254,7 +273,7 @@ start_server() {
     local k=$1 ns=${NSS[$1]} pid ok=0 port=1194 i
     case $k in
         openvpn) ip netns exec "$ns" openvpn --config "$WORK/server.conf" >"$WORK/server-$k.log" 2>&1 & ;;
-        warren|baseline) ip netns exec "$ns" "$(wbin "$k")" server --config "$WORK/server.conf" "${WOPT[@]}" \
+        warren|baseline) ip netns exec "$ns" "$(wbin "$k")" server --config "$(wconf "$k")" "${WOPT[@]}" \
                     >"$WORK/server-$k.log" 2>&1 & ;;
         boringtun) ip netns exec "$ns" env -u WG_SUDO "$BT" --foreground --disable-drop-privileges "$WG_S" \
                        >"$WORK/server-$k.log" 2>&1 & ;;
@@ -494,7 +513,7 @@ for k in "${ACTIVE[@]}"; do
     R[$k,chwm]=$(status_kb "${CPID[$k]}" VmHWM)
     R[$k,crss]=$(status_kb "${CPID[$k]}" VmRSS)
     if [ "$k" = warren ]; then
-        OFFLOAD_LOG=$(grep -h -i -E 'offload|GRO|GSO|one packet per' "$WORK/server-warren.log" "$WORK/client-warren.log" \
+        OFFLOAD_LOG=$(grep -h -i -E 'offload|GRO|GSO|one packet per|access rules' "$WORK/server-warren.log" "$WORK/client-warren.log" \
             2>/dev/null | sed 's/^/  /' | head -n 6 || true)
     fi
     stop_pid "${CPID[$k]}"
@@ -529,7 +548,7 @@ echo "data-plane bench: iperf3 client -> server through the tunnel, ${SECS} s pe
 echo "machine: $(nproc) CPUs ($(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')), kernel $(uname -r), load average at start $LOAD0"
 echo "openvpn: $(openvpn --version | head -n 1 | cut -d' ' -f1-2); boringtun: $( [ -n "$BT" ] && "$BT" --version || echo "n/a (${BT_WHY:-not run})"); $(iperf3 --version | head -n 1 | cut -d' ' -f1-2)"
 if want warren; then
-    echo "warren: ${WARREN_SRC:-$WARREN} (modified $WARREN_BUILT; repo at $git_rev), offloads $( [ ${#WOPT[@]} -gt 0 ] && echo "off (--no-offload)" || echo "on (default)")"
+    echo "warren: ${WARREN_SRC:-$WARREN} (modified $WARREN_BUILT; repo at $git_rev), offloads $( [ ${#WOPT[@]} -gt 0 ] && echo "off (--no-offload)" || echo "on (default)"), access rules on the client: $( [ "$ACCESS_RULES" -gt 0 ] && echo "$ACCESS_RULES + 1 (--access-rules)" || echo none)"
 fi
 if [ -n "$BASELINE" ]; then
     echo "baseline: $BASELINE (modified $(date -r "$BASELINE" '+%Y-%m-%d %H:%M'))"
@@ -592,7 +611,7 @@ if printf '%s\n' "${ACTIVE[@]}" | grep -qx warren; then
 fi
 if [ -n "$OFFLOAD_LOG" ]; then
     echo
-    echo "warren log lines about offloads:"
+    echo "warren log lines about offloads (and access rules):"
     echo "$OFFLOAD_LOG"
 fi
 if [ -n "$PERF_DIR" ]; then

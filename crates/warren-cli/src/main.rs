@@ -6,6 +6,7 @@
 //! printed as one `error: ...` line (config errors lead with `file:line`), exit status 1.
 #![forbid(unsafe_code)]
 
+mod access;
 mod args;
 mod client;
 mod demo;
@@ -58,6 +59,8 @@ enum Command {
     Pki(pki::PkiArgs),
     /// VPN users: add, list, show, passwd, set, disable, enable, del.
     User(user::UserArgs),
+    /// Groups of users sharing access rules: add, del, list, set.
+    Group(access::GroupArgs),
     /// Client profiles: export a self-contained .ovpn file.
     Profile(profile::ProfileArgs),
     /// Internal: started by a server that drops privileges with NAT on; undoes that
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
         },
         Command::Pki(args) => pki::run(args),
         Command::User(args) => user::run(args),
+        Command::Group(args) => access::run_group(args),
         Command::Profile(args) => profile::run(args),
         Command::NatUndo { pid } => server_args::nat_undo_helper(pid, cli.verbose, cli.quiet),
         Command::ManPages { dir } => man_pages(&dir),

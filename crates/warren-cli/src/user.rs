@@ -58,7 +58,11 @@ pub enum UserCommand {
         #[arg(long, conflicts_with_all = ["password_stdin", "no_password"])]
         clear: bool,
     },
-    /// Change a user's fixed address, routes or expiry.
+    /// Change a user's fixed address, routes, expiry, access rules or groups.
+    #[command(long_about = format!(
+        "Change a user's fixed address, routes, expiry, access rules or groups.\n\n{}",
+        crate::access::RULES_HELP
+    ))]
     Set(SetArgs),
     /// Refuse the user from now on; running servers drop their sessions.
     Disable { name: String },
@@ -122,6 +126,10 @@ pub struct SetArgs {
     pub no_expiry: bool,
     #[command(flatten)]
     pub site: SiteArgs,
+    #[command(flatten)]
+    pub access: crate::access::AccessArgs,
+    #[command(flatten)]
+    pub membership: crate::access::MembershipArgs,
 }
 
 /// A user's own networks and pushes (site-to-site): `warren user set NAME --subnet ...`.
@@ -349,7 +357,8 @@ fn set(dir: &Path, a: SetArgs) -> Result<()> {
         ..Default::default()
     };
     let site = a.site.apply(&state.store.user_site(&a.name)?)?;
-    if change == UserChange::default() && site.is_none() {
+    let access = !a.access.is_empty() || !a.membership.is_empty();
+    if change == UserChange::default() && site.is_none() && !access {
         bail!("nothing to change (see `warren user set --help`)");
     }
     if change != UserChange::default() {
@@ -357,6 +366,9 @@ fn set(dir: &Path, a: SetArgs) -> Result<()> {
     }
     if let Some(site) = &site {
         state.store.set_user_site(&a.name, site)?;
+    }
+    if access {
+        crate::access::set_user(&*state.store, &a.name, &a.access, &a.membership)?;
     }
     eprintln!("updated user \"{}\"", a.name);
     Ok(())
@@ -563,6 +575,9 @@ fn show(dir: &Path, name: &str, json: bool) -> Result<()> {
         println!("push:        \"{p}\"");
     }
     println!("lease:       {}", v.lease.as_deref().unwrap_or("-"));
+    for line in crate::access::describe_user(&*state.store, name)? {
+        println!("{line}");
+    }
     println!("created:     {}", v.created_at);
     if certs.is_empty() {
         println!("certificates: none");

@@ -961,6 +961,8 @@ pub(crate) const WARREN_DIRECTIVES: &[(&str, Option<Side>)] = &[
     ("warren-workers", Some(Side::Server)),
     // More listeners in the same server (`warren-listen tcp PORT`).
     ("warren-listen", Some(Side::Server)),
+    // Per-client access rules checked by the data plane.
+    ("warren-access", Some(Side::Server)),
     // Users, revocations and leases from warren's state directory.
     ("warren-state-dir", Some(Side::Server)),
     // How those users authenticate.

@@ -22,7 +22,8 @@
 //!    `warren-auth cert|cert+password|password` (users, revocations and
 //!    leases from warren's state; `warren-auth` needs `warren-state-dir`),
 //!    `warren-max-half-open N` and `warren-max-half-open-per-source N`
-//!    (bounds on sessions still in the handshake), and OpenVPN 2.7's
+//!    (bounds on sessions still in the handshake), `warren-access CN allow|deny
+//!    RULE` (per-client access rules, see [`AccessDirective`]), and OpenVPN 2.7's
 //!    `tls-crypt-v2-max-age DAYS`. In a client config,
 //!    `warren-kill-switch on|off` (nothing leaves outside the tunnel while the
 //!    client runs), `<connection>` blocks and `connect-retry`, `connect-retry-max`,
@@ -195,7 +196,9 @@ pub use proxy::{
 pub use scripts::{
     AuthVia, DEFAULT_SCRIPT_SECURITY, DEFAULT_SCRIPT_TIMEOUT, ScriptCommand, Scripts, split_command,
 };
-pub use server::{ServerConfig, ServerRoute, load_server_config, server_config_from_str};
+pub use server::{
+    AccessDirective, ServerConfig, ServerRoute, load_server_config, server_config_from_str,
+};
 pub use settings::{ServerIpv6, Session, defaults};
 pub use types::{
     CertRole, ClientProto, DevType, Ipv6Prefix, KeyDerivationPolicy, NatConfig, Proto,

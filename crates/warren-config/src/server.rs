@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// `warren-listen tcp PORT` (repeatable): TCP listeners served next to the `proto`
     /// socket by the same process (same users, pool and status).
     pub tcp_listen: Vec<u16>,
+    /// `warren-access IDENTITY allow|deny RULE` (repeatable, in order): the access rules
+    /// of clients with that common name (or user name), checked by the data plane.
+    pub access: Vec<AccessDirective>,
     /// `local`: address or host to bind.
     pub local: Option<String>,
     /// `dev`. Default `tun`; a bare `tun` means "the first free tunN".
@@ -208,6 +211,17 @@ impl std::fmt::Display for ServerRoute {
     }
 }
 
+/// One `warren-access` line: the rule's text is the engine's to parse (the server reports
+/// a bad one with this location).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDirective {
+    pub identity: String,
+    /// `allow` or `deny`.
+    pub allow: bool,
+    pub rule: String,
+    pub location: Location,
+}
+
 /// Directives [`ServerConfig`] lowering takes (besides `setenv` and
 /// `ignore-unknown-option`).
 pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
@@ -229,6 +243,7 @@ pub(crate) const SERVER_DIRECTIVES: &[&str] = &[
     "crl-verify",
     "warren-workers",
     "warren-listen",
+    "warren-access",
     "tcp-nodelay",
     "warren-state-dir",
     "warren-auth",
@@ -494,6 +509,7 @@ pub(crate) fn lower_server(
         port: c.local_port.unwrap_or(defaults::PORT),
         proto,
         tcp_listen: s.tcp_listen,
+        access: s.access,
         local: c.local.clone(),
         dev,
         dev_type,
@@ -611,6 +627,7 @@ struct ServerState {
     max_half_open_per_source: Option<u32>,
     workers: Option<u16>,
     tcp_listen: Vec<u16>,
+    access: Vec<AccessDirective>,
     tcp_nodelay: bool,
     nat: Option<NatConfig>,
     state_dir: Option<PathBuf>,
@@ -771,6 +788,24 @@ impl ServerState {
                     return Err(v.invalid(1, "this TCP port is already listed"));
                 }
                 self.tcp_listen.push(port);
+            }
+            "warren-access" => {
+                // Checked by the data plane: the rule text is parsed by the server.
+                v.expect(3, 3, "3 parameters (a common name, allow or deny, a rule)")?;
+                let allow = match v.arg(1) {
+                    "allow" => true,
+                    "deny" => false,
+                    _ => return Err(v.invalid(1, "expected allow or deny")),
+                };
+                if v.arg(0).is_empty() {
+                    return Err(v.invalid(0, "empty common name"));
+                }
+                self.access.push(AccessDirective {
+                    identity: v.arg(0).to_owned(),
+                    allow,
+                    rule: v.arg(2).to_owned(),
+                    location: v.loc.clone(),
+                });
             }
             "warren-workers" => {
                 // A driver choice: the main thread plus N-1 data workers.

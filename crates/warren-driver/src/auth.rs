@@ -86,6 +86,15 @@ pub struct Kick {
     pub reason: String,
 }
 
+/// New access rules for every live session of `identity` (a user's or group's rules
+/// changed in the database): pushed to every data-plane replica without reconnecting.
+#[derive(Debug, Clone)]
+pub struct AccessUpdate {
+    pub identity: String,
+    /// `None`: no rules any more (everything allowed).
+    pub rules: Option<Arc<warren_openvpn::access::AccessRules>>,
+}
+
 /// A password check for the verification pool: CPU work only (argon2id), sharing nothing
 /// with the authenticator. Returns `true` when the password matched.
 pub struct PasswordCheck(Box<dyn FnOnce() -> bool + Send>);
@@ -162,6 +171,12 @@ pub trait Authenticator: Send + 'static {
     fn reload(&mut self, now: Instant) -> Vec<Kick> {
         self.recheck(now)
     }
+    /// Called right after every [`Authenticator::recheck`] and [`Authenticator::reload`]:
+    /// identities whose access rules changed. The default: none.
+    fn access_updates(&mut self, now: Instant) -> Vec<AccessUpdate> {
+        let _ = now;
+        Vec::new()
+    }
 }
 
 /// Worker settings.
@@ -232,6 +247,7 @@ pub(crate) enum FromWorker {
         decision: AuthDecision,
     },
     Kick(Kick),
+    Access(AccessUpdate),
 }
 
 /// The loop's end of a running authentication worker.
@@ -378,7 +394,7 @@ impl AuthWorker {
                         });
                     }
                 }
-                Ok(k @ FromWorker::Kick(_)) => out.push(k),
+                Ok(k @ (FromWorker::Kick(_) | FromWorker::Access(_))) => out.push(k),
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => return Err(WorkerGone),
             }
@@ -477,14 +493,9 @@ impl Worker {
                     true
                 }
                 Ok(ToWorker::Reload) => {
-                    let mut ok = true;
-                    for k in self.auth.reload(self.clock.now()) {
-                        if !self.send(FromWorker::Kick(k)) {
-                            ok = false;
-                            break;
-                        }
-                    }
-                    ok
+                    let now = self.clock.now();
+                    let kicks = self.auth.reload(now);
+                    self.send_checked(now, kicks)
                 }
                 Ok(ToWorker::Disconnected { peer_id }) => {
                     if let Some(t) = self.by_peer.remove(&peer_id)
@@ -503,14 +514,28 @@ impl Worker {
             }
             let now = self.clock.now();
             if now >= next_recheck {
-                for k in self.auth.recheck(now) {
-                    if !self.send(FromWorker::Kick(k)) {
-                        return;
-                    }
+                let kicks = self.auth.recheck(now);
+                if !self.send_checked(now, kicks) {
+                    return;
                 }
                 next_recheck = now + self.opts.recheck_every;
             }
         }
+    }
+
+    /// Sends a re-check's kicks, then the access updates it found.
+    fn send_checked(&mut self, now: Instant, kicks: Vec<Kick>) -> bool {
+        for k in kicks {
+            if !self.send(FromWorker::Kick(k)) {
+                return false;
+            }
+        }
+        for u in self.auth.access_updates(now) {
+            if !self.send(FromWorker::Access(u)) {
+                return false;
+            }
+        }
+        true
     }
 
     /// A full socket buffer means a wake-up is pending already; any other error means the
@@ -693,7 +718,7 @@ mod tests {
                 FromWorker::Decision {
                     peer_id, decision, ..
                 } => Some((peer_id.get(), matches!(decision, AuthDecision::Accept(_)))),
-                FromWorker::Kick(_) => None,
+                FromWorker::Kick(_) | FromWorker::Access(_) => None,
             })
             .collect();
         assert_eq!(decisions, [(3, false), (4, true)]);
@@ -849,7 +874,7 @@ mod tests {
                         AuthDecision::Reject { reason: Some(r) } => r.clone(),
                     },
                 )),
-                FromWorker::Kick(_) => None,
+                FromWorker::Kick(_) | FromWorker::Access(_) => None,
             })
             .collect()
     }

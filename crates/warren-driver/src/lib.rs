@@ -51,7 +51,8 @@ mod tcp;
 mod workers;
 
 pub use auth::{
-    AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step, Verified,
+    AccessUpdate, AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step,
+    Verified,
 };
 pub use batch::{LoopStats, UdpIo, describe_tun};
 pub use client_loop::{

@@ -1157,6 +1157,15 @@ impl Loop {
                         _ => self.ctl.server.authorize(now, peer_id, decision),
                     }
                 }
+                FromWorker::Access(u) => {
+                    let n = self.ctl.server.set_access(&u.identity, u.rules);
+                    if n > 0 {
+                        info!(
+                            "access rules of {} changed: applied to {n} live session(s)",
+                            u.identity
+                        );
+                    }
+                }
                 FromWorker::Kick(k) => {
                     let n = self.ctl.server.kick_target(now, &k.target, &k.message);
                     if n > 0 {

@@ -709,6 +709,7 @@ mod tests {
             send: Some(key.clone()),
             recv: vec![key],
             activity: Arc::new(warren_openvpn::Activity::new(Instant::ZERO)),
+            access: None,
         }
     }
 

@@ -11,7 +11,9 @@
 //! Both IP families travel the tunnel, told apart by the version nibble (openvpn-ops.md
 //! §3.5). A client may send from its IPv4 and its IPv6 tunnel address only; IPv6 packets
 //! from link-local addresses (its kernel's router solicitations) are dropped silently, as
-//! OpenVPN drops them (§3.4). Tun packets go to the peer that holds their destination;
+//! OpenVPN drops them (§3.4). A peer's packets that pass the source check are then checked
+//! against its identity's access rules ([`PeerData::access`], [`crate::access`]), whether
+//! they go to the tun or to another client. Tun packets go to the peer that holds their destination;
 //! IPv6 multicast (`ff00::/8`) goes to every peer, which the driver does with
 //! [`DataPlane::is_multicast`] and [`DataPlane::seal_to`].
 //!
@@ -49,6 +51,7 @@ use warren_core::{Instant, KeyId, PeerId};
 use warren_crypto::{DATA_HEADROOM, DataHeader, DataKeys, ReplayWindow};
 use warren_wire::Opcode;
 
+use crate::access::AccessRules;
 use crate::types::{DatagramOutcome, DropReason, EncapOutcome};
 
 /// Packet id at which a renegotiation is forced (packet_id.h PACKET_ID_WRAP_TRIGGER).
@@ -391,6 +394,9 @@ pub struct PeerData {
     /// Every key a packet may arrive on (new, current, lame duck).
     pub recv: Vec<DataKeyRef>,
     pub activity: Arc<Activity>,
+    /// The identity's access rules, checked on every packet from the peer (`None`:
+    /// everything allowed). Replaced by an update when the rules change.
+    pub access: Option<Arc<AccessRules>>,
 }
 
 /// A change of the published data state, in the order it happened.
@@ -825,6 +831,14 @@ impl DataPlane {
             }
         };
         let to_other = other.is_some_and(|o| o != peer_id);
+        // The identity's access rules, for the tun and for other clients alike.
+        if let Some(rules) = self.peers[peer_id.get() as usize]
+            .as_ref()
+            .and_then(|p| p.data.access.as_deref())
+            && !rules.allows(payload)
+        {
+            return self.drop_packet(DropReason::AccessDenied);
+        }
         if let Some(mss) = self.config.mss {
             crate::mss::clamp(payload, mss);
         }
@@ -928,6 +942,8 @@ pub(crate) struct Published {
     /// Identity (pointer) and key id of the send key and of each receive key.
     pub send: Option<(usize, KeyId)>,
     pub recv: Vec<(usize, KeyId)>,
+    /// Identity (pointer) of the access rules.
+    pub access: Option<usize>,
 }
 
 impl Published {
@@ -943,6 +959,7 @@ impl Published {
             stream: d.stream,
             send: d.send.as_ref().map(id),
             recv: d.recv.iter().map(id).collect(),
+            access: d.access.as_ref().map(|a| Arc::as_ptr(a) as usize),
         }
     }
 }
@@ -1005,6 +1022,7 @@ mod tests {
             send: Some(key.clone()),
             recv: vec![key],
             activity: Arc::new(Activity::new(Instant::ZERO)),
+            access: None,
         }
     }
 
@@ -1398,6 +1416,80 @@ mod tests {
         plane.apply(DataChange::Update(a));
         assert_eq!(to4(&plane, "192.168.1.1"), None);
         assert_eq!(to6(&plane, "fd00:77:2::1"), None);
+    }
+
+    #[test]
+    fn access_rules_drop_packets_to_the_tun_and_to_other_clients() {
+        use crate::access::{AccessEntry, AccessList, Action};
+        let mut plane = DataPlane::new(DataPlaneConfig {
+            client_to_client: true,
+            mss: None,
+            block_ipv6: None,
+        });
+        let rules = |entries: &[(Action, &str)]| {
+            AccessList(
+                entries
+                    .iter()
+                    .map(|(action, r)| AccessEntry {
+                        action: *action,
+                        rule: r.parse().unwrap(),
+                    })
+                    .collect(),
+            )
+            .compile()
+            .map(Arc::new)
+        };
+        let mut p = dual_stack(3, [10, 8, 0, 2], "fd00:8::1000");
+        p.access = rules(&[
+            (Action::Allow, "fd00:8::1"),
+            (Action::Allow, "10.8.0.1/32:53"),
+        ]);
+        plane.apply(DataChange::Update(p.clone()));
+        plane.apply(DataChange::Update(dual_stack(
+            4,
+            [10, 8, 0, 3],
+            "fd00:8::1001",
+        )));
+        let now = Instant::from_secs(1);
+        let from = SocketAddr::from(([192, 0, 2, 3], 1194));
+        let mine = v6("fd00:8::1000");
+        let mut d = sealed_by_client(ipv6_packet(mine, v6("fd00:8::1")), 1);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Tun(_)
+        ));
+        let mut d = sealed_by_client(ipv6_packet(mine, v6("fd00:8::1001")), 2);
+        assert_eq!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Dropped(DropReason::AccessDenied),
+            "client-to-client is checked too"
+        );
+        // IPv4 UDP to port 0 of 10.8.0.1: not port 53, refused by the default.
+        let mut d = from_client(Ipv4Addr::new(10, 8, 0, 2), Some(3), 3);
+        assert_eq!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Dropped(DropReason::AccessDenied)
+        );
+        // New rules in an update apply to the next packet; the replay window survives.
+        p.access = rules(&[(Action::Deny, "fd00:8::1")]);
+        plane.apply(DataChange::Update(p.clone()));
+        let mut d = sealed_by_client(ipv6_packet(mine, v6("fd00:8::1")), 4);
+        assert_eq!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Dropped(DropReason::AccessDenied)
+        );
+        let mut d = sealed_by_client(ipv6_packet(mine, v6("fd00:8::1001")), 5);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::ClientToClient(_)
+        ));
+        p.access = None;
+        plane.apply(DataChange::Update(p));
+        let mut d = sealed_by_client(ipv6_packet(mine, v6("fd00:8::1")), 6);
+        assert!(matches!(
+            plane.open(now, from, &mut d),
+            DatagramOutcome::Tun(_)
+        ));
     }
 
     #[test]

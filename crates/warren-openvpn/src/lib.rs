@@ -15,6 +15,7 @@
 //!   and opens with its own replay windows, shared atomic packet-id counters and activity.
 //! * [`server`]: the UDP server endpoint: stateless HMAC-cookie handshake, demultiplexing by
 //!   peer-id and address, and routing tun packets to peers.
+//! * [`access`]: per-user access rules, compiled per session and checked by the data plane.
 //! * [`pool`]: the client address pool, and who decides which client gets which address.
 //!
 //! Data-channel keys ([`warren_crypto::DataKeys`]) are immutable and `Send + Sync` so that a
@@ -22,6 +23,7 @@
 //! checks stay sequential per peer.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod client;
 mod ctx;
 pub mod dataplane;

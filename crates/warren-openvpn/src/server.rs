@@ -57,6 +57,7 @@ use warren_core::{Instant, KeyId, PeerId, Rng, SessionId};
 use warren_crypto::{CipherKind, ControlWrap, CookieKey, Metadata, ReplayStamp, Role};
 use warren_wire::{AckBlock, ControlPacket, Opcode};
 
+use crate::access::AccessRules;
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
 use crate::pool::{Held, Pool};
@@ -232,6 +233,9 @@ pub struct AuthGrant {
     /// `route-ipv6`) for exactly one of them is not pushed to this client (openvpn-ops.md
     /// §6.4), so a site does not route its own network into the tunnel.
     pub iroutes: Vec<crate::dataplane::Iroute>,
+    /// The identity's access rules ([`crate::access`]); `None`: the rules
+    /// [`Server::set_static_access`] gives the identity, if any, else everything allowed.
+    pub access: Option<Arc<AccessRules>>,
 }
 
 /// Whether `opt` is `route NET [MASK]` or `route-ipv6 P/B` (no gateway) naming exactly one
@@ -537,6 +541,8 @@ pub struct Server {
     /// slot.
     data_changes: VecDeque<DataChange>,
     published: Vec<Option<Published>>,
+    /// `warren-access` rules by identity ([`Server::set_static_access`]).
+    static_access: HashMap<String, Arc<AccessRules>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -607,6 +613,7 @@ impl Server {
             reports: Default::default(),
             data_changes: VecDeque::new(),
             published: Vec::new(),
+            static_access: HashMap::new(),
         }
     }
 
@@ -1358,6 +1365,34 @@ impl Server {
         n
     }
 
+    /// Replaces the access rules of every session of `identity` (`None`: the static rules
+    /// of [`Server::set_static_access`] for it, if any, else everything allowed); the data
+    /// planes get them with the next [`Server::poll_data_change`]. Returns how many
+    /// sessions changed.
+    pub fn set_access(&mut self, identity: &str, rules: Option<Arc<AccessRules>>) -> usize {
+        let rules = rules.or_else(|| self.static_access.get(identity).cloned());
+        let mut n = 0;
+        for slot in 0..self.sessions.len() {
+            let Some(s) = self.sessions[slot].as_mut() else {
+                continue;
+            };
+            if s.side.common_name.as_deref() != Some(identity) || s.state.is_closing() {
+                continue;
+            }
+            s.side.access = rules.clone();
+            n += 1;
+            self.refresh_data(slot);
+        }
+        n
+    }
+
+    /// Access rules by identity for clients whose [`AuthGrant`] brings none (the
+    /// `warren-access` directive of a configuration file); they apply from the next
+    /// connection.
+    pub fn set_static_access(&mut self, rules: HashMap<String, Arc<AccessRules>>) {
+        self.static_access = rules;
+    }
+
     /// Replaces the TLS configuration for new handshakes and renegotiations (a new CRL, a
     /// renewed server certificate). Sessions already up keep their current keys.
     pub fn set_tls_config(&mut self, tls: Arc<rustls::ServerConfig>) {
@@ -1401,6 +1436,13 @@ impl Server {
         else {
             return;
         };
+        let access = grant
+            .access
+            .clone()
+            .or_else(|| self.static_access.get(&cn).cloned());
+        if let Some(s) = self.sessions[slot].as_mut() {
+            s.side.access = access;
+        }
         if !self.config.duplicate_cn {
             let dups: Vec<usize> = self
                 .sessions

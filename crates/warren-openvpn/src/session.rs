@@ -1048,6 +1048,8 @@ pub(crate) struct ServerSide {
     pub vpn_ip6: Option<Ipv6Addr>,
     /// The client networks it owns (`iroute`, `iroute-ipv6`).
     pub iroutes: Vec<crate::dataplane::Iroute>,
+    /// The identity's access rules (`None`: everything allowed).
+    pub access: Option<Arc<crate::access::AccessRules>>,
     /// The password from key-method 2 of key id 0, kept only until the endpoint has asked
     /// for an authentication decision.
     pub pending_password: Option<String>,
@@ -1070,6 +1072,7 @@ impl ServerSide {
             vpn_ip: None,
             vpn_ip6: None,
             iroutes: Vec::new(),
+            access: None,
             pending_password: None,
             request_push: false,
             push_options: None,
@@ -1357,6 +1360,7 @@ impl Session<ServerSide> {
             send: self.send_key_index().and_then(|i| key_ref(&self.keys[i])),
             recv: self.keys.iter().filter_map(key_ref).collect(),
             activity: self.activity.clone(),
+            access: self.side.access.clone(),
         }
     }
 }

@@ -128,11 +128,14 @@ pub enum DropReason {
     /// The source already holds its share of half-open sessions
     /// (`warren-max-half-open-per-source`).
     TooManyHandshakes,
+    /// A packet from a client to a destination its access rules refuse
+    /// ([`crate::access`]).
+    AccessDenied,
 }
 
 impl DropReason {
     /// Every reason, in declaration order (for per-reason counter arrays and metrics).
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownOpcode,
         DropReason::WrapAuthFailed,
@@ -152,6 +155,7 @@ impl DropReason {
         DropReason::ClientKeyRefused,
         DropReason::Overloaded,
         DropReason::TooManyHandshakes,
+        DropReason::AccessDenied,
     ];
 
     /// The position of this reason in [`DropReason::ALL`].
@@ -181,6 +185,7 @@ impl DropReason {
             DropReason::ClientKeyRefused => "client_key_refused",
             DropReason::Overloaded => "overloaded",
             DropReason::TooManyHandshakes => "too_many_handshakes",
+            DropReason::AccessDenied => "access_denied",
         }
     }
 }

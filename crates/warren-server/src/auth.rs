@@ -38,7 +38,10 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use tracing::{error, info, warn};
 use warren_core::{Instant, PeerId};
-use warren_driver::{AuthRequest, Authenticator, Kick, PasswordCheck, Step, Verified};
+use warren_driver::{
+    AccessUpdate, AuthRequest, Authenticator, Kick, PasswordCheck, Step, Verified,
+};
+use warren_openvpn::access::AccessList;
 use warren_openvpn::pool::Pool;
 use warren_openvpn::{AuthDecision, AuthGrant, KickTarget};
 use warren_pki::Serial;
@@ -81,6 +84,8 @@ struct Peer {
     /// The address it was given.
     ip: Ipv4Addr,
     kicked: bool,
+    /// The access rules its session has (compared with the database's on every change).
+    access: AccessList,
 }
 
 /// The store-backed login policy (see the module docs).
@@ -105,6 +110,8 @@ pub struct StoreAuth {
     ccd: Option<crate::ccd::CcdDir>,
     /// The kernel routes for the users' subnets, synced when the store changes.
     subnet_routes: Option<crate::ccd::SubnetRoutes>,
+    /// Identities whose rules changed at the last re-check, for `access_updates`.
+    access_changed: Vec<AccessUpdate>,
 }
 
 impl std::fmt::Debug for StoreAuth {
@@ -178,6 +185,7 @@ impl StoreAuth {
             last_db_warning: None,
             ccd: None,
             subnet_routes: None,
+            access_changed: Vec::new(),
         }
     }
 
@@ -416,17 +424,23 @@ impl StoreAuth {
             Some((s, t)) => (Some(s), Some(t)),
             None => (None, None),
         };
+        let access = crate::access::list_of(
+            &identity,
+            &self.store.effective_access(&identity).map_err(db)?,
+        );
         let peer = Peer {
             identity: identity.clone(),
             serial,
             cert_not_after,
             ip,
             kicked: false,
+            access: access.clone(),
         };
         let grant = AuthGrant {
             identity: Some(identity.clone()),
             fixed_ip: Some(ip),
             push,
+            access: crate::access::compile(&access),
             ..Default::default()
         };
         let mut grant = grant;
@@ -543,6 +557,38 @@ impl StoreAuth {
             return Ok(Some((this_cert(), format!("certificate {s} expired"))));
         }
         Ok(None)
+    }
+
+    /// Compares every connected identity's rules with the database's and queues an
+    /// [`AccessUpdate`] for each that changed.
+    fn recheck_access(&mut self) -> Result<(), warren_store::StoreError> {
+        let identities: HashSet<String> = self
+            .peers
+            .values()
+            .filter(|p| !p.kicked)
+            .map(|p| p.identity.clone())
+            .collect();
+        for identity in identities {
+            let list = crate::access::list_of(&identity, &self.store.effective_access(&identity)?);
+            let mut changed = false;
+            for p in self.peers.values_mut().filter(|p| p.identity == identity) {
+                if p.access != list {
+                    p.access = list.clone();
+                    changed = true;
+                }
+            }
+            if changed {
+                info!(
+                    "access rules of {identity:?} changed: {} rule(s) now",
+                    list.0.len()
+                );
+                self.access_changed.push(AccessUpdate {
+                    identity,
+                    rules: crate::access::compile(&list),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn db_warning(&mut self, now: Instant, e: &warren_store::StoreError) {
@@ -680,6 +726,11 @@ impl Authenticator for StoreAuth {
                 p.kicked = true;
             }
         }
+        if let Err(e) = self.recheck_access() {
+            self.db_warning(now, &e);
+            // Look again at the next tick.
+            self.checked_revision = None;
+        }
         gone.into_iter()
             .map(|(identity, target, reason)| Kick {
                 identity,
@@ -688,6 +739,10 @@ impl Authenticator for StoreAuth {
                 reason,
             })
             .collect()
+    }
+
+    fn access_updates(&mut self, _now: Instant) -> Vec<AccessUpdate> {
+        std::mem::take(&mut self.access_changed)
     }
 
     fn reload(&mut self, now: Instant) -> Vec<Kick> {
@@ -1094,6 +1149,68 @@ mod tests {
         let mut x = auth(false);
         assert_eq!(login(&mut x, 1, "a", &a).0, Some(ip(5)), "a's lease");
         assert_eq!(login(&mut x, 2, "a", &a).0, Some(ip(5)));
+    }
+
+    /// Rules at login travel in the grant; a change in the database reaches the
+    /// connected identity at the next re-check, once.
+    #[test]
+    fn access_rules_in_the_grant_and_live_updates() {
+        use warren_store::{AccessOwner, AccessRecord};
+        let mut w = World::new();
+        let alice = w.user("alice", None);
+        let bob = w.user("bob", None);
+        let owner = AccessOwner::User("alice".into());
+        let allow = |r: &str| AccessRecord {
+            allow: true,
+            rule: r.into(),
+        };
+        w.store
+            .set_access_rules(&owner, false, &[allow("10.0.0.1:22/tcp")])
+            .expect("rules");
+        let t = w.t;
+        let mut a = w.auth(UserAuth::Cert);
+        let d = a.authenticate(t, req(0, "alice", Some(alice), None, None));
+        let g = accepted(&d).expect("accepted");
+        let rules = g.access.as_ref().expect("alice has rules");
+        assert_eq!(rules.list().0.len(), 1);
+        a.connected(t, pid(0), "alice", Ipv4Addr::new(10, 8, 0, 10));
+        let d = a.authenticate(t, req(1, "bob", Some(bob), None, None));
+        let g = accepted(&d).expect("accepted");
+        assert!(g.access.is_none(), "no rules: nothing to check");
+        a.connected(t, pid(1), "bob", Ipv4Addr::new(10, 8, 0, 11));
+        assert!(a.recheck(t).is_empty());
+        assert!(a.access_updates(t).is_empty(), "nothing changed");
+        // A group joined: its rules come after alice's own.
+        w.store.add_group("ops").expect("group");
+        w.store
+            .set_access_rules(
+                &AccessOwner::Group("ops".into()),
+                false,
+                &[allow("fd00::/64")],
+            )
+            .expect("group rules");
+        w.store
+            .set_user_groups("alice", false, &["ops".into()])
+            .expect("join");
+        let t = t + Duration::from_millis(250);
+        assert!(a.recheck(t).is_empty());
+        let u = a.access_updates(t);
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(u[0].identity, "alice");
+        let l = u[0].rules.as_ref().expect("rules").list();
+        assert_eq!(
+            l.0.iter().map(|e| e.rule.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.1:22/tcp", "fd00::/64"]
+        );
+        assert!(a.recheck(t + Duration::from_millis(250)).is_empty());
+        assert!(a.access_updates(t).is_empty(), "reported once");
+        // Cleared: everything allowed again.
+        w.store.set_access_rules(&owner, true, &[]).expect("clear");
+        w.store.set_user_groups("alice", true, &[]).expect("leave");
+        assert!(a.recheck(t + Duration::from_millis(500)).is_empty());
+        let u = a.access_updates(t);
+        assert_eq!(u.len(), 1);
+        assert!(u[0].rules.is_none());
     }
 
     #[test]

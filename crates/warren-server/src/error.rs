@@ -183,6 +183,8 @@ pub enum Cause {
     #[error(transparent)]
     Management(#[from] warren_io::MgmtBindError),
     #[error(transparent)]
+    Access(#[from] warren_openvpn::access::AccessRuleError),
+    #[error(transparent)]
     Within(Box<Error>),
 }
 

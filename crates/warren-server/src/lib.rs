@@ -5,6 +5,8 @@
 //! * [`auth`]: the login policy over the state's database ([`auth::StoreAuth`]: users,
 //!   passwords, rate limits, revocation) and the address leases: with a database, the
 //!   lease table decides every client's address.
+//! * [`access`]: per-user access rules from the database and `warren-access`, compiled for
+//!   the data plane.
 //! * [`crl`]: `crl-verify`, and its reload while the server runs.
 //! * [`serve`]: from a lowered `ServerConfig` to a running loop ([`run`]): engine, tun,
 //!   sockets, NAT, privilege drop, SIGHUP reloads.
@@ -12,6 +14,7 @@
 //! * [`convert`]: directive values as engine types (shared with the client).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod ccd;
 pub mod convert;

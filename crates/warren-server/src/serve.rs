@@ -480,7 +480,15 @@ fn serve(
     }
 
     let rng = OsRng::new().context("the kernel random generator (getrandom) is unavailable")?;
-    let server = Server::new(engine.clone(), Box::new(rng));
+    let mut server = Server::new(engine.clone(), Box::new(rng));
+    if !cfg.access.is_empty() {
+        let rules = crate::access::from_directives(&cfg.access)?;
+        info!(
+            "access rules (warren-access) for {} client identit(ies)",
+            rules.len()
+        );
+        server.set_static_access(rules);
+    }
     let tun_addr = server.tun_address();
     let tun = OffloadTun::open(&OffloadTunConfig {
         tun: TunConfig {

@@ -48,6 +48,12 @@ pub enum StoreError {
     /// A user that does not exist.
     #[error("no user {0:?}")]
     NoSuchUser(String),
+    /// `add_group` for a name that exists.
+    #[error("group {0:?} already exists")]
+    GroupExists(String),
+    /// A group that does not exist.
+    #[error("no group {0:?} (create it with `warren group add`)")]
+    NoSuchGroup(String),
     /// Another user already has this fixed address.
     #[error("{ip} is already the fixed address of user {user:?}")]
     FixedIpTaken { ip: Ipv4Addr, user: String },

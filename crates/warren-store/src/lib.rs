@@ -17,10 +17,14 @@
 //!   source address (never across addresses),
 //!   driven by the caller's `now`.
 //!
+//! Access rules of users and groups ([`AccessRecord`], [`Group`]) are kept as text in order;
+//! the engine parses and enforces them.
+//!
 //! Wall-clock times (expiry, revocation, lease timestamps) come in as `SystemTime` arguments;
 //! nothing here reads a clock.
 #![forbid(unsafe_code)]
 
+mod access;
 mod error;
 mod model;
 pub mod password;
@@ -28,6 +32,7 @@ mod ratelimit;
 mod sqlite;
 mod store;
 
+pub use access::{AccessOwner, AccessRecord, Group};
 pub use error::StoreError;
 pub use model::{
     AuthOutcome, CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser,

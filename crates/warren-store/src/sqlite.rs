@@ -22,6 +22,7 @@ use warren_pki::{
     CertKind, PrivateKeyPem, RevocationReason, Revoked, Serial, from_unix, to_unix, validate_name,
 };
 
+use crate::access::{AccessOwner, AccessRecord, Group};
 use crate::error::StoreError;
 use crate::model::{
     CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser, Revocation,
@@ -69,6 +70,8 @@ const MIGRATIONS: &[&str] = &[
         subnets TEXT NOT NULL DEFAULT '',
         push TEXT NOT NULL DEFAULT ''
      ) STRICT;",
+    // 3: access rules of users and groups, and group memberships.
+    crate::access::MIGRATION,
 ];
 
 /// How long a writer waits for another process's transaction.
@@ -541,6 +544,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             let released = tx.execute("DELETE FROM leases WHERE cn = ?1", [name])? > 0;
+            crate::access::forget_user(tx, name)?;
             let revoked = serials
                 .into_iter()
                 .map(|s| Serial::from_str(&s).map_err(|_| corrupt("serial", s)))
@@ -789,6 +793,43 @@ impl Store for SqliteStore {
         let mut st = conn.prepare("SELECT name, subnets, push FROM user_sites ORDER BY name")?;
         let rows = st.query_map([], site_from_row)?;
         collect(rows)
+    }
+
+    fn access_rules(&self, owner: &AccessOwner) -> Result<Vec<AccessRecord>, StoreError> {
+        crate::access::rules(&self.lock(), owner)
+    }
+
+    fn set_access_rules(
+        &self,
+        owner: &AccessOwner,
+        clear: bool,
+        append: &[AccessRecord],
+    ) -> Result<(), StoreError> {
+        self.write(|tx| crate::access::set_rules(tx, owner, clear, append))
+    }
+
+    fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        crate::access::user_groups(&self.lock(), user)
+    }
+
+    fn set_user_groups(&self, user: &str, clear: bool, join: &[String]) -> Result<(), StoreError> {
+        self.write(|tx| crate::access::set_user_groups(tx, user, clear, join))
+    }
+
+    fn add_group(&self, name: &str) -> Result<(), StoreError> {
+        self.write(|tx| crate::access::add_group(tx, name))
+    }
+
+    fn delete_group(&self, name: &str) -> Result<(), StoreError> {
+        self.write(|tx| crate::access::delete_group(tx, name))
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        crate::access::groups(&self.lock())
+    }
+
+    fn effective_access(&self, user: &str) -> Result<Vec<AccessRecord>, StoreError> {
+        crate::access::effective(&self.lock(), user)
     }
 
     fn revision(&self) -> Result<u64, StoreError> {

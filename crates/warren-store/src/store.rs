@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use warren_pki::{RevocationReason, Revoked, Serial};
 
+use crate::access::{AccessOwner, AccessRecord, Group};
 use crate::error::StoreError;
 use crate::model::{
     AuthOutcome, CertFilter, CertRecord, DeletedUser, ImportBatch, ImportSummary, Lease, NewUser,
@@ -98,6 +99,36 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Every user that has networks or pushes, by name.
     fn user_sites(&self) -> Result<Vec<(String, UserSite)>, StoreError>;
+    /// The access rules of a user or group, in order.
+    fn access_rules(&self, owner: &AccessOwner) -> Result<Vec<AccessRecord>, StoreError>;
+
+    /// Removes the owner's rules first when `clear`, then appends `append` in order.
+    /// Errors: [`StoreError::NoSuchUser`], [`StoreError::NoSuchGroup`].
+    fn set_access_rules(
+        &self,
+        owner: &AccessOwner,
+        clear: bool,
+        append: &[AccessRecord],
+    ) -> Result<(), StoreError>;
+
+    /// The groups of a user, in the order it joined them.
+    fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Leaves every group first when `clear`, then joins `join` (already a member: no
+    /// change). Errors: [`StoreError::NoSuchUser`], [`StoreError::NoSuchGroup`].
+    fn set_user_groups(&self, user: &str, clear: bool, join: &[String]) -> Result<(), StoreError>;
+
+    /// Adds an empty group. Errors: [`StoreError::GroupExists`], [`StoreError::BadName`].
+    fn add_group(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Deletes a group with its rules and memberships. Errors: [`StoreError::NoSuchGroup`].
+    fn delete_group(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every group, sorted by name.
+    fn groups(&self) -> Result<Vec<Group>, StoreError>;
+
+    /// A user's ordered access list: its own rules, then each group's in membership order.
+    fn effective_access(&self, user: &str) -> Result<Vec<AccessRecord>, StoreError>;
 
     /// A counter that grows with every change, made by this process or another. A server polls
     /// it (cheaply) and re-checks its sessions when it moves.

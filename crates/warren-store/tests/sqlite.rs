@@ -401,8 +401,8 @@ fn newer_schema_is_refused() {
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 2,
-        }) => {}
+            supported,
+        }) if (1..99).contains(&supported) => {}
         other => panic!("{other:?}"),
     }
 }

@@ -22,6 +22,7 @@ macro_rules! against_both {
     };
 }
 
+mod access;
 mod auth_modes;
 mod client_interop;
 mod client_system;

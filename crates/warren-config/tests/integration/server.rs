@@ -1510,3 +1510,21 @@ fn scripts() {
     assert!(c.scripts.up.is_none());
     assert_eq!(w.len(), 1, "{w:?}");
 }
+
+#[test]
+fn warren_access_lines_keep_their_order_and_location() {
+    let c = cfg("warren-access alice allow 10.0.0.0/24\nwarren-access alice deny 0.0.0.0/0");
+    assert_eq!(c.access.len(), 2);
+    assert_eq!(
+        (
+            c.access[0].identity.as_str(),
+            c.access[0].allow,
+            c.access[0].rule.as_str()
+        ),
+        ("alice", true, "10.0.0.0/24")
+    );
+    assert!(!c.access[1].allow);
+    assert_eq!(c.access[0].location.line, Some(NEXT));
+    err("warren-access alice permit 10.0.0.0/24", "allow or deny");
+    err("warren-access alice allow", "3 parameters");
+}

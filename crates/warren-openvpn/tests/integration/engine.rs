@@ -2850,3 +2850,66 @@ fn client_networks_and_push_reset_shape_the_push_reply() {
         );
     }
 }
+
+/// Access rules: from the grant, replaced live with `set_access` (republished to the data
+/// plane), and the static rules for identities whose grant brings none.
+#[test]
+fn access_rules_from_the_grant_and_replaced_live() {
+    use std::sync::Arc;
+    use warren_openvpn::access::{AccessEntry, AccessList, Action};
+    let deny_server = || {
+        AccessList(vec![AccessEntry {
+            action: Action::Deny,
+            rule: "10.8.0.1".parse().unwrap(),
+        }])
+        .compile()
+        .map(Arc::new)
+    };
+    let mut w = auth_world(26, None, true);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    let now = w.now;
+    w.server.authorize(
+        now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(warren_openvpn::AuthGrant {
+            identity: Some("alice".into()),
+            access: deny_server(),
+            ..Default::default()
+        }),
+    );
+    w.connect(Duration::from_secs(10));
+    assert!(w.client_sends(b"refused"));
+    w.run_for(Duration::from_millis(20));
+    assert!(w.server_tun.is_empty(), "the grant's rules hold");
+    assert_eq!(w.server.set_access("bob", None), 0, "no session of bob");
+    assert_eq!(w.server.set_access("alice", None), 1);
+    w.run_for(Duration::from_millis(20));
+    assert!(w.client_sends(b"allowed"));
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(w.server_tun.len(), 1, "lifted without reconnecting");
+    assert_eq!(w.server.set_access("alice", deny_server()), 1);
+    w.run_for(Duration::from_millis(20));
+    assert!(w.client_sends(b"refused again"));
+    w.run_for(Duration::from_millis(20));
+    assert_eq!(w.server_tun.len(), 1);
+
+    // Static rules (warren-access) apply when the grant has none.
+    let mut w = auth_world(27, None, true);
+    let mut rules = std::collections::HashMap::new();
+    rules.insert("carol".to_owned(), deny_server().unwrap());
+    w.server.set_static_access(rules);
+    let (peer_id, ..) = take_auth_request(&mut w);
+    let now = w.now;
+    w.server.authorize(
+        now,
+        peer_id,
+        warren_openvpn::AuthDecision::Accept(warren_openvpn::AuthGrant {
+            identity: Some("carol".into()),
+            ..Default::default()
+        }),
+    );
+    w.connect(Duration::from_secs(10));
+    assert!(w.client_sends(b"refused"));
+    w.run_for(Duration::from_millis(20));
+    assert!(w.server_tun.is_empty(), "carol's static rules hold");
+}
