@@ -42,10 +42,12 @@ use std::time::Duration;
 
 use warren_core::{Instant, PeerId};
 use warren_io::Clock;
-use warren_openvpn::{AuthDecision, KickTarget};
+use warren_openvpn::{AuthDecision, KickTarget, ServerEvent};
 use zeroize::Zeroizing;
 
-/// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form.
+/// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form, for
+/// the auth worker and the management interface.
+#[derive(Clone)]
 pub struct AuthRequest {
     /// The engine's peer id (a slot; reused after the client leaves).
     pub peer_id: PeerId,
@@ -59,6 +61,32 @@ pub struct AuthRequest {
     pub username: Option<String>,
     /// `auth-user-pass` password (wiped from memory when dropped).
     pub password: Option<Zeroizing<String>>,
+}
+
+impl TryFrom<ServerEvent> for AuthRequest {
+    /// Any other event, given back.
+    type Error = ServerEvent;
+
+    fn try_from(ev: ServerEvent) -> Result<Self, ServerEvent> {
+        match ev {
+            ServerEvent::AuthRequest {
+                peer_id,
+                addr,
+                common_name,
+                certificate,
+                username,
+                password,
+            } => Ok(Self {
+                peer_id,
+                addr,
+                common_name,
+                certificate: certificate.map(|c| c.as_ref().to_vec()),
+                username,
+                password: password.map(|p| p.into_inner()),
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 impl fmt::Debug for AuthRequest {

@@ -174,13 +174,14 @@ impl Shard {
         }
     }
 
-    /// Opens a datagram of one of this thread's peers with the plane, passing anything
-    /// else that is this thread's (control packets) to `control`; other threads' datagrams
-    /// are queued in [`Shard::forward`].
+    /// Opens a datagram (`stream`: a TCP frame) of one of this thread's peers with the
+    /// plane, passing anything else that is this thread's (control packets) to `control`;
+    /// other threads' datagrams are queued in [`Shard::forward`].
     pub fn open(
         &mut self,
         now: Instant,
         from: SocketAddr,
+        stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
         control: impl FnOnce(&mut DataPlane, &mut [u8]) -> DatagramOutcome,
@@ -193,6 +194,13 @@ impl Shard {
         }
         if dest != self.index {
             if self.forward.len() < MAX_FORWARD_PER_WAKE {
+                // Its owner counts it as received ([`Pump::open_one`]), not this thread.
+                if stream {
+                    stats.tcp_received -= 1;
+                } else {
+                    stats.udp_received -= 1;
+                }
+                stats.link_rx_bytes -= dgram.len() as u64;
                 self.forward.push((dest, from, dgram.to_vec()));
             } else {
                 stats.drop_for(DropReason::Overloaded);
@@ -374,7 +382,7 @@ impl DataPath for Shard {
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        Shard::open(self, now, from, dgram, stats, |_, _| {
+        Shard::open(self, now, from, false, dgram, stats, |_, _| {
             DatagramOutcome::Dropped(DropReason::UnknownOpcode)
         })
     }
