@@ -787,6 +787,39 @@ mod tests {
         );
     }
 
+    /// A datagram of another thread's peer is passed on and counted as received by its
+    /// owner only: the thread that read it takes its count back.
+    #[test]
+    fn a_passed_on_datagram_is_counted_by_its_owner_only() {
+        let config = DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+            block_ipv6: None,
+        };
+        let mut shard = Shard::new(0, 2, config);
+        // P_DATA_V2, key id 0, peer id 1: thread 1's.
+        let mut dgram = [0u8; 32];
+        dgram[..4].copy_from_slice(&[0x48, 0, 0, 1]);
+        assert_eq!(datagram_owner(&dgram, 2), 1);
+        let mut stats = LoopStats {
+            udp_received: 1,
+            link_rx_bytes: 32,
+            ..LoopStats::default()
+        };
+        let from = SocketAddr::from(([192, 0, 2, 1], 1194));
+        let opened = shard.open(
+            Instant::ZERO,
+            from,
+            false,
+            &mut dgram,
+            &mut stats,
+            |_, _| DatagramOutcome::Consumed,
+        );
+        assert_eq!(opened, None);
+        assert_eq!((stats.udp_received, stats.link_rx_bytes), (0, 0));
+        assert_eq!(shard.forward.len(), 1);
+    }
+
     #[test]
     fn owners_follow_the_steering_and_v1_peers_stay_on_the_control_thread() {
         for id in 0..100 {
