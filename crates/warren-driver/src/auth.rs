@@ -505,14 +505,8 @@ impl Worker {
                     true
                 }
                 Ok(ToWorker::Reload) => {
-                    let mut ok = true;
-                    for k in self.auth.reload(self.clock.now()) {
-                        if !self.send(FromWorker::Kick(k)) {
-                            ok = false;
-                            break;
-                        }
-                    }
-                    ok
+                    let kicks = self.auth.reload(self.clock.now());
+                    self.kick(kicks)
                 }
                 Ok(ToWorker::Disconnected { peer_id }) => {
                     if let Some(t) = self.by_peer.remove(&peer_id)
@@ -531,10 +525,9 @@ impl Worker {
             }
             let now = self.clock.now();
             if now >= next_recheck {
-                for k in self.auth.recheck(now) {
-                    if !self.send(FromWorker::Kick(k)) {
-                        return;
-                    }
+                let kicks = self.auth.recheck(now);
+                if !self.kick(kicks) {
+                    return;
                 }
                 next_recheck = now + self.opts.recheck_every;
             }
@@ -551,26 +544,27 @@ impl Worker {
         true
     }
 
+    fn kick(&mut self, kicks: Vec<Kick>) -> bool {
+        kicks.into_iter().all(|k| self.send(FromWorker::Kick(k)))
+    }
+
+    fn decide(&mut self, ticket: u64, peer_id: PeerId, decision: AuthDecision) -> bool {
+        self.send(FromWorker::Decision {
+            ticket,
+            peer_id,
+            decision,
+        })
+    }
+
     fn request(&mut self, ticket: u64, request: AuthRequest) -> bool {
         let peer_id = request.peer_id;
         match self.auth.begin(self.clock.now(), ticket, request) {
-            Step::Done(decision) => self.send(FromWorker::Decision {
-                ticket,
-                peer_id,
-                decision,
-            }),
+            Step::Done(decision) => self.decide(ticket, peer_id, decision),
             Step::Verify(check) => {
-                if self.queue.len() >= self.opts.max_queued {
-                    let decision = self
-                        .auth
-                        .finish(self.clock.now(), ticket, Verified::Busy, true);
-                    return self.send(FromWorker::Decision {
-                        ticket,
-                        peer_id,
-                        decision,
-                    });
-                }
                 self.checks.insert(ticket, (peer_id, true));
+                if self.queue.len() >= self.opts.max_queued {
+                    return self.finish(ticket, Verified::Busy);
+                }
                 self.by_peer.insert(peer_id, ticket);
                 self.queue.push_back(Job { ticket, check });
                 true
@@ -607,14 +601,7 @@ impl Worker {
             self.by_peer.remove(&peer_id);
         }
         let decision = self.auth.finish(self.clock.now(), ticket, verified, live);
-        if !live {
-            return true;
-        }
-        self.send(FromWorker::Decision {
-            ticket,
-            peer_id,
-            decision,
-        })
+        !live || self.decide(ticket, peer_id, decision)
     }
 }
 
