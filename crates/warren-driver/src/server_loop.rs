@@ -204,19 +204,20 @@ impl Control {
     ) -> Option<Range<usize>> {
         let (server, workers, unwoken) =
             (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
-        self.shard.open(now, from, stream, dgram, stats, |plane, dgram| {
-            if !stream && server.is_stream(&from) {
-                // A UDP control packet claiming a TCP peer's address: only its connection
-                // speaks for it.
-                return warren_openvpn::DatagramOutcome::Dropped(
-                    warren_openvpn::DropReason::NoSession,
-                );
-            }
-            let outcome = server.handle_datagram(now, from, dgram);
-            // A key the engine just installed may be used by the next datagram.
-            *unwoken |= apply_changes(server, plane, workers);
-            outcome
-        })
+        self.shard
+            .open(now, from, stream, dgram, stats, |plane, dgram| {
+                if !stream && server.is_stream(&from) {
+                    // A UDP control packet claiming a TCP peer's address: only its connection
+                    // speaks for it.
+                    return warren_openvpn::DatagramOutcome::Dropped(
+                        warren_openvpn::DropReason::NoSession,
+                    );
+                }
+                let outcome = server.handle_datagram(now, from, dgram);
+                // A key the engine just installed may be used by the next datagram.
+                *unwoken |= apply_changes(server, plane, workers);
+                outcome
+            })
     }
 }
 
@@ -363,7 +364,7 @@ pub fn run_server(
     }
     if let Some(m) = l.mgmt.as_mut() {
         m.set_state(l.opts.clock.unix_now(), "EXITING", "SIGTERM", false, false);
-        m.after(l.opts.clock.now());
+        m.after();
         m.shutdown();
     }
     if let Some(w) = l.ctl.workers.take() {
@@ -573,7 +574,7 @@ impl Loop {
         m.set_state(unix, "CONNECTING", "", false, false);
         m.set_state(unix, "ASSIGN_IP", "", true, false);
         m.set_state(unix, "CONNECTED", "SUCCESS", true, true);
-        m.after(self.opts.clock.now());
+        m.after();
     }
 
     /// `management-hold`: serves only the management interface and signals until `hold
@@ -692,7 +693,7 @@ impl Loop {
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
-            Signal::User2 => self.log_status(now),
+            Signal::User2 => self.log_status(),
             Signal::User1 => {
                 self.soft_restart(now);
                 if let Some(m) = self.mgmt.as_mut() {
@@ -712,7 +713,7 @@ impl Loop {
                 if let Some(s) = &mut self.opts.systemd {
                     s.reloading();
                 }
-                self.reload(now);
+                self.reload();
                 let clients = self.connected();
                 if let Some(s) = &mut self.opts.systemd {
                     s.reloaded(clients);
@@ -724,7 +725,7 @@ impl Loop {
 
     /// SIGUSR2: the status report (the status file's client list) and the loop's counters
     /// to the log, as OpenVPN's multi.c `multi_process_signal` does.
-    fn log_status(&mut self, now: Instant) {
+    fn log_status(&mut self) {
         let clock = self.opts.clock;
         let clients = self.ctl.server.clients();
         let snap = snapshot(
@@ -763,7 +764,6 @@ impl Loop {
             handed_off = s.handed_off,
             "status totals (packet counters of the control thread)"
         );
-        let _ = now;
     }
 
     /// SIGUSR1: every client is told to reconnect (`RESTART`, what explicit-exit-notify
@@ -794,9 +794,8 @@ impl Loop {
 
     /// SIGHUP: reload what can change without dropping sessions; unlike OpenVPN's hard
     /// restart, connected clients stay.
-    fn reload(&mut self, now: Instant) {
+    fn reload(&mut self) {
         info!("SIGHUP received: reloading (sessions stay up)");
-        let _ = now;
         if let Some(r) = self.opts.reload.as_mut() {
             match (r.0)(&mut self.ctl.server) {
                 Ok(lines) => {
@@ -869,7 +868,7 @@ impl Loop {
         }
         self.tcp_closed(now);
         if let Some(m) = self.mgmt.as_mut() {
-            m.after(now);
+            m.after();
         }
     }
 
@@ -1076,8 +1075,8 @@ impl Loop {
                 _ => {}
             }
         }
-        if let ServerEvent::Disconnected { peer_id, .. } | ServerEvent::AuthRejected { peer_id, .. } =
-            ev
+        if let ServerEvent::Disconnected { peer_id, .. }
+        | ServerEvent::AuthRejected { peer_id, .. } = ev
         {
             self.cids.release(*peer_id);
         }

@@ -393,12 +393,12 @@ impl Management {
         if self.tokens.conn.is_some_and(|t| poller.is_readable(t)) {
             self.read(ctx);
         }
-        self.after(ctx.now);
+        self.after();
     }
 
     /// Sends new log lines and the bytecount notifications that are due, writes what is
     /// queued and closes a connection that asked for it or failed.
-    pub fn after(&mut self, now: Instant) {
+    pub fn after(&mut self) {
         self.forward_log();
         self.flush();
         let Some(c) = &self.conn else { return };
@@ -414,7 +414,6 @@ impl Management {
             self.bytecount = None;
             self.next_bytecount = None;
         }
-        let _ = now;
     }
 
     /// The bytecount timer fired: one `>BYTECOUNT_CLI` per connected client.
@@ -436,7 +435,7 @@ impl Management {
                 ));
             }
         }
-        self.after(ctx.now);
+        self.after();
     }
 
     fn accept(&mut self, ctx: &mut Ctx<'_>) {
