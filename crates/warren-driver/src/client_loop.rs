@@ -508,6 +508,7 @@ impl DataPath for Option<Attempt> {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        _stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
@@ -1274,7 +1275,7 @@ impl Loop {
                         info!(
                             "warren client {verb}: {}, cipher {} ({kd})",
                             summary,
-                            crate::cipher_name(cipher)
+                            cipher.name()
                         );
                         if let Some(ks) = &mut self.ks {
                             ks.connected(server, self.tcp.is_some());

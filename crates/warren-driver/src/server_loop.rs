@@ -191,10 +191,10 @@ struct Control {
     unwoken: bool,
 }
 
-impl Control {
-    /// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
-    /// packets go to the engine.
-    fn open_from(
+/// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
+/// packets go to the engine.
+impl DataPath for Control {
+    fn open(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -218,28 +218,6 @@ impl Control {
                 *unwoken |= apply_changes(server, plane, workers);
                 outcome
             })
-    }
-}
-
-impl DataPath for Control {
-    fn open(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        dgram: &mut [u8],
-        stats: &mut LoopStats,
-    ) -> Option<Range<usize>> {
-        self.open_from(now, from, false, dgram, stats)
-    }
-
-    fn open_stream(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        dgram: &mut [u8],
-        stats: &mut LoopStats,
-    ) -> Option<Range<usize>> {
-        self.open_from(now, from, true, dgram, stats)
     }
 
     fn seal(
@@ -1185,7 +1163,7 @@ fn log_event(ev: &ServerEvent) {
                 .unwrap_or_default();
             info!(
                 "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip}{v6} cipher={} peer_id={peer_id} key_derivation={}",
-                crate::cipher_name(*cipher),
+                cipher.name(),
                 if *ekm { "tls-ekm" } else { "tls1-prf" }
             );
         }
@@ -1295,7 +1273,7 @@ pub fn snapshot(
             username: c.username.clone(),
             client_id: u64::from(c.peer_id.get()),
             peer_id: c.peer_id,
-            cipher: c.cipher.map(|k| crate::cipher_name(k).to_owned()),
+            cipher: c.cipher.map(|k| k.name().to_owned()),
         })
         .collect();
     rows.sort_by_key(|r| r.peer_id);

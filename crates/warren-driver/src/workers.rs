@@ -379,10 +379,11 @@ impl DataPath for Shard {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        Shard::open(self, now, from, false, dgram, stats, |_, _| {
+        Shard::open(self, now, from, stream, dgram, stats, |_, _| {
             DatagramOutcome::Dropped(DropReason::UnknownOpcode)
         })
     }
