@@ -117,7 +117,7 @@ pub fn run(profile: &Path, flags: &ClientFlags) -> Result<()> {
         plan.engine
             .data_ciphers
             .iter()
-            .map(|c| warren_driver::cipher_name(*c))
+            .map(|c| c.name())
             .collect::<Vec<_>>()
             .join(":"),
         if plan.engine.key_derivation == KeyDerivation::ForcePrf {

@@ -632,7 +632,7 @@ impl Common {
             }
             "tls-groups" => {
                 v.expect(1, 1, "1 parameter (a colon-separated group list)")?;
-                self.tls_groups = Some(tlsnames::tls_groups(lw, v)?);
+                self.tls_groups = Some(tlsnames::GROUPS.list(lw, v)?);
             }
             "ecdh-curve" => {
                 v.expect(1, 1, "1 parameter (a curve name)")?;
@@ -644,7 +644,7 @@ impl Common {
             }
             "tls-ciphersuites" => {
                 v.expect(1, 1, "1 parameter (a colon-separated TLS 1.3 suite list)")?;
-                self.tls_ciphersuites = Some(tlsnames::tls_ciphersuites(lw, v)?);
+                self.tls_ciphersuites = Some(tlsnames::TLS13_SUITES.list(lw, v)?);
             }
             "ns-cert-type" => {
                 // OpenVPN ssl_verify_openssl.c x509_verify_ns_cert_type checks the

@@ -11,37 +11,101 @@ use crate::error::ConfigError;
 use crate::lower::{Lowerer, View};
 use crate::types::{TlsCipherSuite, TlsGroup};
 
-const GROUPS_HELP: &str = "X25519, prime256v1 (secp256r1, P-256) and secp384r1 (P-384)";
+/// OpenSSL's names of one kind (key-exchange groups, TLS 1.3 suites) and what
+/// warren makes of them.
+pub(crate) struct Names<T: 'static> {
+    /// What a name names, for messages.
+    what: &'static str,
+    /// The same, in "unknown ..." errors.
+    unknown: &'static str,
+    /// Names as [`Names::canon`] spells them, and their value (several names may
+    /// share one).
+    known: &'static [(&'static str, T)],
+    /// Names OpenSSL 3 knows that rustls (ring) does not implement.
+    lacking: &'static [&'static str],
+    /// The names warren offers, for errors.
+    help: &'static str,
+    /// OpenSSL's spelling rules: a name as the tables hold it.
+    canon: fn(&str) -> String,
+    /// OpenSSL 3.3+ groups: a `?` prefix marks a name that may be unknown.
+    optional_mark: bool,
+}
 
-/// Group names OpenSSL 3 knows that rustls (ring) does not implement.
-const LACKING_GROUPS: &[&str] = &[
-    "secp521r1",
-    "p-521",
-    "x448",
-    "secp224r1",
-    "p-224",
-    "secp256k1",
-    "secp192r1",
-    "prime192v1",
-    "p-192",
-    "brainpoolp256r1",
-    "brainpoolp384r1",
-    "brainpoolp512r1",
-    "brainpoolp256r1tls13",
-    "brainpoolp384r1tls13",
-    "brainpoolp512r1tls13",
-    "ffdhe2048",
-    "ffdhe3072",
-    "ffdhe4096",
-    "ffdhe6144",
-    "ffdhe8192",
-    "x25519mlkem768",
-    "secp256r1mlkem768",
-    "secp384r1mlkem1024",
-    "mlkem512",
-    "mlkem768",
-    "mlkem1024",
-];
+/// `tls-groups A:B:C` and `ecdh-curve NAME`.
+pub(crate) const GROUPS: Names<TlsGroup> = Names {
+    what: "group",
+    unknown: "group",
+    known: &[
+        ("x25519", TlsGroup::X25519),
+        // OpenVPN ssl_openssl.c tls_ctx_set_tls_groups: secp256r1 is OpenSSL's prime256v1.
+        ("prime256v1", TlsGroup::P256),
+        ("secp256r1", TlsGroup::P256),
+        ("p-256", TlsGroup::P256),
+        ("secp384r1", TlsGroup::P384),
+        ("p-384", TlsGroup::P384),
+    ],
+    lacking: &[
+        "secp521r1",
+        "p-521",
+        "x448",
+        "secp224r1",
+        "p-224",
+        "secp256k1",
+        "secp192r1",
+        "prime192v1",
+        "p-192",
+        "brainpoolp256r1",
+        "brainpoolp384r1",
+        "brainpoolp512r1",
+        "brainpoolp256r1tls13",
+        "brainpoolp384r1tls13",
+        "brainpoolp512r1tls13",
+        "ffdhe2048",
+        "ffdhe3072",
+        "ffdhe4096",
+        "ffdhe6144",
+        "ffdhe8192",
+        "x25519mlkem768",
+        "secp256r1mlkem768",
+        "secp384r1mlkem1024",
+        "mlkem512",
+        "mlkem768",
+        "mlkem1024",
+    ],
+    help: "X25519, prime256v1 (secp256r1, P-256) and secp384r1 (P-384)",
+    canon: str::to_ascii_lowercase,
+    optional_mark: true,
+};
+
+/// `tls-ciphersuites A:B:C` (TLS 1.3).
+pub(crate) const TLS13_SUITES: Names<TlsCipherSuite> = Names {
+    what: "suite",
+    unknown: "TLS 1.3 suite",
+    known: &[
+        (
+            "TLS_AES_256_GCM_SHA384",
+            TlsCipherSuite::Tls13Aes256GcmSha384,
+        ),
+        (
+            "TLS_AES_128_GCM_SHA256",
+            TlsCipherSuite::Tls13Aes128GcmSha256,
+        ),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            TlsCipherSuite::Tls13Chacha20Poly1305Sha256,
+        ),
+    ],
+    lacking: &[
+        "TLS_AES_128_CCM_SHA256",
+        "TLS_AES_128_CCM_8_SHA256",
+        "TLS_SHA256_SHA256",
+        "TLS_SHA384_SHA384",
+    ],
+    help: "TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256 and TLS_CHACHA20_POLY1305_SHA256",
+    // OpenVPN ssl_openssl.c convert_tls13_list_to_openssl: `-` may stand for `_`.
+    canon: |name| name.replace('-', "_").to_ascii_uppercase(),
+    optional_mark: false,
+};
 
 enum Lookup<T> {
     Found(T),
@@ -49,61 +113,64 @@ enum Lookup<T> {
     Unknown,
 }
 
-fn group(name: &str) -> Lookup<TlsGroup> {
-    let lower = name.to_ascii_lowercase();
-    match lower.as_str() {
-        "x25519" => Lookup::Found(TlsGroup::X25519),
-        // OpenVPN ssl_openssl.c tls_ctx_set_tls_groups: secp256r1 is OpenSSL's prime256v1.
-        "prime256v1" | "secp256r1" | "p-256" => Lookup::Found(TlsGroup::P256),
-        "secp384r1" | "p-384" => Lookup::Found(TlsGroup::P384),
-        l if LACKING_GROUPS.contains(&l) => Lookup::Lacking,
-        _ => Lookup::Unknown,
-    }
-}
-
-/// `tls-groups A:B:C`: the groups to offer, in order.
-pub(crate) fn tls_groups(lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<Vec<TlsGroup>, ConfigError> {
-    let mut out: Vec<TlsGroup> = Vec::new();
-    for part in v.arg(0).split(':') {
-        // OpenSSL 3.3+: a `?` prefix marks a group that may be missing.
-        let (optional, name) = match part.strip_prefix('?') {
-            Some(n) => (true, n),
-            None => (false, part),
-        };
-        if name.is_empty() {
-            return Err(v.invalid(0, "empty group name in the list"));
+impl<T: Copy + PartialEq> Names<T> {
+    fn lookup(&self, name: &str) -> Lookup<T> {
+        let canon = (self.canon)(name);
+        if let Some((_, value)) = self.known.iter().find(|(n, _)| *n == canon) {
+            Lookup::Found(*value)
+        } else if self.lacking.contains(&canon.as_str()) {
+            Lookup::Lacking
+        } else {
+            Lookup::Unknown
         }
-        match group(name) {
-            Lookup::Found(g) => {
-                if !out.contains(&g) {
-                    out.push(g);
+    }
+
+    /// `A:B:C`: the values to offer, in order, each once. A name rustls lacks is
+    /// skipped with a warning; an unknown one is an error (unless marked optional).
+    pub(crate) fn list(&self, lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<Vec<T>, ConfigError> {
+        let (what, help) = (self.what, self.help);
+        let mut out: Vec<T> = Vec::new();
+        for part in v.arg(0).split(':') {
+            let (optional, name) = match part.strip_prefix('?').filter(|_| self.optional_mark) {
+                Some(n) => (true, n),
+                None => (false, part),
+            };
+            if name.is_empty() {
+                return Err(v.invalid(0, format!("empty {what} name in the list")));
+            }
+            match self.lookup(name) {
+                Lookup::Found(value) => {
+                    if !out.contains(&value) {
+                        out.push(value);
+                    }
+                }
+                Lookup::Lacking => lw.warn(
+                    &v.loc,
+                    v.name,
+                    format!("{what} `{name}` is not available in warren (rustls) and is skipped"),
+                ),
+                Lookup::Unknown if optional => lw.warn(
+                    &v.loc,
+                    v.name,
+                    format!("optional {what} `{name}` is unknown and is skipped"),
+                ),
+                Lookup::Unknown => {
+                    let unknown = self.unknown;
+                    return Err(v.invalid(
+                        0,
+                        format!("unknown {unknown} `{name}`; warren offers {help}"),
+                    ));
                 }
             }
-            Lookup::Lacking => lw.warn(
-                &v.loc,
-                v.name,
-                format!("group `{name}` is not available in warren (rustls) and is skipped"),
-            ),
-            Lookup::Unknown if optional => lw.warn(
-                &v.loc,
-                v.name,
-                format!("optional group `{name}` is unknown and is skipped"),
-            ),
-            Lookup::Unknown => {
-                return Err(v.invalid(
-                    0,
-                    format!("unknown group `{name}`; warren offers {GROUPS_HELP}"),
-                ));
-            }
         }
+        if out.is_empty() {
+            return Err(v.invalid(
+                0,
+                format!("no usable {what} left in the list; warren offers {help}"),
+            ));
+        }
+        Ok(out)
     }
-    if out.is_empty() {
-        return Err(v.invalid(
-            0,
-            format!("no usable group left in the list; warren offers {GROUPS_HELP}"),
-        ));
-    }
-    Ok(out)
 }
 
 /// `ecdh-curve NAME`: the one group to use, or `None` (with a warning) for a
@@ -112,14 +179,15 @@ pub(crate) fn ecdh_curve(
     lw: &mut Lowerer<'_>,
     v: &View<'_>,
 ) -> Result<Option<TlsGroup>, ConfigError> {
-    match group(v.arg(0)) {
+    let help = GROUPS.help;
+    match GROUPS.lookup(v.arg(0)) {
         Lookup::Found(g) => Ok(Some(g)),
         Lookup::Lacking => {
             lw.warn(
                 &v.loc,
                 v.name,
                 format!(
-                    "curve `{}` is not available in warren (rustls); the default groups ({GROUPS_HELP}) \
+                    "curve `{}` is not available in warren (rustls); the default groups ({help}) \
                      are used, as OpenVPN 2.6 built with OpenSSL 3 ignores ecdh-curve too",
                     v.arg(0)
                 ),
@@ -128,7 +196,7 @@ pub(crate) fn ecdh_curve(
         }
         Lookup::Unknown => Err(v.invalid(
             0,
-            format!("unknown curve; warren offers {GROUPS_HELP} (`tls-groups` takes a list)"),
+            format!("unknown curve; warren offers {help} (`tls-groups` takes a list)"),
         )),
     }
 }
@@ -227,70 +295,6 @@ pub(crate) fn tls_cipher(
                 skipped.join(":")
             ),
         );
-    }
-    Ok(out)
-}
-
-const TLS13_SUITES: &[(&str, TlsCipherSuite)] = &[
-    (
-        "TLS_AES_256_GCM_SHA384",
-        TlsCipherSuite::Tls13Aes256GcmSha384,
-    ),
-    (
-        "TLS_AES_128_GCM_SHA256",
-        TlsCipherSuite::Tls13Aes128GcmSha256,
-    ),
-    (
-        "TLS_CHACHA20_POLY1305_SHA256",
-        TlsCipherSuite::Tls13Chacha20Poly1305Sha256,
-    ),
-];
-
-/// TLS 1.3 suites OpenSSL knows that rustls does not implement.
-const LACKING_TLS13: &[&str] = &[
-    "TLS_AES_128_CCM_SHA256",
-    "TLS_AES_128_CCM_8_SHA256",
-    "TLS_SHA256_SHA256",
-    "TLS_SHA384_SHA384",
-];
-
-const TLS13_HELP: &str =
-    "TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256 and TLS_CHACHA20_POLY1305_SHA256";
-
-/// `tls-ciphersuites A:B:C` (TLS 1.3): the suites to offer, in order.
-pub(crate) fn tls_ciphersuites(
-    lw: &mut Lowerer<'_>,
-    v: &View<'_>,
-) -> Result<Vec<TlsCipherSuite>, ConfigError> {
-    let mut out: Vec<TlsCipherSuite> = Vec::new();
-    for name in v.arg(0).split(':') {
-        if name.is_empty() {
-            return Err(v.invalid(0, "empty suite name in the list"));
-        }
-        // OpenVPN ssl_openssl.c convert_tls13_list_to_openssl: `-` may stand for `_`.
-        let canon = name.replace('-', "_").to_ascii_uppercase();
-        if let Some((_, s)) = TLS13_SUITES.iter().find(|(n, _)| canon == *n) {
-            if !out.contains(s) {
-                out.push(*s);
-            }
-        } else if LACKING_TLS13.contains(&canon.as_str()) {
-            lw.warn(
-                &v.loc,
-                v.name,
-                format!("suite `{name}` is not available in warren (rustls) and is skipped"),
-            );
-        } else {
-            return Err(v.invalid(
-                0,
-                format!("unknown TLS 1.3 suite `{name}`; warren offers {TLS13_HELP}"),
-            ));
-        }
-    }
-    if out.is_empty() {
-        return Err(v.invalid(
-            0,
-            format!("no usable suite left in the list; warren offers {TLS13_HELP}"),
-        ));
     }
     Ok(out)
 }

@@ -42,10 +42,12 @@ use std::time::Duration;
 
 use warren_core::{Instant, PeerId};
 use warren_io::Clock;
-use warren_openvpn::{AuthDecision, KickTarget};
+use warren_openvpn::{AuthDecision, KickTarget, ServerEvent};
 use zeroize::Zeroizing;
 
-/// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form.
+/// One login to decide: [`warren_openvpn::ServerEvent::AuthRequest`] in owned form, for
+/// the auth worker and the management interface.
+#[derive(Clone)]
 pub struct AuthRequest {
     /// The engine's peer id (a slot; reused after the client leaves).
     pub peer_id: PeerId,
@@ -59,6 +61,32 @@ pub struct AuthRequest {
     pub username: Option<String>,
     /// `auth-user-pass` password (wiped from memory when dropped).
     pub password: Option<Zeroizing<String>>,
+}
+
+impl TryFrom<ServerEvent> for AuthRequest {
+    /// Any other event, given back.
+    type Error = ServerEvent;
+
+    fn try_from(ev: ServerEvent) -> Result<Self, ServerEvent> {
+        match ev {
+            ServerEvent::AuthRequest {
+                peer_id,
+                addr,
+                common_name,
+                certificate,
+                username,
+                password,
+            } => Ok(Self {
+                peer_id,
+                addr,
+                common_name,
+                certificate: certificate.map(|c| c.as_ref().to_vec()),
+                username,
+                password: password.map(|p| p.into_inner()),
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 impl fmt::Debug for AuthRequest {
@@ -524,18 +552,14 @@ impl Worker {
     }
 
     /// Sends a re-check's kicks, then the access updates it found.
+    /// Sends the kicks of a reload or re-check, then the access rules that changed.
     fn send_checked(&mut self, now: Instant, kicks: Vec<Kick>) -> bool {
-        for k in kicks {
-            if !self.send(FromWorker::Kick(k)) {
-                return false;
-            }
-        }
-        for u in self.auth.access_updates(now) {
-            if !self.send(FromWorker::Access(u)) {
-                return false;
-            }
-        }
-        true
+        kicks.into_iter().all(|k| self.send(FromWorker::Kick(k)))
+            && self
+                .auth
+                .access_updates(now)
+                .into_iter()
+                .all(|u| self.send(FromWorker::Access(u)))
     }
 
     /// A full socket buffer means a wake-up is pending already; any other error means the
@@ -548,26 +572,23 @@ impl Worker {
         true
     }
 
+    fn decide(&mut self, ticket: u64, peer_id: PeerId, decision: AuthDecision) -> bool {
+        self.send(FromWorker::Decision {
+            ticket,
+            peer_id,
+            decision,
+        })
+    }
+
     fn request(&mut self, ticket: u64, request: AuthRequest) -> bool {
         let peer_id = request.peer_id;
         match self.auth.begin(self.clock.now(), ticket, request) {
-            Step::Done(decision) => self.send(FromWorker::Decision {
-                ticket,
-                peer_id,
-                decision,
-            }),
+            Step::Done(decision) => self.decide(ticket, peer_id, decision),
             Step::Verify(check) => {
-                if self.queue.len() >= self.opts.max_queued {
-                    let decision = self
-                        .auth
-                        .finish(self.clock.now(), ticket, Verified::Busy, true);
-                    return self.send(FromWorker::Decision {
-                        ticket,
-                        peer_id,
-                        decision,
-                    });
-                }
                 self.checks.insert(ticket, (peer_id, true));
+                if self.queue.len() >= self.opts.max_queued {
+                    return self.finish(ticket, Verified::Busy);
+                }
                 self.by_peer.insert(peer_id, ticket);
                 self.queue.push_back(Job { ticket, check });
                 true
@@ -604,14 +625,7 @@ impl Worker {
             self.by_peer.remove(&peer_id);
         }
         let decision = self.auth.finish(self.clock.now(), ticket, verified, live);
-        if !live {
-            return true;
-        }
-        self.send(FromWorker::Decision {
-            ticket,
-            peer_id,
-            decision,
-        })
+        !live || self.decide(ticket, peer_id, decision)
     }
 }
 

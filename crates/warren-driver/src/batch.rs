@@ -36,28 +36,19 @@ use warren_openvpn::{DATA_HEADROOM, DropReason};
 
 /// What a [`Pump`] opens datagrams and seals tun packets with.
 pub(crate) trait DataPath {
-    /// Opens `dgram` (from `from`) in place and returns the plaintext range to write to the
-    /// tun, if any. Everything else (control, pings, relayed or forwarded datagrams) is the
-    /// path's to handle; it counts what it drops in `stats`.
+    /// Opens `dgram` (from `from`; `stream`: it arrived on the TCP connection of `from`,
+    /// which the server tells apart from UDP datagrams claiming the same address) in place
+    /// and returns the plaintext range to write to the tun, if any. Everything else
+    /// (control, pings, relayed or forwarded datagrams) is the path's to handle; it counts
+    /// what it drops in `stats`.
     fn open(
         &mut self,
         now: Instant,
         from: SocketAddr,
+        stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>>;
-
-    /// Like [`DataPath::open`] for a packet that arrived on the TCP connection of `from`
-    /// (the server tells these apart from UDP datagrams claiming the same address).
-    fn open_stream(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        dgram: &mut [u8],
-        stats: &mut LoopStats,
-    ) -> Option<Range<usize>> {
-        self.open(now, from, dgram, stats)
-    }
 
     /// Seals the packet at `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place and returns
     /// where to send `buf[range]`, if anywhere (the path may hand the packet to another
@@ -332,7 +323,7 @@ impl Pump {
                 let Some(dgram) = buf.get_mut(r.clone()) else {
                     continue;
                 };
-                let Some(range) = path.open(now, meta.addr, dgram, &mut self.stats) else {
+                let Some(range) = path.open(now, meta.addr, false, dgram, &mut self.stats) else {
                     continue;
                 };
                 if range.end <= dgram.len() {
@@ -365,7 +356,7 @@ impl Pump {
     ) {
         self.stats.udp_received += 1;
         self.stats.link_rx_bytes += dgram.len() as u64;
-        if let Some(range) = path.open(now, from, dgram, &mut self.stats)
+        if let Some(range) = path.open(now, from, false, dgram, &mut self.stats)
             && let Some(pkt) = dgram.get(range)
         {
             let result = tun.send_batch(&[pkt]).map(|s| (s, pkt.len() as u64));
@@ -499,7 +490,7 @@ impl Pump {
             let Some(dgram) = buf.get_mut(r.clone()) else {
                 continue;
             };
-            if let Some(range) = path.open_stream(now, from, dgram, &mut self.stats)
+            if let Some(range) = path.open(now, from, true, dgram, &mut self.stats)
                 && range.end <= dgram.len()
             {
                 self.tun_tx.push(r.start + range.start..r.start + range.end);

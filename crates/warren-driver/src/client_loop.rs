@@ -525,6 +525,7 @@ impl DataPath for Option<Attempt> {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        _stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
@@ -1126,11 +1127,7 @@ impl Loop {
         .map_err(ClientLoopError::Bind)?;
         self.pump.fit(socket.is_batched(), self.mtu);
         debug!("UDP socket: {}", socket.describe());
-        let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
-        let mut engine = self.engine.clone();
-        engine.explicit_exit_notify = remote.explicit_exit_notify;
-        let client =
-            Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
+        self.begin_attempt(now, &remote, server, None)?;
         info!(
             "connecting to {server} ({}:{}) from {}",
             remote.host,
@@ -1138,10 +1135,28 @@ impl Loop {
             socket.local_addr()
         );
         self.socket = Some(socket);
+        Ok(())
+    }
+
+    /// Starts the engine of an attempt whose socket or connection is open.
+    /// explicit-exit-notify is UDP-only (fact sheet §9): over TCP the server sees the
+    /// connection close instead.
+    fn begin_attempt(
+        &mut self,
+        now: Instant,
+        remote: &RemoteSpec,
+        server: SocketAddr,
+        via: Option<String>,
+    ) -> Result<(), ClientLoopError> {
+        let mut engine = self.engine.clone();
+        engine.explicit_exit_notify = remote.explicit_exit_notify && !remote.tcp;
+        let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
+        let client =
+            Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
         self.attempt = Some(Attempt {
             client,
             server,
-            via: None,
+            via,
             started: now,
             poll_timeout: remote.poll_timeout,
             heard: false,
@@ -1153,8 +1168,7 @@ impl Loop {
     }
 
     /// A TCP remote: connects without waiting (the engine's reset is queued and leaves
-    /// once the connection is up). explicit-exit-notify is UDP-only (fact sheet §9): the
-    /// server sees the connection close instead.
+    /// once the connection is up).
     fn start_tcp_attempt(
         &mut self,
         now: Instant,
@@ -1189,11 +1203,7 @@ impl Loop {
             via = Some(format!("{target} through {} {server}", proxy.name()));
         }
         self.pump.fit_tun(self.mtu);
-        let mut engine = self.engine.clone();
-        engine.explicit_exit_notify = false;
-        let rng = OsRng::new().map_err(ClientLoopError::Rng)?;
-        let client =
-            Client::new(engine, server, Box::new(rng), now).map_err(ClientLoopError::Setup)?;
+        self.begin_attempt(now, remote, server, via.clone())?;
         let from = link
             .local_addr()
             .map_or_else(|| "an unbound socket".to_owned(), |a| a.to_string());
@@ -1206,17 +1216,6 @@ impl Loop {
             _ => info!("connecting to {server} ({target}) over TCP from {from}"),
         }
         self.tcp = Some(link);
-        self.attempt = Some(Attempt {
-            client,
-            server,
-            via,
-            started: now,
-            poll_timeout: remote.poll_timeout,
-            heard: false,
-            connected: false,
-            connected_at: None,
-        });
-        self.fds_changed = true;
         Ok(())
     }
 
@@ -1419,7 +1418,7 @@ impl Loop {
                         info!(
                             "warren client {verb}: {}, cipher {} ({kd})",
                             summary,
-                            crate::cipher_name(cipher)
+                            cipher.name()
                         );
                         if let Some(ks) = &mut self.ks {
                             ks.connected(server, self.tcp.is_some());

@@ -70,8 +70,3 @@ pub use server_loop::{
 pub use systemd::Systemd;
 pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
 pub use workers::WorkerIo;
-
-/// OpenVPN's name for a data-channel cipher (`AES-256-GCM`), as logs and status files show it.
-pub fn cipher_name(c: warren_crypto::CipherKind) -> &'static str {
-    c.name()
-}

@@ -335,7 +335,8 @@ impl Metrics {
         self.sessions(server);
     }
 
-    /// An authentication decision (the user database, or a refusal without one).
+    /// A final authentication decision ([`crate::management::Ctx::authorize`]: the user
+    /// database's, the management client's, or a refusal without either).
     pub fn auth(&self, accepted: bool) {
         self.shared.engine.auth[usize::from(!accepted)].fetch_add(1, Relaxed);
     }

@@ -32,7 +32,7 @@ use warren_openvpn::{
 
 use crate::auth::{AuthRequest, AuthWorker, FromWorker};
 use crate::batch::{self, DataPath, LoopStats, Out, Pump, UdpIo, Via};
-use crate::management::{self, ClientIds, ConnectInfo, Management, ManagementOptions};
+use crate::management::{self, ClientIds, Management, ManagementOptions};
 use crate::metrics::{Metrics, ThreadPublisher};
 use crate::metrics_http::{MetricsListener, MetricsServer};
 use crate::status::{self, StatusFile, StatusRow, StatusSnapshot, StatusVersion};
@@ -193,10 +193,10 @@ struct Control {
     unwoken: bool,
 }
 
-impl Control {
-    /// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
-    /// packets go to the engine.
-    fn open_from(
+/// Opens a datagram (UDP) or a frame (TCP, `stream`) with this thread's shard; control
+/// packets go to the engine.
+impl DataPath for Control {
+    fn open(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -206,41 +206,20 @@ impl Control {
     ) -> Option<Range<usize>> {
         let (server, workers, unwoken) =
             (&mut self.server, self.workers.as_ref(), &mut self.unwoken);
-        self.shard.open(now, from, dgram, stats, |plane, dgram| {
-            if !stream && server.is_stream(&from) {
-                // A UDP control packet claiming a TCP peer's address: only its connection
-                // speaks for it.
-                return warren_openvpn::DatagramOutcome::Dropped(
-                    warren_openvpn::DropReason::NoSession,
-                );
-            }
-            let outcome = server.handle_datagram(now, from, dgram);
-            // A key the engine just installed may be used by the next datagram.
-            *unwoken |= apply_changes(server, plane, workers);
-            outcome
-        })
-    }
-}
-
-impl DataPath for Control {
-    fn open(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        dgram: &mut [u8],
-        stats: &mut LoopStats,
-    ) -> Option<Range<usize>> {
-        self.open_from(now, from, false, dgram, stats)
-    }
-
-    fn open_stream(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        dgram: &mut [u8],
-        stats: &mut LoopStats,
-    ) -> Option<Range<usize>> {
-        self.open_from(now, from, true, dgram, stats)
+        self.shard
+            .open(now, from, stream, dgram, stats, |plane, dgram| {
+                if !stream && server.is_stream(&from) {
+                    // A UDP control packet claiming a TCP peer's address: only its connection
+                    // speaks for it.
+                    return warren_openvpn::DatagramOutcome::Dropped(
+                        warren_openvpn::DropReason::NoSession,
+                    );
+                }
+                let outcome = server.handle_datagram(now, from, dgram);
+                // A key the engine just installed may be used by the next datagram.
+                *unwoken |= apply_changes(server, plane, workers);
+                outcome
+            })
     }
 
     fn seal(
@@ -365,7 +344,7 @@ pub fn run_server(
     }
     if let Some(m) = l.mgmt.as_mut() {
         m.set_state(l.opts.clock.unix_now(), "EXITING", "SIGTERM", false, false);
-        m.after(l.opts.clock.now());
+        m.after();
         m.shutdown();
     }
     if let Some(w) = l.ctl.workers.take() {
@@ -575,7 +554,7 @@ impl Loop {
         m.set_state(unix, "CONNECTING", "", false, false);
         m.set_state(unix, "ASSIGN_IP", "", true, false);
         m.set_state(unix, "CONNECTED", "SUCCESS", true, true);
-        m.after(self.opts.clock.now());
+        m.after();
     }
 
     /// `management-hold`: serves only the management interface and signals until `hold
@@ -625,15 +604,8 @@ impl Loop {
     /// The management interface's I/O, its timer and what its commands asked the loop to
     /// do. Returns `true` when the loop must stop now.
     fn on_management(&mut self, now: Instant, poller: &Poller) -> Result<bool, DriverError> {
-        let Some(m) = self.mgmt.as_mut() else {
+        let (Some(m), mut ctx) = self.management(now) else {
             return Ok(false);
-        };
-        let mut ctx = management::Ctx {
-            server: &mut self.ctl.server,
-            now,
-            clock: self.opts.clock,
-            title: &self.opts.title,
-            cids: &self.cids,
         };
         m.ready(poller, &mut ctx);
         if m.next_deadline().is_some_and(|t| t <= now) {
@@ -701,7 +673,7 @@ impl Loop {
                 self.ctl.server.shutdown(now);
                 self.shutdown_deadline = Some(now + self.opts.shutdown_grace);
             }
-            Signal::User2 => self.log_status(now),
+            Signal::User2 => self.log_status(),
             Signal::User1 => {
                 self.soft_restart(now);
                 if let Some(m) = self.mgmt.as_mut() {
@@ -721,7 +693,7 @@ impl Loop {
                 if let Some(s) = &mut self.opts.systemd {
                     s.reloading();
                 }
-                self.reload(now);
+                self.reload();
                 let clients = self.connected();
                 if let Some(s) = &mut self.opts.systemd {
                     s.reloaded(clients);
@@ -733,7 +705,7 @@ impl Loop {
 
     /// SIGUSR2: the status report (the status file's client list) and the loop's counters
     /// to the log, as OpenVPN's multi.c `multi_process_signal` does.
-    fn log_status(&mut self, now: Instant) {
+    fn log_status(&mut self) {
         let clock = self.opts.clock;
         let clients = self.ctl.server.clients();
         let snap = snapshot(
@@ -772,7 +744,6 @@ impl Loop {
             handed_off = s.handed_off,
             "status totals (packet counters of the control thread)"
         );
-        let _ = now;
     }
 
     /// SIGUSR1: every client is told to reconnect (`RESTART`, what explicit-exit-notify
@@ -803,9 +774,8 @@ impl Loop {
 
     /// SIGHUP: reload what can change without dropping sessions; unlike OpenVPN's hard
     /// restart, connected clients stay.
-    fn reload(&mut self, now: Instant) {
+    fn reload(&mut self) {
         info!("SIGHUP received: reloading (sessions stay up)");
-        let _ = now;
         if let Some(r) = self.opts.reload.as_mut() {
             match (r.0)(&mut self.ctl.server) {
                 Ok(lines) => {
@@ -881,7 +851,7 @@ impl Loop {
         }
         self.tcp_closed(now);
         if let Some(m) = self.mgmt.as_mut() {
-            m.after(now);
+            m.after();
         }
     }
 
@@ -988,39 +958,31 @@ impl Loop {
         }
     }
 
-    /// Lifecycle events the auth worker needs: requests, addresses given, departures.
+    /// The management interface (if configured) and what it may use of the server.
+    fn management(&mut self, now: Instant) -> (Option<&mut Management>, management::Ctx<'_>) {
+        let ctx = management::Ctx {
+            server: &mut self.ctl.server,
+            now,
+            clock: self.opts.clock,
+            title: &self.opts.title,
+            cids: &self.cids,
+            metrics: self.metrics.as_ref().map(|(m, _)| m),
+        };
+        (self.mgmt.as_mut(), ctx)
+    }
+
+    /// Lifecycle events for the management interface and the auth worker: logins to
+    /// decide, addresses given, departures.
     fn forward_to_auth(&mut self, now: Instant, ev: ServerEvent) {
-        if self.management_event(now, &ev) {
-            return;
-        }
+        let ev = match AuthRequest::try_from(ev) {
+            Ok(req) => return self.authorise(now, req),
+            Err(ev) => ev,
+        };
+        self.management_event(now, &ev);
         let Some(auth) = self.opts.auth.as_mut() else {
-            if let ServerEvent::AuthRequest { peer_id, .. } = ev {
-                warn!("refusing client peer_id={peer_id}: no authentication worker");
-                if let Some((m, _)) = &self.metrics {
-                    m.auth(false);
-                }
-                self.ctl
-                    .server
-                    .authorize(now, peer_id, AuthDecision::Reject { reason: None });
-            }
             return;
         };
         let sent = match ev {
-            ServerEvent::AuthRequest {
-                peer_id,
-                addr,
-                common_name,
-                certificate,
-                username,
-                password,
-            } => auth.request(AuthRequest {
-                peer_id,
-                addr,
-                common_name,
-                certificate: certificate.map(|c| c.as_ref().to_vec()),
-                username,
-                password: password.map(|p| p.into_inner()),
-            }),
             ServerEvent::Connected {
                 peer_id,
                 common_name,
@@ -1036,93 +998,71 @@ impl Loop {
         }
     }
 
-    /// Client ids and the management interface's view of a lifecycle event. Returns `true`
-    /// when the management client decides the login (no auth worker to ask first).
-    fn management_event(&mut self, now: Instant, ev: &ServerEvent) -> bool {
+    /// A login: the user database (the auth worker) decides first, then, with
+    /// management-client-auth, the management client; with neither it is refused.
+    fn authorise(&mut self, now: Instant, req: AuthRequest) {
+        let peer_id = req.peer_id;
+        self.cids.assign(peer_id);
+        let client_auth = self
+            .mgmt
+            .as_ref()
+            .is_some_and(Management::client_auth_enabled);
+        if let Some(auth) = self.opts.auth.as_mut() {
+            if let Some(m) = self.mgmt.as_mut().filter(|_| client_auth) {
+                m.defer(req.clone());
+            }
+            if auth.request(req).is_err() {
+                error!("the authentication worker is gone; stopping");
+                self.auth_gone = true;
+            }
+            return;
+        }
+        match self.management(now) {
+            (Some(m), mut ctx) if client_auth => {
+                m.client_connect(req, warren_openvpn::AuthGrant::default(), &mut ctx);
+            }
+            (_, mut ctx) => {
+                warn!("refusing client peer_id={peer_id}: no authentication worker");
+                ctx.authorize(peer_id, AuthDecision::Reject { reason: None });
+            }
+        }
+    }
+
+    /// Client ids and the management interface's view of the other lifecycle events.
+    fn management_event(&mut self, now: Instant, ev: &ServerEvent) {
         let unix = self.opts.clock.unix_now();
-        let cids = &mut self.cids;
-        match ev {
-            ServerEvent::AuthRequest { peer_id, .. } => {
-                cids.assign(*peer_id);
-            }
-            ServerEvent::Connected { peer_id, .. } => {
-                cids.get_or_assign(*peer_id);
-            }
-            _ => {}
+        if let ServerEvent::Connected { peer_id, .. } = ev {
+            self.cids.get_or_assign(*peer_id);
         }
-        let Some(m) = self.mgmt.as_mut() else {
-            if let ServerEvent::Disconnected { peer_id, .. }
-            | ServerEvent::AuthRejected { peer_id, .. } = ev
-            {
-                self.cids.release(*peer_id);
-            }
-            return false;
-        };
-        let mut ctx = management::Ctx {
-            server: &mut self.ctl.server,
-            now,
-            clock: self.opts.clock,
-            title: &self.opts.title,
-            cids: &self.cids,
-        };
-        let mut decided = false;
-        match ev {
-            ServerEvent::AuthRequest {
-                peer_id,
-                addr,
-                common_name,
-                certificate,
-                username,
-                password,
-            } if m.client_auth_enabled() => {
-                let info = ConnectInfo {
-                    addr: *addr,
-                    common_name: common_name.clone(),
-                    username: username.clone(),
-                    password: password.clone().map(|p| p.into_inner()),
-                    certificate: certificate.as_ref().map(|c| c.as_ref().to_vec()),
-                };
-                if self.opts.auth.is_some() {
-                    // The user database first, then the management client.
-                    m.defer(*peer_id, info);
-                } else {
-                    m.client_connect(
-                        *peer_id,
-                        info,
-                        warren_openvpn::AuthGrant::default(),
-                        &mut ctx,
-                    );
-                    decided = true;
+        if let (Some(m), mut ctx) = self.management(now) {
+            match ev {
+                ServerEvent::Connected {
+                    peer_id, vpn_ip, ..
+                } => {
+                    if let Some(cid) = ctx.cids.get(*peer_id) {
+                        m.client_established(*peer_id, cid, *vpn_ip, &mut ctx);
+                    }
                 }
-            }
-            ServerEvent::Connected {
-                peer_id, vpn_ip, ..
-            } => {
-                if let Some(cid) = ctx.cids.get(*peer_id) {
-                    m.client_established(*peer_id, cid, *vpn_ip, &mut ctx);
+                ServerEvent::Disconnected {
+                    peer_id,
+                    bytes_received,
+                    bytes_sent,
+                    ..
+                } => {
+                    let bytes = (*bytes_received, *bytes_sent);
+                    m.client_gone(*peer_id, ctx.cids.get(*peer_id), bytes, unix);
                 }
+                ServerEvent::AuthRejected { peer_id, .. } => {
+                    m.client_gone(*peer_id, ctx.cids.get(*peer_id), (0, 0), unix);
+                }
+                _ => {}
             }
-            ServerEvent::Disconnected {
-                peer_id,
-                bytes_received,
-                bytes_sent,
-                ..
-            } => {
-                m.client_gone(
-                    *peer_id,
-                    ctx.cids.get(*peer_id),
-                    (*bytes_received, *bytes_sent),
-                    unix,
-                );
-                self.cids.release(*peer_id);
-            }
-            ServerEvent::AuthRejected { peer_id, .. } => {
-                m.client_gone(*peer_id, ctx.cids.get(*peer_id), (0, 0), unix);
-                self.cids.release(*peer_id);
-            }
-            _ => {}
         }
-        decided
+        if let ServerEvent::Disconnected { peer_id, .. }
+        | ServerEvent::AuthRejected { peer_id, .. } = ev
+        {
+            self.cids.release(*peer_id);
+        }
     }
 
     /// Decisions and kicks from the auth worker.
@@ -1140,21 +1080,11 @@ impl Loop {
                 FromWorker::Decision {
                     peer_id, decision, ..
                 } => {
-                    if let Some((m, _)) = &self.metrics {
-                        m.auth(matches!(decision, AuthDecision::Accept(_)));
-                    }
-                    match self.mgmt.as_mut() {
-                        Some(m) if m.is_deferred(peer_id) => {
-                            let mut ctx = management::Ctx {
-                                server: &mut self.ctl.server,
-                                now,
-                                clock: self.opts.clock,
-                                title: &self.opts.title,
-                                cids: &self.cids,
-                            };
-                            m.database_decided(peer_id, decision, &mut ctx);
-                        }
-                        _ => self.ctl.server.authorize(now, peer_id, decision),
+                    // With management-client-auth, an acceptance goes on to the
+                    // management client.
+                    match self.management(now) {
+                        (Some(m), mut ctx) => m.database_decided(peer_id, decision, &mut ctx),
+                        (None, mut ctx) => ctx.authorize(peer_id, decision),
                     }
                 }
                 FromWorker::Access(u) => {
@@ -1247,7 +1177,7 @@ fn log_event(ev: &ServerEvent) {
                 .unwrap_or_default();
             info!(
                 "client connected cn={common_name} addr={addr} vpn_ip={vpn_ip}{v6} cipher={} peer_id={peer_id} key_derivation={}",
-                crate::cipher_name(*cipher),
+                cipher.name(),
                 if *ekm { "tls-ekm" } else { "tls1-prf" }
             );
         }
@@ -1357,7 +1287,7 @@ pub fn snapshot(
             username: c.username.clone(),
             client_id: u64::from(c.peer_id.get()),
             peer_id: c.peer_id,
-            cipher: c.cipher.map(|k| crate::cipher_name(k).to_owned()),
+            cipher: c.cipher.map(|k| k.name().to_owned()),
         })
         .collect();
     rows.sort_by_key(|r| r.peer_id);

@@ -1082,6 +1082,7 @@ mod tests {
             &mut self,
             _now: Instant,
             from: SocketAddr,
+            _stream: bool,
             dgram: &mut [u8],
             _stats: &mut crate::batch::LoopStats,
         ) -> Option<Range<usize>> {

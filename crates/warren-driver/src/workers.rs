@@ -174,13 +174,14 @@ impl Shard {
         }
     }
 
-    /// Opens a datagram of one of this thread's peers with the plane, passing anything
-    /// else that is this thread's (control packets) to `control`; other threads' datagrams
-    /// are queued in [`Shard::forward`].
+    /// Opens a datagram (`stream`: a TCP frame) of one of this thread's peers with the
+    /// plane, passing anything else that is this thread's (control packets) to `control`;
+    /// other threads' datagrams are queued in [`Shard::forward`].
     pub fn open(
         &mut self,
         now: Instant,
         from: SocketAddr,
+        stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
         control: impl FnOnce(&mut DataPlane, &mut [u8]) -> DatagramOutcome,
@@ -193,6 +194,13 @@ impl Shard {
         }
         if dest != self.index {
             if self.forward.len() < MAX_FORWARD_PER_WAKE {
+                // Its owner counts it as received ([`Pump::open_one`]), not this thread.
+                if stream {
+                    stats.tcp_received -= 1;
+                } else {
+                    stats.udp_received -= 1;
+                }
+                stats.link_rx_bytes -= dgram.len() as u64;
                 self.forward.push((dest, from, dgram.to_vec()));
             } else {
                 stats.drop_for(DropReason::Overloaded);
@@ -371,10 +379,11 @@ impl DataPath for Shard {
         &mut self,
         now: Instant,
         from: SocketAddr,
+        stream: bool,
         dgram: &mut [u8],
         stats: &mut LoopStats,
     ) -> Option<Range<usize>> {
-        Shard::open(self, now, from, dgram, stats, |_, _| {
+        Shard::open(self, now, from, stream, dgram, stats, |_, _| {
             DatagramOutcome::Dropped(DropReason::UnknownOpcode)
         })
     }
@@ -779,6 +788,39 @@ mod tests {
                 .seal(Instant::ZERO, &mut buf, 48, Via::Tun, &mut stats)
                 .is_some()
         );
+    }
+
+    /// A datagram of another thread's peer is passed on and counted as received by its
+    /// owner only: the thread that read it takes its count back.
+    #[test]
+    fn a_passed_on_datagram_is_counted_by_its_owner_only() {
+        let config = DataPlaneConfig {
+            client_to_client: false,
+            mss: None,
+            block_ipv6: None,
+        };
+        let mut shard = Shard::new(0, 2, config);
+        // P_DATA_V2, key id 0, peer id 1: thread 1's.
+        let mut dgram = [0u8; 32];
+        dgram[..4].copy_from_slice(&[0x48, 0, 0, 1]);
+        assert_eq!(datagram_owner(&dgram, 2), 1);
+        let mut stats = LoopStats {
+            udp_received: 1,
+            link_rx_bytes: 32,
+            ..LoopStats::default()
+        };
+        let from = SocketAddr::from(([192, 0, 2, 1], 1194));
+        let opened = shard.open(
+            Instant::ZERO,
+            from,
+            false,
+            &mut dgram,
+            &mut stats,
+            |_, _| DatagramOutcome::Consumed,
+        );
+        assert_eq!(opened, None);
+        assert_eq!((stats.udp_received, stats.link_rx_bytes), (0, 0));
+        assert_eq!(shard.forward.len(), 1);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use thiserror::Error;
 
+use crate::udp::{normalize, setsockopt_int};
 use crate::{BindError, UdpBind, UdpSocket};
 
 /// Buffers one receive call fills at most (quinn-udp's recvmmsg batch).
@@ -166,7 +167,7 @@ impl BatchUdp {
                 addr: normalize(r.addr),
                 len: r.len,
                 stride: if r.stride == 0 { r.len } else { r.stride },
-                dst_ip: r.dst_ip.map(normalize_ip),
+                dst_ip: r.dst_ip.map(|ip| ip.to_canonical()),
             };
         }
         Ok(got)
@@ -267,27 +268,13 @@ impl BatchUdp {
         };
         // An IPv4 source goes out as IP_PKTINFO also on a dual-stack socket (the kernel
         // sends v4-mapped destinations through the IPv4 path, which reads IP cmsgs).
-        Ok((dst, src.map(normalize_ip)))
+        Ok((dst, src.map(|ip| ip.to_canonical())))
     }
 }
 
 impl AsFd for BatchUdp {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
-    }
-}
-
-fn normalize(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(normalize_ip(a.ip()), a.port())
-}
-
-fn normalize_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
     }
 }
 
@@ -307,30 +294,6 @@ fn getsockopt_int(sock: &UdpSocket, level: libc::c_int, opt: libc::c_int) -> io:
     };
     if rc == 0 {
         Ok(val)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn setsockopt_int(
-    sock: &UdpSocket,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the descriptor is open (borrowed from `sock`); the value points at a live
-    // c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_fd().as_raw_fd(),
-            level,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
@@ -371,6 +334,6 @@ mod tests {
             "192.0.2.7:1194".parse::<SocketAddr>().expect("addr")
         );
         let ip: IpAddr = "2001:db8::1".parse().expect("ip");
-        assert_eq!(normalize_ip(ip), ip);
+        assert_eq!(ip.to_canonical(), ip);
     }
 }

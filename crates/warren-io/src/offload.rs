@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use thiserror::Error;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
-use crate::tun::{classify, kernel_name};
+use crate::tun::{classify, kernel_name, nonblocking_name};
 use crate::{TunConfig, TunError};
 
 /// Size of `struct virtio_net_hdr` (include/uapi/linux/virtio_net.h), in front of every
@@ -205,15 +205,7 @@ impl OffloadTun {
     }
 
     fn wrap(dev: SyncDevice, mtu: u16) -> Result<OffloadTun, TunError> {
-        dev.set_nonblocking(true)
-            .map_err(|source| TunError::Setup {
-                step: "set non-blocking",
-                source,
-            })?;
-        let name = dev.name().map_err(|source| TunError::Setup {
-            step: "read name",
-            source,
-        })?;
+        let name = nonblocking_name(&dev)?;
         let state = OffloadState {
             tcp: dev.tcp_gso(),
             udp: dev.tcp_gso() && dev.udp_gso(),

@@ -13,10 +13,9 @@
 //! sets and `PR_SET_KEEPCAPS` are per thread. Other threads that exist at the drop lose all
 //! their capabilities (they had no `PR_SET_KEEPCAPS`) but keep a full bounding set; threads
 //! started after the drop inherit the caller's reduced sets. Drop before spawning threads.
-use std::ffi::{CStr, CString};
 use std::io;
-use std::mem::MaybeUninit;
 
+use nix::unistd::{Gid, Group, Uid, User};
 use thiserror::Error;
 
 /// `CAP_NET_ADMIN` (linux/capability.h): routes, addresses, links, tun devices.
@@ -276,124 +275,42 @@ pub fn group_id(name: &str) -> Option<u32> {
     lookup_group(name).ok()
 }
 
-/// `(uid, primary gid)` of a user name, or a numeric id.
+/// `(uid, primary gid)` of a user name.
 fn lookup_user(name: &str) -> Result<(u32, u32), PrivilegeError> {
-    let c = CString::new(name).map_err(|_| PrivilegeError::BadName(name.to_owned()))?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let mut pwd = MaybeUninit::<libc::passwd>::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: all pointers are valid for the call: `c` is NUL-terminated, `pwd` is a
-        // writable passwd, `buf` a writable buffer of `buf.len()` bytes, `result` writable.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                pwd.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(PrivilegeError::Lookup {
-                name: name.to_owned(),
-                source: io::Error::from_raw_os_error(rc),
-            });
-        }
-        if result.is_null() {
-            return Err(PrivilegeError::UnknownUser(name.to_owned()));
-        }
-        // SAFETY: on success with a non-null result, getpwnam_r filled `pwd`.
-        let pwd = unsafe { pwd.assume_init() };
-        return Ok((pwd.pw_uid, pwd.pw_gid));
-    }
+    let u = lookup(name, User::from_name, PrivilegeError::UnknownUser)?;
+    Ok((u.uid.as_raw(), u.gid.as_raw()))
 }
 
 fn lookup_group(name: &str) -> Result<u32, PrivilegeError> {
-    let c = CString::new(name).map_err(|_| PrivilegeError::BadName(name.to_owned()))?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let mut grp = MaybeUninit::<libc::group>::zeroed();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in lookup_user, every pointer is valid and writable for the call.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                c.as_ptr(),
-                grp.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(PrivilegeError::Lookup {
-                name: name.to_owned(),
-                source: io::Error::from_raw_os_error(rc),
-            });
-        }
-        if result.is_null() {
-            return Err(PrivilegeError::UnknownGroup(name.to_owned()));
-        }
-        // SAFETY: on success with a non-null result, getgrnam_r filled `grp`.
-        let grp = unsafe { grp.assume_init() };
-        return Ok(grp.gr_gid);
+    let g = lookup(name, Group::from_name, PrivilegeError::UnknownGroup)?;
+    Ok(g.gid.as_raw())
+}
+
+/// A passwd or group entry by name (nix grows the buffer as `getpwnam_r` asks).
+fn lookup<T>(
+    name: &str,
+    by_name: fn(&str) -> nix::Result<Option<T>>,
+    unknown: fn(String) -> PrivilegeError,
+) -> Result<T, PrivilegeError> {
+    if name.contains('\0') {
+        return Err(PrivilegeError::BadName(name.to_owned()));
     }
+    by_name(name)
+        .map_err(|e| PrivilegeError::Lookup {
+            name: name.to_owned(),
+            source: e.into(),
+        })?
+        .ok_or_else(|| unknown(name.to_owned()))
 }
 
 /// The name of the user running this process, for log lines (`None` if unknown).
 pub fn current_user_name() -> Option<String> {
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let mut buf = vec![0u8; 4096];
-    let mut pwd = MaybeUninit::<libc::passwd>::zeroed();
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid and writable for the call.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: filled on success; pw_name points into `buf`, NUL-terminated, alive here.
-    let name = unsafe { CStr::from_ptr(pwd.assume_init().pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    Some(User::from_uid(Uid::current()).ok()??.name)
 }
 
 /// The name of group `gid`, for log lines (`None` if unknown).
 pub fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut grp = MaybeUninit::<libc::group>::zeroed();
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers are valid and writable for the call.
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            grp.as_mut_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: filled on success; gr_name points into `buf`, NUL-terminated, alive here.
-    let name = unsafe { CStr::from_ptr(grp.assume_init().gr_name) };
-    Some(name.to_string_lossy().into_owned())
+    Some(Group::from_gid(Gid::from_raw(gid)).ok()??.name)
 }
 
 #[cfg(test)]

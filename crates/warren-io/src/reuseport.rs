@@ -236,9 +236,11 @@ fn steering_program(n: u32) -> [libc::sock_filter; PROGRAM_LEN] {
 }
 
 fn set_reuseport(sock: &Socket) -> Result<(), SteerError> {
-    setsockopt_int(sock, libc::SO_REUSEPORT, 1).map_err(|source| SteerError::Unsupported {
-        option: "SO_REUSEPORT",
-        source,
+    setsockopt_int(sock, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(|source| {
+        SteerError::Unsupported {
+            option: "SO_REUSEPORT",
+            source,
+        }
     })
 }
 

@@ -12,7 +12,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
 use tracing::warn;
 
-use crate::udp::UdpFamily;
+use crate::udp::{UdpFamily, normalize};
 
 /// Pending connections the kernel queues for `accept` (OpenVPN socket.c uses 32).
 const LISTEN_BACKLOG: i32 = 128;
@@ -185,17 +185,6 @@ impl TcpConn {
 impl AsFd for TcpConn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
-    }
-}
-
-/// v4-mapped IPv6 (`::ffff:a.b.c.d`) to plain IPv4, so one client has one address.
-fn normalize(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(ip4) => SocketAddr::from((ip4, v6.port())),
-            None => a,
-        },
-        v4 => v4,
     }
 }
 

@@ -89,15 +89,7 @@ impl Tun {
         let dev = b
             .build_sync()
             .map_err(|source| classify(&shown, cfg, source))?;
-        dev.set_nonblocking(true)
-            .map_err(|source| TunError::Setup {
-                step: "set non-blocking",
-                source,
-            })?;
-        let name = dev.name().map_err(|source| TunError::Setup {
-            step: "read name",
-            source,
-        })?;
+        let name = nonblocking_name(&dev)?;
         Ok(Tun {
             dev,
             name,
@@ -148,6 +140,14 @@ pub(crate) fn kernel_name(name: &str) -> Result<Option<String>, TunError> {
     } else {
         Err(TunError::BadName(name.to_owned()))
     }
+}
+
+/// Makes `dev` non-blocking and returns the name the kernel gave it.
+pub(crate) fn nonblocking_name(dev: &SyncDevice) -> Result<String, TunError> {
+    let setup = |step, source| TunError::Setup { step, source };
+    dev.set_nonblocking(true)
+        .map_err(|e| setup("set non-blocking", e))?;
+    dev.name().map_err(|e| setup("read name", e))
 }
 
 pub(crate) fn classify(name: &str, cfg: &TunConfig, source: io::Error) -> TunError {

@@ -304,34 +304,33 @@ impl AsFd for UdpSocket {
 }
 
 /// v4-mapped IPv6 (`::ffff:a.b.c.d`) to plain IPv4, so one client has one address.
-fn normalize(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(ip4) => SocketAddr::from((ip4, v6.port())),
-            None => a,
-        },
-        v4 => v4,
-    }
+pub(crate) fn normalize(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// Sets a socket buffer size, first with the `*FORCE` option (root may exceed
 /// `net.core.[rw]mem_max`, as wireguard-go does), then with the plain one.
 fn set_buffer(sock: &Socket, force: libc::c_int, plain: libc::c_int, size: u32) -> io::Result<()> {
     let val = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    if setsockopt_int(sock, force, val).is_ok() {
+    if setsockopt_int(sock, libc::SOL_SOCKET, force, val).is_ok() {
         return Ok(());
     }
-    setsockopt_int(sock, plain, val)
+    setsockopt_int(sock, libc::SOL_SOCKET, plain, val)
 }
 
-pub(crate) fn setsockopt_int(sock: &Socket, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+pub(crate) fn setsockopt_int(
+    sock: &impl AsFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
     // SAFETY: the socket descriptor is open for the call (borrowed from `sock`); the option
     // value points at a live c_int of `len` bytes.
     let rc = unsafe {
         libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
+            sock.as_fd().as_raw_fd(),
+            level,
             opt,
             (&val as *const libc::c_int).cast(),
             len,

@@ -191,14 +191,14 @@ pub(crate) fn write_atomic(dir: &Path, tmp: &Path, path: &Path, text: &str) -> s
 // Encoding: one line per item, fields separated by spaces; byte strings and paths in hex
 // ---------------------------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "-".to_owned();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if s == "-" {
         return Some(Vec::new());
     }
@@ -211,13 +211,17 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// [`unhex`] of UTF-8 text.
+pub(crate) fn unhex_text(s: &str) -> Option<String> {
+    String::from_utf8(unhex(s)?).ok()
+}
+
 fn hex_path(p: &Path) -> String {
     hex(p.as_os_str().as_encoded_bytes())
 }
 
 fn unhex_path(s: &str) -> Option<PathBuf> {
-    let b = unhex(s)?;
-    Some(PathBuf::from(String::from_utf8(b).ok()?))
+    unhex_text(s).map(PathBuf::from)
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -267,17 +271,27 @@ fn encode(owner: &Owner, changes: &[Change]) -> String {
     s
 }
 
-fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
+/// A journal's text: `magic`, the owner line, then one item a line, its fields separated
+/// by spaces. A line `item` refuses spoils the whole journal.
+pub(crate) fn decode_journal<T>(
+    text: &str,
+    magic: &str,
+    mut item: impl FnMut(&[&str]) -> Option<T>,
+) -> Option<(Owner, Vec<T>)> {
     let mut lines = text.lines();
-    if lines.next()? != MAGIC {
+    if lines.next()? != magic {
         return None;
     }
     let owner = Owner::parse_line(lines.next()?)?;
-    let mut changes = Vec::new();
-    for line in lines {
-        let f: Vec<&str> = line.split(' ').collect();
-        let text_field = |s: &str| -> Option<String> { String::from_utf8(unhex(s)?).ok() };
-        let change = match f.as_slice() {
+    let items = lines
+        .map(|line| item(&line.split(' ').collect::<Vec<_>>()))
+        .collect::<Option<Vec<T>>>()?;
+    Some((owner, items))
+}
+
+fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
+    decode_journal(text, MAGIC, |f| {
+        Some(match f {
             ["route", addr, prefix, via, dev, metric] => Change::Route(RouteSpec {
                 dst: IpNet::new(addr.parse::<IpAddr>().ok()?, prefix.parse().ok()?),
                 via: if *via == "-" {
@@ -288,7 +302,7 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
                 dev: if *dev == "-" {
                     None
                 } else {
-                    Some(text_field(dev)?)
+                    Some(unhex_text(dev)?)
                 },
                 metric: if *metric == "-" {
                     None
@@ -299,13 +313,13 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
             ["address", addr, prefix, dev] => Change::Address(DeviceAddress {
                 addr: addr.parse().ok()?,
                 prefix: prefix.parse().ok()?,
-                dev: text_field(dev)?,
+                dev: unhex_text(dev)?,
             }),
             ["dns-resolved", dev] => Change::Dns(DnsUndo::Resolved {
-                dev: text_field(dev)?,
+                dev: unhex_text(dev)?,
             }),
             ["dns-resolvconf", record] => Change::Dns(DnsUndo::Resolvconf {
-                record: text_field(record)?,
+                record: unhex_text(record)?,
             }),
             ["dns-file", path, original, written, backup] => Change::Dns(DnsUndo::File {
                 path: unhex_path(path)?,
@@ -318,10 +332,8 @@ fn decode(text: &str) -> Option<(Owner, Vec<Change>)> {
                 },
             }),
             _ => return None,
-        };
-        changes.push(change);
-    }
-    Some((owner, changes))
+        })
+    })
 }
 
 /// The journals in `dir` with their owners, skipping what does not parse.

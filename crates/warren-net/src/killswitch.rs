@@ -49,7 +49,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::journal::{self, Owner};
+use crate::journal::{self, Owner, decode_journal, hex, unhex_text};
 use crate::nft::{Nft, NftFailure, inet_table};
 
 /// The table of the kill switch: `inet warren-killswitch`.
@@ -369,37 +369,19 @@ fn encode(owner: &Owner, table: &str) -> String {
     format!(
         "{MAGIC}\n{}\ntable inet {}\n",
         owner.line(),
-        table
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+        hex(table.as_bytes())
     )
 }
 
 fn decode(text: &str) -> Option<(Owner, Vec<String>)> {
-    let mut lines = text.lines();
-    if lines.next()? != MAGIC {
-        return None;
-    }
-    let owner = Owner::parse_line(lines.next()?)?;
-    let mut tables = Vec::new();
-    for line in lines {
-        let hex = line.strip_prefix("table inet ")?;
-        if !hex.len().is_multiple_of(2) {
+    decode_journal(text, MAGIC, |f| {
+        let ["table", "inet", name] = f else {
             return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect();
-        let name = String::from_utf8(bytes?).ok()?;
+        };
+        let name = unhex_text(name)?;
         // Only warren's own tables: a journal cannot be used to delete another.
-        if name != KILL_SWITCH_TABLE {
-            return None;
-        }
-        tables.push(name);
-    }
-    Some((owner, tables))
+        (name == KILL_SWITCH_TABLE).then_some(name)
+    })
 }
 
 fn journals(dir: &Path) -> Vec<(PathBuf, Owner, Vec<String>)> {

@@ -55,7 +55,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::ip::{Ipv4Net, Ipv6Net, NetError};
-use crate::journal::{self, Owner};
+use crate::journal::{self, Owner, decode_journal, hex, unhex_text};
 use crate::netlink::Rtnl;
 use crate::nft::{Nft, NftFailure};
 use crate::state::kernel_error;
@@ -320,16 +320,18 @@ fn encode(owner: &Owner, changes: &[NatChange]) -> String {
     let mut s = format!("{MAGIC}\n{}\n", owner.line());
     for c in changes {
         match c {
-            NatChange::Table { name } => s.push_str(&format!("table inet {}\n", hex(name))),
+            NatChange::Table { name } => {
+                s.push_str(&format!("table inet {}\n", hex(name.as_bytes())))
+            }
             NatChange::Sysctl {
                 path,
                 prev,
                 written,
             } => s.push_str(&format!(
                 "sysctl {} {} {}\n",
-                hex(&path.to_string_lossy()),
-                hex(prev),
-                hex(written)
+                hex(path.to_string_lossy().as_bytes()),
+                hex(prev.as_bytes()),
+                hex(written.as_bytes())
             )),
         }
     }
@@ -337,18 +339,13 @@ fn encode(owner: &Owner, changes: &[NatChange]) -> String {
 }
 
 fn decode(text: &str) -> Option<(Owner, Vec<NatChange>)> {
-    let mut lines = text.lines();
-    if lines.next()? != MAGIC {
-        return None;
-    }
-    let owner = Owner::parse_line(lines.next()?)?;
-    let mut changes = Vec::new();
-    for line in lines {
-        let f: Vec<&str> = line.split(' ').collect();
-        changes.push(match f.as_slice() {
-            ["table", "inet", name] => NatChange::Table { name: unhex(name)? },
+    decode_journal(text, MAGIC, |f| {
+        Some(match f {
+            ["table", "inet", name] => NatChange::Table {
+                name: unhex_text(name)?,
+            },
             ["sysctl", path, prev, written] => {
-                let path = PathBuf::from(unhex(path)?);
+                let path = PathBuf::from(unhex_text(path)?);
                 // Only forwarding flags under /proc/sys/net are ever written: a journal
                 // cannot be used to write elsewhere.
                 if !path.starts_with("/proc/sys/net/") || path.components().count() > 8 {
@@ -356,35 +353,13 @@ fn decode(text: &str) -> Option<(Owner, Vec<NatChange>)> {
                 }
                 NatChange::Sysctl {
                     path,
-                    prev: unhex(prev)?,
-                    written: unhex(written)?,
+                    prev: unhex_text(prev)?,
+                    written: unhex_text(written)?,
                 }
             }
             _ => return None,
-        });
-    }
-    Some((owner, changes))
-}
-
-fn hex(s: &str) -> String {
-    if s.is_empty() {
-        return "-".into();
-    }
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<String> {
-    if s == "-" {
-        return Some(String::new());
-    }
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+        })
+    })
 }
 
 /// The NAT journals in `dir`: (file, owner, changes), skipping what does not parse.
@@ -911,7 +886,7 @@ mod tests {
         let evil = format!(
             "{MAGIC}\n{}\nsysctl {} 30 31\n",
             owner.line(),
-            hex("/etc/passwd")
+            hex(b"/etc/passwd")
         );
         assert!(decode(&evil).is_none());
     }

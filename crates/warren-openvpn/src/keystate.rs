@@ -218,9 +218,8 @@ impl KeyState {
 
     /// RFC 5705 exporter for the data keys (`key-derivation tls-ekm`, ssl.c:1565).
     pub fn export_key2(&self) -> Result<warren_crypto::Key2, rustls::Error> {
-        let out =
-            self.tls
-                .export_keying_material([0u8; 256], b"EXPORTER-OpenVPN-datakeys", None)?;
+        let mut out = [0u8; crate::tls::KEY_MATERIAL_LEN];
+        crate::tls::export_key_material(&self.tls, &mut out)?;
         Ok(warren_crypto::Key2::from_bytes(out))
     }
 

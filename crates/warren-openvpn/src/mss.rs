@@ -100,6 +100,8 @@ fn checksum_adjust(sum: u16, old: u16, new: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     fn csum(data: &[u8]) -> u16 {
@@ -118,25 +120,27 @@ mod tests {
         !(acc as u16)
     }
 
-    fn tcp_checksum(pkt: &[u8]) -> u16 {
-        let tcp = &pkt[20..];
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&pkt[12..20]);
-        pseudo.extend_from_slice(&[0, 6]);
-        pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-        pseudo.extend_from_slice(tcp);
-        csum(&pseudo)
-    }
-
-    fn syn(mss: u16) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + 24];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&44u16.to_be_bytes());
-        p[8] = 64;
-        p[9] = 6;
-        p[12..16].copy_from_slice(&[10, 8, 0, 2]);
-        p[16..20].copy_from_slice(&[10, 8, 0, 1]);
-        let t = &mut p[20..];
+    /// A TCP SYN (port 1234 to 80) with an MSS option and a valid checksum, over IPv4
+    /// or IPv6.
+    fn syn(v6: bool, mss: u16) -> Vec<u8> {
+        let ip = if v6 { 40 } else { 20 };
+        let mut p = vec![0u8; ip + 24];
+        if v6 {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&24u16.to_be_bytes());
+            p[6] = 6;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&Ipv6Addr::new(0xfd00, 8, 0, 0, 0, 0, 0, 0x1000).octets());
+            p[24..40].copy_from_slice(&Ipv6Addr::new(0xfd00, 8, 0, 0, 0, 0, 0, 1).octets());
+        } else {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&44u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 6;
+            p[12..16].copy_from_slice(&[10, 8, 0, 2]);
+            p[16..20].copy_from_slice(&[10, 8, 0, 1]);
+        }
+        let t = &mut p[ip..];
         t[0..2].copy_from_slice(&1234u16.to_be_bytes());
         t[2..4].copy_from_slice(&80u16.to_be_bytes());
         t[12] = 6 << 4;
@@ -145,95 +149,81 @@ mod tests {
         t[21] = 4;
         t[22..24].copy_from_slice(&mss.to_be_bytes());
         let c = tcp_checksum(&p);
-        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p[ip + 16..ip + 18].copy_from_slice(&c.to_be_bytes());
         p
     }
 
-    #[test]
-    fn clamps_and_keeps_checksum_valid() {
-        let mut p = syn(1460);
-        clamp_ipv4(&mut p, 1360);
-        assert_eq!(u16::from_be_bytes([p[42], p[43]]), 1360);
-        let stored = u16::from_be_bytes([p[36], p[37]]);
-        p[36] = 0;
-        p[37] = 0;
-        assert_eq!(stored, tcp_checksum(&p));
+    /// The length of the (option-less) IP header.
+    fn ip_len(p: &[u8]) -> usize {
+        if p[0] >> 4 == 6 { 40 } else { 20 }
     }
 
-    #[test]
-    fn leaves_small_mss_and_non_syn_alone() {
-        let mut p = syn(1200);
-        let orig = p.clone();
-        clamp_ipv4(&mut p, 1360);
-        assert_eq!(p, orig);
-        let mut q = syn(1460);
-        q[33] = 0x10; // ACK only
-        let orig = q.clone();
-        clamp_ipv4(&mut q, 1360);
-        assert_eq!(q, orig);
+    /// The MSS option's value.
+    fn mss_of(p: &[u8]) -> u16 {
+        let ip = ip_len(p);
+        u16::from_be_bytes([p[ip + 22], p[ip + 23]])
     }
 
-    /// An IPv6 TCP SYN with an MSS option and a valid checksum.
-    fn syn6(mss: u16) -> Vec<u8> {
-        let mut p = vec![0u8; 40 + 24];
-        p[0] = 0x60;
-        p[4..6].copy_from_slice(&24u16.to_be_bytes());
-        p[6] = 6;
-        p[7] = 64;
-        p[8..24].copy_from_slice(
-            &"fd00:8::1000"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
-        );
-        p[24..40].copy_from_slice(&"fd00:8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        let t = &mut p[40..];
-        t[0..2].copy_from_slice(&1234u16.to_be_bytes());
-        t[2..4].copy_from_slice(&80u16.to_be_bytes());
-        t[12] = 6 << 4;
-        t[13] = 0x02;
-        t[20] = 2;
-        t[21] = 4;
-        t[22..24].copy_from_slice(&mss.to_be_bytes());
-        let c = tcp6_checksum(&p);
-        p[56..58].copy_from_slice(&c.to_be_bytes());
-        p
-    }
-
-    fn tcp6_checksum(pkt: &[u8]) -> u16 {
-        let tcp = &pkt[40..];
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&pkt[8..40]);
+    /// The TCP checksum over the pseudo header (IPv6's layout; IPv4's 16-bit words sum
+    /// the same), with the checksum field as it is in `pkt`.
+    fn tcp_checksum(pkt: &[u8]) -> u16 {
+        let ip = ip_len(pkt);
+        let addrs = if ip == 40 { 8..40 } else { 12..20 };
+        let tcp = &pkt[ip..];
+        let mut pseudo = pkt[addrs].to_vec();
         pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, 6]);
         pseudo.extend_from_slice(tcp);
         csum(&pseudo)
     }
 
+    /// Whether the stored TCP checksum is valid.
+    fn checksum_valid(pkt: &[u8]) -> bool {
+        let ip = ip_len(pkt);
+        let mut p = pkt.to_vec();
+        let stored = u16::from_be_bytes([p[ip + 16], p[ip + 17]]);
+        p[ip + 16..ip + 18].fill(0);
+        stored == tcp_checksum(&p)
+    }
+
+    #[test]
+    fn clamps_and_keeps_checksum_valid() {
+        let mut p = syn(false, 1460);
+        clamp_ipv4(&mut p, 1360);
+        assert_eq!(mss_of(&p), 1360);
+        assert!(checksum_valid(&p));
+    }
+
+    #[test]
+    fn leaves_small_mss_and_non_syn_alone() {
+        let mut p = syn(false, 1200);
+        let orig = p.clone();
+        clamp_ipv4(&mut p, 1360);
+        assert_eq!(p, orig);
+        let mut q = syn(false, 1460);
+        q[33] = 0x10; // ACK only
+        let orig = q.clone();
+        clamp_ipv4(&mut q, 1360);
+        assert_eq!(q, orig);
+    }
+
     #[test]
     fn ipv6_syns_are_clamped_20_lower() {
-        let mut p = syn6(1440);
+        let mut p = syn(true, 1440);
         clamp(&mut p, 1360);
-        assert_eq!(
-            u16::from_be_bytes([p[62], p[63]]),
-            1340,
-            "IPv4 value minus 20"
-        );
-        let stored = u16::from_be_bytes([p[56], p[57]]);
-        p[56] = 0;
-        p[57] = 0;
-        assert_eq!(stored, tcp6_checksum(&p));
+        assert_eq!(mss_of(&p), 1340, "IPv4 value minus 20");
+        assert!(checksum_valid(&p));
         // An IPv4 SYN through the same entry point: the IPv4 value.
-        let mut q = syn(1460);
+        let mut q = syn(false, 1460);
         clamp(&mut q, 1360);
-        assert_eq!(u16::from_be_bytes([q[42], q[43]]), 1360);
+        assert_eq!(mss_of(&q), 1360);
         // A truncated packet (payload length disagrees) and a small MSS are left alone.
-        let mut r = syn6(1440);
+        let mut r = syn(true, 1440);
         r.push(0);
         let orig = r.clone();
         clamp(&mut r, 1360);
         assert_eq!(r, orig);
-        let mut r = syn6(1200);
+        let mut r = syn(true, 1200);
         let orig = r.clone();
         clamp(&mut r, 1360);
         assert_eq!(r, orig);

@@ -48,7 +48,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::time_provider::DefaultTimeProvider;
 use rustls::{
-    ClientConfig, ClientConnection, Connection, ConnectionCommon, ServerConfig, ServerConnection,
+    ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection,
     SupportedProtocolVersion,
 };
 
@@ -791,7 +791,7 @@ pub fn peer_subject(certs: &[CertificateDer<'_>]) -> Option<String> {
 }
 
 /// A TLS connection that can run the RFC 5705 exporter: `rustls::ServerConnection`,
-/// `rustls::ClientConnection`, the `rustls::Connection` enum, or a `ConnectionCommon`.
+/// `rustls::ClientConnection` or the `rustls::Connection` enum.
 pub trait KeyingMaterialExporter {
     /// Fills `out` from the exporter with `label` and `context`.
     fn export_into(
@@ -800,17 +800,6 @@ pub trait KeyingMaterialExporter {
         label: &[u8],
         context: Option<&[u8]>,
     ) -> Result<(), rustls::Error>;
-}
-
-impl<D> KeyingMaterialExporter for ConnectionCommon<D> {
-    fn export_into(
-        &self,
-        out: &mut [u8],
-        label: &[u8],
-        context: Option<&[u8]>,
-    ) -> Result<(), rustls::Error> {
-        self.export_keying_material(out, label, context).map(|_| ())
-    }
 }
 
 impl KeyingMaterialExporter for ServerConnection {

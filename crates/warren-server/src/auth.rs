@@ -651,7 +651,7 @@ impl Authenticator for StoreAuth {
         self.conclude(&meta, result)
     }
 
-    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
+    fn connected(&mut self, _now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
         if let Some(p) = self.peers.get_mut(&peer_id) {
             p.ip = vpn_ip;
         }
@@ -668,7 +668,6 @@ impl Authenticator for StoreAuth {
         {
             self.checked_revision = Some(a);
         }
-        let _ = now;
     }
 
     fn disconnected(&mut self, _now: Instant, peer_id: PeerId) {

@@ -669,7 +669,7 @@ fn serve(
         engine
             .data_ciphers
             .iter()
-            .map(|c| warren_driver::cipher_name(*c))
+            .map(|c| c.name())
             .collect::<Vec<_>>()
             .join(":"),
     );

@@ -40,6 +40,8 @@ pub use env::Var;
 pub use line::tokenize;
 pub use log::{LogFlag, LogLine, LogTap, VerbFn};
 
+use crate::auth::AuthRequest;
+use crate::metrics::Metrics;
 use crate::status::{self, StatusVersion};
 
 /// `MANAGEMENT_VERSION` (manage.h).
@@ -163,32 +165,24 @@ pub struct Ctx<'a> {
     /// The status report's `TITLE`.
     pub title: &'a str,
     pub cids: &'a ClientIds,
+    /// With `warren-metrics`: where the final authentication decisions are counted.
+    pub(crate) metrics: Option<&'a Metrics>,
+}
+
+impl Ctx<'_> {
+    /// The final decision about a login: counted, and handed to the engine.
+    pub fn authorize(&mut self, peer: PeerId, decision: AuthDecision) {
+        if let Some(m) = self.metrics {
+            m.auth(matches!(decision, AuthDecision::Accept(_)));
+        }
+        self.server.authorize(self.now, peer, decision);
+    }
 }
 
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx")
             .field("now", &self.now)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A connecting client's login, as the `>CLIENT:CONNECT` environment shows it.
-pub struct ConnectInfo {
-    pub addr: SocketAddr,
-    pub common_name: String,
-    pub username: Option<String>,
-    pub password: Option<Zeroizing<String>>,
-    pub certificate: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for ConnectInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectInfo")
-            .field("addr", &self.addr)
-            .field("common_name", &self.common_name)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
@@ -265,7 +259,7 @@ pub struct Management {
     pending: HashMap<u64, Pending>,
     /// Logins held back until the user database decided (then they go to the
     /// management client), by peer.
-    deferred: HashMap<PeerId, ConnectInfo>,
+    deferred: HashMap<PeerId, AuthRequest>,
     established: HashMap<PeerId, Established>,
     next_kid: u64,
     /// Link bytes of clients that left (`load-stats` counts since start, as OpenVPN).
@@ -399,12 +393,12 @@ impl Management {
         if self.tokens.conn.is_some_and(|t| poller.is_readable(t)) {
             self.read(ctx);
         }
-        self.after(ctx.now);
+        self.after();
     }
 
     /// Sends new log lines and the bytecount notifications that are due, writes what is
     /// queued and closes a connection that asked for it or failed.
-    pub fn after(&mut self, now: Instant) {
+    pub fn after(&mut self) {
         self.forward_log();
         self.flush();
         let Some(c) = &self.conn else { return };
@@ -420,7 +414,6 @@ impl Management {
             self.bytecount = None;
             self.next_bytecount = None;
         }
-        let _ = now;
     }
 
     /// The bytecount timer fired: one `>BYTECOUNT_CLI` per connected client.
@@ -442,7 +435,7 @@ impl Management {
                 ));
             }
         }
-        self.after(ctx.now);
+        self.after();
     }
 
     fn accept(&mut self, ctx: &mut Ctx<'_>) {
@@ -974,39 +967,24 @@ impl Management {
 
     /// A login waits for the user database first; [`Management::database_decided`] brings
     /// it back.
-    pub fn defer(&mut self, peer: PeerId, info: ConnectInfo) {
-        self.deferred.insert(peer, info);
+    pub fn defer(&mut self, info: AuthRequest) {
+        self.deferred.insert(info.peer_id, info);
     }
 
-    /// Whether `peer`'s login is held back for the management client.
-    pub fn is_deferred(&self, peer: PeerId) -> bool {
-        self.deferred.contains_key(&peer)
-    }
-
-    /// The user database decided about a deferred login: an acceptance goes on to the
-    /// management client (its grant is kept), a refusal ends the login.
+    /// The user database decided about a login: the acceptance of a deferred one goes on
+    /// to the management client (its grant is kept); any other decision is final.
     pub fn database_decided(&mut self, peer: PeerId, decision: AuthDecision, ctx: &mut Ctx<'_>) {
-        let Some(info) = self.deferred.remove(&peer) else {
-            ctx.server.authorize(ctx.now, peer, decision);
-            return;
-        };
-        match decision {
-            AuthDecision::Accept(grant) => self.client_connect(peer, info, grant, ctx),
-            refuse @ AuthDecision::Reject { .. } => ctx.server.authorize(ctx.now, peer, refuse),
+        match (self.deferred.remove(&peer), decision) {
+            (Some(info), AuthDecision::Accept(grant)) => self.client_connect(info, grant, ctx),
+            (_, decision) => ctx.authorize(peer, decision),
         }
     }
 
     /// `>CLIENT:CONNECT,CID,KID` for a login the management client must decide.
-    pub fn client_connect(
-        &mut self,
-        peer: PeerId,
-        info: ConnectInfo,
-        grant: AuthGrant,
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub fn client_connect(&mut self, info: AuthRequest, grant: AuthGrant, ctx: &mut Ctx<'_>) {
+        let peer = info.peer_id;
         let Some(cid) = ctx.cids.get(peer) else {
-            ctx.server
-                .authorize(ctx.now, peer, AuthDecision::Reject { reason: None });
+            ctx.authorize(peer, AuthDecision::Reject { reason: None });
             return;
         };
         if info.username.as_deref().is_none_or(str::is_empty) && info.password.is_none() {
@@ -1017,8 +995,7 @@ impl Management {
                  refused; with management-client-auth clients need auth-user-pass",
                 info.common_name, info.addr
             );
-            ctx.server
-                .authorize(ctx.now, peer, AuthDecision::Reject { reason: None });
+            ctx.authorize(peer, AuthDecision::Reject { reason: None });
             return;
         }
         let kid = self.new_kid();
@@ -1087,8 +1064,7 @@ impl Management {
             grant.fixed_ip = fixed_ip;
         }
         info!("MANAGEMENT: client-auth CID {cid} KID {kid}: accepted");
-        ctx.server
-            .authorize(ctx.now, p.peer, AuthDecision::Accept(grant));
+        ctx.authorize(p.peer, AuthDecision::Accept(grant));
         "SUCCESS: client-auth command succeeded".into()
     }
 
@@ -1104,8 +1080,7 @@ impl Management {
             return "ERROR: client-deny command failed".into();
         };
         info!("MANAGEMENT: client-deny CID {cid} KID {kid}: {reason}");
-        ctx.server.authorize(
-            ctx.now,
+        ctx.authorize(
             p.peer,
             AuthDecision::Reject {
                 reason: client_reason.map(str::to_owned),
