@@ -10,6 +10,7 @@
 //! here), and then warren-server's part.
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use warren_store::RateLimitConfig;
 
 use anyhow::{Context, Result, anyhow};
 use ipnet::Ipv4Net;
@@ -132,6 +133,10 @@ pub struct ServerArgs {
     /// Write an OpenVPN status file (version 2) every 60 seconds.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub status: Option<PathBuf>,
+    /// Failed logins of one user from one address: BURST may come at once, then one per
+    /// SECONDS; further attempts are refused without checking the password (default 5/12).
+    #[arg(long, value_name = "BURST/SECONDS", value_parser = parse_login_limit, conflicts_with = "config")]
+    pub login_limit: Option<(u32, u64)>,
     /// Move one packet per system call: no tun offloads, no UDP GRO/GSO (also
     /// WARREN_NO_OFFLOAD=1, or `warren-offload off` in server.conf). For kernels or
     /// networks where the offloads misbehave; much slower.
@@ -153,6 +158,19 @@ pub struct ServerArgs {
     /// The root helper that reads FILEs for SIGHUP reloads of an unprivileged server.
     #[arg(long, hide = true, num_args = 1.., value_name = "FILE")]
     pub internal_key_reader: Vec<PathBuf>,
+}
+
+/// `--login-limit BURST/SECONDS`.
+fn parse_login_limit(s: &str) -> std::result::Result<(u32, u64), String> {
+    let bad =
+        || format!("{s:?}: expected BURST/SECONDS, e.g. 5/12 (BURST 1..1000, SECONDS 1..86400)");
+    let (b, t) = s.split_once('/').ok_or_else(bad)?;
+    let burst: u32 = b.trim().parse().map_err(|_| bad())?;
+    let secs: u64 = t.trim().trim_end_matches('s').parse().map_err(|_| bad())?;
+    if !(1..=1000).contains(&burst) || !(1..=86_400).contains(&secs) {
+        return Err(bad());
+    }
+    Ok((burst, secs))
 }
 
 /// Most data threads chosen automatically.
@@ -314,10 +332,16 @@ fn prepare_state(args: &ServerArgs, sd: &warren_config::StateDir) -> Result<Stor
             state.pki.info().key_description
         );
     }
+    let mut limits = RateLimitConfig::default();
+    if let Some((burst, secs)) = args.login_limit {
+        limits.per_user_burst = burst;
+        limits.per_user_interval = std::time::Duration::from_secs(secs);
+    }
     Ok(StoreBacked {
         store: state.store.clone(),
         mode: sd.auth,
         dir: dir.clone(),
+        limits,
     })
 }
 
@@ -428,6 +452,16 @@ mod tests {
     use warren_openvpn::HalfOpenLimits;
     use warren_server::convert::wrap_name;
     use warren_server::{engine_config, run_as};
+
+    #[test]
+    fn login_limit_syntax() {
+        assert_eq!(parse_login_limit("5/12"), Ok((5, 12)));
+        assert_eq!(parse_login_limit("3/600s"), Ok((3, 600)));
+        for bad in ["5", "0/12", "5/0", "x/12", "5/100000", ""] {
+            let e = parse_login_limit(bad).expect_err(bad);
+            assert!(e.contains("expected BURST/SECONDS"), "{e}");
+        }
+    }
 
     #[test]
     fn data_thread_choice() {

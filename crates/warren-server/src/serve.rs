@@ -165,6 +165,8 @@ pub struct StoreBacked {
     pub store: Arc<SqliteStore>,
     pub mode: UserAuth,
     pub dir: PathBuf,
+    /// Failed-login limits.
+    pub limits: RateLimitConfig,
 }
 
 /// Runs the server until SIGINT/SIGTERM (see the module docs for the order).
@@ -405,6 +407,7 @@ pub fn open_state(sd: &warren_config::StateDir) -> Result<StoreBacked> {
         store: Arc::new(store),
         mode: sd.auth,
         dir: sd.dir.clone(),
+        limits: RateLimitConfig::default(),
     })
 }
 
@@ -605,8 +608,7 @@ fn serve(
         Some(sb) => {
             let pool = Pool::new(engine.network, engine.netmask);
             let store: Arc<dyn Store> = sb.store.clone();
-            let limits = RateLimitConfig::default();
-            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, limits)
+            let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, sb.limits)
                 .with_ccd(crate::ccd::CcdDir::from_config(cfg))
                 .with_subnet_routes(tun.name());
             let opts = warren_driver::AuthOptions::default();

@@ -268,7 +268,13 @@ fn password_mode_with_a_burst_of_wrong_passwords() {
     let mut lab = Lab::p256("auth-pw", ServerKind::Warren);
     let state = lab.dir().join("state");
     let w = Warren::new(&state);
-    let server = ZeroServer::start(&lab, &state, &["--auth", "password"]);
+    // One failure per 10 minutes after the burst: however slow each guess is on a loaded
+    // machine, the limit cannot refill within the test.
+    let server = ZeroServer::start(
+        &lab,
+        &state,
+        &["--auth", "password", "--login-limit", "5/600"],
+    );
     w.add_user_with_password("erin", "erin-pw", &["--no-cert"]);
     w.add_user_with_password("frank", "frank-pw", &["--no-cert"]);
 
@@ -349,5 +355,8 @@ fn password_mode_with_a_burst_of_wrong_passwords() {
     let mut erin = start_openvpn(&lab, &clean, "erin-clean", &p);
     erin.wait_for_line(CONNECTED, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}\nserver:\n{}", server.log()));
-    assert_logged(&server, &["login rate limits: per user and source address"]);
+    assert_logged(
+        &server,
+        &["login rate limits: per user and source address 5 failed logins, then 1 per 600 s"],
+    );
 }
