@@ -71,7 +71,7 @@ const ANGRISTAN: Generator = Generator {
     tls_crypt_v2: false,
     easyrsa_tls_key: false,
     strip_comments: false,
-    refused: &["client-config-dir", "management"],
+    refused: &[],
     peer_cert: "peer certificate: 256 bits ECprime256v1",
     data_cipher: "AES-128-GCM",
     tls12_suite: Some("ECDHE-ECDSA-AES128-GCM-SHA256"),
