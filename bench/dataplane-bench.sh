@@ -16,7 +16,7 @@
 # wireguard-tools for the boringtun row):
 #   bench/dataplane-bench.sh [--warren PATH] [--boringtun PATH] [--time SECONDS] [--runs N]
 #       [--only openvpn,warren,boringtun] [--baseline PATH] [--no-offload] [--soak [SECONDS]] [--perf DIR]
-#       [--access-rules N]
+#       [--access-rules N] [--proto udp|tcp]
 #   --warren PATH     warren binary (default target/release/warren: cargo build --release -p warren-cli)
 #   --boringtun PATH  the boringtun-cli binary, or a cache directory holding bin/boringtun-cli;
 #                     if absent it is built there on first use (cargo install boringtun-cli,
@@ -33,6 +33,10 @@
 #                     access rules that never match (deny, TCP ports 1-1024 of hosts outside
 #                     the tunnel) and a final allow (`warren-access client ...` lines); the
 #                     baseline column runs without them
+#   --proto udp|tcp   the OpenVPN transport of the openvpn, warren and baseline tunnels (default
+#                     udp); with tcp both servers get `proto tcp-server` and both clients
+#                     `proto tcp-client` in the same files (OpenVPN over TCP, fact sheet §9), and
+#                     the boringtun row (WireGuard is UDP only) is left out
 #
 # Everything that sends traffic runs in namespaces made here (dp<pid><o|w|b><s|c>); the tun
 # devices are made inside them. Every wait is bounded; on exit (also on error or Ctrl-C) the
@@ -53,6 +57,7 @@ SOAK=0
 PERF_DIR=""
 BASELINE=""
 ACCESS_RULES=0
+PROTO=udp
 while [ $# -gt 0 ]; do
     case "$1" in
         --warren) WARREN="$2"; shift 2 ;;
@@ -67,7 +72,8 @@ while [ $# -gt 0 ]; do
             case "${1:-}" in ''|-*) ;; *) SOAK="$1"; shift ;; esac ;;
         --perf) PERF_DIR="$2"; shift 2 ;;
         --access-rules) ACCESS_RULES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        --proto) PROTO="$2"; shift 2 ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -76,6 +82,13 @@ for v in "$SECS" "$RUNS" "$SOAK" "$ACCESS_RULES"; do
 done
 [ "$SECS" -ge 2 ] && [ "$RUNS" -ge 1 ] || { echo "--time >= 2 and --runs >= 1" >&2; exit 2; }
 [ "$SOAK" = 0 ] || [ "$SOAK" -ge 15 ] || { echo "--soak needs at least 15 s" >&2; exit 2; }
+case "$PROTO" in
+    udp) SRV_PROTO=udp; CLI_PROTO=udp; LISTEN_SS=-Hlun ;;
+    tcp) SRV_PROTO=tcp-server; CLI_PROTO=tcp-client; LISTEN_SS=-Hltn
+         # WireGuard has no TCP mode: no boringtun row.
+         ONLY=${ONLY//boringtun/} ;;
+    *) echo "--proto takes udp or tcp" >&2; exit 2 ;;
+esac
 bench_require openvpn iperf3 ip ping openssl ss jq awk timeout
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "--baseline: $BASELINE is not an executable" >&2; exit 2; }
@@ -199,7 +212,7 @@ bench_pki "$WORK"
 
 cat > "$WORK/server.conf" <<CONF
 port 1194
-proto udp
+proto $SRV_PROTO
 dev tunbench
 ca $WORK/ca.crt
 cert $WORK/server.crt
@@ -209,9 +222,10 @@ tls-crypt $WORK/ta.key
 topology subnet
 server 10.8.0.0 255.255.255.0
 keepalive 10 60
-explicit-exit-notify 1
 verb 3
 CONF
+# explicit-exit-notify is UDP only (OpenVPN ignores it over TCP, with a notice).
+[ "$PROTO" = tcp ] || echo "explicit-exit-notify 1" >> "$WORK/server.conf"
 # The warren server's config: the same, plus --access-rules N rules for the client's
 # certificate (CN "client") that never match its traffic, and a final allow.
 cp "$WORK/server.conf" "$WORK/server-warren.conf"
@@ -225,7 +239,7 @@ fi
 cat > "$WORK/client.conf" <<CONF
 client
 dev tunbenchc
-proto udp
+proto $CLI_PROTO
 remote 198.18.0.1 1194
 nobind
 ca $WORK/ca.crt
@@ -292,9 +306,12 @@ start_server() {
     else
         TIP[$k]=10.8.0.1
     fi
+    # The OpenVPN port listens on UDP, or on TCP with --proto tcp; boringtun's on UDP.
+    local ssopt=$LISTEN_SS
+    [ "$k" != boringtun ] || ssopt=-Hlun
     for i in $(seq 1 150); do
         kill -0 "$pid" 2>/dev/null || break
-        if ip netns exec "$ns" ss -Hlun "sport = :$port" | grep -q .; then ok=1; break; fi
+        if ip netns exec "$ns" ss "$ssopt" "sport = :$port" | grep -q .; then ok=1; break; fi
         sleep 0.1
     done
     [ $ok = 1 ] || { log "$k server did not start:"; tail -n 20 "$WORK/server-$k.log" >&2; return 1; }
@@ -544,7 +561,7 @@ row() {   # row LABEL KEY [noratio]
 }
 
 echo
-echo "data-plane bench: iperf3 client -> server through the tunnel, ${SECS} s per run, ${RUNS} runs per cell (median, min-max)"
+echo "data-plane bench ($PROTO transport): iperf3 client -> server through the tunnel, ${SECS} s per run, ${RUNS} runs per cell (median, min-max)"
 echo "machine: $(nproc) CPUs ($(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')), kernel $(uname -r), load average at start $LOAD0"
 echo "openvpn: $(openvpn --version | head -n 1 | cut -d' ' -f1-2); boringtun: $( [ -n "$BT" ] && "$BT" --version || echo "n/a (${BT_WHY:-not run})"); $(iperf3 --version | head -n 1 | cut -d' ' -f1-2)"
 if want warren; then
