@@ -54,19 +54,17 @@ pub use auth::{
     AccessUpdate, AuthOptions, AuthRequest, AuthWorker, Authenticator, Kick, PasswordCheck, Step,
     Verified,
 };
-pub use batch::{LoopStats, UdpIo, describe_tun};
+pub use batch::UdpIo;
 pub use client_loop::{
-    ClientLoopError, ClientLoopOptions, ClientScripts, ClientStats, DropAfterUp, NetOptions,
-    PullAction, RemoteFamily, RemoteSpec, RetryPolicy, filter_pushed, redirect_from_flags,
-    run_client, tunnel_spec, tunnel_spec6,
+    ClientLoopOptions, ClientScripts, DropAfterUp, NetOptions, PullAction, RemoteFamily,
+    RemoteSpec, RetryPolicy, run_client,
 };
 pub use metrics_http::MetricsListener;
-pub use portshare::{PortShareOptions, RELAY_BUFFER, SNIFF_TIMEOUT};
-pub use proxy::{MAX_REPLY, ProxyAuth, ProxyError, ProxyKind, ProxySpec};
+pub use portshare::PortShareOptions;
+pub use proxy::{ProxyAuth, ProxyKind, ProxySpec};
 pub use server_loop::{
-    BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, WatchFn, Watcher, run_server,
-    snapshot,
+    BATCH, DriverError, Reloader, ServerLoopOptions, StatusOptions, Watcher, run_server, snapshot,
 };
 pub use systemd::Systemd;
-pub use tcp::{QUEUE_HARD, QUEUE_SOFT, STALL, TcpOptions, TcpStats};
+pub use tcp::TcpOptions;
 pub use workers::WorkerIo;

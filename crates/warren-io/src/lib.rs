@@ -4,10 +4,10 @@
 //! non-blocking wrappers over the system calls a driver needs, each with typed errors that
 //! say how to fix the common failures.
 //!
-//! * [`Tun`]: a layer-3 tun device (`IFF_TUN | IFF_NO_PI`), addressed, sized and up, read
-//!   and written one packet at a time.
-//! * [`OffloadTun`]: the same with `IFF_VNET_HDR` offloads (TSO/USO super-packets split on
-//!   read, TCP/UDP flows coalesced on write) and `IFF_MULTI_QUEUE` queues.
+//! * [`OffloadTun`]: a layer-3 tun device (`IFF_TUN | IFF_NO_PI`), addressed, sized and up,
+//!   with `IFF_VNET_HDR` offloads when granted (TSO/USO super-packets split on read, TCP/UDP
+//!   flows coalesced on write; one packet per call without them) and `IFF_MULTI_QUEUE`
+//!   queues.
 //! * [`BatchUdp`]: the underlay socket with `recvmmsg`, UDP GRO and GSO (quinn-udp).
 //! * [`bind_steered`]: a `SO_REUSEPORT` group of UDP sockets whose classic-BPF program
 //!   steers each OpenVPN P_DATA_V2 datagram to socket `peer id % n` (everything else to
@@ -59,7 +59,7 @@ pub use script::{ScriptStatus, run_script};
 pub use sdnotify::{Notifier, watchdog_interval};
 pub use signals::{Signal, Signals};
 pub use tcp::{TcpBind, TcpBindError, TcpConn, TcpListener};
-pub use tun::{Tun, TunConfig, TunError};
+pub use tun::{TunConfig, TunError};
 pub use udp::{BindError, DEFAULT_SOCKET_BUFFER, RecvMeta, UdpBind, UdpFamily, UdpSocket};
 
 /// `true` for the errors a non-blocking descriptor returns when it has nothing to give

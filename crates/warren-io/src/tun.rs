@@ -1,10 +1,10 @@
-//! Layer-3 tun devices through tun-rs's synchronous device (offloads off for now).
+//! What opening a layer-3 tun device needs ([`crate::OffloadTun`] opens it): the config,
+//! the typed errors, the name check and the error classification.
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd};
 
 use thiserror::Error;
-use tun_rs::{DeviceBuilder, Layer, SyncDevice};
+use tun_rs::SyncDevice;
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,81 +47,8 @@ pub enum TunError {
     },
 }
 
-/// An open, configured, up tun device in non-blocking mode.
-///
-/// Reads and writes carry one bare IP packet each (`IFF_NO_PI`).
-pub struct Tun {
-    dev: SyncDevice,
-    name: String,
-    mtu: u16,
-}
-
-impl std::fmt::Debug for Tun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun")
-            .field("name", &self.name)
-            .field("mtu", &self.mtu)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Linux IFNAMSIZ minus the NUL.
 const MAX_NAME: usize = 15;
-
-impl Tun {
-    pub fn open(cfg: &TunConfig) -> Result<Tun, TunError> {
-        if cfg.prefix > 32 {
-            return Err(TunError::BadPrefix(cfg.prefix));
-        }
-        let requested = kernel_name(&cfg.name)?;
-        let shown = requested.clone().unwrap_or_else(|| "tun%d".to_owned());
-        let mut b = DeviceBuilder::new()
-            .layer(Layer::L3)
-            .offload(false)
-            .multi_queue(false)
-            .packet_information(false)
-            .mtu(cfg.mtu)
-            .ipv4(cfg.address, cfg.prefix, None)
-            .enable(true);
-        if let Some(n) = requested {
-            b = b.name(n);
-        }
-        let dev = b
-            .build_sync()
-            .map_err(|source| classify(&shown, cfg, source))?;
-        let name = nonblocking_name(&dev)?;
-        Ok(Tun {
-            dev,
-            name,
-            mtu: cfg.mtu,
-        })
-    }
-
-    /// The interface name the kernel gave the device.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn mtu(&self) -> u16 {
-        self.mtu
-    }
-
-    /// Reads one packet; `WouldBlock` when none is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.dev.recv(buf)
-    }
-
-    /// Writes one packet; `WouldBlock` when the device queue is full.
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        self.dev.send(packet)
-    }
-}
-
-impl AsFd for Tun {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.dev.as_fd()
-    }
-}
 
 /// `None` for OpenVPN's generic `tun` (kernel picks `tunN`), else the validated name.
 pub(crate) fn kernel_name(name: &str) -> Result<Option<String>, TunError> {

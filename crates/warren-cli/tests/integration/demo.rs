@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WARREN_BIN: &str = env!("CARGO_BIN_EXE_warren");
+use crate::common::lab::WARREN_BIN;
 
 fn netns_list() -> String {
     let out = Command::new("ip")

@@ -23,7 +23,7 @@ use crate::state_common;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use common::lab::{Client, Lab, SERVER_TUN_ADDR, ServerKind};
+use common::lab::{Lab, SERVER_TUN_ADDR, ServerKind, push_reply};
 use common::netns::{Netns, ping_ok};
 use common::process::poll_until;
 use state_common::{SERVER_VPN_IP, Warren, ZeroServer, connect};
@@ -33,17 +33,6 @@ const SERVER_TUN6: &str = "fd00:8::1";
 /// The global IPv6 address of `dev` in `ns` (without the prefix length), waiting up to 5 s.
 fn ipv6_addr(ns: &Netns, dev: &str) -> Option<String> {
     poll_until(Duration::from_secs(5), || ns.ipv6_addr(dev))
-}
-
-/// The PUSH_REPLY the stock client logged (verb 4 shows the whole message).
-fn push_reply(client: &Client) -> String {
-    let log = client.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("PUSH_REPLY"))
-        .unwrap_or_else(|| panic!("no PUSH_REPLY in the client log:\n{log}"));
-    let start = line.find("PUSH_REPLY").expect("found");
-    line[start..].trim_end_matches('\'').to_owned()
 }
 
 /// The options of a PUSH_REPLY that do not depend on the client or the server build:
@@ -74,7 +63,7 @@ mod cases {
 
         // openvpn-ops.md §3.2: the config's pushes, then tun-ipv6 and the generated options,
         // then ifconfig-ipv6 before ifconfig.
-        let reply = push_reply(&c1);
+        let reply = push_reply(&c1.log());
         eprintln!("{} server, client1 got: {reply}", kind.label());
         assert_eq!(
             stable_part(&reply),
@@ -84,11 +73,11 @@ mod cases {
              ifconfig 10.8.0.2 255.255.255.0"
         );
         assert!(
-            stable_part(&push_reply(&c2)).ends_with(
+            stable_part(&push_reply(&c2.log())).ends_with(
                 "ifconfig-ipv6 fd00:8::1001/64 fd00:8::1,ifconfig 10.8.0.3 255.255.255.0"
             ),
             "{}",
-            push_reply(&c2)
+            push_reply(&c2.log())
         );
 
         // The addresses are on the clients' tun devices; the pushed IPv6 routes too.

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::lab::{CONNECTED, Lab, ServerKind, Transfer, WARREN_BIN};
+use common::lab::{CONNECTED, Lab, ServerKind, Transfer};
 use common::netns::{Netns, link, unique_name};
 use common::process::{Proc, poll_until};
 use state_common::{PORT, Warren, ZeroServer, start_openvpn, write_profile};
@@ -196,31 +196,9 @@ fn full_tunnel_client_reaches_the_internet_masqueraded_and_all_is_undone() {
     assert!(!journal(pid).exists(), "the journal goes with the NAT");
 }
 
-/// `warren server --config` started in the lab's server namespace, waiting for its port.
+/// `warren server --config` in the lab's server namespace, logging at `info`.
 fn start_config_server(lab: &Lab, conf: &Path, tag: &str) -> Proc {
-    let log = lab.dir().join(format!("{tag}.log"));
-    let env = [("RUST_LOG", "info".to_string())];
-    let mut p = lab.server_ns.spawn_env(
-        "warren server",
-        &[
-            WARREN_BIN,
-            "server",
-            "--config",
-            conf.to_str().expect("utf8"),
-        ],
-        &env,
-        lab.dir(),
-        &log,
-    );
-    poll_until(Duration::from_secs(20), || {
-        (p.exited().is_some() || lab.server_ns.udp_port_bound(PORT)).then_some(())
-    });
-    assert!(
-        p.exited().is_none() && lab.server_ns.udp_port_bound(PORT),
-        "warren server did not start:\n{}",
-        p.log_tail(40)
-    );
-    p
+    lab.spawn_server_file(conf, PORT, tag, &[("RUST_LOG", "info".into())])
 }
 
 #[test]

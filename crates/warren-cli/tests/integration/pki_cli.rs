@@ -9,9 +9,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use crate::common::lab::WARREN_BIN;
 use crate::common::pki::easyrsa_pki;
-
-const WARREN: &str = env!("CARGO_BIN_EXE_warren");
 
 struct Run {
     ok: bool,
@@ -20,7 +19,7 @@ struct Run {
 }
 
 fn warren(state: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut cmd = Command::new(WARREN);
+    let mut cmd = Command::new(WARREN_BIN);
     cmd.args(args)
         .arg("--state-dir")
         .arg(state)

@@ -13,10 +13,10 @@ use serde_json::Value;
 use warren_core::TestRng;
 use warren_store::{SqliteStore, Store};
 
-const WARREN: &str = env!("CARGO_BIN_EXE_warren");
+use crate::common::lab::WARREN_BIN;
 
 fn list_users(state: &std::path::Path) -> Value {
-    let out = Command::new(WARREN)
+    let out = Command::new(WARREN_BIN)
         .args(["user", "list", "--json", "--state-dir"])
         .arg(state)
         .stdin(Stdio::null())
@@ -39,7 +39,7 @@ fn killed_user_add_never_breaks_the_state() {
     // How long one `user add` takes here, to spread the kills over its whole life.
     let t0 = Instant::now();
     let probe = tmp.path().join("probe");
-    let st = Command::new(WARREN)
+    let st = Command::new(WARREN_BIN)
         .args(["user", "add", "probe", "--no-password", "--state-dir"])
         .arg(&probe)
         .stdin(Stdio::null())
@@ -54,7 +54,7 @@ fn killed_user_add_never_breaks_the_state() {
     let mut killed = 0;
     let mut completed = 0;
     for i in 0..40 {
-        let mut child = Command::new(WARREN)
+        let mut child = Command::new(WARREN_BIN)
             .args([
                 "user",
                 "add",
@@ -110,14 +110,14 @@ fn killed_user_add_never_breaks_the_state() {
     eprintln!("{killed} killed, {completed} completed");
 
     // After all that, the state still works end to end.
-    let st = Command::new(WARREN)
+    let st = Command::new(WARREN_BIN)
         .args(["user", "add", "final", "--no-password", "--state-dir"])
         .arg(&state)
         .stdin(Stdio::null())
         .status()
         .expect("run");
     assert!(st.success());
-    let out = Command::new(WARREN)
+    let out = Command::new(WARREN_BIN)
         .args([
             "profile",
             "export",

@@ -19,7 +19,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Client, Lab, ServerKind, nobody_group};
+use common::lab::{CONNECTED, Lab, ServerKind, nobody_group};
+use common::netns::ping_ok;
 use common::process::{poll_until, tail};
 use state_common::{
     PUSHED_RESET, SERVER_VPN_IP, Warren, ZeroServer, connect, expect_auth_failed_after, lines_with,
@@ -67,17 +68,6 @@ fn assert_unprivileged(pid: u32, log: &str) {
     assert_eq!(bnd, NET_ADMIN_ONLY, "CapBnd");
 }
 
-fn ping_ok(c: &Client) {
-    let out = c.ns.ping(SERVER_VPN_IP, 3, 2);
-    assert!(
-        out.success(),
-        "{}: ping {SERVER_VPN_IP} failed:\n{}{}",
-        c.name,
-        out.stdout,
-        out.stderr
-    );
-}
-
 #[test]
 fn zero_config_server_drops_root_and_still_serves_and_kicks() {
     let mut lab = Lab::p256("privs-zero", ServerKind::Warren);
@@ -106,8 +96,8 @@ fn zero_config_server_drops_root_and_still_serves_and_kicks() {
     // through the connection opened before the drop, traffic flows.
     let mut alice = connect(&mut lab, &server, &w, "alice", "alice", None, &[]);
     let bob = connect(&mut lab, &server, &w, "bob", "bob", None, &[]);
-    ping_ok(&alice);
-    ping_ok(&bob);
+    ping_ok(&alice.ns, SERVER_VPN_IP, &alice.name);
+    ping_ok(&bob.ns, SERVER_VPN_IP, &bob.name);
     let log = server.log();
     assert!(
         !log.contains("cannot record the address lease"),
@@ -136,7 +126,7 @@ fn zero_config_server_drops_root_and_still_serves_and_kicks() {
         "{}",
         tail(&log, 30)
     );
-    ping_ok(&alice);
+    ping_ok(&alice.ns, SERVER_VPN_IP, &alice.name);
 
     // Revocation still reaches the unprivileged server and kicks alice, not bob.
     w.ok(&["pki", "revoke", "alice"]);
@@ -153,7 +143,7 @@ fn zero_config_server_drops_root_and_still_serves_and_kicks() {
         .unwrap_or_else(|e| panic!("{e}"));
     expect_auth_failed_after(&mut alice.proc, PUSHED_RESET, Duration::from_secs(30));
     assert!(!bob.proc.log().contains(PUSHED_RESET), "bob was kicked");
-    ping_ok(&bob);
+    ping_ok(&bob.ns, SERVER_VPN_IP, &bob.name);
     // Still unprivileged, and still running.
     assert_unprivileged(server.proc.pid(), &server.log());
     server.stop();
@@ -260,7 +250,7 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
         if let Err(e) = c.wait_connected(Duration::from_secs(20)) {
             panic!("{e}\nserver:\n{}", tail(&lab.server_log(), 40));
         }
-        ping_ok(c);
+        ping_ok(&c.ns, SERVER_VPN_IP, &c.name);
     }
     assert_ne!(laptop.addr(), phone.addr());
     let listed = poll_until(Duration::from_secs(10), || {
@@ -291,7 +281,7 @@ fn duplicate_cn_revocation_kicks_only_that_certificate() {
         "the laptop was kicked too:\n{}",
         laptop.proc.log_tail(20)
     );
-    ping_ok(&laptop);
+    ping_ok(&laptop.ns, SERVER_VPN_IP, &laptop.name);
     assert!(laptop.log().contains(CONNECTED));
     assert_unprivileged(pid, &lab.server_log());
 }

@@ -16,7 +16,9 @@ use std::fs;
 use std::time::Duration;
 
 use common::conf::TlsWrap;
-use common::lab::{CONNECTED, Client, Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer};
+use common::lab::{
+    CONNECTED, Client, Lab, MB, SERVER_PORT, SERVER_TUN_ADDR, ServerKind, Transfer, push_reply,
+};
 use common::netns::ping_ok;
 use common::pki::{KeyFormat, KeyType};
 use common::process::poll_until;
@@ -29,16 +31,6 @@ const PLAIN_HARD_RESET: [u8; 14] = [
 
 fn log_has(client: &Client, pat: &str) -> bool {
     client.log().lines().any(|l| l.contains(pat))
-}
-
-/// The PUSH_REPLY line the client logged.
-fn push_reply(client: &Client) -> String {
-    client
-        .log()
-        .lines()
-        .find(|l| l.contains("PUSH_REPLY"))
-        .map(String::from)
-        .unwrap_or_default()
 }
 
 mod cases {
@@ -214,7 +206,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        let push = push_reply(&client);
+        let push = push_reply(&client.log());
         // 2.6 clients get `protocol-flags ... tls-ekm ...`; older ones `key-derivation tls-ekm`.
         assert!(push.contains("tls-ekm"), "PUSH_REPLY: {push}");
         lab.check_tunnel(&client.ns, client.addr(), 8 * MB, 0);
@@ -231,7 +223,7 @@ mod cases {
         lab.start_server(&sc);
         let cc = lab.client_conf(&lab.pki.clients[0].clone());
         let client = lab.connect_client("client1", cc);
-        let push = push_reply(&client);
+        let push = push_reply(&client.log());
         assert!(push.contains("PUSH_REPLY"), "no PUSH_REPLY in client log");
         if kind == ServerKind::Warren {
             assert!(

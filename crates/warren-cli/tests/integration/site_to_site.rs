@@ -20,7 +20,7 @@ use crate::state_common;
 use std::fs;
 use std::time::Duration;
 
-use common::lab::{Client, Lab, ServerKind};
+use common::lab::{Client, Lab, ServerKind, push_reply};
 use common::netns::{Netns, link};
 use common::pki::{KeyFormat, KeyType};
 use state_common::{Warren, ZeroServer};
@@ -65,14 +65,6 @@ fn assert_ping(from: &Netns, what: &str, dst: &str, logs: &dyn Fn() -> String) {
         out.stderr,
         logs()
     );
-}
-
-/// The `PUSH_REPLY` a stock client logged.
-fn push_reply(log: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("PUSH_REPLY"))
-        .unwrap_or_else(|| panic!("no PUSH_REPLY in the client log:\n{log}"))
-        .to_owned()
 }
 
 /// The server config for two sites: the sites' networks in the server's kernel (`route`)

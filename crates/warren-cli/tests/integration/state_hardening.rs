@@ -19,11 +19,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::lab::WARREN_BIN;
 use common::netns::Netns;
 use common::process::run_bounded;
 use warren_store::{CertFilter, SqliteStore, Store};
-
-const WARREN: &str = env!("CARGO_BIN_EXE_warren");
 
 struct Run {
     ok: bool,
@@ -31,7 +30,7 @@ struct Run {
 }
 
 fn warren(state: &Path, args: &[&str]) -> Run {
-    let mut cmd = Command::new(WARREN);
+    let mut cmd = Command::new(WARREN_BIN);
     cmd.args(args)
         .arg("--state-dir")
         .arg(state)
@@ -113,7 +112,7 @@ fn lost_key_material_is_refused_not_regenerated() {
         let dev = common::netns::unique_name("tun", 'h');
         let out = ns.exec(
             &[
-                WARREN,
+                WARREN_BIN,
                 "server",
                 "--state-dir",
                 state.to_str().expect("utf8"),
@@ -198,7 +197,7 @@ fn concurrent_first_runs_agree_on_one_ca() {
         let state = tmp.path().join("state");
         let mut children = Vec::new();
         for i in 0..12 {
-            let mut cmd = Command::new(WARREN);
+            let mut cmd = Command::new(WARREN_BIN);
             if i % 6 == 5 {
                 cmd.args(["user", "add", &format!("u{i}"), "--no-password"]);
             } else {
@@ -250,7 +249,7 @@ fn warren_read_only(state: &Path, args: &[&str]) -> (bool, String, String) {
         .arg(r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
         .arg("sh")
         .arg(state)
-        .arg(WARREN)
+        .arg(WARREN_BIN)
         .args(args)
         .arg("--state-dir")
         .arg(state)

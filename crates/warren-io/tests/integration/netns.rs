@@ -9,7 +9,10 @@ use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
-use warren_io::{Interest, Poller, RecvMeta, Tun, TunConfig, UdpBind, UdpFamily, UdpSocket};
+use warren_io::{
+    Interest, OffloadMode, OffloadTun, OffloadTunConfig, Poller, RecvMeta, TunBatchError,
+    TunConfig, UdpBind, UdpFamily, UdpSocket,
+};
 
 use crate::common;
 use common::{Deadline, Netns};
@@ -71,13 +74,19 @@ fn tun_carries_udp_both_ways() {
     ns.run(Duration::from_secs(20), || {
         let local = Ipv4Addr::new(198, 18, 10, 1);
         let remote = SocketAddr::from((Ipv4Addr::new(198, 18, 10, 2), 9999));
-        let tun = Tun::open(&TunConfig {
-            name: "tun".into(),
-            address: local,
-            prefix: 24,
-            mtu: 1400,
+        // Offloads off: one bare IP packet per read and per write.
+        let mut tun = OffloadTun::open(&OffloadTunConfig {
+            tun: TunConfig {
+                name: "tun".into(),
+                address: local,
+                prefix: 24,
+                mtu: 1400,
+            },
+            offload: OffloadMode::Off,
+            multi_queue: false,
         })
         .expect("open tun");
+        assert!(!tun.offload().enabled());
         assert!(
             tun.name().starts_with("tun"),
             "kernel-picked name: {}",
@@ -108,7 +117,8 @@ fn tun_carries_udp_both_ways() {
         // The kernel routes 198.18.10.0/24 through the tun: read the IP packet back.
         let mut p = Poller::new();
         let t = p.add(tun.as_fd(), Interest::Readable);
-        let mut buf = [0u8; 2000];
+        let mut bufs = [[0u8; 2000]];
+        let mut sizes = [0usize];
         let deadline = Deadline::after(Duration::from_secs(5));
         let mut found = None;
         let mut seen = 0;
@@ -118,10 +128,12 @@ fn tun_carries_udp_both_ways() {
                 continue;
             }
             loop {
-                match tun.recv(&mut buf) {
-                    Ok(n) => {
+                match tun.recv_batch(&mut bufs, &mut sizes, 0) {
+                    Ok(got) => {
+                        assert_eq!(got, 1, "one packet per read without offloads");
                         seen += 1;
-                        let pkt = &buf[..n];
+                        let n = sizes[0];
+                        let pkt = &bufs[0][..n];
                         // Skip anything else the kernel sends (IPv6 router solicitations...).
                         if n >= 28
                             && pkt[0] >> 4 == 4
@@ -132,7 +144,7 @@ fn tun_carries_udp_both_ways() {
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(TunBatchError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("tun recv: {e}"),
                 }
             }
@@ -147,7 +159,8 @@ fn tun_carries_udp_both_ways() {
 
         // And the other way: a packet written to the tun reaches the socket.
         let reply = udp_packet(remote, sock.local_addr(), b"hello back");
-        assert_eq!(tun.send(&reply).expect("tun send"), reply.len());
+        let sent = tun.send_batch(&[&reply]).expect("tun send");
+        assert_eq!((sent.packets, sent.writes, sent.dropped), (1, 1, 0));
         let mut rbuf = [0u8; 100];
         let m = recv_one(&sock, &mut rbuf, Duration::from_secs(5));
         assert_eq!(m.addr, remote);

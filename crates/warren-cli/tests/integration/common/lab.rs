@@ -265,6 +265,17 @@ impl Client {
     }
 }
 
+/// The `PUSH_REPLY` a stock client logged (verb 4 shows the whole message), from
+/// `PUSH_REPLY` on; panics if there is none.
+pub fn push_reply(log: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains("PUSH_REPLY"))
+        .unwrap_or_else(|| panic!("no PUSH_REPLY in the client log:\n{log}"));
+    let start = line.find("PUSH_REPLY").expect("found");
+    line[start..].trim_end_matches('\'').to_owned()
+}
+
 /// The server side of a test. Field order is drop order: server process, namespace, files.
 #[derive(Debug)]
 pub struct Lab {
@@ -346,23 +357,33 @@ impl Lab {
         self.start_server_file(&path, conf.port);
     }
 
-    /// Starts the server with the config file at `path` (relative paths in it resolve
-    /// against the test directory, its working directory); returns once UDP `port` is bound
-    /// (at most 15 s).
+    /// Starts the server with the config file at `path`; returns once UDP `port` is bound.
     pub fn start_server_file(&mut self, path: &Path, port: u16) {
         assert!(self.server.is_none(), "server already started");
+        self.server = Some(self.spawn_server_file(path, port, "server", &[]));
+    }
+
+    /// Starts a server with the config file at `path` (relative paths in it resolve against
+    /// the test directory, its working directory), logging to `{tag}.log`, with `env`
+    /// added; returns it once its UDP (or TCP) `port` is bound (at most 20 s).
+    pub fn spawn_server_file(
+        &self,
+        path: &Path,
+        port: u16,
+        tag: &str,
+        env: &[(&str, String)],
+    ) -> Proc {
         let conf_s = path.to_str().expect("UTF-8 path").to_string();
         let argv: Vec<&str> = match self.kind {
             ServerKind::Openvpn => vec!["openvpn", "--config", &conf_s],
             ServerKind::Warren => vec![WARREN_BIN, "server", "--config", &conf_s],
         };
-        let log = self.dir().join("server.log");
-        let dir = self.dir().to_path_buf();
+        let log = self.dir().join(format!("{tag}.log"));
         let mut proc = self
             .server_ns
-            .spawn_env(self.kind.label(), &argv, &[], &dir, &log);
+            .spawn_env(self.kind.label(), &argv, env, self.dir(), &log);
         let ns = &self.server_ns;
-        let bound = poll_until(Duration::from_secs(15), || {
+        let bound = poll_until(Duration::from_secs(20), || {
             // A `proto tcp-server` config binds TCP only.
             if proc.exited().is_some() || ns.udp_port_bound(port) || ns.tcp_port_bound(port) {
                 Some(())
@@ -379,13 +400,13 @@ impl Lab {
         }
         if bound.is_none() {
             panic!(
-                "{} server did not bind UDP port {} within 15 s; log:\n{}",
+                "{} server did not bind UDP port {} within 20 s; log:\n{}",
                 self.kind.label(),
                 port,
                 proc.log_tail(40)
             );
         }
-        self.server = Some(proc);
+        proc
     }
 
     pub fn server(&mut self) -> &mut Proc {
