@@ -53,6 +53,7 @@ mod state_hardening;
 mod systemd;
 mod tcp;
 mod tls_crypt_v2;
+mod topology;
 mod zero_config;
 
 /// Not a test: the traffic helper process that the suites start as a second copy of this
