@@ -101,14 +101,12 @@ fn warren_client_against_stock(topology: Option<&str>, name: &str, want_addr: &s
 
 /// The stock server without a `topology` line (net30) and `warren client`.
 #[test]
-#[ignore = "warren client does not apply a net30/p2p `ifconfig LOCAL REMOTE` yet"]
 fn stock_server_net30_warren_client() {
     warren_client_against_stock(None, "topo-net30-client", "10.8.0.6");
 }
 
 /// The stock server with `topology p2p` and `warren client`.
 #[test]
-#[ignore = "warren client does not apply a net30/p2p `ifconfig LOCAL REMOTE` yet"]
 fn stock_server_p2p_warren_client() {
     warren_client_against_stock(Some("p2p"), "topo-p2p-client", "10.8.0.4");
 }
