@@ -155,6 +155,7 @@ fn server_config(s: Setup) -> ServerConfig {
         wrap: s.wraps().0,
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
+        topology: Default::default(),
         ipv6: None,
         block_ipv6: None,
         push: vec!["route 192.168.77.0 255.255.255.0".into()],

@@ -83,8 +83,8 @@ pub fn client_options_from_str(text: &str, origin: &str) -> Result<ClientOptions
                 if mask_len(mask).is_none() {
                     return Err(v.invalid(
                         1,
-                        "expected a netmask like 255.255.255.0 (warren runs `topology subnet`, \
-                         where the second parameter is the netmask, not a peer address)",
+                        "expected a netmask like 255.255.255.0 (the `topology subnet` form; the \
+                         net30/p2p form `ifconfig-push LOCAL REMOTE` is not supported yet)",
                     ));
                 }
                 o.ifconfig_push = Some((addr, mask));

@@ -62,7 +62,7 @@ pub struct ServerConfig {
     pub auth: Option<String>,
     /// `server NETWORK NETMASK`.
     pub server: (Ipv4Addr, Ipv4Addr),
-    /// `topology`. warren defaults to `subnet` (OpenVPN 2.6: `net30`).
+    /// `topology`; without a `topology` line `net30`, as OpenVPN 2.6.
     pub topology: Topology,
     /// `server-ipv6 PREFIX/BITS` (64..=124): IPv6 inside the tunnel, expanded by
     /// [`ServerConfig::ipv6`] as OpenVPN's helper does.
@@ -349,15 +349,6 @@ pub(crate) fn lower_server(
                          without one any client could connect",
         });
     }
-    if !s.topology_seen {
-        let loc = lw.file_location();
-        lw.warn(
-            &loc,
-            "topology",
-            "not set: OpenVPN 2.6 defaults to net30, warren uses subnet; add `topology subnet` so both \
-             behave the same",
-        );
-    }
     if let Some((Some(_), loc)) = &s.dh {
         lw.warn(
             loc,
@@ -522,7 +513,7 @@ pub(crate) fn lower_server(
         tls_crypt_v2,
         auth: c.auth.as_ref().map(|(a, _)| a.clone()),
         server,
-        topology: Topology::Subnet,
+        topology: s.topology.unwrap_or(Topology::Net30),
         server_ipv6: s.server_ipv6.map(|(p, _)| p),
         ifconfig_ipv6: c.ifconfig_ipv6.as_ref().map(|(i, _)| *i),
         ifconfig_ipv6_pool: s.ifconfig_ipv6_pool.map(|(p, _)| p),
@@ -616,7 +607,7 @@ struct ServerState {
     /// `tls-crypt-v2-max-age DAYS`.
     tls_crypt_v2_max_age: Option<(u32, Location)>,
     server: Option<(Ipv4Addr, Ipv4Addr)>,
-    topology_seen: bool,
+    topology: Option<Topology>,
     push: Vec<String>,
     /// `None` inside for `dh none`.
     dh: Option<(Option<Material>, Location)>,
@@ -711,18 +702,13 @@ impl ServerState {
                 self.server = Some((net, mask));
             }
             "topology" => {
-                v.expect(1, 1, "1 parameter (subnet)")?;
-                match v.arg(0) {
-                    "subnet" => self.topology_seen = true,
-                    "net30" | "p2p" => {
-                        return Err(v.invalid(0, "not supported, use `topology subnet` (OpenVPN itself deprecates net30)"));
-                    }
-                    _ => {
-                        return Err(
-                            v.invalid(0, "expected subnet (net30 and p2p are not supported)")
-                        );
-                    }
-                }
+                v.expect(1, 1, "1 parameter (subnet, net30 or p2p)")?;
+                self.topology = Some(match v.arg(0) {
+                    "subnet" => Topology::Subnet,
+                    "net30" => Topology::Net30,
+                    "p2p" => Topology::P2p,
+                    _ => return Err(v.invalid(0, "expected subnet, net30 or p2p")),
+                });
             }
             "push" => {
                 v.expect(1, 1, "1 parameter (the quoted option to push)")?;

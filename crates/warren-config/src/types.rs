@@ -70,12 +70,17 @@ pub enum DevType {
     Tun,
 }
 
-/// Address layout inside the tunnel. warren implements `subnet` only.
+/// Address layout inside the tunnel (`topology`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Topology {
     /// One subnet shared by server and clients (`topology subnet`).
     #[default]
     Subnet,
+    /// A /30 per client, point-to-point to a virtual peer (`topology net30`, OpenVPN
+    /// 2.6's default for a `server` config without a `topology` line).
+    Net30,
+    /// One address per client, point-to-point to the server (`topology p2p`).
+    P2p,
 }
 
 /// A TLS protocol version (`tls-version-min`, `tls-version-max`).

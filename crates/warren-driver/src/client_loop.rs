@@ -463,12 +463,33 @@ pub fn tunnel_spec(
     server: IpAddr,
     default_mtu: u16,
 ) -> Result<(TunnelSpec, Vec<String>), String> {
-    let (address, mask) = pushed.ifconfig.ok_or_else(|| {
-        "the server pushed no `ifconfig` (warren needs `topology subnet`)".to_owned()
-    })?;
-    let prefix = warren_net::prefix_len(mask).map_err(|e| format!("pushed ifconfig: {e}"))?;
+    let (address, second) = pushed
+        .ifconfig
+        .ok_or_else(|| "the server pushed no `ifconfig`".to_owned())?;
+    // options.c / tun.c: in `topology subnet` the second address is the netmask; in net30
+    // and p2p (also when no topology is pushed: the client's default is net30) it is the
+    // remote end of a point-to-point link. A tun is a layer-3 device, so the local address
+    // as a /32 with routes through the device reaches that remote as well.
+    let prefix = if pushed.topology_subnet {
+        warren_net::prefix_len(second).map_err(|e| format!("pushed ifconfig: {e}"))?
+    } else {
+        32
+    };
     let mut notes = Vec::new();
     let mut routes = net.routes.clone();
+    if !pushed.topology_subnet {
+        // The point-to-point remote (`ip addr add LOCAL peer REMOTE` gives OpenVPN this
+        // route; in p2p it is the server, reached through no pushed route).
+        routes.insert(
+            0,
+            RouteRequest {
+                network: Endpoint::Ip(second),
+                netmask: Ipv4Addr::BROADCAST,
+                gateway: None,
+                metric: None,
+            },
+        );
+    }
     routes.extend(pushed.routes.iter().map(|r| RouteRequest {
         network: Endpoint::Ip(r.network),
         netmask: r.netmask,

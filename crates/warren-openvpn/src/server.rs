@@ -60,7 +60,7 @@ use warren_wire::{AckBlock, ControlPacket, Opcode};
 use crate::access::AccessRules;
 use crate::ctx::{Ctx, CtxParams, SessionEvent, TlsFactory};
 use crate::dataplane::{DataChange, DataEvent, DataPlaneConfig, Published};
-use crate::pool::{Held, Pool};
+use crate::pool::{Held, Pool, Topology};
 use crate::session::{ServerSide, Session, SessionError, Stage};
 use crate::types::{
     DatagramOutcome, DisconnectReason, DropReason, HandshakeFailure, KeyDerivation, WrapConfig,
@@ -74,6 +74,8 @@ pub struct ServerConfig {
     /// `server NETWORK NETMASK`: the server takes `.1`, clients get `.2` upwards.
     pub network: Ipv4Addr,
     pub netmask: Ipv4Addr,
+    /// `topology`: how the pool hands out addresses and what `ifconfig` is pushed.
+    pub topology: Topology,
     /// IPv6 inside the tunnel (`server-ipv6`, or `ifconfig-ipv6` with a pool); `None`:
     /// IPv4 only.
     pub ipv6: Option<TunnelIpv6>,
@@ -588,7 +590,11 @@ impl Server {
             rng,
         );
         let max = config.max_clients.max(1);
-        let pool = Held::new(Pool::new(config.network, config.netmask));
+        let pool = Held::new(Pool::with_topology(
+            config.network,
+            config.netmask,
+            config.topology,
+        ));
         Server {
             ctx,
             config,
@@ -1501,8 +1507,19 @@ impl Server {
         if cfg.ipv6.is_some_and(|v| v.push_tun_ipv6) {
             opts.push("tun-ipv6".to_string());
         }
-        opts.push(format!("route-gateway {}", self.server_ip));
-        opts.push("topology subnet".to_string());
+        // helper.c, the `server` macro: subnet pushes the server as the route gateway;
+        // net30 and p2p push a route to the whole network with client-to-client, else
+        // net30 a host route to the server (the client's peer is not the server there).
+        match cfg.topology {
+            Topology::Subnet => opts.push(format!("route-gateway {}", self.server_ip)),
+            Topology::Net30 | Topology::P2p if cfg.client_to_client => {
+                let net = Ipv4Addr::from(u32::from(cfg.network) & u32::from(cfg.netmask));
+                opts.push(format!("route {net} {}", cfg.netmask));
+            }
+            Topology::Net30 => opts.push(format!("route {}", self.server_ip)),
+            Topology::P2p => {}
+        }
+        opts.push(format!("topology {}", cfg.topology.name()));
         if let Some(p) = cfg.push_ping {
             opts.push(format!("ping {p}"));
         }
@@ -1525,7 +1542,9 @@ impl Server {
             // push.c prepare_push_reply: the server's own address is the remote.
             opts.push(format!("ifconfig-ipv6 {ip6}/{netbits6} {}", v6.local));
         }
-        opts.push(format!("ifconfig {} {}", ip, cfg.netmask));
+        // push.c: `ifconfig ADDR NETMASK` in subnet, `ifconfig LOCAL REMOTE` in net30/p2p.
+        let second = self.pool.pool().peer_of(ip).unwrap_or(cfg.netmask);
+        opts.push(format!("ifconfig {ip} {second}"));
         let s = self.sessions[slot].as_mut().expect("slot checked above");
         if let Some(peer_id) = s.data_v2 {
             opts.push(format!("peer-id {peer_id}"));

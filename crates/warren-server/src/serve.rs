@@ -606,7 +606,7 @@ fn serve(
 
     let auth = match &store {
         Some(sb) => {
-            let pool = Pool::new(engine.network, engine.netmask);
+            let pool = Pool::with_topology(engine.network, engine.netmask, engine.topology);
             let store: Arc<dyn Store> = sb.store.clone();
             let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, sb.limits)
                 .with_ccd(crate::ccd::CcdDir::from_config(cfg))
@@ -626,7 +626,7 @@ fn serve(
                 scripts.clone(),
                 crate::scripts::parse_fn(crate::ccd::CcdDir::from_config(cfg)),
                 clock,
-                Pool::new(engine.network, engine.netmask),
+                Pool::with_topology(engine.network, engine.netmask, engine.topology),
             );
             // Script runs wait on a child, not the CPU: one thread each, so a slow script
             // holds up only its own client.
@@ -1052,6 +1052,11 @@ fn engine_config_with(
         },
         network: cfg.server.0,
         netmask: cfg.server.1,
+        topology: match cfg.topology {
+            warren_config::Topology::Subnet => warren_openvpn::pool::Topology::Subnet,
+            warren_config::Topology::Net30 => warren_openvpn::pool::Topology::Net30,
+            warren_config::Topology::P2p => warren_openvpn::pool::Topology::P2p,
+        },
         ipv6: cfg.ipv6().map(|v| warren_openvpn::TunnelIpv6 {
             local: v.local.addr,
             netbits: v.local.len,

@@ -54,6 +54,7 @@ mod systemd;
 mod tcp;
 mod tls_crypt_v2;
 mod transport6;
+mod topology;
 mod zero_config;
 
 /// Not a test: the traffic helper process that the suites start as a second copy of this

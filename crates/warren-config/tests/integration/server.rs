@@ -121,18 +121,17 @@ fn required_directives() {
 
 #[test]
 fn topology() {
+    // No `topology` line: OpenVPN 2.6's net30, without a warning.
     let text = BASE.replace("topology subnet\n", "");
     let (c, w) = lower(&text).expect("no topology");
-    assert_eq!(c.topology, Topology::Subnet);
-    let tw = w
-        .iter()
-        .find(|w| w.directive == "topology")
-        .expect("topology warning");
-    assert!(tw.message.contains("net30"), "{tw}");
-    assert_eq!(tw.location.line, None);
-    err("topology net30", "use `topology subnet`");
-    err("topology p2p", "use `topology subnet`");
-    err("topology star", "expected subnet");
+    assert_eq!(c.topology, Topology::Net30);
+    assert!(!w.iter().any(|w| w.directive == "topology"), "{w:?}");
+    for (line, t) in [("net30", Topology::Net30), ("p2p", Topology::P2p)] {
+        let (c, _) =
+            lower(&BASE.replace("topology subnet", &format!("topology {line}"))).expect(line);
+        assert_eq!(c.topology, t);
+    }
+    err("topology star", "expected subnet, net30 or p2p");
     err("topology", "takes 1 parameter");
 }
 

@@ -135,6 +135,8 @@ struct Setup {
     /// Instead of `wrap`'s (tls-crypt-v2 tests).
     server_wrap: Option<WrapConfig>,
     client_wrap: Option<WrapConfig>,
+    topology: warren_openvpn::pool::Topology,
+    client_to_client: bool,
 }
 
 impl Default for Setup {
@@ -154,6 +156,8 @@ impl Default for Setup {
             push: None,
             server_wrap: None,
             client_wrap: None,
+            topology: Default::default(),
+            client_to_client: false,
         }
     }
 }
@@ -201,6 +205,7 @@ fn server_config(s: &Setup) -> ServerConfig {
             .unwrap_or_else(|| wrap_configs(s.wrap).0),
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
+        topology: s.topology,
         ipv6: s.ipv6,
         block_ipv6: s.block_ipv6,
         push: s.push.clone().unwrap_or_else(|| {
@@ -220,7 +225,7 @@ fn server_config(s: &Setup) -> ServerConfig {
         reneg: s.server_reneg,
         hand_window: Duration::from_secs(60),
         tls_timeout: Duration::from_secs(2),
-        client_to_client: false,
+        client_to_client: s.client_to_client,
         duplicate_cn: false,
         max_clients: 16,
         half_open: HalfOpenLimits {
@@ -2657,6 +2662,55 @@ impl World {
             }
             EncapOutcome::Dropped(_) => false,
         }
+    }
+}
+
+/// `topology net30` (with and without client-to-client) and `topology p2p`: the replies
+/// the stock 2.6.14 server sent a stock client for `server 10.8.0.0 255.255.255.0`,
+/// `keepalive 10 60` and nothing pushed (captured by the warren-cli suite `topology::`
+/// from the client's verb 4 log; with warren's protocol-flags, which offer no
+/// dyn-tls-crypt). The client reads `ifconfig LOCAL REMOTE` as a point-to-point address.
+#[test]
+fn net30_and_p2p_push_replies_match_stock() {
+    use warren_openvpn::pool::Topology;
+    let tail = "peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm,tun-mtu 1500";
+    for (topology, c2c, want) in [
+        (
+            Topology::Net30,
+            false,
+            "route 10.8.0.1,topology net30,ping 10,ping-restart 60,ifconfig 10.8.0.6 10.8.0.5,",
+        ),
+        (
+            Topology::Net30,
+            true,
+            "route 10.8.0.0 255.255.255.0,topology net30,ping 10,ping-restart 60,\
+             ifconfig 10.8.0.6 10.8.0.5,",
+        ),
+        (
+            Topology::P2p,
+            false,
+            "topology p2p,ping 10,ping-restart 60,ifconfig 10.8.0.4 10.8.0.1,",
+        ),
+    ] {
+        let setup = Setup {
+            topology,
+            client_to_client: c2c,
+            push: Some(Vec::new()),
+            ..Setup::default()
+        };
+        let mut w = World::new(&setup, 64, Impair::default());
+        w.connect(Duration::from_secs(5));
+        let p = pushed(&w);
+        assert_eq!(p.raw.join(","), format!("{want}{tail}"), "{topology:?}");
+        let (local, peer) = if topology == Topology::P2p {
+            (4, 1)
+        } else {
+            (6, 5)
+        };
+        let ip = |d| Ipv4Addr::new(10, 8, 0, d);
+        assert_eq!(p.ifconfig, Some((ip(local), ip(peer))));
+        assert!(!p.topology_subnet);
+        assert_eq!(w.server.clients()[0].vpn_ip, Some(ip(local)));
     }
 }
 

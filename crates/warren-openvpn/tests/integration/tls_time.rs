@@ -104,6 +104,7 @@ fn server_config(cert: &(String, String), clock: &Arc<ManualClock>, anchor: u64)
         },
         network: Ipv4Addr::new(10, 8, 0, 0),
         netmask: Ipv4Addr::new(255, 255, 255, 0),
+        topology: Default::default(),
         ipv6: None,
         block_ipv6: None,
         push: vec![],
