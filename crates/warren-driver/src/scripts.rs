@@ -282,6 +282,24 @@ fn decide(
     ip: Option<Ipv4Addr>,
     unix: u64,
 ) -> AuthDecision {
+    let grant = AuthGrant {
+        fixed_ip: ip,
+        ..Default::default()
+    };
+    decide_on(s, parse, req, grant, true, unix)
+}
+
+/// Runs the login scripts for one client on top of `grant` (the address it will get and
+/// what was decided before); `config_dir`: apply the client-config-dir file first (not
+/// when the user database already did).
+fn decide_on(
+    s: &ServerScripts,
+    parse: &ParseFn,
+    req: &AuthRequest,
+    mut grant: AuthGrant,
+    config_dir: bool,
+    unix: u64,
+) -> AuthDecision {
     let refuse = AuthDecision::Reject { reason: None };
     if let Some((cmd, via_file)) = &s.auth_user_pass_verify {
         let env = auth_env(s, req, *via_file);
@@ -317,11 +335,8 @@ fn decide(
             return refuse;
         }
     }
-    let mut grant = AuthGrant {
-        fixed_ip: ip,
-        ..Default::default()
-    };
-    if let Err(e) = parse.config_dir(&req.common_name, &mut grant) {
+    let ip = grant.fixed_ip;
+    if config_dir && let Err(e) = parse.config_dir(&req.common_name, &mut grant) {
         warn!("refusing {} ({}): {e}", req.common_name, req.addr);
         return refuse;
     }
@@ -456,6 +471,159 @@ impl Authenticator for ScriptAuth {
 
     fn recheck(&mut self, _now: Instant) -> Vec<Kick> {
         Vec::new()
+    }
+}
+
+/// Where a login of [`Scripted`] is.
+enum Stage {
+    /// The user database is deciding (its password check is on the pool).
+    Store,
+    /// The store accepted; the scripts are running on the pool.
+    Scripts,
+}
+
+/// The user database first, then the scripts: the store decides the password, the
+/// certificate, revocation and the address (its lease table owns the pool, its
+/// client-config-dir applies); then `auth-user-pass-verify` may still refuse, and the file
+/// `client-connect` writes is applied on top of the store's grant. The scripts run on the
+/// pool as a second stage ([`Authenticator::finish_step`]), never on the worker thread.
+pub struct Scripted {
+    inner: Box<dyn Authenticator>,
+    scripts: Arc<ServerScripts>,
+    parse: ParseFn,
+    clock: Clock,
+    /// Logins being decided: ticket → (stage, request).
+    logins: HashMap<u64, (Stage, AuthRequest)>,
+    outcomes: Outcomes,
+}
+
+impl fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scripted")
+            .field("scripts", &self.scripts)
+            .field("logins", &self.logins.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scripted {
+    pub fn new(
+        inner: Box<dyn Authenticator>,
+        scripts: Arc<ServerScripts>,
+        parse: ParseFn,
+        clock: Clock,
+    ) -> Self {
+        Scripted {
+            inner,
+            scripts,
+            parse,
+            clock,
+            logins: HashMap::new(),
+            outcomes: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// What follows the store's decision for `ticket`.
+    fn after_store(&mut self, ticket: u64, step: Step) -> Step {
+        match step {
+            Step::Verify(check) => Step::Verify(check),
+            Step::Done(AuthDecision::Accept(grant)) => {
+                let Some((stage, request)) = self.logins.get_mut(&ticket) else {
+                    return Step::Done(AuthDecision::Reject { reason: None });
+                };
+                *stage = Stage::Scripts;
+                let request = request.clone();
+                let scripts = self.scripts.clone();
+                let parse = self.parse.clone();
+                let outcomes = self.outcomes.clone();
+                let unix = self.clock.unix_now();
+                Step::Verify(PasswordCheck::new(move || {
+                    let d = decide_on(&scripts, &parse, &request, grant, false, unix);
+                    let ok = matches!(d, AuthDecision::Accept(_));
+                    if let Ok(mut m) = outcomes.lock() {
+                        m.insert(ticket, d);
+                    }
+                    ok
+                }))
+            }
+            done @ Step::Done(_) => {
+                self.logins.remove(&ticket);
+                done
+            }
+        }
+    }
+}
+
+impl Authenticator for Scripted {
+    fn authenticate(&mut self, now: Instant, request: AuthRequest) -> AuthDecision {
+        match self.inner.authenticate(now, request.clone()) {
+            AuthDecision::Accept(grant) => decide_on(
+                &self.scripts,
+                &self.parse,
+                &request,
+                grant,
+                false,
+                self.clock.unix_now(),
+            ),
+            refused => refused,
+        }
+    }
+
+    fn begin(&mut self, now: Instant, ticket: u64, request: AuthRequest) -> Step {
+        self.logins.insert(ticket, (Stage::Store, request.clone()));
+        let step = self.inner.begin(now, ticket, request);
+        self.after_store(ticket, step)
+    }
+
+    fn finish_step(&mut self, now: Instant, ticket: u64, verified: Verified, live: bool) -> Step {
+        match self.logins.get(&ticket).map(|(s, _)| s) {
+            Some(Stage::Store) => {
+                let step = self.inner.finish_step(now, ticket, verified, live);
+                if live {
+                    return self.after_store(ticket, step);
+                }
+                self.logins.remove(&ticket);
+                // The client left: the store's bookkeeping is done, nothing more runs.
+                Step::Done(AuthDecision::Reject { reason: None })
+            }
+            Some(Stage::Scripts) => {
+                self.logins.remove(&ticket);
+                let d = self
+                    .outcomes
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&ticket));
+                match (verified, d, live) {
+                    (Verified::Match, Some(d), true) => Step::Done(d),
+                    (Verified::Busy, ..) => {
+                        warn!("refusing a login: too many scripts waiting to run");
+                        Step::Done(AuthDecision::Reject { reason: None })
+                    }
+                    _ => Step::Done(AuthDecision::Reject { reason: None }),
+                }
+            }
+            None => Step::Done(AuthDecision::Reject { reason: None }),
+        }
+    }
+
+    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
+        self.inner.connected(now, peer_id, identity, vpn_ip);
+    }
+
+    fn disconnected(&mut self, now: Instant, peer_id: PeerId) {
+        self.inner.disconnected(now, peer_id);
+    }
+
+    fn recheck(&mut self, now: Instant) -> Vec<Kick> {
+        self.inner.recheck(now)
+    }
+
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        self.inner.reload(now)
+    }
+
+    fn access_updates(&mut self, now: Instant) -> Vec<crate::auth::AccessUpdate> {
+        self.inner.access_updates(now)
     }
 }
 
