@@ -61,6 +61,9 @@ pub struct AuthRequest {
     pub username: Option<String>,
     /// `auth-user-pass` password (wiped from memory when dropped).
     pub password: Option<Zeroizing<String>>,
+    /// The client's peer info as script variables (`IV_VER`, `IV_PLAT`, ...; ssl.c
+    /// `output_peer_info_env`), added by the loop from [`warren_openvpn::Server::peer_info`].
+    pub peer_info: Vec<(String, String)>,
 }
 
 impl TryFrom<ServerEvent> for AuthRequest {
@@ -83,6 +86,7 @@ impl TryFrom<ServerEvent> for AuthRequest {
                 certificate: certificate.map(|c| c.as_ref().to_vec()),
                 username,
                 password: password.map(|p| p.into_inner()),
+                peer_info: Vec::new(),
             }),
             other => Err(other),
         }
@@ -705,6 +709,7 @@ mod tests {
             certificate: None,
             username: Some(name.into()),
             password: Some(Zeroizing::new(pw.into())),
+            peer_info: Vec::new(),
         }
     }
 

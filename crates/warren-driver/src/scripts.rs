@@ -179,6 +179,8 @@ pub fn auth_env(s: &ServerScripts, req: &AuthRequest, via_file: bool) -> Vec<Var
     if let Some(der) = &req.certificate {
         e.extend(env::certificate(der));
     }
+    // ssl.c output_peer_info_env: IV_VER, IV_PLAT, ... of the client.
+    e.extend(req.peer_info.iter().cloned());
     e.extend(s.daemon_env.iter().cloned());
     e.push(("script_context".into(), "init".into()));
     e.push(("script_type".into(), "user-pass-verify".into()));
@@ -341,18 +343,17 @@ fn decide_on(
         return refuse;
     }
     if let Some(cmd) = &s.client_connect {
-        let env = with_type(
-            client_env(
-                s,
-                &req.addr,
-                &req.common_name,
-                req.username.as_deref(),
-                req.certificate.as_deref(),
-                ip,
-                unix,
-            ),
-            "client-connect",
+        let mut env = client_env(
+            s,
+            &req.addr,
+            &req.common_name,
+            req.username.as_deref(),
+            req.certificate.as_deref(),
+            ip,
+            unix,
         );
+        env.extend(req.peer_info.iter().cloned());
+        let env = with_type(env, "client-connect");
         let file = match temp_file(&s.tmp_dir, "cc", b"") {
             Ok(p) => TempFile(p),
             Err(e) => {
@@ -884,6 +885,7 @@ mod tests {
             certificate: None,
             username: Some("alice".into()),
             password: Some(zeroize::Zeroizing::new("secret".into())),
+            peer_info: vec![("IV_VER".into(), "2.6.14".into())],
         }
     }
 
@@ -907,6 +909,7 @@ mod tests {
             assert!(k.contains(&want), "{want} in {k:?}");
         }
         assert!(!k.contains(&"password"));
+        assert!(e.contains(&("IV_VER".into(), "2.6.14".into())));
         assert!(e.contains(&("script_type".into(), "user-pass-verify".into())));
         s.security = 3;
         assert!(auth_env(&s, &request(), false).contains(&("password".into(), "secret".into())));
