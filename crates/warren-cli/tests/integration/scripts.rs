@@ -116,6 +116,7 @@ fn server_run(kind: ServerKind) -> Run {
     let mut conf = lab.server_conf();
     conf.extra.extend([
         "script-security 2".to_owned(),
+        "setenv WARREN_SITE lab-one".to_owned(),
         format!("auth-user-pass-verify {} via-file", auth.display()),
         format!("client-connect {}", connect.display()),
         format!("client-disconnect {}", disconnect.display()),
@@ -365,6 +366,17 @@ fn server_scripts() {
         env_value(&w.join("connect.env.client1"), "ifconfig_pool_remote_ip").as_deref(),
         Some("10.8.0.2")
     );
+    // `setenv NAME VALUE` reaches the scripts, as in stock OpenVPN.
+    for file in ["auth.env.client1", "connect.env.client1", "up.env"] {
+        for run in [&stock.out, w] {
+            assert_eq!(
+                env_value(&run.join(file), "WARREN_SITE").as_deref(),
+                Some("lab-one"),
+                "{file} in {}",
+                run.display()
+            );
+        }
+    }
     // The client's peer info and certificate, as stock OpenVPN gives them.
     for file in ["auth.env.client1", "connect.env.client1"] {
         for k in [
