@@ -78,6 +78,9 @@ pub struct ServerScripts {
     pub tmp_dir: PathBuf,
     /// The netmask the clients get (`ifconfig_pool_netmask`).
     pub netmask: Ipv4Addr,
+    /// How long a deferred `auth-user-pass-verify` (exit 2) may take to write its
+    /// `auth_control_file` (`hand-window`: the client waits no longer).
+    pub deferred_limit: Duration,
 }
 
 impl fmt::Debug for ServerScripts {
@@ -222,6 +225,29 @@ pub fn client_env(
     e
 }
 
+/// Waits (bounded by `limit`) for a deferred `auth-user-pass-verify` to write `1`
+/// (accept) or `0` (refuse) into its control file; nothing in time refuses.
+fn deferred_answer(path: &Path, limit: Duration) -> bool {
+    const POLL: Duration = Duration::from_millis(100);
+    // A count of polls, not the clock: the worker threads take no time readings.
+    let polls = limit.as_millis() / POLL.as_millis() + 1;
+    for i in 0..polls {
+        match std::fs::read(path).ok().and_then(|b| b.first().copied()) {
+            Some(b'1') => return true,
+            Some(b'0') => return false,
+            _ => {}
+        }
+        if i + 1 < polls {
+            std::thread::sleep(POLL);
+        }
+    }
+    warn!(
+        "auth-user-pass-verify: no decision in {} within {limit:?}; refusing",
+        path.display()
+    );
+    false
+}
+
 /// `e` with `script_type` (replaced if present).
 fn with_type(mut e: Vec<Var>, t: &str) -> Vec<Var> {
     e.retain(|(k, _)| k != "script_type");
@@ -304,7 +330,20 @@ fn decide_on(
 ) -> AuthDecision {
     let refuse = AuthDecision::Reject { reason: None };
     if let Some((cmd, via_file)) = &s.auth_user_pass_verify {
-        let env = auth_env(s, req, *via_file);
+        let mut env = auth_env(s, req, *via_file);
+        // ssl_verify.c key_state_gen_auth_control_files: exit 2 defers the decision to a
+        // later "1" or "0" in this file.
+        let control = match temp_file(&s.tmp_dir, "acf", b"") {
+            Ok(p) => TempFile(p),
+            Err(e) => {
+                warn!(
+                    "TLS Auth Error: could not create auth_control_file in {}: {e}",
+                    s.tmp_dir.display()
+                );
+                return refuse;
+            }
+        };
+        env.push(("auth_control_file".into(), control.0.display().to_string()));
         let mut args = Vec::new();
         let mut _file = None;
         if *via_file {
@@ -328,7 +367,27 @@ fn decide_on(
                 }
             }
         }
-        if !run("--auth-user-pass-verify", cmd, &args, &env, s.timeout) {
+        let mut full = cmd.to_vec();
+        full.extend(args.iter().cloned());
+        let accepted = match run_script(&full, &env, s.timeout) {
+            ScriptStatus::Exited(0) => true,
+            ScriptStatus::Exited(2) => {
+                info!(
+                    "auth-user-pass-verify deferred the decision for {} ({}): waiting up to \
+                     {:?} for {}",
+                    req.common_name,
+                    req.addr,
+                    s.deferred_limit,
+                    control.0.display()
+                );
+                deferred_answer(&control.0, s.deferred_limit)
+            }
+            status => {
+                warn!("WARNING: Failed running command (--auth-user-pass-verify): {status}");
+                false
+            }
+        };
+        if !accepted {
             info!(
                 "TLS Auth Error: Auth Username/Password verification failed for peer \
                  (cn={} addr={})",
@@ -874,6 +933,7 @@ mod tests {
             daemon_env: vec![("dev".into(), "tun0".into())],
             tmp_dir: std::env::temp_dir(),
             netmask: Ipv4Addr::new(255, 255, 255, 0),
+            deferred_limit: Duration::from_secs(5),
         }
     }
 
@@ -1003,6 +1063,23 @@ mod tests {
         assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
         s.client_connect = Some(sh("echo 'iroute x' > \"$1\""));
         assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        // Exit 2 defers: the answer comes later in auth_control_file.
+        s.client_connect = None;
+        s.auth_user_pass_verify = Some((
+            sh("(sleep 0.3; echo 1 > \"$auth_control_file\") & exit 2"),
+            false,
+        ));
+        assert!(accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        s.auth_user_pass_verify = Some((
+            sh("(sleep 0.3; echo 0 > \"$auth_control_file\") & exit 2"),
+            false,
+        ));
+        assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        // No answer within the limit refuses.
+        s.deferred_limit = Duration::from_millis(300);
+        s.auth_user_pass_verify = Some((sh("exit 2"), false));
+        assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        s.auth_user_pass_verify = None;
         // A hanging script is killed and refuses.
         s.timeout = Duration::from_millis(200);
         s.client_connect = Some(sh("sleep 30"));

@@ -239,6 +239,8 @@ const NOT_YET: &[&str] = &[
     "time_duration",
     "session_id",
     "session_state",
+    // Stock OpenVPN leaves auth-user-pass-verify's file in the environment of the later
+    // scripts too; warren sets it for auth-user-pass-verify only (checked below).
     "auth_control_file",
     "auth_pending_file",
     "auth_failed_reason_file",
@@ -365,6 +367,10 @@ fn server_scripts() {
     assert_eq!(
         env_value(&w.join("connect.env.client1"), "ifconfig_pool_remote_ip").as_deref(),
         Some("10.8.0.2")
+    );
+    assert!(
+        env_value(&w.join("auth.env.client1"), "auth_control_file").is_some(),
+        "auth-user-pass-verify gets no auth_control_file"
     );
     // `setenv NAME VALUE` reaches the scripts, as in stock OpenVPN.
     for file in ["auth.env.client1", "connect.env.client1", "up.env"] {
