@@ -507,6 +507,17 @@ pub fn client_config_from_str(
         scripts: scripts.finish()?,
         source: PathBuf::from(origin),
     };
+    for (name, _) in std::mem::take(&mut lw.setenv) {
+        let loc = lw.file_location();
+        lw.warn(
+            &loc,
+            "setenv",
+            format!(
+                "ignored: `{name}` would only be passed to scripts, and `warren client` does \
+                 not pass `setenv` variables to its scripts yet"
+            ),
+        );
+    }
     Ok((cfg, lw.warnings))
 }
 

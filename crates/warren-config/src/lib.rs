@@ -70,8 +70,8 @@
 //!    `setenv FORWARD_COMPATIBLE 1` covers it.
 //!
 //! `setenv NAME VALUE` (other than `opt`, `FORWARD_COMPATIBLE` and
-//! `GENERIC_CONFIG`) is ignored with a warning: it only feeds scripts, and
-//! warren does not pass it to them yet.
+//! `GENERIC_CONFIG`) goes into [`Scripts::setenv`]: the server passes it to every
+//! script, as OpenVPN does.
 //!
 //! ## Scripts
 //!

@@ -205,6 +205,9 @@ pub(crate) struct Lowerer<'a> {
     ignore_unknown: Vec<String>,
     /// `setenv FORWARD_COMPATIBLE 1` seen.
     forward_compatible: bool,
+    /// `setenv NAME VALUE` variables for scripts, in file order (a later one replaces an
+    /// earlier one of the same name).
+    pub setenv: Vec<(String, String)>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -220,6 +223,7 @@ impl<'a> Lowerer<'a> {
             warnings: Vec::new(),
             ignore_unknown: Vec::new(),
             forward_compatible: false,
+            setenv: Vec::new(),
         }
     }
 
@@ -320,11 +324,11 @@ impl<'a> Lowerer<'a> {
                 ));
             }
             name => {
-                let msg = format!(
-                    "ignored: `{name}` would only be passed to scripts, and warren does not pass \
-                     `setenv` variables to them yet"
-                );
-                self.warn(&v.loc, "setenv", msg);
+                // options.c "setenv": NAME VALUE goes into every script's environment
+                // (VALUE may be absent: an empty variable).
+                let value = v.arg(1).to_owned();
+                self.setenv.retain(|(k, _)| k != name);
+                self.setenv.push((name.to_owned(), value));
             }
         }
         Ok(())

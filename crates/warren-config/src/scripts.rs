@@ -63,6 +63,8 @@ pub struct Scripts {
     pub learn_address: Option<ScriptCommand>,
     /// Server only.
     pub auth_user_pass_verify: Option<(ScriptCommand, AuthVia)>,
+    /// `setenv NAME VALUE` lines: variables every script gets.
+    pub setenv: Vec<(String, String)>,
 }
 
 impl Default for Scripts {
@@ -77,6 +79,7 @@ impl Default for Scripts {
             client_disconnect: None,
             learn_address: None,
             auth_user_pass_verify: None,
+            setenv: Vec::new(),
         }
     }
 }

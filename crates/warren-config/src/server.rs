@@ -306,7 +306,8 @@ pub(crate) fn lower_server(
         s.apply(lw, v)
     })?;
     let management = mgmt.finish()?;
-    let scripts = scripts.finish()?;
+    let mut scripts = scripts.finish()?;
+    scripts.setenv = std::mem::take(&mut lw.setenv);
     c.check()?;
     c.notes(&mut lw);
 

@@ -61,6 +61,9 @@ pub struct AuthRequest {
     pub username: Option<String>,
     /// `auth-user-pass` password (wiped from memory when dropped).
     pub password: Option<Zeroizing<String>>,
+    /// The client's peer info as script variables (`IV_VER`, `IV_PLAT`, ...; ssl.c
+    /// `output_peer_info_env`), added by the loop from [`warren_openvpn::Server::peer_info`].
+    pub peer_info: Vec<(String, String)>,
 }
 
 impl TryFrom<ServerEvent> for AuthRequest {
@@ -83,6 +86,7 @@ impl TryFrom<ServerEvent> for AuthRequest {
                 certificate: certificate.map(|c| c.as_ref().to_vec()),
                 username,
                 password: password.map(|p| p.into_inner()),
+                peer_info: Vec::new(),
             }),
             other => Err(other),
         }
@@ -186,6 +190,13 @@ pub trait Authenticator: Send + 'static {
     ) -> AuthDecision {
         let _ = (now, ticket, verified, live);
         AuthDecision::Reject { reason: None }
+    }
+    /// Like [`Authenticator::finish`], but may hand out one more check for the pool (the
+    /// same `ticket` comes back in another `finish_step`): a login decided in stages, such
+    /// as the user database and then `auth-user-pass-verify`/`client-connect` scripts. The
+    /// default is [`Authenticator::finish`].
+    fn finish_step(&mut self, now: Instant, ticket: u64, verified: Verified, live: bool) -> Step {
+        Step::Done(self.finish(now, ticket, verified, live))
     }
     /// A client the authenticator accepted got its address.
     fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr);
@@ -624,8 +635,22 @@ impl Worker {
         if self.by_peer.get(&peer_id) == Some(&ticket) {
             self.by_peer.remove(&peer_id);
         }
-        let decision = self.auth.finish(self.clock.now(), ticket, verified, live);
-        !live || self.decide(ticket, peer_id, decision)
+        match self
+            .auth
+            .finish_step(self.clock.now(), ticket, verified, live)
+        {
+            Step::Done(decision) => !live || self.decide(ticket, peer_id, decision),
+            Step::Verify(check) => {
+                // Another stage: queued like a new check (the client may be gone by then,
+                // which `dispatch` notices).
+                self.checks.insert(ticket, (peer_id, live));
+                if live {
+                    self.by_peer.insert(peer_id, ticket);
+                }
+                self.queue.push_back(Job { ticket, check });
+                true
+            }
+        }
     }
 }
 
@@ -684,6 +709,7 @@ mod tests {
             certificate: None,
             username: Some(name.into()),
             password: Some(Zeroizing::new(pw.into())),
+            peer_info: Vec::new(),
         }
     }
 

@@ -78,6 +78,9 @@ pub struct ServerScripts {
     pub tmp_dir: PathBuf,
     /// The netmask the clients get (`ifconfig_pool_netmask`).
     pub netmask: Ipv4Addr,
+    /// How long a deferred `auth-user-pass-verify` (exit 2) may take to write its
+    /// `auth_control_file` (`hand-window`: the client waits no longer).
+    pub deferred_limit: Duration,
 }
 
 impl fmt::Debug for ServerScripts {
@@ -179,6 +182,8 @@ pub fn auth_env(s: &ServerScripts, req: &AuthRequest, via_file: bool) -> Vec<Var
     if let Some(der) = &req.certificate {
         e.extend(env::certificate(der));
     }
+    // ssl.c output_peer_info_env: IV_VER, IV_PLAT, ... of the client.
+    e.extend(req.peer_info.iter().cloned());
     e.extend(s.daemon_env.iter().cloned());
     e.push(("script_context".into(), "init".into()));
     e.push(("script_type".into(), "user-pass-verify".into()));
@@ -218,6 +223,29 @@ pub fn client_env(
     e.extend(s.daemon_env.iter().cloned());
     e.push(("script_context".into(), "init".into()));
     e
+}
+
+/// Waits (bounded by `limit`) for a deferred `auth-user-pass-verify` to write `1`
+/// (accept) or `0` (refuse) into its control file; nothing in time refuses.
+fn deferred_answer(path: &Path, limit: Duration) -> bool {
+    const POLL: Duration = Duration::from_millis(100);
+    // A count of polls, not the clock: the worker threads take no time readings.
+    let polls = limit.as_millis() / POLL.as_millis() + 1;
+    for i in 0..polls {
+        match std::fs::read(path).ok().and_then(|b| b.first().copied()) {
+            Some(b'1') => return true,
+            Some(b'0') => return false,
+            _ => {}
+        }
+        if i + 1 < polls {
+            std::thread::sleep(POLL);
+        }
+    }
+    warn!(
+        "auth-user-pass-verify: no decision in {} within {limit:?}; refusing",
+        path.display()
+    );
+    false
 }
 
 /// `e` with `script_type` (replaced if present).
@@ -282,9 +310,40 @@ fn decide(
     ip: Option<Ipv4Addr>,
     unix: u64,
 ) -> AuthDecision {
+    let grant = AuthGrant {
+        fixed_ip: ip,
+        ..Default::default()
+    };
+    decide_on(s, parse, req, grant, true, unix)
+}
+
+/// Runs the login scripts for one client on top of `grant` (the address it will get and
+/// what was decided before); `config_dir`: apply the client-config-dir file first (not
+/// when the user database already did).
+fn decide_on(
+    s: &ServerScripts,
+    parse: &ParseFn,
+    req: &AuthRequest,
+    mut grant: AuthGrant,
+    config_dir: bool,
+    unix: u64,
+) -> AuthDecision {
     let refuse = AuthDecision::Reject { reason: None };
     if let Some((cmd, via_file)) = &s.auth_user_pass_verify {
-        let env = auth_env(s, req, *via_file);
+        let mut env = auth_env(s, req, *via_file);
+        // ssl_verify.c key_state_gen_auth_control_files: exit 2 defers the decision to a
+        // later "1" or "0" in this file.
+        let control = match temp_file(&s.tmp_dir, "acf", b"") {
+            Ok(p) => TempFile(p),
+            Err(e) => {
+                warn!(
+                    "TLS Auth Error: could not create auth_control_file in {}: {e}",
+                    s.tmp_dir.display()
+                );
+                return refuse;
+            }
+        };
+        env.push(("auth_control_file".into(), control.0.display().to_string()));
         let mut args = Vec::new();
         let mut _file = None;
         if *via_file {
@@ -308,7 +367,27 @@ fn decide(
                 }
             }
         }
-        if !run("--auth-user-pass-verify", cmd, &args, &env, s.timeout) {
+        let mut full = cmd.to_vec();
+        full.extend(args.iter().cloned());
+        let accepted = match run_script(&full, &env, s.timeout) {
+            ScriptStatus::Exited(0) => true,
+            ScriptStatus::Exited(2) => {
+                info!(
+                    "auth-user-pass-verify deferred the decision for {} ({}): waiting up to \
+                     {:?} for {}",
+                    req.common_name,
+                    req.addr,
+                    s.deferred_limit,
+                    control.0.display()
+                );
+                deferred_answer(&control.0, s.deferred_limit)
+            }
+            status => {
+                warn!("WARNING: Failed running command (--auth-user-pass-verify): {status}");
+                false
+            }
+        };
+        if !accepted {
             info!(
                 "TLS Auth Error: Auth Username/Password verification failed for peer \
                  (cn={} addr={})",
@@ -317,27 +396,23 @@ fn decide(
             return refuse;
         }
     }
-    let mut grant = AuthGrant {
-        fixed_ip: ip,
-        ..Default::default()
-    };
-    if let Err(e) = parse.config_dir(&req.common_name, &mut grant) {
+    let ip = grant.fixed_ip;
+    if config_dir && let Err(e) = parse.config_dir(&req.common_name, &mut grant) {
         warn!("refusing {} ({}): {e}", req.common_name, req.addr);
         return refuse;
     }
     if let Some(cmd) = &s.client_connect {
-        let env = with_type(
-            client_env(
-                s,
-                &req.addr,
-                &req.common_name,
-                req.username.as_deref(),
-                req.certificate.as_deref(),
-                ip,
-                unix,
-            ),
-            "client-connect",
+        let mut env = client_env(
+            s,
+            &req.addr,
+            &req.common_name,
+            req.username.as_deref(),
+            req.certificate.as_deref(),
+            ip,
+            unix,
         );
+        env.extend(req.peer_info.iter().cloned());
+        let env = with_type(env, "client-connect");
         let file = match temp_file(&s.tmp_dir, "cc", b"") {
             Ok(p) => TempFile(p),
             Err(e) => {
@@ -456,6 +531,159 @@ impl Authenticator for ScriptAuth {
 
     fn recheck(&mut self, _now: Instant) -> Vec<Kick> {
         Vec::new()
+    }
+}
+
+/// Where a login of [`Scripted`] is.
+enum Stage {
+    /// The user database is deciding (its password check is on the pool).
+    Store,
+    /// The store accepted; the scripts are running on the pool.
+    Scripts,
+}
+
+/// The user database first, then the scripts: the store decides the password, the
+/// certificate, revocation and the address (its lease table owns the pool, its
+/// client-config-dir applies); then `auth-user-pass-verify` may still refuse, and the file
+/// `client-connect` writes is applied on top of the store's grant. The scripts run on the
+/// pool as a second stage ([`Authenticator::finish_step`]), never on the worker thread.
+pub struct Scripted {
+    inner: Box<dyn Authenticator>,
+    scripts: Arc<ServerScripts>,
+    parse: ParseFn,
+    clock: Clock,
+    /// Logins being decided: ticket → (stage, request).
+    logins: HashMap<u64, (Stage, AuthRequest)>,
+    outcomes: Outcomes,
+}
+
+impl fmt::Debug for Scripted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scripted")
+            .field("scripts", &self.scripts)
+            .field("logins", &self.logins.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scripted {
+    pub fn new(
+        inner: Box<dyn Authenticator>,
+        scripts: Arc<ServerScripts>,
+        parse: ParseFn,
+        clock: Clock,
+    ) -> Self {
+        Scripted {
+            inner,
+            scripts,
+            parse,
+            clock,
+            logins: HashMap::new(),
+            outcomes: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// What follows the store's decision for `ticket`.
+    fn after_store(&mut self, ticket: u64, step: Step) -> Step {
+        match step {
+            Step::Verify(check) => Step::Verify(check),
+            Step::Done(AuthDecision::Accept(grant)) => {
+                let Some((stage, request)) = self.logins.get_mut(&ticket) else {
+                    return Step::Done(AuthDecision::Reject { reason: None });
+                };
+                *stage = Stage::Scripts;
+                let request = request.clone();
+                let scripts = self.scripts.clone();
+                let parse = self.parse.clone();
+                let outcomes = self.outcomes.clone();
+                let unix = self.clock.unix_now();
+                Step::Verify(PasswordCheck::new(move || {
+                    let d = decide_on(&scripts, &parse, &request, grant, false, unix);
+                    let ok = matches!(d, AuthDecision::Accept(_));
+                    if let Ok(mut m) = outcomes.lock() {
+                        m.insert(ticket, d);
+                    }
+                    ok
+                }))
+            }
+            done @ Step::Done(_) => {
+                self.logins.remove(&ticket);
+                done
+            }
+        }
+    }
+}
+
+impl Authenticator for Scripted {
+    fn authenticate(&mut self, now: Instant, request: AuthRequest) -> AuthDecision {
+        match self.inner.authenticate(now, request.clone()) {
+            AuthDecision::Accept(grant) => decide_on(
+                &self.scripts,
+                &self.parse,
+                &request,
+                grant,
+                false,
+                self.clock.unix_now(),
+            ),
+            refused => refused,
+        }
+    }
+
+    fn begin(&mut self, now: Instant, ticket: u64, request: AuthRequest) -> Step {
+        self.logins.insert(ticket, (Stage::Store, request.clone()));
+        let step = self.inner.begin(now, ticket, request);
+        self.after_store(ticket, step)
+    }
+
+    fn finish_step(&mut self, now: Instant, ticket: u64, verified: Verified, live: bool) -> Step {
+        match self.logins.get(&ticket).map(|(s, _)| s) {
+            Some(Stage::Store) => {
+                let step = self.inner.finish_step(now, ticket, verified, live);
+                if live {
+                    return self.after_store(ticket, step);
+                }
+                self.logins.remove(&ticket);
+                // The client left: the store's bookkeeping is done, nothing more runs.
+                Step::Done(AuthDecision::Reject { reason: None })
+            }
+            Some(Stage::Scripts) => {
+                self.logins.remove(&ticket);
+                let d = self
+                    .outcomes
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&ticket));
+                match (verified, d, live) {
+                    (Verified::Match, Some(d), true) => Step::Done(d),
+                    (Verified::Busy, ..) => {
+                        warn!("refusing a login: too many scripts waiting to run");
+                        Step::Done(AuthDecision::Reject { reason: None })
+                    }
+                    _ => Step::Done(AuthDecision::Reject { reason: None }),
+                }
+            }
+            None => Step::Done(AuthDecision::Reject { reason: None }),
+        }
+    }
+
+    fn connected(&mut self, now: Instant, peer_id: PeerId, identity: &str, vpn_ip: Ipv4Addr) {
+        self.inner.connected(now, peer_id, identity, vpn_ip);
+    }
+
+    fn disconnected(&mut self, now: Instant, peer_id: PeerId) {
+        self.inner.disconnected(now, peer_id);
+    }
+
+    fn recheck(&mut self, now: Instant) -> Vec<Kick> {
+        self.inner.recheck(now)
+    }
+
+    fn reload(&mut self, now: Instant) -> Vec<Kick> {
+        self.inner.reload(now)
+    }
+
+    fn access_updates(&mut self, now: Instant) -> Vec<crate::auth::AccessUpdate> {
+        self.inner.access_updates(now)
     }
 }
 
@@ -705,6 +933,7 @@ mod tests {
             daemon_env: vec![("dev".into(), "tun0".into())],
             tmp_dir: std::env::temp_dir(),
             netmask: Ipv4Addr::new(255, 255, 255, 0),
+            deferred_limit: Duration::from_secs(5),
         }
     }
 
@@ -716,6 +945,7 @@ mod tests {
             certificate: None,
             username: Some("alice".into()),
             password: Some(zeroize::Zeroizing::new("secret".into())),
+            peer_info: vec![("IV_VER".into(), "2.6.14".into())],
         }
     }
 
@@ -739,6 +969,7 @@ mod tests {
             assert!(k.contains(&want), "{want} in {k:?}");
         }
         assert!(!k.contains(&"password"));
+        assert!(e.contains(&("IV_VER".into(), "2.6.14".into())));
         assert!(e.contains(&("script_type".into(), "user-pass-verify".into())));
         s.security = 3;
         assert!(auth_env(&s, &request(), false).contains(&("password".into(), "secret".into())));
@@ -832,6 +1063,23 @@ mod tests {
         assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
         s.client_connect = Some(sh("echo 'iroute x' > \"$1\""));
         assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        // Exit 2 defers: the answer comes later in auth_control_file.
+        s.client_connect = None;
+        s.auth_user_pass_verify = Some((
+            sh("(sleep 0.3; echo 1 > \"$auth_control_file\") & exit 2"),
+            false,
+        ));
+        assert!(accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        s.auth_user_pass_verify = Some((
+            sh("(sleep 0.3; echo 0 > \"$auth_control_file\") & exit 2"),
+            false,
+        ));
+        assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        // No answer within the limit refuses.
+        s.deferred_limit = Duration::from_millis(300);
+        s.auth_user_pass_verify = Some((sh("exit 2"), false));
+        assert!(!accept(&decide(&s, &parse_fn(), &request(), ip, 1)));
+        s.auth_user_pass_verify = None;
         // A hanging script is killed and refuses.
         s.timeout = Duration::from_millis(200);
         s.client_connect = Some(sh("sleep 30"));

@@ -975,7 +975,12 @@ impl Loop {
     /// decide, addresses given, departures.
     fn forward_to_auth(&mut self, now: Instant, ev: ServerEvent) {
         let ev = match AuthRequest::try_from(ev) {
-            Ok(req) => return self.authorise(now, req),
+            Ok(mut req) => {
+                if let Some(pi) = self.ctl.server.peer_info(req.peer_id) {
+                    req.peer_info = management::env::peer_info(pi);
+                }
+                return self.authorise(now, req);
+            }
             Err(ev) => ev,
         };
         self.management_event(now, &ev);

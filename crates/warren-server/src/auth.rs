@@ -871,6 +871,7 @@ mod tests {
             certificate: cert,
             username: user.map(str::to_owned),
             password: pw.map(|p| Zeroizing::new(p.to_owned())),
+            peer_info: Vec::new(),
         }
     }
 

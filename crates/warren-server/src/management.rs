@@ -145,5 +145,10 @@ pub fn daemon_env(facts: &ServerFacts<'_>) -> Vec<Var> {
         ("dev_type".into(), "tun".into()),
         ("redirect_gateway".into(), "0".into()),
     ]);
+    // options.c "setenv NAME VALUE": in every script's environment.
+    for (k, v) in &cfg.scripts.setenv {
+        daemon_env.retain(|(n, _)| n != k);
+        daemon_env.push((k.clone(), v.clone()));
+    }
     daemon_env
 }

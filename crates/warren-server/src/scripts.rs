@@ -39,6 +39,8 @@ pub fn server_scripts(facts: &ServerFacts<'_>) -> Arc<ServerScripts> {
         daemon_env: env,
         tmp_dir: std::env::temp_dir(),
         netmask: facts.netmask,
+        // OpenVPN's hand-window (default 60 s): how long the client waits.
+        deferred_limit: std::time::Duration::from_secs(facts.cfg.hand_window.map_or(60, u64::from)),
     })
 }
 

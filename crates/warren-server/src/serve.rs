@@ -429,13 +429,6 @@ fn serve(
         log,
         ..
     } = launch;
-    if store.is_some() && cfg.scripts.decide_logins() {
-        return Err(Error::Script(
-            "auth-user-pass-verify and client-connect scripts cannot be combined with \
-             warren-state-dir (the user database) yet: use one of them"
-                .into(),
-        ));
-    }
     let engine = live_engine_config(cfg, clock.unix_time_at_zero(), live)?;
     refuse_overlapping_network(engine.network, engine.netmask, &cfg.dev)?;
     let bind = if cfg.proto.is_tcp() {
@@ -611,13 +604,30 @@ fn serve(
             let a = StoreAuth::new(store, sb.mode, pool, engine.duplicate_cn, sb.limits)
                 .with_ccd(crate::ccd::CcdDir::from_config(cfg))
                 .with_subnet_routes(tun.name());
-            let opts = warren_driver::AuthOptions::default();
+            let mut opts = warren_driver::AuthOptions::default();
+            let a: Box<dyn warren_driver::Authenticator> = if cfg.scripts.decide_logins() {
+                // The store decides first, then the scripts (on the same pool, whose
+                // threads then mostly wait on children: as many as script logins get).
+                opts.verify_threads = opts.verify_threads.max(SCRIPT_THREADS);
+                info!(
+                    "logins: the user database decides, then auth-user-pass-verify and \
+                     client-connect run"
+                );
+                Box::new(warren_driver::scripts::Scripted::new(
+                    Box::new(a),
+                    scripts.clone(),
+                    crate::scripts::parse_fn(crate::ccd::CcdDir::from_config(cfg)),
+                    clock,
+                ))
+            } else {
+                Box::new(a)
+            };
             info!(
                 "password checks: {} thread(s), at most {} waiting (certificate-only logins never wait)",
                 opts.verify_threads, opts.max_queued
             );
             Some(
-                warren_driver::AuthWorker::spawn(Box::new(a), clock, opts)
+                warren_driver::AuthWorker::spawn(a, clock, opts)
                     .context("starting the authentication threads")?,
             )
         }

@@ -116,6 +116,7 @@ fn server_run(kind: ServerKind) -> Run {
     let mut conf = lab.server_conf();
     conf.extra.extend([
         "script-security 2".to_owned(),
+        "setenv WARREN_SITE lab-one".to_owned(),
         format!("auth-user-pass-verify {} via-file", auth.display()),
         format!("client-connect {}", connect.display()),
         format!("client-disconnect {}", disconnect.display()),
@@ -221,9 +222,7 @@ fn server_run(kind: ServerKind) -> Run {
 
 /// Variables stock OpenVPN sets that warren does not (yet), by name or prefix.
 const NOT_YET: &[&str] = &[
-    // Peer info (IV_VER, IV_PLAT, ...) and the CA's certificate (depth 1).
-    "IV_",
-    "UV_",
+    // The CA's certificate (depth 1).
     "X509_1_",
     "tls_id_1",
     "tls_digest_1",
@@ -240,6 +239,8 @@ const NOT_YET: &[&str] = &[
     "time_duration",
     "session_id",
     "session_state",
+    // Stock OpenVPN leaves auth-user-pass-verify's file in the environment of the later
+    // scripts too; warren sets it for auth-user-pass-verify only (checked below).
     "auth_control_file",
     "auth_pending_file",
     "auth_failed_reason_file",
@@ -367,6 +368,39 @@ fn server_scripts() {
         env_value(&w.join("connect.env.client1"), "ifconfig_pool_remote_ip").as_deref(),
         Some("10.8.0.2")
     );
+    assert!(
+        env_value(&w.join("auth.env.client1"), "auth_control_file").is_some(),
+        "auth-user-pass-verify gets no auth_control_file"
+    );
+    // `setenv NAME VALUE` reaches the scripts, as in stock OpenVPN.
+    for file in ["auth.env.client1", "connect.env.client1", "up.env"] {
+        for run in [&stock.out, w] {
+            assert_eq!(
+                env_value(&run.join(file), "WARREN_SITE").as_deref(),
+                Some("lab-one"),
+                "{file} in {}",
+                run.display()
+            );
+        }
+    }
+    // The client's peer info and certificate, as stock OpenVPN gives them.
+    for file in ["auth.env.client1", "connect.env.client1"] {
+        for k in [
+            "IV_VER",
+            "IV_PLAT",
+            "IV_PROTO",
+            "IV_CIPHERS",
+            "tls_serial_0",
+            "X509_0_CN",
+        ] {
+            let (sv, wv) = (
+                env_value(&stock.out.join(file), k),
+                env_value(&w.join(file), k),
+            );
+            assert!(wv.is_some(), "warren {file} lacks {k}");
+            assert_eq!(sv, wv, "{file}: {k} differs from stock");
+        }
+    }
     eprintln!("{report}");
 }
 
@@ -574,4 +608,115 @@ fn client_up_down() {
     }
     eprintln!("{report}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `warren-state-dir` with `auth-user-pass-verify` and `client-connect`: the user database
+/// decides first (a disabled user never reaches the scripts), then the scripts (a wrong
+/// password for the script refuses a user the database accepts), and the file
+/// `client-connect` writes is applied on top of the database's grant (a pushed route), with
+/// the address from the lease table in `ifconfig_pool_remote_ip`.
+#[test]
+fn scripts_with_a_user_database() {
+    use crate::state_common::{Warren, expect_auth_failed, start_client};
+    use common::conf::TlsWrap;
+
+    let mut lab = Lab::p256("scripts-db", ServerKind::Warren);
+    let state = lab.dir().join("state");
+    let w = Warren::new(&state);
+    w.ok(&["pki", "init"]);
+    w.add_user("alice", &[]);
+    w.add_user("bob", &[]);
+    w.add_user("carol", &[]);
+    w.ok(&["user", "disable", "bob"]);
+
+    let out = lab.dir().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let o = out.display().to_string();
+    let d = lab.dir().to_path_buf();
+    let auth = script(
+        &d,
+        "auth.sh",
+        &format!(
+            "env > {o}/auth.env.$common_name\n\
+             test \"$(sed -n 2p \"$1\")\" = good-pass"
+        ),
+    );
+    let connect = script(
+        &d,
+        "connect.sh",
+        &format!(
+            "env > {o}/connect.env.$common_name\n\
+             echo 'push \"route 192.0.2.0 255.255.255.0\"' > \"$1\"\nexit 0"
+        ),
+    );
+    let mut conf = lab.server_conf();
+    conf.ca = state.join("pki/ca.crt");
+    conf.cert = state.join("pki/server.crt");
+    conf.key = state.join("pki/server.key");
+    conf.ta_key = state.join("tls-crypt.key");
+    conf.wrap = TlsWrap::Crypt;
+    conf.extra = vec![
+        "ignore-unknown-option warren-state-dir warren-auth".into(),
+        format!("warren-state-dir {}", state.display()),
+        "warren-auth cert".into(),
+        "script-security 2".into(),
+        format!("auth-user-pass-verify {} via-file", auth.display()),
+        format!("client-connect {}", connect.display()),
+    ];
+    lab.start_server(&conf);
+
+    let mut a = start_client(
+        &mut lab,
+        &w,
+        "alice",
+        "alice",
+        Some(("alice", "good-pass")),
+        &[],
+    );
+    a.wait_connected(CONNECT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\nserver:\n{}", lab.server_log()));
+    let routes = a.ns.exec_ok(&["ip", "-4", "route", "show"]);
+    assert!(
+        routes.contains("192.0.2.0/24"),
+        "the route client-connect pushed is missing:\n{routes}\n{}",
+        lab.server_log()
+    );
+    let ip = poll_until(Duration::from_secs(5), || a.ns.ipv4_addr(&a.dev)).expect("address");
+    let cc = out.join("connect.env.alice");
+    assert_eq!(
+        env_value(&cc, "ifconfig_pool_remote_ip").as_deref(),
+        Some(ip.as_str()),
+        "client-connect saw another address than the lease table gave"
+    );
+    assert_eq!(env_value(&cc, "username").as_deref(), Some("alice"));
+    assert!(a.ns.ping(common::lab::SERVER_TUN_ADDR, 3, 5).success());
+
+    // Disabled in the database: refused before any script runs.
+    let mut b = start_client(&mut lab, &w, "bob", "bob", Some(("bob", "good-pass")), &[]);
+    expect_auth_failed(&mut b.proc, Duration::from_secs(30));
+    assert!(
+        lab.server_log().contains("user disabled"),
+        "{}",
+        lab.server_log()
+    );
+    assert!(!out.join("auth.env.bob").exists(), "the script ran for bob");
+
+    // Accepted by the database, refused by auth-user-pass-verify.
+    let mut c = start_client(
+        &mut lab,
+        &w,
+        "carol",
+        "carol",
+        Some(("carol", "bad-pass")),
+        &[],
+    );
+    expect_auth_failed(&mut c.proc, Duration::from_secs(30));
+    assert!(
+        out.join("auth.env.carol").exists(),
+        "the script did not run for carol"
+    );
+    assert!(
+        !out.join("connect.env.carol").exists(),
+        "client-connect ran after a failed auth-user-pass-verify"
+    );
 }

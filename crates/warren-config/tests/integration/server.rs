@@ -955,8 +955,16 @@ fn setenv_rules() {
     err("setenv opt port 0", "between 1 and 65535");
     err("setenv opt secret x.key", "static-key mode");
     err("setenv opt", "a directive after `setenv opt`");
-    let (_, w) = ok("setenv FOO bar");
-    assert!(w[0].message.contains("scripts"));
+    // setenv NAME VALUE: for the scripts (a later one replaces an earlier one).
+    let (c, w) = ok("setenv FOO bar\nsetenv EMPTY\nsetenv FOO baz");
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        c.scripts.setenv,
+        [
+            ("EMPTY".into(), String::new()),
+            ("FOO".into(), "baz".into())
+        ]
+    );
     err("setenv GENERIC_CONFIG 1", "generic configuration");
     let (_, w) = ok("setenv FORWARD_COMPATIBLE 1\nfrobnicate\ninactive 3600");
     assert_eq!(w.len(), 2, "{w:?}");
