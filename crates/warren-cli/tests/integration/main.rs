@@ -53,8 +53,8 @@ mod state_hardening;
 mod systemd;
 mod tcp;
 mod tls_crypt_v2;
-mod transport6;
 mod topology;
+mod transport6;
 mod zero_config;
 
 /// Not a test: the traffic helper process that the suites start as a second copy of this
