@@ -91,7 +91,7 @@ fn engine_config(profile: &std::path::Path, clock: &Clock) -> Result<ClientConfi
             cfg.tls_auth.as_ref(),
             cfg.hmac_digest(),
         )?,
-        data_ciphers: convert::data_ciphers(&cfg.data_ciphers)?,
+        data_ciphers: convert::data_ciphers(&cfg.data_ciphers, None)?,
         ping: None,
         ping_restart: None,
         reneg: None,

@@ -464,7 +464,7 @@ impl Plan {
                     cfg.hmac_digest(),
                 )?,
             },
-            data_ciphers: data_ciphers(&cfg.data_ciphers)?,
+            data_ciphers: data_ciphers(&cfg.data_ciphers, cfg.auth.as_deref())?,
             ping: s.ping,
             ping_restart: s.ping_restart,
             reneg: s.reneg,
@@ -695,14 +695,16 @@ mod tests {
     #[test]
     fn cipher_lists() {
         assert_eq!(
-            data_ciphers(&profile("").data_ciphers).expect("ok").len(),
+            data_ciphers(&profile("").data_ciphers, None)
+                .expect("ok")
+                .len(),
             3
         );
         assert_eq!(
-            data_ciphers(&["CHACHA20-POLY1305".into()]).expect("ok"),
+            data_ciphers(&["CHACHA20-POLY1305".into()], None).expect("ok"),
             vec![warren_crypto::CipherKind::from_name("CHACHA20-POLY1305").expect("known")]
         );
-        assert!(data_ciphers(&["BF-CBC".into()]).is_err());
+        assert!(data_ciphers(&["BF-CBC".into()], None).is_err());
     }
 
     #[test]

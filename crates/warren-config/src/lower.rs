@@ -21,6 +21,8 @@ use crate::types::{
 /// `data-ciphers` order (options.c init_options: "AES-256-GCM:AES-128-GCM",
 /// plus CHACHA20-POLY1305 when the library has it).
 pub const SUPPORTED_DATA_CIPHERS: [&str; 3] = ["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"];
+/// Legacy CBC data ciphers (HMAC from `auth`), accepted with a warning for old peers.
+pub const LEGACY_CBC_CIPHERS: [&str; 2] = ["AES-256-CBC", "AES-128-CBC"];
 
 /// One directive as the lowering code sees it: for `setenv opt NAME ...` the
 /// name and arguments are those after `setenv opt`.
@@ -607,11 +609,15 @@ impl Common {
             }
             "data-ciphers-fallback" => {
                 v.expect(1, 1, "1 parameter (a cipher name)")?;
-                self.data_ciphers_fallback = Some(aead_cipher(v, 0, v.arg(0))?);
+                let c = aead_cipher(v, 0, v.arg(0))?;
+                warn_cbc(lw, v, &c);
+                self.data_ciphers_fallback = Some(c);
             }
             "cipher" => {
                 v.expect(1, 1, "1 parameter (a cipher name)")?;
-                self.cipher = Some(aead_cipher(v, 0, v.arg(0))?);
+                let c = aead_cipher(v, 0, v.arg(0))?;
+                warn_cbc(lw, v, &c);
+                self.cipher = Some(c);
             }
             "tls-version-min" => {
                 v.expect(
@@ -1037,10 +1043,27 @@ fn digest(v: &View<'_>) -> Result<String, ConfigError> {
     Ok(canonical.to_owned())
 }
 
-/// One AEAD cipher name, normalised to upper case.
+/// CBC is legacy: warn, never refuse (old peers need it).
+fn warn_cbc(lw: &mut Lowerer<'_>, v: &View<'_>, cipher: &str) {
+    if LEGACY_CBC_CIPHERS.contains(&cipher) {
+        lw.warn(
+            &v.loc,
+            v.name,
+            format!(
+                "`{cipher}` is a legacy CBC cipher (with an `auth` HMAC); it works with old \
+                 peers but the AEAD ciphers (AES-256-GCM, CHACHA20-POLY1305) are faster and \
+                 safer: move to them when the peers allow"
+            ),
+        );
+    }
+}
+
+/// One data cipher name (AEAD, or legacy AES-CBC), normalised to upper case.
 fn aead_cipher(v: &View<'_>, i: usize, name: &str) -> Result<String, ConfigError> {
     let upper = name.to_ascii_uppercase();
-    if SUPPORTED_DATA_CIPHERS.contains(&upper.as_str()) {
+    if SUPPORTED_DATA_CIPHERS.contains(&upper.as_str())
+        || LEGACY_CBC_CIPHERS.contains(&upper.as_str())
+    {
         return Ok(upper);
     }
     let reason: Cow<'static, str> = if upper == "NONE" {
@@ -1048,7 +1071,8 @@ fn aead_cipher(v: &View<'_>, i: usize, name: &str) -> Result<String, ConfigError
     } else {
         format!(
             "`{name}` is not supported: only the AEAD ciphers AES-256-GCM, AES-128-GCM and \
-             CHACHA20-POLY1305 are (CBC ciphers such as BF-CBC are legacy and not implemented)"
+             CHACHA20-POLY1305 are, and the legacy AES-256-CBC and AES-128-CBC (other CBC \
+             ciphers such as BF-CBC are not implemented)"
         )
         .into()
     };
@@ -1075,6 +1099,7 @@ fn cipher_list(lw: &mut Lowerer<'_>, v: &View<'_>) -> Result<Vec<String>, Config
         }
         match aead_cipher(v, 0, name) {
             Ok(c) => {
+                warn_cbc(lw, v, &c);
                 if !out.contains(&c) {
                     out.push(c);
                 }

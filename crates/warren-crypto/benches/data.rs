@@ -4,6 +4,8 @@
 //!   in place, P_DATA_V2 framing, for 64, 512, 1400, 8192 and 65000-byte plaintexts.
 //! * `batch64x1400/<cipher>/{seal,open}`: 64 packets of 1400 bytes in one go, the shape of
 //!   one TUN super-packet after the GSO split (or one UDP GRO read).
+//! * CBC + HMAC (`aes256cbc-sha256`, `aes128cbc-sha1`) in the same groups, for legacy
+//!   peers (buffers carry `DATA_TAILROOM`).
 //! * `raw1400/<backend>-<cipher>/{seal,open}`: the bare AEAD call of aws-lc-rs and of ring
 //!   (`LessSafeKey::{seal_in_place_separate_tag, open_in_place_separate_tag}`) on 1400 bytes,
 //!   to choose the backend on the deployment CPU (crates.md §4 and §12.1).
@@ -19,16 +21,20 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use warren_core::KeyId;
-use warren_crypto::{CipherKind, DATA_HEADROOM, DataHeader, DataKeys, Key2, Role};
+use warren_crypto::{
+    CipherKind, DATA_HEADROOM, DATA_TAILROOM, DataHeader, DataKeys, Digest, Key2, Role,
+};
 
 const SIZES: [usize; 5] = [64, 512, 1400, 8192, 65000];
 const BATCH: usize = 64;
 const BATCH_PACKET: usize = 1400;
 
-const CIPHERS: [(CipherKind, &str); 3] = [
+const CIPHERS: [(CipherKind, &str); 5] = [
     (CipherKind::Aes256Gcm, "aes256gcm"),
     (CipherKind::Aes128Gcm, "aes128gcm"),
     (CipherKind::ChaCha20Poly1305, "chacha20poly1305"),
+    (CipherKind::Aes256Cbc(Digest::Sha256), "aes256cbc-sha256"),
+    (CipherKind::Aes128Cbc(Digest::Sha1), "aes128cbc-sha1"),
 ];
 
 fn key2() -> Key2 {
@@ -48,8 +54,8 @@ fn header() -> DataHeader {
 
 /// A sealed V2 packet of `size` plaintext bytes from the client, for the server to open.
 fn sealed(client: &DataKeys, size: usize, pid: u32) -> Vec<u8> {
-    let mut buf = vec![0x5au8; DATA_HEADROOM + size];
-    let r = client.seal(header(), pid, &mut buf);
+    let mut buf = vec![0x5au8; DATA_HEADROOM + size + DATA_TAILROOM];
+    let r = client.seal_in(header(), pid, &mut buf, size);
     buf[r].to_vec()
 }
 
@@ -61,12 +67,14 @@ fn per_size(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("seal/{name}"));
         for size in SIZES {
             g.throughput(Throughput::Bytes(size as u64));
-            let mut buf = vec![0x5au8; DATA_HEADROOM + size];
+            // CBC moves the payload into the tailroom; each seal starts from the same
+            // plaintext position, so the (in-place) work is the same every time.
+            let mut buf = vec![0x5au8; DATA_HEADROOM + size + DATA_TAILROOM];
             let mut pid = 0u32;
             g.bench_function(size.to_string(), |b| {
                 b.iter(|| {
                     pid = pid.wrapping_add(1);
-                    black_box(client.seal(header(), pid, black_box(&mut buf)))
+                    black_box(client.seal_in(header(), pid, black_box(&mut buf), size))
                 })
             });
         }
@@ -94,13 +102,13 @@ fn batches(c: &mut Criterion) {
         let server = DataKeys::new(kind, &k2, Role::Server);
         let mut g = c.benchmark_group(format!("batch{BATCH}x{BATCH_PACKET}/{name}"));
         g.throughput(Throughput::Bytes((BATCH * BATCH_PACKET) as u64));
-        let mut bufs = vec![vec![0x5au8; DATA_HEADROOM + BATCH_PACKET]; BATCH];
+        let mut bufs = vec![vec![0x5au8; DATA_HEADROOM + BATCH_PACKET + DATA_TAILROOM]; BATCH];
         let mut pid = 0u32;
         g.bench_function("seal", |b| {
             b.iter(|| {
                 for buf in bufs.iter_mut() {
                     pid = pid.wrapping_add(1);
-                    black_box(client.seal(header(), pid, buf));
+                    black_box(client.seal_in(header(), pid, buf, BATCH_PACKET));
                 }
             })
         });

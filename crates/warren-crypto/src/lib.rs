@@ -28,8 +28,8 @@ mod wrap;
 
 pub use cookie::{COOKIE_SLOTS_ACCEPTED, CookieKey};
 pub use data::{
-    AEAD_TAG_LEN, CipherKind, DATA_HEADROOM, DataHeader, DataKeys, Key2, OpenError, P_DATA_V1,
-    P_DATA_V2,
+    AEAD_TAG_LEN, CipherKind, DATA_HEADROOM, DATA_TAILROOM, DataHeader, DataKeys, Key2, OpenError,
+    P_DATA_V1, P_DATA_V2,
 };
 pub use prf::{openvpn_prf_key2, tls1_prf};
 pub use replay::{REPLAY_TIME_BACKTRACK, REPLAY_WINDOW_LEN, ReplayError, ReplayWindow};

@@ -311,7 +311,7 @@ impl Client {
         if let Some(mss) = self.mss {
             crate::mss::clamp(&mut buf[DATA_HEADROOM..end], mss);
         }
-        match self.session.seal_data(now, &mut buf[..end]) {
+        match self.session.seal_data(now, buf, len) {
             Some(range) => Ok(range),
             None => {
                 self.ctx.count(DropReason::NoKey);

@@ -60,19 +60,24 @@ pub(crate) const PACKET_ID_WRAP_TRIGGER: u32 = 0xFF00_0000;
 // The data channel's rules, shared by every path that moves data (the [`DataPlane`], the
 // client, and the control side's pings and OCC messages).
 
-/// Seals `buf[DATA_HEADROOM..]` in place with the next packet id of `key`. Returns the
+/// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place with the next packet id of
+/// `key` (CBC ciphers use up to `DATA_TAILROOM` bytes of `buf` after it). Returns the
 /// datagram's range and whether the id passed the wrap trigger (renegotiate now), or
-/// `None` when the key's ids are spent.
+/// `None` when the key's ids are spent or `buf` lacks the cipher's tailroom.
 pub(crate) fn seal_with(
     key_id: KeyId,
     keys: &DataKeys,
     tx: &TxCounter,
     peer_id: Option<PeerId>,
     buf: &mut [u8],
+    len: usize,
 ) -> Option<(Range<usize>, bool)> {
+    if buf.len() < DATA_HEADROOM + len + keys.tailroom() {
+        return None;
+    }
     let pid = tx.reserve(1)?;
     let peer_id = peer_id.map(PeerId::get);
-    let range = keys.seal(DataHeader { key_id, peer_id }, pid, buf);
+    let range = keys.seal_in(DataHeader { key_id, peer_id }, pid, buf, len);
     Some((range, pid >= PACKET_ID_WRAP_TRIGGER))
 }
 
@@ -904,8 +909,7 @@ impl DataPlane {
             return self.drop_seal(DropReason::NoKey);
         };
         let peer = p.data.data_v2.then_some(p.data.peer_id);
-        let Some((range, past_trigger)) =
-            seal_with(key.key_id, &key.keys, &key.tx, peer, &mut buf[..end])
+        let Some((range, past_trigger)) = seal_with(key.key_id, &key.keys, &key.tx, peer, buf, len)
         else {
             return self.drop_seal(DropReason::NoKey);
         };

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use warren_core::{Instant, KeyId, PeerId, SessionId};
 use warren_crypto::{
-    CipherKind, ControlWrap, DATA_HEADROOM, DataKeys, ReplayStamp, ReplayWindow, Role,
+    CipherKind, ControlWrap, DATA_HEADROOM, DATA_TAILROOM, DataKeys, ReplayStamp, ReplayWindow,
+    Role,
 };
 use warren_wire::{
     AckBlock, ControlMessageReader, ControlPacket, KeyMethod2, Opcode, PING_MAGIC, PeerInfo,
@@ -800,17 +801,24 @@ impl<S: Side> Session<S> {
             })
     }
 
-    /// Seals `buf[DATA_HEADROOM..]` in place for this peer (a ping, an OCC message, the
-    /// client's data). Returns the packet's range.
-    pub fn seal_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<std::ops::Range<usize>> {
+    /// Seals `buf[DATA_HEADROOM..DATA_HEADROOM + len]` in place for this peer (a ping, an
+    /// OCC message, the client's data); CBC ciphers need `DATA_TAILROOM` bytes after it.
+    /// Returns the packet's range.
+    pub fn seal_data(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<std::ops::Range<usize>> {
         let idx = self.send_key_index()?;
         let peer_id = self.data_v2;
         let ks = &self.keys[idx];
-        let (range, past_trigger) = seal_with(ks.key_id, ks.data.as_ref()?, &ks.tx, peer_id, buf)?;
+        let (range, past_trigger) =
+            seal_with(ks.key_id, ks.data.as_ref()?, &ks.tx, peer_id, buf, len)?;
         if past_trigger {
             self.force_renegotiation(now);
         }
-        self.activity.sent(now, (buf.len() - DATA_HEADROOM) as u64);
+        self.activity.sent(now, len as u64);
         Some(range)
     }
 
@@ -965,9 +973,9 @@ impl<S: Side> Session<S> {
         if self.timers.ping_due {
             self.timers.ping_due = false;
             out.clear();
-            out.resize(DATA_HEADROOM + PING_MAGIC.len(), 0);
-            out[DATA_HEADROOM..].copy_from_slice(&PING_MAGIC);
-            if let Some(range) = self.seal_data(now, out) {
+            out.resize(DATA_HEADROOM + PING_MAGIC.len() + DATA_TAILROOM, 0);
+            out[DATA_HEADROOM..DATA_HEADROOM + PING_MAGIC.len()].copy_from_slice(&PING_MAGIC);
+            if let Some(range) = self.seal_data(now, out, PING_MAGIC.len()) {
                 out.truncate(range.end);
                 out.drain(..range.start);
                 return true;
@@ -1603,8 +1611,12 @@ impl Session<ClientSide> {
     ) -> Result<(), SessionError> {
         let c = &mut self.side;
         let cipher = match pushed.cipher {
-            Some(p) if ctx.data_ciphers.contains(&p) => p,
-            Some(p) => return Err(SessionError::PushedCipherNotOurs(p)),
+            // By name: a CBC cipher's `auth` digest is ours, never pushed.
+            Some(p) => *ctx
+                .data_ciphers
+                .iter()
+                .find(|c| c.name() == p.name())
+                .ok_or(SessionError::PushedCipherNotOurs(p))?,
             None => ctx
                 .data_ciphers_fallback
                 .ok_or(SessionError::PushedNoCipher)?,
@@ -1650,7 +1662,9 @@ impl Session<ClientSide> {
             } else {
                 let mut buf = vec![0u8; DATA_HEADROOM];
                 warren_wire::encode_occ_exit(&mut buf);
-                if let Some(range) = self.seal_data(now, &mut buf) {
+                let len = buf.len() - DATA_HEADROOM;
+                buf.resize(buf.len() + DATA_TAILROOM, 0);
+                if let Some(range) = self.seal_data(now, &mut buf, len) {
                     out.push(buf[range].to_vec());
                 }
             }
@@ -1678,7 +1692,7 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
             if info
                 .ciphers
                 .iter()
-                .any(|p| CipherKind::from_name(p) == Some(*c))
+                .any(|p| CipherKind::from_name(p).is_some_and(|p| p.name() == c.name()))
             {
                 return Ok(*c);
             }
@@ -1692,8 +1706,8 @@ fn negotiate_cipher(ctx: &Ctx, info: &PeerInfo, occ: &str) -> Result<CipherKind,
         .split(',')
         .find_map(|item| item.strip_prefix("cipher "))
         .and_then(CipherKind::from_name);
-    if let Some(c) = occ_cipher.filter(|c| ours.contains(c)) {
-        return Ok(c);
+    if let Some(c) = occ_cipher.and_then(|o| ours.iter().find(|c| c.name() == o.name())) {
+        return Ok(*c);
     }
     ctx.data_ciphers_fallback
         .ok_or(SessionError::NoFallbackCipher)

@@ -85,8 +85,25 @@ pub fn wrap_name(w: &WrapConfig) -> &'static str {
 }
 
 /// The `data-ciphers` names the config settled on (validated and defaulted there).
-pub fn data_ciphers(names: &[String]) -> Result<Vec<CipherKind>> {
-    names.iter().map(|n| cipher_kind(n)).collect()
+/// `auth` (the config's digest name) sets the HMAC of the legacy CBC ciphers.
+pub fn data_ciphers(names: &[String], auth: Option<&str>) -> Result<Vec<CipherKind>> {
+    names.iter().map(|n| cipher_with_auth(n, auth)).collect()
+}
+
+/// One cipher, with the `auth` HMAC digest if it is a CBC cipher (default SHA1).
+pub fn cipher_with_auth(name: &str, auth: Option<&str>) -> Result<CipherKind> {
+    let kind = cipher_kind(name)?;
+    match auth {
+        None => Ok(kind),
+        Some(a) => Digest::from_name(a)
+            .map(|d| kind.with_auth(d))
+            .ok_or_else(|| Error::Cipher(format!("{name} with auth {a}"))),
+    }
+}
+
+/// Whether any of the data-channel ciphers is a legacy CBC one (warned about at startup).
+pub fn legacy_cbc(kinds: &[CipherKind], fallback: Option<CipherKind>) -> Option<CipherKind> {
+    kinds.iter().copied().chain(fallback).find(|k| !k.is_aead())
 }
 
 pub fn cipher_kind(name: &str) -> Result<CipherKind> {

@@ -38,7 +38,7 @@ use warren_store::{RateLimitConfig, SqliteStore, Store};
 
 use crate::auth::StoreAuth;
 use crate::convert::{
-    cert_role, cipher_kind, data_ciphers, key_derivation, tls_algorithms, tls_crypt_v2_server,
+    cert_role, cipher_with_auth, data_ciphers, key_derivation, tls_algorithms, tls_crypt_v2_server,
     tls_version, wrap_config, wrap_name, x509_match,
 };
 use crate::state::Layout;
@@ -1079,8 +1079,11 @@ fn engine_config_with(
         ping_restart: s.ping_restart,
         push_ping: s.push_ping,
         push_ping_restart: s.push_ping_restart,
-        data_ciphers: data_ciphers(&cfg.data_ciphers)?,
-        data_ciphers_fallback: cfg.fallback_cipher().map(cipher_kind).transpose()?,
+        data_ciphers: data_ciphers(&cfg.data_ciphers, cfg.auth.as_deref())?,
+        data_ciphers_fallback: cfg
+            .fallback_cipher()
+            .map(|n| cipher_with_auth(n, cfg.auth.as_deref()))
+            .transpose()?,
         reneg: s.reneg,
         hand_window: s.hand_window,
         tls_timeout: s.tls_timeout,

@@ -5,6 +5,7 @@
 //! Each suite builds its own network namespaces (see `common::netns`); run one suite with
 //! `cargo test --release -p warren-cli --test integration -- SUITE::`.
 
+mod cbc;
 mod client_common;
 mod common;
 mod state_common;

@@ -581,7 +581,17 @@ fn ciphers() {
     assert_eq!(c.data_ciphers, ["AES-256-GCM"]);
     assert!(warned(&w, "data-ciphers"));
     err("data-ciphers AES-256-GCM:BF-CBC", "only the AEAD ciphers");
-    err("data-ciphers AES-256-CBC", "only the AEAD ciphers");
+    // Legacy CBC: accepted (old peers), always with a warning.
+    let (c, w) = ok("data-ciphers AES-256-GCM:aes-256-cbc:AES-128-CBC\nauth SHA256");
+    assert_eq!(
+        c.data_ciphers,
+        ["AES-256-GCM", "AES-256-CBC", "AES-128-CBC"]
+    );
+    assert_eq!(c.auth.as_deref(), Some("SHA256"));
+    assert!(w.iter().any(|w| w.message.contains("legacy CBC")));
+    let (c, w) = ok("cipher AES-128-CBC\ndata-ciphers-fallback AES-128-CBC");
+    assert_eq!(c.data_ciphers_fallback.as_deref(), Some("AES-128-CBC"));
+    assert!(w.iter().any(|w| w.message.contains("legacy CBC")));
     err("data-ciphers AES-256-GCM::AES-128-GCM", "empty cipher name");
     err("data-ciphers ?BF-CBC", "no supported cipher left");
     assert_eq!(
