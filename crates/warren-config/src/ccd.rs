@@ -43,15 +43,22 @@ pub struct ClientOptions {
     pub disable: bool,
 }
 
-/// The name OpenVPN looks up in the client-config-dir for `common_name`: non-printable
-/// characters and `/` become `_` (platform.c `platform_gen_path` with
-/// `CC_PRINT`/`CC_SLASH`); `None` for names that cannot be a file (empty, `.`, `..`).
+/// The name OpenVPN looks up in the client-config-dir for `common_name`: every byte that
+/// is not printable ASCII, and `/`, becomes `_` (platform.c `platform_gen_path` with
+/// `CC_PRINT`/`CC_SLASH` in the C locale, so `jürgen` is `j__rgen`); `None` for names that
+/// cannot be a file (empty, `.`, `..`, longer than 255 bytes).
 pub fn ccd_file_name(common_name: &str) -> Option<String> {
     let name: String = common_name
-        .chars()
-        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .bytes()
+        .map(|b| {
+            if b == b'/' || !(0x20..0x7f).contains(&b) {
+                '_'
+            } else {
+                char::from(b)
+            }
+        })
         .collect();
-    (!matches!(name.as_str(), "" | "." | "..")).then_some(name)
+    (!matches!(name.as_str(), "" | "." | "..") && name.len() <= 255).then_some(name)
 }
 
 /// Reads a client-config-dir file.
@@ -305,6 +312,8 @@ mod tests {
         assert_eq!(ccd_file_name("a/b").as_deref(), Some("a_b"));
         assert_eq!(ccd_file_name("a\nb").as_deref(), Some("a_b"));
         assert_eq!(ccd_file_name("Jane Doe").as_deref(), Some("Jane Doe"));
+        assert_eq!(ccd_file_name("jürgen").as_deref(), Some("j__rgen"));
+        assert_eq!(ccd_file_name(&"x".repeat(256)), None);
         assert_eq!(ccd_file_name(".."), None);
         assert_eq!(ccd_file_name("."), None);
         assert_eq!(ccd_file_name(""), None);

@@ -141,7 +141,10 @@ fn temp_file(dir: &Path, prefix: &str, contents: &[u8]) -> std::io::Result<PathB
             .open(&path)
         {
             Ok(mut f) => {
-                f.write_all(contents)?;
+                if let Err(e) = f.write_all(contents) {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
                 return Ok(path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),

@@ -350,6 +350,19 @@ struct L4 {
 }
 
 impl L4 {
+    /// No transport header where a rule could read it: an IPv6 header chain that is too
+    /// long, cut short or of a kind not walked, or a TCP/UDP first fragment too short to
+    /// hold the ports. Refused whatever the rules say, so that a deny rule naming a
+    /// protocol or a port cannot be walked around (RFC 7112 requires the whole chain in
+    /// the first fragment).
+    fn opaque(&self) -> bool {
+        match self.proto {
+            None => true,
+            Some(IPPROTO_TCP | IPPROTO_UDP) => !self.later_fragment && self.port.is_none(),
+            Some(_) => false,
+        }
+    }
+
     /// Whether a rule's protocol and ports admit this packet.
     fn fits(&self, proto: Option<u8>, ports: bool, lo: u16, hi: u16) -> bool {
         if let Some(want) = proto
@@ -393,6 +406,9 @@ impl AccessRules {
             Some(4) if pkt.len() >= 20 => {
                 let dst = u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]);
                 let l4 = l4_v4(pkt);
+                if l4.opaque() {
+                    return false;
+                }
                 self.v4
                     .iter()
                     .find(|r| dst & r.mask == r.net && l4.fits(r.proto, r.ports, r.lo, r.hi))
@@ -403,6 +419,9 @@ impl AccessRules {
                 d.copy_from_slice(&pkt[24..40]);
                 let dst = u128::from_be_bytes(d);
                 let l4 = l4_v6(pkt);
+                if l4.opaque() {
+                    return false;
+                }
                 self.v6
                     .iter()
                     .find(|r| dst & r.mask == r.net && l4.fits(r.proto, r.ports, r.lo, r.hi))
@@ -441,7 +460,7 @@ fn l4_v4(pkt: &[u8]) -> L4 {
     }
 }
 
-/// Extension headers walked at most (a longer chain is matched on address only).
+/// Extension headers walked at most (a longer chain is refused, see [`L4::opaque`]).
 const MAX_EXT_HEADERS: usize = 8;
 
 fn l4_v6(pkt: &[u8]) -> L4 {
@@ -457,6 +476,14 @@ fn l4_v6(pkt: &[u8]) -> L4 {
                 };
                 next = h[0];
                 off += (usize::from(h[1]) + 1) * 8;
+            }
+            // Authentication header (RFC 4302 §2.2): length in 4-byte units, minus 2.
+            51 => {
+                let Some(h) = pkt.get(off..off + 2) else {
+                    break;
+                };
+                next = h[0];
+                off += (usize::from(h[1]) + 2) * 4;
             }
             // Fragment (RFC 8200 §4.5): 8 bytes, offset in the high 13 bits of bytes 2-3.
             44 => {
@@ -695,6 +722,38 @@ mod tests {
         assert!(!r.allows(&p), "first fragment to port 54");
         p[42..44].copy_from_slice(&(185u16 << 3).to_be_bytes());
         assert!(r.allows(&p), "later fragment of a UDP datagram to the /64");
+    }
+
+    #[test]
+    fn no_way_around_a_port_rule_without_a_transport_header() {
+        // Only a deny rule: the default is allow.
+        let r = list(&[("deny", "[fd00::5]:22/tcp"), ("deny", "10.0.0.5:22/tcp")]);
+        assert!(!r.allows(&v6("fd00::5", 6, 22)));
+        assert!(r.allows(&v6("fd00::5", 6, 80)));
+        // Nine empty destination-options headers, then TCP to port 22: past the walk.
+        let mut p = v6("fd00::5", 60, 0);
+        p.truncate(40);
+        for i in 0..9 {
+            p.extend_from_slice(&[if i < 8 { 60 } else { 6 }, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        p.extend_from_slice(&[0x9c, 0x40, 0, 22, 0, 0, 0, 0]);
+        assert!(!r.allows(&p), "an unwalked chain is refused");
+        // A chain cut short, and an AH header walked to the TCP header behind it.
+        assert!(!r.allows(&v6("fd00::5", 60, 0)[..41]));
+        let mut p = v6("fd00::5", 51, 0);
+        p.truncate(40);
+        p.extend_from_slice(&[
+            6, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        p.extend_from_slice(&[0x9c, 0x40, 0, 22]);
+        assert!(!r.allows(&p), "TCP to 22 behind AH is denied");
+        p[66..68].copy_from_slice(&80u16.to_be_bytes());
+        assert!(r.allows(&p), "TCP to 80 behind AH is allowed");
+        // An IPv4 first fragment too short to hold the TCP ports.
+        let mut p = v4([10, 0, 0, 5], 6, 22);
+        p.truncate(22);
+        p[6] = 0x20; // more fragments, offset 0
+        assert!(!r.allows(&p), "a tiny first fragment is refused");
     }
 
     #[test]

@@ -239,10 +239,10 @@ impl<T> Default for PrefixTable<T> {
 
 impl<T: Copy + Eq + std::ops::BitAnd<Output = T>> PrefixTable<T> {
     fn insert(&mut self, network: T, mask: T, len: u8, peer: PeerId) {
-        // A network another peer claimed is taken over (the newest owner wins, as a
-        // client that re-learns a route in OpenVPN's vhash does).
-        self.entries.retain(|e| !(e.0 == network && e.2 == len));
-        let at = self.entries.partition_point(|e| e.2 >= len);
+        // A network another peer claims too: the newest claimant is found first (as a
+        // client that re-learns a route in OpenVPN's vhash wins); the older one keeps its
+        // entry and owns the network again when the newer one leaves.
+        let at = self.entries.partition_point(|e| e.2 > len);
         self.entries.insert(at, (network, mask, len, peer));
     }
 
@@ -650,19 +650,14 @@ impl DataPlane {
         }
     }
 
-    /// Whether `a`'s source is inside one of `peer_id`'s client networks.
+    /// Whether `a`'s source routes back to `peer_id` (multi.c: the source is looked up
+    /// like a destination and must be this client): inside its networks, and not an
+    /// address another client holds or a longer network another client owns.
     fn owns_source(&self, peer_id: PeerId, a: &Addrs) -> bool {
-        let Some(p) = self
-            .peers
-            .get(peer_id.get() as usize)
-            .and_then(Option::as_ref)
-        else {
-            return false;
-        };
-        p.data.iroutes.iter().any(|r| match *a {
-            Addrs::V4(src, _) => r.contains_v4(src),
-            Addrs::V6(src, _) => r.contains_v6(src),
-        })
+        match *a {
+            Addrs::V4(src, _) => self.lookup_v4(src) == Some(peer_id),
+            Addrs::V6(src, _) => self.lookup_v6(src) == Some(peer_id),
+        }
     }
 
     /// The peer for IPv4 destination `dst`: the one with that tunnel address, else the
@@ -1396,6 +1391,9 @@ mod tests {
             ipv4_packet(ip("172.16.0.1"), ip("10.8.0.1")),
             ipv4_packet(ip("10.8.0.3"), ip("10.8.0.1")),
             ipv6_packet(v6("fd00:78::1"), v6("fd00:8::1")),
+            // Inside peer 3's /16 but in peer 4's longer /24: peer 4's, not peer 3's.
+            ipv4_packet(ip("192.168.50.1"), ip("10.8.0.1")),
+            ipv6_packet(v6("fd00:77:1::5"), v6("fd00:8::1")),
         ]
         .into_iter()
         .enumerate()
@@ -1415,6 +1413,17 @@ mod tests {
         });
         assert_eq!(to4(&plane, "192.168.50.9"), Some(pid(3)));
         assert_eq!(to6(&plane, "fd00:77:1::1"), Some(pid(3)));
+        // Two claimants of one network: the newer is found first; when it leaves, the
+        // older one owns it again.
+        let mut c = dual_stack(5, [10, 8, 0, 4], "fd00:8::1002");
+        c.iroutes = vec![net("192.168.0.0/16")];
+        plane.apply(DataChange::Update(c.clone()));
+        assert_eq!(to4(&plane, "192.168.1.1"), Some(pid(5)));
+        plane.apply(DataChange::Remove {
+            peer_id: pid(5),
+            generation: c.generation,
+        });
+        assert_eq!(to4(&plane, "192.168.1.1"), Some(pid(3)));
         // Peer 3 loses its networks on an update: gone from the table.
         a.iroutes.clear();
         plane.apply(DataChange::Update(a));

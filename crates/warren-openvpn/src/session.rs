@@ -1220,10 +1220,14 @@ impl Session<ServerSide> {
         km2: KeyMethod2,
     ) -> Result<(), SessionError> {
         let ks = &self.keys[idx];
+        // ssl.c key_method_2_read: control characters in the user name become `_`
+        // (`string_mod_remap_name`), and CR/LF in the password too, so neither can
+        // smuggle a second line into a script's via-file or a name into a ccd lookup.
+        let username = crate::tls::remap_name(&km2.username);
         let cn = ks
             .peer_certificates()
             .and_then(crate::tls::peer_common_name)
-            .or_else(|| (!km2.username.is_empty()).then(|| km2.username.clone()))
+            .or_else(|| (!username.is_empty()).then(|| username.clone()))
             .ok_or(SessionError::NoCommonName)?;
         let serial = ks.peer_certificates().and_then(crate::tls::peer_serial);
         let first = self.side.common_name.is_none();
@@ -1245,8 +1249,8 @@ impl Session<ServerSide> {
             );
             self.side.peer_info = Some(info);
             self.side.common_name = Some(cn);
-            self.side.username = (!km2.username.is_empty()).then(|| km2.username.clone());
-            self.side.pending_password = Some(km2.password.clone());
+            self.side.username = (!username.is_empty()).then_some(username);
+            self.side.pending_password = Some(km2.password.replace(['\r', '\n'], "_"));
         } else if self.side.common_name.as_deref() != Some(cn.as_str()) {
             // ssl_verify.c: the common name must not change across renegotiations.
             return Err(SessionError::CommonNameChanged {

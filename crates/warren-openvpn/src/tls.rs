@@ -34,6 +34,7 @@
 
 mod load;
 mod name;
+pub(crate) use name::remap_name;
 mod verify;
 
 use std::fmt;

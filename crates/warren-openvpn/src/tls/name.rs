@@ -83,7 +83,7 @@ pub(super) fn openvpn_subject(name: &X509Name<'_>) -> Option<String> {
 
 /// OpenVPN `string_mod(str, CC_PRINT, CC_CRLF, '_')`: bytes below 32 and DEL become `_`
 /// (bytes of multi-byte UTF-8 are >= 128 and stay).
-fn remap_name(s: &str) -> String {
+pub(crate) fn remap_name(s: &str) -> String {
     s.chars()
         .map(|c| {
             if (c as u32) < 0x20 || c == '\u{7f}' {
