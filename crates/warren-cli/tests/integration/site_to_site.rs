@@ -56,15 +56,18 @@ fn lan_behind(gw: &Netns, prefix: &str) -> Netns {
 }
 
 /// Pings `dst` from `from` (3 echoes, bounded) and panics with `logs` on failure.
-fn assert_ping(from: &Netns, what: &str, dst: &str, logs: &dyn Fn() -> String) {
-    let out = from.ping(dst, 3, 2);
-    assert!(
-        out.success(),
-        "{what}: ping {dst} failed:\n{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        logs()
-    );
+/// Pings each destination from its namespace, in order; `what` names the pair.
+fn assert_pings(pairs: &[(&Netns, &str, &str)], logs: &dyn Fn() -> String) {
+    for (from, what, dst) in pairs {
+        let out = from.ping(dst, 3, 2);
+        assert!(
+            out.success(),
+            "{what}: ping {dst} failed:\n{}{}\n{}",
+            out.stdout,
+            out.stderr,
+            logs()
+        );
+    }
 }
 
 /// The server config for two sites: the sites' networks in the server's kernel (`route`)
@@ -144,34 +147,18 @@ fn stock_clients_connect_two_sites_and_the_server_lan() {
         )
     };
     // The server's LAN and site A, both ways; then site to site, both ways.
-    assert_ping(
-        &lan_a,
-        "site A -> server LAN",
-        &format!("{SERVER_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &server_lan,
-        "server LAN -> site A",
-        &format!("{SITE_A_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &lan_b,
-        "site B -> server LAN",
-        &format!("{SERVER_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &lan_a,
-        "site A -> site B",
-        &format!("{SITE_B_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &lan_b,
-        "site B -> site A",
-        &format!("{SITE_A_LAN}.2"),
+    assert_pings(
+        &[
+            (&lan_a, "site A -> server LAN", &format!("{SERVER_LAN}.2")),
+            (
+                &server_lan,
+                "server LAN -> site A",
+                &format!("{SITE_A_LAN}.2"),
+            ),
+            (&lan_b, "site B -> server LAN", &format!("{SERVER_LAN}.2")),
+            (&lan_a, "site A -> site B", &format!("{SITE_B_LAN}.2")),
+            (&lan_b, "site B -> site A", &format!("{SITE_A_LAN}.2")),
+        ],
         &logs,
     );
 
@@ -219,28 +206,17 @@ fn warren_client_as_a_site() {
             b.proc.log_tail(20)
         )
     };
-    assert_ping(
-        &lan_a,
-        "site A -> server LAN",
-        &format!("{SERVER_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &server_lan,
-        "server LAN -> site A",
-        &format!("{SITE_A_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &lan_a,
-        "site A -> site B",
-        &format!("{SITE_B_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &lan_b,
-        "site B -> site A",
-        &format!("{SITE_A_LAN}.2"),
+    assert_pings(
+        &[
+            (&lan_a, "site A -> server LAN", &format!("{SERVER_LAN}.2")),
+            (
+                &server_lan,
+                "server LAN -> site A",
+                &format!("{SITE_A_LAN}.2"),
+            ),
+            (&lan_a, "site A -> site B", &format!("{SITE_B_LAN}.2")),
+            (&lan_b, "site B -> site A", &format!("{SITE_A_LAN}.2")),
+        ],
         &logs,
     );
 }
@@ -288,16 +264,19 @@ fn user_database_subnets_with_the_zero_config_server() {
             c.proc.log_tail(20)
         )
     };
-    assert_ping(
-        &lan_a,
-        "office LAN -> server LAN",
-        &format!("{SERVER_LAN}.2"),
-        &logs,
-    );
-    assert_ping(
-        &server_lan,
-        "server LAN -> office LAN",
-        &format!("{SITE_A_LAN}.2"),
+    assert_pings(
+        &[
+            (
+                &lan_a,
+                "office LAN -> server LAN",
+                &format!("{SERVER_LAN}.2"),
+            ),
+            (
+                &server_lan,
+                "server LAN -> office LAN",
+                &format!("{SITE_A_LAN}.2"),
+            ),
+        ],
         &logs,
     );
 
@@ -393,11 +372,11 @@ fn ipv6_site_with_iroute_ipv6() {
             a.proc.log_tail(20)
         )
     };
-    assert_ping(&lan_a, "site A -> server LAN (IPv6)", "fd00:100::2", &logs);
-    assert_ping(
-        &server_lan,
-        "server LAN -> site A (IPv6)",
-        "fd00:101::2",
+    assert_pings(
+        &[
+            (&lan_a, "site A -> server LAN (IPv6)", "fd00:100::2"),
+            (&server_lan, "server LAN -> site A (IPv6)", "fd00:101::2"),
+        ],
         &logs,
     );
 }
